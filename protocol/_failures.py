@@ -40,7 +40,7 @@ class Failure(Exception):
         self.data = data
 
     def to_error(self) -> ErrorObject:
-        return ErrorObject(code=self.code, message=self.message, data={"kind": self.kind, **self.data})
+        return ErrorObject(code=self.code, message=self.message, data={**self.data, "kind": self.kind})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -119,10 +119,20 @@ _BY_CODE: dict[int, type[Failure]] = {cls.code: cls for cls in _BY_KIND.values()
 
 
 def failure_from_error(error: ErrorObject) -> Failure | None:
-    """The typed failure an error object encodes, or None when it is not one of ours."""
-    data = error.data if isinstance(error.data, dict) else {}
-    cls = _BY_KIND.get(data.get("kind", "")) or _BY_CODE.get(error.code)
-    if cls is None:
+    """The typed failure an error object encodes, or None when it is not one of ours.
+
+    An error is ours when its ``data`` is an object whose ``kind`` names one of the failures
+    above *and* its code is that failure's code. The code alone is not enough: other JSON-RPC
+    peers use the same range (the mcp SDK sends -32001 for a request timeout, for example).
+    Never raises, whatever ``data`` holds.
+    """
+    data = error.data
+    if not isinstance(data, dict):
         return None
-    extra = {k: v for k, v in data.items() if k != "kind"}
-    return cls(error.message, **extra)
+    kind = data.get("kind")
+    cls = _BY_KIND.get(kind) if isinstance(kind, str) else None
+    if cls is None or cls.code != error.code:
+        return None
+    failure = cls(error.message)
+    failure.data = {k: v for k, v in data.items() if k != "kind"}
+    return failure

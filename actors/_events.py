@@ -1,0 +1,72 @@
+"""The event bus: every transition in the tree is logged and fanned out to subscribers.
+
+Publishing never blocks and never fails: a subscriber whose buffer is full misses events
+(counted in ``dropped``) rather than slowing the tree down. The bus and the current node's
+path travel in context variables, so a supervisor or actor started inside a supervised task
+publishes under its own path without being handed anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from typing import Any
+
+import trio
+
+from protocol import Event
+
+__all__ = ["EventBus", "current_bus", "current_path", "publish"]
+
+log = logging.getLogger("supervisor.events")
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self.dropped = 0
+
+    def subscribe(self, size: int = 1000) -> trio.MemoryReceiveChannel[Event]:
+        """A channel that receives every later event; close it to unsubscribe."""
+        send, receive = trio.open_memory_channel[Event](size)
+        self._subscribers.append(send)
+        return receive
+
+    def close(self) -> None:
+        """End every subscription: subscribers' ``async for`` loops finish."""
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()
+
+    def publish(self, event: Event) -> None:
+        level = logging.WARNING if event.kind in ("exited", "gave_up", "failed") and event.reason else logging.INFO
+        if log.isEnabledFor(level):
+            extra = f" in {event.delay:.3g}s" if event.delay is not None else ""
+            log.log(level, "%s %s%s%s", event.path, event.kind, extra, f": {event.reason}" if event.reason else "")
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(send)
+
+
+_BUS: ContextVar[EventBus | None] = ContextVar("supervisor_event_bus", default=None)
+_PATH: ContextVar[str] = ContextVar("supervisor_path", default="")
+
+
+def current_bus() -> EventBus | None:
+    return _BUS.get()
+
+
+def current_path() -> str:
+    return _PATH.get()
+
+
+def publish(kind: str, *, path: str | None = None, **fields: Any) -> None:
+    """Publish an event under ``path`` (default: the current node) on the current bus."""
+    bus = _BUS.get()
+    if bus is None:
+        return
+    bus.publish(Event(path=path if path is not None else _PATH.get(), kind=kind, at=trio.current_time(), **fields))

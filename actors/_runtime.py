@@ -1,0 +1,224 @@
+"""The actor runtime: a bounded mailbox, a ``Ref`` to reach it, ``tell`` and ``ask``.
+
+An actor is a trio task that owns its state and reads one ``Mailbox``. Nothing reaches the
+actor except through its ``Ref``:
+
+- ``await ref.tell(msg)`` delivers without an answer and waits while the mailbox is full;
+  ``ref.tell_nowait(msg)`` raises ``Overloaded`` instead of waiting.
+- ``await ref.ask(msg, timeout)`` delivers and waits for exactly one answer: the value the
+  actor sends, the ``Failure`` it fails the reply with, ``DeadlineExceeded`` when ``timeout``
+  passes first (the wait for mailbox space counts against it), or ``ActorDown`` when the actor
+  is not running or dies before answering. It never hangs.
+
+Guarantees:
+
+- A reply that comes after its asker gave up (timeout or cancellation) is dropped; answering
+  never raises in the actor.
+- When the actor's behaviour returns or raises, ``serve`` closes the mailbox: every pending
+  ``ask`` (queued or already taken) fails at once with ``ActorDown`` naming the reason, and
+  every later ``tell``/``ask`` fails the same way. The exception itself propagates out of
+  ``serve`` unchanged, traceback included, to whoever supervises the task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import outcome
+import trio
+
+from protocol import ActorDown, DeadlineExceeded, Overloaded
+
+__all__ = ["Mailbox", "Ref", "Reply", "serve", "spawn"]
+
+M = TypeVar("M")
+
+_UNANSWERED = object()
+
+
+class Reply:
+    """The one-shot answer slot of one ``ask``. Only the first answer counts."""
+
+    __slots__ = ("_mailbox", "_result", "_task")
+
+    def __init__(self, mailbox: Mailbox[Any]) -> None:
+        self._mailbox = mailbox
+        self._task: trio.lowlevel.Task | None = None
+        self._result: Any = _UNANSWERED
+
+    @property
+    def answered(self) -> bool:
+        return self._result is not _UNANSWERED
+
+    def send(self, value: Any) -> None:
+        """Answer with ``value``. A second answer, or one after the asker left, is dropped."""
+        self._settle(outcome.Value(value))
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with an error the asker will raise. Dropped like ``send`` when late."""
+        self._settle(outcome.Error(error))
+
+    def _settle(self, result: outcome.Outcome[Any]) -> None:
+        if self._result is not _UNANSWERED:
+            return
+        self._result = result
+        self._mailbox._pending.discard(self)
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
+
+    async def _wait(self) -> Any:
+        if self._result is not _UNANSWERED:
+            return self._result.unwrap()
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Mailbox(Generic[M]):
+    """The bounded inbox of one actor, iterated by the actor as ``(msg, reply)`` pairs.
+
+    ``reply`` is ``None`` for a ``tell`` and a ``Reply`` for an ``ask``. The actor may answer
+    later, from another task (for example, one that serves calls concurrently).
+    """
+
+    def __init__(self, name: str, size: int | float = 64) -> None:
+        self.name = name
+        self._send, self._receive = trio.open_memory_channel[tuple[M, Reply | None]](size)
+        self._pending: set[Reply] = set()
+        self._down: ActorDown | None = None
+        self.ref: Ref[M] = Ref(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._down is not None
+
+    def qsize(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    def __aiter__(self) -> AsyncIterator[tuple[M, Reply | None]]:
+        return self._receive.__aiter__()
+
+    async def receive(self) -> tuple[M, Reply | None]:
+        return await self._receive.receive()
+
+    def receive_nowait(self) -> tuple[M, Reply | None]:
+        return self._receive.receive_nowait()
+
+    def stop(self) -> None:
+        """Refuse new messages; the actor drains what is queued and its loop then ends."""
+        self._send.close()
+
+    def close(self, reason: BaseException | str) -> None:
+        """Mark the actor down: fail every pending and every later ``ask`` with ``ActorDown``."""
+        if self._down is not None:
+            return
+        why = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+        self._down = ActorDown(f"actor {self.name!r} is down ({why})", actor=self.name)
+        self._send.close()
+        self._receive.close()
+        for reply in list(self._pending):
+            reply.fail(self._down)
+
+
+class Ref(Generic[M]):
+    """The only way to reach an actor. Cheap to copy; valid for one incarnation."""
+
+    __slots__ = ("_mailbox",)
+
+    def __init__(self, mailbox: Mailbox[M]) -> None:
+        self._mailbox = mailbox
+
+    @property
+    def name(self) -> str:
+        return self._mailbox.name
+
+    @property
+    def alive(self) -> bool:
+        return self._mailbox._down is None
+
+    def __repr__(self) -> str:
+        return f"<Ref {self.name}{'' if self.alive else ' (down)'}>"
+
+    def stop(self) -> None:
+        """Ask the actor to stop: new messages are refused, queued ones are still handled."""
+        self._mailbox.stop()
+
+    def _down(self) -> ActorDown:
+        return self._mailbox._down or ActorDown(f"actor {self.name!r} is stopping", actor=self.name)
+
+    async def tell(self, msg: M) -> None:
+        """Deliver ``msg``; wait while the mailbox is full. Raises ``ActorDown``."""
+        try:
+            await self._mailbox._send.send((msg, None))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._down() from None
+
+    def tell_nowait(self, msg: M) -> None:
+        """Deliver ``msg`` or raise ``Overloaded`` (mailbox full) or ``ActorDown``."""
+        try:
+            self._mailbox._send.send_nowait((msg, None))
+        except trio.WouldBlock:
+            raise Overloaded(f"mailbox of {self.name!r} is full", actor=self.name) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._down() from None
+
+    async def ask(self, msg: M, timeout: float = math.inf) -> Any:
+        """Deliver ``msg`` and return the one answer, or raise a typed ``Failure``.
+
+        Raises ``DeadlineExceeded`` after ``timeout`` seconds (mailbox wait included),
+        ``ActorDown`` when the actor is not running or dies first, or whatever ``Failure``
+        the actor answered with. Cancelling the caller abandons the reply; the actor's later
+        answer is then dropped.
+        """
+        mailbox = self._mailbox
+        reply = Reply(mailbox)
+        mailbox._pending.add(reply)
+        try:
+            with trio.move_on_after(timeout):
+                try:
+                    mailbox._send.send_nowait((msg, reply))
+                except trio.WouldBlock:
+                    await mailbox._send.send((msg, reply))
+                return await reply._wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._down() from None
+        finally:
+            mailbox._pending.discard(reply)
+        raise DeadlineExceeded(
+            f"no answer from {self.name!r} within {timeout:g} s", actor=self.name, timeout=timeout
+        )
+
+
+async def serve(mailbox: Mailbox[M], behaviour: Callable[[Mailbox[M]], Awaitable[None]]) -> None:
+    """Run ``behaviour(mailbox)`` as the actor's life; close the mailbox when it ends.
+
+    A normal return closes it with reason ``normal``; an exception (or cancellation) closes
+    it with that reason and then propagates unchanged.
+    """
+    try:
+        await behaviour(mailbox)
+    except BaseException as exc:
+        mailbox.close(exc if not isinstance(exc, trio.Cancelled) else "cancelled")
+        raise
+    mailbox.close("normal")
+
+
+def spawn(
+    nursery: trio.Nursery,
+    behaviour: Callable[[Mailbox[M]], Awaitable[None]],
+    *,
+    name: str,
+    size: int | float = 64,
+) -> Ref[M]:
+    """Start ``behaviour`` as an actor task in ``nursery`` and return its ``Ref``."""
+    mailbox: Mailbox[M] = Mailbox(name, size)
+    nursery.start_soon(serve, mailbox, behaviour, name=f"actor:{name}")
+    return mailbox.ref
+

@@ -1,0 +1,574 @@
+"""The supervision tree: child specs, strategies, restart types, intensity and backoff.
+
+A ``Supervisor`` is an actor. Its loop owns every child record; each child runs as its own
+task, in its own cancel scope, and its end is captured as a ``ChildExited`` message to the
+loop, which alone decides what happens next. An exception escaping a child never decides
+anything by itself.
+
+Guarantees:
+
+- A child is *ready* when its start function calls ``task_status.started(value)``. Children
+  start in spec order, each one ready (or exited) before the next starts.
+- Restart with backoff: ``delay = min(max, min * 2**n) * (1 + U[0,1) * jitter)``. The first
+  restart is delayed too; ``n`` resets once the child stayed ready for ``reset_after``.
+  With ``max_consecutive`` set, a child that fails that many times in a row without a reset
+  is marked ``failed`` and stays down; its siblings are untouched.
+- Intensity: more than ``max_restarts`` restarts within ``max_seconds`` make the supervisor
+  stop all its children in reverse start order and raise ``SupervisorGaveUp`` to its parent.
+  It never exits silently.
+- A stop the supervisor asked for is never a failure. Stopping a child asks it to stop
+  (``value.stop()`` when the value it reported has one, else cancellation), waits up to its
+  ``shutdown`` timeout, then cancels it. Stops run shielded, so cancelling the supervisor
+  still gives every child its shutdown window, in reverse start order.
+- Every transition is published as an ``Event`` and logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from actors import Mailbox
+from protocol import ActorDown, ChildStatus, Event
+from actors._events import _BUS, _PATH, EventBus
+
+__all__ = [
+    "Backoff",
+    "ChildExited",
+    "ChildSpec",
+    "Intensity",
+    "Restart",
+    "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
+]
+
+log = logging.getLogger("supervisor.tree")
+
+
+class Restart(enum.StrEnum):
+    PERMANENT = "permanent"  # always restarted
+    TRANSIENT = "transient"  # restarted only after an abnormal exit
+    TEMPORARY = "temporary"  # never restarted; removed when it exits
+
+
+class Strategy(enum.StrEnum):
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    min: float = 0.5
+    max: float = 30.0
+    jitter: float = 0.2
+    reset_after: float | None = None  # None: (min + max) / 2
+    max_consecutive: int | None = None
+
+    def delay(self, n: int, rng: random.Random) -> float:
+        return min(self.max, self.min * 2.0**n) * (1.0 + rng.random() * self.jitter)
+
+    @property
+    def reset_seconds(self) -> float:
+        return self.reset_after if self.reset_after is not None else (self.min + self.max) / 2
+
+
+class Intensity(msgspec.Struct, frozen=True, kw_only=True):
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+
+
+class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How to start and supervise one child.
+
+    ``start`` is ``async def start(*, task_status)``: it reports ready with
+    ``task_status.started(value)`` and then runs for the child's life. ``value`` is what
+    ``Supervisor.which(id)`` returns; a value with a ``stop()`` method is asked to stop
+    gracefully before it is cancelled, and one with ``status()`` is nested into the tree
+    (``supervisor=True``) or shown as the child's ``detail``.
+    """
+
+    id: str
+    start: Callable[..., Awaitable[Any]]
+    restart: Restart = Restart.PERMANENT
+    shutdown: float = 5.0
+    supervisor: bool = False
+    backoff: Backoff = Backoff()
+
+
+class SupervisorGaveUp(Exception):
+    """A supervisor exceeded its restart intensity and stopped; raised to its parent."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"supervisor {path!r} gave up: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ChildExited(msgspec.Struct, frozen=True):
+    """A child's task ended. ``reason`` is None for a normal return, else the exception."""
+
+    id: str
+    incarnation: int
+    reason: Any
+    stopped: bool  # we asked it to stop
+
+
+class _ChildReady(msgspec.Struct, frozen=True):
+    id: str
+    incarnation: int
+
+
+class _StartChildren(msgspec.Struct, frozen=True):
+    ids: list[str]
+
+
+class _AddChild(msgspec.Struct, frozen=True):
+    spec: ChildSpec
+
+
+class _RemoveChild(msgspec.Struct, frozen=True):
+    id: str
+
+
+class _RestartChild(msgspec.Struct, frozen=True):
+    id: str
+
+
+class _Stop(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Child:
+    """The supervisor's record of one child. Owned by the supervisor loop."""
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.state = "stopped"
+        self.incarnation = 0
+        self.value: Any = None
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self.done.set()
+        self.stopping = False
+        self.restarts = 0
+        self.failures_in_row = 0
+        self.ready_at: float | None = None
+        self.last_exit: str | None = None
+        self.next_attempt_at: float | None = None
+        self.timer: trio.CancelScope | None = None
+        self.start_waiters: list[Any] = []
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+class _TaskStatus:
+    """The ``task_status`` a child's start function receives; ``started`` marks it ready."""
+
+    def __init__(self, sup: Supervisor, child: _Child, incarnation: int) -> None:
+        self._sup, self._child, self._incarnation, self._done = sup, child, incarnation, False
+
+    def started(self, value: Any = None) -> None:
+        if self._done:
+            raise RuntimeError("started() called twice")
+        self._done = True
+        self._child.value = value
+        self._sup._tell(_ChildReady(self._child.id, self._incarnation))
+
+
+def _describe(reason: Any) -> str:
+    if reason is None:
+        return "normal"
+    if isinstance(reason, BaseExceptionGroup) and len(reason.exceptions) == 1:
+        return _describe(reason.exceptions[0])
+    return f"{type(reason).__name__}: {reason}"
+
+
+class Supervisor:
+    """A supervisor actor over an ordered list of children.
+
+    ``await nursery.start(sup.run)`` starts it and returns once every initial child is ready
+    or restarting. ``run`` raises ``SupervisorGaveUp`` when the restart intensity is exceeded.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        children: list[ChildSpec] | tuple[ChildSpec, ...] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        intensity: Intensity = Intensity(),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.id = id
+        self.strategy = Strategy(strategy)
+        self.intensity = intensity
+        self._rng = rng or random.Random()
+        self._children: dict[str, _Child] = {}
+        for spec in children:
+            if spec.id in self._children:
+                raise ValueError(f"duplicate child id {spec.id!r} in supervisor {id!r}")
+            self._children[spec.id] = _Child(spec)
+        self._mailbox: Mailbox[Any] = Mailbox(f"supervisor:{id}", math.inf)
+        # Adopted from the parent in run(): events of the whole tree reach the root's bus.
+        self._bus = _BUS.get() or EventBus()
+        self.path = _PATH.get() or id
+        self._restart_times: deque[float] = deque()
+        self._start_queue: deque[_Child] = deque()
+        self._starting: _Child | None = None
+        self._nursery: trio.Nursery | None = None
+        self._gave_up: str | None = None
+        self._started_at: float | None = None
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def events(self) -> EventBus:
+        return self._bus
+
+    def subscribe(self, size: int = 1000) -> trio.MemoryReceiveChannel[Event]:
+        return self._bus.subscribe(size)
+
+    def which(self, child_id: str) -> Any:
+        """The value the child reported when it became ready, or None while it is not running."""
+        child = self._children.get(child_id)
+        return child.value if child is not None and child.state == "running" else None
+
+    def child_ids(self) -> list[str]:
+        return list(self._children)
+
+    async def add_child(self, spec: ChildSpec) -> ChildStatus:
+        """Add and start a child; returns once it is ready or its first attempt ended."""
+        return await self._mailbox.ref.ask(_AddChild(spec))
+
+    async def remove_child(self, child_id: str) -> None:
+        """Stop a child (within its shutdown timeout) and forget it."""
+        await self._mailbox.ref.ask(_RemoveChild(child_id))
+
+    async def restart_child(self, child_id: str) -> ChildStatus:
+        """Stop a child and start it again now; returns once it is ready or ended."""
+        return await self._mailbox.ref.ask(_RestartChild(child_id))
+
+    def stop(self) -> None:
+        """Ask the supervisor to stop its children in reverse order and return."""
+        try:
+            self._mailbox.ref.tell_nowait(_Stop())
+        except Exception:  # already down: nothing to stop
+            pass
+
+    def status(self) -> ChildStatus:
+        return ChildStatus(
+            id=self.id,
+            state="running" if self._gave_up is None and not self._mailbox.closed else "stopped",
+            restart="permanent",
+            strategy=str(self.strategy),
+            uptime=None if self._started_at is None else trio.current_time() - self._started_at,
+            children=[self._child_status(c) for c in self._children.values()],
+        )
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        parent_bus = _BUS.get()
+        self._bus = parent_bus or self._bus
+        self.path = _PATH.get() or self.id
+        _BUS.set(self._bus)
+        _PATH.set(self.path)
+        ready_reported = False
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    self._start_queue.extend(self._children.values())
+                    self._pump_starts()
+                    while True:
+                        if not ready_reported and self._starting is None and not self._start_queue:
+                            ready_reported = True
+                            self._started_at = trio.current_time()
+                            task_status.started(self)
+                        msg, reply = await self._mailbox.receive()
+                        if isinstance(msg, _Stop):
+                            break
+                        await self._handle(msg, reply)
+                        if self._gave_up is not None:
+                            break
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._stop_all()
+                    nursery.cancel_scope.cancel()
+        finally:
+            reason = self._gave_up or "stopped"
+            self._mailbox.close(reason)
+            self._publish("stopped" if self._gave_up is None else "gave_up", path=self.path, reason=self._gave_up)
+            if parent_bus is None:
+                self._bus.close()  # the root's subscriptions end with the tree
+        if self._gave_up is not None:
+            raise SupervisorGaveUp(self.path, self._gave_up)
+
+    async def _handle(self, msg: Any, reply: Any) -> None:
+        if isinstance(msg, ChildExited):
+            await self._on_exit(msg)
+        elif isinstance(msg, _ChildReady):
+            self._on_ready(msg)
+        elif isinstance(msg, _StartChildren):
+            for child_id in msg.ids:
+                child = self._children.get(child_id)
+                if child is not None and child.state == "restarting":
+                    child.timer = None
+                    child.state = "stopped"
+                    self._start_queue.append(child)
+            self._pump_starts()
+        elif isinstance(msg, _AddChild):
+            if msg.spec.id in self._children:
+                reply.fail(ValueError(f"supervisor {self.path!r} already has a child {msg.spec.id!r}"))
+                return
+            child = self._children[msg.spec.id] = _Child(msg.spec)
+            self._publish("added", child)
+            child.start_waiters.append(reply)
+            self._start_queue.append(child)
+            self._pump_starts()
+        elif isinstance(msg, _RemoveChild):
+            child = self._children.get(msg.id)
+            if child is None:
+                reply.fail(KeyError(f"supervisor {self.path!r} has no child {msg.id!r}"))
+                return
+            await self._stop_child(child)
+            del self._children[msg.id]
+            if child in self._start_queue:
+                self._start_queue.remove(child)
+            self._publish("removed", child)
+            reply.send(None)
+        elif isinstance(msg, _RestartChild):
+            child = self._children.get(msg.id)
+            if child is None:
+                reply.fail(KeyError(f"supervisor {self.path!r} has no child {msg.id!r}"))
+                return
+            await self._stop_child(child)
+            child.failures_in_row = 0
+            child.start_waiters.append(reply)
+            self._start_queue.append(child)
+            self._pump_starts()
+
+    # -- starting -----------------------------------------------------------------------
+
+    def _pump_starts(self) -> None:
+        while self._starting is None and self._start_queue:
+            child = self._start_queue.popleft()
+            if child.id not in self._children or child.state != "stopped":
+                continue  # removed, already started, or waiting out its backoff
+            self._launch(child)
+
+    def _launch(self, child: _Child) -> None:
+        assert self._nursery is not None
+        child.incarnation += 1
+        child.state = "starting"
+        child.stopping = False
+        child.value = None
+        child.ready_at = None
+        child.next_attempt_at = None
+        # Shielded: a cancel from above must not skip the child's shutdown window; only
+        # _stop_child cancels this scope, and the supervisor always stops every child.
+        child.scope = trio.CancelScope(shield=True)
+        child.done = trio.Event()
+        self._starting = child
+        self._publish("started", child)
+        self._nursery.start_soon(self._run_child, child, child.incarnation, name=f"{self.path}/{child.id}")
+
+    async def _run_child(self, child: _Child, incarnation: int) -> None:
+        _PATH.set(f"{self.path}/{child.id}")
+        reason: BaseException | None = None
+        try:
+            with child.scope:
+                await child.spec.start(task_status=_TaskStatus(self, child, incarnation))
+        except (Exception, BaseExceptionGroup) as exc:
+            reason = exc
+        finally:
+            stopped = child.stopping
+            child.done.set()
+            self._tell(ChildExited(child.id, incarnation, reason, stopped))
+
+    def _tell(self, msg: Any) -> None:
+        try:
+            self._mailbox.ref.tell_nowait(msg)
+        except ActorDown:
+            pass  # the supervisor is gone; so is any decision about this message
+
+    def _on_ready(self, msg: _ChildReady) -> None:
+        child = self._children.get(msg.id)
+        if child is None or child.incarnation != msg.incarnation or child.state != "starting":
+            return
+        child.state = "running"
+        child.ready_at = trio.current_time()
+        self._publish("ready", child)
+        self._left_starting(child)
+
+    def _left_starting(self, child: _Child) -> None:
+        for waiter in child.start_waiters:
+            waiter.send(self._child_status(child))
+        child.start_waiters.clear()
+        if self._starting is child:
+            self._starting = None
+        self._pump_starts()
+
+    # -- exits and restarts ---------------------------------------------------------------
+
+    async def _on_exit(self, msg: ChildExited) -> None:
+        child = self._children.get(msg.id)
+        if child is None or child.incarnation != msg.incarnation:
+            return
+        if msg.stopped or child.stopping:
+            return  # _stop_child asked for this and has done the bookkeeping
+        now = trio.current_time()
+        was_ready_for = None if child.ready_at is None else now - child.ready_at
+        child.value = None
+        child.ready_at = None
+        abnormal = msg.reason is not None
+        child.last_exit = _describe(msg.reason)
+        self._publish("exited", child, reason=child.last_exit)
+        spec = child.spec
+        if spec.restart is Restart.TEMPORARY or (spec.restart is Restart.TRANSIENT and not abnormal):
+            child.state = "stopped"
+            self._left_starting(child)
+            if spec.restart is Restart.TEMPORARY:
+                del self._children[child.id]
+                self._publish("removed", child)
+            return
+
+        if was_ready_for is not None and was_ready_for >= spec.backoff.reset_seconds:
+            child.failures_in_row = 0
+        child.failures_in_row += 1
+        limit = spec.backoff.max_consecutive
+        if limit is not None and child.failures_in_row > limit:
+            child.state = "failed"
+            self._publish("failed", child, reason=f"{limit} consecutive failures, last: {child.last_exit}")
+            self._left_starting(child)
+            return
+
+        if self._exceeds_intensity(now):
+            self._gave_up = (
+                f"more than {self.intensity.max_restarts} restarts within {self.intensity.max_seconds:g} s; "
+                f"last: child {child.id!r} exited with {child.last_exit}"
+            )
+            child.state = "stopped"
+            self._left_starting(child)
+            return
+
+        group = self._restart_group(child)
+        for other in reversed(group[1:]):
+            await self._stop_child(other)
+        delay = spec.backoff.delay(child.failures_in_row - 1, self._rng)
+        for member in group:
+            member.state = "restarting"
+            member.next_attempt_at = now + delay
+        child.restarts += 1
+        for other in group[1:]:
+            other.restarts += 1
+        self._publish("restarting", child, delay=delay, reason=child.last_exit)
+        self._left_starting(child)
+        self._schedule(group, delay)
+
+    def _exceeds_intensity(self, now: float) -> bool:
+        window = self._restart_times
+        window.append(now)
+        while window and window[0] <= now - self.intensity.max_seconds:
+            window.popleft()
+        return len(window) > self.intensity.max_restarts
+
+    def _restart_group(self, child: _Child) -> list[_Child]:
+        """The failed child first, then the siblings its strategy restarts with it."""
+        if self.strategy is Strategy.ONE_FOR_ONE:
+            return [child]
+        order = list(self._children.values())
+        others = order[order.index(child) + 1 :] if self.strategy is Strategy.REST_FOR_ONE else order
+        return [child, *(c for c in others if c is not child and c.state not in ("failed",))]
+
+    def _schedule(self, group: list[_Child], delay: float) -> None:
+        assert self._nursery is not None
+        timer = trio.CancelScope()
+        for member in group:
+            member.timer = timer
+        ids = [m.id for m in sorted(group, key=list(self._children.values()).index)]
+
+        async def fire() -> None:
+            with timer:
+                await trio.sleep(delay)
+                self._mailbox.ref.tell_nowait(_StartChildren(ids))
+
+        self._nursery.start_soon(fire)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    async def _stop_child(self, child: _Child) -> None:
+        if child.timer is not None:
+            child.timer.cancel()
+            child.timer = None
+        if child.state in ("restarting", "failed"):
+            child.state = "stopped"
+            return
+        if child.done.is_set():
+            return
+        child.stopping = True
+        with trio.CancelScope(shield=True):
+            stop = getattr(child.value, "stop", None)
+            if callable(stop):
+                stop()
+                # A child supervisor's own children bound its stop, as in OTP (infinity).
+                with trio.move_on_after(math.inf if child.spec.supervisor else child.spec.shutdown):
+                    await child.done.wait()
+            if not child.done.is_set():
+                child.scope.cancel()
+                with trio.move_on_after(child.spec.shutdown):
+                    await child.done.wait()
+            if not child.done.is_set():
+                log.error("%s/%s ignored cancellation for %g s; abandoning it", self.path, child.id, child.spec.shutdown)
+        child.state = "stopped"
+        child.last_exit = "shutdown"
+        child.value = None
+        child.ready_at = None
+        self._publish("stopped", child)
+        if self._starting is child:
+            self._left_starting(child)
+
+    async def _stop_all(self) -> None:
+        self._start_queue.clear()
+        for child in reversed(list(self._children.values())):
+            await self._stop_child(child)
+            for waiter in child.start_waiters:
+                waiter.send(self._child_status(child))
+            child.start_waiters.clear()
+
+    # -- introspection ------------------------------------------------------------------
+
+    def _child_status(self, child: _Child) -> ChildStatus:
+        now = trio.current_time()
+        nested = getattr(child.value, "status", None) if child.state == "running" else None
+        node = nested() if callable(nested) else None
+        return ChildStatus(
+            id=child.id,
+            state=child.state,  # type: ignore[arg-type]
+            restart=str(child.spec.restart),
+            restarts=child.restarts,
+            last_exit=child.last_exit,
+            uptime=None if child.ready_at is None else now - child.ready_at,
+            next_attempt_in=None if child.next_attempt_at is None else max(0.0, child.next_attempt_at - now),
+            strategy=node.strategy if isinstance(node, ChildStatus) else None,
+            detail=node if isinstance(node, dict) else None,
+            children=node.children if isinstance(node, ChildStatus) else [],
+        )
+
+    def _publish(self, kind: str, child: _Child | None = None, *, path: str | None = None, **fields: Any) -> None:
+        if path is None:
+            path = f"{self.path}/{child.id}" if child is not None else self.path
+        if child is not None and kind in ("restarting", "exited", "failed"):
+            fields.setdefault("restarts", child.restarts)
+        self._bus.publish(Event(path=path, kind=kind, at=trio.current_time(), **fields))

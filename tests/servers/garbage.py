@@ -1,0 +1,54 @@
+"""A server that writes non-JSON lines onto its stdout (the JSON-RPC wire).
+
+``--when start``: print ``--lines`` garbage lines to stdout before serving, then serve.
+``--when call``: no garbage until asked.
+Either way it serves the echo tools plus ``spew(lines: int)``, which writes that many
+garbage lines straight onto the wire, bypassing the transport, then answers normally.
+
+Note: while it serves, the mcp 2.3 stdio transport points fd 1 at stderr (and fd 0 at
+/dev/null) and writes the wire through a private duplicate, so a plain ``print()`` or
+``os.write(1, ...)`` inside a tool never reaches the client. ``spew`` therefore writes
+through a duplicate of fd 1 taken before serving starts: that is what a server whose
+stdout is not guarded (an older SDK, another language, a child process) does to the wire.
+``spew(lines, via="fd1")`` writes to fd 1 instead, to show that this lands on stderr.
+
+    python tests/servers/garbage.py [--when start|call] [--lines N] [--name NAME]
+"""
+
+import os
+import sys
+
+from _common import base_parser, make_server, serve_stdio
+
+GARBAGE = "this is not JSON-RPC {garbage line %d"
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--when", choices=("start", "call"), default="start")
+    parser.add_argument("--lines", type=int, default=3, help="garbage lines printed at start (--when start)")
+    args = parser.parse_args()
+
+    if args.when == "start":
+        for i in range(args.lines):
+            print(GARBAGE % i)
+        sys.stdout.flush()
+
+    mcp = make_server(args.name or "garbage")
+    wire_fd = os.dup(sys.stdout.fileno())  # the real stdout pipe, kept before the transport diverts fd 1
+
+    @mcp.tool()
+    def spew(lines: int, via: str = "wire") -> str:
+        """Write `lines` non-JSON lines onto the wire (via="wire") or onto fd 1 (via="fd1")."""
+        fd = wire_fd if via == "wire" else sys.stdout.fileno()
+        for i in range(lines):
+            # One write per line: a pipe write below PIPE_BUF is atomic, so a garbage line
+            # never splits a JSON-RPC frame the transport writes from its own thread.
+            os.write(fd, (GARBAGE % i + "\n").encode())
+        return f"spewed {lines} via {via}"
+
+    serve_stdio(mcp)
+
+
+if __name__ == "__main__":
+    main()

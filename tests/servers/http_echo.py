@@ -1,0 +1,99 @@
+"""The echo server over streamable HTTP (or SSE with ``--sse``), served by hypercorn under trio.
+
+Binds 127.0.0.1 on ``--port`` (default 0: the OS picks a free port) and prints exactly one
+line ``LISTENING <port>`` to stdout once the socket is bound and the app's lifespan has
+started, so a test can read the port. Endpoints: ``http://127.0.0.1:<port>/mcp``
+(streamable HTTP) or ``http://127.0.0.1:<port>/sse`` (SSE, with ``--sse``).
+Host/Origin checks accept 127.0.0.1 and localhost on any port.
+Runs until killed (SIGTERM/SIGINT) or, with ``--exit-on-stdin-close``, until stdin closes.
+
+    python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
+        [--exit-on-stdin-close] [--name NAME]
+"""
+
+import sys
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from mcp.server.mcpserver import MCPServer
+from mcp.server.sse import SseServerTransport
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+
+from _common import base_parser, make_server
+
+SECURITY = TransportSecuritySettings(
+    enable_dns_rebinding_protection=True,
+    allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+    allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+)
+
+
+class _SseEndpoint:
+    """The GET /sse endpoint as a raw ASGI app.
+
+    MCPServer.sse_app() (mcp 2.3) returns a Response after the event stream has already
+    answered, which hypercorn logs as an UnexpectedMessageError on every disconnect.
+    """
+
+    def __init__(self, mcp: MCPServer, transport: SseServerTransport) -> None:
+        self.lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+        self.transport = transport
+
+    async def __call__(self, scope, receive, send) -> None:
+        async with self.transport.connect_sse(scope, receive, send) as (read_stream, write_stream):
+            await self.lowlevel.run(read_stream, write_stream, self.lowlevel.create_initialization_options())
+
+
+def sse_app(mcp: MCPServer) -> Starlette:
+    transport = SseServerTransport("/messages/", security_settings=SECURITY)
+    return Starlette(
+        routes=[
+            Route("/sse", endpoint=_SseEndpoint(mcp, transport), methods=["GET"]),
+            Mount("/messages/", app=transport.handle_post_message),
+        ]
+    )
+
+
+async def main_async(args) -> None:
+    mcp = make_server(args.name or "http_echo")
+    if args.sse:
+        app = sse_app(mcp)
+    else:
+        app = mcp.streamable_http_app(
+            json_response=args.json_response, stateless_http=args.stateless, transport_security=SECURITY
+        )
+    config = Config()
+    config.bind = [f"127.0.0.1:{args.port}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 1.0
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, app, config)
+        port = int(binds[0].rsplit(":", 1)[1])
+        sys.stdout.write(f"LISTENING {port}\n")
+        sys.stdout.flush()
+        if args.exit_on_stdin_close:
+            await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+            nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--sse", action="store_true", help="serve the SSE transport instead of streamable HTTP")
+    parser.add_argument("--json-response", action="store_true")
+    parser.add_argument("--stateless", action="store_true")
+    parser.add_argument("--exit-on-stdin-close", action="store_true")
+    args = parser.parse_args()
+    try:
+        trio.run(main_async, args)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""A server whose ``add_tool(name)`` registers a new tool at run time and announces it.
+
+The new tool echoes its ``text`` argument back prefixed with its own name. The change is
+announced both ways mcp 2.3 knows:
+- handshake era (``mode="legacy"``): a ``notifications/tools/list_changed`` on the
+  connection (``ctx.session.send_tool_list_changed()``), and ``tools.listChanged`` is
+  advertised in the initialize result;
+- 2026-07-28 era (``mode="auto"`` against this server): an event on the server's
+  subscription bus (``ctx.notify_tools_changed()``), delivered only to clients holding a
+  ``subscriptions/listen`` stream (``Client.listen(tools_list_changed=True)``); the
+  bare connection notification is dropped by the SDK at this era.
+Also serves the echo tool set.
+
+    python tests/servers/list_changed.py [--name NAME]
+"""
+
+import anyio
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.stdio import stdio_server
+
+from _common import base_parser, make_server
+
+
+def register(mcp: MCPServer) -> None:
+    @mcp.tool()
+    async def add_tool(name: str, ctx: Context) -> str:
+        """Register a tool called `name` and notify the client that the tool list changed."""
+
+        def dynamic(text: str) -> str:
+            return f"{name}: {text}"
+
+        mcp.add_tool(dynamic, name=name, description=f"dynamically added tool {name}")
+        await ctx.session.send_tool_list_changed()  # handshake era (dropped at 2026-07-28)
+        await ctx.notify_tools_changed()  # 2026-07-28 era: subscriptions/listen streams
+        return f"added {name}"
+
+
+async def serve(mcp: MCPServer) -> None:
+    # MCPServer.run_stdio_async() advertises listChanged=false; pass the flag ourselves.
+    lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+    options = lowlevel.create_initialization_options(NotificationOptions(tools_changed=True))
+    async with stdio_server() as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, options)
+
+
+def main() -> None:
+    args = base_parser(__doc__).parse_args()
+    mcp = make_server(args.name or "list_changed")
+    register(mcp)
+    anyio.run(serve, mcp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""A server that starts a long-lived child process at startup and can die leaving it behind.
+
+The child (``python -c "import time; time.sleep(3600)"``) stays in the server's process group
+(no new session). ``child_pid()`` reports its pid; ``--child-pid-file PATH`` also writes it to
+PATH at startup, so a test can clean up even when the server is already gone.
+
+``--exit-after SECONDS``: the server itself ``os._exit(0)``s after that long, orphaning the
+child in the same process group: the direct child exits quickly and leaves its own child behind.
+``--child-stdio inherit`` (default): the child inherits the server's stdin/stdout/stderr, so
+it keeps the client's stdout pipe open after the server dies (no EOF reaches the client);
+``--child-stdio devnull`` detaches it from the pipes.
+The server also exits when its stdin closes (the usual stdio behaviour), leaving the child.
+
+    python tests/servers/spawns_grandchild.py [--exit-after S] [--child-stdio inherit|devnull]
+        [--child-pid-file PATH] [--name NAME]
+"""
+
+import os
+import subprocess
+import sys
+import threading
+
+from _common import base_parser, make_server, serve_stdio
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--exit-after", type=float, default=None)
+    parser.add_argument("--child-stdio", choices=("inherit", "devnull"), default="inherit")
+    parser.add_argument("--child-pid-file", default=None)
+    args = parser.parse_args()
+
+    stdio = {}
+    if args.child_stdio == "devnull":
+        stdio = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], **stdio)
+    if args.child_pid_file:
+        with open(args.child_pid_file, "w", encoding="utf-8") as f:
+            f.write(f"{child.pid}\n")
+
+    if args.exit_after is not None:
+        timer = threading.Timer(args.exit_after, os._exit, args=(0,))
+        timer.daemon = True
+        timer.start()
+
+    mcp = make_server(args.name or "spawns_grandchild")
+
+    @mcp.tool()
+    def child_pid() -> int:
+        """The pid of the long-lived child process."""
+        return child.pid
+
+    serve_stdio(mcp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""The supervision tree under MockClock: the fault matrix, backoff, reset, intensity, dynamics.
+
+Every test here runs on trio's autojump MockClock, so backoff delays cost no real time.
+"""
+
+import itertools
+import random
+
+import pytest
+import trio
+
+from supervisor import (
+    Backoff,
+    ChildSpec,
+    Intensity,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorGaveUp,
+)
+
+NO_JITTER = Backoff(min=0.5, max=30.0, jitter=0.0)
+
+
+class Probe:
+    """A scripted child. ``script[i]`` is what incarnation i does; the last entry repeats.
+
+    Modes: ``run`` (ready, then forever), ``crash_before_ready``, ``crash_after_ready``
+    (ready, then raise after ``after`` s), ``clean_exit`` (ready, then return after
+    ``after`` s), ``hang_in_shutdown`` (ready; ignores stop() and only a cancel ends it).
+    """
+
+    def __init__(self, name, *script, after=1.0):
+        self.name = name
+        self.script = list(script) or ["run"]
+        self.after = after if isinstance(after, list) else [after]
+        self.starts = 0
+        self.cancelled = 0
+        self.stop_requests = 0
+        self.stopping = trio.Event()
+
+    def stop(self):
+        self.stop_requests += 1
+        if self.mode != "hang_in_shutdown":
+            self.stopping.set()
+
+    async def start(self, *, task_status):
+        i = self.starts
+        self.starts += 1
+        self.mode = self.script[min(i, len(self.script) - 1)]
+        self.stopping = trio.Event()
+        after = self.after[min(i, len(self.after) - 1)]
+        try:
+            if self.mode == "crash_before_ready":
+                raise RuntimeError(f"{self.name} failed to start")
+            task_status.started(self)
+            if self.mode == "crash_after_ready":
+                await trio.sleep(after)
+                raise RuntimeError(f"{self.name} crashed")
+            if self.mode == "clean_exit":
+                await trio.sleep(after)
+                return
+            await self.stopping.wait()
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+
+    def spec(self, restart=Restart.PERMANENT, backoff=NO_JITTER, shutdown=5.0):
+        return ChildSpec(id=self.name, start=self.start, restart=restart, backoff=backoff, shutdown=shutdown)
+
+
+async def collect(events, into):
+    async for event in events:
+        into.append(event)
+
+
+FAULTS = ["crash_before_ready", "crash_after_ready", "clean_exit", "hang_in_shutdown"]
+
+
+@pytest.mark.parametrize(
+    "strategy,restart,fault", list(itertools.product(list(Strategy), list(Restart), FAULTS))
+)
+async def test_fault_matrix(autojump_clock, strategy, restart, fault):
+    a, b, c = Probe("a"), Probe("b", fault, "run"), Probe("c")
+    sup = Supervisor("sup", [a.spec(), b.spec(restart, shutdown=3.0), c.spec()], strategy=strategy)
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        await trio.sleep(100)  # far past any backoff
+        status = {child.id: child for child in sup.status().children}
+
+        abnormal = fault in ("crash_before_ready", "crash_after_ready")
+        restarts_b = (abnormal and restart is not Restart.TEMPORARY) or (
+            fault == "clean_exit" and restart is Restart.PERMANENT
+        )
+        c_was_up = fault != "crash_before_ready"  # c starts only after b left "starting"
+        assert b.starts == (2 if restarts_b else 1)
+        assert a.starts == 1 + (restarts_b and strategy is Strategy.ONE_FOR_ALL)
+        assert c.starts == 1 + (restarts_b and c_was_up and strategy is not Strategy.ONE_FOR_ONE)
+        if restarts_b:
+            assert status["b"].state == "running" and status["b"].restarts == 1
+            assert [e.delay for e in events if e.kind == "restarting"] == [0.5]
+        elif fault == "hang_in_shutdown":
+            assert status["b"].state == "running"
+        elif restart is Restart.TEMPORARY:
+            assert "b" not in status
+        else:
+            assert status["b"].state == "stopped"
+        assert status["a"].state == status["c"].state == "running"
+
+        # Shutdown: reverse start order; a child that ignores stop() is cancelled after 3 s.
+        t0 = trio.current_time()
+        sup.stop()
+    took = trio.current_time() - t0
+    stopped = [e.path.split("/")[-1] for e in events if e.kind == "stopped" and e.path != "sup" and e.at >= t0]
+    assert stopped == [x for x in ["c", "b", "a"] if x in status and status[x].state == "running"]
+    if fault == "hang_in_shutdown":
+        assert b.stop_requests == 1 and b.cancelled == 1
+        assert took == pytest.approx(3.0)
+    else:
+        assert took == pytest.approx(0.0)
+        assert b.cancelled == 0
+
+
+async def test_backoff_sequence_doubles_to_the_cap(autojump_clock):
+    flaky = Probe("flaky", "crash_before_ready")
+    backoff = Backoff(min=0.5, max=4.0, jitter=0.0)
+    sup = Supervisor("sup", [flaky.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        await trio.sleep(30)
+        sup.stop()
+    delays = [e.delay for e in events if e.kind == "restarting"]
+    assert delays[:7] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    # the first restart is delayed too: the second start happened 0.5 s after the first
+    starts = [e.at for e in events if e.kind == "started"]
+    assert starts[1] - starts[0] == pytest.approx(0.5)
+
+
+async def test_backoff_jitter_stays_within_its_band(autojump_clock):
+    flaky = Probe("flaky", "crash_before_ready")
+    backoff = Backoff(min=1.0, max=8.0, jitter=0.2)
+    sup = Supervisor(
+        "sup", [flaky.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1),
+        rng=random.Random(7),
+    )
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        await trio.sleep(60)
+        sup.stop()
+    delays = [e.delay for e in events if e.kind == "restarting"][:6]
+    for delay, base in zip(delays, [1, 2, 4, 8, 8, 8]):
+        assert base <= delay < base * 1.2
+    assert len(set(delays)) == len(delays)  # jittered, not constant
+
+
+async def test_backoff_resets_after_staying_ready(autojump_clock):
+    # ready for 0.1 s, 0.1 s, then 20 s (>= reset_after 10 s), then 0.1 s
+    child = Probe("c", "crash_after_ready", after=[0.1, 0.1, 20.0, 0.1, 1e9])
+    backoff = Backoff(min=0.5, max=30.0, jitter=0.0, reset_after=10.0)
+    sup = Supervisor("sup", [child.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        await trio.sleep(100)
+        sup.stop()
+    assert [e.delay for e in events if e.kind == "restarting"] == [0.5, 1.0, 0.5, 1.0]
+
+
+async def test_ready_not_started_is_what_resets(autojump_clock):
+    # Each incarnation crashes *before* ready after a long time: never ready, so no reset.
+    class SlowFail(Probe):
+        async def start(self, *, task_status):
+            self.starts += 1
+            await trio.sleep(50)
+            raise RuntimeError("never got ready")
+
+    child = SlowFail("slow")
+    backoff = Backoff(min=0.5, max=30.0, jitter=0.0, reset_after=10.0)
+    sup = Supervisor("sup", [child.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        nursery.start_soon(sup.run)
+        await trio.sleep(200)
+        sup.stop()
+    assert [e.delay for e in events if e.kind == "restarting"][:3] == [0.5, 1.0, 2.0]
+
+
+async def test_max_consecutive_marks_failed_and_spares_siblings(autojump_clock):
+    bad = Probe("bad", "crash_before_ready")
+    good = Probe("good")
+    backoff = Backoff(min=0.5, max=30.0, jitter=0.0, max_consecutive=3)
+    sup = Supervisor("sup", [good.spec(), bad.spec(backoff=backoff)], intensity=Intensity(max_restarts=10))
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        await trio.sleep(100)
+        status = {c.id: c for c in sup.status().children}
+        assert status["bad"].state == "failed"
+        assert bad.starts == 4  # the first try and three restarts
+        assert status["good"].state == "running" and good.starts == 1
+        failed = [e for e in events if e.kind == "failed"]
+        assert len(failed) == 1 and "3 consecutive failures" in failed[0].reason
+        sup.stop()
+
+
+async def test_intensity_escalates_through_two_levels(autojump_clock):
+    leaf = Probe("leaf", "crash_after_ready", after=0.01)
+    fast = Backoff(min=0.01, max=0.01, jitter=0.0)
+
+    async def start_mid(*, task_status):
+        mid = Supervisor("mid", [leaf.spec(backoff=fast)], intensity=Intensity(max_restarts=2, max_seconds=10))
+        await mid.run(task_status=task_status)
+
+    sibling = Probe("sibling")
+    root = Supervisor(
+        "root",
+        [sibling.spec(), ChildSpec(id="mid", start=start_mid, supervisor=True, backoff=fast)],
+        intensity=Intensity(max_restarts=2, max_seconds=10),
+    )
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, root.subscribe(), events)
+        with pytest.raises(SupervisorGaveUp) as info:
+            await root.run()
+    assert info.value.path == "root"
+    assert "child 'mid' exited with SupervisorGaveUp" in info.value.reason
+    gave_up = [e.path for e in events if e.kind == "gave_up"]
+    assert gave_up == ["root/mid", "root/mid", "root/mid", "root"]
+    # mid gave up 3 times: its 3 incarnations each ran the leaf 3 times (2 restarts allowed)
+    assert leaf.starts == 9
+    # root stopped its remaining child on the way out
+    assert sibling.starts == 1 and "root/sibling" in [e.path for e in events if e.kind == "stopped"]
+
+
+async def test_nested_status_tree(autojump_clock):
+    leaf = Probe("leaf")
+
+    async def start_mid(*, task_status):
+        await Supervisor("mid", [leaf.spec()], strategy=Strategy.REST_FOR_ONE).run(task_status=task_status)
+
+    root = Supervisor("root", [ChildSpec(id="mid", start=start_mid, supervisor=True)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        await trio.sleep(2)
+        tree = root.status()
+        assert tree.id == "root" and tree.strategy == "one_for_one"
+        (mid,) = tree.children
+        assert mid.id == "mid" and mid.strategy == "rest_for_one" and mid.state == "running"
+        (leaf_status,) = mid.children
+        assert leaf_status.id == "leaf" and leaf_status.state == "running"
+        assert leaf_status.uptime == pytest.approx(2.0)
+        root.stop()
+
+
+async def test_restarting_shows_next_attempt(autojump_clock):
+    child = Probe("c", "crash_after_ready", "run", after=1.0)
+    sup = Supervisor("sup", [child.spec(backoff=Backoff(min=10.0, max=10.0, jitter=0.0))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(4)  # crashed at 1 s; next attempt at 11 s
+        (status,) = sup.status().children
+        assert status.state == "restarting"
+        assert status.next_attempt_in == pytest.approx(7.0)
+        assert status.last_exit == "RuntimeError: c crashed"
+        await trio.sleep(10)
+        (status,) = sup.status().children
+        assert status.state == "running" and status.restarts == 1
+        sup.stop()
+
+
+async def test_dynamic_add_remove_restart_while_siblings_run(autojump_clock):
+    steady = Probe("steady")
+    sup = Supervisor("sup", [steady.spec()])
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        extra = Probe("extra")
+        status = await sup.add_child(extra.spec())
+        assert status.state == "running" and sup.which("extra") is extra
+        with pytest.raises(ValueError, match="already has a child 'extra'"):
+            await sup.add_child(extra.spec())
+        await trio.sleep(5)
+        await sup.remove_child("extra")
+        assert sup.child_ids() == ["steady"] and extra.cancelled == 0 and extra.stop_requests == 1
+        with pytest.raises(KeyError):
+            await sup.remove_child("extra")
+        again = Probe("again", "crash_before_ready", "run")
+        status = await sup.add_child(again.spec())
+        assert status.state == "restarting"
+        await trio.sleep(5)
+        assert sup.which("again") is again
+        status = await sup.restart_child("again")
+        assert status.state == "running" and again.starts == 3
+        assert steady.starts == 1 and sup.which("steady") is steady  # untouched throughout
+        sup.stop()
+    kinds = [(e.kind, e.path) for e in events if e.kind in ("added", "removed")]
+    assert kinds == [("added", "sup/extra"), ("removed", "sup/extra"), ("added", "sup/again")]
+
+
+async def test_stop_the_supervisor_is_not_a_failure(autojump_clock):
+    a, b = Probe("a"), Probe("b")
+    sup = Supervisor("sup", [a.spec(), b.spec()])
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        await nursery.start(sup.run)
+        sup.stop()
+    assert not [e for e in events if e.kind in ("exited", "restarting", "gave_up")]
+    assert a.starts == b.starts == 1
+
+
+async def test_cancelling_the_supervisor_still_stops_children_in_order(autojump_clock):
+    a, b = Probe("a"), Probe("b", "hang_in_shutdown")
+    sup = Supervisor("sup", [a.spec(), b.spec(shutdown=2.0)])
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        async with trio.open_nursery() as inner:
+            await inner.start(sup.run)
+            t0 = trio.current_time()
+            inner.cancel_scope.cancel()
+        assert trio.current_time() - t0 == pytest.approx(2.0)
+        await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert [e.path for e in events if e.kind == "stopped"][:2] == ["sup/b", "sup/a"]
+    assert b.cancelled == 1 and a.stop_requests == 1
