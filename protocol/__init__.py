@@ -39,10 +39,21 @@ from ._jsonrpc import (
     decode,
     encode,
 )
+from ._calls import BREAKER_FAILURES, BREAKER_IGNORED, CallOutcome, OutcomeKind
+from ._config import BackoffPolicy, BreakerPolicy, IntensityPolicy, RetryPolicy, ServerSpec
 from ._status import ChildState, ChildStatus, Event
 from ._tools import CallParams, ToolAnnotations, ToolResult, ToolSpec
 
 __all__ = [
+    "BREAKER_FAILURES",
+    "BREAKER_IGNORED",
+    "BackoffPolicy",
+    "BreakerPolicy",
+    "CallOutcome",
+    "IntensityPolicy",
+    "OutcomeKind",
+    "RetryPolicy",
+    "ServerSpec",
     "DEFAULT_MAX_SIZE",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",

@@ -37,7 +37,7 @@ import msgspec
 import trio
 
 from actors import Mailbox
-from protocol import ActorDown, ChildStatus, Event
+from protocol import ActorDown, BackoffPolicy, ChildStatus, Event, IntensityPolicy
 from actors._events import _BUS, _PATH, EventBus
 
 __all__ = [
@@ -66,24 +66,8 @@ class Strategy(enum.StrEnum):
     REST_FOR_ONE = "rest_for_one"
 
 
-class Backoff(msgspec.Struct, frozen=True, kw_only=True):
-    min: float = 0.5
-    max: float = 30.0
-    jitter: float = 0.2
-    reset_after: float | None = None  # None: (min + max) / 2
-    max_consecutive: int | None = None
-
-    def delay(self, n: int, rng: random.Random) -> float:
-        return min(self.max, self.min * 2.0**n) * (1.0 + rng.random() * self.jitter)
-
-    @property
-    def reset_seconds(self) -> float:
-        return self.reset_after if self.reset_after is not None else (self.min + self.max) / 2
-
-
-class Intensity(msgspec.Struct, frozen=True, kw_only=True):
-    max_restarts: int = 3
-    max_seconds: float = 5.0
+Backoff = BackoffPolicy
+Intensity = IntensityPolicy
 
 
 class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -466,7 +450,7 @@ class Supervisor:
         group = self._restart_group(child)
         for other in reversed(group[1:]):
             await self._stop_child(other)
-        delay = spec.backoff.delay(child.failures_in_row - 1, self._rng)
+        delay = spec.backoff.delay(child.failures_in_row - 1, self._rng.random())
         for member in group:
             member.state = "restarting"
             member.next_attempt_at = now + delay

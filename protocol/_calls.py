@@ -1,0 +1,40 @@
+"""What the call path reports: one ``CallOutcome`` per finished attempt, sent with ``tell``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = ["BREAKER_FAILURES", "BREAKER_IGNORED", "CallOutcome", "OutcomeKind"]
+
+OutcomeKind = Literal[
+    "success",  # the tool answered
+    "tool_error",  # the tool answered with isError: the caller's problem, not the server's health
+    "UnknownTool",
+    "InvalidArguments",
+    "CircuitOpen",
+    "ServerUnavailable",
+    "Overloaded",
+    "DeadlineExceeded",
+    "ServerCrashed",
+    "cancelled",  # the caller gave up: neither a failure nor a success
+]
+
+#: Outcomes the breaker counts as failures of the server.
+BREAKER_FAILURES = frozenset({"ServerCrashed", "DeadlineExceeded", "Overloaded", "ServerUnavailable"})
+#: Outcomes the breaker ignores entirely: they say nothing about the server's health.
+BREAKER_IGNORED = frozenset({"UnknownTool", "InvalidArguments", "CircuitOpen", "cancelled"})
+
+
+class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One finished attempt of one tool call. ``at`` and ``duration`` are trio-clock seconds."""
+
+    server: str
+    tool: str
+    outcome: OutcomeKind
+    duration: float
+    at: float
+    error: str | None = None
+    attempt: int = 1
+    slow: bool = False
