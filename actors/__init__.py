@@ -1,5 +1,19 @@
 """Behaviour: the actor runtime and the actors (connection, breaker, metrics, registry)."""
 
+from ._connection import Call, ConnectionDied, ServerLink, run_connection
+from ._events import EventBus, publish
 from ._runtime import Mailbox, Ref, Reply, serve, spawn
 
-__all__ = ["Mailbox", "Ref", "Reply", "serve", "spawn"]
+__all__ = [
+    "Call",
+    "ConnectionDied",
+    "EventBus",
+    "Mailbox",
+    "Ref",
+    "Reply",
+    "ServerLink",
+    "publish",
+    "run_connection",
+    "serve",
+    "spawn",
+]

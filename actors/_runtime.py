@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -180,20 +181,74 @@ class Ref(Generic[M]):
         mailbox = self._mailbox
         reply = Reply(mailbox)
         mailbox._pending.add(reply)
+        deadline = trio.current_time() + timeout
         try:
-            with trio.move_on_after(timeout):
-                try:
-                    mailbox._send.send_nowait((msg, reply))
-                except trio.WouldBlock:
+            try:
+                mailbox._send.send_nowait((msg, reply))
+            except trio.WouldBlock:
+                with trio.move_on_at(deadline) as waited_too_long:
                     await mailbox._send.send((msg, reply))
-                return await reply._wait()
+                if waited_too_long.cancelled_caught:
+                    raise self._deadline_exceeded(timeout) from None
+            if deadline != math.inf and not reply.answered:
+                # One shared timer task per run instead of a cancel scope per ask.
+                _Deadlines.get().add(deadline, reply, self, timeout)
+            return await reply._wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._down() from None
         finally:
             mailbox._pending.discard(reply)
-        raise DeadlineExceeded(
-            f"no answer from {self.name!r} within {timeout:g} s", actor=self.name, timeout=timeout
-        )
+
+    def _deadline_exceeded(self, timeout: float) -> DeadlineExceeded:
+        return DeadlineExceeded(f"no answer from {self.name!r} within {timeout:g} s", actor=self.name, timeout=timeout)
+
+
+class _Deadlines:
+    """The asks' deadlines of one trio run, kept in a heap and fired by one system task.
+
+    A cancel scope per ask costs more than the rest of the round trip; a heap push does not.
+    Entries of answered asks are skipped when their time comes.
+    """
+
+    _RUN_VAR: trio.lowlevel.RunVar[_Deadlines] = trio.lowlevel.RunVar("actor_ask_deadlines")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Reply, Ref[Any], float]] = []
+        self._counter = 0
+        self._prune_at = 1024
+        self._scope: trio.CancelScope | None = None
+        trio.lowlevel.spawn_system_task(self._fire, name="actor-ask-deadlines")
+
+    @classmethod
+    def get(cls) -> _Deadlines:
+        try:
+            return cls._RUN_VAR.get()
+        except LookupError:
+            deadlines = cls()
+            cls._RUN_VAR.set(deadlines)
+            return deadlines
+
+    def add(self, deadline: float, reply: Reply, ref: Ref[Any], timeout: float) -> None:
+        self._counter += 1
+        heap = self._heap
+        if len(heap) >= self._prune_at:  # drop answered entries; amortized O(1) per ask
+            heap[:] = [entry for entry in heap if not entry[2].answered]
+            heapq.heapify(heap)
+            self._prune_at = max(1024, 2 * len(heap))
+        heapq.heappush(heap, (deadline, self._counter, reply, ref, timeout))
+        if self._scope is not None and deadline < self._scope.deadline:
+            self._scope.deadline = deadline
+
+    async def _fire(self) -> None:
+        heap = self._heap
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._scope:
+                await trio.sleep_forever()
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, reply, ref, timeout = heapq.heappop(heap)
+                if not reply.answered:
+                    reply.fail(ref._deadline_exceeded(timeout))
 
 
 async def serve(mailbox: Mailbox[M], behaviour: Callable[[Mailbox[M]], Awaitable[None]]) -> None:

@@ -1,5 +1,6 @@
 """Policy and entry points: the supervision tree, config, the façade, the daemon."""
 
+from ._facade import Supervisor
 from ._tree import (
     Backoff,
     ChildExited,
@@ -7,7 +8,7 @@ from ._tree import (
     Intensity,
     Restart,
     Strategy,
-    Supervisor,
+    TreeSupervisor,
     SupervisorGaveUp,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "Restart",
     "Strategy",
     "Supervisor",
+    "TreeSupervisor",
     "SupervisorGaveUp",
 ]

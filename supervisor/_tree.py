@@ -1,6 +1,6 @@
 """The supervision tree: child specs, strategies, restart types, intensity and backoff.
 
-A ``Supervisor`` is an actor. Its loop owns every child record; each child runs as its own
+A ``TreeSupervisor`` is an actor. Its loop owns every child record; each child runs as its own
 task, in its own cancel scope, and its end is captured as a ``ChildExited`` message to the
 loop, which alone decides what happens next. An exception escaping a child never decides
 anything by itself.
@@ -47,7 +47,7 @@ __all__ = [
     "Intensity",
     "Restart",
     "Strategy",
-    "Supervisor",
+    "TreeSupervisor",
     "SupervisorGaveUp",
 ]
 
@@ -75,7 +75,7 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     ``start`` is ``async def start(*, task_status)``: it reports ready with
     ``task_status.started(value)`` and then runs for the child's life. ``value`` is what
-    ``Supervisor.which(id)`` returns; a value with a ``stop()`` method is asked to stop
+    ``TreeSupervisor.which(id)`` returns; a value with a ``stop()`` method is asked to stop
     gracefully before it is cancelled, and one with ``status()`` is nested into the tree
     (``supervisor=True``) or shown as the child's ``detail``.
     """
@@ -159,7 +159,7 @@ class _Child:
 class _TaskStatus:
     """The ``task_status`` a child's start function receives; ``started`` marks it ready."""
 
-    def __init__(self, sup: Supervisor, child: _Child, incarnation: int) -> None:
+    def __init__(self, sup: TreeSupervisor, child: _Child, incarnation: int) -> None:
         self._sup, self._child, self._incarnation, self._done = sup, child, incarnation, False
 
     def started(self, value: Any = None) -> None:
@@ -178,7 +178,7 @@ def _describe(reason: Any) -> str:
     return f"{type(reason).__name__}: {reason}"
 
 
-class Supervisor:
+class TreeSupervisor:
     """A supervisor actor over an ordered list of children.
 
     ``await nursery.start(sup.run)`` starts it and returns once every initial child is ready

@@ -15,7 +15,7 @@ from supervisor import (
     Intensity,
     Restart,
     Strategy,
-    Supervisor,
+    TreeSupervisor,
     SupervisorGaveUp,
 )
 
@@ -82,7 +82,7 @@ FAULTS = ["crash_before_ready", "crash_after_ready", "clean_exit", "hang_in_shut
 )
 async def test_fault_matrix(autojump_clock, strategy, restart, fault):
     a, b, c = Probe("a"), Probe("b", fault, "run"), Probe("c")
-    sup = Supervisor("sup", [a.spec(), b.spec(restart, shutdown=3.0), c.spec()], strategy=strategy)
+    sup = TreeSupervisor("sup", [a.spec(), b.spec(restart, shutdown=3.0), c.spec()], strategy=strategy)
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -126,7 +126,7 @@ async def test_fault_matrix(autojump_clock, strategy, restart, fault):
 async def test_backoff_sequence_doubles_to_the_cap(autojump_clock):
     flaky = Probe("flaky", "crash_before_ready")
     backoff = Backoff(min=0.5, max=4.0, jitter=0.0)
-    sup = Supervisor("sup", [flaky.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    sup = TreeSupervisor("sup", [flaky.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -143,7 +143,7 @@ async def test_backoff_sequence_doubles_to_the_cap(autojump_clock):
 async def test_backoff_jitter_stays_within_its_band(autojump_clock):
     flaky = Probe("flaky", "crash_before_ready")
     backoff = Backoff(min=1.0, max=8.0, jitter=0.2)
-    sup = Supervisor(
+    sup = TreeSupervisor(
         "sup", [flaky.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1),
         rng=random.Random(7),
     )
@@ -163,7 +163,7 @@ async def test_backoff_resets_after_staying_ready(autojump_clock):
     # ready for 0.1 s, 0.1 s, then 20 s (>= reset_after 10 s), then 0.1 s
     child = Probe("c", "crash_after_ready", after=[0.1, 0.1, 20.0, 0.1, 1e9])
     backoff = Backoff(min=0.5, max=30.0, jitter=0.0, reset_after=10.0)
-    sup = Supervisor("sup", [child.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    sup = TreeSupervisor("sup", [child.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -183,7 +183,7 @@ async def test_ready_not_started_is_what_resets(autojump_clock):
 
     child = SlowFail("slow")
     backoff = Backoff(min=0.5, max=30.0, jitter=0.0, reset_after=10.0)
-    sup = Supervisor("sup", [child.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    sup = TreeSupervisor("sup", [child.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -197,7 +197,7 @@ async def test_max_consecutive_marks_failed_and_spares_siblings(autojump_clock):
     bad = Probe("bad", "crash_before_ready")
     good = Probe("good")
     backoff = Backoff(min=0.5, max=30.0, jitter=0.0, max_consecutive=3)
-    sup = Supervisor("sup", [good.spec(), bad.spec(backoff=backoff)], intensity=Intensity(max_restarts=10))
+    sup = TreeSupervisor("sup", [good.spec(), bad.spec(backoff=backoff)], intensity=Intensity(max_restarts=10))
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -217,11 +217,11 @@ async def test_intensity_escalates_through_two_levels(autojump_clock):
     fast = Backoff(min=0.01, max=0.01, jitter=0.0)
 
     async def start_mid(*, task_status):
-        mid = Supervisor("mid", [leaf.spec(backoff=fast)], intensity=Intensity(max_restarts=2, max_seconds=10))
+        mid = TreeSupervisor("mid", [leaf.spec(backoff=fast)], intensity=Intensity(max_restarts=2, max_seconds=10))
         await mid.run(task_status=task_status)
 
     sibling = Probe("sibling")
-    root = Supervisor(
+    root = TreeSupervisor(
         "root",
         [sibling.spec(), ChildSpec(id="mid", start=start_mid, supervisor=True, backoff=fast)],
         intensity=Intensity(max_restarts=2, max_seconds=10),
@@ -245,9 +245,9 @@ async def test_nested_status_tree(autojump_clock):
     leaf = Probe("leaf")
 
     async def start_mid(*, task_status):
-        await Supervisor("mid", [leaf.spec()], strategy=Strategy.REST_FOR_ONE).run(task_status=task_status)
+        await TreeSupervisor("mid", [leaf.spec()], strategy=Strategy.REST_FOR_ONE).run(task_status=task_status)
 
-    root = Supervisor("root", [ChildSpec(id="mid", start=start_mid, supervisor=True)])
+    root = TreeSupervisor("root", [ChildSpec(id="mid", start=start_mid, supervisor=True)])
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         await trio.sleep(2)
@@ -263,7 +263,7 @@ async def test_nested_status_tree(autojump_clock):
 
 async def test_restarting_shows_next_attempt(autojump_clock):
     child = Probe("c", "crash_after_ready", "run", after=1.0)
-    sup = Supervisor("sup", [child.spec(backoff=Backoff(min=10.0, max=10.0, jitter=0.0))])
+    sup = TreeSupervisor("sup", [child.spec(backoff=Backoff(min=10.0, max=10.0, jitter=0.0))])
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         await trio.sleep(4)  # crashed at 1 s; next attempt at 11 s
@@ -279,7 +279,7 @@ async def test_restarting_shows_next_attempt(autojump_clock):
 
 async def test_dynamic_add_remove_restart_while_siblings_run(autojump_clock):
     steady = Probe("steady")
-    sup = Supervisor("sup", [steady.spec()])
+    sup = TreeSupervisor("sup", [steady.spec()])
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -309,7 +309,7 @@ async def test_dynamic_add_remove_restart_while_siblings_run(autojump_clock):
 
 async def test_stop_the_supervisor_is_not_a_failure(autojump_clock):
     a, b = Probe("a"), Probe("b")
-    sup = Supervisor("sup", [a.spec(), b.spec()])
+    sup = TreeSupervisor("sup", [a.spec(), b.spec()])
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)
@@ -321,7 +321,7 @@ async def test_stop_the_supervisor_is_not_a_failure(autojump_clock):
 
 async def test_cancelling_the_supervisor_still_stops_children_in_order(autojump_clock):
     a, b = Probe("a"), Probe("b", "hang_in_shutdown")
-    sup = Supervisor("sup", [a.spec(), b.spec(shutdown=2.0)])
+    sup = TreeSupervisor("sup", [a.spec(), b.spec(shutdown=2.0)])
     events = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect, sup.subscribe(), events)

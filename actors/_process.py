@@ -1,0 +1,214 @@
+"""The stdio server's process: spawned by the mcp SDK, watched and reaped by us.
+
+The SDK's ``stdio_client`` owns the wire (framing, the spec's shutdown sequence). It does not
+expose the process, does not notice a server that dies while a child of it holds stdout
+open, and leaves the server's children alive when the server itself exits within its grace
+period. This module closes those gaps without touching the wire:
+
+- the server's stderr goes to a pipe we read into a bounded ring buffer (last 200 lines);
+- the server's pid is found through that pipe (the child of ours whose fd 2 is its write
+  end), so we can watch it with a pidfd and learn the moment it exits;
+- the server runs in a new session (the SDK asks for one), so its pid is its process group
+  id, and ``kill_group`` reaches every descendant that did not leave the group, even after
+  the server itself is gone: SIGTERM, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import IO
+
+import trio
+from mcp import StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+__all__ = ["ServerProcess", "kill_group", "open_stdio", "process_group_alive"]
+
+STDERR_LINES = 200
+_POLL = 0.02
+
+
+class ServerProcess:
+    """What we know of one spawned stdio server: pid, stderr tail, exit status."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.exited = trio.Event()
+        self.exit_status: str | None = None
+
+    def stderr_tail(self, lines: int = 20) -> list[str]:
+        return list(self.stderr)[-lines:]
+
+
+def _children_of_self() -> list[int]:
+    me = os.getpid()
+    pids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{me}/task"):
+            with open(f"/proc/{me}/task/{tid}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+        return pids
+    except OSError:
+        pass
+    for entry in os.listdir("/proc"):  # kernels without /proc/*/children
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        pids.append(int(entry))
+    return pids
+
+
+def _find_pid_by_stderr(inode: int) -> int | None:
+    target = f"pipe:[{inode}]"
+    for pid in _children_of_self():
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/2") == target:
+                return pid
+    return None
+
+
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def kill_group(pgid: int, grace: float) -> None:
+    """SIGTERM the whole process group, wait up to ``grace`` s, then SIGKILL what is left.
+
+    Shielded and bounded: it finishes even when the caller is being cancelled.
+    """
+    with trio.CancelScope(shield=True):
+        try:
+            os.killpg(pgid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        with trio.move_on_after(grace):
+            while process_group_alive(pgid):
+                await trio.sleep(_POLL)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with trio.move_on_after(1.0):
+            while process_group_alive(pgid):
+                await trio.sleep(_POLL)
+
+
+async def _read_stderr(fd: int, proc: ServerProcess) -> None:
+    stream = trio.lowlevel.FdStream(fd)
+    buffer = b""
+    async with stream:
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                proc.stderr.append(line.decode("utf-8", "replace"))
+            if len(buffer) > 65536:  # a runaway line: keep its head, drop the rest
+                proc.stderr.append(buffer[:4096].decode("utf-8", "replace") + " …")
+                buffer = b""
+    if buffer:
+        proc.stderr.append(buffer.decode("utf-8", "replace"))
+
+
+async def _watch_exit(proc: ServerProcess) -> None:
+    assert proc.pid is not None
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            proc.exit_status = "exited"
+            proc.exited.set()
+            return
+        pidfd = None
+    if pidfd is None:  # no pidfd: poll
+        while True:
+            try:
+                os.kill(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            await trio.sleep(0.2)
+    else:
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+            proc.exit_status = _exit_status(pidfd)
+        finally:
+            os.close(pidfd)
+    proc.exit_status = proc.exit_status or "exited"
+    proc.exited.set()
+
+
+def _exit_status(pidfd: int) -> str:
+    try:
+        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except (ChildProcessError, OSError, AttributeError):
+        return "exited"  # already reaped by the SDK's process object
+    if info is None:
+        return "exited"
+    if info.si_code == os.CLD_EXITED:
+        return f"exited with code {info.si_status}"
+    with contextlib.suppress(ValueError):
+        return f"killed by {signal.Signals(info.si_status).name}"
+    return f"killed by signal {info.si_status}"
+
+
+@contextlib.asynccontextmanager
+async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: float) -> AsyncIterator:
+    """The SDK's stdio transport, plus stderr capture, exit watching and a group sweep.
+
+    Yields the transport's streams for ``mcp.Client``. ``proc`` learns the pid, collects
+    stderr and has ``exited`` set the moment the server process dies. On exit, after the
+    SDK's own shutdown (close stdin, wait, kill), whatever is left of the server's process
+    group is killed (SIGTERM, ``grace`` s, SIGKILL): no orphan survives, whether the server
+    exited by itself or not.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    inode = os.fstat(write_fd).st_ino
+    errlog: IO[str] = os.fdopen(write_fd, "w")
+    stderr_done = trio.Event()
+
+    async def read_stderr() -> None:
+        try:
+            await _read_stderr(read_fd, proc)
+        finally:
+            stderr_done.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_stderr)
+            try:
+                async with stdio_client(params, errlog=errlog) as streams:
+                    errlog.close()  # the child holds its own copy
+                    proc.pid = _find_pid_by_stderr(inode)
+                    if proc.pid is not None:
+                        nursery.start_soon(_watch_exit, proc)
+                    yield streams
+            finally:
+                if proc.pid is not None:
+                    await kill_group(proc.pid, grace)
+                with trio.move_on_after(0.2, shield=True):
+                    await stderr_done.wait()  # the last lines a dying server wrote
+                nursery.cancel_scope.cancel()
+    finally:
+        if not errlog.closed:
+            errlog.close()
