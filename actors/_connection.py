@@ -222,8 +222,10 @@ class _Connection:
         self.nursery: trio.Nursery | None = None
 
     def die(self, reason: str) -> None:
+        """Declare this incarnation dead: new calls go to the next one from now on."""
         if self.death is None:
             self.death = ConnectionDied(reason)
+            self.link._down(reason)
             self.died.set()
 
     # -- the loop -----------------------------------------------------------------------
@@ -258,10 +260,18 @@ class _Connection:
             await self.died.wait()
             watchers.cancel_scope.cancel()
         assert self.death is not None
+        if proc is not None and proc.pid is not None and "server process" not in str(self.death):
+            with trio.move_on_after(0.5):  # a closed pipe usually means the process is dying
+                await proc.exited.wait()
+            if proc.exited.is_set():
+                raise ConnectionDied(f"{self.death}; server process {proc.exit_status}")
         raise self.death
 
     def _admit(self, call: Call, reply: Reply | None) -> None:
         if reply is None:
+            return
+        if self.death is not None:
+            reply.fail(ActorDown(f"connection to {self.spec.name!r} is dying ({self.death})", server=self.spec.name))
             return
         if len(self.inflight) < self.spec.max_concurrency:
             self._start(call, reply)

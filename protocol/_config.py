@@ -93,6 +93,10 @@ class ServerSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     @property
     def kind(self) -> str:
+        """``stdio``, ``sse``, ``streamable-http``, or ``inproc`` (neither command nor url:
+        an in-process server object handed to the supervisor)."""
         if self.command is not None:
             return "stdio"
+        if self.url is None:
+            return "inproc"
         return "sse" if self.transport == "sse" else "streamable-http"

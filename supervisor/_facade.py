@@ -81,7 +81,10 @@ class Supervisor:
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         self._root.stop()
-        return await self._nursery_cm.__aexit__(*exc_info)
+        try:
+            return await self._nursery_cm.__aexit__(*exc_info)
+        finally:
+            self._bus.close()  # subscribers' loops end with the supervisor
 
     async def add_server(self, spec: ServerSpec) -> ChildStatus:
         """Start supervising ``spec``; returns once it is connected or its first try failed."""

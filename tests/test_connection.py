@@ -1,0 +1,349 @@
+"""Connection actors against real, misbehaving MCP server processes.
+
+Real time here: each server is a real process that must really start. Backoffs are small
+and jitter-free, so the delays the supervisor chose are exact in its events.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+from mcp import MCPError
+from mcp.server.mcpserver import MCPServer
+
+from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, wait_until
+from protocol import (
+    BackoffPolicy,
+    DeadlineExceeded,
+    Overloaded,
+    ServerCrashed,
+    ServerSpec,
+    ServerUnavailable,
+)
+from supervisor import Supervisor
+
+
+def text(result) -> str:
+    return result.content[0].text
+
+
+def connection_status(sup: Supervisor, name: str):
+    (servers,) = sup.status().children
+    for server in servers.children:
+        if server.id == f"server:{name}":
+            (conn,) = server.children
+            return conn
+    raise AssertionError(f"no server {name}")
+
+
+async def test_calls_tools_and_reports_status():
+    spec = server_spec("echo", "echo.py")
+    async with Supervisor([spec]) as sup:
+        result = await sup.call_tool("echo", "echo", {"text": "hello"}, timeout=10)
+        assert text(result) == "hello" and not result.is_error
+        assert int(text(await sup.call_tool("echo", "add", {"a": 2, "b": 3}))) == 5
+        failed = await sup.call_tool("echo", "fail", {"message": "nope"})
+        assert failed.is_error and "nope" in text(failed)  # the tool's own error, as a result
+        tools = {t.name: t for t in sup.link("echo").tools}
+        assert tools["echo"].annotations.readOnlyHint is True
+        assert tools["write_note"].annotations.destructiveHint is True
+        conn = connection_status(sup, "echo")
+        assert conn.state == "running" and conn.restarts == 0
+        assert conn.detail["pid"] in procs_with_marker(marker_of(spec))
+        assert conn.detail["tools"] == len(tools)
+
+
+async def test_kill_9_fails_inflight_restarts_after_backoff_and_serves_again():
+    spec = server_spec("victim", "echo.py", backoff=BackoffPolicy(min=0.3, max=1.0, jitter=0.0))
+    events = []
+    async with Supervisor([spec]) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sup.subscribe(), events)
+            old_pid = sup.link("victim").process.pid
+            outcomes = []
+
+            async def slow_call():
+                try:
+                    await sup.call_tool("victim", "sleep", {"seconds": 30}, timeout=20)
+                except ServerCrashed as exc:
+                    outcomes.append(exc)
+
+            for _ in range(3):
+                nursery.start_soon(slow_call)
+            await wait_until(lambda: sup.link("victim").inflight == 3, what="3 calls in flight")
+            t0 = trio.current_time()
+            os.kill(old_pid, signal.SIGKILL)
+            await wait_until(lambda: len(outcomes) == 3, what="in-flight calls to fail")
+            assert trio.current_time() - t0 < 2, "in-flight calls must fail at once"
+            assert all("may or may not have run" in str(e) for e in outcomes)
+
+            await sup.wait_connected("victim", timeout=20)
+            assert text(await sup.call_tool("victim", "echo", {"text": "back"})) == "back"
+            conn = connection_status(sup, "victim")
+            assert conn.restarts == 1 and conn.state == "running"
+            new_pid = sup.link("victim").process.pid
+            assert new_pid != old_pid
+            assert procs_with_marker(marker_of(spec)) == [new_pid]  # only the new tree
+            nursery.cancel_scope.cancel()
+    restarting = [e for e in events if e.kind == "restarting"]
+    assert [e.delay for e in restarting] == [0.3]
+    assert "SIGKILL" in restarting[0].reason
+    assert procs_with_marker(marker_of(spec)) == []
+
+
+async def test_crash_on_call_gives_server_crashed_then_recovers():
+    spec = server_spec("crashy", "crash_on_call.py")
+    async with Supervisor([spec]) as sup:
+        with pytest.raises(ServerCrashed, match="crashy"):
+            await sup.call_tool("crashy", "crash", {}, timeout=10)
+        assert text(await sup.call_tool("crashy", "echo", {"text": "ok"}, timeout=20)) == "ok"
+        assert connection_status(sup, "crashy").restarts == 1
+
+
+async def test_crash_at_start_backs_off_exponentially_and_recovers(tmp_path):
+    ready_flag = tmp_path / "ready"
+    count_file = tmp_path / "count"
+    spec = server_spec(
+        "phoenix",
+        "crash_at_start.py",
+        "--until-file",
+        str(ready_flag),
+        "--count-file",
+        str(count_file),
+        backoff=BackoffPolicy(min=0.05, max=0.4, jitter=0.0),
+    )
+    events = []
+    sup = Supervisor([spec])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)  # from before the first attempt
+        async with sup:
+            await wait_until(
+                lambda: len([e for e in events if e.kind == "restarting"]) >= 5, timeout=30, what="5 restarts"
+            )
+            with pytest.raises(ServerUnavailable, match="phoenix"):
+                await sup.call_tool("phoenix", "echo", {"text": "x"}, timeout=0.01)
+            ready_flag.touch()
+            await sup.wait_connected("phoenix", timeout=30)
+            assert text(await sup.call_tool("phoenix", "echo", {"text": "alive"})) == "alive"
+    delays = [e.delay for e in events if e.kind == "restarting"]
+    assert delays[:5] == [0.05, 0.1, 0.2, 0.4, 0.4]
+    reasons = [e.reason for e in events if e.kind == "restarting"]
+    assert all("could not connect" in r for r in reasons)
+    assert len(count_file.read_text().splitlines()) == len(delays) + 1
+
+
+async def test_hang_times_out_then_restarts_after_hang_threshold(tmp_path):
+    log = tmp_path / "exec.log"
+    spec = server_spec("frozen", "hang.py", env={"EXEC_LOG": str(log)}, hang_threshold=3)
+    async with Supervisor([spec]) as sup:
+        first_pid = sup.link("frozen").process.pid
+        for _ in range(3):
+            with pytest.raises(DeadlineExceeded, match="did not answer in time"):
+                await sup.call_tool("frozen", "hang", {}, timeout=0.5)
+        await wait_until(lambda: sup.link("frozen").process.pid not in (None, first_pid), what="a restart")
+        await sup.wait_connected("frozen", timeout=20)
+        assert text(await sup.call_tool("frozen", "echo", {"text": "thawed"})) == "thawed"
+        assert connection_status(sup, "frozen").restarts == 1
+        assert first_pid not in procs_with_marker(marker_of(spec))
+    # the first two timeouts were cancelled on the server (notifications/cancelled)
+    assert log.read_text().count("hang cancelled") >= 2
+
+
+async def test_cancelled_caller_cancels_the_request_on_the_server(tmp_path):
+    log = tmp_path / "exec.log"
+    spec = server_spec("cancel", "hang.py", env={"EXEC_LOG": str(log)})
+    async with Supervisor([spec]) as sup:
+        with trio.move_on_after(0.5):
+            await sup.call_tool("cancel", "hang", {}, timeout=60)
+        await wait_until(lambda: log.exists() and "hang cancelled" in log.read_text(), what="server-side cancel")
+        assert sup.link("cancel").inflight == 0
+        assert connection_status(sup, "cancel").restarts == 0  # a caller's cancel is no hang
+
+
+async def test_garbage_on_stdout_past_threshold_restarts():
+    spec = server_spec("noisy", "garbage.py", "--when", "call", garbage_threshold=3)
+    async with Supervisor([spec]) as sup:
+        await sup.call_tool("noisy", "spew", {"lines": 2}, timeout=10)
+        assert connection_status(sup, "noisy").restarts == 0  # under the threshold: tolerated
+        first = sup.link("noisy").process.pid
+        try:
+            await sup.call_tool("noisy", "spew", {"lines": 5}, timeout=10)
+        except ServerCrashed:
+            pass  # the garbage may kill the connection before the answer is read
+        await wait_until(lambda: connection_status(sup, "noisy").restarts == 1, what="a restart")
+        await sup.wait_connected("noisy", timeout=20)
+        assert sup.link("noisy").process.pid != first
+        assert "not JSON-RPC" in connection_status(sup, "noisy").last_exit
+
+
+async def test_flaky_kth_call_is_a_tool_error_not_a_crash():
+    spec = server_spec("flaky", "flaky.py", "--every", "3")
+    async with Supervisor([spec]) as sup:
+        results = [await sup.call_tool("flaky", "work", {"x": i}) for i in range(6)]
+        assert [r.is_error for r in results] == [False, False, True, False, False, True]
+        assert connection_status(sup, "flaky").restarts == 0
+
+
+async def test_slow_start_within_and_past_connect_timeout():
+    slow = server_spec("slow", "slow_start.py", "--delay", "1.5", connect_timeout=20)
+    too_slow = server_spec("tooslow", "slow_start.py", "--delay", "30", connect_timeout=1.0)
+    events = []
+    async with Supervisor([slow, too_slow]) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sup.subscribe(), events)
+            assert text(await sup.call_tool("slow", "echo", {"text": "late"}, timeout=20)) == "late"
+            await wait_until(
+                lambda: any(e.kind == "restarting" and "tooslow" in e.path for e in events), what="a timeout"
+            )
+            nursery.cancel_scope.cancel()
+        reason = next(e.reason for e in events if e.kind == "restarting" and "tooslow" in e.path)
+        assert "connect_timeout 1 s" in reason
+    assert procs_with_marker(marker_of(too_slow)) == []
+
+
+async def test_server_closing_stdout_is_a_crash():
+    spec = server_spec("mute", "close_stdout.py")
+    async with Supervisor([spec]) as sup:
+        with pytest.raises(ServerCrashed):
+            await sup.call_tool("mute", "close_stdout", {}, timeout=10)
+        await sup.wait_connected("mute", timeout=20)
+        assert connection_status(sup, "mute").restarts == 1
+    assert procs_with_marker(marker_of(spec)) == []
+
+
+async def test_overloaded_when_concurrency_and_queue_are_full():
+    spec = server_spec("busy", "echo.py", max_concurrency=2, max_queue=2)
+    async with Supervisor([spec]) as sup:
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(lambda: sup.call_tool("busy", "sleep", {"seconds": 1.0}, timeout=10))
+            await wait_until(lambda: sup.link("busy").inflight == 2 and sup.link("busy").queued == 2, what="full")
+            with pytest.raises(Overloaded, match="max_concurrency 2, max_queue 2"):
+                await sup.call_tool("busy", "echo", {"text": "one too many"}, timeout=10)
+        assert text(await sup.call_tool("busy", "echo", {"text": "room again"})) == "room again"
+
+
+async def test_progress_reaches_the_caller():
+    spec = server_spec("progress", "echo.py")
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append(progress)
+
+    async with Supervisor([spec]) as sup:
+        await sup.call_tool("progress", "sleep", {"seconds": 0.5}, timeout=10, progress=on_progress)
+        await wait_until(lambda: len(seen) >= 3, timeout=5, what="progress notifications")
+
+
+async def test_list_changed_updates_the_cache_without_restart():
+    spec = server_spec("growing", "list_changed.py")
+    events = []
+    async with Supervisor([spec]) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sup.subscribe(), events)
+            before = {t.name for t in sup.link("growing").tools}
+            await sup.call_tool("growing", "add_tool", {"name": "brand_new"}, timeout=10)
+            await wait_until(lambda: "brand_new" in {t.name for t in sup.link("growing").tools}, what="new tool")
+            assert {t.name for t in sup.link("growing").tools} == before | {"brand_new"}
+            assert connection_status(sup, "growing").restarts == 0
+            await wait_until(lambda: any(e.kind == "tools_changed" for e in events), what="the event")
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("exits_by_itself", [False, True], ids=["server-killed", "server-exits"])
+async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself):
+    args = ["--exit-after", "1.0"] if exits_by_itself else []
+    spec = server_spec("parent", "spawns_grandchild.py", *args, backoff=BackoffPolicy(min=5.0, max=5.0, jitter=0.0))
+    marker = marker_of(spec)
+    async with Supervisor([spec]) as sup:
+        grandchild = int(text(await sup.call_tool("parent", "child_pid", {}, timeout=10)))
+        server_pid = sup.link("parent").process.pid
+        assert set(procs_with_marker(marker)) == {server_pid, grandchild}
+        if not exits_by_itself:
+            os.kill(server_pid, signal.SIGKILL)
+        # either way the server is gone; its orphaned child must go with it, long before the
+        # 5 s backoff starts a new one
+        await wait_until(lambda: procs_with_marker(marker) == [], timeout=4, what="the orphan to be reaped")
+        await wait_until(lambda: connection_status(sup, "parent").state == "restarting", timeout=4, what="restart")
+        await sup.wait_connected("parent", timeout=20)
+        new_child = int(text(await sup.call_tool("parent", "child_pid", {}, timeout=10)))
+        assert set(procs_with_marker(marker)) == {sup.link("parent").process.pid, new_child}
+    assert procs_with_marker(marker) == []
+
+
+async def test_shutdown_leaves_no_process_behind():
+    specs = [server_spec(f"s{i}", "spawns_grandchild.py") for i in range(3)]
+    async with Supervisor(specs) as sup:
+        for spec in specs:
+            await sup.call_tool(spec.name, "child_pid", {}, timeout=10)
+            assert len(procs_with_marker(marker_of(spec))) == 2
+    for spec in specs:
+        assert procs_with_marker(marker_of(spec)) == []
+
+
+async def test_stderr_is_kept_in_a_ring_buffer_and_shown_in_status():
+    spec = server_spec("chatty", "crash_at_start.py", "--when", "before")
+    async with Supervisor([spec]) as sup:
+        await wait_until(lambda: connection_status(sup, "chatty").restarts >= 1, what="a failed start")
+        await wait_until(lambda: connection_status(sup, "chatty").detail["stderr_tail"], what="stderr")
+        tail = connection_status(sup, "chatty").detail["stderr_tail"]
+        assert any("crash_at_start" in line for line in tail)
+
+
+def start_http_server(port: int = 0, *extra: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVERS / "http_echo.py"), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("LISTENING"), line
+    return proc, int(line.split()[1])
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_remote_server_goes_away_and_comes_back(transport):
+    extra = ("--sse",) if transport == "sse" else ()
+    server, port = await trio.to_thread.run_sync(start_http_server, 0, *extra)
+    path = "/sse" if transport == "sse" else "/mcp"
+    spec = ServerSpec(
+        name="remote",
+        url=f"http://127.0.0.1:{port}{path}",
+        transport=transport,
+        headers={"X-Session-Id": "abc"},
+        backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0),
+        connect_timeout=5,
+    )
+    try:
+        async with Supervisor([spec]) as sup:
+            assert text(await sup.call_tool("remote", "echo", {"text": "one"}, timeout=10)) == "one"
+            server.kill()
+            server.wait()
+            with pytest.raises((ServerCrashed, ServerUnavailable, DeadlineExceeded, MCPError)):
+                await sup.call_tool("remote", "echo", {"text": "gone"}, timeout=3)
+            server, _ = await trio.to_thread.run_sync(start_http_server, port, *extra)
+            await wait_until(lambda: connection_status(sup, "remote").restarts >= 1, timeout=20, what="restart")
+            await sup.wait_connected("remote", timeout=20)
+            assert text(await sup.call_tool("remote", "echo", {"text": "two"}, timeout=10)) == "two"
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def test_in_process_server_object():
+    app = MCPServer("inproc")
+
+    @app.tool()
+    def double(x: int) -> int:
+        return 2 * x
+
+    spec = ServerSpec(name="inproc")
+    async with Supervisor([spec], inproc={"inproc": app}) as sup:
+        assert text(await sup.call_tool("inproc", "double", {"x": 21})) == "42"
+        assert sup.link("inproc").process is None
