@@ -533,7 +533,8 @@ class BreakerCore:
     def _trip_reason(self) -> str | None:
         policy = self.policy
         if self.consecutive_failures >= policy.failure_threshold:
-            return f"{self.consecutive_failures} consecutive failures"
+            n = self.consecutive_failures
+            return f"{n} consecutive failure{'s' if n != 1 else ''}"
         calls = len(self._window)
         if calls >= policy.min_calls:
             rate = self._window_failures / calls

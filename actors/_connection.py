@@ -47,7 +47,7 @@ from protocol import (
 
 from ._events import publish
 from ._process import ServerProcess, kill_group, open_stdio
-from ._runtime import Mailbox, Ref, Reply
+from ._runtime import Mailbox, Ref
 
 __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
 
@@ -61,16 +61,14 @@ class ConnectionDied(Exception):
 
 
 class Call(msgspec.Struct):
-    """One tool call for the connection actor.
+    """One tool call. ``deadline`` is trio time.
 
-    Lives in ``actors`` rather than ``protocol`` because it carries live trio objects: the
-    caller's cancel scope (its deadline, and its cancellation when the caller gives up) and
-    an optional progress callback.
+    Lives in ``actors`` rather than ``protocol`` because it carries a live callback.
     """
 
     tool: str
     arguments: dict[str, Any]
-    scope: Any  # trio.CancelScope with the call's deadline
+    deadline: float
     progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
     meta: dict[str, Any] | None = None
 
@@ -99,6 +97,7 @@ class ServerLink:
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec
         self.ref: Ref[Any] | None = None
+        self.conn: _Connection | None = None
         self.connected = trio.Event()
         self.tools: list[ToolSpec] = []
         self.tools_version = 0
@@ -117,12 +116,14 @@ class ServerLink:
     def name(self) -> str:
         return self.spec.name
 
-    def _up(self, ref: Ref[Any]) -> None:
+    def _up(self, ref: Ref[Any], conn: _Connection) -> None:
         self.ref = ref
+        self.conn = conn
         self.connected.set()
 
     def _down(self, reason: str) -> None:
         self.ref = None
+        self.conn = None
         self.last_error = reason
         if self.connected.is_set():
             self.connected = trio.Event()
@@ -134,9 +135,9 @@ class ServerLink:
         for listener in list(self.listeners):
             listener(self)
 
-    async def wait_connected(self, deadline: float) -> Ref[Any]:
-        """The ready incarnation's ref, waiting up to ``deadline`` (trio time) for one."""
-        while self.ref is None or not self.ref.alive:
+    async def wait_connected(self, deadline: float) -> _Connection:
+        """The ready incarnation, waiting up to ``deadline`` (trio time) for one."""
+        while self.conn is None:
             with trio.move_on_at(deadline):
                 await self.connected.wait()
                 continue
@@ -145,7 +146,25 @@ class ServerLink:
                 + (f" (last error: {self.last_error})" if self.last_error else ""),
                 server=self.name,
             )
-        return self.ref
+        return self.conn
+
+    async def call(self, call: Call) -> Any:
+        """Send ``call`` on the current incarnation; one that never went out waits for the next.
+
+        Raises ``ServerUnavailable`` when no incarnation took it by its deadline.
+        """
+        while True:
+            conn = self.conn
+            if conn is None:
+                conn = await self.wait_connected(call.deadline)
+            try:
+                return await conn.call(call)
+            except ActorDown:
+                if trio.current_time() >= call.deadline:
+                    raise ServerUnavailable(
+                        f"server {self.name!r} did not get back in time to take the call", server=self.name
+                    ) from None
+                await trio.lowlevel.checkpoint()
 
     def detail(self) -> dict[str, Any]:
         proc = self.process
@@ -206,15 +225,25 @@ def _http_transport(spec: ServerSpec, client_factory: Any, http_factory: Any) ->
 
 
 class _Connection:
-    """The state of one incarnation. Only its own tasks touch it."""
+    """One incarnation: the live client, its calls in flight, the reasons it may die.
+
+    The connection actor owns it. Calls do not travel through the actor's mailbox: the
+    caller's own task borrows the live session (``call``), with admission, in-flight
+    bookkeeping and death all handled synchronously here. That keeps an actor hop and a
+    task spawn off the hot path, and makes the caller's cancellation the SDK call's
+    cancellation with nothing in between.
+    """
 
     def __init__(self, spec: ServerSpec, link: ServerLink, client: Client, mailbox: Mailbox[Any]) -> None:
         self.spec = spec
         self.link = link
         self.client = client
         self.mailbox = mailbox
-        self.inflight: dict[Reply, Call] = {}
-        self.waiting: collections.deque[tuple[Call, Reply]] = collections.deque()
+        self.inflight: set[trio.CancelScope] = set()
+        self.slots = trio.lowlevel.ParkingLot()
+        self.idle = trio.Event()
+        self.idle.set()
+        self.stopping = False
         self.consecutive_timeouts = 0
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
@@ -222,29 +251,120 @@ class _Connection:
         self.nursery: trio.Nursery | None = None
 
     def die(self, reason: str) -> None:
-        """Declare this incarnation dead: new calls go to the next one from now on."""
+        """Declare this incarnation dead: calls in flight are cut off, new ones go elsewhere."""
         if self.death is None:
             self.death = ConnectionDied(reason)
             self.link._down(reason)
+            for scope in self.inflight:
+                scope.cancel()
+            self.slots.unpark_all()
             self.died.set()
 
-    # -- the loop -----------------------------------------------------------------------
+    # -- calls (run in the caller's task) ------------------------------------------------
+
+    def _never_sent(self, why: str) -> ActorDown:
+        return ActorDown(f"connection to {self.spec.name!r} {why}; the call was not sent", server=self.spec.name)
+
+    async def call(self, call: Call) -> Any:
+        """Run one tool call in the caller's task. See the module guarantees."""
+        spec = self.spec
+        if self.death is not None or self.stopping:
+            raise self._never_sent("is going away")
+        if len(self.inflight) >= spec.max_concurrency:
+            if self.slots.statistics().tasks_waiting >= spec.max_queue:
+                raise Overloaded(
+                    f"server {spec.name!r} has {len(self.inflight)} calls in flight and "
+                    f"{self.slots.statistics().tasks_waiting} waiting (max_concurrency {spec.max_concurrency}, "
+                    f"max_queue {spec.max_queue})",
+                    server=spec.name,
+                )
+            self.link.queued += 1
+            try:
+                with trio.move_on_at(call.deadline) as waiting:
+                    while len(self.inflight) >= spec.max_concurrency and self.death is None and not self.stopping:
+                        await self.slots.park()
+            finally:
+                self.link.queued -= 1
+            if waiting.cancelled_caught:
+                raise DeadlineExceeded(
+                    f"tool {call.tool!r} on server {spec.name!r} waited for a free slot past its deadline "
+                    f"(max_concurrency {spec.max_concurrency}); it was never sent",
+                    server=spec.name,
+                    tool=call.tool,
+                )
+            if self.death is not None or self.stopping:
+                raise self._never_sent("ended while the call waited for a slot")
+        scope = trio.CancelScope(deadline=call.deadline)
+        self.inflight.add(scope)
+        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        self.link.inflight = len(self.inflight)
+        try:
+            result = None
+            with scope:
+                result = await self.client.call_tool(
+                    call.tool, call.arguments, progress_callback=call.progress, meta=call.meta
+                )
+        except MCPError as exc:
+            if exc.error.code == CONNECTION_CLOSED:
+                self.die(f"connection closed: {exc.error.message}")
+                raise self._crash_failure() from None
+            self.consecutive_timeouts = 0
+            raise  # the server's own JSON-RPC error, passed through unchanged
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.die(f"transport error: {type(exc).__name__}: {exc}")
+            raise self._crash_failure() from None
+        finally:
+            self.inflight.discard(scope)
+            self.link.inflight = len(self.inflight)
+            if not self.inflight:
+                self.idle.set()
+            self.slots.unpark()
+        if result is not None:
+            self.consecutive_timeouts = 0
+            return result
+        if self.death is not None:
+            raise self._crash_failure()
+        # Our deadline: a caller's own cancellation never reaches this line (it propagates).
+        self.consecutive_timeouts += 1
+        if self.consecutive_timeouts >= spec.hang_threshold:
+            self.die(f"{self.consecutive_timeouts} consecutive calls timed out (hang_threshold)")
+        raise DeadlineExceeded(
+            f"tool {call.tool!r} on server {spec.name!r} did not answer in time; "
+            "the request was cancelled on the server, but it may have run",
+            server=spec.name,
+            tool=call.tool,
+        )
+
+    def _crash_failure(self) -> ServerCrashed:
+        return ServerCrashed(
+            f"server {self.spec.name!r} died while the call was in flight ({self.death}); "
+            "the call may or may not have run",
+            server=self.spec.name,
+        )
+
+    def end(self, why: str) -> None:
+        """The incarnation is ending: cut off what is in flight (each caller raises)."""
+        self.die(why)
+
+    # -- the actor loop -------------------------------------------------------------------
 
     async def serve(self, mailbox: Mailbox[Any]) -> None:
-        """Read the mailbox until it is stopped, then let the calls in flight finish."""
-        async with trio.open_nursery() as calls:
-            self.nursery = calls
+        """Read control messages until stopped, then let the calls in flight finish."""
+        async with trio.open_nursery() as side:
+            self.nursery = side
             async for msg, reply in mailbox:
-                if isinstance(msg, Call):
-                    self._admit(msg, reply)
-                elif isinstance(msg, ListTools):
+                if isinstance(msg, ListTools):
                     reply.send(self.link.tools)
                 elif isinstance(msg, Refresh):
-                    calls.start_soon(self._refresh, msg.what)
+                    side.start_soon(self._refresh, msg.what)
                     if reply is not None:
                         reply.send(None)
                 elif isinstance(msg, Session):
                     reply.send(self.client)
+            self.stopping = True  # drain: new calls go to the next incarnation
+            self.slots.unpark_all()
+            await self.idle.wait()
+            side.cancel_scope.cancel()
 
     async def watch_death(self) -> None:
         """Raise ``ConnectionDied`` when the process exits or a call path declares death."""
@@ -266,104 +386,6 @@ class _Connection:
             if proc.exited.is_set():
                 raise ConnectionDied(f"{self.death}; server process {proc.exit_status}")
         raise self.death
-
-    def _admit(self, call: Call, reply: Reply | None) -> None:
-        if reply is None:
-            return
-        if self.death is not None:
-            reply.fail(ActorDown(f"connection to {self.spec.name!r} is dying ({self.death})", server=self.spec.name))
-            return
-        if len(self.inflight) < self.spec.max_concurrency:
-            self._start(call, reply)
-        elif len(self.waiting) < self.spec.max_queue:
-            self.waiting.append((call, reply))
-            self.link.queued = len(self.waiting)
-        else:
-            reply.fail(
-                Overloaded(
-                    f"server {self.spec.name!r} has {len(self.inflight)} calls in flight and "
-                    f"{len(self.waiting)} waiting (max_concurrency {self.spec.max_concurrency}, "
-                    f"max_queue {self.spec.max_queue})",
-                    server=self.spec.name,
-                )
-            )
-
-    def _start(self, call: Call, reply: Reply) -> None:
-        assert self.nursery is not None
-        self.inflight[reply] = call
-        self.link.inflight = len(self.inflight)
-        self.nursery.start_soon(self._run_call, call, reply)
-
-    def _finished(self, reply: Reply) -> None:
-        self.inflight.pop(reply, None)
-        while self.waiting and len(self.inflight) < self.spec.max_concurrency:
-            call, waiting_reply = self.waiting.popleft()
-            if waiting_reply.answered or call.scope.cancel_called:
-                continue  # its caller already gave up
-            self._start(call, waiting_reply)
-        self.link.inflight = len(self.inflight)
-        self.link.queued = len(self.waiting)
-
-    async def _run_call(self, call: Call, reply: Reply) -> None:
-        try:
-            result = None
-            with call.scope:
-                result = await self.client.call_tool(
-                    call.tool, call.arguments, progress_callback=call.progress, meta=call.meta
-                )
-            if result is not None:
-                self.consecutive_timeouts = 0
-                reply.send(result)
-            elif trio.current_time() >= call.scope.deadline:
-                self._timed_out(call, reply)
-            # else: the caller cancelled; nobody is waiting for an answer
-        except MCPError as exc:
-            if exc.error.code == CONNECTION_CLOSED:
-                self._crashed(reply, f"connection closed: {exc.error.message}")
-            else:
-                self.consecutive_timeouts = 0
-                reply.fail(exc)  # the server's own JSON-RPC error, passed through unchanged
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._crashed(reply, f"transport error: {type(exc).__name__}: {exc}")
-        finally:
-            self._finished(reply)
-
-    def _timed_out(self, call: Call, reply: Reply) -> None:
-        self.consecutive_timeouts += 1
-        reply.fail(
-            DeadlineExceeded(
-                f"tool {call.tool!r} on server {self.spec.name!r} did not answer in time; "
-                "the request was cancelled on the server, but it may have run",
-                server=self.spec.name,
-                tool=call.tool,
-            )
-        )
-        if self.consecutive_timeouts >= self.spec.hang_threshold:
-            self.die(f"{self.consecutive_timeouts} consecutive calls timed out (hang_threshold)")
-
-    def _crashed(self, reply: Reply, why: str) -> None:
-        reply.fail(self._crash_failure(why))
-        self.die(why)
-
-    def _crash_failure(self, why: str) -> ServerCrashed:
-        return ServerCrashed(
-            f"server {self.spec.name!r} died while the call was in flight ({why}); "
-            "the call may or may not have run",
-            server=self.spec.name,
-        )
-
-    def fail_all(self, why: str) -> None:
-        """The incarnation is ending: answer every call it holds (see module guarantees)."""
-        crash = self._crash_failure(why)
-        for reply in list(self.inflight):
-            reply.fail(crash)
-        self.inflight.clear()
-        never_sent = ActorDown(
-            f"connection to {self.spec.name!r} ended before the call was sent ({why})", server=self.spec.name
-        )
-        for _, reply in self.waiting:
-            reply.fail(never_sent)
-        self.waiting.clear()
 
     # -- notifications ------------------------------------------------------------------
 
@@ -465,7 +487,7 @@ async def _live(
     finally:
         # In-flight calls first (ServerCrashed), then whatever is left in the mailbox
         # (ActorDown: never sent, safe to send again).
-        state.fail_all(why)
+        state.end(why)
         mailbox.close(why)
         link._down(why)
         if died and proc is not None and proc.pid is not None:
@@ -512,7 +534,7 @@ async def run_connection(
                     state.garbage = len(early_garbage)
                     link.protocol_version = client.protocol_version
                     link.capabilities = client.server_capabilities
-                    link._up(mailbox.ref)
+                    link._up(mailbox.ref, state)
                     task_status.started(mailbox.ref)
                     why = await _live(spec, proc, state, mailbox, link)
             except Exception as exc:

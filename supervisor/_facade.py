@@ -26,15 +26,12 @@ import trio
 
 from actors import Call, EventBus, ServerLink
 from actors._events import _BUS
-from protocol import ActorDown, ChildStatus, Event, ServerSpec, ServerUnavailable, UnknownTool
+from protocol import ChildStatus, Event, ServerSpec, UnknownTool
 
 from ._servers import SERVERS_INTENSITY, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
 
 __all__ = ["Supervisor"]
-
-_BACKSTOP = 1.0  # the actor enforces the deadline; the ask gives it this long to say so
-
 
 class Supervisor:
     """Supervises MCP servers and routes tool calls to them.
@@ -130,23 +127,8 @@ class Supervisor:
     ) -> Any:
         """Call ``tool`` on ``server``; see the module docstring for the guarantees."""
         link = self.link(server)
-        budget = link.spec.timeout if timeout is None else timeout
-        deadline = trio.current_time() + budget
-        arguments = arguments or {}
-        while True:
-            ref = await link.wait_connected(deadline)
-            scope = trio.CancelScope(deadline=deadline)
-            call = Call(tool, arguments, scope, progress, meta)
-            try:
-                return await ref.ask(call, timeout=max(0.0, deadline - trio.current_time()) + _BACKSTOP)
-            except ActorDown:
-                if trio.current_time() >= deadline:
-                    raise ServerUnavailable(
-                        f"server {server!r} did not get back in time to take the call", server=server
-                    ) from None
-                continue  # never sent: wait for the next incarnation
-            finally:
-                scope.cancel()  # no-op once the call is done; cancels it on the server otherwise
+        deadline = trio.current_time() + (link.spec.timeout if timeout is None else timeout)
+        return await link.call(Call(tool, arguments or {}, deadline, progress, meta))
 
     async def wait_connected(self, server: str, timeout: float = math.inf) -> None:
         """Wait until ``server`` is connected (or raise ``ServerUnavailable`` at the timeout)."""

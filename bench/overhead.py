@@ -1,0 +1,134 @@
+"""Supervised call vs direct mcp SDK call, on one stdio echo server and in-process.
+
+Both paths run in the same process and the same run, interleaved round by round, against
+the same kind of server, so the ratios hold on a noisy machine. Prints p50/p99 per call at
+1 in flight, calls/s at 50 in flight, and the ratio supervised/direct. Goals: p50 ratio
+<= 1.03 on stdio; <= 40 µs added per call in-process.
+
+    python bench/overhead.py [--calls 2000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import trio
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import MCPServer
+
+from protocol import ServerSpec
+from supervisor import Supervisor
+
+ECHO = Path(__file__).resolve().parent.parent / "tests" / "servers" / "echo.py"
+ARGS = {"text": "hello"}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def serial(call, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+async def paired(first, second, n: int) -> tuple[list[float], list[float]]:
+    """Alternate the two paths call by call, so both see the same machine noise."""
+    a, b = [], []
+    for i in range(n):
+        for call, into in ((first, a), (second, b)) if i % 2 else ((second, b), (first, a)):
+            t0 = time.perf_counter()
+            await call()
+            into.append(time.perf_counter() - t0)
+    return a, b
+
+
+async def concurrent(call, n: int, in_flight: int) -> float:
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(in_flight):
+            nursery.start_soon(worker)
+    return n / (time.perf_counter() - t0)
+
+
+def inproc_server() -> MCPServer:
+    app = MCPServer("bench")
+
+    @app.tool()
+    def echo(text: str) -> str:
+        return text
+
+    return app
+
+
+async def measure(label: str, direct_call, supervised_call, calls: int, rounds: int) -> None:
+    for call in (direct_call, supervised_call):  # warm up both paths
+        await serial(call, 50)
+    direct, supervised, direct_tp, supervised_tp = [], [], [], []
+    for _ in range(rounds):
+        d, s = await paired(direct_call, supervised_call, calls)
+        direct += d
+        supervised += s
+        direct_tp.append(await concurrent(direct_call, calls, 50))
+        supervised_tp.append(await concurrent(supervised_call, calls, 50))
+    d50, s50 = statistics.median(direct), statistics.median(supervised)
+    d99, s99 = percentile(direct, 0.99), percentile(supervised, 0.99)
+    dtp, stp = max(direct_tp), max(supervised_tp)
+    print(f"\n{label}")
+    print(f"  {'':12} {'p50 ms':>9} {'p99 ms':>9} {'calls/s @50':>12}")
+    print(f"  {'direct SDK':12} {d50 * 1e3:9.3f} {d99 * 1e3:9.3f} {dtp:12.0f}")
+    print(f"  {'supervised':12} {s50 * 1e3:9.3f} {s99 * 1e3:9.3f} {stp:12.0f}")
+    print(f"  ratio b/a:   p50 {s50 / d50:.3f}   p99 {s99 / d99:.3f}   throughput {stp / dtp:.3f}")
+    print(f"  added per call (p50): {(s50 - d50) * 1e6:+.1f} µs")
+
+
+async def main(calls: int, rounds: int) -> None:
+    params = StdioServerParameters(command=sys.executable, args=[str(ECHO)])
+    spec = ServerSpec(name="echo", command=sys.executable, args=[str(ECHO)], max_concurrency=64)
+    async with Client(params) as client, Supervisor([spec]) as sup:
+
+        async def direct() -> None:
+            await client.call_tool("echo", ARGS)
+
+        async def supervised() -> None:
+            await sup.call_tool("echo", "echo", ARGS)
+
+        await measure("stdio echo server (a real subprocess each)", direct, supervised, calls, rounds)
+
+    app = inproc_server()
+    async with Client(inproc_server()) as client, Supervisor(
+        [ServerSpec(name="echo", max_concurrency=64)], inproc={"echo": app}
+    ) as sup:
+
+        async def direct_inproc() -> None:
+            await client.call_tool("echo", ARGS)
+
+        async def supervised_inproc() -> None:
+            await sup.call_tool("echo", "echo", ARGS)
+
+        await measure("in-process server object", direct_inproc, supervised_inproc, calls, rounds)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    trio.run(main, args.calls, args.rounds)

@@ -1,0 +1,456 @@
+"""The circuit breaker: its state machine driven through the actor under MockClock.
+
+Every test that waits uses pytest-trio's ``autojump_clock``: no test sleeps for real and
+none asserts wall time (``bench/breaker_check.py`` measures the fast path).
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors import Mailbox
+from actors._breaker import (
+    BreakerCore,
+    BreakerSnapshot,
+    BreakerView,
+    ConnectionDown,
+    ConnectionUp,
+    Disable,
+    ForceOpen,
+    Permit,
+    PermitGranted,
+    Reset,
+    Snapshot,
+    admit_call,
+    report_outcome,
+    spawn_breaker,
+)
+from actors._events import _BUS, EventBus
+from protocol import BreakerPolicy, CallOutcome, CircuitOpen
+
+# A policy where only the rule under test can trip.
+NO_RATE = dict(window=100, min_calls=1000)
+
+
+def policy(**overrides) -> BreakerPolicy:
+    fields = dict(failure_threshold=3, open_seconds=10.0, max_open_seconds=600.0, **NO_RATE)
+    fields.update(overrides)
+    return BreakerPolicy(**fields)
+
+
+def outcome(kind: str, *, duration: float = 0.0, slow: bool = False, started: float | None = None) -> CallOutcome:
+    """A report of a call that finished now (and started ``duration`` ago, or at ``started``)."""
+    now = trio.current_time()
+    if started is not None:
+        duration = now - started
+    return CallOutcome(server="s", tool="t", outcome=kind, duration=duration, at=now, slow=slow)
+
+
+async def report(ref, *kinds: str, **kw) -> BreakerSnapshot:
+    """Tell the outcomes, then ask a snapshot: the mailbox is FIFO, so they are all counted."""
+    for kind in kinds:
+        ref.tell_nowait(outcome(kind, **kw))
+    return await ref.ask(Snapshot(), 1)
+
+
+@pytest.fixture
+async def breaker(nursery):
+    """A factory: ``ref, view = breaker(**policy_overrides)``."""
+
+    def make(**overrides):
+        return spawn_breaker(nursery, policy(**overrides), "s")
+
+    return make
+
+
+async def trip(ref, n: int = 3) -> BreakerSnapshot:
+    snap = await report(ref, *["ServerCrashed"] * n)
+    assert snap.state == "open"
+    return snap
+
+
+# --- tripping --------------------------------------------------------------------------------
+
+
+async def test_consecutive_failures_trip_at_the_threshold(breaker, autojump_clock):
+    ref, view = breaker()
+    snap = await report(ref, "ServerCrashed", "DeadlineExceeded")
+    assert snap.state == "closed" and snap.counts.consecutive_failures == 2
+    assert view.admit() is True
+    snap = await report(ref, "Overloaded")
+    assert snap.state == "open"
+    assert snap.reason == "3 consecutive failures"
+    assert view.state == "open" and not view.passthrough
+
+
+async def test_a_success_breaks_the_run_of_failures(breaker, autojump_clock):
+    ref, view = breaker()
+    snap = await report(ref, "ServerCrashed", "ServerCrashed", "success", "ServerCrashed", "ServerCrashed")
+    assert snap.state == "closed" and snap.counts.consecutive_failures == 2
+
+
+async def test_failure_rate_over_the_window_trips_once_min_calls_are_in(breaker, autojump_clock):
+    ref, view = breaker(failure_threshold=100, window=10, min_calls=10, failure_rate=0.5)
+    snap = await report(ref, *["success", "ServerUnavailable"] * 4, "success")  # 9 calls, 4 failed
+    assert snap.state == "closed" and snap.counts.window_calls == 9
+    snap = await report(ref, "ServerUnavailable")  # 10 calls, 5 failed: 50 %
+    assert snap.state == "open"
+    assert snap.reason == "failure rate 50% over the last 10 calls"
+    assert snap.counts.window_failures == 5 and snap.counts.failure_rate == 0.5
+
+
+async def test_the_window_slides_old_failures_out(breaker, autojump_clock):
+    ref, view = breaker(failure_threshold=100, window=10, min_calls=10, failure_rate=0.5)
+    snap = await report(ref, *["ServerCrashed", "success"] * 2, *["success"] * 6)  # 2 of 10
+    assert snap.counts.window_failures == 2
+    snap = await report(ref, *["success"] * 4)  # the two failures slid out
+    assert snap.state == "closed"
+    assert snap.counts.window_calls == 10 and snap.counts.window_failures == 0
+
+
+async def test_slow_call_rate_trips_only_when_slow_call_seconds_is_set(breaker, autojump_clock):
+    ref, view = breaker(failure_threshold=100, window=4, min_calls=4, slow_call_seconds=1.0, slow_call_rate=0.5)
+    snap = await report(ref, "success", duration=2.0)  # slow by its duration
+    snap = await report(ref, "success", "success")
+    assert snap.state == "closed" and snap.counts.window_slow == 1
+    snap = await report(ref, "success", slow=True)  # slow by its report's flag: 2 of 4
+    assert snap.state == "open"
+    assert snap.reason.startswith("slow-call rate 50% over the last 4 calls")
+
+    ref2, _ = breaker(failure_threshold=100, window=4, min_calls=4, slow_call_rate=0.5)  # no slow_call_seconds
+    snap = await report(ref2, *["success"] * 8, duration=30.0, slow=True)
+    assert snap.state == "closed" and snap.counts.window_slow == 0
+
+
+# --- open, half-open, permits ----------------------------------------------------------------
+
+
+async def test_circuit_open_says_why_and_when_the_next_trial_is(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=30.0)
+    await trip(ref)
+    opened = trio.current_time()
+    await trio.sleep(12)
+    with pytest.raises(CircuitOpen) as refused:
+        view.admit()
+    error = refused.value
+    assert "circuit for 's' is open (3 consecutive failures)" in error.message
+    assert "next trial in 18 s" in error.message
+    assert error.data["retry_at"] == pytest.approx(opened + 30)
+    assert error.data["retry_in"] == pytest.approx(18)
+    assert error.data["state"] == "open"
+    # The actor says the same when asked directly.
+    with pytest.raises(CircuitOpen, match="next trial in 18 s"):
+        await ref.ask(Permit(), 1)
+
+
+async def test_open_becomes_half_open_when_its_time_is_over_even_without_calls(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    await trip(ref)
+    await trio.sleep(9.9)
+    assert view.state == "open"
+    await trio.sleep(0.2)
+    assert view.state == "half_open"
+    assert view.admit() is False  # ask the actor for a permit
+
+
+async def test_half_open_success_closes(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True  # the trial
+    snap = await report(ref, "success")
+    assert snap.state == "closed" and snap.reason == "trial call succeeded"
+    assert snap.counts.consecutive_failures == 0 and snap.counts.window_calls == 0
+    assert view.passthrough and await admit_call(view, ref) is False
+
+
+async def test_half_open_failure_reopens_with_twice_the_open_time(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True
+    snap = await report(ref, "DeadlineExceeded")
+    assert snap.state == "open" and snap.reason == "trial call failed (DeadlineExceeded)"
+    assert snap.retry_at == pytest.approx(trio.current_time() + 20)
+    assert snap.counts.trips == 2 and snap.counts.open_seconds == 20
+
+
+async def test_a_second_concurrent_trial_is_refused(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0, half_open_permits=1)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True
+    with pytest.raises(CircuitOpen, match="half-open .*1 trial call in flight.*admitted when a trial call finishes"):
+        await admit_call(view, ref)
+    await report(ref, "success")
+    assert await admit_call(view, ref) is False
+
+
+async def test_half_open_admits_as_many_trials_as_permits(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0, half_open_permits=2)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True
+    assert await admit_call(view, ref) is True
+    with pytest.raises(CircuitOpen, match="2 trial calls in flight"):
+        await admit_call(view, ref)
+
+
+async def test_an_ignored_trial_hands_its_permit_back(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True
+    snap = await report(ref, "cancelled")
+    assert snap.state == "half_open" and snap.trials_in_flight == 0
+    assert await admit_call(view, ref) is True
+
+
+async def test_a_lost_trial_report_does_not_wedge_half_open(nursery, autojump_clock):
+    ref, view = spawn_breaker(nursery, policy(open_seconds=10.0), "s", permit_lease=30.0)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True  # its outcome never arrives
+    with pytest.raises(CircuitOpen):
+        await admit_call(view, ref)
+    await trio.sleep(30)
+    assert await admit_call(view, ref) is True
+
+
+async def test_open_time_doubles_per_consecutive_trip_up_to_the_cap(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0, max_open_seconds=25.0)
+    await trip(ref)
+    seen = []
+    for _ in range(4):
+        snap = await ref.ask(Snapshot(), 1)
+        seen.append(snap.retry_at - snap.last_transition.at)
+        await trio.sleep(snap.retry_at - trio.current_time())
+        assert await admit_call(view, ref) is True
+        await report(ref, "ServerCrashed")
+    assert seen == [10, 20, 25, 25]
+
+
+async def test_the_open_time_starts_over_after_a_healthy_closed_window(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0, window=5)
+    await trip(ref)
+    for _ in range(2):  # three consecutive trips: 10 s, 20 s, 40 s; the next would be 80 s
+        await trio.sleep(60)
+        await admit_call(view, ref)
+        await report(ref, "ServerCrashed")
+    await trio.sleep(60)
+    await admit_call(view, ref)
+    snap = await report(ref, "success")  # the trial closes it
+    snap = await report(ref, "success", "success", "success", "success")
+    assert snap.state == "closed" and snap.counts.trips == 3 and snap.counts.open_seconds == 80
+    snap = await report(ref, "success")  # the fifth (window) success since closing
+    assert snap.counts.trips == 0
+    snap = await trip(ref)
+    assert snap.retry_at - snap.last_transition.at == 10
+
+
+# --- what counts ------------------------------------------------------------------------------
+
+
+async def test_ignored_outcomes_never_count_and_tool_error_is_a_success(breaker, autojump_clock):
+    ref, view = breaker(failure_threshold=2)
+    ignored = ["cancelled", "InvalidArguments", "UnknownTool", "CircuitOpen", "NoSuchKind"]
+    snap = await report(ref, "ServerCrashed", *ignored * 20)
+    assert snap.state == "closed"
+    assert snap.counts.consecutive_failures == 1 and snap.counts.window_calls == 1
+    assert snap.ignored == 100
+    snap = await report(ref, "tool_error", "ServerCrashed")
+    assert snap.state == "closed" and snap.counts.consecutive_failures == 1
+    assert snap.counts.window_calls == 3 and snap.counts.window_failures == 2
+
+
+async def test_stale_reports_from_before_the_trip_are_dropped(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    long_call_started = trio.current_time()
+    await trio.sleep(1)
+    await trip(ref)
+    await trio.sleep(10)
+    await admit_call(view, ref)
+    await report(ref, "success")
+    # Calls admitted before the trip time out late: they must not re-trip the fresh breaker.
+    snap = await report(ref, *["DeadlineExceeded"] * 5, started=long_call_started)
+    assert snap.state == "closed" and snap.stale == 5 and snap.counts.window_calls == 0
+
+
+@given(st.lists(st.sampled_from(["cancelled", "InvalidArguments", "UnknownTool", "CircuitOpen", "success"])))
+def test_without_failures_the_core_never_trips(kinds):
+    core = BreakerCore(BreakerPolicy(failure_threshold=1, window=3, min_calls=1, failure_rate=0.01))
+    for t, kind in enumerate(kinds):
+        core.record(kind, float(t))
+        assert core.check(float(t)) is False
+    assert core.state == "closed" and core.transition_count == 0
+
+
+# --- operator and connection ------------------------------------------------------------------
+
+
+async def test_forced_open_refuses_until_reset_and_ignores_outcomes(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    snap = await ref.ask(ForceOpen("maintenance"), 1)
+    assert snap.state == "forced_open" and view.state == "forced_open"
+    await trio.sleep(3600)  # no timer: it stays forced open
+    with pytest.raises(CircuitOpen, match=r"forced open \(forced open: maintenance\); no trial until an operator"):
+        view.admit()
+    with pytest.raises(CircuitOpen):
+        await ref.ask(Permit(), 1)
+    snap = await report(ref, *["success"] * 3)
+    assert snap.state == "forced_open" and snap.counts.window_calls == 0
+    snap = await ref.ask(Reset(), 1)
+    assert snap.state == "closed" and snap.reason == "reset by operator"
+    assert view.admit() is True
+
+
+async def test_disabled_admits_everything_and_counts_nothing(breaker, autojump_clock):
+    ref, view = breaker()
+    await trip(ref)
+    snap = await ref.ask(Disable(), 1)
+    assert snap.state == "disabled" and view.passthrough
+    snap = await report(ref, *["ServerCrashed"] * 10)
+    assert snap.state == "disabled" and snap.ignored == 10
+    assert snap.counts.consecutive_failures == 3  # as it was when disabled: nothing counted since
+    assert await admit_call(view, ref) is False
+    snap = await ref.ask(Reset(), 1)
+    assert snap.state == "closed" and snap.counts.trips == 0
+
+
+async def test_a_breaker_disabled_in_config_starts_disabled(nursery, autojump_clock):
+    ref, view = spawn_breaker(nursery, policy(enabled=False), "s")
+    snap = await report(ref, *["ServerCrashed"] * 10)
+    assert snap.state == "disabled" and snap.reason == "disabled in config"
+    assert view.admit() is True
+
+
+async def test_reset_from_open_closes_with_fresh_counts(breaker, autojump_clock):
+    ref, view = breaker()
+    await trip(ref)
+    snap = await ref.ask(Reset(), 1)
+    assert snap.state == "closed" and snap.counts.trips == 0 and snap.counts.consecutive_failures == 0
+    assert view.admit() is True
+
+
+async def test_connection_down_fails_fast_until_it_is_up(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=10.0)
+    await report(ref, "ServerCrashed", "ServerCrashed")
+    snap = await ref.ask(ConnectionDown("server exited with code 1"), 1)
+    assert snap.state == "open" and snap.reason == "connection down: server exited with code 1"
+    await trio.sleep(3600)  # no timer runs while the connection is down
+    with pytest.raises(CircuitOpen, match="connection down.*next trial when the connection is back") as refused:
+        view.admit()
+    assert "retry_at" not in refused.value.data
+    with pytest.raises(CircuitOpen):
+        await ref.ask(Permit(), 1)
+    snap = await ref.ask(ConnectionUp(), 1)
+    # Closed before: closed again, with fresh counts for the new process.
+    assert snap.state == "closed" and snap.reason == "connection up"
+    assert snap.counts.consecutive_failures == 0
+    assert view.admit() is True
+
+
+async def test_connection_down_can_carry_the_expected_reconnect_time(breaker, autojump_clock):
+    ref, view = breaker()
+    back = trio.current_time() + 2.0
+    await ref.ask(ConnectionDown("restarting", retry_at=back), 1)
+    with pytest.raises(CircuitOpen, match=r"connection is back \(expected in 2 s\)") as refused:
+        view.admit()
+    assert refused.value.data["retry_at"] == back
+    await trio.sleep(5)
+    with pytest.raises(CircuitOpen):  # a hint, not a timer
+        view.admit()
+
+
+async def test_connection_up_after_a_trip_makes_the_first_call_the_trial(breaker, autojump_clock):
+    ref, view = breaker(open_seconds=60.0)
+    await trip(ref)
+    await ref.ask(ConnectionDown(), 1)
+    snap = await ref.ask(ConnectionUp(), 1)
+    assert snap.state == "half_open" and view.state == "half_open"
+    assert await admit_call(view, ref) is True
+    with pytest.raises(CircuitOpen):
+        await admit_call(view, ref)
+
+
+async def test_operator_states_win_over_the_connection(breaker, autojump_clock):
+    ref, view = breaker()
+    await ref.ask(ForceOpen(), 1)
+    await ref.ask(ConnectionDown(), 1)
+    snap = await ref.ask(ConnectionUp(), 1)
+    assert snap.state == "forced_open"
+    await ref.ask(ConnectionDown(), 1)
+    snap = await ref.ask(Reset(), 1)
+    assert snap.state == "open" and snap.connection_down  # reset cannot bring the server back
+    snap = await ref.ask(ConnectionUp(), 1)
+    assert snap.state == "closed"
+
+
+# --- events, view, reports ---------------------------------------------------------------------
+
+
+async def test_every_state_change_is_published_with_reason_and_counts(autojump_clock):
+    bus = EventBus()
+    _BUS.set(bus)
+    events = bus.subscribe()
+    async with trio.open_nursery() as nursery:
+        ref, view = spawn_breaker(nursery, policy(open_seconds=10.0), "echo")
+        await trip(ref)
+        await trio.sleep(10)
+        await admit_call(view, ref)
+        await report(ref, "success")
+        nursery.cancel_scope.cancel()
+    seen = []
+    while True:
+        try:
+            seen.append(events.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert [(e.data["from"], e.data["to"]) for e in seen] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
+    opened = seen[0]
+    assert opened.kind == "breaker_state" and opened.reason == "3 consecutive failures"
+    assert opened.data["server"] == "echo"
+    assert opened.data["counts"]["consecutive_failures"] == 3
+    assert opened.data["counts"]["window_failures"] == 3 and opened.data["counts"]["window_calls"] == 3
+    assert opened.data["retry_at"] == pytest.approx(opened.at + 10)
+    assert seen[2].reason == "trial call succeeded"
+
+
+async def test_snapshot_counts_transitions_and_keeps_the_last(breaker, autojump_clock):
+    ref, view = breaker()
+    await trip(ref)
+    await ref.ask(Reset(), 1)
+    snap = await ref.ask(Snapshot(), 1)
+    assert snap.transitions == 2
+    assert snap.last_transition.from_ == "open" and snap.last_transition.to == "closed"
+    assert snap.outcomes == 3
+
+
+async def test_a_permit_asked_while_closed_is_not_a_trial(breaker, autojump_clock):
+    ref, view = breaker()
+    assert await ref.ask(Permit(), 1) == PermitGranted(trial=False)
+
+
+async def test_outcome_reports_never_block_and_count_drops():
+    mailbox = Mailbox("breaker:s", size=1)  # nobody reads it
+    view = BreakerView("s")
+    ref = mailbox.ref
+    now = trio.current_time()
+    report_one = CallOutcome(server="s", tool="t", outcome="success", duration=0.0, at=now)
+    assert report_outcome(view, ref, report_one) is True
+    assert report_outcome(view, ref, report_one) is False
+    mailbox.close("gone")
+    assert report_outcome(view, ref, report_one) is False
+    assert view.dropped_outcomes == 2
+
+
+async def test_the_view_of_a_fresh_breaker_admits_without_an_actor(autojump_clock):
+    view = BreakerView("s")
+    assert view.admit() is True and view.passthrough
