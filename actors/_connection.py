@@ -110,30 +110,39 @@ class ServerLink:
         self.inflight = 0
         self.queued = 0
         self.last_error: str | None = None
-        self.listeners: list[Callable[[ServerLink], None]] = []
+        #: Called as ``listener(kind, link)`` with kind "up", "down" or "tools"; synchronous,
+        #: so they must not block (the server subtree tells its breaker and the registry).
+        self.listeners: list[Callable[[str, ServerLink], None]] = []
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    def _notify(self, kind: str) -> None:
+        for listener in list(self.listeners):
+            listener(kind, self)
+
     def _up(self, ref: Ref[Any], conn: _Connection) -> None:
         self.ref = ref
         self.conn = conn
         self.connected.set()
+        self._notify("up")
 
     def _down(self, reason: str) -> None:
+        was_up = self.conn is not None
         self.ref = None
         self.conn = None
         self.last_error = reason
         if self.connected.is_set():
             self.connected = trio.Event()
         self.inflight = self.queued = 0
+        if was_up:
+            self._notify("down")
 
     def _publish_tools(self, tools: list[ToolSpec]) -> None:
         self.tools = tools
         self.tools_version += 1
-        for listener in list(self.listeners):
-            listener(self)
+        self._notify("tools")
 
     async def wait_connected(self, deadline: float) -> _Connection:
         """The ready incarnation, waiting up to ``deadline`` (trio time) for one."""
@@ -180,14 +189,38 @@ class ServerLink:
         }
 
 
+def _is_cancel(exc: BaseException) -> bool:
+    """A cancellation, or a group holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
+
+
 def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+    """The one cause inside the SDK's task-group wrapping: the first leaf that is not a
+    cancellation (a group of only cancellations stays as it is)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    _, rest = exc.split(trio.Cancelled)
+    leaves = []
+    stack = [rest] if rest is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, BaseExceptionGroup):
+            stack.extend(reversed(node.exceptions))
+        else:
+            leaves.append(node)
+    return leaves[0] if leaves else exc
 
 
 def _tool_spec(tool: mcp_types.Tool, server: str) -> ToolSpec:
-    return ToolSpec.from_dict(tool.model_dump(by_alias=True, mode="json", exclude_none=True), server=server)
+    """Our view of one tool; a category the server gives in ``_meta.category`` is kept."""
+    category = (tool.meta or {}).get("category")
+    return ToolSpec.from_dict(
+        tool.model_dump(by_alias=True, mode="json", exclude_none=True),
+        server=server,
+        category=category if isinstance(category, str) else None,
+    )
 
 
 def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any) -> Any:
@@ -480,7 +513,7 @@ async def _live(
         return why
     except BaseException as exc:
         cause = _unwrap(exc)
-        if not isinstance(cause, trio.Cancelled):
+        if not _is_cancel(cause):
             died = True
             why = str(cause) if isinstance(cause, ConnectionDied) else f"{type(cause).__name__}: {cause}"
         raise
@@ -546,7 +579,7 @@ async def run_connection(
             raise ConnectionDied(f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s")
     except BaseException as exc:
         cause = _unwrap(exc)
-        if isinstance(cause, trio.Cancelled):
+        if _is_cancel(cause):
             raise
         link._down(str(cause))
         if proc is not None and proc.stderr:

@@ -6,8 +6,10 @@ it, so the breaker sees each retry as the call it is.
 What is retried (``call_with_retry``), each retry budget permitting, within ``max_retries``
 and never past the deadline:
 
-- ``ServerUnavailable``, ``ActorDown``, ``Overloaded``: the call never reached the server,
-  so repeating it is always safe.
+- ``ServerUnavailable``, ``ActorDown``: the call never reached the server, so repeating it
+  is always safe.
+- ``Overloaded`` is not retried: the server's queue is full, and retrying would feed the
+  overload it reports. The caller gets it at once (and the breaker counts it).
 - ``ServerCrashed``, ``DeadlineExceeded``: the call may have run. Retried only when
   ``safe_after_send`` (see ``is_retry_safe``). Otherwise the failure is raised at once, and a
   ``ServerCrashed`` says in its message that the call may or may not have run.
@@ -60,7 +62,7 @@ __all__ = [
 T = TypeVar("T")
 
 #: Failures of calls that never reached the server: always safe to repeat.
-NEVER_SENT: Final = (ServerUnavailable, ActorDown, Overloaded)
+NEVER_SENT: Final = (ServerUnavailable, ActorDown)
 #: Failures of calls that may have run on the server: repeated only when the tool is safe.
 MAY_HAVE_RUN: Final = (ServerCrashed, DeadlineExceeded)
 
@@ -205,12 +207,15 @@ async def call_with_retry(
       same object, traceback intact), with ``data["attempts"]`` set. A ``ServerCrashed`` or
       ``DeadlineExceeded`` that was not retried because the call may have run says so in its
       message ("... may or may not have run ...").
+    - When a retry is refused by an open circuit, the failure that caused the retry is
+      raised (its message says the retry was refused), not the refusal.
     - ``on_attempt(attempt, failure, delay)`` is called before each retry's wait.
     - Cancellation propagates at once; the budget is not charged for it.
     """
     draw = (rng or random).random
     budget.note_call(trio.current_time())
     attempt = 1
+    previous: Failure | None = None
     while True:
         try:
             return await attempt_fn(attempt)
@@ -237,6 +242,9 @@ async def call_with_retry(
         elif isinstance(failure, CircuitOpen):
             retry_at = failure.data.get("retry_at")
             if not isinstance(retry_at, (int, float)) or retry_at >= deadline or retry_at - now > policy.max_delay:
+                if previous is not None:  # what went wrong first says more than the refusal
+                    _amend(previous, f"a retry was refused: {failure.message}", retry_refused=failure.kind)
+                    raise previous
                 raise failure
             wait = max(retry_at - now, backoff_delay(policy, attempt - 1, draw()))
         else:
@@ -253,3 +261,5 @@ async def call_with_retry(
             on_attempt(attempt, failure, wait)
         await trio.sleep(wait)
         attempt += 1
+        if not isinstance(failure, CircuitOpen):
+            previous = failure

@@ -108,7 +108,7 @@ async def main(calls: int, rounds: int) -> None:
             await client.call_tool("echo", ARGS)
 
         async def supervised() -> None:
-            await sup.call_tool("echo", "echo", ARGS)
+            await sup.call_tool("echo", ARGS)
 
         await measure("stdio echo server (a real subprocess each)", direct, supervised, calls, rounds)
 
@@ -121,7 +121,7 @@ async def main(calls: int, rounds: int) -> None:
             await client.call_tool("echo", ARGS)
 
         async def supervised_inproc() -> None:
-            await sup.call_tool("echo", "echo", ARGS)
+            await sup.call_tool("echo", ARGS)
 
         await measure("in-process server object", direct_inproc, supervised_inproc, calls, rounds)
 

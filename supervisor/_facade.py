@@ -3,17 +3,28 @@
 The tree it runs::
 
     root                      one_for_one
+    ├── registry              permanent: every server's tools, namespaced, validated
     └── servers               one_for_one, children added and removed at run time
         └── server:<name>     rest_for_one
+            ├── breaker:<name>
             └── connection:<name>
+
+One call: resolve the tool through the registry's view -> validate the arguments (JSON
+Schema 2020-12) -> the breaker's view admits it (or a trial permit is asked for) -> the live
+connection runs it in the caller's task -> the outcome goes to the breaker with ``tell``.
+Retries wrap the breaker, so every attempt is counted.
 
 Guarantees of ``call_tool``:
 
 - It returns the tool's result (``mcp_types.CallToolResult``, ``isError`` included) or
   raises exactly one typed ``Failure`` (or the server's own ``MCPError``), by the call's
   deadline: ``timeout`` or the server's default.
-- A call that never reached a server (the connection was down or died before sending it)
-  waits for the next connection up to its deadline, then fails with ``ServerUnavailable``.
+- A call that never reached a server is retried (backoff with full jitter, within the
+  deadline and the server's retry budget). One that may have run is retried only when the
+  tool is retry-safe (``readOnlyHint``/``idempotentHint`` on a server whose annotations
+  are trusted, or listed in ``retry_safe_tools``).
+- While a server is down its breaker is open: calls fail fast with ``CircuitOpen`` saying
+  when the next attempt is.
 - Cancelling the caller cancels the call on the server.
 """
 
@@ -23,47 +34,72 @@ import math
 from typing import Any
 
 import trio
+from mcp import MCPError
 
-from actors import Call, EventBus, ServerLink
+from actors import Call, EventBus
+from actors._breaker import Permit, PermitGranted, admit_call
 from actors._events import _BUS
-from protocol import ChildStatus, Event, ServerSpec, UnknownTool
+from actors._registry import Registry
+from actors._retry import call_with_retry, retry_safe_after_send
+from protocol import (
+    CallOutcome,
+    ChildStatus,
+    CircuitOpen,
+    Event,
+    Failure,
+    ServerSpec,
+    ServerUnavailable,
+    ToolSpec,
+    UnknownTool,
+)
 
-from ._servers import SERVERS_INTENSITY, server_child_spec
+from ._servers import SERVERS_INTENSITY, ServerHandle, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
 
 __all__ = ["Supervisor"]
+
 
 class Supervisor:
     """Supervises MCP servers and routes tool calls to them.
 
     ``inproc`` maps a server name to an in-process server object (``MCPServer``) used
-    instead of a transport, for tests and benchmarks.
+    instead of a transport, for tests and benchmarks. ``toolsets`` adds per-agent toolsets
+    to the seed's defaults.
     """
 
-    def __init__(self, servers: list[ServerSpec], *, inproc: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        servers: list[ServerSpec],
+        *,
+        inproc: dict[str, Any] | None = None,
+        toolsets: dict[str, list[str]] | None = None,
+    ) -> None:
         names = [s.name for s in servers]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate server names: {sorted({n for n in names if names.count(n) > 1})}")
         self._specs = {s.name: s for s in servers}
         self._inproc = dict(inproc or {})
-        self._links: dict[str, ServerLink] = {}
+        self._handles: dict[str, ServerHandle] = {}
         self._bus = EventBus()
+        self.registry = Registry(toolsets=toolsets)
         self._servers = TreeSupervisor("servers", intensity=SERVERS_INTENSITY)
-        self._root = TreeSupervisor("root", [ChildSpec(id="servers", start=self._start_servers, supervisor=True)])
-        self._nursery: trio.Nursery | None = None
+        self._root = TreeSupervisor(
+            "root",
+            [
+                ChildSpec(id="registry", start=self.registry.run, shutdown=1.0),
+                ChildSpec(id="servers", start=self._servers.run, supervisor=True),
+            ],
+        )
         self._nursery_cm: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def _start_servers(self, *, task_status: Any) -> None:
-        await self._servers.run(task_status=task_status)
-
     async def __aenter__(self) -> Supervisor:
         self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
+        nursery = await self._nursery_cm.__aenter__()
         token = _BUS.set(self._bus)
         try:
-            await self._nursery.start(self._root.run)
+            await nursery.start(self._root.run)
             async with trio.open_nursery() as starting:
                 for spec in self._specs.values():
                     if spec.enabled:
@@ -84,15 +120,19 @@ class Supervisor:
             self._bus.close()  # subscribers' loops end with the supervisor
 
     async def add_server(self, spec: ServerSpec) -> ChildStatus:
-        """Start supervising ``spec``; returns once it is connected or its first try failed."""
+        """Start supervising ``spec``; returns once it is connected (and its tools are in the
+        registry) or its first attempt failed."""
         self._specs[spec.name] = spec
-        link = self._links[spec.name] = ServerLink(spec)
-        return await self._servers.add_child(server_child_spec(spec, link, inproc=self._inproc.get(spec.name)))
+        handle = self._handles[spec.name] = ServerHandle(spec, self.registry)
+        status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
+        await self.registry.snapshot()  # a barrier: the tools it published are in the view
+        return status
 
     async def remove_server(self, name: str) -> None:
         """Stop ``name`` (draining its calls within its shutdown timeout) and forget it."""
         await self._servers.remove_child(f"server:{name}")
-        self._links.pop(name, None)
+        await self.registry.withdraw(name)
+        self._handles.pop(name, None)
         self._specs.pop(name, None)
 
     # -- introspection ------------------------------------------------------------------
@@ -103,33 +143,120 @@ class Supervisor:
     def subscribe(self, size: int = 1000) -> trio.MemoryReceiveChannel[Event]:
         return self._bus.subscribe(size)
 
-    def link(self, server: str) -> ServerLink:
+    def handle(self, server: str) -> ServerHandle:
         try:
-            return self._links[server]
+            return self._handles[server]
         except KeyError:
             raise UnknownTool(f"no server named {server!r}", server=server) from None
 
+    def link(self, server: str) -> Any:
+        return self.handle(server).link
+
     @property
     def servers(self) -> list[str]:
-        return list(self._links)
+        return list(self._handles)
 
-    # -- the call path ------------------------------------------------------------------
-
-    async def call_tool(
-        self,
-        server: str,
-        tool: str,
-        arguments: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-        progress: Any = None,
-        meta: dict[str, Any] | None = None,
-    ) -> Any:
-        """Call ``tool`` on ``server``; see the module docstring for the guarantees."""
-        link = self.link(server)
-        deadline = trio.current_time() + (link.spec.timeout if timeout is None else timeout)
-        return await link.call(Call(tool, arguments or {}, deadline, progress, meta))
+    def list_tools(self, *, toolset: str | None = None, category: str | None = None) -> list[ToolSpec]:
+        """The exposed tools (namespaced per config), optionally of one toolset or category."""
+        return self.registry.view.list_tools(toolset=toolset, category=category)
 
     async def wait_connected(self, server: str, timeout: float = math.inf) -> None:
         """Wait until ``server`` is connected (or raise ``ServerUnavailable`` at the timeout)."""
         await self.link(server).wait_connected(trio.current_time() + timeout)
+
+    # -- the call path ------------------------------------------------------------------
+
+    def _resolve(self, name: str, server: str | None) -> Any:
+        view = self.registry.view
+        try:
+            return view.resolve(name) if server is None else view.resolve_on(server, name)
+        except UnknownTool as unknown:
+            # A server that never connected has tools nobody knows yet: say so.
+            never = [h for h in self._handles.values() if h.link.tools_version == 0]
+            if server is not None and server in self._handles and self._handles[server] in never:
+                raise ServerUnavailable(
+                    f"server {server!r} has not connected yet, so its tools are unknown"
+                    + (f" (last error: {self._handles[server].link.last_error})" if self._handles[server].link.last_error else ""),
+                    server=server,
+                ) from None
+            if server is None and never:
+                names = ", ".join(repr(h.name) for h in never)
+                unknown.message += f" (servers not connected yet, whose tools are unknown: {names})"
+                unknown.args = (unknown.message,)
+            raise
+
+    @staticmethod
+    async def _admit(handle: ServerHandle) -> bool:
+        """Pass the breaker; True when the call holds a half-open trial permit."""
+        if handle.breaker_ref is None:
+            return False
+        try:
+            return await admit_call(handle.breaker, handle.breaker_ref)
+        except CircuitOpen:
+            if handle.link.conn is None:
+                raise
+            # Connected, but the view may not show the ConnectionUp told to the actor yet:
+            # a Permit asked now is answered after it (one mailbox, in order).
+            granted: PermitGranted = await handle.breaker_ref.ask(Permit(), 5.0)
+            return granted.trial
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        server: str | None = None,
+        timeout: float | None = None,
+        progress: Any = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Call the tool exposed as ``name`` (or the tool ``name`` of ``server``).
+
+        See the module docstring for the guarantees.
+        """
+        entry = self._resolve(name, server)
+        arguments = arguments or {}
+        entry.validate(arguments)
+        handle = self._handles[entry.server]
+        spec = handle.spec
+        now = trio.current_time()
+        deadline = now + (spec.timeout if timeout is None else timeout)
+        call = Call(entry.tool_name, arguments, deadline, progress, meta)
+
+        async def attempt(number: int) -> Any:
+            trial = await self._admit(handle)
+            started = trio.current_time()
+            kind = "cancelled"
+            error = None
+            try:
+                result = await handle.link.call(call)
+                kind = "tool_error" if result.is_error else "success"
+                return result
+            except Failure as failure:
+                kind, error = failure.kind, failure.message
+                raise
+            except MCPError as exc:
+                kind, error = "tool_error", exc.error.message
+                raise
+            finally:
+                end = trio.current_time()
+                if trial or kind != "cancelled":
+                    handle.report(
+                        CallOutcome(
+                            server=spec.name,
+                            tool=entry.tool_name,
+                            outcome=kind,  # type: ignore[arg-type]
+                            duration=end - started,
+                            at=end,
+                            error=error,
+                            attempt=number,
+                        )
+                    )
+
+        return await call_with_retry(
+            attempt,
+            policy=spec.retry,
+            budget=handle.budget,
+            deadline=deadline,
+            safe_after_send=retry_safe_after_send(spec, entry.tool_name, entry.spec),
+        )

@@ -1,4 +1,15 @@
-"""The ``server:<name>`` subtree: one rest_for_one supervisor per configured MCP server.
+"""The ``server:<name>`` subtree: breaker and connection under one rest_for_one supervisor.
+
+::
+
+    server:<name>         rest_for_one
+    ├── breaker:<name>    the circuit breaker actor; its view outlives it
+    └── connection:<name> the connection actor; its ServerLink outlives it
+
+The subtree wires the two together and to the registry: the connection going down opens
+the breaker (``ConnectionDown``, with the time of the next restart attempt as soon as the
+supervisor has chosen it), coming back closes it (``ConnectionUp``), and every tool list the
+connection learns is published to the registry.
 
 Restart intensity here is a safety net, not the pacing: the connection's backoff paces its
 restarts (0.5 s doubling to 30 s by default, at most 7 restarts in any minute), so the
@@ -10,46 +21,116 @@ backoff; one server never takes its siblings down.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
-from actors import ServerLink, run_connection
-from protocol import IntensityPolicy, ServerSpec
+import trio
 
-from ._tree import ChildSpec, Restart, Strategy, TreeSupervisor
+from actors import Mailbox, ServerLink, run_connection
+from actors._breaker import BreakerView, ConnectionDown, ConnectionUp, breaker_actor, report_outcome
+from actors._registry import PublishTools, Registry, ServerAvailability
+from actors._retry import RetryBudget
+from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, ServerSpec
 
-__all__ = ["SERVER_INTENSITY", "SERVERS_INTENSITY", "server_child_spec"]
+from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor
+
+__all__ = ["SERVER_INTENSITY", "SERVERS_INTENSITY", "ServerHandle", "server_child_spec"]
+
+log = logging.getLogger("supervisor.servers")
 
 SERVER_INTENSITY = IntensityPolicy(max_restarts=10, max_seconds=60.0)
 SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 
 
-def server_child_spec(spec: ServerSpec, link: ServerLink, *, inproc: Any = None) -> ChildSpec:
+class ServerHandle:
+    """Everything the call path needs of one server, stable across every restart."""
+
+    def __init__(self, spec: ServerSpec, registry: Registry) -> None:
+        self.spec = spec
+        self.link = ServerLink(spec)
+        self.breaker = BreakerView(spec.name)
+        self.breaker_ref: Any = None
+        self.budget = RetryBudget.from_policy(spec.retry)
+        self.registry = registry
+        self.link.listeners.append(self._on_link)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _tell(self, ref: Any, msg: Any) -> None:
+        if ref is None:
+            return
+        try:
+            ref.tell_nowait(msg)
+        except (Overloaded, ActorDown) as exc:
+            log.warning("server %r: could not tell %s (%s)", self.name, type(msg).__name__, exc)
+
+    def _on_link(self, kind: str, link: ServerLink) -> None:
+        if kind == "up":
+            self._tell(self.breaker_ref, ConnectionUp())
+            self._tell(self.registry.ref, ServerAvailability(self.name, True))
+        elif kind == "down":
+            self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {link.last_error}"))
+            self._tell(self.registry.ref, ServerAvailability(self.name, False))
+        elif kind == "tools":
+            self._tell(self.registry.ref, PublishTools.for_server(self.spec, link.tools_version, link.tools))
+
+    def restarting(self, reason: str | None, retry_at: float | None) -> None:
+        self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {reason}", retry_at=retry_at))
+
+    def report(self, outcome: CallOutcome) -> None:
+        if self.breaker_ref is not None:
+            report_outcome(self.breaker, self.breaker_ref, outcome)
+
+    async def run_breaker(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        mailbox: Mailbox[Any] = Mailbox(f"breaker:{self.name}", 256)
+        self.breaker_ref = mailbox.ref
+        task_status.started(mailbox.ref)
+        try:
+            await breaker_actor(mailbox, self.spec.breaker, self.breaker, self.name)
+        finally:
+            mailbox.close("stopped")
+
+
+def server_child_spec(handle: ServerHandle, *, inproc: Any = None) -> ChildSpec:
     """The child spec of ``server:<name>`` for the ``servers`` supervisor."""
+    spec = handle.spec
+    breaker = ChildSpec(id=f"breaker:{spec.name}", start=handle.run_breaker, shutdown=1.0)
     connection = ChildSpec(
         id=f"connection:{spec.name}",
-        start=functools.partial(run_connection, spec, link, inproc=inproc),
+        start=functools.partial(run_connection, spec, handle.link, inproc=inproc),
         restart=Restart(spec.restart),
         shutdown=spec.shutdown_timeout,
         backoff=spec.backoff,
     )
 
     async def start(*, task_status: Any) -> None:
-        subtree = _ServerSubtree(f"server:{spec.name}", [connection], link)
+        subtree = _ServerSubtree(f"server:{spec.name}", [breaker, connection], handle)
         await subtree.run(task_status=task_status)
 
     return ChildSpec(id=f"server:{spec.name}", start=start, supervisor=True, backoff=spec.backoff)
 
 
 class _ServerSubtree(TreeSupervisor):
-    """A rest_for_one supervisor whose status carries the connection's detail."""
+    """rest_for_one over breaker and connection; shows the link's detail in the status."""
 
-    def __init__(self, id: str, children: list[ChildSpec], link: ServerLink) -> None:
+    def __init__(self, id: str, children: list[ChildSpec], handle: ServerHandle) -> None:
         super().__init__(id, children, strategy=Strategy.REST_FOR_ONE, intensity=SERVER_INTENSITY)
-        self.link = link
+        self.handle = handle
+
+    async def _on_exit(self, msg: ChildExited) -> None:
+        await super()._on_exit(msg)
+        child = self._children.get(msg.id)
+        if child is not None and msg.id.startswith("connection:") and child.state == "restarting":
+            self.handle.restarting(child.last_exit, child.next_attempt_at)
 
     def status(self):  # type: ignore[no-untyped-def]
         node = super().status()
         for child in node.children:
             if child.id.startswith("connection:"):
-                child.detail = self.link.detail()
+                child.detail = self.handle.link.detail()
+            elif child.id.startswith("breaker:"):
+                view = self.handle.breaker
+                child.detail = {"state": view.state, "reason": view.reason, "retry_at": view.retry_at}
         return node

@@ -19,6 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import (
     BackoffPolicy,
+    CircuitOpen,
     DeadlineExceeded,
     Overloaded,
     ServerCrashed,
@@ -33,10 +34,10 @@ def text(result) -> str:
 
 
 def connection_status(sup: Supervisor, name: str):
-    (servers,) = sup.status().children
+    (servers,) = [c for c in sup.status().children if c.id == "servers"]
     for server in servers.children:
         if server.id == f"server:{name}":
-            (conn,) = server.children
+            (conn,) = [c for c in server.children if c.id.startswith("connection:")]
             return conn
     raise AssertionError(f"no server {name}")
 
@@ -44,10 +45,10 @@ def connection_status(sup: Supervisor, name: str):
 async def test_calls_tools_and_reports_status():
     spec = server_spec("echo", "echo.py")
     async with Supervisor([spec]) as sup:
-        result = await sup.call_tool("echo", "echo", {"text": "hello"}, timeout=10)
+        result = await sup.call_tool("echo", {"text": "hello"}, server="echo", timeout=10)
         assert text(result) == "hello" and not result.is_error
-        assert int(text(await sup.call_tool("echo", "add", {"a": 2, "b": 3}))) == 5
-        failed = await sup.call_tool("echo", "fail", {"message": "nope"})
+        assert int(text(await sup.call_tool("add", {"a": 2, "b": 3}, server="echo"))) == 5
+        failed = await sup.call_tool("fail", {"message": "nope"}, server="echo")
         assert failed.is_error and "nope" in text(failed)  # the tool's own error, as a result
         tools = {t.name: t for t in sup.link("echo").tools}
         assert tools["echo"].annotations.readOnlyHint is True
@@ -59,7 +60,10 @@ async def test_calls_tools_and_reports_status():
 
 
 async def test_kill_9_fails_inflight_restarts_after_backoff_and_serves_again():
-    spec = server_spec("victim", "echo.py", backoff=BackoffPolicy(min=0.3, max=1.0, jitter=0.0))
+    # trust_annotations=False: nothing is retry-safe, so in-flight calls surface ServerCrashed
+    spec = server_spec(
+        "victim", "echo.py", backoff=BackoffPolicy(min=0.3, max=1.0, jitter=0.0), trust_annotations=False
+    )
     events = []
     async with Supervisor([spec]) as sup:
         async with trio.open_nursery() as nursery:
@@ -69,7 +73,7 @@ async def test_kill_9_fails_inflight_restarts_after_backoff_and_serves_again():
 
             async def slow_call():
                 try:
-                    await sup.call_tool("victim", "sleep", {"seconds": 30}, timeout=20)
+                    await sup.call_tool("sleep", {"seconds": 30}, server="victim", timeout=20)
                 except ServerCrashed as exc:
                     outcomes.append(exc)
 
@@ -83,7 +87,7 @@ async def test_kill_9_fails_inflight_restarts_after_backoff_and_serves_again():
             assert all("may or may not have run" in str(e) for e in outcomes)
 
             await sup.wait_connected("victim", timeout=20)
-            assert text(await sup.call_tool("victim", "echo", {"text": "back"})) == "back"
+            assert text(await sup.call_tool("echo", {"text": "back"}, server="victim")) == "back"
             conn = connection_status(sup, "victim")
             assert conn.restarts == 1 and conn.state == "running"
             new_pid = sup.link("victim").process.pid
@@ -100,8 +104,9 @@ async def test_crash_on_call_gives_server_crashed_then_recovers():
     spec = server_spec("crashy", "crash_on_call.py")
     async with Supervisor([spec]) as sup:
         with pytest.raises(ServerCrashed, match="crashy"):
-            await sup.call_tool("crashy", "crash", {}, timeout=10)
-        assert text(await sup.call_tool("crashy", "echo", {"text": "ok"}, timeout=20)) == "ok"
+            await sup.call_tool("crash", {}, server="crashy", timeout=10)
+        await sup.wait_connected("crashy", timeout=20)
+        assert text(await sup.call_tool("echo", {"text": "ok"}, server="crashy", timeout=20)) == "ok"
         assert connection_status(sup, "crashy").restarts == 1
 
 
@@ -126,10 +131,10 @@ async def test_crash_at_start_backs_off_exponentially_and_recovers(tmp_path):
                 lambda: len([e for e in events if e.kind == "restarting"]) >= 5, timeout=30, what="5 restarts"
             )
             with pytest.raises(ServerUnavailable, match="phoenix"):
-                await sup.call_tool("phoenix", "echo", {"text": "x"}, timeout=0.01)
+                await sup.call_tool("echo", {"text": "x"}, server="phoenix", timeout=0.01)
             ready_flag.touch()
             await sup.wait_connected("phoenix", timeout=30)
-            assert text(await sup.call_tool("phoenix", "echo", {"text": "alive"})) == "alive"
+            assert text(await sup.call_tool("echo", {"text": "alive"}, server="phoenix")) == "alive"
     delays = [e.delay for e in events if e.kind == "restarting"]
     assert delays[:5] == [0.05, 0.1, 0.2, 0.4, 0.4]
     reasons = [e.reason for e in events if e.kind == "restarting"]
@@ -144,10 +149,10 @@ async def test_hang_times_out_then_restarts_after_hang_threshold(tmp_path):
         first_pid = sup.link("frozen").process.pid
         for _ in range(3):
             with pytest.raises(DeadlineExceeded, match="did not answer in time"):
-                await sup.call_tool("frozen", "hang", {}, timeout=0.5)
+                await sup.call_tool("hang", {}, server="frozen", timeout=0.5)
         await wait_until(lambda: sup.link("frozen").process.pid not in (None, first_pid), what="a restart")
         await sup.wait_connected("frozen", timeout=20)
-        assert text(await sup.call_tool("frozen", "echo", {"text": "thawed"})) == "thawed"
+        assert text(await sup.call_tool("echo", {"text": "thawed"}, server="frozen")) == "thawed"
         assert connection_status(sup, "frozen").restarts == 1
         assert first_pid not in procs_with_marker(marker_of(spec))
     # the first two timeouts were cancelled on the server (notifications/cancelled)
@@ -159,7 +164,7 @@ async def test_cancelled_caller_cancels_the_request_on_the_server(tmp_path):
     spec = server_spec("cancel", "hang.py", env={"EXEC_LOG": str(log)})
     async with Supervisor([spec]) as sup:
         with trio.move_on_after(0.5):
-            await sup.call_tool("cancel", "hang", {}, timeout=60)
+            await sup.call_tool("hang", {}, server="cancel", timeout=60)
         await wait_until(lambda: log.exists() and "hang cancelled" in log.read_text(), what="server-side cancel")
         assert sup.link("cancel").inflight == 0
         assert connection_status(sup, "cancel").restarts == 0  # a caller's cancel is no hang
@@ -168,11 +173,11 @@ async def test_cancelled_caller_cancels_the_request_on_the_server(tmp_path):
 async def test_garbage_on_stdout_past_threshold_restarts():
     spec = server_spec("noisy", "garbage.py", "--when", "call", garbage_threshold=3)
     async with Supervisor([spec]) as sup:
-        await sup.call_tool("noisy", "spew", {"lines": 2}, timeout=10)
+        await sup.call_tool("spew", {"lines": 2}, server="noisy", timeout=10)
         assert connection_status(sup, "noisy").restarts == 0  # under the threshold: tolerated
         first = sup.link("noisy").process.pid
         try:
-            await sup.call_tool("noisy", "spew", {"lines": 5}, timeout=10)
+            await sup.call_tool("spew", {"lines": 5}, server="noisy", timeout=10)
         except ServerCrashed:
             pass  # the garbage may kill the connection before the answer is read
         await wait_until(lambda: connection_status(sup, "noisy").restarts == 1, what="a restart")
@@ -184,7 +189,7 @@ async def test_garbage_on_stdout_past_threshold_restarts():
 async def test_flaky_kth_call_is_a_tool_error_not_a_crash():
     spec = server_spec("flaky", "flaky.py", "--every", "3")
     async with Supervisor([spec]) as sup:
-        results = [await sup.call_tool("flaky", "work", {"x": i}) for i in range(6)]
+        results = [await sup.call_tool("work", {"x": i}, server="flaky") for i in range(6)]
         assert [r.is_error for r in results] == [False, False, True, False, False, True]
         assert connection_status(sup, "flaky").restarts == 0
 
@@ -196,7 +201,7 @@ async def test_slow_start_within_and_past_connect_timeout():
     async with Supervisor([slow, too_slow]) as sup:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(collect, sup.subscribe(), events)
-            assert text(await sup.call_tool("slow", "echo", {"text": "late"}, timeout=20)) == "late"
+            assert text(await sup.call_tool("echo", {"text": "late"}, server="slow", timeout=20)) == "late"
             await wait_until(
                 lambda: any(e.kind == "restarting" and "tooslow" in e.path for e in events), what="a timeout"
             )
@@ -210,7 +215,7 @@ async def test_server_closing_stdout_is_a_crash():
     spec = server_spec("mute", "close_stdout.py")
     async with Supervisor([spec]) as sup:
         with pytest.raises(ServerCrashed):
-            await sup.call_tool("mute", "close_stdout", {}, timeout=10)
+            await sup.call_tool("close_stdout", {}, server="mute", timeout=10)
         await sup.wait_connected("mute", timeout=20)
         assert connection_status(sup, "mute").restarts == 1
     assert procs_with_marker(marker_of(spec)) == []
@@ -221,11 +226,11 @@ async def test_overloaded_when_concurrency_and_queue_are_full():
     async with Supervisor([spec]) as sup:
         async with trio.open_nursery() as nursery:
             for _ in range(4):
-                nursery.start_soon(lambda: sup.call_tool("busy", "sleep", {"seconds": 1.0}, timeout=10))
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="busy", timeout=10))
             await wait_until(lambda: sup.link("busy").inflight == 2 and sup.link("busy").queued == 2, what="full")
             with pytest.raises(Overloaded, match="max_concurrency 2, max_queue 2"):
-                await sup.call_tool("busy", "echo", {"text": "one too many"}, timeout=10)
-        assert text(await sup.call_tool("busy", "echo", {"text": "room again"})) == "room again"
+                await sup.call_tool("echo", {"text": "one too many"}, server="busy", timeout=10)
+        assert text(await sup.call_tool("echo", {"text": "room again"}, server="busy")) == "room again"
 
 
 async def test_progress_reaches_the_caller():
@@ -236,7 +241,7 @@ async def test_progress_reaches_the_caller():
         seen.append(progress)
 
     async with Supervisor([spec]) as sup:
-        await sup.call_tool("progress", "sleep", {"seconds": 0.5}, timeout=10, progress=on_progress)
+        await sup.call_tool("sleep", {"seconds": 0.5}, server="progress", timeout=10, progress=on_progress)
         await wait_until(lambda: len(seen) >= 3, timeout=5, what="progress notifications")
 
 
@@ -247,7 +252,7 @@ async def test_list_changed_updates_the_cache_without_restart():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(collect, sup.subscribe(), events)
             before = {t.name for t in sup.link("growing").tools}
-            await sup.call_tool("growing", "add_tool", {"name": "brand_new"}, timeout=10)
+            await sup.call_tool("add_tool", {"name": "brand_new"}, server="growing", timeout=10)
             await wait_until(lambda: "brand_new" in {t.name for t in sup.link("growing").tools}, what="new tool")
             assert {t.name for t in sup.link("growing").tools} == before | {"brand_new"}
             assert connection_status(sup, "growing").restarts == 0
@@ -261,7 +266,7 @@ async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself
     spec = server_spec("parent", "spawns_grandchild.py", *args, backoff=BackoffPolicy(min=5.0, max=5.0, jitter=0.0))
     marker = marker_of(spec)
     async with Supervisor([spec]) as sup:
-        grandchild = int(text(await sup.call_tool("parent", "child_pid", {}, timeout=10)))
+        grandchild = int(text(await sup.call_tool("child_pid", {}, server="parent", timeout=10)))
         server_pid = sup.link("parent").process.pid
         assert set(procs_with_marker(marker)) == {server_pid, grandchild}
         if not exits_by_itself:
@@ -271,16 +276,16 @@ async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself
         await wait_until(lambda: procs_with_marker(marker) == [], timeout=4, what="the orphan to be reaped")
         await wait_until(lambda: connection_status(sup, "parent").state == "restarting", timeout=4, what="restart")
         await sup.wait_connected("parent", timeout=20)
-        new_child = int(text(await sup.call_tool("parent", "child_pid", {}, timeout=10)))
+        new_child = int(text(await sup.call_tool("child_pid", {}, server="parent", timeout=10)))
         assert set(procs_with_marker(marker)) == {sup.link("parent").process.pid, new_child}
     assert procs_with_marker(marker) == []
 
 
 async def test_shutdown_leaves_no_process_behind():
-    specs = [server_spec(f"s{i}", "spawns_grandchild.py") for i in range(3)]
+    specs = [server_spec(f"s{i}", "spawns_grandchild.py", namespace="prefix") for i in range(3)]
     async with Supervisor(specs) as sup:
         for spec in specs:
-            await sup.call_tool(spec.name, "child_pid", {}, timeout=10)
+            await sup.call_tool("child_pid", {}, server=spec.name, timeout=10)
             assert len(procs_with_marker(marker_of(spec))) == 2
     for spec in specs:
         assert procs_with_marker(marker_of(spec)) == []
@@ -322,15 +327,15 @@ async def test_remote_server_goes_away_and_comes_back(transport):
     )
     try:
         async with Supervisor([spec]) as sup:
-            assert text(await sup.call_tool("remote", "echo", {"text": "one"}, timeout=10)) == "one"
+            assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
             server.kill()
             server.wait()
-            with pytest.raises((ServerCrashed, ServerUnavailable, DeadlineExceeded, MCPError)):
-                await sup.call_tool("remote", "echo", {"text": "gone"}, timeout=3)
+            with pytest.raises((ServerCrashed, ServerUnavailable, DeadlineExceeded, CircuitOpen, MCPError)):
+                await sup.call_tool("echo", {"text": "gone"}, server="remote", timeout=3)
             server, _ = await trio.to_thread.run_sync(start_http_server, port, *extra)
             await wait_until(lambda: connection_status(sup, "remote").restarts >= 1, timeout=20, what="restart")
             await sup.wait_connected("remote", timeout=20)
-            assert text(await sup.call_tool("remote", "echo", {"text": "two"}, timeout=10)) == "two"
+            assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
     finally:
         server.kill()
         server.wait()
@@ -345,5 +350,5 @@ async def test_in_process_server_object():
 
     spec = ServerSpec(name="inproc")
     async with Supervisor([spec], inproc={"inproc": app}) as sup:
-        assert text(await sup.call_tool("inproc", "double", {"x": 21})) == "42"
+        assert text(await sup.call_tool("double", {"x": 21}, server="inproc")) == "42"
         assert sup.link("inproc").process is None

@@ -166,9 +166,16 @@ def test_retry_safe_after_send_reads_the_spec_and_the_tool():
 
 
 async def test_never_sent_failures_are_retried(autojump_clock):
-    script = Script(ServerUnavailable("down"), ActorDown("gone"), Overloaded("full"))
+    script = Script(ServerUnavailable("down"), ActorDown("gone"))
     assert await run(script) == "ok"
-    assert [a for a, _ in script.attempts] == [1, 2, 3, 4]
+    assert [a for a, _ in script.attempts] == [1, 2, 3]
+
+
+async def test_overloaded_is_not_retried(autojump_clock):
+    script = Script(Overloaded("full"))
+    with pytest.raises(Overloaded):
+        await run(script)
+    assert [a for a, _ in script.attempts] == [1]
 
 
 async def test_waits_are_full_jitter_backoff(autojump_clock):

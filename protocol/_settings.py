@@ -1,0 +1,109 @@
+"""The resolved configuration as data: `Config`, `SupervisorSettings`, `ServerDefaults`.
+
+Data only (msgspec and the standard library). ``supervisor._config.load_config`` builds these
+from a config file and the environment and validates every value; constructing them by hand
+skips those checks.
+
+The config file's top-level ``supervisor`` section decodes into `SupervisorSettings`; its
+``defaults`` table into `ServerDefaults`, the per-server values every server starts from
+before its own keys are applied.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from ._config import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
+
+__all__ = [
+    "DEFAULT_HTTP_BIND",
+    "DEFAULT_MAX_BODY_BYTES",
+    "UNCACHED_TOOLS_TTL",
+    "Config",
+    "ServerDefaults",
+    "SupervisorSettings",
+]
+
+DEFAULT_HTTP_BIND: Final = "127.0.0.1:8765"
+DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+
+UNCACHED_TOOLS_TTL: Final = 5.0
+"""The ``tools_ttl`` every server gets when tool caching is off (``cache_tools = false``,
+``COMFYUI_MCP_CACHE_TOOLS=false``): its tool list is re-read every this many seconds.
+
+The supervisor always serves ``tools/list`` from its registry; "no cache" therefore means a
+short refresh interval, on top of the ``notifications/tools/list_changed`` that every server
+may send at any time (and that is always honoured at once)."""
+
+
+class ServerDefaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The per-server values that ``supervisor.defaults`` may set for every server.
+
+    The defaults here are `ServerSpec`'s. A server's own keys override these field by field;
+    nested policies (``backoff``, ``breaker``, ``retry``) are merged key by key, so a server
+    that sets only ``retry.max_delay`` keeps the default ``retry.max_retries``.
+
+    ``tools_ttl`` is not here: its default comes from `SupervisorSettings.cache_tools` and
+    `SupervisorSettings.cache_ttl` (the seed's names for it).
+    """
+
+    timeout: float = 60.0
+    connect_timeout: float = 30.0
+    max_concurrency: int = 16
+    max_queue: int = 64
+    hang_threshold: int = 3
+    garbage_threshold: int = 3
+    shutdown_timeout: float = 5.0
+    namespace: Literal["prefix", "none"] = "none"
+    trust_annotations: bool = True
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    backoff: BackoffPolicy = BackoffPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+    retry: RetryPolicy = RetryPolicy()
+
+
+class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The supervisor's own settings (the config file's ``supervisor`` section).
+
+    - ``defaults``: per-server defaults, after the environment's overrides were applied.
+    - ``http``: the ``host:port`` the HTTP façade binds (``[::1]:8765`` for IPv6).
+    - ``auth_token``: the bearer token HTTP clients must send; None: no auth.
+    - ``toolsets``: toolset name -> categories; added to (or replacing by name) the seed's
+      toolsets.
+    - ``max_body_bytes``: the largest HTTP request body accepted.
+    - ``cache_tools`` / ``cache_ttl``: the seed's tool-cache switches. With ``cache_tools``
+      false every server's default ``tools_ttl`` is `UNCACHED_TOOLS_TTL`; else it is
+      ``cache_ttl`` (None: the list is kept until the server says it changed or restarts).
+    """
+
+    defaults: ServerDefaults = ServerDefaults()
+    http: str = DEFAULT_HTTP_BIND
+    auth_token: str | None = None
+    toolsets: dict[str, list[str]] = {}
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cache_tools: bool = True
+    cache_ttl: float | None = None
+
+    @property
+    def default_tools_ttl(self) -> float | None:
+        """The ``tools_ttl`` a server gets when it does not set its own."""
+        return self.cache_ttl if self.cache_tools else UNCACHED_TOOLS_TTL
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the supervisor runs: the servers (in config order: the file's
+    ``mcpServers``, then its ``servers``, then those the environment adds), the settings,
+    and ``source``, the config file's path (None: no file)."""
+
+    servers: list[ServerSpec]
+    settings: SupervisorSettings = SupervisorSettings()
+    source: str | None = None
+
+    def server(self, name: str) -> ServerSpec:
+        """The server called ``name``; ``KeyError`` if there is none."""
+        for spec in self.servers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)

@@ -1,0 +1,915 @@
+"""Load, validate and explain the supervisor's config: `load_config`, `redacted`.
+
+The file is the ``mcpServers`` JSON that MCP clients already use (Claude Desktop, Cursor,
+Claude Code), VS Code's ``servers`` key with the same entries, or a TOML file of the same
+shape (``[mcpServers.<name>]`` tables; chosen by the ``.toml`` extension). JSON files may
+carry ``//`` and ``/* */`` comments and trailing commas, as VS Code's ``mcp.json`` does::
+
+    {
+      "mcpServers": {
+        "comfy": {"command": "python", "args": ["server.py"], "env": {"KEY": "${KEY}"}},
+        "search": {"url": "https://example.com/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}}
+      },
+      "supervisor": {"defaults": {"timeout": 120}, "http": "127.0.0.1:8765"}
+    }
+
+A server entry has ``command``/``args``/``env``/``cwd`` (stdio) or ``url``/``headers`` with
+``type`` or ``transport`` (``sse``, ``streamable-http`` or its alias ``http``; without one a
+URL whose path ends in ``/sse`` is SSE, any other streamable HTTP), plus any `ServerSpec`
+field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_timeout``,
+``max_concurrency``, ``max_queue``, ``namespace``, ``categories``, ``retry_safe_tools``,
+``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``, ``tools_ttl``,
+``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
+the config file's directory.
+
+Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
+default when VAR is unset or empty) are expanded from ``environ`` in ``command``, ``args``,
+``cwd``, ``env`` values, ``url``, ``headers`` values and ``supervisor.auth_token``; ``$${``
+is a literal ``${``. A variable that is not set is an error naming it and the key, except in
+a server with ``enabled: false``, where the reference is kept as written.
+
+Precedence, lowest first -- the more specific setting wins, and at the same specificity the
+environment overrides the file:
+
+1. built-in defaults (`ServerSpec`, `ServerDefaults`, `SupervisorSettings`);
+2. the file's ``supervisor`` section (``supervisor.defaults`` for every server);
+3. the environment's settings for every server: ``COMFYUI_MCP_MAX_RETRIES``,
+   ``COMFYUI_MCP_RETRY_INITIAL_DELAY``, ``COMFYUI_MCP_RETRY_MAX_DELAY`` (``retry``),
+   ``COMFYUI_MCP_CIRCUIT_BREAKER_ENABLED``, ``_THRESHOLD`` (``failure_threshold``),
+   ``_TIMEOUT`` (``open_seconds``) (``breaker``), ``COMFYUI_MCP_CACHE_TOOLS``,
+   ``COMFYUI_MCP_CACHE_TTL`` (``supervisor.cache_tools``/``cache_ttl``: the default
+   ``tools_ttl``; see `UNCACHED_TOOLS_TTL`);
+4. a server's own keys in the file, merged key by key (a server that sets ``retry:
+   {"max_delay": 5}`` keeps the environment's ``max_retries``);
+5. the environment's settings for one named server: ``COMFYUI_MCP_INTERNAL_URL`` and
+   ``_TIMEOUT`` (server ``comfyui-internal``), ``COMFYUI_MCP_MODELSCOPE_URL`` and
+   ``_TIMEOUT`` (``modelscope``), ``COMFYUI_LOCAL_MCP_SERVER`` (``comfyui-local``: the
+   script run by ``sys.executable``). Each adds its server, or overrides ``url``/``timeout``
+   (``command``/``args``) of a file server of that name. A ``_TIMEOUT`` without its server
+   is ignored (with a warning).
+
+Why the environment does not override a server's own keys: the seed's ``.env`` sets the
+global knobs to their defaults as boilerplate, and a server tuned in the file (say
+``retry: {"max_retries": 0}`` for a server whose tools must not run twice) must not be
+silently undone by it. Empty environment values count as unset.
+
+Guarantees:
+
+- A bad config is refused with a `ConfigError` before anything starts, whose message names
+  the file, the key path (``mcpServers.comfy.timeout``, ``servers["my.server"].args[1]``,
+  or the environment variable) and the reason: syntax errors (with line and column),
+  unknown keys (with a did-you-mean), wrong types, out-of-range numbers, a server with both
+  or neither of ``command`` and ``url``, a transport that does not fit, an empty or duplicate
+  server name (also across ``mcpServers`` and ``servers``, and duplicate JSON keys), unknown
+  tool categories and toolset categories (checked by the registry's own
+  `check_categories`/`check_toolsets`), missing variables and bad environment values.
+- Loading reads the one file and ``environ`` and nothing else; ``os.environ`` is never
+  modified.
+- `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
+  query values or fragments, or the value of a secret-looking argument (``--token x``,
+  ``--api-key=x``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, Union
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from actors._registry import check_categories, check_toolsets
+from protocol import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
+from protocol._settings import UNCACHED_TOOLS_TTL, Config, ServerDefaults, SupervisorSettings
+
+__all__ = [
+    "DEMO_SERVER",
+    "ENV_LOCAL_SERVER",
+    "ENV_REMOTE_SERVERS",
+    "REDACTED",
+    "ConfigError",
+    "default_config",
+    "load_config",
+    "redacted",
+]
+
+log = logging.getLogger("supervisor.config")
+
+REDACTED: Final = "***"
+DEMO_SERVER: Final = "demo"
+NO_FILE: Final = "(no config file)"
+
+ENV_REMOTE_SERVERS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("comfyui-internal", "COMFYUI_MCP_INTERNAL_URL", "COMFYUI_MCP_INTERNAL_TIMEOUT"),
+    ("modelscope", "COMFYUI_MCP_MODELSCOPE_URL", "COMFYUI_MCP_MODELSCOPE_TIMEOUT"),
+)
+"""(server name, URL variable, timeout variable) for each remote server the environment adds."""
+
+ENV_LOCAL_SERVER: Final = ("comfyui-local", "COMFYUI_LOCAL_MCP_SERVER")
+"""(server name, variable): the stdio server running the variable's script with Python."""
+
+_TOP_LEVEL_KEYS: Final = ("mcpServers", "servers", "supervisor", "inputs", "$schema")
+_SECTIONS: Final = ("mcpServers", "servers")
+_TRANSPORTS: Final = ("stdio", "sse", "streamable-http", "http")
+_STDIO_ONLY: Final = ("args", "env", "cwd")
+_REMOTE_ONLY: Final = ("headers",)
+_ENTRY_KEYS: Final = tuple(sorted(({f.name for f in msgspec.structs.fields(ServerSpec)} - {"name"}) | {"type"}))
+_DEFAULTS_KEYS: Final = tuple(f.name for f in msgspec.structs.fields(ServerDefaults))
+_HINTS: Final[Mapping[tuple[type, str], str]] = {
+    (ServerDefaults, "tools_ttl"): "set supervisor.cache_ttl (or cache_tools) for every server instead",
+    **{
+        (ServerDefaults, key): "it is per server; set it in each server's entry"
+        for key in set(_ENTRY_KEYS) - set(_DEFAULTS_KEYS) - {"tools_ttl"}
+    },
+}
+
+
+class ConfigError(Exception):
+    """A config that is refused. ``str(error)`` is ``"<file>: <key path>: <reason>"``.
+
+    ``source`` is the file (None: no file was given), ``key`` the key path or environment
+    variable, ``reason`` what is wrong.
+    """
+
+    def __init__(self, source: str | None, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        where = source if source is not None else NO_FILE
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.source, self.key, self.reason))
+
+
+class _Problem(Exception):
+    """A `ConfigError` before the file's name is attached."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.key = key
+        self.reason = reason
+
+
+# -- key paths --------------------------------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]+")
+
+
+def _key_path(parts: list[str | int]) -> str:
+    """``["mcpServers", "a.b", "args", 1]`` -> ``mcpServers["a.b"].args[1]``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return out
+
+
+def _problem(parts: list[str | int], reason: str) -> _Problem:
+    return _Problem(_key_path(parts), reason)
+
+
+def _env_problem(var: str, reason: str) -> _Problem:
+    return _Problem(f"environment variable {var}", reason)
+
+
+def _normalised(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _unknown_key(key: str, allowed: list[str] | tuple[str, ...]) -> str:
+    """The reason for an unknown ``key``: a did-you-mean, or the allowed keys."""
+    same = [a for a in allowed if _normalised(a) == _normalised(key)]
+    close = same or difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return f"unknown key; allowed keys: {', '.join(sorted(allowed))}"
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], parts: list[str | int]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise _problem([*parts, key], _unknown_key(key, allowed))
+
+
+# -- reading the file ---------------------------------------------------------------------
+
+
+class _JSONObject(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers keys it saw more than once."""
+
+    duplicates: list[str]
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JSONObject:
+    obj = _JSONObject()
+    obj.duplicates = []
+    for key, value in pairs:
+        if key in obj:
+            obj.duplicates.append(key)
+        obj[key] = value
+    return obj
+
+
+def _plain(value: Any, parts: list[str | int]) -> Any:
+    """``value`` with plain dicts; a key that appeared twice in one object is a problem."""
+    if isinstance(value, dict):
+        for key in getattr(value, "duplicates", ()):
+            raise _problem([*parts, key], "duplicate key: it appears more than once in the same object")
+        return {k: _plain(v, [*parts, k]) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, [*parts, i]) for i, v in enumerate(value)]
+    return value
+
+
+def _strip_jsonc(text: str) -> str:
+    """``text`` with ``//`` and ``/* */`` comments and trailing commas blanked out.
+
+    Every removed character becomes a space (newlines stay), so line and column numbers
+    in JSON errors still point into the original text. An unterminated block comment is left
+    alone, for the JSON parser to report.
+    """
+    out = list(text)
+    n = len(text)
+    i = 0
+    last = -1  # the last significant character outside comments
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            last = min(j, n - 1)
+            i = j + 1
+            continue
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j == -1 else j
+            out[i:j] = " " * (j - i)
+            i = j
+            continue
+        if text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            if j == -1:
+                break
+            j += 2
+            out[i:j] = [ch if ch == "\n" else " " for ch in text[i:j]]
+            i = j
+            continue
+        if c in "}]" and last >= 0 and text[last] == ",":
+            out[last] = " "
+        if not c.isspace():
+            last = i
+        i += 1
+    return "".join(out)
+
+
+def _read(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise _Problem("", "no such file") from None
+    except UnicodeDecodeError as exc:
+        raise _Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise _Problem("", f"cannot read the file: {exc.strerror or exc}") from None
+    if path.lower().endswith(".toml"):
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise _Problem("", f"invalid TOML: {exc}") from None
+    try:
+        document = json.loads(_strip_jsonc(text), object_pairs_hook=_json_object)
+    except json.JSONDecodeError as exc:
+        raise _Problem(f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}") from None
+    return _plain(document, [])
+
+
+# -- typed decoding with key paths ----------------------------------------------------------
+
+_MSGSPEC_PATH = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+_TYPE_WORDS: Final = {
+    "float": "a number",
+    "int": "an integer",
+    "str": "a string",
+    "bool": "true or false",
+    "object": "an object",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _bare(tp: Any) -> Any:
+    """``tp`` without ``| None``."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return tp
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(cls)}
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _locate(data: Any, tp: Any, path: str) -> tuple[list[str | int], Any]:
+    """Follow a msgspec error path (``$.retry.max_delay``, ``$.env[...]``) through ``data``.
+
+    Returns the real keys (msgspec writes ``[...]`` for a dict key; the first key whose value
+    does not convert is the culprit) and the type expected there.
+    """
+    keys: list[str | int] = []
+    for match in _MSGSPEC_PATH.finditer(path):
+        field, index = match.group(1), match.group(2)
+        tp = _bare(tp)
+        if field is not None:
+            keys.append(field)
+            tp = _field_types(tp).get(field, Any) if _is_struct(tp) else Any
+            data = data.get(field) if isinstance(data, dict) else None
+        elif index is not None:
+            keys.append(int(index))
+            args = typing.get_args(tp)
+            tp = args[0] if args else Any
+            data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
+        else:
+            args = typing.get_args(tp)
+            tp = args[1] if len(args) == 2 else Any
+            if not isinstance(data, dict):
+                break
+            for key, value in data.items():
+                try:
+                    msgspec.convert(value, tp)
+                except msgspec.ValidationError:
+                    keys.append(key)
+                    data = value
+                    break
+            else:
+                break
+    return keys, tp
+
+
+def _words(types_text: str) -> str:
+    return " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in types_text.split("|"))
+
+
+def _convert(data: Any, cls: type, parts: list[str | int], *, top_keys: tuple[str, ...] | None = None) -> Any:
+    """``msgspec.convert(data, cls)``, or a `_Problem` naming the key path and the reason."""
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        reason, _, path = message.partition(" - at `")
+        keys, tp = _locate(data, cls, path.rstrip("`"))
+        unknown = re.fullmatch(r"Object contains unknown field `(.*)`", reason, re.S)
+        if unknown:
+            key = unknown.group(1)
+            owner = _bare(tp)
+            allowed = top_keys if not keys and top_keys else tuple(_field_types(owner)) if _is_struct(owner) else ()
+            hint = _HINTS.get((owner, key)) if isinstance(owner, type) else None
+            why = f"not allowed here; {hint}" if hint else _unknown_key(key, allowed)
+            raise _problem([*parts, *keys, key], why) from None
+        enum = re.fullmatch(r"Invalid enum value (.*)", reason, re.S)
+        if enum:
+            choices = [str(v) for v in typing.get_args(_bare(tp))] if typing.get_origin(_bare(tp)) is Literal else []
+            raise _problem([*parts, *keys], _not_one_of(enum.group(1), choices)) from None
+        expected = re.fullmatch(r"Expected `(.*)`, got `(.*)`", reason, re.S)
+        if expected:
+            reason = f"expected {_words(expected.group(1))}, got {_words(expected.group(2))}"
+        raise _problem([*parts, *keys], reason) from None
+
+
+def _not_one_of(got: str, choices: list[str]) -> str:
+    if not choices:
+        return f"invalid value {got}"
+    close = difflib.get_close_matches(got.strip("'\""), choices, n=1, cutoff=0.5)
+    allowed = ", ".join(repr(c) for c in choices)
+    return f"must be one of {allowed}, got {got}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+# -- ranges ---------------------------------------------------------------------------------
+
+_Rule = tuple[Callable[[Any], bool], str]
+_POSITIVE: Final[_Rule] = (lambda v: v > 0, "must be > 0")
+_NON_NEGATIVE: Final[_Rule] = (lambda v: v >= 0, "must be >= 0")
+_AT_LEAST_ONE: Final[_Rule] = (lambda v: v >= 1, "must be >= 1")
+_FRACTION: Final[_Rule] = (lambda v: 0 < v <= 1, "must be > 0 and <= 1")
+_SERVER_LIMITS: Final[dict[str, _Rule]] = {
+    "timeout": _POSITIVE,
+    "connect_timeout": _POSITIVE,
+    "shutdown_timeout": _NON_NEGATIVE,
+    "max_concurrency": _AT_LEAST_ONE,
+    "max_queue": _NON_NEGATIVE,
+    "hang_threshold": _AT_LEAST_ONE,
+    "garbage_threshold": _AT_LEAST_ONE,
+}
+_LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
+    ServerSpec: {**_SERVER_LIMITS, "tools_ttl": _POSITIVE},
+    ServerDefaults: _SERVER_LIMITS,
+    BackoffPolicy: {
+        "min": _NON_NEGATIVE,
+        "max": _NON_NEGATIVE,
+        "jitter": _NON_NEGATIVE,
+        "reset_after": _NON_NEGATIVE,
+        "max_consecutive": _AT_LEAST_ONE,
+    },
+    BreakerPolicy: {
+        "failure_threshold": _AT_LEAST_ONE,
+        "window": _AT_LEAST_ONE,
+        "min_calls": _NON_NEGATIVE,
+        "failure_rate": _FRACTION,
+        "slow_call_seconds": _POSITIVE,
+        "slow_call_rate": _FRACTION,
+        "open_seconds": _POSITIVE,
+        "max_open_seconds": _POSITIVE,
+        "half_open_permits": _AT_LEAST_ONE,
+    },
+    RetryPolicy: {
+        "max_retries": _NON_NEGATIVE,
+        "initial_delay": _NON_NEGATIVE,
+        "max_delay": _NON_NEGATIVE,
+        "exponential_base": _AT_LEAST_ONE,
+        "budget_ratio": _NON_NEGATIVE,
+        "budget_window": _POSITIVE,
+    },
+    SupervisorSettings: {"max_body_bytes": _AT_LEAST_ONE, "cache_ttl": _POSITIVE},
+}
+
+
+def _check_limits(obj: msgspec.Struct, parts: list[str | int]) -> None:
+    """Every number in ``obj`` (and its nested policies) within its range (NaN never is)."""
+    for field, (ok, rule) in _LIMITS.get(type(obj), {}).items():
+        value = getattr(obj, field)
+        if value is not None and not ok(value):
+            raise _problem([*parts, field], f"{rule}, got {value!r}")
+    for field in msgspec.structs.fields(obj):
+        value = getattr(obj, field.name)
+        if isinstance(value, msgspec.Struct):
+            _check_limits(value, [*parts, field.name])
+
+
+# -- variables ----------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
+_REFERENCE_BODY = re.compile(r"(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.S)
+
+
+def _expand(text: str, parts: list[str | int], environ: Mapping[str, str], *, strict: bool) -> str:
+    """``text`` with ``${VAR}``, ``${env:VAR}`` and ``${VAR:-default}`` replaced."""
+
+    def replace(match: re.Match[str]) -> str:
+        whole = match.group(0)
+        if whole == "$${":
+            return "${"
+        body = match.group(1)
+        if body is None:
+            raise _problem(parts, "unterminated or nested '${' (write '$${' for a literal '${')")
+        if body.startswith("input:"):
+            raise _problem(parts, f"VS Code input variables like {whole!r} are not supported; use ${{VAR}}")
+        reference = _REFERENCE_BODY.fullmatch(body)
+        if reference is None:
+            raise _problem(parts, f"malformed variable reference {whole!r}")
+        name, default = reference.group(1), reference.group(2)
+        value = environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        if value is not None:
+            return value
+        if not strict:
+            return whole
+        raise _problem(parts, f"environment variable {name!r} is not set (write ${{{name}:-default}} for a default)")
+
+    return _REFERENCE.sub(replace, text)
+
+
+def _expand_entry(raw: dict[str, Any], parts: list[str | int], environ: Mapping[str, str], strict: bool) -> None:
+    for key in ("command", "cwd", "url"):
+        if isinstance(raw.get(key), str):
+            raw[key] = _expand(raw[key], [*parts, key], environ, strict=strict)
+    if isinstance(raw.get("args"), list):
+        raw["args"] = [
+            _expand(a, [*parts, "args", i], environ, strict=strict) if isinstance(a, str) else a
+            for i, a in enumerate(raw["args"])
+        ]
+    for key in ("env", "headers"):
+        if isinstance(raw.get(key), dict):
+            raw[key] = {
+                k: _expand(v, [*parts, key, k], environ, strict=strict) if isinstance(v, str) else v
+                for k, v in raw[key].items()
+            }
+
+
+# -- the environment ------------------------------------------------------------------------
+
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off")
+
+
+def _env(environ: Mapping[str, str], var: str) -> str | None:
+    value = environ.get(var)
+    return value.strip() if value is not None and value.strip() else None
+
+
+def _env_bool(environ: Mapping[str, str], var: str) -> bool | None:
+    value = _env(environ, var)
+    if value is None:
+        return None
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise _env_problem(var, f"expected true or false, got {value[:40]!r}")
+
+
+def _env_number(environ: Mapping[str, str], var: str, kind: type, rule: _Rule) -> Any:
+    value = _env(environ, var)
+    if value is None:
+        return None
+    word = "an integer" if kind is int else "a number"
+    ok, description = rule
+    try:
+        number = kind(value)
+    except ValueError:
+        raise _env_problem(var, f"expected {word}, got {value[:40]!r}") from None
+    if not ok(number):
+        raise _env_problem(var, f"{description}, got {value[:40]!r}")
+    return number
+
+
+def _env_url(environ: Mapping[str, str], var: str) -> str | None:
+    value = _env(environ, var)
+    if value is not None:
+        problem = _url_problem(value)
+        if problem:
+            raise _env_problem(var, problem)
+    return value
+
+
+def _apply_env_settings(settings: SupervisorSettings, environ: Mapping[str, str]) -> SupervisorSettings:
+    """``settings`` with the environment's settings for every server applied."""
+    retry: dict[str, Any] = {
+        "max_retries": _env_number(environ, "COMFYUI_MCP_MAX_RETRIES", int, _NON_NEGATIVE),
+        "initial_delay": _env_number(environ, "COMFYUI_MCP_RETRY_INITIAL_DELAY", float, _NON_NEGATIVE),
+        "max_delay": _env_number(environ, "COMFYUI_MCP_RETRY_MAX_DELAY", float, _NON_NEGATIVE),
+    }
+    breaker: dict[str, Any] = {
+        "enabled": _env_bool(environ, "COMFYUI_MCP_CIRCUIT_BREAKER_ENABLED"),
+        "failure_threshold": _env_number(environ, "COMFYUI_MCP_CIRCUIT_BREAKER_THRESHOLD", int, _AT_LEAST_ONE),
+        "open_seconds": _env_number(environ, "COMFYUI_MCP_CIRCUIT_BREAKER_TIMEOUT", float, _POSITIVE),
+    }
+    cache: dict[str, Any] = {
+        "cache_tools": _env_bool(environ, "COMFYUI_MCP_CACHE_TOOLS"),
+        "cache_ttl": _env_number(environ, "COMFYUI_MCP_CACHE_TTL", float, _POSITIVE),
+    }
+    retry = {k: v for k, v in retry.items() if v is not None}
+    breaker = {k: v for k, v in breaker.items() if v is not None}
+    cache = {k: v for k, v in cache.items() if v is not None}
+    defaults = settings.defaults
+    defaults = msgspec.structs.replace(
+        defaults,
+        retry=msgspec.structs.replace(defaults.retry, **retry),
+        breaker=msgspec.structs.replace(defaults.breaker, **breaker),
+    )
+    return msgspec.structs.replace(settings, defaults=defaults, **cache)
+
+
+def _env_servers(environ: Mapping[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Server name -> (the variable that names it, the keys the environment sets)."""
+    servers: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, url_var, timeout_var in ENV_REMOTE_SERVERS:
+        url = _env_url(environ, url_var)
+        timeout = _env_number(environ, timeout_var, float, _POSITIVE)
+        keys: dict[str, Any] = {}
+        if url is not None:
+            keys["url"] = url
+        if timeout is not None:
+            keys["timeout"] = timeout
+        if keys:
+            servers[name] = (url_var if url is not None else timeout_var, keys)
+    name, var = ENV_LOCAL_SERVER
+    script = _env(environ, var)
+    if script is not None:
+        servers[name] = (var, {"command": sys.executable, "args": [script]})
+    return servers
+
+
+def _apply_env_server(raw: dict[str, Any], parts: list[str | int], var: str, keys: dict[str, Any]) -> None:
+    """Override a file server's keys with the environment's (the more specific source)."""
+    if "url" in keys and raw.get("command") is not None:
+        raise _env_problem(var, f"sets a url for server {parts[-1]!r}, which {_key_path(parts)} runs as a command")
+    if "command" in keys and raw.get("url") is not None:
+        raise _env_problem(var, f"sets a script for server {parts[-1]!r}, which {_key_path(parts)} reaches by url")
+    raw.update(keys)
+
+
+# -- one server -----------------------------------------------------------------------------
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a server's URL (without repeating it: it may hold secrets)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "the URL has no host"
+    return None
+
+
+def _infer_transport(url: str) -> str:
+    """``sse`` for a URL whose path ends in ``/sse``, else ``streamable-http``."""
+    return "sse" if urlsplit(url).path.rstrip("/").endswith("/sse") else "streamable-http"
+
+
+def _transport(raw: dict[str, Any], parts: list[str | int]) -> tuple[str | None, str | None]:
+    """Pop ``type``/``transport``; return (the normalised transport, the key that gave it)."""
+    chosen: tuple[str | None, str | None] = (None, None)
+    for key in ("type", "transport"):
+        if key not in raw:
+            continue
+        value = raw.pop(key)
+        if not isinstance(value, str):
+            raise _problem([*parts, key], f"expected a string, got {type(value).__name__}")
+        if value not in _TRANSPORTS:
+            raise _problem([*parts, key], _not_one_of(repr(value), list(_TRANSPORTS)))
+        value = "streamable-http" if value == "http" else value
+        if chosen[0] is not None and chosen[0] != value:
+            raise _problem([*parts, key], f"{value!r} contradicts {chosen[1]} {chosen[0]!r}")
+        chosen = (value, key)
+    return chosen
+
+
+def _merge(defaults: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` overridden by ``raw``, nested objects key by key."""
+    merged = dict(defaults)
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build_server(
+    name: str,
+    entry: Any,
+    parts: list[str | int],
+    *,
+    defaults: dict[str, Any],
+    environ: Mapping[str, str],
+    env_keys: tuple[str, dict[str, Any]] | None,
+    base_dir: Path | None,
+) -> ServerSpec:
+    if not isinstance(entry, dict):
+        raise _problem(parts, f"expected an object with 'command' or 'url', got {type(entry).__name__}")
+    if "name" in entry:
+        raise _problem([*parts, "name"], "unknown key; a server's name is its key in the section")
+    _check_keys(entry, _ENTRY_KEYS, parts)
+    raw = dict(entry)
+    _expand_entry(raw, parts, environ, strict=raw.get("enabled", True) is not False)
+    if env_keys is not None:
+        _apply_env_server(raw, parts, *env_keys)
+    transport, transport_key = _transport(raw, parts)
+    spec = _convert({**_merge(defaults, raw), "name": name}, ServerSpec, parts, top_keys=_ENTRY_KEYS)
+    if spec.command is not None and spec.url is not None:
+        raise _problem(parts, "has both 'command' (a stdio server) and 'url' (a remote server); keep one")
+    if spec.command is None and spec.url is None:
+        raise _problem(parts, "needs 'command' (a stdio server) or 'url' (a remote server)")
+    if spec.command is not None:
+        if not spec.command.strip():
+            raise _problem([*parts, "command"], "must not be empty")
+        if transport not in (None, "stdio"):
+            raise _problem([*parts, str(transport_key)], f"{transport!r} needs a 'url', but this server has a 'command'")
+        for key in _REMOTE_ONLY:
+            if raw.get(key):
+                raise _problem([*parts, key], "only for remote servers (with 'url'); this server has a 'command'")
+        cwd = spec.cwd
+        if cwd is not None and base_dir is not None and not os.path.isabs(cwd):
+            cwd = str(base_dir / cwd)
+        spec = msgspec.structs.replace(spec, transport="stdio", cwd=cwd)
+    else:
+        assert spec.url is not None
+        problem = _url_problem(spec.url)
+        if problem:
+            raise _problem([*parts, "url"], problem)
+        if transport == "stdio":
+            raise _problem([*parts, str(transport_key)], "'stdio' needs a 'command', but this server has a 'url'")
+        for key in _STDIO_ONLY:
+            if raw.get(key):
+                raise _problem([*parts, key], "only for stdio servers (with 'command'); this server has a 'url'")
+        spec = msgspec.structs.replace(spec, transport=transport or _infer_transport(spec.url))
+    for tool, category in spec.categories.items():
+        try:
+            check_categories(name, {tool: category})
+        except ValueError as exc:
+            raise _problem([*parts, "categories", tool], str(exc)) from None
+    _check_limits(spec, parts)
+    return spec
+
+
+# -- the supervisor section -------------------------------------------------------------------
+
+
+def _bind_problem(bind: str) -> str | None:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f"expected 'host:port' like '127.0.0.1:8765' (IPv6: '[::1]:8765'), got {bind!r}"
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return f"an IPv6 host goes in brackets, like '[::1]:8765', got {bind!r}"
+    return None
+
+
+def _settings(raw: Any, environ: Mapping[str, str]) -> SupervisorSettings:
+    parts: list[str | int] = ["supervisor"]
+    if not isinstance(raw, dict):
+        raise _problem(parts, f"expected an object, got {type(raw).__name__}")
+    raw = dict(raw)
+    if isinstance(raw.get("auth_token"), str):
+        raw["auth_token"] = _expand(raw["auth_token"], [*parts, "auth_token"], environ, strict=True)
+    settings = _convert(raw, SupervisorSettings, parts)
+    _check_limits(settings, parts)
+    problem = _bind_problem(settings.http)
+    if problem:
+        raise _problem([*parts, "http"], problem)
+    if settings.auth_token is not None and not settings.auth_token.strip():
+        raise _problem([*parts, "auth_token"], "must not be empty (leave it out for no auth)")
+    for toolset, categories in settings.toolsets.items():
+        try:
+            check_toolsets({toolset: categories})
+        except ValueError as exc:
+            raise _problem([*parts, "toolsets", toolset], str(exc)) from None
+    return settings
+
+
+# -- the whole config ---------------------------------------------------------------------------
+
+
+def _demo_entry() -> dict[str, Any]:
+    return {"command": sys.executable, "args": ["-m", "supervisor._demo_server"]}
+
+
+def _load(source: str | None, environ: Mapping[str, str]) -> Config:
+    document: Any = _read(source) if source is not None else {}
+    if not isinstance(document, dict):
+        raise _Problem("", f"the top level must be an object, got {type(document).__name__}")
+    _check_keys(document, _TOP_LEVEL_KEYS, [])
+    settings = _apply_env_settings(_settings(document.get("supervisor", {}), environ), environ)
+    defaults = {**msgspec.to_builtins(settings.defaults), "tools_ttl": settings.default_tools_ttl}
+    env_servers = _env_servers(environ)
+    base_dir = Path(source).resolve().parent if source is not None else None
+
+    servers: list[ServerSpec] = []
+    where: dict[str, str] = {}
+    for section in _SECTIONS:
+        entries = document.get(section, {})
+        if not isinstance(entries, dict):
+            raise _problem([section], f"expected an object of servers (name -> entry), got {type(entries).__name__}")
+        for name, entry in entries.items():
+            parts: list[str | int] = [section, name]
+            if not name.strip():
+                raise _problem(parts, "empty server name")
+            if name in where:
+                raise _problem(parts, f"duplicate server name: {name!r} is already defined in {where[name]}")
+            where[name] = section
+            servers.append(
+                _build_server(
+                    name,
+                    entry,
+                    parts,
+                    defaults=defaults,
+                    environ=environ,
+                    env_keys=env_servers.get(name),
+                    base_dir=base_dir,
+                )
+            )
+    for name, (var, keys) in env_servers.items():
+        if name in where:
+            continue
+        if "url" not in keys and "command" not in keys:
+            log.warning("%s is set, but there is no server %r to apply it to; ignored", var, name)
+            continue
+        servers.append(
+            _build_server(
+                name, {}, [f"environment variable {var}"], defaults=defaults, environ=environ,
+                env_keys=(var, keys), base_dir=None,
+            )
+        )
+    if not servers and not any(section in document for section in _SECTIONS):
+        if source is not None:
+            raise _Problem("", "no servers: expected a 'mcpServers' section (or VS Code's 'servers')")
+        servers.append(
+            _build_server(
+                DEMO_SERVER, _demo_entry(), ["default", DEMO_SERVER], defaults=defaults, environ=environ,
+                env_keys=None, base_dir=None,
+            )
+        )
+    return Config(servers=servers, settings=settings, source=source)
+
+
+def load_config(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """The config at ``path`` (JSON, or TOML by extension) with ``environ``'s overrides.
+
+    With ``path`` None: the servers the environment names (``COMFYUI_MCP_INTERNAL_URL``,
+    ``COMFYUI_MCP_MODELSCOPE_URL``, ``COMFYUI_LOCAL_MCP_SERVER``), or if it names none the
+    bundled demo server (`default_config`), with the environment's settings applied either
+    way. Raises `ConfigError` for anything wrong; nothing else (for a readable file).
+    """
+    source = os.fspath(path) if path is not None else None
+    try:
+        return _load(source, environ)
+    except _Problem as problem:
+        raise ConfigError(source, problem.key, problem.reason) from None
+
+
+def default_config() -> Config:
+    """The bundled default: one stdio server, ``demo``, running ``python -m supervisor._demo_server``
+    with the built-in defaults (no file, no environment)."""
+    return load_config(None, environ={})
+
+
+# -- redaction ----------------------------------------------------------------------------------
+
+_SECRET_FLAG = re.compile(r"-{1,2}[\w.-]*(token|secret|passw(or)?d|api[-_]?key|auth|credential|private[-_]?key)[\w.-]*", re.I)
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without credentials, query values or fragment; ``***`` if it does not parse."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={REDACTED}" if sep else REDACTED
+        for name, sep, _ in (p.partition("=") for p in parts.query.split("&"))
+    ) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, REDACTED if parts.fragment else ""))
+
+
+def _redact_args(args: list[str]) -> list[str]:
+    """``args`` with the values of secret-looking flags (``--token x``, ``--api-key=x``) hidden."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        flag, sep, _ = arg.partition("=")
+        if _SECRET_FLAG.fullmatch(flag):
+            if sep:
+                out.append(f"{flag}={REDACTED}")
+                continue
+            hide_next = True
+        out.append(arg)
+    return out
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """``config`` as plain JSON-able data, safe to print (``python -m supervisor check``).
+
+    Hidden as ``"***"``: every ``env`` and ``headers`` value (the names stay), the
+    ``auth_token``, URL userinfo, query values and fragments, and the values of
+    secret-looking arguments. Secrets elsewhere (in a URL's path, in an argument that does
+    not look like one) cannot be recognised: keep them in ``env``/``headers``.
+    """
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    settings = data["settings"]
+    if settings.get("auth_token") is not None:
+        settings["auth_token"] = REDACTED
+    for server in data["servers"]:
+        server["env"] = {key: REDACTED for key in server["env"]}
+        server["headers"] = {key: REDACTED for key in server["headers"]}
+        server["args"] = _redact_args(server["args"])
+        if server["url"] is not None:
+            server["url"] = _redact_url(server["url"])
+    return data
+
+
+del math  # imported for type checkers' benefit only
