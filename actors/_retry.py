@@ -13,9 +13,10 @@ and never past the deadline:
 - ``ServerCrashed``, ``DeadlineExceeded``: the call may have run. Retried only when
   ``safe_after_send`` (see ``is_retry_safe``). Otherwise the failure is raised at once, and a
   ``ServerCrashed`` says in its message that the call may or may not have run.
-- ``CircuitOpen``: a fast-fail, and it stays one. It is retried only when it names a
-  ``retry_at`` that comes before the deadline *and* within ``max_delay`` (a connection that
-  is restarting and expected back shortly); a breaker that is open for a minute, forced
+- ``CircuitOpen``: a fast-fail, and it stays one. A new call's first attempt is never
+  retried. A call already admitted once (now retrying a failure above) is retried only when
+  the refusal names a ``retry_at`` that comes before the deadline *and* within ``max_delay``
+  (a connection that is restarting and expected back shortly); a breaker that is open for a minute, forced
   open, or half-open with its trial in flight fails the call at once, with the breaker's own
   message, so an agent can choose something else instead of waiting.
 - Anything else (``UnknownTool``, ``InvalidArguments``, the tool's own error, cancellation,
@@ -208,14 +209,27 @@ async def call_with_retry(
       ``DeadlineExceeded`` that was not retried because the call may have run says so in its
       message ("... may or may not have run ...").
     - When a retry is refused by an open circuit, the failure that caused the retry is
-      raised (its message says the retry was refused), not the refusal.
+      raised (its message says the retry was refused), not the refusal. And once the call
+      may have run (a retried ``ServerCrashed``/``DeadlineExceeded``), that failure is what
+      is raised in the end, whatever stopped the retries, so the caller always learns the
+      call may have run.
     - ``on_attempt(attempt, failure, delay)`` is called before each retry's wait.
     - Cancellation propagates at once; the budget is not charged for it.
     """
     draw = (rng or random).random
     budget.note_call(trio.current_time())
     attempt = 1
-    previous: Failure | None = None
+    previous: Failure | None = None  # the last failure that led to a retry
+    first_risky: Failure | None = None  # the first failure after which the call may have run
+
+    def give_up(failure: Failure, text: str = "", **data: object) -> Failure:
+        """What to raise: a later failure must not hide that the call may already have run."""
+        if first_risky is not None and first_risky is not failure and not isinstance(failure, MAY_HAVE_RUN):
+            _amend(first_risky, f"retrying it failed: {failure.message}", retry_failure=failure.kind, **data)
+            return first_risky
+        _amend(failure, text, **data)
+        return failure
+
     while True:
         try:
             return await attempt_fn(attempt)
@@ -238,25 +252,28 @@ async def call_with_retry(
                     retried=False,
                 )
                 raise failure
+            first_risky = first_risky or failure
             wait = backoff_delay(policy, attempt - 1, draw())
         elif isinstance(failure, CircuitOpen):
             retry_at = failure.data.get("retry_at")
-            if not isinstance(retry_at, (int, float)) or retry_at >= deadline or retry_at - now > policy.max_delay:
+            if (
+                attempt == 1  # a new call fails fast: that is what the breaker is for
+                or not isinstance(retry_at, (int, float))
+                or retry_at >= deadline
+                or retry_at - now > policy.max_delay
+            ):
                 if previous is not None:  # what went wrong first says more than the refusal
-                    _amend(previous, f"a retry was refused: {failure.message}", retry_refused=failure.kind)
-                    raise previous
+                    raise give_up(previous, f"a retry was refused: {failure.message}", retry_refused=failure.kind)
                 raise failure
             wait = max(retry_at - now, backoff_delay(policy, attempt - 1, draw()))
         else:
-            raise failure
+            raise give_up(failure)
         if attempt > policy.max_retries:
-            raise failure
+            raise give_up(failure)
         if now + wait >= deadline:
-            _amend(failure, "", retry_stopped="deadline")
-            raise failure
+            raise give_up(failure, retry_stopped="deadline")
         if not budget.try_spend(now):
-            _amend(failure, "", retry_stopped="retry budget spent")
-            raise failure
+            raise give_up(failure, retry_stopped="retry budget spent")
         if on_attempt is not None:
             on_attempt(attempt, failure, wait)
         await trio.sleep(wait)

@@ -224,6 +224,10 @@ class Supervisor:
         call = Call(entry.tool_name, arguments, deadline, progress, meta)
 
         async def attempt(number: int) -> Any:
+            if number > 1 and handle.link.conn is None:
+                # A retry keeps its place: it waits (up to the call's deadline) for the
+                # server to come back instead of failing fast like a new call.
+                await handle.link.wait_connected(deadline)
             trial = await self._admit(handle)
             started = trio.current_time()
             kind = "cancelled"

@@ -252,28 +252,35 @@ async def test_other_failures_propagate_at_once(failure, autojump_clock):
     assert len(script.attempts) == 1
 
 
-async def test_circuit_open_is_retried_only_when_its_trial_is_near(autojump_clock):
+async def test_a_new_call_refused_by_the_circuit_fails_fast(autojump_clock):
     now = trio.current_time()
-    soon = CircuitOpen("open", retry_at=now + 1.5, retry_in=1.5)
-    script = Script(soon)
+    script = Script(CircuitOpen("open", retry_at=now + 1.5, retry_in=1.5))
+    with pytest.raises(CircuitOpen):
+        await run(script)
+    assert len(script.attempts) == 1
+
+
+async def test_an_admitted_call_waits_for_a_near_trial_only(autojump_clock):
+    now = trio.current_time()
+    script = Script(ServerUnavailable("down"), CircuitOpen("open", retry_at=now + 1.5, retry_in=1.5))
     assert await run(script) == "ok"
-    assert script.attempts[1][1] >= now + 1.5  # waited for the trial time
+    assert script.attempts[2][1] >= now + 1.5  # waited for the trial time
 
     for refused in (
         CircuitOpen("open for a minute", retry_at=now + 60.0, retry_in=60.0),  # beyond max_delay
         CircuitOpen("forced open"),  # no trial time at all
         CircuitOpen("half-open, trial in flight", state="half_open"),
     ):
-        script = Script(refused)
-        with pytest.raises(CircuitOpen):
+        script = Script(ServerUnavailable("down"), refused)
+        with pytest.raises(ServerUnavailable, match="a retry was refused"):
             await run(script)
-        assert len(script.attempts) == 1
+        assert len(script.attempts) == 2
 
     now = trio.current_time()
-    script = Script(CircuitOpen("open", retry_at=now + 2.0))  # after the deadline
-    with pytest.raises(CircuitOpen):
-        await run(script, deadline=now + 1.0)
-    assert len(script.attempts) == 1
+    script = Script(ServerUnavailable("down"), CircuitOpen("open", retry_at=now + 2.5))  # after the deadline
+    with pytest.raises(ServerUnavailable, match="a retry was refused"):
+        await run(script, deadline=now + 2.0)
+    assert len(script.attempts) == 2
 
 
 async def test_a_single_failure_group_is_unwrapped(autojump_clock):

@@ -1,0 +1,245 @@
+"""Breaker, retry and registry end to end, against real server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+import trio
+
+from conftest import collect, server_spec, wait_until
+from protocol import (
+    BackoffPolicy,
+    BreakerPolicy,
+    CircuitOpen,
+    DeadlineExceeded,
+    InvalidArguments,
+    RetryPolicy,
+    ServerCrashed,
+    ServerSpec,
+    UnknownTool,
+)
+from supervisor import Supervisor
+
+QUICK_RETRY = RetryPolicy(max_retries=3, initial_delay=0.2, max_delay=1.0)
+
+
+def text(result) -> str:
+    return result.content[0].text
+
+
+@pytest.mark.parametrize("annotate", ["destructive", "readonly"])
+async def test_crash_mid_call_retries_only_a_retry_safe_tool(tmp_path, annotate):
+    log = tmp_path / "exec.log"
+    spec = server_spec(
+        "crashy",
+        "crash_on_call.py",
+        "--crash-tool",
+        "do_it",
+        "--annotate",
+        annotate,
+        "--crash-once-file",
+        str(tmp_path / "crashed"),
+        env={"EXEC_LOG": str(log)},
+        retry=QUICK_RETRY,
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0),
+    )
+    async with Supervisor([spec]) as sup:
+        if annotate == "destructive":
+            with pytest.raises(ServerCrashed, match="may or may not have run") as info:
+                await sup.call_tool("do_it", {}, timeout=20)
+            assert "not retried" in str(info.value)
+            runs = 1
+        else:
+            result = await sup.call_tool("do_it", {}, timeout=20)
+            assert text(result) == "survived"  # the retry ran on the restarted server
+            runs = 2
+    assert log.read_text().splitlines() == ["do_it"] * runs
+
+
+async def test_retry_safe_tools_in_config_overrides_missing_annotations(tmp_path):
+    log = tmp_path / "exec.log"
+    spec = server_spec(
+        "listed",
+        "crash_on_call.py",
+        "--crash-tool",
+        "do_it",
+        "--crash-once-file",
+        str(tmp_path / "crashed"),
+        env={"EXEC_LOG": str(log)},
+        retry=QUICK_RETRY,
+        retry_safe_tools=["do_it"],
+    )
+    async with Supervisor([spec]) as sup:
+        assert text(await sup.call_tool("do_it", {}, timeout=20)) == "survived"
+    assert len(log.read_text().splitlines()) == 2
+
+
+async def test_untrusted_annotations_are_not_retried(tmp_path):
+    spec = server_spec(
+        "wary",
+        "crash_on_call.py",
+        "--crash-tool",
+        "do_it",
+        "--annotate",
+        "readonly",
+        "--crash-once-file",
+        str(tmp_path / "crashed"),
+        retry=QUICK_RETRY,
+        trust_annotations=False,
+    )
+    async with Supervisor([spec]) as sup:
+        with pytest.raises(ServerCrashed, match="not retried"):
+            await sup.call_tool("do_it", {}, timeout=20)
+
+
+async def test_consecutive_timeouts_trip_the_breaker_and_a_half_open_trial_closes_it():
+    spec = server_spec(
+        "sticky",
+        "hang.py",
+        hang_threshold=100,  # keep the connection: this is the breaker's job
+        breaker=BreakerPolicy(failure_threshold=3, open_seconds=1.0, window=20, min_calls=10),
+        retry=RetryPolicy(max_retries=0),
+    )
+    events = []
+    sup = Supervisor([spec])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        async with sup:
+            for _ in range(3):
+                with pytest.raises(DeadlineExceeded):
+                    await sup.call_tool("hang", {}, timeout=0.2)
+            # outcomes reach the breaker with tell, off the call path: it opens a moment later
+            await wait_until(lambda: sup.handle("sticky").breaker.state == "open", what="the breaker to open")
+            with pytest.raises(CircuitOpen, match=r"3 consecutive failures.*next trial in") as info:
+                await sup.call_tool("echo", {"text": "x"}, timeout=5)
+            assert 0 < info.value.data["retry_in"] <= 1.0
+            await trio.sleep(1.1)
+            assert text(await sup.call_tool("echo", {"text": "trial"}, timeout=5)) == "trial"
+            await wait_until(lambda: sup.handle("sticky").breaker.state == "closed", what="the trial to close it")
+    transitions = [(e.data["from"], e.data["to"]) for e in events if e.kind == "breaker_state"]
+    assert transitions[:3] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    opened = next(e for e in events if e.kind == "breaker_state" and e.data["to"] == "open")
+    assert opened.data["counts"]["consecutive_failures"] == 3
+
+
+async def test_failed_trial_reopens_with_a_doubled_open_time():
+    spec = server_spec(
+        "stubborn",
+        "hang.py",
+        hang_threshold=100,
+        breaker=BreakerPolicy(failure_threshold=2, open_seconds=0.5, max_open_seconds=10),
+        retry=RetryPolicy(max_retries=0),
+    )
+    async with Supervisor([spec]) as sup:
+        for _ in range(2):
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("hang", {}, timeout=0.2)
+        await wait_until(lambda: sup.handle("stubborn").breaker.state == "open", what="the breaker to open")
+        await trio.sleep(0.6)
+        with pytest.raises(DeadlineExceeded):  # the half-open trial, and it fails
+            await sup.call_tool("hang", {}, timeout=0.2)
+        with pytest.raises(CircuitOpen) as info:
+            await sup.call_tool("echo", {"text": "x"})
+        assert 0.5 < info.value.data["retry_in"] <= 1.0  # 0.5 s doubled
+
+
+async def test_killed_server_fails_fast_with_circuit_open_during_backoff_then_recovers():
+    spec = server_spec("victim", "echo.py", backoff=BackoffPolicy(min=3.0, max=3.0, jitter=0.0))
+    async with Supervisor([spec]) as sup:
+        os.kill(sup.link("victim").process.pid, signal.SIGKILL)
+        await wait_until(lambda: sup.handle("victim").breaker.state == "open", what="the breaker to open")
+        await wait_until(lambda: sup.handle("victim").breaker.retry_at is not None, what="the restart time")
+        t0 = trio.current_time()
+        with pytest.raises(CircuitOpen, match="next trial") as info:
+            await sup.call_tool("echo", {"text": "x"}, timeout=30)
+        assert trio.current_time() - t0 < 0.5, "must fail fast, not wait for the restart"
+        assert 1.0 < info.value.data["retry_in"] <= 3.0
+        await sup.wait_connected("victim", timeout=20)
+        assert text(await sup.call_tool("echo", {"text": "back"}, timeout=10)) == "back"
+
+
+async def test_invalid_arguments_never_reach_the_server(tmp_path):
+    log = tmp_path / "exec.log"
+    spec = server_spec("strict", "echo.py", env={"EXEC_LOG": str(log)})
+    async with Supervisor([spec]) as sup:
+        with pytest.raises(InvalidArguments, match=r"\$\.text.*required|required.*'text'"):
+            await sup.call_tool("write_note", {}, timeout=5)
+        with pytest.raises(InvalidArguments, match=r"\$\.a.*integer"):
+            await sup.call_tool("add", {"a": "one", "b": 2}, timeout=5)
+        assert not log.exists()
+        assert sup.handle("strict").breaker.state == "closed"
+        await sup.call_tool("write_note", {"text": "ok"}, timeout=5)
+        assert log.read_text().splitlines() == ["write_note ok"]
+
+
+async def test_unknown_tool_suggests_the_closest_name():
+    spec = server_spec("echo", "echo.py")
+    async with Supervisor([spec]) as sup:
+        with pytest.raises(UnknownTool, match="did you mean 'echo'"):
+            await sup.call_tool("ecko", {"text": "x"})
+
+
+async def test_prefix_namespacing_and_collision_refusal():
+    first = server_spec("alpha", "echo.py")
+    second = server_spec("beta", "echo.py")  # same tool names, bare: refused
+    third = server_spec("gamma", "echo.py", namespace="prefix")
+    events = []
+    sup = Supervisor([first, second, third])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        async with sup:
+            names = {t.name: t.server for t in sup.list_tools()}
+            assert names["echo"] in ("alpha", "beta")  # one of them, never both
+            winner = names["echo"]
+            loser = "beta" if winner == "alpha" else "alpha"
+            assert names["gamma__echo"] == "gamma"
+            assert text(await sup.call_tool("gamma__echo", {"text": "prefixed"})) == "prefixed"
+            with pytest.raises(UnknownTool, match=f"'{loser}'.*'{winner}'|'{winner}'.*'{loser}'"):
+                await sup.call_tool("echo", {"text": "x"}, server=loser)
+    collisions = [e for e in events if e.kind == "tool_collision"]
+    assert collisions and all(loser in e.reason and winner in e.reason for e in collisions)
+
+
+async def test_categories_from_metadata_and_config_and_toolsets():
+    demo = ServerSpec(name="demo", command=sys.executable, args=["-m", "supervisor._demo_server"])
+    echo = server_spec("echo", "echo.py", namespace="prefix", categories={"echo": "search"})
+    async with Supervisor([demo, echo]) as sup:
+        by_name = {t.name: t.category for t in sup.list_tools()}
+        assert by_name["recall_workflow"] == "workflow"  # from the server's _meta
+        assert by_name["search_nodes"] == "node"
+        assert by_name["echo__echo"] == "search"  # from config
+        main = {t.name for t in sup.list_tools(toolset="main")}
+        assert {"recall_workflow", "search_nodes", "echo__echo"} <= main
+        assert "validate_workflow" not in main  # validation is not in the main toolset
+        rewrite = {t.name for t in sup.list_tools(toolset="rewrite")}
+        assert "validate_workflow" in rewrite and "search_nodes" not in rewrite
+        with pytest.raises(ValueError, match="unknown toolset"):
+            sup.list_tools(toolset="nope")
+
+
+async def test_retry_budget_stops_a_retry_storm(tmp_path):
+    # Every call crashes the server before answering; the tool is retry-safe, so each call
+    # would retry up to 3 times, but the budget (20% of calls) cuts that short.
+    spec = server_spec(
+        "storm",
+        "crash_on_call.py",
+        "--crash-tool",
+        "do_it",
+        "--annotate",
+        "readonly",
+        retry=RetryPolicy(max_retries=3, initial_delay=0.05, max_delay=0.1, budget_ratio=0.2),
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0),
+        breaker=BreakerPolicy(enabled=False),
+    )
+    attempts = []
+    async with Supervisor([spec]) as sup:
+        for _ in range(3):
+            await sup.wait_connected("storm", timeout=20)
+            with pytest.raises(ServerCrashed) as info:
+                await sup.call_tool("do_it", {}, timeout=20)
+            attempts.append(info.value.data.get("attempts"))
+        assert sup.handle("storm").budget.refused >= 1
+    assert sum(attempts) < 3 * 4
