@@ -75,7 +75,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -127,9 +126,9 @@ _REMOTE_ONLY: Final = ("headers",)
 _ENTRY_KEYS: Final = tuple(sorted(({f.name for f in msgspec.structs.fields(ServerSpec)} - {"name"}) | {"type"}))
 _DEFAULTS_KEYS: Final = tuple(f.name for f in msgspec.structs.fields(ServerDefaults))
 _HINTS: Final[Mapping[tuple[type, str], str]] = {
-    (ServerDefaults, "tools_ttl"): "set supervisor.cache_ttl (or cache_tools) for every server instead",
+    (ServerDefaults, "tools_ttl"): "the default tools_ttl is supervisor.cache_ttl (and cache_tools)",
     **{
-        (ServerDefaults, key): "it is per server; set it in each server's entry"
+        (ServerDefaults, key): "it has no default: set it in each server's entry"
         for key in set(_ENTRY_KEYS) - set(_DEFAULTS_KEYS) - {"tools_ttl"}
     },
 }
@@ -385,7 +384,7 @@ def _convert(data: Any, cls: type, parts: list[str | int], *, top_keys: tuple[st
             owner = _bare(tp)
             allowed = top_keys if not keys and top_keys else tuple(_field_types(owner)) if _is_struct(owner) else ()
             hint = _HINTS.get((owner, key)) if isinstance(owner, type) else None
-            why = f"not allowed here; {hint}" if hint else _unknown_key(key, allowed)
+            why = f"unknown key in defaults; {hint}" if hint else _unknown_key(key, allowed)
             raise _problem([*parts, *keys, key], why) from None
         enum = re.fullmatch(r"Invalid enum value (.*)", reason, re.S)
         if enum:
@@ -412,6 +411,7 @@ _POSITIVE: Final[_Rule] = (lambda v: v > 0, "must be > 0")
 _NON_NEGATIVE: Final[_Rule] = (lambda v: v >= 0, "must be >= 0")
 _AT_LEAST_ONE: Final[_Rule] = (lambda v: v >= 1, "must be >= 1")
 _FRACTION: Final[_Rule] = (lambda v: 0 < v <= 1, "must be > 0 and <= 1")
+_CACHE_TTL: Final[_Rule] = (lambda v: v > 0, "must be > 0 (to turn tool caching off, set COMFYUI_MCP_CACHE_TOOLS=false)")
 _SERVER_LIMITS: Final[dict[str, _Rule]] = {
     "timeout": _POSITIVE,
     "connect_timeout": _POSITIVE,
@@ -579,7 +579,7 @@ def _apply_env_settings(settings: SupervisorSettings, environ: Mapping[str, str]
     }
     cache: dict[str, Any] = {
         "cache_tools": _env_bool(environ, "COMFYUI_MCP_CACHE_TOOLS"),
-        "cache_ttl": _env_number(environ, "COMFYUI_MCP_CACHE_TTL", float, _POSITIVE),
+        "cache_ttl": _env_number(environ, "COMFYUI_MCP_CACHE_TTL", float, _CACHE_TTL),
     }
     retry = {k: v for k, v in retry.items() if v is not None}
     breaker = {k: v for k, v in breaker.items() if v is not None}
@@ -702,11 +702,13 @@ def _build_server(
         if not spec.command.strip():
             raise _problem([*parts, "command"], "must not be empty")
         if transport not in (None, "stdio"):
-            raise _problem([*parts, str(transport_key)], f"{transport!r} needs a 'url', but this server has a 'command'")
+            raise _problem(
+                [*parts, str(transport_key)], f"{transport!r} needs a 'url', but this server has a 'command'"
+            )
         for key in _REMOTE_ONLY:
             if raw.get(key):
                 raise _problem([*parts, key], "only for remote servers (with 'url'); this server has a 'command'")
-        cwd = spec.cwd
+        cwd = os.path.expanduser(spec.cwd) if spec.cwd is not None else None
         if cwd is not None and base_dir is not None and not os.path.isabs(cwd):
             cwd = str(base_dir / cwd)
         spec = msgspec.structs.replace(spec, transport="stdio", cwd=cwd)
@@ -813,7 +815,7 @@ def _load(source: str | None, environ: Mapping[str, str]) -> Config:
             continue
         servers.append(
             _build_server(
-                name, {}, [f"environment variable {var}"], defaults=defaults, environ=environ,
+                name, {}, ["environment", name], defaults=defaults, environ=environ,
                 env_keys=(var, keys), base_dir=None,
             )
         )
@@ -852,7 +854,9 @@ def default_config() -> Config:
 
 # -- redaction ----------------------------------------------------------------------------------
 
-_SECRET_FLAG = re.compile(r"-{1,2}[\w.-]*(token|secret|passw(or)?d|api[-_]?key|auth|credential|private[-_]?key)[\w.-]*", re.I)
+_SECRET_FLAG = re.compile(
+    r"-{1,2}[\w.-]*(token|secret|passw(or)?d|api[-_]?key|auth|credential|private[-_]?key)[\w.-]*", re.I
+)
 
 
 def _redact_url(url: str) -> str:
@@ -911,5 +915,3 @@ def redacted(config: Config) -> dict[str, Any]:
             server["url"] = _redact_url(server["url"])
     return data
 
-
-del math  # imported for type checkers' benefit only

@@ -293,7 +293,10 @@ class TreeSupervisor:
         finally:
             reason = self._gave_up or "stopped"
             self._mailbox.close(reason)
-            self._publish("stopped" if self._gave_up is None else "gave_up", path=self.path, reason=self._gave_up)
+            if self._gave_up is not None:
+                self._publish("gave_up", path=self.path, reason=self._gave_up)
+            elif parent_bus is None:
+                self._publish("stopped", path=self.path)  # a parent reports its children's stops
             if parent_bus is None:
                 self._bus.close()  # the root's subscriptions end with the tree
         if self._gave_up is not None:
