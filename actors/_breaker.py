@@ -438,7 +438,9 @@ class BreakerCore:
             if self.state == HALF_OPEN:
                 self.release_permit()
             return
-        state = self.state
+        # While only the connection is down the health machine still counts: the failure that
+        # took the connection down is news about the server.
+        state = self._health if self._override is None and self.connection_is_down else self.state
         if state == CLOSED:
             slow = slow and self.policy.slow_call_seconds is not None
             self._count(failed, slow)
@@ -496,7 +498,7 @@ class BreakerCore:
         self.connection_is_down = True
         self._conn_reason = reason if reason.startswith("connection down") else f"connection down: {reason}"
         self._conn_retry_at = retry_at
-        self._stale_before = now
+        # Not a stale marker: the failure that took the connection down still counts.
         self._permits.clear()
         self._note(before, now)
 
@@ -508,13 +510,15 @@ class BreakerCore:
         self._conn_reason = ""
         self._conn_retry_at = None
         if self._health == CLOSED:
-            self._close("connection up")
+            # Back to closed, counts kept: a server that crashes on every call must still
+            # reach its failure threshold across restarts.
+            self._health_reason = "connection up"
         else:
             self._clear_window()
             self._health = HALF_OPEN
             self._health_reason = "connection up; the first call is the trial"
             self._permits.clear()
-        self._stale_before = now
+            self._stale_before = now
         self._note(before, now)
 
     # -- internals -----------------------------------------------------------------------------

@@ -243,3 +243,36 @@ async def test_retry_budget_stops_a_retry_storm(tmp_path):
             attempts.append(info.value.data.get("attempts"))
         assert sup.handle("storm").budget.refused >= 1
     assert sum(attempts) < 3 * 4
+
+
+async def test_flaky_server_that_keeps_crashing_trips_the_breaker():
+    # Every call kills the server. Each crash opens the breaker while the connection is
+    # down; the consecutive failures trip it for real, so once the server is back the next
+    # call is a half-open trial instead of business as usual.
+    spec = server_spec(
+        "flaky",
+        "flaky.py",
+        "--every",
+        "1",
+        "--mode",
+        "crash",
+        trust_annotations=False,
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0),
+        breaker=BreakerPolicy(failure_threshold=3, open_seconds=30.0),
+        retry=RetryPolicy(max_retries=0),
+    )
+    events = []
+    sup = Supervisor([spec])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        async with sup:
+            for _ in range(3):
+                await sup.wait_connected("flaky", timeout=20)
+                await wait_until(lambda: sup.handle("flaky").breaker.state == "closed", what="closed again")
+                with pytest.raises(ServerCrashed):
+                    await sup.call_tool("work", {"x": 1}, timeout=10)
+            await sup.wait_connected("flaky", timeout=20)
+            await wait_until(lambda: sup.handle("flaky").breaker.state != "open", what="the reconnect")
+            assert sup.handle("flaky").breaker.state == "half_open"
+    trials = [e for e in events if e.kind == "breaker_state" and e.data["to"] == "half_open"]
+    assert trials and trials[-1].data["counts"]["trips"] == 1
