@@ -41,6 +41,7 @@ from ._jsonrpc import (
 )
 from ._calls import BREAKER_FAILURES, BREAKER_IGNORED, CallOutcome, OutcomeKind
 from ._config import BackoffPolicy, BreakerPolicy, IntensityPolicy, RetryPolicy, ServerSpec
+from ._metrics import MetricsSnapshot, ServerMetrics, ToolMetrics
 from ._status import ChildState, ChildStatus, Event
 from ._tools import CallParams, ToolAnnotations, ToolResult, ToolSpec
 
@@ -51,6 +52,9 @@ __all__ = [
     "BreakerPolicy",
     "CallOutcome",
     "IntensityPolicy",
+    "MetricsSnapshot",
+    "ServerMetrics",
+    "ToolMetrics",
     "OutcomeKind",
     "RetryPolicy",
     "ServerSpec",

@@ -3,6 +3,7 @@
 The tree it runs::
 
     root                      one_for_one
+    ├── metrics               permanent: outcomes, latency sketches, restarts, breaker states
     ├── registry              permanent: every server's tools, namespaced, validated
     └── servers               one_for_one, children added and removed at run time
         └── server:<name>     rest_for_one
@@ -39,6 +40,7 @@ from mcp import MCPError
 from actors import Call, EventBus
 from actors._breaker import Permit, PermitGranted, admit_call
 from actors._events import _BUS
+from actors._metrics import MetricsRef
 from actors._registry import Registry
 from actors._retry import call_with_retry, retry_safe_after_send
 from protocol import (
@@ -47,12 +49,14 @@ from protocol import (
     CircuitOpen,
     Event,
     Failure,
+    MetricsSnapshot,
     ServerSpec,
     ServerUnavailable,
     ToolSpec,
     UnknownTool,
 )
 
+from ._prometheus import render_metrics
 from ._servers import SERVERS_INTENSITY, ServerHandle, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
 
@@ -82,10 +86,12 @@ class Supervisor:
         self._handles: dict[str, ServerHandle] = {}
         self._bus = EventBus()
         self.registry = Registry(toolsets=toolsets)
+        self.metrics = MetricsRef()
         self._servers = TreeSupervisor("servers", intensity=SERVERS_INTENSITY)
         self._root = TreeSupervisor(
             "root",
             [
+                ChildSpec(id="metrics", start=self.metrics.run, shutdown=1.0),
                 ChildSpec(id="registry", start=self.registry.run, shutdown=1.0),
                 ChildSpec(id="servers", start=self._servers.run, supervisor=True),
             ],
@@ -123,7 +129,7 @@ class Supervisor:
         """Start supervising ``spec``; returns once it is connected (and its tools are in the
         registry) or its first attempt failed."""
         self._specs[spec.name] = spec
-        handle = self._handles[spec.name] = ServerHandle(spec, self.registry)
+        handle = self._handles[spec.name] = ServerHandle(spec, self.registry, self.metrics)
         status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
         await self.registry.snapshot()  # a barrier: the tools it published are in the view
         return status
@@ -139,6 +145,16 @@ class Supervisor:
 
     def status(self) -> ChildStatus:
         return self._root.status()
+
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        """Every counter, distribution and gauge, as of now (gauges are read at this moment)."""
+        for handle in self._handles.values():
+            self.metrics.gauge(handle.name, handle.link.inflight, handle.link.queued)
+        return await self.metrics.snapshot()
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus text exposition of ``metrics_snapshot()``."""
+        return render_metrics(await self.metrics_snapshot())
 
     def subscribe(self, size: int = 1000) -> trio.MemoryReceiveChannel[Event]:
         return self._bus.subscribe(size)
@@ -186,6 +202,18 @@ class Supervisor:
             raise
 
     @staticmethod
+    def _outcome(entry: Any, kind: str, started: float, end: float, error: str | None, attempt: int) -> CallOutcome:
+        return CallOutcome(
+            server=entry.server,
+            tool=entry.tool_name,
+            outcome=kind,  # type: ignore[arg-type]
+            duration=end - started,
+            at=end,
+            error=error,
+            attempt=attempt,
+        )
+
+    @staticmethod
     async def _admit(handle: ServerHandle) -> bool:
         """Pass the breaker; True when the call holds a half-open trial permit."""
         if handle.breaker_ref is None:
@@ -216,23 +244,27 @@ class Supervisor:
         """
         entry = self._resolve(name, server)
         arguments = arguments or {}
-        entry.validate(arguments)
         handle = self._handles[entry.server]
         spec = handle.spec
         now = trio.current_time()
+        try:
+            entry.validate(arguments)
+        except Failure as invalid:
+            handle.report(self._outcome(entry, invalid.kind, now, now, invalid.message, 1))
+            raise
         deadline = now + (spec.timeout if timeout is None else timeout)
         call = Call(entry.tool_name, arguments, deadline, progress, meta)
 
         async def attempt(number: int) -> Any:
-            if number > 1 and handle.link.conn is None:
-                # A retry keeps its place: it waits (up to the call's deadline) for the
-                # server to come back instead of failing fast like a new call.
-                await handle.link.wait_connected(deadline)
-            trial = await self._admit(handle)
             started = trio.current_time()
-            kind = "cancelled"
-            error = None
+            kind, error = "cancelled", None
             try:
+                if number > 1 and handle.link.conn is None:
+                    # A retry keeps its place: it waits (up to the call's deadline) for the
+                    # server to come back instead of failing fast like a new call.
+                    await handle.link.wait_connected(deadline)
+                await self._admit(handle)
+                started = trio.current_time()
                 result = await handle.link.call(call)
                 kind = "tool_error" if result.is_error else "success"
                 return result
@@ -243,19 +275,9 @@ class Supervisor:
                 kind, error = "tool_error", exc.error.message
                 raise
             finally:
-                end = trio.current_time()
-                if trial or kind != "cancelled":
-                    handle.report(
-                        CallOutcome(
-                            server=spec.name,
-                            tool=entry.tool_name,
-                            outcome=kind,  # type: ignore[arg-type]
-                            duration=end - started,
-                            at=end,
-                            error=error,
-                            attempt=number,
-                        )
-                    )
+                # Every attempt is reported: metrics count it, the breaker counts what says
+                # something about the server (and hands back a trial permit otherwise).
+                handle.report(self._outcome(entry, kind, started, trio.current_time(), error, number))
 
         return await call_with_retry(
             attempt,

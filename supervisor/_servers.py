@@ -28,6 +28,7 @@ import trio
 
 from actors import Mailbox, ServerLink, run_connection
 from actors._breaker import BreakerView, ConnectionDown, ConnectionUp, breaker_actor, report_outcome
+from actors._metrics import MetricsRef
 from actors._registry import PublishTools, Registry, ServerAvailability
 from actors._retry import RetryBudget
 from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, ServerSpec
@@ -45,13 +46,14 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 class ServerHandle:
     """Everything the call path needs of one server, stable across every restart."""
 
-    def __init__(self, spec: ServerSpec, registry: Registry) -> None:
+    def __init__(self, spec: ServerSpec, registry: Registry, metrics: MetricsRef | None = None) -> None:
         self.spec = spec
         self.link = ServerLink(spec)
         self.breaker = BreakerView(spec.name)
         self.breaker_ref: Any = None
         self.budget = RetryBudget.from_policy(spec.retry)
         self.registry = registry
+        self.metrics = metrics
         self.link.listeners.append(self._on_link)
 
     @property
@@ -80,6 +82,9 @@ class ServerHandle:
         self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {reason}", retry_at=retry_at))
 
     def report(self, outcome: CallOutcome) -> None:
+        """Tell the outcome to the breaker and metrics; never blocks, drops are counted."""
+        if self.metrics is not None:
+            self.metrics.report(outcome)
         if self.breaker_ref is not None:
             report_outcome(self.breaker, self.breaker_ref, outcome)
 

@@ -276,3 +276,40 @@ async def test_flaky_server_that_keeps_crashing_trips_the_breaker():
             assert sup.handle("flaky").breaker.state == "half_open"
     trials = [e for e in events if e.kind == "breaker_state" and e.data["to"] == "half_open"]
     assert trials and trials[-1].data["counts"]["trips"] == 1
+
+
+async def test_prometheus_text_parses_and_counts_match_the_calls_made():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    spec = server_spec("metered", "echo.py", retry=RetryPolicy(max_retries=0))
+    async with Supervisor([spec]) as sup:
+        for i in range(5):
+            await sup.call_tool("echo", {"text": str(i)})
+        for _ in range(2):
+            assert (await sup.call_tool("fail", {"message": "no"})).is_error
+        with pytest.raises(InvalidArguments):
+            await sup.call_tool("add", {"a": "x", "b": 1})
+        text = (await sup.metrics_text()).decode()
+        snapshot = await sup.metrics_snapshot()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def calls(tool, outcome):
+        key = ("mcp_supervisor_tool_calls_total", (("outcome", outcome), ("server", "metered"), ("tool", tool)))
+        return samples.get(key)
+
+    assert calls("echo", "success") == 5
+    assert calls("fail", "tool_error") == 2
+    assert calls("add", "InvalidArguments") == 1
+    count = samples[
+        ("mcp_supervisor_tool_call_duration_seconds_count", (("server", "metered"), ("tool", "echo")))
+    ]
+    assert count == 5
+    assert samples[("mcp_supervisor_server_up", (("server", "metered"),))] == 1
+    assert samples[("mcp_supervisor_breaker_state", (("server", "metered"), ("state", "closed")))] == 1
+    echo = snapshot.tool("metered", "echo")
+    assert echo.calls == 5 and echo.successes == 5 and 0 < echo.p50 <= echo.p99
+    seed = snapshot.seed_summary()["metered:echo"]
+    assert seed["requests"] == 5 and seed["success_rate"] == "100.0%"

@@ -1,0 +1,121 @@
+"""Prometheus exposition of a ``MetricsSnapshot``: a custom collector and ``render_metrics``.
+
+Collection is synchronous, so the collector reads a *source*: a callable returning the latest
+``MetricsSnapshot`` (or None before the first one). The daemon's ``/metrics`` handler asks the
+metrics actor for a fresh snapshot and calls ``render_metrics(snapshot)``; an embedding host
+that already runs a prometheus_client registry registers ``SnapshotCollector(source)`` in it.
+
+Families (labels are server, tool, outcome and state only, never arguments or ids; tool
+labels are capped per server by the metrics actor, the rest fold into ``_OTHER``):
+
+- ``mcp_supervisor_tool_calls_total{server,tool,outcome}`` counter: finished attempts by
+  outcome kind (``success``, ``tool_error``, the typed failure names, ``cancelled``).
+- ``mcp_supervisor_tool_call_duration_seconds{server,tool}`` histogram over the fixed
+  ``DURATION_BUCKETS`` (exact counts), with ``_sum`` and ``_count``; timed outcomes only.
+- ``mcp_supervisor_server_restarts_total{server}`` counter.
+- ``mcp_supervisor_server_up{server}`` gauge: 1 while the connection is running, else 0.
+- ``mcp_supervisor_breaker_state{server,state}`` gauge: 1 for the current state, 0 for the
+  others among closed, open, half_open, forced_open, disabled.
+- ``mcp_supervisor_inflight_calls{server}`` and ``mcp_supervisor_queued_calls{server}`` gauges.
+- ``mcp_supervisor_metrics_dropped_reports_total`` counter: outcome reports the metrics actor
+  never saw because its mailbox was full.
+
+Guarantee: ``render_metrics`` uses a fresh, dedicated ``CollectorRegistry`` per call, never
+the global one, and touches no state outside its argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from protocol._metrics import BREAKER_STATES, DURATION_BUCKETS, MetricsSnapshot
+
+__all__ = ["CONTENT_TYPE", "SnapshotCollector", "render_metrics"]
+
+#: The Content-Type of ``render_metrics``' output (text exposition format 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LE = [floatToGoString(bound) for bound in DURATION_BUCKETS]
+
+
+class SnapshotCollector(Collector):
+    """A collector over whatever snapshot ``source()`` returns at collection time."""
+
+    def __init__(self, source: Callable[[], MetricsSnapshot | None]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the snapshot; skip the registry's describe-time collect
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._source()
+        if snapshot is None:
+            snapshot = MetricsSnapshot()
+        calls = CounterMetricFamily(
+            "mcp_supervisor_tool_calls", "Finished tool call attempts by outcome.", labels=["server", "tool", "outcome"]
+        )
+        durations = HistogramMetricFamily(
+            "mcp_supervisor_tool_call_duration_seconds",
+            "Duration of tool call attempts that reached the server.",
+            labels=["server", "tool"],
+        )
+        for tool in snapshot.tools:
+            calls.add_metric([tool.server, tool.tool, "success"], tool.successes)
+            for reason, count in sorted(tool.failures.items()):
+                calls.add_metric([tool.server, tool.tool, reason], count)
+            if tool.cancelled:
+                calls.add_metric([tool.server, tool.tool, "cancelled"], tool.cancelled)
+            counts = tool.buckets if len(tool.buckets) == len(_LE) else [0] * len(_LE)
+            buckets: list[tuple[str, float]] = list(zip(_LE, counts))
+            buckets.append(("+Inf", tool.duration_count))
+            durations.add_metric([tool.server, tool.tool], buckets, tool.duration_sum)
+        yield calls
+        yield durations
+
+        restarts = CounterMetricFamily(
+            "mcp_supervisor_server_restarts", "Restarts of each server's connection.", labels=["server"]
+        )
+        up = GaugeMetricFamily(
+            "mcp_supervisor_server_up", "1 while the server's connection is running.", labels=["server"]
+        )
+        breaker = GaugeMetricFamily(
+            "mcp_supervisor_breaker_state", "1 for the breaker's current state, else 0.", labels=["server", "state"]
+        )
+        inflight = GaugeMetricFamily(
+            "mcp_supervisor_inflight_calls", "Tool calls in flight on the server.", labels=["server"]
+        )
+        queued = GaugeMetricFamily(
+            "mcp_supervisor_queued_calls", "Tool calls waiting for a concurrency slot.", labels=["server"]
+        )
+        for server in snapshot.servers:
+            restarts.add_metric([server.server], server.restarts)
+            up.add_metric([server.server], 1.0 if server.state == "running" else 0.0)
+            states = BREAKER_STATES
+            if server.breaker_state not in states:  # a state this module does not know yet
+                states = (*states, server.breaker_state)
+            for state in states:
+                breaker.add_metric([server.server, state], 1.0 if state == server.breaker_state else 0.0)
+            inflight.add_metric([server.server], server.inflight)
+            queued.add_metric([server.server], server.queue_depth)
+        yield restarts
+        yield up
+        yield breaker
+        yield inflight
+        yield queued
+        yield CounterMetricFamily(
+            "mcp_supervisor_metrics_dropped_reports",
+            "Outcome reports dropped because the metrics actor's mailbox was full.",
+            value=snapshot.dropped_reports,
+        )
+
+
+def render_metrics(snapshot: MetricsSnapshot | None) -> bytes:
+    """The Prometheus text exposition (``CONTENT_TYPE``) of one snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snapshot))
+    return generate_latest(registry)
