@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["BackoffPolicy", "BreakerPolicy", "IntensityPolicy", "RetryPolicy", "ServerSpec"]
+__all__ = ["BackoffPolicy", "BreakerPolicy", "IntensityPolicy", "RetryPolicy", "ServerDefaults", "ServerSpec"]
 
 
 class BackoffPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,11 +58,38 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     budget_window: float = 10.0
 
 
-class ServerSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ServerDefaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The per-server values that ``supervisor.defaults`` may set for every server.
+
+    The defaults here are `ServerSpec`'s. A server's own keys override these field by field;
+    nested policies (``backoff``, ``breaker``, ``retry``) are merged key by key, so a server
+    that sets only ``retry.max_delay`` keeps the default ``retry.max_retries``.
+
+    ``tools_ttl`` is not here: its default comes from `SupervisorSettings.cache_tools` and
+    `SupervisorSettings.cache_ttl` (the seed's names for it).
+    """
+
+    timeout: float = 60.0
+    connect_timeout: float = 30.0
+    max_concurrency: int = 16
+    max_queue: int = 64
+    hang_threshold: int = 3
+    garbage_threshold: int = 3
+    shutdown_timeout: float = 5.0
+    namespace: Literal["prefix", "none"] = "none"
+    trust_annotations: bool = True
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    backoff: BackoffPolicy = BackoffPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+    retry: RetryPolicy = RetryPolicy()
+
+
+class ServerSpec(ServerDefaults, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One MCP server as the supervisor runs it.
 
     Exactly one of ``command`` (stdio) or ``url`` (remote) is set; ``transport`` says which
-    remote transport (``streamable-http``/``http`` or ``sse``).
+    remote transport (``streamable-http``/``http`` or ``sse``). The fields every server may
+    take from ``supervisor.defaults`` are inherited from `ServerDefaults`.
     """
 
     name: str
@@ -73,23 +100,10 @@ class ServerSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     url: str | None = None
     transport: Literal["stdio", "sse", "streamable-http", "http"] | None = None
     headers: dict[str, str] = {}
-    timeout: float = 60.0
-    connect_timeout: float = 30.0
-    max_concurrency: int = 16
-    max_queue: int = 64
-    hang_threshold: int = 3
-    garbage_threshold: int = 3
     tools_ttl: float | None = None  # None: cached until list_changed or restart
-    shutdown_timeout: float = 5.0
-    namespace: Literal["prefix", "none"] = "none"
     categories: dict[str, str] = {}
     retry_safe_tools: list[str] = []
-    trust_annotations: bool = True
     enabled: bool = True
-    restart: Literal["permanent", "transient", "temporary"] = "permanent"
-    backoff: BackoffPolicy = BackoffPolicy()
-    breaker: BreakerPolicy = BreakerPolicy()
-    retry: RetryPolicy = RetryPolicy()
 
     @property
     def kind(self) -> str:

@@ -15,7 +15,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from ._config import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
+from ._config import ServerDefaults, ServerSpec
 
 __all__ = [
     "DEFAULT_HTTP_BIND",
@@ -36,32 +36,6 @@ UNCACHED_TOOLS_TTL: Final = 5.0
 The supervisor always serves ``tools/list`` from its registry; "no cache" therefore means a
 short refresh interval, on top of the ``notifications/tools/list_changed`` that every server
 may send at any time (and that is always honoured at once)."""
-
-
-class ServerDefaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The per-server values that ``supervisor.defaults`` may set for every server.
-
-    The defaults here are `ServerSpec`'s. A server's own keys override these field by field;
-    nested policies (``backoff``, ``breaker``, ``retry``) are merged key by key, so a server
-    that sets only ``retry.max_delay`` keeps the default ``retry.max_retries``.
-
-    ``tools_ttl`` is not here: its default comes from `SupervisorSettings.cache_tools` and
-    `SupervisorSettings.cache_ttl` (the seed's names for it).
-    """
-
-    timeout: float = 60.0
-    connect_timeout: float = 30.0
-    max_concurrency: int = 16
-    max_queue: int = 64
-    hang_threshold: int = 3
-    garbage_threshold: int = 3
-    shutdown_timeout: float = 5.0
-    namespace: Literal["prefix", "none"] = "none"
-    trust_annotations: bool = True
-    restart: Literal["permanent", "transient", "temporary"] = "permanent"
-    backoff: BackoffPolicy = BackoffPolicy()
-    breaker: BreakerPolicy = BreakerPolicy()
-    retry: RetryPolicy = RetryPolicy()
 
 
 class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
