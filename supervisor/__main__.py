@@ -1,30 +1,60 @@
-"""``python -m supervisor``: supervise the configured MCP servers until told to stop.
+"""``python -m supervisor``: supervise MCP servers behind one MCP endpoint.
 
-This is the daemon's first cut: it supervises the servers of ``--config FILE`` (or the
-bundled demo server when no file is given), logs every transition, prints the supervision
-tree once everything has started and again on SIGUSR1, and stops cleanly on SIGINT or
-SIGTERM (exit code 0; a second signal forces the exit). The aggregated MCP endpoint and the
-HTTP status routes are not served yet.
+Commands (``python -m supervisor COMMAND --help`` for each):
+
+- ``run [--config FILE] [--http HOST:PORT | --stdio]`` (the default): supervise the configured
+  servers (the bundled demo server without ``--config``) and serve the aggregated MCP
+  endpoint, over streamable HTTP at ``/mcp`` beside ``/status``, ``/metrics``, ``/healthz``
+  and ``POST /reload`` (default ``127.0.0.1:8765``), or over stdio with ``--stdio`` (logs then
+  go to stderr only; stdout carries nothing but MCP).
+- ``check [--config FILE]``: validate, print the resolved config with secrets redacted;
+  exit 2 with "<file>: <key>: <reason>" when it is refused.
+- ``status [--url URL] [--stderr]``: the supervision tree of a running daemon.
+- ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
+  one tool call, printing the result.
+
+Signals (``run``): SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight
+(up to ``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order;
+exit code 0. A second SIGINT/SIGTERM forces the exit at once (code 1). SIGHUP reloads the
+config like ``POST /reload``; SIGUSR1 logs the tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import logging
+import os
 import signal
 import sys
+from typing import Any
 
+import msgspec
 import trio
 
-from ._config import ConfigError, default_config, load_config
-from ._facade import Supervisor
+from protocol import ChildStatus
+
+from ._config import ConfigError, default_config, load_config, redacted
 
 log = logging.getLogger("supervisor")
 
+DEFAULT_URL = "http://127.0.0.1:8765"
+DRAIN_TIMEOUT = 10.0
+TOKEN_ENV = "MCP_SUPERVISOR_TOKEN"
 
-def render_tree(node, indent: str = "") -> str:
-    """The status tree as text, in the supervisor vocabulary."""
-    parts = [f"{node.state}"]
+_COLORS = {"running": "32", "starting": "33", "restarting": "33", "failed": "31", "stopped": "90"}
+_BREAKER_COLORS = {"closed": "32", "half_open": "33", "open": "31"}
+
+
+def _paint(text: str, code: str | None, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
+
+
+def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, stderr: bool = False) -> str:
+    """The status tree as text, in the supervisor vocabulary: state, restarts, breaker state,
+    last error (and the stderr tail when ``stderr``)."""
+    parts = [_paint(node.state, _COLORS.get(node.state), color)]
     if node.strategy:
         parts.append(node.strategy)
     if node.restarts:
@@ -35,44 +65,269 @@ def render_tree(node, indent: str = "") -> str:
         parts.append(f"last exit: {node.last_exit}")
     detail = node.detail or {}
     if "state" in detail:
-        parts.append(f"breaker {detail['state']}")
+        parts.append("breaker " + _paint(str(detail["state"]), _BREAKER_COLORS.get(str(detail["state"])), color))
     if "pid" in detail:
-        parts.append(f"{detail['tools']} tools, pid {detail['pid']}")
+        parts.append(f"{detail.get('tools')} tools, pid {detail['pid']}")
+    if detail.get("last_error"):
+        parts.append("last error: " + _paint(str(detail["last_error"]), "31", color))
     lines = [f"{indent}{node.id}: {', '.join(parts)}"]
+    if stderr and detail.get("stderr_tail"):
+        lines += [f"{indent}  | {line}" for line in detail["stderr_tail"]]
     for child in node.children:
-        lines.append(render_tree(child, indent + "  "))
+        lines.append(render_tree(child, indent + "  ", color=color, stderr=stderr))
     return "\n".join(lines)
 
 
-async def run(config_path: str | None) -> int:
+# -- run ------------------------------------------------------------------------------------
+
+
+async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
+    """Run the daemon until a signal (or, with ``stdio``, the end of stdin). See the module
+    docstring for the shutdown guarantees."""
+    from ._facade import Supervisor
+    from ._gateway import Gateway
+    from ._http import BindRefused, Daemon, check_bind, serve_http
+
+    out = sys.stderr if stdio else sys.stdout
     try:
         config = load_config(config_path) if config_path else default_config()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    host = port = None
+    if not stdio:
+        try:
+            host, port = check_bind(http or config.settings.http, config.settings.auth_token)
+        except BindRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
     async with Supervisor(config.servers, toolsets=config.settings.toolsets or None) as sup:
-        print(render_tree(sup.status()), flush=True)
-        tools = ", ".join(t.name for t in sup.list_tools())
-        print(f"tools: {tools}", flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
-            async for signum in signals:
-                if signum == signal.SIGUSR1:
-                    print(render_tree(sup.status()), flush=True)
-                    continue
-                log.info("received %s: stopping the tree", signal.Signals(signum).name)
-                break
+        gateway = Gateway(sup)
+        daemon = Daemon(config, sup, gateway, config_path)
+        print(render_tree(sup.status()), file=out, flush=True)
+        print(f"tools: {', '.join(t.name for t in sup.list_tools())}", file=out, flush=True)
+        stop_serving = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.forward_list_changed)
+            nursery.start_soon(_handle_signals, daemon, stop_serving, out)
+            async with trio.open_nursery() as serving:
+                if stdio:
+                    serving.start_soon(_cancel_when, stop_serving, serving.cancel_scope)
+                    await gateway.serve_stdio()
+                    log.info("stdin closed: stopping")
+                    serving.cancel_scope.cancel()
+                else:
+                    bound = await serving.start(
+                        functools.partial(serve_http, daemon, host, port, shutdown_trigger=stop_serving.wait)
+                    )
+                    print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
+            nursery.cancel_scope.cancel()
+        log.info("stopping the servers")
+    log.info("stopped")
     return 0
 
 
+async def _handle_signals(daemon: Any, stop_serving: trio.Event, out: Any) -> None:
+    """First SIGINT/SIGTERM: drain then stop serving; second: exit at once. SIGHUP: reload."""
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
+            await _signal_loop(daemon, stop_serving, out, signals, nursery)
+
+
+async def _signal_loop(daemon: Any, stop_serving: trio.Event, out: Any, signals: Any, nursery: trio.Nursery) -> None:
+    async for signum in signals:
+        if signum == signal.SIGUSR1:
+            print(render_tree(daemon.sup.status()), file=out, flush=True)
+        elif signum == signal.SIGHUP:
+            nursery.start_soon(daemon.reload_logged)
+        elif daemon.gateway.draining:
+            log.warning("second %s: forcing the exit", signal.Signals(signum).name)
+            os._exit(1)
+        else:
+            log.info("received %s: draining %d calls in flight", signal.Signals(signum).name, daemon.gateway.inflight)
+            daemon.gateway.draining = True
+            nursery.start_soon(_drain_then_stop, daemon, stop_serving)
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
+    """Wait (up to `DRAIN_TIMEOUT`) for the tool calls in flight, then stop serving."""
+    had_calls = daemon.gateway.inflight > 0
+    with trio.move_on_after(DRAIN_TIMEOUT) as scope:
+        await daemon.gateway.idle.wait()
+    if scope.cancelled_caught:
+        log.warning("%d calls still in flight after %.0f s: cutting them off", daemon.gateway.inflight, DRAIN_TIMEOUT)
+    if had_calls:
+        await trio.sleep(0.5)  # let the last responses (and a client's follow-up tools/list) through
+    stop_serving.set()
+
+
+# -- check ----------------------------------------------------------------------------------
+
+
+def check(config_path: str | None) -> int:
+    try:
+        config = load_config(config_path) if config_path else default_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(redacted(config), indent=2))
+    return 0
+
+
+# -- clients of a running daemon ------------------------------------------------------------
+
+
+def _headers() -> dict[str, str]:
+    token = os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def status(url: str, show_stderr: bool) -> int:
+    import httpx2
+
+    try:
+        response = httpx2.get(url.rstrip("/") + "/status", headers=_headers(), timeout=10.0)
+    except httpx2.HTTPError as exc:
+        print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"error: {url}/status answered {response.status_code}: {response.text.strip()}", file=sys.stderr)
+        return 1
+    tree = msgspec.json.decode(response.content, type=ChildStatus)
+    print(render_tree(tree, color=sys.stdout.isatty(), stderr=show_stderr))
+    return 0
+
+
+def _client(url: str) -> Any:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    endpoint = url.rstrip("/") + "/mcp"
+    headers = _headers()
+    if not headers:
+        return Client(endpoint)
+    return Client(streamable_http_client(endpoint, http_client=httpx2.AsyncClient(headers=headers, timeout=60.0)))
+
+
+async def _tools(url: str) -> int:
+    async with _client(url) as client:
+        result = await client.list_tools()
+    for tool in result.tools:
+        summary = (tool.description or "").strip().splitlines()
+        print(f"{tool.name}: {summary[0] if summary else ''}")
+    return 0
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def _call(url: str, tool: str, arguments: dict[str, Any]) -> int:
+    from mcp import MCPError
+
+    async with _client(url) as client:
+        try:
+            result = await client.call_tool(tool, arguments)
+        except MCPError as exc:
+            print(f"error {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+    for block in result.content:
+        text = getattr(block, "text", None)
+        print(text if text is not None else block.model_dump_json(by_alias=True, exclude_none=True))
+    if result.structured_content is not None and not result.content:
+        print(json.dumps(result.structured_content))
+    return 1 if result.is_error else 0
+
+
+def _client_command(fn: Any, url: str, *args: Any) -> int:
+    """Run one MCP client command; a daemon that cannot be reached is one line, exit 1."""
+    try:
+        return trio.run(fn, url, *args)
+    except Exception as exc:  # the SDK wraps transport errors in exception groups
+        leaf = exc
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+            leaf = leaf.exceptions[0]
+        print(f"error: {url}: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+        return 1
+
+
+# -- argparse -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor",
+        description="Supervise MCP servers behind one MCP endpoint (default command: run).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_p = sub.add_parser("run", help="supervise and serve (the default command)")
+    run_p.add_argument("--config", help="an mcpServers JSON or TOML file (default: the bundled demo)")
+    mode = run_p.add_mutually_exclusive_group()
+    mode.add_argument("--http", metavar="HOST:PORT", help="HTTP bind (default: the config's, else 127.0.0.1:8765)")
+    mode.add_argument("--stdio", action="store_true", help="serve MCP over stdin/stdout instead of HTTP")
+    check_p = sub.add_parser("check", help="validate a config and print it with secrets redacted")
+    check_p.add_argument("--config", help="the config file (default: the bundled demo)")
+    url_help = f"the daemon's base URL (default {DEFAULT_URL}); the token, if any, comes from ${TOKEN_ENV}"
+    status_p = sub.add_parser("status", help="print a running daemon's supervision tree")
+    status_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    status_p.add_argument("--stderr", action="store_true", help="show each server's stderr tail")
+    tools_p = sub.add_parser("tools", help="list a running daemon's tools")
+    tools_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    call_p = sub.add_parser("call", help="call one tool on a running daemon")
+    call_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    call_p.add_argument("tool", help="the tool name, as `tools` lists it")
+    call_p.add_argument("args", nargs="*", metavar="key=value", help="arguments; values are JSON when they parse")
+    call_p.add_argument("--json", dest="json_args", metavar="ARGS", help="the arguments as one JSON object")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m supervisor", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    run_parser = sub.add_parser("run", help="supervise the configured servers (the default command)")
-    for p in (parser, run_parser):
-        p.add_argument("--config", help="an mcpServers JSON or TOML file (default: the bundled demo)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"run", "check", "status", "tools", "call"}
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "run")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return trio.run(run, args.config)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO if args.command == "run" else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "run":
+        return trio.run(run, args.config, args.http, args.stdio)
+    if args.command == "check":
+        return check(args.config)
+    if args.command == "status":
+        return status(args.url, args.stderr)
+    if args.command == "tools":
+        return _client_command(_tools, args.url)
+    if args.command == "call":
+        if args.json_args is not None and args.args:
+            parser.error("call: give key=value arguments or --json, not both")
+        if args.json_args is not None:
+            arguments = json.loads(args.json_args)
+            if not isinstance(arguments, dict):
+                parser.error("call: --json needs a JSON object")
+        else:
+            arguments = {}
+            for item in args.args:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    parser.error(f"call: {item!r} is not key=value")
+                arguments[key] = _parse_value(value)
+        return _client_command(_call, args.url, args.tool, arguments)
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,298 @@
+"""The aggregated MCP endpoint: one low-level mcp SDK ``Server`` fronting every supervised server.
+
+Built on ``mcp.server.lowlevel.Server`` (the SDK speaks the protocol; nothing here frames
+JSON-RPC). The same `Gateway` serves streamable HTTP (``/mcp``, via the SDK's session
+manager, see ``_http``) and stdio (`Gateway.serve_stdio`).
+
+What it serves:
+
+- ``tools/list``: the registry's view (``Supervisor.list_tools()``), namespaced per config.
+- ``tools/call``: routed through ``Supervisor.call_tool`` (breaker, retry, connection actor,
+  metrics). Progress from upstream is forwarded to the calling client against the progress
+  token of *its* request; the client cancelling its request cancels the upstream call (the
+  handler's task is cancelled, and ``call_tool`` cancels on the server).
+- ``prompts/list``, ``prompts/get``, ``resources/list``, ``resources/templates/list``,
+  ``resources/read``: passed through to the owning server by lookup in each server's last
+  learned lists. Prompt names are namespaced like the server's tools (``<server>__<name>``
+  with ``namespace = "prefix"``, bare otherwise; a bare name two servers offer goes to a
+  connected one). Resource URIs are passed through unchanged; a URI no server lists is
+  tried on the servers that advertise templates.
+
+The failure mapping (MCP spec: errors *in* a tool's execution belong in a result with
+``isError: true`` so the model can see them; protocol problems are JSON-RPC errors):
+
+==========================  ================================================================
+``UnknownTool``             JSON-RPC error, code -32001, ``data.kind`` = "UnknownTool"
+``InvalidArguments``        JSON-RPC error, code -32002 (the call was never sent)
+``CircuitOpen``,            ``CallToolResult(isError=True)``: one text block "<kind>: <message>",
+``ServerUnavailable``,      ``structuredContent`` = ``{"error": {"kind", "code", "message",
+``Overloaded``,             "data"}}`` and the same object under
+``DeadlineExceeded``,       ``_meta["io.github.mcp-supervisor/failure"]``
+``ServerCrashed``,
+``ActorDown``
+the upstream's ``MCPError``  passed through unchanged (its code, message and data)
+==========================  ================================================================
+
+A typed error's ``data`` always carries ``kind``, so ``protocol.failure_from_error`` turns it
+back into the same ``Failure`` on the client side.
+
+``notifications/tools/list_changed``: on every ``tools_changed`` event of the supervisor,
+(1) a ``ToolsListChanged`` event is published on the SDK's subscription bus, which reaches
+2026-07-28 clients that opened ``subscriptions/listen`` (the SDK ``Client``'s default era),
+and (2) handshake-era connections seen so far get the notification on their standalone
+channel (the GET stream on HTTP, the pipe on stdio). Best effort: a connection that has gone
+away is forgotten; the SDK exposes the per-request connection only as the session's private
+``_connection``, which is read defensively.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+import mcp_types as types
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+import trio
+from mcp import MCPError
+from mcp.server.lowlevel import Server
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+
+from actors._registry import NAMESPACE_SEPARATOR
+from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
+
+from ._facade import Supervisor
+
+__all__ = ["FAILURE_META_KEY", "Gateway", "failure_result"]
+
+log = logging.getLogger("supervisor.gateway")
+
+FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
+"""The ``_meta`` key of an ``isError`` result that carries a typed failure."""
+
+#: Failures that are protocol problems (the request itself is wrong): JSON-RPC errors.
+_PROTOCOL_FAILURES = (UnknownTool, InvalidArguments)
+
+
+class _GatewayServer(Server[Any]):
+    """The SDK's low-level server, advertising ``tools.listChanged`` to handshake-era clients
+    on every transport (the streamable-HTTP session manager asks for the defaults)."""
+
+    def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True), *args, **kwargs
+        )
+
+
+def failure_result(failure: Failure) -> types.CallToolResult:
+    """A typed execution failure as an ``isError`` tool result, kind and data included."""
+    error = {"kind": failure.kind, "code": failure.code, "message": failure.message, "data": failure.data}
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{failure.kind}: {failure.message}")],
+        structured_content={"error": error},
+        is_error=True,
+        _meta={FAILURE_META_KEY: error},
+    )
+
+
+def _as_ours(result: Any) -> Any:
+    """An upstream result without the upstream's ``serverInfo`` stamp: the SDK then stamps the
+    gateway's own (a handler-authored stamp would win, and the client is talking to us)."""
+    meta = getattr(result, "meta", None)
+    if isinstance(meta, dict) and types.SERVER_INFO_META_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != types.SERVER_INFO_META_KEY}
+        return result.model_copy(update={"meta": rest or None})
+    return result
+
+
+def _as_mcp_error(failure: Failure) -> MCPError:
+    error = failure.to_error()
+    return MCPError(code=error.code, message=error.message, data=error.data)
+
+
+class Gateway:
+    """The front MCP server of one `Supervisor`.
+
+    Guarantees: every ``tools/call`` ends in the tool's result, an ``isError`` result for a
+    typed execution failure, or a JSON-RPC error (protocol failure or the upstream's own
+    error); never in an unhandled exception. `inflight` counts the tool calls being served,
+    so a shutdown can drain them.
+    """
+
+    def __init__(self, sup: Supervisor, *, name: str = "mcp-supervisor") -> None:
+        self.sup = sup
+        self.inflight = 0
+        #: Set when the daemon stops accepting work: new tool calls get ``ServerUnavailable``
+        #: (as an ``isError`` result); calls in flight run to completion.
+        self.draining = False
+        self.idle = trio.Event()
+        self.idle.set()
+        self.bus = InMemorySubscriptionBus()
+        self._legacy_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.server: Server[Any] = _GatewayServer(
+            name,
+            version="0.1",
+            instructions="One MCP endpoint in front of supervised MCP servers.",
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_subscriptions_listen=ListenHandler(self.bus),
+        )
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _seen(self, ctx: Any) -> None:
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            try:
+                self._legacy_connections.add(connection)
+            except TypeError:  # not weak-referenceable: skip rather than leak
+                pass
+
+    async def forward_list_changed(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Tell connected clients whenever an upstream tool list changes; runs until cancelled
+        or the supervisor's event bus closes."""
+        events = self.sup.subscribe()
+        task_status.started()
+        async with events:
+            async for event in events:
+                if event.kind != "tools_changed":
+                    continue
+                await self.bus.publish(ToolsListChanged())
+                for connection in list(self._legacy_connections):
+                    try:
+                        with trio.move_on_after(1.0):
+                            await connection.send_tool_list_changed()
+                    except Exception as exc:  # a gone client: forget it
+                        log.debug("list_changed not delivered: %s", exc)
+                        self._legacy_connections.discard(connection)
+
+    # -- tools ----------------------------------------------------------------------------
+
+    async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        self._seen(ctx)
+        tools = [types.Tool.model_validate(spec.to_dict()) for spec in self.sup.list_tools()]
+        return types.ListToolsResult(tools=tools)
+
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        self._seen(ctx)
+        session = ctx.session
+        meta = dict(ctx.meta) if ctx.meta else {}
+        wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
+
+        async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
+            await session.report_progress(progress, total, message)
+
+        if self.draining:
+            return failure_result(ServerUnavailable("the supervisor is shutting down; the call was not sent"))
+        self.inflight += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+        try:
+            return _as_ours(
+                await self.sup.call_tool(
+                    params.name,
+                    dict(params.arguments or {}),
+                    progress=forward_progress if wants_progress else None,
+                )
+            )
+        except _PROTOCOL_FAILURES as failure:
+            raise _as_mcp_error(failure) from None
+        except Failure as failure:
+            log.info("tool %r: %s: %s", params.name, failure.kind, failure.message)
+            return failure_result(failure)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.idle.set()
+
+    # -- prompts and resources ------------------------------------------------------------
+
+    def _links(self) -> list[tuple[str, Any]]:
+        """Every server's link, connected ones first (a name several servers offer goes to
+        one that can answer), otherwise in the supervisor's order."""
+        out = []
+        for name in self.sup.servers:
+            try:
+                out.append((name, self.sup.link(name)))
+            except Failure:
+                continue
+        return sorted(out, key=lambda pair: pair[1].conn is None)
+
+    def _client_of(self, server: str, link: Any) -> Any:
+        conn = link.conn
+        if conn is None:
+            raise MCPError(
+                code=-32004,
+                message=f"server {server!r} is not connected" + (f" (last error: {link.last_error})" if link.last_error else ""),
+                data={"kind": "ServerUnavailable", "server": server},
+            )
+        return conn.client
+
+    def _prompt_name(self, server: str, name: str) -> str:
+        """A prompt's exposed name: namespaced like the server's tools."""
+        try:
+            prefixed = self.sup.handle(server).spec.namespace == "prefix"
+        except Failure:
+            prefixed = False
+        return f"{server}{NAMESPACE_SEPARATOR}{name}" if prefixed else name
+
+    async def _list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
+        self._seen(ctx)
+        prompts = []
+        seen: set[str] = set()
+        for server, link in self._links():
+            for prompt in link.prompts:
+                exposed = self._prompt_name(server, prompt.name)
+                if exposed not in seen:  # a name two servers offer goes to the first (connected) one
+                    seen.add(exposed)
+                    prompts.append(prompt if exposed == prompt.name else prompt.model_copy(update={"name": exposed}))
+        return types.ListPromptsResult(prompts=prompts)
+
+    async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        self._seen(ctx)
+        for server, link in self._links():
+            for prompt in link.prompts:
+                if self._prompt_name(server, prompt.name) == params.name:
+                    return _as_ours(await self._client_of(server, link).get_prompt(prompt.name, params.arguments))
+        raise MCPError(code=types.INVALID_PARAMS, message=f"unknown prompt {params.name!r}")
+
+    async def _list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
+        self._seen(ctx)
+        return types.ListResourcesResult(resources=[r for _, link in self._links() for r in link.resources])
+
+    async def _list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
+        self._seen(ctx)
+        return types.ListResourceTemplatesResult(
+            resource_templates=[t for _, link in self._links() for t in link.resource_templates]
+        )
+
+    async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        self._seen(ctx)
+        uri = str(params.uri)
+        links = self._links()
+        for server, link in links:
+            if any(str(r.uri) == uri for r in link.resources):
+                return _as_ours(await self._client_of(server, link).read_resource(uri))
+        last: MCPError | None = None
+        for server, link in links:
+            if link.resource_templates and link.conn is not None:
+                try:
+                    return _as_ours(await link.conn.client.read_resource(uri))
+                except MCPError as exc:
+                    last = exc
+        raise last or MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
+
+    # -- stdio ----------------------------------------------------------------------------
+
+    async def serve_stdio(self) -> None:
+        """Serve this gateway over the process's stdin/stdout until stdin closes."""
+        from mcp.server.stdio import stdio_server
+
+        async with stdio_server() as (read_stream, write_stream):
+            await self.server.run(read_stream, write_stream, self.server.create_initialization_options())

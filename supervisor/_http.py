@@ -1,0 +1,314 @@
+"""The daemon's HTTP face: one ASGI app on one port, served by hypercorn's trio worker.
+
+Routes:
+
+- ``/mcp``: the aggregated MCP endpoint (streamable HTTP, the mcp SDK's session manager
+  over `Gateway.server`). ``Host`` and ``Origin`` are validated by the SDK's
+  ``TransportSecuritySettings`` (DNS-rebinding protection): a foreign ``Origin`` gets 403, a
+  foreign ``Host`` 421. While the daemon drains for shutdown, ``/mcp`` keeps answering (a
+  client may need ``tools/list`` to finish a call in flight) but refuses new tool calls.
+- ``GET /status``: the supervision tree as JSON (``ChildStatus``).
+- ``GET /metrics``: Prometheus text (``await Supervisor.metrics_text()``; an empty
+  exposition for a supervisor without it).
+- ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D}``.
+  Never needs auth.
+- ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
+
+Security guarantees:
+
+- `check_bind` refuses a non-loopback bind without an ``auth_token`` (`BindRefused`).
+- With ``auth_token`` set, every route except ``/healthz`` needs
+  ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time).
+- Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route.
+- Neither the token nor any server's ``env``/``headers`` appear in responses or logs:
+  ``/status`` carries only the tree, errors carry `ConfigError` messages (which redact).
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import urllib.parse
+from typing import Any
+
+import msgspec
+import trio
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
+
+from protocol._settings import Config
+
+from ._config import ConfigError, default_config, load_config
+from ._facade import Supervisor
+from ._gateway import Gateway
+
+__all__ = ["BindRefused", "Daemon", "check_bind", "parse_bind", "serve_http"]
+
+log = logging.getLogger("supervisor.http")
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+class BindRefused(Exception):
+    """The HTTP bind is unsafe (non-loopback without an auth token) or malformed."""
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) as ``(host, port)``; raises `BindRefused`."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise BindRefused(f"invalid HTTP bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(bind: str, auth_token: str | None) -> tuple[str, int]:
+    """The bind address, refusing a non-loopback one when no ``auth_token`` is configured."""
+    host, port = parse_bind(bind)
+    if not is_loopback(host) and not auth_token:
+        raise BindRefused(
+            f"refusing to bind {host!r}: a non-loopback address needs supervisor.auth_token "
+            "(clients then send 'Authorization: Bearer <token>'); bind 127.0.0.1 to serve this machine only"
+        )
+    return host, port
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def security_settings(host: str) -> TransportSecuritySettings:
+    """The SDK's DNS-rebinding protection for ``/mcp``: loopback ``Host`` and ``Origin``
+    values, plus the bound host when it is a specific non-loopback address.
+
+    A wildcard bind (``0.0.0.0``, ``::``) cannot know the names clients will use, so the
+    SDK's ``Host`` check is off there; such a bind always has an auth token (`check_bind`),
+    and `DaemonApp` still refuses a foreign ``Origin`` (one that is neither loopback nor the
+    request's own ``Host``).
+    """
+    if host in WILDCARD_HOSTS:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = ["http://127.0.0.1", "http://localhost", "http://[::1]", "http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if not is_loopback(host):
+        shown = f"[{host}]" if ":" in host else host
+        hosts += [shown, f"{shown}:*"]
+        origins += [f"http://{shown}", f"http://{shown}:*", f"https://{shown}", f"https://{shown}:*"]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def origin_allowed(scope: Any) -> bool:
+    """True when the request has no ``Origin``, or one whose host is loopback or the
+    request's own ``Host`` (a same-origin page)."""
+    headers = {key.lower(): value for key, value in scope.get("headers", [])}
+    origin = headers.get(b"origin")
+    if not origin:
+        return True
+    parsed = urllib.parse.urlsplit(origin.decode("latin-1"))
+    if parsed.hostname is not None and is_loopback(parsed.hostname):
+        return True
+    return parsed.netloc.encode("latin-1") == headers.get(b"host")
+
+
+class Daemon:
+    """The running daemon's state: its config, supervisor and gateway; reload lives here.
+
+    `reload` guarantees: the new config is fully validated before anything changes (an
+    invalid one raises `ConfigError` and the old one keeps running); servers are diffed by
+    name: added ones start, removed ones stop (draining), changed ones restart (remove, then
+    add), unchanged ones are not touched, so their in-flight calls are unaffected. Reloads
+    are serialized. A server whose stop or start raised is named under ``failed`` (the
+    others still proceed). The ``supervisor`` section's ``http`` and ``auth_token`` take
+    effect at the next start only; ``toolsets`` are not re-read either.
+    """
+
+    def __init__(self, config: Config, sup: Supervisor, gateway: Gateway, config_path: str | None) -> None:
+        """``config_path`` None: reload re-reads the bundled default."""
+        self.config = config
+        self.sup = sup
+        self.gateway = gateway
+        self.config_path = config_path
+        self._reload_lock = trio.Lock()
+
+    def health(self) -> dict[str, Any]:
+        up = down = 0
+        for name in self.sup.servers:
+            try:
+                connected = self.sup.link(name).conn is not None
+            except Exception:
+                connected = False
+            up, down = (up + 1, down) if connected else (up, down + 1)
+        return {"ok": True, "servers": up + down, "up": up, "down": down, "draining": self.gateway.draining}
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the config and apply the diff (see the class docstring); returns the diff
+        by name. Raises `ConfigError` (nothing changed) for an invalid config."""
+        async with self._reload_lock:
+            new = load_config(self.config_path) if self.config_path else default_config()
+            old = {s.name: s for s in self.config.servers if s.enabled}
+            wanted = {s.name: s for s in new.servers if s.enabled}
+            added = [n for n in wanted if n not in old]
+            removed = [n for n in old if n not in wanted]
+            changed = [n for n in wanted if n in old and wanted[n] != old[n]]
+            unchanged = [n for n in wanted if n in old and wanted[n] == old[n]]
+            if new.settings.http != self.config.settings.http or new.settings.auth_token != self.config.settings.auth_token:
+                log.warning("reload: the http bind and auth_token take effect at the next start only")
+            failed: list[str] = []
+
+            async def step(name: str, action: Any, *args: Any) -> None:
+                try:
+                    await action(*args)
+                except Exception as exc:  # one server's trouble must not abort the others
+                    log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
+                    failed.append(name)
+
+            async with trio.open_nursery() as nursery:
+                for name in removed:
+                    nursery.start_soon(step, name, self.sup.remove_server, name)
+            async with trio.open_nursery() as nursery:
+                for name in changed:
+                    nursery.start_soon(step, name, self._restart, wanted[name])
+                for name in added:
+                    nursery.start_soon(step, name, self.sup.add_server, wanted[name])
+            self.config = new
+            diff = {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged, "failed": failed}
+            log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
+            return diff
+
+    async def _restart(self, spec: Any) -> None:
+        await self.sup.remove_server(spec.name)
+        await self.sup.add_server(spec)
+
+    async def reload_logged(self) -> None:
+        """`reload` for SIGHUP: an invalid config is logged and refused."""
+        try:
+            await self.reload()
+        except ConfigError as exc:
+            log.error("reload refused, the old config keeps running: %s", exc)
+
+
+# -- the ASGI app ---------------------------------------------------------------------------
+
+
+async def _respond(send: Any, status: int, body: bytes, content_type: str = "application/json", headers: list | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Any, status: int, obj: Any) -> None:
+    await _respond(send, status, json.dumps(obj).encode() + b"\n")
+
+
+class DaemonApp:
+    """The ASGI app (see the module docstring for the routes and guarantees)."""
+
+    def __init__(self, daemon: Daemon, session_manager: StreamableHTTPSessionManager, auth_token: str | None) -> None:
+        self.daemon = daemon
+        self.session_manager = session_manager
+        self._token = f"Bearer {auth_token}".encode() if auth_token else None
+
+    def _authorized(self, scope: Any) -> bool:
+        if self._token is None:
+            return True
+        for key, value in scope.get("headers", []):
+            if key.lower() == b"authorization":
+                return hmac.compare_digest(value, self._token)
+        return False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope["path"].rstrip("/") or "/"
+        method = scope["method"]
+        if path == "/healthz":
+            await _json(send, 200, self.daemon.health())
+            return
+        if not self._authorized(scope):
+            await _respond(
+                send, 401, b'{"error": "unauthorized: send Authorization: Bearer <token>"}\n',
+                headers=[(b"www-authenticate", b"Bearer")],
+            )
+            return
+        if path == "/mcp":
+            if not origin_allowed(scope):
+                await _json(send, 403, {"error": "forbidden origin"})
+                return
+            await self.session_manager.handle_request(scope, receive, send)
+        elif path == "/status" and method == "GET":
+            await _respond(send, 200, msgspec.json.encode(self.daemon.sup.status()) + b"\n")
+        elif path == "/metrics" and method == "GET":
+            metrics_text = getattr(self.daemon.sup, "metrics_text", None)
+            body = metrics_text() if metrics_text is not None else b""
+            if inspect.isawaitable(body):
+                body = await body
+            await _respond(send, 200, body, "text/plain; version=0.0.4; charset=utf-8")
+        elif path == "/reload" and method == "POST":
+            try:
+                diff = await self.daemon.reload()
+            except ConfigError as exc:
+                log.error("reload refused, the old config keeps running: %s", exc)
+                await _json(send, 400, {"error": str(exc)})
+                return
+            await _json(send, 200, diff)
+        elif path in ("/status", "/metrics", "/reload"):
+            await _json(send, 405, {"error": f"method {method} not allowed on {path}"})
+        else:
+            await _json(send, 404, {"error": f"no route {path}"})
+
+
+async def serve_http(
+    daemon: Daemon,
+    host: str,
+    port: int,
+    *,
+    shutdown_trigger: Any,
+    graceful_timeout: float = 2.0,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the daemon's routes on ``host:port`` until ``shutdown_trigger()`` returns.
+
+    ``task_status.started(bound)`` reports the bound addresses once listening. After the
+    trigger, hypercorn stops accepting, lets requests in flight finish (up to
+    ``graceful_timeout``), then the MCP sessions are closed.
+    """
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve
+
+    settings = daemon.config.settings
+    manager = StreamableHTTPSessionManager(
+        app=daemon.gateway.server,
+        security_settings=security_settings(host),
+        max_request_body_size=settings.max_body_bytes,
+    )
+    app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager, settings.auth_token), settings.max_body_bytes)
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    async with manager.run():
+        await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status, mode="asgi")

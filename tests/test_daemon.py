@@ -1,0 +1,460 @@
+"""The daemon end to end: real clients against a real ``python -m supervisor`` subprocess.
+
+Each test writes a config pointing at servers from ``tests/servers/`` (every one tagged
+with a /proc marker, so leftovers are found), starts the daemon on a free port, waits for
+``/healthz`` (with a deadline) and talks to it as a client would: the mcp SDK ``Client``
+over streamable HTTP and over stdio, openai-agents, plain HTTP. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx2
+import pytest
+import trio
+from mcp import Client, MCPError, StdioServerParameters
+
+from conftest import SERVERS, procs_with_marker, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_entry(script: str, *args: str, **fields) -> tuple[dict, str]:
+    """A config entry running tests/servers/<script> with a unique /proc marker."""
+    marker = f"daemon-{uuid.uuid4().hex[:12]}"
+    entry = {"command": sys.executable, "args": [str(SERVERS / script), *args], "env": {"MCP_TEST_MARKER": marker}}
+    entry.update(fields)
+    return entry, marker
+
+
+def write_config(path: Path, servers: dict, **supervisor) -> Path:
+    data: dict = {"mcpServers": servers}
+    if supervisor:
+        data["supervisor"] = supervisor
+    path.write_text(json.dumps(data))
+    return path
+
+
+class Daemon:
+    """A ``python -m supervisor run`` subprocess on a free port."""
+
+    def __init__(self, config: Path, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"daemon-{self.port}.log"
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"127.0.0.1:{self.port}"],
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_healthy(self, timeout: float = 15.0) -> dict:
+        async with httpx2.AsyncClient() as http:
+            with trio.move_on_after(timeout):
+                while True:
+                    if self.proc.poll() is not None:
+                        pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+                    try:
+                        response = await http.get(self.url + "/healthz", timeout=1.0)
+                        body = response.json()
+                        if response.status_code == 200 and body["down"] == 0:
+                            return body
+                    except httpx2.HTTPError:
+                        pass
+                    await trio.sleep(0.1)
+        pytest.fail(f"daemon not healthy after {timeout} s:\n{self.log.read_text()}")
+
+    def wait_healthy_sync(self, timeout: float = 20.0) -> None:
+        """`wait_healthy` for sync (module-scoped) fixtures."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                response = httpx2.get(self.url + "/healthz", timeout=1.0)
+                if response.status_code == 200 and response.json()["down"] == 0:
+                    return
+            except httpx2.HTTPError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"daemon not healthy after {timeout} s:\n{self.log.read_text()}")
+
+    async def wait_exit(self, timeout: float = 15.0) -> int:
+        with trio.move_on_after(timeout):
+            while self.proc.poll() is None:
+                await trio.sleep(0.05)
+            return self.proc.returncode
+        pytest.fail(f"daemon still running after {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log_file.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    started: list[Daemon] = []
+
+    async def start(config: Path) -> Daemon:
+        daemon = Daemon(config, tmp_path)
+        started.append(daemon)
+        await daemon.wait_healthy()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory):
+    """One daemon for the tests that do not change its config: echo (bare names), crashy
+    (``crashy__*``, its ``crash`` tool kills it), dyn (``dyn__*``, ``dyn__add_tool``) and
+    hang (``hang__hang`` never answers; it logs to ``daemon.hang_log``)."""
+    tmp = tmp_path_factory.mktemp("shared")
+    echo, _ = server_entry("echo.py")
+    crashy, _ = server_entry("crash_on_call.py", namespace="prefix")
+    dyn, _ = server_entry("list_changed.py", namespace="prefix")
+    hang, _ = server_entry("hang.py", namespace="prefix")
+    hang["env"]["EXEC_LOG"] = str(tmp / "hang.log")
+    daemon = Daemon(write_config(tmp / "c.json", {"echo": echo, "crashy": crashy, "dyn": dyn, "hang": hang}), tmp)
+    daemon.hang_log = tmp / "hang.log"
+    try:
+        daemon.wait_healthy_sync()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def text_of(result) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+# -- MCP over streamable HTTP -----------------------------------------------------------------
+
+
+async def test_http_client_lists_calls_and_sees_typed_failures(shared_daemon):
+    daemon = shared_daemon
+    progress: list[float] = []
+
+    async def on_progress(value, total, message):
+        progress.append(value)
+
+    with trio.fail_after(20):
+        async with Client(daemon.url + "/mcp") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"echo", "add", "sleep", "crashy__crash", "crashy__echo"} <= names
+
+            added = await client.call_tool("add", {"a": 2, "b": 3})
+            assert text_of(added) == "5"
+            assert added.meta["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-supervisor"
+            slept = await client.call_tool("sleep", {"seconds": 0.35}, progress_callback=on_progress)
+            assert not slept.is_error and progress, "upstream progress reaches the calling client"
+
+            # A tool error stays the tool's own isError result.
+            failed = await client.call_tool("fail", {"message": "boom"})
+            assert failed.is_error and "boom" in text_of(failed)
+
+            # The upstream dies mid-call: a typed failure as an isError result.
+            crashed = await client.call_tool("crashy__crash", {})
+            assert crashed.is_error
+            failure = (crashed.meta or {})[FAILURE_META_KEY]
+            assert failure["kind"] in ("ServerCrashed", "ServerUnavailable", "CircuitOpen"), failure
+            assert failure["kind"] in text_of(crashed)
+
+            # A protocol problem is a JSON-RPC error carrying our code and kind.
+            with pytest.raises(MCPError) as unknown:
+                await client.call_tool("no_such_tool", {})
+            assert unknown.value.code == -32001 and unknown.value.data["kind"] == "UnknownTool"
+            with pytest.raises(MCPError) as invalid:
+                await client.call_tool("add", {"a": "two"})
+            assert invalid.value.code == -32002
+
+            # Prompts and resources pass through to the owning server.
+            prompts = {p.name for p in (await client.list_prompts()).prompts}
+            assert {"greet", "dyn__greet", "crashy__greet"} <= prompts
+            namespaced = await client.get_prompt("dyn__greet", {"who": "dyn"})
+            assert "dyn" in str(namespaced.messages[0].content)
+            greeting = await client.get_prompt("greet", {"who": "daemon"})
+            assert "daemon" in str(greeting.messages[0].content)
+            read = await client.read_resource("info://server")
+            assert "pid=" in read.contents[0].text
+
+    async with httpx2.AsyncClient() as http:
+        status = (await http.get(daemon.url + "/status")).json()
+        assert status["id"] == "root"
+        metrics = await http.get(daemon.url + "/metrics")
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+        assert "echo" in metrics.text, "the calls above are counted"
+
+
+async def test_stdio_client_lists_and_calls(tmp_path):
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "supervisor", "run", "--stdio", "--config", str(config)], cwd=str(ROOT)
+    )
+    with trio.fail_after(25):
+        async with Client(params) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"echo", "add", "pid"} <= names
+            assert text_of(await client.call_tool("echo", {"text": "over stdio"})) == "over stdio"
+            pid = int(text_of(await client.call_tool("pid", {})))
+            os.kill(pid, signal.SIGKILL)  # kill the upstream behind the daemon's back
+            after = await client.call_tool("echo", {"text": "x"})
+            # Either the typed failure (breaker open / server down) or, if the restart won
+            # the race, the answer: never an untyped error.
+            if after.is_error:
+                assert after.meta[FAILURE_META_KEY]["kind"] in ("CircuitOpen", "ServerUnavailable", "ServerCrashed")
+            else:
+                assert text_of(after) == "x"
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="the upstream to be stopped")
+
+
+async def test_openai_agents_streamable_http(shared_daemon):
+    daemon = shared_daemon
+
+    async def use_agents_sdk() -> tuple[list[str], str]:
+        from agents.mcp import MCPServerStreamableHttp
+
+        async with MCPServerStreamableHttp({"url": daemon.url + "/mcp", "timeout": 10}, name="daemon") as server:
+            tools = [tool.name for tool in await server.list_tools()]
+            result = await server.call_tool("add", {"a": 20, "b": 22})
+            return tools, text_of(result)
+
+    with trio.fail_after(20):
+        tools, answer = await trio.to_thread.run_sync(asyncio.run, use_agents_sdk())
+    assert "add" in tools and "echo" in tools
+    assert answer == "42"
+
+
+
+async def test_cli_client_commands(shared_daemon):
+    daemon = shared_daemon
+
+    async def cli(*args: str) -> subprocess.CompletedProcess:
+        return await trio.run_process(
+            [sys.executable, "-m", "supervisor", *args, "--url", daemon.url], cwd=ROOT, capture_stdout=True,
+            capture_stderr=True, check=False,
+        )
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            runs = {}
+
+            async def run(key, *args):
+                runs[key] = await cli(*args)
+
+            nursery.start_soon(run, "status", "status")
+            nursery.start_soon(run, "tools", "tools")
+            nursery.start_soon(run, "call", "call", "add", "a=1", "b=2")
+    assert runs["status"].returncode == 0 and b"connection:echo: running" in runs["status"].stdout
+    assert b"\x1b[" not in runs["status"].stdout, "no color when stdout is not a TTY"
+    assert runs["tools"].returncode == 0 and b"add: Return a + b." in runs["tools"].stdout
+    assert runs["call"].returncode == 0 and runs["call"].stdout.strip() == b"3"
+
+
+async def test_client_cancellation_reaches_upstream(shared_daemon):
+    daemon = shared_daemon
+    with trio.fail_after(20):
+        async with Client(daemon.url + "/mcp") as client:
+            with trio.move_on_after(1.0) as waiting:
+                await client.call_tool("hang__hang", {})
+            assert waiting.cancelled_caught
+            await wait_until(
+                lambda: daemon.hang_log.exists() and "hang cancelled" in daemon.hang_log.read_text(),
+                timeout=10, what="the upstream to see the cancellation",
+            )
+            assert text_of(await client.call_tool("echo", {"text": "still fine"})) == "still fine"
+
+
+async def test_clients_see_tools_list_changed(shared_daemon):
+    daemon = shared_daemon
+    legacy_seen = trio.Event()
+
+    async def on_message(message):
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/tools/list_changed":
+            legacy_seen.set()
+
+    with trio.fail_after(20):
+        async with Client(daemon.url + "/mcp") as modern, Client(
+            daemon.url + "/mcp", mode="legacy", message_handler=on_message
+        ) as legacy:
+            assert legacy.server_capabilities.tools.list_changed
+            await legacy.list_tools()  # the daemon now knows this handshake-era connection
+            async with modern.listen(tools_list_changed=True) as subscription:
+                await modern.call_tool("dyn__add_tool", {"name": "fresh"})
+                async for event in subscription:
+                    assert "tool" in type(event).__name__.lower()
+                    break
+            await legacy_seen.wait()
+            assert "dyn__fresh" in {tool.name for tool in (await modern.list_tools()).tools}
+            assert text_of(await legacy.call_tool("dyn__fresh", {"text": "hi"})) == "fresh: hi"
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+async def test_reload_keeps_unchanged_servers_and_their_calls(tmp_path, start_daemon):
+    echo, _ = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    daemon = await start_daemon(config)
+    results = []
+
+    async def slow_call(client):
+        results.append(await client.call_tool("sleep", {"seconds": 1.0}))
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
+            other, _ = server_entry("echo.py", namespace="prefix")
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(slow_call, client)
+                await trio.sleep(0.3)
+                write_config(config, {"echo": echo, "other": other})
+                response = await http.post(daemon.url + "/reload")
+                assert response.status_code == 200, response.text
+                assert response.json()["added"] == ["other"] and response.json()["unchanged"] == ["echo"]
+            assert len(results) == 4 and not any(r.is_error for r in results), results
+            assert text_of(await client.call_tool("other__echo", {"text": "new"})) == "new"
+
+            # An invalid config is refused with its error; the old one keeps running.
+            (tmp_path / "c.json").write_text(json.dumps({"mcpServers": {"bad": {"comand": "x"}}}))
+            refused = await http.post(daemon.url + "/reload")
+            assert refused.status_code == 400 and "comand" in refused.json()["error"]
+            assert text_of(await client.call_tool("echo", {"text": "still"})) == "still"
+
+            # SIGHUP reloads too: "other" is removed, the changed "echo" restarts.
+            old_pid = text_of(await client.call_tool("pid", {}))
+            changed = {**echo, "args": [*echo["args"], "--name", "changed"]}
+            write_config(config, {"echo": changed})
+            daemon.proc.send_signal(signal.SIGHUP)
+
+            async def reloaded() -> bool:
+                status = (await http.get(daemon.url + "/status")).text
+                if "server:other" in status:
+                    return False
+                try:  # while it restarts: CircuitOpen (isError), then UnknownTool until it is back
+                    pid = await client.call_tool("pid", {})
+                except MCPError:
+                    return False
+                return not pid.is_error and text_of(pid) != old_pid
+
+            with trio.fail_after(15):
+                while not await reloaded():
+                    await trio.sleep(0.1)
+            assert text_of(await client.call_tool("echo", {"text": "after hup"})) == "after hup"
+
+
+# -- security ---------------------------------------------------------------------------------
+
+
+async def test_auth_origin_and_body_limit(tmp_path, start_daemon):
+    echo, _ = server_entry("echo.py")
+    token = "s3cret-token-value"
+    daemon = await start_daemon(
+        write_config(tmp_path / "c.json", {"echo": echo}, auth_token=token, max_body_bytes=2048)
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    mcp_headers = {**auth, "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        assert (await http.get(daemon.url + "/healthz")).status_code == 200
+        for path in ("/status", "/metrics"):
+            assert (await http.get(daemon.url + path)).status_code == 401
+            assert (await http.get(daemon.url + path, headers={"Authorization": "Bearer wrong"})).status_code == 401
+        assert (await http.post(daemon.url + "/reload")).status_code == 401
+        assert (await http.post(daemon.url + "/mcp", json=init)).status_code == 401
+        status = await http.get(daemon.url + "/status", headers=auth)
+        assert status.status_code == 200 and token not in status.text
+        foreign = await http.post(daemon.url + "/mcp", json=init, headers={**mcp_headers, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        local = await http.post(daemon.url + "/mcp", json=init, headers={**mcp_headers, "Origin": f"http://127.0.0.1:{daemon.port}"})
+        assert local.status_code == 200
+        too_big = await http.post(daemon.url + "/mcp", content=b"{" + b" " * 4096 + b"}", headers=mcp_headers)
+        assert too_big.status_code == 413
+    assert token not in daemon.log.read_text()
+
+
+def test_non_loopback_bind_without_token_is_refused(tmp_path):
+    config = write_config(tmp_path / "c.json", {"echo": server_entry("echo.py")[0]})
+    run = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", "0.0.0.0:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=20,
+    )
+    assert run.returncode == 2
+    assert "non-loopback" in run.stderr and "auth_token" in run.stderr
+
+
+def test_check_reports_bad_config_and_redacts(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"mcpServers": {"echo": {"comand": "python"}}}))
+    run = subprocess.run([sys.executable, "-m", "supervisor", "check", "--config", str(bad)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert run.returncode == 2
+    assert str(bad) in run.stderr and "comand" in run.stderr and "command" in run.stderr  # did-you-mean
+
+    good = write_config(tmp_path / "good.json", {"echo": {"command": "python", "env": {"API_KEY": "hunter2"}}})
+    run = subprocess.run([sys.executable, "-m", "supervisor", "check", "--config", str(good)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert run.returncode == 0, run.stderr
+    assert "hunter2" not in run.stdout and "API_KEY" in run.stdout
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+async def test_sigterm_drains_calls_and_leaves_no_process(tmp_path, start_daemon):
+    echo, marker = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
+    assert procs_with_marker(marker)
+    outcomes = []
+
+    async def slow_call(client):
+        try:
+            result = await client.call_tool("sleep", {"seconds": 1.0})
+        except MCPError as exc:  # a typed error is acceptable, an untyped one is not
+            outcomes.append(("error", exc.data.get("kind") if isinstance(exc.data, dict) else None, exc.code, exc.message))
+        else:
+            outcomes.append(("result", result.is_error and result.meta[FAILURE_META_KEY]["kind"]))
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp") as client:
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(slow_call, client)
+                await trio.sleep(0.3)
+                daemon.proc.send_signal(signal.SIGTERM)
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    assert len(outcomes) == 3
+    for kind, detail, *_ in outcomes:
+        assert detail is False or isinstance(detail, str), outcomes  # a success, or a typed failure
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
