@@ -1,0 +1,404 @@
+"""The openai-agents adapter: ``SupervisedMCPServer``, an ``agents.mcp.MCPServer`` whose every
+request goes through the supervisor.
+
+::
+
+    sup = await embed(config)                               # once, at process start
+    main_tools = SupervisedMCPServer(sup, toolset="main", session_id=session_id)
+    agent = Agent(name="copilot", mcp_servers=[main_tools], ...)
+    await Runner.run(agent, "...")                          # per request: no connection opened
+
+One adapter covers one supervised server (``server=``), or a toolset (``toolset=``: the
+seed's main, rewrite, debug, search, or the config's own) and/or a category, or every tool.
+Adapters are cheap: they hold no connection, so one per request (or per session) costs
+nothing; the supervisor's connections are shared by all of them.
+
+It works over either
+
+- an ``EmbeddedSupervisor`` (``embed``: a trio guest run on the host's asyncio loop), or
+- a trio ``Supervisor``, when the agents code runs in trio-asyncio (``trio_asyncio.open_loop``
+  and ``aio_as_trio``) inside ``async with Supervisor(...)``.
+
+Guarantees:
+
+- ``call_tool`` returns the tool's own ``CallToolResult`` (``is_error`` included) or, for a
+  typed failure (``UnknownTool``, ``InvalidArguments``, ``CircuitOpen``, ``ServerUnavailable``,
+  ``Overloaded``, ``DeadlineExceeded``, ``ServerCrashed``, ...) or a JSON-RPC error from the
+  server, a ``CallToolResult`` with ``is_error=True`` whose text is the seed's tool result
+  ``{"tool_name", "success": false, "result": null, "error": "<kind>: <message>", "ext": []}``.
+  Such failures never raise, so they never abort an agent run: the model reads them.
+  Cancellation still propagates (and cancels the call on the server).
+- A server that is down fails only its own tools' calls; the other servers' tools work.
+- The session id (``session_id=``, the copilot's ``X-Session-Id``) travels in every request's
+  ``_meta`` under ``session_meta_key`` on the shared connection: no connection per session.
+  A per-call ``meta`` (the SDK's ``tool_meta_resolver``, say) is merged over it.
+- ``connect`` opens nothing and ``cleanup`` closes nothing: the supervisor owns the
+  connections and outlives its adapters. ``list_tools`` always reads the registry's current
+  view (refreshed by the servers' ``list_changed``), so a tool list never goes stale;
+  ``cached_tools`` is the last list it returned.
+- Prompts and resources are listed from and read on the servers of the adapter's scope
+  through their live ``mcp.Client``, within the server's ``timeout``; a server that is down is
+  left out of a listing spanning several servers and raises ``ServerUnavailable`` when it is
+  the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import mcp_types
+import msgspec
+import trio
+from agents.mcp import MCPServer
+from mcp import MCPError
+
+from actors._registry import NAMESPACE_SEPARATOR
+from protocol import INVALID_PARAMS, DeadlineExceeded, Failure, ServerUnavailable, ToolResult, ToolSpec
+
+from ._embed import EmbeddedSupervisor, _call_maybe_async
+from ._facade import Supervisor
+
+if TYPE_CHECKING:
+    from agents.agent import AgentBase
+    from agents.run_context import RunContextWrapper
+
+__all__ = ["SESSION_META_KEY", "SupervisedMCPServer", "failure_result"]
+
+#: The ``_meta`` key the session id travels under unless ``session_meta_key`` says otherwise.
+SESSION_META_KEY = "session_id"
+
+_MAX_PAGES = 100  # a paginator that never ends cannot hang a listing
+
+
+def failure_result(tool_name: str, error: Failure | MCPError) -> mcp_types.CallToolResult:
+    """A typed failure (or a server's JSON-RPC error) as a tool result the model can read:
+    ``is_error=True`` and the seed's tool-result JSON with ``success: false``."""
+    if isinstance(error, Failure):
+        message = f"{error.kind}: {error.message}"
+    else:
+        message = f"MCP error {error.error.code}: {error.error.message}"
+    text = ToolResult(tool_name=tool_name, success=False, error=message, ext=[]).to_json()
+    return mcp_types.CallToolResult(
+        content=[mcp_types.TextContent(type="text", text=text)],
+        structured_content=msgspec.json.decode(text),
+        is_error=True,
+    )
+
+
+class SupervisedMCPServer(MCPServer):
+    """An ``agents.mcp.MCPServer`` over supervised servers. See the module docstring.
+
+    ``supervisor``: an ``EmbeddedSupervisor`` or a trio ``Supervisor`` (trio-asyncio).
+    ``server`` / ``toolset`` / ``category`` choose the tools (``server`` alone, or a toolset
+    and/or a category across servers; nothing: every tool). ``timeout`` overrides the
+    server's call timeout. ``meta`` is sent in every request's ``_meta``, with
+    ``session_id`` under ``session_meta_key``. Other keyword arguments go to
+    ``agents.mcp.MCPServer`` (``use_structured_content``, ``require_approval``,
+    ``failure_error_function``, ``tool_meta_resolver``, ...).
+
+    Several adapters on one agent must not list the same tool name (the SDK refuses
+    duplicates across an agent's MCP servers): give them disjoint scopes.
+    """
+
+    def __init__(
+        self,
+        supervisor: EmbeddedSupervisor | Supervisor,
+        *,
+        server: str | None = None,
+        toolset: str | None = None,
+        category: str | None = None,
+        name: str | None = None,
+        session_id: str | None = None,
+        session_meta_key: str = SESSION_META_KEY,
+        meta: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if server is not None and (toolset is not None or category is not None):
+            raise ValueError("give either server= or toolset=/category=, not both")
+        self.supervisor = supervisor
+        self.server = server
+        self.toolset = toolset
+        self.category = category
+        self.session_id = session_id
+        self.session_meta_key = session_meta_key
+        self.meta = dict(meta or {})
+        self.timeout = timeout
+        scope = server or toolset or category or "all"
+        self._name = name or f"supervised:{scope}"
+        self._run = _bridge(supervisor)
+        self._tools: list[mcp_types.Tool] | None = None
+
+    def with_session(self, session_id: str | None) -> SupervisedMCPServer:
+        """A copy of this adapter for another session (same supervisor, same scope)."""
+        clone = copy.copy(self)
+        clone.session_id = session_id
+        clone.meta = dict(self.meta)
+        clone._tools = None
+        return clone
+
+    # -- lifecycle (the supervisor owns the connections) ---------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def connect(self) -> None:
+        """Check the supervisor is reachable and warm ``cached_tools``; opens nothing.
+        Raises ``SupervisorClosed`` once an embedded supervisor is closed."""
+        await self.list_tools()
+
+    async def cleanup(self) -> None:
+        """Nothing to release: the supervisor, not the adapter, owns the connections."""
+
+    async def __aenter__(self) -> SupervisedMCPServer:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.cleanup()
+
+    # -- tools ------------------------------------------------------------------------------
+
+    async def list_tools(
+        self,
+        run_context: RunContextWrapper[Any] | None = None,
+        agent: AgentBase | None = None,
+    ) -> list[mcp_types.Tool]:
+        """The scope's tools as the registry exposes them now (a server that is down keeps
+        its tools listed: calling one gives a readable failure)."""
+        specs: list[ToolSpec] = await self._run(_list_tools_in_trio, self.server, self.toolset, self.category)
+        tools = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
+        self._tools = tools
+        return tools
+
+    @property
+    def cached_tools(self) -> list[mcp_types.Tool] | None:
+        return self._tools
+
+    def invalidate_tools_cache(self) -> None:
+        """For parity with the SDK's servers: ``list_tools`` never serves a stale list anyway."""
+        self._tools = None
+
+    async def call_tool(
+        self,
+        tool_name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+    ) -> mcp_types.CallToolResult:
+        """Call ``tool_name`` through the supervisor. Typed failures come back as results
+        (``is_error=True``, the seed's shape), never as exceptions."""
+        try:
+            return await self._run(
+                _call_tool_in_trio, self.server, tool_name, arguments or {}, self.timeout, self._meta_with(meta)
+            )
+        except (Failure, MCPError) as error:
+            return failure_result(tool_name, error)
+
+    def _meta_with(self, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        merged = dict(self.meta)
+        if self.session_id is not None:
+            merged[self.session_meta_key] = self.session_id
+        if meta:
+            merged.update(meta)
+        return merged or None
+
+    # -- prompts and resources ------------------------------------------------------------
+
+    async def list_prompts(self) -> mcp_types.ListPromptsResult:
+        prompts, _ = await self._run(_list_in_trio, self._scope(), "prompts", None, self._meta_with(None))
+        return mcp_types.ListPromptsResult(prompts=prompts)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> mcp_types.GetPromptResult:
+        return await self._run(_get_prompt_in_trio, self._scope(), name, arguments, self._meta_with(None))
+
+    async def list_resources(self, cursor: str | None = None) -> mcp_types.ListResourcesResult:
+        """The scope's resources. ``cursor`` pages through one server; a listing over several
+        servers reads every page of each and returns no cursor."""
+        resources, next_cursor = await self._run(_list_in_trio, self._scope(), "resources", cursor, self._meta_with(None))
+        return mcp_types.ListResourcesResult(resources=resources, next_cursor=next_cursor)
+
+    async def list_resource_templates(self, cursor: str | None = None) -> mcp_types.ListResourceTemplatesResult:
+        """Like ``list_resources``, for resource templates."""
+        templates, next_cursor = await self._run(
+            _list_in_trio, self._scope(), "resource_templates", cursor, self._meta_with(None)
+        )
+        return mcp_types.ListResourceTemplatesResult(resource_templates=templates, next_cursor=next_cursor)
+
+    async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
+        return await self._run(_read_resource_in_trio, self._scope(), uri, self._meta_with(None))
+
+    def _scope(self) -> tuple[str | None, str | None, str | None]:
+        return (self.server, self.toolset, self.category)
+
+
+# -- getting into trio ----------------------------------------------------------------------
+
+
+def _bridge(supervisor: Any) -> Callable[..., Any]:
+    """``run(fn, *args)``: await ``fn(trio_supervisor, *args)`` in trio, from asyncio code."""
+    if isinstance(supervisor, EmbeddedSupervisor):
+        return supervisor.run_in_trio
+    if isinstance(supervisor, Supervisor):
+        return _TrioAsyncioBridge(supervisor).run
+    raise TypeError(f"expected an EmbeddedSupervisor or a trio Supervisor, got {type(supervisor).__name__}")
+
+
+class _TrioAsyncioBridge:
+    """From asyncio code running in ``trio_asyncio.open_loop()`` back into trio."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # Not imported at module level: importing trio_asyncio changes asyncio's default loop
+        # for the whole process. A loop of its kind is running only if it was imported.
+        trio_asyncio = sys.modules.get("trio_asyncio")
+        if trio_asyncio is None or not isinstance(asyncio.get_running_loop(), trio_asyncio.BaseTrioEventLoop):
+            raise RuntimeError(
+                "a trio Supervisor is usable from asyncio code only inside trio_asyncio.open_loop(); "
+                "from a plain asyncio host, use supervisor.embed()"
+            )
+        return await trio_asyncio.trio_as_aio(_call_maybe_async)(fn, self.supervisor, *args)
+
+
+# -- the trio side (each takes the trio Supervisor first) -----------------------------------
+
+
+def _list_tools_in_trio(sup: Supervisor, server: str | None, toolset: str | None, category: str | None) -> list[ToolSpec]:
+    specs = sup.list_tools(toolset=toolset, category=category)
+    return specs if server is None else [s for s in specs if s.server == server]
+
+
+async def _call_tool_in_trio(
+    sup: Supervisor,
+    server: str | None,
+    name: str,
+    arguments: dict[str, Any],
+    timeout: float | None,
+    meta: dict[str, Any] | None,
+) -> Any:
+    if server is None:
+        return await sup.call_tool(name, arguments, timeout=timeout, meta=meta)
+    # The server's own name for the tool: a per-server adapter lists exposed names (which
+    # carry the ``<server>__`` prefix when the server is namespaced).
+    prefix = f"{server}{NAMESPACE_SEPARATOR}"
+    own = name[len(prefix) :] if sup.handle(server).spec.namespace == "prefix" and name.startswith(prefix) else name
+    return await sup.call_tool(own, arguments, server=server, timeout=timeout, meta=meta)
+
+
+def _servers_in_scope(sup: Supervisor, scope: tuple[str | None, str | None, str | None]) -> list[str]:
+    server, toolset, category = scope
+    if server is not None:
+        sup.handle(server)  # UnknownTool naming it when there is no such server
+        return [server]
+    if toolset is None and category is None:
+        return sup.servers
+    owners = dict.fromkeys(spec.server for spec in sup.list_tools(toolset=toolset, category=category))
+    return [name for name in owners if name is not None]
+
+
+async def _on_server(sup: Supervisor, server: str, request: Callable[[Any], Any]) -> Any:
+    """``request(client)`` on ``server``'s live connection, within its call timeout."""
+    link = sup.link(server)
+    conn = link.conn
+    if conn is None:
+        raise ServerUnavailable(
+            f"server {server!r} is not connected" + (f" (last error: {link.last_error})" if link.last_error else ""),
+            server=server,
+        )
+    timeout = link.spec.timeout
+    with trio.move_on_after(timeout):
+        return await request(conn.client)
+    raise DeadlineExceeded(f"server {server!r} did not answer within {timeout:g} s", server=server)
+
+
+_LISTINGS = {
+    # what: (capability, client method, result field)
+    "prompts": ("prompts", "list_prompts", "prompts"),
+    "resources": ("resources", "list_resources", "resources"),
+    "resource_templates": ("resources", "list_resource_templates", "resource_templates"),
+}
+
+
+async def _list_in_trio(
+    sup: Supervisor,
+    scope: tuple[str | None, str | None, str | None],
+    what: str,
+    cursor: str | None,
+    meta: dict[str, Any] | None,
+) -> tuple[list[Any], str | None]:
+    capability, method, field = _LISTINGS[what]
+    servers = _servers_in_scope(sup, scope)
+    single = len(servers) == 1
+    items: list[Any] = []
+    for server in servers:
+        link = sup.link(server)
+        if link.conn is None and not single:
+            continue  # a server that is down is left out of a listing over several
+        if link.conn is not None and getattr(link.capabilities, capability, None) is None:
+            continue  # it does not offer prompts (resources)
+
+        async def page(client: Any, at: str | None) -> Any:
+            return await getattr(client, method)(cursor=at, meta=meta)
+
+        if single:
+            result = await _on_server(sup, server, lambda client: page(client, cursor))
+            return list(getattr(result, field)), result.next_cursor
+        at = None
+        for _ in range(_MAX_PAGES):
+            result = await _on_server(sup, server, lambda client: page(client, at))
+            items.extend(getattr(result, field))
+            at = result.next_cursor
+            if not at:
+                break
+    return items, None
+
+
+async def _get_prompt_in_trio(
+    sup: Supervisor,
+    scope: tuple[str | None, str | None, str | None],
+    name: str,
+    arguments: dict[str, Any] | None,
+    meta: dict[str, Any] | None,
+) -> Any:
+    servers = _servers_in_scope(sup, scope)
+    owner = next((s for s in servers if any(p.name == name for p in sup.link(s).prompts)), None)
+    if owner is None and len(servers) == 1:
+        owner = servers[0]  # let the server itself say what it knows
+    if owner is None:
+        raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name!r} (no server among {servers} offers it)")
+    args = {k: str(v) for k, v in (arguments or {}).items()}
+    return await _on_server(sup, owner, lambda client: client.get_prompt(name, args or None, meta=meta))
+
+
+def _template_matches(template: str, uri: str) -> bool:
+    """Whether ``uri`` fits an RFC 6570 level-1 template (each ``{var}`` one path segment)."""
+    pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]*\})", template))
+    return re.fullmatch(pattern, uri) is not None
+
+
+async def _read_resource_in_trio(
+    sup: Supervisor,
+    scope: tuple[str | None, str | None, str | None],
+    uri: str,
+    meta: dict[str, Any] | None,
+) -> Any:
+    servers = _servers_in_scope(sup, scope)
+    owner = next((s for s in servers if any(str(r.uri) == uri for r in sup.link(s).resources)), None)
+    if owner is None:
+        owner = next(
+            (s for s in servers if any(_template_matches(t.uri_template, uri) for t in sup.link(s).resource_templates)),
+            None,
+        )
+    if owner is None and len(servers) == 1:
+        owner = servers[0]
+    if owner is None:
+        raise MCPError(INVALID_PARAMS, f"Unknown resource: {uri!r} (no server among {servers} offers it)")
+    return await _on_server(sup, owner, lambda client: client.read_resource(uri, meta=meta))

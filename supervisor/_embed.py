@@ -1,0 +1,554 @@
+"""Embedding in an asyncio host: the whole supervision tree as a trio guest run.
+
+::
+
+    sup = await embed(servers)                  # or: async with embed(servers) as sup:
+    result = await sup.call_tool("echo", {"text": "hi"})
+    ...
+    await sup.aclose()
+
+``embed`` starts the tree with ``trio.lowlevel.start_guest_run`` on the running asyncio
+loop: trio's tasks run as callbacks of that loop, on its thread. We start no thread of our
+own; trio's guest mode waits for I/O in its own helper thread and hands the results back with
+``loop.call_soon_threadsafe``.
+
+The bridge, one request at a time:
+
+1. An asyncio coroutine (``call_tool``, ``status``, ...) makes an asyncio ``Future`` and hands
+   the request to trio with ``TrioToken.run_sync_soon`` (thread-safe, wakes trio up).
+2. In trio, the request becomes a task in the *requests* nursery, inside its own
+   ``CancelScope``. It runs the trio coroutine and resolves the future with the value or the
+   exception. Both sides run on the loop's thread, so resolving the future is a plain call.
+3. If the asyncio side cancels the future (the awaiting task was cancelled), a done callback
+   cancels that scope, through ``run_sync_soon`` again: the trio call is cancelled, and the
+   connection sends ``notifications/cancelled`` to the server.
+
+Guarantees:
+
+- Every awaited request ends: with the trio coroutine's value or exception, with
+  ``SupervisorClosed`` if the supervisor closes first, or with ``CancelledError`` when the
+  caller cancelled it (the trio side is then cancelled too, and its late result dropped).
+- No exception from the tree reaches the host loop. A server that crashes is restarted and
+  shows in ``status()`` and ``events()``; a request's exception goes to its own awaiter only;
+  should the whole tree fail, the error is logged, kept in ``crash``, and every later
+  request raises ``SupervisorClosed`` naming it.
+- ``aclose()`` cancels the requests in flight (each raises ``SupervisorClosed``), stops the
+  tree in order (every stdio server's process group is gone when it returns) and waits for
+  the guest run to end. It is idempotent, and cancelling it does not interrupt the shutdown.
+- ``embed`` leaves the host's signal handling alone: trio is told the host owns
+  ``signal.set_wakeup_fd`` (asyncio's ``add_signal_handler`` needs it).
+
+One trio run per thread (a trio limit): call ``embed`` once per process, at start-up, and
+share the handle. Close it (``aclose`` or ``async with``) before the loop stops: a guest run
+left running when the loop closes is abandoned half-way. The host loop must be a plain
+asyncio loop; note that merely importing ``trio_asyncio`` makes ``asyncio.run``'s default
+loop trio-asyncio's own (which is trio), so a process that imports it makes its loop
+explicitly (``asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)``). This package
+imports ``trio_asyncio`` only when a trio ``Supervisor`` is used from asyncio code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from typing import Any
+
+import outcome as outcome_lib
+import trio
+
+from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnavailable, ToolSpec
+from protocol._settings import Config
+
+from ._facade import Supervisor
+
+__all__ = ["EmbeddedSupervisor", "SupervisorClosed", "embed"]
+
+log = logging.getLogger("supervisor.embed")
+
+_STARTING, _RUNNING, _CLOSING, _CLOSED = "starting", "running", "closing", "closed"
+
+
+class SupervisorClosed(ServerUnavailable):
+    """The embedded supervisor is closed (or closing, or crashed): nothing was sent.
+
+    A ``ServerUnavailable`` (same ``kind`` and JSON-RPC code), so code that handles typed
+    failures handles this one too.
+    """
+
+
+def _servers_of(servers_or_config: Any) -> tuple[list[ServerSpec], Config | None]:
+    """The enabled server specs of a list of specs, a ``Config`` or a config file path."""
+    if isinstance(servers_or_config, (str, os.PathLike)):
+        from ._config import load_config
+
+        servers_or_config = load_config(servers_or_config)
+    if isinstance(servers_or_config, Config):
+        return list(servers_or_config.servers), servers_or_config
+    servers = list(servers_or_config)
+    for spec in servers:
+        if not isinstance(spec, ServerSpec):
+            raise TypeError(f"expected ServerSpec items, a Config or a config path; got {type(spec).__name__}")
+    return servers, None
+
+
+class EmbeddedSupervisor:
+    """The handle ``embed`` returns: the supervisor's methods, awaitable from asyncio.
+
+    Every method must be awaited on the loop ``embed`` ran on. ``crash`` holds the error
+    that ended the tree, if one did.
+    """
+
+    def __init__(
+        self,
+        servers: list[ServerSpec],
+        *,
+        inproc: dict[str, Any] | None = None,
+        toolsets: dict[str, list[str]] | None = None,
+    ) -> None:
+        self._servers = servers
+        self._inproc = inproc
+        self._toolsets = toolsets
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._state = _STARTING
+        self._sup: Supervisor | None = None
+        self._requests: trio.Nursery | None = None
+        self._lifetime: trio.CancelScope | None = None
+        self._stop_requested: trio.Event | None = None
+        self._reload_lock: trio.Lock | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._host_tasks: set[asyncio.Task[Any]] = set()
+        self._host_context: contextvars.Context | None = None
+        self.crash: BaseException | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Start the guest run; return once the tree is up (every server connected or its
+        first attempt failed). A cancelled start stops the run before re-raising."""
+        loop = asyncio.get_running_loop()
+        if trio.lowlevel.in_trio_run():
+            raise RuntimeError(
+                "embed() needs a plain asyncio loop, and this thread already runs trio (a trio "
+                "program, trio-asyncio's loop, or an earlier embed() on this loop): in trio, use "
+                "`async with Supervisor(...)`; share one EmbeddedSupervisor per loop"
+            )
+        self._loop = loop
+        self._started = loop.create_future()
+        self._finished = loop.create_future()
+        self._started.add_done_callback(_mark_retrieved)
+        self._host_context = contextvars.copy_context()
+        self._lifetime = trio.CancelScope()  # made here so a stop before main starts is kept
+        self._stop_requested = trio.Event()
+        trio.lowlevel.start_guest_run(
+            self._guest_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            run_sync_soon_not_threadsafe=loop.call_soon,
+            done_callback=self._guest_done,
+            host_uses_signal_set_wakeup_fd=True,
+        )
+        self._token = trio.lowlevel.current_trio_token()  # allowed once start_guest_run returned
+        try:
+            await asyncio.shield(self._started)
+        except BaseException:
+            self._request_stop()
+            await asyncio.shield(self._finished)
+            raise
+
+    async def _guest_main(self) -> None:
+        """The guest run's main task: the tree, and a nursery of requests, until stopped."""
+        assert self._lifetime is not None and self._stop_requested is not None
+        self._reload_lock = trio.Lock()
+        with self._lifetime:  # cancelled only by a stop while starting
+            sup = Supervisor(self._servers, inproc=self._inproc, toolsets=self._toolsets)
+            async with sup:
+                async with trio.open_nursery() as requests:
+                    self._sup, self._requests = sup, requests
+                    self._state = _RUNNING
+                    _resolve(self._started, None)
+                    await self._stop_requested.wait()
+                    self._state = _CLOSING
+                    requests.cancel_scope.cancel()  # each request fails with SupervisorClosed
+                self._requests = None
+
+    def _guest_done(self, run_outcome: outcome_lib.Outcome[None]) -> None:
+        """The guest run ended (called by trio on the host loop). Never raises."""
+        try:
+            self._state = _CLOSED
+            self._requests = None
+            error = run_outcome.error if isinstance(run_outcome, outcome_lib.Error) else None
+            assert self._started is not None and self._finished is not None
+            if error is not None:
+                error = _single(error)
+                self.crash = error
+                if self._started.done():
+                    log.error("the embedded supervisor's tree crashed", exc_info=error)
+                else:
+                    self._started.set_exception(error)
+            elif not self._started.done():
+                self._started.set_exception(SupervisorClosed("the embedded supervisor was stopped while starting"))
+            _resolve(self._finished, None)
+        except BaseException:  # pragma: no cover - a bug here must still not reach the loop
+            log.exception("error while finishing the embedded supervisor's guest run")
+
+    def _request_stop(self) -> None:
+        """Ask the guest run to stop (from the host loop); harmless once it has ended."""
+
+        def stop() -> None:
+            if self._state == _STARTING and self._lifetime is not None:
+                self._lifetime.cancel()
+            elif self._stop_requested is not None:
+                self._stop_requested.set()
+
+        if self._state in (_STARTING, _RUNNING):
+            self._state = _CLOSING if self._state == _RUNNING else self._state
+            self._soon(stop)
+
+    async def aclose(self) -> None:
+        """Stop the tree and wait for the guest run to end. See the module guarantees."""
+        if self._finished is None:
+            return
+        self._request_stop()
+        await asyncio.shield(self._finished)
+
+    async def __aenter__(self) -> EmbeddedSupervisor:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    @property
+    def running(self) -> bool:
+        """True until ``aclose`` is called or the tree ends."""
+        return self._state == _RUNNING
+
+    # -- the bridge ---------------------------------------------------------------------
+
+    def _soon(self, fn: Callable[[], Any]) -> bool:
+        """Run ``fn()`` in trio soon (any thread); False if the run has already ended."""
+        if self._token is None:
+            return False
+        try:
+            self._token.run_sync_soon(fn)
+        except trio.RunFinishedError:
+            return False
+        return True
+
+    def _closed_error(self) -> SupervisorClosed:
+        if self.crash is not None:
+            failure = SupervisorClosed(f"the embedded supervisor crashed: {type(self.crash).__name__}: {self.crash}")
+            failure.__cause__ = self.crash
+            return failure
+        return SupervisorClosed("the embedded supervisor is closed")
+
+    def _check_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise RuntimeError("use an EmbeddedSupervisor from the asyncio loop embed() ran on, not another")
+        return loop
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, is_async: bool) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` in trio; its outcome resolves the returned future.
+
+        ``is_async``: ``fn`` returns an awaitable and runs as a task in the requests
+        nursery; else it is called synchronously in trio and must not block.
+        """
+        loop = self._check_loop()
+        if self._state != _RUNNING:
+            raise self._closed_error()
+        future: asyncio.Future[Any] = loop.create_future()
+        start = self._start_request if is_async else self._run_sync_request
+        if not self._soon(functools.partial(start, fn, args, future)):
+            raise self._closed_error()
+        return future
+
+    def _run_sync_request(self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        if future.done():
+            return
+        if self._state != _RUNNING:
+            future.set_exception(self._closed_error())
+            return
+        try:
+            value = fn(*args)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+    def _start_request(self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        if future.done():  # cancelled before it reached trio: never started
+            return
+        requests = self._requests
+        if requests is None or self._state != _RUNNING:
+            future.set_exception(self._closed_error())
+            return
+        requests.start_soon(self._serve_request, fn, args, future, name=_task_name(fn))
+
+    async def _serve_request(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
+        """One request's trio task. Resolves ``future`` exactly once, unless it was cancelled."""
+        with trio.CancelScope() as scope:
+            if future.done():
+                return
+            future.add_done_callback(functools.partial(self._cancel_if_host_cancelled, scope))
+            try:
+                value = await fn(*args)
+            except Exception as exc:
+                _fail(future, exc)
+                return
+            except BaseException:  # trio.Cancelled: the caller left (scope) or we are closing
+                if not scope.cancel_called:
+                    _fail(future, SupervisorClosed("the embedded supervisor closed while the call was in flight"))
+                raise
+        if not future.done():
+            future.set_result(value)
+
+    def _cancel_if_host_cancelled(self, scope: trio.CancelScope, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._soon(scope.cancel)
+
+    async def run_in_trio(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(supervisor, *args)`` inside the guest run and return its result.
+
+        ``fn`` gets the trio ``Supervisor`` and may be a trio async function (run as its own
+        task, cancelled when the awaiting asyncio task is) or a plain function (called in
+        trio; it must not block). For what the methods below do not cover, such as the live
+        ``mcp.Client`` of a server (``supervisor.link(name).conn.client``).
+        """
+        sup = self._require()
+        return await self._submit(_call_maybe_async, fn, sup, *args, is_async=True)
+
+    # -- the supervisor's methods, from asyncio -------------------------------------------
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        server: str | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+        progress: Callable[[float, float | None, str | None], Any] | None = None,
+    ) -> Any:
+        """``Supervisor.call_tool`` from asyncio: the tool's ``CallToolResult`` (``is_error``
+        included), or exactly one typed ``Failure`` (or the server's ``MCPError``) raised.
+
+        Cancelling the awaiting task cancels the call on the server. ``progress`` may be a
+        plain function or an async function; an async one runs as an asyncio task per
+        notification (progress is advisory: the call does not wait for it).
+        """
+        sup = self._sup
+        if sup is None:
+            raise self._closed_error()
+        call = functools.partial(
+            sup.call_tool,
+            name,
+            arguments,
+            server=server,
+            timeout=timeout,
+            meta=meta,
+            progress=self._progress_bridge(progress) if progress is not None else None,
+        )
+        return await self._submit(call, is_async=True)
+
+    def _progress_bridge(self, progress: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+        """A trio progress callback that hands each notification to ``progress`` on the host
+        loop, in the host's context; it never waits for it."""
+
+        async def in_trio(value: float, total: float | None, message: str | None) -> None:
+            assert self._loop is not None
+            self._loop.call_soon(self._run_host_callback, progress, (value, total, message), context=self._host_context)
+
+        return in_trio
+
+    def _run_host_callback(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            result = callback(*args)
+        except Exception:
+            log.exception("the progress callback raised; the call goes on")
+            return
+        if inspect.isawaitable(result):
+            assert self._loop is not None
+            task = self._loop.create_task(_awaited(result))
+            self._host_tasks.add(task)
+            task.add_done_callback(self._host_task_done)
+
+    def _host_task_done(self, task: asyncio.Task[Any]) -> None:
+        self._host_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the progress callback raised; the call goes on", exc_info=task.exception())
+
+    async def list_tools(self, *, toolset: str | None = None, category: str | None = None) -> list[ToolSpec]:
+        """The exposed tools, optionally of one toolset (main, rewrite, debug, search, or the
+        config's own) or category. Raises ``ValueError`` for an unknown toolset or category."""
+        sup = self._require()
+        return await self._submit(functools.partial(sup.list_tools, toolset=toolset, category=category), is_async=False)
+
+    async def status(self) -> ChildStatus:
+        """The supervision tree now: every node's state, restarts, last exit and detail."""
+        sup = self._require()
+        return await self._submit(sup.status, is_async=False)
+
+    async def servers(self) -> list[str]:
+        """The names of the servers supervised now."""
+        sup = self._require()
+        return await self._submit(lambda: sup.servers, is_async=False)
+
+    async def metrics(self) -> MetricsSnapshot:
+        """The metrics actor's snapshot (``Supervisor.metrics_snapshot()``): every tool's and
+        server's counters, latency distribution and gauges, as of now."""
+        sup = self._require()
+        return await self._submit(sup.metrics_snapshot, is_async=True)
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus text exposition of ``metrics()`` (``Supervisor.metrics_text()``)."""
+        sup = self._require()
+        return await self._submit(sup.metrics_text, is_async=True)
+
+    async def events(self, size: int = 1000) -> AsyncIterator[Event]:
+        """Every later event of the tree (started, ready, exited, restarting, breaker_state,
+        ...), until the supervisor closes. A subscriber that falls ``size`` events behind
+        misses events rather than slowing the tree. Close the iterator to unsubscribe."""
+        sup = self._require()
+        channel: trio.MemoryReceiveChannel[Event] = await self._submit(sup.subscribe, size, is_async=False)
+        try:
+            while True:
+                try:
+                    yield await self._submit(channel.receive, is_async=True)
+                except (trio.EndOfChannel, SupervisorClosed):
+                    return
+        finally:
+            self._soon(channel.close)
+
+    async def reload(self, servers_or_config: Any) -> dict[str, list[str]]:
+        """Supervise ``servers_or_config`` (specs, a ``Config`` or a config path) instead.
+
+        Diffed by server name: removed servers stop (draining their calls), changed ones
+        restart (stop, then start with the new spec), new ones start, and unchanged ones are
+        not touched (their calls in flight go on). The new list is checked (duplicate names)
+        before anything changes. Reloads are serialized. Toolsets are fixed at ``embed``.
+        Returns ``{"added", "removed", "restarted", "unchanged"}`` (server names).
+        """
+        wanted, _ = _servers_of(servers_or_config)
+        names = [s.name for s in wanted]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate server names: {sorted({n for n in names if names.count(n) > 1})}")
+        self._require()
+        return await self._submit(self._reload_in_trio, [s for s in wanted if s.enabled], is_async=True)
+
+    async def _reload_in_trio(self, wanted_list: list[ServerSpec]) -> dict[str, list[str]]:
+        sup = self._sup
+        assert sup is not None and self._reload_lock is not None
+        async with self._reload_lock:
+            wanted = {s.name: s for s in wanted_list}
+            current = {name: sup.handle(name).spec for name in sup.servers}
+            removed = [n for n in current if n not in wanted]
+            restarted = [n for n in wanted if n in current and wanted[n] != current[n]]
+            added = [n for n in wanted if n not in current]
+            unchanged = [n for n in wanted if n in current and wanted[n] == current[n]]
+            async with trio.open_nursery() as nursery:
+                for name in removed + restarted:
+                    nursery.start_soon(sup.remove_server, name)
+            async with trio.open_nursery() as nursery:
+                for name in restarted + added:
+                    nursery.start_soon(sup.add_server, wanted[name])
+            return {"added": added, "removed": removed, "restarted": restarted, "unchanged": unchanged}
+
+    def _require(self) -> Supervisor:
+        if self._sup is None or self._state != _RUNNING:
+            raise self._closed_error()
+        return self._sup
+
+
+class _Embedding:
+    """What ``embed`` returns: await it for the handle, or use it as ``async with``."""
+
+    def __init__(self, handle: EmbeddedSupervisor) -> None:
+        self._handle = handle
+
+    async def _open(self) -> EmbeddedSupervisor:
+        await self._handle._start()
+        return self._handle
+
+    def __await__(self) -> Generator[Any, None, EmbeddedSupervisor]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> EmbeddedSupervisor:
+        return await self._open()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._handle.aclose()
+
+
+def embed(
+    servers_or_config: Iterable[ServerSpec] | Config | str | os.PathLike[str],
+    *,
+    inproc: dict[str, Any] | None = None,
+    toolsets: dict[str, list[str]] | None = None,
+) -> _Embedding:
+    """Start supervising ``servers_or_config`` as a trio guest run on the running asyncio loop.
+
+    ``servers_or_config``: a list of ``ServerSpec``, a loaded ``Config`` (its toolsets are
+    used unless ``toolsets`` is given) or the path of a config file. ``inproc`` and
+    ``toolsets`` are the ``Supervisor``'s.
+
+    ``await embed(...)`` returns the ``EmbeddedSupervisor`` once every server has connected
+    or failed its first attempt (a failed server keeps being restarted in the background);
+    ``async with embed(...) as sup:`` also closes it at the end. Raises what the
+    ``Supervisor`` raises at start-up (``ValueError`` for duplicate names), and
+    ``RuntimeError`` if this thread already runs trio (one guest run per loop).
+    """
+    servers, config = _servers_of(servers_or_config)
+    if toolsets is None and config is not None and config.settings.toolsets:
+        toolsets = dict(config.settings.toolsets)
+    return _Embedding(EmbeddedSupervisor(servers, inproc=inproc, toolsets=toolsets))
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+async def _call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _task_name(fn: Any) -> str:
+    """A cheap name for a request's trio task (never the repr of its arguments)."""
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return f"embedded request: {getattr(inner, '__qualname__', type(inner).__name__)}"
+
+
+def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+    """Keep asyncio from logging a start-up error nobody awaited (embed's caller left)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _single(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (trio's strict groups)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

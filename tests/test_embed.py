@@ -1,0 +1,466 @@
+"""Embedding: the tree as a trio guest run on asyncio, the openai-agents adapter, trio-asyncio.
+
+The asyncio tests are plain (sync) test functions that run a plain asyncio loop themselves
+(``run_asyncio``): with ``trio_mode`` every ``async def`` test would be a trio test. Each is
+bounded by ``asyncio.timeout`` (the trio one by ``trio.fail_after``) and every poll has its
+own deadline. Servers are real subprocesses from ``tests/servers`` (the reload test adds two
+in-process ones, quicker to start).
+
+An openai-agents ``Agent`` needs a model, and a real one needs the network. A scripted local
+model (``ScriptedModel``, the SDK's ``Model`` interface) is the only way to run one here: it
+asks for the tool calls it is given, then answers with the tool outputs it read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mcp_types
+import pytest
+import trio
+from agents import Agent, RunConfig, Runner
+from agents.items import ModelResponse
+from agents.models.interface import Model
+from agents.usage import Usage
+from mcp.server.mcpserver import MCPServer
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+
+from protocol import BackoffPolicy, ServerSpec, ToolResult, UnknownTool
+from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
+
+from conftest import marker_of, procs_with_marker, server_spec
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def run_asyncio(main: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
+    """``asyncio.run(main())`` on a plain asyncio loop, failing the test after ``timeout`` s.
+
+    The loop is made explicitly: once ``trio_asyncio`` is imported (the trio test below
+    does), ``asyncio.run``'s default loop is trio-asyncio's, which runs trio itself.
+    """
+
+    async def bounded() -> Any:
+        async with asyncio.timeout(timeout):
+            return await main()
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(bounded())
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 8.0, what: str) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy; fail at ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def text_of(result: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+def node(tree: Any, node_id: str) -> Any:
+    """The status node called ``node_id`` anywhere in ``tree``."""
+    stack = [tree]
+    while stack:
+        current = stack.pop()
+        if current.id == node_id:
+            return current
+        stack.extend(current.children)
+    raise KeyError(node_id)
+
+
+def server_pid(tree: Any, name: str) -> int | None:
+    return node(tree, f"connection:{name}").detail["pid"]
+
+
+def seed_failure(result: mcp_types.CallToolResult) -> ToolResult:
+    """The seed's tool result inside a failure ``CallToolResult`` (and check its shape)."""
+    assert result.is_error is True
+    payload = json.loads(text_of(result))
+    assert set(payload) == {"tool_name", "success", "result", "error", "ext"}
+    parsed = ToolResult.from_json(text_of(result))
+    assert parsed.success is False and parsed.ext == [] and parsed.error
+    return parsed
+
+
+class ScriptedModel(Model):
+    """A local stand-in for an LLM (no network): first asks for ``calls`` (all at once), then
+    answers with the outputs of those calls, in order, as a JSON list of strings.
+
+    ``tools_seen`` keeps the names of the tools the agent offered it.
+    """
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        self.calls = calls
+        self.turn = 0
+        self.tools_seen: list[str] = []
+
+    async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **_: Any):  # type: ignore[no-untyped-def, override]
+        self.turn += 1
+        self.tools_seen = [tool.name for tool in tools]
+        if self.turn == 1:
+            output: list[Any] = [
+                ResponseFunctionToolCall(
+                    type="function_call",
+                    id=f"fc_{i}",
+                    call_id=f"call_{i}",
+                    name=name,
+                    arguments=json.dumps(arguments),
+                    status="completed",
+                )
+                for i, (name, arguments) in enumerate(self.calls)
+            ]
+        else:
+            outputs = {item["call_id"]: item["output"] for item in input if isinstance(item, dict) and item.get("type") == "function_call_output"}
+            lines = [_output_text(outputs.get(f"call_{i}")) for i in range(len(self.calls))]
+            output = [
+                ResponseOutputMessage(
+                    type="message",
+                    id="msg_final",
+                    role="assistant",
+                    status="completed",
+                    content=[ResponseOutputText(type="output_text", text=json.dumps(lines), annotations=[])],
+                )
+            ]
+        return ModelResponse(output=output, usage=Usage(), response_id=None)
+
+    def stream_response(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def, override]
+        raise NotImplementedError("these tests use Runner.run")
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, list):
+        return "".join(part.get("text", "") for part in output if isinstance(part, dict))
+    return "" if output is None else str(output)
+
+
+async def run_agent(adapters: list[Any], calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], ScriptedModel]:
+    """Run an Agent over ``adapters`` with a scripted model: each call's output, and the model."""
+    model = ScriptedModel(calls)
+    agent = Agent(name="copilot", instructions="Use the tools.", mcp_servers=adapters, model=model)
+    result = await Runner.run(agent, "go", max_turns=4, run_config=RunConfig(tracing_disabled=True))
+    return json.loads(str(result.final_output)), model
+
+
+# -- the embedded supervisor ------------------------------------------------------------------
+
+
+def in_process_server(name: str) -> MCPServer:
+    app = MCPServer(name)
+
+    @app.tool()
+    def whoami() -> str:
+        return name
+
+    return app
+
+
+def test_embed_calls_lists_reports_and_reloads_by_name():
+    echo = server_spec("echo", "echo.py", categories={"echo": "search", "add": "workflow"})
+    change = server_spec("change", "echo.py", namespace="prefix")
+    changed = server_spec("change", "echo.py", "--name", "changed", namespace="prefix")
+    drop = ServerSpec(name="drop", namespace="prefix")  # in-process: quicker to start
+    new = ServerSpec(name="new", namespace="prefix")
+    inproc = {"drop": in_process_server("drop"), "new": in_process_server("new")}
+
+    async def main() -> None:
+        sup = await embed([echo, change, drop], inproc=inproc)
+        try:
+            assert isinstance(sup, EmbeddedSupervisor) and sup.running
+            result = await sup.call_tool("echo", {"text": "hi"})
+            assert text_of(result) == "hi" and not result.is_error
+            assert text_of(await sup.call_tool("add", {"a": 2, "b": 3}, server="echo", timeout=5)) == "5"
+            progress: list[float] = []
+
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                progress.append(value)  # runs on the host loop, as an asyncio task
+
+            await sup.call_tool("sleep", {"seconds": 0.25}, progress=on_progress, timeout=5)
+            await eventually(lambda: len(progress) >= 2, what="progress notifications")
+
+            names = lambda tools: sorted(t.name for t in tools)  # noqa: E731
+            assert names(await sup.list_tools(toolset="search")) == ["echo"]
+            assert names(await sup.list_tools(toolset="rewrite")) == ["add"]
+            assert names(await sup.list_tools(category="workflow")) == ["add"]
+            assert "change__pid" in names(await sup.list_tools())
+            with pytest.raises(ValueError, match="unknown toolset"):
+                await sup.list_tools(toolset="nope")
+
+            before = await sup.status()
+            assert node(before, "server:echo").state == "running"
+            assert server_pid(before, "echo") in procs_with_marker(marker_of(echo))
+            metrics = await sup.metrics()
+            assert metrics.tool("echo", "echo").calls >= 1
+            assert metrics.server("echo") is not None
+            assert b"echo" in await sup.metrics_text()
+
+            # a trio function of one's own, inside the guest run
+            async def tools_of(trio_sup: Supervisor, server: str) -> int:
+                await trio.sleep(0)
+                return len(trio_sup.link(server).tools)
+
+            assert await sup.run_in_trio(tools_of, "echo") == 6
+
+            # reload: diffed by name; the unchanged server is not touched
+            diff = await sup.reload([echo, changed, new])
+            assert diff == {"added": ["new"], "removed": ["drop"], "restarted": ["change"], "unchanged": ["echo"]}
+            after = await sup.status()
+            assert server_pid(after, "echo") == server_pid(before, "echo")
+            assert server_pid(after, "change") != server_pid(before, "change")
+            assert sorted(await sup.servers()) == ["change", "echo", "new"]
+            assert procs_with_marker(marker_of(change)) == []  # the old incarnation's marker
+            assert text_of(await sup.call_tool("new__whoami", {}, timeout=5)) == "new"
+            with pytest.raises(UnknownTool):
+                await sup.call_tool("drop__whoami", {})
+            with pytest.raises(ValueError, match="duplicate"):
+                await sup.reload([echo, echo])
+        finally:
+            await sup.aclose()
+        assert not sup.running
+        for spec in (echo, changed):
+            assert procs_with_marker(marker_of(spec)) == []
+
+    run_asyncio(main)
+
+
+def test_cancelling_the_host_task_cancels_the_call_on_the_server(tmp_path):
+    log = tmp_path / "exec.log"
+    spec = server_spec("hang", "hang.py", env={"EXEC_LOG": str(log)})
+    config = tmp_path / "mcp_servers.json"  # embed also takes a config file
+    config.write_text(json.dumps({"mcpServers": {"hang": {"command": spec.command, "args": spec.args, "env": spec.env}}}))
+    read_log = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
+
+    async def main() -> None:
+        async with embed(config) as sup:
+            call = asyncio.create_task(sup.call_tool("hang", {}, timeout=30))
+            await eventually(lambda: "hang start" in read_log(), what="the call to reach the server")
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await eventually(lambda: "hang cancelled" in read_log(), what="the server to see the cancellation")
+            # the connection is fine and free for the next call
+            assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=5)) == "after"
+            assert node(await sup.status(), "connection:hang").restarts == 0
+
+    run_asyncio(main)
+
+
+def test_aclose_cancels_calls_in_flight_and_leaves_no_orphans():
+    parent = server_spec("parent", "spawns_grandchild.py", "--child-stdio", "devnull")
+    echo = server_spec("echo", "echo.py", namespace="prefix")
+
+    async def main() -> None:
+        sup = await embed([parent, echo])
+        assert len(procs_with_marker(marker_of(parent))) == 2  # the server and its child
+        assert procs_with_marker(marker_of(echo))
+        in_flight = asyncio.create_task(sup.call_tool("echo__sleep", {"seconds": 30}, timeout=60))
+        await asyncio.sleep(0.3)
+        await sup.aclose()
+        with pytest.raises(SupervisorClosed):
+            await in_flight
+        assert procs_with_marker(marker_of(parent)) == []
+        assert procs_with_marker(marker_of(echo)) == []
+        with pytest.raises(SupervisorClosed):
+            await sup.call_tool("echo__echo", {"text": "too late"})
+        with pytest.raises(SupervisorClosed):
+            await sup.status()
+        await sup.aclose()  # idempotent
+
+    run_asyncio(main)
+
+
+# -- the openai-agents adapter ----------------------------------------------------------------
+
+
+def test_adapter_lists_calls_and_turns_typed_failures_into_readable_results():
+    echo = server_spec("echo", "echo.py", categories={"echo": "search", "add": "workflow"})
+    meta = server_spec("meta", "meta_echo.py", namespace="prefix")
+
+    async def main() -> None:
+        async with embed([echo, meta]) as sup:
+            search = SupervisedMCPServer(sup, toolset="search")
+            async with search:  # connect/cleanup open and close nothing
+                assert [t.name for t in search.cached_tools or []] == ["echo"]
+            tools = await search.list_tools()
+            assert all(isinstance(t, mcp_types.Tool) for t in tools) and tools[0].input_schema["type"] == "object"
+            result = await search.call_tool("echo", {"text": "via adapter"})
+            assert isinstance(result, mcp_types.CallToolResult) and text_of(result) == "via adapter"
+
+            # the tool's own error is passed through as the server gave it
+            own_error = await search.call_tool("fail", {"message": "boom"})
+            assert own_error.is_error and "boom" in text_of(own_error)
+
+            # typed failures: results the model can read, in the seed's shape
+            unknown = seed_failure(await search.call_tool("no_such_tool", {}))
+            assert unknown.tool_name == "no_such_tool" and unknown.error.startswith("UnknownTool:")
+            invalid = seed_failure(await search.call_tool("add", {"a": "x"}))
+            assert invalid.error.startswith("InvalidArguments:")
+            no_server = seed_failure(await SupervisedMCPServer(sup, server="nowhere").call_tool("echo", {}))
+            assert "nowhere" in no_server.error
+
+            # the session id reaches the server in _meta, on the one shared connection
+            meta_pid = server_pid(await sup.status(), "meta")
+            for session in ("sess-1", "sess-2"):
+                adapter = SupervisedMCPServer(sup, server="meta", session_id=session)
+                assert [t.name for t in await adapter.list_tools()][-1] == "meta__meta"
+                seen = (await adapter.call_tool("meta__meta", {}, meta={"trace": "t1"})).structured_content["meta"]
+                assert seen["session_id"] == session and seen["trace"] == "t1"
+            assert server_pid(await sup.status(), "meta") == meta_pid
+            other = SupervisedMCPServer(sup, server="meta", session_id="a").with_session("b")
+            assert (await other.call_tool("meta__meta", {})).structured_content["meta"]["session_id"] == "b"
+
+            # prompts and resources pass through to the live connection
+            prompts = await adapter.list_prompts()
+            assert [p.name for p in prompts.prompts] == ["greet"]
+            greeting = await adapter.get_prompt("greet", {"who": "trio"})
+            assert "trio" in greeting.messages[0].content.text
+            resources = await adapter.list_resources()
+            assert [str(r.uri) for r in resources.resources] == ["info://server"]
+            assert (await adapter.list_resource_templates()).resource_templates == []
+            info = await adapter.read_resource("info://server")
+            assert f"pid={meta_pid}" in info.contents[0].text
+            everything = SupervisedMCPServer(sup)  # over every server
+            assert [p.name for p in (await everything.list_prompts()).prompts] == ["greet", "greet"]
+
+    run_asyncio(main)
+
+
+async def _is_down(sup: EmbeddedSupervisor, name: str) -> bool:
+    return await sup.run_in_trio(lambda trio_sup: trio_sup.link(name).conn is None)
+
+
+def test_an_agent_run_survives_a_killed_server_and_the_host_loop_never_notices():
+    echo = server_spec("echo", "echo.py", categories={"echo": "search"})
+    meta = server_spec("meta", "meta_echo.py", namespace="prefix", backoff=BackoffPolicy(min=1.0, max=1.0, jitter=0.0))
+    calls = [("echo", {"text": "hello"}), ("meta__meta", {})]
+
+    async def main() -> None:
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beating = asyncio.create_task(heartbeat())
+        async with embed([echo, meta]) as sup:
+            adapters = [
+                SupervisedMCPServer(sup, toolset="search"),
+                SupervisedMCPServer(sup, server="meta", session_id="sess-42", timeout=1.0),
+            ]
+            outputs, model = await run_agent(adapters, calls)
+            assert "echo" in model.tools_seen and "meta__meta" in model.tools_seen
+            assert outputs[0] == "hello"
+            assert json.loads(outputs[1])["meta"]["session_id"] == "sess-42"
+
+            # kill -9 one server: the run completes, its call comes back as a clear failure,
+            # the other server's call works
+            events = sup.events()
+            first_pid = server_pid(await sup.status(), "meta")
+            os.kill(first_pid, signal.SIGKILL)
+            await eventually(lambda: _is_down(sup, "meta"), what="the supervisor to see the server down")
+            outputs, _ = await run_agent(adapters, calls)
+            assert outputs[0] == "hello"
+            failure = ToolResult.from_json(outputs[1])
+            assert failure.success is False and failure.tool_name == "meta__meta" and "'meta'" in failure.error
+
+            # the supervisor restarts it; it shows in events and status; a later turn succeeds
+            seen: list[str] = []
+
+            async def restarted() -> bool:
+                event = await anext(events)
+                seen.append(f"{event.path.rsplit('/', 1)[-1]} {event.kind}")
+                return "connection:meta ready" in seen
+
+            await eventually(restarted, timeout=10, what="the server to come back")
+            await events.aclose()
+            assert any(kind.endswith(("exited", "restarting")) for kind in seen), seen
+            connection = node(await sup.status(), "connection:meta")
+            assert connection.state == "running" and connection.restarts >= 1
+            assert "SIGKILL" in (connection.last_exit or connection.detail["last_error"] or "")
+            assert connection.detail["pid"] != first_pid
+            outputs, _ = await run_agent(adapters, calls)
+            assert json.loads(outputs[1])["meta"]["session_id"] == "sess-42"
+        assert not beating.done() and ticks > 10  # the host loop ran on throughout
+        beating.cancel()
+
+    run_asyncio(main, timeout=30)
+
+
+# -- trio host: the Supervisor natively, openai-agents through trio-asyncio ---------------------
+
+
+async def test_trio_host_runs_an_agent_through_trio_asyncio(tmp_path):
+    # Imported here, not at the top: importing trio_asyncio makes asyncio.run's default loop
+    # trio-asyncio's own for the rest of the process, which other tests need not inherit.
+    import trio_asyncio
+
+    log = tmp_path / "exec.log"
+    echo = server_spec("echo", "echo.py", categories={"echo": "search"})
+    hang = server_spec("hang", "hang.py", namespace="prefix", env={"EXEC_LOG": str(log)})
+    with trio.fail_after(20):
+        async with Supervisor([echo, hang]) as sup:
+            async with trio_asyncio.open_loop():
+                adapters = [SupervisedMCPServer(sup, toolset="search", session_id="s")]
+                lines, model = await trio_asyncio.aio_as_trio(run_agent)(adapters, [("echo", {"text": "from trio"})])
+                assert lines == ["from trio"] and model.tools_seen == ["echo"]
+
+                # typed failures come back as results here too
+                adapter = adapters[0]
+                unknown = await trio_asyncio.aio_as_trio(adapter.call_tool)("nope", {})
+                assert seed_failure(unknown).error.startswith("UnknownTool:")
+
+                # cancelling the asyncio side cancels the trio call, and so the server's
+                hanging = SupervisedMCPServer(sup, server="hang")
+
+                async def call_then_give_up() -> None:
+                    task = asyncio.ensure_future(hanging.call_tool("hang__hang", {}))
+                    while not (log.exists() and "hang start" in log.read_text()):
+                        await asyncio.sleep(0.02)
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+
+                await trio_asyncio.aio_as_trio(call_then_give_up)()
+            while "hang cancelled" not in log.read_text():
+                await trio.sleep(0.02)
+        assert procs_with_marker(marker_of(echo)) == [] and procs_with_marker(marker_of(hang)) == []
+
+
+def test_embed_refuses_clearly_and_leaves_the_loop_usable():
+    async def main() -> None:
+        with pytest.raises(ValueError, match="duplicate server names"):
+            await embed([ServerSpec(name="x", command="true"), ServerSpec(name="x", command="true")])
+        async with embed([]) as sup:
+            with pytest.raises(RuntimeError, match="already runs trio"):
+                await embed([])
+            assert (await sup.status()).state == "running"
+        await asyncio.sleep(0)  # the host loop is still fine
+
+    run_asyncio(main)
+
+
+def test_a_trio_supervisor_outside_trio_asyncio_says_how_to_use_it():
+    sup = Supervisor([])
+    adapter = SupervisedMCPServer(sup)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="trio_asyncio.open_loop"):
+            await adapter.list_tools()
+
+    run_asyncio(main)
