@@ -47,7 +47,7 @@ from protocol import (
 
 from ._events import publish
 from ._process import ServerProcess, kill_group, open_stdio
-from ._runtime import Mailbox, Ref
+from ._runtime import Mailbox
 
 __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
 
@@ -73,30 +73,15 @@ class Call(msgspec.Struct):
     meta: dict[str, Any] | None = None
 
 
-class ListTools(msgspec.Struct):
-    pass
-
-
-class Refresh(msgspec.Struct):
-    """Re-read the tool (prompt, resource) lists: a list_changed arrived or the TTL ran out."""
-
-    what: str = "tools"
-
-
-class Session(msgspec.Struct):
-    """Ask for the live ``mcp.Client`` (prompts, resources, completions pass through it)."""
-
-
 class ServerLink:
     """The stable face of one server across incarnations.
 
     The connection actor writes it; callers read it without an actor hop. ``connected`` is
-    set while an incarnation is ready; ``ref`` reaches that incarnation.
+    set while an incarnation is ready; ``conn`` is that incarnation (calls run on it).
     """
 
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec
-        self.ref: Ref[Any] | None = None
         self.conn: _Connection | None = None
         self.connected = trio.Event()
         self.tools: list[ToolSpec] = []
@@ -122,15 +107,13 @@ class ServerLink:
         for listener in list(self.listeners):
             listener(kind, self)
 
-    def _up(self, ref: Ref[Any], conn: _Connection) -> None:
-        self.ref = ref
+    def _up(self, conn: _Connection) -> None:
         self.conn = conn
         self.connected.set()
         self._notify("up")
 
     def _down(self, reason: str) -> None:
         was_up = self.conn is not None
-        self.ref = None
         self.conn = None
         self.last_error = reason
         if self.connected.is_set():
@@ -382,18 +365,12 @@ class _Connection:
     # -- the actor loop -------------------------------------------------------------------
 
     async def serve(self, mailbox: Mailbox[Any]) -> None:
-        """Read control messages until stopped, then let the calls in flight finish."""
+        """Live until stopped (``Ref.stop()``), then let the calls in flight finish."""
         async with trio.open_nursery() as side:
             self.nursery = side
-            async for msg, reply in mailbox:
-                if isinstance(msg, ListTools):
-                    reply.send(self.link.tools)
-                elif isinstance(msg, Refresh):
-                    side.start_soon(self._refresh, msg.what)
-                    if reply is not None:
-                        reply.send(None)
-                elif isinstance(msg, Session):
-                    reply.send(self.client)
+            async for _msg, reply in mailbox:  # no control messages yet: it waits for stop()
+                if reply is not None:
+                    reply.fail(TypeError(f"connection:{self.spec.name} takes no messages"))
             self.stopping = True  # drain: new calls go to the next incarnation
             self.slots.unpark_all()
             await self.idle.wait()
@@ -567,7 +544,7 @@ async def run_connection(
                     state.garbage = len(early_garbage)
                     link.protocol_version = client.protocol_version
                     link.capabilities = client.server_capabilities
-                    link._up(mailbox.ref, state)
+                    link._up(state)
                     task_status.started(mailbox.ref)
                     why = await _live(spec, proc, state, mailbox, link)
             except Exception as exc:
