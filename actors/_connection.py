@@ -47,6 +47,7 @@ from protocol import (
 
 from ._events import publish
 from ._process import ServerProcess, kill_group, open_stdio
+from ._session_header import with_session_header
 from ._runtime import Mailbox
 
 __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
@@ -220,12 +221,18 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any) -> Any:
     assert spec.url is not None
     if spec.transport == "sse":
         from mcp.client.sse import sse_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
-        return sse_client(spec.url, headers=dict(spec.headers) or None, timeout=spec.connect_timeout)
+        return sse_client(
+            spec.url,
+            headers=dict(spec.headers) or None,
+            timeout=spec.connect_timeout,
+            httpx_client_factory=with_session_header(create_mcp_http_client),  # X-Session-Id per POST
+        )
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
-    return _http_transport(spec, streamable_http_client, create_mcp_http_client)
+    return _http_transport(spec, streamable_http_client, with_session_header(create_mcp_http_client))
 
 
 def _http_transport(spec: ServerSpec, client_factory: Any, http_factory: Any) -> Any:

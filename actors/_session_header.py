@@ -1,0 +1,86 @@
+"""The session id as an HTTP header on remote servers, on their one shared connection.
+
+A copilot's backends read the chat session from an ``X-Session-Id`` header. The supervisor
+keeps one connection per server for every session, so the session cannot be a header of the
+connection: it travels in each request's ``_meta`` (``params._meta.session_id``). Over
+streamable HTTP and SSE every JSON-RPC message the client sends is its own HTTP POST, so
+the session can be a header of that POST: ``lift_session_header`` is an httpx request hook
+that copies it there.
+
+Guarantees:
+
+- A POST whose JSON-RPC body carries a string ``params._meta.session_id`` is sent with
+  ``X-Session-Id: <it>``, replacing a static ``X-Session-Id`` from the server's headers for
+  that request only. Every other request (GETs, bodies without one, batches, bodies that are
+  not JSON) goes out exactly as the transport built it.
+- The body is not changed, so servers that read ``_meta`` keep working.
+- The hook never raises: a body it cannot read is left alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["SESSION_HEADER", "SESSION_META_KEY", "lift_session_header", "with_session_header"]
+
+SESSION_HEADER = "X-Session-Id"
+#: The ``_meta`` key the session id travels under (``SupervisedMCPServer``'s default).
+SESSION_META_KEY = "session_id"
+
+_NEEDLE = f'"{SESSION_META_KEY}"'.encode()
+
+
+class _Meta(msgspec.Struct):
+    session_id: Any = None
+
+
+class _Params(msgspec.Struct):
+    meta: _Meta | None = msgspec.field(default=None, name="_meta")
+
+
+class _Message(msgspec.Struct):
+    params: _Params | None = None
+
+
+_decoder = msgspec.json.Decoder(_Message)
+
+
+def session_of(body: bytes) -> str | None:
+    """The session id in a JSON-RPC message's ``params._meta``, or None."""
+    if _NEEDLE not in body:  # most requests carry none: skip decoding them
+        return None
+    try:
+        message = _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    meta = message.params.meta if message.params is not None else None
+    session = meta.session_id if meta is not None else None
+    return session if isinstance(session, str) and session else None
+
+
+async def lift_session_header(request: Any) -> None:
+    """httpx request event hook: set ``X-Session-Id`` from the body's ``_meta``."""
+    if request.method != "POST":
+        return
+    try:
+        body = request.content
+    except Exception:  # a streamed body (never the MCP transports'): leave it alone
+        return
+    session = session_of(body)
+    if session is not None:
+        request.headers[SESSION_HEADER] = session
+
+
+def with_session_header(http_factory: Any) -> Any:
+    """An ``McpHttpClientFactory`` like ``http_factory`` whose clients run the hook."""
+
+    def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
+        client = http_factory(headers=headers, timeout=timeout, auth=auth)
+        hooks = client.event_hooks
+        hooks["request"] = [*hooks.get("request", []), lift_session_header]
+        client.event_hooks = hooks
+        return client
+
+    return factory
