@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ import msgspec
 import trio
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import get_default_environment
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from protocol import (
     ActorDown,
@@ -46,6 +49,7 @@ from protocol import (
 )
 
 from ._events import publish
+from ._front import Front, current_front, describe_request, host_front
 from ._process import ServerProcess, kill_group, open_stdio
 from ._session_header import with_session_header
 from ._runtime import Mailbox
@@ -55,6 +59,12 @@ __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
 log = logging.getLogger("supervisor.connection")
 
 CONNECTION_CLOSED = -32000  # the SDK's code for a transport that went away
+
+upstream_log = logging.getLogger("supervisor.upstream")
+_LOG_LEVELS = {
+    "debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING,
+    "error": logging.ERROR, "critical": logging.CRITICAL, "alert": logging.CRITICAL, "emergency": logging.CRITICAL,
+}
 
 
 class ConnectionDied(Exception):
@@ -96,6 +106,10 @@ class ServerLink:
         self.inflight = 0
         self.queued = 0
         self.last_error: str | None = None
+        #: Resource URIs subscribed to through this server; kept across restarts (each new
+        #: incarnation subscribes to them again). Updates are published as
+        #: ``resource_updated`` events with ``data={"uri": ...}``.
+        self.subscriptions: set[str] = set()
         #: Called as ``listener(kind, link)`` with kind "up", "down" or "tools"; synchronous,
         #: so they must not block (the server subtree tells its breaker and the registry).
         self.listeners: list[Callable[[str, ServerLink], None]] = []
@@ -103,6 +117,24 @@ class ServerLink:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    async def subscribe(self, uri: str) -> None:
+        """Subscribe to ``uri``'s updates. While the server is down the subscription is
+        kept and made when it is back. Raises the server's own ``MCPError`` if it refuses
+        (the subscription is then dropped)."""
+        self.subscriptions.add(uri)
+        try:
+            if self.conn is not None:
+                await self.conn.sync_subscriptions()
+        except BaseException:
+            self.subscriptions.discard(uri)
+            raise
+
+    async def unsubscribe(self, uri: str) -> None:
+        """Stop ``uri``'s updates (a no-op for a URI not subscribed to)."""
+        self.subscriptions.discard(uri)
+        if self.conn is not None:
+            await self.conn.sync_subscriptions()
 
     def _notify(self, kind: str) -> None:
         for listener in list(self.listeners):
@@ -262,7 +294,19 @@ class _Connection:
         self.link = link
         self.client = client
         self.mailbox = mailbox
-        self.inflight: set[trio.CancelScope] = set()
+        #: Each call in flight: its cancel scope and the front it is made for.
+        self.inflight: dict[trio.CancelScope, Front | None] = {}
+        #: Answers what the server asks when no caller's front can (the tree's host front).
+        self.host_front: Front = host_front.get()
+        #: Handshake-era servers: the URIs this incarnation has subscribed to.
+        self.subscribed: set[str] = set()
+        self.subscribing = trio.Lock()
+        #: 2026-07-28 servers: set when ``link.subscriptions`` changed (the listen stream is
+        #: reopened with the new set).
+        self.subscriptions_changed = trio.Event()
+        self.listen_generation = 0  # streams opened so far
+        self.acked_generation = 0  # the latest one the server acknowledged (or refused)
+        self.acked = trio.Event()  # set (and replaced) at each acknowledgement
         self.slots = trio.lowlevel.ParkingLot()
         self.idle = trio.Event()
         self.idle.set()
@@ -318,15 +362,29 @@ class _Connection:
             if self.death is not None or self.stopping:
                 raise self._never_sent("ended while the call waited for a slot")
         scope = trio.CancelScope(deadline=call.deadline)
-        self.inflight.add(scope)
+        front = current_front.get()
+        self.inflight[scope] = front
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         self.link.inflight = len(self.inflight)
         try:
             result = None
             with scope:
-                result = await self.client.call_tool(
-                    call.tool, call.arguments, progress_callback=call.progress, meta=call.meta
-                )
+                if front is not None and front.input_round is not None:
+                    # The front drives 2026-07-28 input rounds itself: hand it the server's
+                    # InputRequiredResult unchanged, and its answers to the server.
+                    result = await self.client.session.call_tool(
+                        call.tool,
+                        call.arguments,
+                        progress_callback=call.progress,
+                        input_responses=front.input_round.responses,
+                        request_state=front.input_round.state,
+                        meta=call.meta,
+                        allow_input_required=True,
+                    )
+                else:
+                    result = await self.client.call_tool(
+                        call.tool, call.arguments, progress_callback=call.progress, meta=call.meta
+                    )
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED:
                 self.die(f"connection closed: {exc.error.message}")
@@ -337,7 +395,7 @@ class _Connection:
             self.die(f"transport error: {type(exc).__name__}: {exc}")
             raise self._crash_failure() from None
         finally:
-            self.inflight.discard(scope)
+            self.inflight.pop(scope, None)
             self.link.inflight = len(self.inflight)
             if not self.inflight:
                 self.idle.set()
@@ -421,29 +479,127 @@ class _Connection:
             self._refresh_soon("prompts")
         elif isinstance(root, mcp_types.ResourceListChangedNotification):
             self._refresh_soon("resources")
+        elif isinstance(root, mcp_types.ResourceUpdatedNotification):
+            publish("resource_updated", data={"uri": str(root.params.uri)})
+
+    # -- what the server asks or tells while serving calls ------------------------------
+
+    def front_of_question(self) -> Front:
+        """Whom a server's question belongs to: the caller's front when the SDK asks in the
+        caller's task, else the one front with calls in flight, else the default front."""
+        front = current_front.get()
+        if front is not None:
+            return front
+        fronts = {id(f): f for f in self.inflight.values() if f is not None}
+        if len(fronts) == 1:
+            return next(iter(fronts.values()))
+        return self.host_front
+
+    async def answer(self, request: mcp_types.InputRequest) -> Any:
+        """Relay one server question to its front; a front that does not answer within the
+        server's ``timeout`` is answered for, with an error naming the question."""
+        front = self.front_of_question()
+        with trio.move_on_after(self.spec.timeout):
+            return await front.answer(self.spec.name, request)
+        return mcp_types.ErrorData(
+            code=mcp_types.INTERNAL_ERROR,
+            message=f"no answer to {describe_request(request)} within {self.spec.timeout:g} s",
+        )
+
+    async def on_log(self, params: mcp_types.LoggingMessageNotificationParams) -> None:
+        """A server log line goes to the fronts with calls in flight (nothing on the wire says
+        which call it belongs to); with none, to this process's log."""
+        fronts = {id(f): f for f in self.inflight.values() if f is not None}
+        upstream_log.log(
+            _LOG_LEVELS.get(params.level, logging.INFO), "[%s] %s%s", self.spec.name,
+            f"{params.logger}: " if params.logger else "", params.data,
+        )
+        for front in fronts.values():
+            with trio.move_on_after(1.0):  # a slow client must not stall the server's stream
+                try:
+                    await front.log(self.spec.name, params)
+                except Exception as exc:  # a gone client: the log line is only lost to it
+                    log.debug("log line from %r not delivered: %s", self.spec.name, exc)
 
     def _refresh_soon(self, what: str) -> None:
         if self.nursery is not None:
             self.nursery.start_soon(self._refresh, what)
 
-    async def listen_modern(self) -> None:
-        """2026-07-28 servers announce list changes only on a ``subscriptions/listen`` stream."""
+    @property
+    def modern(self) -> bool:
+        return self.client.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    async def sync_subscriptions(self) -> None:
+        """Make the server's resource subscriptions match ``link.subscriptions``: a
+        handshake-era server by ``resources/(un)subscribe`` (its refusal raises), a
+        2026-07-28 one by reopening the listen stream with the new set."""
+        if self.modern:
+            wanted = self.listen_generation + 1
+            self.subscriptions_changed.set()
+            with trio.move_on_after(self.spec.timeout):  # the stream with the new set is open
+                while self.acked_generation < wanted:
+                    await self.acked.wait()
+            return
+        async with self.subscribing:
+            with warnings.catch_warnings():  # resources/subscribe is gone in 2026-07-28, not before
+                warnings.simplefilter("ignore")
+                for uri in sorted(self.link.subscriptions - self.subscribed):
+                    await self.client.subscribe_resource(uri)
+                    self.subscribed.add(uri)
+                for uri in sorted(self.subscribed - self.link.subscriptions):
+                    self.subscribed.discard(uri)
+                    await self.client.unsubscribe_resource(uri)
+
+    async def listen(self) -> None:
+        """What the server announces: a 2026-07-28 server only on a ``subscriptions/listen``
+        stream (list changes and the subscribed resources' updates; reopened whenever the
+        subscriptions change); a handshake-era one on its own, once it is told the
+        subscriptions this link carries from earlier incarnations."""
+        if not self.modern:
+            try:
+                await self.sync_subscriptions()
+            except Exception as exc:
+                log.warning("server %r: resubscribing failed: %s", self.spec.name, _unwrap(exc))
+            return
         caps = self.client.server_capabilities
         wants = {
             "tools_list_changed": bool(caps.tools and caps.tools.list_changed),
             "prompts_list_changed": bool(caps.prompts and caps.prompts.list_changed),
             "resources_list_changed": bool(caps.resources and caps.resources.list_changed),
         }
-        if not any(wants.values()):
-            return
+        while True:
+            changed = self.subscriptions_changed = trio.Event()
+            self.listen_generation += 1
+            uris = sorted(self.link.subscriptions)
+            if any(wants.values()) or uris:
+                async with trio.open_nursery() as stream:
+                    stream.start_soon(self._listen_stream, wants, uris, self.listen_generation)
+                    await changed.wait()
+                    stream.cancel_scope.cancel()
+            else:
+                self._acknowledged(self.listen_generation)
+                await changed.wait()
+
+    def _acknowledged(self, generation: int) -> None:
+        self.acked_generation = max(self.acked_generation, generation)
+        acked, self.acked = self.acked, trio.Event()
+        acked.set()
+
+    async def _listen_stream(self, wants: dict[str, bool], uris: list[str], generation: int) -> None:
         try:
-            async with self.client.listen(**wants) as subscription:
+            async with self.client.listen(**wants, resource_subscriptions=uris) as subscription:
+                self._acknowledged(generation)
                 async for event in subscription:
+                    if isinstance(event, ResourceUpdated):
+                        publish("resource_updated", data={"uri": event.uri})
+                        continue
                     kind = type(event).__name__.lower()
                     what = "tools" if "tool" in kind else "prompts" if "prompt" in kind else "resources"
                     await self._refresh(what)
         except Exception as exc:  # the server refused or dropped the stream: the call path still works
-            log.info("server %r: no list_changed stream (%s)", self.spec.name, _unwrap(exc))
+            log.info("server %r: no subscriptions/listen stream (%s)", self.spec.name, _unwrap(exc))
+        finally:
+            self._acknowledged(generation)  # nobody waits on a stream that is not coming
 
     async def _refresh(self, what: str) -> None:
         try:
@@ -489,7 +645,7 @@ async def _live(
     try:
         async with trio.open_nursery() as side:
             side.start_soon(state.watch_death)
-            side.start_soon(state.listen_modern)
+            side.start_soon(state.listen)
             if spec.tools_ttl:
                 side.start_soon(state.expire_tools, spec.tools_ttl)
             await state.serve(mailbox)
@@ -537,6 +693,27 @@ async def run_connection(
         elif isinstance(message, Exception):
             early_garbage.append(message)
 
+    async def ask_front(request: Any) -> Any:
+        if state is None:
+            return await default_front.answer(spec.name, request)
+        return await state.answer(request)
+
+    async def on_sampling(context: Any, params: Any) -> Any:
+        return await ask_front(mcp_types.CreateMessageRequest(params=params))
+
+    async def on_elicitation(context: Any, params: Any) -> Any:
+        return await ask_front(mcp_types.ElicitRequest(params=params))
+
+    async def on_list_roots(context: Any) -> Any:
+        return await ask_front(mcp_types.ListRootsRequest())
+
+    async def on_log(params: Any) -> None:
+        if state is not None:
+            await state.on_log(params)
+
+    default_front = host_front.get()  # the tree's (the callers' own contexts do not carry it)
+    current_front.set(None)  # this task's own questions have no front: the default answers
+
     why = "stopped by the supervisor"
     try:
         # One scope spans the connection's whole life (a scope entered around the client's
@@ -544,7 +721,15 @@ async def run_connection(
         with trio.CancelScope(deadline=trio.current_time() + spec.connect_timeout) as connecting:
             try:
                 transport = _transport(spec, proc or ServerProcess(), inproc)
-                async with Client(transport, message_handler=on_message) as client:
+                client = Client(
+                    transport,
+                    message_handler=on_message,
+                    sampling_callback=on_sampling,
+                    elicitation_callback=on_elicitation,
+                    list_roots_callback=on_list_roots,
+                    logging_callback=on_log,
+                )
+                async with client:
                     await learn(client, link)
                     connecting.deadline = math.inf
                     state = _Connection(spec, link, client, mailbox)

@@ -40,6 +40,7 @@ from mcp import MCPError
 from actors import Call, EventBus
 from actors._breaker import Permit, PermitGranted, admit_call
 from actors._events import _BUS
+from actors._front import DECLINE, HostFront, host_front
 from actors._metrics import MetricsRef
 from actors._registry import Registry
 from actors._retry import call_with_retry, retry_safe_after_send
@@ -69,6 +70,13 @@ class Supervisor:
     ``inproc`` maps a server name to an in-process server object (``MCPServer``) used
     instead of a transport, for tests and benchmarks. ``toolsets`` adds per-agent toolsets
     to the seed's defaults.
+
+    ``on_input_request``, an async ``handler(server, request)``, answers what a server asks
+    while serving a call that has no client of its own to ask (``sampling/createMessage``,
+    ``elicitation/create``, ``roots/list``; ``request`` is the ``mcp_types`` request): it
+    returns the ``mcp_types`` result, or ``mcp_types.ErrorData`` to refuse. It is bounded by
+    the server's ``timeout``. Without one, every such request is declined with a message
+    that says what was asked.
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class Supervisor:
         *,
         inproc: dict[str, Any] | None = None,
         toolsets: dict[str, list[str]] | None = None,
+        on_input_request: Any = None,
     ) -> None:
         names = [s.name for s in servers]
         if len(set(names)) != len(names):
@@ -97,6 +106,7 @@ class Supervisor:
             ],
         )
         self._nursery_cm: Any = None
+        self._host_front = HostFront(on_input_request) if on_input_request is not None else DECLINE
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -104,6 +114,7 @@ class Supervisor:
         self._nursery_cm = trio.open_nursery()
         nursery = await self._nursery_cm.__aenter__()
         token = _BUS.set(self._bus)
+        front_token = host_front.set(self._host_front)  # every actor of the tree inherits it
         try:
             await nursery.start(self._root.run)
             async with trio.open_nursery() as starting:
@@ -116,6 +127,7 @@ class Supervisor:
             raise
         finally:
             _BUS.reset(token)
+            host_front.reset(front_token)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -266,7 +278,8 @@ class Supervisor:
                 await self._admit(handle)
                 started = trio.current_time()
                 result = await handle.link.call(call)
-                kind = "tool_error" if result.is_error else "success"
+                # An InputRequiredResult (handed back to a 2026-07-28 front) is no error.
+                kind = "tool_error" if getattr(result, "is_error", False) else "success"
                 return result
             except Failure as failure:
                 kind, error = failure.kind, failure.message

@@ -47,7 +47,9 @@ away is forgotten; the SDK exposes the per-request connection only as the sessio
 
 from __future__ import annotations
 
+import collections
 import logging
+import warnings
 import weakref
 from typing import Any
 
@@ -57,12 +59,21 @@ import trio
 from mcp import MCPError
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.server import NotificationOptions
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
 
+from actors._front import calling_for
 from actors._registry import NAMESPACE_SEPARATOR
 from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
 
 from ._facade import Supervisor
+from ._front_relay import FrontRelay
 
 __all__ = ["FAILURE_META_KEY", "Gateway", "failure_result"]
 
@@ -71,17 +82,29 @@ log = logging.getLogger("supervisor.gateway")
 FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
 """The ``_meta`` key of an ``isError`` result that carries a typed failure."""
 
+_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+
+#: Supervisor event kind -> (the 2026-07-28 bus event, the handshake-era connection method).
+_LIST_CHANGED = {
+    "tools_changed": (ToolsListChanged, "send_tool_list_changed"),
+    "prompts_changed": (PromptsListChanged, "send_prompt_list_changed"),
+    "resources_changed": (ResourcesListChanged, "send_resource_list_changed"),
+}
+
 #: Failures that are protocol problems (the request itself is wrong): JSON-RPC errors.
 _PROTOCOL_FAILURES = (UnknownTool, InvalidArguments)
 
 
 class _GatewayServer(Server[Any]):
-    """The SDK's low-level server, advertising ``tools.listChanged`` to handshake-era clients
-    on every transport (the streamable-HTTP session manager asks for the defaults)."""
+    """The SDK's low-level server, advertising ``listChanged`` for tools, prompts and
+    resources to handshake-era clients on every transport (the streamable-HTTP session
+    manager asks for the defaults)."""
 
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True), *args, **kwargs
+            notification_options or NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True),
+            *args,
+            **kwargs,
         )
 
 
@@ -104,6 +127,20 @@ def _as_ours(result: Any) -> Any:
         rest = {k: v for k, v in meta.items() if k != types.SERVER_INFO_META_KEY}
         return result.model_copy(update={"meta": rest or None})
     return result
+
+
+def _upstream_meta(front_meta: dict[str, Any], front: FrontRelay) -> dict[str, Any] | None:
+    """The ``_meta`` a front's call carries upstream: the front's own keys (the SDK stamps
+    its reserved ones and the progress token itself), and the log level the front wants,
+    so a 2026-07-28 upstream sends the log lines at all."""
+    meta = {
+        k: v for k, v in front_meta.items()
+        if k not in ("progress_token", "progressToken") and not k.startswith(_RESERVED_META_PREFIX)
+    }
+    level = front_meta.get(types.LOG_LEVEL_META_KEY) if front.modern else (front.min_log_level or "debug")
+    if level is not None:
+        meta[types.LOG_LEVEL_META_KEY] = level
+    return meta or None
 
 
 def _as_mcp_error(failure: Failure) -> MCPError:
@@ -130,6 +167,8 @@ class Gateway:
         self.idle.set()
         self.bus = InMemorySubscriptionBus()
         self._legacy_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Each handshake-era front connection's ``logging/setLevel``.
+        self._log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.server: Server[Any] = _GatewayServer(
             name,
             version="0.1",
@@ -141,8 +180,19 @@ class Gateway:
             on_list_resources=self._list_resources,
             on_list_resource_templates=self._list_resource_templates,
             on_read_resource=self._read_resource,
-            on_subscriptions_listen=ListenHandler(self.bus),
+            on_subscribe_resource=self._subscribe,
+            on_unsubscribe_resource=self._unsubscribe,
+            on_completion=self._complete,
+            on_subscriptions_listen=self._listen,
         )
+        self._listen_handler = ListenHandler(self.bus)
+        #: Who wants each resource URI's updates: handshake-era front connections (by
+        #: ``resources/subscribe``) and 2026-07-28 listen streams (counted while open).
+        self._subscribers: dict[str, weakref.WeakSet[Any]] = {}
+        self._listeners: collections.Counter[str] = collections.Counter()
+        # Registered after construction: the constructor argument warns that logging is
+        # deprecated in 2026-07-28, but handshake-era clients still use it.
+        self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_logging_level)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -155,22 +205,33 @@ class Gateway:
                 pass
 
     async def forward_list_changed(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Tell connected clients whenever an upstream tool list changes; runs until cancelled
+        """Tell connected clients whenever an upstream's tools, prompts or resources list
+        changes, and subscribed clients whenever a resource is updated; runs until cancelled
         or the supervisor's event bus closes."""
         events = self.sup.subscribe()
         task_status.started()
         async with events:
             async for event in events:
-                if event.kind != "tools_changed":
-                    continue
-                await self.bus.publish(ToolsListChanged())
-                for connection in list(self._legacy_connections):
-                    try:
-                        with trio.move_on_after(1.0):
-                            await connection.send_tool_list_changed()
-                    except Exception as exc:  # a gone client: forget it
-                        log.debug("list_changed not delivered: %s", exc)
-                        self._legacy_connections.discard(connection)
+                if event.kind == "resource_updated" and event.data:
+                    uri = str(event.data.get("uri"))
+                    await self.bus.publish(ResourceUpdated(uri=uri))
+                    await self._tell_legacy(list(self._subscribers.get(uri, ())), "send_resource_updated", uri)
+                elif event.kind in _LIST_CHANGED:
+                    bus_event, method = _LIST_CHANGED[event.kind]
+                    await self.bus.publish(bus_event())
+                    await self._tell_legacy(list(self._legacy_connections), method)
+
+    async def _tell_legacy(self, connections: list[Any], method: str, *args: Any) -> None:
+        """Best effort, one second each: a client that has gone away is forgotten."""
+        for connection in connections:
+            try:
+                with trio.move_on_after(1.0):
+                    await getattr(connection, method)(*args)
+            except Exception as exc:
+                log.debug("%s not delivered: %s", method, exc)
+                self._legacy_connections.discard(connection)
+                for subscribers in self._subscribers.values():
+                    subscribers.discard(connection)
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -179,28 +240,31 @@ class Gateway:
         tools = [types.Tool.model_validate(spec.to_dict()) for spec in self.sup.list_tools()]
         return types.ListToolsResult(tools=tools)
 
-    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
         self._seen(ctx)
         session = ctx.session
-        meta = dict(ctx.meta) if ctx.meta else {}
-        wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
+        front_meta = dict(ctx.meta) if ctx.meta else {}
+        wants_progress = front_meta.get("progress_token", front_meta.get("progressToken")) is not None
 
         async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
             await session.report_progress(progress, total, message)
 
         if self.draining:
             return failure_result(ServerUnavailable("the supervisor is shutting down; the call was not sent"))
+        legacy_level = self._log_levels.get(getattr(session, "_connection", None))
+        front = FrontRelay(ctx, params, min_log_level=legacy_level)
         self.inflight += 1
         if self.idle.is_set():
             self.idle = trio.Event()
         try:
-            return _as_ours(
-                await self.sup.call_tool(
+            with calling_for(front):
+                result = await self.sup.call_tool(
                     params.name,
                     dict(params.arguments or {}),
                     progress=forward_progress if wants_progress else None,
+                    meta=_upstream_meta(front_meta, front),
                 )
-            )
+            return _as_ours(result)
         except _PROTOCOL_FAILURES as failure:
             raise _as_mcp_error(failure) from None
         except Failure as failure:
@@ -210,6 +274,28 @@ class Gateway:
             self.inflight -= 1
             if self.inflight == 0:
                 self.idle.set()
+
+    async def _set_logging_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        """A handshake-era client's ``logging/setLevel``: kept for its connection (its calls'
+        log lines are filtered to it) and passed to every connected handshake-era upstream
+        (a 2026-07-28 upstream gets the level in each call's ``_meta`` instead)."""
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None:
+            try:
+                self._log_levels[connection] = params.level
+            except TypeError:
+                pass
+        for server, link in self._links():
+            conn = link.conn
+            if conn is None or conn.client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                continue
+            try:
+                with trio.move_on_after(5.0), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    await conn.client.set_logging_level(params.level)
+            except Exception as exc:  # a server without logging: nothing to tell it
+                log.debug("logging/setLevel not passed to %r: %s", server, exc)
+        return types.EmptyResult()
 
     # -- prompts and resources ------------------------------------------------------------
 
@@ -287,6 +373,93 @@ class Gateway:
                 except MCPError as exc:
                     last = exc
         raise last or MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
+
+    # -- resource subscriptions and completion -------------------------------------------
+
+    def _owner_of(self, uri: str) -> tuple[str, Any]:
+        """The server a resource URI belongs to: the one listing it, else the first
+        connected one with templates (a templated URI is not listed)."""
+        links = self._links()
+        for server, link in links:
+            if any(str(r.uri) == uri for r in link.resources):
+                return server, link
+        for server, link in links:
+            if link.resource_templates:
+                return server, link
+        raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
+
+    async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        """A handshake-era client's ``resources/subscribe``: passed to the owning server
+        (its refusal comes back unchanged); its updates reach this client's connection."""
+        self._seen(ctx)
+        uri = str(params.uri)
+        server, link = self._owner_of(uri)
+        await link.subscribe(uri)
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None:
+            self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection)
+        return types.EmptyResult()
+
+    async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        subscribers = self._subscribers.get(uri)
+        if subscribers is not None:
+            subscribers.discard(getattr(ctx.session, "_connection", None))
+        await self._release(uri)
+        return types.EmptyResult()
+
+    async def _release(self, uri: str) -> None:
+        """Unsubscribe upstream once no client wants ``uri``'s updates any more."""
+        if self._subscribers.get(uri) or self._listeners[uri] > 0:
+            return
+        self._subscribers.pop(uri, None)
+        self._listeners.pop(uri, None)
+        for _, link in self._links():
+            if uri in link.subscriptions:
+                await link.unsubscribe(uri)
+
+    async def _listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+        """A 2026-07-28 client's ``subscriptions/listen``: the SDK's handler serves the
+        stream; its resource subscriptions are made upstream first (so no update between
+        the acknowledgement and the first event is lost) and released when it ends."""
+        uris = [str(u) for u in (params.notifications.resource_subscriptions or ())]
+        held: list[str] = []
+        try:
+            for uri in uris:
+                try:
+                    server, link = self._owner_of(uri)
+                    await link.subscribe(uri)
+                except Exception as exc:  # the ack still honours the URI; updates just will not come
+                    log.info("listen: resource %r not subscribed upstream: %s", uri, exc)
+                self._listeners[uri] += 1
+                held.append(uri)
+            return await self._listen_handler(ctx, params)
+        finally:
+            for uri in held:
+                self._listeners[uri] -= 1
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                for uri in held:
+                    try:
+                        await self._release(uri)
+                    except Exception as exc:
+                        log.debug("listen: releasing %r: %s", uri, exc)
+
+    async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> Any:
+        """``completion/complete``, routed by its reference to the server that owns the
+        prompt (its exposed name mapped back) or the resource template."""
+        ref = params.ref
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = dict(params.context.arguments or {}) if params.context is not None else None
+        for server, link in self._links():
+            if isinstance(ref, types.PromptReference):
+                for prompt in link.prompts:
+                    if self._prompt_name(server, prompt.name) == ref.name:
+                        upstream_ref = ref.model_copy(update={"name": prompt.name})
+                        return _as_ours(await self._client_of(server, link).complete(upstream_ref, argument, context))
+            elif any(t.uri_template == ref.uri for t in link.resource_templates):
+                return _as_ours(await self._client_of(server, link).complete(ref, argument, context))
+        what = f"prompt {ref.name!r}" if isinstance(ref, types.PromptReference) else f"resource template {ref.uri!r}"
+        raise MCPError(code=types.INVALID_PARAMS, message=f"no server offers the {what}")
 
     # -- stdio ----------------------------------------------------------------------------
 
