@@ -75,6 +75,7 @@ __all__ = [
     "SchemaValidator",
     "ServerAvailability",
     "ServerTools",
+    "SetToolsets",
     "Snapshot",
     "ToolCollision",
     "ToolStatus",
@@ -218,6 +219,17 @@ class ListTools(msgspec.Struct, frozen=True):
     toolset: str | None = None
     category: str | None = None
     available_only: bool = False
+
+
+class SetToolsets(msgspec.Struct, frozen=True):
+    """Use ``toolsets`` (added to, or replacing by name, `DEFAULT_TOOLSETS`) from now on.
+
+    Replaces the toolsets given at start, not those of an earlier `SetToolsets` on top of
+    them. An invalid toolset is answered with a ``ValueError`` and changes nothing.
+    Answer: None.
+    """
+
+    toolsets: dict[str, list[str]]
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -611,10 +623,8 @@ class Registry:
         name: str = "registry",
         mailbox_size: int | float = 256,
     ) -> None:
-        merged = dict(DEFAULT_TOOLSETS)
-        merged.update(check_toolsets(toolsets or {}))
         self.name = name
-        self._toolsets: Mapping[str, tuple[str, ...]] = MappingProxyType(merged)
+        self._toolsets = self._merged(toolsets or {})
         self._mailbox_size = mailbox_size
         self._mailbox: Mailbox[Any] = Mailbox(name, mailbox_size)
         self._servers: dict[str, _Server] = {}
@@ -622,6 +632,12 @@ class Registry:
         self._collisions: dict[tuple[str, str], ToolCollision] = {}
         self._view = RegistryView(toolsets=self._toolsets)
         self.schema_compilations = 0
+
+    @staticmethod
+    def _merged(toolsets: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
+        merged = dict(DEFAULT_TOOLSETS)
+        merged.update(check_toolsets(toolsets))
+        return MappingProxyType(merged)
 
     # -- read side (any task, no hop) ---------------------------------------------------
 
@@ -681,6 +697,9 @@ class Registry:
     async def snapshot(self, *, timeout: float = math.inf) -> RegistrySnapshot:
         return await self.ref.ask(Snapshot(), timeout)
 
+    async def set_toolsets(self, toolsets: Mapping[str, Sequence[str]], *, timeout: float = math.inf) -> None:
+        await self.ref.ask(SetToolsets({name: list(cats) for name, cats in toolsets.items()}), timeout)
+
     def stop(self) -> None:
         """Ask the actor to stop once its queued messages are handled."""
         self._mailbox.stop()
@@ -711,6 +730,10 @@ class Registry:
                 answer = self._view.list_tools(msg.toolset, msg.category, available_only=msg.available_only)
             elif isinstance(msg, Snapshot):
                 answer = self._snapshot()
+            elif isinstance(msg, SetToolsets):
+                self._toolsets = self._merged(msg.toolsets)
+                self._view = msgspec.structs.replace(self._view, toolsets=self._toolsets)
+                answer = None
             else:
                 raise TypeError(f"registry {self.name!r} does not understand {type(msg).__name__}")
         except (ValueError, TypeError, Failure) as exc:  # the sender's mistake: refuse, live on

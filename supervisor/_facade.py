@@ -148,10 +148,67 @@ class Supervisor:
 
     async def remove_server(self, name: str) -> None:
         """Stop ``name`` (draining its calls within its shutdown timeout) and forget it."""
+        self._refuse_while_replacing(name)
         await self._servers.remove_child(f"server:{name}")
         await self.registry.withdraw(name)
         self._handles.pop(name, None)
         self._specs.pop(name, None)
+
+    async def replace_server(self, spec: ServerSpec) -> ChildStatus:
+        """Run ``spec.name`` with ``spec`` from now on, without a gap for its callers.
+
+        Guarantees:
+
+        - Its tools stay in the registry throughout (marked unavailable while no incarnation
+          runs, then as the new incarnation lists them), so no call fails ``UnknownTool``
+          because of the replacement, and ``tools/list`` does not lose them.
+        - A call that starts while the server is being replaced waits, within its own
+          deadline, for the new incarnation (``ServerUnavailable`` if that deadline passes
+          first), instead of failing ``CircuitOpen``; so does one that was waiting for a
+          slot on the old incarnation.
+        - Calls in flight on the old incarnation finish (it is drained within its shutdown
+          timeout, as `remove_server` does); one cut off at that timeout gets a typed failure.
+        - Returns once the new incarnation is connected (its tools in the registry) or its
+          first attempt failed; then waiting calls go on (against a breaker that says the
+          server is down, in the second case).
+        - A server not supervised yet is added (`add_server`). If the new incarnation cannot
+          be started at all, the server is forgotten (as by `remove_server`) and the error
+          raised. One replacement (or removal) of a server at a time: another while one is
+          under way raises ``RuntimeError``.
+        """
+        handle = self._handles.get(spec.name)
+        if handle is None:
+            return await self.add_server(spec)
+        self._refuse_while_replacing(spec.name)
+        done = handle.replacing = trio.Event()
+        try:
+            await self._servers.remove_child(f"server:{spec.name}")
+            handle.replace_spec(spec)
+            self._specs[spec.name] = spec
+            try:
+                status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
+            except Exception:
+                with trio.CancelScope(shield=True):
+                    await self.registry.withdraw(spec.name)
+                self._handles.pop(spec.name, None)
+                self._specs.pop(spec.name, None)
+                raise
+            await self.registry.snapshot()  # a barrier: the tools it published are in the view
+            return status
+        finally:
+            handle.replacing = None
+            done.set()
+
+    def _refuse_while_replacing(self, name: str) -> None:
+        handle = self._handles.get(name)
+        if handle is not None and handle.replacing is not None:
+            raise RuntimeError(f"server {name!r} is being replaced; wait for that to finish")
+
+    async def set_toolsets(self, toolsets: dict[str, list[str]]) -> None:
+        """Use ``toolsets`` (added to, or replacing by name, the seed's defaults) from now on,
+        in place of those given at start; ``list_tools(toolset=...)`` sees them as soon as
+        this returns. An invalid one raises ``ValueError`` and changes nothing."""
+        await self.registry.set_toolsets(toolsets)
 
     # -- introspection ------------------------------------------------------------------
 
@@ -271,7 +328,10 @@ class Supervisor:
             started = trio.current_time()
             kind, error = "cancelled", None
             try:
-                if number > 1 and handle.link.conn is None:
+                if handle.replacing is not None:
+                    # The server is being replaced (config reload): wait for the new one.
+                    await handle.wait_replaced(deadline)
+                elif number > 1 and handle.link.conn is None:
                     # A retry keeps its place: it waits (up to the call's deadline) for the
                     # server to come back instead of failing fast like a new call.
                     await handle.link.wait_connected(deadline)

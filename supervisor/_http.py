@@ -16,9 +16,11 @@ Routes:
 
 Security guarantees:
 
-- `check_bind` refuses a non-loopback bind without an ``auth_token`` (`BindRefused`).
+- `check_bind` refuses a non-loopback bind without an ``auth_token`` (`BindRefused`), and a
+  reload refuses to remove the token of such a bind.
 - With ``auth_token`` set, every route except ``/healthz`` needs
-  ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time).
+  ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
+  is the current one: a reload that sets, changes or removes it applies to the next request.
 - Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route.
 - Neither the token nor any server's ``env``/``headers`` appear in responses or logs:
   ``/status`` carries only the tree, errors carry `ConfigError` messages (which redact).
@@ -123,13 +125,25 @@ def origin_allowed(scope: Any) -> bool:
 class Daemon:
     """The running daemon's state: its config, supervisor and gateway; reload lives here.
 
-    `reload` guarantees: the new config is fully validated before anything changes (an
-    invalid one raises `ConfigError` and the old one keeps running); servers are diffed by
-    name: added ones start, removed ones stop (draining), changed ones restart (remove, then
-    add), unchanged ones are not touched, so their in-flight calls are unaffected. Reloads
-    are serialized. A server whose stop or start raised is named under ``failed`` (the
-    others still proceed). The ``supervisor`` section's ``http`` and ``auth_token`` take
-    effect at the next start only; ``toolsets`` are not re-read either.
+    `reload` guarantees:
+
+    - The new config is read and fully validated before anything changes. An invalid one
+      raises `ConfigError` and the old config keeps running: servers, toolsets and token
+      alike. A config that removes ``auth_token`` while the HTTP front is bound to a
+      non-loopback address (``http_host``) is invalid too.
+    - Servers are diffed by name. Added ones start; removed ones stop (draining their calls
+      in flight); changed ones are replaced in place (`Supervisor.replace_server`): calls in
+      flight on the old incarnation finish, calls that arrive meanwhile wait (within their
+      own deadlines) for the new one, and none fails ``UnknownTool`` or ``CircuitOpen``
+      because of the swap. Unchanged ones are not touched, so their calls are unaffected.
+    - The ``supervisor`` section's ``toolsets`` and ``auth_token`` take effect at once: the
+      HTTP app checks ``auth_header`` on every request, so once the token is applied the old
+      one gets 401 and the new one is accepted (removing it opens the routes, which only a
+      loopback bind allows). ``http`` (the bind) and ``max_body_bytes`` take effect at the
+      next start only; a warning says so.
+    - Reloads are serialized. Once validated, a reload runs to completion even if whoever
+      asked for it goes away. A server whose stop, replacement or start raised is named
+      under ``failed``; the others still proceed.
     """
 
     def __init__(self, config: Config, sup: Supervisor, gateway: Gateway, config_path: str | None) -> None:
@@ -138,6 +152,10 @@ class Daemon:
         self.sup = sup
         self.gateway = gateway
         self.config_path = config_path
+        #: The host the HTTP front is bound to (set by `serve_http`); None: no HTTP front.
+        self.http_host: str | None = None
+        #: The ``Authorization`` header value every request must carry; None: no auth.
+        self.auth_header: bytes | None = _auth_header(config.settings.auth_token)
         self._reload_lock = trio.Lock()
 
     def health(self) -> dict[str, Any]:
@@ -151,43 +169,72 @@ class Daemon:
         return {"ok": True, "servers": up + down, "up": up, "down": down, "draining": self.gateway.draining}
 
     async def reload(self) -> dict[str, list[str]]:
-        """Re-read the config and apply the diff (see the class docstring); returns the diff
-        by name. Raises `ConfigError` (nothing changed) for an invalid config."""
+        """Re-read the config and apply it (see the class docstring). Returns the diff:
+        server names under ``added``, ``removed``, ``changed``, ``unchanged`` and ``failed``,
+        and under ``settings`` the names of the ``supervisor`` settings that changed (never
+        their values). Raises `ConfigError` (nothing changed) for an invalid config."""
         async with self._reload_lock:
             new = load_config(self.config_path) if self.config_path else default_config()
-            old = {s.name: s for s in self.config.servers if s.enabled}
-            wanted = {s.name: s for s in new.servers if s.enabled}
-            added = [n for n in wanted if n not in old]
-            removed = [n for n in old if n not in wanted]
-            changed = [n for n in wanted if n in old and wanted[n] != old[n]]
-            unchanged = [n for n in wanted if n in old and wanted[n] == old[n]]
-            if new.settings.http != self.config.settings.http or new.settings.auth_token != self.config.settings.auth_token:
-                log.warning("reload: the http bind and auth_token take effect at the next start only")
-            failed: list[str] = []
+            self._check_token_keeps_bind_safe(new.settings.auth_token)
+            with trio.CancelScope(shield=True):  # validated: apply all of it or nothing
+                return await self._apply(new)
 
-            async def step(name: str, action: Any, *args: Any) -> None:
-                try:
-                    await action(*args)
-                except Exception as exc:  # one server's trouble must not abort the others
-                    log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
-                    failed.append(name)
+    def _check_token_keeps_bind_safe(self, auth_token: str | None) -> None:
+        if self.http_host is not None and not auth_token and not is_loopback(self.http_host):
+            raise ConfigError(
+                self.config_path,
+                "supervisor.auth_token",
+                f"the HTTP front is bound to the non-loopback address {self.http_host!r}, which needs "
+                "an auth token; keep one (or bind 127.0.0.1 and restart)",
+            )
 
-            async with trio.open_nursery() as nursery:
-                for name in removed:
-                    nursery.start_soon(step, name, self.sup.remove_server, name)
-            async with trio.open_nursery() as nursery:
-                for name in changed:
-                    nursery.start_soon(step, name, self._restart, wanted[name])
-                for name in added:
-                    nursery.start_soon(step, name, self.sup.add_server, wanted[name])
-            self.config = new
-            diff = {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged, "failed": failed}
-            log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
-            return diff
+    async def _apply(self, new: Config) -> dict[str, list[str]]:
+        old_settings, new_settings = self.config.settings, new.settings
+        settings = [
+            field for field in ("http", "auth_token", "toolsets", "max_body_bytes")
+            if getattr(new_settings, field) != getattr(old_settings, field)
+        ]
+        later = [field for field in settings if field in ("http", "max_body_bytes")]
+        if later:
+            log.warning("reload: %s take effect at the next start only", " and ".join(later))
+        self.auth_header = _auth_header(new_settings.auth_token)
+        failed: list[str] = []
+        if "toolsets" in settings:
+            try:
+                await self.sup.set_toolsets(new_settings.toolsets)
+            except Exception as exc:  # validated by load_config: not expected
+                log.error("reload: toolsets: %s: %s", type(exc).__name__, exc)
+                failed.append("supervisor.toolsets")
 
-    async def _restart(self, spec: Any) -> None:
-        await self.sup.remove_server(spec.name)
-        await self.sup.add_server(spec)
+        old = {s.name: s for s in self.config.servers if s.enabled}
+        wanted = {s.name: s for s in new.servers if s.enabled}
+        added = [n for n in wanted if n not in old]
+        removed = [n for n in old if n not in wanted]
+        changed = [n for n in wanted if n in old and wanted[n] != old[n]]
+        unchanged = [n for n in wanted if n in old and wanted[n] == old[n]]
+
+        async def step(name: str, action: Any, *args: Any) -> None:
+            try:
+                await action(*args)
+            except Exception as exc:  # one server's trouble must not abort the others
+                log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
+                failed.append(name)
+
+        async with trio.open_nursery() as nursery:  # first, so their tool names are free
+            for name in removed:
+                nursery.start_soon(step, name, self.sup.remove_server, name)
+        async with trio.open_nursery() as nursery:
+            for name in changed:
+                nursery.start_soon(step, name, self.sup.replace_server, wanted[name])
+            for name in added:
+                nursery.start_soon(step, name, self.sup.add_server, wanted[name])
+        self.config = new
+        diff = {
+            "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
+            "failed": failed, "settings": settings,
+        }
+        log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
+        return diff
 
     async def reload_logged(self) -> None:
         """`reload` for SIGHUP: an invalid config is logged and refused."""
@@ -195,6 +242,10 @@ class Daemon:
             await self.reload()
         except ConfigError as exc:
             log.error("reload refused, the old config keeps running: %s", exc)
+
+
+def _auth_header(auth_token: str | None) -> bytes | None:
+    return f"Bearer {auth_token}".encode() if auth_token else None
 
 
 # -- the ASGI app ---------------------------------------------------------------------------
@@ -218,17 +269,19 @@ async def _json(send: Any, status: int, obj: Any) -> None:
 class DaemonApp:
     """The ASGI app (see the module docstring for the routes and guarantees)."""
 
-    def __init__(self, daemon: Daemon, session_manager: StreamableHTTPSessionManager, auth_token: str | None) -> None:
+    def __init__(self, daemon: Daemon, session_manager: StreamableHTTPSessionManager) -> None:
         self.daemon = daemon
         self.session_manager = session_manager
-        self._token = f"Bearer {auth_token}".encode() if auth_token else None
 
     def _authorized(self, scope: Any) -> bool:
-        if self._token is None:
+        """Checked on every request against the daemon's current token, so a reload that
+        sets, changes or removes it applies to the very next request."""
+        expected = self.daemon.auth_header
+        if expected is None:
             return True
         for key, value in scope.get("headers", []):
             if key.lower() == b"authorization":
-                return hmac.compare_digest(value, self._token)
+                return hmac.compare_digest(value, expected)
         return False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -304,7 +357,8 @@ async def serve_http(
         security_settings=security_settings(host),
         max_request_body_size=settings.max_body_bytes,
     )
-    app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager, settings.auth_token), settings.max_body_bytes)
+    daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind
+    app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager), settings.max_body_bytes)
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout

@@ -16,6 +16,12 @@ restarts (0.5 s doubling to 30 s by default, at most 7 restarts in any minute), 
 default intensity of 10 restarts per 60 s trips only when a misconfigured backoff lets a
 server crash-loop. A subtree that gives up is restarted by ``servers`` with the same
 backoff; one server never takes its siblings down.
+
+A `ServerHandle` outlives its subtree: a replacement (a reload that changes the server's
+spec) stops the subtree, hands the handle the new spec (`ServerHandle.replace_spec`) and
+starts a new subtree on the same handle, so the link, the breaker's view and the
+registry's entries carry over and callers wait (`ServerHandle.wait_replaced`) instead of
+failing.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from actors._breaker import BreakerView, ConnectionDown, ConnectionUp, breaker_a
 from actors._metrics import MetricsRef
 from actors._registry import PublishTools, Registry, ServerAvailability
 from actors._retry import RetryBudget
-from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, ServerSpec
+from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, ServerSpec, ServerUnavailable
 
 from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor
 
@@ -44,7 +50,13 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 
 
 class ServerHandle:
-    """Everything the call path needs of one server, stable across every restart."""
+    """Everything the call path needs of one server, stable across every restart and
+    every replacement (a config reload that changes the server's spec).
+
+    ``replacing`` is an event while the server is being replaced (see `replace_spec`), None
+    otherwise: a call that finds it set waits on `wait_replaced` instead of reaching the old
+    incarnation or its breaker.
+    """
 
     def __init__(self, spec: ServerSpec, registry: Registry, metrics: MetricsRef | None = None) -> None:
         self.spec = spec
@@ -54,11 +66,45 @@ class ServerHandle:
         self.budget = RetryBudget.from_policy(spec.retry)
         self.registry = registry
         self.metrics = metrics
+        self.replacing: trio.Event | None = None
         self.link.listeners.append(self._on_link)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def replace_spec(self, spec: ServerSpec) -> None:
+        """Adopt ``spec`` (same name) for the next incarnation.
+
+        Call it only while no ``server:<name>`` subtree runs (between stopping the old one
+        and starting the new one): the link, the breaker's view and the retry budget are
+        kept (the budget is rebuilt only when the retry policy changed), so callers holding
+        this handle, and calls waiting on the link for the next incarnation, reach the new
+        one.
+        """
+        if spec.name != self.spec.name:
+            raise ValueError(f"server {self.name!r} cannot become {spec.name!r}")
+        if spec.retry != self.spec.retry:
+            self.budget = RetryBudget.from_policy(spec.retry)
+        self.spec = spec
+        self.link.spec = spec
+
+    async def wait_replaced(self, deadline: float) -> None:
+        """Wait (up to ``deadline``, trio time) until the replacement under way is over.
+
+        Returns at once when none is. Raises ``ServerUnavailable`` at the deadline. Once it
+        returns, the new incarnation is connected or its first attempt has failed (then the
+        breaker answers as for any server that is down).
+        """
+        while (replacing := self.replacing) is not None:
+            with trio.move_on_at(deadline):
+                await replacing.wait()
+                continue
+            raise ServerUnavailable(
+                f"server {self.name!r} is being replaced (its config changed) and its new incarnation "
+                "was not ready by the call's deadline",
+                server=self.name,
+            )
 
     def _tell(self, ref: Any, msg: Any) -> None:
         if ref is None:

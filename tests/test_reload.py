@@ -1,0 +1,354 @@
+"""Config reload completes the picture: a changed server is replaced without a gap, and the
+``supervisor`` section's ``toolsets`` and ``auth_token`` take effect at once.
+
+Real servers from ``tests/servers/`` throughout: through the façade (`Supervisor.replace_server`),
+an in-process `Daemon` (its ``reload`` called directly, or its HTTP app served on a free
+port), and a real ``python -m supervisor`` subprocess reloaded over ``POST /reload`` while a
+client calls it. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import httpx2
+import pytest
+import trio
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+
+from conftest import marker_of, procs_with_marker, server_spec, wait_until
+from protocol import CircuitOpen, Failure, UnknownTool
+from supervisor import Supervisor
+from supervisor._config import ConfigError, load_config
+from supervisor._gateway import Gateway
+from supervisor._http import Daemon, serve_http
+from test_daemon import FAILURE_META_KEY, server_entry, start_daemon, text_of, write_config
+
+__all__ = ["start_daemon"]  # the fixture, re-exported for pytest
+
+GAP_KINDS = ("UnknownTool", "CircuitOpen")
+"""What a caller must never see because its server is merely being replaced."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CallLoop:
+    """Callers that call ``tool`` back to back until stopped, recording every outcome and
+    how many calls started while ``replacing`` was set."""
+
+    def __init__(self, call) -> None:
+        self.call = call  # async (number) -> outcome tuple
+        self.outcomes: list[tuple] = []
+        self.replacing = False
+        self.started_during_replacement = 0
+        self.stop = trio.Event()
+
+    async def run(self, callers: int) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(callers):
+                nursery.start_soon(self._caller)
+
+    async def _caller(self) -> None:
+        while not self.stop.is_set():
+            if self.replacing:
+                self.started_during_replacement += 1
+            self.outcomes.append(await self.call())
+            await trio.sleep(0.005)
+
+    def gaps(self) -> list[tuple]:
+        return [outcome for outcome in self.outcomes if outcome[0] in GAP_KINDS]
+
+
+# -- the façade ---------------------------------------------------------------------------------
+
+
+async def test_replace_server_keeps_callers_going(tmp_path):
+    spec = server_spec("echo", "echo.py")
+    changed = server_spec("echo", "echo.py", "--name", "changed")
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(10):
+            old_pid = text_of(await sup.call_tool("pid", timeout=5))
+
+        async def one_call() -> tuple:
+            try:
+                result = await sup.call_tool("echo", {"text": "hi"}, timeout=10)
+            except Failure as failure:
+                return (failure.kind, failure.message)
+            return ("result", text_of(result))
+
+        loop = CallLoop(one_call)
+        slow: list = []
+
+        async def slow_call() -> None:  # in flight on the old incarnation when it is replaced
+            try:
+                slow.append(await sup.call_tool("sleep", {"seconds": 0.8}, timeout=10))
+            except Failure as failure:
+                slow.append(failure)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(loop.run, 4)
+                nursery.start_soon(slow_call)
+                nursery.start_soon(slow_call)
+                await wait_until(lambda: len(loop.outcomes) >= 10 and sup.link("echo").inflight >= 2,
+                                 timeout=10, what="calls in flight")
+                loop.replacing = True
+                status = await sup.replace_server(changed)
+                loop.replacing = False
+                calls_before = len(loop.outcomes)
+                await wait_until(lambda: len(loop.outcomes) >= calls_before + 10, timeout=10, what="calls after")
+                loop.stop.set()
+
+        assert status.state == "running", status
+        assert loop.started_during_replacement > 0, "no call arrived during the replacement: the test proves nothing"
+        assert not loop.gaps(), loop.gaps()
+        assert all(outcome == ("result", "hi") for outcome in loop.outcomes), [o for o in loop.outcomes if o[0] != "result"]
+        # The calls in flight on the old incarnation were drained, not cut off.
+        assert len(slow) == 2 and all(not isinstance(r, Failure) and not r.is_error for r in slow), slow
+        assert sup.handle("echo").spec == changed
+        with trio.fail_after(10):
+            assert text_of(await sup.call_tool("pid", timeout=5)) != old_pid
+        await wait_until(lambda: not procs_with_marker(marker_of(spec)), timeout=10, what="the old incarnation to exit")
+        assert procs_with_marker(marker_of(changed))
+
+
+async def test_call_waiting_for_a_replacement_is_bounded_by_its_deadline():
+    spec = server_spec("echo", "echo.py")
+    # The new incarnation takes longer to start than the call may wait.
+    slow_start = server_spec("echo", "slow_start.py", "--delay", "3", connect_timeout=10)
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(10):
+            await sup.call_tool("pid", timeout=5)
+        outcome: list = []
+
+        async def waiting_call() -> None:
+            await wait_until(lambda: sup.handle("echo").replacing is not None, timeout=5, what="the replacement")
+            start = trio.current_time()
+            try:
+                await sup.call_tool("echo", {"text": "x"}, timeout=0.5)
+            except Failure as failure:
+                outcome.append((failure, trio.current_time() - start))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiting_call)
+                await sup.replace_server(slow_start)
+        [(failure, _)] = outcome
+        assert failure.kind == "ServerUnavailable" and "being replaced" in failure.message, failure
+        assert not isinstance(failure, (UnknownTool, CircuitOpen))
+        with trio.fail_after(10):
+            assert text_of(await sup.call_tool("echo", {"text": "back"}, timeout=5)) == "back"
+
+
+async def test_replace_server_adds_an_unknown_server_and_refuses_overlap():
+    spec = server_spec("echo", "echo.py")
+    async with Supervisor([]) as sup:
+        with trio.fail_after(20):
+            await sup.replace_server(spec)
+            assert text_of(await sup.call_tool("echo", {"text": "new"}, timeout=5)) == "new"
+            changed = server_spec("echo", "echo.py", "--name", "changed")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.replace_server, changed)
+                await wait_until(lambda: sup.handle("echo").replacing is not None, timeout=5, what="the replacement")
+                with pytest.raises(RuntimeError, match="being replaced"):
+                    await sup.replace_server(spec)
+                with pytest.raises(RuntimeError, match="being replaced"):
+                    await sup.remove_server("echo")
+            assert sup.handle("echo").spec == changed
+
+
+# -- an in-process daemon -----------------------------------------------------------------------
+
+
+class InProcessDaemon:
+    """A `Daemon` over a real `Supervisor` started from a config file, optionally serving
+    its HTTP app on a free loopback port."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def __aenter__(self) -> Daemon:
+        config = load_config(self.path)
+        self._sup_cm = Supervisor(config.servers, toolsets=config.settings.toolsets or None)
+        sup = await self._sup_cm.__aenter__()
+        self.daemon = Daemon(config, sup, Gateway(sup), str(self.path))
+        return self.daemon
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._sup_cm.__aexit__(*exc_info)
+
+
+def stdio_entry(script: str, *args: str, **fields) -> dict:
+    return server_entry(script, *args, **fields)[0]
+
+
+async def test_reload_applies_toolsets_at_once(tmp_path):
+    config = tmp_path / "c.json"
+    echo = stdio_entry("echo.py", categories={"echo": "search", "add": "workflow"})
+    write_config(config, {"echo": echo}, toolsets={"finder": ["search"]})
+    async with InProcessDaemon(config) as daemon:
+        sup = daemon.sup
+        with trio.fail_after(20):
+            assert [t.name for t in sup.list_tools(toolset="finder")] == ["echo"]
+            with pytest.raises(ValueError):
+                sup.list_tools(toolset="builder")
+
+            write_config(config, {"echo": echo}, toolsets={"finder": ["workflow"], "builder": ["search", "workflow"]})
+            diff = await daemon.reload()
+            assert diff["settings"] == ["toolsets"] and diff["unchanged"] == ["echo"], diff
+            assert [t.name for t in sup.list_tools(toolset="finder")] == ["add"]
+            assert sorted(t.name for t in sup.list_tools(toolset="builder")) == ["add", "echo"]
+            assert sup.list_tools(toolset="main"), "the seed's toolsets stay"
+
+            write_config(config, {"echo": echo})  # toolsets removed: back to the seed's only
+            await daemon.reload()
+            with pytest.raises(ValueError):
+                sup.list_tools(toolset="finder")
+
+
+NEW = "new-secret-token"
+
+
+async def test_invalid_reload_keeps_servers_toolsets_and_token(tmp_path):
+    config = tmp_path / "c.json"
+    echo = stdio_entry("echo.py", categories={"echo": "search"})
+    write_config(config, {"echo": echo}, toolsets={"finder": ["search"]}, auth_token="old-token")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    old_auth = {"Authorization": "Bearer old-token"}
+    async with InProcessDaemon(config) as daemon:
+        sup = daemon.sup
+        stop = trio.Event()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lambda task_status: serve_http(
+                    daemon, "127.0.0.1", port, shutdown_trigger=stop.wait, task_status=task_status))
+                async with httpx2.AsyncClient(timeout=10) as http:
+                    old_pid = text_of(await sup.call_tool("pid", timeout=5))
+                    # Each of these is refused as a whole, though parts of it are fine.
+                    changed = {**echo, "args": [*echo["args"], "--name", "changed"]}
+                    invalid = [
+                        {"mcpServers": {"echo": changed, "other": {"comand": "x"}}, "supervisor": {"auth_token": NEW}},
+                        {"mcpServers": {"echo": changed},
+                         "supervisor": {"auth_token": NEW, "toolsets": {"finder": ["no-such-category"]}}},
+                        {"mcpServers": {}, "supervisor": {"auth_token": ""}},
+                    ]
+                    for data in invalid:
+                        config.write_text(json.dumps(data))
+                        refused = await http.post(url + "/reload", headers=old_auth)
+                        assert refused.status_code == 400, refused.text
+                        assert NEW not in refused.text
+                        # Everything as it was: token, toolsets, servers (not even restarted).
+                        assert (await http.get(url + "/status", headers=old_auth)).status_code == 200
+                        assert (await http.get(url + "/status", headers={"Authorization": f"Bearer {NEW}"})).status_code == 401
+                        assert [t.name for t in sup.list_tools(toolset="finder")] == ["echo"]
+                        assert sup.servers == ["echo"] and text_of(await sup.call_tool("pid", timeout=5)) == old_pid
+                stop.set()
+
+
+async def test_reload_refuses_to_remove_the_token_of_a_non_loopback_bind(tmp_path):
+    config = tmp_path / "c.json"
+    echo = stdio_entry("echo.py")
+    write_config(config, {"echo": echo}, auth_token="keep-me")
+    async with InProcessDaemon(config) as daemon:
+        daemon.http_host = "0.0.0.0"  # as serve_http records it for such a bind
+        with trio.fail_after(20):
+            write_config(config, {"echo": echo})
+            with pytest.raises(ConfigError, match="non-loopback"):
+                await daemon.reload()
+            assert daemon.auth_header == b"Bearer keep-me"
+            write_config(config, {"echo": echo}, auth_token="rotated")  # changing it is fine
+            await daemon.reload()
+            assert daemon.auth_header == b"Bearer rotated"
+
+
+# -- a daemon subprocess ------------------------------------------------------------------------
+
+
+async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, start_daemon):
+    config = tmp_path / "c.json"
+    echo, marker = server_entry("echo.py")
+    write_config(config, {"echo": echo})
+    daemon = await start_daemon(config)
+
+    with trio.fail_after(60):
+        async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
+            old_pid = text_of(await client.call_tool("pid", {}))
+
+            async def one_call() -> tuple:
+                try:
+                    result = await client.call_tool("echo", {"text": "hi"})
+                except MCPError as exc:
+                    kind = exc.data.get("kind") if isinstance(exc.data, dict) else None
+                    return (kind or f"untyped {exc.code}", exc.message)
+                if result.is_error:
+                    failure = (result.meta or {}).get(FAILURE_META_KEY) or {}
+                    return (failure.get("kind", "untyped isError"), text_of(result))
+                return ("result", text_of(result))
+
+            loop = CallLoop(one_call)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(loop.run, 3)
+                await wait_until(lambda: len(loop.outcomes) >= 10, timeout=10, what="calls before the reload")
+                changed = {**echo, "args": [*echo["args"], "--name", "changed"]}
+                write_config(config, {"echo": changed})
+                loop.replacing = True
+                response = await http.post(daemon.url + "/reload")
+                loop.replacing = False
+                calls_before = len(loop.outcomes)
+                await wait_until(lambda: len(loop.outcomes) >= calls_before + 10, timeout=10, what="calls after")
+                loop.stop.set()
+
+            assert response.status_code == 200, response.text
+            assert response.json()["changed"] == ["echo"] and response.json()["failed"] == []
+            assert loop.started_during_replacement > 0, "no call arrived during the reload: the test proves nothing"
+            assert not loop.gaps(), loop.gaps()
+            others = [o for o in loop.outcomes if o[0] != "result"]
+            assert not [o for o in others if o[0].startswith("untyped")], others
+            assert all(o[1] == "hi" for o in loop.outcomes if o[0] == "result")
+            assert text_of(await client.call_tool("pid", {})) != old_pid
+    await wait_until(lambda: len(procs_with_marker(marker)) == 1, timeout=10, what="only the new incarnation to run")
+
+
+async def test_daemon_reload_changes_the_auth_token_at_once(tmp_path, start_daemon):
+    config = tmp_path / "c.json"
+    echo, _ = server_entry("echo.py")
+    write_config(config, {"echo": echo}, auth_token="first-token")
+    daemon = await start_daemon(config)
+    first = {"Authorization": "Bearer first-token"}
+    second = {"Authorization": "Bearer second-token"}
+
+    async def status_code(http, headers) -> int:
+        return (await http.get(daemon.url + "/status", headers=headers)).status_code
+
+    with trio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            assert await status_code(http, first) == 200
+            assert await status_code(http, second) == 401
+
+            write_config(config, {"echo": echo}, auth_token="second-token")
+            reloaded = await http.post(daemon.url + "/reload", headers=first)
+            assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["settings"] == ["auth_token"] and reloaded.json()["unchanged"] == ["echo"]
+            assert "second-token" not in reloaded.text
+            assert await status_code(http, first) == 401
+            assert await status_code(http, second) == 200
+            assert (await http.post(daemon.url + "/reload", headers=first)).status_code == 401
+
+            # The MCP endpoint follows the same token.
+            async with httpx2.AsyncClient(headers=second, timeout=10) as authed:
+                async with Client(streamable_http_client(daemon.url + "/mcp", http_client=authed)) as client:
+                    assert text_of(await client.call_tool("echo", {"text": "in"})) == "in"
+
+            # Removing the token (a loopback bind) opens the routes at once.
+            write_config(config, {"echo": echo})
+            assert (await http.post(daemon.url + "/reload", headers=second)).status_code == 200
+            assert await status_code(http, {}) == 200
+    assert "first-token" not in daemon.log.read_text() and "second-token" not in daemon.log.read_text()
