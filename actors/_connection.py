@@ -24,10 +24,11 @@ Guarantees:
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types
@@ -35,7 +36,7 @@ import msgspec
 import trio
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import get_default_environment
-from mcp.shared.subscriptions import ResourceUpdated
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY, ResourceUpdated
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from protocol import (
@@ -316,6 +317,34 @@ class _Connection:
         self.died = trio.Event()
         self.garbage = 0
         self.nursery: trio.Nursery | None = None
+        #: Log lines and progress being relayed, per front or per call (see `_settle`).
+        self.relaying: dict[int, int] = {}
+        self.relayed = trio.Event()
+
+    @contextlib.contextmanager
+    def _relaying(self, key: object) -> Iterator[None]:
+        self.relaying[id(key)] = self.relaying.get(id(key), 0) + 1
+        try:
+            yield
+        finally:
+            left = self.relaying.pop(id(key)) - 1
+            if left:
+                self.relaying[id(key)] = left
+            self.relayed.set()
+            self.relayed = trio.Event()
+
+    async def _settle(self, *keys: object) -> None:
+        """Wait until what the server sent before a call's result has reached the caller.
+
+        The SDK runs each notification (log line, progress) in a task of its own, so the
+        result can overtake them; a front whose stream closes with the result (streamable
+        HTTP) would lose them. One checkpoint lets every notification task that was spawned
+        before the result start (each marks itself in ``relaying`` at once); then we wait
+        for those to finish (each delivery has its own bound).
+        """
+        await trio.lowlevel.checkpoint()
+        while any(self.relaying.get(id(key)) for key in keys):
+            await self.relayed.wait()
 
     def die(self, reason: str) -> None:
         """Declare this incarnation dead: calls in flight are cut off, new ones go elsewhere."""
@@ -366,6 +395,14 @@ class _Connection:
         self.inflight[scope] = front
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         self.link.inflight = len(self.inflight)
+        progress = call.progress
+        if progress is not None:
+            relay_progress = progress
+
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                with self._relaying(scope):
+                    await relay_progress(value, total, message)
+
         try:
             result = None
             with scope:
@@ -375,7 +412,7 @@ class _Connection:
                     result = await self.client.session.call_tool(
                         call.tool,
                         call.arguments,
-                        progress_callback=call.progress,
+                        progress_callback=progress,
                         input_responses=front.input_round.responses,
                         request_state=front.input_round.state,
                         meta=call.meta,
@@ -383,8 +420,9 @@ class _Connection:
                     )
                 else:
                     result = await self.client.call_tool(
-                        call.tool, call.arguments, progress_callback=call.progress, meta=call.meta
+                        call.tool, call.arguments, progress_callback=progress, meta=call.meta
                     )
+                await self._settle(scope, front)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED:
                 self.die(f"connection closed: {exc.error.message}")
@@ -473,6 +511,9 @@ class _Connection:
                 self.die(f"{self.garbage} lines on stdout were not JSON-RPC (garbage_threshold)")
             return
         root = getattr(message, "root", message)
+        meta = getattr(getattr(root, "params", None), "meta", None) or {}
+        if SUBSCRIPTION_ID_META_KEY in meta:
+            return  # the SDK tees listen-stream events here too; `_listen_stream` handles them
         if isinstance(root, mcp_types.ToolListChangedNotification):
             self._refresh_soon("tools")
         elif isinstance(root, mcp_types.PromptListChangedNotification):
@@ -514,12 +555,15 @@ class _Connection:
             _LOG_LEVELS.get(params.level, logging.INFO), "[%s] %s%s", self.spec.name,
             f"{params.logger}: " if params.logger else "", params.data,
         )
-        for front in fronts.values():
-            with trio.move_on_after(1.0):  # a slow client must not stall the server's stream
-                try:
-                    await front.log(self.spec.name, params)
-                except Exception as exc:  # a gone client: the log line is only lost to it
-                    log.debug("log line from %r not delivered: %s", self.spec.name, exc)
+        with contextlib.ExitStack() as marks:
+            for front in fronts.values():
+                marks.enter_context(self._relaying(front))  # all at once: see `_settle`
+            for front in fronts.values():
+                with trio.move_on_after(1.0):  # a slow client must not stall the server's stream
+                    try:
+                        await front.log(self.spec.name, params)
+                    except Exception as exc:  # a gone client: the log line is only lost to it
+                        log.debug("log line from %r not delivered: %s", self.spec.name, exc)
 
     def _refresh_soon(self, what: str) -> None:
         if self.nursery is not None:

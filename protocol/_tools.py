@@ -51,7 +51,8 @@ class ToolSpec(msgspec.Struct, omit_defaults=True):
     """One tool as a server lists it, plus where the supervisor found it.
 
     ``inputSchema`` (and ``outputSchema``) are kept exactly as the server sent them,
-    ``$schema``, ``$defs`` and all. ``category`` and ``server`` belong to the supervisor, not
+    ``$schema``, ``$defs`` and all; so are ``icons``, ``execution`` and ``_meta`` (``meta``
+    here), which the supervisor passes on without reading (but for ``_meta.category``). ``category`` and ``server`` belong to the supervisor, not
     to MCP: `to_dict` leaves them out and `from_dict` never reads them from the wire. None
     fields are left out of the JSON; ``inputSchema`` is always present.
     """
@@ -64,6 +65,9 @@ class ToolSpec(msgspec.Struct, omit_defaults=True):
     category: str | None = None
     server: str | None = None
     title: str | None = None
+    icons: list[dict[str, Any]] | None = None
+    execution: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = msgspec.field(default=None, name="_meta")
 
     @property
     def retry_safe(self) -> bool:

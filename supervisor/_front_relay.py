@@ -69,10 +69,25 @@ class FrontRelay:
         #: Handshake-era only: the lowest level this client asked for (None: every level).
         self.min_log_level = min_log_level
 
-    async def answer(self, server: str, request: types.InputRequest) -> Any:
+    def _lacks(self, request: types.InputRequest) -> str | None:
         capability, feature = _NEEDS[request.method]
-        if not self.session.check_client_capability(capability):
-            return self._refusal(server, request, f"the calling client did not declare the {feature} capability")
+        if self.session.check_client_capability(capability):
+            return None
+        return f"the calling client did not declare the {feature} capability"
+
+    def refuse_input_required(self, server: str, result: types.InputRequiredResult) -> types.ErrorData | None:
+        """A refusal when a 2026-07-28 front is handed questions it declared it cannot answer
+        (its own SDK would refuse them without saying what was asked), else None."""
+        for request in (result.input_requests or {}).values():
+            why = self._lacks(request)
+            if why is not None:
+                return self._refusal(server, request, why)
+        return None
+
+    async def answer(self, server: str, request: types.InputRequest) -> Any:
+        why = self._lacks(request)
+        if why is not None:
+            return self._refusal(server, request, why)
         if self.modern or not self.session.can_send_request:
             # A 2026-07-28 front is asked through InputRequiredResult, which only a server of
             # the same era sends: a handshake-era server's mid-call request cannot reach it.

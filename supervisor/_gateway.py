@@ -36,13 +36,31 @@ the upstream's ``MCPError``  passed through unchanged (its code, message and dat
 A typed error's ``data`` always carries ``kind``, so ``protocol.failure_from_error`` turns it
 back into the same ``Failure`` on the client side.
 
-``notifications/tools/list_changed``: on every ``tools_changed`` event of the supervisor,
-(1) a ``ToolsListChanged`` event is published on the SDK's subscription bus, which reaches
-2026-07-28 clients that opened ``subscriptions/listen`` (the SDK ``Client``'s default era),
-and (2) handshake-era connections seen so far get the notification on their standalone
-channel (the GET stream on HTTP, the pipe on stdio). Best effort: a connection that has gone
-away is forgotten; the SDK exposes the per-request connection only as the session's private
+What upstream servers ask and say mid-call goes to the client whose call caused it (see
+``_front_relay`` and ``actors._front`` for how a question is tied to its call): sampling,
+elicitation and roots requests, and log lines (logger ``<server>/<logger>``, at the level
+that client asked for). ``logging/setLevel`` is kept per client and passed to handshake-era
+upstreams. ``completion/complete`` goes to the server owning the prompt (namespacing undone)
+or resource template. ``resources/subscribe`` (and a 2026-07-28 ``subscriptions/listen``'s
+resource subscriptions) are made on the owning server and released when no client wants
+them; ``ping`` is the SDK's.
+
+Change notifications: on every ``tools_changed``, ``prompts_changed`` or
+``resources_changed`` event of the supervisor, (1) the matching event is published on the
+SDK's subscription bus, which reaches 2026-07-28 clients that opened
+``subscriptions/listen`` (the SDK ``Client``'s default era), and (2) handshake-era
+connections seen so far get the ``list_changed`` notification on their standalone channel
+(the GET stream on HTTP, the pipe on stdio). ``resource_updated`` events go the same two
+ways, to the clients subscribed to that URI. Best effort: a connection that has gone away
+is forgotten; the SDK exposes the per-request connection only as the session's private
 ``_connection``, which is read defensively.
+
+Capabilities: the gateway advertises everything it can relay (tools, prompts, resources
+with subscribe and listChanged, completions, logging), whatever the upstreams support at
+the moment (they come and go); a method no upstream serves gets that upstream's own error,
+or "unknown"/"no server offers" when none owns the name. Upstreams are told the client
+capabilities the gateway can relay (sampling, elicitation, roots); a question for a
+client that lacks the capability is refused with a message that says so.
 """
 
 from __future__ import annotations
@@ -264,6 +282,11 @@ class Gateway:
                     progress=forward_progress if wants_progress else None,
                     meta=_upstream_meta(front_meta, front),
                 )
+            if isinstance(result, types.InputRequiredResult):
+                entry = self.sup.registry.view.get(params.name)
+                refusal = front.refuse_input_required(entry.server if entry else params.name, result)
+                if refusal is not None:
+                    raise MCPError.from_error_data(refusal)
             return _as_ours(result)
         except _PROTOCOL_FAILURES as failure:
             raise _as_mcp_error(failure) from None

@@ -76,10 +76,9 @@ def test_tool_spec_from_realistic_mcp_dict():
     )
     assert spec.retry_safe
     assert (spec.server, spec.category) == ("comfy", "generation")
-    # Back to the MCP wire: everything MCP we know, nothing of ours, unknown keys dropped.
+    # Back to the MCP wire: everything MCP we know, nothing of ours.
     wire = spec.to_dict()
-    expected = {k: v for k, v in REALISTIC_TOOL.items() if k not in ("_meta", "icons")}
-    assert wire == expected
+    assert wire == REALISTIC_TOOL  # icons and _meta included: a gateway passes them on
     assert json.loads(encode(spec))["inputSchema"] == REALISTIC_TOOL["inputSchema"]
 
 
