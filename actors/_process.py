@@ -60,9 +60,8 @@ def _children_of_self() -> list[int]:
     for entry in os.listdir("/proc"):  # kernels without /proc/*/children
         if entry.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                        pids.append(int(entry))
+                if int(_stat_fields(entry)[1]) == me:
+                    pids.append(int(entry))
     return pids
 
 
@@ -75,14 +74,33 @@ def _find_pid_by_stderr(inode: int) -> int | None:
     return None
 
 
+def _stat_fields(pid: str) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ..."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def process_group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` still runs. Zombies do not count: they hold
+    nothing but their exit status, and the group leader's stays until its parent (us)
+    reaps it, so counting them would make `kill_group` wait out its whole grace."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = _stat_fields(entry)
+                if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                    return True
+    return False
 
 
 async def kill_group(pgid: int, grace: float) -> None:
