@@ -60,7 +60,9 @@ from typing import Any
 
 import outcome as outcome_lib
 import trio
+from mcp_types import INTERNAL_ERROR, ErrorData
 
+from actors._registry import check_toolsets
 from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnavailable, ToolSpec
 from protocol._settings import Config
 
@@ -109,10 +111,12 @@ class EmbeddedSupervisor:
         *,
         inproc: dict[str, Any] | None = None,
         toolsets: dict[str, list[str]] | None = None,
+        on_input_request: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self._servers = servers
         self._inproc = inproc
         self._toolsets = toolsets
+        self._on_input_request = on_input_request
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._state = _STARTING
@@ -166,7 +170,8 @@ class EmbeddedSupervisor:
         assert self._lifetime is not None and self._stop_requested is not None
         self._reload_lock = trio.Lock()
         with self._lifetime:  # cancelled only by a stop while starting
-            sup = Supervisor(self._servers, inproc=self._inproc, toolsets=self._toolsets)
+            on_input_request = self._input_bridge(self._on_input_request) if self._on_input_request else None
+            sup = Supervisor(self._servers, inproc=self._inproc, toolsets=self._toolsets, on_input_request=on_input_request)
             async with sup:
                 async with trio.open_nursery() as requests:
                     self._sup, self._requests = sup, requests
@@ -368,6 +373,36 @@ class EmbeddedSupervisor:
 
         return in_trio
 
+    def _input_bridge(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """The trio ``on_input_request`` that runs the host's asyncio ``handler`` as a task on
+        the host loop, in the host's context, and waits for it. Cancelled in trio (the
+        server's deadline, the call's end) cancels the host task; a host task cancelled
+        from its side becomes a refusal."""
+
+        async def in_trio(server: str, request: Any) -> Any:
+            assert self._loop is not None
+            token = trio.lowlevel.current_trio_token()
+            done = trio.Event()
+
+            def wake(_: Any) -> None:
+                try:
+                    token.run_sync_soon(done.set)
+                except trio.RunFinishedError:  # the tree is gone: nobody waits any more
+                    pass
+
+            task = self._loop.create_task(_awaited(handler(server, request)), context=self._host_context)
+            task.add_done_callback(wake)
+            try:
+                await done.wait()
+            finally:
+                if not task.done():
+                    task.cancel()
+            if task.cancelled():
+                return ErrorData(code=INTERNAL_ERROR, message=f"the host cancelled its answer to server {server!r}")
+            return task.result()
+
+        return in_trio
+
     def _run_host_callback(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             result = callback(*args)
@@ -412,12 +447,19 @@ class EmbeddedSupervisor:
         sup = self._require()
         return await self._submit(sup.metrics_text, is_async=True)
 
-    async def events(self, size: int = 1000) -> AsyncIterator[Event]:
-        """Every later event of the tree (started, ready, exited, restarting, breaker_state,
-        ...), until the supervisor closes. A subscriber that falls ``size`` events behind
-        misses events rather than slowing the tree. Close the iterator to unsubscribe."""
+    def events(self, size: int = 1000) -> AsyncIterator[Event]:
+        """Every event of the tree from this call on (started, ready, exited, restarting,
+        breaker_state, ...), until the supervisor closes. The subscription is made before
+        the tree does anything more, not at the first iteration, so nothing that happens
+        between the call and the first ``async for`` step is missed. A subscriber that falls
+        ``size`` events behind misses events rather than slowing the tree. Close the
+        iterator (``aclose``) to unsubscribe; one never iterated stays subscribed until the
+        supervisor closes."""
         sup = self._require()
-        channel: trio.MemoryReceiveChannel[Event] = await self._submit(sup.subscribe, size, is_async=False)
+        return self._event_stream(self._submit(sup.subscribe, size, is_async=False))
+
+    async def _event_stream(self, subscribed: asyncio.Future[Any]) -> AsyncIterator[Event]:
+        channel: trio.MemoryReceiveChannel[Event] = await subscribed
         try:
             while True:
                 try:
@@ -431,19 +473,26 @@ class EmbeddedSupervisor:
         """Supervise ``servers_or_config`` (specs, a ``Config`` or a config path) instead.
 
         Diffed by server name: removed servers stop (draining their calls), changed ones
-        restart (stop, then start with the new spec), new ones start, and unchanged ones are
-        not touched (their calls in flight go on). The new list is checked (duplicate names)
-        before anything changes. Reloads are serialized. Toolsets are fixed at ``embed``.
+        are replaced (``Supervisor.replace_server``: their tools stay listed and new calls
+        wait for the new incarnation instead of failing), new ones start, and unchanged ones
+        are not touched (their calls in flight go on). A ``Config`` (or path) also brings its
+        toolsets, which then replace those given at ``embed``. The new list is checked
+        (duplicate names, toolsets) before anything changes. Reloads are serialized.
         Returns ``{"added", "removed", "restarted", "unchanged"}`` (server names).
         """
-        wanted, _ = _servers_of(servers_or_config)
+        wanted, config = _servers_of(servers_or_config)
+        toolsets = dict(config.settings.toolsets) if config is not None else None
+        if toolsets is not None:
+            check_toolsets(toolsets)
         names = [s.name for s in wanted]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate server names: {sorted({n for n in names if names.count(n) > 1})}")
         self._require()
-        return await self._submit(self._reload_in_trio, [s for s in wanted if s.enabled], is_async=True)
+        return await self._submit(self._reload_in_trio, [s for s in wanted if s.enabled], toolsets, is_async=True)
 
-    async def _reload_in_trio(self, wanted_list: list[ServerSpec]) -> dict[str, list[str]]:
+    async def _reload_in_trio(
+        self, wanted_list: list[ServerSpec], toolsets: dict[str, list[str]] | None
+    ) -> dict[str, list[str]]:
         sup = self._sup
         assert sup is not None and self._reload_lock is not None
         async with self._reload_lock:
@@ -453,11 +502,15 @@ class EmbeddedSupervisor:
             restarted = [n for n in wanted if n in current and wanted[n] != current[n]]
             added = [n for n in wanted if n not in current]
             unchanged = [n for n in wanted if n in current and wanted[n] == current[n]]
-            async with trio.open_nursery() as nursery:
-                for name in removed + restarted:
+            if toolsets is not None:
+                await sup.set_toolsets(toolsets)
+            async with trio.open_nursery() as nursery:  # first, so their tool names are free
+                for name in removed:
                     nursery.start_soon(sup.remove_server, name)
             async with trio.open_nursery() as nursery:
-                for name in restarted + added:
+                for name in restarted:
+                    nursery.start_soon(sup.replace_server, wanted[name])
+                for name in added:
                     nursery.start_soon(sup.add_server, wanted[name])
             return {"added": added, "removed": removed, "restarted": restarted, "unchanged": unchanged}
 
@@ -492,12 +545,14 @@ def embed(
     *,
     inproc: dict[str, Any] | None = None,
     toolsets: dict[str, list[str]] | None = None,
+    on_input_request: Callable[..., Awaitable[Any]] | None = None,
 ) -> _Embedding:
     """Start supervising ``servers_or_config`` as a trio guest run on the running asyncio loop.
 
     ``servers_or_config``: a list of ``ServerSpec``, a loaded ``Config`` (its toolsets are
     used unless ``toolsets`` is given) or the path of a config file. ``inproc`` and
-    ``toolsets`` are the ``Supervisor``'s.
+    ``toolsets`` are the ``Supervisor``'s. ``on_input_request`` is too, as an asyncio
+    coroutine function: it runs as a task on the host loop, in the host's context.
 
     ``await embed(...)`` returns the ``EmbeddedSupervisor`` once every server has connected
     or failed its first attempt (a failed server keeps being restarted in the background);
@@ -508,7 +563,7 @@ def embed(
     servers, config = _servers_of(servers_or_config)
     if toolsets is None and config is not None and config.settings.toolsets:
         toolsets = dict(config.settings.toolsets)
-    return _Embedding(EmbeddedSupervisor(servers, inproc=inproc, toolsets=toolsets))
+    return _Embedding(EmbeddedSupervisor(servers, inproc=inproc, toolsets=toolsets, on_input_request=on_input_request))
 
 
 # -- helpers ----------------------------------------------------------------------------
