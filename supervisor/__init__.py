@@ -1,5 +1,6 @@
 """Policy and entry points: the supervision tree, config, the façade, the daemon."""
 
+from ._config import ConfigError, load_config
 from ._facade import Supervisor
 from ._tree import (
     Backoff,
@@ -16,12 +17,14 @@ __all__ = [
     "Backoff",
     "ChildExited",
     "ChildSpec",
+    "ConfigError",
     "Intensity",
     "Restart",
     "Strategy",
     "Supervisor",
     "TreeSupervisor",
     "SupervisorGaveUp",
+    "load_config",
 ]
 
 # -- embedding in asyncio hosts (issue 6) ---------------------------------------------------
