@@ -96,7 +96,7 @@ class Supervisor:
         self._bus = EventBus()
         self.registry = Registry(toolsets=toolsets)
         self.metrics = MetricsRef()
-        self._servers = TreeSupervisor("servers", intensity=SERVERS_INTENSITY)
+        self._servers = TreeSupervisor("servers", intensity=SERVERS_INTENSITY, concurrent_starts=True)
         self._root = TreeSupervisor(
             "root",
             [

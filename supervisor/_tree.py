@@ -183,6 +183,13 @@ class TreeSupervisor:
 
     ``await nursery.start(sup.run)`` starts it and returns once every initial child is ready
     or restarting. ``run`` raises ``SupervisorGaveUp`` when the restart intensity is exceeded.
+
+    Children start one at a time, in order, each once the one before it is ready or has
+    failed its attempt (as in OTP), so a child may rely on its elder siblings. With
+    ``concurrent_starts`` (one_for_one only) every child due to start, first start or
+    restart, starts at once: for independent children whose start is slow, such as MCP
+    servers that connect in their start, one slow or hung start must not hold the others'
+    (re)starts back.
     """
 
     def __init__(
@@ -193,9 +200,13 @@ class TreeSupervisor:
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         intensity: Intensity = Intensity(),
         rng: random.Random | None = None,
+        concurrent_starts: bool = False,
     ) -> None:
         self.id = id
         self.strategy = Strategy(strategy)
+        if concurrent_starts and self.strategy is not Strategy.ONE_FOR_ONE:
+            raise ValueError(f"supervisor {id!r}: concurrent_starts needs the one_for_one strategy")
+        self.concurrent_starts = concurrent_starts
         self.intensity = intensity
         self._rng = rng or random.Random()
         self._children: dict[str, _Child] = {}
@@ -209,7 +220,7 @@ class TreeSupervisor:
         self.path = _PATH.get() or id
         self._restart_times: deque[float] = deque()
         self._start_queue: deque[_Child] = deque()
-        self._starting: _Child | None = None
+        self._starting: set[_Child] = set()
         self._nursery: trio.Nursery | None = None
         self._gave_up: str | None = None
         self._started_at: float | None = None
@@ -276,7 +287,7 @@ class TreeSupervisor:
                     self._start_queue.extend(self._children.values())
                     self._pump_starts()
                     while True:
-                        if not ready_reported and self._starting is None and not self._start_queue:
+                        if not ready_reported and not self._starting and not self._start_queue:
                             ready_reported = True
                             self._started_at = trio.current_time()
                             task_status.started(self)
@@ -349,7 +360,7 @@ class TreeSupervisor:
     # -- starting -----------------------------------------------------------------------
 
     def _pump_starts(self) -> None:
-        while self._starting is None and self._start_queue:
+        while self._start_queue and (self.concurrent_starts or not self._starting):
             child = self._start_queue.popleft()
             if child.id not in self._children or child.state != "stopped":
                 continue  # removed, already started, or waiting out its backoff
@@ -367,7 +378,7 @@ class TreeSupervisor:
         # _stop_child cancels this scope, and the supervisor always stops every child.
         child.scope = trio.CancelScope(shield=True)
         child.done = trio.Event()
-        self._starting = child
+        self._starting.add(child)
         self._publish("started", child)
         self._nursery.start_soon(self._run_child, child, child.incarnation, name=f"{self.path}/{child.id}")
 
@@ -403,8 +414,7 @@ class TreeSupervisor:
         for waiter in child.start_waiters:
             waiter.send(self._child_status(child))
         child.start_waiters.clear()
-        if self._starting is child:
-            self._starting = None
+        self._starting.discard(child)
         self._pump_starts()
 
     # -- exits and restarts ---------------------------------------------------------------
@@ -523,7 +533,7 @@ class TreeSupervisor:
         child.value = None
         child.ready_at = None
         self._publish("stopped", child)
-        if self._starting is child:
+        if child in self._starting:
             self._left_starting(child)
 
     async def _stop_all(self) -> None:

@@ -211,6 +211,36 @@ async def test_slow_start_within_and_past_connect_timeout():
     assert procs_with_marker(marker_of(too_slow)) == []
 
 
+async def test_a_server_stuck_connecting_does_not_hold_back_another_server():
+    """One server hangs in its start (connect_timeout 300 s); a server added meanwhile
+    starts and serves at once, and one killed meanwhile is restarted, while the first is
+    still connecting. (Servers start concurrently: a server's start is its connect.)"""
+    stuck = server_spec("stuck", "slow_start.py", "--delay", "600", connect_timeout=300)
+    echo = server_spec("echo", "echo.py")
+    late = server_spec("late", "echo.py", namespace="prefix")
+    async with Supervisor([echo]) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.add_server, stuck)
+
+            def stuck_starting() -> bool:
+                (servers,) = [c for c in sup.status().children if c.id == "servers"]
+                return any(c.id == "server:stuck" and c.state == "starting" for c in servers.children)
+
+            await wait_until(stuck_starting, what="the stuck server to be starting")
+            with trio.fail_after(30):
+                status = await sup.add_server(late)
+            assert status.state == "running", status
+            assert text(await sup.call_tool("late__echo", {"text": "here"}, timeout=10)) == "here"
+            os.kill(connection_status(sup, "echo").detail["pid"], signal.SIGKILL)
+            await wait_until(lambda: connection_status(sup, "echo").restarts == 1, timeout=20, what="echo's restart")
+            await sup.wait_connected("echo", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "back"}, server="echo", timeout=10)) == "back"
+            assert stuck_starting()
+            nursery.cancel_scope.cancel()
+    for spec in (stuck, echo, late):
+        assert procs_with_marker(marker_of(spec)) == []
+
+
 async def test_server_closing_stdout_is_a_crash():
     spec = server_spec("mute", "close_stdout.py")
     async with Supervisor([spec]) as sup:

@@ -334,3 +334,51 @@ async def test_cancelling_the_supervisor_still_stops_children_in_order(autojump_
         nursery.cancel_scope.cancel()
     assert [e.path for e in events if e.kind == "stopped"][:2] == ["sup/b", "sup/a"]
     assert b.cancelled == 1 and a.stop_requests == 1
+
+
+class SlowStart:
+    """A child whose start takes ``delay`` s before it is ready; records when it began."""
+
+    def __init__(self, name, delay):
+        self.name, self.delay, self.began = name, delay, []
+
+    async def start(self, *, task_status):
+        self.began.append(trio.current_time())
+        await trio.sleep(self.delay)
+        task_status.started(self)
+        await trio.sleep_forever()
+
+    def spec(self):
+        return ChildSpec(id=self.name, start=self.start, backoff=NO_JITTER, shutdown=1.0)
+
+
+async def test_children_start_in_order_by_default(autojump_clock):
+    slow, quick = SlowStart("slow", 20.0), SlowStart("quick", 0.0)
+    sup = TreeSupervisor("sup", [slow.spec(), quick.spec()])
+    async with trio.open_nursery() as nursery:
+        t0 = trio.current_time()
+        await nursery.start(sup.run)
+        assert quick.began[0] - t0 == pytest.approx(20.0)  # waited for its elder sibling
+        sup.stop()
+
+
+async def test_concurrent_starts_do_not_wait_for_a_slow_sibling(autojump_clock):
+    """One child stuck in a slow start (an MCP server connecting) holds back neither a
+    sibling's first start nor its restart."""
+    slow, quick = SlowStart("slow", 1000.0), Probe("quick", "run", "crash_after_ready", "run", after=[1.0, 1.0])
+    sup = TreeSupervisor("sup", [slow.spec(), quick.spec()], concurrent_starts=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run)
+        await trio.sleep(1.0)
+        assert sup.which("quick") is quick and sup.which("slow") is None
+        status = await sup.restart_child("quick")  # its second incarnation crashes after 1 s
+        assert status.state == "running"
+        await trio.sleep(5.0)  # crash, 0.5 s backoff, third incarnation
+        assert quick.starts == 3 and sup.which("quick") is quick
+        assert sup.which("slow") is None and len(slow.began) == 1  # still in its first start
+        sup.stop()
+
+
+def test_concurrent_starts_need_one_for_one():
+    with pytest.raises(ValueError, match="one_for_one"):
+        TreeSupervisor("sup", strategy=Strategy.REST_FOR_ONE, concurrent_starts=True)
