@@ -2,6 +2,7 @@
 
 from ._connection import Call, ConnectionDied, ServerLink, run_connection
 from ._events import EventBus, publish
+from ._process import kill_every_group_now
 from ._runtime import Mailbox, Ref, Reply, serve, spawn
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Ref",
     "Reply",
     "ServerLink",
+    "kill_every_group_now",
     "publish",
     "run_connection",
     "serve",

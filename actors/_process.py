@@ -28,7 +28,24 @@ import trio
 from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-__all__ = ["ServerProcess", "kill_group", "open_stdio", "process_group_alive"]
+__all__ = ["ServerProcess", "kill_every_group_now", "kill_group", "open_stdio", "process_group_alive"]
+
+#: The process groups of every stdio server this process runs, for `kill_every_group_now`.
+_live_groups: set[int] = set()
+
+
+def kill_every_group_now() -> int:
+    """SIGKILL the process group of every stdio server still running; returns how many.
+
+    Synchronous and immediate, for a forced exit (``os._exit``) that skips the orderly
+    shutdown: the servers and their children go with this process rather than outlive it.
+    """
+    killed = 0
+    for pgid in list(_live_groups):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+    return killed
 
 STDERR_LINES = 200
 _POLL = 0.02
@@ -219,11 +236,13 @@ async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: 
                     errlog.close()  # the child holds its own copy
                     proc.pid = _find_pid_by_stderr(inode)
                     if proc.pid is not None:
+                        _live_groups.add(proc.pid)
                         nursery.start_soon(_watch_exit, proc)
                     yield streams
             finally:
                 if proc.pid is not None:
                     await kill_group(proc.pid, grace)
+                    _live_groups.discard(proc.pid)
                 with trio.move_on_after(0.2, shield=True):
                     await stderr_done.wait()  # the last lines a dying server wrote
                 nursery.cancel_scope.cancel()

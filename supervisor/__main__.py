@@ -15,7 +15,8 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 
 Signals (``run``): SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight
 (up to ``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order;
-exit code 0. A second SIGINT/SIGTERM forces the exit at once (code 1). SIGHUP reloads the
+exit code 0. A second SIGINT/SIGTERM forces the exit at once (code 1), SIGKILLing every
+server's process group first (no orphans even then). SIGHUP reloads the
 config like ``POST /reload``; SIGUSR1 logs the tree.
 """
 
@@ -33,6 +34,7 @@ from typing import Any
 import msgspec
 import trio
 
+from actors import kill_every_group_now
 from protocol import ChildStatus
 
 from ._config import ConfigError, default_config, load_config, redacted
@@ -142,7 +144,9 @@ async def _signal_loop(daemon: Any, stop_serving: trio.Event, out: Any, signals:
         elif signum == signal.SIGHUP:
             nursery.start_soon(daemon.reload_logged)
         elif daemon.gateway.draining:
-            log.warning("second %s: forcing the exit", signal.Signals(signum).name)
+            killed = kill_every_group_now()  # os._exit skips the shutdown that would reap them
+            log.warning("second %s: forcing the exit (%d server process groups killed)", signal.Signals(signum).name, killed)
+            logging.shutdown()
             os._exit(1)
         else:
             log.info("received %s: draining %d calls in flight", signal.Signals(signum).name, daemon.gateway.inflight)

@@ -458,3 +458,36 @@ async def test_sigterm_drains_calls_and_leaves_no_process(tmp_path, start_daemon
     for kind, detail, *_ in outcomes:
         assert detail is False or isinstance(detail, str), outcomes  # a success, or a typed failure
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_path, start_daemon):
+    """The drain waits for a long call; a second SIGTERM exits at once (code 1), and every
+    server's process group goes with the daemon, grandchildren included."""
+    echo, echo_marker = server_entry("echo.py")
+    parent, parent_marker = server_entry("spawns_grandchild.py", namespace="prefix")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo, "parent": parent}))
+    assert procs_with_marker(echo_marker) and len(procs_with_marker(parent_marker)) >= 2  # server + grandchild
+
+    async def long_call():
+        try:
+            async with Client(daemon.url + "/mcp") as client:
+                await client.call_tool("sleep", {"seconds": 60})
+        except BaseException as exc:  # the daemon goes away under it: any error will do
+            if isinstance(exc, trio.Cancelled):
+                raise
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(long_call)
+            await trio.sleep(1.0)
+            daemon.proc.send_signal(signal.SIGTERM)
+            await wait_until(lambda: "draining 1 calls" in daemon.log.read_text(), what="the drain to start")
+            daemon.proc.send_signal(signal.SIGTERM)
+            code = await daemon.wait_exit(timeout=5)
+            nursery.cancel_scope.cancel()
+    assert code == 1, daemon.log.read_text()
+    assert "forcing the exit (2 server process groups killed)" in daemon.log.read_text()
+    await wait_until(
+        lambda: not procs_with_marker(echo_marker) and not procs_with_marker(parent_marker),
+        timeout=5, what="no process left behind",
+    )
