@@ -422,7 +422,8 @@ class _Connection:
                     result = await self.client.call_tool(
                         call.tool, call.arguments, progress_callback=progress, meta=call.meta
                     )
-                await self._settle(scope, front)
+                if front is not None or progress is not None:  # else nothing is relayed to this call
+                    await self._settle(scope, front)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED:
                 self.die(f"connection closed: {exc.error.message}")
