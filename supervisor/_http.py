@@ -7,6 +7,8 @@ Routes:
   ``TransportSecuritySettings`` (DNS-rebinding protection): a foreign ``Origin`` gets 403, a
   foreign ``Host`` 421. While the daemon drains for shutdown, ``/mcp`` keeps answering (a
   client may need ``tools/list`` to finish a call in flight) but refuses new tool calls.
+  SSE streams are resumable: a client reconnecting with ``Last-Event-ID`` gets what it
+  missed (`BoundedEventStore`, the last 10,000 events in memory).
 - ``GET /status``: the supervision tree as JSON (``ChildStatus``).
 - ``GET /metrics``: Prometheus text (``await Supervisor.metrics_text()``; an empty
   exposition for a supervisor without it).
@@ -44,6 +46,7 @@ from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportS
 from protocol._settings import Config
 
 from ._config import ConfigError, default_config, load_config
+from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
 
@@ -354,6 +357,7 @@ async def serve_http(
     settings = daemon.config.settings
     manager = StreamableHTTPSessionManager(
         app=daemon.gateway.server,
+        event_store=BoundedEventStore(),  # a client whose SSE stream breaks resumes it
         security_settings=security_settings(host),
         max_request_body_size=settings.max_body_bytes,
     )

@@ -491,3 +491,57 @@ async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_
         lambda: not procs_with_marker(echo_marker) and not procs_with_marker(parent_marker),
         timeout=5, what="no process left behind",
     )
+
+
+async def test_a_broken_sse_stream_is_resumed_with_last_event_id(shared_daemon):
+    """A client's POST stream breaks mid-call; it reconnects (GET with ``Last-Event-ID``) and
+    gets the progress it missed and the call's result: nothing is lost."""
+    url = shared_daemon.url + "/mcp"
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+    def events(lines: list[str]) -> list[tuple[str | None, dict | None]]:
+        out, event_id, data = [], None, []
+        for line in [*lines, ""]:
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and (event_id or data):
+                out.append((event_id, json.loads("".join(data)) if "".join(data) else None))
+                event_id, data = None, []
+        return out
+
+    with trio.fail_after(20):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            init = await http.post(url, headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+            })
+            session = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+            await http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "sleep", "arguments": {"seconds": 1.0}, "_meta": {"progressToken": "p"}}}
+            seen: list[str] = []
+            async with http.stream("POST", url, headers=session, json=call) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                async for line in response.aiter_lines():
+                    seen.append(line)
+                    got = events(seen)
+                    if any(message and message.get("method") == "notifications/progress" for _, message in got):
+                        break  # the connection drops here, mid-call
+            before = events(seen)
+            last_id = [event_id for event_id, _ in before if event_id][-1]
+            resumed: list[str] = []
+            async with http.stream("GET", url, headers={**session, "Last-Event-ID": last_id}) as response:
+                assert response.status_code == 200, await response.aread()
+                async for line in response.aiter_lines():
+                    resumed.append(line)
+                    if any(message and message.get("id") == 2 for _, message in events(resumed)):
+                        break
+    after = events(resumed)
+    result = next(message for _, message in after if message and message.get("id") == 2)
+    assert result["result"]["isError"] is False, result
+    progress = [m["params"]["progress"] for _, m in before + after if m and m.get("method") == "notifications/progress"]
+    assert progress == sorted(progress) and len(progress) >= 2, progress
+    ids = [int(event_id) for event_id, _ in before + after if event_id]
+    assert len(ids) == len(set(ids)), "no event is delivered twice"
