@@ -757,3 +757,28 @@ async def test_ping(http_daemon):
     with trio.fail_after(30):
         async with Through(http_daemon, "handshake") as t:
             assert dump(await t.client.send_ping()) == {}
+
+
+async def test_a_client_cancelling_its_call_cancels_the_question_relayed_to_it(http_daemon):
+    """Handshake era: while the client is being asked (elicitation), it cancels its call.
+    The cancellation reaches the question relayed to it (its callback is cancelled), and
+    the daemon and upstream serve the same client's next call."""
+    asked, cancelled = trio.Event(), trio.Event()
+
+    async def never_answers(context, params):
+        asked.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    with trio.fail_after(30):
+        async with Through(http_daemon, "handshake", elicitation_callback=never_answers) as t:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(t.client.call_tool, "ask_elicitation", {"question": QUESTION})
+                await asked.wait()
+                nursery.cancel_scope.cancel()  # the SDK sends notifications/cancelled
+            with trio.fail_after(10):
+                await cancelled.wait()
+            roots = await t.client.call_tool("ask_roots", {})
+            assert not roots.is_error, result_text(roots)
