@@ -87,6 +87,31 @@ async def test_a_handler_that_raises_is_answered_for_with_the_exception_named():
     assert "the host's UI is closed" in message and "RuntimeError" in message, message
 
 
+async def test_a_handler_that_never_answers_is_answered_for_at_the_servers_timeout():
+    """The question is bounded by the server's ``timeout`` (here 1 s), not by the handler:
+    the server gets an error naming the question, the call (allowed 20 s) gets the tool's
+    answer to that, and the handler is cancelled."""
+    cancelled = trio.Event()
+
+    async def never(server: str, request: mcp_types.InputRequest):
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    spec = server_spec("everything", "everything.py", timeout=1.0)
+    with trio.fail_after(40):
+        async with Supervisor([spec], on_input_request=never) as sup:
+            try:
+                result = await sup.call_tool("ask_elicitation", {"question": "Favourite colour?"}, timeout=20)
+                message = text(result)
+                assert result.is_error, message
+            except MCPError as exc:
+                message = exc.error.message
+            assert cancelled.is_set()
+    assert "no answer to elicitation ('Favourite colour?') within 1 s" in message, message
+
+
 def test_embedded_the_hosts_asyncio_handler_answers_in_the_hosts_context():
     import asyncio
     import contextvars
