@@ -94,7 +94,9 @@ class Supervisor:
         self._inproc = dict(inproc or {})
         self._handles: dict[str, ServerHandle] = {}
         self._bus = EventBus()
-        self.registry = Registry(toolsets=toolsets)
+        # Unbounded: its senders are the servers' subtrees (one message per change, never
+        # blocking), and a dropped PublishTools would lose that server's tools for good.
+        self.registry = Registry(toolsets=toolsets, mailbox_size=math.inf)
         self.metrics = MetricsRef()
         self._servers = TreeSupervisor("servers", intensity=SERVERS_INTENSITY, concurrent_starts=True)
         self._root = TreeSupervisor(

@@ -382,3 +382,24 @@ async def test_in_process_server_object():
     async with Supervisor([spec], inproc={"inproc": app}) as sup:
         assert text(await sup.call_tool("double", {"x": 21}, server="inproc")) == "42"
         assert sup.link("inproc").process is None
+
+
+async def test_hundreds_of_servers_starting_at_once_all_reach_the_registry():
+    """300 in-process servers start together (more than any actor mailbox holds): each one's
+    tools are listed and callable; none is lost on the way to the registry."""
+    n = 300
+    apps = {}
+    for i in range(n):
+        app = MCPServer(f"p{i}")
+
+        @app.tool()
+        def echo(text: str) -> str:
+            return text
+
+        apps[f"p{i}"] = app
+    specs = [ServerSpec(name=name, namespace="prefix") for name in apps]
+    with trio.fail_after(120):
+        async with Supervisor(specs, inproc=apps) as sup:
+            assert {tool.name for tool in sup.list_tools()} == {f"{name}__echo" for name in apps}
+            for name in ("p0", f"p{n // 2}", f"p{n - 1}"):
+                assert text(await sup.call_tool(f"{name}__echo", {"text": name})) == name
