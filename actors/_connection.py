@@ -318,18 +318,18 @@ class _Connection:
         self.garbage = 0
         self.nursery: trio.Nursery | None = None
         #: Log lines and progress being relayed, per front or per call (see `_settle`).
-        self.relaying: dict[int, int] = {}
+        self.relaying: dict[object, int] = {}
         self.relayed = trio.Event()
 
     @contextlib.contextmanager
     def _relaying(self, key: object) -> Iterator[None]:
-        self.relaying[id(key)] = self.relaying.get(id(key), 0) + 1
+        self.relaying[key] = self.relaying.get(key, 0) + 1
         try:
             yield
         finally:
-            left = self.relaying.pop(id(key)) - 1
+            left = self.relaying.pop(key) - 1
             if left:
-                self.relaying[id(key)] = left
+                self.relaying[key] = left
             self.relayed.set()
             self.relayed = trio.Event()
 
@@ -343,7 +343,7 @@ class _Connection:
         for those to finish (each delivery has its own bound).
         """
         await trio.lowlevel.checkpoint()
-        while any(self.relaying.get(id(key)) for key in keys):
+        while any(self.relaying.get(key) for key in keys):
             await self.relayed.wait()
 
     def die(self, reason: str) -> None:

@@ -496,23 +496,11 @@ class EmbeddedSupervisor:
         sup = self._sup
         assert sup is not None and self._reload_lock is not None
         async with self._reload_lock:
-            wanted = {s.name: s for s in wanted_list}
-            current = {name: sup.handle(name).spec for name in sup.servers}
-            removed = [n for n in current if n not in wanted]
-            restarted = [n for n in wanted if n in current and wanted[n] != current[n]]
-            added = [n for n in wanted if n not in current]
-            unchanged = [n for n in wanted if n in current and wanted[n] == current[n]]
             if toolsets is not None:
                 await sup.set_toolsets(toolsets)
-            async with trio.open_nursery() as nursery:  # first, so their tool names are free
-                for name in removed:
-                    nursery.start_soon(sup.remove_server, name)
-            async with trio.open_nursery() as nursery:
-                for name in restarted:
-                    nursery.start_soon(sup.replace_server, wanted[name])
-                for name in added:
-                    nursery.start_soon(sup.add_server, wanted[name])
-            return {"added": added, "removed": removed, "restarted": restarted, "unchanged": unchanged}
+            diff = await sup.reconcile(wanted_list)
+            return {"added": diff["added"], "removed": diff["removed"], "restarted": diff["changed"],
+                    "unchanged": diff["unchanged"]}
 
     def _require(self) -> Supervisor:
         if self._sup is None or self._state != _RUNNING:

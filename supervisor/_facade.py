@@ -32,6 +32,7 @@ Guarantees of ``call_tool``:
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -205,6 +206,48 @@ class Supervisor:
         handle = self._handles.get(name)
         if handle is not None and handle.replacing is not None:
             raise RuntimeError(f"server {name!r} is being replaced; wait for that to finish")
+
+    async def reconcile(
+        self,
+        wanted: list[ServerSpec],
+        *,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> dict[str, list[str]]:
+        """Supervise exactly the enabled specs of ``wanted``, diffed by name against the
+        servers supervised now; returns the names under ``added``, ``removed``, ``changed``
+        and ``unchanged``.
+
+        Removed servers stop first (draining, as `remove_server`; their tool names are then
+        free), then changed ones are replaced (`replace_server`: no gap for callers) while
+        added ones start. Unchanged ones are not touched. With ``on_error``, a server whose
+        step raised is reported to it and the others go on; without, the errors propagate
+        (as an exception group) once every step has ended.
+        """
+        specs = {s.name: s for s in wanted if s.enabled}
+        current = {name: handle.spec for name, handle in self._handles.items()}
+        added = [n for n in specs if n not in current]
+        removed = [n for n in current if n not in specs]
+        changed = [n for n in specs if n in current and specs[n] != current[n]]
+        unchanged = [n for n in specs if n in current and specs[n] == current[n]]
+
+        async def step(name: str, action: Callable[[Any], Awaitable[Any]], arg: Any) -> None:
+            if on_error is None:
+                await action(arg)
+                return
+            try:
+                await action(arg)
+            except Exception as exc:  # one server's trouble must not abort the others
+                on_error(name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in removed:
+                nursery.start_soon(step, name, self.remove_server, name)
+        async with trio.open_nursery() as nursery:
+            for name in changed:
+                nursery.start_soon(step, name, self.replace_server, specs[name])
+            for name in added:
+                nursery.start_soon(step, name, self.add_server, specs[name])
+        return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
 
     async def set_toolsets(self, toolsets: dict[str, list[str]]) -> None:
         """Use ``toolsets`` (added to, or replacing by name, the seed's defaults) from now on,

@@ -209,33 +209,13 @@ class Daemon:
                 log.error("reload: toolsets: %s: %s", type(exc).__name__, exc)
                 failed.append("supervisor.toolsets")
 
-        old = {s.name: s for s in self.config.servers if s.enabled}
-        wanted = {s.name: s for s in new.servers if s.enabled}
-        added = [n for n in wanted if n not in old]
-        removed = [n for n in old if n not in wanted]
-        changed = [n for n in wanted if n in old and wanted[n] != old[n]]
-        unchanged = [n for n in wanted if n in old and wanted[n] == old[n]]
+        def report(name: str, exc: Exception) -> None:
+            log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
+            failed.append(name)
 
-        async def step(name: str, action: Any, *args: Any) -> None:
-            try:
-                await action(*args)
-            except Exception as exc:  # one server's trouble must not abort the others
-                log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
-                failed.append(name)
-
-        async with trio.open_nursery() as nursery:  # first, so their tool names are free
-            for name in removed:
-                nursery.start_soon(step, name, self.sup.remove_server, name)
-        async with trio.open_nursery() as nursery:
-            for name in changed:
-                nursery.start_soon(step, name, self.sup.replace_server, wanted[name])
-            for name in added:
-                nursery.start_soon(step, name, self.sup.add_server, wanted[name])
+        servers = await self.sup.reconcile(list(new.servers), on_error=report)
         self.config = new
-        diff = {
-            "added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
-            "failed": failed, "settings": settings,
-        }
+        diff = {**servers, "failed": failed, "settings": settings}
         log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
         return diff
 
