@@ -5,7 +5,8 @@ write_note), for ``CHAOS_SECONDS`` (20: the CI profile).
 Invariants checked after the run (the long profile is ``CHAOS_SECONDS=300``):
 
 - every issued call got exactly one answer (result, tool error or typed failure) within its
-  deadline + 1 s: a ledger of call ids, zero lost, zero duplicated;
+  deadline + 1 s (+ the time this process was starved of CPU meanwhile, measured, as in
+  the faults test): a ledger of call ids, zero lost, zero duplicated;
 - no destructive call ran twice (the servers record executions to a file);
 - the restarts the metrics counted equal the kills made;
 - after shutdown no process of any server's tree is left (/proc);
@@ -23,7 +24,7 @@ import time
 import trio
 from mcp import MCPError
 
-from _load import open_fds
+from _load import LoopLag, open_fds
 from conftest import marker_of, procs_with_marker, server_spec
 from protocol import BackoffPolicy, Failure, RetryPolicy
 from supervisor import Supervisor
@@ -80,7 +81,9 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
                 ledger[call_id].append(f"mcp:{exc.error.code}")
             took = trio.current_time() - started
             durations.append(took)
-            if took > TIMEOUT + 1.0:
+            # Late only beyond the time this process was starved of CPU meanwhile (ten
+            # Python servers restarting on two cores): see _load.LoopLag.
+            if took > TIMEOUT + 1.0 + lag.during(started, started + took):
                 late.append((call_id, took))
 
         async def worker() -> None:
@@ -98,10 +101,14 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
                     os.kill(proc.pid, signal.SIGKILL)
                     kills += 1
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(IN_FLIGHT):
-                nursery.start_soon(worker)
-            nursery.start_soon(killer)
+        lag = LoopLag()
+        async with trio.open_nursery() as watching:
+            watching.start_soon(lag.run)
+            async with trio.open_nursery() as nursery:
+                for _ in range(IN_FLIGHT):
+                    nursery.start_soon(worker)
+                nursery.start_soon(killer)
+            watching.cancel_scope.cancel()
 
         for spec in specs:  # let every server finish its restart before counting
             await sup.wait_connected(spec.name, timeout=30)
@@ -120,7 +127,7 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
             kinds[kind] = kinds.get(kind, 0) + 1
     print(
         f"\nkill -9: calls={len(ledger)} answered={answered} lost={len(lost)} duplicated={len(duplicated)} "
-        f"late={len(late)} p50={percentile(durations, 50) * 1000:.0f}ms p99={percentile(durations, 99) * 1000:.0f}ms "
+        f"late={len(late)} loop_lag_max={lag.worst() * 1000:.0f}ms p50={percentile(durations, 50) * 1000:.0f}ms p99={percentile(durations, 99) * 1000:.0f}ms "
         f"kills={kills} restarts={restarts} destructive_twice={ran_twice} "
         f"orphans={len(leftovers)} fds {fds_before}->{open_fds()} outcomes={kinds}"
     )
