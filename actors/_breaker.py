@@ -631,7 +631,7 @@ class BreakerView:
     ``Permit`` is authoritative.
     """
 
-    __slots__ = ("_due_at", "dropped_outcomes", "name", "passthrough", "reason", "retry_at", "state")
+    __slots__ = ("_due_at", "dropped_outcomes", "name", "passthrough", "reason", "retry_at", "slow_call_seconds", "state")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -640,6 +640,7 @@ class BreakerView:
         self.retry_at: float | None = None
         self._due_at: float | None = None
         self.passthrough = True
+        self.slow_call_seconds: float | None = None
         #: Outcome reports dropped because the actor's mailbox was full or it was down.
         self.dropped_outcomes = 0
 
@@ -654,6 +655,7 @@ class BreakerView:
         self.retry_at = core.retry_at
         self._due_at = core.due_at
         self.passthrough = state == CLOSED or state == DISABLED
+        self.slow_call_seconds = core.policy.slow_call_seconds
 
     def admit(self, now: float | None = None) -> bool:
         """True: call now, no permit needed. False: ask for a ``Permit``. Or ``CircuitOpen``."""
@@ -692,14 +694,26 @@ async def admit_call(view: BreakerView, ref: Ref[BreakerMessage], *, timeout: fl
 def report_outcome(view: BreakerView, ref: Ref[BreakerMessage], outcome: CallOutcome) -> bool:
     """Send one outcome report without ever blocking; a full or dead mailbox drops it.
 
+    An outcome that cannot change the state (a success that is not slow, or anything the
+    breaker ignores, while it is closed) is posted: the actor takes it, in order, with the
+    next message that wakes it. Anything else is told at once.
+
     Returns False (and counts ``view.dropped_outcomes``) when it was dropped.
     """
     try:
-        ref.tell_nowait(outcome)
+        if view.state == CLOSED and outcome.outcome not in BREAKER_FAILURES and not _slow(view, outcome):
+            ref.post(outcome)
+        else:
+            ref.tell_nowait(outcome)
     except (Overloaded, ActorDown):
         view.dropped_outcomes += 1
         return False
     return True
+
+
+def _slow(view: BreakerView, outcome: CallOutcome) -> bool:
+    threshold = view.slow_call_seconds
+    return outcome.slow or (threshold is not None and outcome.duration >= threshold)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -452,7 +452,7 @@ class MetricsRef:
     ``dropped`` counts outcome reports that were dropped (mailbox full, or no actor running).
     """
 
-    __slots__ = ("_tell", "bus", "dropped", "max_tools_per_server", "ref", "size", "subscribe")
+    __slots__ = ("_post", "_tell", "bus", "dropped", "max_tools_per_server", "ref", "size", "subscribe")
 
     def __init__(
         self,
@@ -469,6 +469,7 @@ class MetricsRef:
         self.dropped = 0
         self.ref: Ref[MetricsMessage] | None = None
         self._tell: Callable[[Any], None] = _not_started
+        self._post: Callable[[Any], None] = _not_started
 
     def __repr__(self) -> str:
         return f"<MetricsRef {self.ref!r} dropped={self.dropped}>"
@@ -477,11 +478,13 @@ class MetricsRef:
         """Point at a new incarnation's mailbox (None: none is running)."""
         self.ref = ref
         self._tell = ref.tell_nowait if ref is not None else _not_started
+        self._post = ref.post if ref is not None else _not_started
 
     def report(self, outcome: CallOutcome) -> bool:
-        """Send one outcome report without waiting; False (and ``dropped`` += 1) if dropped."""
+        """Post one outcome report (it reaches the actor before any later ask, such as a
+        snapshot); never waits. False (and ``dropped`` += 1) if dropped."""
         try:
-            self._tell(outcome)
+            self._post(outcome)
         except (Overloaded, ActorDown):
             self.dropped += 1
             return False

@@ -59,6 +59,7 @@ import trio
 from protocol import Failure, InvalidArguments, ServerSpec, ToolSpec, UnknownTool
 
 from ._events import publish
+from ._fast_schema import compile_accepting
 from ._runtime import Mailbox, Ref, Reply, serve
 
 __all__ = [
@@ -371,6 +372,10 @@ def _ordered_errors(errors: list[jsonschema.exceptions.ValidationError]) -> list
     return described
 
 
+def _never(_: Any) -> bool:
+    return False
+
+
 class SchemaValidator:
     """The compiled input schema of one tool (one per server, version and tool).
 
@@ -380,7 +385,7 @@ class SchemaValidator:
     and the problem has been logged once.
     """
 
-    __slots__ = ("_is_valid", "_iter_errors", "_logged", "problem", "schema", "validator_class")
+    __slots__ = ("_accepts", "_is_valid", "_iter_errors", "_logged", "problem", "schema", "validator_class")
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
@@ -388,6 +393,7 @@ class SchemaValidator:
         self._logged = False
         self._is_valid: Any = None
         self._iter_errors: Any = None
+        self._accepts: Any = _never
         self.validator_class = "?"
         try:
             cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -401,6 +407,8 @@ class SchemaValidator:
         else:
             self._is_valid = validator.is_valid
             self._iter_errors = validator.iter_errors
+            # What the fast path accepts, jsonschema would too; the rest is jsonschema's.
+            self._accepts = compile_accepting(schema) or _never
 
     @property
     def usable(self) -> bool:
@@ -430,6 +438,8 @@ class SchemaValidator:
         most `MAX_REPORTED_ERRORS` of them; ``data["errors"]`` holds them as dicts. A broken
         schema lets the call through and is logged once.
         """
+        if self._accepts(arguments):
+            return
         if self.problem is None:
             try:
                 if self._is_valid(arguments):

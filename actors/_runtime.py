@@ -5,6 +5,10 @@ actor except through its ``Ref``:
 
 - ``await ref.tell(msg)`` delivers without an answer and waits while the mailbox is full;
   ``ref.tell_nowait(msg)`` raises ``Overloaded`` instead of waiting.
+- ``ref.post(msg)`` delivers lazily: the actor is not woken for it. Posted messages reach the
+  actor, in order, before the next message sent with ``tell``/``ask`` (or once
+  ``POST_BATCH`` of them are waiting, or when the mailbox is stopped). For reports nobody
+  waits on (a call's outcome), it saves a task switch per message.
 - ``await ref.ask(msg, timeout)`` delivers and waits for exactly one answer: the value the
   actor sends, the ``Failure`` it fails the reply with, ``DeadlineExceeded`` when ``timeout``
   passes first (the wait for mailbox space counts against it), or ``ActorDown`` when the actor
@@ -12,6 +16,7 @@ actor except through its ``Ref``:
 
 Guarantees:
 
+- Messages are handled in the order they were sent, posted ones included.
 - A reply that comes after its asker gave up (timeout or cancellation) is dropped; answering
   never raises in the actor.
 - When the actor's behaviour returns or raises, ``serve`` closes the mailbox: every pending
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +43,18 @@ __all__ = ["Mailbox", "Ref", "Reply", "serve", "spawn"]
 M = TypeVar("M")
 
 _UNANSWERED = object()
+
+POST_BATCH = 64
+"""Posted messages waiting before the actor is woken for them (at most the mailbox size)."""
+
+
+class _Posted:
+    """A batch of posted messages, travelling in the channel as one item."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, messages: list[Any]) -> None:
+        self.messages = messages
 
 
 class Reply:
@@ -94,6 +112,10 @@ class Mailbox(Generic[M]):
         self._send, self._receive = trio.open_memory_channel[tuple[M, Reply | None]](size)
         self._pending: set[Reply] = set()
         self._down: ActorDown | None = None
+        self._stopped = False
+        self._posted: list[M] = []  # not yet in the channel
+        self._taken: deque[M] = deque()  # out of the channel, not yet handed to the actor
+        self._post_batch = max(1, int(min(size, POST_BATCH)))
         self.ref: Ref[M] = Ref(self)
 
     @property
@@ -101,19 +123,63 @@ class Mailbox(Generic[M]):
         return self._down is not None
 
     def qsize(self) -> int:
-        return self._send.statistics().current_buffer_used
+        return self._send.statistics().current_buffer_used + len(self._posted) + len(self._taken)
 
-    def __aiter__(self) -> AsyncIterator[tuple[M, Reply | None]]:
-        return self._receive.__aiter__()
+    def __aiter__(self) -> Mailbox[M]:
+        return self
+
+    async def __anext__(self) -> tuple[M, Reply | None]:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def receive(self) -> tuple[M, Reply | None]:
-        return await self._receive.receive()
+        if self._taken:
+            return self._taken.popleft(), None
+        try:
+            item = await self._receive.receive()
+        except trio.EndOfChannel:
+            if not self._take(self._posted):  # stopped: what was posted is still handled
+                raise
+            self._posted = []
+            return self._taken.popleft(), None
+        return self._unpack(item)
 
     def receive_nowait(self) -> tuple[M, Reply | None]:
-        return self._receive.receive_nowait()
+        if self._taken:
+            return self._taken.popleft(), None
+        return self._unpack(self._receive.receive_nowait())
+
+    def _unpack(self, item: Any) -> tuple[M, Reply | None]:
+        if type(item) is _Posted:
+            self._take(item.messages)
+            return self._taken.popleft(), None
+        return item
+
+    def _take(self, messages: list[M]) -> bool:
+        self._taken.extend(messages)
+        return bool(messages)
+
+    def _flush_nowait(self) -> None:
+        """Put the posted messages in the channel (raises ``WouldBlock`` when it is full)."""
+        if self._posted:
+            self._send.send_nowait(_Posted(self._posted))  # type: ignore[arg-type]
+            self._posted = []
+
+    async def _flush(self) -> None:
+        if self._posted:
+            batch, self._posted = self._posted, []
+            try:
+                await self._send.send(_Posted(batch))  # type: ignore[arg-type]
+            except BaseException:
+                self._posted[:0] = batch
+                raise
 
     def stop(self) -> None:
-        """Refuse new messages; the actor drains what is queued and its loop then ends."""
+        """Refuse new messages; the actor drains what is queued (posted included), then its
+        loop ends."""
+        self._stopped = True
         self._send.close()
 
     def close(self, reason: BaseException | str) -> None:
@@ -122,8 +188,10 @@ class Mailbox(Generic[M]):
             return
         why = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
         self._down = ActorDown(f"actor {self.name!r} is down ({why})", actor=self.name)
+        self._stopped = True
         self._send.close()
         self._receive.close()
+        self._posted, self._taken = [], deque()
         for reply in list(self._pending):
             reply.fail(self._down)
 
@@ -156,19 +224,43 @@ class Ref(Generic[M]):
 
     async def tell(self, msg: M) -> None:
         """Deliver ``msg``; wait while the mailbox is full. Raises ``ActorDown``."""
+        mailbox = self._mailbox
         try:
-            await self._mailbox._send.send((msg, None))
+            await mailbox._flush()
+            await mailbox._send.send((msg, None))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._down() from None
 
     def tell_nowait(self, msg: M) -> None:
         """Deliver ``msg`` or raise ``Overloaded`` (mailbox full) or ``ActorDown``."""
+        mailbox = self._mailbox
         try:
-            self._mailbox._send.send_nowait((msg, None))
+            mailbox._flush_nowait()
+            mailbox._send.send_nowait((msg, None))
         except trio.WouldBlock:
             raise Overloaded(f"mailbox of {self.name!r} is full", actor=self.name) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._down() from None
+
+    def post(self, msg: M) -> None:
+        """Deliver ``msg`` without waking the actor for it (see the module docstring).
+
+        Raises ``Overloaded`` when the mailbox is full, or ``ActorDown``, as ``tell_nowait``.
+        """
+        mailbox = self._mailbox
+        if mailbox._stopped:
+            raise self._down()
+        posted = mailbox._posted
+        if len(posted) < mailbox._post_batch:
+            posted.append(msg)
+            return
+        try:
+            mailbox._flush_nowait()
+        except trio.WouldBlock:
+            raise Overloaded(f"mailbox of {self.name!r} is full", actor=self.name) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._down() from None
+        mailbox._posted.append(msg)
 
     async def ask(self, msg: M, timeout: float = math.inf) -> Any:
         """Deliver ``msg`` and return the one answer, or raise a typed ``Failure``.
@@ -184,9 +276,11 @@ class Ref(Generic[M]):
         deadline = trio.current_time() + timeout
         try:
             try:
+                mailbox._flush_nowait()
                 mailbox._send.send_nowait((msg, reply))
             except trio.WouldBlock:
                 with trio.move_on_at(deadline) as waited_too_long:
+                    await mailbox._flush()
                     await mailbox._send.send((msg, reply))
                 if waited_too_long.cancelled_caught:
                     raise self._deadline_exceeded(timeout) from None

@@ -444,12 +444,26 @@ async def test_outcome_reports_never_block_and_count_drops():
     view = BreakerView("s")
     ref = mailbox.ref
     now = trio.current_time()
-    report_one = CallOutcome(server="s", tool="t", outcome="success", duration=0.0, at=now)
-    assert report_outcome(view, ref, report_one) is True
-    assert report_outcome(view, ref, report_one) is False
+    failure = CallOutcome(server="s", tool="t", outcome="ServerCrashed", duration=0.0, at=now)
+    assert report_outcome(view, ref, failure) is True  # told: it fills the one slot
+    assert report_outcome(view, ref, failure) is False
     mailbox.close("gone")
-    assert report_outcome(view, ref, report_one) is False
+    assert report_outcome(view, ref, failure) is False
     assert view.dropped_outcomes == 2
+
+
+async def test_successes_are_posted_in_order_and_dropped_only_when_the_mailbox_is_full():
+    mailbox = Mailbox("breaker:s", size=1)  # nobody reads it
+    view = BreakerView("s")
+    ref = mailbox.ref
+    now = trio.current_time()
+    reports = [CallOutcome(server="s", tool="t", outcome="success", duration=0.0, at=now, attempt=i) for i in range(1, 4)]
+    # Posted: one waits outside the channel, one batch fills the channel's one slot.
+    assert [report_outcome(view, ref, r) for r in reports] == [True, True, False]
+    assert view.dropped_outcomes == 1
+    ref.stop()
+    received = [msg.attempt async for msg, _ in mailbox]
+    assert received == [1, 2]  # in order, none lost but the dropped one
 
 
 async def test_the_view_of_a_fresh_breaker_admits_without_an_actor(autojump_clock):
