@@ -309,8 +309,7 @@ class _Connection:
         self.acked_generation = 0  # the latest one the server acknowledged (or refused)
         self.acked = trio.Event()  # set (and replaced) at each acknowledgement
         self.slots = trio.lowlevel.ParkingLot()
-        self.idle = trio.Event()
-        self.idle.set()
+        self.idle: trio.Event | None = None  # made by whoever waits for the calls to end
         self.stopping = False
         self.consecutive_timeouts = 0
         self.death: ConnectionDied | None = None
@@ -393,7 +392,6 @@ class _Connection:
         scope = trio.CancelScope(deadline=call.deadline)
         front = current_front.get()
         self.inflight[scope] = front
-        self.idle = trio.Event() if self.idle.is_set() else self.idle
         self.link.inflight = len(self.inflight)
         progress = call.progress
         if progress is not None:
@@ -436,9 +434,10 @@ class _Connection:
         finally:
             self.inflight.pop(scope, None)
             self.link.inflight = len(self.inflight)
-            if not self.inflight:
+            if not self.inflight and self.idle is not None:
                 self.idle.set()
-            self.slots.unpark()
+            if self.slots:
+                self.slots.unpark()
         if result is not None:
             self.consecutive_timeouts = 0
             return result
@@ -477,7 +476,9 @@ class _Connection:
                     reply.fail(TypeError(f"connection:{self.spec.name} takes no messages"))
             self.stopping = True  # drain: new calls go to the next incarnation
             self.slots.unpark_all()
-            await self.idle.wait()
+            if self.inflight:
+                self.idle = trio.Event()
+                await self.idle.wait()
             side.cancel_scope.cancel()
 
     async def watch_death(self) -> None:

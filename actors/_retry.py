@@ -194,6 +194,7 @@ async def call_with_retry(
     safe_after_send: bool,
     rng: _Uniform | None = None,
     on_attempt: Callable[[int, Failure, float], None] | None = None,
+    now: float | None = None,
 ) -> T:
     """Run ``attempt_fn(1)``, ``attempt_fn(2)``, ... until one returns or retrying must stop.
 
@@ -214,10 +215,11 @@ async def call_with_retry(
       is raised in the end, whatever stopped the retries, so the caller always learns the
       call may have run.
     - ``on_attempt(attempt, failure, delay)`` is called before each retry's wait.
+    - ``now`` (trio clock, default: read it) is when the call started, for the budget.
     - Cancellation propagates at once; the budget is not charged for it.
     """
     draw = (rng or random).random
-    budget.note_call(trio.current_time())
+    budget.note_call(trio.current_time() if now is None else now)
     attempt = 1
     previous: Failure | None = None  # the last failure that led to a retry
     first_risky: Failure | None = None  # the first failure after which the call may have run

@@ -370,18 +370,21 @@ class Supervisor:
         call = Call(entry.tool_name, arguments, deadline, progress, meta)
 
         async def attempt(number: int) -> Any:
-            started = trio.current_time()
+            started = now if number == 1 else trio.current_time()
             kind, error = "cancelled", None
             try:
                 if handle.replacing is not None:
                     # The server is being replaced (config reload): wait for the new one.
                     await handle.wait_replaced(deadline)
+                    started = trio.current_time()
                 elif number > 1 and handle.link.conn is None:
                     # A retry keeps its place: it waits (up to the call's deadline) for the
                     # server to come back instead of failing fast like a new call.
                     await handle.link.wait_connected(deadline)
-                await self._admit(handle)
-                started = trio.current_time()
+                    started = trio.current_time()
+                if not handle.breaker.passthrough:  # closed: no permit to ask for
+                    await self._admit(handle)
+                    started = trio.current_time()
                 result = await handle.link.call(call)
                 # An InputRequiredResult (handed back to a 2026-07-28 front) is no error.
                 kind = "tool_error" if getattr(result, "is_error", False) else "success"
@@ -403,4 +406,5 @@ class Supervisor:
             budget=handle.budget,
             deadline=deadline,
             safe_after_send=retry_safe_after_send(spec, entry.tool_name, entry.spec),
+            now=now,
         )
