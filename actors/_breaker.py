@@ -691,8 +691,14 @@ async def admit_call(view: BreakerView, ref: Ref[BreakerMessage], *, timeout: fl
     return granted.trial
 
 
+CONTROL_SLOTS: Final = 16
+"""Mailbox slots outcome reports leave free, so that ``ConnectionUp``/``ConnectionDown`` (sent
+without waiting) are never crowded out by a burst of failures."""
+
+
 def report_outcome(view: BreakerView, ref: Ref[BreakerMessage], outcome: CallOutcome) -> bool:
-    """Send one outcome report without ever blocking; a full or dead mailbox drops it.
+    """Send one outcome report without ever blocking; a full or dead mailbox drops it (it
+    leaves `CONTROL_SLOTS` free).
 
     An outcome that cannot change the state (a success that is not slow, or anything the
     breaker ignores, while it is closed) is posted: the actor takes it, in order, with the
@@ -702,9 +708,9 @@ def report_outcome(view: BreakerView, ref: Ref[BreakerMessage], outcome: CallOut
     """
     try:
         if view.state == CLOSED and outcome.outcome not in BREAKER_FAILURES and not _slow(view, outcome):
-            ref.post(outcome)
+            ref.post(outcome, keep_free=CONTROL_SLOTS)
         else:
-            ref.tell_nowait(outcome)
+            ref.tell_nowait(outcome, keep_free=CONTROL_SLOTS)
     except (Overloaded, ActorDown):
         view.dropped_outcomes += 1
         return False

@@ -140,16 +140,24 @@ class Mailbox(Generic[M]):
         try:
             item = await self._receive.receive()
         except trio.EndOfChannel:
-            if not self._take(self._posted):  # stopped: what was posted is still handled
-                raise
-            self._posted = []
-            return self._taken.popleft(), None
+            return self._last_posted()
         return self._unpack(item)
 
     def receive_nowait(self) -> tuple[M, Reply | None]:
         if self._taken:
             return self._taken.popleft(), None
-        return self._unpack(self._receive.receive_nowait())
+        try:
+            item = self._receive.receive_nowait()
+        except trio.EndOfChannel:
+            return self._last_posted()
+        return self._unpack(item)
+
+    def _last_posted(self) -> tuple[M, Reply | None]:
+        """Stopped and drained: what was posted is still handled, then the end."""
+        if not self._take(self._posted):
+            raise trio.EndOfChannel
+        self._posted = []
+        return self._taken.popleft(), None
 
     def _unpack(self, item: Any) -> tuple[M, Reply | None]:
         if type(item) is _Posted:
@@ -160,6 +168,10 @@ class Mailbox(Generic[M]):
     def _take(self, messages: list[M]) -> bool:
         self._taken.extend(messages)
         return bool(messages)
+
+    def _free_slots(self) -> float:
+        stats = self._send.statistics()
+        return stats.max_buffer_size - stats.current_buffer_used
 
     def _flush_nowait(self) -> None:
         """Put the posted messages in the channel (raises ``WouldBlock`` when it is full)."""
@@ -231,9 +243,15 @@ class Ref(Generic[M]):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._down() from None
 
-    def tell_nowait(self, msg: M) -> None:
-        """Deliver ``msg`` or raise ``Overloaded`` (mailbox full) or ``ActorDown``."""
+    def tell_nowait(self, msg: M, *, keep_free: int = 0) -> None:
+        """Deliver ``msg`` or raise ``Overloaded`` (mailbox full) or ``ActorDown``.
+
+        ``keep_free``: also ``Overloaded`` when no more than that many slots are free, so
+        that reports cannot crowd out messages that must get through.
+        """
         mailbox = self._mailbox
+        if keep_free and mailbox._free_slots() <= keep_free and mailbox._down is None:
+            raise Overloaded(f"mailbox of {self.name!r} is nearly full", actor=self.name)
         try:
             mailbox._flush_nowait()
             mailbox._send.send_nowait((msg, None))
@@ -242,10 +260,10 @@ class Ref(Generic[M]):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._down() from None
 
-    def post(self, msg: M) -> None:
+    def post(self, msg: M, *, keep_free: int = 0) -> None:
         """Deliver ``msg`` without waking the actor for it (see the module docstring).
 
-        Raises ``Overloaded`` when the mailbox is full, or ``ActorDown``, as ``tell_nowait``.
+        Raises ``Overloaded`` (``keep_free`` as for ``tell_nowait``) or ``ActorDown``.
         """
         mailbox = self._mailbox
         if mailbox._stopped:
@@ -254,6 +272,8 @@ class Ref(Generic[M]):
         if len(posted) < mailbox._post_batch:
             posted.append(msg)
             return
+        if keep_free and mailbox._free_slots() <= keep_free:
+            raise Overloaded(f"mailbox of {self.name!r} is nearly full", actor=self.name)
         try:
             mailbox._flush_nowait()
         except trio.WouldBlock:

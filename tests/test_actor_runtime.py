@@ -184,3 +184,86 @@ async def test_stop_drains_queue_then_the_loop_ends():
     assert seen == [0, 1, 2]
     with pytest.raises(ActorDown, match="normal"):
         await mailbox.ref.ask("after", timeout=1)
+
+
+async def test_posted_messages_keep_their_place_and_do_not_wake_the_actor():
+    seen = []
+    woken = 0
+
+    async def recorder(mailbox):
+        nonlocal woken
+        while True:
+            try:
+                msg, reply = await mailbox.receive()
+            except trio.EndOfChannel:
+                return
+            woken += 1
+            seen.append(msg)
+            while True:  # what is already there, without waiting
+                try:
+                    msg, reply = mailbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                seen.append(msg)
+            if reply is not None:
+                reply.send(list(seen))
+
+    async with trio.open_nursery() as nursery:
+        ref = spawn(nursery, recorder, name="recorder", size=64)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(10):
+            ref.post(("posted", i))
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == 0 and seen == []  # nothing woke the actor
+        ref.tell_nowait("told")
+        ref.post(("posted", 10))
+        # An ask sees everything sent before it, posted or told, in order.
+        assert await ref.ask("asked", timeout=1) == [("posted", i) for i in range(10)] + ["told", ("posted", 10), "asked"]
+        assert woken <= 2
+        ref.post("last")
+        ref.stop()  # posted messages are still handled
+        with pytest.raises(ActorDown):
+            ref.post("after stop")
+    assert seen[-1] == "last"
+
+
+async def test_posting_wakes_the_actor_once_a_batch_is_waiting():
+    from actors._runtime import POST_BATCH
+
+    seen = []
+
+    async def recorder(mailbox):
+        async for msg, _ in mailbox:
+            seen.append(msg)
+
+    async with trio.open_nursery() as nursery:
+        ref = spawn(nursery, recorder, name="recorder", size=1000)
+        for i in range(POST_BATCH + 1):
+            ref.post(i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == list(range(POST_BATCH))  # the full batch went; the next one waits
+        nursery.cancel_scope.cancel()
+
+
+def test_a_stopped_mailbox_still_hands_out_what_was_posted_then_ends():
+    for receive_nowait in (True, False):
+        mailbox = Mailbox("m", 8)
+        mailbox.ref.tell_nowait("told")
+        mailbox.ref.post("posted")
+        mailbox.ref.stop()
+        if receive_nowait:
+            got = [mailbox.receive_nowait()[0], mailbox.receive_nowait()[0]]
+            with pytest.raises(trio.EndOfChannel):
+                mailbox.receive_nowait()
+        else:
+
+            async def drain():
+                return [msg async for msg, _ in mailbox]
+
+            got = trio.run(drain)
+        assert got == ["told", "posted"]
+    mailbox = Mailbox("m", 8)
+    mailbox.ref.post("posted")
+    mailbox.close("crashed")  # down: nothing more is handed out
+    with pytest.raises(trio.ClosedResourceError):
+        mailbox.receive_nowait()

@@ -16,6 +16,7 @@ from actors._breaker import (
     BreakerCore,
     BreakerSnapshot,
     BreakerView,
+    CONTROL_SLOTS,
     ConnectionDown,
     ConnectionUp,
     Disable,
@@ -29,7 +30,7 @@ from actors._breaker import (
     spawn_breaker,
 )
 from actors._events import _BUS, EventBus
-from protocol import BreakerPolicy, CallOutcome, CircuitOpen
+from protocol import BreakerPolicy, CallOutcome, CircuitOpen, Overloaded
 
 # A policy where only the rule under test can trip.
 NO_RATE = dict(window=100, min_calls=1000)
@@ -440,30 +441,47 @@ async def test_a_permit_asked_while_closed_is_not_a_trial(breaker, autojump_cloc
 
 
 async def test_outcome_reports_never_block_and_count_drops():
-    mailbox = Mailbox("breaker:s", size=1)  # nobody reads it
+    mailbox = Mailbox("breaker:s", size=CONTROL_SLOTS + 1)  # nobody reads it
     view = BreakerView("s")
     ref = mailbox.ref
     now = trio.current_time()
     failure = CallOutcome(server="s", tool="t", outcome="ServerCrashed", duration=0.0, at=now)
-    assert report_outcome(view, ref, failure) is True  # told: it fills the one slot
+    assert report_outcome(view, ref, failure) is True  # told: it takes the one slot not kept free
     assert report_outcome(view, ref, failure) is False
     mailbox.close("gone")
     assert report_outcome(view, ref, failure) is False
     assert view.dropped_outcomes == 2
 
 
+async def test_a_burst_of_failures_leaves_room_for_connection_messages():
+    mailbox = Mailbox("breaker:s", size=256)  # the size ServerHandle uses; nobody reads it
+    view = BreakerView("s")
+    now = trio.current_time()
+    failure = CallOutcome(server="s", tool="t", outcome="ServerCrashed", duration=0.0, at=now)
+    accepted = [report_outcome(view, mailbox.ref, failure) for _ in range(300)]
+    assert accepted.count(True) == 256 - CONTROL_SLOTS
+    for _ in range(CONTROL_SLOTS):  # never dropped: the connection's state must get through
+        mailbox.ref.tell_nowait(ConnectionDown(reason="connection down: test"))
+    with pytest.raises(Overloaded):
+        mailbox.ref.tell_nowait(ConnectionUp())  # the mailbox itself is bounded
+
+
 async def test_successes_are_posted_in_order_and_dropped_only_when_the_mailbox_is_full():
-    mailbox = Mailbox("breaker:s", size=1)  # nobody reads it
+    mailbox = Mailbox("breaker:s", size=CONTROL_SLOTS + 1)  # nobody reads it
     view = BreakerView("s")
     ref = mailbox.ref
     now = trio.current_time()
-    reports = [CallOutcome(server="s", tool="t", outcome="success", duration=0.0, at=now, attempt=i) for i in range(1, 4)]
-    # Posted: one waits outside the channel, one batch fills the channel's one slot.
-    assert [report_outcome(view, ref, r) for r in reports] == [True, True, False]
-    assert view.dropped_outcomes == 1
+    batch = CONTROL_SLOTS + 1  # posted reports go in batches of at most the mailbox size
+    reports = [
+        CallOutcome(server="s", tool="t", outcome="success", duration=0.0, at=now, attempt=i) for i in range(3 * batch)
+    ]
+    accepted = [report_outcome(view, ref, r) for r in reports]
+    # One batch fills the one slot not kept free, one more waits outside the channel.
+    assert accepted == [True] * (2 * batch) + [False] * batch
+    assert view.dropped_outcomes == batch
     ref.stop()
     received = [msg.attempt async for msg, _ in mailbox]
-    assert received == [1, 2]  # in order, none lost but the dropped one
+    assert received == list(range(2 * batch))  # in order, none lost but the dropped ones
 
 
 async def test_the_view_of_a_fresh_breaker_admits_without_an_actor(autojump_clock):
