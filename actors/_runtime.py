@@ -16,7 +16,9 @@ actor except through its ``Ref``:
 
 Guarantees:
 
-- Messages are handled in the order they were sent, posted ones included.
+- Messages are handled in the order they were sent, posted ones included. (One exception:
+  while an ``await ref.tell`` waits for room, the posted messages it carries can be
+  overtaken by a ``tell_nowait`` or ``ask`` from another task.)
 - A reply that comes after its asker gave up (timeout or cancellation) is dropped; answering
   never raises in the actor.
 - When the actor's behaviour returns or raises, ``serve`` closes the mailbox: every pending
