@@ -191,7 +191,7 @@ async def call_with_retry(
     policy: RetryPolicy,
     budget: RetryBudget,
     deadline: float,
-    safe_after_send: bool,
+    safe_after_send: bool | Callable[[], bool],
     rng: _Uniform | None = None,
     on_attempt: Callable[[int, Failure, float], None] | None = None,
     now: float | None = None,
@@ -216,10 +216,43 @@ async def call_with_retry(
       call may have run.
     - ``on_attempt(attempt, failure, delay)`` is called before each retry's wait.
     - ``now`` (trio clock, default: read it) is when the call started, for the budget.
+    - ``safe_after_send`` may be a function: it is called only once a failure after the
+      call may have run needs the answer.
     - Cancellation propagates at once; the budget is not charged for it.
     """
-    draw = (rng or random).random
     budget.note_call(trio.current_time() if now is None else now)
+    # The first attempt carries none of the retry machinery: most calls end here.
+    try:
+        return await attempt_fn(1)
+    except BaseException as exc:
+        failure = _single_failure(exc)
+        if failure is None:
+            raise
+    return await _retry(
+        attempt_fn,
+        failure,
+        policy=policy,
+        budget=budget,
+        deadline=deadline,
+        safe_after_send=safe_after_send,
+        rng=rng,
+        on_attempt=on_attempt,
+    )
+
+
+async def _retry(
+    attempt_fn: Callable[[int], Awaitable[T]],
+    failure: Failure,
+    *,
+    policy: RetryPolicy,
+    budget: RetryBudget,
+    deadline: float,
+    safe_after_send: bool | Callable[[], bool],
+    rng: _Uniform | None,
+    on_attempt: Callable[[int, Failure, float], None] | None,
+) -> T:
+    """Decide about ``failure`` of attempt 1, and go on retrying (see `call_with_retry`)."""
+    draw = (rng or random).random
     attempt = 1
     previous: Failure | None = None  # the last failure that led to a retry
     first_risky: Failure | None = None  # the first failure after which the call may have run
@@ -233,18 +266,14 @@ async def call_with_retry(
         return failure
 
     while True:
-        try:
-            return await attempt_fn(attempt)
-        except BaseException as exc:
-            failure = _single_failure(exc)
-            if failure is None:
-                raise
         # Decide whether and when to retry ``failure``.
         failure.data["attempts"] = attempt
         now = trio.current_time()
         if isinstance(failure, NEVER_SENT):
             wait = backoff_delay(policy, attempt - 1, draw())
         elif isinstance(failure, MAY_HAVE_RUN):
+            if callable(safe_after_send):
+                safe_after_send = safe_after_send()
             if not safe_after_send:
                 _amend(
                     failure,
@@ -282,3 +311,10 @@ async def call_with_retry(
         attempt += 1
         if not isinstance(failure, CircuitOpen):
             previous = failure
+        try:
+            return await attempt_fn(attempt)
+        except BaseException as exc:
+            next_failure = _single_failure(exc)
+            if next_failure is None:
+                raise
+        failure = next_failure

@@ -405,6 +405,6 @@ class Supervisor:
             policy=spec.retry,
             budget=handle.budget,
             deadline=deadline,
-            safe_after_send=retry_safe_after_send(spec, entry.tool_name, entry.spec),
+            safe_after_send=lambda: retry_safe_after_send(spec, entry.tool_name, entry.spec),
             now=now,
         )
