@@ -15,7 +15,12 @@ and the ratios to (a). The issue's goal: p50 of b/a <= 1.0.
 
 Where the gap comes from: an idle trio guest run waits for I/O in trio's helper thread, so
 each wake-up is a hand-off from that thread to the host loop (two context switches and a GIL
-hand-over, 0.1-0.5 ms here), once for the request and once for the answer. A "busy poll"
+hand-over, 0.1-0.5 ms here), once for the request and once for the answer. And every trio
+scheduling batch is one guest tick, that is one more turn of the asyncio loop (its own
+select) plus trio's own zero-timeout epoll: one stdio call takes 10 batches (traced with a
+trio Instrument on 2026-12-03), of which our code causes one (the request's task); the rest
+are the mcp SDK's (its memory-stream checkpoints, the stdin writer and stdout reader tasks).
+Host CPU per call is ~1.7x (a)'s for that reason. A "busy poll"
 knob that kept the guest runnable for a few ms after each request was tried: it cut the p50
 ratio from about 1.27 to 1.16 but doubled host CPU per call and worsened p99, so it was
 dropped (see the commit that added this file).
