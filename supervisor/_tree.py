@@ -139,6 +139,7 @@ class _Child:
         self.state = "stopped"
         self.incarnation = 0
         self.value: Any = None
+        self.shown: Any = None  # what the status shows while it starts (a child supervisor)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self.done.set()
@@ -161,6 +162,11 @@ class _TaskStatus:
 
     def __init__(self, sup: TreeSupervisor, child: _Child, incarnation: int) -> None:
         self._sup, self._child, self._incarnation, self._done = sup, child, incarnation, False
+
+    def showing(self, value: Any) -> None:
+        """Show ``value``'s ``status()`` under this child while it is still starting."""
+        if not self._done:
+            self._child.shown = value
 
     def started(self, value: Any = None) -> None:
         if self._done:
@@ -280,6 +286,9 @@ class TreeSupervisor:
         _BUS.set(self._bus)
         _PATH.set(self.path)
         ready_reported = False
+        showing = getattr(task_status, "showing", None)
+        if showing is not None:  # our parent shows our children while we start them
+            showing(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -371,7 +380,7 @@ class TreeSupervisor:
         child.incarnation += 1
         child.state = "starting"
         child.stopping = False
-        child.value = None
+        child.value = child.shown = None
         child.ready_at = None
         child.next_attempt_at = None
         # Shielded: a cancel from above must not skip the child's shutdown window; only
@@ -548,7 +557,8 @@ class TreeSupervisor:
 
     def _child_status(self, child: _Child) -> ChildStatus:
         now = trio.current_time()
-        nested = getattr(child.value, "status", None) if child.state == "running" else None
+        shown = child.value if child.state == "running" else child.shown if child.state == "starting" else None
+        nested = getattr(shown, "status", None)
         node = nested() if callable(nested) else None
         return ChildStatus(
             id=child.id,

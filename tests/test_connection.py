@@ -227,6 +227,15 @@ async def test_a_server_stuck_connecting_does_not_hold_back_another_server():
                 return any(c.id == "server:stuck" and c.state == "starting" for c in servers.children)
 
             await wait_until(stuck_starting, what="the stuck server to be starting")
+
+            def stuck_children() -> dict[str, str]:
+                (servers,) = [c for c in sup.status().children if c.id == "servers"]
+                (node,) = [c for c in servers.children if c.id == "server:stuck"]
+                return {c.id: c.state for c in node.children}
+
+            # The status shows a starting subtree's children: which one it is waiting for.
+            want = {"breaker:stuck": "running", "connection:stuck": "starting"}
+            await wait_until(lambda: stuck_children() == want, what="the stuck server's children in the status")
             with trio.fail_after(30):
                 status = await sup.add_server(late)
             assert status.state == "running", status
