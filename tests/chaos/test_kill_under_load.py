@@ -15,18 +15,16 @@ Invariants checked after the run (the long profile is ``CHAOS_SECONDS=300``):
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import signal
 import time
 
 import trio
-from mcp import MCPError
 
-from _load import LoopLag, open_fds
+from _load import Ledger, LoopLag, open_fds, run_load
 from conftest import marker_of, procs_with_marker, server_spec
-from protocol import BackoffPolicy, Failure, RetryPolicy
+from protocol import BackoffPolicy, RetryPolicy
 from supervisor import Supervisor
 
 SECONDS = float(os.environ.get("CHAOS_SECONDS", "20"))
@@ -35,9 +33,12 @@ IN_FLIGHT = 50
 TIMEOUT = 5.0
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else 0.0
+def pick(rng: random.Random, serial: int) -> tuple[str, dict[str, object]]:
+    server = f"s{rng.randrange(SERVERS)}"
+    tool, args = rng.choice(
+        [("echo", {"text": str(serial)}), ("sleep", {"seconds": 0.05}), ("write_note", {"text": f"n{serial}"})]
+    )
+    return f"{server}__{tool}", args
 
 
 async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
@@ -54,42 +55,13 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
         for i in range(SERVERS)
     ]
     fds_before = open_fds()
-    ledger: dict[int, list[str]] = {}
-    late: list[tuple[int, float]] = []
-    durations: list[float] = []
-    ids = itertools.count()
     kills = 0
     rng = random.Random(1)
+    lag = LoopLag()  # a call may be late by as much as ten restarting servers starved us
+    ledger = Ledger("kill -9", lag)
 
     async with Supervisor(specs) as sup:
         stop_at = trio.current_time() + SECONDS
-
-        async def one_call() -> None:
-            call_id = next(ids)
-            ledger[call_id] = []
-            server = f"s{rng.randrange(SERVERS)}"
-            tool, args = rng.choice(
-                [("echo", {"text": str(call_id)}), ("sleep", {"seconds": 0.05}), ("write_note", {"text": f"n{call_id}"})]
-            )
-            started = trio.current_time()
-            try:
-                result = await sup.call_tool(f"{server}__{tool}", args, timeout=TIMEOUT)
-                ledger[call_id].append("tool_error" if result.is_error else "result")
-            except Failure as failure:
-                ledger[call_id].append(failure.kind)
-            except MCPError as exc:
-                ledger[call_id].append(f"mcp:{exc.error.code}")
-            took = trio.current_time() - started
-            durations.append(took)
-            # Late only beyond the time this process was starved of CPU meanwhile (ten
-            # Python servers restarting on two cores): see _load.LoopLag.
-            if took > TIMEOUT + 1.0 + lag.during(started, started + took):
-                late.append((call_id, took))
-
-        async def worker() -> None:
-            while trio.current_time() < stop_at:
-                await one_call()
-                await trio.sleep(0.01)
 
         async def killer() -> None:
             nonlocal kills
@@ -101,12 +73,10 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
                     os.kill(proc.pid, signal.SIGKILL)
                     kills += 1
 
-        lag = LoopLag()
         async with trio.open_nursery() as watching:
             watching.start_soon(lag.run)
             async with trio.open_nursery() as nursery:
-                for _ in range(IN_FLIGHT):
-                    nursery.start_soon(worker)
+                nursery.start_soon(lambda: run_load(sup, ledger, pick, until=stop_at, in_flight=IN_FLIGHT, timeout=TIMEOUT))
                 nursery.start_soon(killer)
             watching.cancel_scope.cancel()
 
@@ -115,27 +85,20 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
         snapshot = await sup.metrics_snapshot()
         restarts = sum(s.restarts for s in snapshot.servers)
 
-    answered = sum(1 for outcomes in ledger.values() if len(outcomes) == 1)
-    lost = [i for i, o in ledger.items() if not o]
-    duplicated = [i for i, o in ledger.items() if len(o) > 1]
     notes = [line for line in log.read_text().splitlines() if line.startswith("write_note")] if log.exists() else []
     ran_twice = len(notes) - len(set(notes))
     leftovers = [pid for spec in specs for pid in procs_with_marker(marker_of(spec))]
-    kinds: dict[str, int] = {}
-    for outcomes in ledger.values():
-        for kind in outcomes:
-            kinds[kind] = kinds.get(kind, 0) + 1
     print(
-        f"\nkill -9: calls={len(ledger)} answered={answered} lost={len(lost)} duplicated={len(duplicated)} "
-        f"late={len(late)} loop_lag_max={lag.worst() * 1000:.0f}ms p50={percentile(durations, 50) * 1000:.0f}ms p99={percentile(durations, 99) * 1000:.0f}ms "
-        f"kills={kills} restarts={restarts} destructive_twice={ran_twice} "
-        f"orphans={len(leftovers)} fds {fds_before}->{open_fds()} outcomes={kinds}"
+        "\n"
+        + ledger.summary(
+            kills=kills, restarts=restarts, destructive_twice=ran_twice, orphans=len(leftovers), fds=f"{fds_before}->{open_fds()}"
+        )
     )
     # A victim is only killed while connected; a restart takes about a second here, so a
     # kill lands on most ticks but not all.
     assert kills >= SECONDS // 0.5 // 3
-    assert not lost and not duplicated and not late
-    assert kinds.get("result", 0) >= 100  # the load kept flowing between the kills
+    ledger.assert_every_call_answered_once()
+    assert ledger.kinds().get("result", 0) >= 100  # the load kept flowing between the kills
     assert ran_twice == 0
     assert restarts == kills
     assert leftovers == []
