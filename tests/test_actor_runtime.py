@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from actors import Mailbox, serve, spawn
+from actors._runtime import POST_BATCH
 from protocol import ActorDown, DeadlineExceeded, InvalidArguments, Overloaded
 
 
@@ -228,8 +229,6 @@ async def test_posted_messages_keep_their_place_and_do_not_wake_the_actor():
 
 
 async def test_posting_wakes_the_actor_once_a_batch_is_waiting():
-    from actors._runtime import POST_BATCH
-
     seen = []
 
     async def recorder(mailbox):
