@@ -6,6 +6,7 @@ and jitter-free, so the delays the supervisor chose are exact in its events.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import trio
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
 from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import (
@@ -157,6 +159,64 @@ async def test_hang_times_out_then_restarts_after_hang_threshold(tmp_path):
         assert first_pid not in procs_with_marker(marker_of(spec))
     # the first two timeouts were cancelled on the server (notifications/cancelled)
     assert log.read_text().count("hang cancelled") >= 2
+
+
+async def test_a_hang_death_cuts_off_the_calls_still_in_flight():
+    """At hang_threshold the connection dies; a call still in flight with a long deadline
+    fails at once with ServerCrashed: before the hung server is even killed, not when the
+    teardown closes the pipe and certainly not at its own 60 s deadline."""
+    spec = server_spec("frozen", "hang.py", hang_threshold=2)
+    async with Supervisor([spec]) as sup:
+        server = sup.link("frozen").process.pid
+        server_alive_when_cut_off = []
+
+        async def long_call() -> None:
+            with pytest.raises(ServerCrashed, match="consecutive calls timed out"):
+                await sup.call_tool("hang", {}, server="frozen", timeout=60)
+            server_alive_when_cut_off.append(server in procs_with_marker(marker_of(spec)))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(long_call)
+                await wait_until(lambda: sup.link("frozen").inflight == 1, what="the long call in flight")
+                for _ in range(2):
+                    with pytest.raises(DeadlineExceeded):
+                        await sup.call_tool("hang", {}, server="frozen", timeout=0.5)
+        assert server_alive_when_cut_off == [True]
+
+
+async def test_a_server_that_stops_reading_its_input_still_answers_every_call():
+    """A stopped server (SIGSTOP) reads nothing: a request bigger than the pipe buffer is
+    never fully written, and the request behind it waits to be written at all. Both calls
+    still end with DeadlineExceeded, each within its deadline plus the SDK's bound on the
+    courtesy cancel it tries to write (ABANDON_WRITE_TIMEOUT); at hang_threshold the server
+    is restarted and answers again."""
+    spec = server_spec("stopped", "echo.py", hang_threshold=2)
+    async with Supervisor([spec]) as sup:
+        pid = sup.link("stopped").process.pid
+        os.kill(pid, signal.SIGSTOP)
+        failures: dict[str, BaseException] = {}
+
+        async def note(text: str, label: str) -> None:
+            with pytest.raises(DeadlineExceeded) as info:
+                await sup.call_tool("write_note", {"text": text}, server="stopped", timeout=0.5)
+            failures[label] = info.value
+
+        try:
+            with trio.fail_after(0.5 + ABANDON_WRITE_TIMEOUT + 10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(note, "x" * 1_000_000, "big")
+                    await wait_until(lambda: sup.link("stopped").inflight == 1, what="the big call in flight")
+                    nursery.start_soon(note, "small", "behind")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        assert set(failures) == {"big", "behind"}
+        await wait_until(lambda: sup.link("stopped").process.pid not in (None, pid), what="a restart")
+        await sup.wait_connected("stopped", timeout=20)
+        assert text(await sup.call_tool("echo", {"text": "reading again"}, server="stopped")) == "reading again"
+        assert connection_status(sup, "stopped").restarts == 1
+        assert pid not in procs_with_marker(marker_of(spec))
 
 
 async def test_cancelled_caller_cancels_the_request_on_the_server(tmp_path):
