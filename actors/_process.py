@@ -10,7 +10,12 @@ period. This module closes those gaps without touching the wire:
   end), so we can watch it with a pidfd and learn the moment it exits;
 - the server runs in a new session (the SDK asks for one), so its pid is its process group
   id, and ``kill_group`` reaches every descendant that did not leave the group, even after
-  the server itself is gone: SIGTERM, a grace period, then SIGKILL.
+  the server itself is gone: SIGTERM, a grace period, then SIGKILL;
+- a process of ours that dies with no chance to clean up (SIGKILL, a crash) still leaves no
+  server behind: the first stdio server starts a reaper, a tiny process in a session of its
+  own that learns every live process group through a pipe from us. When the pipe closes,
+  which the kernel does as we die, it kills every group still listed (SIGTERM, 1 s,
+  SIGKILL), then exits.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import errno
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from typing import IO
@@ -46,6 +52,76 @@ def kill_every_group_now() -> int:
             os.killpg(pgid, signal.SIGKILL)
             killed += 1
     return killed
+
+# Runs with -I -S: no site, no environment, nothing but os and signal; fast to start.
+_REAPER = """
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+def send(sig):
+    for pgid in list(groups):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            groups.discard(pgid)
+        except OSError:
+            pass
+send(signal.SIGTERM)
+end = time.monotonic() + 1.0
+while groups and time.monotonic() < end:
+    time.sleep(0.02)
+    send(0)
+send(signal.SIGKILL)
+"""
+_reaper: subprocess.Popen[bytes] | None = None
+
+
+def _watch_group(pgid: int) -> None:
+    """List a live process group with the reaper, starting one if none runs (or it died:
+    the new one learns every group still live)."""
+    global _reaper
+    _live_groups.add(pgid)
+    line = f"+{pgid}\n"
+    for _ in range(2):
+        if _reaper is None or _reaper.poll() is not None:
+            _reaper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _REAPER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C or a group kill aimed at us does not reach it
+                bufsize=0,
+            )
+            line = "".join(f"+{group}\n" for group in _live_groups)
+        assert _reaper.stdin is not None
+        try:
+            _reaper.stdin.write(line.encode())
+            return
+        except OSError:
+            _reaper = None
+
+
+async def _forget_group(pgid: int) -> None:
+    """Unlist a group that is gone. The last one ends the reaper (it lives exactly as long
+    as some server does), and waits for it to exit; shielded and bounded."""
+    global _reaper
+    _live_groups.discard(pgid)
+    reaper = _reaper
+    if reaper is None or reaper.stdin is None:
+        return
+    if _live_groups:
+        with contextlib.suppress(OSError):
+            reaper.stdin.write(f"-{pgid}\n".encode())
+        return
+    _reaper = None
+    with contextlib.suppress(OSError):
+        reaper.stdin.write(f"-{pgid}\n".encode())
+    reaper.stdin.close()  # an empty list: it exits without killing anything
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        while reaper.poll() is None:
+            await trio.sleep(_POLL / 4)
+
 
 STDERR_LINES = 200
 _POLL = 0.02
@@ -236,13 +312,13 @@ async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: 
                     errlog.close()  # the child holds its own copy
                     proc.pid = _find_pid_by_stderr(inode)
                     if proc.pid is not None:
-                        _live_groups.add(proc.pid)
+                        _watch_group(proc.pid)
                         nursery.start_soon(_watch_exit, proc)
                     yield streams
             finally:
                 if proc.pid is not None:
                     await kill_group(proc.pid, grace)
-                    _live_groups.discard(proc.pid)
+                    await _forget_group(proc.pid)
                 with trio.move_on_after(0.2, shield=True):
                     await stderr_done.wait()  # the last lines a dying server wrote
                 nursery.cancel_scope.cancel()

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 
+import msgspec
 import pytest
 import trio
 from mcp import MCPError
@@ -388,6 +389,50 @@ async def test_shutdown_leaves_no_process_behind():
             assert len(procs_with_marker(marker_of(spec))) == 2
     for spec in specs:
         assert procs_with_marker(marker_of(spec)) == []
+
+
+_SUPERVISOR_SCRIPT = """
+import sys, msgspec, trio
+from protocol import ServerSpec
+from supervisor import Supervisor
+
+async def main():
+    spec = msgspec.json.decode(sys.argv[1], type=ServerSpec)
+    async with Supervisor([spec]) as sup:
+        await sup.call_tool("child_pid", {}, server=spec.name, timeout=10)
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["kill-the-process", "kill-its-group"])
+async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_group):
+    """SIGKILL gives the supervisor no chance to clean up. The reaper it started sees its
+    pipe close and kills every process group the supervisor was running: the server (which
+    would at most exit on its own stdin EOF) and the grandchild it started (which would not)."""
+    spec = server_spec("orphaned", "spawns_grandchild.py")
+    marker = marker_of(spec)
+    supervisor = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode()],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        with trio.fail_after(30):
+            assert (await supervisor.stdout.receive_some(100)).startswith(b"ready")
+        assert len(procs_with_marker(marker)) == 2  # the server and its child
+        if whole_group:  # as a terminal's hangup would: the reaper, in a session of its own, is spared
+            os.killpg(supervisor.pid, signal.SIGKILL)
+        else:
+            supervisor.kill()
+        await supervisor.wait()
+        await wait_until(lambda: procs_with_marker(marker) == [], timeout=5, what="the reaper to kill the servers")
+    finally:
+        supervisor.kill()
+        for pid in procs_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def test_stderr_is_kept_in_a_ring_buffer_and_shown_in_status():
