@@ -53,6 +53,7 @@ def kill_every_group_now() -> int:
             killed += 1
     return killed
 
+
 # Runs with -I -S: no site, no environment, nothing but os and signal; fast to start.
 _REAPER = """
 import os, signal, sys, time
@@ -110,14 +111,12 @@ async def _forget_group(pgid: int) -> None:
     reaper = _reaper
     if reaper is None or reaper.stdin is None:
         return
-    if _live_groups:
-        with contextlib.suppress(OSError):
-            reaper.stdin.write(f"-{pgid}\n".encode())
-        return
-    _reaper = None
     with contextlib.suppress(OSError):
         reaper.stdin.write(f"-{pgid}\n".encode())
-    reaper.stdin.close()  # an empty list: it exits without killing anything
+    if _live_groups:
+        return
+    _reaper = None
+    reaper.stdin.close()  # with nothing listed, it exits without killing anything
     with trio.CancelScope(shield=True), trio.move_on_after(1.0):
         while reaper.poll() is None:
             await trio.sleep(_POLL / 4)
