@@ -190,9 +190,9 @@ async def test_a_hang_death_cuts_off_the_calls_still_in_flight():
 async def test_a_server_that_stops_reading_its_input_still_answers_every_call():
     """A stopped server (SIGSTOP) reads nothing: a request bigger than the pipe buffer is
     never fully written, and the request behind it waits to be written at all. Both calls
-    still end with DeadlineExceeded, each within its deadline plus the SDK's bound on the
-    courtesy cancel it tries to write (ABANDON_WRITE_TIMEOUT); at hang_threshold the server
-    is restarted and answers again."""
+    still end with DeadlineExceeded (the SDK bounds the courtesy cancel it then tries to
+    write by ABANDON_WRITE_TIMEOUT); at hang_threshold the server is restarted and answers
+    again."""
     spec = server_spec("stopped", "echo.py", hang_threshold=2)
     async with Supervisor([spec]) as sup:
         pid = sup.link("stopped").process.pid
@@ -432,6 +432,7 @@ async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_gro
         await wait_until(lambda: procs_with_marker(marker) == [], timeout=5, what="the reaper to kill the servers")
     finally:
         supervisor.kill()
+        await supervisor.aclose()
         for pid in procs_with_marker(marker):
             os.kill(pid, signal.SIGKILL)
 
