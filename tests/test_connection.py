@@ -432,7 +432,7 @@ async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_gro
         await wait_until(lambda: procs_with_marker(marker) == [], timeout=5, what="the reaper to kill the servers")
     finally:
         supervisor.kill()
-        await supervisor.aclose()
+        await supervisor.stdout.aclose()
         for pid in procs_with_marker(marker):
             os.kill(pid, signal.SIGKILL)
 
