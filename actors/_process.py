@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -35,6 +36,8 @@ from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 __all__ = ["ServerProcess", "kill_every_group_now", "kill_group", "open_stdio", "process_group_alive"]
+
+log = logging.getLogger("supervisor.process")
 
 #: The process groups of every stdio server this process runs, for `kill_every_group_now`.
 _live_groups: set[int] = set()
@@ -86,14 +89,19 @@ def _watch_group(pgid: int) -> None:
     line = f"+{pgid}\n"
     for _ in range(2):
         if _reaper is None or _reaper.poll() is not None:
-            _reaper = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _REAPER],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C or a group kill aimed at us does not reach it
-                bufsize=0,
-            )
+            try:
+                _reaper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _REAPER],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,  # a Ctrl-C or a group kill aimed at us does not reach it
+                    bufsize=0,
+                )
+            except (OSError, ValueError) as exc:  # e.g. an embedding host with no sys.executable
+                _reaper = None
+                log.warning("no reaper (%s): if this process is killed, its stdio servers outlive it", exc)
+                return
             line = "".join(f"+{group}\n" for group in _live_groups)
         assert _reaper.stdin is not None
         try:
