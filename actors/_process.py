@@ -107,7 +107,8 @@ def _watch_group(pgid: int) -> None:
         try:
             _reaper.stdin.write(line.encode())
             return
-        except OSError:
+        except OSError:  # it died: close our end of its pipe, then start another
+            _reaper.stdin.close()
             _reaper = None
 
 
