@@ -13,17 +13,27 @@ and the ratios to (a). The issue's goal: p50 of b/a <= 1.0.
 
     python bench/embedded.py [--calls 2000] [--batch 50]
 
-Where the gap comes from: an idle trio guest run waits for I/O in trio's helper thread, so
-each wake-up is a hand-off from that thread to the host loop (two context switches and a GIL
-hand-over, 0.1-0.5 ms here), once for the request and once for the answer. And every trio
-scheduling batch is one guest tick, that is one more turn of the asyncio loop (its own
-select) plus trio's own zero-timeout epoll: one stdio call takes 10 batches (traced with a
-trio Instrument on 2026-12-03), of which our code causes one (the request's task); the rest
-are the mcp SDK's (its memory-stream checkpoints, the stdin writer and stdout reader tasks).
-Host CPU per call is ~1.7x (a)'s for that reason. A "busy poll"
-knob that kept the guest runnable for a few ms after each request was tried: it cut the p50
-ratio from about 1.27 to 1.16 but doubled host CPU per call and worsened p99, so it was
-dropped (see the commit that added this file).
+Where the gap comes from: host CPU. The server's own work is the same for both paths, and
+the extra latency of (b) tracks the extra CPU per call in this process. Measured on
+2026-12-03 (same hour, same echo server): the mcp SDK's own ``Client`` costs ~0.93 ms of CPU
+per stdio call on asyncio and on trio alike, openai-agents' ``MCPServerStdio`` ~1.1-1.2 ms,
+the supervisor run natively under trio (``trio.run``) ~1.05-1.2 ms, and the same supervisor
+as a guest run ~1.65-2.0 ms. Counted in Python function calls per in-process call: 907 for
+the SDK, 1048 for the supervisor under ``trio.run``, 1548 for it as a guest run. The extra
+500 are the guest run's bookkeeping: every trio scheduling batch (one stdio call takes 10,
+one of them ours) is one host callback, one more turn of the asyncio loop (with its own
+select and a context copy per ``call_soon``) and trio's own zero-timeout epoll, plus the
+request's hand-off into trio and the asyncio future it resolves.
+
+What it is not: the hand-off from trio's I/O helper thread. A driver that waited in the
+host loop's own selector instead (asyncio's ``add_reader`` on trio's epoll fd, ticking trio
+from there: no helper thread, no GIL hand-over, the request entering trio in the loop turn
+it was made in) measured the same, p50 ratio 1.28-1.39 against 1.29-1.36 for trio's stock
+guest mode over three alternating runs each, and so did running several ready trio batches
+in one host callback (1.19-1.29 either way). Both were dropped: private trio internals for
+no gain. A "busy poll" knob that kept the guest runnable for a few ms after each request
+was tried earlier: it cut the p50 ratio from about 1.27 to 1.16 but doubled host CPU per
+call and worsened p99, so it was dropped too (see the commit that added this file).
 """
 
 from __future__ import annotations
