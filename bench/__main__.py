@@ -9,7 +9,7 @@ Each benchmark's own output is printed as it finishes; then one markdown table (
 what | result), headed by the machine (cores, CPU model, Python) and the date, and the
 command that reruns it. ``--write`` also writes that to ``bench/RESULTS.md``.
 
-Benchmarks with a ``run(...)`` function (scaling, recovery, footprint, codec, embedded) are
+Benchmarks with a ``run(...)`` function (scaling, recovery, footprint, codec, embedded, daemon) are
 imported and run in this process; the others (overhead, actor_roundtrip, breaker_check,
 registry_resolve, metrics_add) run as subprocesses and their printed ratios are read back.
 Every result is a ratio against a baseline measured in the same run, or a count. A
@@ -140,6 +140,18 @@ def embedded_rows(f: dict[str, float], params: dict[str, Any]) -> list[Row]:
     ]
 
 
+def daemon_rows(f: dict[str, float], params: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "`daemon.py`",
+            "the daemon (HTTP front, stdio back) vs the same echo server over streamable HTTP, no proxy;"
+            f" {int(f['calls'])} serial calls each, then {int(f['in_flight'])} in flight",
+            f"serial p50 {f['added_p50'] * 1e3:+.2f} ms (ratio {f['ratio_p50']:.2f}; goal <= +1.2 ms),"
+            f" throughput ratio {f['throughput_ratio']:.2f}",
+        )
+    ]
+
+
 # -- rows of the benchmarks read from their printed output ----------------------------------
 
 
@@ -216,6 +228,7 @@ BENCHES = [
     Bench("metrics_add", quick={"args": ["--n", "50000", "--rounds", "3"]}, full={"args": []}, rows=metrics_rows, subprocess=True),
     Bench("overhead", quick={"args": ["--calls", "300", "--rounds", "2"]}, full={"args": []}, rows=overhead_rows, subprocess=True),
     Bench("embedded", quick={"calls": 500, "batch_size": 50}, rows=embedded_rows),
+    Bench("daemon", quick={"calls": 300, "batch_size": 50, "seconds": 2.0}, rows=daemon_rows),
     Bench("scaling", quick={"server_counts": [1, 4, 16], "seconds": 2.0, "slice_seconds": 0.5}, rows=scaling_rows),
     Bench("recovery", quick={"kills": 8}, rows=recovery_rows),
     Bench("footprint", quick={"stdio_counts": [1, 10], "inproc_count": 200}, rows=footprint_rows),

@@ -191,6 +191,7 @@ class Gateway:
             name,
             version="0.1",
             instructions="One MCP endpoint in front of supervised MCP servers.",
+            get_tool_input_schema=self._tool_input_schema,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
             on_list_prompts=self._list_prompts,
@@ -257,6 +258,13 @@ class Gateway:
         self._seen(ctx)
         tools = [types.Tool.model_validate(spec.to_dict()) for spec in self.sup.list_tools()]
         return types.ListToolsResult(tools=tools)
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        """The exposed tool's ``inputSchema`` (None if unknown), for the SDK's check of
+        ``Mcp-Param-*`` headers on 2026-07-28 calls. Without it the SDK builds a whole
+        ``tools/list`` through the dispatcher before every ``tools/call``."""
+        entry = self.sup.registry.view.entries.get(name)
+        return None if entry is None else entry.spec.inputSchema
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
         self._seen(ctx)

@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``bench`` is a folder of the repo, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bench import codec, footprint, recovery, scaling  # noqa: E402
+from bench import codec, daemon, footprint, recovery, scaling  # noqa: E402
 from bench.__main__ import (  # noqa: E402
     actor_rows,
     codec_rows,
+    daemon_rows,
     footprint_rows,
     overhead_rows,
     recovery_rows,
@@ -97,6 +98,15 @@ def test_scaling_bench_measures_both_paths(no_orphans):
     assert_figures(figures, [f"{k}@1" for k in keys] + ["in_flight"])
     assert scaling.counts_of(figures) == [1]
     assert len(scaling_rows(figures, {})) == 1
+
+
+def test_daemon_bench_measures_both_paths(no_orphans):
+    figures = daemon.run(calls=4, batch_size=2, seconds=0.3, slice_seconds=0.3, in_flight=4)
+    required = ["calls", "in_flight", "ratio_p50", "ratio_p99", "throughput_ratio"]
+    required += [f"{path}_{figure}" for path in ("direct", "daemon") for figure in ("p50", "p99", "rate")]
+    assert_figures(figures, required)
+    assert "added_p50" in figures  # a difference: may be negative on a noisy machine
+    assert "FAILED" not in daemon_rows(figures, {})[0][2]
 
 
 def test_recovery_bench_measures_a_kill_and_a_start(no_orphans):

@@ -17,13 +17,20 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import httpx2
 import pytest
 import trio
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import MCPServer
+from pydantic import Field
 
 from conftest import SERVERS, procs_with_marker, wait_until
+from protocol import ServerSpec
+from supervisor import Supervisor
+from supervisor._gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
@@ -135,15 +142,17 @@ def start_daemon(tmp_path):
 @pytest.fixture(scope="module")
 def shared_daemon(tmp_path_factory):
     """One daemon for the tests that do not change its config: echo (bare names), crashy
-    (``crashy__*``, its ``crash`` tool kills it), dyn (``dyn__*``, ``dyn__add_tool``) and
-    hang (``hang__hang`` never answers; it logs to ``daemon.hang_log``)."""
+    (``crashy__*``, its ``crash`` tool kills it), dyn (``dyn__*``, ``dyn__add_tool``), hang
+    (``hang__hang`` never answers; it logs to ``daemon.hang_log``) and meta (``meta__*``)."""
     tmp = tmp_path_factory.mktemp("shared")
     echo, _ = server_entry("echo.py")
     crashy, _ = server_entry("crash_on_call.py", namespace="prefix")
     dyn, _ = server_entry("list_changed.py", namespace="prefix")
     hang, _ = server_entry("hang.py", namespace="prefix")
     hang["env"]["EXEC_LOG"] = str(tmp / "hang.log")
-    daemon = Daemon(write_config(tmp / "c.json", {"echo": echo, "crashy": crashy, "dyn": dyn, "hang": hang}), tmp)
+    meta, _ = server_entry("meta_echo.py", namespace="prefix")
+    servers = {"echo": echo, "crashy": crashy, "dyn": dyn, "hang": hang, "meta": meta}
+    daemon = Daemon(write_config(tmp / "c.json", servers), tmp)
     daemon.hang_log = tmp / "hang.log"
     try:
         daemon.wait_healthy_sync()
@@ -278,6 +287,49 @@ async def test_cli_client_commands(shared_daemon):
     assert b"\x1b[" not in runs["status"].stdout, "no color when stdout is not a TTY"
     assert runs["tools"].returncode == 0 and b"add: Return a + b." in runs["tools"].stdout
     assert runs["call"].returncode == 0 and runs["call"].stdout.strip() == b"3"
+
+
+async def test_mcp_param_headers_are_checked_against_the_exposed_schema(shared_daemon):
+    """A 2026-07-28 client mirrors an ``x-mcp-header`` argument into an ``Mcp-Param-*``
+    header, and the front refuses a call whose header disagrees with its body."""
+    forge = False
+    sent: list[str | None] = []
+
+    async def on_request(request: httpx2.Request) -> None:
+        if "mcp-param-region" in request.headers:
+            sent.append(request.headers["mcp-param-region"])
+            if forge:
+                request.headers["Mcp-Param-Region"] = "elsewhere"
+
+    with trio.fail_after(20):
+        async with httpx2.AsyncClient(event_hooks={"request": [on_request]}) as http:
+            async with Client(streamable_http_client(shared_daemon.url + "/mcp", http_client=http)) as client:
+                await client.list_tools()  # tells the client which argument to mirror
+                assert text_of(await client.call_tool("meta__in_region", {"region": "eu"})) == "eu"
+                assert sent == ["eu"]
+                forge = True
+                with pytest.raises(MCPError, match="(?i)mcp-param-region"):
+                    await client.call_tool("meta__in_region", {"region": "eu"})
+                forge = False
+                assert text_of(await client.call_tool("meta__in_region", {"region": "us"})) == "us"
+
+
+async def test_the_gateway_hands_the_sdk_each_exposed_tools_schema():
+    """The SDK checks ``Mcp-Param-*`` headers against the called tool's schema; given no
+    lookup, it builds a whole ``tools/list`` before every ``tools/call`` to find it."""
+    app = MCPServer("geo")
+
+    @app.tool()
+    def in_region(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return region
+
+    async with Supervisor([ServerSpec(name="geo", namespace="prefix")], inproc={"geo": app}) as sup:
+        with trio.fail_after(10):
+            await wait_until(lambda: sup.list_tools(), what="the tools")
+        lookup = Gateway(sup).server.get_tool_input_schema
+        assert lookup is not None
+        assert lookup("geo__in_region")["properties"]["region"]["x-mcp-header"] == "Region"
+        assert lookup("in_region") is None and lookup("no_such_tool") is None
 
 
 async def test_client_cancellation_reaches_upstream(shared_daemon):
