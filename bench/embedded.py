@@ -11,29 +11,36 @@ Batches of calls rotate (a b / b a ...) so every path sees the same machine
 noise. Prints p50/p99 per call, this process's CPU time per call (the servers' not counted)
 and the ratios to (a). The issue's goal: p50 of b/a <= 1.0.
 
+Then the bridge alone, on an in-process server (no subprocess, so no server noise): the
+same ``Supervisor.call_tool`` made (c) from asyncio through the handle and (d) from a trio
+task inside the guest run (``run_in_trio``), in rotated batches; c/d is what crossing from
+asyncio into trio and back costs.
+
     python bench/embedded.py [--calls 2000] [--batch 50]
 
-Where the gap comes from: host CPU. The server's own work is the same for both paths, and
-the extra latency of (b) tracks the extra CPU per call in this process. Measured on
-2026-12-03 (same hour, same echo server): the mcp SDK's own ``Client`` costs ~0.93 ms of CPU
-per stdio call on asyncio and on trio alike, openai-agents' ``MCPServerStdio`` ~1.1-1.2 ms,
-the supervisor run natively under trio (``trio.run``) ~1.05-1.2 ms, and the same supervisor
-as a guest run ~1.65-2.0 ms. Counted in Python function calls per in-process call: 907 for
-the SDK, 1048 for the supervisor under ``trio.run``, 1548 for it as a guest run. The extra
-500 are the guest run's bookkeeping: every trio scheduling batch (one stdio call takes 10,
-one of them ours) is one host callback, one more turn of the asyncio loop (with its own
-select and a context copy per ``call_soon``) and trio's own zero-timeout epoll, plus the
-request's hand-off into trio and the asyncio future it resolves.
+Where the gap comes from, measured on 2026-12-03:
 
-What it is not: the hand-off from trio's I/O helper thread. A driver that waited in the
-host loop's own selector instead (asyncio's ``add_reader`` on trio's epoll fd, ticking trio
-from there: no helper thread, no GIL hand-over, the request entering trio in the loop turn
-it was made in) measured the same, p50 ratio 1.28-1.39 against 1.29-1.36 for trio's stock
-guest mode over three alternating runs each, and so did running several ready trio batches
-in one host callback (1.19-1.29 either way). Both were dropped: private trio internals for
-no gain. A "busy poll" knob that kept the guest runnable for a few ms after each request
-was tried earlier: it cut the p50 ratio from about 1.27 to 1.16 but doubled host CPU per
-call and worsened p99, so it was dropped too (see the commit that added this file).
+- Host CPU. The server's own work is the same for both paths, and the extra latency of (b)
+  tracks the extra CPU per call in this process: the mcp SDK's ``Client`` costs ~0.93 ms
+  of CPU per stdio call (on asyncio and on trio alike), openai-agents' ``MCPServerStdio``
+  ~1.1-1.2 ms, the supervisor under ``trio.run`` ~1.05-1.2 ms, the same supervisor as a
+  guest run ~1.65-2.0 ms (with trio's stock guest mode).
+- Crossing into trio and back. A call made inside the guest run costs what it costs under
+  ``trio.run`` (0.6-0.8 ms on the in-process server), but the same call from asyncio cost
+  1.6-2.6 ms with trio's stock guest mode: an idle trio waits for I/O in a helper thread,
+  and each wake-up (the request, then each answer) came back through that thread, the GIL
+  and the loop's self-pipe. ``supervisor/_guest_driver.py`` now has trio wait in the host
+  loop's own selector instead (no thread); the same call then costs 0.9-1.3 ms, and the
+  stdio ratio moved from 1.25-1.37 to 1.13-1.32 over three alternating runs each (the
+  server's noise hides most of it there).
+- What is left is the guest run's bookkeeping: every trio scheduling batch is one host
+  callback and one turn of the asyncio loop (its select, a context copy per
+  ``call_soon``) plus trio's zero-timeout epoll, and one stdio call takes 10 batches, one
+  of them ours; 1548 Python calls per in-process call as a guest run against 1048 under
+  ``trio.run``. Running several ready batches per host callback did not help (1.19-1.29
+  either way). A "busy poll" knob that kept the guest runnable for a few ms after each
+  request cut the p50 ratio from about 1.27 to 1.16 but doubled host CPU per call and
+  worsened p99, so it was dropped (see the commit that added this file).
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from agents.mcp import MCPServerStdio
+from mcp.server.mcpserver import MCPServer
 
 from protocol import ServerSpec
 from supervisor import SupervisedMCPServer, embed
@@ -125,6 +134,48 @@ async def measure(calls: int, size: int) -> dict[str, float]:
     return figures
 
 
+def bridge_server() -> MCPServer:
+    app = MCPServer("bridge")
+
+    @app.tool()
+    async def echo(text: str) -> str:
+        return text
+
+    return app
+
+
+async def measure_bridge(calls: int, size: int) -> dict[str, float]:
+    """(c) and (d) of the module docstring: the crossing from asyncio into trio and back."""
+    async with embed([ServerSpec(name="echo")], inproc={"echo": bridge_server()}) as sup:
+        inside: list[float] = []
+
+        async def from_asyncio(n: int, into: list[float]) -> None:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await sup.call_tool("echo", ARGS)
+                into.append(time.perf_counter() - t0)
+
+        async def in_trio(trio_sup: Any, n: int) -> None:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await trio_sup.call_tool("echo", ARGS)
+                inside.append(time.perf_counter() - t0)
+
+        bridged: list[float] = []
+        await from_asyncio(100, [])  # warm up
+        await sup.run_in_trio(in_trio, 100)
+        inside.clear()
+        for i in range(max(1, calls // size)):
+            if i % 2:
+                await sup.run_in_trio(in_trio, size)
+                await from_asyncio(size, bridged)
+            else:
+                await from_asyncio(size, bridged)
+                await sup.run_in_trio(in_trio, size)
+    bridge_p50, inside_p50 = statistics.median(bridged), statistics.median(inside)
+    return {"bridge_p50": bridge_p50, "inside_p50": inside_p50, "bridge_ratio_p50": bridge_p50 / inside_p50}
+
+
 def report(figures: dict[str, float]) -> None:
     rows = [
         ("(a) agents MCPServerStdio", "sdk"),
@@ -141,12 +192,19 @@ def report(figures: dict[str, float]) -> None:
             f" {figures[f'{key}_cpu_per_call'] * 1e3:12.3f} {ratios}"
         )
     print(f"  ratio b/a p50: {figures['ratio_p50']:.3f} (goal <= 1.0)")
+    print("in-process server, the same Supervisor.call_tool from asyncio vs from inside trio")
+    print(
+        f"  (c) via the handle {figures['bridge_p50'] * 1e3:.3f} ms, (d) inside the guest run"
+        f" {figures['inside_p50'] * 1e3:.3f} ms: c/d {figures['bridge_ratio_p50']:.3f}"
+    )
 
 
 def run(calls: int = 2000, batch_size: int = 50) -> dict[str, float]:
     """Measure on a fresh plain asyncio loop (the host loop ``embed`` needs)."""
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        return runner.run(measure(calls, batch_size))
+        figures = runner.run(measure(calls, batch_size))
+        figures.update(runner.run(measure_bridge(calls, batch_size)))
+        return figures
 
 
 def main() -> None:

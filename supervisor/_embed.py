@@ -7,10 +7,11 @@
     ...
     await sup.aclose()
 
-``embed`` starts the tree with ``trio.lowlevel.start_guest_run`` on the running asyncio
-loop: trio's tasks run as callbacks of that loop, on its thread. We start no thread of our
-own; trio's guest mode waits for I/O in its own helper thread and hands the results back with
-``loop.call_soon_threadsafe``.
+``embed`` starts the tree as a trio guest run on the running asyncio loop: trio's tasks
+run as callbacks of that loop, on its thread. On Linux trio also waits for I/O in that
+loop's own selector (``_guest_driver``: the loop watches trio's epoll fd), so there is no
+thread at all; elsewhere trio's stock guest mode waits in its own helper thread and hands
+each wake-up back with ``loop.call_soon_threadsafe``.
 
 The bridge, one request at a time:
 
@@ -67,6 +68,7 @@ from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnav
 from protocol._settings import Config
 
 from ._facade import Supervisor
+from ._guest_driver import start_guest_run
 
 __all__ = ["EmbeddedSupervisor", "SupervisorClosed", "embed"]
 
@@ -130,6 +132,7 @@ class EmbeddedSupervisor:
         self._host_tasks: set[asyncio.Task[Any]] = set()
         self._host_context: contextvars.Context | None = None
         self.crash: BaseException | None = None
+        self._waits_in_host_selector = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -150,13 +153,7 @@ class EmbeddedSupervisor:
         self._host_context = contextvars.copy_context()
         self._lifetime = trio.CancelScope()  # made here so a stop before main starts is kept
         self._stop_requested = trio.Event()
-        trio.lowlevel.start_guest_run(
-            self._guest_main,
-            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-            run_sync_soon_not_threadsafe=loop.call_soon,
-            done_callback=self._guest_done,
-            host_uses_signal_set_wakeup_fd=True,
-        )
+        self._waits_in_host_selector = start_guest_run(loop, self._guest_main, done_callback=self._guest_done)
         self._token = trio.lowlevel.current_trio_token()  # allowed once start_guest_run returned
         try:
             await asyncio.shield(self._started)

@@ -18,11 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``bench`` is a folder of the repo, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bench import codec, daemon, footprint, recovery, scaling  # noqa: E402
+from bench import codec, daemon, embedded, footprint, recovery, scaling  # noqa: E402
 from bench.__main__ import (  # noqa: E402
     actor_rows,
     codec_rows,
     daemon_rows,
+    embedded_rows,
     footprint_rows,
     overhead_rows,
     recovery_rows,
@@ -107,6 +108,14 @@ def test_daemon_bench_measures_both_paths(no_orphans):
     assert_figures(figures, required)
     assert "added_p50" in figures  # a difference: may be negative on a noisy machine
     assert "FAILED" not in daemon_rows(figures, {})[0][2]
+
+
+def test_embedded_bench_measures_both_paths_and_the_crossing(no_orphans):
+    figures = embedded.run(calls=4, batch_size=2)
+    required = ["calls", "supervised_ratio_p50", "supervised_ratio_p99", "bridge_p50", "inside_p50", "bridge_ratio_p50"]
+    required += [f"{path}_{figure}" for path in ("sdk", "supervised") for figure in ("p50", "p99", "cpu_per_call")]
+    assert_figures(figures, required)
+    assert len(embedded_rows(figures, {})) == 2
 
 
 def test_recovery_bench_measures_a_kill_and_a_start(no_orphans):

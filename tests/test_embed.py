@@ -20,6 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import mcp_types
 import pytest
 import trio
@@ -30,8 +31,8 @@ from agents.usage import Usage
 from mcp.server.mcpserver import MCPServer
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-from protocol import BackoffPolicy, ServerSpec, ToolResult, UnknownTool
-from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
+from protocol import BackoffPolicy, DeadlineExceeded, ServerSpec, ToolResult, UnknownTool
+from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, _guest_driver, embed
 
 from conftest import marker_of, procs_with_marker, server_spec
 
@@ -441,6 +442,54 @@ async def test_trio_host_runs_an_agent_through_trio_asyncio(tmp_path):
             while "hang cancelled" not in log.read_text():
                 await trio.sleep(0.02)
         assert procs_with_marker(marker_of(echo)) == [] and procs_with_marker(marker_of(hang)) == []
+
+
+def timing_server() -> MCPServer:
+    app = MCPServer("timing")
+
+    @app.tool()
+    async def nap(seconds: float) -> str:
+        await anyio.sleep(seconds)  # a trio deadline and nothing else for trio to wait on
+        return f"slept {seconds}"
+
+    @app.tool()
+    async def never() -> str:
+        await anyio.sleep_forever()
+        return "unreachable"
+
+    return app
+
+
+def _is_epoll(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("io_wait", ["host-selector", "trio-thread"])
+def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_wait, monkeypatch):
+    """On Linux the guest run waits in the host loop's selector (it watches trio's epoll fd),
+    so no thread hands wake-ups over; if the driver cannot take over, trio's own guest mode
+    runs. Either way calls, trio deadlines with no I/O to wake on, and closing all work."""
+    if io_wait == "trio-thread":
+        monkeypatch.setattr(_guest_driver, "_drivable", lambda loop, fn: False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with embed([ServerSpec(name="timing")], inproc={"timing": timing_server()}) as sup:
+            assert sup._waits_in_host_selector is (io_wait == "host-selector")
+            await asyncio.sleep(0.1)  # trio is idle now
+            watched = [key.fd for key in loop._selector.get_map().values() if _is_epoll(key.fd)]  # type: ignore[attr-defined]
+            assert len(watched) == (1 if io_wait == "host-selector" else 0), watched
+            assert text_of(await sup.call_tool("nap", {"seconds": 0.2}, timeout=5)) == "slept 0.2"
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("never", {}, timeout=0.3)
+            results = await asyncio.gather(*(sup.call_tool("nap", {"seconds": 0.05 * i}, timeout=5) for i in range(5)))
+            assert [text_of(r) for r in results] == [f"slept {0.05 * i}" for i in range(5)]
+        assert not [key.fd for key in loop._selector.get_map().values() if _is_epoll(key.fd)]  # type: ignore[attr-defined]
+
+    run_asyncio(main)
 
 
 def test_embed_refuses_clearly_and_leaves_the_loop_usable():
