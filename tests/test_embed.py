@@ -476,7 +476,11 @@ def epoll_fds_watched_by(loop: asyncio.AbstractEventLoop) -> list[int]:
 def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_wait, monkeypatch):
     """On Linux the guest run waits in the host loop's selector (it watches trio's epoll fd),
     so no thread hands wake-ups over; if the driver cannot take over, trio's own guest mode
-    runs. Either way calls, trio deadlines with no I/O to wake on, and closing all work."""
+    runs. Either way calls, trio deadlines with no I/O to wake on, and closing all work.
+
+    The fallback is forced by refusing the driver (a monkeypatch): it stands in for the hosts
+    where the driver cannot run (a proactor loop on Windows, a trio without epoll), which this
+    Linux machine cannot provide; what runs then is trio's own, unpatched guest mode."""
     if io_wait == "trio-thread":
         monkeypatch.setattr(_guest_driver, "_drivable", lambda loop, fn: False)
 
