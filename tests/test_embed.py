@@ -32,14 +32,18 @@ from mcp.server.mcpserver import MCPServer
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
 from protocol import BackoffPolicy, DeadlineExceeded, ServerSpec, ToolResult, UnknownTool
-from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, _guest_driver, embed
+from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
 
 from conftest import marker_of, procs_with_marker, server_spec
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def run_asyncio(main: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
+def run_asyncio(
+    main: Callable[[], Awaitable[Any]],
+    timeout: float = 20.0,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.SelectorEventLoop,
+) -> Any:
     """``asyncio.run(main())`` on a plain asyncio loop, failing the test after ``timeout`` s.
 
     The loop is made explicitly: once ``trio_asyncio`` is imported (the trio test below
@@ -50,7 +54,7 @@ def run_asyncio(main: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> An
         async with asyncio.timeout(timeout):
             return await main()
 
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(bounded())
 
 
@@ -472,17 +476,22 @@ def epoll_fds_watched_by(loop: asyncio.AbstractEventLoop) -> list[int]:
     return [key.fd for key in loop._selector.get_map().values() if is_epoll(key.fd)]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("io_wait", ["host-selector", "trio-thread"])
-def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_wait, monkeypatch):
-    """On Linux the guest run waits in the host loop's selector (it watches trio's epoll fd),
-    so no thread hands wake-ups over; if the driver cannot take over, trio's own guest mode
-    runs. Either way calls, trio deadlines with no I/O to wake on, and closing all work.
+class LoopWithoutFdWatching(asyncio.SelectorEventLoop):
+    """A host loop that cannot watch an fd, as a proactor loop (Windows) cannot. This Linux
+    machine has no such loop, so this one refuses ``add_reader``; asyncio's own machinery
+    uses the private ``_add_reader`` and is unaffected."""
 
-    The fallback is forced by refusing the driver (a monkeypatch): it stands in for the hosts
-    where the driver cannot run (a proactor loop on Windows, a trio without epoll), which this
-    Linux machine cannot provide; what runs then is trio's own, unpatched guest mode."""
-    if io_wait == "trio-thread":
-        monkeypatch.setattr(_guest_driver, "_drivable", lambda loop, fn: False)
+    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        raise NotImplementedError("this loop cannot watch file descriptors")
+
+
+@pytest.mark.parametrize("io_wait", ["host-selector", "trio-thread"])
+def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_wait):
+    """On Linux the guest run waits in the host loop's selector (it watches trio's epoll fd),
+    so no thread hands wake-ups over; on a loop that cannot watch an fd the driver stands
+    aside and trio's own guest mode runs. Either way calls, trio deadlines with no I/O to
+    wake on, and closing all work."""
+    loop_factory = asyncio.SelectorEventLoop if io_wait == "host-selector" else LoopWithoutFdWatching
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -498,7 +507,7 @@ def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_w
             assert [text_of(r) for r in results] == [f"slept {0.05 * i}" for i in range(5)]
         assert epoll_fds_watched_by(loop) == []
 
-    run_asyncio(main)
+    run_asyncio(main, loop_factory=loop_factory)
 
 
 def test_embed_refuses_clearly_and_leaves_the_loop_usable():
