@@ -5,7 +5,7 @@ to run it waits for I/O in a helper thread, and each wake-up comes back to the l
 ``call_soon_threadsafe``: a thread switch, a GIL hand-over and the loop's self-pipe, at
 least once per request (the request entering an idle trio) and again for every answer a
 server sends. Measured on a call to an in-process server (2026-12-03): 1.6-2.6 ms per
-bridged call with the helper thread, 1.1-1.3 ms without it (the same call made inside trio:
+bridged call with the helper thread, 0.9-1.3 ms without it (the same call made inside trio:
 0.6-0.8 ms).
 
 On Linux trio waits with one epoll instance, and an epoll fd is itself pollable: it is
