@@ -2,7 +2,7 @@
 
 from ._connection import Call, ConnectionDied, ServerLink, run_connection
 from ._events import EventBus, publish
-from ._process import kill_every_group_now
+from ._process import kill_every_server_now
 from ._runtime import Mailbox, Ref, Reply, serve, spawn
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "Ref",
     "Reply",
     "ServerLink",
-    "kill_every_group_now",
+    "kill_every_server_now",
     "publish",
     "run_connection",
     "serve",

@@ -51,7 +51,7 @@ from protocol import (
 
 from ._events import publish
 from ._front import Front, current_front, describe_request, host_front
-from ._process import ServerProcess, kill_group, open_stdio
+from ._process import ServerProcess, kill_tree, open_stdio
 from ._session_header import with_session_header
 from ._runtime import Mailbox
 
@@ -710,7 +710,7 @@ async def _live(
         mailbox.close(why)
         link._down(why)
         if died and proc is not None and proc.pid is not None:
-            await kill_group(proc.pid, 0)  # a dead or hung server gets no grace period
+            await kill_tree(proc.pid, proc.incarnation, 0)  # a dead or hung server gets no grace period
 
 
 async def run_connection(

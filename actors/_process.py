@@ -9,13 +9,18 @@ period. This module closes those gaps without touching the wire:
 - the server's pid is found through that pipe (the child of ours whose fd 2 is its write
   end), so we can watch it with a pidfd and learn the moment it exits;
 - the server runs in a new session (the SDK asks for one), so its pid is its process group
-  id, and ``kill_group`` reaches every descendant that did not leave the group, even after
+  id, and ``kill_tree`` reaches every descendant that did not leave the group, even after
   the server itself is gone: SIGTERM, a grace period, then SIGKILL;
+- a descendant that did leave the group (a helper that daemonizes with ``setsid``) is
+  found by its environment: each incarnation gets a fresh id in ``MCP_SUPERVISOR_INCARNATION``,
+  which every descendant inherits, and ``kill_tree`` signals every process of ours that
+  carries it (the cookie Jenkins' process-tree killer uses). One that clears or replaces its
+  environment at exec is out of reach;
 - a process of ours that dies with no chance to clean up (SIGKILL, a crash) still leaves no
   server behind: the first stdio server starts a reaper, a tiny process in a session of its
-  own that learns every live process group through a pipe from us. When the pipe closes,
-  which the kernel does as we die, it kills every group still listed (SIGTERM, 1 s,
-  SIGKILL), then exits.
+  own that learns every live process group (and its incarnation id) through a pipe from
+  us. When the pipe closes, which the kernel does as we die, it kills every group still
+  listed and every process carrying a listed id (SIGTERM, 1 s, SIGKILL), then exits.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,58 +41,76 @@ import trio
 from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-__all__ = ["ServerProcess", "kill_every_group_now", "kill_group", "open_stdio", "process_group_alive"]
+__all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 
 log = logging.getLogger("supervisor.process")
 
-#: The process groups of every stdio server this process runs, for `kill_every_group_now`.
-_live_groups: set[int] = set()
+#: The environment variable that marks every process of one stdio server incarnation.
+INCARNATION_VAR = "MCP_SUPERVISOR_INCARNATION"
+
+#: Every stdio server this process runs: its process group -> its incarnation id.
+_live_groups: dict[int, str] = {}
 
 
-def kill_every_group_now() -> int:
-    """SIGKILL the process group of every stdio server still running; returns how many.
+def kill_every_server_now() -> int:
+    """SIGKILL every stdio server still running, with its process group and every process
+    carrying its incarnation id; returns how many servers.
 
     Synchronous and immediate, for a forced exit (``os._exit``) that skips the orderly
     shutdown: the servers and their children go with this process rather than outlive it.
     """
     killed = 0
-    for pgid in list(_live_groups):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+    for pgid, incarnation in list(_live_groups.items()):
+        if _signal_tree(pgid, incarnation, signal.SIGKILL):
             killed += 1
     return killed
 
 
 # Runs with -I -S: no site, no environment, nothing but os and signal; fast to start.
+# Lines from us: "+<pgid> <incarnation id>" (a server started), "-<pgid>" (it is gone).
 _REAPER = """
 import os, signal, sys, time
-groups = set()
+groups = {}
 for line in sys.stdin:
-    (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+    pgid, _, incarnation = line[1:].strip().partition(" ")
+    if line[0] == "+":
+        groups[int(pgid)] = incarnation
+    else:
+        groups.pop(int(pgid), None)
+marks = {("%s=%s" % (VAR, i)).encode() for i in groups.values()}
 def send(sig):
-    for pgid in list(groups):
+    alive = False
+    for pgid in groups:
         try:
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            groups.discard(pgid)
+            alive = True
         except OSError:
             pass
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    if marks.intersection(f.read().split(b"\\0")):
+                        os.kill(int(pid), sig)
+                        alive = True
+            except OSError:
+                pass
+    return alive
 send(signal.SIGTERM)
 end = time.monotonic() + 1.0
-while groups and time.monotonic() < end:
+while time.monotonic() < end and send(0):
     time.sleep(0.02)
-    send(0)
 send(signal.SIGKILL)
-"""
+""".replace("VAR", repr(INCARNATION_VAR))
 _reaper: subprocess.Popen[bytes] | None = None
 
 
-def _watch_group(pgid: int) -> None:
+def _watch_group(pgid: int, incarnation: str) -> None:
     """List a live process group with the reaper, starting one if none runs (or it died:
     the new one learns every group still live)."""
     global _reaper
-    _live_groups.add(pgid)
-    line = f"+{pgid}\n"
+    _live_groups[pgid] = incarnation
+    line = f"+{pgid} {incarnation}\n"
     for _ in range(2):
         if _reaper is None or _reaper.poll() is not None:
             try:
@@ -102,7 +126,7 @@ def _watch_group(pgid: int) -> None:
                 _reaper = None
                 log.warning("no reaper (%s): if this process is killed, its stdio servers outlive it", exc)
                 return
-            line = "".join(f"+{group}\n" for group in _live_groups)
+            line = "".join(f"+{group} {mark}\n" for group, mark in _live_groups.items())
         assert _reaper.stdin is not None
         try:
             _reaper.stdin.write(line.encode())
@@ -116,7 +140,7 @@ async def _forget_group(pgid: int) -> None:
     """Unlist a group that is gone. The last one ends the reaper (it lives exactly as long
     as some server does), and waits for it to exit; shielded and bounded."""
     global _reaper
-    _live_groups.discard(pgid)
+    _live_groups.pop(pgid, None)
     reaper = _reaper
     if reaper is None or reaper.stdin is None:
         return
@@ -136,9 +160,11 @@ _POLL = 0.02
 
 
 class ServerProcess:
-    """What we know of one spawned stdio server: pid, stderr tail, exit status."""
+    """What we know of one spawned stdio server: pid, stderr tail, exit status, and the id
+    its processes carry in ``INCARNATION_VAR``."""
 
     def __init__(self) -> None:
+        self.incarnation = secrets.token_hex(8)
         self.pid: int | None = None
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.exited = trio.Event()
@@ -181,49 +207,66 @@ def _stat_fields(pid: str) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def process_group_alive(pgid: int) -> bool:
-    """True while a process of group ``pgid`` still runs. Zombies do not count: they hold
-    nothing but their exit status, and the group leader's stays until its parent (us)
-    reaps it, so counting them would make `kill_group` wait out its whole grace."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _tree(pgid: int, incarnation: str | None) -> list[int]:
+    """The live processes of one server: those of group ``pgid``, and those (anywhere)
+    whose environment carries ``incarnation``. Zombies do not count: they hold nothing but
+    their exit status, and the group leader's stays until its parent (us) reaps it, so
+    counting them would make `kill_tree` wait out its whole grace."""
+    mark = f"{INCARNATION_VAR}={incarnation}".encode() if incarnation else None
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return True
+        return []
+    found = []
     for entry in entries:
         if entry.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 fields = _stat_fields(entry)
-                if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                    return True
-    return False
+                if fields[0] in ("Z", "X"):
+                    continue
+                if int(fields[2]) == pgid:
+                    found.append(int(entry))
+                elif mark is not None:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if mark in f.read().split(b"\0"):
+                            found.append(int(entry))
+    return found
 
 
-async def kill_group(pgid: int, grace: float) -> None:
-    """SIGTERM the whole process group, wait up to ``grace`` s, then SIGKILL what is left.
+def _signal_tree(pgid: int, incarnation: str | None, sig: int) -> bool:
+    """Send ``sig`` to group ``pgid`` and to every process carrying ``incarnation``
+    outside it; False when none of them was there to receive it."""
+    try:
+        os.killpg(pgid, sig)
+        sent = True
+    except ProcessLookupError:
+        sent = False
+    except PermissionError:
+        sent = True
+    for pid in _tree(pgid, incarnation) if incarnation else ():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)  # the group's members again: harmless, a signal is not queued twice
+            sent = True
+    return sent
 
-    Shielded and bounded: it finishes even when the caller is being cancelled.
+
+async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
+    """SIGTERM one server's processes (group ``pgid`` and every process carrying
+    ``incarnation``), wait up to ``grace`` s for them to go, then SIGKILL what is left,
+    including what they started meanwhile.
+
+    Shielded and bounded (``grace`` + 1 s): it finishes even when the caller is being
+    cancelled.
     """
     with trio.CancelScope(shield=True):
-        try:
-            os.killpg(pgid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        except ProcessLookupError:
+        if not _signal_tree(pgid, incarnation, signal.SIGTERM if grace > 0 else signal.SIGKILL):
             return
-        except PermissionError:
-            pass
         with trio.move_on_after(grace):
-            while process_group_alive(pgid):
+            while _tree(pgid, incarnation):
                 await trio.sleep(_POLL)
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
         with trio.move_on_after(1.0):
-            while process_group_alive(pgid):
+            while _signal_tree(pgid, incarnation, signal.SIGKILL) and _tree(pgid, incarnation):
                 await trio.sleep(_POLL)
 
 
@@ -300,6 +343,7 @@ async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: 
     group is killed (SIGTERM, ``grace`` s, SIGKILL): no orphan survives, whether the server
     exited by itself or not.
     """
+    params = params.model_copy(update={"env": {**(params.env or {}), INCARNATION_VAR: proc.incarnation}})
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     inode = os.fstat(write_fd).st_ino
@@ -320,12 +364,12 @@ async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: 
                     errlog.close()  # the child holds its own copy
                     proc.pid = _find_pid_by_stderr(inode)
                     if proc.pid is not None:
-                        _watch_group(proc.pid)
+                        _watch_group(proc.pid, proc.incarnation)
                         nursery.start_soon(_watch_exit, proc)
                     yield streams
             finally:
                 if proc.pid is not None:
-                    await kill_group(proc.pid, grace)
+                    await kill_tree(proc.pid, proc.incarnation, grace)
                     await _forget_group(proc.pid)
                 with trio.move_on_after(0.2, shield=True):
                     await stderr_done.wait()  # the last lines a dying server wrote

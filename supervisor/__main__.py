@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import trio
 
-from actors import kill_every_group_now
+from actors import kill_every_server_now
 from protocol import ChildStatus
 
 from ._config import ConfigError, default_config, load_config, redacted
@@ -144,8 +144,8 @@ async def _signal_loop(daemon: Any, stop_serving: trio.Event, out: Any, signals:
         elif signum == signal.SIGHUP:
             nursery.start_soon(daemon.reload_logged)
         elif daemon.gateway.draining:
-            killed = kill_every_group_now()  # os._exit skips the shutdown that would reap them
-            log.warning("second %s: forcing the exit (%d server process groups killed)", signal.Signals(signum).name, killed)
+            killed = kill_every_server_now()  # os._exit skips the shutdown that would reap them
+            log.warning("second %s: forcing the exit (%d stdio servers killed, each with its process tree)", signal.Signals(signum).name, killed)
             logging.shutdown()
             os._exit(1)
         else:

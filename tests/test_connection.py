@@ -361,9 +361,12 @@ async def test_list_changed_updates_the_cache_without_restart():
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("exits_by_itself", [False, True], ids=["server-killed", "server-exits"])
-async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself):
-    args = ["--exit-after", "1.0"] if exits_by_itself else []
+async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself, session):
+    """The orphan goes whether or not it stayed in the server's process group: one that
+    started a session of its own is found by the incarnation id in its environment."""
+    args = ["--child-session", session] + (["--exit-after", "1.0"] if exits_by_itself else [])
     spec = server_spec("parent", "spawns_grandchild.py", *args, backoff=BackoffPolicy(min=5.0, max=5.0, jitter=0.0))
     marker = marker_of(spec)
     async with Supervisor([spec]) as sup:
@@ -383,7 +386,11 @@ async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself
 
 
 async def test_shutdown_leaves_no_process_behind():
-    specs = [server_spec(f"s{i}", "spawns_grandchild.py", namespace="prefix") for i in range(3)]
+    sessions = ["same", "new", "same"]  # a child that left its server's group goes too
+    specs = [
+        server_spec(f"s{i}", "spawns_grandchild.py", "--child-session", session, namespace="prefix")
+        for i, session in enumerate(sessions)
+    ]
     async with Supervisor(specs) as sup:
         for spec in specs:
             await sup.call_tool("child_pid", {}, server=spec.name, timeout=10)
@@ -408,12 +415,15 @@ trio.run(main)
 """
 
 
+@pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("whole_group", [False, True], ids=["kill-the-process", "kill-its-group"])
-async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_group):
+async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_group, session):
     """SIGKILL gives the supervisor no chance to clean up. The reaper it started sees its
     pipe close and kills every process group the supervisor was running: the server (which
-    would at most exit on its own stdin EOF) and the grandchild it started (which would not)."""
-    spec = server_spec("orphaned", "spawns_grandchild.py")
+    would at most exit on its own stdin EOF) and the grandchild it started (which would not),
+    and the grandchild also when it left the server's group (found by the incarnation id
+    in its environment)."""
+    spec = server_spec("orphaned", "spawns_grandchild.py", "--child-session", session)
     marker = marker_of(spec)
     supervisor = await trio.lowlevel.open_process(
         [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode()],

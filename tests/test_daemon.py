@@ -514,9 +514,10 @@ async def test_sigterm_drains_calls_and_leaves_no_process(tmp_path, start_daemon
 
 async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_path, start_daemon):
     """The drain waits for a long call; a second SIGTERM exits at once (code 1), and every
-    server's process group goes with the daemon, grandchildren included."""
+    server's process tree goes with the daemon, grandchildren included (here one that left
+    its server's process group)."""
     echo, echo_marker = server_entry("echo.py")
-    parent, parent_marker = server_entry("spawns_grandchild.py", namespace="prefix")
+    parent, parent_marker = server_entry("spawns_grandchild.py", "--child-session", "new", namespace="prefix")
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo, "parent": parent}))
     assert procs_with_marker(echo_marker) and len(procs_with_marker(parent_marker)) >= 2  # server + grandchild
 
@@ -538,7 +539,7 @@ async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_
             code = await daemon.wait_exit(timeout=5)
             nursery.cancel_scope.cancel()
     assert code == 1, daemon.log.read_text()
-    assert "forcing the exit (2 server process groups killed)" in daemon.log.read_text()
+    assert "forcing the exit (2 stdio servers killed, each with its process tree)" in daemon.log.read_text()
     await wait_until(
         lambda: not procs_with_marker(echo_marker) and not procs_with_marker(parent_marker),
         timeout=5, what="no process left behind",

@@ -1,7 +1,9 @@
 """A server that starts a long-lived child process at startup and can die leaving it behind.
 
-The child (``python -c "import time; time.sleep(3600)"``) stays in the server's process group
-(no new session). ``child_pid()`` reports its pid; ``--child-pid-file PATH`` also writes it to
+The child (``python -c "import time; time.sleep(3600)"``) stays in the server's process group,
+unless ``--child-session new`` starts it in a session (and process group) of its own, as a
+daemonizing helper would: a kill aimed at the server's group then misses it. ``child_pid()``
+reports its pid; ``--child-pid-file PATH`` also writes it to
 PATH at startup, so a test can clean up even when the server is already gone.
 
 ``--exit-after SECONDS``: the server itself ``os._exit(0)``s after that long, orphaning the
@@ -12,7 +14,7 @@ it keeps the client's stdout pipe open after the server dies (no EOF reaches the
 The server also exits when its stdin closes (the usual stdio behaviour), leaving the child.
 
     python tests/servers/spawns_grandchild.py [--exit-after S] [--child-stdio inherit|devnull]
-        [--child-pid-file PATH] [--name NAME]
+        [--child-session same|new] [--child-pid-file PATH] [--name NAME]
 """
 
 import os
@@ -27,13 +29,18 @@ def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--child-stdio", choices=("inherit", "devnull"), default="inherit")
+    parser.add_argument("--child-session", choices=("same", "new"), default="same")
     parser.add_argument("--child-pid-file", default=None)
     args = parser.parse_args()
 
     stdio = {}
     if args.child_stdio == "devnull":
         stdio = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], **stdio)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(3600)"],
+        start_new_session=args.child_session == "new",
+        **stdio,
+    )
     if args.child_pid_file:
         with open(args.child_pid_file, "w", encoding="utf-8") as f:
             f.write(f"{child.pid}\n")
