@@ -27,10 +27,6 @@ ECHO = Path(__file__).resolve().parent.parent / "tests" / "servers" / "echo.py"
 ARGS = {"text": "hello"}
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
 
 async def serial(call, n: int) -> list[float]:
     times = []
@@ -89,7 +85,7 @@ async def measure(label: str, direct_call, supervised_call, calls: int, rounds: 
         direct_tp.append(await concurrent(direct_call, calls, 50))
         supervised_tp.append(await concurrent(supervised_call, calls, 50))
     d50, s50 = statistics.median(direct), statistics.median(supervised)
-    d99, s99 = percentile(direct, 0.99), percentile(supervised, 0.99)
+    d99, s99 = statistics.quantiles(direct, n=100)[-1], statistics.quantiles(supervised, n=100)[-1]
     dtp, stp = max(direct_tp), max(supervised_tp)
     print(f"\n{label}")
     print(f"  {'':12} {'p50 ms':>9} {'p99 ms':>9} {'calls/s @50':>12}")
