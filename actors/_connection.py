@@ -18,7 +18,8 @@ Guarantees:
 - When it dies, every call in flight fails at once with ``ServerCrashed`` (it may or may not
   have run); calls still waiting for a slot fail with ``ActorDown``, which tells the caller
   they never reached the server and may be sent again on the next connection.
-- A stdio server's whole process group is gone when the incarnation ends.
+- A stdio server's whole process tree (its group, and every process carrying its incarnation id
+  in its environment) is gone when the incarnation ends.
 """
 
 from __future__ import annotations

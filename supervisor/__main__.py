@@ -16,7 +16,7 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 Signals (``run``): SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight
 (up to ``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order;
 exit code 0. A second SIGINT/SIGTERM forces the exit at once (code 1), SIGKILLing every
-server's process group first (no orphans even then). SIGHUP reloads the
+server's process tree first (no orphans even then). SIGHUP reloads the
 config like ``POST /reload``; SIGUSR1 logs the tree.
 """
 

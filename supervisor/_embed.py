@@ -34,7 +34,7 @@ Guarantees:
   should the whole tree fail, the error is logged, kept in ``crash``, and every later
   request raises ``SupervisorClosed`` naming it.
 - ``aclose()`` cancels the requests in flight (each raises ``SupervisorClosed``), stops the
-  tree in order (every stdio server's process group is gone when it returns) and waits for
+  tree in order (every stdio server's process tree is gone when it returns) and waits for
   the guest run to end. It is idempotent, and cancelling it does not interrupt the shutdown.
 - ``embed`` leaves the host's signal handling alone: trio is told the host owns
   ``signal.set_wakeup_fd`` (asyncio's ``add_signal_handler`` needs it).
