@@ -61,7 +61,7 @@ def kill_every_server_now() -> int:
     """
     killed = 0
     for pgid, incarnation in list(_live_groups.items()):
-        if _signal_tree(pgid, incarnation, signal.SIGKILL):
+        if _signal_tree(pgid, _marked(pgid, incarnation), signal.SIGKILL):
             killed += 1
     return killed
 
@@ -207,12 +207,43 @@ def _stat_fields(pid: str) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def _tree(pgid: int, incarnation: str | None) -> list[int]:
-    """The live processes of one server: those of group ``pgid``, and those (anywhere)
-    whose environment carries ``incarnation``. Zombies do not count: they hold nothing but
-    their exit status, and the group leader's stays until its parent (us) reaps it, so
-    counting them would make `kill_tree` wait out its whole grace."""
-    mark = f"{INCARNATION_VAR}={incarnation}".encode() if incarnation else None
+def _live(pid: int | str) -> bool:
+    """True while ``pid`` runs. Zombies do not count: they hold nothing but their exit
+    status, and a group leader's stays until its parent (us) reaps it, so counting them
+    would make `kill_tree` wait out its whole grace."""
+    try:
+        return _stat_fields(str(pid))[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` still runs (zombies aside)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = _stat_fields(entry)
+                if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                    return True
+    return False
+
+
+def _marked(pgid: int, incarnation: str | None) -> list[int]:
+    """The live processes outside group ``pgid`` whose environment carries ``incarnation``:
+    the server's descendants that left its group."""
+    if not incarnation:
+        return []
+    mark = f"{INCARNATION_VAR}={incarnation}".encode()
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -221,21 +252,18 @@ def _tree(pgid: int, incarnation: str | None) -> list[int]:
     for entry in entries:
         if entry.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark not in f.read().split(b"\0"):
+                        continue
                 fields = _stat_fields(entry)
-                if fields[0] in ("Z", "X"):
-                    continue
-                if int(fields[2]) == pgid:
+                if int(fields[2]) != pgid and fields[0] not in ("Z", "X"):
                     found.append(int(entry))
-                elif mark is not None:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        if mark in f.read().split(b"\0"):
-                            found.append(int(entry))
     return found
 
 
-def _signal_tree(pgid: int, incarnation: str | None, sig: int) -> bool:
-    """Send ``sig`` to group ``pgid`` and to every process carrying ``incarnation``
-    outside it; False when none of them was there to receive it."""
+def _signal_tree(pgid: int, marked: list[int], sig: int) -> bool:
+    """Send ``sig`` to group ``pgid`` and to each of ``marked``; False when none of them
+    was there to receive it."""
     try:
         os.killpg(pgid, sig)
         sent = True
@@ -243,30 +271,40 @@ def _signal_tree(pgid: int, incarnation: str | None, sig: int) -> bool:
         sent = False
     except PermissionError:
         sent = True
-    for pid in _tree(pgid, incarnation) if incarnation else ():
+    for pid in marked:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)  # the group's members again: harmless, a signal is not queued twice
+            os.kill(pid, sig)
             sent = True
     return sent
 
 
 async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
     """SIGTERM one server's processes (group ``pgid`` and every process carrying
-    ``incarnation``), wait up to ``grace`` s for them to go, then SIGKILL what is left,
-    including what they started meanwhile.
+    ``incarnation`` outside it), wait up to ``grace`` s for them to go, then SIGKILL what is
+    left; a process carrying ``incarnation`` that one of them started meanwhile is
+    SIGKILLed either way.
 
     Shielded and bounded (``grace`` + 1 s): it finishes even when the caller is being
     cancelled.
     """
     with trio.CancelScope(shield=True):
-        if not _signal_tree(pgid, incarnation, signal.SIGTERM if grace > 0 else signal.SIGKILL):
+        marked = _marked(pgid, incarnation)
+        if not _signal_tree(pgid, marked, signal.SIGTERM if grace > 0 else signal.SIGKILL):
             return
+
+        def alive() -> bool:
+            return _group_alive(pgid) or any(_live(pid) for pid in marked)
+
         with trio.move_on_after(grace):
-            while _tree(pgid, incarnation):
+            while alive():
                 await trio.sleep(_POLL)
+        # What is left, and what left the group meanwhile (found afresh: a pid remembered
+        # from before may belong to someone else by now).
+        marked = _marked(pgid, incarnation)
+        if not _signal_tree(pgid, marked, signal.SIGKILL):
             return
         with trio.move_on_after(1.0):
-            while _signal_tree(pgid, incarnation, signal.SIGKILL) and _tree(pgid, incarnation):
+            while alive():
                 await trio.sleep(_POLL)
 
 
