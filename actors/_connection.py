@@ -202,6 +202,8 @@ class ServerLink:
             "inflight": self.inflight,
             "queued": self.queued,
             "pid": proc.pid if proc else None,
+            # MCP_SUPERVISOR_INCARNATION in the environment of each of its processes
+            "incarnation": proc.incarnation if proc else None,
             "last_error": self.last_error,
             "stderr_tail": proc.stderr_tail(20) if proc else [],
         }

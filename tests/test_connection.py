@@ -60,6 +60,8 @@ async def test_calls_tools_and_reports_status():
         conn = connection_status(sup, "echo")
         assert conn.state == "running" and conn.restarts == 0
         assert conn.detail["pid"] in procs_with_marker(marker_of(spec))
+        with open(f"/proc/{conn.detail['pid']}/environ", "rb") as f:
+            assert f"MCP_SUPERVISOR_INCARNATION={conn.detail['incarnation']}".encode() in f.read().split(b"\0")
         assert conn.detail["tools"] == len(tools)
 
 
