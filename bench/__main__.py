@@ -187,6 +187,14 @@ def overhead_rows(out: str, params: Any) -> list[Row]:
             f"{a[0]} µs per call at p50 (p50 ratio {r[0]}, throughput ratio {r[2]}; goal <= 40 µs)" if r and a else "unparsed: see output",
         )
     )
+    layer = _find(r"warm: ([+-][\d.]+) µs\s+cold: ([+-][\d.]+) µs", inproc)
+    rows.append(
+        (
+            "`overhead.py`",
+            "the supervisor's layer alone (SDK call stubbed): added per call, warm caches / cold caches",
+            f"{layer[0]} µs / {layer[1]} µs" if layer else "unparsed: see output",
+        )
+    )
     return rows
 
 

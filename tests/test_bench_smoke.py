@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -141,6 +142,20 @@ def test_footprint_bench_measures_stdio_and_inproc(no_orphans):
     assert len(footprint_rows(figures, {})) == 2
 
 
+def test_overhead_bench_prints_every_figure_the_runner_reads():
+    """overhead.py runs as a script (``python -m bench`` runs it as a subprocess too)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "overhead.py"), "--calls", "20", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = overhead_rows(done.stdout, None)
+    assert len(rows) == 3 and not any("unparsed" in row[2] for row in rows), done.stdout
+
+
 def test_runner_reads_the_printed_ratios_and_builds_the_table():
     overhead_out = (
         "\nstdio echo server (a real subprocess each)\n"
@@ -149,9 +164,13 @@ def test_runner_reads_the_printed_ratios_and_builds_the_table():
         "\nin-process server object\n"
         "  ratio b/a:   p50 1.500   p99 1.400   throughput 0.700\n"
         "  added per call (p50): +81.0 µs\n"
+        "\nthe supervisor's layer alone (SDK call stubbed), added per call, median of paired differences\n"
+        "  warm: +41.0 µs\n"
+        "  cold: +150.5 µs\n"
     )
     rows = overhead_rows(overhead_out, None)
     assert "p50 ratio 1.060" in rows[0][2] and "+81.0 µs" in rows[1][2]
+    assert rows[2][2] == "+41.0 µs / +150.5 µs"
     assert "unparsed" in actor_rows("nothing useful", None)[0][2]
     text = table(rows, "quick", 1.0)
     assert "| benchmark | what | result |" in text and "cores" in text and "-m bench --quick" in text
