@@ -20,7 +20,9 @@ period. This module closes those gaps without touching the wire:
   server behind: the first stdio server starts a reaper, a tiny process in a session of its
   own that learns every live process group (and its incarnation id) through a pipe from
   us. When the pipe closes, which the kernel does as we die, it kills every group still
-  listed and every process carrying a listed id (SIGTERM, 1 s, SIGKILL), then exits.
+  listed and every process carrying a listed id (SIGTERM, 1 s, SIGKILL), then exits. A
+  fork of this process that does not exec closes its copy of the pipe at once, so it
+  cannot hold the reaper off by outliving us.
 """
 
 from __future__ import annotations
@@ -134,6 +136,21 @@ def _watch_group(pgid: int, incarnation: str) -> None:
         except OSError:  # it died: close our end of its pipe, then start another
             _reaper.stdin.close()
             _reaper = None
+
+
+def _after_fork_in_child() -> None:
+    """A fork of this process that does not exec (multiprocessing's default on Linux) owns
+    none of our servers, and must not keep the reaper's pipe open: the reaper acts only once
+    every write end is closed, so a fork that outlived us would leave the servers running."""
+    global _reaper
+    reaper, _reaper = _reaper, None
+    _live_groups.clear()
+    if reaper is not None and reaper.stdin is not None:
+        with contextlib.suppress(OSError):
+            reaper.stdin.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 async def _forget_group(pgid: int) -> None:

@@ -402,7 +402,7 @@ async def test_shutdown_leaves_no_process_behind():
 
 
 _SUPERVISOR_SCRIPT = """
-import sys, msgspec, trio
+import os, sys, time, msgspec, trio
 from protocol import ServerSpec
 from supervisor import Supervisor
 
@@ -410,7 +410,13 @@ async def main():
     spec = msgspec.json.decode(sys.argv[1], type=ServerSpec)
     async with Supervisor([spec]) as sup:
         await sup.call_tool("child_pid", {}, server=spec.name, timeout=10)
-        print("ready", flush=True)
+        forked = 0
+        if sys.argv[2:] == ["fork"]:  # a fork that never execs, as multiprocessing's default makes
+            forked = os.fork()
+            if forked == 0:
+                time.sleep(30)
+                os._exit(0)
+        print("ready", forked, flush=True)
         await trio.sleep_forever()
 
 trio.run(main)
@@ -447,6 +453,40 @@ async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_gro
         await supervisor.stdout.aclose()
         for pid in procs_with_marker(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_fork_of_the_supervisor_does_not_keep_its_servers_alive_after_a_sigkill():
+    """A fork that never execs (multiprocessing's default start method on Linux) inherits the
+    reaper's pipe. It must not hold it open: the reaper has to see the pipe close when the
+    supervisor dies, whoever else is still running."""
+    spec = server_spec("forked", "spawns_grandchild.py")
+    marker = marker_of(spec)
+    supervisor = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode(), "fork"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    fork = 0
+    try:
+        line = b""
+        with trio.fail_after(30):
+            while not line.endswith(b"\n"):  # print() may write in pieces (PYTHONUNBUFFERED)
+                chunk = await supervisor.stdout.receive_some(100)
+                assert chunk, line
+                line += chunk
+        assert line.startswith(b"ready"), line
+        fork = int(line.split()[1])
+        assert len(procs_with_marker(marker)) == 2
+        supervisor.kill()
+        await supervisor.wait()
+        assert os.path.exists(f"/proc/{fork}")  # the fork lives on, holding what it inherited
+        await wait_until(lambda: procs_with_marker(marker) == [], timeout=5, what="the reaper to kill the servers")
+    finally:
+        supervisor.kill()
+        await supervisor.stdout.aclose()
+        for pid in procs_with_marker(marker) + ([fork] if fork else []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def test_stderr_is_kept_in_a_ring_buffer_and_shown_in_status():
