@@ -278,14 +278,16 @@ def _marked(pgid: int, incarnation: str | None) -> list[int]:
     return found
 
 
-def _signal_tree(pgid: int, marked: list[int], sig: int) -> bool:
-    """Send ``sig`` to group ``pgid`` and to each of ``marked``; False when none of them
-    was there to receive it."""
+def _signal_tree(pgid: int | None, marked: list[int], sig: int) -> bool:
+    """Send ``sig`` to group ``pgid`` (unless None) and to each of ``marked``; False when
+    none of them was there to receive it."""
+    sent = False
     try:
-        os.killpg(pgid, sig)
-        sent = True
+        if pgid is not None:
+            os.killpg(pgid, sig)
+            sent = True
     except ProcessLookupError:
-        sent = False
+        pass
     except PermissionError:
         sent = True
     for pid in marked:
@@ -315,10 +317,11 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
         with trio.move_on_after(grace):
             while alive():
                 await trio.sleep(_POLL)
-        # What is left, and what left the group meanwhile (found afresh: a pid remembered
-        # from before may belong to someone else by now).
+        # What is left, and what left the group meanwhile, found afresh: a pid remembered
+        # from before may belong to someone else by now, and so may the group's id once
+        # nothing of it runs.
         marked = _marked(pgid, incarnation)
-        if not _signal_tree(pgid, marked, signal.SIGKILL):
+        if not _signal_tree(pgid if _group_alive(pgid) else None, marked, signal.SIGKILL):
             return
         with trio.move_on_after(1.0):
             while alive():
