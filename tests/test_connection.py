@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import msgspec
 import pytest
@@ -30,6 +31,7 @@ from protocol import (
     ServerSpec,
     ServerUnavailable,
 )
+from actors import kill_every_server_now
 from supervisor import Supervisor
 
 
@@ -399,6 +401,29 @@ async def test_shutdown_leaves_no_process_behind():
             assert len(procs_with_marker(marker_of(spec))) == 2
     for spec in specs:
         assert procs_with_marker(marker_of(spec)) == []
+
+
+async def test_kill_every_server_now_takes_each_servers_whole_tree_at_once():
+    """The forced exit's sweep (synchronous, before ``os._exit``): every server, its group and
+    a child that left the group, all SIGKILLed there and then, not by the reaper later."""
+    specs = [
+        server_spec(
+            f"k{i}", "spawns_grandchild.py", "--child-session", session, namespace="prefix",
+            backoff=BackoffPolicy(min=30.0, max=30.0, jitter=0.0),  # no new incarnation meanwhile
+        )
+        for i, session in enumerate(["same", "new"])
+    ]
+    async with Supervisor(specs) as sup:
+        for spec in specs:
+            await sup.call_tool("child_pid", {}, server=spec.name, timeout=10)
+            assert len(procs_with_marker(marker_of(spec))) == 2
+        assert kill_every_server_now() == 2
+        # Blocking on purpose: before os._exit nothing else runs, so the supervisor's own
+        # cleanup (which would also find these processes) must get no turn here.
+        deadline = time.monotonic() + 2.0
+        while any(procs_with_marker(marker_of(spec)) for spec in specs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [procs_with_marker(marker_of(spec)) for spec in specs] == [[], []]
 
 
 _SUPERVISOR_SCRIPT = """
