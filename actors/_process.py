@@ -79,7 +79,7 @@ for line in sys.stdin:
         groups[int(pgid)] = incarnation
     else:
         groups.pop(int(pgid), None)
-marks = {("%s=%s" % (VAR, i)).encode() for i in groups.values()}
+marks = {("%s=%s" % (VAR, i)).encode() for i in groups.values() if i}
 def send(sig):
     alive = False
     for pgid in groups:
@@ -146,8 +146,12 @@ def _after_fork_in_child() -> None:
     reaper, _reaper = _reaper, None
     _live_groups.clear()
     if reaper is not None and reaper.stdin is not None:
+        _parents_reaper.append(reaper)  # kept: its __del__ would poll a process not ours
         with contextlib.suppress(OSError):
             reaper.stdin.close()
+
+
+_parents_reaper: list[subprocess.Popen[bytes]] = []
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
