@@ -1,5 +1,7 @@
 """Chaos, CI profile: one supervisor, 10 stdio servers and one remote, a steady load of calls,
-and one fault after another under that load.
+and one fault after another under that load. One of the stdio servers starts a child in a
+session of its own at every start, so every restart and the shutdown must find it by its
+incarnation id, not its process group.
 
 Faults, in order (each runs ``CHAOS_PHASE_SECONDS``, default 4; the long profile sets it
 to 60 or more):
@@ -79,7 +81,10 @@ def specs_for(tmp: Any, port: int) -> list[ServerSpec]:
         "retry": RetryPolicy(max_retries=2, initial_delay=0.05, max_delay=0.2),
         "timeout": TIMEOUT,
     }
-    specs = [server_spec(f"s{i}", "echo.py", **common) for i in range(8)]
+    specs = [server_spec(f"s{i}", "echo.py", **common) for i in range(7)]
+    # The same echo tools, from a server whose every incarnation leaves a child outside its
+    # process group: each restart must take that child too (the final /proc check).
+    specs.append(server_spec("s7", "spawns_grandchild.py", "--child-session", "new", **common))
     specs.append(server_spec("junk", "garbage.py", "--when", "call", **common))
     specs.append(
         server_spec("phoenix", "crash_at_start.py", "--until-file", str(tmp / "phoenix.ok"), **common)
