@@ -205,11 +205,10 @@ def _children_of_self() -> list[int]:
         return pids
     except OSError:
         pass
-    for entry in os.listdir("/proc"):  # kernels without /proc/*/children
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                if int(_stat_fields(entry)[1]) == me:
-                    pids.append(int(entry))
+    for entry in _proc_pids() or ():  # kernels without /proc/*/children
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(_stat_fields(entry)[1]) == me:
+                pids.append(int(entry))
     return pids
 
 
@@ -220,6 +219,14 @@ def _find_pid_by_stderr(inode: int) -> int | None:
             if os.readlink(f"/proc/{pid}/fd/2") == target:
                 return pid
     return None
+
+
+def _proc_pids() -> list[str] | None:
+    """Every pid in /proc (as the directory names), or None when /proc cannot be read."""
+    try:
+        return [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return None
 
 
 def _stat_fields(pid: str) -> list[str]:
@@ -246,16 +253,14 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
+    entries = _proc_pids()
+    if entries is None:
         return True
     for entry in entries:
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = _stat_fields(entry)
-                if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                    return True
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat_fields(entry)
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
     return False
 
 
@@ -265,20 +270,15 @@ def _marked(pgid: int, incarnation: str | None) -> list[int]:
     if not incarnation:
         return []
     mark = f"{INCARNATION_VAR}={incarnation}".encode()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
     found = []
-    for entry in entries:
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if mark not in f.read().split(b"\0"):
-                        continue
-                fields = _stat_fields(entry)
-                if int(fields[2]) != pgid and fields[0] not in ("Z", "X"):
-                    found.append(int(entry))
+    for entry in _proc_pids() or ():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if mark not in f.read().split(b"\0"):
+                    continue
+            fields = _stat_fields(entry)
+            if int(fields[2]) != pgid and fields[0] not in ("Z", "X"):
+                found.append(int(entry))
     return found
 
 

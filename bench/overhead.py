@@ -141,14 +141,13 @@ async def measure_layer(sup: Supervisor, calls: int) -> None:
         for label, between in (("warm", None), ("cold", _unrelated_work)):
             added = []
             for i in range(calls):
-                pair = []
+                times = {}
                 for call in (stub, supervised) if i % 2 else (supervised, stub):
                     if between is not None:
                         between()
                     t0 = time.perf_counter()
                     await call()
-                    pair.append((call, time.perf_counter() - t0))
-                times = dict(pair)
+                    times[call] = time.perf_counter() - t0
                 added.append(times[supervised] - times[stub])
             print(f"  {label}: {statistics.median(added) * 1e6:+.1f} µs")
     finally:

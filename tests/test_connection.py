@@ -20,6 +20,7 @@ from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
+from actors import kill_every_server_now
 from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import (
     ActorDown,
@@ -31,7 +32,6 @@ from protocol import (
     ServerSpec,
     ServerUnavailable,
 )
-from actors import kill_every_server_now
 from supervisor import Supervisor
 
 
@@ -448,6 +448,28 @@ trio.run(main)
 """
 
 
+async def start_supervisor_process(spec: ServerSpec, *extra: str) -> tuple[trio.Process, int]:
+    """``_SUPERVISOR_SCRIPT`` in a session of its own, once it is ready; and the pid of its
+    fork (``extra == ("fork",)``), else 0."""
+    supervisor = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode(), *extra],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    line = b""
+    try:
+        with trio.fail_after(30):
+            while not line.endswith(b"\n"):  # print() may write in pieces (PYTHONUNBUFFERED)
+                chunk = await supervisor.stdout.receive_some(100)
+                assert chunk, line
+                line += chunk
+        assert line.startswith(b"ready"), line
+    except BaseException:
+        supervisor.kill()  # its reaper then takes the servers
+        raise
+    return supervisor, int(line.split()[1])
+
+
 @pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("whole_group", [False, True], ids=["kill-the-process", "kill-its-group"])
 async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_group, session):
@@ -458,14 +480,8 @@ async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_gro
     in its environment)."""
     spec = server_spec("orphaned", "spawns_grandchild.py", "--child-session", session)
     marker = marker_of(spec)
-    supervisor = await trio.lowlevel.open_process(
-        [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode()],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
+    supervisor, _ = await start_supervisor_process(spec)
     try:
-        with trio.fail_after(30):
-            assert (await supervisor.stdout.receive_some(100)).startswith(b"ready")
         assert len(procs_with_marker(marker)) == 2  # the server and its child
         if whole_group:  # as a terminal's hangup would: the reaper, in a session of its own, is spared
             os.killpg(supervisor.pid, signal.SIGKILL)
@@ -486,21 +502,8 @@ async def test_a_fork_of_the_supervisor_does_not_keep_its_servers_alive_after_a_
     supervisor dies, whoever else is still running."""
     spec = server_spec("forked", "spawns_grandchild.py")
     marker = marker_of(spec)
-    supervisor = await trio.lowlevel.open_process(
-        [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode(), "fork"],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    fork = 0
+    supervisor, fork = await start_supervisor_process(spec, "fork")
     try:
-        line = b""
-        with trio.fail_after(30):
-            while not line.endswith(b"\n"):  # print() may write in pieces (PYTHONUNBUFFERED)
-                chunk = await supervisor.stdout.receive_some(100)
-                assert chunk, line
-                line += chunk
-        assert line.startswith(b"ready"), line
-        fork = int(line.split()[1])
         assert len(procs_with_marker(marker)) == 2
         supervisor.kill()
         await supervisor.wait()
@@ -509,7 +512,7 @@ async def test_a_fork_of_the_supervisor_does_not_keep_its_servers_alive_after_a_
     finally:
         supervisor.kill()
         await supervisor.stdout.aclose()
-        for pid in procs_with_marker(marker) + ([fork] if fork else []):
+        for pid in procs_with_marker(marker) + [fork]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
