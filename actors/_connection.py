@@ -13,8 +13,10 @@ Guarantees:
   and the SDK then sends ``notifications/cancelled`` to the server. A timed-out call gets
   ``DeadlineExceeded``; a caller that gave up is simply no longer answered.
 - The actor dies (and so is restarted) when the process exits, the transport closes or
-  errors, the server writes more than ``garbage_threshold`` lines that are not JSON-RPC, or
-  ``hang_threshold`` consecutive calls time out.
+  errors, the server writes more than ``garbage_threshold`` lines that are not JSON-RPC,
+  ``hang_threshold`` consecutive calls time out, or, with no call in flight, the server
+  leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
+  while idle is restarted before a caller finds out.
 - When it dies, every call in flight fails at once with ``ServerCrashed`` (it may or may not
   have run); calls still waiting for a slot fail with ``ActorDown``, which tells the caller
   they never reached the server and may be sent again on the next connection.
@@ -315,6 +317,7 @@ class _Connection:
         self.idle: trio.Event | None = None  # made by whoever waits for the calls to end
         self.stopping = False
         self.consecutive_timeouts = 0
+        self.answered_at = trio.current_time()  # the server's last answer (health checks)
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
         self.garbage = 0
@@ -430,6 +433,7 @@ class _Connection:
                 self.die(f"connection closed: {exc.error.message}")
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
+            self.answered_at = trio.current_time()
             raise  # the server's own JSON-RPC error, passed through unchanged
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.die(f"transport error: {type(exc).__name__}: {exc}")
@@ -443,6 +447,7 @@ class _Connection:
                 self.slots.unpark()
         if result is not None:
             self.consecutive_timeouts = 0
+            self.answered_at = trio.current_time()
             return result
         if self.death is not None:
             raise self._crash_failure()
@@ -456,6 +461,41 @@ class _Connection:
             server=spec.name,
             tool=call.tool,
         )
+
+    async def check_health(self, interval: float, timeout: float) -> None:
+        """Make sure an idle server still answers; return only by dying.
+
+        After ``interval`` s with no answer from the server and no call in flight, ask it for
+        its tool list: the one request every server here serves, and cheap (the 2026-07-28
+        revision has no ``ping``). Any answer, an error included, proves it alive; none
+        within ``timeout`` s means it hangs, and this incarnation dies so it is restarted
+        before a caller meets it. While calls are in flight no check is sent: a server busy
+        with a long call may be slow to answer anything else, and the calls' own deadlines
+        (``hang_threshold``) judge it then.
+        """
+        while True:
+            await trio.sleep_until(self.answered_at + interval)
+            if self.inflight:
+                await trio.sleep(interval)  # busy: look again later
+                continue
+            if trio.current_time() < self.answered_at + interval:
+                continue  # answered meanwhile
+            with trio.move_on_after(timeout):
+                try:
+                    await self.client.list_tools(cache_mode="bypass")
+                except MCPError as exc:
+                    if exc.error.code == CONNECTION_CLOSED:
+                        self.die(f"connection closed: {exc.error.message}")
+                        return
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self.die(f"transport error: {type(exc).__name__}: {exc}")
+                    return
+                except Exception as exc:  # an answer all the same (say, a list we cannot read)
+                    log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))
+                self.answered_at = trio.current_time()
+                continue
+            self.die(f"no answer to a health check (tools/list) within {timeout:g} s while idle")
+            return
 
     def _crash_failure(self) -> ServerCrashed:
         return ServerCrashed(
@@ -697,6 +737,8 @@ async def _live(
             side.start_soon(state.listen)
             if spec.tools_ttl:
                 side.start_soon(state.expire_tools, spec.tools_ttl)
+            if spec.health_check_interval:
+                side.start_soon(state.check_health, spec.health_check_interval, spec.health_check_timeout)
             await state.serve(mailbox)
             side.cancel_scope.cancel()
         return why

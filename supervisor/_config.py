@@ -19,7 +19,7 @@ URL whose path ends in ``/sse`` is SSE, any other streamable HTTP), plus any `Se
 field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_timeout``,
 ``max_concurrency``, ``max_queue``, ``namespace``, ``categories``, ``retry_safe_tools``,
 ``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``, ``tools_ttl``,
-``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
+``health_check_interval``, ``health_check_timeout``, ``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
 the config file's directory.
 
 Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
@@ -420,6 +420,8 @@ _SERVER_LIMITS: Final[dict[str, _Rule]] = {
     "max_queue": _NON_NEGATIVE,
     "hang_threshold": _AT_LEAST_ONE,
     "garbage_threshold": _AT_LEAST_ONE,
+    "health_check_interval": _POSITIVE,
+    "health_check_timeout": _POSITIVE,
 }
 _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
     ServerSpec: {**_SERVER_LIMITS, "tools_ttl": _POSITIVE},

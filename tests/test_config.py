@@ -71,6 +71,8 @@ GOOD_JSON = """{
       "hang_threshold": 2,
       "garbage_threshold": 5,
       "tools_ttl": 600,
+      "health_check_interval": 15,
+      "health_check_timeout": 5,
       "shutdown_timeout": 2,
     },
     "remote": {"url": "https://example.com/mcp-server/mcp", "headers": {"X-Team": "copilot"}},
@@ -106,6 +108,8 @@ trust_annotations = false
 hang_threshold = 2
 garbage_threshold = 5
 tools_ttl = 600
+health_check_interval = 15
+health_check_timeout = 5
 shutdown_timeout = 2
 
 [mcpServers.comfy.backoff]
@@ -173,6 +177,8 @@ def test_good_json_config_decodes_every_key(tmp_path: Path) -> None:
         hang_threshold=2,
         garbage_threshold=5,
         tools_ttl=600.0,
+        health_check_interval=15.0,
+        health_check_timeout=5.0,
         shutdown_timeout=2.0,
     )
     remote = config.server("remote")
@@ -313,6 +319,8 @@ def test_wrong_types(tmp_path: Path, entry: object, key: str, reason: str) -> No
         ({**STDIO, "connect_timeout": -0.5}, "mcpServers.x.connect_timeout", "must be > 0"),
         ({**STDIO, "shutdown_timeout": -1}, "mcpServers.x.shutdown_timeout", "must be >= 0"),
         ({**STDIO, "tools_ttl": 0}, "mcpServers.x.tools_ttl", "must be > 0"),
+        ({**STDIO, "health_check_interval": 0}, "mcpServers.x.health_check_interval", "must be > 0"),
+        ({**STDIO, "health_check_timeout": -2}, "mcpServers.x.health_check_timeout", "must be > 0"),
         ({**STDIO, "max_concurrency": 0}, "mcpServers.x.max_concurrency", "must be >= 1"),
         ({**STDIO, "backoff": {"min": -1}}, "mcpServers.x.backoff.min", "must be >= 0"),
         ({**STDIO, "breaker": {"failure_rate": 1.5}}, "mcpServers.x.breaker.failure_rate", "must be > 0 and <= 1"),
@@ -731,3 +739,14 @@ def test_redacted_shape(tmp_path: Path) -> None:
     assert data["settings"]["auth_token"] is None
     assert data["source"] == str(tmp_path / "mcp.json")
     assert msgspec.convert(data, Config) != config  # redacted values really are gone
+
+
+def test_health_checks_are_on_by_default_and_null_turns_them_off(tmp_path: Path) -> None:
+    data = {
+        **servers(on=STDIO, off={**STDIO, "health_check_interval": None}),
+        "supervisor": {"defaults": {"health_check_timeout": 3}},
+    }
+    config = load(tmp_path, data)
+    on, off = config.server("on"), config.server("off")
+    assert (on.health_check_interval, on.health_check_timeout) == (30.0, 3.0)
+    assert (off.health_check_interval, off.health_check_timeout) == (None, 3.0)

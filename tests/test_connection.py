@@ -191,6 +191,74 @@ async def test_a_hang_death_cuts_off_the_calls_still_in_flight():
         assert server_alive_when_cut_off == [True]
 
 
+class _FreezesOnce(MCPServer):
+    """An in-process server whose next ``tools/list`` after ``freeze`` never answers."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.freeze = False
+        self.lists = 0
+
+    async def list_tools(self):
+        self.lists += 1
+        if self.freeze:
+            self.freeze = False
+            await trio.sleep_forever()
+        return await super().list_tools()
+
+
+async def test_an_idle_server_that_stops_answering_is_restarted_by_its_health_check(autojump_clock):
+    """The default health check (MockClock): ``tools/list`` after 30 s with no answer and no
+    call in flight, 10 s to answer. Answers to calls put it off, a long call in flight holds
+    it back, an idle server is asked every 30 s, and the one it leaves unanswered ends the
+    incarnation 40 s after its last answer, with no call made."""
+    app = _FreezesOnce("idle")
+
+    @app.tool()
+    async def nap(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "rested"
+
+    spec = ServerSpec(name="idle", backoff=BackoffPolicy(min=1.0, max=1.0, jitter=0.0))
+    async with Supervisor([spec], inproc={"idle": app}) as sup:
+        assert app.lists == 1  # the connection's own, when it started
+        for _ in range(3):
+            await trio.sleep(25)
+            await sup.call_tool("nap", {"seconds": 0}, server="idle")
+        assert app.lists == 1
+        assert text(await sup.call_tool("nap", {"seconds": 100}, server="idle", timeout=200)) == "rested"
+        assert app.lists == 1
+        answered = trio.current_time()
+        await trio.sleep_until(answered + 95)
+        assert app.lists == 1 + 3  # at +30, +60 and +90
+        app.freeze = True  # the check at +120 goes unanswered
+        await trio.sleep_until(answered + 129)
+        assert connection_status(sup, "idle").restarts == 0 and sup.link("idle").conn is not None
+        await trio.sleep_until(answered + 131)
+        assert "no answer to a health check" in sup.link("idle").last_error
+        await sup.wait_connected("idle", timeout=5)
+        assert connection_status(sup, "idle").restarts == 1
+        assert text(await sup.call_tool("nap", {"seconds": 0}, server="idle")) == "rested"
+
+
+async def test_a_stdio_server_frozen_while_idle_is_restarted_without_a_call():
+    """A real hang: the process lives (SIGSTOP), its pipes stay open, nothing answers. The
+    health check alone finds it; the frozen process goes, and the new one serves."""
+    spec = server_spec("frozen", "echo.py", health_check_interval=0.3, health_check_timeout=2.0)
+    marker = marker_of(spec)
+    async with Supervisor([spec]) as sup:
+        await trio.sleep(1.5)  # a few checks, each answered
+        assert connection_status(sup, "frozen").restarts == 0
+        frozen = sup.link("frozen").process.pid
+        os.kill(frozen, signal.SIGSTOP)
+        await wait_until(lambda: connection_status(sup, "frozen").restarts == 1, timeout=20, what="a restart")
+        await sup.wait_connected("frozen", timeout=20)
+        assert "no answer to a health check" in sup.link("frozen").last_error
+        assert procs_with_marker(marker) == [sup.link("frozen").process.pid] != [frozen]
+        assert text(await sup.call_tool("echo", {"text": "thawed"}, server="frozen", timeout=10)) == "thawed"
+    assert procs_with_marker(marker) == []
+
+
 async def test_a_server_that_stops_reading_its_input_still_answers_every_call():
     """A stopped server (SIGSTOP) reads nothing: a request bigger than the pipe buffer is
     never fully written, and the request behind it waits to be written at all. Both calls
