@@ -4,12 +4,14 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 
 - ``run [--config FILE] [--http HOST:PORT | --stdio]`` (the default): supervise the configured
   servers (the bundled demo server without ``--config``) and serve the aggregated MCP
-  endpoint, over streamable HTTP at ``/mcp`` beside ``/status``, ``/metrics``, ``/healthz``
-  and ``POST /reload`` (default ``127.0.0.1:8765``), or over stdio with ``--stdio`` (logs then
+  endpoint, over streamable HTTP at ``/mcp`` beside ``/status``, ``/metrics``, ``/healthz``,
+  ``POST /reload`` and ``POST /restart/<server>`` (default ``127.0.0.1:8765``), or over stdio with ``--stdio`` (logs then
   go to stderr only; stdout carries nothing but MCP).
 - ``check [--config FILE]``: validate, print the resolved config with secrets redacted;
   exit 2 with "<file>: <key>: <reason>" when it is refused.
 - ``status [--url URL] [--stderr]``: the supervision tree of a running daemon.
+- ``restart [--url URL] SERVER``: restart one of its servers now (no gap for its callers;
+  brings back a server marked ``failed``); exit 0 once the new incarnation runs.
 - ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
   one tool call, printing the result.
 
@@ -29,6 +31,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.parse
 from typing import Any
 
 import msgspec
@@ -208,6 +211,31 @@ def status(url: str, show_stderr: bool) -> int:
     return 0
 
 
+def restart(url: str, server: str) -> int:
+    """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
+    import httpx2
+
+    endpoint = f"{url.rstrip('/')}/restart/{urllib.parse.quote(server, safe='')}"
+    try:
+        response = httpx2.post(endpoint, headers=_headers(), timeout=120.0)
+    except httpx2.HTTPError as exc:
+        print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        try:
+            reason = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = response.text.strip()
+        print(f"error: restart {server}: {response.status_code}: {reason}", file=sys.stderr)
+        return 1
+    node = msgspec.json.decode(response.content, type=ChildStatus)
+    print(render_tree(node, color=sys.stdout.isatty(), stderr=False))
+    nodes = [node]
+    for each in nodes:
+        nodes.extend(each.children)
+    return 0 if all(each.state == "running" for each in nodes) else 1
+
+
 def _client(url: str) -> Any:
     import httpx2
     from mcp import Client
@@ -289,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     status_p.add_argument("--stderr", action="store_true", help="show each server's stderr tail")
     tools_p = sub.add_parser("tools", help="list a running daemon's tools")
     tools_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    restart_p = sub.add_parser("restart", help="restart one server of a running daemon now")
+    restart_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    restart_p.add_argument("server", help="the server's name, as `status` shows it")
     call_p = sub.add_parser("call", help="call one tool on a running daemon")
     call_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     call_p.add_argument("tool", help="the tool name, as `tools` lists it")
@@ -299,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "check", "status", "tools", "call"}
+    commands = {"run", "check", "status", "tools", "call", "restart"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")
     parser = build_parser()
@@ -313,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.config)
     if args.command == "status":
         return status(args.url, args.stderr)
+    if args.command == "restart":
+        return restart(args.url, args.server)
     if args.command == "tools":
         return _client_command(_tools, args.url)
     if args.command == "call":

@@ -499,6 +499,20 @@ class EmbeddedSupervisor:
             return {"added": diff["added"], "removed": diff["removed"], "restarted": diff["changed"],
                     "unchanged": diff["unchanged"]}
 
+    async def restart(self, server: str) -> ChildStatus:
+        """Restart one server now (``Supervisor.restart_server``: no gap for its callers,
+        calls in flight finish, a server marked ``failed`` comes back). Serialized with
+        reloads; returns the server's subtree status once the new incarnation is connected
+        or its first attempt failed. Raises ``KeyError`` for an unknown server."""
+        self._require()
+        return await self._submit(self._restart_in_trio, server, is_async=True)
+
+    async def _restart_in_trio(self, server: str) -> ChildStatus:
+        sup = self._sup
+        assert sup is not None and self._reload_lock is not None
+        async with self._reload_lock:
+            return await sup.restart_server(server)
+
     def _require(self) -> Supervisor:
         if self._sup is None or self._state != _RUNNING:
             raise self._closed_error()

@@ -202,6 +202,22 @@ class Supervisor:
             handle.replacing = None
             done.set()
 
+    async def restart_server(self, name: str) -> ChildStatus:
+        """Restart ``name`` now, as an operator does (supervisorctl's ``restart``, OTP's
+        ``restart_child``): `replace_server` with its spec unchanged, so with the same
+        guarantees (its tools stay listed, new calls wait for the new incarnation within
+        their deadlines, calls in flight on the old one finish).
+
+        The new incarnation starts at once, with a closed breaker and a clean restart
+        history: this also brings back a server marked ``failed`` after
+        ``backoff.max_consecutive`` failures in a row. Raises ``KeyError`` for a server not
+        supervised, ``RuntimeError`` while it is being replaced or removed.
+        """
+        handle = self._handles.get(name)
+        if handle is None:
+            raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
+        return await self.replace_server(handle.spec)
+
     def _refuse_while_replacing(self, name: str) -> None:
         handle = self._handles.get(name)
         if handle is not None and handle.replacing is not None:

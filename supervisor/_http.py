@@ -15,6 +15,9 @@ Routes:
 - ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D}``.
   Never needs auth.
 - ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
+- ``POST /restart/<server>``: `Daemon.restart`: 200 with the server's subtree status once
+  the new incarnation is connected or its first attempt failed; 404 for an unknown server,
+  409 while it is being replaced.
 
 Security guarantees:
 
@@ -43,6 +46,7 @@ import trio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 
+from protocol import ChildStatus
 from protocol._settings import Config
 
 from ._config import ConfigError, default_config, load_config
@@ -219,6 +223,16 @@ class Daemon:
         log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
         return diff
 
+    async def restart(self, name: str) -> ChildStatus:
+        """Restart server ``name`` now (`Supervisor.restart_server`), serialized with reloads;
+        once asked, it runs to completion even if whoever asked goes away. Raises
+        ``KeyError`` for a server the config does not run."""
+        async with self._reload_lock:
+            with trio.CancelScope(shield=True):
+                status = await self.sup.restart_server(name)
+        log.info("restarted server %r on request: %s", name, status.state)
+        return status
+
     async def reload_logged(self) -> None:
         """`reload` for SIGHUP: an invalid config is logged and refused."""
         try:
@@ -310,7 +324,18 @@ class DaemonApp:
                 await _json(send, 400, {"error": str(exc)})
                 return
             await _json(send, 200, diff)
-        elif path in ("/status", "/metrics", "/reload"):
+        elif path.startswith("/restart/") and method == "POST":
+            name = path.removeprefix("/restart/")
+            try:
+                status = await self.daemon.restart(name)
+            except KeyError as exc:
+                await _json(send, 404, {"error": exc.args[0]})
+                return
+            except RuntimeError as exc:  # being replaced or removed right now
+                await _json(send, 409, {"error": str(exc)})
+                return
+            await _respond(send, 200, msgspec.json.encode(status) + b"\n")
+        elif path in ("/status", "/metrics", "/reload") or path.startswith("/restart/"):
             await _json(send, 405, {"error": f"method {method} not allowed on {path}"})
         else:
             await _json(send, 404, {"error": f"no route {path}"})

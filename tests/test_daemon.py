@@ -288,6 +288,23 @@ async def test_cli_client_commands(shared_daemon):
     assert runs["tools"].returncode == 0 and b"add: Return a + b." in runs["tools"].stdout
     assert runs["call"].returncode == 0 and runs["call"].stdout.strip() == b"3"
 
+    def echo_pid() -> int:
+        tree = httpx2.get(daemon.url + "/status", timeout=10).json()
+        (servers,) = [c for c in tree["children"] if c["id"] == "servers"]
+        (echo,) = [c for c in servers["children"] if c["id"] == "server:echo"]
+        (conn,) = [c for c in echo["children"] if c["id"] == "connection:echo"]
+        return conn["detail"]["pid"]
+
+    before = echo_pid()
+    with trio.fail_after(60):
+        restarted = await cli("restart", "echo")
+        unknown = await cli("restart", "nope")
+    assert restarted.returncode == 0 and b"connection:echo: running" in restarted.stdout, restarted.stderr
+    after = echo_pid()
+    assert after != before and not os.path.exists(f"/proc/{before}") and os.path.exists(f"/proc/{after}")
+    assert unknown.returncode == 1 and b"404: no server 'nope'" in unknown.stderr
+    assert (await cli("call", "add", "a=2", "b=2")).stdout.strip() == b"4"
+
 
 async def test_mcp_param_headers_are_checked_against_the_exposed_schema(shared_daemon):
     """A 2026-07-28 client mirrors an ``x-mcp-header`` argument into an ``Mcp-Param-*``
@@ -444,6 +461,7 @@ async def test_auth_origin_and_body_limit(tmp_path, start_daemon):
             assert (await http.get(daemon.url + path)).status_code == 401
             assert (await http.get(daemon.url + path, headers={"Authorization": "Bearer wrong"})).status_code == 401
         assert (await http.post(daemon.url + "/reload")).status_code == 401
+        assert (await http.post(daemon.url + "/restart/echo")).status_code == 401
         assert (await http.post(daemon.url + "/mcp", json=init)).status_code == 401
         status = await http.get(daemon.url + "/status", headers=auth)
         assert status.status_code == 200 and token not in status.text

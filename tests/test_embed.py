@@ -233,6 +233,16 @@ def test_embed_calls_lists_reports_and_reloads_by_name():
                 await sup.call_tool("drop__whoami", {})
             with pytest.raises(ValueError, match="duplicate"):
                 await sup.reload([echo, echo])
+
+            # an operator's restart of one server: a new process, the others untouched
+            restarted = await sup.restart("echo")
+            assert node(restarted, "connection:echo").state == "running"
+            again = await sup.status()
+            assert server_pid(again, "echo") != server_pid(after, "echo")
+            assert procs_with_marker(marker_of(echo)) == [server_pid(again, "echo")]
+            assert server_pid(again, "change") == server_pid(after, "change")
+            with pytest.raises(KeyError, match="no server 'nope'"):
+                await sup.restart("nope")
         finally:
             await sup.aclose()
         assert not sup.running

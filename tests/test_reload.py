@@ -20,7 +20,7 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
-from protocol import CircuitOpen, Failure, UnknownTool
+from protocol import BackoffPolicy, CircuitOpen, Failure, UnknownTool
 from supervisor import Supervisor
 from supervisor._config import ConfigError, load_config
 from supervisor._gateway import Gateway
@@ -145,6 +145,55 @@ async def test_call_waiting_for_a_replacement_is_bounded_by_its_deadline():
         assert not isinstance(failure, (UnknownTool, CircuitOpen))
         with trio.fail_after(10):
             assert text_of(await sup.call_tool("echo", {"text": "back"}, timeout=5)) == "back"
+
+
+async def test_restart_server_brings_back_a_failed_server_and_drains_a_healthy_one(tmp_path):
+    """An operator's restart: a server that gave up (``max_consecutive``) and stays down on
+    its own is started again; a healthy one gets a new process, its call in flight finishes
+    on the old one, and the old process is gone."""
+    fixed = tmp_path / "fixed"
+    broken = server_spec(
+        "broken", "crash_at_start.py", "--until-file", str(fixed), namespace="prefix",
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=2),
+    )
+    echo = server_spec("echo", "echo.py")
+    async with Supervisor([echo, broken]) as sup:
+        await wait_until(lambda: server_state(sup, "broken") == "failed", timeout=20, what="broken to give up")
+        fixed.touch()
+        await trio.sleep(0.5)
+        assert server_state(sup, "broken") == "failed"  # nothing restarts it by itself
+        with trio.fail_after(20):
+            status = await sup.restart_server("broken")
+        assert connection_of(status).state == "running", status
+        assert text_of(await sup.call_tool("broken__echo", {"text": "up"}, timeout=10)) == "up"
+
+        old_pid = sup.link("echo").process.pid
+        in_flight: list = []
+
+        async def slow_call() -> None:
+            in_flight.append(await sup.call_tool("sleep", {"seconds": 0.5}, server="echo", timeout=10))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_call)
+                await wait_until(lambda: sup.link("echo").inflight == 1, what="the call in flight")
+                await sup.restart_server("echo")
+        assert len(in_flight) == 1 and not in_flight[0].is_error
+        assert procs_with_marker(marker_of(echo)) == [sup.link("echo").process.pid] != [old_pid]
+        with pytest.raises(KeyError, match="no server 'nope'"):
+            await sup.restart_server("nope")
+
+
+def server_state(sup: Supervisor, name: str) -> str:
+    """The state of ``name``'s connection (``failed`` is a child's state, not a subtree's)."""
+    (servers,) = [c for c in sup.status().children if c.id == "servers"]
+    (server,) = [c for c in servers.children if c.id == f"server:{name}"]
+    return connection_of(server).state
+
+
+def connection_of(server):
+    (conn,) = [c for c in server.children if c.id.startswith("connection:")]
+    return conn
 
 
 async def test_replace_server_adds_an_unknown_server_and_refuses_overlap():
