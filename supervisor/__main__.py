@@ -68,6 +68,8 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         parts.append(f"next attempt in {node.next_attempt_in:.1f}s")
     if node.last_exit and node.state != "running":
         parts.append(f"last exit: {node.last_exit}")
+    if node.state == "failed" and node.id.startswith("connection:"):
+        parts.append(f"given up: `restart {node.id.removeprefix('connection:')}` starts it again")
     detail = node.detail or {}
     if "state" in detail:
         parts.append("breaker " + _paint(str(detail["state"]), _BREAKER_COLORS.get(str(detail["state"])), color))

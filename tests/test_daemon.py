@@ -28,7 +28,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
 from conftest import SERVERS, procs_with_marker, wait_until
-from protocol import ServerSpec
+from protocol import ChildStatus, ServerSpec
 from supervisor import Supervisor
 from supervisor._gateway import Gateway
 
@@ -304,6 +304,19 @@ async def test_cli_client_commands(shared_daemon):
     assert after != before and not os.path.exists(f"/proc/{before}") and os.path.exists(f"/proc/{after}")
     assert unknown.returncode == 1 and b"404: no server 'nope'" in unknown.stderr
     assert (await cli("call", "add", "a=2", "b=2")).stdout.strip() == b"4"
+
+
+def test_status_tells_how_to_bring_back_a_server_that_gave_up():
+    from supervisor.__main__ import render_tree
+
+    failed = ChildStatus(id="connection:comfy", state="failed", restarts=20, last_exit="ConnectionDied: exited")
+    tree = ChildStatus(id="server:comfy", state="running", strategy="rest_for_one", children=[failed])
+    lines = render_tree(tree).splitlines()
+    assert lines[1] == (
+        "  connection:comfy: failed, restarts=20, last exit: ConnectionDied: exited, "
+        "given up: `restart comfy` starts it again"
+    )
+    assert "restart" not in lines[0]
 
 
 async def test_mcp_param_headers_are_checked_against_the_exposed_schema(shared_daemon):
