@@ -8,7 +8,9 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``POST /reload`` and ``POST /restart/<server>`` (default ``127.0.0.1:8765``), or over stdio with ``--stdio`` (logs then
   go to stderr only; stdout carries nothing but MCP).
 - ``check [--config FILE]``: validate, print the resolved config with secrets redacted;
-  exit 2 with "<file>: <key>: <reason>" when it is refused.
+  exit 2 with "<file>: <key>: <reason>" when it is refused. A valid config that could not
+  start a server here (a command not found, a ``cwd`` that is not a directory) gets a
+  warning on stderr and still exits 0 (``run`` logs the same warnings).
 - ``status [--url URL] [--stderr]``: the supervision tree of a running daemon.
 - ``restart [--url URL] SERVER``: restart one of its servers now (no gap for its callers;
   brings back a server marked ``failed``); exit 0 once the new incarnation runs.
@@ -41,6 +43,7 @@ from actors import kill_every_server_now
 from protocol import ChildStatus
 
 from ._config import ConfigError, default_config, load_config, redacted
+from ._preflight import start_warnings
 
 log = logging.getLogger("supervisor")
 
@@ -108,6 +111,8 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
         except BindRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    for warning in start_warnings(config):
+        log.warning("%s", warning)
 
     async with Supervisor(config.servers, toolsets=config.settings.toolsets or None) as sup:
         gateway = Gateway(sup)
@@ -186,6 +191,8 @@ def check(config_path: str | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(redacted(config), indent=2))
+    for warning in start_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

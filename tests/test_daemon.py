@@ -510,6 +510,33 @@ def test_check_reports_bad_config_and_redacts(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert run.returncode == 0, run.stderr
     assert "hunter2" not in run.stdout and "API_KEY" in run.stdout
+    assert "warning" not in run.stderr
+
+
+def test_check_warns_of_what_would_keep_a_server_from_starting_here(tmp_path):
+    """Valid config, but not runnable here: a warning naming the file, server, key and
+    reason; exit 0 (the file may be meant for another machine)."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tool").write_text("#!/bin/sh\n")  # not executable
+    servers = {
+        "ghost": {"command": "no-such-binary-xyz"},
+        "nocwd": {"command": "python3", "cwd": "/nonexistent/dir"},
+        "noexec": {"command": "./bin/tool", "cwd": str(tmp_path)},
+        "own_path": {"command": "python3", "env": {"PATH": str(tmp_path / "bin")}},
+        "fine": {"command": "python3"},
+        "off": {"command": "no-such-binary-xyz", "enabled": False},
+        "remote": {"url": "http://127.0.0.1:1/mcp"},
+    }
+    config = write_config(tmp_path / "c.json", servers)
+    run = subprocess.run([sys.executable, "-m", "supervisor", "check", "--config", str(config)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        f"warning: {config}: server 'ghost': command: 'no-such-binary-xyz' is not found on PATH here",
+        f"warning: {config}: server 'nocwd': cwd: '/nonexistent/dir' is not a directory here",
+        f"warning: {config}: server 'noexec': command: './bin/tool' is not an executable file here",
+        f"warning: {config}: server 'own_path': command: 'python3' is not found on PATH here",
+    ]
 
 
 # -- shutdown ---------------------------------------------------------------------------------

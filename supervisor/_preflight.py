@@ -1,0 +1,39 @@
+"""What would keep a configured stdio server from starting on this machine.
+
+A valid config may still name a command that is not installed here or a ``cwd`` that does
+not exist. Those are warnings, not `ConfigError`s: the file may be checked on one machine
+and run on another, and a permanent server is retried with backoff until it can start.
+``python -m supervisor check`` prints them; the daemon logs them at start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+
+from protocol._settings import Config
+
+__all__ = ["start_warnings"]
+
+
+def start_warnings(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per problem, naming the file, the server, the key and the reason."""
+    environ = os.environ if environ is None else environ
+    where = f"{config.source}: " if config.source else ""
+    warnings = []
+    for spec in config.servers:
+        if not spec.enabled or spec.command is None:
+            continue
+        prefix = f"{where}server {spec.name!r}:"
+        if spec.cwd is not None and not os.path.isdir(spec.cwd):
+            warnings.append(f"{prefix} cwd: {spec.cwd!r} is not a directory here")
+            continue  # the command may be relative to it
+        search = spec.env.get("PATH", environ.get("PATH", os.defpath))
+        command = spec.command
+        if os.sep in command and not os.path.isabs(command):
+            command = os.path.join(spec.cwd or os.getcwd(), command)
+        if shutil.which(command, path=search) is None:
+            reason = "is not an executable file" if os.sep in spec.command else "is not found on PATH"
+            warnings.append(f"{prefix} command: {spec.command!r} {reason} here")
+    return warnings
