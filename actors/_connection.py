@@ -13,7 +13,8 @@ Guarantees:
   and the SDK then sends ``notifications/cancelled`` to the server. A timed-out call gets
   ``DeadlineExceeded``; a caller that gave up is simply no longer answered.
 - The actor dies (and so is restarted) when the process exits, the transport closes or
-  errors, the server writes more than ``garbage_threshold`` lines that are not JSON-RPC,
+  errors, a streamable-HTTP server says it no longer knows our session (HTTP 404, see
+  ``_mcp_session``), the server writes more than ``garbage_threshold`` lines that are not JSON-RPC,
   ``hang_threshold`` consecutive calls time out, or, with no call in flight, the server
   leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
   while idle is restarted before a caller finds out.
@@ -54,6 +55,7 @@ from protocol import (
 
 from ._events import publish
 from ._front import Front, current_front, describe_request, host_front
+from ._mcp_session import SessionLostHook
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._session_header import with_session_header
 from ._runtime import Mailbox
@@ -245,7 +247,7 @@ def _tool_spec(tool: mcp_types.Tool, server: str) -> ToolSpec:
     )
 
 
-def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any) -> Any:
+def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, on_session_lost: Callable[[], None]) -> Any:
     if inproc is not None:
         return inproc
     if spec.command is not None:
@@ -270,15 +272,18 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any) -> Any:
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
-    return _http_transport(spec, streamable_http_client, with_session_header(create_mcp_http_client))
+    return _http_transport(spec, streamable_http_client, with_session_header(create_mcp_http_client), on_session_lost)
 
 
-def _http_transport(spec: ServerSpec, client_factory: Any, http_factory: Any) -> Any:
+def _http_transport(spec: ServerSpec, client_factory: Any, http_factory: Any, on_session_lost: Callable[[], None]) -> Any:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def transport() -> Any:
         async with http_factory(headers=dict(spec.headers) or None) as http:
+            hooks = http.event_hooks
+            hooks["response"] = [*hooks.get("response", []), SessionLostHook(on_session_lost)]
+            http.event_hooks = hooks
             async with client_factory(spec.url, http_client=http) as streams:
                 yield streams
 
@@ -802,6 +807,10 @@ async def run_connection(
         if state is not None:
             await state.on_log(params)
 
+    def on_session_lost() -> None:
+        if state is not None:
+            state.die("the server no longer knows our MCP session (HTTP 404: it restarted or expired it)")
+
     default_front = host_front.get()  # the tree's (the callers' own contexts do not carry it)
     current_front.set(None)  # this task's own questions have no front: the default answers
 
@@ -811,7 +820,7 @@ async def run_connection(
         # entry must also enclose its exit); its deadline is lifted once we are ready.
         with trio.CancelScope(deadline=trio.current_time() + spec.connect_timeout) as connecting:
             try:
-                transport = _transport(spec, proc or ServerProcess(), inproc)
+                transport = _transport(spec, proc or ServerProcess(), inproc, on_session_lost)
                 client = Client(
                     transport,
                     message_handler=on_message,

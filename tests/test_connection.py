@@ -640,6 +640,69 @@ async def test_remote_server_goes_away_and_comes_back(transport):
         server.wait()
 
 
+@pytest.mark.parametrize("noticed_by", ["a-call", "a-health-check"])
+async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by):
+    """A handshake-era streamable-HTTP server keeps our session in memory. Restarted on the
+    same port (or expiring the session), it answers the old session with 404, and the mcp
+    client would keep that dead session for good (every call failing "Session not found").
+    The 404 ends the incarnation and the next one opens a new session: found by the next
+    call (which fails, typed, as one in flight when a server dies does), or by a health
+    check while idle."""
+    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--handshake-only")
+    spec = ServerSpec(
+        name="remote", url=f"http://127.0.0.1:{port}/mcp", transport="streamable-http",
+        backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), connect_timeout=5,
+        health_check_interval=0.5 if noticed_by == "a-health-check" else None, health_check_timeout=5,
+    )
+    try:
+        async with Supervisor([spec]) as sup:
+            assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
+            assert sup.link("remote").protocol_version == "2025-11-25"  # a session, not 2026-07-28
+            if noticed_by == "a-call":  # the server restarts; the call is destructive, so not retried
+                server.kill()
+                server.wait()
+                server, _ = await trio.to_thread.run_sync(start_http_server, port, "--handshake-only")
+                with pytest.raises(ServerCrashed, match="no longer knows our MCP session"):
+                    await sup.call_tool("write_note", {"text": "x"}, server="remote", timeout=10)
+            else:  # the server expires the session and stays up: the check's 404 is the only sign
+                await sup.call_tool("forget_sessions", {}, server="remote", timeout=10)
+            await wait_until(lambda: connection_status(sup, "remote").restarts >= 1, timeout=20, what="a new session")
+            assert "no longer knows our MCP session" in sup.link("remote").last_error
+            await sup.wait_connected("remote", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "lost"),
+    [
+        (404, {"mcp-session-id": "s1"}, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}}', True),
+        (404, {"mcp-session-id": "s1"}, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}', True),
+        (404, {"mcp-session-id": "s1"}, b"Not Found", True),
+        (404, {"mcp-session-id": "s1"}, b'{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"no such method"}}', False),
+        (404, {}, b"Not Found", False),  # no session yet: the SDK's METHOD_NOT_FOUND stand-in
+        (200, {"mcp-session-id": "s1"}, b'{"jsonrpc":"2.0","id":3,"result":{}}', False),
+        (400, {"mcp-session-id": "s1"}, b"Bad Request", False),
+    ],
+    ids=["python-sdk", "typescript-sdk", "plain-404", "method-not-found", "no-session", "ok", "other-status"],
+)
+async def test_which_responses_mean_the_session_is_lost(status, headers, body, lost):
+    """The hook on httpx responses as the transport sees them (built here: the HTTP exchange
+    itself is the test above), and the body still readable after it looked."""
+    import httpx2
+
+    from actors._mcp_session import SessionLostHook
+
+    calls = []
+    request = httpx2.Request("POST", "http://127.0.0.1:1/mcp", headers=headers)
+    response = httpx2.Response(status, content=body, request=request)
+    await SessionLostHook(lambda: calls.append(1))(response)
+    assert calls == ([1] if lost else [])
+    assert await response.aread() == body
+
+
 async def test_in_process_server_object():
     app = MCPServer("inproc")
 

@@ -7,8 +7,14 @@ started, so a test can read the port. Endpoints: ``http://127.0.0.1:<port>/mcp``
 Host/Origin checks accept 127.0.0.1 and localhost on any port.
 Runs until killed (SIGTERM/SIGINT) or, with ``--exit-on-stdin-close``, until stdin closes.
 
+``--handshake-only`` makes it a server from before 2026-07-28: it does not serve
+``server/discover``, so a client in ``auto`` mode falls back to the ``initialize`` handshake
+and the server keeps the session (``Mcp-Session-Id``) in memory; a restarted one answers
+the old session's requests with 404. Its tool ``forget_sessions`` drops every session
+there and then, as an expiry would (the server keeps running).
+
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
-        [--exit-on-stdin-close] [--name NAME]
+        [--handshake-only] [--exit-on-stdin-close] [--name NAME]
 """
 
 import sys
@@ -59,6 +65,14 @@ def sse_app(mcp: MCPServer) -> Starlette:
 
 async def main_async(args) -> None:
     mcp = make_server(args.name or "http_echo")
+    if args.handshake_only:  # no public switch for this in mcp 2.3
+        mcp._lowlevel_server._request_handlers.pop("server/discover")  # pyright: ignore[reportPrivateUsage]
+
+        @mcp.tool()
+        def forget_sessions() -> str:
+            """Drop every session, as an expiry would."""
+            mcp.session_manager._server_instances.clear()  # pyright: ignore[reportPrivateUsage]
+            return "forgotten"
     if args.sse:
         app = sse_app(mcp)
     else:
@@ -87,6 +101,7 @@ def main() -> None:
     parser.add_argument("--sse", action="store_true", help="serve the SSE transport instead of streamable HTTP")
     parser.add_argument("--json-response", action="store_true")
     parser.add_argument("--stateless", action="store_true")
+    parser.add_argument("--handshake-only", action="store_true", help="no server/discover: sessions, as before 2026-07-28")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
     args = parser.parse_args()
     try:
