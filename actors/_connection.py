@@ -327,6 +327,8 @@ class _Connection:
         self.died = trio.Event()
         self.garbage = 0
         self.nursery: trio.Nursery | None = None
+        #: The lists being re-read -> whether they changed again meanwhile (`_refresh_soon`).
+        self.refreshing: dict[str, bool] = {}
         #: Log lines and progress being relayed, per front or per call (see `_settle`).
         self.relaying: dict[object, int] = {}
         self.relayed = trio.Event()
@@ -517,17 +519,14 @@ class _Connection:
 
     async def serve(self, mailbox: Mailbox[Any]) -> None:
         """Live until stopped (``Ref.stop()``), then let the calls in flight finish."""
-        async with trio.open_nursery() as side:
-            self.nursery = side
-            async for _msg, reply in mailbox:  # no control messages yet: it waits for stop()
-                if reply is not None:
-                    reply.fail(TypeError(f"connection:{self.spec.name} takes no messages"))
-            self.stopping = True  # drain: new calls go to the next incarnation
-            self.slots.unpark_all()
-            if self.inflight:
-                self.idle = trio.Event()
-                await self.idle.wait()
-            side.cancel_scope.cancel()
+        async for _msg, reply in mailbox:  # no control messages yet: it waits for stop()
+            if reply is not None:
+                reply.fail(TypeError(f"connection:{self.spec.name} takes no messages"))
+        self.stopping = True  # drain: new calls go to the next incarnation
+        self.slots.unpark_all()
+        if self.inflight:
+            self.idle = trio.Event()
+            await self.idle.wait()
 
     async def watch_death(self) -> None:
         """Raise ``ConnectionDied`` when the process exits or a call path declares death."""
@@ -616,8 +615,27 @@ class _Connection:
                         log.debug("log line from %r not delivered: %s", self.spec.name, exc)
 
     def _refresh_soon(self, what: str) -> None:
-        if self.nursery is not None:
-            self.nursery.start_soon(self._refresh, what)
+        """Re-read ``what`` (tools, prompts or resources) in the background, coalesced: at
+        most one read of each runs, and a change announced while it runs earns exactly one
+        more read after it. A burst of ``list_changed`` is a few reads, never one per
+        notification, and the last read always starts after the last announcement."""
+        if self.nursery is None:
+            return
+        if what in self.refreshing:
+            self.refreshing[what] = True  # changed again meanwhile: once more when done
+            return
+        self.refreshing[what] = False
+        self.nursery.start_soon(self._refresh_until_current, what)
+
+    async def _refresh_until_current(self, what: str) -> None:
+        try:
+            while True:
+                self.refreshing[what] = False
+                await self._refresh(what)
+                if not self.refreshing[what]:
+                    return
+        finally:
+            del self.refreshing[what]
 
     @property
     def modern(self) -> bool:
@@ -689,7 +707,7 @@ class _Connection:
                         continue
                     kind = type(event).__name__.lower()
                     what = "tools" if "tool" in kind else "prompts" if "prompt" in kind else "resources"
-                    await self._refresh(what)
+                    self._refresh_soon(what)
         except Exception as exc:  # the server refused or dropped the stream: the call path still works
             log.info("server %r: no subscriptions/listen stream (%s)", self.spec.name, _unwrap(exc))
         finally:
@@ -738,6 +756,7 @@ async def _live(
     died = False
     try:
         async with trio.open_nursery() as side:
+            state.nursery = side  # background work of this incarnation (`_refresh_soon`)
             side.start_soon(state.watch_death)
             side.start_soon(state.listen)
             if spec.tools_ttl:

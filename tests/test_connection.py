@@ -7,6 +7,7 @@ and jitter-free, so the delays the supervisor chose are exact in its events.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -431,6 +432,39 @@ async def test_list_changed_updates_the_cache_without_restart():
             assert connection_status(sup, "growing").restarts == 0
             await wait_until(lambda: any(e.kind == "tools_changed" for e in events), what="the event")
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("era", ["2026-07-28", "handshake"])
+async def test_a_burst_of_list_changed_is_a_few_reads_and_the_last_change_is_seen(era):
+    """300 announcements in a row: the tool list is re-read a few times, one read at a time
+    (the handshake era used to start a concurrent tools/list per notification; the
+    2026-07-28 one read once per event), and a change made after the burst still reaches
+    the cache."""
+    server = None
+    if era == "handshake":  # over HTTP: a stdio server in mcp 2.3 serves whichever era is asked
+        server, port = await trio.to_thread.run_sync(start_http_server, 0, "--handshake-only", "--list-changed")
+        spec = ServerSpec(name="noisy", url=f"http://127.0.0.1:{port}/mcp", transport="streamable-http")
+    else:
+        spec = server_spec("noisy", "list_changed.py")
+    async with contextlib.AsyncExitStack() as stack:
+        if server is not None:
+            stack.callback(server.wait)
+            stack.callback(server.kill)
+        sup = await stack.enter_async_context(Supervisor([spec]))
+        assert (sup.link("noisy").protocol_version == "2026-07-28") == (era == "2026-07-28")
+
+        async def lists_served() -> dict:
+            return json.loads(text(await sup.call_tool("lists_served", {}, server="noisy", timeout=10)))
+
+        before = await lists_served()
+        await sup.call_tool("announce", {"times": 300}, server="noisy", timeout=30)
+        await sup.call_tool("add_tool", {"name": "after_the_burst"}, server="noisy", timeout=10)
+        await wait_until(lambda: "after_the_burst" in {t.name for t in sup.link("noisy").tools}, what="the last change")
+        await trio.sleep(0.3)  # any read still to come
+        after = await lists_served()
+        assert after["most_at_once"] == 1, after  # one read at a time, never a pile of them
+        assert after["served"] - before["served"] <= 30, (before, after)
+        assert connection_status(sup, "noisy").restarts == 0
 
 
 @pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])

@@ -11,10 +11,11 @@ Runs until killed (SIGTERM/SIGINT) or, with ``--exit-on-stdin-close``, until std
 ``server/discover``, so a client in ``auto`` mode falls back to the ``initialize`` handshake
 and the server keeps the session (``Mcp-Session-Id``) in memory; a restarted one answers
 the old session's requests with 404. Its tool ``forget_sessions`` drops every session
-there and then, as an expiry would (the server keeps running).
+there and then, as an expiry would (the server keeps running). ``--list-changed`` adds
+``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``).
 
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
-        [--handshake-only] [--exit-on-stdin-close] [--name NAME]
+        [--handshake-only] [--list-changed] [--exit-on-stdin-close] [--name NAME]
 """
 
 import sys
@@ -65,6 +66,10 @@ def sse_app(mcp: MCPServer) -> Starlette:
 
 async def main_async(args) -> None:
     mcp = make_server(args.name or "http_echo")
+    if args.list_changed:
+        import list_changed
+
+        list_changed.register(mcp)
     if args.handshake_only:  # no public switch for this in mcp 2.3
         mcp._lowlevel_server._request_handlers.pop("server/discover")  # pyright: ignore[reportPrivateUsage]
 
@@ -102,6 +107,7 @@ def main() -> None:
     parser.add_argument("--json-response", action="store_true")
     parser.add_argument("--stateless", action="store_true")
     parser.add_argument("--handshake-only", action="store_true", help="no server/discover: sessions, as before 2026-07-28")
+    parser.add_argument("--list-changed", action="store_true", help="add list_changed.py's tools")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
     args = parser.parse_args()
     try:

@@ -9,7 +9,10 @@ announced both ways mcp 2.3 knows:
   subscription bus (``ctx.notify_tools_changed()``), delivered only to clients holding a
   ``subscriptions/listen`` stream (``Client.listen(tools_list_changed=True)``); the
   bare connection notification is dropped by the SDK at this era.
-Also serves the echo tool set.
+Also serves the echo tool set, plus ``announce(times)``, which announces a change ``times``
+times in a burst (changing nothing), and ``lists_served()``, how many ``tools/list`` requests
+it has answered and the most it served at once (each takes 5 ms). For the handshake era over HTTP: ``http_echo.py --handshake-only
+--list-changed``.
 
     python tests/servers/list_changed.py [--name NAME]
 """
@@ -34,6 +37,34 @@ def register(mcp: MCPServer) -> None:
         await ctx.session.send_tool_list_changed()  # handshake era (dropped at 2026-07-28)
         await ctx.notify_tools_changed()  # 2026-07-28 era: subscriptions/listen streams
         return f"added {name}"
+
+    @mcp.tool()
+    async def announce(times: int, ctx: Context) -> str:
+        """Announce a tool-list change `times` times in a row, changing nothing."""
+        for _ in range(times):
+            await ctx.session.send_tool_list_changed()
+            await ctx.notify_tools_changed()
+        return f"announced {times}"
+
+    counts = {"served": 0, "at_once": 0, "most_at_once": 0}
+    list_tools = mcp.list_tools
+
+    async def counting_list_tools():
+        counts["at_once"] += 1
+        counts["most_at_once"] = max(counts["most_at_once"], counts["at_once"])
+        try:
+            await anyio.sleep(0.005)  # a read takes a moment, as a real server's does
+            return await list_tools()
+        finally:
+            counts["at_once"] -= 1
+            counts["served"] += 1
+
+    mcp.list_tools = counting_list_tools  # what the tools/list handler calls
+
+    @mcp.tool()
+    def lists_served() -> dict[str, int]:
+        """How many tools/list requests this server has answered, and the most at once."""
+        return {"served": counts["served"], "most_at_once": counts["most_at_once"]}
 
 
 async def serve(mcp: MCPServer) -> None:
