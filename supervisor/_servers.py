@@ -101,8 +101,8 @@ class ServerHandle:
                 await replacing.wait()
                 continue
             raise ServerUnavailable(
-                f"server {self.name!r} is being replaced (its config changed) and its new incarnation "
-                "was not ready by the call's deadline",
+                f"server {self.name!r} is being replaced (its config changed, or an operator restarted it) "
+                "and its new incarnation was not ready by the call's deadline",
                 server=self.name,
             )
 
