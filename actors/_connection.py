@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx2
 import mcp_types
 import msgspec
 import trio
@@ -552,7 +553,11 @@ class _Connection:
     # -- notifications ------------------------------------------------------------------
 
     async def on_message(self, message: Any) -> None:
-        """The SDK's message handler: garbage counting and list_changed (legacy servers)."""
+        """The SDK's message handler: garbage counting, a broken SSE stream, list_changed
+        (legacy servers)."""
+        if isinstance(message, httpx2.TransportError):  # the SSE client's event stream broke
+            self.die(f"transport error: {type(message).__name__}: {message}")
+            return
         if isinstance(message, Exception):
             self.garbage += 1
             log.warning("server %r wrote a line that is not JSON-RPC (%d so far)", self.spec.name, self.garbage)

@@ -674,6 +674,29 @@ async def test_remote_server_goes_away_and_comes_back(transport):
         server.wait()
 
 
+async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
+    """An SSE server dies while we are idle: its event stream breaks, and the connection
+    ends there and then (health checks off to show it), rather than at the next call."""
+    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--sse")
+    spec = ServerSpec(
+        name="remote", url=f"http://127.0.0.1:{port}/sse", transport="sse",
+        backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), connect_timeout=5, health_check_interval=None,
+    )
+    try:
+        async with Supervisor([spec]) as sup:
+            assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
+            server.kill()
+            server.wait()
+            await wait_until(lambda: sup.link("remote").conn is None, timeout=10, what="the broken stream to be noticed")
+            assert "transport error" in sup.link("remote").last_error
+            server, _ = await trio.to_thread.run_sync(start_http_server, port, "--sse")
+            await sup.wait_connected("remote", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
+    finally:
+        server.kill()
+        server.wait()
+
+
 @pytest.mark.parametrize("noticed_by", ["a-call", "a-health-check"])
 async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by):
     """A handshake-era streamable-HTTP server keeps our session in memory. Restarted on the
