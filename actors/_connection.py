@@ -66,6 +66,8 @@ __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
 log = logging.getLogger("supervisor.connection")
 
 CONNECTION_CLOSED = -32000  # the SDK's code for a transport that went away
+_RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that ended ...
+_RELISTEN_MAX = 30.0  # ... doubling up to this while it keeps ending
 
 upstream_log = logging.getLogger("supervisor.upstream")
 _LOG_LEVELS = {
@@ -703,20 +705,55 @@ class _Connection:
         acked.set()
 
     async def _listen_stream(self, wants: dict[str, bool], uris: list[str], generation: int) -> None:
-        try:
-            async with self.client.listen(**wants, resource_subscriptions=uris) as subscription:
-                self._acknowledged(generation)
-                async for event in subscription:
-                    if isinstance(event, ResourceUpdated):
-                        publish("resource_updated", data={"uri": event.uri})
-                        continue
-                    kind = type(event).__name__.lower()
-                    what = "tools" if "tool" in kind else "prompts" if "prompt" in kind else "resources"
-                    self._refresh_soon(what)
-        except Exception as exc:  # the server refused or dropped the stream: the call path still works
-            log.info("server %r: no subscriptions/listen stream (%s)", self.spec.name, _unwrap(exc))
-        finally:
-            self._acknowledged(generation)  # nobody waits on a stream that is not coming
+        """Hold one ``subscriptions/listen`` stream open for this incarnation's life.
+
+        A stream the server ends or drops after acknowledging it (a graceful close, a
+        backlog it capped, a proxy's idle timeout) is reopened, 0.5 s later at first and up
+        to 30 s when it keeps ending, and what it may have missed meanwhile is caught up:
+        the lists it watches are re-read and each subscribed resource is announced as
+        updated. A stream the server refuses (never acknowledged) is not asked for again:
+        calls work without it.
+        """
+        delay = _RELISTEN_MIN
+        reopened = False
+        while True:
+            opened_at: float | None = None
+            try:
+                async with self.client.listen(**wants, resource_subscriptions=uris) as subscription:
+                    opened_at = trio.current_time()
+                    self._acknowledged(generation)
+                    if reopened:
+                        self._catch_up(wants, uris)
+                    async for event in subscription:
+                        if isinstance(event, ResourceUpdated):
+                            publish("resource_updated", data={"uri": event.uri})
+                            continue
+                        kind = type(event).__name__.lower()
+                        what = "tools" if "tool" in kind else "prompts" if "prompt" in kind else "resources"
+                        self._refresh_soon(what)
+                why = "the server ended it"
+            except Exception as exc:
+                why = str(_unwrap(exc))
+            finally:
+                self._acknowledged(generation)  # nobody waits on a stream that is not coming
+            if opened_at is None:
+                log.info("server %r: no subscriptions/listen stream (%s)", self.spec.name, why)
+                return
+            if trio.current_time() - opened_at >= _RELISTEN_MAX:
+                delay = _RELISTEN_MIN  # it had been holding: start again from the shortest wait
+            log.info("server %r: subscriptions/listen stream lost (%s); reopening in %g s", self.spec.name, why, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, _RELISTEN_MAX)
+            reopened = True
+
+    def _catch_up(self, wants: dict[str, bool], uris: list[str]) -> None:
+        """What a listen stream may have missed while it was down: re-read the lists it
+        watches, and tell subscribers each of its resources may have changed."""
+        for what in ("tools", "prompts", "resources"):
+            if wants[f"{what}_list_changed"]:
+                self._refresh_soon(what)
+        for uri in uris:
+            publish("resource_updated", data={"uri": uri})
 
     async def _refresh(self, what: str) -> None:
         try:

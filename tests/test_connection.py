@@ -467,6 +467,30 @@ async def test_a_burst_of_list_changed_is_a_few_reads_and_the_last_change_is_see
         assert connection_status(sup, "noisy").restarts == 0
 
 
+async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is_caught_up():
+    """2026-07-28: list changes reach us only on a subscriptions/listen stream, and the SDK's
+    server ends such streams (a graceful close, a capped backlog) expecting the client to
+    listen again. We do, and re-read the list in case a change came while none was open."""
+    spec = server_spec("noisy", "list_changed.py")
+    async with Supervisor([spec]) as sup:
+        assert sup.link("noisy").protocol_version == "2026-07-28"
+
+        async def call(tool: str, **arguments) -> str:
+            return text(await sup.call_tool(tool, arguments, server="noisy", timeout=10))
+
+        def tool_names() -> set[str]:
+            return {t.name for t in sup.link("noisy").tools}
+
+        assert await call("listen_streams") == "1"
+        await call("end_listen_streams")
+        await call("add_tool", name="while_none_was_open")
+        await wait_until(lambda: "while_none_was_open" in tool_names(), what="the catch-up read")
+        assert await call("listen_streams") == "1"  # reopened
+        await call("add_tool", name="on_the_new_stream")
+        await wait_until(lambda: "on_the_new_stream" in tool_names(), what="the event on the new stream")
+        assert connection_status(sup, "noisy").restarts == 0
+
+
 @pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("exits_by_itself", [False, True], ids=["server-killed", "server-exits"])
 async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself, session):

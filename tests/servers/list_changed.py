@@ -11,7 +11,8 @@ announced both ways mcp 2.3 knows:
   bare connection notification is dropped by the SDK at this era.
 Also serves the echo tool set, plus ``announce(times)``, which announces a change ``times``
 times in a burst (changing nothing), and ``lists_served()``, how many ``tools/list`` requests
-it has answered and the most it served at once (each takes 5 ms). For the handshake era over HTTP: ``http_echo.py --handshake-only
+it has answered and the most it served at once (each takes 5 ms); ``end_listen_streams()``
+ends every open ``subscriptions/listen`` stream and ``listen_streams()`` counts them. For the handshake era over HTTP: ``http_echo.py --handshake-only
 --list-changed``.
 
     python tests/servers/list_changed.py [--name NAME]
@@ -60,6 +61,21 @@ def register(mcp: MCPServer) -> None:
             counts["served"] += 1
 
     mcp.list_tools = counting_list_tools  # what the tools/list handler calls
+
+    def listen_handler():  # the SDK's ListenHandler; mcp 2.3 keeps it only in the handler table
+        return mcp._lowlevel_server._request_handlers["subscriptions/listen"].handler  # pyright: ignore[reportPrivateUsage]
+
+    @mcp.tool()
+    def end_listen_streams() -> str:
+        """End every open subscriptions/listen stream gracefully (as a restart or a capped
+        backlog would)."""
+        listen_handler().close()
+        return "ended"
+
+    @mcp.tool()
+    def listen_streams() -> int:
+        """How many subscriptions/listen streams are open."""
+        return len(listen_handler()._streams)  # pyright: ignore[reportPrivateUsage]
 
     @mcp.tool()
     def lists_served() -> dict[str, int]:
