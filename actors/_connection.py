@@ -479,7 +479,8 @@ class _Connection:
         its tool list: the one request every server here serves, and cheap (the 2026-07-28
         revision has no ``ping``). Any answer, an error included, proves it alive; none
         within ``timeout`` s means it hangs, and this incarnation dies so it is restarted
-        before a caller meets it. While calls are in flight no check is sent: a server busy
+        before a caller meets it. A list that differs from the cached one (a change the
+        server did not announce, or one we missed) is read in full and published. While calls are in flight no check is sent: a server busy
         with a long call may be slow to answer anything else, and the calls' own deadlines
         (``hang_threshold``) judge it then.
         """
@@ -492,7 +493,7 @@ class _Connection:
                 continue  # answered meanwhile
             with trio.move_on_after(timeout):
                 try:
-                    await self.client.list_tools(cache_mode="bypass")
+                    page = await self.client.list_tools(cache_mode="bypass")
                 except MCPError as exc:
                     if exc.error.code == CONNECTION_CLOSED:
                         self.die(f"connection closed: {exc.error.message}")
@@ -502,6 +503,9 @@ class _Connection:
                     return
                 except Exception as exc:  # an answer all the same (say, a list we cannot read)
                     log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))
+                else:
+                    if page.next_cursor is None and [_tool_spec(t, self.spec.name) for t in page.tools] != self.link.tools:
+                        self._refresh_soon("tools")  # a change nobody announced (or we missed)
                 self.answered_at = trio.current_time()
                 continue
             self.die(f"no answer to a health check (tools/list) within {timeout:g} s while idle")

@@ -467,6 +467,20 @@ async def test_a_burst_of_list_changed_is_a_few_reads_and_the_last_change_is_see
         assert connection_status(sup, "noisy").restarts == 0
 
 
+async def test_a_tool_list_changed_without_a_word_is_found_by_the_health_check():
+    """The server adds a tool and announces nothing: the cache stays as it was until the
+    next health check, whose tools/list answer differs from it, and then it is updated."""
+    spec = server_spec("quiet", "list_changed.py", health_check_interval=0.3, health_check_timeout=5)
+    async with Supervisor([spec]) as sup:
+        await sup.call_tool("add_tool", {"name": "unannounced", "notify": False}, server="quiet", timeout=10)
+        assert "unannounced" not in {t.name for t in sup.link("quiet").tools}  # nothing said so yet
+        await wait_until(lambda: "unannounced" in {t.name for t in sup.link("quiet").tools}, what="the check")
+        version = sup.link("quiet").tools_version
+        await trio.sleep(1.0)  # more checks, the same list: nothing is published again
+        assert sup.link("quiet").tools_version == version
+        assert connection_status(sup, "quiet").restarts == 0
+
+
 async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is_caught_up():
     """2026-07-28: list changes reach us only on a subscriptions/listen stream, and the SDK's
     server ends such streams (a graceful close, a capped backlog) expecting the client to

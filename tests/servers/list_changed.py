@@ -28,15 +28,17 @@ from _common import base_parser, make_server
 
 def register(mcp: MCPServer) -> None:
     @mcp.tool()
-    async def add_tool(name: str, ctx: Context) -> str:
-        """Register a tool called `name` and notify the client that the tool list changed."""
+    async def add_tool(name: str, ctx: Context, notify: bool = True) -> str:
+        """Register a tool called `name` and (unless `notify` is false) notify the client
+        that the tool list changed."""
 
         def dynamic(text: str) -> str:
             return f"{name}: {text}"
 
         mcp.add_tool(dynamic, name=name, description=f"dynamically added tool {name}")
-        await ctx.session.send_tool_list_changed()  # handshake era (dropped at 2026-07-28)
-        await ctx.notify_tools_changed()  # 2026-07-28 era: subscriptions/listen streams
+        if notify:
+            await ctx.session.send_tool_list_changed()  # handshake era (dropped at 2026-07-28)
+            await ctx.notify_tools_changed()  # 2026-07-28 era: subscriptions/listen streams
         return f"added {name}"
 
     @mcp.tool()
