@@ -18,6 +18,7 @@ there and then, as an expiry would (the server keeps running). ``--list-changed`
         [--handshake-only] [--list-changed] [--exit-on-stdin-close] [--name NAME]
 """
 
+import argparse
 import sys
 
 import trio
@@ -100,8 +101,9 @@ async def main_async(args) -> None:
             nursery.cancel_scope.cancel()
 
 
-def main() -> None:
-    parser = base_parser(__doc__)
+def build_parser(description: str | None) -> argparse.ArgumentParser:
+    """The flags above (``http_headers.py`` takes the same)."""
+    parser = base_parser(description)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--sse", action="store_true", help="serve the SSE transport instead of streamable HTTP")
     parser.add_argument("--json-response", action="store_true")
@@ -109,7 +111,11 @@ def main() -> None:
     parser.add_argument("--handshake-only", action="store_true", help="no server/discover: sessions, as before 2026-07-28")
     parser.add_argument("--list-changed", action="store_true", help="add list_changed.py's tools")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser(__doc__).parse_args()
     try:
         trio.run(main_async, args)
     except KeyboardInterrupt:

@@ -33,13 +33,7 @@ def make_headers_server(name: str | None = None):
 
 
 def main() -> None:
-    parser = http_echo.base_parser(__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--sse", action="store_true")
-    parser.add_argument("--json-response", action="store_true")
-    parser.add_argument("--stateless", action="store_true")
-    parser.add_argument("--exit-on-stdin-close", action="store_true")
-    args = parser.parse_args()
+    args = http_echo.build_parser(__doc__).parse_args()
     http_echo.make_server = lambda _default: make_headers_server(args.name)  # serve this one instead
     try:
         trio.run(http_echo.main_async, args)
