@@ -504,12 +504,22 @@ class _Connection:
                 except Exception as exc:  # an answer all the same (say, a list we cannot read)
                     log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))
                 else:
-                    if page.next_cursor is None and [_tool_spec(t, self.spec.name) for t in page.tools] != self.link.tools:
+                    if self._differs_from_cache(page):
                         self._refresh_soon("tools")  # a change nobody announced (or we missed)
                 self.answered_at = trio.current_time()
                 continue
             self.die(f"no answer to a health check (tools/list) within {timeout:g} s while idle")
             return
+
+    def _differs_from_cache(self, page: mcp_types.ListToolsResult) -> bool:
+        """Whether a one-page tool list is not the cached one (a list we cannot read counts
+        as different: the full read logs why)."""
+        if page.next_cursor is not None:
+            return False  # paginated: one page cannot say
+        try:
+            return [_tool_spec(tool, self.spec.name) for tool in page.tools] != self.link.tools
+        except Exception:
+            return True
 
     def _crash_failure(self) -> ServerCrashed:
         return ServerCrashed(
