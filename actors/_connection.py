@@ -77,7 +77,13 @@ _LOG_LEVELS = {
 
 
 class ConnectionDied(Exception):
-    """Why an incarnation ended: the process exited, the transport failed, a hang, garbage."""
+    """Why an incarnation ended: the message names it; ``cause`` is one of
+    ``protocol.DEATH_CAUSES`` (what metrics count deaths by)."""
+
+    def __init__(self, reason: str, cause: str = "other") -> None:
+        super().__init__(reason)
+        self.cause = cause
+
 
 
 class Call(msgspec.Struct):
@@ -361,10 +367,10 @@ class _Connection:
         while any(self.relaying.get(key) for key in keys):
             await self.relayed.wait()
 
-    def die(self, reason: str) -> None:
+    def die(self, reason: str, cause: str = "other") -> None:
         """Declare this incarnation dead: calls in flight are cut off, new ones go elsewhere."""
         if self.death is None:
-            self.death = ConnectionDied(reason)
+            self.death = ConnectionDied(reason, cause)
             self.link._down(reason)
             for scope in self.inflight:
                 scope.cancel()
@@ -440,13 +446,13 @@ class _Connection:
                     await self._settle(scope, front)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED:
-                self.die(f"connection closed: {exc.error.message}")
+                self.die(f"connection closed: {exc.error.message}", "transport")
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
             self.answered_at = trio.current_time()
             raise  # the server's own JSON-RPC error, passed through unchanged
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.die(f"transport error: {type(exc).__name__}: {exc}")
+            self.die(f"transport error: {type(exc).__name__}: {exc}", "transport")
             raise self._crash_failure() from None
         finally:
             self.inflight.pop(scope, None)
@@ -464,7 +470,7 @@ class _Connection:
         # Our deadline: a caller's own cancellation never reaches this line (it propagates).
         self.consecutive_timeouts += 1
         if self.consecutive_timeouts >= spec.hang_threshold:
-            self.die(f"{self.consecutive_timeouts} consecutive calls timed out (hang_threshold)")
+            self.die(f"{self.consecutive_timeouts} consecutive calls timed out (hang_threshold)", "hang")
         raise DeadlineExceeded(
             f"tool {call.tool!r} on server {spec.name!r} did not answer in time; "
             "the request was cancelled on the server, but it may have run",
@@ -496,10 +502,10 @@ class _Connection:
                     page = await self.client.list_tools(cache_mode="bypass")
                 except MCPError as exc:
                     if exc.error.code == CONNECTION_CLOSED:
-                        self.die(f"connection closed: {exc.error.message}")
+                        self.die(f"connection closed: {exc.error.message}", "transport")
                         return
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self.die(f"transport error: {type(exc).__name__}: {exc}")
+                    self.die(f"transport error: {type(exc).__name__}: {exc}", "transport")
                     return
                 except Exception as exc:  # an answer all the same (say, a list we cannot read)
                     log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))
@@ -508,7 +514,7 @@ class _Connection:
                         self._refresh_soon("tools")  # a change nobody announced (or we missed)
                 self.answered_at = trio.current_time()
                 continue
-            self.die(f"no answer to a health check (tools/list) within {timeout:g} s while idle")
+            self.die(f"no answer to a health check (tools/list) within {timeout:g} s while idle", "unresponsive")
             return
 
     def _differs_from_cache(self, page: mcp_types.ListToolsResult) -> bool:
@@ -553,7 +559,7 @@ class _Connection:
 
                 async def process_exit() -> None:
                     await proc.exited.wait()
-                    self.die(f"server process {proc.exit_status}")
+                    self.die(f"server process {proc.exit_status}", "exited")
 
                 watchers.start_soon(process_exit)
             await self.died.wait()
@@ -563,7 +569,8 @@ class _Connection:
             with trio.move_on_after(0.5):  # a closed pipe usually means the process is dying
                 await proc.exited.wait()
             if proc.exited.is_set():
-                raise ConnectionDied(f"{self.death}; server process {proc.exit_status}")
+                # the process ending is the cause; the transport going first is its symptom
+                raise ConnectionDied(f"{self.death}; server process {proc.exit_status}", "exited")
         raise self.death
 
     # -- notifications ------------------------------------------------------------------
@@ -572,13 +579,13 @@ class _Connection:
         """The SDK's message handler: garbage counting, a broken SSE stream, list_changed
         (legacy servers)."""
         if isinstance(message, httpx2.TransportError):  # the SSE client's event stream broke
-            self.die(f"transport error: {type(message).__name__}: {message}")
+            self.die(f"transport error: {type(message).__name__}: {message}", "transport")
             return
         if isinstance(message, Exception):
             self.garbage += 1
             log.warning("server %r wrote a line that is not JSON-RPC (%d so far)", self.spec.name, self.garbage)
             if self.garbage > self.spec.garbage_threshold:
-                self.die(f"{self.garbage} lines on stdout were not JSON-RPC (garbage_threshold)")
+                self.die(f"{self.garbage} lines on stdout were not JSON-RPC (garbage_threshold)", "garbage")
             return
         root = getattr(message, "root", message)
         meta = getattr(getattr(root, "params", None), "meta", None) or {}
@@ -884,7 +891,7 @@ async def run_connection(
 
     def on_session_lost() -> None:
         if state is not None:
-            state.die("the server no longer knows our MCP session (HTTP 404: it restarted or expired it)")
+            state.die("the server no longer knows our MCP session (HTTP 404: it restarted or expired it)", "session_lost")
 
     default_front = host_front.get()  # the tree's (the callers' own contexts do not carry it)
     current_front.set(None)  # this task's own questions have no front: the default answers
@@ -917,10 +924,12 @@ async def run_connection(
             except Exception as exc:
                 cause = _unwrap(exc)
                 if state is None and not isinstance(cause, ConnectionDied):
-                    raise ConnectionDied(f"could not connect: {type(cause).__name__}: {cause}") from cause
+                    raise ConnectionDied(f"could not connect: {type(cause).__name__}: {cause}", "connect") from cause
                 raise
         if connecting.cancelled_caught:
-            raise ConnectionDied(f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s")
+            raise ConnectionDied(
+                f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s", "connect"
+            )
     except BaseException as exc:
         cause = _unwrap(exc)
         if _is_cancel(cause):

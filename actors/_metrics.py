@@ -37,6 +37,8 @@ Guarantees:
   - ``state`` follows the connection's ``started``/``ready``/``exited``/``restarting``/
     ``failed``/``stopped`` events and the subtree's own ``restarting``/``failed``/``gave_up``/
     ``stopped``; ``uptime`` counts from the last ``ready`` (trio clock) while running;
+  - ``exits`` counts the connection's ``exited`` events by the cause in their ``data``
+    (one of ``DEATH_CAUSES``; ``other`` when it names none of them);
   - ``breaker_state`` and ``breaker_transitions`` follow ``breaker_state`` events
     (``data = {"from": ..., "to": ..., "server": ...}``);
   - a ``removed`` event of the ``server:<name>`` node forgets the server and its tools,
@@ -59,7 +61,7 @@ import trio
 
 from protocol import ActorDown, CallOutcome, Event, Overloaded
 from protocol._calls import OutcomeKind
-from protocol._metrics import OTHER_TOOL, TIMED_OUTCOMES, MetricsSnapshot, ServerMetrics, ToolMetrics
+from protocol._metrics import DEATH_CAUSES, OTHER_TOOL, TIMED_OUTCOMES, MetricsSnapshot, ServerMetrics, ToolMetrics
 
 from ._events import EventBus, current_bus
 from ._runtime import Mailbox, Ref, Reply, serve
@@ -161,8 +163,8 @@ class _ToolStats:
 
 
 class _ServerStats:
-    __slots__ = ("breaker_state", "breaker_transitions", "inflight", "max_tools", "name", "named", "queue_depth",
-                 "ready_at", "restarts", "state", "tools")  # fmt: skip
+    __slots__ = ("breaker_state", "breaker_transitions", "exits", "inflight", "max_tools", "name", "named",
+                 "queue_depth", "ready_at", "restarts", "state", "tools")  # fmt: skip
 
     def __init__(self, name: str, max_tools: int) -> None:
         self.name = name
@@ -171,6 +173,7 @@ class _ServerStats:
         self.named = 0  # tool entries other than _OTHER
         self.state = "unknown"
         self.restarts = 0
+        self.exits: dict[str, int] = {}
         self.breaker_state = "closed"
         self.breaker_transitions = 0
         self.inflight = 0
@@ -195,6 +198,7 @@ class _ServerStats:
             server=self.name,
             state=self.state,
             restarts=self.restarts,
+            exits=dict(self.exits),
             breaker_state=self.breaker_state,
             breaker_transitions=self.breaker_transitions,
             inflight=self.inflight,
@@ -313,6 +317,10 @@ class _Metrics:
         server = self.server(name)
         if kind == "restarting":
             server.restarts += 1
+        if kind == "exited" and node == "connection":
+            cause = (event.data or {}).get("cause")
+            cause = cause if cause in DEATH_CAUSES else "other"
+            server.exits[cause] = server.exits.get(cause, 0) + 1
         if node == "connection":
             state = _CONNECTION_STATES.get(kind)
         elif node == "server":

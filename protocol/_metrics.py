@@ -36,6 +36,7 @@ import msgspec
 
 __all__ = [
     "BREAKER_STATES",
+    "DEATH_CAUSES",
     "DURATION_BUCKETS",
     "OTHER_TOOL",
     "TIMED_OUTCOMES",
@@ -109,18 +110,23 @@ class ToolMetrics(msgspec.Struct, frozen=True, kw_only=True):
         }
 
 
+#: Why a connection died, as ``ServerMetrics.exits`` counts it (a bounded set, fit for a label).
+DEATH_CAUSES: Final = ("exited", "transport", "hang", "unresponsive", "session_lost", "garbage", "connect", "other")
+
+
 class ServerMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """One server as the supervision events, the breaker and its connection's gauges show it.
 
     ``state`` is the connection's ``ChildState`` (``unknown`` before any event about it);
     ``restarts`` counts restart decisions in the server's subtree (each restarts the
     connection); ``uptime`` is seconds since the connection was last ready, None when it is
-    not running.
+    not running. ``exits`` counts the connection's abnormal ends by cause (`DEATH_CAUSES`).
     """
 
     server: str
     state: str = "unknown"
     restarts: int = 0
+    exits: dict[str, int] = {}
     breaker_state: str = "closed"
     breaker_transitions: int = 0
     inflight: int = 0

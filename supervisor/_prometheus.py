@@ -13,6 +13,9 @@ labels are capped per server by the metrics actor, the rest fold into ``_OTHER``
 - ``mcp_supervisor_tool_call_duration_seconds{server,tool}`` histogram over the fixed
   ``DURATION_BUCKETS`` (exact counts), with ``_sum`` and ``_count``; timed outcomes only.
 - ``mcp_supervisor_server_restarts_total{server}`` counter.
+- ``mcp_supervisor_server_exits_total{server, cause}`` counter: the connection's abnormal
+  ends by cause (``protocol.DEATH_CAUSES``: exited, transport, hang, unresponsive,
+  session_lost, garbage, connect, other).
 - ``mcp_supervisor_server_up{server}`` gauge: 1 while the connection is running, else 0.
 - ``mcp_supervisor_breaker_state{server,state}`` gauge: 1 for the current state, 0 for the
   others among closed, open, half_open, forced_open, disabled.
@@ -80,6 +83,11 @@ class SnapshotCollector(Collector):
         restarts = CounterMetricFamily(
             "mcp_supervisor_server_restarts", "Restarts of each server's connection.", labels=["server"]
         )
+        exits = CounterMetricFamily(
+            "mcp_supervisor_server_exits",
+            "Abnormal ends of each server's connection, by cause.",
+            labels=["server", "cause"],
+        )
         up = GaugeMetricFamily(
             "mcp_supervisor_server_up", "1 while the server's connection is running.", labels=["server"]
         )
@@ -94,6 +102,8 @@ class SnapshotCollector(Collector):
         )
         for server in snapshot.servers:
             restarts.add_metric([server.server], server.restarts)
+            for cause, count in sorted(server.exits.items()):
+                exits.add_metric([server.server, cause], count)
             up.add_metric([server.server], 1.0 if server.state == "running" else 0.0)
             states = BREAKER_STATES
             if server.breaker_state not in states:  # a state this module does not know yet
@@ -103,6 +113,7 @@ class SnapshotCollector(Collector):
             inflight.add_metric([server.server], server.inflight)
             queued.add_metric([server.server], server.queue_depth)
         yield restarts
+        yield exits
         yield up
         yield breaker
         yield inflight

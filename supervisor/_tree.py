@@ -176,6 +176,15 @@ class _TaskStatus:
         self._sup._tell(_ChildReady(self._child.id, self._incarnation))
 
 
+def _cause_of(reason: Any) -> str | None:
+    """The ``cause`` an exit reason may carry (a short word, such as a connection's
+    ``ConnectionDied.cause``), for the ``exited`` event's ``data``."""
+    if isinstance(reason, BaseExceptionGroup) and len(reason.exceptions) == 1:
+        return _cause_of(reason.exceptions[0])
+    cause = getattr(reason, "cause", None)
+    return cause if isinstance(cause, str) else None
+
+
 def _describe(reason: Any) -> str:
     if reason is None:
         return "normal"
@@ -440,7 +449,8 @@ class TreeSupervisor:
         child.ready_at = None
         abnormal = msg.reason is not None
         child.last_exit = _describe(msg.reason)
-        self._publish("exited", child, reason=child.last_exit)
+        cause = _cause_of(msg.reason)
+        self._publish("exited", child, reason=child.last_exit, data={"cause": cause} if cause else None)
         spec = child.spec
         if spec.restart is Restart.TEMPORARY or (spec.restart is Restart.TRANSIENT and not abnormal):
             child.state = "stopped"

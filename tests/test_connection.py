@@ -99,6 +99,7 @@ async def test_kill_9_fails_inflight_restarts_after_backoff_and_serves_again():
             assert text(await sup.call_tool("echo", {"text": "back"}, server="victim")) == "back"
             conn = connection_status(sup, "victim")
             assert conn.restarts == 1 and conn.state == "running"
+            assert (await sup.metrics_snapshot()).server("victim").exits == {"exited": 1}
             new_pid = sup.link("victim").process.pid
             assert new_pid != old_pid
             assert procs_with_marker(marker_of(spec)) == [new_pid]  # only the new tree
@@ -164,6 +165,7 @@ async def test_hang_times_out_then_restarts_after_hang_threshold(tmp_path):
         assert text(await sup.call_tool("echo", {"text": "thawed"}, server="frozen")) == "thawed"
         assert connection_status(sup, "frozen").restarts == 1
         assert first_pid not in procs_with_marker(marker_of(spec))
+        assert (await sup.metrics_snapshot()).server("frozen").exits == {"hang": 1}
     # the first two timeouts were cancelled on the server (notifications/cancelled)
     assert log.read_text().count("hang cancelled") >= 2
 
@@ -256,6 +258,7 @@ async def test_a_stdio_server_frozen_while_idle_is_restarted_without_a_call():
         await sup.wait_connected("frozen", timeout=20)
         assert "no answer to a health check" in sup.link("frozen").last_error
         assert procs_with_marker(marker) == [sup.link("frozen").process.pid] != [frozen]
+        assert (await sup.metrics_snapshot()).server("frozen").exits == {"unresponsive": 1}
         assert text(await sup.call_tool("echo", {"text": "thawed"}, server="frozen", timeout=10)) == "thawed"
     assert procs_with_marker(marker) == []
 
@@ -319,6 +322,7 @@ async def test_garbage_on_stdout_past_threshold_restarts():
         await sup.wait_connected("noisy", timeout=20)
         assert sup.link("noisy").process.pid != first
         assert "not JSON-RPC" in connection_status(sup, "noisy").last_exit
+        assert (await sup.metrics_snapshot()).server("noisy").exits == {"garbage": 1}
 
 
 async def test_flaky_kth_call_is_a_tool_error_not_a_crash():
@@ -764,6 +768,7 @@ async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by
                 await sup.call_tool("forget_sessions", {}, server="remote", timeout=10)
             await wait_until(lambda: connection_status(sup, "remote").restarts >= 1, timeout=20, what="a new session")
             assert "no longer knows our MCP session" in sup.link("remote").last_error
+            assert (await sup.metrics_snapshot()).server("remote").exits == {"session_lost": 1}
             await sup.wait_connected("remote", timeout=20)
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
     finally:

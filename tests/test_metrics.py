@@ -448,6 +448,10 @@ async def test_prometheus_text_matches_the_outcomes_sent(nursery, autojump_clock
             metrics.report(outcome(kind, server=server, tool=tool, duration=0.003 * (i + 1)))
     at = trio.current_time()
     bus.publish(Event(path="root/servers/server:s/connection:s", kind="ready", at=at))
+    for cause in ("hang", "hang", "exited", "a-word-we-do-not-know", None):
+        bus.publish(Event(path="root/servers/server:s2/connection:s2", kind="exited", at=at,
+                          data={"cause": cause} if cause else None))
+    bus.publish(Event(path="root/servers/server:s2/breaker:s2", kind="exited", at=at, data={"cause": "hang"}))
     bus.publish(Event(path="root/servers/server:s2/connection:s2", kind="restarting", at=at, delay=1.0))
     bus.publish(Event(path="", kind="breaker_state", at=at, data={"from": "closed", "to": "half_open", "server": "s2"}))
     metrics.gauge("s", 4, 1)
@@ -476,6 +480,9 @@ async def test_prometheus_text_matches_the_outcomes_sent(nursery, autojump_clock
 
     restarts = {x.labels["server"]: x.value for x in found["mcp_supervisor_server_restarts"]}
     assert restarts == {"s": 0, "s2": 1}
+    exits = {(x.labels["server"], x.labels["cause"]): x.value for x in found["mcp_supervisor_server_exits"]}
+    assert exits == {("s2", "hang"): 2, ("s2", "exited"): 1, ("s2", "other"): 2}  # the connection's only
+    assert snap.server("s2").exits == {"hang": 2, "exited": 1, "other": 2}
     up = {x.labels["server"]: x.value for x in found["mcp_supervisor_server_up"]}
     assert up == {"s": 1, "s2": 0}
     breaker = {(x.labels["server"], x.labels["state"]): x.value for x in found["mcp_supervisor_breaker_state"]}
