@@ -284,7 +284,9 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, on_session_lo
     return _http_transport(spec, streamable_http_client, with_session_header(create_mcp_http_client), on_session_lost)
 
 
-def _http_transport(spec: ServerSpec, client_factory: Any, http_factory: Any, on_session_lost: Callable[[], None]) -> Any:
+def _http_transport(
+    spec: ServerSpec, client_factory: Any, http_factory: Any, on_session_lost: Callable[[], None]
+) -> Any:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -486,9 +488,9 @@ class _Connection:
         revision has no ``ping``). Any answer, an error included, proves it alive; none
         within ``timeout`` s means it hangs, and this incarnation dies so it is restarted
         before a caller meets it. A list that differs from the cached one (a change the
-        server did not announce, or one we missed) is read in full and published. While calls are in flight no check is sent: a server busy
-        with a long call may be slow to answer anything else, and the calls' own deadlines
-        (``hang_threshold``) judge it then.
+        server did not announce, or one we missed) is read in full and published. While
+        calls are in flight no check is sent: a server busy with a long call may be slow to
+        answer anything else, and the calls' own deadlines (``hang_threshold``) judge it then.
         """
         while True:
             await trio.sleep_until(self.answered_at + interval)
@@ -891,7 +893,9 @@ async def run_connection(
 
     def on_session_lost() -> None:
         if state is not None:
-            state.die("the server no longer knows our MCP session (HTTP 404: it restarted or expired it)", "session_lost")
+            state.die(
+                "the server no longer knows our MCP session (HTTP 404: it restarted or expired it)", "session_lost"
+            )
 
     default_front = host_front.get()  # the tree's (the callers' own contexts do not carry it)
     current_front.set(None)  # this task's own questions have no front: the default answers
