@@ -246,6 +246,19 @@ def _unwrap(exc: BaseException) -> BaseException:
     return leaves[0] if leaves else exc
 
 
+_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _transport_lost(exc: BaseException) -> str | None:
+    """Why ``exc`` means the connection is gone, or None when it is the server's answer
+    (its own JSON-RPC error, say)."""
+    if isinstance(exc, MCPError):
+        return f"connection closed: {exc.error.message}" if exc.error.code == CONNECTION_CLOSED else None
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return f"transport error: {type(exc).__name__}: {exc}"
+    return None
+
+
 def _tool_spec(tool: mcp_types.Tool, server: str) -> ToolSpec:
     """Our view of one tool; a category the server gives in ``_meta.category`` is kept."""
     category = (tool.meta or {}).get("category")
@@ -446,16 +459,14 @@ class _Connection:
                     )
                 if front is not None or progress is not None:  # else nothing is relayed to this call
                     await self._settle(scope, front)
-        except MCPError as exc:
-            if exc.error.code == CONNECTION_CLOSED:
-                self.die(f"connection closed: {exc.error.message}", "transport")
+        except (MCPError, *_TRANSPORT_ERRORS) as exc:
+            lost = _transport_lost(exc)
+            if lost is not None:
+                self.die(lost, "transport")
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
             self.answered_at = trio.current_time()
             raise  # the server's own JSON-RPC error, passed through unchanged
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.die(f"transport error: {type(exc).__name__}: {exc}", "transport")
-            raise self._crash_failure() from None
         finally:
             self.inflight.pop(scope, None)
             self.link.inflight = len(self.inflight)
@@ -502,14 +513,12 @@ class _Connection:
             with trio.move_on_after(timeout):
                 try:
                     page = await self.client.list_tools(cache_mode="bypass")
-                except MCPError as exc:
-                    if exc.error.code == CONNECTION_CLOSED:
-                        self.die(f"connection closed: {exc.error.message}", "transport")
+                except Exception as exc:
+                    lost = _transport_lost(exc)
+                    if lost is not None:
+                        self.die(lost, "transport")
                         return
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self.die(f"transport error: {type(exc).__name__}: {exc}", "transport")
-                    return
-                except Exception as exc:  # an answer all the same (say, a list we cannot read)
+                    # an answer all the same (an error, a list we cannot read)
                     log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))
                 else:
                     if self._differs_from_cache(page):
