@@ -8,7 +8,9 @@ Invariants checked after the run (the long profile is ``CHAOS_SECONDS=300``):
   deadline + 1 s (+ the time this process was starved of CPU meanwhile, measured, as in
   the faults test): a ledger of call ids, zero lost, zero duplicated;
 - no destructive call ran twice (the servers record executions to a file);
-- the restarts the metrics counted equal the kills made;
+- every kill is counted as exactly one death of cause ``exited``, and every restart the
+  metrics counted has a death behind it (the only other cause allowed is ``hang``: a server
+  starved past its calls' deadlines under this load);
 - after shutdown no process of any server's tree is left (/proc);
 - the supervisor's own open file descriptors are back to their starting count.
 """
@@ -84,6 +86,10 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
             await sup.wait_connected(spec.name, timeout=30)
         snapshot = await sup.metrics_snapshot()
         restarts = sum(s.restarts for s in snapshot.servers)
+        exits: dict[str, int] = {}
+        for server in snapshot.servers:
+            for cause, count in server.exits.items():
+                exits[cause] = exits.get(cause, 0) + count
 
     notes = [line for line in log.read_text().splitlines() if line.startswith("write_note")] if log.exists() else []
     ran_twice = len(notes) - len(set(notes))
@@ -91,7 +97,8 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
     print(
         "\n"
         + ledger.summary(
-            kills=kills, restarts=restarts, destructive_twice=ran_twice, orphans=len(leftovers), fds=f"{fds_before}->{open_fds()}"
+            kills=kills, restarts=restarts, exits=exits, destructive_twice=ran_twice, orphans=len(leftovers),
+            fds=f"{fds_before}->{open_fds()}",
         )
     )
     # A victim is only killed while connected; a restart takes about a second here, so a
@@ -100,7 +107,12 @@ async def test_kill_9_under_load_loses_nothing_and_leaks_nothing(tmp_path):
     ledger.assert_every_call_answered_once()
     assert ledger.kinds().get("result", 0) >= 100  # the load kept flowing between the kills
     assert ran_twice == 0
-    assert restarts == kills
+    # Each kill is one death of cause "exited" and one restart. A server starved past its
+    # calls' 5 s deadlines by ten restarting neighbours on two cores may also be declared
+    # hung (hang_threshold): a death of its own, with its own restart, and nothing else.
+    assert exits.get("exited", 0) == kills, exits
+    assert set(exits) <= {"exited", "hang"}, exits
+    assert restarts == sum(exits.values()), (restarts, exits)
     assert leftovers == []
     # trio's and the SDK's fds are released with the runs they belonged to
     deadline = time.monotonic() + 5
