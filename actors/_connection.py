@@ -14,10 +14,15 @@ Guarantees:
   ``DeadlineExceeded``; a caller that gave up is simply no longer answered.
 - The actor dies (and so is restarted) when the process exits, the transport closes or
   errors, a streamable-HTTP server says it no longer knows our session (HTTP 404, see
-  ``_mcp_session``), the server writes more than ``garbage_threshold`` lines that are not JSON-RPC,
+  ``_http_answers``), an SSE server answers a message with an HTTP error status, the
+  server writes more than ``garbage_threshold`` lines that are not JSON-RPC,
   ``hang_threshold`` consecutive calls time out, or, with no call in flight, the server
   leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
   while idle is restarted before a caller finds out.
+- A remote call answered with an HTTP error status and no JSON-RPC answer (a gateway's 502,
+  503 or 429) raises a typed failure naming the status: ``ServerCrashed`` for a 5xx (it may
+  have run), ``ServerUnavailable`` for 408/429 (turned away unread), and for another 4xx the
+  SDK's ``MCPError`` in our words (it is the answer to that request).
 - When it dies, every call in flight fails at once with ``ServerCrashed`` (it may or may not
   have run); calls still waiting for a slot fail with ``ActorDown``, which tells the caller
   they never reached the server and may be sent again on the next connection.
@@ -56,9 +61,9 @@ from protocol import (
 
 from ._events import publish
 from ._front import Front, current_front, describe_request, host_front
-from ._mcp_session import SessionLostHook
+from ._http_answers import HttpAnswerWatch, HttpRefusal, refusals
 from ._process import ServerProcess, kill_tree, open_stdio
-from ._session_header import with_session_header
+from ._session_header import lift_session_header
 from ._runtime import Mailbox
 
 __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
@@ -66,6 +71,8 @@ __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
 log = logging.getLogger("supervisor.connection")
 
 CONNECTION_CLOSED = -32000  # the SDK's code for a transport that went away
+#: HTTP statuses that say the request was turned away unread: "try again later".
+_REFUSED_UNSEEN = frozenset({408, 429})
 _RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that ended ...
 _RELISTEN_MAX = 30.0  # ... doubling up to this while it keeps ending
 
@@ -269,7 +276,7 @@ def _tool_spec(tool: mcp_types.Tool, server: str) -> ToolSpec:
     )
 
 
-def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, on_session_lost: Callable[[], None]) -> Any:
+def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAnswerWatch) -> Any:
     if inproc is not None:
         return inproc
     if spec.command is not None:
@@ -281,37 +288,38 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, on_session_lo
         )
         return open_stdio(params, proc, grace=spec.shutdown_timeout)
     assert spec.url is not None
+    http_factory = _http_client_factory(watch)
     if spec.transport == "sse":
         from mcp.client.sse import sse_client
-        from mcp.shared._httpx_utils import create_mcp_http_client
 
         return sse_client(
-            spec.url,
-            headers=dict(spec.headers) or None,
-            timeout=spec.connect_timeout,
-            httpx_client_factory=with_session_header(create_mcp_http_client),  # X-Session-Id per POST
+            spec.url, headers=dict(spec.headers) or None, timeout=spec.connect_timeout, httpx_client_factory=http_factory
         )
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
 
-    return _http_transport(spec, streamable_http_client, with_session_header(create_mcp_http_client), on_session_lost)
-
-
-def _http_transport(
-    spec: ServerSpec, client_factory: Any, http_factory: Any, on_session_lost: Callable[[], None]
-) -> Any:
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def transport() -> Any:
         async with http_factory(headers=dict(spec.headers) or None) as http:
-            hooks = http.event_hooks
-            hooks["response"] = [*hooks.get("response", []), SessionLostHook(on_session_lost)]
-            http.event_hooks = hooks
-            async with client_factory(spec.url, http_client=http) as streams:
+            async with streamable_http_client(spec.url, http_client=http) as streams:
                 yield streams
 
     return transport()
+
+
+def _http_client_factory(watch: HttpAnswerWatch) -> Any:
+    """The SDK's httpx client, with ``X-Session-Id`` lifted into each POST's headers
+    (`lift_session_header`) and every answer watched (`HttpAnswerWatch`)."""
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
+        client = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
+        hooks = client.event_hooks
+        hooks["request"] = [*hooks.get("request", []), lift_session_header]
+        hooks["response"] = [*hooks.get("response", []), watch]
+        client.event_hooks = hooks
+        return client
+
+    return factory
 
 
 class _Connection:
@@ -347,6 +355,7 @@ class _Connection:
         self.stopping = False
         self.consecutive_timeouts = 0
         self.answered_at = trio.current_time()  # the server's last answer (health checks)
+        self.over_http = spec.kind in ("sse", "streamable-http")  # see _http_answers
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
         self.garbage = 0
@@ -438,6 +447,10 @@ class _Connection:
                 with self._relaying(scope):
                     await relay_progress(value, total, message)
 
+        refused = None
+        if self.over_http:
+            refused = []
+            listening = refusals.set(refused)
         try:
             result = None
             with scope:
@@ -460,6 +473,9 @@ class _Connection:
                 if front is not None or progress is not None:  # else nothing is relayed to this call
                     await self._settle(scope, front)
         except (MCPError, *_TRANSPORT_ERRORS) as exc:
+            if refused:
+                code = exc.error.code if isinstance(exc, MCPError) else mcp_types.INTERNAL_ERROR
+                raise self._refused(call, refused[-1], code) from None
             lost = _transport_lost(exc)
             if lost is not None:
                 self.die(lost, "transport")
@@ -468,6 +484,8 @@ class _Connection:
             self.answered_at = trio.current_time()
             raise  # the server's own JSON-RPC error, passed through unchanged
         finally:
+            if refused is not None:
+                refusals.reset(listening)
             self.inflight.pop(scope, None)
             self.link.inflight = len(self.inflight)
             if not self.inflight and self.idle is not None:
@@ -479,7 +497,7 @@ class _Connection:
             self.answered_at = trio.current_time()
             return result
         if self.death is not None:
-            raise self._crash_failure()
+            raise self._refused(call, refused[-1]) if refused else self._crash_failure()
         # Our deadline: a caller's own cancellation never reaches this line (it propagates).
         self.consecutive_timeouts += 1
         if self.consecutive_timeouts >= spec.hang_threshold:
@@ -537,6 +555,21 @@ class _Connection:
             return [_tool_spec(tool, self.spec.name) for tool in page.tools] != self.link.tools
         except Exception:
             return True
+
+    def _refused(self, call: Call, refusal: HttpRefusal, code: int = mcp_types.INTERNAL_ERROR) -> Exception:
+        """What a call raises whose POST got an HTTP error status, not a JSON-RPC answer
+        (see `_http_answers`): typed when it says something about the server, so it is
+        retried as such and counts for the breaker."""
+        name = self.spec.name
+        said = f"server {name!r} answered the call with {refusal} instead of a JSON-RPC answer"
+        data = {"server": name, "tool": call.tool, "http_status": refusal.status}
+        if refusal.status in _REFUSED_UNSEEN:
+            return ServerUnavailable(f"{said}: it turned the call away unread, so the call did not run", **data)
+        if refusal.status >= 500:
+            # Not even a 503 proves the call did not run: proxies answer 503 when the upstream
+            # reset the connection after it had the request (Envoy's "reset before headers").
+            return ServerCrashed(f"{said}; the call may or may not have run", **data)
+        return MCPError(code=code, message=said)  # an answer about this request: the SDK's code, our words
 
     def _crash_failure(self) -> ServerCrashed:
         return ServerCrashed(
@@ -906,6 +939,15 @@ async def run_connection(
                 "the server no longer knows our MCP session (HTTP 404: it restarted or expired it)", "session_lost"
             )
 
+    broken: list[str] = []
+
+    def on_sse_broken(refusal: HttpRefusal) -> None:
+        broken.append(f"the server answered a message with {refusal}, after which SSE sends nothing more")
+        if state is not None:
+            state.die(broken[0], "transport")
+        else:
+            connecting.cancel()  # the handshake's answer will never come
+
     default_front = host_front.get()  # the tree's (the callers' own contexts do not carry it)
     current_front.set(None)  # this task's own questions have no front: the default answers
 
@@ -914,8 +956,9 @@ async def run_connection(
         # One scope spans the connection's whole life (a scope entered around the client's
         # entry must also enclose its exit); its deadline is lifted once we are ready.
         with trio.CancelScope(deadline=trio.current_time() + spec.connect_timeout) as connecting:
+            watch = HttpAnswerWatch(on_session_lost, on_sse_broken if spec.kind == "sse" else None)
             try:
-                transport = _transport(spec, proc or ServerProcess(), inproc, on_session_lost)
+                transport = _transport(spec, proc or ServerProcess(), inproc, watch)
                 client = Client(
                     transport,
                     message_handler=on_message,
@@ -937,9 +980,12 @@ async def run_connection(
             except Exception as exc:
                 cause = _unwrap(exc)
                 if state is None and not isinstance(cause, ConnectionDied):
-                    raise ConnectionDied(f"could not connect: {type(cause).__name__}: {cause}", "connect") from cause
+                    heard = f" ({watch.last_refusal})" if watch.last_refusal is not None else ""
+                    raise ConnectionDied(f"could not connect: {type(cause).__name__}: {cause}{heard}", "connect") from cause
                 raise
         if connecting.cancelled_caught:
+            if broken:
+                raise ConnectionDied(f"could not connect: {broken[0]}", "connect")
             raise ConnectionDied(
                 f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s", "connect"
             )

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["SESSION_HEADER", "SESSION_META_KEY", "lift_session_header", "with_session_header"]
+__all__ = ["SESSION_HEADER", "SESSION_META_KEY", "lift_session_header"]
 
 SESSION_HEADER = "X-Session-Id"
 #: The ``_meta`` key the session id travels under (``SupervisedMCPServer``'s default).
@@ -71,16 +71,3 @@ async def lift_session_header(request: Any) -> None:
     session = session_of(body)
     if session is not None:
         request.headers[SESSION_HEADER] = session
-
-
-def with_session_header(http_factory: Any) -> Any:
-    """An ``McpHttpClientFactory`` like ``http_factory`` whose clients run the hook."""
-
-    def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
-        client = http_factory(headers=headers, timeout=timeout, auth=auth)
-        hooks = client.event_hooks
-        hooks["request"] = [*hooks.get("request", []), lift_session_header]
-        client.event_hooks = hooks
-        return client
-
-    return factory

@@ -68,7 +68,8 @@ class CircuitOpen(Failure):
 
 
 class ServerUnavailable(Failure):
-    """The server is not connected (starting, restarting, failed or stopped)."""
+    """The server is not connected (starting, restarting, failed or stopped), or it turned
+    the call away unread (HTTP 408 or 429): the call did not run."""
 
     code = -32004
     kind = "ServerUnavailable"
@@ -89,7 +90,8 @@ class DeadlineExceeded(Failure):
 
 
 class ServerCrashed(Failure):
-    """The server died while the call was in flight; it may or may not have run."""
+    """The server died while the call was in flight, or answered it with an HTTP 5xx and no
+    JSON-RPC answer; it may or may not have run."""
 
     code = -32007
     kind = "ServerCrashed"

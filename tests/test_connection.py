@@ -31,6 +31,7 @@ from protocol import (
     Overloaded,
     ServerCrashed,
     ServerSpec,
+    RetryPolicy,
     ServerUnavailable,
 )
 from supervisor import Supervisor
@@ -776,6 +777,86 @@ async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by
         server.wait()
 
 
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_http_errors_from_a_gateway_become_typed_failures(transport):
+    """A gateway in front of a remote server answers some calls' POSTs with an HTTP error and
+    a plain-text body, and the call never reaches the server. Before, streamable HTTP handed
+    that on as the tool's own error ("Server returned an error response": not retried, a
+    success for the breaker), and the SDK's SSE transport silently stopped sending, so the
+    call waited out its whole deadline. Now a 5xx is ``ServerCrashed`` (it may have run:
+    retried only when the tool is retry-safe), a 429 is ``ServerUnavailable`` (it did not
+    run: retried, so a destructive call runs once), and another 4xx is the answer to that
+    request, with its status. Over SSE each refusal also ends the connection, at once."""
+    extra = ("--http-errors", "--sse") if transport == "sse" else ("--http-errors",)
+    server, port = await trio.to_thread.run_sync(start_http_server, 0, *extra)
+    spec = ServerSpec(
+        name="gw", url=f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}", transport=transport,
+        retry=RetryPolicy(initial_delay=0.05, max_delay=0.1, budget_ratio=1.0), backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0),
+        health_check_interval=None,
+    )
+    try:
+        async with Supervisor([spec]) as sup:
+
+            async def fail_next(status: int, count: int = 1) -> None:
+                await sup.call_tool("fail_next", {"status": status, "count": count}, server="gw", timeout=10)
+
+            async def served() -> int:  # tools/call POSTs that reached the server
+                await sup.wait_connected("gw", timeout=20)  # over SSE, after the refusal ended one
+                return int(text(await sup.call_tool("calls_served", {}, server="gw", timeout=10)))
+
+            await fail_next(502)
+            with pytest.raises(ServerCrashed, match=r"HTTP 502 Bad Gateway \(body: 'upstream answered 502'\)") as crashed:
+                await sup.call_tool("write_note", {"text": "a"}, server="gw", timeout=20)
+            assert "may or may not have run" in crashed.value.message and crashed.value.data["http_status"] == 502
+            assert crashed.value.data["attempts"] == 1  # destructive: not retried
+            assert await served() == 0
+
+            await fail_next(503, 2)  # a read-only tool is retried past both
+            assert text(await sup.call_tool("echo", {"text": "b"}, server="gw", timeout=20)) == "b"
+            assert await served() == 1
+
+            await fail_next(429)  # turned away unread: even a destructive call is sent again
+            assert text(await sup.call_tool("write_note", {"text": "c"}, server="gw", timeout=20)) == "noted: c"
+            assert await served() == 2  # and ran once
+
+            await fail_next(401)
+            with pytest.raises(MCPError, match="HTTP 401 Unauthorized"):
+                await sup.call_tool("echo", {"text": "d"}, server="gw", timeout=20)
+            await sup.wait_connected("gw", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "e"}, server="gw", timeout=20)) == "e"
+
+            snapshot = await sup.metrics_snapshot()
+            echo = snapshot.tool("gw", "echo")
+            assert echo.failures == {"ServerCrashed": 2, "tool_error": 1}, echo.failures
+            exits = snapshot.server("gw").exits
+            assert exits == ({"transport": 5} if transport == "sse" else {}), exits
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def test_an_sse_handshake_refused_by_a_gateway_fails_at_once_and_is_retried():
+    """The first POST of an SSE connection (initialize) gets a 503: the SDK's transport then
+    sends nothing more, so the connection waited out ``connect_timeout`` (60 s here) before.
+    Now the attempt ends at once, says why, and the next one connects."""
+    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--http-errors", "--refuse-first", "1", "--sse")
+    spec = ServerSpec(
+        name="gw", url=f"http://127.0.0.1:{port}/sse", transport="sse", connect_timeout=60,
+        backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0), health_check_interval=None,
+    )
+    try:
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=30)
+            assert text(await sup.call_tool("echo", {"text": "in"}, server="gw", timeout=10)) == "in"
+            assert (await sup.metrics_snapshot()).server("gw").exits == {"connect": 1}
+            assert "could not connect: the server answered a message with HTTP 503 Service Unavailable" in (
+                sup.link("gw").last_error
+            )
+    finally:
+        server.kill()
+        server.wait()
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "body", "lost"),
     [
@@ -794,13 +875,47 @@ async def test_which_responses_mean_the_session_is_lost(status, headers, body, l
     itself is the test above), and the body still readable after it looked."""
     import httpx2
 
-    from actors._mcp_session import SessionLostHook
+    from actors._http_answers import HttpAnswerWatch
 
     calls = []
     request = httpx2.Request("POST", "http://127.0.0.1:1/mcp", headers=headers)
     response = httpx2.Response(status, content=body, request=request)
-    await SessionLostHook(lambda: calls.append(1))(response)
+    await HttpAnswerWatch(lambda: calls.append(1))(response)
     assert calls == ([1] if lost else [])
+    assert await response.aread() == body
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "body", "refused"),
+    [
+        ("POST", 503, b"no healthy upstream", "HTTP 503 Service Unavailable (body: 'no healthy upstream')"),
+        ("POST", 429, b"", "HTTP 429 Too Many Requests"),
+        ("POST", 500, b'{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"boom"}}', None),  # the server's
+        ("POST", 400, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"bad"}}', None),
+        ("POST", 200, b'{"jsonrpc":"2.0","id":3,"result":{}}', None),
+        ("GET", 502, b"bad gateway", None),  # not a message we sent: the SDK's listening stream
+    ],
+    ids=["gateway-503", "rate-limited", "jsonrpc-500", "jsonrpc-400", "ok", "get"],
+)
+@pytest.mark.parametrize("sse", [False, True])
+async def test_which_responses_are_refusals(method, status, body, refused, sse):
+    """What the watch records in the sender's context, and when it says the SSE transport is
+    broken (any error status to a POST: the SDK's SSE transport stops sending after one)."""
+    import httpx2
+
+    from actors._http_answers import HttpAnswerWatch, refusals
+
+    broken = []
+    request = httpx2.Request(method, "http://127.0.0.1:1/mcp")
+    response = httpx2.Response(status, content=body, request=request)
+    heard: list = []
+    token = refusals.set(heard)
+    try:
+        await HttpAnswerWatch(lambda: None, broken.append if sse else None)(response)
+    finally:
+        refusals.reset(token)
+    assert [str(r) for r in heard] == ([refused] if refused else [])
+    assert len(broken) == (1 if sse and method == "POST" and status >= 400 else 0)
     assert await response.aread() == body
 
 

@@ -14,8 +14,15 @@ the old session's requests with 404. Its tool ``forget_sessions`` drops every se
 there and then, as an expiry would (the server keeps running). ``--list-changed`` adds
 ``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``).
 
+``--http-errors`` stands for a proxy in front of the server: its tool
+``fail_next(status, count)`` makes the next ``count`` POSTs of a ``tools/call`` (other than
+``fail_next`` itself) answer HTTP ``status`` with a plain-text body, as a gateway does, and
+never reach the server; ``calls_served`` says how many did reach it. ``--refuse-first N``
+(with ``--http-errors``) answers the first ``N`` POSTs of any kind, the handshake's included,
+with 503.
+
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
-        [--handshake-only] [--list-changed] [--exit-on-stdin-close] [--name NAME]
+        [--handshake-only] [--list-changed] [--http-errors [--refuse-first N]] [--exit-on-stdin-close] [--name NAME]
 """
 
 import argparse
@@ -65,6 +72,53 @@ def sse_app(mcp: MCPServer) -> Starlette:
     )
 
 
+class _Gateway:
+    """ASGI middleware: answers the next ``count`` tools/call POSTs with ``status`` itself."""
+
+    def __init__(self, app, refuse_first: int) -> None:
+        self.app = app
+        self.status = 503
+        self.count = 0
+        self.served = 0
+        self.refuse_first = refuse_first
+
+    async def refuse(self, send) -> None:
+        text = f"upstream answered {self.status}".encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": text})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if self.refuse_first > 0:
+            self.refuse_first -= 1
+            await self.refuse(send)
+            return
+        if b'"tools/call"' in body and b'"fail_next"' not in body and b'"calls_served"' not in body:
+            if self.count > 0:
+                self.count -= 1
+                await self.refuse(send)
+                return
+            self.served += 1
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 async def main_async(args) -> None:
     mcp = make_server(args.name or "http_echo")
     if args.list_changed:
@@ -85,6 +139,20 @@ async def main_async(args) -> None:
         app = mcp.streamable_http_app(
             json_response=args.json_response, stateless_http=args.stateless, transport_security=SECURITY
         )
+    if args.http_errors:
+        gateway = app = _Gateway(app, args.refuse_first)
+
+        @mcp.tool()
+        def fail_next(status: int, count: int = 1) -> str:
+            """Answer the next ``count`` tools/call POSTs with HTTP ``status``."""
+            gateway.status, gateway.count = status, count
+            return f"the next {count} calls get HTTP {status}"
+
+        @mcp.tool()
+        def calls_served() -> int:
+            """How many tools/call POSTs (besides these two tools) reached the server."""
+            return gateway.served
+
     config = Config()
     config.bind = [f"127.0.0.1:{args.port}"]
     config.accesslog = None
@@ -110,6 +178,8 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--stateless", action="store_true")
     parser.add_argument("--handshake-only", action="store_true", help="no server/discover: sessions, as before 2026-07-28")
     parser.add_argument("--list-changed", action="store_true", help="add list_changed.py's tools")
+    parser.add_argument("--http-errors", action="store_true", help="add fail_next: a gateway answering HTTP errors")
+    parser.add_argument("--refuse-first", type=int, default=0, help="with --http-errors: 503 to the first N POSTs")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
     return parser
 

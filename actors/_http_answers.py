@@ -1,0 +1,127 @@
+"""What an HTTP status says that the mcp SDK does not: a lost session, a refused message.
+
+Over streamable HTTP and SSE every JSON-RPC message the client sends is an HTTP POST. Two
+kinds of answer to it the mcp 2.3 client leaves uninterpreted, and `HttpAnswerWatch`, an
+httpx response hook on the transport's client, reads them:
+
+- **A lost session.** A handshake-era server (any revision before 2026-07-28) keeps each
+  client's session in memory under its ``Mcp-Session-Id``. When it restarts, or expires the
+  session, it answers every request of that session with HTTP 404, and the spec says the
+  client must then start a new session. The client hands the 404 to the caller as an
+  ordinary JSON-RPC error and keeps the dead session, so a remote server that restarted
+  while we stayed connected would fail every call until something else made us reconnect:
+  nothing does, since the transport itself never breaks. A 404 to a request that carried a
+  session id calls ``on_lost`` (unless the body is a JSON-RPC "method not found" error,
+  which some servers send with a 404 for a session they do know); the connection actor
+  ends the incarnation, and the next one starts a fresh session. 2026-07-28 connections
+  carry no session id, so they are never affected.
+- **A refusal**: an error status (400 and up) with no JSON-RPC error in the body, as a
+  gateway or proxy in front of the server sends it (502, 503, 504, 429) or a server whose
+  HTTP layer failed. Streamable HTTP hands the caller a JSON-RPC error that says only
+  "Server returned an error response", which would pass for the tool's own error: not
+  retried, and a success for the breaker. The hook puts an `HttpRefusal` (status, reason,
+  the start of the body) in the list `refusals` holds in the context of the task whose
+  message it was (the SDK posts each message in a copy of its sender's context), so the
+  call can raise a typed failure instead. Over SSE, any error status to a POST also calls
+  ``on_broken``: the SDK's SSE transport stops sending anything after one, so the
+  connection is gone, however the server still looks.
+
+Guarantees: the hook never raises, never changes the response (a body it reads is cached
+by httpx for the transport to read again), reads a body only for an error status, and
+leaves alone every answer that carries a JSON-RPC error (the server's own, at whatever
+status).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import http
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from mcp_types import METHOD_NOT_FOUND
+
+__all__ = ["HttpAnswerWatch", "HttpRefusal", "refusals"]
+
+SESSION_ID_HEADER = "mcp-session-id"
+
+
+class HttpRefusal(msgspec.Struct, frozen=True):
+    """An error status a POST got instead of a JSON-RPC answer."""
+
+    status: int
+    reason: str
+    text: str  # the start of the body
+
+    def __str__(self) -> str:
+        said = f" (body: {self.text!r})" if self.text else ""
+        return f"HTTP {self.status} {self.reason}".rstrip() + said
+
+
+#: The refusals of the messages sent from this context (None: nobody is listening).
+refusals: contextvars.ContextVar[list[HttpRefusal] | None] = contextvars.ContextVar("refusals", default=None)
+
+
+class _Error(msgspec.Struct):
+    code: Any = None
+
+
+class _Reply(msgspec.Struct):
+    error: _Error | None = None
+
+
+_decoder = msgspec.json.Decoder(_Reply)
+_TEXT_KEPT = 200
+
+
+def _error_code(body: bytes) -> Any:
+    """The JSON-RPC error code in ``body``; None when it holds no JSON-RPC error."""
+    try:
+        reply = _decoder.decode(body)
+    except Exception:  # no body, not JSON, not an object: no JSON-RPC error
+        return None
+    return reply.error.code if reply.error is not None else None
+
+
+def _reason(status: int, phrase: str) -> str:
+    """The reason phrase, from the status when the server sent none (HTTP/2 never does)."""
+    if phrase:
+        return phrase
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class HttpAnswerWatch:
+    """httpx response hook: see the module docstring."""
+
+    def __init__(self, on_lost: Callable[[], None], on_broken: Callable[[HttpRefusal], None] | None = None) -> None:
+        self.on_lost = on_lost
+        self.on_broken = on_broken  # set for SSE
+        self.last_refusal: HttpRefusal | None = None  # whoever sent the message
+
+    async def __call__(self, response: Any) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        try:
+            body = await response.aread()
+        except Exception:  # a broken stream: the status alone speaks
+            body = b""
+        code = _error_code(body)
+        if status == 404 and SESSION_ID_HEADER in response.request.headers:
+            if code != METHOD_NOT_FOUND:  # else a method this server lacks, not our session
+                self.on_lost()
+            return
+        if response.request.method != "POST":
+            return
+        refusal = HttpRefusal(status, _reason(status, response.reason_phrase), body[:_TEXT_KEPT].decode(errors="replace").strip())
+        if code is None:
+            self.last_refusal = refusal
+            into = refusals.get()
+            if into is not None:
+                into.append(refusal)
+        if self.on_broken is not None:
+            self.on_broken(refusal)
