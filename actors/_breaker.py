@@ -35,7 +35,9 @@ It trips (closed -> open) on whichever comes first, checked after every counted 
 
 How outcomes count (``protocol.BREAKER_FAILURES`` / ``BREAKER_IGNORED``):
 
-- ``success`` and ``tool_error`` are successes: the server answered.
+- ``success``, ``tool_error`` and ``InvalidResult`` are successes: the server answered (a
+  result its own schema rejects is a bug of that tool; the breaker guards the server's
+  availability, and fencing off every tool for one tool's bug would not help anyone).
 - ``ServerCrashed``, ``DeadlineExceeded``, ``Overloaded``, ``ServerUnavailable`` are failures.
 - ``cancelled``, ``UnknownTool``, ``InvalidArguments``, ``CircuitOpen`` are ignored: never a
   failure, never a success. In ``half_open`` an ignored outcome hands its trial permit back.
@@ -112,7 +114,7 @@ DISABLED: Final = "disabled"
 
 #: Outcome kinds that count as a success: the server answered (``tool_error`` is the tool's
 #: own error, the caller's problem, not the server's health).
-BREAKER_SUCCESSES: Final = frozenset({"success", "tool_error"})
+BREAKER_SUCCESSES: Final = frozenset({"success", "tool_error", "InvalidResult"})
 
 #: Tolerance when comparing an outcome's derived start time with the stale marker.
 _STALE_EPSILON: Final = 1e-9

@@ -43,6 +43,7 @@ from typing import Any
 import httpx2
 import mcp_types
 import msgspec
+import pydantic
 import trio
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import get_default_environment
@@ -52,6 +53,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from protocol import (
     ActorDown,
     DeadlineExceeded,
+    InvalidResult,
     Overloaded,
     ServerCrashed,
     ServerSpec,
@@ -483,6 +485,18 @@ class _Connection:
             self.consecutive_timeouts = 0
             self.answered_at = trio.current_time()
             raise  # the server's own JSON-RPC error, passed through unchanged
+        except (RuntimeError, pydantic.ValidationError) as exc:
+            # The SDK's verdict on the answer (see `InvalidResult`): every RuntimeError the
+            # SDK's call_tool raises once connected is one (UnexpectedClaimedResult,
+            # InputRequiredRoundsExceededError and the output-schema check are RuntimeErrors).
+            self.consecutive_timeouts = 0
+            self.answered_at = trio.current_time()
+            raise InvalidResult(
+                f"tool {call.tool!r} on server {spec.name!r} answered with no valid result: "
+                f"{type(exc).__name__}: {exc}".rstrip(),
+                server=spec.name,
+                tool=call.tool,
+            ) from exc
         finally:
             if refused is not None:
                 refusals.reset(listening)

@@ -19,8 +19,9 @@ and never past the deadline:
   (a connection that is restarting and expected back shortly); a breaker that is open for a minute, forced
   open, or half-open with its trial in flight fails the call at once, with the breaker's own
   message, so an agent can choose something else instead of waiting.
-- Anything else (``UnknownTool``, ``InvalidArguments``, the tool's own error, cancellation,
-  non-``Failure`` exceptions) propagates at once (a typed failure gets ``data["attempts"]``).
+- Anything else (``UnknownTool``, ``InvalidArguments``, ``InvalidResult``, the tool's own
+  error, cancellation, non-``Failure`` exceptions) propagates at once (a typed failure gets
+  ``data["attempts"]``).
 
 A single-failure exception group is unwrapped before it is classified, and it is the typed
 failure itself that is raised; a group holding a ``Cancelled``, several exceptions or no

@@ -18,6 +18,7 @@ OutcomeKind = Literal[
     "Overloaded",
     "DeadlineExceeded",
     "ServerCrashed",
+    "InvalidResult",  # the server answered, but with no valid result: a bug of the tool, not ill health
     "cancelled",  # the caller gave up: neither a failure nor a success
 ]
 

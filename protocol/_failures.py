@@ -20,6 +20,7 @@ __all__ = [
     "DeadlineExceeded",
     "Failure",
     "InvalidArguments",
+    "InvalidResult",
     "Overloaded",
     "ServerCrashed",
     "ServerUnavailable",
@@ -104,6 +105,15 @@ class ActorDown(Failure):
     kind = "ActorDown"
 
 
+class InvalidResult(Failure):
+    """The server answered, but not with a valid result for the call: one that is no
+    ``CallToolResult`` under the negotiated protocol version, structured content its own
+    ``outputSchema`` rejects, or input rounds past the limit. The call ran; it is not retried."""
+
+    code = -32009
+    kind = "InvalidResult"
+
+
 _BY_KIND: dict[str, type[Failure]] = {
     cls.kind: cls
     for cls in (
@@ -115,6 +125,7 @@ _BY_KIND: dict[str, type[Failure]] = {
         DeadlineExceeded,
         ServerCrashed,
         ActorDown,
+        InvalidResult,
     )
 }
 _BY_CODE: dict[int, type[Failure]] = {cls.code: cls for cls in _BY_KIND.values()}

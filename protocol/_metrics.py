@@ -55,7 +55,7 @@ OTHER_TOOL: Final = "_OTHER"
 
 #: Outcome kinds whose duration counts as latency: the attempt reached the server and ended
 #: there (answered, timed out, or the server died under it).
-TIMED_OUTCOMES: Final = frozenset({"success", "tool_error", "DeadlineExceeded", "ServerCrashed"})
+TIMED_OUTCOMES: Final = frozenset({"success", "tool_error", "InvalidResult", "DeadlineExceeded", "ServerCrashed"})
 
 #: Every state a breaker can be in, as exported by ``mcp_supervisor_breaker_state``.
 BREAKER_STATES: Final = ("closed", "open", "half_open", "forced_open", "disabled")

@@ -29,7 +29,8 @@ The failure mapping (MCP spec: errors *in* a tool's execution belong in a result
 ``Overloaded``,             "data"}}`` and the same object under
 ``DeadlineExceeded``,       ``_meta["io.github.mcp-supervisor/failure"]``
 ``ServerCrashed``,
-``ActorDown``
+``ActorDown``,
+``InvalidResult``
 the upstream's ``MCPError``  passed through unchanged (its code, message and data)
 ==========================  ================================================================
 

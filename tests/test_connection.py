@@ -26,8 +26,10 @@ from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec
 from protocol import (
     ActorDown,
     BackoffPolicy,
+    BreakerPolicy,
     CircuitOpen,
     DeadlineExceeded,
+    InvalidResult,
     Overloaded,
     ServerCrashed,
     ServerSpec,
@@ -324,6 +326,28 @@ async def test_garbage_on_stdout_past_threshold_restarts():
         assert sup.link("noisy").process.pid != first
         assert "not JSON-RPC" in connection_status(sup, "noisy").last_exit
         assert (await sup.metrics_snapshot()).server("noisy").exits == {"garbage": 1}
+
+
+async def test_an_answer_that_is_no_valid_result_is_an_invalid_result_failure():
+    """JSON-RPC that is well formed but no valid result for the call: a result that does not
+    parse as a CallToolResult, or structured content the tool's own output schema rejects.
+    The SDK raises a bare ValidationError/RuntimeError for these, which used to reach the
+    caller raw (the agents adapter let it abort the run; metrics counted it "cancelled").
+    Now it is ``InvalidResult``: typed, not retried though the tool is read-only (it ran),
+    counted, no failure for the breaker, and the connection goes on."""
+    spec = server_spec("liar", "garbage.py", "--when", "call", breaker=BreakerPolicy(failure_threshold=1))
+    async with Supervisor([spec]) as sup:
+        with pytest.raises(InvalidResult, match="'misshapen' on server 'liar' answered with no valid result: ValidationError") as shape:
+            await sup.call_tool("misshapen", {}, server="liar", timeout=10)
+        assert shape.value.data["attempts"] == 1
+        with pytest.raises(InvalidResult, match="'3' is not of type 'integer'"):
+            await sup.call_tool("miscount", {}, server="liar", timeout=10)
+        assert text(await sup.call_tool("echo", {"text": "still here"}, server="liar", timeout=10)) == "still here"
+        snapshot = await sup.metrics_snapshot()
+        assert snapshot.tool("liar", "misshapen").failures == {"InvalidResult": 1}
+        assert snapshot.tool("liar", "miscount").failures == {"InvalidResult": 1}
+        assert snapshot.server("liar").breaker_state == "closed"
+        assert connection_status(sup, "liar").restarts == 0
 
 
 async def test_flaky_kth_call_is_a_tool_error_not_a_crash():

@@ -12,13 +12,28 @@ through a duplicate of fd 1 taken before serving starts: that is what a server w
 stdout is not guarded (an older SDK, another language, a child process) does to the wire.
 ``spew(lines, via="fd1")`` writes to fd 1 instead, to show that this lands on stderr.
 
+Two tools answer with JSON-RPC that is well formed but no valid result:
+
+- ``misshapen()`` writes, onto the wire, an answer to its own request whose result is no
+  ``CallToolResult`` (``content`` is not a list); the SDK's own answer follows it, for a
+  request the client no longer waits on. It is read-only, so retrying it would be safe.
+- ``miscount()`` returns structured content that its own output schema rejects
+  (``{"count": "3"}`` where the schema says integer): the server's lax pydantic check lets
+  it through, a client's JSON Schema check does not.
+
     python tests/servers/garbage.py [--when start|call] [--lines N] [--name NAME]
 """
 
+import json
 import os
 import sys
+from typing import Annotated
 
-from _common import base_parser, make_server, serve_stdio
+import pydantic
+from mcp import types
+from mcp.server.mcpserver import Context
+
+from _common import READ_ONLY, base_parser, make_server, serve_stdio
 
 GARBAGE = "this is not JSON-RPC {garbage line %d"
 
@@ -46,6 +61,21 @@ def main() -> None:
             # never splits a JSON-RPC frame the transport writes from its own thread.
             os.write(fd, (GARBAGE % i + "\n").encode())
         return f"spewed {lines} via {via}"
+
+    @mcp.tool(annotations=READ_ONLY)
+    def misshapen(ctx: Context) -> str:
+        """Answer this very request on the wire with a result that is no CallToolResult."""
+        frame = {"jsonrpc": "2.0", "id": ctx.request_context.request_id, "result": {"content": "not a list"}}
+        os.write(wire_fd, (json.dumps(frame) + "\n").encode())
+        return "the real answer, too late"
+
+    class Count(pydantic.BaseModel):
+        count: int
+
+    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    def miscount() -> Annotated[types.CallToolResult, Count]:
+        """Structured content its own output schema rejects ("3" is no integer)."""
+        return types.CallToolResult(content=[types.TextContent(type="text", text="3")], structured_content={"count": "3"})
 
     serve_stdio(mcp)
 
