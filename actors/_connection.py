@@ -405,6 +405,12 @@ class _Connection:
 
     # -- calls (run in the caller's task) ------------------------------------------------
 
+    def reconfigure(self, spec: ServerSpec) -> None:
+        """Go on under ``spec`` (same server; see ``supervisor``'s ``LIVE_KEYS`` for what may
+        differ): later calls and lines read it; calls waiting for a slot look again."""
+        self.spec = spec
+        self.slots.unpark_all()
+
     def _never_sent(self, why: str) -> ActorDown:
         return ActorDown(f"connection to {self.spec.name!r} {why}; the call was not sent", server=self.spec.name)
 
@@ -424,7 +430,7 @@ class _Connection:
             self.link.queued += 1
             try:
                 with trio.move_on_at(call.deadline) as waiting:
-                    while len(self.inflight) >= spec.max_concurrency and self.death is None and not self.stopping:
+                    while len(self.inflight) >= self.spec.max_concurrency and self.death is None and not self.stopping:
                         await self.slots.park()
             finally:
                 self.link.queued -= 1
@@ -904,19 +910,21 @@ async def _live(
 
 
 async def run_connection(
-    spec: ServerSpec,
     link: ServerLink,
     *,
     inproc: Any = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One incarnation of the connection to ``spec``: a supervised child's start function.
+    """One incarnation of the connection to the server ``link.spec`` describes (read at
+    start, so a spec updated in place reaches every later incarnation): a supervised
+    child's start function.
 
     Reports ready (``task_status.started(ref)``) once connected, initialized and with its
     tools learned, all within ``connect_timeout``. Returns normally only when asked to stop
     (its ref's ``stop()``) and drained; every other end raises ``ConnectionDied`` naming the
     cause (the SDK's exception groups are unwrapped so the supervisor reports the cause).
     """
+    spec = link.spec
     proc = ServerProcess() if spec.command is not None and inproc is None else None
     link.process = proc
     mailbox: Mailbox[Any] = Mailbox(f"connection:{spec.name}", size=max(16, spec.max_queue))

@@ -470,12 +470,14 @@ class EmbeddedSupervisor:
         """Supervise ``servers_or_config`` (specs, a ``Config`` or a config path) instead.
 
         Diffed by server name: removed servers stop (draining their calls), changed ones
-        are replaced (``Supervisor.replace_server``: their tools stay listed and new calls
-        wait for the new incarnation instead of failing), new ones start, and unchanged ones
-        are not touched (their calls in flight go on). A ``Config`` (or path) also brings its
+        are updated in place when only ``LIVE_KEYS`` changed (timeouts, limits, retry
+        policy, categories, ...: same process, nothing disturbed) and replaced otherwise
+        (``Supervisor.replace_server``: their tools stay listed and new calls wait for the
+        new incarnation instead of failing), new ones start, and unchanged ones are not
+        touched (their calls in flight go on). A ``Config`` (or path) also brings its
         toolsets, which then replace those given at ``embed``. The new list is checked
         (duplicate names, toolsets) before anything changes. Reloads are serialized.
-        Returns ``{"added", "removed", "restarted", "unchanged"}`` (server names).
+        Returns ``{"added", "removed", "updated", "restarted", "unchanged"}`` (server names).
         """
         wanted, config = _servers_of(servers_or_config)
         toolsets = dict(config.settings.toolsets) if config is not None else None
@@ -496,8 +498,9 @@ class EmbeddedSupervisor:
             if toolsets is not None:
                 await sup.set_toolsets(toolsets)
             diff = await sup.reconcile(wanted_list)
-            return {"added": diff["added"], "removed": diff["removed"], "restarted": diff["changed"],
-                    "unchanged": diff["unchanged"]}
+            restarted = [name for name in diff["changed"] if name not in diff["updated"]]
+            return {"added": diff["added"], "removed": diff["removed"], "updated": diff["updated"],
+                    "restarted": restarted, "unchanged": diff["unchanged"]}
 
     async def restart(self, server: str) -> ChildStatus:
         """Restart one server now (``Supervisor.restart_server``: no gap for its callers,

@@ -59,7 +59,7 @@ from protocol import (
 )
 
 from ._prometheus import render_metrics
-from ._servers import SERVERS_INTENSITY, ServerHandle, server_child_spec
+from ._servers import SERVERS_INTENSITY, ServerHandle, changes_live, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
 
 __all__ = ["Supervisor"]
@@ -231,13 +231,15 @@ class Supervisor:
     ) -> dict[str, list[str]]:
         """Supervise exactly the enabled specs of ``wanted``, diffed by name against the
         servers supervised now; returns the names under ``added``, ``removed``, ``changed``
-        and ``unchanged``.
+        (of which ``updated`` were changed in place, the rest replaced) and ``unchanged``.
 
         Removed servers stop first (draining, as `remove_server`; their tool names are then
-        free), then changed ones are replaced (`replace_server`: no gap for callers) while
-        added ones start. Unchanged ones are not touched. With ``on_error``, a server whose
-        step raised is reported to it and the others go on; without, the errors propagate
-        (as an exception group) once every step has ended.
+        free). A changed server whose spec differs only in `LIVE_KEYS` is updated in place
+        (`ServerHandle.update`: same process, same session, nothing in flight disturbed);
+        other changed ones are replaced (`replace_server`: no gap for callers) while added
+        ones start. Unchanged ones are not touched. With ``on_error``, a server whose step
+        raised is reported to it and the others go on; without, the errors propagate (as an
+        exception group) once every step has ended.
         """
         specs = {s.name: s for s in wanted if s.enabled}
         current = {name: handle.spec for name, handle in self._handles.items()}
@@ -245,6 +247,7 @@ class Supervisor:
         removed = [n for n in current if n not in specs]
         changed = [n for n in specs if n in current and specs[n] != current[n]]
         unchanged = [n for n in specs if n in current and specs[n] == current[n]]
+        updated = [n for n in changed if changes_live(current[n], specs[n])]
 
         async def step(name: str, action: Callable[[Any], Awaitable[Any]], arg: Any) -> None:
             if on_error is None:
@@ -260,10 +263,17 @@ class Supervisor:
                 nursery.start_soon(step, name, self.remove_server, name)
         async with trio.open_nursery() as nursery:
             for name in changed:
-                nursery.start_soon(step, name, self.replace_server, specs[name])
+                action = self._update_server if name in updated else self.replace_server
+                nursery.start_soon(step, name, action, specs[name])
             for name in added:
                 nursery.start_soon(step, name, self.add_server, specs[name])
-        return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+        return {"added": added, "removed": removed, "changed": changed, "updated": updated, "unchanged": unchanged}
+
+    async def _update_server(self, spec: ServerSpec) -> None:
+        self._refuse_while_replacing(spec.name)
+        self._handles[spec.name].update(spec)
+        self._specs[spec.name] = spec
+        await self.registry.snapshot()  # a barrier: its tools under the new names are in the view
 
     async def set_toolsets(self, toolsets: dict[str, list[str]]) -> None:
         """Use ``toolsets`` (added to, or replacing by name, the seed's defaults) from now on,

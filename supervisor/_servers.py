@@ -21,14 +21,16 @@ A `ServerHandle` outlives its subtree: a replacement (a reload that changes the 
 spec) stops the subtree, hands the handle the new spec (`ServerHandle.replace_spec`) and
 starts a new subtree on the same handle, so the link, the breaker's view and the
 registry's entries carry over and callers wait (`ServerHandle.wait_replaced`) instead of
-failing.
+failing. A reload that changes only `LIVE_KEYS` needs none of that: `ServerHandle.update`
+hands the running server its new spec, and it goes on with the same process and session
+(a stateful server keeps its state).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -41,12 +43,29 @@ from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, Server
 
 from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor
 
-__all__ = ["SERVER_INTENSITY", "SERVERS_INTENSITY", "ServerHandle", "server_child_spec"]
+__all__ = ["LIVE_KEYS", "SERVER_INTENSITY", "SERVERS_INTENSITY", "ServerHandle", "changes_live", "server_child_spec"]
 
 log = logging.getLogger("supervisor.servers")
 
 SERVER_INTENSITY = IntensityPolicy(max_restarts=10, max_seconds=60.0)
 SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
+
+#: The `ServerSpec` keys a running server takes in place (`ServerHandle.update`). Each is
+#: read where it is used: per call (``timeout``, ``retry``, ``retry_safe_tools``,
+#: ``trust_annotations``, ``max_concurrency``, ``max_queue``, ``hang_threshold``), per line
+#: (``garbage_threshold``), per connection attempt (``connect_timeout``), or by the registry
+#: (``namespace``, ``categories``: the tools are published again). Every other key belongs to
+#: what an incarnation is built from (the process or URL, the breaker, the restart policy,
+#: the background checks), so changing it replaces the server.
+LIVE_KEYS: Final = frozenset({
+    "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",
+    "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories",
+})
+
+
+def changes_live(old: ServerSpec, new: ServerSpec) -> bool:
+    """Whether ``new`` differs from ``old`` (same name) only in `LIVE_KEYS`."""
+    return all(getattr(old, key) == getattr(new, key) for key in ServerSpec.__struct_fields__ if key not in LIVE_KEYS)
 
 
 class ServerHandle:
@@ -88,6 +107,22 @@ class ServerHandle:
             self.budget = RetryBudget.from_policy(spec.retry)
         self.spec = spec
         self.link.spec = spec
+
+    def update(self, spec: ServerSpec) -> None:
+        """Adopt ``spec``, which differs from the current spec only in `LIVE_KEYS`, while the
+        server runs: the connection (if any) reads it from now on, and so does every later
+        incarnation; calls in flight are not disturbed (a call keeps the deadline it started
+        with); calls waiting for a slot look again at the new ``max_concurrency``; the tools
+        are published again under the new ``namespace`` and ``categories``. Raises
+        ``ValueError`` for a change outside `LIVE_KEYS`."""
+        if not changes_live(self.spec, spec):
+            raise ValueError(f"server {self.name!r}: only {sorted(LIVE_KEYS)} change in place")
+        self.replace_spec(spec)
+        conn = self.link.conn
+        if conn is not None:
+            conn.reconfigure(spec)
+        if self.link.tools_version:
+            self._on_link("tools", self.link)
 
     async def wait_replaced(self, deadline: float) -> None:
         """Wait (up to ``deadline``, trio time) until the replacement under way is over.
@@ -150,7 +185,7 @@ def server_child_spec(handle: ServerHandle, *, inproc: Any = None) -> ChildSpec:
     breaker = ChildSpec(id=f"breaker:{spec.name}", start=handle.run_breaker, shutdown=1.0)
     connection = ChildSpec(
         id=f"connection:{spec.name}",
-        start=functools.partial(run_connection, spec, handle.link, inproc=inproc),
+        start=functools.partial(run_connection, handle.link, inproc=inproc),
         restart=Restart(spec.restart),
         shutdown=spec.shutdown_timeout,
         backoff=spec.backoff,

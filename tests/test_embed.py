@@ -222,7 +222,7 @@ def test_embed_calls_lists_reports_and_reloads_by_name():
 
             # reload: diffed by name; the unchanged server is not touched
             diff = await sup.reload([echo, changed, new])
-            assert diff == {"added": ["new"], "removed": ["drop"], "restarted": ["change"], "unchanged": ["echo"]}
+            assert diff == {"added": ["new"], "removed": ["drop"], "updated": [], "restarted": ["change"], "unchanged": ["echo"]}
             after = await sup.status()
             assert server_pid(after, "echo") == server_pid(before, "echo")
             assert server_pid(after, "change") != server_pid(before, "change")

@@ -14,13 +14,14 @@ import socket
 from pathlib import Path
 
 import httpx2
+import msgspec
 import pytest
 import trio
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
-from protocol import BackoffPolicy, CircuitOpen, Failure, UnknownTool
+from protocol import BackoffPolicy, CircuitOpen, DeadlineExceeded, Failure, Overloaded, UnknownTool
 from supervisor import Supervisor
 from supervisor._config import ConfigError, load_config
 from supervisor._gateway import Gateway
@@ -182,6 +183,50 @@ async def test_restart_server_brings_back_a_failed_server_and_drains_a_healthy_o
         assert procs_with_marker(marker_of(echo)) == [sup.link("echo").process.pid] != [old_pid]
         with pytest.raises(KeyError, match="no server 'nope'"):
             await sup.restart_server("nope")
+
+
+async def test_a_change_of_live_keys_only_is_applied_in_place():
+    """A reload that changes only ``LIVE_KEYS`` (timeouts, limits, retry policy, namespace,
+    categories, ...) updates the running server: the same process and session (a stateful
+    server keeps its state), a call in flight goes on under the deadline it started with,
+    and the new values hold for the next call. A change to any other key replaces it."""
+    spec = server_spec("echo", "echo.py")
+    tight = msgspec.structs.replace(
+        spec, timeout=0.3, max_concurrency=1, max_queue=0, namespace="prefix", categories={"echo": "search"}
+    )
+    async with Supervisor([spec]) as sup:
+        pid = sup.link("echo").process.pid
+        in_flight: list = []
+
+        async def slow_call() -> None:
+            in_flight.append(await sup.call_tool("sleep", {"seconds": 1.0}, timeout=20))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_call)
+                await wait_until(lambda: sup.link("echo").inflight == 1, what="the call in flight")
+                diff = await sup.reconcile([tight])
+                assert (diff["changed"], diff["updated"]) == (["echo"], ["echo"]), diff
+                with pytest.raises(Overloaded):  # max_concurrency 1, max_queue 0, and one is in flight
+                    await sup.call_tool("echo__echo", {"text": "x"}, timeout=5)
+        assert len(in_flight) == 1 and not in_flight[0].is_error  # 1 s: its own deadline, not 0.3 s
+        with pytest.raises(DeadlineExceeded):
+            await sup.call_tool("echo__sleep", {"seconds": 3})
+        assert [t.name for t in sup.list_tools(category="search")] == ["echo__echo"]
+        assert sup.link("echo").process.pid == pid
+        assert server_restarts(sup, "echo") == 0
+
+        with trio.fail_after(30):
+            diff = await sup.reconcile([msgspec.structs.replace(tight, args=[*tight.args, "--name", "other"])])
+        assert (diff["changed"], diff["updated"]) == (["echo"], []), diff
+        assert sup.link("echo").process.pid != pid
+        assert text_of(await sup.call_tool("echo__echo", {"text": "new"}, timeout=5)) == "new"  # still tight, now new
+
+
+def server_restarts(sup: Supervisor, name: str) -> int:
+    (servers,) = [c for c in sup.status().children if c.id == "servers"]
+    (server,) = [c for c in servers.children if c.id == f"server:{name}"]
+    return connection_of(server).restarts
 
 
 def server_state(sup: Supervisor, name: str) -> str:
