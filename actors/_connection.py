@@ -992,7 +992,7 @@ async def run_connection(
                 async with client:
                     await learn(client, link)
                     connecting.deadline = math.inf
-                    state = _Connection(spec, link, client, mailbox)
+                    state = _Connection(link.spec, link, client, mailbox)  # updated in place while connecting?
                     state.garbage = len(early_garbage)
                     link.protocol_version = client.protocol_version
                     link.capabilities = client.server_capabilities

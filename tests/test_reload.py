@@ -223,6 +223,21 @@ async def test_a_change_of_live_keys_only_is_applied_in_place():
         assert text_of(await sup.call_tool("echo__echo", {"text": "new"}, timeout=5)) == "new"  # still tight, now new
 
 
+async def test_a_live_update_while_the_server_connects_reaches_the_new_connection():
+    """The connection is built once the handshake is over: an update made meanwhile must
+    be the spec it runs with, not the one its attempt started from."""
+    spec = server_spec("slow", "slow_start.py", "--delay", "1.0", connect_timeout=20)
+    tight = msgspec.structs.replace(spec, max_concurrency=1, max_queue=0)
+    async with Supervisor([]) as sup:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.add_server, spec)
+                await wait_until(lambda: "slow" in sup.servers, what="the server to be added")
+                assert (await sup.reconcile([tight]))["updated"] == ["slow"]
+                assert sup.link("slow").conn is None  # still connecting
+        assert sup.link("slow").conn.spec == tight
+
+
 def server_restarts(sup: Supervisor, name: str) -> int:
     (servers,) = [c for c in sup.status().children if c.id == "servers"]
     (server,) = [c for c in servers.children if c.id == f"server:{name}"]
