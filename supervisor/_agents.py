@@ -32,6 +32,11 @@ Guarantees:
 - The session id (``session_id=``, the copilot's ``X-Session-Id``) travels in every request's
   ``_meta`` under ``session_meta_key`` on the shared connection: no connection per session.
   A per-call ``meta`` (the SDK's ``tool_meta_resolver``, say) is merged over it.
+- Every tool name ``list_tools`` hands the model is one model APIs accept as a function name
+  (``^[a-zA-Z0-9_-]{1,64}$``, OpenAI's and Anthropic's rule; MCP allows 128 characters and
+  ``.``/``/``, and one such name made the provider refuse every turn of the agent, not just
+  that tool): a name that does not fit is listed under `model_safe_name`'s stand-in, and
+  ``call_tool`` takes the stand-in back to the tool. Names that fit are unchanged.
 - ``connect`` opens nothing and ``cleanup`` closes nothing: the supervisor owns the
   connections and outlives its adapters. ``list_tools`` always reads the registry's current
   view (refreshed by the servers' ``list_changed``), so a tool list never goes stale;
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import re
 import sys
 from collections.abc import Callable
@@ -67,12 +73,42 @@ if TYPE_CHECKING:
     from agents.agent import AgentBase
     from agents.run_context import RunContextWrapper
 
-__all__ = ["SESSION_META_KEY", "SupervisedMCPServer", "failure_result"]
+__all__ = ["SESSION_META_KEY", "SupervisedMCPServer", "failure_result", "model_safe_name"]
 
 #: The ``_meta`` key the session id travels under unless ``session_meta_key`` says otherwise.
 SESSION_META_KEY = "session_id"
 
 _MAX_PAGES = 100  # a paginator that never ends cannot hang a listing
+
+#: A function name the model APIs accept (OpenAI, Anthropic).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NOT_IN_MODEL_NAMES = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def model_safe_name(name: str, digits: int = 8) -> str:
+    """``name`` when model APIs accept it as a function name; else a stable stand-in: its
+    other characters replaced by ``_``, cut to fit, and ``digits`` hex digits of its SHA-256
+    appended, so two names cut to the same stem stay apart."""
+    if _MODEL_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:digits]
+    stem = _NOT_IN_MODEL_NAMES.sub("_", name)[: 64 - 1 - digits].strip("_-") or "tool"
+    return f"{stem}_{digest}"
+
+
+def _model_names(names: list[str]) -> dict[str, str]:
+    """Each name in ``names`` by the name the model is to see, all distinct."""
+    taken = {name for name in names if _MODEL_NAME.fullmatch(name)}
+    exposed = {}
+    for name in names:
+        safe = model_safe_name(name)
+        digits = 8
+        while safe != name and safe in taken:  # a stand-in another tool's real name already is
+            digits += 8
+            safe = model_safe_name(name, digits)
+        taken.add(safe)
+        exposed[safe] = name
+    return exposed
 
 
 def failure_result(tool_name: str, error: Failure | MCPError) -> mcp_types.CallToolResult:
@@ -134,6 +170,7 @@ class SupervisedMCPServer(MCPServer):
         self._name = name or f"supervised:{scope}"
         self._run = _bridge(supervisor)
         self._tools: list[mcp_types.Tool] | None = None
+        self._exposed: dict[str, str] = {}  # each listed tool's name as the model sees it -> its own
 
     def with_session(self, session_id: str | None) -> SupervisedMCPServer:
         """A copy of this adapter for another session (same supervisor, same scope)."""
@@ -175,6 +212,9 @@ class SupervisedMCPServer(MCPServer):
         its tools listed: calling one gives a readable failure)."""
         specs: list[ToolSpec] = await self._run(_list_tools_in_trio, self.server, self.toolset, self.category)
         tools = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
+        self._exposed = _model_names([tool.name for tool in tools])
+        modeled = {name: safe for safe, name in self._exposed.items()}
+        tools = [tool if modeled[tool.name] == tool.name else tool.model_copy(update={"name": modeled[tool.name]}) for tool in tools]
         self._tools = tools
         return tools
 
@@ -194,9 +234,16 @@ class SupervisedMCPServer(MCPServer):
     ) -> mcp_types.CallToolResult:
         """Call ``tool_name`` through the supervisor. Typed failures come back as results
         (``is_error=True``, the seed's shape), never as exceptions."""
+        if tool_name not in self._exposed:
+            await self.list_tools()  # a stand-in this adapter has not listed yet, say
         try:
             return await self._run(
-                _call_tool_in_trio, self.server, tool_name, arguments or {}, self.timeout, self._meta_with(meta)
+                _call_tool_in_trio,
+                self.server,
+                self._exposed.get(tool_name, tool_name),
+                arguments or {},
+                self.timeout,
+                self._meta_with(meta),
             )
         except (Failure, MCPError) as error:
             return failure_result(tool_name, error)

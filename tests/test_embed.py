@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,8 +35,9 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from protocol import BackoffPolicy, DeadlineExceeded, ServerSpec, ToolResult, UnknownTool
 from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
+from supervisor._agents import _model_names, model_safe_name
 
-from conftest import marker_of, procs_with_marker, server_spec
+from conftest import SERVERS, marker_of, procs_with_marker, server_spec
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -159,6 +162,42 @@ async def run_agent(adapters: list[Any], calls: list[tuple[str, dict[str, Any]]]
     agent = Agent(name="copilot", instructions="Use the tools.", mcp_servers=adapters, model=model)
     result = await Runner.run(agent, "go", max_turns=4, run_config=RunConfig(tracing_disabled=True))
     return json.loads(str(result.final_output)), model
+
+
+def test_tool_names_model_apis_refuse_reach_the_model_as_stand_ins_that_call_them():
+    """MCP allows tool names of 128 characters with ``.`` and ``/``; OpenAI's and Anthropic's
+    APIs take ``^[a-zA-Z0-9_-]{1,64}$`` and refuse the whole request otherwise, so one such
+    tool would fail every turn of the copilot. The agent offers the model only names that
+    fit; the model calls the stand-ins, and the right tools run."""
+    sys.path.insert(0, str(SERVERS))
+    from echo import LONG_NAME, ODD_NAME
+
+    spec = server_spec("odd", "echo.py", "--odd-names", namespace="prefix")
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            adapter = SupervisedMCPServer(sup, server="odd")
+            stand_ins = [model_safe_name(f"odd__{name}") for name in (ODD_NAME, LONG_NAME)]
+            calls = [(name, {}) for name in stand_ins] + [("odd__echo", {"text": "plain"})]
+            outputs, model = await run_agent([adapter], calls)
+            assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in model.tools_seen), model.tools_seen
+            assert {*stand_ins, "odd__echo"} <= set(model.tools_seen)  # a name that fits is unchanged
+            assert outputs == [ODD_NAME, LONG_NAME, "plain"]
+            # a fresh adapter (say, another session's) takes a stand-in before it has listed
+            assert text_of(await adapter.with_session("other").call_tool(stand_ins[0], {})) == ODD_NAME
+
+    run_asyncio(main, timeout=60)
+
+
+def test_stand_in_names_are_stable_distinct_and_never_take_a_real_name():
+    long = "x" * 80
+    assert model_safe_name("fine_name-1") == "fine_name-1"
+    assert model_safe_name(long) == model_safe_name(long) != model_safe_name(long + "y")
+    assert len(model_safe_name(long)) == 64 and model_safe_name("a.b").startswith("a_b_")
+    taken = model_safe_name("a.b")  # a server's real tool that happens to be named like a stand-in
+    exposed = _model_names(["a.b", taken])
+    assert sorted(exposed.values()) == ["a.b", taken] and exposed[taken] == taken
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in exposed)
 
 
 # -- the embedded supervisor ------------------------------------------------------------------

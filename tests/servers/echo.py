@@ -4,15 +4,35 @@ Tools: echo (readOnlyHint), add (idempotentHint), write_note (destructiveHint; a
 ``write_note <text>`` to $EXEC_LOG), sleep (progress every 0.1 s), fail (isError), pid.
 Prompt ``greet``, resource ``info://server``.
 
-    python tests/servers/echo.py [--name NAME]
+``--odd-names`` adds two tools whose names MCP allows and model APIs refuse (OpenAI and
+Anthropic take ``^[a-zA-Z0-9_-]{1,64}$``): ``comfy.workflow/validate`` and one of 70
+characters (``LONG_NAME``). Each answers with its own name.
+
+    python tests/servers/echo.py [--name NAME] [--odd-names]
 """
 
 from _common import base_parser, make_server, serve_stdio
 
+ODD_NAME = "comfy.workflow/validate"
+LONG_NAME = "get_active_ingredient_application_number_by_drug_name_and_route_of_use"
+
 
 def main() -> None:
-    args = base_parser(__doc__).parse_args()
-    serve_stdio(make_server(args.name or "echo"))
+    parser = base_parser(__doc__)
+    parser.add_argument("--odd-names", action="store_true")
+    args = parser.parse_args()
+    mcp = make_server(args.name or "echo")
+    if args.odd_names:
+        for name in (ODD_NAME, LONG_NAME):
+            mcp.add_tool(answering(name), name=name, description=f"Answers {name!r}.")
+    serve_stdio(mcp)
+
+
+def answering(name: str):
+    def tool() -> str:
+        return name
+
+    return tool
 
 
 if __name__ == "__main__":
