@@ -117,7 +117,8 @@ class HttpAnswerWatch:
             return
         if response.request.method != "POST":
             return
-        refusal = HttpRefusal(status, _reason(status, response.reason_phrase), body[:_TEXT_KEPT].decode(errors="replace").strip())
+        text = body[:_TEXT_KEPT].decode(errors="replace").strip()
+        refusal = HttpRefusal(status, _reason(status, response.reason_phrase), text)
         if code is None:
             self.last_refusal = refusal
             into = refusals.get()

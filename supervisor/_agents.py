@@ -214,7 +214,10 @@ class SupervisedMCPServer(MCPServer):
         tools = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
         self._exposed = _model_names([tool.name for tool in tools])
         modeled = {name: safe for safe, name in self._exposed.items()}
-        tools = [tool if modeled[tool.name] == tool.name else tool.model_copy(update={"name": modeled[tool.name]}) for tool in tools]
+        tools = [
+            tool if modeled[tool.name] == tool.name else tool.model_copy(update={"name": modeled[tool.name]})
+            for tool in tools
+        ]
         self._tools = tools
         return tools
 

@@ -859,13 +859,19 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
         server.wait()
 
 
-async def test_an_sse_handshake_refused_by_a_gateway_fails_at_once_and_is_retried():
-    """The first POST of an SSE connection (initialize) gets a 503: the SDK's transport then
-    sends nothing more, so the connection waited out ``connect_timeout`` (60 s here) before.
-    Now the attempt ends at once, says why, and the next one connects."""
-    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--http-errors", "--refuse-first", "1", "--sse")
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_a_handshake_refused_by_a_gateway_fails_at_once_says_why_and_is_retried(transport):
+    """The first POST of a connection gets a 503 from a gateway. Over SSE the SDK's transport
+    then sends nothing more, so the attempt waited out ``connect_timeout`` (60 s here);
+    over streamable HTTP it failed with the SDK's "Server returned an error response" and
+    no status. Now the attempt ends at once, says what the gateway answered, and the next
+    one connects. (A streamable-HTTP client in ``auto`` mode that is refused
+    ``server/discover`` falls back to ``initialize``: both are refused here.)"""
+    extra = ("--refuse-first", "1", "--sse") if transport == "sse" else ("--refuse-first", "2")
+    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--http-errors", *extra)
     spec = ServerSpec(
-        name="gw", url=f"http://127.0.0.1:{port}/sse", transport="sse", connect_timeout=60,
+        name="gw", url=f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}", transport=transport,
+        connect_timeout=60,
         backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0), health_check_interval=None,
     )
     try:
@@ -873,9 +879,8 @@ async def test_an_sse_handshake_refused_by_a_gateway_fails_at_once_and_is_retrie
             await sup.wait_connected("gw", timeout=30)
             assert text(await sup.call_tool("echo", {"text": "in"}, server="gw", timeout=10)) == "in"
             assert (await sup.metrics_snapshot()).server("gw").exits == {"connect": 1}
-            assert "could not connect: the server answered a message with HTTP 503 Service Unavailable" in (
-                sup.link("gw").last_error
-            )
+            assert "could not connect: " in sup.link("gw").last_error
+            assert "HTTP 503 Service Unavailable (body: 'upstream answered 503')" in sup.link("gw").last_error
     finally:
         server.kill()
         server.wait()
