@@ -1003,8 +1003,8 @@ async def run_connection(
                 cause = _unwrap(exc)
                 if state is None and not isinstance(cause, ConnectionDied):
                     heard = f" ({watch.last_refusal})" if watch.last_refusal is not None else ""
-                    why = f"could not connect: {type(cause).__name__}: {cause}{heard}"
-                    raise ConnectionDied(why, "connect") from cause
+                    failed = f"could not connect: {type(cause).__name__}: {cause}{heard}"
+                    raise ConnectionDied(failed, "connect") from cause
                 raise
         if connecting.cancelled_caught:
             if broken:
