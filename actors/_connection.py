@@ -582,9 +582,13 @@ class _Connection:
         retried as such and counts for the breaker."""
         name = self.spec.name
         said = f"server {name!r} answered the call with {refusal} instead of a JSON-RPC answer"
-        data = {"server": name, "tool": call.tool, "http_status": refusal.status}
+        data: dict[str, Any] = {"server": name, "tool": call.tool, "http_status": refusal.status}
         if refusal.status in _REFUSED_UNSEEN:
-            return ServerUnavailable(f"{said}: it turned the call away unread, so the call did not run", **data)
+            asks = ""
+            if refusal.retry_after is not None:
+                data["retry_after"] = refusal.retry_after
+                asks = f"; it asks to wait {refusal.retry_after:g} s before trying again"
+            return ServerUnavailable(f"{said}: it turned the call away unread, so the call did not run{asks}", **data)
         if refusal.status >= 500:
             # Not even a 503 proves the call did not run: proxies answer 503 when the upstream
             # reset the connection after it had the request (Envoy's "reset before headers").

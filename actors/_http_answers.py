@@ -24,7 +24,9 @@ httpx response hook on the transport's client, reads them:
   message it was (the SDK posts each message in a copy of its sender's context), so the
   call can raise a typed failure instead. Over SSE, any error status to a POST also calls
   ``on_broken``: the SDK's SSE transport stops sending anything after one, so the
-  connection is gone, however the server still looks.
+  connection is gone, however the server still looks. A ``Retry-After`` header is kept
+  (``HttpRefusal.retry_after``): the retry waits at least that long, or gives up at once
+  when that is past the call's deadline.
 
 Guarantees: the hook never raises, never changes the response (a body it reads is cached
 by httpx for the transport to read again), reads a body only for an error status, and
@@ -35,7 +37,9 @@ status).
 from __future__ import annotations
 
 import contextvars
+import email.utils
 import http
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +57,7 @@ class HttpRefusal(msgspec.Struct, frozen=True):
     status: int
     reason: str
     text: str  # the start of the body
+    retry_after: float | None = None  # s, from a Retry-After header (seconds or a date)
 
     def __str__(self) -> str:
         said = f" (body: {self.text!r})" if self.text else ""
@@ -94,6 +99,21 @@ def _reason(status: int, phrase: str) -> str:
         return ""
 
 
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After header's wait in seconds (RFC 9110: delay-seconds or an HTTP-date)."""
+    if not retry_after:
+        return None
+    if retry_after.strip().isdigit():
+        return float(retry_after)
+    try:
+        when = email.utils.parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
@@ -118,7 +138,8 @@ class HttpAnswerWatch:
         if response.request.method != "POST":
             return
         text = body[:_TEXT_KEPT].decode(errors="replace").strip()
-        refusal = HttpRefusal(status, _reason(status, response.reason_phrase), text)
+        retry_after = _seconds(response.headers.get("retry-after"))
+        refusal = HttpRefusal(status, _reason(status, response.reason_phrase), text, retry_after)
         if code is None:
             self.last_refusal = refusal
             into = refusals.get()

@@ -7,7 +7,8 @@ What is retried (``call_with_retry``), each retry budget permitting, within ``ma
 and never past the deadline:
 
 - ``ServerUnavailable``, ``ActorDown``: the call never reached the server, so repeating it
-  is always safe.
+  is always safe. A ``retry_after`` in the failure's data (seconds: a rate limiter's
+  ``Retry-After``) is the least wait before the retry.
 - ``Overloaded`` is not retried: the server's queue is full, and retrying would feed the
   overload it reports. The caller gets it at once (and the breaker counts it).
 - ``ServerCrashed``, ``DeadlineExceeded``: the call may have run. Retried only when
@@ -272,6 +273,9 @@ async def _retry(
         now = trio.current_time()
         if isinstance(failure, NEVER_SENT):
             wait = backoff_delay(policy, attempt - 1, draw())
+            asked = failure.data.get("retry_after")
+            if isinstance(asked, (int, float)) and asked > wait:
+                wait = asked
         elif isinstance(failure, MAY_HAVE_RUN):
             if callable(safe_after_send):
                 safe_after_send = safe_after_send()

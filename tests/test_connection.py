@@ -821,8 +821,9 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
     try:
         async with Supervisor([spec]) as sup:
 
-            async def fail_next(status: int, count: int = 1) -> None:
-                await sup.call_tool("fail_next", {"status": status, "count": count}, server="gw", timeout=10)
+            async def fail_next(status: int, count: int = 1, retry_after: str | None = None) -> None:
+                arguments = {"status": status, "count": count, "retry_after": retry_after}
+                await sup.call_tool("fail_next", arguments, server="gw", timeout=10)
 
             async def served() -> int:  # tools/call POSTs that reached the server
                 await sup.wait_connected("gw", timeout=20)  # over SSE, after the refusal ended one
@@ -843,6 +844,15 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
             assert text(await sup.call_tool("write_note", {"text": "c"}, server="gw", timeout=20)) == "noted: c"
             assert await served() == 2  # and ran once
 
+            await fail_next(429, retry_after="3600")  # past the deadline: no use waiting
+            with pytest.raises(ServerUnavailable, match="asks to wait 3600 s") as limited:
+                await sup.call_tool("echo", {"text": "f"}, server="gw", timeout=20)
+            assert limited.value.data["retry_stopped"] == "deadline" and limited.value.data["attempts"] == 1
+            await fail_next(429, retry_after="1")  # waited for, then retried (a retry's own wait is <= 0.1 s)
+            started = trio.current_time()
+            assert text(await sup.call_tool("echo", {"text": "g"}, server="gw", timeout=20)) == "g"
+            assert trio.current_time() - started >= 1.0
+
             await fail_next(401)
             with pytest.raises(MCPError, match="HTTP 401 Unauthorized"):
                 await sup.call_tool("echo", {"text": "d"}, server="gw", timeout=20)
@@ -851,9 +861,9 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
 
             snapshot = await sup.metrics_snapshot()
             echo = snapshot.tool("gw", "echo")
-            assert echo.failures == {"ServerCrashed": 2, "tool_error": 1}, echo.failures
+            assert echo.failures == {"ServerCrashed": 2, "ServerUnavailable": 2, "tool_error": 1}, echo.failures
             exits = snapshot.server("gw").exits
-            assert exits == ({"transport": 5} if transport == "sse" else {}), exits
+            assert exits == ({"transport": 7} if transport == "sse" else {}), exits
     finally:
         server.kill()
         server.wait()
@@ -946,6 +956,17 @@ async def test_which_responses_are_refusals(method, status, body, refused, sse):
     assert [str(r) for r in heard] == ([refused] if refused else [])
     assert len(broken) == (1 if sse and method == "POST" and status >= 400 else 0)
     assert await response.aread() == body
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    import email.utils
+
+    from actors._http_answers import _seconds
+
+    assert _seconds("120") == 120.0 and _seconds(None) is None and _seconds("soon") is None
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 50 < _seconds(in_a_minute) <= 60
+    assert _seconds(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0  # already past
 
 
 async def test_in_process_server_object():

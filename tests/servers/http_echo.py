@@ -15,7 +15,7 @@ there and then, as an expiry would (the server keeps running). ``--list-changed`
 ``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``).
 
 ``--http-errors`` stands for a proxy in front of the server: its tool
-``fail_next(status, count)`` makes the next ``count`` POSTs of a ``tools/call`` (other than
+``fail_next(status, count, retry_after)`` makes the next ``count`` POSTs of a ``tools/call`` (other than
 ``fail_next`` itself) answer HTTP ``status`` with a plain-text body, as a gateway does, and
 never reach the server; ``calls_served`` says how many did reach it. ``--refuse-first N``
 (with ``--http-errors``) answers the first ``N`` POSTs of any kind, the handshake's included,
@@ -78,6 +78,7 @@ class _Gateway:
     def __init__(self, app, refuse_first: int) -> None:
         self.app = app
         self.status = 503
+        self.retry_after: str | None = None
         self.count = 0
         self.served = 0
         self.refuse_first = refuse_first
@@ -85,6 +86,8 @@ class _Gateway:
     async def refuse(self, send) -> None:
         text = f"upstream answered {self.status}".encode()
         headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]
+        if self.retry_after is not None:
+            headers.append((b"retry-after", self.retry_after.encode()))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": text})
 
@@ -143,9 +146,10 @@ async def main_async(args) -> None:
         gateway = app = _Gateway(app, args.refuse_first)
 
         @mcp.tool()
-        def fail_next(status: int, count: int = 1) -> str:
-            """Answer the next ``count`` tools/call POSTs with HTTP ``status``."""
-            gateway.status, gateway.count = status, count
+        def fail_next(status: int, count: int = 1, retry_after: str | None = None) -> str:
+            """Answer the next ``count`` tools/call POSTs with HTTP ``status`` (and a
+            ``Retry-After: <retry_after>`` header)."""
+            gateway.status, gateway.count, gateway.retry_after = status, count, retry_after
             return f"the next {count} calls get HTTP {status}"
 
         @mcp.tool()
