@@ -95,11 +95,13 @@ __all__ = [
     "ForceOpen",
     "Permit",
     "PermitGranted",
+    "SetPolicy",
     "Reset",
     "Snapshot",
     "Transition",
     "admit_call",
     "breaker_actor",
+    "check_policy",
     "report_outcome",
     "spawn_breaker",
 ]
@@ -176,6 +178,12 @@ class Reset(msgspec.Struct, frozen=True):
     """Operator: back to ``closed`` with fresh counts (``open`` if the connection is down)."""
 
 
+class SetPolicy(msgspec.Struct, frozen=True):
+    """Config reload: go on under ``policy`` (see `BreakerCore.set_policy`)."""
+
+    policy: BreakerPolicy
+
+
 class ConnectionDown(msgspec.Struct, frozen=True):
     """The connection actor is down or restarting: fail fast until ``ConnectionUp``.
 
@@ -212,7 +220,18 @@ class BreakerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     stale: int  # reports about calls that started before the breaker last left closed
 
 
-BreakerMessage = CallOutcome | Permit | ForceOpen | Disable | Reset | ConnectionDown | ConnectionUp | Snapshot
+BreakerMessage = (
+    CallOutcome | Permit | ForceOpen | Disable | Reset | SetPolicy | ConnectionDown | ConnectionUp | Snapshot
+)
+
+
+_DISABLED_IN_CONFIG = "disabled in config"
+
+
+def check_policy(policy: BreakerPolicy) -> None:
+    """Raise ``ValueError`` for a policy no breaker can run."""
+    if policy.window < 1 or policy.failure_threshold < 1 or policy.half_open_permits < 1:
+        raise ValueError("breaker window, failure_threshold and half_open_permits must be >= 1")
 
 
 def _refusal(
@@ -263,8 +282,7 @@ class BreakerCore:
         name: str = "",
         permit_lease: float = DEFAULT_PERMIT_LEASE,
     ) -> None:
-        if policy.window < 1 or policy.failure_threshold < 1 or policy.half_open_permits < 1:
-            raise ValueError("breaker window, failure_threshold and half_open_permits must be >= 1")
+        check_policy(policy)
         self.policy = policy
         self.name = name
         self.permit_lease = permit_lease
@@ -287,7 +305,7 @@ class BreakerCore:
         self._conn_retry_at: float | None = None
         # The operator layer: None, FORCED_OPEN or DISABLED.
         self._override: str | None = None if policy.enabled else DISABLED
-        self._override_reason = "" if policy.enabled else "disabled in config"
+        self._override_reason = "" if policy.enabled else _DISABLED_IN_CONFIG
         # Bookkeeping.
         self._pending: list[Transition] = []
         self.last_transition: Transition | None = None
@@ -493,6 +511,25 @@ class BreakerCore:
         self.trips = 0
         self._close("reset by operator")
         self._stale_before = now
+        self._note(before, now)
+
+    def set_policy(self, now: float, policy: BreakerPolicy) -> None:
+        """Go on under ``policy`` (a config reload): the counts are kept, cut to the new
+        window, and judged by the new thresholds from the next outcome on; an open breaker
+        keeps its retry time; ``enabled`` turns the config's own ``disabled`` on or off (an
+        operator's override stays as it is). Raises ``ValueError`` for an invalid policy."""
+        check_policy(policy)
+        before = self._mark()
+        self.policy = policy
+        window = self._window
+        while len(window) > policy.window:
+            failed, slow = window.popleft()
+            self._window_failures -= failed
+            self._window_slow -= slow
+        if not policy.enabled and self._override is None:
+            self._override, self._override_reason = DISABLED, _DISABLED_IN_CONFIG
+        elif policy.enabled and self._override == DISABLED and self._override_reason == _DISABLED_IN_CONFIG:
+            self._override, self._override_reason = None, ""
         self._note(before, now)
 
     def connection_down(self, now: float, reason: str = "connection down", retry_at: float | None = None) -> None:
@@ -795,6 +832,9 @@ async def breaker_actor(
                 core.disable(now, msg.reason)
             elif type(msg) is Reset:
                 core.reset(now)
+            elif type(msg) is SetPolicy:
+                core.set_policy(now, msg.policy)
+                slow_call_seconds = msg.policy.slow_call_seconds
             elif type(msg) is ConnectionDown:
                 core.connection_down(now, msg.reason, msg.retry_at)
             elif type(msg) is ConnectionUp:

@@ -35,7 +35,15 @@ from typing import Any, Final
 import trio
 
 from actors import Mailbox, ServerLink, run_connection
-from actors._breaker import BreakerView, ConnectionDown, ConnectionUp, breaker_actor, report_outcome
+from actors._breaker import (
+    BreakerView,
+    ConnectionDown,
+    ConnectionUp,
+    SetPolicy,
+    breaker_actor,
+    check_policy,
+    report_outcome,
+)
 from actors._metrics import MetricsRef
 from actors._registry import PublishTools, Registry, ServerAvailability
 from actors._retry import RetryBudget
@@ -53,13 +61,14 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 #: The `ServerSpec` keys a running server takes in place (`ServerHandle.update`). Each is
 #: read where it is used: per call (``timeout``, ``retry``, ``retry_safe_tools``,
 #: ``trust_annotations``, ``max_concurrency``, ``max_queue``, ``hang_threshold``), per line
-#: (``garbage_threshold``), per connection attempt (``connect_timeout``), or by the registry
-#: (``namespace``, ``categories``: the tools are published again). Every other key belongs to
-#: what an incarnation is built from (the process or URL, the breaker, the restart policy,
-#: the background checks), so changing it replaces the server.
+#: (``garbage_threshold``), per connection attempt (``connect_timeout``), by the registry
+#: (``namespace``, ``categories``: the tools are published again) or by the breaker actor
+#: (``breaker``: `SetPolicy`). Every other key belongs to what an incarnation is built from
+#: (the process or URL, the restart policy, the background checks), so changing it
+#: replaces the server.
 LIVE_KEYS: Final = frozenset({
     "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",
-    "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories",
+    "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories", "breaker",
 })
 
 
@@ -113,10 +122,14 @@ class ServerHandle:
         server runs: the connection (if any) reads it from now on, and so does every later
         incarnation; calls in flight are not disturbed (a call keeps the deadline it started
         with); calls waiting for a slot look again at the new ``max_concurrency``; the tools
-        are published again under the new ``namespace`` and ``categories``. Raises
-        ``ValueError`` for a change outside `LIVE_KEYS`."""
+        are published again under the new ``namespace`` and ``categories``; the breaker goes
+        on under its new policy (`BreakerCore.set_policy`). Raises ``ValueError`` (and changes
+        nothing) for a change outside `LIVE_KEYS` or a breaker policy no breaker can run."""
         if not changes_live(self.spec, spec):
             raise ValueError(f"server {self.name!r}: only {sorted(LIVE_KEYS)} change in place")
+        check_policy(spec.breaker)
+        if spec.breaker != self.spec.breaker:
+            self._tell(self.breaker_ref, SetPolicy(spec.breaker))
         self.replace_spec(spec)
         conn = self.link.conn
         if conn is not None:

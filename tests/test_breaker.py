@@ -24,6 +24,7 @@ from actors._breaker import (
     Permit,
     PermitGranted,
     Reset,
+    SetPolicy,
     Snapshot,
     admit_call,
     report_outcome,
@@ -326,6 +327,35 @@ async def test_a_breaker_disabled_in_config_starts_disabled(nursery, autojump_cl
     snap = await report(ref, *["ServerCrashed"] * 10)
     assert snap.state == "disabled" and snap.reason == "disabled in config"
     assert view.admit() is True
+
+
+async def test_a_new_policy_applies_to_the_counts_so_far_and_toggles_the_config_disable(breaker, autojump_clock):
+    """A reload's ``SetPolicy``: the counts are kept and judged by the new thresholds from
+    the next outcome on; ``enabled`` turns the config's disable on and off, and never lifts
+    an operator's."""
+    ref, view = breaker()  # failure_threshold 3
+    snap = await report(ref, "ServerCrashed", "ServerCrashed")
+    assert snap.state == "closed" and snap.counts.consecutive_failures == 2
+    await ref.ask(SetPolicy(policy(failure_threshold=5)), 1)
+    assert (await report(ref, "ServerCrashed", "ServerCrashed")).state == "closed"  # 4 < 5
+    assert (await report(ref, "ServerCrashed")).state == "open"  # the fifth, under the new rule
+
+    snap = await ref.ask(SetPolicy(policy(enabled=False)), 1)
+    assert snap.state == "disabled" and snap.reason == "disabled in config" and view.passthrough
+    snap = await ref.ask(SetPolicy(policy()), 1)
+    assert snap.state == "open"  # back to what its health says
+    await ref.ask(Disable("by hand"), 1)
+    snap = await ref.ask(SetPolicy(policy(failure_threshold=4)), 1)
+    assert snap.state == "disabled" and "by hand" in snap.reason
+
+
+async def test_a_smaller_window_keeps_only_the_latest_outcomes(breaker, autojump_clock):
+    ref, _ = breaker(window=10, min_calls=4, failure_rate=0.5, failure_threshold=100)
+    await report(ref, "ServerCrashed", "ServerCrashed", "success", "success", "success")
+    snap = await ref.ask(SetPolicy(policy(window=3, min_calls=3, failure_rate=0.5, failure_threshold=100)), 1)
+    assert snap.counts.window_calls == 3 and snap.counts.window_failures == 0, snap.counts
+    assert (await report(ref, "ServerCrashed")).state == "closed"  # 1 of 3: rate below 0.5
+    assert (await report(ref, "ServerCrashed")).state == "open"  # 2 of 3
 
 
 async def test_reset_from_open_closes_with_fresh_counts(breaker, autojump_clock):

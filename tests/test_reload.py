@@ -21,7 +21,7 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
-from protocol import BackoffPolicy, CircuitOpen, DeadlineExceeded, Failure, Overloaded, UnknownTool
+from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, DeadlineExceeded, Failure, Overloaded, UnknownTool
 from supervisor import Supervisor
 from supervisor._config import ConfigError, load_config
 from supervisor._gateway import Gateway
@@ -192,7 +192,8 @@ async def test_a_change_of_live_keys_only_is_applied_in_place():
     and the new values hold for the next call. A change to any other key replaces it."""
     spec = server_spec("echo", "echo.py")
     tight = msgspec.structs.replace(
-        spec, timeout=0.3, max_concurrency=1, max_queue=0, namespace="prefix", categories={"echo": "search"}
+        spec, timeout=0.3, max_concurrency=1, max_queue=0, namespace="prefix", categories={"echo": "search"},
+        breaker=BreakerPolicy(enabled=False),
     )
     async with Supervisor([spec]) as sup:
         pid = sup.link("echo").process.pid
@@ -213,6 +214,7 @@ async def test_a_change_of_live_keys_only_is_applied_in_place():
         with pytest.raises(DeadlineExceeded):
             await sup.call_tool("echo__sleep", {"seconds": 3})
         assert [t.name for t in sup.list_tools(category="search")] == ["echo__echo"]
+        assert sup.handle("echo").breaker.state == "disabled"
         assert sup.link("echo").process.pid == pid
         assert server_restarts(sup, "echo") == 0
 
