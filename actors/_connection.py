@@ -73,6 +73,8 @@ __all__ = ["Call", "ConnectionDied", "ServerLink", "run_connection"]
 log = logging.getLogger("supervisor.connection")
 
 CONNECTION_CLOSED = -32000  # the SDK's code for a transport that went away
+#: The spec keys of the periodic checks (`_Connection.start_checks`).
+_CHECK_KEYS = ("tools_ttl", "health_check_interval", "health_check_timeout")
 #: HTTP statuses that say the request was turned away unread: "try again later".
 _REFUSED_UNSEEN = frozenset({408, 429})
 _RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that ended ...
@@ -358,6 +360,7 @@ class _Connection:
         self.consecutive_timeouts = 0
         self.answered_at = trio.current_time()  # the server's last answer (health checks)
         self.over_http = spec.kind in ("sse", "streamable-http")  # see _http_answers
+        self.checks: trio.CancelScope | None = None  # the running `start_checks`
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
         self.garbage = 0
@@ -407,9 +410,30 @@ class _Connection:
 
     def reconfigure(self, spec: ServerSpec) -> None:
         """Go on under ``spec`` (same server; see ``supervisor``'s ``LIVE_KEYS`` for what may
-        differ): later calls and lines read it; calls waiting for a slot look again."""
-        self.spec = spec
+        differ): later calls and lines read it; calls waiting for a slot look again; the
+        health check and the tools TTL start over on their new settings if they changed."""
+        old, self.spec = self.spec, spec
         self.slots.unpark_all()
+        if any(getattr(old, key) != getattr(spec, key) for key in _CHECK_KEYS):
+            self.start_checks()
+
+    def start_checks(self) -> None:
+        """(Re)start the periodic work ``self.spec`` asks for in the background nursery:
+        the health check (`check_health`) and the tools TTL (`expire_tools`)."""
+        if self.nursery is None:
+            return  # not live yet: `_live` starts them, reading the spec then
+        if self.checks is not None:
+            self.checks.cancel()
+        self.checks = trio.CancelScope()
+        self.nursery.start_soon(self._run_checks, self.checks, self.spec)
+
+    async def _run_checks(self, scope: trio.CancelScope, spec: ServerSpec) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                if spec.tools_ttl:
+                    nursery.start_soon(self.expire_tools, spec.tools_ttl)
+                if spec.health_check_interval:
+                    nursery.start_soon(self.check_health, spec.health_check_interval, spec.health_check_timeout)
 
     def _never_sent(self, why: str) -> ActorDown:
         return ActorDown(f"connection to {self.spec.name!r} {why}; the call was not sent", server=self.spec.name)
@@ -890,10 +914,7 @@ async def _live(
             state.nursery = side  # background work of this incarnation (`_refresh_soon`)
             side.start_soon(state.watch_death)
             side.start_soon(state.listen)
-            if spec.tools_ttl:
-                side.start_soon(state.expire_tools, spec.tools_ttl)
-            if spec.health_check_interval:
-                side.start_soon(state.check_health, spec.health_check_interval, spec.health_check_timeout)
+            state.start_checks()
             await state.serve(mailbox)
             side.cancel_scope.cancel()
         return why

@@ -62,13 +62,15 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 #: read where it is used: per call (``timeout``, ``retry``, ``retry_safe_tools``,
 #: ``trust_annotations``, ``max_concurrency``, ``max_queue``, ``hang_threshold``), per line
 #: (``garbage_threshold``), per connection attempt (``connect_timeout``), by the registry
-#: (``namespace``, ``categories``: the tools are published again) or by the breaker actor
-#: (``breaker``: `SetPolicy`). Every other key belongs to what an incarnation is built from
-#: (the process or URL, the restart policy, the background checks), so changing it
-#: replaces the server.
+#: (``namespace``, ``categories``: the tools are published again), by the breaker actor
+#: (``breaker``: `SetPolicy`), or by the periodic checks, which start over
+#: (``health_check_interval``, ``health_check_timeout``, ``tools_ttl``). Every other key
+#: belongs to what an incarnation is built from (the process or URL, the restart policy),
+#: so changing it replaces the server.
 LIVE_KEYS: Final = frozenset({
     "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",
     "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories", "breaker",
+    "health_check_interval", "health_check_timeout", "tools_ttl",
 })
 
 

@@ -823,6 +823,7 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
 
             async def fail_next(status: int, count: int = 1, retry_after: str | None = None) -> None:
                 arguments = {"status": status, "count": count, "retry_after": retry_after}
+                await sup.wait_connected("gw", timeout=20)  # over SSE, after a refusal ended one
                 await sup.call_tool("fail_next", arguments, server="gw", timeout=10)
 
             async def served() -> int:  # tools/call POSTs that reached the server

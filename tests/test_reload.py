@@ -240,6 +240,21 @@ async def test_a_live_update_while_the_server_connects_reaches_the_new_connectio
         assert sup.link("slow").conn.spec == tight
 
 
+async def test_a_health_check_turned_on_by_a_reload_starts_without_a_restart():
+    """``health_check_interval`` from off to 0.3 s: the running connection starts checking
+    (and so finds a tool the server added without a word), with the same process."""
+    spec = server_spec("quiet", "list_changed.py", health_check_interval=None)
+    async with Supervisor([spec]) as sup:
+        pid = sup.link("quiet").process.pid
+        await sup.call_tool("add_tool", {"name": "unannounced", "notify": False}, server="quiet", timeout=10)
+        await trio.sleep(0.5)
+        assert "unannounced" not in {t.name for t in sup.link("quiet").tools}  # nobody looks
+        checked = msgspec.structs.replace(spec, health_check_interval=0.3, health_check_timeout=5)
+        assert (await sup.reconcile([checked]))["updated"] == ["quiet"]
+        await wait_until(lambda: "unannounced" in {t.name for t in sup.link("quiet").tools}, what="a health check")
+        assert sup.link("quiet").process.pid == pid and server_restarts(sup, "quiet") == 0
+
+
 def server_restarts(sup: Supervisor, name: str) -> int:
     (servers,) = [c for c in sup.status().children if c.id == "servers"]
     (server,) = [c for c in servers.children if c.id == f"server:{name}"]
