@@ -271,8 +271,12 @@ class Supervisor:
 
     async def _update_server(self, spec: ServerSpec) -> None:
         self._refuse_while_replacing(spec.name)
-        self._handles[spec.name].update(spec)
+        handle = self._handles[spec.name]
+        old_backoff = handle.spec.backoff
+        await handle.update(spec)
         self._specs[spec.name] = spec
+        if spec.backoff != old_backoff:  # the subtree's own restarts, by ``servers``
+            await self._servers.update_child(f"server:{spec.name}", backoff=spec.backoff)
         await self.registry.snapshot()  # a barrier: its tools under the new names are in the view
 
     async def set_toolsets(self, toolsets: dict[str, list[str]]) -> None:

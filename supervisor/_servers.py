@@ -51,7 +51,15 @@ from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, Server
 
 from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor
 
-__all__ = ["LIVE_KEYS", "SERVER_INTENSITY", "SERVERS_INTENSITY", "ServerHandle", "changes_live", "server_child_spec"]
+__all__ = [
+    "LIVE_KEYS",
+    "SERVER_INTENSITY",
+    "SERVERS_INTENSITY",
+    "ServerHandle",
+    "changes_live",
+    "connection_policy",
+    "server_child_spec",
+]
 
 log = logging.getLogger("supervisor.servers")
 
@@ -63,14 +71,16 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 #: ``trust_annotations``, ``max_concurrency``, ``max_queue``, ``hang_threshold``), per line
 #: (``garbage_threshold``), per connection attempt (``connect_timeout``), by the registry
 #: (``namespace``, ``categories``: the tools are published again), by the breaker actor
-#: (``breaker``: `SetPolicy`), or by the periodic checks, which start over
-#: (``health_check_interval``, ``health_check_timeout``, ``tools_ttl``). Every other key
-#: belongs to what an incarnation is built from (the process or URL, the restart policy),
-#: so changing it replaces the server.
+#: (``breaker``: `SetPolicy`), by the periodic checks, which start over
+#: (``health_check_interval``, ``health_check_timeout``, ``tools_ttl``), or by the
+#: supervisors (``restart``, ``shutdown_timeout``, ``backoff``: `TreeSupervisor.update_child`).
+#: The other keys say what the server is (``command``, ``args``, ``env``, ``cwd``, ``url``,
+#: ``transport``, ``headers``), so changing one replaces it. A key added to `ServerSpec` is
+#: not live until it is named here.
 LIVE_KEYS: Final = frozenset({
     "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",
     "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories", "breaker",
-    "health_check_interval", "health_check_timeout", "tools_ttl",
+    "health_check_interval", "health_check_timeout", "tools_ttl", "restart", "shutdown_timeout", "backoff",
 })
 
 
@@ -97,6 +107,7 @@ class ServerHandle:
         self.registry = registry
         self.metrics = metrics
         self.replacing: trio.Event | None = None
+        self.subtree: TreeSupervisor | None = None  # the running (or last) ``server:<name>``
         self.link.listeners.append(self._on_link)
 
     @property
@@ -119,18 +130,22 @@ class ServerHandle:
         self.spec = spec
         self.link.spec = spec
 
-    def update(self, spec: ServerSpec) -> None:
+    async def update(self, spec: ServerSpec) -> None:
         """Adopt ``spec``, which differs from the current spec only in `LIVE_KEYS`, while the
         server runs: the connection (if any) reads it from now on, and so does every later
         incarnation; calls in flight are not disturbed (a call keeps the deadline it started
         with); calls waiting for a slot look again at the new ``max_concurrency``; the tools
         are published again under the new ``namespace`` and ``categories``; the breaker goes
-        on under its new policy (`BreakerCore.set_policy`). Raises ``ValueError`` (and changes
-        nothing) for a change outside `LIVE_KEYS` or a breaker policy no breaker can run."""
+        on under its new policy (`BreakerCore.set_policy`); the subtree supervises the
+        connection by the new ``restart``, ``shutdown_timeout`` and ``backoff`` from its next
+        exit on (the ``servers`` supervisor's own backoff for the subtree is the caller's).
+        Raises ``ValueError`` (and changes nothing) for a change outside `LIVE_KEYS` or a
+        breaker policy no breaker can run."""
         if not changes_live(self.spec, spec):
             raise ValueError(f"server {self.name!r}: only {sorted(LIVE_KEYS)} change in place")
         check_policy(spec.breaker)
-        if spec.breaker != self.spec.breaker:
+        old = self.spec
+        if spec.breaker != old.breaker:
             self._tell(self.breaker_ref, SetPolicy(spec.breaker))
         self.replace_spec(spec)
         conn = self.link.conn
@@ -138,6 +153,11 @@ class ServerHandle:
             conn.reconfigure(spec)
         if self.link.tools_version:
             self._on_link("tools", self.link)
+        if connection_policy(spec) != connection_policy(old) and self.subtree is not None:
+            try:
+                await self.subtree.update_child(f"connection:{self.name}", **connection_policy(spec))
+            except (ActorDown, KeyError):
+                pass  # the subtree is not running: its next start reads ``self.spec``
 
     async def wait_replaced(self, deadline: float) -> None:
         """Wait (up to ``deadline``, trio time) until the replacement under way is over.
@@ -195,22 +215,26 @@ class ServerHandle:
 
 
 def server_child_spec(handle: ServerHandle, *, inproc: Any = None) -> ChildSpec:
-    """The child spec of ``server:<name>`` for the ``servers`` supervisor."""
-    spec = handle.spec
-    breaker = ChildSpec(id=f"breaker:{spec.name}", start=handle.run_breaker, shutdown=1.0)
-    connection = ChildSpec(
-        id=f"connection:{spec.name}",
-        start=functools.partial(run_connection, handle.link, inproc=inproc),
-        restart=Restart(spec.restart),
-        shutdown=spec.shutdown_timeout,
-        backoff=spec.backoff,
-    )
+    """The child spec of ``server:<name>`` for the ``servers`` supervisor. Each start of the
+    subtree reads ``handle.spec`` then, so an update in place reaches it."""
+    name = handle.name
 
     async def start(*, task_status: Any) -> None:
-        subtree = _ServerSubtree(f"server:{spec.name}", [breaker, connection], handle)
-        await subtree.run(task_status=task_status)
+        breaker = ChildSpec(id=f"breaker:{name}", start=handle.run_breaker, shutdown=1.0)
+        connection = ChildSpec(
+            id=f"connection:{name}",
+            start=functools.partial(run_connection, handle.link, inproc=inproc),
+            **connection_policy(handle.spec),
+        )
+        handle.subtree = _ServerSubtree(f"server:{name}", [breaker, connection], handle)
+        await handle.subtree.run(task_status=task_status)
 
-    return ChildSpec(id=f"server:{spec.name}", start=start, supervisor=True, backoff=spec.backoff)
+    return ChildSpec(id=f"server:{name}", start=start, supervisor=True, backoff=handle.spec.backoff)
+
+
+def connection_policy(spec: ServerSpec) -> dict[str, Any]:
+    """How the connection child of ``spec`` is supervised (`ChildSpec` fields)."""
+    return {"restart": Restart(spec.restart), "shutdown": spec.shutdown_timeout, "backoff": spec.backoff}
 
 
 class _ServerSubtree(TreeSupervisor):

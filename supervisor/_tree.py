@@ -127,6 +127,11 @@ class _RestartChild(msgspec.Struct, frozen=True):
     id: str
 
 
+class _UpdateChild(msgspec.Struct, frozen=True):
+    id: str
+    changes: dict[str, Any]
+
+
 class _Stop(msgspec.Struct, frozen=True):
     pass
 
@@ -269,6 +274,12 @@ class TreeSupervisor:
         """Stop a child and start it again now; returns once it is ready or ended."""
         return await self._mailbox.ref.ask(_RestartChild(child_id))
 
+    async def update_child(self, child_id: str, **changes: Any) -> None:
+        """Change fields of a child's spec (``restart``, ``shutdown``, ``backoff``) without
+        touching the running child: they apply from its next exit, stop or restart on.
+        Raises ``KeyError`` for an unknown child."""
+        await self._mailbox.ref.ask(_UpdateChild(child_id, changes))
+
     def stop(self) -> None:
         """Ask the supervisor to stop its children in reverse order and return."""
         try:
@@ -363,6 +374,13 @@ class TreeSupervisor:
             if child in self._start_queue:
                 self._start_queue.remove(child)
             self._publish("removed", child)
+            reply.send(None)
+        elif isinstance(msg, _UpdateChild):
+            child = self._children.get(msg.id)
+            if child is None:
+                reply.fail(KeyError(f"supervisor {self.path!r} has no child {msg.id!r}"))
+                return
+            child.spec = msgspec.structs.replace(child.spec, **msg.changes)
             reply.send(None)
         elif isinstance(msg, _RestartChild):
             child = self._children.get(msg.id)

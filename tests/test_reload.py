@@ -10,6 +10,8 @@ client calls it. Every wait has a deadline.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 from pathlib import Path
 
@@ -253,6 +255,24 @@ async def test_a_health_check_turned_on_by_a_reload_starts_without_a_restart():
         assert (await sup.reconcile([checked]))["updated"] == ["quiet"]
         await wait_until(lambda: "unannounced" in {t.name for t in sup.link("quiet").tools}, what="a health check")
         assert sup.link("quiet").process.pid == pid and server_restarts(sup, "quiet") == 0
+
+
+async def test_a_restart_policy_changed_in_place_applies_at_the_next_exit():
+    """``restart: temporary`` (and a new backoff) by reload: the running server is not
+    touched, its status says the new policy, and when it is killed it stays down, as a
+    temporary child does, instead of being restarted as the permanent one it was."""
+    spec = server_spec("echo", "echo.py")
+    temporary = msgspec.structs.replace(spec, restart="temporary", backoff=BackoffPolicy(min=0.05, max=0.1, jitter=0.0))
+    async with Supervisor([spec]) as sup:
+        pid = sup.link("echo").process.pid
+        assert (await sup.reconcile([temporary]))["updated"] == ["echo"]
+        (servers,) = [c for c in sup.status().children if c.id == "servers"]
+        (server,) = [c for c in servers.children if c.id == "server:echo"]
+        assert connection_of(server).restart == "temporary" and sup.link("echo").process.pid == pid
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: sup.link("echo").conn is None, what="the connection to end")
+        await trio.sleep(1.0)  # a permanent child would be back within 0.05 s (FAST_BACKOFF)
+        assert sup.link("echo").conn is None and procs_with_marker(marker_of(spec)) == []
 
 
 def server_restarts(sup: Supervisor, name: str) -> int:
