@@ -454,6 +454,7 @@ async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, s
 
             assert response.status_code == 200, response.text
             assert response.json()["changed"] == ["echo"] and response.json()["failed"] == []
+            assert response.json()["updated"] == []  # args: what the server is, so replaced
             assert loop.started_during_replacement > 0, "no call arrived during the reload: the test proves nothing"
             assert not loop.gaps(), loop.gaps()
             others = [o for o in loop.outcomes if o[0] != "result"]
@@ -461,6 +462,26 @@ async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, s
             assert all(o[1] == "hi" for o in loop.outcomes if o[0] == "result")
             assert text_of(await client.call_tool("pid", {})) != old_pid
     await wait_until(lambda: len(procs_with_marker(marker)) == 1, timeout=10, what="only the new incarnation to run")
+
+
+async def test_daemon_reload_of_a_timeout_keeps_the_server_process(tmp_path, start_daemon):
+    """Through the config file and ``POST /reload``: a changed ``timeout`` is applied in
+    place (``updated``), the same process serves on, and the new timeout holds."""
+    config = tmp_path / "c.json"
+    echo, marker = server_entry("echo.py")
+    write_config(config, {"echo": echo})
+    daemon = await start_daemon(config)
+    with trio.fail_after(60):
+        async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
+            pid = text_of(await client.call_tool("pid", {}))
+            write_config(config, {"echo": {**echo, "timeout": 0.5}})
+            response = await http.post(daemon.url + "/reload")
+            assert response.status_code == 200, response.text
+            assert (response.json()["changed"], response.json()["updated"]) == (["echo"], ["echo"])
+            assert text_of(await client.call_tool("pid", {})) == pid
+            late = await client.call_tool("sleep", {"seconds": 3})
+            assert late.is_error and (late.meta or {}).get(FAILURE_META_KEY, {}).get("kind") == "DeadlineExceeded"
+            assert procs_with_marker(marker) == [int(pid)]
 
 
 async def test_daemon_reload_changes_the_auth_token_at_once(tmp_path, start_daemon):
