@@ -30,8 +30,9 @@ httpx response hook on the transport's client, reads them:
 
 Guarantees: the hook never raises, never changes the response (a body it reads is cached
 by httpx for the transport to read again), reads a body only for an error status, and
-leaves alone every answer that carries a JSON-RPC error (the server's own, at whatever
-status).
+records no refusal for an answer that carries a JSON-RPC error (the server's own, at
+whatever status; over SSE ``on_broken`` is called all the same, since the transport is
+broken either way).
 """
 
 from __future__ import annotations
