@@ -418,11 +418,17 @@ async def test_reload_refuses_to_remove_the_token_of_a_non_loopback_bind(tmp_pat
 # -- a daemon subprocess ------------------------------------------------------------------------
 
 
-async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, start_daemon):
+async def echo_daemon(tmp_path, start_daemon, **settings):
+    """A daemon subprocess over one echo server: (daemon, its config file, the echo entry,
+    the echo server's marker)."""
     config = tmp_path / "c.json"
     echo, marker = server_entry("echo.py")
-    write_config(config, {"echo": echo})
-    daemon = await start_daemon(config)
+    write_config(config, {"echo": echo}, **settings)
+    return await start_daemon(config), config, echo, marker
+
+
+async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, start_daemon):
+    daemon, config, echo, marker = await echo_daemon(tmp_path, start_daemon)
 
     with trio.fail_after(60):
         async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
@@ -467,10 +473,7 @@ async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, s
 async def test_daemon_reload_of_a_timeout_keeps_the_server_process(tmp_path, start_daemon):
     """Through the config file and ``POST /reload``: a changed ``timeout`` is applied in
     place (``updated``), the same process serves on, and the new timeout holds."""
-    config = tmp_path / "c.json"
-    echo, marker = server_entry("echo.py")
-    write_config(config, {"echo": echo})
-    daemon = await start_daemon(config)
+    daemon, config, echo, marker = await echo_daemon(tmp_path, start_daemon)
     with trio.fail_after(60):
         async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
             pid = text_of(await client.call_tool("pid", {}))
@@ -485,10 +488,7 @@ async def test_daemon_reload_of_a_timeout_keeps_the_server_process(tmp_path, sta
 
 
 async def test_daemon_reload_changes_the_auth_token_at_once(tmp_path, start_daemon):
-    config = tmp_path / "c.json"
-    echo, _ = server_entry("echo.py")
-    write_config(config, {"echo": echo}, auth_token="first-token")
-    daemon = await start_daemon(config)
+    daemon, config, echo, _ = await echo_daemon(tmp_path, start_daemon, auth_token="first-token")
     first = {"Authorization": "Bearer first-token"}
     second = {"Authorization": "Bearer second-token"}
 
