@@ -607,16 +607,16 @@ class _Connection:
         name = self.spec.name
         said = f"server {name!r} answered the call with {refusal} instead of a JSON-RPC answer"
         data: dict[str, Any] = {"server": name, "tool": call.tool, "http_status": refusal.status}
+        asks = ""
+        if refusal.retry_after is not None:
+            data["retry_after"] = refusal.retry_after
+            asks = f"; it asks to wait {refusal.retry_after:g} s before trying again"
         if refusal.status in _REFUSED_UNSEEN:
-            asks = ""
-            if refusal.retry_after is not None:
-                data["retry_after"] = refusal.retry_after
-                asks = f"; it asks to wait {refusal.retry_after:g} s before trying again"
             return ServerUnavailable(f"{said}: it turned the call away unread, so the call did not run{asks}", **data)
         if refusal.status >= 500:
             # Not even a 503 proves the call did not run: proxies answer 503 when the upstream
             # reset the connection after it had the request (Envoy's "reset before headers").
-            return ServerCrashed(f"{said}; the call may or may not have run", **data)
+            return ServerCrashed(f"{said}; the call may or may not have run{asks}", **data)
         return MCPError(code=code, message=said)  # an answer about this request: the SDK's code, our words
 
     def _crash_failure(self) -> ServerCrashed:

@@ -24,9 +24,9 @@ httpx response hook on the transport's client, reads them:
   message it was (the SDK posts each message in a copy of its sender's context), so the
   call can raise a typed failure instead. Over SSE, any error status to a POST also calls
   ``on_broken``: the SDK's SSE transport stops sending anything after one, so the
-  connection is gone, however the server still looks. A ``Retry-After`` header is kept
-  (``HttpRefusal.retry_after``): the retry waits at least that long, or gives up at once
-  when that is past the call's deadline.
+  connection is gone, however the server still looks. A ``Retry-After`` header (429, 503)
+  is kept (``HttpRefusal.retry_after``): a retry waits at least that long, or is given up
+  at once when that is past the call's deadline.
 
 Guarantees: the hook never raises, never changes the response (a body it reads is cached
 by httpx for the transport to read again), reads a body only for an error status, and

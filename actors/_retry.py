@@ -7,13 +7,14 @@ What is retried (``call_with_retry``), each retry budget permitting, within ``ma
 and never past the deadline:
 
 - ``ServerUnavailable``, ``ActorDown``: the call never reached the server, so repeating it
-  is always safe. A ``retry_after`` in the failure's data (seconds: a rate limiter's
-  ``Retry-After``) is the least wait before the retry.
+  is always safe.
 - ``Overloaded`` is not retried: the server's queue is full, and retrying would feed the
   overload it reports. The caller gets it at once (and the breaker counts it).
 - ``ServerCrashed``, ``DeadlineExceeded``: the call may have run. Retried only when
   ``safe_after_send`` (see ``is_retry_safe``). Otherwise the failure is raised at once, and a
   ``ServerCrashed`` says in its message that the call may or may not have run.
+- A ``retry_after`` in a retried failure's data (seconds: the ``Retry-After`` of a 429 or
+  503) is the least wait before the retry.
 - ``CircuitOpen``: a fast-fail, and it stays one. A new call's first attempt is never
   retried. A call already admitted once (now retrying a failure above) is retried only when
   the refusal names a ``retry_at`` that comes before the deadline *and* within ``max_delay``
@@ -273,9 +274,6 @@ async def _retry(
         now = trio.current_time()
         if isinstance(failure, NEVER_SENT):
             wait = backoff_delay(policy, attempt - 1, draw())
-            asked = failure.data.get("retry_after")
-            if isinstance(asked, (int, float)) and asked > wait:
-                wait = asked
         elif isinstance(failure, MAY_HAVE_RUN):
             if callable(safe_after_send):
                 safe_after_send = safe_after_send()
@@ -304,6 +302,9 @@ async def _retry(
             wait = max(retry_at - now, backoff_delay(policy, attempt - 1, draw()))
         else:
             raise give_up(failure)
+        asked = failure.data.get("retry_after")  # the server's own Retry-After, in seconds
+        if isinstance(asked, (int, float)) and asked > wait:
+            wait = asked
         if attempt > policy.max_retries:
             raise give_up(failure)
         if now + wait >= deadline:

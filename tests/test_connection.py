@@ -853,6 +853,10 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
             started = trio.current_time()
             assert text(await sup.call_tool("echo", {"text": "g"}, server="gw", timeout=20)) == "g"
             assert trio.current_time() - started >= 1.0
+            await fail_next(503, retry_after="1")  # may have run, but echo is read-only: retried, after the wait
+            started = trio.current_time()
+            assert text(await sup.call_tool("echo", {"text": "h"}, server="gw", timeout=20)) == "h"
+            assert trio.current_time() - started >= 1.0
 
             await fail_next(401)
             with pytest.raises(MCPError, match="HTTP 401 Unauthorized"):
@@ -862,9 +866,9 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
 
             snapshot = await sup.metrics_snapshot()
             echo = snapshot.tool("gw", "echo")
-            assert echo.failures == {"ServerCrashed": 2, "ServerUnavailable": 2, "tool_error": 1}, echo.failures
+            assert echo.failures == {"ServerCrashed": 3, "ServerUnavailable": 2, "tool_error": 1}, echo.failures
             exits = snapshot.server("gw").exits
-            assert exits == ({"transport": 7} if transport == "sse" else {}), exits
+            assert exits == ({"transport": 8} if transport == "sse" else {}), exits
     finally:
         server.kill()
         server.wait()
