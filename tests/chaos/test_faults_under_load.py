@@ -19,6 +19,10 @@ to 60 or more):
   ``server:<name>`` subtree that goes past its restart intensity (10 in 60 s) gives up and
   ``servers`` restarts it (one server never takes its siblings down); ``servers`` itself
   must stay inside its own intensity (100 in 60 s): no ``gave_up`` above a server subtree.
+- **HTTP refusals**: a gateway in front of the remote server answers bursts of its calls
+  with 429, 502 or 503 and a plain-text body (``http_echo.py --http-errors``), while calls
+  to it run concurrently: each refusal must reach the call whose POST it was (a 429 is
+  retried, a 5xx only when the tool is retry-safe), so no destructive call runs twice.
 
 Invariants after every fault: every call got exactly one answer (result, tool error or
 typed failure) by its deadline + 1 s (+ the time this process was starved of CPU meanwhile,
@@ -41,7 +45,7 @@ import trio
 
 from _load import Ledger, LoopLag, open_fds, rss_mb, run_load
 from conftest import SERVERS, marker_of, procs_with_marker, server_spec
-from protocol import BackoffPolicy, RetryPolicy, ServerSpec
+from protocol import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
 from supervisor import Supervisor
 
 PHASE = float(os.environ.get("CHAOS_PHASE_SECONDS", "4"))
@@ -51,13 +55,14 @@ RSS_GROWTH_MB = 64  # the bound for the whole run, after the servers are up
 FAST = BackoffPolicy(min=0.05, max=0.4, jitter=0.1)
 
 
-def start_http_server(port: int = 0) -> tuple[subprocess.Popen[str], int]:
+def start_http_server(exec_log: Any, port: int = 0) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, str(SERVERS / "http_echo.py"), "--port", str(port), "--exit-on-stdin-close"],
+        [sys.executable, str(SERVERS / "http_echo.py"), "--port", str(port), "--exit-on-stdin-close", "--http-errors"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "EXEC_LOG": str(exec_log)},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -98,6 +103,9 @@ def specs_for(tmp: Any, port: int) -> list[ServerSpec]:
             backoff=FAST,
             timeout=TIMEOUT,
             connect_timeout=3,
+            # Refusals must keep reaching calls through the whole HTTP-refusal phase, not be
+            # cut short by a breaker that trips on them (they count as failures).
+            breaker=BreakerPolicy(failure_threshold=10_000, min_calls=10_000),
         )
     )
     return specs
@@ -189,10 +197,27 @@ async def faults(sup: Supervisor, tmp: Any, http: dict[str, Any], names: list[st
         await trio.to_thread.run_sync(stop_http_server, http["proc"])
         await trio.sleep_until(until - PHASE / 2)
         down = sup.link("remote").conn is None
-        http["proc"], _ = await trio.to_thread.run_sync(start_http_server, http["port"])
+        http["proc"], _ = await trio.to_thread.run_sync(start_http_server, tmp / "exec.log", http["port"])
         await trio.sleep_until(until)
         assert down, "the remote server should be down while its process is gone"
         return {"down_while_dropped": down}
+
+    async def refused_attempts() -> int:
+        tools = (await sup.metrics_snapshot()).tools
+        kinds = ("ServerCrashed", "ServerUnavailable")
+        return sum(t.failures.get(kind, 0) for t in tools if t.server == "remote" for kind in kinds)
+
+    async def http_refuse(until: float) -> dict[str, Any]:
+        before = await refused_attempts()
+        bursts = 0
+        ledger = Ledger("refuse")
+        while trio.current_time() < until - 0.5:
+            status = (429, 502, 503)[bursts % 3]
+            await ledger.call(sup, "remote__fail_next", {"status": status, "count": 5}, TIMEOUT)
+            bursts += 1
+            await trio.sleep(0.2)
+        await trio.sleep_until(until)
+        return {"refusal_bursts": bursts, "refused_attempts": await refused_attempts() - before}
 
     async def restart_storm(until: float) -> dict[str, Any]:
         storms = 0
@@ -215,12 +240,13 @@ async def faults(sup: Supervisor, tmp: Any, http: dict[str, Any], names: list[st
     await under_load("crash_at_start", crash_at_start)
     await under_load("http_drop", http_drop)
     await under_load("restart_storm", restart_storm)
+    await under_load("http_refuse", http_refuse)
     return runs
 
 
 async def test_faults_under_load_lose_nothing_and_leak_nothing(tmp_path):
     fds_before = open_fds()
-    proc, port = await trio.to_thread.run_sync(start_http_server)
+    proc, port = await trio.to_thread.run_sync(start_http_server, tmp_path / "exec.log")
     http: dict[str, Any] = {"proc": proc, "port": port}
     (tmp_path / "phoenix.ok").touch()
     specs = specs_for(tmp_path, port)
@@ -249,7 +275,10 @@ async def test_faults_under_load_lose_nothing_and_leak_nothing(tmp_path):
     for ledger, figures in runs:
         ledger.assert_every_call_answered_once()
         assert ledger.kinds().get("result", 0) >= 50, f"{ledger.fault}: the load did not keep flowing"
-        assert figures["restarts"] >= 1, f"{ledger.fault}: the fault caused no restart"
+        if ledger.fault == "http_refuse":  # refusals are answers, not deaths: nothing restarts
+            assert figures["refused_attempts"] >= 1, figures
+        else:
+            assert figures["restarts"] >= 1, f"{ledger.fault}: the fault caused no restart"
     notes = [line for line in (tmp_path / "exec.log").read_text().splitlines() if line.startswith("write_note")]
     assert len(notes) == len(set(notes)), "a destructive call ran twice"
     # A subtree that went past its intensity (the remote one, reconnecting every 0.05-0.4 s
