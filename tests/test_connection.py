@@ -708,61 +708,79 @@ def start_http_server(port: int = 0, *extra: str) -> tuple[subprocess.Popen, int
     return proc, int(line.split()[1])
 
 
+class HttpEcho:
+    """``tests/servers/http_echo.py`` in a subprocess, on one port for its whole life:
+    ``stop()`` kills it, ``start()`` brings it back on the same port, and leaving the
+    ``async with`` kills it."""
+
+    def __init__(self, *extra: str) -> None:
+        self.extra = extra
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.proc, self.port = await trio.to_thread.run_sync(start_http_server, self.port, *self.extra)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def url(self, path: str = "/mcp") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def __aenter__(self) -> HttpEcho:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 async def test_remote_server_goes_away_and_comes_back(transport):
     extra = ("--sse",) if transport == "sse" else ()
-    server, port = await trio.to_thread.run_sync(start_http_server, 0, *extra)
-    path = "/sse" if transport == "sse" else "/mcp"
-    spec = ServerSpec(
-        name="remote",
-        url=f"http://127.0.0.1:{port}{path}",
-        transport=transport,
-        headers={"X-Session-Id": "abc"},
-        # Slow enough that the server's restart intensity (10 in 60 s) holds for the ~16 s a
-        # loaded machine may take to bring the HTTP server back: with 0.1-0.5 s the subtree
-        # gave up, was restarted whole by ``servers`` and the connection's count began again.
-        backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0),
-        connect_timeout=5,
-    )
-    try:
+    async with HttpEcho(*extra) as server:
+        spec = ServerSpec(
+            name="remote",
+            url=server.url("/sse" if transport == "sse" else "/mcp"),
+            transport=transport,
+            headers={"X-Session-Id": "abc"},
+            # Slow enough that the server's restart intensity (10 in 60 s) holds for the ~16 s a
+            # loaded machine may take to bring the HTTP server back: with 0.1-0.5 s the subtree
+            # gave up, was restarted whole by ``servers`` and the connection's count began again.
+            backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0),
+            connect_timeout=5,
+        )
         async with Supervisor([spec]) as sup:
             assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
-            server.kill()
-            server.wait()
+            server.stop()
             # Any typed failure that says the server is gone; ActorDown when the call met the
             # dying connection (never sent) and its retry ran into the deadline.
             with pytest.raises((ServerCrashed, ServerUnavailable, ActorDown, DeadlineExceeded, CircuitOpen, MCPError)):
                 await sup.call_tool("echo", {"text": "gone"}, server="remote", timeout=3)
-            server, _ = await trio.to_thread.run_sync(start_http_server, port, *extra)
+            await server.start()
             await wait_until(lambda: connection_status(sup, "remote").restarts >= 1, timeout=20, what="restart")
             await sup.wait_connected("remote", timeout=20)
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
-    finally:
-        server.kill()
-        server.wait()
 
 
 async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
     """An SSE server dies while we are idle: its event stream breaks, and the connection
     ends there and then (health checks off to show it), rather than at the next call."""
-    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--sse")
-    spec = ServerSpec(
-        name="remote", url=f"http://127.0.0.1:{port}/sse", transport="sse",
-        backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), connect_timeout=5, health_check_interval=None,
-    )
-    try:
+    async with HttpEcho("--sse") as server:
+        spec = ServerSpec(
+            name="remote", url=server.url("/sse"), transport="sse",
+            backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), connect_timeout=5, health_check_interval=None,
+        )
         async with Supervisor([spec]) as sup:
             assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
-            server.kill()
-            server.wait()
+            server.stop()
             await wait_until(lambda: sup.link("remote").conn is None, timeout=10, what="the broken stream to be noticed")
             assert "transport error" in sup.link("remote").last_error
-            server, _ = await trio.to_thread.run_sync(start_http_server, port, "--sse")
+            await server.start()
             await sup.wait_connected("remote", timeout=20)
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
-    finally:
-        server.kill()
-        server.wait()
 
 
 @pytest.mark.parametrize("noticed_by", ["a-call", "a-health-check"])
@@ -773,20 +791,18 @@ async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by
     The 404 ends the incarnation and the next one opens a new session: found by the next
     call (which fails, typed, as one in flight when a server dies does), or by a health
     check while idle."""
-    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--handshake-only")
-    spec = ServerSpec(
-        name="remote", url=f"http://127.0.0.1:{port}/mcp", transport="streamable-http",
-        backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), connect_timeout=5,
-        health_check_interval=0.5 if noticed_by == "a-health-check" else None, health_check_timeout=5,
-    )
-    try:
+    async with HttpEcho("--handshake-only") as server:
+        spec = ServerSpec(
+            name="remote", url=server.url(), transport="streamable-http",
+            backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), connect_timeout=5,
+            health_check_interval=0.5 if noticed_by == "a-health-check" else None, health_check_timeout=5,
+        )
         async with Supervisor([spec]) as sup:
             assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
             assert sup.link("remote").protocol_version == "2025-11-25"  # a session, not 2026-07-28
             if noticed_by == "a-call":  # the server restarts; the call is destructive, so not retried
-                server.kill()
-                server.wait()
-                server, _ = await trio.to_thread.run_sync(start_http_server, port, "--handshake-only")
+                server.stop()
+                await server.start()
                 with pytest.raises(ServerCrashed, match="no longer knows our MCP session"):
                     await sup.call_tool("write_note", {"text": "x"}, server="remote", timeout=10)
             else:  # the server expires the session and stays up: the check's 404 is the only sign
@@ -796,9 +812,6 @@ async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by
             assert (await sup.metrics_snapshot()).server("remote").exits == {"session_lost": 1}
             await sup.wait_connected("remote", timeout=20)
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
-    finally:
-        server.kill()
-        server.wait()
 
 
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
@@ -812,13 +825,12 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
     run: retried, so a destructive call runs once), and another 4xx is the answer to that
     request, with its status. Over SSE each refusal also ends the connection, at once."""
     extra = ("--http-errors", "--sse") if transport == "sse" else ("--http-errors",)
-    server, port = await trio.to_thread.run_sync(start_http_server, 0, *extra)
-    spec = ServerSpec(
-        name="gw", url=f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}", transport=transport,
-        retry=RetryPolicy(initial_delay=0.05, max_delay=0.1, budget_ratio=1.0), backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0),
-        health_check_interval=None,
-    )
-    try:
+    async with HttpEcho(*extra) as server:
+        spec = ServerSpec(
+            name="gw", url=server.url("/sse" if transport == "sse" else "/mcp"), transport=transport,
+            retry=RetryPolicy(initial_delay=0.05, max_delay=0.1, budget_ratio=1.0),
+            backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0), health_check_interval=None,
+        )
         async with Supervisor([spec]) as sup:
 
             async def fail_next(status: int, count: int = 1, retry_after: str | None = None) -> None:
@@ -869,9 +881,6 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
             assert echo.failures == {"ServerCrashed": 3, "ServerUnavailable": 2, "tool_error": 1}, echo.failures
             exits = snapshot.server("gw").exits
             assert exits == ({"transport": 8} if transport == "sse" else {}), exits
-    finally:
-        server.kill()
-        server.wait()
 
 
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
@@ -883,22 +892,17 @@ async def test_a_handshake_refused_by_a_gateway_fails_at_once_says_why_and_is_re
     one connects. (A streamable-HTTP client in ``auto`` mode that is refused
     ``server/discover`` falls back to ``initialize``: both are refused here.)"""
     extra = ("--refuse-first", "1", "--sse") if transport == "sse" else ("--refuse-first", "2")
-    server, port = await trio.to_thread.run_sync(start_http_server, 0, "--http-errors", *extra)
-    spec = ServerSpec(
-        name="gw", url=f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}", transport=transport,
-        connect_timeout=60,
-        backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0), health_check_interval=None,
-    )
-    try:
+    async with HttpEcho("--http-errors", *extra) as server:
+        spec = ServerSpec(
+            name="gw", url=server.url("/sse" if transport == "sse" else "/mcp"), transport=transport,
+            connect_timeout=60, backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0), health_check_interval=None,
+        )
         async with Supervisor([spec]) as sup:
             await sup.wait_connected("gw", timeout=30)
             assert text(await sup.call_tool("echo", {"text": "in"}, server="gw", timeout=10)) == "in"
             assert (await sup.metrics_snapshot()).server("gw").exits == {"connect": 1}
             assert "could not connect: " in sup.link("gw").last_error
             assert "HTTP 503 Service Unavailable (body: 'upstream answered 503')" in sup.link("gw").last_error
-    finally:
-        server.kill()
-        server.wait()
 
 
 @pytest.mark.parametrize(
