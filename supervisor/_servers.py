@@ -118,10 +118,10 @@ class ServerHandle:
         """Adopt ``spec`` (same name) for the next incarnation.
 
         Call it only while no ``server:<name>`` subtree runs (between stopping the old one
-        and starting the new one): the link, the breaker's view and the retry budget are
-        kept (the budget is rebuilt only when the retry policy changed), so callers holding
-        this handle, and calls waiting on the link for the next incarnation, reach the new
-        one.
+        and starting the new one), or through `update` for a change in `LIVE_KEYS`: the
+        link, the breaker's view and the retry budget are kept (the budget is rebuilt only
+        when the retry policy changed), so callers holding this handle, and calls waiting
+        on the link for the next incarnation, reach the new one.
         """
         if spec.name != self.spec.name:
             raise ValueError(f"server {self.name!r} cannot become {spec.name!r}")
