@@ -15,7 +15,8 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 - ``restart [--url URL] SERVER``: restart one of its servers now (no gap for its callers;
   brings back a server marked ``failed``); exit 0 once the new incarnation runs.
 - ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
-  one tool call, printing the result.
+  one tool call, printing the result. A ``key=value`` value is JSON when it parses, except
+  where the tool's ``inputSchema`` wants a string (``text=42`` sends ``"42"``).
 
 Signals (``run``): SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight
 (up to ``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order;
@@ -273,10 +274,50 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-async def _call(url: str, tool: str, arguments: dict[str, Any]) -> int:
+_JSON_TYPES: dict[type, set[str]] = {
+    bool: {"boolean"}, int: {"integer", "number"}, float: {"number"}, type(None): {"null"},
+    list: {"array"}, dict: {"object"}, str: {"string"},
+}
+
+
+def typed_arguments(pairs: dict[str, str], input_schema: dict[str, Any] | None) -> dict[str, Any]:
+    """``key=value`` pairs as the tool takes them: a value is JSON when it parses, except
+    where the tool's ``inputSchema`` types that property as a string and not as what the
+    JSON is (``text=42`` stays ``"42"`` for a string ``text``; ``a=1`` is 1 for a number)."""
+    properties = (input_schema or {}).get("properties")
+    arguments: dict[str, Any] = {}
+    for key, text in pairs.items():
+        value = _parse_value(text)
+        declared = (properties.get(key) if isinstance(properties, dict) else None) or {}
+        types = declared.get("type") if isinstance(declared, dict) else None
+        if isinstance(types, str):
+            types = [types]
+        allowed = {t for t in types if isinstance(t, str)} if isinstance(types, list) else set()
+        if "string" in allowed and not (_JSON_TYPES[type(value)] & allowed):
+            value = text
+        arguments[key] = value
+    return arguments
+
+
+async def _input_schema(client: Any, tool: str) -> dict[str, Any] | None:
+    """``tool``'s inputSchema as the daemon lists it, or None when it lists no such tool."""
+    cursor = None
+    while True:
+        page = await client.list_tools(cursor=cursor)
+        for listed in page.tools:
+            if listed.name == tool:
+                return listed.input_schema
+        cursor = page.next_cursor
+        if not cursor:
+            return None
+
+
+async def _call(url: str, tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:
     from mcp import MCPError
 
     async with _client(url) as client:
+        if arguments is None:
+            arguments = typed_arguments(pairs, await _input_schema(client, tool) if pairs else None)
         try:
             result = await client.call_tool(tool, arguments)
         except MCPError as exc:
@@ -332,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     call_p = sub.add_parser("call", help="call one tool on a running daemon")
     call_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     call_p.add_argument("tool", help="the tool name, as `tools` lists it")
-    call_p.add_argument("args", nargs="*", metavar="key=value", help="arguments; values are JSON when they parse")
+    call_p.add_argument(
+        "args", nargs="*", metavar="key=value",
+        help="arguments; a value is JSON when it parses, text where the tool's schema wants a string",
+    )
     call_p.add_argument("--json", dest="json_args", metavar="ARGS", help="the arguments as one JSON object")
     return parser
 
@@ -360,18 +404,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "call":
         if args.json_args is not None and args.args:
             parser.error("call: give key=value arguments or --json, not both")
+        arguments, pairs = None, {}
         if args.json_args is not None:
-            arguments = json.loads(args.json_args)
+            try:
+                arguments = json.loads(args.json_args)
+            except ValueError as exc:
+                parser.error(f"call: --json is not valid JSON: {exc}")
             if not isinstance(arguments, dict):
                 parser.error("call: --json needs a JSON object")
-        else:
-            arguments = {}
-            for item in args.args:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    parser.error(f"call: {item!r} is not key=value")
-                arguments[key] = _parse_value(value)
-        return _client_command(_call, args.url, args.tool, arguments)
+        for item in args.args:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"call: {item!r} is not key=value")
+            pairs[key] = value
+        return _client_command(_call, args.url, args.tool, arguments, pairs)
     parser.print_help()
     return 2
 

@@ -283,7 +283,14 @@ async def test_cli_client_commands(shared_daemon):
             nursery.start_soon(run, "status", "status")
             nursery.start_soon(run, "tools", "tools")
             nursery.start_soon(run, "call", "call", "add", "a=1", "b=2")
+            nursery.start_soon(run, "text", "call", "echo", "text=42")
+            nursery.start_soon(run, "bad json", "call", "echo", "--json", "{text: 1}")
     assert runs["status"].returncode == 0 and b"connection:echo: running" in runs["status"].stdout
+    # 42 is JSON, but echo's schema wants a string: sent as "42" (not refused as an integer)
+    assert runs["text"].returncode == 0 and runs["text"].stdout.strip() == b"42", runs["text"].stderr
+    assert runs["bad json"].returncode == 2 and runs["bad json"].stdout == b""
+    assert b"call: --json is not valid JSON: Expecting property name" in runs["bad json"].stderr
+    assert b"Traceback" not in runs["bad json"].stderr
     assert b"\x1b[" not in runs["status"].stdout, "no color when stdout is not a TTY"
     assert runs["tools"].returncode == 0 and b"add: Return a + b." in runs["tools"].stdout
     assert runs["call"].returncode == 0 and runs["call"].stdout.strip() == b"3"
@@ -304,6 +311,29 @@ async def test_cli_client_commands(shared_daemon):
     assert after != before and not os.path.exists(f"/proc/{before}") and os.path.exists(f"/proc/{after}")
     assert unknown.returncode == 1 and b"404: no server 'nope'" in unknown.stderr
     assert (await cli("call", "add", "a=2", "b=2")).stdout.strip() == b"4"
+
+
+def test_call_arguments_are_json_except_where_the_schema_wants_a_string():
+    from supervisor.__main__ import typed_arguments
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "text": {"type": "string"},
+            "n": {"type": "integer"},
+            "maybe": {"type": ["string", "null"]},
+            "either": {"type": ["string", "number"]},
+            "odd": {"type": 7},
+        },
+    }
+    pairs = {
+        "text": "42", "n": "42", "maybe": "null", "either": "1.5", "odd": "true", "free": "[1, 2]", "word": "hi",
+    }
+    assert typed_arguments(pairs, schema) == {
+        "text": "42", "n": 42, "maybe": None, "either": 1.5, "odd": True, "free": [1, 2], "word": "hi",
+    }
+    assert typed_arguments({"text": "true", "x": "{"}, schema) == {"text": "true", "x": "{"}
+    assert typed_arguments({"text": "42"}, None) == {"text": 42}, "a tool nobody lists: plain JSON"
 
 
 def test_status_tells_how_to_bring_back_a_server_that_gave_up():
