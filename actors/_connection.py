@@ -560,11 +560,16 @@ class _Connection:
         its tool list: the one request every server here serves, and cheap (the 2026-07-28
         revision has no ``ping``). Any answer, an error included, proves it alive; none
         within ``timeout`` s means it hangs, and this incarnation dies so it is restarted
-        before a caller meets it. A list that differs from the cached one (a change the
+        before a caller meets it. An HTTP 5xx with no JSON-RPC answer (a gateway's 502/503:
+        the server behind it did not answer) counts as none, so the status does not say
+        "running" of a server nobody can reach; a 429 is an answer (someone is there). A list that differs from the cached one (a change the
         server did not announce, or one we missed) is read in full and published. While
         calls are in flight no check is sent: a server busy with a long call may be slow to
         answer anything else, and the calls' own deadlines (``hang_threshold``) judge it then.
         """
+        refused: list[HttpRefusal] = []
+        if self.over_http:
+            refusals.set(refused)  # this task's own context: what the gateway said to the check
         while True:
             await trio.sleep_until(self.answered_at + interval)
             if self.inflight:
@@ -572,6 +577,7 @@ class _Connection:
                 continue
             if trio.current_time() < self.answered_at + interval:
                 continue  # answered meanwhile
+            refused.clear()
             with trio.move_on_after(timeout):
                 try:
                     page = await self.client.list_tools(cache_mode="bypass")
@@ -580,7 +586,10 @@ class _Connection:
                     if lost is not None:
                         self.die(lost, "transport")
                         return
-                    # an answer all the same (an error, a list we cannot read)
+                    if refused and refused[-1].status >= 500:
+                        self.die(f"the health check (tools/list) got {refused[-1]} instead of an answer", "unresponsive")
+                        return
+                    # an answer all the same (an error, a list we cannot read, a rate limit)
                     log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))
                 else:
                     if self._differs_from_cache(page):

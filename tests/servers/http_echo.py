@@ -15,9 +15,10 @@ there and then, as an expiry would (the server keeps running). ``--list-changed`
 ``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``).
 
 ``--http-errors`` stands for a proxy in front of the server: its tool
-``fail_next(status, count, retry_after)`` makes the next ``count`` POSTs of a ``tools/call`` (other than
-``fail_next`` itself) answer HTTP ``status`` with a plain-text body, as a gateway does, and
-never reach the server; ``calls_served`` says how many did reach it. ``--refuse-first N``
+``fail_next(status, count, retry_after, method)`` makes the next ``count`` POSTs of a
+``method`` request (``tools/call`` by default, other than ``fail_next`` itself) answer HTTP
+``status`` with a plain-text body, as a gateway does, and never reach the server; ``calls_served`` says how many did reach it, ``refusals_pending``
+how many are still to be refused. ``--refuse-first N``
 (with ``--http-errors``) answers the first ``N`` POSTs of any kind, the handshake's included,
 with 503.
 
@@ -73,13 +74,14 @@ def sse_app(mcp: MCPServer) -> Starlette:
 
 
 class _Gateway:
-    """ASGI middleware: answers the next ``count`` tools/call POSTs with ``status`` itself."""
+    """ASGI middleware: answers the next ``count`` POSTs of a ``method`` request with ``status`` itself."""
 
     def __init__(self, app, refuse_first: int) -> None:
         self.app = app
         self.status = 503
         self.retry_after: str | None = None
         self.count = 0
+        self.method = b'"tools/call"'
         self.served = 0
         self.refuse_first = refuse_first
 
@@ -104,11 +106,12 @@ class _Gateway:
             self.refuse_first -= 1
             await self.refuse(send)
             return
-        if b'"tools/call"' in body and b'"fail_next"' not in body and b'"calls_served"' not in body:
-            if self.count > 0:
-                self.count -= 1
-                await self.refuse(send)
-                return
+        ours = b'"fail_next"' in body or b'"calls_served"' in body or b'"refusals_pending"' in body
+        if self.count > 0 and self.method in body and not ours:
+            self.count -= 1
+            await self.refuse(send)
+            return
+        if b'"tools/call"' in body and not ours:
             self.served += 1
         replayed = False
 
@@ -146,11 +149,17 @@ async def main_async(args) -> None:
         gateway = app = _Gateway(app, args.refuse_first)
 
         @mcp.tool()
-        def fail_next(status: int, count: int = 1, retry_after: str | None = None) -> str:
-            """Answer the next ``count`` tools/call POSTs with HTTP ``status`` (and a
-            ``Retry-After: <retry_after>`` header)."""
+        def fail_next(status: int, count: int = 1, retry_after: str | None = None, method: str = "tools/call") -> str:
+            """Answer the next ``count`` POSTs of a ``method`` request with HTTP ``status``
+            (and a ``Retry-After: <retry_after>`` header)."""
             gateway.status, gateway.count, gateway.retry_after = status, count, retry_after
-            return f"the next {count} calls get HTTP {status}"
+            gateway.method = f'"{method}"'.encode()
+            return f"the next {count} {method} requests get HTTP {status}"
+
+        @mcp.tool()
+        def refusals_pending() -> int:
+            """How many of the POSTs ``fail_next`` asked for are still to be refused."""
+            return gateway.count
 
         @mcp.tool()
         def calls_served() -> int:
