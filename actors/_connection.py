@@ -23,6 +23,9 @@ Guarantees:
   503 or 429) raises a typed failure naming the status: ``ServerCrashed`` for a 5xx (it may
   have run), ``ServerUnavailable`` for 408/429 (turned away unread), and for another 4xx the
   SDK's ``MCPError`` in our words (it is the answer to that request).
+- A server that cannot list its prompts or resources (an error, a list we cannot read)
+  still serves its tools: the failure is logged and named in the status (``learn``). One
+  that cannot list its tools does not connect, and the reason names ``tools/list``.
 - When it dies, every call in flight fails at once with ``ServerCrashed`` (it may or may not
   have run); calls still waiting for a slot fail with ``ActorDown``, which tells the caller
   they never reached the server and may be sent again on the next connection.
@@ -132,6 +135,9 @@ class ServerLink:
         self.inflight = 0
         self.queued = 0
         self.last_error: str | None = None
+        #: The optional lists (prompts, resources) the server failed to give at the last
+        #: read: method -> why. See `learn`.
+        self.unread_lists: dict[str, str] = {}
         #: Resource URIs subscribed to through this server; kept across restarts (each new
         #: incarnation subscribes to them again). Updates are published as
         #: ``resource_updated`` events with ``data={"uri": ...}``.
@@ -229,6 +235,7 @@ class ServerLink:
             # MCP_SUPERVISOR_INCARNATION in the environment of each of its processes
             "incarnation": proc.incarnation if proc else None,
             "last_error": self.last_error,
+            "unread_lists": dict(self.unread_lists),
             "stderr_tail": proc.stderr_tail(20) if proc else [],
         }
 
@@ -892,24 +899,64 @@ class _Connection:
             await self._refresh("tools")
 
 
+class UnreadableList(Exception):
+    """The server answered a list request with an error, or with a list we cannot read."""
+
+
+async def _read(method: str, read: Callable[[], Awaitable[Any]]) -> Any:
+    """``await read()``; a failure that is the server's answer (not a lost connection)
+    becomes `UnreadableList` naming ``method``."""
+    try:
+        return await read()
+    except Exception as exc:
+        cause = _unwrap(exc)
+        if _transport_lost(cause) is not None:
+            raise
+        raise UnreadableList(f"the server's answer to {method}: {type(cause).__name__}: {cause}") from exc
+
+
 async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
-    """Read the server's tools (and prompts, resources when advertised) into ``link``."""
+    """Read the server's tools (and prompts, resources when advertised) into ``link``.
+
+    Raises `UnreadableList` when ``tools/list`` fails (a server whose tools cannot be read
+    cannot serve), and whatever a lost connection raises. A failing prompts or resources
+    list does not stop the tools: it is logged, named in ``link.unread_lists`` (shown in the
+    status) and that list stays as it was, until a later read succeeds. A server that
+    advertises prompts or resources but cannot list them still serves its tools.
+    """
     caps = client.server_capabilities
     if what in ("all", "tools"):
         tools: list[ToolSpec] = []
         cursor = None
         for _ in range(100):  # a paginator that never ends cannot hang us
-            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            page = await _read("tools/list", lambda: client.list_tools(cursor=cursor, cache_mode="bypass"))
             tools.extend(_tool_spec(t, link.name) for t in page.tools)
             cursor = page.next_cursor
             if not cursor:
                 break
         link._publish_tools(tools)
+    optional: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = []
     if what in ("all", "prompts") and caps.prompts is not None:
-        link.prompts = list((await client.list_prompts()).prompts)
+        optional.append(("prompts/list", "prompts", lambda: _field(client.list_prompts(), "prompts")))
     if what in ("all", "resources") and caps.resources is not None:
-        link.resources = list((await client.list_resources()).resources)
-        link.resource_templates = list((await client.list_resource_templates()).resource_templates)
+        optional.append(("resources/list", "resources", lambda: _field(client.list_resources(), "resources")))
+        optional.append((
+            "resources/templates/list",
+            "resource_templates",
+            lambda: _field(client.list_resource_templates(), "resource_templates"),
+        ))
+    for method, attribute, read in optional:
+        try:
+            setattr(link, attribute, list(await _read(method, read)))
+        except UnreadableList as exc:
+            link.unread_lists[method] = str(exc)
+            log.warning("server %r: %s (its tools are served all the same)", link.name, exc)
+        else:
+            link.unread_lists.pop(method, None)
+
+
+async def _field(request: Awaitable[Any], name: str) -> Any:
+    return getattr(await request, name)
 
 
 async def _live(

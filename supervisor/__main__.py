@@ -79,6 +79,8 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         parts.append("breaker " + _paint(str(detail["state"]), _BREAKER_COLORS.get(str(detail["state"])), color))
     if "pid" in detail:
         parts.append(f"{detail.get('tools')} tools, pid {detail['pid']}")
+    if detail.get("unread_lists"):
+        parts.append("could not read " + ", ".join(sorted(detail["unread_lists"])))
     if detail.get("last_error"):
         parts.append("last error: " + _paint(str(detail["last_error"]), "31", color))
     lines = [f"{indent}{node.id}: {', '.join(parts)}"]

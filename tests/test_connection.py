@@ -37,6 +37,7 @@ from protocol import (
     ServerUnavailable,
 )
 from supervisor import Supervisor
+from supervisor.__main__ import render_tree
 
 
 def text(result) -> str:
@@ -356,6 +357,33 @@ async def test_flaky_kth_call_is_a_tool_error_not_a_crash():
         results = [await sup.call_tool("work", {"x": i}, server="flaky") for i in range(6)]
         assert [r.is_error for r in results] == [False, False, True, False, False, True]
         assert connection_status(sup, "flaky").restarts == 0
+
+
+async def test_a_server_that_cannot_list_its_prompts_or_resources_still_serves_its_tools():
+    """A server advertises prompts and resources but answers ``prompts/list`` and
+    ``resources/templates/list`` with an error. Before, any failed list failed the
+    handshake, so the server restarted forever and its tools were never served; now its
+    tools are served, the lists it could give are kept, and the status names the ones it
+    could not. A failing ``tools/list`` still fails the connection, and says so."""
+    broken = server_spec(
+        "partial", "echo.py", "--failing-list", "prompts/list", "--failing-list", "resources/templates/list"
+    )
+    no_tools = server_spec("toolless", "echo.py", "--failing-list", "tools/list", connect_timeout=20)
+    async with Supervisor([broken, no_tools]) as sup:
+        await sup.wait_connected("partial", timeout=30)
+        assert text(await sup.call_tool("echo", {"text": "served"}, server="partial", timeout=10)) == "served"
+        link = sup.link("partial")
+        assert link.prompts == [] and link.resource_templates == []
+        assert [str(r.uri) for r in link.resources] == ["info://server"]
+        assert sorted(link.unread_lists) == ["prompts/list", "resources/templates/list"]
+        assert link.unread_lists["prompts/list"] == "the server's answer to prompts/list: MCPError: Internal server error"
+        assert "could not read prompts/list, resources/templates/list" in render_tree(sup.status())
+
+        with trio.fail_after(30):
+            while "tools/list" not in (sup.link("toolless").last_error or ""):
+                await trio.sleep(0.1)
+        assert sup.link("toolless").conn is None
+        assert "could not connect: UnreadableList: the server's answer to tools/list: MCPError" in sup.link("toolless").last_error
 
 
 async def test_slow_start_within_and_past_connect_timeout():
@@ -923,8 +951,13 @@ async def test_a_health_check_a_gateway_answers_with_a_5xx_ends_the_incarnation(
             first_incarnation = sup.link("gw").conn
             arguments = {"status": status, "count": 1, "method": "tools/list"}
             await sup.call_tool("fail_next", arguments, server="gw", timeout=10)
+
+            async def refusals_pending() -> int:
+                await sup.wait_connected("gw", timeout=20)  # after the refusal ended one
+                return int(text(await sup.call_tool("refusals_pending", {}, server="gw", timeout=10)))
+
             with trio.fail_after(20):
-                while int(text(await sup.call_tool("refusals_pending", {}, server="gw", timeout=10))):
+                while await refusals_pending():
                     await trio.sleep(0.5)  # idle long enough for a health check to meet the refusal
                 await sup.wait_connected("gw", timeout=20)
             exits = (await sup.metrics_snapshot()).server("gw").exits

@@ -8,8 +8,14 @@ Prompt ``greet``, resource ``info://server``.
 Anthropic take ``^[a-zA-Z0-9_-]{1,64}$``): ``comfy.workflow/validate`` and one of 70
 characters (``LONG_NAME``). Each answers with its own name.
 
-    python tests/servers/echo.py [--name NAME] [--odd-names]
+``--failing-list METHOD`` (repeatable: ``tools/list``, ``prompts/list``, ``resources/list``,
+``resources/templates/list``) answers that request with an error, as a server whose listing
+depends on something broken does, while everything else works.
+
+    python tests/servers/echo.py [--name NAME] [--odd-names] [--failing-list METHOD ...]
 """
+
+import dataclasses
 
 from _common import base_parser, make_server, serve_stdio
 
@@ -20,12 +26,23 @@ LONG_NAME = "get_active_ingredient_application_number_by_drug_name_and_route_of_
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--odd-names", action="store_true")
+    parser.add_argument("--failing-list", action="append", default=[], metavar="METHOD")
     args = parser.parse_args()
     mcp = make_server(args.name or "echo")
     if args.odd_names:
         for name in (ODD_NAME, LONG_NAME):
             mcp.add_tool(answering(name), name=name, description=f"Answers {name!r}.")
+    handlers = mcp._lowlevel_server._request_handlers  # no public way to break one in mcp 2.3
+    for method in args.failing_list:
+        handlers[method] = dataclasses.replace(handlers[method], handler=failing(method))
     serve_stdio(mcp)
+
+
+def failing(method: str):
+    async def handler(*args, **kwargs):
+        raise RuntimeError(f"{method} is broken here")
+
+    return handler
 
 
 def answering(name: str):
