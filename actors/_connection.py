@@ -900,7 +900,12 @@ class _Connection:
 
 
 class UnreadableList(Exception):
-    """The server answered a list request with an error, or with a list we cannot read."""
+    """The server answered a list request with an error (``code``, its JSON-RPC code), or
+    with a list we cannot read (``code`` None)."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 async def _read(method: str, read: Callable[[], Awaitable[Any]]) -> Any:
@@ -912,14 +917,16 @@ async def _read(method: str, read: Callable[[], Awaitable[Any]]) -> Any:
         cause = _unwrap(exc)
         if _transport_lost(cause) is not None:
             raise
-        raise UnreadableList(f"the server's answer to {method}: {type(cause).__name__}: {cause}") from exc
+        code = cause.error.code if isinstance(cause, MCPError) else None
+        raise UnreadableList(f"the server's answer to {method}: {type(cause).__name__}: {cause}", code) from exc
 
 
 async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     """Read the server's tools (and prompts, resources when advertised) into ``link``.
 
-    Raises `UnreadableList` when ``tools/list`` fails (a server whose tools cannot be read
-    cannot serve), and whatever a lost connection raises. A failing prompts or resources
+    Raises `UnreadableList` when ``tools/list`` fails on a server that advertises tools (a
+    server whose tools cannot be read cannot serve), and whatever a lost connection raises;
+    one that does not advertise them (prompts or resources only) has none when it refuses. A failing prompts or resources
     list does not stop the tools: it is logged, named in ``link.unread_lists`` (shown in the
     status) and that list stays as it was, until a later read succeeds. A server that
     advertises prompts or resources but cannot list them still serves its tools.
@@ -928,12 +935,17 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     if what in ("all", "tools"):
         tools: list[ToolSpec] = []
         cursor = None
-        for _ in range(100):  # a paginator that never ends cannot hang us
-            page = await _read("tools/list", lambda: client.list_tools(cursor=cursor, cache_mode="bypass"))
-            tools.extend(_tool_spec(t, link.name) for t in page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
+        try:
+            for _ in range(100):  # a paginator that never ends cannot hang us
+                page = await _read("tools/list", lambda: client.list_tools(cursor=cursor, cache_mode="bypass"))
+                tools.extend(_tool_spec(t, link.name) for t in page.tools)
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+        except UnreadableList:
+            if caps.tools is not None:
+                raise
+            tools = []  # it never said it had tools: a server of prompts or resources only
         link._publish_tools(tools)
     optional: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = []
     if what in ("all", "prompts") and caps.prompts is not None:
@@ -949,6 +961,10 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
         try:
             setattr(link, attribute, list(await _read(method, read)))
         except UnreadableList as exc:
+            if exc.code == mcp_types.METHOD_NOT_FOUND:  # resources without templates, say
+                setattr(link, attribute, [])
+                link.unread_lists.pop(method, None)
+                continue
             link.unread_lists[method] = str(exc)
             log.warning("server %r: %s (its tools are served all the same)", link.name, exc)
         else:

@@ -143,7 +143,8 @@ def start_daemon(tmp_path):
 def shared_daemon(tmp_path_factory):
     """One daemon for the tests that do not change its config: echo (bare names), crashy
     (``crashy__*``, its ``crash`` tool kills it), dyn (``dyn__*``, ``dyn__add_tool``), hang
-    (``hang__hang`` never answers; it logs to ``daemon.hang_log``) and meta (``meta__*``)."""
+    (``hang__hang`` never answers; it logs to ``daemon.hang_log``), meta (``meta__*``) and
+    docs (resources only: no tools capability)."""
     tmp = tmp_path_factory.mktemp("shared")
     echo, _ = server_entry("echo.py")
     crashy, _ = server_entry("crash_on_call.py", namespace="prefix")
@@ -151,7 +152,8 @@ def shared_daemon(tmp_path_factory):
     hang, _ = server_entry("hang.py", namespace="prefix")
     hang["env"]["EXEC_LOG"] = str(tmp / "hang.log")
     meta, _ = server_entry("meta_echo.py", namespace="prefix")
-    servers = {"echo": echo, "crashy": crashy, "dyn": dyn, "hang": hang, "meta": meta}
+    docs, _ = server_entry("resources_only.py")
+    servers = {"echo": echo, "crashy": crashy, "dyn": dyn, "hang": hang, "meta": meta, "docs": docs}
     daemon = Daemon(write_config(tmp / "c.json", servers), tmp)
     daemon.hang_log = tmp / "hang.log"
     try:
@@ -390,6 +392,28 @@ async def test_the_gateway_hands_the_sdk_each_exposed_tools_schema():
         assert lookup is not None
         assert lookup("geo__in_region")["properties"]["region"]["x-mcp-header"] == "Region"
         assert lookup("in_region") is None and lookup("no_such_tool") is None
+
+
+async def test_a_server_of_resources_only_is_up_and_served(shared_daemon):
+    """A server with no tools capability (``tools/list`` is "Method not found") and
+    resources without templates: before, its connection failed on ``tools/list`` at every
+    start and the daemon never counted it up; now it is up, with no tools, and its
+    resources pass through."""
+    health = httpx2.get(shared_daemon.url + "/healthz", timeout=10).json()
+    assert health["down"] == 0, health
+    tree = httpx2.get(shared_daemon.url + "/status", timeout=10).json()
+    (servers,) = [c for c in tree["children"] if c["id"] == "servers"]
+    (docs,) = [c for c in servers["children"] if c["id"] == "server:docs"]
+    (conn,) = [c for c in docs["children"] if c["id"] == "connection:docs"]
+    assert conn["detail"]["tools"] == 0
+    assert conn["detail"]["unread_lists"] == {}, "no templates is no failure (Method not found: an empty list)"
+    with trio.fail_after(20):
+        async with Client(shared_daemon.url + "/mcp") as client:
+            resources = (await client.list_resources()).resources
+            assert "doc://readme" in [str(r.uri) for r in resources]
+            read = await client.read_resource("doc://readme")
+            assert read.contents[0].text == "read doc://readme"
+            assert "echo" in [tool.name for tool in (await client.list_tools()).tools]
 
 
 async def test_client_cancellation_reaches_upstream(shared_daemon):
