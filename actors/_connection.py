@@ -1006,6 +1006,19 @@ async def _live(
             await kill_tree(proc.pid, proc.incarnation, 0)  # a dead or hung server gets no grace period
 
 
+def _why_it_ended(proc: ServerProcess) -> str:
+    """What a stdio server that hung up during the handshake left to say: how it exited
+    (when it did by itself) and its last stderr lines, the usual "why" (an import error, a
+    missing setting)."""
+    said = ""
+    if proc.exit_status is not None and proc.exit_status.startswith("exited"):
+        said += f"; the server process {proc.exit_status}"
+    tail = [line for line in proc.stderr_tail(3) if line.strip()]
+    if tail:
+        said += "; its last stderr lines: " + " | ".join(line.strip()[:200] for line in tail)
+    return said
+
+
 async def run_connection(
     link: ServerLink,
     *,
@@ -1101,6 +1114,8 @@ async def run_connection(
                 if state is None and not isinstance(cause, ConnectionDied):
                     heard = f" ({watch.last_refusal})" if watch.last_refusal is not None else ""
                     failed = f"could not connect: {type(cause).__name__}: {cause}{heard}"
+                    if proc is not None and _transport_lost(cause) is not None:
+                        failed += _why_it_ended(proc)
                     raise ConnectionDied(failed, "connect") from cause
                 raise
         if connecting.cancelled_caught:

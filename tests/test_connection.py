@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -722,6 +723,11 @@ async def test_stderr_is_kept_in_a_ring_buffer_and_shown_in_status():
         await wait_until(lambda: connection_status(sup, "chatty").detail["stderr_tail"], what="stderr")
         tail = connection_status(sup, "chatty").detail["stderr_tail"]
         assert any("crash_at_start" in line for line in tail)
+        # The failed start says why, without a look at the logs: how it exited, what it said.
+        last_error = sup.link("chatty").last_error
+        assert last_error.startswith("could not connect: MCPError: Connection closed; ")
+        # (the code is there unless the SDK reaped the process before our pidfd watcher read it)
+        assert re.search(r"; the server process exited( with code 1)?; its last stderr lines: crash_at_start: exiting", last_error)
 
 
 def start_http_server(port: int = 0, *extra: str) -> tuple[subprocess.Popen, int]:
