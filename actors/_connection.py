@@ -371,6 +371,9 @@ class _Connection:
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
         self.garbage = 0
+        #: Lists a handshake-era server announced as changed before this incarnation was
+        #: ready (while they were being read): re-read once it is.
+        self.early_changes: set[str] = set()
         self.nursery: trio.Nursery | None = None
         #: The lists being re-read -> whether they changed again meanwhile (`_refresh_soon`).
         self.refreshing: dict[str, bool] = {}
@@ -699,12 +702,9 @@ class _Connection:
         meta = getattr(getattr(root, "params", None), "meta", None) or {}
         if SUBSCRIPTION_ID_META_KEY in meta:
             return  # the SDK tees listen-stream events here too; `_listen_stream` handles them
-        if isinstance(root, mcp_types.ToolListChangedNotification):
-            self._refresh_soon("tools")
-        elif isinstance(root, mcp_types.PromptListChangedNotification):
-            self._refresh_soon("prompts")
-        elif isinstance(root, mcp_types.ResourceListChangedNotification):
-            self._refresh_soon("resources")
+        changed = _changed_list(root)
+        if changed is not None:
+            self._refresh_soon(changed)
         elif isinstance(root, mcp_types.ResourceUpdatedNotification):
             publish("resource_updated", data={"uri": str(root.params.uri)})
 
@@ -984,6 +984,8 @@ async def _live(
     try:
         async with trio.open_nursery() as side:
             state.nursery = side  # background work of this incarnation (`_refresh_soon`)
+            for what in sorted(state.early_changes):  # announced while `learn` was reading
+                state._refresh_soon(what)
             side.start_soon(state.watch_death)
             side.start_soon(state.listen)
             state.start_checks()
@@ -1004,6 +1006,17 @@ async def _live(
         link._down(why)
         if died and proc is not None and proc.pid is not None:
             await kill_tree(proc.pid, proc.incarnation, 0)  # a dead or hung server gets no grace period
+
+
+def _changed_list(notification: Any) -> str | None:
+    """The list a handshake-era ``list_changed`` notification is about, else None."""
+    if isinstance(notification, mcp_types.ToolListChangedNotification):
+        return "tools"
+    if isinstance(notification, mcp_types.PromptListChangedNotification):
+        return "prompts"
+    if isinstance(notification, mcp_types.ResourceListChangedNotification):
+        return "resources"
+    return None
 
 
 def _why_it_ended(proc: ServerProcess) -> str:
@@ -1039,6 +1052,7 @@ async def run_connection(
     link.process = proc
     mailbox: Mailbox[Any] = Mailbox(f"connection:{spec.name}", size=max(16, spec.max_queue))
     early_garbage: list[Exception] = []
+    early_changes: set[str] = set()  # list_changed heard while the lists were being read
     state: _Connection | None = None
 
     async def on_message(message: Any) -> None:
@@ -1046,6 +1060,8 @@ async def run_connection(
             await state.on_message(message)
         elif isinstance(message, Exception):
             early_garbage.append(message)
+        elif (changed := _changed_list(getattr(message, "root", message))) is not None:
+            early_changes.add(changed)
 
     async def ask_front(request: Any) -> Any:
         if state is None:
@@ -1104,6 +1120,7 @@ async def run_connection(
                     connecting.deadline = math.inf
                     state = _Connection(link.spec, link, client, mailbox)  # updated in place while connecting?
                     state.garbage = len(early_garbage)
+                    state.early_changes = early_changes
                     link.protocol_version = client.protocol_version
                     link.capabilities = client.server_capabilities
                     link._up(state)

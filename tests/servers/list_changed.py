@@ -15,12 +15,21 @@ it has answered and the most it served at once (each takes 5 ms); ``end_listen_s
 ends every open ``subscriptions/listen`` stream and ``listen_streams()`` counts them. For the handshake era over HTTP: ``http_echo.py --handshake-only
 --list-changed``.
 
-    python tests/servers/list_changed.py [--name NAME]
+``--handshake-only`` makes it a server from before 2026-07-28 (no ``server/discover``: a
+client falls back to ``initialize``, and list changes come as plain notifications).
+``--change-while-listing-resources NAME``: the first ``resources/list`` request registers
+tool NAME and announces it before answering, so the announcement reaches a client that is
+still reading the server's lists at connect.
+
+    python tests/servers/list_changed.py [--name NAME] [--handshake-only] [--change-while-listing-resources NAME]
 """
+
+import dataclasses
 
 import anyio
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 
 from _common import base_parser, make_server
@@ -85,19 +94,46 @@ def register(mcp: MCPServer) -> None:
         return {"served": counts["served"], "most_at_once": counts["most_at_once"]}
 
 
-async def serve(mcp: MCPServer) -> None:
+async def serve(mcp: MCPServer, handshake_only: bool = False) -> None:
     # MCPServer.run_stdio_async() advertises listChanged=false; pass the flag ourselves.
     lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
     options = lowlevel.create_initialization_options(NotificationOptions(tools_changed=True))
     async with stdio_server() as (read_stream, write_stream):
-        await lowlevel.run(read_stream, write_stream, options)
+        if not handshake_only:
+            await lowlevel.run(read_stream, write_stream, options)  # the era the client opens with
+            return
+        # The SDK's handshake-only loop: `server/discover` is refused, so a client falls back
+        # to `initialize`, as against any server from before 2026-07-28.
+        async with lowlevel.lifespan(lowlevel) as state:
+            await serve_loop(lowlevel, read_stream, write_stream, lifespan_state=state, init_options=options)
+
+
+def change_while_listing_resources(mcp: MCPServer, name: str) -> None:
+    handlers = mcp._lowlevel_server._request_handlers  # pyright: ignore[reportPrivateUsage]
+    entry = handlers["resources/list"]
+    done = False
+
+    async def handler(ctx, params):
+        nonlocal done
+        if not done:
+            done = True
+            mcp.add_tool(lambda text: f"{name}: {text}", name=name, description=f"added during resources/list: {name}")
+            await ctx.session.send_tool_list_changed()
+        return await entry.handler(ctx, params)
+
+    handlers["resources/list"] = dataclasses.replace(entry, handler=handler)
 
 
 def main() -> None:
-    args = base_parser(__doc__).parse_args()
+    parser = base_parser(__doc__)
+    parser.add_argument("--handshake-only", action="store_true")
+    parser.add_argument("--change-while-listing-resources", metavar="NAME")
+    args = parser.parse_args()
     mcp = make_server(args.name or "list_changed")
     register(mcp)
-    anyio.run(serve, mcp)
+    if args.change_while_listing_resources:
+        change_while_listing_resources(mcp, args.change_while_listing_resources)
+    anyio.run(serve, mcp, args.handshake_only)
 
 
 if __name__ == "__main__":
