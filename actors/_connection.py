@@ -572,10 +572,11 @@ class _Connection:
         within ``timeout`` s means it hangs, and this incarnation dies so it is restarted
         before a caller meets it. An HTTP 5xx with no JSON-RPC answer (a gateway's 502/503:
         the server behind it did not answer) counts as none, so the status does not say
-        "running" of a server nobody can reach; a 429 is an answer (someone is there). A list that differs from the cached one (a change the
-        server did not announce, or one we missed) is read in full and published. While
-        calls are in flight no check is sent: a server busy with a long call may be slow to
-        answer anything else, and the calls' own deadlines (``hang_threshold``) judge it then.
+        "running" of a server nobody can reach; a 429 is an answer (someone is there). A
+        list that differs from the cached one (a change the server did not announce, or one
+        we missed) is read in full and published. While calls are in flight no check is
+        sent: a server busy with a long call may be slow to answer anything else, and the
+        calls' own deadlines (``hang_threshold``) judge it then.
         """
         refused: list[HttpRefusal] = []
         if self.over_http:
@@ -926,10 +927,10 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
 
     Raises `UnreadableList` when ``tools/list`` fails on a server that advertises tools (a
     server whose tools cannot be read cannot serve), and whatever a lost connection raises;
-    one that does not advertise them (prompts or resources only) has none when it refuses. A failing prompts or resources
-    list does not stop the tools: it is logged, named in ``link.unread_lists`` (shown in the
-    status) and that list stays as it was, until a later read succeeds. A server that
-    advertises prompts or resources but cannot list them still serves its tools.
+    one that does not advertise them (prompts or resources only) has none when it refuses.
+    A failing prompts or resources list does not stop the tools: it is logged, named in
+    ``link.unread_lists`` (shown in the status) and kept as it was until a read succeeds;
+    "Method not found" (resources without templates, say) is an empty list.
     """
     caps = client.server_capabilities
     if what in ("all", "tools"):
@@ -947,19 +948,16 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
                 raise
             tools = []  # it never said it had tools: a server of prompts or resources only
         link._publish_tools(tools)
+    # (method, the result's field and the link's attribute, the request)
     optional: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = []
     if what in ("all", "prompts") and caps.prompts is not None:
-        optional.append(("prompts/list", "prompts", lambda: _field(client.list_prompts(), "prompts")))
+        optional.append(("prompts/list", "prompts", client.list_prompts))
     if what in ("all", "resources") and caps.resources is not None:
-        optional.append(("resources/list", "resources", lambda: _field(client.list_resources(), "resources")))
-        optional.append((
-            "resources/templates/list",
-            "resource_templates",
-            lambda: _field(client.list_resource_templates(), "resource_templates"),
-        ))
-    for method, attribute, read in optional:
+        optional.append(("resources/list", "resources", client.list_resources))
+        optional.append(("resources/templates/list", "resource_templates", client.list_resource_templates))
+    for method, attribute, request in optional:
         try:
-            setattr(link, attribute, list(await _read(method, read)))
+            setattr(link, attribute, list(getattr(await _read(method, request), attribute)))
         except UnreadableList as exc:
             if exc.code == mcp_types.METHOD_NOT_FOUND:  # resources without templates, say
                 setattr(link, attribute, [])
@@ -969,10 +967,6 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
             log.warning("server %r: %s (its tools are served all the same)", link.name, exc)
         else:
             link.unread_lists.pop(method, None)
-
-
-async def _field(request: Awaitable[Any], name: str) -> Any:
-    return getattr(await request, name)
 
 
 async def _live(
