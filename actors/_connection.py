@@ -15,7 +15,9 @@ Guarantees:
 - The actor dies (and so is restarted) when the process exits, the transport closes or
   errors, a streamable-HTTP server says it no longer knows our session (HTTP 404, see
   ``_http_answers``), an SSE server answers a message with an HTTP error status, the
-  server writes more than ``garbage_threshold`` lines that are not JSON-RPC,
+  server writes more than ``garbage_threshold`` lines in a row that are not JSON-RPC (a
+  JSON-RPC message in between starts the count again: a server that now and then logs a
+  stray line to stdout keeps serving, one whose wire is garbled does not),
   ``hang_threshold`` consecutive calls time out, or, with no call in flight, the server
   leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
   while idle is restarted before a caller finds out.
@@ -370,7 +372,10 @@ class _Connection:
         self.checks: trio.CancelScope | None = None  # the running `start_checks`
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
+        #: Lines that were not JSON-RPC since the server's last JSON-RPC message (it dies past
+        #: ``garbage_threshold``), and in this incarnation's whole life (for the log).
         self.garbage = 0
+        self.garbage_lines = 0
         #: Lists a handshake-era server announced as changed before this incarnation was
         #: ready (while they were being read): re-read once it is.
         self.early_changes: set[str] = set()
@@ -523,14 +528,14 @@ class _Connection:
                 self.die(lost, "transport")
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
-            self.answered_at = trio.current_time()
+            self._heard()
             raise  # the server's own JSON-RPC error, passed through unchanged
         except (RuntimeError, pydantic.ValidationError) as exc:
             # The SDK's verdict on the answer (see `InvalidResult`): every RuntimeError the
             # SDK's call_tool raises once connected is one (UnexpectedClaimedResult,
             # InputRequiredRoundsExceededError and the output-schema check are RuntimeErrors).
             self.consecutive_timeouts = 0
-            self.answered_at = trio.current_time()
+            self._heard()
             raise InvalidResult(
                 f"tool {call.tool!r} on server {spec.name!r} answered with no valid result: "
                 f"{type(exc).__name__}: {exc}".rstrip(),
@@ -548,7 +553,7 @@ class _Connection:
                 self.slots.unpark()
         if result is not None:
             self.consecutive_timeouts = 0
-            self.answered_at = trio.current_time()
+            self._heard()
             return result
         if self.death is not None:
             raise self._refused(call, refused[-1]) if refused else self._crash_failure()
@@ -605,7 +610,7 @@ class _Connection:
                 else:
                     if self._differs_from_cache(page):
                         self._refresh_soon("tools")  # a change nobody announced (or we missed)
-                self.answered_at = trio.current_time()
+                self._heard()
                 continue
             self.die(f"no answer to a health check (tools/list) within {timeout:g} s while idle", "unresponsive")
             return
@@ -685,6 +690,11 @@ class _Connection:
                 raise ConnectionDied(f"{self.death}; server process {proc.exit_status}", "exited")
         raise self.death
 
+    def _heard(self) -> None:
+        """The server answered: it is alive (health checks), and its wire is sound."""
+        self.answered_at = trio.current_time()
+        self.garbage = 0
+
     # -- notifications ------------------------------------------------------------------
 
     async def on_message(self, message: Any) -> None:
@@ -695,10 +705,15 @@ class _Connection:
             return
         if isinstance(message, Exception):
             self.garbage += 1
-            log.warning("server %r wrote a line that is not JSON-RPC (%d so far)", self.spec.name, self.garbage)
+            self.garbage_lines += 1
+            log.warning(
+                "server %r wrote a line that is not JSON-RPC (%d in a row, %d in all)",
+                self.spec.name, self.garbage, self.garbage_lines,
+            )
             if self.garbage > self.spec.garbage_threshold:
-                self.die(f"{self.garbage} lines on stdout were not JSON-RPC (garbage_threshold)", "garbage")
+                self.die(f"{self.garbage} lines in a row on stdout were not JSON-RPC (garbage_threshold)", "garbage")
             return
+        self.garbage = 0  # a JSON-RPC message: the wire is sound
         root = getattr(message, "root", message)
         meta = getattr(getattr(root, "params", None), "meta", None) or {}
         if SUBSCRIPTION_ID_META_KEY in meta:
@@ -1113,7 +1128,7 @@ async def run_connection(
                     await learn(client, link)
                     connecting.deadline = math.inf
                     state = _Connection(link.spec, link, client, mailbox)  # updated in place while connecting?
-                    state.garbage = len(early_garbage)
+                    state.garbage_lines = len(early_garbage)  # a banner, say: the handshake came after it
                     state.early_changes = early_changes
                     link.protocol_version = client.protocol_version
                     link.capabilities = client.server_capabilities

@@ -330,6 +330,20 @@ async def test_garbage_on_stdout_past_threshold_restarts():
         assert (await sup.metrics_snapshot()).server("noisy").exits == {"garbage": 1}
 
 
+async def test_a_stray_line_now_and_then_is_no_reason_to_restart():
+    """A server that writes one non-JSON-RPC line per call (a stray ``console.log`` in a
+    Node server, the commonest way stdio servers break the wire) but answers every call:
+    past ``garbage_threshold`` stray lines in all it used to be restarted every few calls,
+    losing its calls in flight; the count is now of lines in a row, which its answers
+    interrupt, so it keeps serving."""
+    spec = server_spec("chatty", "garbage.py", "--when", "call", garbage_threshold=3)
+    async with Supervisor([spec]) as sup:
+        for _ in range(8):
+            assert text(await sup.call_tool("spew", {"lines": 1}, server="chatty", timeout=10)) == "spewed 1 via wire"
+        assert connection_status(sup, "chatty").restarts == 0
+        assert sup.link("chatty").conn.garbage_lines == 8
+
+
 async def test_an_answer_that_is_no_valid_result_is_an_invalid_result_failure():
     """JSON-RPC that is well formed but no valid result for the call: a result that does not
     parse as a CallToolResult, or structured content the tool's own output schema rejects.
