@@ -402,12 +402,17 @@ async def _list_in_trio(
             result = await _on_server(sup, server, lambda client: page(client, cursor))
             return list(getattr(result, field)), result.next_cursor
         at = None
-        for _ in range(_MAX_PAGES):
-            result = await _on_server(sup, server, lambda client: page(client, at))
-            items.extend(getattr(result, field))
-            at = result.next_cursor
-            if not at:
-                break
+        try:
+            for _ in range(_MAX_PAGES):
+                result = await _on_server(sup, server, lambda client: page(client, at))
+                items.extend(getattr(result, field))
+                at = result.next_cursor
+                if not at:
+                    break
+        except MCPError as exc:
+            if exc.error.code != mcp_types.METHOD_NOT_FOUND:
+                raise
+            # It has none of these (resources without templates, say): nothing to add.
     return items, None
 
 

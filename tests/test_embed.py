@@ -343,9 +343,10 @@ def test_aclose_cancels_calls_in_flight_and_leaves_no_orphans():
 def test_adapter_lists_calls_and_turns_typed_failures_into_readable_results():
     echo = server_spec("echo", "echo.py", categories={"echo": "search", "add": "workflow"})
     meta = server_spec("meta", "meta_echo.py", namespace="prefix")
+    docs = server_spec("docs", "resources_only.py")  # no tools, resources without templates
 
     async def main() -> None:
-        async with embed([echo, meta]) as sup:
+        async with embed([echo, meta, docs]) as sup:
             search = SupervisedMCPServer(sup, toolset="search")
             async with search:  # connect/cleanup open and close nothing
                 assert [t.name for t in search.cached_tools or []] == ["echo"]
@@ -390,6 +391,13 @@ def test_adapter_lists_calls_and_turns_typed_failures_into_readable_results():
             assert f"pid={meta_pid}" in info.contents[0].text
             everything = SupervisedMCPServer(sup)  # over every server
             assert [p.name for p in (await everything.list_prompts()).prompts] == ["greet", "greet"]
+            uris = sorted(str(r.uri) for r in (await everything.list_resources()).resources)
+            assert uris == ["doc://readme", "info://server", "info://server"]
+            # docs has no templates ("Method not found"): it adds none, the listing still works
+            assert (await everything.list_resource_templates()).resource_templates == []
+            documents = SupervisedMCPServer(sup, server="docs")
+            assert await documents.list_tools() == []
+            assert (await documents.read_resource("doc://readme")).contents[0].text == "read doc://readme"
 
     run_asyncio(main)
 
