@@ -8,7 +8,9 @@ and run on another, and a permanent server is retried with backoff until it can 
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 from collections.abc import Mapping
 
@@ -35,5 +37,20 @@ def start_warnings(config: Config, environ: Mapping[str, str] | None = None) -> 
             command = os.path.join(spec.cwd or os.getcwd(), command)
         if shutil.which(command, path=search) is None:
             reason = "is not an executable file" if os.sep in spec.command else "is not found on PATH"
-            warnings.append(f"{prefix} command: {spec.command!r} {reason} here")
+            warnings.append(f"{prefix} command: {spec.command!r} {reason} here{_split_hint(spec.command, spec.args)}")
     return warnings
+
+
+def _split_hint(command: str, args: list[str]) -> str:
+    """For a whole command line put in ``command`` (a common slip: it is run as one file
+    name, never split), the ``command``/``args`` it was meant to be."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return ""
+    if len(words) < 2:
+        return ""
+    return (
+        "; it is one file name, not a command line: the arguments go in args, "
+        f'"command": {json.dumps(words[0])}, "args": {json.dumps(words[1:] + list(args))}'
+    )

@@ -578,6 +578,7 @@ def test_check_warns_of_what_would_keep_a_server_from_starting_here(tmp_path):
         "noexec": {"command": "./bin/tool", "cwd": str(tmp_path)},
         "own_path": {"command": "python3", "env": {"PATH": str(tmp_path / "bin")}},
         "fine": {"command": "python3"},
+        "line": {"command": "npx -y @foo/server", "args": ["--port", "1"]},
         "off": {"command": "no-such-binary-xyz", "enabled": False},
         "remote": {"url": "http://127.0.0.1:1/mcp"},
     }
@@ -590,6 +591,9 @@ def test_check_warns_of_what_would_keep_a_server_from_starting_here(tmp_path):
         f"warning: {config}: server 'nocwd': cwd: '/nonexistent/dir' is not a directory here",
         f"warning: {config}: server 'noexec': command: './bin/tool' is not an executable file here",
         f"warning: {config}: server 'own_path': command: 'python3' is not found on PATH here",
+        f"warning: {config}: server 'line': command: 'npx -y @foo/server' is not an executable file here; it is one "
+        'file name, not a command line: the arguments go in args, "command": "npx", "args": ["-y", "@foo/server", '
+        '"--port", "1"]',
     ]
 
 
