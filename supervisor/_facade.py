@@ -35,6 +35,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pydantic_core
 import trio
 from mcp import MCPError
 
@@ -51,6 +52,7 @@ from protocol import (
     CircuitOpen,
     Event,
     Failure,
+    InvalidArguments,
     MetricsSnapshot,
     ServerSpec,
     ServerUnavailable,
@@ -392,6 +394,7 @@ class Supervisor:
         spec = handle.spec
         now = trio.current_time()
         try:
+            _sendable(entry, arguments, meta)
             entry.validate(arguments)
         except Failure as invalid:
             handle.report(self._outcome(entry, invalid.kind, now, now, invalid.message, 1))
@@ -438,3 +441,23 @@ class Supervisor:
             safe_after_send=lambda: retry_safe_after_send(spec, entry.tool_name, entry.spec),
             now=now,
         )
+
+
+def _sendable(entry: Any, arguments: dict[str, Any], meta: dict[str, Any] | None) -> None:
+    """Raise `InvalidArguments` unless ``arguments`` and ``meta`` can go on the wire as JSON,
+    as the SDK's serializer (pydantic's) writes them. Otherwise the request would fail inside
+    the transport's writer, after the call had left us: an object JSON has no form for, or
+    a string holding a lone surrogate (half of an emoji cut by a streaming model, or a
+    ``\\ud800`` escape from a client) took the whole stdio connection down, every other call
+    in flight with it."""
+    for what, value in (("arguments", arguments), ("_meta", meta)):
+        if value is None:
+            continue
+        try:
+            pydantic_core.to_json(value)
+        except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
+            raise InvalidArguments(
+                f"invalid {what} for tool {entry.name!r}: cannot be sent as JSON: {exc}",
+                tool=entry.name,
+                server=entry.server,
+            ) from None

@@ -30,6 +30,7 @@ from protocol import (
     BreakerPolicy,
     CircuitOpen,
     DeadlineExceeded,
+    InvalidArguments,
     InvalidResult,
     Overloaded,
     ServerCrashed,
@@ -342,6 +343,26 @@ async def test_a_stray_line_now_and_then_is_no_reason_to_restart():
             assert text(await sup.call_tool("spew", {"lines": 1}, server="chatty", timeout=10)) == "spewed 1 via wire"
         assert connection_status(sup, "chatty").restarts == 0
         assert sup.link("chatty").conn.garbage_lines == 8
+
+
+async def test_arguments_that_cannot_be_sent_as_json_are_refused_and_the_connection_lives_on():
+    """An argument JSON has no form for, or a string with a lone surrogate: the SDK's stdio
+    writer failed on it after the call had left us, and that failure ended the connection
+    (the server restarted, its other calls failed). Now the call is refused before it is
+    sent, as invalid arguments."""
+    spec = server_spec("strict", "echo.py")
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("strict", timeout=30)
+        with pytest.raises(InvalidArguments, match="cannot be sent as JSON: Unable to serialize unknown type"):
+            await sup.call_tool("echo", {"text": "x", "extra": object()}, server="strict", timeout=10)
+        with pytest.raises(InvalidArguments, match="surrogates not allowed"):
+            await sup.call_tool("echo", {"text": "half an emoji: \ud83d"}, server="strict", timeout=10)
+        with pytest.raises(InvalidArguments, match="invalid _meta for tool 'echo'"):
+            await sup.call_tool("echo", {"text": "x"}, server="strict", timeout=10, meta={"trace": "\udc00"})
+        assert text(await sup.call_tool("echo", {"text": "fine"}, server="strict", timeout=10)) == "fine"
+        assert connection_status(sup, "strict").restarts == 0
+        failures = (await sup.metrics_snapshot()).tool("strict", "echo").failures
+        assert failures == {"InvalidArguments": 3}, failures
 
 
 async def test_an_answer_that_is_no_valid_result_is_an_invalid_result_failure():
