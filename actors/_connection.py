@@ -69,6 +69,7 @@ from protocol import (
 from ._events import publish
 from ._front import Front, current_front, describe_request, host_front
 from ._http_answers import HttpAnswerWatch, HttpRefusal, refusals
+from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._session_header import lift_session_header
 from ._runtime import Mailbox
@@ -155,7 +156,11 @@ class ServerLink:
     async def subscribe(self, uri: str) -> None:
         """Subscribe to ``uri``'s updates. While the server is down the subscription is
         kept and made when it is back. Raises the server's own ``MCPError`` if it refuses
-        (the subscription is then dropped)."""
+        (the subscription is then dropped), and ``MCPError`` (invalid params) for a URI that
+        cannot be sent (`unsendable`): kept, it would end every incarnation that sent it."""
+        why = unsendable(uri)
+        if why is not None:
+            raise MCPError(code=mcp_types.INVALID_PARAMS, message=f"resource URI cannot be sent as JSON: {why}")
         self.subscriptions.add(uri)
         try:
             if self.conn is not None:

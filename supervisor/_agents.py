@@ -64,6 +64,7 @@ from agents.mcp import MCPServer
 from mcp import MCPError
 
 from actors._registry import NAMESPACE_SEPARATOR
+from actors._wire import unsendable
 from protocol import INVALID_PARAMS, DeadlineExceeded, Failure, ServerUnavailable, ToolResult, ToolSpec
 
 from ._embed import EmbeddedSupervisor, _call_maybe_async
@@ -354,8 +355,13 @@ def _servers_in_scope(sup: Supervisor, scope: tuple[str | None, str | None, str 
     return [name for name in owners if name is not None]
 
 
-async def _on_server(sup: Supervisor, server: str, request: Callable[[Any], Any]) -> Any:
-    """``request(client)`` on ``server``'s live connection, within its call timeout."""
+async def _on_server(sup: Supervisor, server: str, request: Callable[[Any], Any], sending: Any = None) -> Any:
+    """``request(client)`` on ``server``'s live connection, within its call timeout.
+    ``sending`` is what the request carries from the caller: refused with INVALID_PARAMS
+    when it cannot be sent (`unsendable`), before it can take the connection down."""
+    why = unsendable(sending)
+    if why is not None:
+        raise MCPError(INVALID_PARAMS, f"the request cannot be sent to server {server!r} as JSON: {why}")
     link = sup.link(server)
     conn = link.conn
     if conn is None:
@@ -399,12 +405,12 @@ async def _list_in_trio(
             return await getattr(client, method)(cursor=at, meta=meta)
 
         if single:
-            result = await _on_server(sup, server, lambda client: page(client, cursor))
+            result = await _on_server(sup, server, lambda client: page(client, cursor), (cursor, meta))
             return list(getattr(result, field)), result.next_cursor
         at = None
         try:
             for _ in range(_MAX_PAGES):
-                result = await _on_server(sup, server, lambda client: page(client, at))
+                result = await _on_server(sup, server, lambda client: page(client, at), meta)
                 items.extend(getattr(result, field))
                 at = result.next_cursor
                 if not at:
@@ -430,7 +436,7 @@ async def _get_prompt_in_trio(
     if owner is None:
         raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name!r} (no server among {servers} offers it)")
     args = {k: str(v) for k, v in (arguments or {}).items()}
-    return await _on_server(sup, owner, lambda client: client.get_prompt(name, args or None, meta=meta))
+    return await _on_server(sup, owner, lambda client: client.get_prompt(name, args or None, meta=meta), (name, args, meta))
 
 
 def _template_matches(template: str, uri: str) -> bool:
@@ -456,4 +462,4 @@ async def _read_resource_in_trio(
         owner = servers[0]
     if owner is None:
         raise MCPError(INVALID_PARAMS, f"Unknown resource: {uri!r} (no server among {servers} offers it)")
-    return await _on_server(sup, owner, lambda client: client.read_resource(uri, meta=meta))
+    return await _on_server(sup, owner, lambda client: client.read_resource(uri, meta=meta), (uri, meta))

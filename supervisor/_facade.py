@@ -35,7 +35,6 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pydantic_core
 import trio
 from mcp import MCPError
 
@@ -46,6 +45,7 @@ from actors._front import DECLINE, HostFront, host_front
 from actors._metrics import MetricsRef
 from actors._registry import Registry
 from actors._retry import call_with_retry, retry_safe_after_send
+from actors._wire import unsendable
 from protocol import (
     CallOutcome,
     ChildStatus,
@@ -444,20 +444,12 @@ class Supervisor:
 
 
 def _sendable(entry: Any, arguments: dict[str, Any], meta: dict[str, Any] | None) -> None:
-    """Raise `InvalidArguments` unless ``arguments`` and ``meta`` can go on the wire as JSON,
-    as the SDK's serializer (pydantic's) writes them. Otherwise the request would fail inside
-    the transport's writer, after the call had left us: an object JSON has no form for, or
-    a string holding a lone surrogate (half of an emoji cut by a streaming model, or a
-    ``\\ud800`` escape from a client) took the whole stdio connection down, every other call
-    in flight with it."""
+    """Raise `InvalidArguments` unless ``arguments`` and ``meta`` can be sent (`unsendable`)."""
     for what, value in (("arguments", arguments), ("_meta", meta)):
-        if value is None:
-            continue
-        try:
-            pydantic_core.to_json(value)
-        except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
+        why = None if value is None else unsendable(value)
+        if why is not None:
             raise InvalidArguments(
-                f"invalid {what} for tool {entry.name!r}: cannot be sent as JSON: {exc}",
+                f"invalid {what} for tool {entry.name!r}: cannot be sent as JSON: {why}",
                 tool=entry.name,
                 server=entry.server,
-            ) from None
+            )

@@ -89,6 +89,7 @@ from mcp.server.subscriptions import (
 
 from actors._front import calling_for
 from actors._registry import NAMESPACE_SEPARATOR
+from actors._wire import unsendable
 from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
 
 from ._facade import Supervisor
@@ -160,6 +161,14 @@ def _upstream_meta(front_meta: dict[str, Any], front: FrontRelay) -> dict[str, A
     if level is not None:
         meta[types.LOG_LEVEL_META_KEY] = level
     return meta or None
+
+
+def _check_sendable(params: Any) -> None:
+    """INVALID_PARAMS unless a request passed through to a server can be sent to it
+    (`unsendable`: else its failure in the upstream's writer would end that connection)."""
+    why = unsendable(params)
+    if why is not None:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"the request cannot be sent upstream as JSON: {why}")
 
 
 def _as_mcp_error(failure: Failure) -> MCPError:
@@ -374,6 +383,7 @@ class Gateway:
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
         self._seen(ctx)
+        _check_sendable(params)
         for server, link in self._links():
             for prompt in link.prompts:
                 if self._prompt_name(server, prompt.name) == params.name:
@@ -392,6 +402,7 @@ class Gateway:
 
     async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         self._seen(ctx)
+        _check_sendable(params)
         uri = str(params.uri)
         links = self._links()
         for server, link in links:
@@ -424,6 +435,7 @@ class Gateway:
         """A handshake-era client's ``resources/subscribe``: passed to the owning server
         (its refusal comes back unchanged); its updates reach this client's connection."""
         self._seen(ctx)
+        _check_sendable(params)
         uri = str(params.uri)
         server, link = self._owner_of(uri)
         await link.subscribe(uri)
@@ -454,6 +466,7 @@ class Gateway:
         """A 2026-07-28 client's ``subscriptions/listen``: the SDK's handler serves the
         stream; its resource subscriptions are made upstream first (so no update between
         the acknowledgement and the first event is lost) and released when it ends."""
+        _check_sendable(params)
         uris = [str(u) for u in (params.notifications.resource_subscriptions or ())]
         held: list[str] = []
         try:
@@ -479,6 +492,7 @@ class Gateway:
     async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> Any:
         """``completion/complete``, routed by its reference to the server that owns the
         prompt (its exposed name mapped back) or the resource template."""
+        _check_sendable(params)
         ref = params.ref
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = dict(params.context.arguments or {}) if params.context is not None else None

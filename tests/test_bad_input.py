@@ -201,21 +201,30 @@ def test_arguments_that_are_not_an_object_are_invalid_params(daemon):
     assert_still_serving(daemon)
 
 
-@pytest.mark.parametrize("where", ["arguments", "_meta"])
-def test_a_lone_surrogate_is_refused_and_the_upstream_lives_on(daemon, where):
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("tools/call", {"name": "write_note", "arguments": {"text": "@"}}),
+        ("tools/call", {"name": "write_note", "arguments": {"text": "fine"}, "_meta": {"trace": "@"}}),
+        ("prompts/get", {"name": "greet", "arguments": {"who": "@"}}),
+        ("completion/complete", {"ref": {"type": "ref/prompt", "name": "greet"}, "argument": {"name": "who", "value": "@"}}),
+    ],
+    ids=["tool-arguments", "tool-meta", "prompt-arguments", "completion"],
+)
+def test_a_lone_surrogate_is_refused_and_the_upstream_lives_on(daemon, method, params):
     """``"\\ud800"`` is valid JSON that no UTF-8 encoder can write (half of a surrogate
-    pair, as a streaming model cutting an emoji in two may send). It used to reach the
-    upstream's stdio writer, whose failure took the whole connection down: the server was
-    restarted, and every other call in flight on it failed. Now it is refused first."""
+    pair, as a streaming model cutting an emoji in two may send). Passed on to the upstream,
+    it failed in the SDK's stdio writer, which took the whole connection down: the server
+    was restarted, and every other call in flight on it failed. Now it is refused first."""
     pid = int(json.loads(modern(daemon, "tools/call", {"name": "pid", "arguments": {}}).text)["result"]["structuredContent"]["result"])
-    params = {"name": "write_note", "arguments": {"text": "@"}, "_meta": {**ENVELOPE}}
-    if where == "_meta":
-        params = {**params, "arguments": {"text": "fine"}, "_meta": {**ENVELOPE, "trace": "@"}}
-    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}).replace('"@"', '"\\ud800"')
-    headers = {**HEADERS, "MCP-Protocol-Version": PROTOCOL, "Mcp-Method": "tools/call", "Mcp-Name": "write_note"}
+    params = {**params, "_meta": {**ENVELOPE, **params.get("_meta", {})}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).replace("@", "\\ud800")
+    headers = {**HEADERS, "MCP-Protocol-Version": PROTOCOL, "Mcp-Method": method}
+    if method in ("tools/call", "prompts/get"):
+        headers["Mcp-Name"] = params["name"]
     before = executions(daemon)
     response = daemon.http.post(daemon.url + "/mcp", content=body.encode(), headers=headers)
-    if response.status_code == 200 and "result" in response.json():  # an isError result is no answer here
+    if response.status_code == 200 and "result" in response.json():  # an isError result is no refusal
         raise AssertionError(response.text)
     error = error_of(response)
     assert error["code"] in (-32002, -32602), error

@@ -359,6 +359,9 @@ async def test_arguments_that_cannot_be_sent_as_json_are_refused_and_the_connect
             await sup.call_tool("echo", {"text": "half an emoji: \ud83d"}, server="strict", timeout=10)
         with pytest.raises(InvalidArguments, match="invalid _meta for tool 'echo'"):
             await sup.call_tool("echo", {"text": "x"}, server="strict", timeout=10, meta={"trace": "\udc00"})
+        with pytest.raises(MCPError, match="resource URI cannot be sent as JSON"):
+            await sup.link("strict").subscribe("info://\udc00")  # kept, it would end every incarnation
+        assert sup.link("strict").subscriptions == set()
         assert text(await sup.call_tool("echo", {"text": "fine"}, server="strict", timeout=10)) == "fine"
         assert connection_status(sup, "strict").restarts == 0
         failures = (await sup.metrics_snapshot()).tool("strict", "echo").failures

@@ -30,6 +30,7 @@ from agents import Agent, RunConfig, Runner
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.usage import Usage
+from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
@@ -384,6 +385,9 @@ def test_adapter_lists_calls_and_turns_typed_failures_into_readable_results():
             assert [p.name for p in prompts.prompts] == ["greet"]
             greeting = await adapter.get_prompt("greet", {"who": "trio"})
             assert "trio" in greeting.messages[0].content.text
+            with pytest.raises(MCPError, match="cannot be sent to server 'meta' as JSON"):
+                await adapter.get_prompt("greet", {"who": "half an emoji: \ud83d"})  # would end the connection
+            assert server_pid(await sup.status(), "meta") == meta_pid
             resources = await adapter.list_resources()
             assert [str(r.uri) for r in resources.resources] == ["info://server"]
             assert (await adapter.list_resource_templates()).resource_templates == []
