@@ -11,7 +11,9 @@ Guarantees:
 
 - A POST whose JSON-RPC body carries a string ``params._meta.session_id`` is sent with
   ``X-Session-Id: <it>``, replacing a static ``X-Session-Id`` from the server's headers for
-  that request only. Every other request (GETs, bodies without one, batches, bodies that are
+  that request only. A session id that is no header value (printable ASCII) is sent in
+  ``_meta`` only, without the header: a line break in it used to make the transport's
+  writer fail and the whole connection with it (any client of the daemon could do that). Every other request (GETs, bodies without one, batches, bodies that are
   not JSON) goes out exactly as the transport built it.
 - The body is not changed, so servers that read ``_meta`` keep working.
 - The hook never raises: a body it cannot read is left alone.
@@ -69,5 +71,12 @@ async def lift_session_header(request: Any) -> None:
     except Exception:  # a streamed body (never the MCP transports'): leave it alone
         return
     session = session_of(body)
-    if session is not None:
+    if session is None:
+        return
+    if session.isascii() and session.isprintable():
         request.headers[SESSION_HEADER] = session
+    else:
+        # Not a header value (a line break would be refused by h11 in the transport's writer,
+        # ending the connection; non-ASCII arrives garbled): it travels in _meta only, and no
+        # static X-Session-Id stands in for it.
+        request.headers.pop(SESSION_HEADER, None)

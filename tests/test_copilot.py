@@ -200,6 +200,11 @@ async def test_session_id_travels_as_a_header_of_each_request_on_one_connection(
                 # a request without a session keeps the configured header
                 assert (await headers_seen(None))["x-session-id"] == "static"
                 assert (await headers_seen({"trace": "t"}))["x-session-id"] == "static"
+                # a session id that is no header value goes in _meta only: no header (not the
+                # static one either); a line break in it used to end the connection
+                for odd in ("a\r\nInjected: x", "会话-1"):
+                    seen = await headers_seen({"session_id": odd})
+                    assert "x-session-id" not in seen and "injected" not in seen, seen
                 # ... all on the one connection the supervisor opened
                 assert connection_of(sup).restarts == 0
     finally:
