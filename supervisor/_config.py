@@ -641,6 +641,24 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+
+
+def _header_problem(name: str, value: str) -> str | None:
+    """Why ``name: value`` cannot be sent as an HTTP header (without repeating the value: it
+    may be a secret). Caught here, not at every connect: the HTTP layer refuses such a
+    request, and the server would never connect."""
+    if not _HEADER_NAME.fullmatch(name):
+        return "not a valid HTTP header name (letters, digits and !#$%&'*+.^_`|~- only)"
+    if any(c in value for c in "\r\n\0"):
+        return "the value holds a line break or NUL (a token read from a file with Windows line endings?)"
+    if value != value.strip(" \t"):
+        return "the value starts or ends with whitespace (an empty ${VARIABLE} in it?)"
+    if not value.isascii():
+        return "the value is not ASCII"
+    return None
+
+
 def _infer_transport(url: str) -> str:
     """``sse`` for a URL whose path ends in ``/sse``, else ``streamable-http``."""
     return "sse" if urlsplit(url).path.rstrip("/").endswith("/sse") else "streamable-http"
@@ -724,6 +742,10 @@ def _build_server(
         for key in _STDIO_ONLY:
             if raw.get(key):
                 raise _problem([*parts, key], "only for stdio servers (with 'command'); this server has a 'url'")
+        for header, value in spec.headers.items():
+            problem = _header_problem(header, value)
+            if problem:
+                raise _problem([*parts, "headers", header], problem)
         spec = msgspec.structs.replace(spec, transport=transport or _infer_transport(spec.url))
     for tool, category in spec.categories.items():
         try:

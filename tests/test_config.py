@@ -356,12 +356,28 @@ def test_nan_is_refused(tmp_path: Path) -> None:
         ({"url": "ftp://h/mcp"}, "mcpServers.x.url", "must be an http:// or https:// URL"),
         ({"url": "https:///mcp"}, "mcpServers.x.url", "no host"),
         ({"url": "http://h:99999/mcp"}, "mcpServers.x.url", "not a valid URL"),
+        ({"url": "https://h/mcp", "headers": {"X Token": "t"}}, 'mcpServers.x.headers["X Token"]', "not a valid HTTP header name"),
+        ({"url": "https://h/mcp", "headers": {"A": "Bearer t\r"}}, "mcpServers.x.headers.A", "holds a line break or NUL"),
+        ({"url": "https://h/mcp", "headers": {"A": "Bearer "}}, "mcpServers.x.headers.A", "starts or ends with whitespace"),
+        ({"url": "https://h/mcp", "headers": {"A": "jeton-é"}}, "mcpServers.x.headers.A", "not ASCII"),
         ({**STDIO, "categories": {"search_nodes": "searching"}}, "mcpServers.x.categories.search_nodes", "unknown category 'searching'"),
     ],
 )
 def test_bad_server_entries(tmp_path: Path, entry: object, key: str, reason: str) -> None:
     error = refused(tmp_path, servers(x=entry))
     assert (error.key, reason in error.reason) == (key, True), str(error)
+
+
+def test_a_header_from_a_variable_is_checked_after_expansion_and_its_value_never_shown(tmp_path: Path) -> None:
+    """A token read from a file with Windows line endings: the server would never connect
+    (the HTTP layer refuses the request), so the config is refused, naming the header."""
+    entry = {"url": "https://h/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(servers(x=entry)))
+    with pytest.raises(ConfigError) as refused_:
+        load_config(path, environ={"TOKEN": "s3cret\r"})
+    assert refused_.value.key == "mcpServers.x.headers.Authorization"
+    assert "line break" in refused_.value.reason and "s3cret" not in str(refused_.value)
 
 
 def test_unknown_category_message_comes_from_the_registry(tmp_path: Path) -> None:
@@ -692,11 +708,13 @@ def test_precedence(tmp_path: Path) -> None:
 # -- redaction ----------------------------------------------------------------------------------
 
 secrets = st.text(min_size=1, max_size=30).map(lambda s: "S3CR3T" + s)
+#: What an HTTP header can carry (a header holding anything else is refused at load).
+tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30).map("T0K3N".__add__)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(secret=secrets)
-def test_redaction_never_leaks_a_secret(tmp_path: Path, secret: str) -> None:
+@given(secret=secrets, token=tokens)
+def test_redaction_never_leaks_a_secret(tmp_path: Path, secret: str, token: str) -> None:
     quoted = quote(secret, safe="")
     data = {
         "mcpServers": {
@@ -707,18 +725,19 @@ def test_redaction_never_leaks_a_secret(tmp_path: Path, secret: str) -> None:
             },
             "remote": {
                 "url": f"https://user:{quoted}@example.com/mcp?key={quoted}&{quoted}#{quoted}",
-                "headers": {"Authorization": f"Bearer {secret}", "X-From-Env": "${SECRET}"},
+                "headers": {"Authorization": f"Bearer {token}", "X-From-Env": "${TOKEN}"},
             },
             "token": {"url": f"https://{quoted}@example.com/sse"},
         },
         "supervisor": {"auth_token": secret},
     }
-    config = load(tmp_path, data, environ={"SECRET": secret})
+    config = load(tmp_path, data, environ={"SECRET": secret, "TOKEN": token})
     assert config.server("local").env["API_KEY"] == secret  # the real config keeps it
+    assert config.server("remote").headers["X-From-Env"] == token
     dump = json.dumps(redacted(config), ensure_ascii=False)
     assert secret not in dump
     assert quoted not in dump
-    assert "S3CR3T" not in dump
+    assert "S3CR3T" not in dump and "T0K3N" not in dump
 
 
 def test_redacted_shape(tmp_path: Path) -> None:
