@@ -728,6 +728,13 @@ def _build_server(
         for key in _REMOTE_ONLY:
             if raw.get(key):
                 raise _problem([*parts, key], "only for remote servers (with 'url'); this server has a 'command'")
+        for where, text in [
+            (["command"], spec.command), (["cwd"], spec.cwd or ""),
+            *((["args", i], arg) for i, arg in enumerate(spec.args)),
+            *((["env", k], k + "=" + v) for k, v in spec.env.items()),
+        ]:
+            if "\0" in text:  # no process can be started with it: every start would fail
+                raise _problem([*parts, *where], "holds a NUL character, which no process can be given")
         cwd = os.path.expanduser(spec.cwd) if spec.cwd is not None else None
         if cwd is not None and base_dir is not None and not os.path.isabs(cwd):
             cwd = str(base_dir / cwd)

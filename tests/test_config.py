@@ -356,6 +356,8 @@ def test_nan_is_refused(tmp_path: Path) -> None:
         ({"url": "ftp://h/mcp"}, "mcpServers.x.url", "must be an http:// or https:// URL"),
         ({"url": "https:///mcp"}, "mcpServers.x.url", "no host"),
         ({"url": "http://h:99999/mcp"}, "mcpServers.x.url", "not a valid URL"),
+        ({"command": "python", "args": ["a", "b\u0000"]}, "mcpServers.x.args[1]", "holds a NUL character"),
+        ({"command": "python", "env": {"K": "v\u0000"}}, "mcpServers.x.env.K", "holds a NUL character"),
         ({"url": "https://h/mcp", "headers": {"X Token": "t"}}, 'mcpServers.x.headers["X Token"]', "not a valid HTTP header name"),
         ({"url": "https://h/mcp", "headers": {"A": "Bearer t\r"}}, "mcpServers.x.headers.A", "holds a line break or NUL"),
         ({"url": "https://h/mcp", "headers": {"A": "Bearer "}}, "mcpServers.x.headers.A", "starts or ends with whitespace"),
@@ -707,7 +709,7 @@ def test_precedence(tmp_path: Path) -> None:
 
 # -- redaction ----------------------------------------------------------------------------------
 
-secrets = st.text(min_size=1, max_size=30).map(lambda s: "S3CR3T" + s)
+secrets = st.text(st.characters(exclude_characters="\0"), min_size=1, max_size=30).map(lambda s: "S3CR3T" + s)
 #: What an HTTP header can carry (a header holding anything else is refused at load).
 tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30).map("T0K3N".__add__)
 
