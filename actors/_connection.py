@@ -874,8 +874,6 @@ class _Connection:
                     self._acknowledged(generation)
                     if reopened:
                         self._catch_up(wants, uris)
-                    elif wants["tools_list_changed"] and self.nursery is not None:
-                        self.nursery.start_soon(self._look_for_a_missed_tools_change)
                     async for event in subscription:
                         if isinstance(event, ResourceUpdated):
                             publish("resource_updated", data={"uri": event.uri})
@@ -897,20 +895,6 @@ class _Connection:
             await trio.sleep(delay)
             delay = min(delay * 2, _RELISTEN_MAX)
             reopened = True
-
-    async def _look_for_a_missed_tools_change(self) -> None:
-        """The first listen stream opens after the tools were read at connect: a change
-        between the two was announced to nobody. Read the list once more and re-learn it
-        only if it differs (a change announced on no stream, as the health check does), so
-        a server that loads its tools in the background is not left with a stale list."""
-        try:
-            with trio.fail_after(self.spec.timeout):
-                page = await self.client.list_tools(cache_mode="bypass")
-        except Exception as exc:
-            log.debug("server %r: no second look at the tools: %s", self.spec.name, _unwrap(exc))
-            return
-        if self._differs_from_cache(page):
-            self._refresh_soon("tools")
 
     def _catch_up(self, wants: dict[str, bool], uris: list[str]) -> None:
         """What a listen stream may have missed while it was down: re-read the lists it
