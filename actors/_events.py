@@ -9,6 +9,7 @@ publishes under its own path without being handed anything.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,7 +24,7 @@ log = logging.getLogger("supervisor.events")
 
 class EventBus:
     def __init__(self) -> None:
-        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._subscribers: list[Any] = []  # each has send_nowait(event) and close()
         self.dropped = 0
 
     def subscribe(self, size: int = 1000) -> trio.MemoryReceiveChannel[Event]:
@@ -31,6 +32,20 @@ class EventBus:
         send, receive = trio.open_memory_channel[Event](size)
         self._subscribers.append(send)
         return receive
+
+    def attach(self, deliver: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``deliver(event)`` for every later event, as it is published (so it comes
+        before anything the publisher does next: an actor's mailbox gets it ahead of a later
+        ask). ``deliver`` must not block; it raises ``trio.WouldBlock`` to drop the event
+        (counted) or ``trio.ClosedResourceError`` to be detached. Returns the detach."""
+        sink = _Sink(deliver)
+        self._subscribers.append(sink)
+
+        def detach() -> None:
+            if sink in self._subscribers:
+                self._subscribers.remove(sink)
+
+        return detach
 
     def close(self) -> None:
         """End every subscription: subscribers' ``async for`` loops finish."""
@@ -50,6 +65,16 @@ class EventBus:
                 self.dropped += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(send)
+
+
+class _Sink:
+    __slots__ = ("send_nowait",)
+
+    def __init__(self, deliver: Callable[[Event], None]) -> None:
+        self.send_nowait = deliver
+
+    def close(self) -> None:
+        pass
 
 
 _BUS: ContextVar[EventBus | None] = ContextVar("supervisor_event_bus", default=None)

@@ -24,12 +24,12 @@ Guarantees:
   not define is counted as the failure ``other``.
 - A malformed report (a NaN, negative or infinite duration) is counted but not timed; no
   report can kill the actor.
-- Events are read from the ``EventBus`` (the one passed in, else the current one).
-  ``MetricsRef.run`` and ``spawn_metrics`` subscribe before the actor counts as started, so
-  no event published after that is missed (unless the subscription's buffer of 1000
-  overflows: the bus counts those). A task in the actor's own nursery forwards each event
-  to the actor's mailbox, so one task still owns all the state. Events may also be told
-  directly (``MetricsRef.event``). Per server:
+- Events come from the ``EventBus`` (the one passed in, else the current one), put in the
+  actor's mailbox as they are published: ``MetricsRef.run`` and ``spawn_metrics`` attach
+  the mailbox before the actor counts as started, so no event published after that is
+  missed (unless the mailbox is full: the bus counts those), and a snapshot counts every
+  event published before it was asked (a restart the status shows is in the next
+  snapshot). Events may also be told directly (``MetricsRef.event``). Per server:
 
   - ``restarts`` counts every ``restarting`` event in its subtree
     (``.../server:<name>``, ``.../server:<name>/connection:<name>`` or ``.../breaker:<name>``):
@@ -82,8 +82,6 @@ DEFAULT_MAX_TOOLS: Final = 256
 DEFAULT_MAILBOX: Final = 4096
 #: Messages handled in one go without a checkpoint once the mailbox has some.
 _BATCH: Final = 256
-#: Events the subscription buffers while the actor is busy; the bus counts any it drops.
-_EVENT_BUFFER: Final = 1000
 
 #: Failure names a report may carry: the typed failures and ``tool_error``.
 _FAILURE_KINDS: Final = frozenset(typing.get_args(OutcomeKind)) - {"success", "cancelled"}
@@ -383,70 +381,66 @@ class _Metrics:
 # The actor
 
 
-def _subscribe(bus: EventBus | None, subscribe: bool) -> trio.MemoryReceiveChannel[Event] | None:
+def _attach(bus: EventBus | None, subscribe: bool, ref: Ref[MetricsMessage]) -> Callable[[], None] | None:
+    """Deliver every later event of ``bus`` (None: the current bus) straight into ``ref``'s
+    mailbox as it is published, so it is ahead of any later ask: a snapshot counts every
+    event published before it was asked (a forwarding task held each event across a
+    scheduling step, and an ask could overtake it). Returns the detach, or None."""
     if not subscribe:
         return None
     if bus is None:
         bus = current_bus()
-    return bus.subscribe(_EVENT_BUFFER) if bus is not None else None
+    if bus is None:
+        return None
 
+    def deliver(event: Event) -> None:
+        try:
+            ref.tell_nowait(event)
+        except Overloaded:
+            raise trio.WouldBlock from None  # the bus counts it dropped
+        except ActorDown:
+            raise trio.ClosedResourceError from None  # the bus detaches us
 
-async def _forward(events: trio.MemoryReceiveChannel[Event], ref: Ref[MetricsMessage]) -> None:
-    with events:
-        async for event in events:
-            try:
-                await ref.tell(event)
-            except ActorDown:
-                return
+    return bus.attach(deliver)
 
 
 async def metrics_actor(
     mailbox: Mailbox[MetricsMessage],
     *,
     owner: MetricsRef | None = None,
-    bus: EventBus | None = None,
-    subscribe: bool = True,
-    events: trio.MemoryReceiveChannel[Event] | None = None,
     max_tools_per_server: int = DEFAULT_MAX_TOOLS,
 ) -> None:
     """Count outcomes and track servers until the mailbox is stopped and drained.
 
-    Events come from ``events`` when given (a subscription the caller opened, so nothing
-    published after that point is missed); else, with ``subscribe`` (the default), from a
-    new subscription to ``bus`` or, when ``bus`` is None, to the current bus (if any).
+    Events arrive in the mailbox like any message (see `_attach`: whoever starts the actor
+    attaches its mailbox to the bus first, so nothing published after that is missed).
     ``owner``'s drop count is reported in every snapshot. Returns when the mailbox is
-    stopped and drained, closing the subscription on the way out.
+    stopped and drained.
     """
     state = _Metrics(max_tools_per_server, owner)
     handle, on_outcome = state.handle, state.on_outcome
     receive, receive_nowait = mailbox.receive, mailbox.receive_nowait
-    if events is None:
-        events = _subscribe(bus, subscribe)
-    async with trio.open_nursery() as nursery:
-        if events is not None:
-            nursery.start_soon(_forward, events, mailbox.ref, name="metrics:events")
-        try:
-            while True:
-                msg, reply = await receive()
+    try:
+        while True:
+            msg, reply = await receive()
+            if type(msg) is CallOutcome:
+                on_outcome(msg)
+                state.handled += 1
+            else:
+                handle(msg, reply)
+            # Drain what is already queued without a checkpoint per message.
+            for _ in range(_BATCH):
+                try:
+                    msg, reply = receive_nowait()
+                except trio.WouldBlock:
+                    break
                 if type(msg) is CallOutcome:
                     on_outcome(msg)
                     state.handled += 1
                 else:
                     handle(msg, reply)
-                # Drain what is already queued without a checkpoint per message.
-                for _ in range(_BATCH):
-                    try:
-                        msg, reply = receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    if type(msg) is CallOutcome:
-                        on_outcome(msg)
-                        state.handled += 1
-                    else:
-                        handle(msg, reply)
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            pass
-        nursery.cancel_scope.cancel()
+    except (trio.EndOfChannel, trio.ClosedResourceError):
+        pass
 
 
 def _not_started(_: Any) -> None:
@@ -532,18 +526,18 @@ class MetricsRef:
         """One incarnation of the actor: a child spec's ``start``. Reports ready with this ref."""
         mailbox: Mailbox[MetricsMessage] = Mailbox("metrics", self.size)
         self.attach(mailbox.ref)
-        events = _subscribe(self.bus, self.subscribe)  # before ready: no later event is missed
+        detach = _attach(self.bus, self.subscribe, mailbox.ref)  # before ready: no later event is missed
 
         async def behaviour(box: Mailbox[MetricsMessage]) -> None:
-            await metrics_actor(box, owner=self, events=events, max_tools_per_server=self.max_tools_per_server)
+            await metrics_actor(box, owner=self, max_tools_per_server=self.max_tools_per_server)
 
         task_status.started(self)
         try:
             await serve(mailbox, behaviour)
         finally:
             mailbox.close("stopped")
-            if events is not None:
-                events.close()
+            if detach is not None:
+                detach()
             if self.ref is mailbox.ref:
                 self.attach(None)
 
@@ -558,14 +552,14 @@ def spawn_metrics(nursery: trio.Nursery, **options: Any) -> MetricsRef:
     metrics = MetricsRef(**options)
     mailbox: Mailbox[MetricsMessage] = Mailbox("metrics", metrics.size)
     metrics.attach(mailbox.ref)
-    events = _subscribe(metrics.bus, metrics.subscribe)  # now: no later event is missed
+    detach = _attach(metrics.bus, metrics.subscribe, mailbox.ref)  # now: no later event is missed
 
     async def behaviour(box: Mailbox[MetricsMessage]) -> None:
         try:
-            await metrics_actor(box, owner=metrics, events=events, max_tools_per_server=metrics.max_tools_per_server)
+            await metrics_actor(box, owner=metrics, max_tools_per_server=metrics.max_tools_per_server)
         finally:
-            if events is not None:
-                events.close()
+            if detach is not None:
+                detach()
             if metrics.ref is box.ref:
                 metrics.attach(None)
 
