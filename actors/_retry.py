@@ -278,11 +278,11 @@ async def _retry(
             if callable(safe_after_send):
                 safe_after_send = safe_after_send()
             if not safe_after_send:
+                said = "" if _MAY_OR_MAY_NOT in failure.message else f"the call was in flight, so it {_MAY_OR_MAY_NOT}; "
                 _amend(
                     failure,
-                    f"the call was in flight, so it {_MAY_OR_MAY_NOT}; it was not retried because "
-                    "the tool is not marked retry-safe (readOnlyHint/idempotentHint on a trusted "
-                    "server, or retry_safe_tools)",
+                    f"{said}it was not retried because the tool is not marked retry-safe "
+                    "(readOnlyHint/idempotentHint on a trusted server, or retry_safe_tools)",
                     retried=False,
                 )
                 raise failure

@@ -231,6 +231,15 @@ async def test_unsafe_server_crashed_is_not_retried_and_says_it_may_have_run(aut
     assert raised.value.to_error().data["kind"] == "ServerCrashed"
 
 
+async def test_a_failure_that_already_says_it_may_have_run_does_not_say_it_twice(autojump_clock):
+    script = Script(ServerCrashed("server 's' died while the call was in flight; the call may or may not have run"))
+    with pytest.raises(ServerCrashed) as raised:
+        await run(script, safe_after_send=False)
+    assert raised.value.message.count("may or may not have run") == 1
+    assert raised.value.message.endswith("it was not retried because the tool is not marked retry-safe "
+                                         "(readOnlyHint/idempotentHint on a trusted server, or retry_safe_tools)")
+
+
 async def test_unsafe_deadline_exceeded_is_not_retried(autojump_clock):
     script = Script(DeadlineExceeded("no answer within 5 s"))
     with pytest.raises(DeadlineExceeded, match="may or may not have run"):
