@@ -709,7 +709,7 @@ def test_precedence(tmp_path: Path) -> None:
 
 # -- redaction ----------------------------------------------------------------------------------
 
-secrets = st.text(st.characters(exclude_characters="\0"), min_size=1, max_size=30).map(lambda s: "S3CR3T" + s)
+secrets = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), min_size=1, max_size=30).map(lambda s: "S3CR3T" + s)
 #: What an HTTP header can carry (a header holding anything else is refused at load).
 tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30).map("T0K3N".__add__)
 
