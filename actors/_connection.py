@@ -58,6 +58,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from protocol import (
     ActorDown,
     DeadlineExceeded,
+    InvalidArguments,
     InvalidResult,
     Overloaded,
     ServerCrashed,
@@ -509,6 +510,13 @@ class _Connection:
                 if front is not None and front.input_round is not None:
                     # The front drives 2026-07-28 input rounds itself: hand it the server's
                     # InputRequiredResult unchanged, and its answers to the server.
+                    why = unsendable(front.input_round.responses)
+                    if why is not None:
+                        raise InvalidArguments(
+                            f"the input responses for tool {call.tool!r} cannot be sent as JSON: {why}",
+                            server=spec.name,
+                            tool=call.tool,
+                        )
                     result = await self.client.session.call_tool(
                         call.tool,
                         call.arguments,
@@ -1079,8 +1087,16 @@ async def run_connection(
 
     async def ask_front(request: Any) -> Any:
         if state is None:
-            return await default_front.answer(spec.name, request)
-        return await state.answer(request)
+            answer = await default_front.answer(spec.name, request)
+        else:
+            answer = await state.answer(request)
+        why = unsendable(answer)  # else the SDK's writer fails on it, and the connection with it
+        if why is not None:
+            return mcp_types.ErrorData(
+                code=mcp_types.INTERNAL_ERROR,
+                message=f"the answer to {describe_request(request)} cannot be sent as JSON: {why}",
+            )
+        return answer
 
     async def on_sampling(context: Any, params: Any) -> Any:
         return await ask_front(mcp_types.CreateMessageRequest(params=params))

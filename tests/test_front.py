@@ -87,6 +87,30 @@ async def test_a_handler_that_raises_is_answered_for_with_the_exception_named():
     assert "the host's UI is closed" in message and "RuntimeError" in message, message
 
 
+async def test_an_answer_that_cannot_be_sent_is_answered_for_and_the_connection_lives_on():
+    """The host's sampling answer holds a lone surrogate (half an emoji from a streaming
+    model): the SDK's writer failed on it, which ended the connection mid-call. The server
+    now gets an error saying why, and the connection serves on."""
+
+    async def half_emoji(server: str, request: mcp_types.InputRequest):
+        return mcp_types.CreateMessageResult(
+            role="assistant", content=mcp_types.TextContent(type="text", text="cut: \ud83d"), model="host"
+        )
+
+    with trio.fail_after(40):
+        async with Supervisor([everything()], on_input_request=half_emoji) as sup:
+            try:
+                result = await sup.call_tool("ask_sampling", {"prompt": "hi"})
+                message = text(result)
+                assert result.is_error, message
+            except MCPError as exc:  # the server may pass the refusal on as its own JSON-RPC error
+                message = exc.error.message
+            assert "cannot be sent as JSON" in message and "surrogates not allowed" in message, message
+            incarnation = sup.link("everything").conn
+            assert text(await sup.call_tool("progress_steps", {"steps": 1})) is not None
+            assert sup.link("everything").conn is incarnation and incarnation is not None  # the same connection
+
+
 async def test_a_handler_that_never_answers_is_answered_for_at_the_servers_timeout():
     """The question is bounded by the server's ``timeout`` (here 1 s), not by the handler:
     the server gets an error naming the question, the call (allowed 20 s) gets the tool's
