@@ -464,6 +464,16 @@ class _Connection:
         spec = self.spec
         if self.death is not None or self.stopping:
             raise self._never_sent("is going away")
+        if trio.current_time() >= call.deadline:
+            # Not the server's doing (a timeout of 0, a deadline spent before getting here):
+            # sending it would only time out at once and count towards hang_threshold.
+            raise DeadlineExceeded(
+                f"tool {call.tool!r} on server {spec.name!r}: the call's deadline had passed "
+                "before it could be sent; it was not sent",
+                server=spec.name,
+                tool=call.tool,
+                sent=False,
+            )
         if len(self.inflight) >= spec.max_concurrency:
             if self.slots.statistics().tasks_waiting >= spec.max_queue:
                 raise Overloaded(

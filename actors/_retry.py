@@ -11,7 +11,9 @@ and never past the deadline:
 - ``Overloaded`` is not retried: the server's queue is full, and retrying would feed the
   overload it reports. The caller gets it at once (and the breaker counts it).
 - ``ServerCrashed``, ``DeadlineExceeded``: the call may have run. Retried only when
-  ``safe_after_send`` (see ``is_retry_safe``). Otherwise the failure is raised at once, and a
+  ``safe_after_send`` (see ``is_retry_safe``). (A ``DeadlineExceeded`` with
+  ``data["sent"] = False``, a deadline that passed before the call was sent, is raised
+  as it is: nothing ran and no time is left.) Otherwise the failure is raised at once, and a
   ``ServerCrashed`` says in its message that the call may or may not have run.
 - A ``retry_after`` in a retried failure's data (seconds: the ``Retry-After`` of a 429 or
   503) is the least wait before the retry.
@@ -272,6 +274,8 @@ async def _retry(
         # Decide whether and when to retry ``failure``.
         failure.data["attempts"] = attempt
         now = trio.current_time()
+        if isinstance(failure, DeadlineExceeded) and failure.data.get("sent") is False:
+            raise give_up(failure)  # the deadline passed before it was sent: nothing ran, no time left
         if isinstance(failure, NEVER_SENT):
             wait = backoff_delay(policy, attempt - 1, draw())
         elif isinstance(failure, MAY_HAVE_RUN):

@@ -424,6 +424,8 @@ class Supervisor:
                 return result
             except Failure as failure:
                 kind, error = failure.kind, failure.message
+                if failure.data.get("sent") is False:
+                    kind = "cancelled"  # no time was left to send it: no verdict on the server
                 raise
             except MCPError as exc:
                 kind, error = "tool_error", exc.error.message

@@ -368,6 +368,25 @@ async def test_arguments_that_cannot_be_sent_as_json_are_refused_and_the_connect
         assert failures == {"InvalidArguments": 3}, failures
 
 
+async def test_a_call_with_no_time_left_is_not_sent_and_says_nothing_about_the_server():
+    """A timeout of 0 (or a deadline spent before the call got to the connection) used to be
+    sent anyway, time out at once, say "it may have run", and count towards
+    ``hang_threshold``: three such calls restarted a healthy server (and five would have
+    opened its breaker). Now it is not sent, says so, and counts for nothing."""
+    spec = server_spec("healthy", "echo.py", hang_threshold=3, breaker=BreakerPolicy(failure_threshold=2))
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("healthy", timeout=30)
+        for timeout in (0, -1, 0, 0, 0):
+            with pytest.raises(DeadlineExceeded, match="deadline had passed before it could be sent; it was not sent$") as late:
+                await sup.call_tool("write_note", {"text": "x"}, server="healthy", timeout=timeout)
+            assert late.value.data["sent"] is False and late.value.data["attempts"] == 1
+        assert text(await sup.call_tool("echo", {"text": "fine"}, server="healthy", timeout=10)) == "fine"
+        assert connection_status(sup, "healthy").restarts == 0
+        snapshot = await sup.metrics_snapshot()
+        assert snapshot.server("healthy").breaker_state == "closed"
+        assert snapshot.tool("healthy", "write_note").failures == {}
+
+
 async def test_an_answer_that_is_no_valid_result_is_an_invalid_result_failure():
     """JSON-RPC that is well formed but no valid result for the call: a result that does not
     parse as a CallToolResult, or structured content the tool's own output schema rejects.
