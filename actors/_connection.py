@@ -495,6 +495,7 @@ class _Connection:
                     f"(max_concurrency {spec.max_concurrency}); it was never sent",
                     server=spec.name,
                     tool=call.tool,
+                    sent=False,
                 )
             if self.death is not None or self.stopping:
                 raise self._never_sent("ended while the call waited for a slot")

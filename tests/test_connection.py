@@ -522,6 +522,21 @@ async def test_overloaded_when_concurrency_and_queue_are_full():
         assert text(await sup.call_tool("echo", {"text": "room again"}, server="busy")) == "room again"
 
 
+async def test_a_call_whose_deadline_passes_in_the_queue_says_it_was_never_sent():
+    """A destructive call waits for a slot and its deadline passes there: it was never sent,
+    and the failure says only that (it used to add "the call was in flight, so it may or
+    may not have run", which it was not)."""
+    spec = server_spec("busy", "echo.py", max_concurrency=1, max_queue=2)
+    async with Supervisor([spec]) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 2.0}, server="busy", timeout=10))
+            await wait_until(lambda: sup.link("busy").inflight == 1, what="the slot taken")
+            with pytest.raises(DeadlineExceeded) as late:
+                await sup.call_tool("write_note", {"text": "x"}, server="busy", timeout=0.3)
+        assert late.value.message.endswith("waited for a free slot past its deadline (max_concurrency 1); it was never sent")
+        assert late.value.data["sent"] is False and "may or may not" not in late.value.message
+
+
 async def test_progress_reaches_the_caller():
     spec = server_spec("progress", "echo.py")
     seen = []
