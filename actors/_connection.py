@@ -627,7 +627,8 @@ class _Connection:
                         self.die(lost, "transport")
                         return
                     if refused and refused[-1].status >= 500:
-                        self.die(f"the health check (tools/list) got {refused[-1]} instead of an answer", "unresponsive")
+                        why = f"the health check (tools/list) got {refused[-1]} instead of an answer"
+                        self.die(why, "unresponsive")
                         return
                     # an answer all the same (an error, a list we cannot read, a rate limit)
                     log.debug("server %r: health check answered with %s", self.spec.name, _unwrap(exc))

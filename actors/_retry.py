@@ -282,7 +282,9 @@ async def _retry(
             if callable(safe_after_send):
                 safe_after_send = safe_after_send()
             if not safe_after_send:
-                said = "" if _MAY_OR_MAY_NOT in failure.message else f"the call was in flight, so it {_MAY_OR_MAY_NOT}; "
+                said = f"the call was in flight, so it {_MAY_OR_MAY_NOT}; "
+                if _MAY_OR_MAY_NOT in failure.message:
+                    said = ""  # it says so already
                 _amend(
                     failure,
                     f"{said}it was not retried because the tool is not marked retry-safe "

@@ -13,8 +13,9 @@ Guarantees:
   ``X-Session-Id: <it>``, replacing a static ``X-Session-Id`` from the server's headers for
   that request only. A session id that is no header value (printable ASCII) is sent in
   ``_meta`` only, without the header: a line break in it used to make the transport's
-  writer fail and the whole connection with it (any client of the daemon could do that). Every other request (GETs, bodies without one, batches, bodies that are
-  not JSON) goes out exactly as the transport built it.
+  writer fail and the whole connection with it (any client of the daemon could do that).
+  Every other request (GETs, bodies without one, batches, bodies that are not JSON) goes
+  out exactly as the transport built it.
 - The body is not changed, so servers that read ``_meta`` keep working.
 - The hook never raises: a body it cannot read is left alone.
 """

@@ -436,7 +436,9 @@ async def _get_prompt_in_trio(
     if owner is None:
         raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name!r} (no server among {servers} offers it)")
     args = {k: str(v) for k, v in (arguments or {}).items()}
-    return await _on_server(sup, owner, lambda client: client.get_prompt(name, args or None, meta=meta), (name, args, meta))
+    return await _on_server(
+        sup, owner, lambda client: client.get_prompt(name, args or None, meta=meta), (name, args, meta)
+    )
 
 
 def _template_matches(template: str, uri: str) -> bool:

@@ -17,10 +17,10 @@ there and then, as an expiry would (the server keeps running). ``--list-changed`
 ``--http-errors`` stands for a proxy in front of the server: its tool
 ``fail_next(status, count, retry_after, method)`` makes the next ``count`` POSTs of a
 ``method`` request (``tools/call`` by default, other than ``fail_next`` itself) answer HTTP
-``status`` with a plain-text body, as a gateway does, and never reach the server; ``calls_served`` says how many did reach it, ``refusals_pending``
-how many are still to be refused. ``--refuse-first N``
-(with ``--http-errors``) answers the first ``N`` POSTs of any kind, the handshake's included,
-with 503.
+``status`` with a plain-text body, as a gateway does, and never reach the server;
+``calls_served`` says how many did reach it, ``refusals_pending`` how many are still to be
+refused. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
+kind, the handshake's included, with 503.
 
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
         [--handshake-only] [--list-changed] [--http-errors [--refuse-first N]] [--exit-on-stdin-close] [--name NAME]
