@@ -1053,6 +1053,24 @@ def _changed_list(notification: Any) -> str | None:
     return None
 
 
+def _garbage_seen(lines: list[Exception]) -> str:
+    """What a server that never finished the handshake wrote that was not JSON-RPC: the
+    likely reason (a banner or a log line on stdout, which may have swallowed an answer)."""
+    if not lines:
+        return ""
+    first = lines[0]
+    shown: Any = str(first)
+    if isinstance(first, pydantic.ValidationError) and first.errors():
+        shown = first.errors()[0].get("input", shown)
+    shown = str(shown)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    count = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
+    return (
+        f"; it wrote {count} on stdout that {'are' if len(lines) != 1 else 'is'} not JSON-RPC (the first: "
+        f"{shown!r}): stdout is the wire, so a banner or a log line there can swallow an answer"
+    )
+
+
 def _why_it_ended(proc: ServerProcess) -> str:
     """What a stdio server that hung up during the handshake left to say: how it exited
     (when it did by itself) and its last stderr lines, the usual "why" (an import error, a
@@ -1181,7 +1199,9 @@ async def run_connection(
             if broken:
                 raise ConnectionDied(f"could not connect: {broken[0]}", "connect")
             raise ConnectionDied(
-                f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s", "connect"
+                f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s"
+                + _garbage_seen(early_garbage),
+                "connect",
             )
     except BaseException as exc:
         cause = _unwrap(exc)

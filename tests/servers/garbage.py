@@ -1,6 +1,8 @@
 """A server that writes non-JSON lines onto its stdout (the JSON-RPC wire).
 
-``--when start``: print ``--lines`` garbage lines to stdout before serving, then serve.
+``--when start``: print ``--lines`` garbage lines to stdout before serving, then serve;
+with ``--glued`` the last has no newline, so the server's first JSON-RPC message is glued
+to it (a banner printed with ``end=""``): that message is lost, and with it the handshake.
 ``--when call``: no garbage until asked.
 Either way it serves the echo tools plus ``spew(lines: int)``, which writes that many
 garbage lines straight onto the wire, bypassing the transport, then answers normally.
@@ -42,11 +44,12 @@ def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--when", choices=("start", "call"), default="start")
     parser.add_argument("--lines", type=int, default=3, help="garbage lines printed at start (--when start)")
+    parser.add_argument("--glued", action="store_true", help="no newline after the last one (--when start)")
     args = parser.parse_args()
 
     if args.when == "start":
         for i in range(args.lines):
-            print(GARBAGE % i)
+            print(GARBAGE % i, end="" if args.glued and i == args.lines - 1 else "\n")
         sys.stdout.flush()
 
     mcp = make_server(args.name or "garbage")
