@@ -940,6 +940,9 @@ class _Connection:
             await self._refresh("tools")
 
 
+_MAX_TOOL_PAGES = 100
+
+
 class UnreadableList(Exception):
     """The server answered a list request with an error (``code``, its JSON-RPC code), or
     with a list we cannot read (``code`` None)."""
@@ -977,12 +980,17 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
         tools: list[ToolSpec] = []
         cursor = None
         try:
-            for _ in range(100):  # a paginator that never ends cannot hang us
+            for _ in range(_MAX_TOOL_PAGES):  # a paginator that never ends cannot hang us
                 page = await _read("tools/list", lambda: client.list_tools(cursor=cursor, cache_mode="bypass"))
                 tools.extend(_tool_spec(t, link.name) for t in page.tools)
                 cursor = page.next_cursor
                 if not cursor:
                     break
+            else:
+                log.warning(
+                    "server %r: its tool list did not end after %d pages; the %d tools read so far are used",
+                    link.name, _MAX_TOOL_PAGES, len(tools),
+                )
         except UnreadableList:
             if caps.tools is not None:
                 raise
