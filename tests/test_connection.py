@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import mcp_types
 import msgspec
 import pytest
 import trio
@@ -1163,6 +1164,28 @@ async def test_in_process_server_object():
     async with Supervisor([spec], inproc={"inproc": app}) as sup:
         assert text(await sup.call_tool("double", {"x": 21}, server="inproc")) == "42"
         assert sup.link("inproc").process is None
+
+
+async def test_a_tool_list_that_never_ends_is_read_up_to_a_limit_and_said_so(caplog):
+    """A paginator that hands out a next cursor forever (in process: the low-level server
+    is the only way to write one): the connection reads 100 pages, uses them and says so,
+    rather than looping or hanging."""
+    from mcp.server.lowlevel import Server
+
+    pages = 0
+
+    async def list_tools(ctx, params):
+        nonlocal pages
+        pages += 1
+        tool = mcp_types.Tool(name=f"t{pages}", input_schema={"type": "object"})
+        return mcp_types.ListToolsResult(tools=[tool], next_cursor=str(pages))
+
+    app = Server("endless", on_list_tools=list_tools)
+    with trio.fail_after(30):
+        async with Supervisor([ServerSpec(name="endless", health_check_interval=None)], inproc={"endless": app}) as sup:
+            await sup.wait_connected("endless", timeout=20)
+            assert len(sup.link("endless").tools) == 100 and pages == 100
+    assert "did not end after 100 pages; the 100 tools read so far are used" in caplog.text
 
 
 async def test_hundreds_of_servers_starting_at_once_all_reach_the_registry():
