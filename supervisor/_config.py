@@ -629,6 +629,9 @@ def _apply_env_server(raw: dict[str, Any], parts: list[str | int], var: str, key
 
 def _url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a server's URL (without repeating it: it may hold secrets)."""
+    odd = next((i for i, c in enumerate(url) if c.isspace() or not c.isprintable()), None)
+    if odd is not None:  # a paste with a blank or a line break: the HTTP client refuses it at every connect
+        return f"the URL holds whitespace or a control character (at position {odd}); percent-encode it or remove it"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a bad port
