@@ -17,7 +17,8 @@ httpx response hook on the transport's client, reads them:
   carry no session id, so they are never affected.
 - **A refusal**: an error status (400 and up) with no JSON-RPC error in the body, as a
   gateway or proxy in front of the server sends it (502, 503, 504, 429) or a server whose
-  HTTP layer failed. Streamable HTTP hands the caller a JSON-RPC error that says only
+  HTTP layer failed; also a 200 with an HTML page (a proxy's sign-in page, a wrong path),
+  whose first words then name it. Streamable HTTP hands the caller a JSON-RPC error that says only
   "Server returned an error response", which would pass for the tool's own error: not
   retried, and a success for the breaker. The hook puts an `HttpRefusal` (status, reason,
   the start of the body) in the list `refusals` holds in the context of the task whose
@@ -29,7 +30,8 @@ httpx response hook on the transport's client, reads them:
   at once when that is past the call's deadline.
 
 Guarantees: the hook never raises, never changes the response (a body it reads is cached
-by httpx for the transport to read again), reads a body only for an error status, and
+by httpx for the transport to read again), reads a body only for an error status or a 200
+HTML page, and
 records no refusal for an answer that carries a JSON-RPC error (the server's own, at
 whatever status; over SSE ``on_broken`` is called all the same, since the transport is
 broken either way).
@@ -115,6 +117,17 @@ def _seconds(retry_after: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _not_mcp(response: Any) -> bool:
+    """A 200 that is a web page (a proxy's sign-in page, a wrong path) where an MCP
+    endpoint was meant. The SDK says only "Unexpected content type"; the page's first words
+    say whose it is. (Only HTML: some servers answer a notification's POST with a 200 in
+    plain text, which is no refusal.)"""
+    if response.status_code != 200:
+        return False
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind in ("text/html", "application/xhtml+xml")
+
+
 class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
@@ -125,7 +138,7 @@ class HttpAnswerWatch:
 
     async def __call__(self, response: Any) -> None:
         status = response.status_code
-        if status < 400:
+        if status < 400 and not _not_mcp(response):
             return
         try:
             body = await response.aread()
@@ -136,15 +149,17 @@ class HttpAnswerWatch:
             if code != METHOD_NOT_FOUND:  # else a method this server lacks, not our session
                 self.on_lost()
             return
-        if response.request.method != "POST":
-            return
         text = body[:_TEXT_KEPT].decode(errors="replace").strip()
         retry_after = _seconds(response.headers.get("retry-after"))
         refusal = HttpRefusal(status, _reason(status, response.reason_phrase), text, retry_after)
+        if response.request.method != "POST":
+            if status < 400:  # a web page for the SSE stream's GET: the handshake's failure names it
+                self.last_refusal = refusal
+            return
         if code is None:
             self.last_refusal = refusal
             into = refusals.get()
             if into is not None:
                 into.append(refusal)
-        if self.on_broken is not None:
+        if self.on_broken is not None and status >= 400:
             self.on_broken(refusal)

@@ -7,6 +7,7 @@ and jitter-free, so the delays the supervisor chose are exact in its events.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -1078,6 +1079,45 @@ async def test_a_health_check_a_gateway_answers_with_a_5xx_ends_the_incarnation(
                 assert "the health check (tools/list) got HTTP 502 Bad Gateway" in sup.link("gw").last_error
                 assert sup.link("gw").conn is not first_incarnation
             assert text(await sup.call_tool("echo", {"text": "up"}, server="gw", timeout=10)) == "up"
+
+
+async def _serve_a_sign_in_page(stream: trio.SocketStream) -> None:
+    """A web server that answers every request with a 200 HTML page, as a proxy's sign-in
+    page does (one request per connection)."""
+    data = b""
+    with trio.move_on_after(5):
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next((int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")), 0)
+        while len(rest) < length:
+            rest += await stream.receive_some(65536)
+        page = b"<html><body>Please sign in to Example Corp</body></html>"
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nConnection: close\r\n"
+            + b"Content-Length: " + str(len(page)).encode() + b"\r\n\r\n" + page
+        )
+    await stream.aclose()
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_a_web_page_where_the_endpoint_should_be_is_named_in_the_connect_failure(transport):
+    """The URL reaches a proxy's sign-in page (200, HTML) instead of the MCP endpoint. The
+    SDK says only "Unexpected content type"; the failure now shows the page's first words."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, host="127.0.0.1"), _serve_a_sign_in_page, 0)
+        port = listeners[0].socket.getsockname()[1]
+        spec = ServerSpec(name="portal", url=f"http://127.0.0.1:{port}/mcp", transport=transport, connect_timeout=5)
+        async with Supervisor([spec]) as sup:
+            await wait_until(lambda: sup.link("portal").last_error, timeout=20, what="a failed connect")
+            last_error = sup.link("portal").last_error
+        nursery.cancel_scope.cancel()
+    assert last_error.startswith("could not connect: "), last_error
+    assert "text/html" in last_error and "(HTTP 200 OK (body: '<html><body>Please sign in to Example Corp" in last_error
 
 
 @pytest.mark.parametrize(
