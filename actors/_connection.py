@@ -382,9 +382,6 @@ class _Connection:
         #: ``garbage_threshold``), and in this incarnation's whole life (for the log).
         self.garbage = 0
         self.garbage_lines = 0
-        #: Lists a handshake-era server announced as changed before this incarnation was
-        #: ready (while they were being read): re-read once it is.
-        self.early_changes: set[str] = set()
         self.nursery: trio.Nursery | None = None
         #: The lists being re-read -> whether they changed again meanwhile (`_refresh_soon`).
         self.refreshing: dict[str, bool] = {}
@@ -1018,15 +1015,22 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
 
 
 async def _live(
-    spec: ServerSpec, proc: ServerProcess | None, state: _Connection, mailbox: Mailbox[Any], link: ServerLink
+    spec: ServerSpec,
+    proc: ServerProcess | None,
+    state: _Connection,
+    mailbox: Mailbox[Any],
+    link: ServerLink,
+    announced: set[str],
 ) -> str:
-    """Serve until stopped (returns why) or dead (raises). Answers every call either way."""
+    """Serve until stopped (returns why) or dead (raises). Answers every call either way.
+    ``announced``: the lists a handshake-era server said had changed before this
+    incarnation was ready (while `learn` read them): read again at once."""
     why = "stopped by the supervisor"
     died = False
     try:
         async with trio.open_nursery() as side:
             state.nursery = side  # background work of this incarnation (`_refresh_soon`)
-            for what in sorted(state.early_changes):  # announced while `learn` was reading
+            for what in sorted(announced):
                 state._refresh_soon(what)
             side.start_soon(state.watch_death)
             side.start_soon(state.listen)
@@ -1188,12 +1192,11 @@ async def run_connection(
                     connecting.deadline = math.inf
                     state = _Connection(link.spec, link, client, mailbox)  # updated in place while connecting?
                     state.garbage_lines = len(early_garbage)  # a banner, say: the handshake came after it
-                    state.early_changes = early_changes
                     link.protocol_version = client.protocol_version
                     link.capabilities = client.server_capabilities
                     link._up(state)
                     task_status.started(mailbox.ref)
-                    why = await _live(spec, proc, state, mailbox, link)
+                    why = await _live(spec, proc, state, mailbox, link, early_changes)
             except Exception as exc:
                 cause = _unwrap(exc)
                 if state is None and not isinstance(cause, ConnectionDied):

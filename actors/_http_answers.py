@@ -18,9 +18,9 @@ httpx response hook on the transport's client, reads them:
 - **A refusal**: an error status (400 and up) with no JSON-RPC error in the body, as a
   gateway or proxy in front of the server sends it (502, 503, 504, 429) or a server whose
   HTTP layer failed; also a 200 with an HTML page (a proxy's sign-in page, a wrong path),
-  whose first words then name it. Streamable HTTP hands the caller a JSON-RPC error that says only
-  "Server returned an error response", which would pass for the tool's own error: not
-  retried, and a success for the breaker. The hook puts an `HttpRefusal` (status, reason,
+  whose first words then name it. Streamable HTTP hands the caller a JSON-RPC error that
+  says only "Server returned an error response", which would pass for the tool's own
+  error: not retried, and a success for the breaker. The hook puts an `HttpRefusal` (status, reason,
   the start of the body) in the list `refusals` holds in the context of the task whose
   message it was (the SDK posts each message in a copy of its sender's context), so the
   call can raise a typed failure instead. Over SSE, any error status to a POST also calls
@@ -117,7 +117,7 @@ def _seconds(retry_after: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _not_mcp(response: Any) -> bool:
+def _web_page(response: Any) -> bool:
     """A 200 that is a web page (a proxy's sign-in page, a wrong path) where an MCP
     endpoint was meant. The SDK says only "Unexpected content type"; the page's first words
     say whose it is. (Only HTML: some servers answer a notification's POST with a 200 in
@@ -138,7 +138,7 @@ class HttpAnswerWatch:
 
     async def __call__(self, response: Any) -> None:
         status = response.status_code
-        if status < 400 and not _not_mcp(response):
+        if status < 400 and not _web_page(response):
             return
         try:
             body = await response.aread()

@@ -435,10 +435,9 @@ class Gateway:
         """A handshake-era client's ``resources/subscribe``: passed to the owning server
         (its refusal comes back unchanged); its updates reach this client's connection."""
         self._seen(ctx)
-        _check_sendable(params)
         uri = str(params.uri)
         server, link = self._owner_of(uri)
-        await link.subscribe(uri)
+        await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
         connection = getattr(ctx.session, "_connection", None)
         if connection is not None:
             self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection)
