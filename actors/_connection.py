@@ -72,6 +72,7 @@ from ._front import Front, current_front, describe_request, host_front
 from ._http_answers import HttpAnswerWatch, HttpRefusal, refusals
 from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
+from ._stdio import OVERSIZED
 from ._session_header import lift_session_header
 from ._runtime import Mailbox
 
@@ -305,7 +306,9 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
             env={**get_default_environment(), **spec.env},
             cwd=spec.cwd,
         )
-        return open_stdio(params, proc, grace=spec.shutdown_timeout)
+        return open_stdio(
+            params, proc, name=spec.name, grace=spec.shutdown_timeout, max_message_bytes=spec.max_message_bytes
+        )
     assert spec.url is not None
     http_factory = _http_client_factory(watch)
     if spec.transport == "sse":
@@ -550,6 +553,13 @@ class _Connection:
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
             self._heard()
+            if isinstance(exc, MCPError) and isinstance(exc.error.data, dict) and OVERSIZED in exc.error.data:
+                # Our stdio wire's stand-in for an answer too large to hold (actors._stdio).
+                raise InvalidResult(
+                    f"tool {call.tool!r} on server {spec.name!r}: {exc.error.message}",
+                    server=spec.name,
+                    tool=call.tool,
+                ) from None
             raise  # the server's own JSON-RPC error, passed through unchanged
         except (RuntimeError, pydantic.ValidationError) as exc:
             # The SDK's verdict on the answer (see `InvalidResult`): every RuntimeError the

@@ -1,16 +1,17 @@
-"""The stdio server's process: spawned by the mcp SDK, watched and reaped by us.
+"""The stdio server's process: spawned, watched and reaped by us.
 
-The SDK's ``stdio_client`` owns the wire (framing, the spec's shutdown sequence). It does not
-expose the process, does not notice a server that dies while a child of it holds stdout
+The SDK's ``stdio_client`` frames its wire in time quadratic in a message's size and
+without bound (see `actors._stdio`, which frames it here with the SDK's parser); it also
+hides the process, does not notice a server that dies while a child of it holds stdout
 open, and leaves the server's children alive when the server itself exits within its grace
-period. This module closes those gaps without touching the wire:
+period. So this module spawns the server itself, and keeps the SDK's shutdown sequence
+(close stdin, wait, kill the tree):
 
 - the server's stderr goes to a pipe we read into a bounded ring buffer (last 200 lines);
-- the server's pid is found through that pipe (the child of ours whose fd 2 is its write
-  end), so we can watch it with a pidfd and learn the moment it exits;
-- the server runs in a new session (the SDK asks for one), so its pid is its process group
-  id, and ``kill_tree`` reaches every descendant that did not leave the group, even after
-  the server itself is gone: SIGTERM, a grace period, then SIGKILL;
+- we learn the moment the server process exits, and how (its exit code or signal);
+- the server runs in a new session, so its pid is its process group id, and ``kill_tree``
+  reaches every descendant that did not leave the group, even after the server itself is
+  gone: SIGTERM, a grace period, then SIGKILL;
 - a descendant that did leave the group (a helper that daemonizes with ``setsid``) is
   found by its environment: each incarnation gets a fresh id in ``MCP_SUPERVISOR_INCARNATION``,
   which every descendant inherits, and ``kill_tree`` signals every process of ours that
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
 import os
 import secrets
@@ -37,11 +37,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from typing import IO
 
+import anyio
 import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import StdioServerParameters
-from mcp.client.stdio import stdio_client
+from mcp.shared.message import SessionMessage
+
+from ._stdio import Delivered, read_messages, write_messages
 
 __all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 
@@ -195,32 +198,6 @@ class ServerProcess:
         return list(self.stderr)[-lines:]
 
 
-def _children_of_self() -> list[int]:
-    me = os.getpid()
-    pids: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{me}/task"):
-            with open(f"/proc/{me}/task/{tid}/children") as f:
-                pids.extend(int(p) for p in f.read().split())
-        return pids
-    except OSError:
-        pass
-    for entry in _proc_pids() or ():  # kernels without /proc/*/children
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(_stat_fields(entry)[1]) == me:
-                pids.append(int(entry))
-    return pids
-
-
-def _find_pid_by_stderr(inode: int) -> int | None:
-    target = f"pipe:[{inode}]"
-    for pid in _children_of_self():
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/2") == target:
-                return pid
-    return None
-
-
 def _proc_pids() -> list[str] | None:
     """Every pid in /proc (as the directory names), or None when /proc cannot be read."""
     try:
@@ -354,62 +331,66 @@ async def _read_stderr(fd: int, proc: ServerProcess) -> None:
         proc.stderr.append(buffer.decode("utf-8", "replace"))
 
 
-async def _watch_exit(proc: ServerProcess) -> None:
-    assert proc.pid is not None
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except OSError as exc:
-        if exc.errno == errno.ESRCH:
-            proc.exit_status = "exited"
-            proc.exited.set()
-            return
-        pidfd = None
-    if pidfd is None:  # no pidfd: poll
-        while True:
-            try:
-                os.kill(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            await trio.sleep(0.2)
-    else:
-        try:
-            await trio.lowlevel.wait_readable(pidfd)
-            proc.exit_status = _exit_status(pidfd)
-        finally:
-            os.close(pidfd)
-    proc.exit_status = proc.exit_status or "exited"
+async def _watch_exit(proc: ServerProcess, process: trio.Process) -> None:
+    code = await process.wait()
+    proc.exit_status = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
     proc.exited.set()
 
 
-def _exit_status(pidfd: int) -> str:
+def _signal_name(number: int) -> str:
     try:
-        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except (ChildProcessError, OSError, AttributeError):
-        return "exited"  # already reaped by the SDK's process object
-    if info is None:
-        return "exited"
-    if info.si_code == os.CLD_EXITED:
-        return f"exited with code {info.si_status}"
-    with contextlib.suppress(ValueError):
-        return f"killed by {signal.Signals(info.si_status).name}"
-    return f"killed by signal {info.si_status}"
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+#: After stdin closes, how long the server has to exit by itself (the SDK's
+#: PROCESS_TERMINATION_TIMEOUT); then its whole tree is killed (`kill_tree`).
+EXIT_AFTER_STDIN = 2.0
+_FLUSH = 0.5  # for the writer to send what the session already handed it
 
 
 @contextlib.asynccontextmanager
-async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: float) -> AsyncIterator:
-    """The SDK's stdio transport, plus stderr capture, exit watching and a group sweep.
+async def open_stdio(
+    params: StdioServerParameters, proc: ServerProcess, *, name: str, grace: float, max_message_bytes: int
+) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Delivered], MemoryObjectSendStream[SessionMessage]]]:
+    """Spawn the server and yield the streams of its wire (`actors._stdio`) for ``mcp.Client``.
 
-    Yields the transport's streams for ``mcp.Client``. ``proc`` learns the pid, collects
-    stderr and has ``exited`` set the moment the server process dies. On exit, after the
-    SDK's own shutdown (close stdin, wait, kill), whatever is left of the server's process
-    group is killed (SIGTERM, ``grace`` s, SIGKILL): no orphan survives, whether the server
-    exited by itself or not.
+    The server runs in a new session (its pid is its process group id) with
+    ``INCARNATION_VAR`` set. ``proc`` learns the pid, collects stderr and has ``exited`` set
+    the moment the server process dies. On exit, the spec's shutdown sequence (stop reading,
+    flush, close stdin, wait up to `EXIT_AFTER_STDIN` s), then whatever is left of the
+    server's processes is killed (`kill_tree`: SIGTERM, ``grace`` s, SIGKILL): no orphan
+    survives, whether the server exited by itself or not. Shielded and bounded.
+
+    Raises ``OSError`` when the command cannot be started.
     """
-    params = params.model_copy(update={"env": {**(params.env or {}), INCARNATION_VAR: proc.incarnation}})
+    env = {**(params.env or {}), INCARNATION_VAR: proc.incarnation}
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
-    inode = os.fstat(write_fd).st_ino
-    errlog: IO[str] = os.fdopen(write_fd, "w")
+    try:
+        process = await trio.lowlevel.open_process(
+            [params.command, *params.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=write_fd,
+            env=env,
+            cwd=params.cwd,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child holds its own copy
+    # No checkpoint until the finally below guards the process: a cancellation here would
+    # leave it running.
+    proc.pid = process.pid
+    _watch_group(process.pid, proc.incarnation)
+    assert process.stdin is not None and process.stdout is not None
+    replies, read_stream = anyio.create_memory_object_stream[Delivered](0)
+    write_stream, requests = anyio.create_memory_object_stream[SessionMessage](0)
+    written = trio.Event()
     stderr_done = trio.Event()
 
     async def read_stderr() -> None:
@@ -421,21 +402,33 @@ async def open_stdio(params: StdioServerParameters, proc: ServerProcess, grace: 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_stderr)
+            nursery.start_soon(_watch_exit, proc, process)
+            nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name)
+            nursery.start_soon(write_messages, process.stdin, requests, replies, written)
             try:
-                async with stdio_client(params, errlog=errlog) as streams:
-                    errlog.close()  # the child holds its own copy
-                    proc.pid = _find_pid_by_stderr(inode)
-                    if proc.pid is not None:
-                        _watch_group(proc.pid, proc.incarnation)
-                        nursery.start_soon(_watch_exit, proc)
-                    yield streams
+                yield read_stream, write_stream
             finally:
-                if proc.pid is not None:
-                    await kill_tree(proc.pid, proc.incarnation, grace)
-                    await _forget_group(proc.pid)
-                with trio.move_on_after(0.2, shield=True):
-                    await stderr_done.wait()  # the last lines a dying server wrote
+                with trio.CancelScope(shield=True):
+                    read_stream.close()  # the reader drains from here: a server blocked on
+                    write_stream.close()  # a full stdout can read its stdin again
+                    with trio.move_on_after(_FLUSH):
+                        await written.wait()
+                    with contextlib.suppress(*_CLOSED):
+                        await process.stdin.aclose()
+                    with trio.move_on_after(EXIT_AFTER_STDIN):
+                        await proc.exited.wait()
+                    await kill_tree(process.pid, proc.incarnation, grace)
+                    await _forget_group(process.pid)
+                    with trio.move_on_after(0.2):
+                        await stderr_done.wait()  # the last lines a dying server wrote
+                    with trio.move_on_after(1.0):
+                        await proc.exited.wait()  # reaped: no zombie left behind
                 nursery.cancel_scope.cancel()
     finally:
-        if not errlog.closed:
-            errlog.close()
+        with contextlib.suppress(*_CLOSED):
+            await process.stdout.aclose()
+        with contextlib.suppress(*_CLOSED):
+            await process.stdin.aclose()
+
+
+_CLOSED = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)

@@ -9,7 +9,8 @@ Each benchmark's own output is printed as it finishes; then one markdown table (
 what | result), headed by the machine (cores, CPU model, Python) and the date, and the
 command that reruns it. ``--write`` also writes that to ``bench/RESULTS.md``.
 
-Benchmarks with a ``run(...)`` function (scaling, recovery, footprint, codec, embedded, daemon) are
+Benchmarks with a ``run(...)`` function (scaling, recovery, footprint, codec, embedded, daemon,
+large_answer) are
 imported and run in this process; the others (overhead, actor_roundtrip, breaker_check,
 registry_resolve, metrics_add) run as subprocesses and their printed ratios are read back.
 Every result is a ratio against a baseline measured in the same run, or a count. A
@@ -158,6 +159,22 @@ def daemon_rows(f: dict[str, float], params: dict[str, Any]) -> list[Row]:
     ]
 
 
+def large_answer_rows(f: dict[str, float], params: dict[str, Any]) -> list[Row]:
+    from bench.large_answer import sizes_of
+
+    sizes = sizes_of(f)
+    return [
+        (
+            "`large_answer.py`",
+            f"one call answering {' / '.join(map(str, sizes))} MiB over stdio: supervised (our stdio wire) vs"
+            " direct SDK (its stdio transport); longest event-loop stall meanwhile, supervised vs direct",
+            " / ".join(f"{f[f'ratio@{n}']:.2f}" for n in sizes)
+            + f"; stall at {sizes[-1]} MiB {f[f'supervised_stall_s@{sizes[-1]}'] * 1e3:.0f} ms vs"
+            f" {f[f'direct_stall_s@{sizes[-1]}'] * 1e3:.0f} ms",
+        )
+    ]
+
+
 # -- rows of the benchmarks read from their printed output ----------------------------------
 
 
@@ -246,6 +263,7 @@ BENCHES = [
     Bench("scaling", quick={"server_counts": [1, 4, 16], "seconds": 2.0, "slice_seconds": 0.5}, rows=scaling_rows),
     Bench("recovery", quick={"kills": 8}, rows=recovery_rows),
     Bench("footprint", quick={"stdio_counts": [1, 10], "inproc_count": 200}, rows=footprint_rows),
+    Bench("large_answer", quick={"sizes": (1, 4, 8), "repeats": 3}, rows=large_answer_rows),
 ]
 
 

@@ -18,8 +18,9 @@ A server entry has ``command``/``args``/``env``/``cwd`` (stdio) or ``url``/``hea
 URL whose path ends in ``/sse`` is SSE, any other streamable HTTP), plus any `ServerSpec`
 field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_timeout``,
 ``max_concurrency``, ``max_queue``, ``namespace``, ``categories``, ``retry_safe_tools``,
-``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``, ``tools_ttl``,
-``health_check_interval``, ``health_check_timeout``, ``shutdown_timeout``. The server's name
+``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``,
+``max_message_bytes``, ``tools_ttl``, ``health_check_interval``, ``health_check_timeout``,
+``shutdown_timeout``. The server's name
 is its key. A relative ``cwd`` is taken relative to the config file's directory.
 
 Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
@@ -420,6 +421,7 @@ _SERVER_LIMITS: Final[dict[str, _Rule]] = {
     "max_queue": _NON_NEGATIVE,
     "hang_threshold": _AT_LEAST_ONE,
     "garbage_threshold": _AT_LEAST_ONE,
+    "max_message_bytes": _AT_LEAST_ONE,
     "health_check_interval": _POSITIVE,
     "health_check_timeout": _POSITIVE,
 }

@@ -75,7 +75,8 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 #: (``health_check_interval``, ``health_check_timeout``, ``tools_ttl``), or by the
 #: supervisors (``restart``, ``shutdown_timeout``, ``backoff``: `TreeSupervisor.update_child`).
 #: The other keys say what the server is (``command``, ``args``, ``env``, ``cwd``, ``url``,
-#: ``transport``, ``headers``), so changing one replaces it. A key added to `ServerSpec` is
+#: ``transport``, ``headers``) or are read when its wire is opened (``max_message_bytes``),
+#: so changing one replaces it. A key added to `ServerSpec` is
 #: not live until it is named here.
 LIVE_KEYS: Final = frozenset({
     "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",

@@ -19,13 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``bench`` is a folder of the repo, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bench import codec, daemon, embedded, footprint, recovery, scaling  # noqa: E402
+from bench import codec, daemon, embedded, footprint, large_answer, recovery, scaling  # noqa: E402
 from bench.__main__ import (  # noqa: E402
     actor_rows,
     codec_rows,
     daemon_rows,
     embedded_rows,
     footprint_rows,
+    large_answer_rows,
     overhead_rows,
     recovery_rows,
     scaling_rows,
@@ -140,6 +141,15 @@ def test_footprint_bench_measures_stdio_and_inproc(no_orphans):
     for key in ("stdio_added_mb@1", "stdio_mb_per_server@1", "inproc_added_mb", "inproc_mb_per_server"):
         assert key in figures
     assert len(footprint_rows(figures, {})) == 2
+
+
+def test_large_answer_bench_measures_both_paths(no_orphans):
+    figures = large_answer.run(sizes=(1,), repeats=1)
+    required = ["repeats", "ratio@1"]
+    required += [f"{path}_{figure}@1" for path in ("direct", "supervised") for figure in ("s", "stall_s")]
+    assert_figures(figures, required)
+    assert large_answer.sizes_of(figures) == [1]
+    assert "FAILED" not in large_answer_rows(figures, {})[0][2]
 
 
 def test_overhead_bench_prints_every_figure_the_runner_reads():

@@ -1,0 +1,219 @@
+"""The stdio wire: newline-delimited JSON-RPC between an MCP session and a server's pipes.
+
+The mcp SDK's own stdio transport frames lines by concatenating every chunk it reads onto
+what it holds and splitting the whole again: a message spanning many 64 KiB pipe reads
+costs time quadratic in its size, on the event loop (a 16 MiB tool result took 14 s of
+CPU in 2026-12 measurements, every other server's calls stalled meanwhile), and a server
+that writes without a newline grows the buffer without bound. Images from the copilot's
+tools are megabytes. So the supervisor frames the pipes itself, with the SDK's parser and
+serializer, and nothing else of the protocol:
+
+- reading is linear: each chunk is scanned once; a line is joined once, when it ends;
+- a line over ``max_bytes`` is never held: its first bytes are kept, the rest is counted
+  and dropped up to its newline, and the wire goes on with the next line. If it was an
+  answer (its ``id`` is among its first bytes), the request gets a JSON-RPC error saying
+  how large the answer was (`oversized`), so the call fails at once instead of waiting for
+  its deadline; a request or notification from the server is dropped and logged;
+- a line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
+  raised, as the SDK's transport does (the session counts it as garbage);
+- one line at a time: no read-ahead while the session has not taken the last message, so a
+  flooding server is held back by its own pipe;
+- writing: a message the SDK's serializer cannot encode (a lone surrogate in a value) is not
+  written; a request gets an error answer instead, so the call is answered and the wire
+  stays sound;
+- when the session stops reading, the rest of stdout is read and dropped, so a server
+  blocked on a full pipe can still exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+import anyio
+import mcp_types
+import pydantic_core
+import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import SessionMessage
+
+__all__ = ["OVERSIZED", "read_messages", "write_messages"]
+
+log = logging.getLogger("supervisor.stdio")
+
+#: The key in the ``data`` of the error that answers a request whose answer was too large.
+OVERSIZED: Final = "max_message_bytes"
+
+_READ_SIZE: Final = 65536
+_HEAD: Final = 4096  # what is kept of an oversized line: enough to find its id
+_GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError, trio.ClosedResourceError, trio.BrokenResourceError)
+
+Delivered = SessionMessage | Exception
+
+
+async def read_messages(
+    stdout: trio.abc.ReceiveStream,
+    messages: MemoryObjectSendStream[Delivered],
+    max_bytes: int,
+    server: str,
+) -> None:
+    """Hand each line of ``stdout`` to ``messages``, parsed, until stdout ends; then close
+    ``messages``. See the module docstring for lines that are too long or not JSON-RPC."""
+    try:
+        async with messages:
+            pending: list[bytes] = []
+            size = 0
+            head = b""  # of a line over max_bytes; size counts all of it
+            while True:
+                try:
+                    chunk = await stdout.receive_some(_READ_SIZE)
+                except (*_GONE, OSError):
+                    return
+                if not chunk:
+                    return
+                start = 0
+                while True:
+                    end = chunk.find(b"\n", start)
+                    piece = chunk[start:] if end < 0 else chunk[start:end]
+                    size += len(piece)
+                    if head:
+                        pass  # an oversized line: counted, not kept
+                    elif size > max_bytes:
+                        head = b"".join(pending)[:_HEAD] + piece[:_HEAD]
+                        head = head[:_HEAD]
+                        pending = []
+                    else:
+                        pending.append(piece)
+                    if end < 0:
+                        break
+                    if head:
+                        message = oversized(head, size, max_bytes, server)
+                    else:
+                        message = _parse(pending[0] if len(pending) == 1 else b"".join(pending))
+                    pending, size, head = [], 0, b""
+                    start = end + 1
+                    if message is not None:
+                        await messages.send(message)
+    except _GONE:
+        pass  # the session stopped reading
+    finally:
+        await _drain(stdout)
+
+
+def _parse(line: bytes) -> Delivered:
+    try:
+        return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False))
+    except ValueError as exc:  # pydantic's ValidationError, or UnicodeDecodeError
+        return exc
+
+
+async def _drain(stdout: trio.abc.ReceiveStream) -> None:
+    """Read and drop the rest of stdout (shielded; ends when it closes or is closed)."""
+    with trio.CancelScope(shield=True):
+        try:
+            while await stdout.receive_some(_READ_SIZE):
+                pass
+        except (*_GONE, OSError):
+            pass
+
+
+def oversized(head: bytes, size: int, max_bytes: int, server: str) -> Delivered | None:
+    """What stands for a line of ``size`` bytes over ``max_bytes`` that began with ``head``:
+    an error answer to its request if it was an answer, None if it was a request or a
+    notification from the server (dropped), the parse error otherwise (garbage)."""
+    keys = _top_level_keys(head)
+    if "method" in keys or "id" not in keys:
+        what = "a request or notification" if "method" in keys else "a line that is no JSON-RPC answer"
+        log.warning("server %r wrote %s of %d bytes (max_message_bytes %d): dropped", server, what, size, max_bytes)
+        if "method" in keys:
+            return None
+        return ValueError(f"a line of {size} bytes, over max_message_bytes ({max_bytes}), that is not a JSON-RPC answer")
+    log.warning("server %r answered request %r with %d bytes (max_message_bytes %d): dropped", server, keys["id"], size, max_bytes)
+    return SessionMessage(
+        mcp_types.JSONRPCError(
+            jsonrpc="2.0",
+            id=keys["id"],
+            error=mcp_types.ErrorData(
+                code=mcp_types.INTERNAL_ERROR,
+                message=f"the server's answer was {size} bytes, over max_message_bytes ({max_bytes}); it was dropped",
+                data={OVERSIZED: max_bytes, "size": size},
+            ),
+        )
+    )
+
+
+def _top_level_keys(head: bytes) -> dict[str, Any]:
+    """The keys of the JSON object ``head`` begins (cut anywhere), each with its value when
+    that is a whole number or string (an ``id``), else None."""
+    text = head.decode("utf-8", "replace").lstrip()
+    if not text.startswith("{"):
+        return {}
+    decoder = json.JSONDecoder()
+    keys: dict[str, Any] = {}
+    i = 1
+    while True:
+        i = _skip_space(text, i)
+        try:
+            key, i = decoder.raw_decode(text, i)
+        except ValueError:
+            return keys
+        i = _skip_space(text, i)
+        if not isinstance(key, str) or text[i : i + 1] != ":":
+            return keys
+        i = _skip_space(text, i + 1)
+        try:
+            value, i = decoder.raw_decode(text, i)
+        except ValueError:
+            keys[key] = None  # cut short, or more than the head holds: stop here
+            return keys
+        keys[key] = value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+        i = _skip_space(text, i)
+        if text[i : i + 1] != ",":
+            return keys
+        i += 1
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+async def write_messages(
+    stdin: trio.abc.SendStream,
+    messages: MemoryObjectReceiveStream[SessionMessage],
+    replies: MemoryObjectSendStream[Delivered],
+    done: trio.Event,
+) -> None:
+    """Write each message of ``messages`` to ``stdin`` as one line, until ``messages`` ends.
+
+    When stdin breaks (the server closed it or died), ``replies`` is closed, so the session
+    sees the connection end rather than wait for answers that cannot come. ``done`` is set on
+    return.
+    """
+    try:
+        async with messages:
+            async for message in messages:
+                try:
+                    line = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    data = line.encode() + b"\n"
+                except (ValueError, pydantic_core.PydanticSerializationError) as exc:
+                    await _refuse(message, exc, replies)
+                    continue
+                await stdin.send_all(data)
+    except (*_GONE, OSError):
+        await replies.aclose()
+    finally:
+        done.set()
+
+
+async def _refuse(message: SessionMessage, exc: Exception, replies: MemoryObjectSendStream[Delivered]) -> None:
+    """A message that cannot be encoded: a request is answered with an error; anything else
+    is logged and dropped."""
+    request = message.message
+    log.warning("a message to the server could not be sent as JSON, not sent: %s", exc)
+    if isinstance(request, mcp_types.JSONRPCRequest):
+        error = mcp_types.ErrorData(code=mcp_types.INVALID_PARAMS, message=f"cannot be sent as JSON: {exc}")
+        await replies.send(SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request.id, error=error)))
+

@@ -1,0 +1,144 @@
+"""The stdio wire (actors._stdio): large lines, lines over max_message_bytes, lines that are
+not UTF-8, and messages the SDK's serializer cannot encode, against real server processes.
+
+How fast a large answer comes through is measured in ``bench/large_answer.py``, not here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+
+import anyio
+import mcp_types
+import pytest
+import trio
+from mcp import MCPError
+
+from actors._stdio import read_messages
+from conftest import server_spec, wait_until
+from protocol import InvalidResult
+from supervisor import Supervisor
+
+MIB = 1024 * 1024
+
+
+async def quiet(sup: Supervisor, name: str) -> int:
+    """Wait until the server has nothing of its own left to write (its listen stream
+    acknowledged): big.py's raw lines would interleave with it. Returns its pid."""
+    await sup.wait_connected(name, timeout=30)
+    await wait_until(lambda: sup.link(name).conn.acked_generation >= 1, timeout=30, what="the listen stream")
+    return sup.link(name).process.pid
+
+
+def text(result) -> str:
+    return result.content[0].text
+
+
+async def test_a_large_answer_arrives_whole():
+    spec = server_spec("big", "big.py")
+    async with Supervisor([spec]) as sup:
+        result = await sup.call_tool("blob", {"kib": 12 * 1024}, server="big", timeout=60)
+        assert text(result) == "x" * (12 * MIB)
+        assert text(await sup.call_tool("echo", {"text": "after"}, server="big", timeout=10)) == "after"
+
+
+async def test_an_answer_over_max_message_bytes_fails_its_call_at_once_and_the_server_serves_on():
+    """The answer is dropped as it streams in (never held whole): the call gets a typed
+    failure that says how large the answer was, without waiting out its deadline, and the
+    connection stays up: the next call is answered by the same process."""
+    spec = server_spec("big", "big.py", max_message_bytes=MIB)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("big", timeout=30)
+        pid = sup.link("big").process.pid
+        with trio.fail_after(50):  # the call's own deadline is 60 s: this is no timeout
+            with pytest.raises(InvalidResult, match=r"answer was \d+ bytes, over max_message_bytes \(1048576\); it was dropped"):
+                await sup.call_tool("blob", {"kib": 2048}, server="big", timeout=60)
+        assert text(await sup.call_tool("echo", {"text": "after"}, server="big", timeout=10)) == "after"
+        assert sup.link("big").process.pid == pid
+        assert sup.link("big").conn.garbage_lines == 0
+
+
+@pytest.mark.parametrize(
+    ("what", "garbage"),
+    [("notification", 0), ("garbage", 1)],
+)
+async def test_a_line_over_max_message_bytes_is_dropped_and_the_wire_goes_on(what, garbage):
+    """Written straight onto the wire in the middle of a call: a notification is dropped, a
+    line that is no JSON-RPC counts as one garbage line. The call's own answer, the next
+    line, comes through."""
+    spec = server_spec("big", "big.py", max_message_bytes=MIB)
+    async with Supervisor([spec]) as sup:
+        pid = await quiet(sup, "big")
+        for _ in range(2):
+            result = await sup.call_tool("shout", {"kib": 3 * 1024, "what": what}, server="big", timeout=30)
+            assert text(result) == "done"
+        assert sup.link("big").conn.garbage_lines == 2 * garbage
+        assert sup.link("big").process.pid == pid
+
+
+async def test_a_line_that_is_not_utf8_is_garbage_not_the_end_of_the_connection():
+    """The SDK's transport decoded stdout strictly as one stream: a byte that is not UTF-8
+    ended its reader, and with it the connection."""
+    spec = server_spec("big", "big.py")
+    async with Supervisor([spec]) as sup:
+        pid = await quiet(sup, "big")
+        assert text(await sup.call_tool("shout", {"kib": 0, "what": "invalid-utf8"}, server="big", timeout=10)) == "done"
+        assert text(await sup.call_tool("echo", {"text": "after"}, server="big", timeout=10)) == "after"
+        assert sup.link("big").conn.garbage_lines == 1
+        assert sup.link("big").process.pid == pid
+
+
+async def test_a_request_the_serializer_cannot_encode_is_answered_with_an_error_not_written():
+    """Past the supervisor's own checks (straight through the SDK client): the SDK's writer
+    raised and ended the connection; the wire now answers the request with an error and
+    writes nothing, so the call is answered and the connection lives on."""
+    spec = server_spec("strict", "echo.py")
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("strict", timeout=30)
+        client = sup.link("strict").conn.client
+        pid = sup.link("strict").process.pid
+        with trio.fail_after(10):
+            with pytest.raises(MCPError, match="cannot be sent as JSON: .*surrogates not allowed") as raised:
+                await client.call_tool("echo", {"text": "half an emoji: \ud83d"})
+        assert raised.value.error.code == mcp_types.INVALID_PARAMS
+        assert text(await sup.call_tool("echo", {"text": "after"}, server="strict", timeout=10)) == "after"
+        assert sup.link("strict").process.pid == pid
+
+
+async def test_a_line_without_end_is_never_held_in_memory():
+    """A writer that sends 64 MiB with no newline, then a newline and a valid message: with
+    max_message_bytes 1 MiB the reader holds no more than a few read chunks at any time
+    (tracemalloc's peak), and the message after the long line is delivered."""
+    script = (
+        "import os, sys\n"
+        "block = b'z' * (1024 * 1024)\n"
+        "for _ in range(64):\n"
+        "    sys.stdout.buffer.write(block)\n"
+        "sys.stdout.buffer.write(b'\\n{\"jsonrpc\": \"2.0\", \"method\": \"notifications/initialized\"}\\n')\n"
+    )
+    process = await trio.lowlevel.open_process([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    send, receive = anyio.create_memory_object_stream(0)
+    received = []
+
+    async def take() -> None:
+        async with receive:
+            async for message in receive:
+                received.append(message)
+
+    tracemalloc.start()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take)
+                await read_messages(process.stdout, send, MIB, "endless")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await process.wait()
+    assert peak < 4 * MIB, f"the reader held {peak} bytes at its peak"
+    assert len(received) == 2
+    assert isinstance(received[0], ValueError)  # the long line: over the limit, no JSON-RPC answer
+    assert "67108864 bytes, over max_message_bytes (1048576)" in str(received[0])
+    assert received[1].message.method == "notifications/initialized"
