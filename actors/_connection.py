@@ -275,6 +275,22 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 _TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
+#: How the SDK's streamable HTTP transport resolves a request whose SSE answer outgrew
+#: ``max_sse_event_size`` (CONNECTION_CLOSED, though only that request is given up).
+_SSE_TOO_LARGE = "SSE stream failed: Server-sent event exceeded the"
+
+
+def _oversized(exc: BaseException, limit: int) -> str | None:
+    """Why ``exc`` stands for an answer over ``max_message_bytes`` that was dropped (our
+    stdio wire's error, or the SDK's for an SSE event), else None: the connection is fine."""
+    if not isinstance(exc, MCPError):
+        return None
+    if isinstance(exc.error.data, dict) and OVERSIZED in exc.error.data:
+        return exc.error.message
+    if exc.error.code == CONNECTION_CLOSED and exc.error.message.startswith(_SSE_TOO_LARGE):
+        return f"the server's answer was over max_message_bytes ({limit}); it was dropped ({exc.error.message})"
+    return None
+
 
 def _transport_lost(exc: BaseException) -> str | None:
     """Why ``exc`` means the connection is gone, or None when it is the server's answer
@@ -322,7 +338,9 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
     @contextlib.asynccontextmanager
     async def transport() -> Any:
         async with http_factory(headers=dict(spec.headers) or None) as http:
-            async with streamable_http_client(spec.url, http_client=http) as streams:
+            async with streamable_http_client(
+                spec.url, http_client=http, max_sse_event_size=spec.max_message_bytes
+            ) as streams:
                 yield streams
 
     return transport()
@@ -547,19 +565,19 @@ class _Connection:
             if refused:
                 code = exc.error.code if isinstance(exc, MCPError) else mcp_types.INTERNAL_ERROR
                 raise self._refused(call, refused[-1], code) from None
+            too_large = _oversized(exc, spec.max_message_bytes)
+            if too_large is not None:
+                self.consecutive_timeouts = 0
+                self._heard()
+                raise InvalidResult(
+                    f"tool {call.tool!r} on server {spec.name!r}: {too_large}", server=spec.name, tool=call.tool
+                ) from None
             lost = _transport_lost(exc)
             if lost is not None:
                 self.die(lost, "transport")
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
             self._heard()
-            if isinstance(exc, MCPError) and isinstance(exc.error.data, dict) and OVERSIZED in exc.error.data:
-                # Our stdio wire's stand-in for an answer too large to hold (actors._stdio).
-                raise InvalidResult(
-                    f"tool {call.tool!r} on server {spec.name!r}: {exc.error.message}",
-                    server=spec.name,
-                    tool=call.tool,
-                ) from None
             raise  # the server's own JSON-RPC error, passed through unchanged
         except (RuntimeError, pydantic.ValidationError) as exc:
             # The SDK's verdict on the answer (see `InvalidResult`): every RuntimeError the

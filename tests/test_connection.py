@@ -951,6 +951,29 @@ async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
 
 
+async def test_a_large_answer_over_a_remote_sse_stream_is_bounded_by_max_message_bytes():
+    """A handshake-era streamable-HTTP server answers calls on an SSE stream, and the SDK caps
+    one SSE event at 1 MiB by default: a 600 KiB text answer (1.2 MiB with its structured
+    copy) failed as "connection closed" and the connection was restarted, every call in
+    flight lost with it. The cap is now ``max_message_bytes``; an answer over it fails its
+    call alone, as ``InvalidResult``, and the connection lives on."""
+    async with HttpEcho("--handshake-only", "--blob") as server:
+        specs = [
+            ServerSpec(name="roomy", url=server.url(), transport="streamable-http", namespace="prefix"),
+            ServerSpec(name="tight", url=server.url(), transport="streamable-http", max_message_bytes=1024 * 1024),
+        ]
+        async with Supervisor(specs) as sup:
+            await sup.wait_connected("roomy", timeout=10)
+            result = await sup.call_tool("blob", {"kib": 2048}, server="roomy", timeout=30)
+            assert text(result) == "x" * (2048 * 1024)
+            await sup.wait_connected("tight", timeout=10)
+            with pytest.raises(InvalidResult, match=r"answer was over max_message_bytes \(1048576\); it was dropped"):
+                await sup.call_tool("blob", {"kib": 600}, server="tight", timeout=30)
+            assert text(await sup.call_tool("echo", {"text": "after"}, server="tight", timeout=10)) == "after"
+            assert connection_status(sup, "tight").restarts == 0
+            assert connection_status(sup, "roomy").restarts == 0
+
+
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 async def test_http_errors_from_a_gateway_become_typed_failures(transport):
     """A gateway in front of a remote server answers some calls' POSTs with an HTTP error and

@@ -12,7 +12,8 @@ Runs until killed (SIGTERM/SIGINT) or, with ``--exit-on-stdin-close``, until std
 and the server keeps the session (``Mcp-Session-Id``) in memory; a restarted one answers
 the old session's requests with 404. Its tool ``forget_sessions`` drops every session
 there and then, as an expiry would (the server keeps running). ``--list-changed`` adds
-``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``).
+``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``). ``--blob`` adds
+``blob(kib)``, which answers with a text of ``kib`` KiB.
 
 ``--http-errors`` stands for a proxy in front of the server: its tool
 ``fail_next(status, count, retry_after, method)`` makes the next ``count`` POSTs of a
@@ -23,7 +24,8 @@ refused. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` P
 kind, the handshake's included, with 503.
 
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
-        [--handshake-only] [--list-changed] [--http-errors [--refuse-first N]] [--exit-on-stdin-close] [--name NAME]
+        [--handshake-only] [--list-changed] [--http-errors [--refuse-first N]] [--exit-on-stdin-close]
+        [--blob] [--name NAME]
 """
 
 import argparse
@@ -131,6 +133,13 @@ async def main_async(args) -> None:
         import list_changed
 
         list_changed.register(mcp)
+    if args.blob:
+
+        @mcp.tool()
+        def blob(kib: int) -> str:
+            """A text of `kib` KiB."""
+            return "x" * (kib * 1024)
+
     if args.handshake_only:  # no public switch for this in mcp 2.3
         mcp._lowlevel_server._request_handlers.pop("server/discover")  # pyright: ignore[reportPrivateUsage]
 
@@ -194,6 +203,7 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--http-errors", action="store_true", help="add fail_next: a gateway answering HTTP errors")
     parser.add_argument("--refuse-first", type=int, default=0, help="with --http-errors: 503 to the first N POSTs")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
+    parser.add_argument("--blob", action="store_true", help="add blob(kib): a text of kib KiB")
     return parser
 
 
