@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, Final
 
 import anyio
@@ -46,7 +47,12 @@ log = logging.getLogger("supervisor.stdio")
 OVERSIZED: Final = "max_message_bytes"
 
 _READ_SIZE: Final = 65536
-_HEAD: Final = 4096  # what is kept of an oversized line: enough to find its id
+_HEAD: Final = 4096  # what is kept of the start of an oversized line: enough to find its id
+_TAIL: Final = 256  # and of its end, where some serializers put the id
+#: A top-level ``"id"`` that ends the object (perhaps before ``"jsonrpc"``).
+_TRAILING_ID: Final = re.compile(
+    rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?}\s*$'
+)
 _GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError, trio.ClosedResourceError, trio.BrokenResourceError)
 
 Delivered = SessionMessage | Exception
@@ -64,7 +70,7 @@ async def read_messages(
         async with messages:
             pending: list[bytes] = []
             size = 0
-            head = b""  # of a line over max_bytes; size counts all of it
+            head = tail = b""  # of a line over max_bytes; size counts all of it
             while True:
                 try:
                     chunk = await stdout.receive_some(_READ_SIZE)
@@ -77,21 +83,21 @@ async def read_messages(
                     end = chunk.find(b"\n", start)
                     piece = chunk[start:] if end < 0 else chunk[start:end]
                     size += len(piece)
-                    if head:
-                        pass  # an oversized line: counted, not kept
+                    if head:  # an oversized line: counted, only its last bytes kept
+                        tail = piece[-_TAIL:] if len(piece) >= _TAIL else (tail + piece)[-_TAIL:]
                     elif size > max_bytes:
-                        head = b"".join(pending)[:_HEAD] + piece[:_HEAD]
-                        head = head[:_HEAD]
-                        pending = []
+                        pending.append(piece)
+                        held = b"".join(pending)
+                        head, tail, pending = held[:_HEAD], held[-_TAIL:], []
                     else:
                         pending.append(piece)
                     if end < 0:
                         break
                     if head:
-                        message = oversized(head, size, max_bytes, server)
+                        message = oversized(head, tail, size, max_bytes, server)
                     else:
                         message = _parse(pending[0] if len(pending) == 1 else b"".join(pending))
-                    pending, size, head = [], 0, b""
+                    pending, size, head, tail = [], 0, b"", b""
                     start = end + 1
                     if message is not None:
                         await messages.send(message)
@@ -118,22 +124,30 @@ async def _drain(stdout: trio.abc.ReceiveStream) -> None:
             pass
 
 
-def oversized(head: bytes, size: int, max_bytes: int, server: str) -> Delivered | None:
-    """What stands for a line of ``size`` bytes over ``max_bytes`` that began with ``head``:
-    an error answer to its request if it was an answer, None if it was a request or a
-    notification from the server (dropped), the parse error otherwise (garbage)."""
+def oversized(head: bytes, tail: bytes, size: int, max_bytes: int, server: str) -> Delivered | None:
+    """What stands for a line of ``size`` bytes over ``max_bytes`` that began with ``head``
+    and ended with ``tail``: an error answer to its request if it was an answer (a
+    ``result`` or ``error`` key, no ``method``, an ``id`` at either end), None if it was a
+    request or a notification from the server (dropped), the parse error otherwise
+    (garbage)."""
     keys = _top_level_keys(head)
-    if "method" in keys or "id" not in keys:
+    answer_id = None
+    if "method" not in keys and ("result" in keys or "error" in keys):
+        answer_id = keys.get("id")
+        if answer_id is None:
+            found = _TRAILING_ID.search(tail)
+            answer_id = json.loads(found.group(1)) if found else None
+    if answer_id is None:
         what = "a request or notification" if "method" in keys else "a line that is no JSON-RPC answer"
         log.warning("server %r wrote %s of %d bytes (max_message_bytes %d): dropped", server, what, size, max_bytes)
         if "method" in keys:
             return None
         return ValueError(f"a line of {size} bytes, over max_message_bytes ({max_bytes}), that is not a JSON-RPC answer")
-    log.warning("server %r answered request %r with %d bytes (max_message_bytes %d): dropped", server, keys["id"], size, max_bytes)
+    log.warning("server %r answered request %r with %d bytes (max_message_bytes %d): dropped", server, answer_id, size, max_bytes)
     return SessionMessage(
         mcp_types.JSONRPCError(
             jsonrpc="2.0",
-            id=keys["id"],
+            id=answer_id,
             error=mcp_types.ErrorData(
                 code=mcp_types.INTERNAL_ERROR,
                 message=f"the server's answer was {size} bytes, over max_message_bytes ({max_bytes}); it was dropped",

@@ -15,8 +15,9 @@ import mcp_types
 import pytest
 import trio
 from mcp import MCPError
+from mcp.shared.message import SessionMessage
 
-from actors._stdio import read_messages
+from actors._stdio import oversized, read_messages
 from conftest import server_spec, wait_until
 from protocol import InvalidResult
 from supervisor import Supervisor
@@ -142,3 +143,32 @@ async def test_a_line_without_end_is_never_held_in_memory():
     assert isinstance(received[0], ValueError)  # the long line: over the limit, no JSON-RPC answer
     assert "67108864 bytes, over max_message_bytes (1048576)" in str(received[0])
     assert received[1].message.method == "notifications/initialized"
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "answers"),
+    [
+        (b'{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"xx', b'xx"}]}}', 7),
+        # serializers that put the id last (after the result, or just before "jsonrpc")
+        (b'{"jsonrpc":"2.0","result":{"x":"yy', b'yy"},"id":12}', 12),
+        (b'{"result":{"x":"yy', b'yy"},"id":"a\\"b","jsonrpc":"2.0"}', 'a"b'),
+        (b'{"jsonrpc":"2.0","error":{"code":1,"message":"yy', b'yy"},"id":3}', 3),
+        # an id inside the result is not the answer's
+        (b'{"jsonrpc":"2.0","result":{"x":{"id":5,"y":"zz', b'zz"}}}', None),
+        (b'{"jsonrpc":"2.0","result":{"x":{"y":"zz', b'zz","id":5}}', None),
+        # a request from the server names an id of its own: never taken for an answer
+        (b'{"jsonrpc":"2.0","id":3,"params":{"x":"yy', b'yy"},"method":"sampling/createMessage"}', None),
+        (b'{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"x":"yy', b'yy"}}', None),
+        (b"zzzzzzzz", b"zzzz", None),
+    ],
+)
+def test_an_oversized_line_is_answered_only_when_it_is_surely_an_answer(head, tail, answers):
+    """The stand-in for a dropped line: an error answer to the request it answered, when its
+    first or last bytes show that it is an answer and to which request."""
+    stand_in = oversized(head, tail, 50 * MIB, MIB, "s")
+    if answers is None:
+        assert not isinstance(stand_in, SessionMessage)
+    else:
+        assert isinstance(stand_in.message, mcp_types.JSONRPCError)
+        assert stand_in.message.id == answers
+        assert stand_in.message.error.data == {"max_message_bytes": MIB, "size": 50 * MIB}
