@@ -423,6 +423,9 @@ async def open_stdio(
                         await stderr_done.wait()  # the last lines a dying server wrote
                     with trio.move_on_after(1.0):
                         await proc.exited.wait()  # reaped: no zombie left behind
+                    # A process out of our reach may hold stdout open: stop reading it.
+                    with contextlib.suppress(*_CLOSED):
+                        await process.stdout.aclose()
                 nursery.cancel_scope.cancel()
     finally:
         with contextlib.suppress(*_CLOSED):

@@ -115,13 +115,13 @@ def _parse(line: bytes) -> Delivered:
 
 
 async def _drain(stdout: trio.abc.ReceiveStream) -> None:
-    """Read and drop the rest of stdout (shielded; ends when it closes or is closed)."""
-    with trio.CancelScope(shield=True):
-        try:
-            while await stdout.receive_some(_READ_SIZE):
-                pass
-        except (*_GONE, OSError):
+    """Read and drop the rest of stdout; ends when it ends, is closed, or is cancelled (not
+    shielded: a process out of reach may hold stdout open for good)."""
+    try:
+        while await stdout.receive_some(_READ_SIZE):
             pass
+    except (*_GONE, OSError):
+        pass
 
 
 def oversized(head: bytes, tail: bytes, size: int, max_bytes: int, server: str) -> Delivered | None:

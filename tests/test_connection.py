@@ -773,6 +773,34 @@ async def start_supervisor_process(spec: ServerSpec, *extra: str) -> tuple[trio.
     return supervisor, int(line.split()[1])
 
 
+async def test_a_helper_out_of_reach_holding_stdout_does_not_hold_up_the_restart(tmp_path):
+    """A helper that left the server's group and cleared its environment cannot be found
+    (nothing marks it as the server's: the documented escape), and it keeps the server's
+    stdout open. The server is killed: the old incarnation must end without waiting for
+    that stdout to close (it never does), so the server is back, and the supervisor stops,
+    in bounded time. The test kills the helper itself."""
+    pid_file = tmp_path / "helper.pid"
+    spec = server_spec(
+        "escapee", "spawns_grandchild.py", "--child-session", "new", "--child-env", "clear",
+        "--child-pid-file", str(pid_file),
+    )
+    try:
+        with trio.fail_after(60):
+            async with Supervisor([spec]) as sup:
+                await sup.wait_connected("escapee", timeout=30)
+                first = sup.link("escapee").process.pid
+                os.kill(first, signal.SIGKILL)
+                await wait_until(
+                    lambda: sup.link("escapee").conn is not None and sup.link("escapee").process.pid != first,
+                    timeout=30, what="the restart",
+                )
+                assert text(await sup.call_tool("echo", {"text": "back"}, server="escapee", timeout=10)) == "back"
+    finally:
+        for line in pid_file.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line), signal.SIGKILL)
+
+
 @pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("whole_group", [False, True], ids=["kill-the-process", "kill-its-group"])
 async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_group, session):

@@ -3,8 +3,8 @@
 The child (``python -c "import time; time.sleep(3600)"``) stays in the server's process group,
 unless ``--child-session new`` starts it in a session (and process group) of its own, as a
 daemonizing helper would: a kill aimed at the server's group then misses it. ``child_pid()``
-reports its pid; ``--child-pid-file PATH`` also writes it to
-PATH at startup, so a test can clean up even when the server is already gone.
+reports its pid; ``--child-pid-file PATH`` also appends it to
+PATH at startup (a line per start), so a test can clean up even when the server is gone.
 
 ``--exit-after SECONDS``: the server itself ``os._exit(0)``s after that long, orphaning the
 child in the same process group: the direct child exits quickly and leaves its own child behind.
@@ -12,9 +12,11 @@ child in the same process group: the direct child exits quickly and leaves its o
 it keeps the client's stdout pipe open after the server dies (no EOF reaches the client);
 ``--child-stdio devnull`` detaches it from the pipes.
 The server also exits when its stdin closes (the usual stdio behaviour), leaving the child.
+``--child-env clear`` starts the child with an empty environment: with ``--child-session new``
+nothing marks it as the server's any more (the one escape from the supervisor's kill).
 
     python tests/servers/spawns_grandchild.py [--exit-after S] [--child-stdio inherit|devnull]
-        [--child-session same|new] [--child-pid-file PATH] [--name NAME]
+        [--child-session same|new] [--child-env inherit|clear] [--child-pid-file PATH] [--name NAME]
 """
 
 import os
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--child-stdio", choices=("inherit", "devnull"), default="inherit")
     parser.add_argument("--child-session", choices=("same", "new"), default="same")
     parser.add_argument("--child-pid-file", default=None)
+    parser.add_argument("--child-env", choices=("inherit", "clear"), default="inherit")
     args = parser.parse_args()
 
     stdio = {}
@@ -39,10 +42,11 @@ def main() -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(3600)"],
         start_new_session=args.child_session == "new",
+        env={} if args.child_env == "clear" else None,
         **stdio,
     )
     if args.child_pid_file:
-        with open(args.child_pid_file, "w", encoding="utf-8") as f:
+        with open(args.child_pid_file, "a", encoding="utf-8") as f:  # one line per start
             f.write(f"{child.pid}\n")
 
     if args.exit_after is not None:
