@@ -404,7 +404,7 @@ async def open_stdio(
             nursery.start_soon(read_stderr)
             nursery.start_soon(_watch_exit, proc, process)
             nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name)
-            nursery.start_soon(write_messages, process.stdin, requests, replies, written)
+            nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
             try:
                 yield read_stream, write_stream
             finally:

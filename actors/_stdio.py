@@ -9,11 +9,12 @@ tools are megabytes. So the supervisor frames the pipes itself, with the SDK's p
 serializer, and nothing else of the protocol:
 
 - reading is linear: each chunk is scanned once; a line is joined once, when it ends;
-- a line over ``max_bytes`` is never held: its first bytes are kept, the rest is counted
-  and dropped up to its newline, and the wire goes on with the next line. If it was an
-  answer (its ``id`` is among its first bytes), the request gets a JSON-RPC error saying
-  how large the answer was (`oversized`), so the call fails at once instead of waiting for
-  its deadline; a request or notification from the server is dropped and logged;
+- a line over ``max_bytes`` is never held: its first and last bytes are kept, the rest is
+  counted and dropped up to its newline, and the wire goes on with the next line. If it
+  was an answer (a ``result`` or ``error``, no ``method``, its ``id`` at either end), the
+  request gets a JSON-RPC error saying how large the answer was (`oversized`), so the call
+  fails at once instead of waiting for its deadline; a request or notification from the
+  server is dropped and logged; anything else is one garbage line;
 - a line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage);
 - one line at a time: no read-ahead while the session has not taken the last message, so a
@@ -22,7 +23,8 @@ serializer, and nothing else of the protocol:
   written; a request gets an error answer instead, so the call is answered and the wire
   stays sound;
 - when the session stops reading, the rest of stdout is read and dropped, so a server
-  blocked on a full pipe can still exit.
+  blocked on a full pipe can still exit (until the process that opened the wire closes
+  stdout: a process out of reach may hold it open for good).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
-__all__ = ["OVERSIZED", "read_messages", "write_messages"]
+__all__ = ["OVERSIZED", "Delivered", "oversized", "read_messages", "write_messages"]
 
 log = logging.getLogger("supervisor.stdio")
 
@@ -199,12 +201,15 @@ async def write_messages(
     messages: MemoryObjectReceiveStream[SessionMessage],
     replies: MemoryObjectSendStream[Delivered],
     done: trio.Event,
+    nursery: trio.Nursery,
 ) -> None:
     """Write each message of ``messages`` to ``stdin`` as one line, until ``messages`` ends.
 
-    When stdin breaks (the server closed it or died), ``replies`` is closed, so the session
-    sees the connection end rather than wait for answers that cannot come. ``done`` is set on
-    return.
+    A request that cannot be encoded is answered on ``replies`` from a task of ``nursery``
+    (the writer must not wait on the session's reading: the session may be waiting on the
+    writer). When stdin breaks (the server closed it or died), ``replies`` is closed, so the
+    session sees the connection end rather than wait for answers that cannot come. ``done``
+    is set on return.
     """
     try:
         async with messages:
@@ -213,7 +218,9 @@ async def write_messages(
                     line = message.message.model_dump_json(by_alias=True, exclude_unset=True)
                     data = line.encode() + b"\n"
                 except (ValueError, pydantic_core.PydanticSerializationError) as exc:
-                    await _refuse(message, exc, replies)
+                    log.warning("a message to the server could not be sent as JSON, not sent: %s", exc)
+                    if isinstance(message.message, mcp_types.JSONRPCRequest):
+                        nursery.start_soon(_refuse, message.message.id, exc, replies)
                     continue
                 await stdin.send_all(data)
     except (*_GONE, OSError):
@@ -222,12 +229,11 @@ async def write_messages(
         done.set()
 
 
-async def _refuse(message: SessionMessage, exc: Exception, replies: MemoryObjectSendStream[Delivered]) -> None:
-    """A message that cannot be encoded: a request is answered with an error; anything else
-    is logged and dropped."""
-    request = message.message
-    log.warning("a message to the server could not be sent as JSON, not sent: %s", exc)
-    if isinstance(request, mcp_types.JSONRPCRequest):
-        error = mcp_types.ErrorData(code=mcp_types.INVALID_PARAMS, message=f"cannot be sent as JSON: {exc}")
-        await replies.send(SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request.id, error=error)))
+async def _refuse(request_id: Any, exc: Exception, replies: MemoryObjectSendStream[Delivered]) -> None:
+    """Answer the request ``request_id`` that could not be encoded with an error."""
+    error = mcp_types.ErrorData(code=mcp_types.INVALID_PARAMS, message=f"cannot be sent as JSON: {exc}")
+    try:
+        await replies.send(SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+    except _GONE:
+        pass  # the connection is gone: the session answers the request itself
 
