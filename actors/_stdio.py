@@ -16,7 +16,8 @@ serializer, and nothing else of the protocol:
   fails at once instead of waiting for its deadline; a request or notification from the
   server is dropped and logged; anything else is one garbage line;
 - a line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
-  raised, as the SDK's transport does (the session counts it as garbage);
+  raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
+  one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped;
 - one line at a time: no read-ahead while the session has not taken the last message, so a
   flooding server is held back by its own pipe;
 - writing: a message the SDK's serializer cannot encode (a lone surrogate in a value) is not
@@ -98,7 +99,8 @@ async def read_messages(
                     if head:
                         message = oversized(head, tail, size, max_bytes, server)
                     else:
-                        message = _parse(pending[0] if len(pending) == 1 else b"".join(pending))
+                        line = pending[0] if len(pending) == 1 else b"".join(pending)
+                        message = None if not line or line.isspace() else _parse(line)
                     pending, size, head, tail = [], 0, b"", b""
                     start = end + 1
                     if message is not None:

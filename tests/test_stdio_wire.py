@@ -91,6 +91,18 @@ async def test_a_line_that_is_not_utf8_is_garbage_not_the_end_of_the_connection(
         assert sup.link("big").process.pid == pid
 
 
+async def test_blank_lines_are_no_garbage():
+    """A server that ends its lines with blank ones (or ``\\r\\n``): the SDK's transport
+    counted each as a line that is not JSON-RPC, and past garbage_threshold in a row the
+    server was restarted."""
+    spec = server_spec("airy", "big.py", garbage_threshold=3)
+    async with Supervisor([spec]) as sup:
+        pid = await quiet(sup, "airy")
+        assert text(await sup.call_tool("shout", {"kib": 4, "what": "blank"}, server="airy", timeout=10)) == "done"
+        assert sup.link("airy").conn.garbage_lines == 0
+        assert sup.link("airy").process.pid == pid
+
+
 async def test_a_request_the_serializer_cannot_encode_is_answered_with_an_error_not_written():
     """Past the supervisor's own checks (straight through the SDK client): the SDK's writer
     raised and ended the connection; the wire now answers the request with an error and

@@ -3,7 +3,8 @@
 - ``blob(kib)``: answers with a text of ``kib`` KiB (one line, through the SDK's transport).
 - ``shout(kib, what)``: writes one line of about ``kib`` KiB straight onto the wire, then
   answers ``done``. ``what``: ``garbage`` (no JSON), ``notification`` (a log message of
-  that size, ``notifications/message``, sent through the SDK), ``invalid-utf8`` (a short line that
+  that size, ``notifications/message``, sent through the SDK), ``blank`` (``kib`` times
+  three lines of nothing but whitespace), ``invalid-utf8`` (a short line that
   is not UTF-8; ``kib`` is ignored).
 
 Lines that are not the SDK's are written through a duplicate of fd 1 taken before serving
@@ -43,6 +44,8 @@ def main() -> None:
             write(filler.encode() + b"\n")
         elif what == "notification":
             await ctx.info(filler)  # through the SDK's transport: one line, never interleaved
+        elif what == "blank":
+            write(b"\n\r\n \t\n" * kib)
         elif what == "invalid-utf8":
             write(b"\xff\xfe this line is not UTF-8\n")
         else:
