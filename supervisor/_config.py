@@ -20,8 +20,8 @@ field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_
 ``max_concurrency``, ``max_queue``, ``namespace``, ``categories``, ``retry_safe_tools``,
 ``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``,
 ``max_message_bytes``, ``tools_ttl``, ``health_check_interval``, ``health_check_timeout``,
-``shutdown_timeout``. The server's name
-is its key. A relative ``cwd`` is taken relative to the config file's directory.
+``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
+the config file's directory.
 
 Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
 default when VAR is unset or empty) are expanded from ``environ`` in ``command``, ``args``,

@@ -76,8 +76,8 @@ SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 #: supervisors (``restart``, ``shutdown_timeout``, ``backoff``: `TreeSupervisor.update_child`).
 #: The other keys say what the server is (``command``, ``args``, ``env``, ``cwd``, ``url``,
 #: ``transport``, ``headers``) or are read when its wire is opened (``max_message_bytes``),
-#: so changing one replaces it. A key added to `ServerSpec` is
-#: not live until it is named here.
+#: so changing one replaces it. A key added to `ServerSpec` is not live until it is named
+#: here.
 LIVE_KEYS: Final = frozenset({
     "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",
     "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories", "breaker",
