@@ -185,8 +185,11 @@ def _top_level_keys(head: bytes) -> dict[str, Any]:
         except ValueError:
             keys[key] = None  # cut short, or more than the head holds: stop here
             return keys
-        keys[key] = value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
         i = _skip_space(text, i)
+        if i >= len(text):
+            keys[key] = None  # a number the cut may have shortened (12345 read as 12)
+            return keys
+        keys[key] = value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
         if text[i : i + 1] != ",":
             return keys
         i += 1

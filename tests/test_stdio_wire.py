@@ -6,6 +6,7 @@ How fast a large answer comes through is measured in ``bench/large_answer.py``, 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tracemalloc
@@ -14,6 +15,8 @@ import anyio
 import mcp_types
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mcp import MCPError
 from mcp.shared.message import SessionMessage
 
@@ -165,6 +168,8 @@ async def test_a_line_without_end_is_never_held_in_memory():
         (b'{"jsonrpc":"2.0","result":{"x":"yy', b'yy"},"id":12}', 12),
         (b'{"result":{"x":"yy', b'yy"},"id":"a\\"b","jsonrpc":"2.0"}', 'a"b'),
         (b'{"jsonrpc":"2.0","error":{"code":1,"message":"yy', b'yy"},"id":3}', 3),
+        # the head ends inside the id: 10 cut to 1 (found by the cut-anywhere property test)
+        (b'{"jsonrpc":"2.0","result":{"x":"yy"},"id":1', b'yy"},"id":10}', 10),
         # an id inside the result is not the answer's
         (b'{"jsonrpc":"2.0","result":{"x":{"id":5,"y":"zz', b'zz"}}}', None),
         (b'{"jsonrpc":"2.0","result":{"x":{"y":"zz', b'zz","id":5}}', None),
@@ -184,3 +189,93 @@ def test_an_oversized_line_is_answered_only_when_it_is_surely_an_answer(head, ta
         assert isinstance(stand_in.message, mcp_types.JSONRPCError)
         assert stand_in.message.id == answers
         assert stand_in.message.error.data == {"max_message_bytes": MIB, "size": 50 * MIB}
+
+
+class _Chunks(trio.abc.ReceiveStream):
+    """A stream that yields exactly the given chunks: a pipe's reads cannot be cut where a
+    test wants (the kernel joins writes), and the framing must not depend on the cuts."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if not self.chunks:
+            return b""
+        chunk = self.chunks.pop(0)
+        if max_bytes is not None and len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            self.chunks.insert(0, rest)
+        return chunk
+
+    async def aclose(self) -> None:
+        self.chunks = []
+
+
+LIMIT = 300
+_LINES = st.one_of(
+    st.builds(
+        lambda n, text: json.dumps({"jsonrpc": "2.0", "id": n, "result": {"text": text}}).encode(),
+        st.integers(0, 10**6),
+        st.text(max_size=400),
+    ),
+    st.builds(  # the id last, as some serializers write it, past the kept head (4 KiB)
+        lambda n, size: json.dumps({"jsonrpc": "2.0", "result": {"text": "y" * size}, "id": n}).encode(),
+        st.integers(0, 10**6),
+        st.integers(0, 6000),
+    ),
+    st.builds(
+        lambda text: json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": text}}).encode(),
+        st.text(max_size=400),
+    ),
+    st.sampled_from([b"", b" ", b"\r", b"\t \r"]),
+    st.binary(max_size=400).map(lambda b: b.replace(b"\n", b"")),
+)
+
+
+def _seen(item) -> object:
+    if isinstance(item, SessionMessage):
+        return item.message.model_dump(by_alias=True, exclude_unset=True)
+    return ("not JSON-RPC", type(item).__name__)
+
+
+def _one_line_at_a_time(line: bytes) -> object | None:
+    """What the wire must make of one whole line, however the reads cut it."""
+    if not line or line.isspace():
+        return None
+    if len(line) > LIMIT:
+        stand_in = oversized(line[:4096], line[-256:], len(line), LIMIT, "s")
+        return None if stand_in is None else _seen(stand_in)
+    try:
+        return _seen(SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False)))
+    except ValueError as exc:
+        return _seen(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(_LINES, max_size=12), data=st.data())
+def test_the_messages_do_not_depend_on_where_the_reads_cut_the_stream(lines, data):
+    stream = b"".join(line + b"\n" for line in lines)
+    ends = [len(b"".join(line + b"\n" for line in lines[: i + 1])) - 1 for i in range(len(lines))]
+    cuts = data.draw(st.sets(st.integers(1, max(1, len(stream) - 1)), max_size=25))
+    # and some within a line's last bytes, where an id may be
+    cuts |= {end - back for end, back in zip(ends, data.draw(st.lists(st.integers(1, 20), max_size=len(ends))))}
+    cuts = sorted(cut for cut in cuts if 0 < cut < len(stream))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)]) if stream[a:b]]
+    expected = [seen for seen in map(_one_line_at_a_time, lines) if seen is not None]
+
+    async def read() -> list[object]:
+        send, receive = anyio.create_memory_object_stream(0)
+        got: list[object] = []
+
+        async def take() -> None:
+            async with receive:
+                async for item in receive:
+                    got.append(_seen(item))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take)
+            await read_messages(_Chunks(chunks), send, LIMIT, "s")
+        return got
+
+    assert trio.run(read) == expected
