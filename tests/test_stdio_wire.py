@@ -1,5 +1,6 @@
-"""The stdio wire (actors._stdio): large lines, lines over max_message_bytes, lines that are
-not UTF-8, and messages the SDK's serializer cannot encode, against real server processes.
+"""The stdio wire (actors._stdio): large lines, lines over max_message_bytes, blank lines,
+lines that are not UTF-8, and messages the SDK's serializer cannot encode, against real
+server processes; then the framing alone, under every way the reads may cut the stream.
 
 How fast a large answer comes through is measured in ``bench/large_answer.py``, not here.
 """
