@@ -245,6 +245,7 @@ class ServerLink:
             "incarnation": proc.incarnation if proc else None,
             "last_error": self.last_error,
             "unread_lists": dict(self.unread_lists),
+            "oversized_dropped": proc.oversized if proc else 0,
             "stderr_tail": proc.stderr_tail(20) if proc else [],
         }
 

@@ -193,6 +193,11 @@ class ServerProcess:
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.exited = trio.Event()
         self.exit_status: str | None = None
+        #: Lines over ``max_message_bytes`` this incarnation wrote (each dropped).
+        self.oversized = 0
+
+    def count_oversized(self) -> None:
+        self.oversized += 1
 
     def stderr_tail(self, lines: int = 20) -> list[str]:
         return list(self.stderr)[-lines:]
@@ -403,7 +408,7 @@ async def open_stdio(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_stderr)
             nursery.start_soon(_watch_exit, proc, process)
-            nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name)
+            nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized)
             nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
             try:
                 yield read_stream, write_stream

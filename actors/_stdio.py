@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -66,9 +67,11 @@ async def read_messages(
     messages: MemoryObjectSendStream[Delivered],
     max_bytes: int,
     server: str,
+    dropped: Callable[[], None] = lambda: None,
 ) -> None:
     """Hand each line of ``stdout`` to ``messages``, parsed, until stdout ends; then close
-    ``messages``. See the module docstring for lines that are too long or not JSON-RPC."""
+    ``messages``. See the module docstring for lines that are too long or not JSON-RPC;
+    ``dropped`` is called for each line over ``max_bytes``."""
     try:
         async with messages:
             pending: list[bytes] = []
@@ -97,6 +100,7 @@ async def read_messages(
                     if end < 0:
                         break
                     if head:
+                        dropped()
                         message = oversized(head, tail, size, max_bytes, server)
                     else:
                         line = pending[0] if len(pending) == 1 else b"".join(pending)

@@ -81,6 +81,8 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         parts.append(f"{detail.get('tools')} tools, pid {detail['pid']}")
     if detail.get("unread_lists"):
         parts.append("could not read " + ", ".join(sorted(detail["unread_lists"])))
+    if detail.get("oversized_dropped"):
+        parts.append(f"{detail['oversized_dropped']} messages over max_message_bytes dropped")
     if detail.get("last_error"):
         parts.append("last error: " + _paint(str(detail["last_error"]), "31", color))
     lines = [f"{indent}{node.id}: {', '.join(parts)}"]

@@ -25,6 +25,7 @@ from actors._stdio import oversized, read_messages
 from conftest import server_spec, wait_until
 from protocol import InvalidResult
 from supervisor import Supervisor
+from supervisor.__main__ import render_tree
 
 MIB = 1024 * 1024
 
@@ -63,6 +64,9 @@ async def test_an_answer_over_max_message_bytes_fails_its_call_at_once_and_the_s
         assert text(await sup.call_tool("echo", {"text": "after"}, server="big", timeout=10)) == "after"
         assert sup.link("big").process.pid == pid
         assert sup.link("big").conn.garbage_lines == 0
+        # The status says so, for whoever looks without the logs.
+        (status,) = [line for line in render_tree(sup.status()).splitlines() if "connection:big" in line]
+        assert "1 messages over max_message_bytes dropped" in status
 
 
 @pytest.mark.parametrize(
@@ -81,6 +85,7 @@ async def test_a_line_over_max_message_bytes_is_dropped_and_the_wire_goes_on(wha
             assert text(result) == "done"
         assert sup.link("big").conn.garbage_lines == 2 * garbage
         assert sup.link("big").process.pid == pid
+        assert sup.link("big").detail()["oversized_dropped"] == 2
 
 
 async def test_a_line_that_is_not_utf8_is_garbage_not_the_end_of_the_connection():

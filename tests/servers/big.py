@@ -2,8 +2,8 @@
 
 - ``blob(kib)``: answers with a text of ``kib`` KiB (one line, through the SDK's transport).
 - ``shout(kib, what)``: writes one line of about ``kib`` KiB straight onto the wire, then
-  answers ``done``. ``what``: ``garbage`` (no JSON), ``notification`` (a log message of
-  that size, ``notifications/message``, sent through the SDK), ``blank`` (``kib`` times
+  answers ``done``. ``what``: ``garbage`` (no JSON), ``notification`` (a
+  ``notifications/message`` carrying that much data), ``blank`` (``kib`` times
   three lines of nothing but whitespace), ``invalid-utf8`` (a short line that
   is not UTF-8; ``kib`` is ignored).
 
@@ -14,9 +14,8 @@ interleave (a test waits until the connection is quiet, its listen stream acknow
     python tests/servers/big.py [--name NAME]
 """
 
+import json
 import os
-
-from mcp.server.mcpserver import Context
 
 from _common import READ_ONLY, base_parser, make_server, serve_stdio
 
@@ -37,13 +36,14 @@ def main() -> None:
         return "x" * (kib * 1024)
 
     @mcp.tool()
-    async def shout(kib: int, what: str, ctx: Context) -> str:
+    def shout(kib: int, what: str) -> str:
         """Write one large line onto the wire (see the module docstring), then answer."""
         filler = "y" * (kib * 1024)
         if what == "garbage":
             write(filler.encode() + b"\n")
         elif what == "notification":
-            await ctx.info(filler)  # through the SDK's transport: one line, never interleaved
+            frame = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": filler}}
+            write(json.dumps(frame).encode() + b"\n")
         elif what == "blank":
             write(b"\n\r\n \t\n" * kib)
         elif what == "invalid-utf8":
