@@ -351,7 +351,7 @@ def _signal_name(number: int) -> str:
 
 #: After stdin closes, how long the server has to exit by itself (the SDK's
 #: PROCESS_TERMINATION_TIMEOUT); then its whole tree is killed (`kill_tree`).
-EXIT_AFTER_STDIN = 2.0
+_EXIT_AFTER_STDIN = 2.0
 _FLUSH = 0.5  # for the writer to send what the session already handed it
 
 
@@ -364,7 +364,7 @@ async def open_stdio(
     The server runs in a new session (its pid is its process group id) with
     ``INCARNATION_VAR`` set. ``proc`` learns the pid, collects stderr and has ``exited`` set
     the moment the server process dies. On exit, the spec's shutdown sequence (stop reading,
-    flush, close stdin, wait up to `EXIT_AFTER_STDIN` s), then whatever is left of the
+    flush, close stdin, wait up to `_EXIT_AFTER_STDIN` s), then whatever is left of the
     server's processes is killed (`kill_tree`: SIGTERM, ``grace`` s, SIGKILL): no orphan
     survives, whether the server exited by itself or not. Shielded and bounded.
 
@@ -404,39 +404,33 @@ async def open_stdio(
         finally:
             stderr_done.set()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_stderr)
-            nursery.start_soon(_watch_exit, proc, process)
-            nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized)
-            nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
-            try:
-                yield read_stream, write_stream
-            finally:
-                with trio.CancelScope(shield=True):
-                    read_stream.close()  # the reader drains from here: a server blocked on
-                    write_stream.close()  # a full stdout can read its stdin again
-                    with trio.move_on_after(_FLUSH):
-                        await written.wait()
-                    with contextlib.suppress(*_CLOSED):
-                        await process.stdin.aclose()
-                    with trio.move_on_after(EXIT_AFTER_STDIN):
-                        await proc.exited.wait()
-                    await kill_tree(process.pid, proc.incarnation, grace)
-                    await _forget_group(process.pid)
-                    with trio.move_on_after(0.2):
-                        await stderr_done.wait()  # the last lines a dying server wrote
-                    with trio.move_on_after(1.0):
-                        await proc.exited.wait()  # reaped: no zombie left behind
-                    # A process out of our reach may hold stdout open: stop reading it.
-                    with contextlib.suppress(*_CLOSED):
-                        await process.stdout.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        with contextlib.suppress(*_CLOSED):
-            await process.stdout.aclose()
-        with contextlib.suppress(*_CLOSED):
-            await process.stdin.aclose()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_stderr)
+        nursery.start_soon(_watch_exit, proc, process)
+        nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized)
+        nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
+        try:
+            yield read_stream, write_stream
+        finally:
+            with trio.CancelScope(shield=True):
+                read_stream.close()  # the reader drains from here: a server blocked on
+                write_stream.close()  # a full stdout can read its stdin again
+                with trio.move_on_after(_FLUSH):
+                    await written.wait()
+                with contextlib.suppress(*_CLOSED):
+                    await process.stdin.aclose()
+                with trio.move_on_after(_EXIT_AFTER_STDIN):
+                    await proc.exited.wait()
+                await kill_tree(process.pid, proc.incarnation, grace)
+                await _forget_group(process.pid)
+                with trio.move_on_after(0.2):
+                    await stderr_done.wait()  # the last lines a dying server wrote
+                with trio.move_on_after(1.0):
+                    await proc.exited.wait()  # reaped: no zombie left behind
+                # A process out of our reach may hold stdout open: stop reading it.
+                with contextlib.suppress(*_CLOSED):
+                    await process.stdout.aclose()
+            nursery.cancel_scope.cancel()
 
 
 _CLOSED = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
