@@ -72,6 +72,8 @@ from ._front import Front, current_front, describe_request, host_front
 from ._http_answers import HttpAnswerWatch, HttpRefusal, refusals
 from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
+from ._http_bound import PHRASE as OVER_LIMIT
+from ._http_bound import bound_answers
 from ._stdio import OVERSIZED
 from ._session_header import lift_session_header
 from ._runtime import Mailbox
@@ -279,17 +281,22 @@ _TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError
 #: How the SDK's streamable HTTP transport resolves a request whose SSE answer outgrew
 #: ``max_sse_event_size`` (CONNECTION_CLOSED, though only that request is given up).
 _SSE_TOO_LARGE = "SSE stream failed: Server-sent event exceeded the"
+#: How it resolves a request whose plain JSON answer it could not read (ours: `AnswerTooLarge`).
+_JSON_UNREAD = "Failed to parse JSON response: "
 
 
 def _oversized(exc: BaseException, limit: int) -> str | None:
     """Why ``exc`` stands for an answer over ``max_message_bytes`` that was dropped (our
-    stdio wire's error, or the SDK's for an SSE event), else None: the connection is fine."""
+    stdio wire's error, the SDK's for an SSE event, or a JSON body `bound_answers` cut
+    short), else None: the connection is fine."""
     if not isinstance(exc, MCPError):
         return None
     if isinstance(exc.error.data, dict) and OVERSIZED in exc.error.data:
         return exc.error.message
     if exc.error.code == CONNECTION_CLOSED and exc.error.message.startswith(_SSE_TOO_LARGE):
         return f"the server's answer was over max_message_bytes ({limit}); it was dropped ({exc.error.message})"
+    if exc.error.code == mcp_types.PARSE_ERROR and OVER_LIMIT in exc.error.message:  # see _http_bound
+        return exc.error.message.removeprefix(_JSON_UNREAD)
     return None
 
 
@@ -327,7 +334,7 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
             params, proc, name=spec.name, grace=spec.shutdown_timeout, max_message_bytes=spec.max_message_bytes
         )
     assert spec.url is not None
-    http_factory = _http_client_factory(watch)
+    http_factory = _http_client_factory(watch, spec.max_message_bytes)
     if spec.transport == "sse":
         from mcp.client.sse import sse_client
 
@@ -347,16 +354,18 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
     return transport()
 
 
-def _http_client_factory(watch: HttpAnswerWatch) -> Any:
+def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
     """The SDK's httpx client, with ``X-Session-Id`` lifted into each POST's headers
-    (`lift_session_header`) and every answer watched (`HttpAnswerWatch`)."""
+    (`lift_session_header`), every answer's body held to ``max_message_bytes``
+    (`bound_answers`, first: the watch may read the body) and every answer watched
+    (`HttpAnswerWatch`)."""
     from mcp.shared._httpx_utils import create_mcp_http_client
 
     def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
         client = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
         hooks = client.event_hooks
         hooks["request"] = [*hooks.get("request", []), lift_session_header]
-        hooks["response"] = [*hooks.get("response", []), watch]
+        hooks["response"] = [bound_answers(max_message_bytes), *hooks.get("response", []), watch]
         client.event_hooks = hooks
         return client
 

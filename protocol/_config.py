@@ -75,7 +75,7 @@ class ServerDefaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_queue: int = 64
     hang_threshold: int = 3
     garbage_threshold: int = 3
-    max_message_bytes: int = 32 * 1024 * 1024  # a stdio line, a streamable-HTTP SSE event
+    max_message_bytes: int = 32 * 1024 * 1024  # a stdio line, a streamable-HTTP SSE event or JSON body
     health_check_interval: float | None = 30.0  # None: never; see actors' check_health
     health_check_timeout: float = 10.0
     shutdown_timeout: float = 5.0

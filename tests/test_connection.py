@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import mcp_types
 import msgspec
@@ -997,6 +998,43 @@ async def test_a_large_answer_over_a_remote_sse_stream_is_bounded_by_max_message
             await sup.wait_connected("tight", timeout=10)
             with pytest.raises(InvalidResult, match=r"answer was over max_message_bytes \(1048576\); it was dropped"):
                 await sup.call_tool("blob", {"kib": 600}, server="tight", timeout=30)
+            assert text(await sup.call_tool("echo", {"text": "after"}, server="tight", timeout=10)) == "after"
+            assert connection_status(sup, "tight").restarts == 0
+            assert connection_status(sup, "roomy").restarts == 0
+
+
+@pytest.mark.parametrize("encoding", ["plain", "gzip"])
+async def test_a_large_plain_json_answer_is_bounded_by_max_message_bytes(encoding):
+    """A streamable-HTTP server may answer a call with one plain JSON body, and the SDK reads
+    that body whole before it parses it: no bound at all, so one runaway answer could take
+    all the memory of the process every server shares. Now it is read up to
+    ``max_message_bytes`` (decoded: a gzip body small on the wire counts at its real size),
+    refused unread when its Content-Length says it is larger, and the call fails alone, as
+    ``InvalidResult``; the connection lives on. The memory this process takes while a 16 MiB
+    text (32 MiB of JSON with its structured copy) is refused stays a small part of it."""
+    extra = ("--gzip",) if encoding == "gzip" else ()
+    async with HttpEcho("--json-response", "--blob", *extra) as server:
+        specs = [
+            ServerSpec(name="roomy", url=server.url(), transport="streamable-http", namespace="prefix"),
+            ServerSpec(name="tight", url=server.url(), transport="streamable-http", max_message_bytes=1024 * 1024),
+        ]
+        async with Supervisor(specs) as sup:
+            await sup.wait_connected("roomy", timeout=10)
+            result = await sup.call_tool("blob", {"kib": 2048}, server="roomy", timeout=30)
+            assert text(result) == "x" * (2048 * 1024)
+            await sup.wait_connected("tight", timeout=10)
+            said = r"(answer was|\(its Content-Length\),) over max_message_bytes \(1048576\); it was dropped"
+            with pytest.raises(InvalidResult, match=said) as refused:
+                await sup.call_tool("blob", {"kib": 600}, server="tight", timeout=30)
+            assert ("Content-Length" in refused.value.message) == (encoding == "plain")
+            tracemalloc.start()
+            try:
+                with pytest.raises(InvalidResult, match=said):
+                    await sup.call_tool("blob", {"kib": 16 * 1024}, server="tight", timeout=60)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < 8 * 1024 * 1024, peak
             assert text(await sup.call_tool("echo", {"text": "after"}, server="tight", timeout=10)) == "after"
             assert connection_status(sup, "tight").restarts == 0
             assert connection_status(sup, "roomy").restarts == 0

@@ -13,7 +13,8 @@ and the server keeps the session (``Mcp-Session-Id``) in memory; a restarted one
 the old session's requests with 404. Its tool ``forget_sessions`` drops every session
 there and then, as an expiry would (the server keeps running). ``--list-changed`` adds
 ``list_changed.py``'s tools (``add_tool``, ``announce``, ``lists_served``). ``--blob`` adds
-``blob(kib)``, which answers with a text of ``kib`` KiB.
+``blob(kib)``, which answers with a text of ``kib`` KiB. ``--gzip`` compresses every answer
+but an event stream (starlette's ``GZipMiddleware``) when the client accepts it.
 
 ``--http-errors`` stands for a proxy in front of the server: its tool
 ``fail_next(status, count, retry_after, method)`` makes the next ``count`` POSTs of a
@@ -25,7 +26,7 @@ kind, the handshake's included, with 503.
 
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
         [--handshake-only] [--list-changed] [--http-errors [--refuse-first N]] [--exit-on-stdin-close]
-        [--blob] [--name NAME]
+        [--blob] [--gzip] [--name NAME]
 """
 
 import argparse
@@ -38,6 +39,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount, Route
 
 from _common import base_parser, make_server
@@ -154,6 +156,8 @@ async def main_async(args) -> None:
         app = mcp.streamable_http_app(
             json_response=args.json_response, stateless_http=args.stateless, transport_security=SECURITY
         )
+    if args.gzip:
+        app = GZipMiddleware(app, minimum_size=1024)
     if args.http_errors:
         gateway = app = _Gateway(app, args.refuse_first)
 
@@ -204,6 +208,7 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--refuse-first", type=int, default=0, help="with --http-errors: 503 to the first N POSTs")
     parser.add_argument("--exit-on-stdin-close", action="store_true")
     parser.add_argument("--blob", action="store_true", help="add blob(kib): a text of kib KiB")
+    parser.add_argument("--gzip", action="store_true", help="compress answers (not event streams)")
     return parser
 
 
