@@ -912,11 +912,12 @@ class _Connection:
     async def _listen_stream(self, wants: dict[str, bool], uris: list[str], generation: int) -> None:
         """Hold one ``subscriptions/listen`` stream open for this incarnation's life.
 
-        A stream the server ends or drops after acknowledging it (a graceful close, a
-        backlog it capped, a proxy's idle timeout) is reopened, 0.5 s later at first and up
-        to 30 s when it keeps ending, and what it may have missed meanwhile is caught up:
-        the lists it watches are re-read and each subscribed resource is announced as
-        updated. A stream the server refuses (never acknowledged) is not asked for again:
+        Once the server acknowledges a stream, the lists it watches are re-read: a change
+        made before that reached no one. A stream the server ends or drops after
+        acknowledging it (a graceful close, a backlog it capped, a proxy's idle timeout) is
+        reopened, 0.5 s later at first and up to 30 s when it keeps ending, and what it may
+        have missed meanwhile is caught up: the lists, and each subscribed resource is
+        announced as updated. A stream the server refuses (never acknowledged) is not asked for again:
         calls work without it.
         """
         delay = _RELISTEN_MIN
@@ -927,8 +928,10 @@ class _Connection:
                 async with self.client.listen(**wants, resource_subscriptions=uris) as subscription:
                     opened_at = trio.current_time()
                     self._acknowledged(generation)
-                    if reopened:
-                        self._catch_up(wants, uris)
+                    # A change made before the server had this stream went to no one (the
+                    # first one: after `learn` read the lists at connect); re-read what it
+                    # watches. Published only if it did change.
+                    self._catch_up(wants, uris if reopened else [])
                     async for event in subscription:
                         if isinstance(event, ResourceUpdated):
                             publish("resource_updated", data={"uri": event.uri})
@@ -961,13 +964,19 @@ class _Connection:
             publish("resource_updated", data={"uri": uri})
 
     async def _refresh(self, what: str) -> None:
+        """Re-read ``what``; publish ``prompts_changed`` / ``resources_changed`` only when the
+        list did change (the gateway tells every client of each). Tools are the registry's
+        to announce: it publishes ``tools_changed`` when the tools it exposes change."""
+        lists = {"tools": ("tools",), "prompts": ("prompts",), "resources": ("resources", "resource_templates")}[what]
+        before = [getattr(self.link, name) for name in lists]
         try:
             with trio.fail_after(self.spec.timeout):
                 await learn(self.client, self.link, what)
         except Exception as exc:
             log.warning("server %r: refreshing %s failed: %s", self.spec.name, what, _unwrap(exc))
             return
-        publish("tools_changed" if what == "tools" else f"{what}_changed", data={"count": len(self.link.tools)})
+        if what != "tools" and [getattr(self.link, name) for name in lists] != before:
+            publish(f"{what}_changed", data={"count": len(getattr(self.link, lists[0]))})
 
     async def expire_tools(self, ttl: float) -> None:
         while True:

@@ -72,6 +72,17 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, w
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+async def settled(sup, name: str, timeout: float = 30.0):
+    """The ready incarnation of a 2026-07-28 server once it has nothing of its own left to do
+    after connecting: its listen stream acknowledged and the lists re-read after that."""
+    await sup.wait_connected(name, timeout=timeout)
+    conn = sup.link(name).conn
+    await wait_until(
+        lambda: conn.acked_generation >= 1 and not conn.refreshing, timeout=timeout, what="the connection to settle"
+    )
+    return conn
+
+
 async def collect(events, into):
     async for event in events:
         into.append(event)

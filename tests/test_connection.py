@@ -25,7 +25,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
 from actors import kill_every_server_now
-from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, wait_until
+from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, settled, wait_until
 from protocol import (
     ActorDown,
     BackoffPolicy,
@@ -232,16 +232,17 @@ async def test_an_idle_server_that_stops_answering_is_restarted_by_its_health_ch
 
     spec = ServerSpec(name="idle", backoff=BackoffPolicy(min=1.0, max=1.0, jitter=0.0))
     async with Supervisor([spec], inproc={"idle": app}) as sup:
-        assert app.lists == 1  # the connection's own, when it started
+        await settled(sup, "idle")
+        assert app.lists == 2  # the connection's own: at connect, and once its listen stream is acknowledged
         for _ in range(3):
             await trio.sleep(25)
             await sup.call_tool("nap", {"seconds": 0}, server="idle")
-        assert app.lists == 1
+        assert app.lists == 2
         assert text(await sup.call_tool("nap", {"seconds": 100}, server="idle", timeout=200)) == "rested"
-        assert app.lists == 1
+        assert app.lists == 2
         answered = trio.current_time()
         await trio.sleep_until(answered + 95)
-        assert app.lists == 1 + 3  # at +30, +60 and +90
+        assert app.lists == 2 + 3  # at +30, +60 and +90
         app.freeze = True  # the check at +120 goes unanswered
         await trio.sleep_until(answered + 129)
         assert connection_status(sup, "idle").restarts == 0 and sup.link("idle").conn is not None
@@ -612,19 +613,23 @@ async def test_a_burst_of_list_changed_is_a_few_reads_and_the_last_change_is_see
         assert connection_status(sup, "noisy").restarts == 0
 
 
-async def test_a_list_changed_announced_while_the_lists_are_read_at_connect_is_not_lost():
-    """A handshake-era server announces a new tool while the connection is still reading
-    its lists (here: during ``resources/list``, after ``tools/list`` was answered), as a
-    server that loads its tools in the background does. The announcement came before the
-    incarnation was ready and was dropped, so the cache missed the tool until some later
-    change (health checks off here to show it); now it is read again once ready."""
+@pytest.mark.parametrize("era", ["handshake", "2026-07-28"])
+async def test_a_list_changed_announced_while_the_lists_are_read_at_connect_is_not_lost(era):
+    """A server announces a new tool while the connection is still reading its lists (here:
+    during ``resources/list``, after ``tools/list`` was answered), as a server that loads its
+    tools in the background does. The cache missed the tool until some later change (health
+    checks off here to show it): a handshake-era announcement came before the incarnation
+    was ready and was dropped; a 2026-07-28 one came before any ``subscriptions/listen``
+    stream was open, so it went nowhere. Now the first is read again once ready, and the
+    lists a listen stream watches are read again once the server has acknowledged it."""
+    handshake = ("--handshake-only",) if era == "handshake" else ()
     spec = server_spec(
-        "early", "list_changed.py", "--handshake-only", "--change-while-listing-resources", "early_bird",
+        "early", "list_changed.py", *handshake, "--change-while-listing-resources", "early_bird",
         health_check_interval=None,
     )
     async with Supervisor([spec]) as sup:
         await sup.wait_connected("early", timeout=30)
-        assert sup.link("early").protocol_version != "2026-07-28"
+        assert (sup.link("early").protocol_version == "2026-07-28") == (era == "2026-07-28")
         await wait_until(lambda: "early_bird" in {t.name for t in sup.list_tools()}, timeout=10, what="the tool")
         assert text(await sup.call_tool("early_bird", {"text": "hi"}, timeout=10)) == "early_bird: hi"
         assert connection_status(sup, "early").restarts == 0
@@ -635,6 +640,7 @@ async def test_a_tool_list_changed_without_a_word_is_found_by_the_health_check()
     next health check, whose tools/list answer differs from it, and then it is updated."""
     spec = server_spec("quiet", "list_changed.py", health_check_interval=0.3, health_check_timeout=5)
     async with Supervisor([spec]) as sup:
+        await settled(sup, "quiet")  # the lists read after its listen stream opened: read before the change
         await sup.call_tool("add_tool", {"name": "unannounced", "notify": False}, server="quiet", timeout=10)
         assert "unannounced" not in {t.name for t in sup.link("quiet").tools}  # nothing said so yet
         await wait_until(lambda: "unannounced" in {t.name for t in sup.link("quiet").tools}, what="the check")
@@ -1145,8 +1151,7 @@ async def test_a_health_check_a_gateway_answers_with_a_5xx_ends_the_incarnation(
             health_check_timeout=5, backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0),
         )
         async with Supervisor([spec]) as sup:
-            await sup.wait_connected("gw", timeout=20)
-            first_incarnation = sup.link("gw").conn
+            first_incarnation = await settled(sup, "gw")  # its own tools/list reads are done
             arguments = {"status": status, "count": 1, "method": "tools/list"}
             await sup.call_tool("fail_next", arguments, server="gw", timeout=10)
 

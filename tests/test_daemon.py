@@ -455,6 +455,46 @@ async def test_clients_see_tools_list_changed(shared_daemon):
             assert text_of(await legacy.call_tool("dyn__fresh", {"text": "hi"})) == "fresh: hi"
 
 
+async def test_clients_hear_of_a_list_change_once_and_of_a_reread_list_not_at_all(tmp_path, start_daemon):
+    """Re-reading a list that did not change (``tools_ttl``, a ``list_changed`` after which
+    the list is the same, a listen stream reopened) told every client the list had changed:
+    with the seed's ``cache_tools: false`` every server's tools are re-read every 5 s, so
+    each client was told "tools changed" every 5 s per server and re-listed everything. And
+    a real change was told twice (once by the connection, once by the registry). Now a
+    client hears of a change once, and of nothing else."""
+    echo, _ = server_entry("echo.py", tools_ttl=0.1)
+    dyn, _ = server_entry("list_changed.py", namespace="prefix", tools_ttl=0.1)
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo, "dyn": dyn}))
+    legacy_heard: list[str] = []
+    modern_heard: list[str] = []
+
+    async def on_message(message):
+        method = getattr(getattr(message, "root", message), "method", None) or ""
+        if method.endswith("list_changed"):
+            legacy_heard.append(method)
+
+    async def listen(modern, task_status=trio.TASK_STATUS_IGNORED):
+        async with modern.listen(tools_list_changed=True, prompts_list_changed=True) as subscription:
+            task_status.started()
+            async for event in subscription:
+                modern_heard.append(type(event).__name__)
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp") as modern, Client(
+            daemon.url + "/mcp", mode="legacy", message_handler=on_message
+        ) as legacy, trio.open_nursery() as nursery:
+            await legacy.list_tools()  # the daemon now knows this handshake-era connection
+            await nursery.start(listen, modern)
+            await trio.sleep(1.5)  # some 15 re-reads of each server's unchanged tools
+            assert (legacy_heard, modern_heard) == ([], [])
+            await modern.call_tool("dyn__add_tool", {"name": "fresh"})
+            await wait_until(lambda: legacy_heard and modern_heard, timeout=10, what="the change to be told")
+            await trio.sleep(1.0)  # anything told twice, or re-reads told after it, arrives meanwhile
+            assert legacy_heard == ["notifications/tools/list_changed"]
+            assert len(modern_heard) == 1 and "Tool" in modern_heard[0], modern_heard
+            nursery.cancel_scope.cancel()
+
+
 # -- reload -----------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import trio
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import marker_of, procs_with_marker, server_spec, wait_until
+from conftest import marker_of, procs_with_marker, server_spec, settled, wait_until
 from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, DeadlineExceeded, Failure, Overloaded, UnknownTool
 from supervisor import Supervisor
 from supervisor._config import ConfigError, load_config
@@ -247,6 +247,7 @@ async def test_a_health_check_turned_on_by_a_reload_starts_without_a_restart():
     (and so finds a tool the server added without a word), with the same process."""
     spec = server_spec("quiet", "list_changed.py", health_check_interval=None)
     async with Supervisor([spec]) as sup:
+        await settled(sup, "quiet")  # the lists read after its listen stream opened: read before the change
         pid = sup.link("quiet").process.pid
         await sup.call_tool("add_tool", {"name": "unannounced", "notify": False}, server="quiet", timeout=10)
         await trio.sleep(0.5)

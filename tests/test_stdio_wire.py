@@ -22,7 +22,7 @@ from mcp import MCPError
 from mcp.shared.message import SessionMessage
 
 from actors._stdio import oversized, read_messages
-from conftest import server_spec, wait_until
+from conftest import server_spec, settled
 from protocol import InvalidResult
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
@@ -31,10 +31,9 @@ MIB = 1024 * 1024
 
 
 async def quiet(sup: Supervisor, name: str) -> int:
-    """Wait until the server has nothing of its own left to write (its listen stream
-    acknowledged): big.py's raw lines would interleave with it. Returns its pid."""
-    await sup.wait_connected(name, timeout=30)
-    await wait_until(lambda: sup.link(name).conn.acked_generation >= 1, timeout=30, what="the listen stream")
+    """Wait until the server has nothing of its own left to write (`settled`): big.py's raw
+    lines would interleave with it. Returns its pid."""
+    await settled(sup, name)
     return sup.link(name).process.pid
 
 

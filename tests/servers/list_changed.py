@@ -18,8 +18,9 @@ ends every open ``subscriptions/listen`` stream and ``listen_streams()`` counts 
 ``--handshake-only`` makes it a server from before 2026-07-28 (no ``server/discover``: a
 client falls back to ``initialize``, and list changes come as plain notifications).
 ``--change-while-listing-resources NAME``: the first ``resources/list`` request registers
-tool NAME and announces it before answering, so the announcement reaches a client that is
-still reading the server's lists at connect.
+tool NAME and announces it before answering (both ways), so the announcement reaches a
+client that is still reading the server's lists at connect (at 2026-07-28: reaches no one,
+since that client has no listen stream open yet).
 
     python tests/servers/list_changed.py [--name NAME] [--handshake-only] [--change-while-listing-resources NAME]
 """
@@ -30,6 +31,7 @@ import anyio
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.runner import serve_loop
+from mcp.shared.subscriptions import ToolsListChanged
 from mcp.server.stdio import stdio_server
 
 from _common import base_parser, make_server
@@ -118,7 +120,9 @@ def change_while_listing_resources(mcp: MCPServer, name: str) -> None:
         if not done:
             done = True
             mcp.add_tool(lambda text: f"{name}: {text}", name=name, description=f"added during resources/list: {name}")
-            await ctx.session.send_tool_list_changed()
+            await ctx.session.send_tool_list_changed()  # handshake era
+            await mcp._subscriptions.publish(ToolsListChanged())  # pyright: ignore[reportPrivateUsage]
+            # (that is 2026-07-28: to the listen streams open, and none is yet)
         return await entry.handler(ctx, params)
 
     handlers["resources/list"] = dataclasses.replace(entry, handler=handler)
