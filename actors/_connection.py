@@ -283,20 +283,27 @@ _TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError
 _SSE_TOO_LARGE = "SSE stream failed: Server-sent event exceeded the"
 #: How it resolves a request whose plain JSON answer it could not read (ours: `AnswerTooLarge`).
 _JSON_UNREAD = "Failed to parse JSON response: "
+#: ... and one whose answer came as an SSE event it could not read.
+_SSE_UNREAD = "Failed to parse SSE message: "
 
 
-def _oversized(exc: BaseException, limit: int) -> str | None:
-    """Why ``exc`` stands for an answer over ``max_message_bytes`` that was dropped (our
-    stdio wire's error, the SDK's for an SSE event, or a JSON body `bound_answers` cut
-    short), else None: the connection is fine."""
+def _unread_answer(exc: BaseException, limit: int) -> str | None:
+    """Why ``exc`` stands for an answer that came but could not be read, else None (the
+    server's own error, a lost connection). Either it was over ``max_message_bytes`` and
+    dropped (our stdio wire's error, the SDK's for an SSE event, or a JSON body
+    `bound_answers` cut short), or it was no JSON-RPC (the SDK's parse error for that
+    request, not the server's). The connection is fine either way."""
     if not isinstance(exc, MCPError):
         return None
+    code, message = exc.error.code, exc.error.message
     if isinstance(exc.error.data, dict) and OVERSIZED in exc.error.data:
-        return exc.error.message
-    if exc.error.code == CONNECTION_CLOSED and exc.error.message.startswith(_SSE_TOO_LARGE):
-        return f"the server's answer was over max_message_bytes ({limit}); it was dropped ({exc.error.message})"
-    if exc.error.code == mcp_types.PARSE_ERROR and OVER_LIMIT in exc.error.message:  # see _http_bound
-        return exc.error.message.removeprefix(_JSON_UNREAD)
+        return message
+    if code == CONNECTION_CLOSED and message.startswith(_SSE_TOO_LARGE):
+        return f"the server's answer was over max_message_bytes ({limit}); it was dropped ({message})"
+    if code == mcp_types.PARSE_ERROR and OVER_LIMIT in message:  # see _http_bound
+        return message.removeprefix(_JSON_UNREAD)
+    if code == mcp_types.PARSE_ERROR and message.startswith((_JSON_UNREAD, _SSE_UNREAD)):
+        return f"its answer was no JSON-RPC: {message}"
     return None
 
 
@@ -575,12 +582,12 @@ class _Connection:
             if refused:
                 code = exc.error.code if isinstance(exc, MCPError) else mcp_types.INTERNAL_ERROR
                 raise self._refused(call, refused[-1], code) from None
-            too_large = _oversized(exc, spec.max_message_bytes)
-            if too_large is not None:
+            unread = _unread_answer(exc, spec.max_message_bytes)
+            if unread is not None:
                 self.consecutive_timeouts = 0
                 self._heard()
                 raise InvalidResult(
-                    f"tool {call.tool!r} on server {spec.name!r}: {too_large}", server=spec.name, tool=call.tool
+                    f"tool {call.tool!r} on server {spec.name!r}: {unread}", server=spec.name, tool=call.tool
                 ) from None
             lost = _transport_lost(exc)
             if lost is not None:

@@ -1046,6 +1046,32 @@ async def test_a_large_plain_json_answer_is_bounded_by_max_message_bytes(encodin
             assert connection_status(sup, "roomy").restarts == 0
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "text/event-stream"])
+async def test_a_remote_answer_that_is_no_json_rpc_is_an_invalid_result(content_type):
+    """A remote server (or something in front of it) answers a call's POST with a body that
+    is no JSON-RPC, as JSON or as an SSE event. The SDK resolves the call with a JSON-RPC
+    parse error of its own making, which passed for the server's own error; it is now
+    ``InvalidResult`` like any answer that is no valid result: typed, naming what was
+    wrong, not retried (the read-only echo here), no breaker failure, and the connection
+    goes on."""
+    async with HttpEcho("--http-errors") as server:
+        spec = ServerSpec(
+            name="gw", url=server.url(), transport="streamable-http", breaker=BreakerPolicy(failure_threshold=1),
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            arguments = {"status": 200, "count": 1, "content_type": content_type}
+            await sup.call_tool("fail_next", arguments, server="gw", timeout=10)
+            with pytest.raises(InvalidResult, match=r"'echo' on server 'gw': its answer was no JSON-RPC: Failed to parse") as bad:
+                await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)
+            assert bad.value.data["attempts"] == 1
+            assert text(await sup.call_tool("echo", {"text": "b"}, server="gw", timeout=10)) == "b"
+            snapshot = await sup.metrics_snapshot()
+            assert snapshot.tool("gw", "echo").failures == {"InvalidResult": 1}
+            assert snapshot.server("gw").breaker_state == "closed"
+            assert connection_status(sup, "gw").restarts == 0
+
+
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 async def test_http_errors_from_a_gateway_become_typed_failures(transport):
     """A gateway in front of a remote server answers some calls' POSTs with an HTTP error and

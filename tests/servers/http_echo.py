@@ -19,7 +19,8 @@ but an event stream (starlette's ``GZipMiddleware``) when the client accepts it.
 ``--http-errors`` stands for a proxy in front of the server: its tool
 ``fail_next(status, count, retry_after, method)`` makes the next ``count`` POSTs of a
 ``method`` request (``tools/call`` by default, other than ``fail_next`` itself) answer HTTP
-``status`` with a plain-text body, as a gateway does, and never reach the server;
+``status`` with a plain-text body, as a gateway does (or, with ``content_type``, a body that
+is no JSON-RPC under that type), and never reach the server;
 ``calls_served`` says how many did reach it, ``refusals_pending`` how many are still to be
 refused. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
 kind, the handshake's included, with 503.
@@ -88,10 +89,14 @@ class _Gateway:
         self.method = b'"tools/call"'
         self.served = 0
         self.refuse_first = refuse_first
+        self.content_type = "text/plain"
 
     async def refuse(self, send) -> None:
         text = f"upstream answered {self.status}".encode()
-        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]
+        kind = self.content_type.encode()
+        if self.content_type == "text/event-stream":
+            text = b"event: message\ndata: " + text + b"\n\n"
+        headers = [(b"content-type", kind), (b"content-length", str(len(text)).encode())]
         if self.retry_after is not None:
             headers.append((b"retry-after", self.retry_after.encode()))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
@@ -162,10 +167,15 @@ async def main_async(args) -> None:
         gateway = app = _Gateway(app, args.refuse_first)
 
         @mcp.tool()
-        def fail_next(status: int, count: int = 1, retry_after: str | None = None, method: str = "tools/call") -> str:
+        def fail_next(
+            status: int, count: int = 1, retry_after: str | None = None, method: str = "tools/call",
+            content_type: str = "text/plain",
+        ) -> str:
             """Answer the next ``count`` POSTs of a ``method`` request with HTTP ``status``
-            (and a ``Retry-After: <retry_after>`` header)."""
+            (and a ``Retry-After: <retry_after>`` header) and a body that is no JSON-RPC,
+            whatever ``content_type`` says (an event stream: one event of it)."""
             gateway.status, gateway.count, gateway.retry_after = status, count, retry_after
+            gateway.content_type = content_type
             gateway.method = f'"{method}"'.encode()
             return f"the next {count} {method} requests get HTTP {status}"
 
