@@ -381,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs="*", metavar="key=value",
         help="arguments; a value is JSON when it parses, text where the tool's schema wants a string",
     )
-    call_p.add_argument("--json", dest="json_args", metavar="ARGS", help="the arguments as one JSON object")
+    call_p.add_argument(
+        "--json", dest="json_args", metavar="ARGS",
+        help="the arguments as one JSON object (also taken as the only argument after the tool)",
+    )
     return parser
 
 
@@ -406,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tools":
         return _client_command(_tools, args.url)
     if args.command == "call":
+        if args.json_args is None and len(args.args) == 1 and args.args[0].lstrip().startswith("{"):
+            args.json_args, args.args = args.args[0], []  # `call TOOL '{...}'`: what --json takes
         if args.json_args is not None and args.args:
             parser.error("call: give key=value arguments or --json, not both")
         arguments, pairs = None, {}
@@ -413,9 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 arguments = json.loads(args.json_args)
             except ValueError as exc:
-                parser.error(f"call: --json is not valid JSON: {exc}")
+                parser.error(f"call: the arguments are not valid JSON: {exc}")
             if not isinstance(arguments, dict):
-                parser.error("call: --json needs a JSON object")
+                parser.error("call: the arguments must be one JSON object")
         for item in args.args:
             key, sep, value = item.partition("=")
             if not sep:

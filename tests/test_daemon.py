@@ -287,11 +287,13 @@ async def test_cli_client_commands(shared_daemon):
             nursery.start_soon(run, "call", "call", "add", "a=1", "b=2")
             nursery.start_soon(run, "text", "call", "echo", "text=42")
             nursery.start_soon(run, "bad json", "call", "echo", "--json", "{text: 1}")
+            nursery.start_soon(run, "bare json", "call", "add", '{"a": 2, "b": 5}')
     assert runs["status"].returncode == 0 and b"connection:echo: running" in runs["status"].stdout
     # 42 is JSON, but echo's schema wants a string: sent as "42" (not refused as an integer)
     assert runs["text"].returncode == 0 and runs["text"].stdout.strip() == b"42", runs["text"].stderr
     assert runs["bad json"].returncode == 2 and runs["bad json"].stdout == b""
-    assert b"call: --json is not valid JSON: Expecting property name" in runs["bad json"].stderr
+    assert b"call: the arguments are not valid JSON: Expecting property name" in runs["bad json"].stderr
+    assert runs["bare json"].returncode == 0 and runs["bare json"].stdout.strip() == b"7", runs["bare json"].stderr
     assert b"Traceback" not in runs["bad json"].stderr
     assert b"\x1b[" not in runs["status"].stdout, "no color when stdout is not a TTY"
     assert runs["tools"].returncode == 0 and b"add: Return a + b." in runs["tools"].stdout
