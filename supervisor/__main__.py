@@ -12,6 +12,9 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   start a server here (a command not found, a ``cwd`` that is not a directory) gets a
   warning on stderr and still exits 0 (``run`` logs the same warnings).
 - ``status [--url URL] [--stderr]``: the supervision tree of a running daemon.
+- ``reload [--url URL]``: make it re-read its config and apply it (as SIGHUP and ``POST
+  /reload`` do), printing what changed; a refused config (its error printed) changes
+  nothing and exits 1.
 - ``restart [--url URL] SERVER``: restart one of its servers now (no gap for its callers;
   brings back a server marked ``failed``); exit 0 once the new incarnation runs.
 - ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
@@ -225,22 +228,53 @@ def status(url: str, show_stderr: bool) -> int:
     return 0
 
 
-def restart(url: str, server: str) -> int:
-    """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
+def _post(url: str, path: str, what: str) -> Any:
+    """``POST`` to the daemon; the 200 response, or None once the failure is printed."""
     import httpx2
 
-    endpoint = f"{url.rstrip('/')}/restart/{urllib.parse.quote(server, safe='')}"
     try:
-        response = httpx2.post(endpoint, headers=_headers(), timeout=120.0)
+        response = httpx2.post(f"{url.rstrip('/')}{path}", headers=_headers(), timeout=120.0)
     except httpx2.HTTPError as exc:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
-        return 1
+        return None
     if response.status_code != 200:
         try:
             reason = response.json()["error"]
         except (ValueError, KeyError, TypeError):
             reason = response.text.strip()
-        print(f"error: restart {server}: {response.status_code}: {reason}", file=sys.stderr)
+        print(f"error: {what}: {response.status_code}: {reason}", file=sys.stderr)
+        return None
+    return response
+
+
+def reload(url: str) -> int:
+    """``POST /reload``: print what changed; exit 0 when all of it applied, 1 when the
+    config was refused (the old one keeps running) or a server could not be applied."""
+    response = _post(url, "/reload", "reload refused, the old config keeps running")
+    if response is None:
+        return 1
+    diff = response.json()
+    changed = set(diff.get("changed", []))
+    updated = set(diff.get("updated", []))
+    rows = [
+        ("added", diff.get("added", [])),
+        ("removed", diff.get("removed", [])),
+        ("updated in place", sorted(updated)),
+        ("replaced", sorted(changed - updated)),
+        ("unchanged", diff.get("unchanged", [])),
+        ("settings changed", diff.get("settings", [])),
+        ("FAILED", diff.get("failed", [])),
+    ]
+    for label, names in rows:
+        if names:
+            print(f"{label}: {', '.join(names)}")
+    return 1 if diff.get("failed") else 0
+
+
+def restart(url: str, server: str) -> int:
+    """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
+    response = _post(url, f"/restart/{urllib.parse.quote(server, safe='')}", f"restart {server}")
+    if response is None:
         return 1
     node = msgspec.json.decode(response.content, type=ChildStatus)
     print(render_tree(node, color=sys.stdout.isatty(), stderr=False))
@@ -371,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     status_p.add_argument("--stderr", action="store_true", help="show each server's stderr tail")
     tools_p = sub.add_parser("tools", help="list a running daemon's tools")
     tools_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    reload_p = sub.add_parser("reload", help="make a running daemon re-read its config and apply it")
+    reload_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     restart_p = sub.add_parser("restart", help="restart one server of a running daemon now")
     restart_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     restart_p.add_argument("server", help="the server's name, as `status` shows it")
@@ -390,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "check", "status", "tools", "call", "restart"}
+    commands = {"run", "check", "status", "tools", "call", "reload", "restart"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")
     parser = build_parser()
@@ -404,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.config)
     if args.command == "status":
         return status(args.url, args.stderr)
+    if args.command == "reload":
+        return reload(args.url)
     if args.command == "restart":
         return restart(args.url, args.server)
     if args.command == "tools":

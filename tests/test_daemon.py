@@ -550,6 +550,23 @@ async def test_reload_keeps_unchanged_servers_and_their_calls(tmp_path, start_da
                     await trio.sleep(0.1)
             assert text_of(await client.call_tool("echo", {"text": "after hup"})) == "after hup"
 
+            # And the CLI's `reload`: what changed, or the refusal and exit 1.
+            async def cli_reload() -> subprocess.CompletedProcess:
+                return await trio.run_process(
+                    [sys.executable, "-m", "supervisor", "reload", "--url", daemon.url], cwd=ROOT,
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )
+
+            write_config(config, {"echo": {**changed, "timeout": 7}, "other": other})
+            ran = await cli_reload()
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout.decode().splitlines() == ["added: other", "updated in place: echo"]
+            (tmp_path / "c.json").write_text(json.dumps({"mcpServers": {"bad": {"comand": "x"}}}))
+            ran = await cli_reload()
+            assert ran.returncode == 1 and ran.stdout == b""
+            assert b"reload refused, the old config keeps running: 400: " in ran.stderr and b"comand" in ran.stderr
+            assert text_of(await client.call_tool("other__echo", {"text": "kept"})) == "kept"
+
 
 # -- security ---------------------------------------------------------------------------------
 
