@@ -924,8 +924,8 @@ class _Connection:
         acknowledging it (a graceful close, a backlog it capped, a proxy's idle timeout) is
         reopened, 0.5 s later at first and up to 30 s when it keeps ending, and what it may
         have missed meanwhile is caught up: the lists, and each subscribed resource is
-        announced as updated. A stream the server refuses (never acknowledged) is not asked for again:
-        calls work without it.
+        announced as updated. A stream the server refuses (never acknowledged) is not asked
+        for again: calls work without it.
         """
         delay = _RELISTEN_MIN
         reopened = False

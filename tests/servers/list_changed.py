@@ -31,8 +31,8 @@ import anyio
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.runner import serve_loop
-from mcp.shared.subscriptions import ToolsListChanged
 from mcp.server.stdio import stdio_server
+from mcp.shared.subscriptions import ToolsListChanged
 
 from _common import base_parser, make_server
 
