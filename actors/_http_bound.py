@@ -19,7 +19,7 @@ answers the request with a JSON-RPC parse error that carries its message (and th
 connection's `_unread_answer` recognises it by `PHRASE`), the response is closed, and the
 connection lives on. Relies on one private detail of httpx2 (pinned with mcp 2.3):
 ``Response._get_content_decoder`` and the ``_decoder`` it caches; without them the hook
-leaves the response alone, and ``test_a_large_plain_json_answer_...`` fails.
+leaves the response alone, and ``test_a_large_remote_answer_is_bounded_...`` fails.
 """
 
 from __future__ import annotations
