@@ -79,9 +79,12 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         parts.append(f"given up: `restart {node.id.removeprefix('connection:')}` starts it again")
     detail = node.detail or {}
     if "state" in detail:
-        parts.append("breaker " + _paint(str(detail["state"]), _BREAKER_COLORS.get(str(detail["state"])), color))
+        state = str(detail["state"])
+        why = f" ({detail['reason']})" if state != "closed" and detail.get("reason") else ""
+        parts.append("breaker " + _paint(state, _BREAKER_COLORS.get(state), color) + why)
     if "pid" in detail:
-        parts.append(f"{detail.get('tools')} tools, pid {detail['pid']}")
+        where = "in-process" if detail["pid"] is None else f"pid {detail['pid']}"
+        parts.append(f"{detail.get('tools')} tools, {where}")
     if detail.get("unread_lists"):
         parts.append("could not read " + ", ".join(sorted(detail["unread_lists"])))
     if detail.get("oversized_dropped"):

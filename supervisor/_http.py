@@ -5,7 +5,7 @@ Routes:
 - ``/mcp``: the aggregated MCP endpoint (streamable HTTP, the mcp SDK's session manager
   over `Gateway.server`). ``Host`` and ``Origin`` are validated by the SDK's
   ``TransportSecuritySettings`` (DNS-rebinding protection): a foreign ``Origin`` gets 403, a
-  foreign ``Host`` 421. While the daemon drains for shutdown, ``/mcp`` keeps answering (a
+  foreign ``Host`` 421; so are they on every other route but ``/healthz``. While the daemon drains for shutdown, ``/mcp`` keeps answering (a
   client may need ``tools/list`` to finish a call in flight) but refuses new tool calls.
   SSE streams are resumable: a client reconnecting with ``Last-Event-ID`` gets what it
   missed (`BoundedEventStore`, the last 10,000 events in memory).
@@ -27,6 +27,10 @@ Security guarantees:
   ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
 - Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route.
+- Every route but ``/healthz`` refuses a foreign ``Host`` (421) and a foreign ``Origin``
+  (403), token or not: without one (the loopback default) a web page the user visits could
+  otherwise read ``/status`` by DNS rebinding, or post ``/restart/<server>`` and ``/reload``
+  cross-site (a browser sends such a POST without asking the server first).
 - Neither the token nor any server's ``env``/``headers`` appear in responses or logs:
   ``/status`` carries only the tree, errors carry `ConfigError` messages (which redact).
 """
@@ -44,7 +48,12 @@ from typing import Any
 import msgspec
 import trio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import (
+    RequestBodyLimitMiddleware,
+    TransportSecurityMiddleware,
+    TransportSecuritySettings,
+)
+from starlette.requests import Request
 
 from protocol import ChildStatus
 from protocol._settings import Config
@@ -267,9 +276,26 @@ async def _json(send: Any, status: int, obj: Any) -> None:
 class DaemonApp:
     """The ASGI app (see the module docstring for the routes and guarantees)."""
 
-    def __init__(self, daemon: Daemon, session_manager: StreamableHTTPSessionManager) -> None:
+    def __init__(
+        self, daemon: Daemon, session_manager: StreamableHTTPSessionManager, security: TransportSecuritySettings
+    ) -> None:
         self.daemon = daemon
         self.session_manager = session_manager
+        self.guard = TransportSecurityMiddleware(security)
+
+    async def _refused(self, scope: Any, send: Any) -> bool:
+        """For the routes beside ``/mcp`` (which the SDK guards the same way): a foreign
+        ``Host`` (DNS rebinding: a web page reading ``/status``, its stderr tails and errors)
+        gets 421, a foreign ``Origin`` (a web page posting ``/restart/...`` or ``/reload``,
+        which a browser sends cross-origin without asking) 403. True when refused."""
+        refusal = await self.guard.validate_request(Request(scope))
+        if refusal is not None:
+            await _json(send, refusal.status_code, {"error": refusal.body.decode(errors="replace").lower()})
+            return True
+        if not origin_allowed(scope):
+            await _json(send, 403, {"error": "forbidden origin"})
+            return True
+        return False
 
     def _authorized(self, scope: Any) -> bool:
         """Checked on every request against the daemon's current token, so a reload that
@@ -309,6 +335,8 @@ class DaemonApp:
                 await _json(send, 403, {"error": "forbidden origin"})
                 return
             await self.session_manager.handle_request(scope, receive, send)
+        elif await self._refused(scope, send):
+            return
         elif path == "/status" and method == "GET":
             await _respond(send, 200, msgspec.json.encode(self.daemon.sup.status()) + b"\n")
         elif path == "/metrics" and method == "GET":
@@ -361,14 +389,15 @@ async def serve_http(
     from hypercorn.trio import serve
 
     settings = daemon.config.settings
+    security = security_settings(host)
     manager = StreamableHTTPSessionManager(
         app=daemon.gateway.server,
         event_store=BoundedEventStore(),  # a client whose SSE stream breaks resumes it
-        security_settings=security_settings(host),
+        security_settings=security,
         max_request_body_size=settings.max_body_bytes,
     )
     daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind
-    app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager), settings.max_body_bytes)
+    app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes)
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout

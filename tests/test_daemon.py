@@ -571,6 +571,37 @@ async def test_reload_keeps_unchanged_servers_and_their_calls(tmp_path, start_da
 # -- security ---------------------------------------------------------------------------------
 
 
+async def test_a_web_page_can_neither_read_nor_drive_the_control_routes(shared_daemon):
+    """With no token (the loopback default) the control routes had no Host or Origin check:
+    a web page the user visits could post ``/restart/<server>`` or ``/reload`` cross-site (a
+    browser sends a body-less POST without a preflight) and read ``/status`` (stderr tails,
+    errors) by DNS rebinding (its own name resolving to 127.0.0.1). ``/mcp`` was guarded;
+    now every route but ``/healthz`` is, the same way."""
+    daemon = shared_daemon
+    own_host = f"127.0.0.1:{daemon.port}"
+    async with httpx2.AsyncClient(timeout=20) as http:
+        before = (await http.get(daemon.url + "/status")).json()
+        for method, path in (("POST", "/restart/echo"), ("POST", "/reload"), ("GET", "/status"), ("GET", "/metrics")):
+            cross_site = await http.request(method, daemon.url + path, headers={"Origin": "http://evil.example"})
+            assert cross_site.status_code == 403, (path, cross_site.text)
+            rebound = await http.request(method, daemon.url + path, headers={"Host": f"evil.example:{daemon.port}"})
+            assert rebound.status_code == 421, (path, rebound.text)
+        assert (await http.get(daemon.url + "/healthz", headers={"Host": "evil.example"})).status_code == 200
+        own = await http.get(daemon.url + "/status", headers={"Origin": f"http://{own_host}"})
+        assert own.status_code == 200
+        assert echo_pid(own.json()) == echo_pid(before) is not None  # the refused restart did not happen
+
+
+def echo_pid(tree: dict) -> int | None:
+    """The pid of the echo server's connection in a ``/status`` tree."""
+    nodes = [tree]
+    for node in nodes:
+        if node["id"] == "connection:echo":
+            return node["detail"]["pid"]
+        nodes.extend(node.get("children", []))
+    return None
+
+
 async def test_auth_origin_and_body_limit(tmp_path, start_daemon):
     echo, _ = server_entry("echo.py")
     token = "s3cret-token-value"
