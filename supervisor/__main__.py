@@ -15,6 +15,9 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 - ``reload [--url URL]``: make it re-read its config and apply it (as SIGHUP and ``POST
   /reload`` do), printing what changed; a refused config (its error printed) changes
   nothing and exits 1.
+- ``breaker [--url URL] SERVER open|disable|reset [--reason TEXT]``: the operator's hand on
+  a server's circuit breaker: ``open`` fences it off (every call fails fast with
+  ``CircuitOpen`` naming the reason; the server keeps running) until ``reset``.
 - ``restart [--url URL] SERVER``: restart one of its servers now (no gap for its callers;
   brings back a server marked ``failed``); exit 0 once the new incarnation runs.
 - ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
@@ -274,6 +277,16 @@ def reload(url: str) -> int:
     return 1 if diff.get("failed") else 0
 
 
+def breaker(url: str, server: str, action: str, reason: str) -> int:
+    """``POST /breaker/<server>/<action>``: print the server's subtree; exit 0 once done."""
+    path = f"/breaker/{urllib.parse.quote(server, safe='')}/{action}?{urllib.parse.urlencode({'reason': reason})}"
+    response = _post(url, path, f"breaker {server} {action}")
+    if response is None:
+        return 1
+    print(render_tree(msgspec.json.decode(response.content, type=ChildStatus), color=sys.stdout.isatty()))
+    return 0
+
+
 def restart(url: str, server: str) -> int:
     """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
     response = _post(url, f"/restart/{urllib.parse.quote(server, safe='')}", f"restart {server}")
@@ -413,6 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
     restart_p = sub.add_parser("restart", help="restart one server of a running daemon now")
     restart_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     restart_p.add_argument("server", help="the server's name, as `status` shows it")
+    breaker_p = sub.add_parser("breaker", help="force a server's circuit breaker open, disable it, or reset it")
+    breaker_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    breaker_p.add_argument("server", help="the server's name, as `status` shows it")
+    breaker_p.add_argument(
+        "action", choices=["open", "disable", "reset"],
+        help="open: every call fails fast (CircuitOpen) until reset, the server keeps running; "
+        "disable: every call goes through, nothing counted; reset: closed, fresh counts",
+    )
+    breaker_p.add_argument("--reason", default="operator", help="shown to callers and in the status")
     call_p = sub.add_parser("call", help="call one tool on a running daemon")
     call_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     call_p.add_argument("tool", help="the tool name, as `tools` lists it")
@@ -429,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "check", "status", "tools", "call", "reload", "restart"}
+    commands = {"run", "check", "status", "tools", "call", "reload", "restart", "breaker"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv.insert(0, "run")
     parser = build_parser()
@@ -447,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         return reload(args.url)
     if args.command == "restart":
         return restart(args.url, args.server)
+    if args.command == "breaker":
+        return breaker(args.url, args.server, args.action, args.reason)
     if args.command == "tools":
         return _client_command(_tools, args.url)
     if args.command == "call":

@@ -516,6 +516,20 @@ class EmbeddedSupervisor:
         async with self._reload_lock:
             return await sup.restart_server(server)
 
+    async def set_breaker(self, server: str, action: str, reason: str = "operator") -> ChildStatus:
+        """``Supervisor.set_breaker``: ``"open"`` fences ``server`` off (every call fails
+        fast with ``CircuitOpen`` naming ``reason``) until ``"reset"``; ``"disable"`` lets
+        every call through uncounted. Serialized with reloads; returns the server's subtree
+        status."""
+        self._require()
+        return await self._submit(self._set_breaker_in_trio, server, action, reason, is_async=True)
+
+    async def _set_breaker_in_trio(self, server: str, action: str, reason: str) -> ChildStatus:
+        sup = self._sup
+        assert sup is not None and self._reload_lock is not None
+        async with self._reload_lock:
+            return await sup.set_breaker(server, action, reason)
+
     def _require(self) -> Supervisor:
         if self._sup is None or self._state != _RUNNING:
             raise self._closed_error()

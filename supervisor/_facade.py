@@ -39,7 +39,7 @@ import trio
 from mcp import MCPError
 
 from actors import Call, EventBus
-from actors._breaker import Permit, PermitGranted, admit_call
+from actors._breaker import Disable, ForceOpen, Permit, PermitGranted, Reset, admit_call
 from actors._events import _BUS
 from actors._front import DECLINE, HostFront, host_front
 from actors._metrics import MetricsRef
@@ -65,6 +65,8 @@ from ._servers import SERVERS_INTENSITY, ServerHandle, changes_live, server_chil
 from ._tree import ChildSpec, TreeSupervisor
 
 __all__ = ["Supervisor"]
+
+_OPERATOR_ASK_TIMEOUT = 10.0  # s for the breaker actor to take an operator's message
 
 
 class Supervisor:
@@ -219,6 +221,34 @@ class Supervisor:
         if handle is None:
             raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
         return await self.replace_server(handle.spec)
+
+    async def set_breaker(self, name: str, action: str, reason: str = "operator") -> ChildStatus:
+        """The operator's hand on ``name``'s circuit breaker; the server's status after it.
+
+        - ``"open"``: fence the server off. Every call fails fast with `CircuitOpen` naming
+          ``reason``, whatever the server's health, until ``"reset"``; the server process
+          keeps running and is not touched.
+        - ``"disable"``: let every call through and count nothing, until ``"reset"``.
+        - ``"reset"``: back to ``closed`` with fresh counts (``open`` while the connection is
+          down).
+
+        The override outlives the connection's restarts; replacing the server
+        (`restart_server`, a reload that changes what it is) starts it with a fresh breaker.
+        Raises ``KeyError`` for a server not supervised, ``ValueError`` for another action,
+        ``RuntimeError`` while its breaker is not running (being started or replaced).
+        """
+        messages = {"open": lambda: ForceOpen(reason), "disable": lambda: Disable(reason), "reset": Reset}
+        if action not in messages:
+            raise ValueError(f"no breaker action {action!r} (one of: {', '.join(messages)})")
+        handle = self._handles.get(name)
+        if handle is None:
+            raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
+        if handle.breaker_ref is None or handle.replacing is not None:
+            raise RuntimeError(f"server {name!r} has no running breaker now (being started or replaced); try again")
+        await handle.breaker_ref.ask(messages[action](), _OPERATOR_ASK_TIMEOUT)
+        (servers,) = [child for child in self.status().children if child.id == "servers"]
+        (server,) = [child for child in servers.children if child.id == f"server:{name}"]
+        return server
 
     def _refuse_while_replacing(self, name: str) -> None:
         handle = self._handles.get(name)

@@ -18,6 +18,9 @@ Routes:
 - ``POST /restart/<server>``: `Daemon.restart`: 200 with the server's subtree status once
   the new incarnation is connected or its first attempt failed; 404 for an unknown server,
   409 while it is being replaced.
+- ``POST /breaker/<server>/<action>[?reason=TEXT]``: `Supervisor.set_breaker` (``open``,
+  ``disable`` or ``reset``): 200 with the server's subtree status; 404 for an unknown
+  server, 400 for another action, 409 while the server is being started or replaced.
 
 Security guarantees:
 
@@ -243,6 +246,14 @@ class Daemon:
         log.info("restarted server %r on request: %s", name, status.state)
         return status
 
+    async def set_breaker(self, name: str, action: str, reason: str) -> ChildStatus:
+        """`Supervisor.set_breaker`, serialized with reloads and restarts (it would be lost
+        to a replacement under way)."""
+        async with self._reload_lock:
+            status = await self.sup.set_breaker(name, action, reason)
+        log.warning("breaker of server %r: %s on request (%s)", name, action, reason)
+        return status
+
     async def reload_logged(self) -> None:
         """`reload` for SIGHUP: an invalid config is logged and refused."""
         try:
@@ -364,7 +375,23 @@ class DaemonApp:
                 await _json(send, 409, {"error": str(exc)})
                 return
             await _respond(send, 200, msgspec.json.encode(status) + b"\n")
-        elif path in ("/status", "/metrics", "/reload") or path.startswith("/restart/"):
+        elif path.startswith("/breaker/") and method == "POST":
+            name, _, action = path.removeprefix("/breaker/").rpartition("/")
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            reason = query.get("reason", ["operator"])[0]
+            try:
+                status = await self.daemon.set_breaker(name, action, reason)
+            except KeyError as exc:
+                await _json(send, 404, {"error": exc.args[0]})
+                return
+            except ValueError as exc:
+                await _json(send, 400, {"error": str(exc)})
+                return
+            except RuntimeError as exc:  # being started or replaced right now
+                await _json(send, 409, {"error": str(exc)})
+                return
+            await _respond(send, 200, msgspec.json.encode(status) + b"\n")
+        elif path in ("/status", "/metrics", "/reload") or path.startswith(("/restart/", "/breaker/")):
             await _json(send, 405, {"error": f"method {method} not allowed on {path}"})
         else:
             await _json(send, 404, {"error": f"no route {path}"})

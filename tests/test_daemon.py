@@ -497,6 +497,34 @@ async def test_clients_hear_of_a_list_change_once_and_of_a_reread_list_not_at_al
             nursery.cancel_scope.cancel()
 
 
+async def test_cli_breaker_fences_a_server_off_and_back(tmp_path, start_daemon):
+    """``python -m supervisor breaker NAME open`` (``POST /breaker/NAME/open``): clients'
+    calls to that server fail fast with the reason while it keeps running; ``reset`` lets
+    them through again."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
+
+    async def cli(*args: str) -> subprocess.CompletedProcess:
+        return await trio.run_process(
+            [sys.executable, "-m", "supervisor", "breaker", *args, "--url", daemon.url], cwd=ROOT,
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp") as client:
+            fenced = await cli("echo", "open", "--reason", "maintenance until 11:00")
+            assert fenced.returncode == 0, fenced.stderr
+            assert "breaker forced_open (forced open: maintenance until 11:00)" in fenced.stdout.decode()
+            refused = await client.call_tool("echo", {"text": "x"})
+            assert refused.is_error and text_of(refused).startswith("CircuitOpen")
+            assert "maintenance until 11:00" in text_of(refused)
+            back = await cli("echo", "reset")
+            assert back.returncode == 0 and "breaker closed" in back.stdout.decode(), back.stderr
+            assert text_of(await client.call_tool("echo", {"text": "y"})) == "y"
+            unknown = await cli("nope", "open")
+            assert unknown.returncode == 1 and b"breaker nope open: 404: no server 'nope'" in unknown.stderr
+
+
 # -- reload -----------------------------------------------------------------------------------
 
 

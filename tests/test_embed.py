@@ -34,7 +34,7 @@ from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-from protocol import BackoffPolicy, DeadlineExceeded, ServerSpec, ToolResult, UnknownTool
+from protocol import BackoffPolicy, CircuitOpen, DeadlineExceeded, ServerSpec, ToolResult, UnknownTool
 from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
 from supervisor._agents import _model_names, model_safe_name
 
@@ -214,7 +214,7 @@ def in_process_server(name: str) -> MCPServer:
     return app
 
 
-def test_embed_calls_lists_reports_and_reloads_by_name():
+def test_embed_calls_lists_reports_reloads_restarts_and_fences():
     echo = server_spec("echo", "echo.py", categories={"echo": "search", "add": "workflow"})
     change = server_spec("change", "echo.py", namespace="prefix")
     changed = server_spec("change", "echo.py", "--name", "changed", namespace="prefix")
@@ -283,6 +283,14 @@ def test_embed_calls_lists_reports_and_reloads_by_name():
             assert server_pid(again, "change") == server_pid(after, "change")
             with pytest.raises(KeyError, match="no server 'nope'"):
                 await sup.restart("nope")
+
+            # an operator fences one server off with its breaker, then lets it back
+            fenced = await sup.set_breaker("echo", "open", "maintenance")
+            assert node(fenced, "breaker:echo").detail["state"] == "forced_open"
+            with pytest.raises(CircuitOpen, match="maintenance"):
+                await sup.call_tool("echo", {"text": "x"}, timeout=5)
+            await sup.set_breaker("echo", "reset")
+            assert text_of(await sup.call_tool("echo", {"text": "y"}, timeout=5)) == "y"
         finally:
             await sup.aclose()
         assert not sup.running

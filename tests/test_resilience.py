@@ -161,6 +161,36 @@ async def test_killed_server_fails_fast_with_circuit_open_during_backoff_then_re
         assert text(await sup.call_tool("echo", {"text": "back"}, timeout=10)) == "back"
 
 
+async def test_an_operator_fences_a_server_off_with_its_breaker_until_reset():
+    """``set_breaker``: the breaker's operator states (forced open, disabled), which the
+    breaker had but nothing could reach. Forced open, every call fails fast with
+    ``CircuitOpen`` naming the operator's reason while the server keeps running (same
+    process), also across a crash and restart of the server; reset, calls go through."""
+    spec = server_spec("fenced", "echo.py", backoff=BackoffPolicy(min=0.05, max=0.1, jitter=0.0))
+    async with Supervisor([spec]) as sup:
+        pid = sup.link("fenced").process.pid
+        status = await sup.set_breaker("fenced", "open", "wrong answers since 10:02")
+        (breaker,) = [child for child in status.children if child.id == "breaker:fenced"]
+        assert breaker.detail["state"] == "forced_open"
+        with pytest.raises(CircuitOpen, match="wrong answers since 10:02"):
+            await sup.call_tool("echo", {"text": "x"}, timeout=10)
+        assert sup.link("fenced").process.pid == pid  # not touched
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: sup.link("fenced").conn is None, what="the connection to end")
+        await sup.wait_connected("fenced", timeout=20)  # restarted, still fenced
+        with pytest.raises(CircuitOpen, match="wrong answers since 10:02"):
+            await sup.call_tool("echo", {"text": "x"}, timeout=10)
+        assert (await sup.metrics_snapshot()).server("fenced").breaker_state == "forced_open"
+        await sup.set_breaker("fenced", "reset")
+        assert text(await sup.call_tool("echo", {"text": "back"}, timeout=10)) == "back"
+        await sup.set_breaker("fenced", "disable")
+        assert (await sup.metrics_snapshot()).server("fenced").breaker_state == "disabled"
+        with pytest.raises(ValueError, match="no breaker action 'close'"):
+            await sup.set_breaker("fenced", "close")
+        with pytest.raises(KeyError, match="no server 'other'"):
+            await sup.set_breaker("other", "open")
+
+
 async def test_invalid_arguments_never_reach_the_server(tmp_path):
     log = tmp_path / "exec.log"
     spec = server_spec("strict", "echo.py", env={"EXEC_LOG": str(log)})
