@@ -141,6 +141,10 @@ class ServerLink:
         self.process: ServerProcess | None = None
         self.inflight = 0
         self.queued = 0
+        #: What the server wrote that was dropped, over every incarnation (metrics): lines
+        #: that were not JSON-RPC, and messages over ``max_message_bytes``.
+        self.garbage_lines = 0
+        self.oversized = 0
         self.last_error: str | None = None
         #: The optional lists (prompts, resources) the server failed to give at the last
         #: read: method -> why. See `learn`.
@@ -156,6 +160,9 @@ class ServerLink:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def count_oversized(self) -> None:
+        self.oversized += 1
 
     async def subscribe(self, uri: str) -> None:
         """Subscribe to ``uri``'s updates. While the server is down the subscription is
@@ -773,6 +780,7 @@ class _Connection:
         if isinstance(message, Exception):
             self.garbage += 1
             self.garbage_lines += 1
+            self.link.garbage_lines += 1
             log.warning(
                 "server %r wrote a line that is not JSON-RPC (%d in a row, %d in all)",
                 self.spec.name, self.garbage, self.garbage_lines,
@@ -1166,7 +1174,7 @@ async def run_connection(
     cause (the SDK's exception groups are unwrapped so the supervisor reports the cause).
     """
     spec = link.spec
-    proc = ServerProcess() if spec.command is not None and inproc is None else None
+    proc = ServerProcess(link.count_oversized) if spec.command is not None and inproc is None else None
     link.process = proc
     mailbox: Mailbox[Any] = Mailbox(f"connection:{spec.name}", size=max(16, spec.max_queue))
     early_garbage: list[Exception] = []
@@ -1178,6 +1186,7 @@ async def run_connection(
             await state.on_message(message)
         elif isinstance(message, Exception):
             early_garbage.append(message)
+            link.garbage_lines += 1
         elif (changed := _changed_list(getattr(message, "root", message))) is not None:
             early_changes.add(changed)
 

@@ -89,11 +89,14 @@ _QUANTILES: Final = (0.5, 0.95, 0.99)
 
 
 class Gauge(msgspec.Struct, frozen=True):
-    """Tell: the connection's current calls in flight and calls waiting for a slot."""
+    """Tell: the connection's current calls in flight and calls waiting for a slot, and
+    the server's running totals of what it wrote that was dropped (see `ServerMetrics`)."""
 
     server: str
     inflight: int
     queue_depth: int
+    garbage_lines: int = 0
+    oversized_dropped: int = 0
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -161,8 +164,8 @@ class _ToolStats:
 
 
 class _ServerStats:
-    __slots__ = ("breaker_state", "breaker_transitions", "exits", "inflight", "max_tools", "name", "named",
-                 "queue_depth", "ready_at", "restarts", "state", "tools")  # fmt: skip
+    __slots__ = ("breaker_state", "breaker_transitions", "exits", "garbage_lines", "inflight", "max_tools", "name",
+                 "named", "oversized_dropped", "queue_depth", "ready_at", "restarts", "state", "tools")  # fmt: skip
 
     def __init__(self, name: str, max_tools: int) -> None:
         self.name = name
@@ -176,6 +179,8 @@ class _ServerStats:
         self.breaker_transitions = 0
         self.inflight = 0
         self.queue_depth = 0
+        self.garbage_lines = 0
+        self.oversized_dropped = 0
         self.ready_at: float | None = None
 
     def new_tool(self, tool: str) -> _ToolStats:
@@ -201,6 +206,8 @@ class _ServerStats:
             breaker_transitions=self.breaker_transitions,
             inflight=self.inflight,
             queue_depth=self.queue_depth,
+            garbage_lines=self.garbage_lines,
+            oversized_dropped=self.oversized_dropped,
             uptime=max(0.0, now - self.ready_at) if running and self.ready_at is not None else None,
         )
 
@@ -339,6 +346,8 @@ class _Metrics:
         server = self.server(gauge.server)
         server.inflight = gauge.inflight
         server.queue_depth = gauge.queue_depth
+        server.garbage_lines = gauge.garbage_lines
+        server.oversized_dropped = gauge.oversized_dropped
 
     def snapshot(self, only: str | None = None) -> MetricsSnapshot:
         now = trio.current_time()
@@ -492,10 +501,10 @@ class MetricsRef:
             return False
         return True
 
-    def gauge(self, server: str, inflight: int, queue_depth: int) -> bool:
+    def gauge(self, server: str, inflight: int, queue_depth: int, garbage_lines: int = 0, oversized: int = 0) -> bool:
         """Publish a connection's gauges without waiting; False if dropped (not counted)."""
         try:
-            self._tell(Gauge(server, inflight, queue_depth))
+            self._tell(Gauge(server, inflight, queue_depth, garbage_lines, oversized))
         except (Overloaded, ActorDown):
             return False
         return True

@@ -36,7 +36,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import trio
@@ -187,8 +187,9 @@ class ServerProcess:
     """What we know of one spawned stdio server: pid, stderr tail, exit status, and the id
     its processes carry in ``INCARNATION_VAR``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_oversized: Callable[[], None] = lambda: None) -> None:
         self.incarnation = secrets.token_hex(8)
+        self._on_oversized = on_oversized
         self.pid: int | None = None
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.exited = trio.Event()
@@ -198,6 +199,7 @@ class ServerProcess:
 
     def count_oversized(self) -> None:
         self.oversized += 1
+        self._on_oversized()
 
     def stderr_tail(self, lines: int = 20) -> list[str]:
         return list(self.stderr)[-lines:]

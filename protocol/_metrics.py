@@ -121,6 +121,10 @@ class ServerMetrics(msgspec.Struct, frozen=True, kw_only=True):
     ``restarts`` counts restart decisions in the server's subtree (each restarts the
     connection); ``uptime`` is seconds since the connection was last ready, None when it is
     not running. ``exits`` counts the connection's abnormal ends by cause (`DEATH_CAUSES`).
+    ``garbage_lines`` and ``oversized_dropped`` count, over every incarnation, what the
+    server wrote that was dropped: lines that were not JSON-RPC (a stray log line on stdout;
+    past ``garbage_threshold`` in a row the connection dies) and messages over
+    ``max_message_bytes``.
     """
 
     server: str
@@ -131,6 +135,8 @@ class ServerMetrics(msgspec.Struct, frozen=True, kw_only=True):
     breaker_transitions: int = 0
     inflight: int = 0
     queue_depth: int = 0
+    garbage_lines: int = 0
+    oversized_dropped: int = 0
     uptime: float | None = None
 
 

@@ -325,7 +325,8 @@ class Supervisor:
     async def metrics_snapshot(self) -> MetricsSnapshot:
         """Every counter, distribution and gauge, as of now (gauges are read at this moment)."""
         for handle in self._handles.values():
-            self.metrics.gauge(handle.name, handle.link.inflight, handle.link.queued)
+            link = handle.link
+            self.metrics.gauge(handle.name, link.inflight, link.queued, link.garbage_lines, link.oversized)
         return await self.metrics.snapshot()
 
     async def metrics_text(self) -> bytes:

@@ -20,6 +20,10 @@ labels are capped per server by the metrics actor, the rest fold into ``_OTHER``
 - ``mcp_supervisor_breaker_state{server,state}`` gauge: 1 for the current state, 0 for the
   others among closed, open, half_open, forced_open, disabled.
 - ``mcp_supervisor_inflight_calls{server}`` and ``mcp_supervisor_queued_calls{server}`` gauges.
+- ``mcp_supervisor_server_dropped_messages_total{server, reason}`` counter: what the server
+  wrote that was dropped, over every incarnation: ``not_json_rpc`` (a line on stdout, or an
+  event on its stream, that was no JSON-RPC) or ``over_max_message_bytes`` (a stdio line; an
+  answer that large is also an ``InvalidResult`` outcome of its call).
 - ``mcp_supervisor_metrics_dropped_reports_total`` counter: outcome reports the metrics actor
   never saw because its mailbox was full.
 
@@ -100,8 +104,15 @@ class SnapshotCollector(Collector):
         queued = GaugeMetricFamily(
             "mcp_supervisor_queued_calls", "Tool calls waiting for a concurrency slot.", labels=["server"]
         )
+        dropped = CounterMetricFamily(
+            "mcp_supervisor_server_dropped_messages",
+            "What the server wrote that was dropped, by reason.",
+            labels=["server", "reason"],
+        )
         for server in snapshot.servers:
             restarts.add_metric([server.server], server.restarts)
+            dropped.add_metric([server.server, "not_json_rpc"], server.garbage_lines)
+            dropped.add_metric([server.server, "over_max_message_bytes"], server.oversized_dropped)
             for cause, count in sorted(server.exits.items()):
                 exits.add_metric([server.server, cause], count)
             up.add_metric([server.server], 1.0 if server.state == "running" else 0.0)
@@ -118,6 +129,7 @@ class SnapshotCollector(Collector):
         yield breaker
         yield inflight
         yield queued
+        yield dropped
         yield CounterMetricFamily(
             "mcp_supervisor_metrics_dropped_reports",
             "Outcome reports dropped because the metrics actor's mailbox was full.",

@@ -8,6 +8,8 @@ How fast a large answer comes through is measured in ``bench/large_answer.py``, 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -23,7 +25,7 @@ from mcp.shared.message import SessionMessage
 
 from actors._stdio import oversized, read_messages
 from conftest import server_spec, settled
-from protocol import InvalidResult
+from protocol import BackoffPolicy, InvalidResult
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
 
@@ -75,8 +77,9 @@ async def test_an_answer_over_max_message_bytes_fails_its_call_at_once_and_the_s
 async def test_a_line_over_max_message_bytes_is_dropped_and_the_wire_goes_on(what, garbage):
     """Written straight onto the wire in the middle of a call: a notification is dropped, a
     line that is no JSON-RPC counts as one garbage line. The call's own answer, the next
-    line, comes through."""
-    spec = server_spec("big", "big.py", max_message_bytes=MIB)
+    line, comes through. The metrics count the drops over every incarnation (an operator
+    alerts on them), here across a kill -9 and restart."""
+    spec = server_spec("big", "big.py", max_message_bytes=MIB, backoff=BackoffPolicy(min=0.05, max=0.1, jitter=0.0))
     async with Supervisor([spec]) as sup:
         pid = await quiet(sup, "big")
         for _ in range(2):
@@ -85,6 +88,18 @@ async def test_a_line_over_max_message_bytes_is_dropped_and_the_wire_goes_on(wha
         assert sup.link("big").conn.garbage_lines == 2 * garbage
         assert sup.link("big").process.pid == pid
         assert sup.link("big").detail()["oversized_dropped"] == 2
+        os.kill(pid, signal.SIGKILL)
+        with trio.fail_after(30):
+            while sup.link("big").process.pid == pid or sup.link("big").conn is None:
+                await trio.sleep(0.05)
+        await quiet(sup, "big")
+        await sup.call_tool("shout", {"kib": 3 * 1024, "what": what}, server="big", timeout=30)
+        assert sup.link("big").detail()["oversized_dropped"] == 1  # this incarnation's
+        server = (await sup.metrics_snapshot()).server("big")
+        assert (server.oversized_dropped, server.garbage_lines) == (3, 3 * garbage)
+        exposition = (await sup.metrics_text()).decode()
+        assert 'mcp_supervisor_server_dropped_messages_total{reason="over_max_message_bytes",server="big"} 3.0' in exposition
+        assert f'mcp_supervisor_server_dropped_messages_total{{reason="not_json_rpc",server="big"}} {3.0 * garbage}' in exposition
 
 
 async def test_a_line_that_is_not_utf8_is_garbage_not_the_end_of_the_connection():
