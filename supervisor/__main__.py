@@ -260,13 +260,11 @@ def reload(url: str) -> int:
     if response is None:
         return 1
     diff = response.json()
-    changed = set(diff.get("changed", []))
-    updated = set(diff.get("updated", []))
     rows = [
         ("added", diff.get("added", [])),
         ("removed", diff.get("removed", [])),
-        ("updated in place", sorted(updated)),
-        ("replaced", sorted(changed - updated)),
+        ("updated in place", diff.get("updated", [])),
+        ("replaced", diff.get("replaced", [])),
         ("unchanged", diff.get("unchanged", [])),
         ("settings changed", diff.get("settings", [])),
         ("FAILED", diff.get("failed", [])),

@@ -477,7 +477,8 @@ class EmbeddedSupervisor:
         touched (their calls in flight go on). A ``Config`` (or path) also brings its
         toolsets, which then replace those given at ``embed``. The new list is checked
         (duplicate names, toolsets) before anything changes. Reloads are serialized.
-        Returns ``{"added", "removed", "updated", "restarted", "unchanged"}`` (server names).
+        Returns ``{"added", "removed", "updated", "replaced", "unchanged"}`` (server names),
+        as `Supervisor.reconcile` and the daemon's reload do.
         """
         wanted, config = _servers_of(servers_or_config)
         toolsets = dict(config.settings.toolsets) if config is not None else None
@@ -497,10 +498,7 @@ class EmbeddedSupervisor:
         async with self._reload_lock:
             if toolsets is not None:
                 await sup.set_toolsets(toolsets)
-            diff = await sup.reconcile(wanted_list)
-            restarted = [name for name in diff["changed"] if name not in diff["updated"]]
-            return {"added": diff["added"], "removed": diff["removed"], "updated": diff["updated"],
-                    "restarted": restarted, "unchanged": diff["unchanged"]}
+            return await sup.reconcile(wanted_list)
 
     async def restart(self, server: str) -> ChildStatus:
         """Restart one server now (``Supervisor.restart_server``: no gap for its callers,

@@ -262,8 +262,8 @@ class Supervisor:
         on_error: Callable[[str, Exception], None] | None = None,
     ) -> dict[str, list[str]]:
         """Supervise exactly the enabled specs of ``wanted``, diffed by name against the
-        servers supervised now; returns the names under ``added``, ``removed``, ``changed``
-        (of which ``updated`` were changed in place, the rest replaced) and ``unchanged``.
+        servers supervised now; returns the names under ``added``, ``removed``, ``updated``
+        (changed in place), ``replaced`` (changed, and so replaced) and ``unchanged``.
 
         Removed servers stop first (draining, as `remove_server`; their tool names are then
         free). A changed server whose spec differs only in `LIVE_KEYS` is updated in place
@@ -299,7 +299,8 @@ class Supervisor:
                 nursery.start_soon(step, name, action, specs[name])
             for name in added:
                 nursery.start_soon(step, name, self.add_server, specs[name])
-        return {"added": added, "removed": removed, "changed": changed, "updated": updated, "unchanged": unchanged}
+        replaced = [n for n in changed if n not in updated]
+        return {"added": added, "removed": removed, "updated": updated, "replaced": replaced, "unchanged": unchanged}
 
     async def _update_server(self, spec: ServerSpec) -> None:
         self._refuse_while_replacing(spec.name)

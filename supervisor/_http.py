@@ -189,8 +189,8 @@ class Daemon:
 
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the config and apply it (see the class docstring). Returns the diff:
-        server names under ``added``, ``removed``, ``changed`` (of which ``updated`` in place,
-        the rest replaced), ``unchanged`` and ``failed``,
+        server names under ``added``, ``removed``, ``updated`` (in place), ``replaced``,
+        ``unchanged`` and ``failed``,
         and under ``settings`` the names of the ``supervisor`` settings that changed (never
         their values). Raises `ConfigError` (nothing changed) for an invalid config."""
         async with self._reload_lock:

@@ -262,7 +262,7 @@ def test_embed_calls_lists_reports_reloads_restarts_and_fences():
 
             # reload: diffed by name; the unchanged server is not touched
             diff = await sup.reload([echo, changed, new])
-            assert diff == {"added": ["new"], "removed": ["drop"], "updated": [], "restarted": ["change"], "unchanged": ["echo"]}
+            assert diff == {"added": ["new"], "removed": ["drop"], "updated": [], "replaced": ["change"], "unchanged": ["echo"]}
             after = await sup.status()
             assert server_pid(after, "echo") == server_pid(before, "echo")
             assert server_pid(after, "change") != server_pid(before, "change")

@@ -209,7 +209,7 @@ async def test_a_change_of_live_keys_only_is_applied_in_place():
                 nursery.start_soon(slow_call)
                 await wait_until(lambda: sup.link("echo").inflight == 1, what="the call in flight")
                 diff = await sup.reconcile([tight])
-                assert (diff["changed"], diff["updated"]) == (["echo"], ["echo"]), diff
+                assert (diff["updated"], diff["replaced"]) == (["echo"], []), diff
                 with pytest.raises(Overloaded):  # max_concurrency 1, max_queue 0, and one is in flight
                     await sup.call_tool("echo__echo", {"text": "x"}, timeout=5)
         assert len(in_flight) == 1 and not in_flight[0].is_error  # 1 s: its own deadline, not 0.3 s
@@ -222,7 +222,7 @@ async def test_a_change_of_live_keys_only_is_applied_in_place():
 
         with trio.fail_after(30):
             diff = await sup.reconcile([msgspec.structs.replace(tight, args=[*tight.args, "--name", "other"])])
-        assert (diff["changed"], diff["updated"]) == (["echo"], []), diff
+        assert (diff["updated"], diff["replaced"]) == ([], ["echo"]), diff
         assert sup.link("echo").process.pid != pid
         assert text_of(await sup.call_tool("echo__echo", {"text": "new"}, timeout=5)) == "new"  # still tight, now new
 
@@ -460,7 +460,7 @@ async def test_daemon_reload_replaces_a_changed_server_without_a_gap(tmp_path, s
                 loop.stop.set()
 
             assert response.status_code == 200, response.text
-            assert response.json()["changed"] == ["echo"] and response.json()["failed"] == []
+            assert response.json()["replaced"] == ["echo"] and response.json()["failed"] == []
             assert response.json()["updated"] == []  # args: what the server is, so replaced
             assert loop.started_during_replacement > 0, "no call arrived during the reload: the test proves nothing"
             assert not loop.gaps(), loop.gaps()
@@ -481,7 +481,7 @@ async def test_daemon_reload_of_a_timeout_keeps_the_server_process(tmp_path, sta
             write_config(config, {"echo": {**echo, "timeout": 0.5}})
             response = await http.post(daemon.url + "/reload")
             assert response.status_code == 200, response.text
-            assert (response.json()["changed"], response.json()["updated"]) == (["echo"], ["echo"])
+            assert (response.json()["updated"], response.json()["replaced"]) == (["echo"], [])
             assert text_of(await client.call_tool("pid", {})) == pid
             late = await client.call_tool("sleep", {"seconds": 3})
             assert late.is_error and (late.meta or {}).get(FAILURE_META_KEY, {}).get("kind") == "DeadlineExceeded"
