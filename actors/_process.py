@@ -44,7 +44,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp import StdioServerParameters
 from mcp.shared.message import SessionMessage
 
-from ._stdio import Delivered, read_messages, write_messages
+from ._stdio import Delivered, answer_oversized, read_messages, write_messages
 
 __all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 
@@ -406,10 +406,15 @@ async def open_stdio(
         finally:
             stderr_done.set()
 
+    refusals = write_stream.clone()  # answers to the server's requests over the limit
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_stderr)
         nursery.start_soon(_watch_exit, proc, process)
-        nursery.start_soon(read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized)
+        nursery.start_soon(
+            read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized,
+            lambda request: nursery.start_soon(answer_oversized, refusals, request),
+        )
         nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
         try:
             yield read_stream, write_stream
@@ -417,6 +422,7 @@ async def open_stdio(
             with trio.CancelScope(shield=True):
                 read_stream.close()  # the reader drains from here: a server blocked on
                 write_stream.close()  # a full stdout can read its stdin again
+                refusals.close()
                 with trio.move_on_after(_FLUSH):
                     await written.wait()
                 with contextlib.suppress(*_CLOSED):

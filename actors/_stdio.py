@@ -13,8 +13,11 @@ serializer, and nothing else of the protocol:
   counted and dropped up to its newline, and the wire goes on with the next line. If it
   was an answer (a ``result`` or ``error``, no ``method``, its ``id`` at either end), the
   request gets a JSON-RPC error saying how large the answer was (`oversized`), so the call
-  fails at once instead of waiting for its deadline; a request or notification from the
-  server is dropped and logged; anything else is one garbage line;
+  fails at once instead of waiting for its deadline; a request is answered with an error
+  saying how large it was (`OversizedRequest`, through ``refuse``), so the peer's call
+  fails at once too; a notification is dropped and logged; anything else is one garbage
+  line. The wire is the same in both directions: the supervisor reads servers with it, and
+  the daemon's ``--stdio`` front reads its client with it;
 - a line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
   one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped;
@@ -38,12 +41,16 @@ from typing import Any, Final
 
 import anyio
 import mcp_types
+import msgspec
 import pydantic_core
 import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
-__all__ = ["OVERSIZED", "Delivered", "oversized", "read_messages", "write_messages"]
+__all__ = [
+    "OVERSIZED", "Delivered", "OversizedRequest", "answer_oversized", "oversized", "read_messages", "refusal",
+    "write_messages",
+]
 
 log = logging.getLogger("supervisor.stdio")
 
@@ -57,9 +64,37 @@ _TAIL: Final = 256  # and of its end, where some serializers put the id
 _TRAILING_ID: Final = re.compile(
     rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?}\s*$'
 )
+#: A top-level ``"method"`` that ends the object (a serializer that writes it after the params).
+_TRAILING_METHOD: Final = re.compile(rb'"method"\s*:\s*"(?:[^"\\]|\\.)*"\s*}\s*$')
 _GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError, trio.ClosedResourceError, trio.BrokenResourceError)
 
 Delivered = SessionMessage | Exception
+
+
+class OversizedRequest(msgspec.Struct, frozen=True):
+    """A request from the peer whose line was over ``max_bytes``: dropped unread."""
+
+    id: Any
+    size: int
+    max_bytes: int
+
+
+def refusal(request: OversizedRequest) -> SessionMessage:
+    """The error answer to an `OversizedRequest` (invalid request, saying how large)."""
+    message = f"the request was {request.size} bytes, over the limit of {request.max_bytes}; it was not read"
+    error = mcp_types.ErrorData(
+        code=mcp_types.INVALID_REQUEST, message=message, data={"size": request.size, "limit": request.max_bytes}
+    )
+    return SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request.id, error=error))
+
+
+async def answer_oversized(writer: MemoryObjectSendStream[SessionMessage], request: OversizedRequest) -> None:
+    """Send the `refusal` of ``request`` on ``writer`` (a clone of the writer's input);
+    nothing when the wire is closed meanwhile."""
+    try:
+        await writer.send(refusal(request))
+    except _GONE:
+        pass
 
 
 async def read_messages(
@@ -68,10 +103,13 @@ async def read_messages(
     max_bytes: int,
     server: str,
     dropped: Callable[[], None] = lambda: None,
+    refuse: Callable[[OversizedRequest], None] = lambda request: None,
 ) -> None:
     """Hand each line of ``stdout`` to ``messages``, parsed, until stdout ends; then close
     ``messages``. See the module docstring for lines that are too long or not JSON-RPC;
-    ``dropped`` is called for each line over ``max_bytes``."""
+    ``dropped`` is called for each line over ``max_bytes``, ``refuse`` for each of those
+    that was a request with an id (it must not block: it answers from another task, as the
+    writer may be waiting for the peer to read, and the peer for us)."""
     try:
         async with messages:
             pending: list[bytes] = []
@@ -107,7 +145,9 @@ async def read_messages(
                         message = None if not line or line.isspace() else _parse(line)
                     pending, size, head, tail = [], 0, b"", b""
                     start = end + 1
-                    if message is not None:
+                    if isinstance(message, OversizedRequest):
+                        refuse(message)
+                    elif message is not None:
                         await messages.send(message)
     except _GONE:
         pass  # the session stopped reading
@@ -132,23 +172,30 @@ async def _drain(stdout: trio.abc.ReceiveStream) -> None:
         pass
 
 
-def oversized(head: bytes, tail: bytes, size: int, max_bytes: int, server: str) -> Delivered | None:
+def oversized(
+    head: bytes, tail: bytes, size: int, max_bytes: int, server: str
+) -> Delivered | OversizedRequest | None:
     """What stands for a line of ``size`` bytes over ``max_bytes`` that began with ``head``
     and ended with ``tail``: an error answer to its request if it was an answer (a
-    ``result`` or ``error`` key, no ``method``, an ``id`` at either end), None if it was a
-    request or a notification from the server (dropped), the parse error otherwise
+    ``result`` or ``error`` key, no ``method``, an ``id`` at either end); an
+    `OversizedRequest` if it was a request with an id at its start (a ``method`` key at
+    either end); None if it was a notification (dropped); the parse error otherwise
     (garbage)."""
     keys = _top_level_keys(head)
+    is_request = "method" in keys or _TRAILING_METHOD.search(tail) is not None
     answer_id = None
-    if "method" not in keys and ("result" in keys or "error" in keys):
+    if not is_request and ("result" in keys or "error" in keys):
         answer_id = keys.get("id")
         if answer_id is None:
             found = _TRAILING_ID.search(tail)
             answer_id = json.loads(found.group(1)) if found else None
+    if is_request and keys.get("id") is not None:
+        log.warning("%r sent a request of %d bytes (limit %d): refused unread", server, size, max_bytes)
+        return OversizedRequest(keys["id"], size, max_bytes)
     if answer_id is None:
-        what = "a request or notification" if "method" in keys else "a line that is no JSON-RPC answer"
-        log.warning("server %r wrote %s of %d bytes (max_message_bytes %d): dropped", server, what, size, max_bytes)
-        if "method" in keys:
+        what = "a notification" if is_request else "a line that is no JSON-RPC answer"
+        log.warning("%r wrote %s of %d bytes (limit %d): dropped", server, what, size, max_bytes)
+        if is_request:
             return None
         return ValueError(f"a line of {size} bytes, over max_message_bytes ({max_bytes}), that is not a JSON-RPC answer")
     log.warning("server %r answered request %r with %d bytes (max_message_bytes %d): dropped", server, answer_id, size, max_bytes)

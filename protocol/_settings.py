@@ -46,7 +46,9 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     - ``auth_token``: the bearer token HTTP clients must send; None: no auth.
     - ``toolsets``: toolset name -> categories; added to (or replacing by name) the seed's
       toolsets.
-    - ``max_body_bytes``: the largest HTTP request body accepted.
+    - ``max_body_bytes``: the largest request the daemon's front accepts: an HTTP body, or
+      one line from a ``--stdio`` client (a longer one is never held; a request that long is
+      answered with an error).
     - ``cache_tools`` / ``cache_ttl``: the seed's tool-cache switches. With ``cache_tools``
       false every server's default ``tools_ttl`` is `UNCACHED_TOOLS_TTL`; else it is
       ``cache_ttl`` (None: the list is kept until the server says it changed or restarts).

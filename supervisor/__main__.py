@@ -140,7 +140,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
             async with trio.open_nursery() as serving:
                 if stdio:
                     serving.start_soon(_cancel_when, stop_serving, serving.cancel_scope)
-                    await gateway.serve_stdio()
+                    await gateway.serve_stdio(config.settings.max_body_bytes)
                     log.info("stdin closed: stopping")
                     serving.cancel_scope.cancel()
                 else:

@@ -91,6 +91,7 @@ from actors._front import calling_for
 from actors._registry import NAMESPACE_SEPARATOR
 from actors._wire import unsendable
 from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
+from protocol._settings import DEFAULT_MAX_BODY_BYTES
 
 from ._facade import Supervisor
 from ._front_relay import FrontRelay
@@ -508,9 +509,10 @@ class Gateway:
 
     # -- stdio ----------------------------------------------------------------------------
 
-    async def serve_stdio(self) -> None:
-        """Serve this gateway over the process's stdin/stdout until stdin closes."""
-        from mcp.server.stdio import stdio_server
+    async def serve_stdio(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        """Serve this gateway over the process's stdin/stdout until stdin closes; a line
+        from the client over ``max_bytes`` is refused unread (`stdio_wire`)."""
+        from ._stdio_front import stdio_wire
 
-        async with stdio_server() as (read_stream, write_stream):
+        async with stdio_wire(max_bytes) as (read_stream, write_stream):
             await self.server.run(read_stream, write_stream, self.server.create_initialization_options())

@@ -248,6 +248,48 @@ async def test_stdio_client_lists_and_calls(tmp_path):
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="the upstream to be stopped")
 
 
+async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
+    """The SDK's stdio server read a client's line with no bound: 200 MiB without a newline
+    took +207 MB of the daemon's memory. Now a line over ``max_body_bytes`` is never held: a
+    request that long is answered at once with an error saying how large it was (the call
+    does not wait for its timeout), and the wire goes on with the next line."""
+    echo, _ = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo}, max_body_bytes=65536)
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    with trio.fail_after(30):
+        async with Client(StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT))) as client:
+            with pytest.raises(MCPError, match=r"the request was \d+ bytes, over the limit of 65536; it was not read"):
+                await client.call_tool("echo", {"text": "x" * 100_000})
+            assert text_of(await client.call_tool("echo", {"text": "small"})) == "small"
+
+    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        def rss_kib() -> int:
+            with open(f"/proc/{daemon.pid}/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(daemon.stdin.write, (json.dumps(init) + "\n").encode())
+            await trio.to_thread.run_sync(daemon.stdin.flush)
+            assert json.loads(await trio.to_thread.run_sync(daemon.stdout.readline))["id"] == 1  # it serves
+            before = rss_kib()
+            chunk = b"x" * (1 << 20)
+            for _ in range(64):  # 64 MiB, no newline
+                await trio.to_thread.run_sync(daemon.stdin.write, chunk)
+            await trio.to_thread.run_sync(daemon.stdin.write, b"\n" + (json.dumps({**init, "id": 2}) + "\n").encode())
+            await trio.to_thread.run_sync(daemon.stdin.flush)
+            assert json.loads(await trio.to_thread.run_sync(daemon.stdout.readline))["id"] == 2  # it went on
+            assert rss_kib() - before < 16 * 1024, (before, rss_kib())
+            daemon.stdin.close()  # the end of stdin stops the daemon, cleanly
+            assert await trio.to_thread.run_sync(daemon.wait) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 async def test_openai_agents_streamable_http(shared_daemon):
     daemon = shared_daemon
 

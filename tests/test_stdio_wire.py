@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from mcp import MCPError
 from mcp.shared.message import SessionMessage
 
-from actors._stdio import oversized, read_messages
+from actors._stdio import OversizedRequest, oversized, read_messages, refusal
 from conftest import server_spec, settled
 from protocol import BackoffPolicy, InvalidResult
 from supervisor import Supervisor
@@ -209,6 +209,42 @@ def test_an_oversized_line_is_answered_only_when_it_is_surely_an_answer(head, ta
         assert isinstance(stand_in.message, mcp_types.JSONRPCError)
         assert stand_in.message.id == answers
         assert stand_in.message.error.data == {"max_message_bytes": MIB, "size": 50 * MIB}
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "stand_in"),
+    [
+        (b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"x":"yy', b'yy"}}', OversizedRequest(4, 50 * MIB, MIB)),
+        # the method after the params: known from the end of the line
+        (b'{"jsonrpc":"2.0","id":"r1","params":{"x":"yy', b'yy"},"method":"sampling/createMessage"}',
+         OversizedRequest("r1", 50 * MIB, MIB)),
+        # a notification has no one to answer: dropped
+        (b'{"jsonrpc":"2.0","method":"notifications/message","params":{"x":"yy', b'yy"}}', None),
+    ],
+)
+def test_an_oversized_request_is_refused_with_its_id(head, tail, stand_in):
+    """A request over the limit (the daemon's stdio client sending an image, a server's
+    sampling request) is answered at once with an error naming its size; before, a server's
+    request that long was dropped (its caller waited out its own timeout), and one whose
+    method came after its params counted as a garbage line."""
+    assert oversized(head, tail, 50 * MIB, MIB, "s") == stand_in
+    if stand_in is not None:
+        error = refusal(stand_in).message
+        assert isinstance(error, mcp_types.JSONRPCError) and error.id == stand_in.id
+        assert error.error.code == mcp_types.INVALID_REQUEST
+        assert error.error.message == f"the request was {50 * MIB} bytes, over the limit of {MIB}; it was not read"
+
+
+async def test_the_reader_hands_an_oversized_request_to_refuse_and_goes_on():
+    line = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"x": "y" * 5000}}).encode()
+    after = b'{"jsonrpc": "2.0", "method": "notifications/initialized"}'
+    send, receive = anyio.create_memory_object_stream(10)
+    refused: list[OversizedRequest] = []
+    await read_messages(_Chunks([line[:3000], line[3000:] + b"\n" + after + b"\n"]), send, 1000, "s", refuse=refused.append)
+    assert refused == [OversizedRequest(9, len(line), 1000)]
+    assert receive.receive_nowait().message.method == "notifications/initialized"
+    with pytest.raises(anyio.EndOfStream):  # nothing else was delivered
+        receive.receive_nowait()
 
 
 class _Chunks(trio.abc.ReceiveStream):

@@ -1,0 +1,114 @@
+"""The daemon's ``--stdio`` front: MCP over the process's own stdin and stdout.
+
+The mcp SDK's ``stdio_server`` reads its client line by line with no bound: a client that
+sends one enormous line (a tool argument holding an image, a runaway writer without a
+newline) took that much memory of the daemon, which every server and client shares
+(measured: 200 MiB without a newline, +207 MB RSS). The HTTP front refuses a body over
+``max_body_bytes``; this front now holds a line to the same limit, with the wire the
+supervisor reads its servers with (`actors._stdio`): linear, a line over the limit never
+held, a request that long answered at once with an error saying how large it was (the
+client's call fails instead of waiting), a notification that long dropped, anything else
+not JSON-RPC handed on as the SDK's transport does.
+
+As the SDK's transport does, the front claims fds 0 and 1 while it serves: they point at
+the null device and at stderr, so a stray ``print`` (ours or a library's) cannot corrupt the
+wire, and the wire is served from private duplicates; both are restored on exit. Reads and
+writes run in worker threads, never on a non-blocking fd: stdin may be a terminal shared
+with the shell, and ``O_NONBLOCK`` would outlive us there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import SessionMessage
+
+from actors._stdio import Delivered, answer_oversized, read_messages, write_messages
+
+__all__ = ["stdio_wire"]
+
+_READ_SIZE = 65536
+
+
+class _ThreadedReader(trio.abc.ReceiveStream):
+    """``os.read`` of a blocking fd in a worker thread."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await trio.to_thread.run_sync(os.read, self.fd, max_bytes or _READ_SIZE, abandon_on_cancel=True)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class _ThreadedWriter(trio.abc.SendStream):
+    """Whole writes to a blocking fd in a worker thread."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.to_thread.run_sync(self._write_all, bytes(data), abandon_on_cancel=True)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+@contextlib.contextmanager
+def _claimed(fd: int, stand_in: int) -> Any:
+    """A private duplicate of ``fd`` while ``fd`` itself points at ``stand_in``."""
+    private = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.dup2(stand_in, fd)
+    try:
+        yield private
+    finally:
+        os.dup2(private, fd)
+        os.close(private)
+
+
+@contextlib.asynccontextmanager
+async def stdio_wire(
+    max_bytes: int,
+) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Delivered], MemoryObjectSendStream[SessionMessage]]]:
+    """The streams for ``Server.run`` over this process's stdin and stdout, each line held
+    to ``max_bytes`` (see the module docstring). Ends the read stream when stdin ends."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with _claimed(0, devnull) as stdin_fd, _claimed(1, 2) as stdout_fd:
+            incoming, read_stream = anyio.create_memory_object_stream[Delivered](0)
+            write_stream, outgoing = anyio.create_memory_object_stream[SessionMessage](0)
+            refusals = write_stream.clone()
+            written = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    read_messages, _ThreadedReader(stdin_fd), incoming, max_bytes, "the stdio client",
+                    lambda: None, lambda request: nursery.start_soon(answer_oversized, refusals, request),
+                )
+                nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd), outgoing, incoming, written, nursery)
+                try:
+                    yield read_stream, write_stream
+                finally:
+                    write_stream.close()
+                    refusals.close()
+                    with trio.move_on_after(0.5), trio.CancelScope(shield=True):
+                        await written.wait()  # what the server answered last goes out
+                    nursery.cancel_scope.cancel()
+    finally:
+        os.close(devnull)
