@@ -20,7 +20,9 @@ serializer, and nothing else of the protocol:
   the daemon's ``--stdio`` front reads its client with it;
 - a line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
-  one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped;
+  one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped; a lone
+  surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) is read as
+  U+FFFD instead of costing the whole message;
 - one line at a time: no read-ahead while the session has not taken the last message, so a
   flooding server is held back by its own pipe;
 - writing: a message the SDK's serializer cannot encode (a lone surrogate in a value) is not
@@ -33,6 +35,7 @@ serializer, and nothing else of the protocol:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -159,7 +162,28 @@ def _parse(line: bytes) -> Delivered:
     try:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, or UnicodeDecodeError
+        if b"\\u" in line:  # perhaps half an emoji: mended, it may parse
+            mended = _ESCAPE.sub(_mend, line)
+            if mended != line:
+                with contextlib.suppress(ValueError):
+                    return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(mended.decode(), by_name=False))
         return exc
+
+
+#: A JSON escape: a surrogate pair, a lone surrogate, or any other (so that ``\\\\`` is
+#: consumed whole and the scan stays aligned on real escapes).
+_ESCAPE: Final = re.compile(
+    rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[dD][89a-fA-F][0-9a-fA-F]{2}|.)", re.S
+)
+
+
+def _mend(escape: re.Match[bytes]) -> bytes:
+    """A lone surrogate escape as U+FFFD; any other escape as it was. JSON allows
+    ``"\\ud83d"`` alone (a JavaScript server that cuts a string in the middle of an
+    emoji writes it), but the SDK's parser refuses it, and with it the whole answer: the
+    call would wait out its deadline for an answer that came."""
+    text = escape.group(0)
+    return rb"\ufffd" if len(text) == 6 else text
 
 
 async def _drain(stdout: trio.abc.ReceiveStream) -> None:

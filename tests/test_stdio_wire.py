@@ -114,6 +114,35 @@ async def test_a_line_that_is_not_utf8_is_garbage_not_the_end_of_the_connection(
         assert sup.link("big").process.pid == pid
 
 
+@pytest.mark.parametrize(
+    ("text_json", "text"),
+    [
+        (rb"cut at \ud83d", "cut at \ufffd"),  # half an emoji at the end
+        (rb"\ude00 low, \ud83d\ude00 whole", "\ufffd low, \U0001f600 whole"),
+        (rb"\\\ud83d", "\\\ufffd"),  # an escaped backslash, then the lone half
+        (rb"\\ud83d", "\\ud83d"),  # no escape at all: a backslash and text
+    ],
+)
+async def test_half_an_emoji_costs_one_character_not_the_answer(text_json, text):
+    """JSON allows a lone surrogate escape (``"\\ud83d"``: a JavaScript server that cuts a
+    string in the middle of an emoji writes it), and the SDK's parser refuses it, with the
+    whole line: the answer counted as garbage and its call waited out its deadline. It is
+    read as U+FFFD now."""
+    line = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"' + text_json + b'"}]}}'
+    send, receive = anyio.create_memory_object_stream(10)
+    await read_messages(_Chunks([line + b"\n"]), send, MIB, "s")
+    assert receive.receive_nowait().message.result["content"][0]["text"] == text
+
+
+async def test_half_an_emoji_from_a_real_server_is_answered():
+    spec = server_spec("big", "big.py")
+    async with Supervisor([spec]) as sup:
+        await quiet(sup, "big")
+        result = await sup.call_tool("half_emoji", {}, server="big", timeout=10)
+        assert text(result) == "cut at \ufffd"  # its own answer, not the SDK's later one
+        assert sup.link("big").conn.garbage_lines == 0
+
+
 async def test_blank_lines_are_no_garbage():
     """A server that ends its lines with blank ones (or ``\\r\\n``): the SDK's transport
     counted each as a line that is not JSON-RPC, and past garbage_threshold in a row the

@@ -6,6 +6,9 @@
   ``notifications/message`` carrying that much data), ``blank`` (``kib`` times
   three lines of nothing but whitespace), ``invalid-utf8`` (a short line that
   is not UTF-8; ``kib`` is ignored).
+- ``half_emoji(ctx)``: answers, itself, with a text ending in a lone surrogate (``"\\ud83d"``:
+  valid JSON, as a JavaScript server that cuts a string in the middle of an emoji writes
+  it), then lets the SDK answer too (the client ignores the second answer to one id).
 
 Lines that are not the SDK's are written through a duplicate of fd 1 taken before serving
 (see garbage.py): while one is written, the SDK must have nothing else to write, or the two
@@ -16,6 +19,8 @@ interleave (a test waits until the connection is quiet, its listen stream acknow
 
 import json
 import os
+
+from mcp.server.mcpserver import Context
 
 from _common import READ_ONLY, base_parser, make_server, serve_stdio
 
@@ -51,6 +56,15 @@ def main() -> None:
         else:
             raise ValueError(f"unknown what: {what!r}")
         return "done"
+
+    @mcp.tool()
+    def half_emoji(ctx: Context) -> str:
+        """Answer with a text that ends in half an emoji (see the module docstring)."""
+        content = [{"type": "text", "text": "cut at \ud83d"}]
+        result = {"content": content, "structuredContent": {"result": content[0]["text"]}, "resultType": "complete"}
+        answer = {"jsonrpc": "2.0", "id": ctx.request_id, "result": result}
+        write(json.dumps(answer).encode() + b"\n")  # ensure_ascii: the surrogate as an escape
+        return "the SDK's own answer (ignored)"
 
     serve_stdio(mcp)
 
