@@ -35,6 +35,7 @@ from actors._stdio import Delivered, answer_oversized, read_messages, write_mess
 __all__ = ["stdio_wire"]
 
 _READ_SIZE = 65536
+_FLUSH = 0.5  # s for the last answers to go out at the end: a client that stops reading gets no more
 
 
 class _ThreadedReader(trio.abc.ReceiveStream):
@@ -107,7 +108,7 @@ async def stdio_wire(
                 finally:
                     write_stream.close()
                     refusals.close()
-                    with trio.move_on_after(0.5), trio.CancelScope(shield=True):
+                    with trio.CancelScope(shield=True), trio.move_on_after(_FLUSH):
                         await written.wait()  # what the server answered last goes out
                     nursery.cancel_scope.cancel()
     finally:

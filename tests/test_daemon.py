@@ -290,6 +290,31 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
             daemon.wait()
 
 
+async def test_a_stdio_client_that_stops_reading_cannot_hold_the_daemon_up(tmp_path):
+    """The client sends requests, never reads the answers (the pipe fills, the daemon's
+    writer blocks), then closes stdin: the daemon still stops, within its bounds."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        lines = [init, {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+        lines += [{"jsonrpc": "2.0", "id": n, "method": "tools/list"} for n in range(1, 400)]
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(daemon.stdin.write, "".join(json.dumps(line) + "\n" for line in lines).encode())
+            await trio.to_thread.run_sync(daemon.stdin.flush)
+            await trio.sleep(3)  # the answers fill the pipe nobody reads
+            daemon.stdin.close()
+            assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
+        await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="the upstream to be stopped")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 async def test_openai_agents_streamable_http(shared_daemon):
     daemon = shared_daemon
 
