@@ -217,9 +217,7 @@ class Supervisor:
         ``backoff.max_consecutive`` failures in a row. Raises ``KeyError`` for a server not
         supervised, ``RuntimeError`` while it is being replaced or removed.
         """
-        handle = self._handles.get(name)
-        if handle is None:
-            raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
+        handle = self._supervised(name)
         return await self.replace_server(handle.spec)
 
     async def set_breaker(self, name: str, action: str, reason: str = "operator") -> ChildStatus:
@@ -240,15 +238,20 @@ class Supervisor:
         messages = {"open": lambda: ForceOpen(reason), "disable": lambda: Disable(reason), "reset": Reset}
         if action not in messages:
             raise ValueError(f"no breaker action {action!r} (one of: {', '.join(messages)})")
-        handle = self._handles.get(name)
-        if handle is None:
-            raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
+        handle = self._supervised(name)
         if handle.breaker_ref is None or handle.replacing is not None:
             raise RuntimeError(f"server {name!r} has no running breaker now (being started or replaced); try again")
         await handle.breaker_ref.ask(messages[action](), _OPERATOR_ASK_TIMEOUT)
         (servers,) = [child for child in self.status().children if child.id == "servers"]
         (server,) = [child for child in servers.children if child.id == f"server:{name}"]
         return server
+
+    def _supervised(self, name: str) -> ServerHandle:
+        """The handle of server ``name``; ``KeyError`` naming the supervised ones otherwise."""
+        handle = self._handles.get(name)
+        if handle is None:
+            raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
+        return handle
 
     def _refuse_while_replacing(self, name: str) -> None:
         handle = self._handles.get(name)

@@ -5,8 +5,9 @@ Routes:
 - ``/mcp``: the aggregated MCP endpoint (streamable HTTP, the mcp SDK's session manager
   over `Gateway.server`). ``Host`` and ``Origin`` are validated by the SDK's
   ``TransportSecuritySettings`` (DNS-rebinding protection): a foreign ``Origin`` gets 403, a
-  foreign ``Host`` 421; so are they on every other route but ``/healthz``. While the daemon drains for shutdown, ``/mcp`` keeps answering (a
-  client may need ``tools/list`` to finish a call in flight) but refuses new tool calls.
+  foreign ``Host`` 421; so are they on every other route but ``/healthz``. While the
+  daemon drains for shutdown, ``/mcp`` keeps answering (a client may need ``tools/list``
+  to finish a call in flight) but refuses new tool calls.
   SSE streams are resumable: a client reconnecting with ``Last-Event-ID`` gets what it
   missed (`BoundedEventStore`, the last 10,000 events in memory).
 - ``GET /status``: the supervision tree as JSON (``ChildStatus``).
