@@ -53,8 +53,10 @@ SDK's subscription bus, which reaches 2026-07-28 clients that opened
 connections seen so far get the ``list_changed`` notification on their standalone channel
 (the GET stream on HTTP, the pipe on stdio). ``resource_updated`` events go the same two
 ways, to the clients subscribed to that URI. Best effort: a connection that has gone away
-is forgotten; the SDK exposes the per-request connection only as the session's private
-``_connection``, which is read defensively.
+is forgotten, and one whose client has stopped reading (it took no notification within
+`TELL_TIMEOUT`) is skipped until that client's next request. The SDK exposes the
+per-request connection only as the session's private ``_connection``, which is read
+defensively.
 
 Capabilities: the gateway advertises everything it can relay (tools, prompts, resources
 with subscribe and listChanged, completions, logging), whatever the upstreams support at
@@ -102,6 +104,9 @@ log = logging.getLogger("supervisor.gateway")
 
 FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
 """The ``_meta`` key of an ``isError`` result that carries a typed failure."""
+
+TELL_TIMEOUT = 1.0
+"""How long (s) the handshake-era connections are given to take one change notification."""
 
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 
@@ -196,6 +201,8 @@ class Gateway:
         self.idle.set()
         self.bus = InMemorySubscriptionBus()
         self._legacy_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Connections that took no notification within `TELL_TIMEOUT`, skipped until their next request.
+        self._stuck: weakref.WeakSet[Any] = weakref.WeakSet()
         #: Each handshake-era front connection's ``logging/setLevel``.
         self._log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.server: Server[Any] = _GatewayServer(
@@ -231,6 +238,7 @@ class Gateway:
         if connection is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             try:
                 self._legacy_connections.add(connection)
+                self._stuck.discard(connection)
             except TypeError:  # not weak-referenceable: skip rather than leak
                 pass
 
@@ -252,16 +260,34 @@ class Gateway:
                     await self._tell_legacy(list(self._legacy_connections), method)
 
     async def _tell_legacy(self, connections: list[Any], method: str, *args: Any) -> None:
-        """Best effort, one second each: a client that has gone away is forgotten."""
-        for connection in connections:
-            try:
-                with trio.move_on_after(1.0):
+        """Tell handshake-era connections, all at once, within `TELL_TIMEOUT` in all. One
+        that cannot take the notification in that time (its client has stopped reading its
+        stream: the buffers up to it are full) is skipped from then on, until its client's
+        next request; one that has gone away is forgotten. So a stuck client costs the
+        others one wait, once, not one per change event."""
+
+        async def tell(connection: Any) -> None:
+            with trio.move_on_after(TELL_TIMEOUT) as waited:
+                try:
                     await getattr(connection, method)(*args)
-            except Exception as exc:
-                log.debug("%s not delivered: %s", method, exc)
-                self._legacy_connections.discard(connection)
-                for subscribers in self._subscribers.values():
-                    subscribers.discard(connection)
+                except Exception as exc:
+                    log.debug("%s not delivered: %s", method, exc)
+                    self._legacy_connections.discard(connection)
+                    for subscribers in self._subscribers.values():
+                        subscribers.discard(connection)
+            if waited.cancelled_caught:
+                self._stuck.add(connection)
+                log.warning(
+                    "client session %s took no change notification in %.0f s (it has stopped reading "
+                    "its stream): it is told of no more changes until its next request",
+                    getattr(connection, "session_id", None) or "(stdio)",
+                    TELL_TIMEOUT,
+                )
+
+        async with trio.open_nursery() as nursery:
+            for connection in connections:
+                if connection not in self._stuck:
+                    nursery.start_soon(tell, connection)
 
     # -- tools ----------------------------------------------------------------------------
 

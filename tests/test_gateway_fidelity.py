@@ -34,6 +34,7 @@ shared daemon, the module) is done.
 """
 
 import json
+import socket
 import sys
 import time
 import uuid
@@ -41,6 +42,7 @@ from difflib import unified_diff
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import mcp_types as types
 import pytest
 import trio
@@ -692,6 +694,68 @@ async def test_resource_subscription_gets_updates(http_daemon):
             after = (await t.client.read_resource(COUNTER)).contents[0].text
             assert int(after.split("=")[1]) == int(before.split("=")[1]) + 1, (before, after)
             await t.client.unsubscribe_resource(COUNTER)
+
+
+async def subscribe_and_stop_reading(url: str, uri: str) -> socket.socket:
+    """A handshake-era client, raw: it subscribes to ``uri``, opens its GET stream (the
+    standalone channel its updates come on), reads the response head and nothing more. Its
+    receive buffer is made small so the buffers up to it fill soon."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "stuck", "version": "0"}}}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.post(url + "/mcp", json=init, headers=headers)
+        assert response.status_code == 200, response.text
+        headers |= {"Mcp-Session-Id": response.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+        await http.post(url + "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        subscribe = {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": uri}}
+        assert (await http.post(url + "/mcp", json=subscribe, headers=headers)).status_code == 200
+    host = url.removeprefix("http://")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((host.split(":")[0], int(host.split(":")[1])))
+    head = f"GET /mcp HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.startswith("Mcp-")) + "\r\n"
+    sock.sendall(head.encode())
+    seen = b""
+    while b"\r\n\r\n" not in seen:
+        seen += await trio.to_thread.run_sync(sock.recv, 1)
+    assert seen.startswith(b"HTTP/1.1 200"), seen
+    return sock
+
+
+async def test_a_client_that_stops_reading_costs_the_others_one_wait_once(tmp_path):
+    """A handshake-era client subscribed to a resource stops reading its stream. The gateway
+    told connections one after another, giving each a second, and kept the stuck one: every
+    update then cost a second, so a healthy client's updates queued behind all the stuck
+    client's (thousands of seconds here). Now the stuck client is skipped after one wait (the
+    daemon says so) until its next request, and the healthy client hears the next update."""
+    marker = new_marker("stuck")
+    entry = {"command": sys.executable, "args": [str(EVERYTHING)], "env": {"MCP_TEST_MARKER": marker}}
+    config = tmp_path / "everything.json"
+    config.write_text(json.dumps({"mcpServers": {SERVER_NAME: entry}}))
+    daemon = Daemon(config, tmp_path)
+    try:
+        await daemon.wait_healthy()
+        with trio.fail_after(90):
+            async with Through(daemon, "handshake") as healthy:
+                await healthy.client.subscribe_resource(COUNTER)
+                await healthy.client.subscribe_resource(SENTINEL)
+                stuck = await subscribe_and_stop_reading(daemon.url, COUNTER)
+                with stuck:
+                    touches = 0
+                    with trio.move_on_after(60):
+                        while "stopped reading" not in daemon.log.read_text():
+                            await healthy.client.call_tool("touch", {"uri": COUNTER, "times": 500})
+                            touches += 1
+                    assert "stopped reading" in daemon.log.read_text(), f"{touches} x 500 updates told, never skipped"
+                    await healthy.client.call_tool("touch", {"uri": SENTINEL})
+                    heard = lambda: any(n.get("uri") == SENTINEL for n in healthy.recorder.notifications)
+                    assert await healthy.recorder.wait_for(heard, timeout=10), "the healthy client waits behind the stuck one"
+    finally:
+        daemon.stop()
+    await assert_no_orphans(marker)
 
 
 async def test_resource_subscription_gets_updates_on_listen_streams(http_daemon):

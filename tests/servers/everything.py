@@ -206,15 +206,17 @@ def add_notifying_tools(mcp: MCPServer, state: _State) -> None:
         return f"done {steps} steps"
 
     @mcp.tool()
-    async def touch(uri: str, ctx: Context) -> str:
-        """Bump `uri`'s version and announce notifications/resources/updated to its subscribers."""
-        state.versions[uri] = state.versions.get(uri, 0) + 1
-        for connection in list(state.subscribers.get(uri, [])):  # handshake era: resources/subscribe
-            try:
-                await connection.send_resource_updated(uri)
-            except Exception:  # a gone connection: forget it
-                state.subscribers[uri].remove(connection)
-        await ctx.notify_resource_updated(uri)  # 2026-07-28: subscriptions/listen streams
+    async def touch(uri: str, ctx: Context, times: int = 1) -> str:
+        """Bump `uri`'s version and announce notifications/resources/updated to its
+        subscribers, `times` times over."""
+        for _ in range(times):
+            state.versions[uri] = state.versions.get(uri, 0) + 1
+            for connection in list(state.subscribers.get(uri, [])):  # handshake era: resources/subscribe
+                try:
+                    await connection.send_resource_updated(uri)
+                except Exception:  # a gone connection: forget it
+                    state.subscribers[uri].remove(connection)
+            await ctx.notify_resource_updated(uri)  # 2026-07-28: subscriptions/listen streams
         return f"{uri} version {state.versions[uri]}"
 
     @mcp.tool()
