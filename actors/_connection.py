@@ -531,7 +531,9 @@ class _Connection:
                         await self.slots.park()
             finally:
                 self.link.queued -= 1
-            if waiting.cancelled_caught:
+            # A call woken for its slot may run only after its deadline (the call ahead did
+            # a long stretch of work with no checkpoint): it is then not cancelled, just late.
+            if waiting.cancelled_caught or trio.current_time() >= call.deadline:
                 raise DeadlineExceeded(
                     f"tool {call.tool!r} on server {spec.name!r} waited for a free slot past its deadline "
                     f"(max_concurrency {spec.max_concurrency}); it was never sent",

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 
 import mcp_types
 import msgspec
@@ -551,6 +552,54 @@ async def test_a_call_whose_deadline_passes_in_the_queue_says_it_was_never_sent(
                 await sup.call_tool("write_note", {"text": "x"}, server="busy", timeout=0.3)
         assert late.value.message.endswith("waited for a free slot past its deadline (max_concurrency 1); it was never sent")
         assert late.value.data["sent"] is False and "may or may not" not in late.value.message
+
+
+class _LateWake(trio.abc.Instrument):
+    """Holds the whole run up (real time passes, no task steps) at the moment the task named
+    ``name`` is woken while ``when()`` holds, until ``deadline``: what a long stretch of
+    another task's work with no checkpoint does to a call that was just given a slot."""
+
+    def __init__(self, name: str, when: Callable[[], bool], deadline: float) -> None:
+        self.name, self.when, self.deadline, self.fired = name, when, deadline, False
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name and not self.fired and self.when():
+            self.fired = True
+            time.sleep(max(0.0, self.deadline - trio.current_time()) + 0.05)
+
+
+async def test_a_call_given_its_slot_after_its_deadline_is_not_sent_nor_held_against_the_server(tmp_path):
+    """The call ahead of a queued one ends and wakes it, but the queued call's deadline passes
+    before it runs (here: the run is held up; in life, the call ahead validating a large
+    result). It was sent anyway with its deadline spent, so it timed out at once: reported as
+    "may have run" (it never did) and counted towards ``hang_threshold``, which with 1
+    restarted a healthy server. Now it fails as never sent, and the server is left alone."""
+    ran = tmp_path / "exec.log"
+    spec = server_spec("busy", "echo.py", env={"EXEC_LOG": str(ran)}, max_concurrency=1, max_queue=2, hang_threshold=1)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("busy")
+        first = link.conn
+        failed: list[DeadlineExceeded] = []
+
+        async def queued() -> None:
+            with pytest.raises(DeadlineExceeded) as late:
+                await sup.call_tool("write_note", {"text": "x"}, server="busy", timeout=1.0)
+            failed.append(late.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 0.2}, server="busy", timeout=10))
+            await wait_until(lambda: link.inflight == 1, what="the slot taken")
+            late_wake = _LateWake("queued call", lambda: link.queued == 1, trio.current_time() + 1.0)
+            trio.lowlevel.add_instrument(late_wake)
+            try:
+                nursery.start_soon(queued, name="queued call")
+                await wait_until(lambda: late_wake.fired, timeout=5, what="the queued call woken")
+            finally:
+                trio.lowlevel.remove_instrument(late_wake)
+        [late] = failed
+        assert late.data["sent"] is False, late.message
+        assert link.conn is first and link.conn.consecutive_timeouts == 0
+        assert "write_note" not in (ran.read_text() if ran.exists() else "")
 
 
 async def test_progress_reaches_the_caller():
