@@ -186,6 +186,22 @@ class ServerLink:
         if self.conn is not None:
             await self.conn.sync_subscriptions()
 
+    async def request(self, ask: Callable[[Client], Awaitable[Any]]) -> Any:
+        """``ask(client)`` on the connected incarnation's MCP client (a ``prompts/get``, a
+        ``resources/read``: any request but a tool call) within the server's call
+        ``timeout``. Raises ``ServerUnavailable`` when no incarnation is connected and
+        ``DeadlineExceeded`` at the deadline (the request is cancelled, and the SDK tells
+        the server so); the server's own ``MCPError`` passes through."""
+        conn = self.conn
+        if conn is None:
+            raise ServerUnavailable(
+                f"server {self.spec.name!r} is not connected" + (f" (last error: {self.last_error})" if self.last_error else ""),
+                server=self.spec.name,
+            )
+        with trio.move_on_after(self.spec.timeout):
+            return await ask(conn.client)
+        raise DeadlineExceeded(f"server {self.spec.name!r} did not answer within {self.spec.timeout:g} s", server=self.spec.name)
+
     def _notify(self, kind: str) -> None:
         for listener in list(self.listeners):
             listener(kind, self)
@@ -881,15 +897,21 @@ class _Connection:
                 while self.acked_generation < wanted:
                     await self.acked.wait()
             return
-        async with self.subscribing:
-            with warnings.catch_warnings():  # resources/subscribe is gone in 2026-07-28, not before
-                warnings.simplefilter("ignore")
-                for uri in sorted(self.link.subscriptions - self.subscribed):
-                    await self.client.subscribe_resource(uri)
-                    self.subscribed.add(uri)
-                for uri in sorted(self.subscribed - self.link.subscriptions):
-                    self.subscribed.discard(uri)
-                    await self.client.unsubscribe_resource(uri)
+        with trio.move_on_after(self.spec.timeout):
+            async with self.subscribing:
+                with warnings.catch_warnings():  # resources/subscribe is gone in 2026-07-28, not before
+                    warnings.simplefilter("ignore")
+                    for uri in sorted(self.link.subscriptions - self.subscribed):
+                        await self.client.subscribe_resource(uri)
+                        self.subscribed.add(uri)
+                    for uri in sorted(self.subscribed - self.link.subscriptions):
+                        self.subscribed.discard(uri)
+                        await self.client.unsubscribe_resource(uri)
+            return
+        raise DeadlineExceeded(
+            f"server {self.spec.name!r} did not answer resources/(un)subscribe within {self.spec.timeout:g} s",
+            server=self.spec.name,
+        )
 
     async def listen(self) -> None:
         """What the server announces: a 2026-07-28 server only on a ``subscriptions/listen``

@@ -59,13 +59,12 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types
 import msgspec
-import trio
 from agents.mcp import MCPServer
 from mcp import MCPError
 
 from actors._registry import NAMESPACE_SEPARATOR
 from actors._wire import unsendable
-from protocol import INVALID_PARAMS, DeadlineExceeded, Failure, ServerUnavailable, ToolResult, ToolSpec
+from protocol import INVALID_PARAMS, Failure, ToolResult, ToolSpec
 
 from ._embed import EmbeddedSupervisor, _call_maybe_async
 from ._facade import Supervisor
@@ -362,17 +361,7 @@ async def _on_server(sup: Supervisor, server: str, request: Callable[[Any], Any]
     why = unsendable(sending)
     if why is not None:
         raise MCPError(INVALID_PARAMS, f"the request cannot be sent to server {server!r} as JSON: {why}")
-    link = sup.link(server)
-    conn = link.conn
-    if conn is None:
-        raise ServerUnavailable(
-            f"server {server!r} is not connected" + (f" (last error: {link.last_error})" if link.last_error else ""),
-            server=server,
-        )
-    timeout = link.spec.timeout
-    with trio.move_on_after(timeout):
-        return await request(conn.client)
-    raise DeadlineExceeded(f"server {server!r} did not answer within {timeout:g} s", server=server)
+    return await sup.link(server).request(request)
 
 
 _LISTINGS = {

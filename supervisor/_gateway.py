@@ -378,15 +378,14 @@ class Gateway:
                 continue
         return sorted(out, key=lambda pair: pair[1].conn is None)
 
-    def _client_of(self, server: str, link: Any) -> Any:
-        conn = link.conn
-        if conn is None:
-            raise MCPError(
-                code=-32004,
-                message=f"server {server!r} is not connected" + (f" (last error: {link.last_error})" if link.last_error else ""),
-                data={"kind": "ServerUnavailable", "server": server},
-            )
-        return conn.client
+    @staticmethod
+    async def _ask(link: Any, ask: Any) -> Any:
+        """`ServerLink.request` (bounded by the server's timeout), its typed failures as the
+        client's JSON-RPC errors, the result re-typed as ours (`_as_ours`)."""
+        try:
+            return _as_ours(await link.request(ask))
+        except Failure as failure:
+            raise _as_mcp_error(failure) from None
 
     def _prompt_name(self, server: str, name: str) -> str:
         """A prompt's exposed name: namespaced like the server's tools."""
@@ -414,7 +413,7 @@ class Gateway:
         for server, link in self._links():
             for prompt in link.prompts:
                 if self._prompt_name(server, prompt.name) == params.name:
-                    return _as_ours(await self._client_of(server, link).get_prompt(prompt.name, params.arguments))
+                    return await self._ask(link, lambda client: client.get_prompt(prompt.name, params.arguments))
         raise MCPError(code=types.INVALID_PARAMS, message=f"unknown prompt {params.name!r}")
 
     async def _list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
@@ -434,12 +433,12 @@ class Gateway:
         links = self._links()
         for server, link in links:
             if any(str(r.uri) == uri for r in link.resources):
-                return _as_ours(await self._client_of(server, link).read_resource(uri))
+                return await self._ask(link, lambda client: client.read_resource(uri))
         last: MCPError | None = None
         for server, link in links:
             if link.resource_templates and link.conn is not None:
                 try:
-                    return _as_ours(await link.conn.client.read_resource(uri))
+                    return await self._ask(link, lambda client: client.read_resource(uri))
                 except MCPError as exc:
                     last = exc
         raise last or MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
@@ -527,9 +526,9 @@ class Gateway:
                 for prompt in link.prompts:
                     if self._prompt_name(server, prompt.name) == ref.name:
                         upstream_ref = ref.model_copy(update={"name": prompt.name})
-                        return _as_ours(await self._client_of(server, link).complete(upstream_ref, argument, context))
+                        return await self._ask(link, lambda client: client.complete(upstream_ref, argument, context))
             elif any(t.uri_template == ref.uri for t in link.resource_templates):
-                return _as_ours(await self._client_of(server, link).complete(ref, argument, context))
+                return await self._ask(link, lambda client: client.complete(ref, argument, context))
         what = f"prompt {ref.name!r}" if isinstance(ref, types.PromptReference) else f"resource template {ref.uri!r}"
         raise MCPError(code=types.INVALID_PARAMS, message=f"no server offers the {what}")
 

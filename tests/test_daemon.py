@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
-from conftest import SERVERS, procs_with_marker, wait_until
+from conftest import SERVERS, procs_with_marker, server_spec, wait_until
 from protocol import ChildStatus, ServerSpec
 from supervisor import Supervisor
 from supervisor._gateway import Gateway
@@ -461,6 +461,30 @@ async def test_the_gateway_hands_the_sdk_each_exposed_tools_schema():
         assert lookup is not None
         assert lookup("geo__in_region")["properties"]["region"]["x-mcp-header"] == "Region"
         assert lookup("in_region") is None and lookup("no_such_tool") is None
+
+
+async def test_a_prompt_or_resource_the_server_never_answers_ends_at_its_timeout(tmp_path):
+    """``prompts/get`` and ``resources/read`` went upstream with no deadline: a server that
+    never answered one held the client's request for good (its health checks answered, so
+    it stayed "running"). Now each ends at the server's ``timeout`` with a typed error, and
+    is cancelled on the server."""
+    ran = tmp_path / "exec.log"
+    spec = server_spec("hang", "hang.py", env={"EXEC_LOG": str(ran)}, timeout=1.0)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("hang", timeout=10)
+        async with Client(Gateway(sup).server) as client:
+            with trio.fail_after(10):
+                with pytest.raises(MCPError, match=r"server 'hang' did not answer within 1 s") as late:
+                    await client.get_prompt("stuck")
+                assert late.value.error.data["kind"] == "DeadlineExceeded"
+                with pytest.raises(MCPError, match=r"server 'hang' did not answer within 1 s"):
+                    await client.read_resource("hang://forever")
+                assert text_of(await client.call_tool("echo", {"text": "still here"})) == "still here"
+        await wait_until(
+            lambda: {"prompt cancelled", "resource cancelled"} <= set(ran.read_text().splitlines()),
+            timeout=5,
+            what="both requests cancelled on the server",
+        )
 
 
 async def test_a_server_of_resources_only_is_up_and_served(shared_daemon):

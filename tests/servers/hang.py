@@ -1,7 +1,9 @@
 """A server whose ``hang`` tool never answers; ``echo`` (and the rest of the echo set) still does.
 
 ``hang()`` sleeps forever; a client cancel (``notifications/cancelled``) interrupts it, and
-$EXEC_LOG gets ``hang start`` / ``hang cancelled`` lines so a test can see both ends.
+$EXEC_LOG gets ``hang start`` / ``hang cancelled`` lines so a test can see both ends. The
+``stuck`` prompt and the ``hang://forever`` resource never answer either (logged likewise,
+as ``prompt ...`` and ``resource ...``).
 
     python tests/servers/hang.py [--name NAME]
 """
@@ -25,7 +27,26 @@ def main() -> None:
             exec_log("hang cancelled")
         return "unreachable"
 
+    @mcp.prompt()
+    async def stuck() -> str:
+        """Never answers."""
+        return await _forever("prompt")
+
+    @mcp.resource("hang://forever")
+    async def forever() -> str:
+        """Never answers."""
+        return await _forever("resource")
+
     serve_stdio(mcp)
+
+
+async def _forever(what: str) -> str:
+    exec_log(f"{what} start")
+    try:
+        await anyio.sleep_forever()
+    finally:
+        exec_log(f"{what} cancelled")
+    return "unreachable"
 
 
 if __name__ == "__main__":
