@@ -146,6 +146,8 @@ class ServerLink:
         self.garbage_lines = 0
         self.oversized = 0
         self.last_error: str | None = None
+        self.removed = False
+        self._went_down = trio.Event()
         #: The optional lists (prompts, resources) the server failed to give at the last
         #: read: method -> why. See `learn`.
         self.unread_lists: dict[str, str] = {}
@@ -218,8 +220,16 @@ class ServerLink:
         if self.connected.is_set():
             self.connected = trio.Event()
         self.inflight = self.queued = 0
+        self._went_down.set()
+        self._went_down = trio.Event()
         if was_up:
             self._notify("down")
+
+    def retire(self) -> None:
+        """The server is no longer supervised: calls waiting for an incarnation fail now
+        (``ServerUnavailable``) instead of at their deadline."""
+        self.removed = True
+        self.connected.set()
 
     def _publish_tools(self, tools: list[ToolSpec]) -> None:
         self.tools = tools
@@ -229,6 +239,8 @@ class ServerLink:
     async def wait_connected(self, deadline: float) -> _Connection:
         """The ready incarnation, waiting up to ``deadline`` (trio time) for one."""
         while self.conn is None:
+            if self.removed:
+                raise ServerUnavailable(f"server {self.name!r} was removed; the call was not sent", server=self.name)
             with trio.move_on_at(deadline):
                 await self.connected.wait()
                 continue
@@ -251,6 +263,9 @@ class ServerLink:
             try:
                 return await conn.call(call)
             except ActorDown:
+                if self.conn is conn:  # going away (draining its calls), still published
+                    with trio.move_on_at(call.deadline):
+                        await self._went_down.wait()
                 if trio.current_time() >= call.deadline:
                     raise ServerUnavailable(
                         f"server {self.name!r} did not get back in time to take the call", server=self.name

@@ -158,7 +158,9 @@ class Supervisor:
         self._refuse_while_replacing(name)
         await self._servers.remove_child(f"server:{name}")
         await self.registry.withdraw(name)
-        self._handles.pop(name, None)
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.link.retire()
         self._specs.pop(name, None)
 
     async def replace_server(self, spec: ServerSpec) -> ChildStatus:
@@ -199,6 +201,7 @@ class Supervisor:
                     await self.registry.withdraw(spec.name)
                 self._handles.pop(spec.name, None)
                 self._specs.pop(spec.name, None)
+                handle.link.retire()
                 raise
             await self.registry.snapshot()  # a barrier: the tools it published are in the view
             return status

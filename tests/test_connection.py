@@ -602,6 +602,50 @@ async def test_a_call_given_its_slot_after_its_deadline_is_not_sent_nor_held_aga
         assert "write_note" not in (ran.read_text() if ran.exists() else "")
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts the steps run by the task named ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.steps = name, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name:
+            self.steps += 1
+
+
+async def test_a_call_made_while_its_server_drains_for_removal_waits_quietly_and_fails_once_removed():
+    """While ``remove_server`` drains the calls in flight, the old incarnation is still
+    published. A call made then retried it in a busy loop (some 350,000 tries in 3 s, one
+    core spent) and, the server gone, waited out its whole deadline. Now it waits for the
+    drain without spinning and fails as soon as the server is removed."""
+    spec = server_spec("leaving", "echo.py", timeout=30, shutdown_timeout=10)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("leaving")
+        steps = _StepCounter("late call")
+        failed: list[Exception] = []
+
+        async def late_call() -> None:
+            with pytest.raises(ServerUnavailable) as unavailable:
+                await sup.call_tool("echo", {"text": "x"}, server="leaving")
+            failed.append(unavailable.value)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.5}, server="leaving"))
+                await wait_until(lambda: link.inflight == 1, what="the slow call in flight")
+                nursery.start_soon(sup.remove_server, "leaving")
+                await wait_until(lambda: link.conn is not None and link.conn.stopping, what="the drain")
+                trio.lowlevel.add_instrument(steps)
+                try:
+                    nursery.start_soon(late_call, name="late call")
+                    await wait_until(lambda: failed, timeout=15, what="the late call's answer")
+                finally:
+                    trio.lowlevel.remove_instrument(steps)
+        [unavailable] = failed
+        assert "was removed" in unavailable.message, unavailable.message
+        assert steps.steps < 100, f"the call took {steps.steps} steps to wait for the drain"
+
+
 async def test_progress_reaches_the_caller():
     spec = server_spec("progress", "echo.py")
     seen = []
