@@ -20,7 +20,8 @@ class BackoffPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     def delay(self, n: int, uniform: float) -> float:
         """The delay before restart ``n`` (0-based); ``uniform`` is a draw from U[0, 1)."""
-        return min(self.max, self.min * 2.0**n) * (1.0 + uniform * self.jitter)
+        # 2.0**n overflows past n = 1023 (some 8.5 h of a server failing at the 30 s cap).
+        return min(self.max, self.min * 2.0 ** min(n, 1023)) * (1.0 + uniform * self.jitter)
 
     @property
     def reset_seconds(self) -> float:

@@ -140,6 +140,22 @@ async def test_backoff_sequence_doubles_to_the_cap(autojump_clock):
     assert starts[1] - starts[0] == pytest.approx(0.5)
 
 
+async def test_backoff_stays_at_its_cap_however_long_a_child_keeps_failing(autojump_clock):
+    """``min * 2**n`` overflowed at the 1024th restart in a row (8.5 h of a broken server
+    at the 30 s cap, the restart intensity never tripped): the supervisor itself crashed."""
+    flaky = Probe("flaky", "crash_before_ready")
+    backoff = Backoff(min=0.5, max=1.0, jitter=0.0)
+    sup = TreeSupervisor("sup", [flaky.spec(backoff=backoff)], intensity=Intensity(max_restarts=100, max_seconds=1))
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(size=5000), events)
+        await nursery.start(sup.run)
+        await trio.sleep(1100)
+        sup.stop()
+    delays = [e.delay for e in events if e.kind == "restarting"]
+    assert len(delays) > 1024 and set(delays[1:]) == {1.0}
+
+
 async def test_backoff_jitter_stays_within_its_band(autojump_clock):
     flaky = Probe("flaky", "crash_before_ready")
     backoff = Backoff(min=1.0, max=8.0, jitter=0.2)
