@@ -49,7 +49,7 @@ import trio
 from actors import kill_every_server_now
 from protocol import ChildStatus
 
-from ._config import ConfigError, default_config, load_config, redacted
+from ._config import ConfigError, load_config, redacted
 from ._preflight import start_warnings
 
 log = logging.getLogger("supervisor")
@@ -114,7 +114,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
 
     out = sys.stderr if stdio else sys.stdout
     try:
-        config = load_config(config_path) if config_path else default_config()
+        config = load_config(config_path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -200,7 +200,7 @@ async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
 
 def check(config_path: str | None) -> int:
     try:
-        config = load_config(config_path) if config_path else default_config()
+        config = load_config(config_path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -407,12 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_p = sub.add_parser("run", help="supervise and serve (the default command)")
-    run_p.add_argument("--config", help="an mcpServers JSON or TOML file (default: the bundled demo)")
+    run_p.add_argument(
+        "--config", help="an mcpServers JSON or TOML file (default: the servers COMFYUI_MCP_* name, else the bundled demo)"
+    )
     mode = run_p.add_mutually_exclusive_group()
     mode.add_argument("--http", metavar="HOST:PORT", help="HTTP bind (default: the config's, else 127.0.0.1:8765)")
     mode.add_argument("--stdio", action="store_true", help="serve MCP over stdin/stdout instead of HTTP")
     check_p = sub.add_parser("check", help="validate a config and print it with secrets redacted")
-    check_p.add_argument("--config", help="the config file (default: the bundled demo)")
+    check_p.add_argument("--config", help="the config file (default: as for run)")
     url_help = f"the daemon's base URL (default {DEFAULT_URL}); the token, if any, comes from ${TOKEN_ENV}"
     status_p = sub.add_parser("status", help="print a running daemon's supervision tree")
     status_p.add_argument("--url", default=DEFAULT_URL, help=url_help)

@@ -99,7 +99,6 @@ __all__ = [
     "ENV_REMOTE_SERVERS",
     "REDACTED",
     "ConfigError",
-    "default_config",
     "load_config",
     "redacted",
 ]
@@ -146,7 +145,7 @@ class ConfigError(Exception):
         self.source = source
         self.key = key
         self.reason = reason
-        where = source if source is not None else NO_FILE
+        where = NO_FILE if source is None else source if source.strip() else repr(source)
         super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -227,7 +226,10 @@ def _json_object(pairs: list[tuple[str, Any]]) -> _JSONObject:
 
 
 def _plain(value: Any, parts: list[str | int]) -> Any:
-    """``value`` with plain dicts; a key that appeared twice in one object is a problem."""
+    """``value`` with plain dicts; a key that appeared twice in one object, or nesting past
+    `_MAX_DEPTH`, is a problem."""
+    if len(parts) > _MAX_DEPTH:
+        raise _problem(parts[:3], f"nested more than {_MAX_DEPTH} levels deep")
     if isinstance(value, dict):
         for key in getattr(value, "duplicates", ()):
             raise _problem([*parts, key], "duplicate key: it appears more than once in the same object")
@@ -279,7 +281,13 @@ def _strip_jsonc(text: str) -> str:
     return "".join(out)
 
 
+_MAX_DEPTH = 64
+"""How deeply a config may nest (no real one comes near; past a few hundred the parsers recurse out)."""
+
+
 def _read(path: str) -> Any:
+    if not path.strip():
+        raise _Problem("", "the config path is empty (an unset variable?)")
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -288,15 +296,20 @@ def _read(path: str) -> Any:
         raise _Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise _Problem("", f"cannot read the file: {exc.strerror or exc}") from None
+    too_deep = _Problem("", f"nested more than {_MAX_DEPTH} levels deep")
     if path.lower().endswith(".toml"):
         try:
-            return tomllib.loads(text)
+            return _plain(tomllib.loads(text), [])
         except tomllib.TOMLDecodeError as exc:
             raise _Problem("", f"invalid TOML: {exc}") from None
+        except RecursionError:
+            raise too_deep from None
     try:
         document = json.loads(_strip_jsonc(text), object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:
         raise _Problem(f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise too_deep from None
     return _plain(document, [])
 
 
@@ -740,6 +753,14 @@ def _build_server(
         ]:
             if "\0" in text:  # no process can be started with it: every start would fail
                 raise _problem([*parts, *where], "holds a NUL character, which no process can be given")
+            try:
+                os.fsencode(text)
+            except UnicodeEncodeError as exc:  # a lone surrogate, as "\ud800" in JSON
+                bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
+                raise _problem([*parts, *where], f"holds {bad}, which no process can be given") from None
+        for name in spec.env:
+            if not name or "=" in name:
+                raise _problem([*parts, "env", name], "an environment variable's name must be non-empty, without '='")
         cwd = os.path.expanduser(spec.cwd) if spec.cwd is not None else None
         if cwd is not None and base_dir is not None and not os.path.isabs(cwd):
             cwd = str(base_dir / cwd)
@@ -872,7 +893,7 @@ def load_config(path: str | os.PathLike[str] | None, *, environ: Mapping[str, st
 
     With ``path`` None: the servers the environment names (``COMFYUI_MCP_INTERNAL_URL``,
     ``COMFYUI_MCP_MODELSCOPE_URL``, ``COMFYUI_LOCAL_MCP_SERVER``), or if it names none the
-    bundled demo server (`default_config`), with the environment's settings applied either
+    bundled demo server, with the environment's settings applied either
     way. Raises `ConfigError` for anything wrong; nothing else (for a readable file).
     """
     source = os.fspath(path) if path is not None else None
@@ -880,12 +901,6 @@ def load_config(path: str | os.PathLike[str] | None, *, environ: Mapping[str, st
         return _load(source, environ)
     except _Problem as problem:
         raise ConfigError(source, problem.key, problem.reason) from None
-
-
-def default_config() -> Config:
-    """The bundled default: one stdio server, ``demo``, running ``python -m supervisor._demo_server``
-    with the built-in defaults (no file, no environment)."""
-    return load_config(None, environ={})
 
 
 # -- redaction ----------------------------------------------------------------------------------

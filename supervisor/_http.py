@@ -62,7 +62,7 @@ from starlette.requests import Request
 from protocol import ChildStatus
 from protocol._settings import Config
 
-from ._config import ConfigError, default_config, load_config
+from ._config import ConfigError, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
@@ -195,7 +195,7 @@ class Daemon:
         and under ``settings`` the names of the ``supervisor`` settings that changed (never
         their values). Raises `ConfigError` (nothing changed) for an invalid config."""
         async with self._reload_lock:
-            new = load_config(self.config_path) if self.config_path else default_config()
+            new = load_config(self.config_path)
             self._check_token_keeps_bind_safe(new.settings.auth_token)
             with trio.CancelScope(shield=True):  # validated: apply all of it or nothing
                 return await self._apply(new)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from protocol import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
 from protocol._settings import UNCACHED_TOOLS_TTL, Config, ServerDefaults, SupervisorSettings
-from supervisor._config import REDACTED, ConfigError, default_config, load_config, redacted
+from supervisor._config import REDACTED, ConfigError, load_config, redacted
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mcp_servers.json"
 
@@ -248,12 +248,11 @@ def test_defaults_match_server_spec() -> None:
 
 
 def test_default_config_is_the_demo_server() -> None:
-    config = default_config()
+    config = load_config(None, environ={})
     assert config.source is None
     (demo,) = config.servers
     assert (demo.name, demo.command, demo.args) == ("demo", sys.executable, ["-m", "supervisor._demo_server"])
     assert demo == msgspec.structs.replace(ServerSpec(name="demo", command=sys.executable), args=demo.args, transport="stdio")
-    assert load_config(None, environ={}) == config
 
 
 def test_example_file_loads() -> None:
@@ -361,6 +360,12 @@ def test_nan_is_refused(tmp_path: Path) -> None:
         ({"url": " https://h/mcp"}, "mcpServers.x.url", "whitespace or a control character (at position 0)"),
         ({"command": "python", "args": ["a", "b\u0000"]}, "mcpServers.x.args[1]", "holds a NUL character"),
         ({"command": "python", "env": {"K": "v\u0000"}}, "mcpServers.x.env.K", "holds a NUL character"),
+        # JSON can say a lone surrogate and "=" in a name: no process can be started with either
+        ({"command": "python", "args": ["a", "b\ud800"]}, "mcpServers.x.args[1]", "holds \\ud800, which no process"),
+        ({"command": "python\udbff"}, "mcpServers.x.command", "holds \\udbff"),
+        ({"command": "python", "env": {"K": "\ud83d"}}, "mcpServers.x.env.K", "holds \\ud83d"),
+        ({"command": "python", "env": {"A=B": "x"}}, 'mcpServers.x.env["A=B"]', "name must be non-empty, without '='"),
+        ({"command": "python", "env": {"": "x"}}, 'mcpServers.x.env[""]', "name must be non-empty"),
         ({"url": "https://h/mcp", "headers": {"X Token": "t"}}, 'mcpServers.x.headers["X Token"]', "not a valid HTTP header name"),
         ({"url": "https://h/mcp", "headers": {"A": "Bearer t\r"}}, "mcpServers.x.headers.A", "holds a line break or NUL"),
         ({"url": "https://h/mcp", "headers": {"A": "Bearer "}}, "mcpServers.x.headers.A", "starts or ends with whitespace"),
@@ -371,6 +376,28 @@ def test_nan_is_refused(tmp_path: Path) -> None:
 def test_bad_server_entries(tmp_path: Path, entry: object, key: str, reason: str) -> None:
     error = refused(tmp_path, servers(x=entry))
     assert (error.key, reason in error.reason) == (key, True), str(error)
+
+
+@pytest.mark.parametrize("depth", [100, 600, 5000])
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_a_config_nested_absurdly_deep_is_refused_not_a_recursion_error(tmp_path: Path, depth: int, suffix: str) -> None:
+    """Past some 500 levels the JSON and TOML parsers, and the loader's own walk, raised
+    ``RecursionError``: a traceback for `check`, a bare 500 for `reload`."""
+    path = tmp_path / f"c{suffix}"
+    nested = "[" * depth + "]" * depth
+    if suffix == ".json":
+        path.write_text('{"mcpServers": {"x": {"command": "python", "args": ' + nested + "}}}")
+    else:
+        path.write_text('[mcpServers.x]\ncommand = "python"\nargs = ' + nested + "\n")
+    with pytest.raises(ConfigError) as refused_:
+        load_config(path, environ={})
+    assert refused_.value.source == str(path) and "nested more than 64 levels deep" in refused_.value.reason
+    assert refused_.value.key in ("", "mcpServers.x.args")
+
+
+def test_an_empty_config_path_is_refused_not_taken_for_no_path() -> None:
+    with pytest.raises(ConfigError, match=r"^'': the config path is empty"):
+        load_config("", environ={})
 
 
 def test_a_header_from_a_variable_is_checked_after_expansion_and_its_value_never_shown(tmp_path: Path) -> None:

@@ -776,6 +776,19 @@ def test_check_reports_bad_config_and_redacts(tmp_path):
     assert "warning" not in run.stderr
 
 
+def test_without_a_config_file_the_environment_still_counts():
+    """With no ``--config``, `run` and `check` took the bundled demo with no environment at
+    all: the seed's ``COMFYUI_MCP_*`` settings (and servers) were silently ignored, bad
+    values included. Now the environment applies as it does with a file; the demo is
+    still what runs when it names no server."""
+    env = {**os.environ, "COMFYUI_MCP_MAX_RETRIES": "abc"}
+    run = subprocess.run([sys.executable, "-m", "supervisor", "check"], cwd=ROOT, capture_output=True, text=True, timeout=20, env=env)
+    assert run.returncode == 2 and "COMFYUI_MCP_MAX_RETRIES" in run.stderr, run.stderr
+    env = {**os.environ, "COMFYUI_MCP_MAX_RETRIES": "7"}
+    run = subprocess.run([sys.executable, "-m", "supervisor", "check"], cwd=ROOT, capture_output=True, text=True, timeout=20, env=env)
+    assert run.returncode == 0 and '"name": "demo"' in run.stdout and '"max_retries": 7' in run.stdout, run.stdout + run.stderr
+
+
 def test_check_warns_of_what_would_keep_a_server_from_starting_here(tmp_path):
     """Valid config, but not runnable here: a warning naming the file, server, key and
     reason; exit 0 (the file may be meant for another machine)."""
