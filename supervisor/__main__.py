@@ -110,7 +110,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     docstring for the shutdown guarantees."""
     from ._facade import Supervisor
     from ._gateway import Gateway
-    from ._http import BindRefused, Daemon, check_bind, serve_http
+    from ._http import BindRefused, Daemon, check_bind, listen_http, serve_http
 
     out = sys.stderr if stdio else sys.stdout
     try:
@@ -118,10 +118,11 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    host = port = None
+    host = port = sockets = None
     if not stdio:
         try:
             host, port = check_bind(http or config.settings.http, config.settings.auth_token)
+            sockets = listen_http(host, port)  # a port in use is told now, before any server starts
         except BindRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -145,7 +146,9 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
                     serving.cancel_scope.cancel()
                 else:
                     bound = await serving.start(
-                        functools.partial(serve_http, daemon, host, port, shutdown_trigger=stop_serving.wait)
+                        functools.partial(
+                            serve_http, daemon, host, port, sockets=sockets, shutdown_trigger=stop_serving.wait
+                        )
                     )
                     print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
             nursery.cancel_scope.cancel()
@@ -223,13 +226,15 @@ def status(url: str, show_stderr: bool) -> int:
 
     try:
         response = httpx2.get(url.rstrip("/") + "/status", headers=_headers(), timeout=10.0)
-    except httpx2.HTTPError as exc:
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
         return 1
     if response.status_code != 200:
         print(f"error: {url}/status answered {response.status_code}: {response.text.strip()}", file=sys.stderr)
         return 1
-    tree = msgspec.json.decode(response.content, type=ChildStatus)
+    tree = _decoded(response, ChildStatus)
+    if tree is None:
+        return 1
     print(render_tree(tree, color=sys.stdout.isatty(), stderr=show_stderr))
     return 0
 
@@ -240,7 +245,7 @@ def _post(url: str, path: str, what: str) -> Any:
 
     try:
         response = httpx2.post(f"{url.rstrip('/')}{path}", headers=_headers(), timeout=120.0)
-    except httpx2.HTTPError as exc:
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
         return None
     if response.status_code != 200:
@@ -253,13 +258,24 @@ def _post(url: str, path: str, what: str) -> Any:
     return response
 
 
+def _decoded(response: Any, type_: Any) -> Any:
+    """The daemon's answer as ``type_``, or None once it is said that it is not one."""
+    try:
+        return msgspec.json.decode(response.content, type=type_)
+    except msgspec.DecodeError as exc:
+        print(f"error: {response.url} did not answer as an mcp-supervisor daemon does ({exc})", file=sys.stderr)
+        return None
+
+
 def reload(url: str) -> int:
     """``POST /reload``: print what changed; exit 0 when all of it applied, 1 when the
     config was refused (the old one keeps running) or a server could not be applied."""
     response = _post(url, "/reload", "reload refused, the old config keeps running")
     if response is None:
         return 1
-    diff = response.json()
+    diff = _decoded(response, dict[str, Any])
+    if diff is None:
+        return 1
     rows = [
         ("added", diff.get("added", [])),
         ("removed", diff.get("removed", [])),
@@ -279,18 +295,19 @@ def breaker(url: str, server: str, action: str, reason: str) -> int:
     """``POST /breaker/<server>/<action>``: print the server's subtree; exit 0 once done."""
     path = f"/breaker/{urllib.parse.quote(server, safe='')}/{action}?{urllib.parse.urlencode({'reason': reason})}"
     response = _post(url, path, f"breaker {server} {action}")
-    if response is None:
+    node = None if response is None else _decoded(response, ChildStatus)
+    if node is None:
         return 1
-    print(render_tree(msgspec.json.decode(response.content, type=ChildStatus), color=sys.stdout.isatty()))
+    print(render_tree(node, color=sys.stdout.isatty()))
     return 0
 
 
 def restart(url: str, server: str) -> int:
     """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
     response = _post(url, f"/restart/{urllib.parse.quote(server, safe='')}", f"restart {server}")
-    if response is None:
+    node = None if response is None else _decoded(response, ChildStatus)
+    if node is None:
         return 1
-    node = msgspec.json.decode(response.content, type=ChildStatus)
     print(render_tree(node, color=sys.stdout.isatty(), stderr=False))
     nodes = [node]
     for each in nodes:

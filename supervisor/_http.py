@@ -67,7 +67,7 @@ from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
 
-__all__ = ["BindRefused", "Daemon", "check_bind", "parse_bind", "serve_http"]
+__all__ = ["BindRefused", "Daemon", "check_bind", "listen_http", "parse_bind", "serve_http"]
 
 log = logging.getLogger("supervisor.http")
 
@@ -398,23 +398,49 @@ class DaemonApp:
             await _json(send, 404, {"error": f"no route {path}"})
 
 
+def _hypercorn_config(host: str, port: int) -> Any:
+    from hypercorn.config import Config as HypercornConfig
+
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+def listen_http(host: str, port: int) -> Any:
+    """The listening sockets for ``host:port`` (hypercorn's ``Sockets``), bound now: so the
+    daemon can say a port is taken before it starts any server. Raises `BindRefused`
+    naming the address and the reason."""
+    config = _hypercorn_config(host, port)
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        raise BindRefused(f"cannot listen on {config.bind[0]}: {exc.strerror or exc}") from None
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
 async def serve_http(
     daemon: Daemon,
     host: str,
     port: int,
     *,
     shutdown_trigger: Any,
+    sockets: Any = None,
     graceful_timeout: float = 2.0,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the daemon's routes on ``host:port`` until ``shutdown_trigger()`` returns.
+    """Serve the daemon's routes on ``host:port`` (on ``sockets`` from `listen_http` when
+    given) until ``shutdown_trigger()`` returns.
 
     ``task_status.started(bound)`` reports the bound addresses once listening. After the
     trigger, hypercorn stops accepting, lets requests in flight finish (up to
     ``graceful_timeout``), then the MCP sessions are closed.
     """
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve
+    from hypercorn.trio.run import worker_serve
+    from hypercorn.utils import wrap_app
 
     settings = daemon.config.settings
     security = security_settings(host)
@@ -426,10 +452,15 @@ async def serve_http(
     )
     daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind
     app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes)
-    config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config = _hypercorn_config(host, port)
     config.graceful_timeout = graceful_timeout
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
+    if sockets is None:
+        sockets = listen_http(host, port)
     async with manager.run():
-        await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status, mode="asgi")
+        await worker_serve(
+            wrap_app(app, config.wsgi_max_body_size, "asgi"),
+            config,
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
+        )

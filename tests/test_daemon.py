@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -382,6 +383,36 @@ async def test_cli_client_commands(shared_daemon):
     assert after != before and not os.path.exists(f"/proc/{before}") and os.path.exists(f"/proc/{after}")
     assert unknown.returncode == 1 and b"404: no server 'nope'" in unknown.stderr
     assert (await cli("call", "add", "a=2", "b=2")).stdout.strip() == b"4"
+
+
+def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_path):
+    """A URL httpx cannot parse, and a server that is no daemon answering 200: each client
+    command printed a traceback (``InvalidURL``, msgspec's ``ValidationError``)."""
+    (tmp_path / "status").write_text('{"ok": true}')
+    port = free_port()
+    stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        cases = [
+            (["status", "--url", "http://[::1"], "cannot reach the daemon at http://[::1"),
+            (["reload", "--url", "http://a:b:c/"], "cannot reach the daemon"),
+            (["restart", "--url", "http://a:b:c/", "x"], "cannot reach the daemon"),
+            (["breaker", "--url", "http://a:b:c/", "x", "open"], "cannot reach the daemon"),
+            (["status", "--url", f"http://127.0.0.1:{port}"], "did not answer as an mcp-supervisor daemon does"),
+        ]
+        for args, said in cases:
+            run = subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=ROOT, capture_output=True, text=True, timeout=20)
+            assert (run.returncode, "Traceback" in run.stderr) == (1, False), (args, run.stderr)
+            assert said in run.stderr, (args, run.stderr)
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_call_arguments_are_json_except_where_the_schema_wants_a_string():
@@ -758,6 +789,23 @@ def test_non_loopback_bind_without_token_is_refused(tmp_path):
     )
     assert run.returncode == 2
     assert "non-loopback" in run.stderr and "auth_token" in run.stderr
+
+
+def test_a_port_in_use_is_told_before_any_server_starts(tmp_path):
+    """It was found only once every server had started, and then came out as a traceback."""
+    entry, _ = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": entry})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"127.0.0.1:{port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=20,
+        )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use", run.stderr
+    assert "pid" not in run.stdout  # no server was started
 
 
 def test_check_reports_bad_config_and_redacts(tmp_path):
