@@ -3,7 +3,7 @@
 Commands (``python -m supervisor COMMAND --help`` for each):
 
 - ``run [--config FILE] [--http HOST:PORT | --stdio]`` (the default): supervise the configured
-  servers (the bundled demo server without ``--config``) and serve the aggregated MCP
+  servers (without ``--config``: see below) and serve the aggregated MCP
   endpoint, over streamable HTTP at ``/mcp`` beside ``/status``, ``/metrics``, ``/healthz``,
   ``POST /reload`` and ``POST /restart/<server>`` (default ``127.0.0.1:8765``), or over
   stdio with ``--stdio`` (logs then go to stderr only; stdout carries nothing but MCP).
@@ -24,11 +24,17 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   one tool call, printing the result. A ``key=value`` value is JSON when it parses, except
   where the tool's ``inputSchema`` wants a string (``text=42`` sends ``"42"``).
 
-Signals (``run``): SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight
-(up to ``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order;
-exit code 0. A second SIGINT/SIGTERM forces the exit at once (code 1), SIGKILLing every
-server's process tree first (no orphans even then). SIGHUP reloads the
-config like ``POST /reload``; SIGUSR1 logs the tree.
+Signals (``run``), handled from before the first server starts until the last one has
+stopped: SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight (up to
+``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order; exit
+code 0 (while the servers are still starting: the ones started so far are stopped, exit
+code 0). A second SIGINT/SIGTERM, at any point after the first, forces the exit at once
+(code 1), SIGKILLing every server's process tree first (no orphans even then). SIGHUP
+reloads the config like ``POST /reload`` (one while starting: once started); SIGUSR1
+logs the tree.
+
+Without ``--config``, the seed's environment decides (``COMFYUI_MCP_*``: its servers, else
+the bundled demo, and its settings), as `load_config` documents.
 """
 
 from __future__ import annotations
@@ -129,56 +135,92 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     for warning in start_warnings(config):
         log.warning("%s", warning)
 
-    async with Supervisor(config.servers, toolsets=config.settings.toolsets or None) as sup:
-        gateway = Gateway(sup)
-        daemon = Daemon(config, sup, gateway, config_path)
-        print(render_tree(sup.status()), file=out, flush=True)
-        print(f"tools: {', '.join(t.name for t in sup.list_tools())}", file=out, flush=True)
-        stop_serving = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(gateway.forward_list_changed)
-            nursery.start_soon(_handle_signals, daemon, stop_serving, out)
-            async with trio.open_nursery() as serving:
-                if stdio:
-                    serving.start_soon(_cancel_when, stop_serving, serving.cancel_scope)
-                    await gateway.serve_stdio(config.settings.max_body_bytes)
-                    log.info("stdin closed: stopping")
-                    serving.cancel_scope.cancel()
-                else:
-                    bound = await serving.start(
-                        functools.partial(
-                            serve_http, daemon, host, port, sockets=sockets, shutdown_trigger=stop_serving.wait
-                        )
-                    )
-                    print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
-            nursery.cancel_scope.cancel()
-        log.info("stopping the servers")
+    life = _Life(out)
+    # Signals are ours from before the first server starts until the last one stopped.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
+        async with trio.open_nursery() as watching:
+            watching.start_soon(_signal_loop, life, signals, watching)
+            with life.starting:
+                async with Supervisor(config.servers, toolsets=config.settings.toolsets or None) as sup:
+                    gateway = Gateway(sup)
+                    daemon = Daemon(config, sup, gateway, config_path)
+                    print(render_tree(sup.status()), file=out, flush=True)
+                    print(f"tools: {', '.join(t.name for t in sup.list_tools())}", file=out, flush=True)
+                    life.ready(daemon, watching)
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(gateway.forward_list_changed)
+                        async with trio.open_nursery() as serving:
+                            if stdio:
+                                serving.start_soon(_cancel_when, life.stop_serving, serving.cancel_scope)
+                                await gateway.serve_stdio(config.settings.max_body_bytes)
+                                log.info("stdin closed: stopping")
+                                serving.cancel_scope.cancel()
+                            else:
+                                bound = await serving.start(
+                                    functools.partial(
+                                        serve_http, daemon, host, port, sockets=sockets,
+                                        shutdown_trigger=life.stop_serving.wait,
+                                    )
+                                )
+                                print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
+                        nursery.cancel_scope.cancel()
+                    log.info("stopping the servers")
+            watching.cancel_scope.cancel()
+    if life.starting.cancelled_caught:
+        log.info("stopped before it was ready")
     log.info("stopped")
     return 0
 
 
-async def _handle_signals(daemon: Any, stop_serving: trio.Event, out: Any) -> None:
-    """First SIGINT/SIGTERM: drain then stop serving; second: exit at once. SIGHUP: reload."""
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
-            await _signal_loop(daemon, stop_serving, out, signals, nursery)
+class _Life:
+    """Where the daemon is in its life, for the signal loop: starting (``daemon`` None; a
+    stop cancels ``starting``), serving, or stopping (a second stop forces the exit)."""
 
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.daemon: Any = None
+        self.starting = trio.CancelScope()
+        self.stop_serving = trio.Event()
+        self.stopping = False
+        self.reload_asked = False
 
-async def _signal_loop(daemon: Any, stop_serving: trio.Event, out: Any, signals: Any, nursery: trio.Nursery) -> None:
-    async for signum in signals:
-        if signum == signal.SIGUSR1:
-            print(render_tree(daemon.sup.status()), file=out, flush=True)
-        elif signum == signal.SIGHUP:
+    def ready(self, daemon: Any, nursery: trio.Nursery) -> None:
+        self.daemon = daemon
+        if self.reload_asked:  # a SIGHUP while starting: the config read may be stale
             nursery.start_soon(daemon.reload_logged)
-        elif daemon.gateway.draining:
+
+
+async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None:
+    """First SIGINT/SIGTERM: drain then stop serving (while starting: stop what started);
+    second: exit at once. SIGHUP: reload (once ready). SIGUSR1: print the tree."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        daemon = life.daemon
+        if signum == signal.SIGUSR1:
+            if daemon is not None:
+                print(render_tree(daemon.sup.status()), file=life.out, flush=True)
+        elif signum == signal.SIGHUP:
+            if life.stopping:
+                log.warning("SIGHUP ignored: stopping")
+            elif daemon is None:
+                log.info("SIGHUP while starting: the config is read again once started")
+                life.reload_asked = True
+            else:
+                nursery.start_soon(daemon.reload_logged)
+        elif life.stopping:
             killed = kill_every_server_now()  # os._exit skips the shutdown that would reap them
-            log.warning("second %s: forcing the exit (%d stdio servers killed, each with its process tree)", signal.Signals(signum).name, killed)
+            log.warning("second %s: forcing the exit (%d stdio servers killed, each with its process tree)", name, killed)
             logging.shutdown()
             os._exit(1)
+        elif daemon is None:
+            life.stopping = True
+            log.info("received %s while starting: stopping the servers started so far", name)
+            life.starting.cancel()
         else:
-            log.info("received %s: draining %d calls in flight", signal.Signals(signum).name, daemon.gateway.inflight)
+            life.stopping = True
+            log.info("received %s: draining %d calls in flight", name, daemon.gateway.inflight)
             daemon.gateway.draining = True
-            nursery.start_soon(_drain_then_stop, daemon, stop_serving)
+            nursery.start_soon(_drain_then_stop, daemon, life.stop_serving)
 
 
 async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:

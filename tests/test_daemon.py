@@ -932,6 +932,58 @@ async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_
     )
 
 
+async def test_a_second_sigterm_while_the_servers_stop_forces_the_exit(tmp_path, start_daemon):
+    """Once serving had stopped, the daemon stopped listening for signals while its servers
+    stopped: a second SIGTERM then killed it outright, the forced exit never ran (here a
+    server that ignores SIGTERM and outlives its stdin holds the stop up for 30 s)."""
+    stubborn, marker = server_entry("echo.py", shutdown_timeout=30)
+    stubborn["env"]["MCP_TEST_STUBBORN"] = "1"
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"stubborn": stubborn}))
+    with trio.fail_after(30):
+        daemon.proc.send_signal(signal.SIGTERM)
+        await wait_until(lambda: "stopping the servers" in daemon.log.read_text(), what="the servers to be stopping")
+        await trio.sleep(0.5)
+        assert daemon.proc.poll() is None  # held up by the stubborn server
+        daemon.proc.send_signal(signal.SIGTERM)
+        code = await daemon.wait_exit(timeout=10)
+    assert code == 1, daemon.log.read_text()
+    assert "forcing the exit (1 stdio servers killed" in daemon.log.read_text()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=5, what="no process left behind")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_while_starting_stops_what_started(tmp_path, signum):
+    """Signals were not handled until every server had started (up to ``connect_timeout``):
+    SIGTERM killed the daemon outright, SIGINT ended in a KeyboardInterrupt traceback."""
+    slow, marker = server_entry("slow_start.py", "--delay", "20")
+    daemon = Daemon(write_config(tmp_path / "c.json", {"slow": slow}), tmp_path)
+    try:
+        with trio.fail_after(30):
+            await wait_until(lambda: procs_with_marker(marker), what="the slow server to be started")
+            daemon.proc.send_signal(signum)
+            code = await daemon.wait_exit(timeout=15)
+        log = daemon.log.read_text()
+        assert code == 0 and "stopped before it was ready" in log and "Traceback" not in log, log
+        await wait_until(lambda: not procs_with_marker(marker), timeout=5, what="no process left behind")
+    finally:
+        daemon.stop()
+
+
+async def test_a_sighup_while_starting_reloads_once_started(tmp_path):
+    """A SIGHUP before every server had started killed the daemon (the default action)."""
+    slow, marker = server_entry("slow_start.py", "--delay", "5")
+    config = write_config(tmp_path / "c.json", {"slow": slow})
+    daemon = Daemon(config, tmp_path)
+    try:
+        with trio.fail_after(30):
+            await wait_until(lambda: procs_with_marker(marker), what="the slow server to be started")
+            daemon.proc.send_signal(signal.SIGHUP)
+            await daemon.wait_healthy(timeout=20)
+            await wait_until(lambda: "reloaded" in daemon.log.read_text(), what="the reload once started")
+    finally:
+        daemon.stop()
+
+
 async def test_a_broken_sse_stream_is_resumed_with_last_event_id(shared_daemon):
     """A client's POST stream breaks mid-call; it reconnects (GET with ``Last-Event-ID``) and
     gets the progress it missed and the call's result: nothing is lost."""

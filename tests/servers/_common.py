@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -120,9 +122,17 @@ def make_server(name: str, **kwargs: Any) -> MCPServer:
 
 
 def serve_stdio(mcp: MCPServer) -> None:
-    """Serve `mcp` over stdio until stdin closes (asyncio backend: the usual real-world server)."""
+    """Serve `mcp` over stdio until stdin closes (asyncio backend: the usual real-world server).
+
+    With ``MCP_TEST_STUBBORN=1`` in the environment the server ignores SIGTERM and lingers
+    for an hour after stdin closes: only SIGKILL stops it."""
+    stubborn = os.environ.get("MCP_TEST_STUBBORN") == "1"
+    if stubborn:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         mcp.run("stdio")
     except KeyboardInterrupt:  # pragma: no cover
         pass
+    if stubborn:
+        time.sleep(3600)
     sys.exit(0)
