@@ -289,7 +289,7 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
     """SIGTERM one server's processes (group ``pgid`` and every process carrying
     ``incarnation`` outside it), wait up to ``grace`` s for them to go, then SIGKILL what is
     left; a process carrying ``incarnation`` that one of them started meanwhile is
-    SIGKILLed either way.
+    SIGKILLed either way, even one started as the group was being killed.
 
     Shielded and bounded (``grace`` + 1 s): it finishes even when the caller is being
     cancelled.
@@ -311,9 +311,13 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
         marked = _marked(pgid, incarnation)
         if not _signal_tree(pgid if _group_alive(pgid) else None, marked, signal.SIGKILL):
             return
+        # One that left the group between that scan and the kill is in neither: scan again
+        # until none is found (the group, killed, can start no more; each one found is).
         with trio.move_on_after(1.0):
-            while alive():
+            while alive() or marked:
                 await trio.sleep(_POLL)
+                marked = _marked(pgid, incarnation)
+                _signal_tree(None, marked, signal.SIGKILL)
 
 
 async def _read_stderr(fd: int, proc: ServerProcess) -> None:

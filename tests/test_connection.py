@@ -806,6 +806,27 @@ async def test_shutdown_leaves_no_process_behind():
         assert procs_with_marker(marker_of(spec)) == []
 
 
+async def test_helpers_started_while_the_tree_is_being_killed_go_too():
+    """A server answers SIGTERM by starting daemonizing helpers (each in a session of its
+    own) every millisecond. The last kill scanned /proc once, then SIGKILLed the group: a
+    helper that left the group between the two survived (5 runs in 6), carrying the
+    incarnation id that marks it as the server's. Now the scan is repeated once the group
+    is dead (it can start no more) until none is found."""
+    spec = server_spec("spawner", "spawns_grandchild.py", "--spawn-on-term", env={"MCP_TEST_STUBBORN": "1"},
+                       shutdown_timeout=0.3)
+    marker = marker_of(spec)
+    async with Supervisor([spec]) as sup:
+        await sup.call_tool("child_pid", {}, server="spawner", timeout=10)
+    with trio.move_on_after(2.0):  # anything still dying goes; a survivor does not
+        while procs_with_marker(marker):
+            await trio.sleep(0.05)
+    survivors = procs_with_marker(marker)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+
+
 async def test_kill_every_server_now_takes_each_servers_whole_tree_at_once():
     """The forced exit's sweep (synchronous, before ``os._exit``): every server, its group and
     a child that left the group, all SIGKILLed there and then, not by the reaper later."""

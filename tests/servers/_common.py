@@ -124,10 +124,10 @@ def make_server(name: str, **kwargs: Any) -> MCPServer:
 def serve_stdio(mcp: MCPServer) -> None:
     """Serve `mcp` over stdio until stdin closes (asyncio backend: the usual real-world server).
 
-    With ``MCP_TEST_STUBBORN=1`` in the environment the server ignores SIGTERM and lingers
-    for an hour after stdin closes: only SIGKILL stops it."""
+    With ``MCP_TEST_STUBBORN=1`` in the environment the server ignores SIGTERM (unless it
+    handles it itself) and lingers for an hour after stdin closes: only SIGKILL stops it."""
     stubborn = os.environ.get("MCP_TEST_STUBBORN") == "1"
-    if stubborn:
+    if stubborn and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         mcp.run("stdio")

@@ -14,15 +14,21 @@ it keeps the client's stdout pipe open after the server dies (no EOF reaches the
 The server also exits when its stdin closes (the usual stdio behaviour), leaving the child.
 ``--child-env clear`` starts the child with an empty environment: with ``--child-session new``
 nothing marks it as the server's any more (the one escape from the supervisor's kill).
+``--spawn-on-term``: SIGTERM does not stop the server; it starts a daemonizing helper
+(``sleep 3600`` in a session of its own) every millisecond, 3000 times, as a server whose
+cleanup goes wrong might (run it with ``MCP_TEST_STUBBORN=1`` so it outlives its stdin).
 
     python tests/servers/spawns_grandchild.py [--exit-after S] [--child-stdio inherit|devnull]
-        [--child-session same|new] [--child-env inherit|clear] [--child-pid-file PATH] [--name NAME]
+        [--child-session same|new] [--child-env inherit|clear] [--child-pid-file PATH]
+        [--spawn-on-term] [--name NAME]
 """
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 from _common import base_parser, make_server, serve_stdio
 
@@ -34,7 +40,10 @@ def main() -> None:
     parser.add_argument("--child-session", choices=("same", "new"), default="same")
     parser.add_argument("--child-pid-file", default=None)
     parser.add_argument("--child-env", choices=("inherit", "clear"), default="inherit")
+    parser.add_argument("--spawn-on-term", action="store_true")
     args = parser.parse_args()
+    if args.spawn_on_term:
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=_spawn_helpers, daemon=True).start())
 
     stdio = {}
     if args.child_stdio == "devnull":
@@ -62,6 +71,14 @@ def main() -> None:
         return child.pid
 
     serve_stdio(mcp)
+
+
+def _spawn_helpers() -> None:
+    for _ in range(3000):
+        if os.fork() == 0:
+            os.setsid()
+            os.execv("/bin/sleep", ["sleep", "3600"])
+        time.sleep(0.001)
 
 
 if __name__ == "__main__":
