@@ -237,9 +237,9 @@ class SupervisedMCPServer(MCPServer):
     ) -> mcp_types.CallToolResult:
         """Call ``tool_name`` through the supervisor. Typed failures come back as results
         (``is_error=True``, the seed's shape), never as exceptions."""
-        if tool_name not in self._exposed:
-            await self.list_tools()  # a stand-in this adapter has not listed yet, say
         try:
+            if tool_name not in self._exposed:
+                await self.list_tools()  # a stand-in this adapter has not listed yet, say
             return await self._run(
                 _call_tool_in_trio,
                 self.server,

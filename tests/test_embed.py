@@ -341,6 +341,9 @@ def test_aclose_cancels_calls_in_flight_and_leaves_no_orphans():
             await sup.call_tool("echo__echo", {"text": "too late"})
         with pytest.raises(SupervisorClosed):
             await sup.status()
+        # the adapter's answer is a result the model can read, even for a name it never listed
+        closed = await SupervisedMCPServer(sup).call_tool("never_listed", {})
+        assert closed.is_error and "closed" in text_of(closed), closed
         await sup.aclose()  # idempotent
 
     run_asyncio(main)
