@@ -40,8 +40,10 @@ Guarantees:
   ``signal.set_wakeup_fd`` (asyncio's ``add_signal_handler`` needs it).
 
 One trio run per thread (a trio limit): call ``embed`` once per process, at start-up, and
-share the handle. Close it (``aclose`` or ``async with``) before the loop stops: a guest run
-left running when the loop closes is abandoned half-way. The host loop must be a plain
+share the handle. Close it (``aclose`` or ``async with``) before the loop stops. One left
+open when ``asyncio.run`` ends is closed by it (a task of ours waits for the guest run's end;
+``asyncio.run`` cancels the tasks left, and that one closes the tree before it ends); on a
+loop closed without cancelling its tasks, the guest run is abandoned half-way. The host loop must be a plain
 asyncio loop; note that merely importing ``trio_asyncio`` makes ``asyncio.run``'s default
 loop trio-asyncio's own (which is trio), so a process that imports it makes its loop
 explicitly (``asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)``). This package
@@ -133,6 +135,7 @@ class EmbeddedSupervisor:
         self._host_context: contextvars.Context | None = None
         self.crash: BaseException | None = None
         self._waits_in_host_selector = False
+        self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -160,6 +163,22 @@ class EmbeddedSupervisor:
         except BaseException:
             self._request_stop()
             await asyncio.shield(self._finished)
+            raise
+        self._keeper = loop.create_task(self._close_when_the_host_ends(), name="mcp-supervisor: close at host shutdown")
+
+    async def _close_when_the_host_ends(self) -> None:
+        """Wait for the guest run's end. ``asyncio.run`` (or a ``Runner``, or a framework's
+        shutdown) cancels every task left when its main coroutine returns, then runs the
+        loop until they finish: cancelled here, the tree is closed first, so a host that
+        never called ``aclose`` still leaves no server running once ``asyncio.run`` returns."""
+        assert self._finished is not None
+        try:
+            await asyncio.shield(self._finished)
+        except asyncio.CancelledError:
+            if not self._finished.done():
+                log.warning("the host is shutting down and the embedded supervisor was not closed: closing it now")
+                self._request_stop()
+                await asyncio.shield(self._finished)
             raise
 
     async def _guest_main(self) -> None:

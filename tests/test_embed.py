@@ -349,6 +349,20 @@ def test_aclose_cancels_calls_in_flight_and_leaves_no_orphans():
     run_asyncio(main)
 
 
+def test_a_handle_never_closed_is_closed_when_asyncio_run_ends():
+    """A host that returns from ``asyncio.run`` without ``aclose``: its servers lived on as
+    long as the host process (until the interpreter's exit reaped them). Now the tree is
+    closed as ``asyncio.run`` cancels the tasks left, before it returns."""
+    parent = server_spec("parent", "spawns_grandchild.py", "--child-stdio", "devnull")
+
+    async def main() -> None:
+        await embed([parent])  # and never closed
+        assert len(procs_with_marker(marker_of(parent))) == 2  # the server and its child
+
+    run_asyncio(main)
+    assert procs_with_marker(marker_of(parent)) == []
+
+
 # -- the openai-agents adapter ----------------------------------------------------------------
 
 
