@@ -439,11 +439,15 @@ class BreakerCore:
         if self._permits:
             self._permits.popleft()
 
-    def record(self, outcome_kind: str, now: float, *, slow: bool = False, started_at: float | None = None) -> None:
+    def record(
+        self, outcome_kind: str, now: float, *, slow: bool = False, started_at: float | None = None, trial: bool = False
+    ) -> None:
         """Count one finished call. See the module docstring for what counts as what.
 
         ``slow`` is honoured only when the policy sets ``slow_call_seconds``. ``started_at``
-        (when the call started, trio clock) lets the breaker drop stale reports.
+        (when the call started, trio clock) lets the breaker drop stale reports. ``trial``:
+        the call held a half-open trial permit; only such a call's outcome decides (or, if
+        ignored, hands back) a permit.
         """
         self.outcomes += 1
         if started_at is not None and started_at < self._stale_before - _STALE_EPSILON:
@@ -455,7 +459,7 @@ class BreakerCore:
             failed = False
         else:  # BREAKER_IGNORED, or a kind we do not know
             self.ignored += 1
-            if self.state == HALF_OPEN:
+            if self.state == HALF_OPEN and trial:
                 self.release_permit()
             return
         # While only the connection is down the health machine still counts: the failure that
@@ -473,6 +477,8 @@ class BreakerCore:
                 self._successes_since_close += 1
                 if self.trips and self._successes_since_close >= self.policy.window:
                     self.trips = 0  # a healthy closed period: the open time starts over
+        elif state == HALF_OPEN and not trial:
+            self.ignored += 1  # no trial of this round (a call refused, or not admitted at all)
         elif state == HALF_OPEN:
             self.release_permit()
             if failed:
@@ -809,7 +815,7 @@ async def breaker_actor(
             core.advance(now)
         elif type(msg) is CallOutcome:
             slow = msg.slow or (slow_call_seconds is not None and msg.duration >= slow_call_seconds)
-            core.record(msg.outcome, now, slow=slow, started_at=msg.at - msg.duration)
+            core.record(msg.outcome, now, slow=slow, started_at=msg.at - msg.duration, trial=msg.trial)
         elif type(msg) is Permit:
             try:
                 trial = core.check(now)

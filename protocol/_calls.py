@@ -39,3 +39,6 @@ class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     attempt: int = 1
     slow: bool = False
+    #: The attempt held a half-open trial permit: its outcome decides the trial (or, ignored,
+    #: hands the permit back). Only such an outcome may: a refused call held none.
+    trial: bool = False

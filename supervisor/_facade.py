@@ -386,7 +386,9 @@ class Supervisor:
             raise
 
     @staticmethod
-    def _outcome(entry: Any, kind: str, started: float, end: float, error: str | None, attempt: int) -> CallOutcome:
+    def _outcome(
+        entry: Any, kind: str, started: float, end: float, error: str | None, attempt: int, trial: bool = False
+    ) -> CallOutcome:
         return CallOutcome(
             server=entry.server,
             tool=entry.tool_name,
@@ -395,6 +397,7 @@ class Supervisor:
             at=end,
             error=error,
             attempt=attempt,
+            trial=trial,
         )
 
     @staticmethod
@@ -442,7 +445,7 @@ class Supervisor:
 
         async def attempt(number: int) -> Any:
             started = now if number == 1 else trio.current_time()
-            kind, error = "cancelled", None
+            kind, error, trial = "cancelled", None, False
             try:
                 if handle.replacing is not None:
                     # The server is being replaced (config reload): wait for the new one.
@@ -454,7 +457,7 @@ class Supervisor:
                     await handle.link.wait_connected(deadline)
                     started = trio.current_time()
                 if not handle.breaker.passthrough:  # closed: no permit to ask for
-                    await self._admit(handle)
+                    trial = await self._admit(handle)
                     started = trio.current_time()
                 result = await handle.link.call(call)
                 # An InputRequiredResult (handed back to a 2026-07-28 front) is no error.
@@ -471,7 +474,7 @@ class Supervisor:
             finally:
                 # Every attempt is reported: metrics count it, the breaker counts what says
                 # something about the server (and hands back a trial permit otherwise).
-                handle.report(self._outcome(entry, kind, started, trio.current_time(), error, number))
+                handle.report(self._outcome(entry, kind, started, trio.current_time(), error, number, trial))
 
         return await call_with_retry(
             attempt,

@@ -43,12 +43,15 @@ def policy(**overrides) -> BreakerPolicy:
     return BreakerPolicy(**fields)
 
 
-def outcome(kind: str, *, duration: float = 0.0, slow: bool = False, started: float | None = None) -> CallOutcome:
-    """A report of a call that finished now (and started ``duration`` ago, or at ``started``)."""
+def outcome(
+    kind: str, *, duration: float = 0.0, slow: bool = False, started: float | None = None, trial: bool = False
+) -> CallOutcome:
+    """A report of a call that finished now (and started ``duration`` ago, or at ``started``);
+    ``trial``: it held a half-open trial permit."""
     now = trio.current_time()
     if started is not None:
         duration = now - started
-    return CallOutcome(server="s", tool="t", outcome=kind, duration=duration, at=now, slow=slow)
+    return CallOutcome(server="s", tool="t", outcome=kind, duration=duration, at=now, slow=slow, trial=trial)
 
 
 async def report(ref, *kinds: str, **kw) -> BreakerSnapshot:
@@ -163,7 +166,7 @@ async def test_half_open_success_closes(breaker, autojump_clock):
     await trip(ref)
     await trio.sleep(10)
     assert await admit_call(view, ref) is True  # the trial
-    snap = await report(ref, "success")
+    snap = await report(ref, "success", trial=True)
     assert snap.state == "closed" and snap.reason == "trial call succeeded"
     assert snap.counts.consecutive_failures == 0 and snap.counts.window_calls == 0
     assert view.passthrough and await admit_call(view, ref) is False
@@ -174,7 +177,7 @@ async def test_half_open_failure_reopens_with_twice_the_open_time(breaker, autoj
     await trip(ref)
     await trio.sleep(10)
     assert await admit_call(view, ref) is True
-    snap = await report(ref, "DeadlineExceeded")
+    snap = await report(ref, "DeadlineExceeded", trial=True)
     assert snap.state == "open" and snap.reason == "trial call failed (DeadlineExceeded)"
     assert snap.retry_at == pytest.approx(trio.current_time() + 20)
     assert snap.counts.trips == 2 and snap.counts.open_seconds == 20
@@ -187,7 +190,7 @@ async def test_a_second_concurrent_trial_is_refused(breaker, autojump_clock):
     assert await admit_call(view, ref) is True
     with pytest.raises(CircuitOpen, match="half-open .*1 trial call in flight.*admitted when a trial call finishes"):
         await admit_call(view, ref)
-    await report(ref, "success")
+    await report(ref, "success", trial=True)
     assert await admit_call(view, ref) is False
 
 
@@ -206,9 +209,25 @@ async def test_an_ignored_trial_hands_its_permit_back(breaker, autojump_clock):
     await trip(ref)
     await trio.sleep(10)
     assert await admit_call(view, ref) is True
-    snap = await report(ref, "cancelled")
+    snap = await report(ref, "cancelled", trial=True)
     assert snap.state == "half_open" and snap.trials_in_flight == 0
     assert await admit_call(view, ref) is True
+
+
+async def test_a_refused_calls_report_hands_back_no_permit(breaker, autojump_clock):
+    """Every attempt is reported, refused ones too (``CircuitOpen``, ignored): each handed
+    back the running trial's permit, so every other call got in as another trial."""
+    ref, view = breaker(open_seconds=10.0, half_open_permits=1)
+    await trip(ref)
+    await trio.sleep(10)
+    assert await admit_call(view, ref) is True  # the trial, still running
+    for _ in range(3):
+        with pytest.raises(CircuitOpen):
+            await admit_call(view, ref)
+        snap = await report(ref, "CircuitOpen")  # the refused call's report
+        assert snap.trials_in_flight == 1
+    snap = await report(ref, "ServerCrashed")  # nor does a failure it did not hold a permit for decide
+    assert snap.state == "half_open" and snap.trials_in_flight == 1
 
 
 async def test_a_lost_trial_report_does_not_wedge_half_open(nursery, autojump_clock):
@@ -231,7 +250,7 @@ async def test_open_time_doubles_per_consecutive_trip_up_to_the_cap(breaker, aut
         seen.append(snap.retry_at - snap.last_transition.at)
         await trio.sleep(snap.retry_at - trio.current_time())
         assert await admit_call(view, ref) is True
-        await report(ref, "ServerCrashed")
+        await report(ref, "ServerCrashed", trial=True)
     assert seen == [10, 20, 25, 25]
 
 
@@ -241,10 +260,10 @@ async def test_the_open_time_starts_over_after_a_healthy_closed_window(breaker, 
     for _ in range(2):  # three consecutive trips: 10 s, 20 s, 40 s; the next would be 80 s
         await trio.sleep(60)
         await admit_call(view, ref)
-        await report(ref, "ServerCrashed")
+        await report(ref, "ServerCrashed", trial=True)
     await trio.sleep(60)
     await admit_call(view, ref)
-    snap = await report(ref, "success")  # the trial closes it
+    snap = await report(ref, "success", trial=True)  # the trial closes it
     snap = await report(ref, "success", "success", "success", "success")
     assert snap.state == "closed" and snap.counts.trips == 3 and snap.counts.open_seconds == 80
     snap = await report(ref, "success")  # the fifth (window) success since closing
@@ -275,7 +294,7 @@ async def test_stale_reports_from_before_the_trip_are_dropped(breaker, autojump_
     await trip(ref)
     await trio.sleep(10)
     await admit_call(view, ref)
-    await report(ref, "success")
+    await report(ref, "success", trial=True)
     # Calls admitted before the trip time out late: they must not re-trip the fresh breaker.
     snap = await report(ref, *["DeadlineExceeded"] * 5, started=long_call_started)
     assert snap.state == "closed" and snap.stale == 5 and snap.counts.window_calls == 0
@@ -433,7 +452,7 @@ async def test_every_state_change_is_published_with_reason_and_counts(autojump_c
         await trip(ref)
         await trio.sleep(10)
         await admit_call(view, ref)
-        await report(ref, "success")
+        await report(ref, "success", trial=True)
         nursery.cancel_scope.cancel()
     seen = []
     while True:

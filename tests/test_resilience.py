@@ -343,3 +343,35 @@ async def test_prometheus_text_parses_and_counts_match_the_calls_made():
     assert echo.calls == 5 and echo.successes == 5 and 0 < echo.p50 <= echo.p99
     seed = snapshot.seed_summary()["metered:echo"]
     assert seed["requests"] == 5 and seed["success_rate"] == "100.0%"
+
+
+async def test_while_a_trial_call_runs_no_other_call_gets_through_the_half_open_breaker():
+    """Refused calls are reported too (as ``CircuitOpen``, which the breaker ignores): each
+    report handed back the running trial's permit, so every other call got in as a second
+    trial (5 of 10 here) on a server the breaker was still unsure of."""
+    spec = server_spec(
+        "sick", "echo.py", retry=RetryPolicy(max_retries=0), hang_threshold=100, health_check_interval=None,
+        breaker=BreakerPolicy(failure_threshold=2, open_seconds=0.5, half_open_permits=1),
+    )
+    async with Supervisor([spec]) as sup:
+        for _ in range(2):  # two timeouts trip it
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("sleep", {"seconds": 2}, server="sick", timeout=0.2)
+        await wait_until(lambda: sup.handle("sick").breaker.state == "half_open", timeout=5, what="half-open")
+        admitted: list[int] = []
+
+        async def other(i: int) -> None:
+            try:
+                await sup.call_tool("echo", {"text": str(i)}, server="sick", timeout=5)
+                admitted.append(i)
+            except CircuitOpen:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.5}, server="sick", timeout=5))  # the trial
+            await wait_until(lambda: sup.link("sick").inflight == 1, what="the trial in flight")
+            for i in range(10):
+                nursery.start_soon(other, i)
+                await trio.sleep(0.03)
+        assert admitted == []
+        await wait_until(lambda: sup.handle("sick").breaker.state == "closed", timeout=5, what="the trial to close it")
