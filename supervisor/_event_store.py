@@ -1,16 +1,20 @@
 """A bounded in-memory event store: resumable SSE streams on the daemon's ``/mcp``.
 
 The SDK's streamable HTTP transport resumes a broken SSE stream (a client reconnecting with
-``Last-Event-ID``) when it has an ``EventStore``; it ships only the interface. This one keeps
-the last ``max_events`` events of all streams together, in memory.
+``Last-Event-ID``) when it has an ``EventStore``; it ships only the interface, and hands the
+one store it is given to every session, naming each stream after its request's JSON-RPC id
+(``"2"``): the same names in every session. So each session stores and replays through its
+own view (`BoundedEventStore.for_session`), kept apart by the session id.
 
 Guarantees:
 
 - A client that reconnects with the id of an event still held gets every later event of
-  that stream, in order, then the live tail (the SDK's part).
-- Memory is bounded: past ``max_events`` the oldest events are dropped. A client asking to
-  resume after a dropped (or unknown) event gets nothing replayed; the SDK then answers its
-  GET as a fresh stream.
+  that stream of its own session, in order, then the live tail (the SDK's part); never an
+  event of another session, whatever id it sends.
+- Memory is bounded: each event is kept as its JSON (what the SDK sends), and past
+  ``max_events`` events or ``max_bytes`` of them the oldest are dropped, whatever session
+  they belong to. A client asking to resume after a dropped (or unknown) event gets
+  nothing replayed; the SDK then answers its GET as a fresh stream.
 - Event ids are opaque, unique for the store's life, and never reused.
 """
 
@@ -19,41 +23,77 @@ from __future__ import annotations
 import collections
 import itertools
 
+import pydantic
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage
 
 __all__ = ["BoundedEventStore"]
 
+_MESSAGE: pydantic.TypeAdapter[JSONRPCMessage] = pydantic.TypeAdapter(JSONRPCMessage)
+
+_Key = tuple[str | None, StreamId]
+"""(session id, stream id): where an event belongs."""
+
 
 class BoundedEventStore(EventStore):
-    """The last ``max_events`` events, across streams (see the module docstring)."""
+    """The last events of every session's streams, within ``max_events`` and ``max_bytes``
+    (see the module docstring). Used directly it is one session's store (session None)."""
 
-    def __init__(self, max_events: int = 10_000) -> None:
-        if max_events < 1:
-            raise ValueError(f"max_events must be >= 1, not {max_events}")
+    def __init__(self, max_events: int = 10_000, max_bytes: int = 64 << 20) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError(f"max_events and max_bytes must be >= 1, not {max_events} and {max_bytes}")
         self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._ids = itertools.count(1)
-        #: Oldest first: (event number, stream, message or None for a priming event).
-        self._events: collections.OrderedDict[int, tuple[StreamId, JSONRPCMessage | None]] = collections.OrderedDict()
+        #: Oldest first: event number -> (where it belongs, its JSON or None for a priming event).
+        self._events: collections.OrderedDict[int, tuple[_Key, bytes | None]] = collections.OrderedDict()
+
+    def for_session(self, session_id: str) -> EventStore:
+        """The view one session stores and replays through."""
+        return _SessionEvents(self, session_id)
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
-        number = next(self._ids)
-        self._events[number] = (stream_id, message)
-        while len(self._events) > self.max_events:
-            self._events.popitem(last=False)
-        return str(number)
+        return self._store((None, stream_id), message)
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        return await self._replay(None, last_event_id, send_callback)
+
+    def _store(self, key: _Key, message: JSONRPCMessage | None) -> EventId:
+        number = next(self._ids)
+        data = None if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        self._events[number] = (key, data)
+        self.bytes += len(data or b"")
+        while len(self._events) > self.max_events or self.bytes > self.max_bytes:
+            _, (_, dropped) = self._events.popitem(last=False)
+            self.bytes -= len(dropped or b"")
+        return str(number)
+
+    async def _replay(self, session: str | None, last_event_id: EventId, send: EventCallback) -> StreamId | None:
         try:
             last = int(last_event_id)
         except ValueError:
             return None
         held = self._events.get(last)
-        if held is None:
+        if held is None or held[0][0] != session:
             return None
-        stream_id = held[0]
-        later = [(n, message) for n, (stream, message) in self._events.items() if n > last and stream == stream_id]
-        for number, message in later:
-            if message is not None:  # priming events carry nothing to replay
-                await send_callback(EventMessage(message, str(number)))
-        return stream_id
+        key = held[0]
+        later = [(n, data) for n, (where, data) in self._events.items() if n > last and where == key]
+        for number, data in later:
+            if data is not None:  # priming events carry nothing to replay
+                await send(EventMessage(_MESSAGE.validate_json(data), str(number)))
+        return key[1]
+
+
+class _SessionEvents(EventStore):
+    """One session's view of a `BoundedEventStore`."""
+
+    def __init__(self, store: BoundedEventStore, session_id: str) -> None:
+        self._store = store
+        self._session = session_id
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        return self._store._store((self._session, stream_id), message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        return await self._store._replay(self._session, last_event_id, send_callback)

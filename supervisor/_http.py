@@ -9,7 +9,8 @@ Routes:
   daemon drains for shutdown, ``/mcp`` keeps answering (a client may need ``tools/list``
   to finish a call in flight) but refuses new tool calls.
   SSE streams are resumable: a client reconnecting with ``Last-Event-ID`` gets what it
-  missed (`BoundedEventStore`, the last 10,000 events in memory).
+  missed in its own session (`BoundedEventStore`: the last 10,000 events, at most 64 MiB,
+  in memory).
 - ``GET /status``: the supervision tree as JSON (``ChildStatus``).
 - ``GET /metrics``: Prometheus text (``await Supervisor.metrics_text()``; an empty
   exposition for a supervisor without it).
@@ -398,6 +399,20 @@ class DaemonApp:
             await _json(send, 404, {"error": f"no route {path}"})
 
 
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, each session given its own view of the event store: the
+    SDK hands every session the one store, and names streams alike in each (see
+    `BoundedEventStore`), so a resumed stream could replay another session's events.
+    (``_admit_session`` and ``_event_store`` are the SDK's private names, pinned by mcp 2.3
+    and by the daemon's test of it.)"""
+
+    def _admit_session(self, requestor: Any) -> Any:
+        transport = super()._admit_session(requestor)
+        if transport is not None and isinstance(self.event_store, BoundedEventStore):
+            transport._event_store = self.event_store.for_session(transport.mcp_session_id)
+        return transport
+
+
 def _hypercorn_config(host: str, port: int) -> Any:
     from hypercorn.config import Config as HypercornConfig
 
@@ -444,7 +459,7 @@ async def serve_http(
 
     settings = daemon.config.settings
     security = security_settings(host)
-    manager = StreamableHTTPSessionManager(
+    manager = _SessionManager(
         app=daemon.gateway.server,
         event_store=BoundedEventStore(),  # a client whose SSE stream breaks resumes it
         security_settings=security,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -982,6 +983,49 @@ async def test_a_sighup_while_starting_reloads_once_started(tmp_path):
             await wait_until(lambda: "reloaded" in daemon.log.read_text(), what="the reload once started")
     finally:
         daemon.stop()
+
+
+def sse_events(text: str) -> list[tuple[str, str]]:
+    """(id, data) of each SSE event with an id in ``text``."""
+    out = []
+    for block in re.split(r"\r?\n\r?\n", text):
+        fields = dict(line.split(": ", 1) if ": " in line else (line.rstrip(":"), "") for line in block.splitlines() if line)
+        if "id" in fields:
+            out.append((fields["id"], fields.get("data", "")))
+    return out
+
+
+async def test_a_resumed_stream_replays_only_its_own_sessions_events(shared_daemon):
+    """The SDK names a request's stream after its JSON-RPC id, alike in every session, and
+    hands every session one event store: B resuming its stream of request 2 was replayed A's
+    answer to A's request 2 as well (two answers to one request, and A's data in B's hands)."""
+    url = shared_daemon.url + "/mcp"
+    base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+    async def session(http):
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+        response = await http.post(url, json=init, headers=base)
+        headers = {**base, "Mcp-Session-Id": response.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        return headers
+
+    def call(text):
+        return {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}
+
+    with trio.fail_after(20):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            a, b = await session(http), await session(http)
+            b_events = sse_events((await http.post(url, json=call("B's own"), headers=b)).text)
+            assert "B's own" in b_events[-1][1]
+            assert "A-SECRET" in sse_events((await http.post(url, json=call("A-SECRET"), headers=a)).text)[-1][1]
+            replayed = ""
+            with trio.move_on_after(2):  # B resumes after its stream's first (priming) event
+                async with http.stream("GET", url, headers={**b, "Last-Event-ID": b_events[0][0]}) as stream:
+                    async for chunk in stream.aiter_text():
+                        replayed += chunk
+    data = [d for _, d in sse_events(replayed) if d]
+    assert len(data) == 1 and "B's own" in data[0] and "A-SECRET" not in replayed, replayed
 
 
 async def test_a_broken_sse_stream_is_resumed_with_last_event_id(shared_daemon):

@@ -42,6 +42,40 @@ async def test_unknown_or_evicted_ids_replay_nothing():
     assert (await replay(store, str(int(last) - 2)))[1] == [(str(int(last) - 1), 4), (last, 5)]
 
 
-def test_the_bound_must_be_positive():
+def test_the_bounds_must_be_positive():
     with pytest.raises(ValueError):
         BoundedEventStore(max_events=0)
+    with pytest.raises(ValueError):
+        BoundedEventStore(max_bytes=0)
+
+
+async def test_sessions_are_kept_apart_whatever_id_is_sent():
+    """The SDK names streams after request ids, alike in every session: a session resuming
+    its stream "2" got another session's stream "2" events too, and any guessed id replayed
+    another session's traffic."""
+    store = BoundedEventStore()
+    a, b = store.for_session("A"), store.for_session("B")
+    b_priming = await b.store_event("2", None)
+    a_priming = await a.store_event("2", None)
+    a1 = await a.store_event("2", message(1))
+    b1 = await b.store_event("2", message(100))
+    assert await replay(b, b_priming) == ("2", [(b1, 100)])
+    assert await replay(a, a_priming) == ("2", [(a1, 1)])
+    assert await replay(b, a_priming) == (None, [])  # A's id from B: nothing
+    assert await replay(store, a_priming) == (None, [])
+
+
+async def test_the_bytes_held_are_bounded_too():
+    """Bounded by count alone, 10,000 results of a few MiB each (one upstream message may
+    be up to 32 MiB) held gigabytes."""
+    store = BoundedEventStore(max_events=1000, max_bytes=10_000)
+    big = types.JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"data": "x" * 3000})
+    ids = [await store.store_event("a", big) for _ in range(10)]
+    assert store.bytes <= 10_000 and len(store._events) == 3
+    assert await replay(store, ids[0]) == (None, [])  # dropped
+    sent = []
+
+    async def send(event):
+        sent.append(event.message)
+
+    assert await store.replay_events_after(ids[-2], send) == "a" and sent == [big]  # as it was stored
