@@ -290,6 +290,10 @@ class ServerLink:
         }
 
 
+def _always(level: str) -> bool:
+    return True
+
+
 def _is_cancel(exc: BaseException) -> bool:
     """A cancellation, or a group holding nothing else."""
     if isinstance(exc, BaseExceptionGroup):
@@ -857,22 +861,27 @@ class _Connection:
         )
 
     async def on_log(self, params: mcp_types.LoggingMessageNotificationParams) -> None:
-        """A server log line goes to the fronts with calls in flight (nothing on the wire says
-        which call it belongs to); with none, to this process's log."""
-        fronts = {id(f): f for f in self.inflight.values() if f is not None}
+        """A server log line goes to this process's log, and to the client whose call it
+        belongs to when that can be told: nothing on the wire says which call a line is
+        for, so it is relayed only when the calls in flight that want it are all one
+        client's (`Front.client`). With several clients' calls in flight it is relayed to
+        none: one client's log lines must never reach another."""
         upstream_log.log(
             _LOG_LEVELS.get(params.level, logging.INFO), "[%s] %s%s", self.spec.name,
             f"{params.logger}: " if params.logger else "", params.data,
         )
-        with contextlib.ExitStack() as marks:
-            for front in fronts.values():
-                marks.enter_context(self._relaying(front))  # all at once: see `_settle`
-            for front in fronts.values():
-                with trio.move_on_after(1.0):  # a slow client must not stall the server's stream
-                    try:
-                        await front.log(self.spec.name, params)
-                    except Exception as exc:  # a gone client: the log line is only lost to it
-                        log.debug("log line from %r not delivered: %s", self.spec.name, exc)
+        wanting = [f for f in self.inflight.values() if f is not None and getattr(f, "wants_log", _always)(params.level)]
+        clients = {id(getattr(front, "client", front)) for front in wanting}
+        if len(clients) != 1:
+            if clients:
+                log.debug("a log line of %r not relayed: calls of %d clients in flight", self.spec.name, len(clients))
+            return
+        front = wanting[0]
+        with self._relaying(front), trio.move_on_after(1.0):  # a slow client must not stall the server's stream
+            try:
+                await front.log(self.spec.name, params)
+            except Exception as exc:  # a gone client: the log line is only lost to it
+                log.debug("log line from %r not delivered: %s", self.spec.name, exc)
 
     def _refresh_soon(self, what: str) -> None:
         """Re-read ``what`` (tools, prompts or resources) in the background, coalesced: at

@@ -63,6 +63,11 @@ class Front(Protocol):
         """A log line the server sent while serving this front's call."""
         ...
 
+    # Optional: ``client``, the identity of the client the front calls for (fronts of one
+    # client share it; default: the front itself), and ``wants_log(level) -> bool`` (default:
+    # every level). A server's log line is relayed only when the fronts with calls in flight
+    # that want it are all one client's (see ``_Connection.on_log``).
+
 
 def describe_request(request: mcp_types.InputRequest) -> str:
     """One line saying what a server asked, for refusals and logs."""

@@ -58,6 +58,10 @@ def _result_type(request: types.InputRequest) -> Any:
     return types.CreateMessageResult
 
 
+def _rank(level: str) -> int:
+    return LOG_LEVELS.index(level) if level in LOG_LEVELS else 0
+
+
 class FrontRelay:
     """The `Front` of one gateway ``tools/call`` (see the module docstring)."""
 
@@ -68,6 +72,17 @@ class FrontRelay:
         self.input_round = InputRound(params.input_responses, params.request_state) if self.modern else None
         #: Handshake-era only: the lowest level this client asked for (None: every level).
         self.min_log_level = min_log_level
+        #: Who the call is for: the client's connection (each 2026-07-28 request has its own).
+        self.client = getattr(ctx.session, "_connection", None) or ctx.session
+        #: A 2026-07-28 call's log opt-in (its ``_meta`` level; None: no log lines wanted).
+        self.log_level = dict(ctx.meta or {}).get(types.LOG_LEVEL_META_KEY) if self.modern else None
+
+    def wants_log(self, level: str) -> bool:
+        """Whether this call's client wants a server log line at ``level``."""
+        floor = self.log_level if self.modern else self.min_log_level
+        if self.modern and floor is None:
+            return False
+        return floor is None or _rank(level) >= _rank(floor)
 
     def _lacks(self, request: types.InputRequest) -> str | None:
         capability, feature = _NEEDS[request.method]
@@ -105,7 +120,7 @@ class FrontRelay:
             )
 
     async def log(self, server: str, params: types.LoggingMessageNotificationParams) -> None:
-        if self.min_log_level is not None and LOG_LEVELS.index(params.level) < LOG_LEVELS.index(self.min_log_level):
+        if not self.wants_log(params.level):
             return
         logger = f"{server}/{params.logger}" if params.logger else server
         with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, not gone

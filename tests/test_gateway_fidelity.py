@@ -680,6 +680,33 @@ async def test_completion_passes_through(http_daemon):
             assert template.completion.values == ["gamma"] and template.completion.total == 1
 
 
+async def test_a_clients_log_lines_never_reach_another_client(http_daemon):
+    """A log line goes to the client whose call caused it, but nothing on the wire says
+    which call that is: it went to every client with a call in flight on that server. B,
+    waiting on its own slow call, got all of A's lines. Now a line is relayed only when the
+    calls in flight that want it are one client's; with two clients' calls in flight, it
+    reaches neither (only the daemon's log)."""
+
+    class SlowToAnswer(Recorder):
+        async def elicitation(self, context: Any, params: Any) -> types.ElicitResult:
+            self.questions.append({"elicitation": dump(params)})
+            await trio.sleep(3)
+            return types.ElicitResult(action="decline")
+
+    with trio.fail_after(30):
+        async with Through(http_daemon, "handshake") as a:
+            b_recorder = SlowToAnswer()
+            async with b_recorder.client(http_daemon.url + "/mcp", "handshake") as b:
+                await a.client.call_tool("log_levels", {"tag": "alone"})  # A's only: A gets them
+                assert await a.recorder.wait_for(lambda: len(a.recorder.logs) == 4), a.recorder.logs
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(b.call_tool, "ask_elicitation", {"question": "slow"})
+                    await wait_until(lambda: b_recorder.questions, what="B's call waiting on B")
+                    await a.client.call_tool("log_levels", {"tag": "A-SECRET"})
+            assert not any("A-SECRET" in json.dumps(line) for line in b_recorder.logs), b_recorder.logs
+            assert [line["data"] for line in a.recorder.logs][:1] == ["alone: debug line"]
+
+
 async def test_resource_subscription_gets_updates(http_daemon):
     """Handshake era: resources/subscribe through the daemon, then touch: the update arrives."""
     with trio.fail_after(30):
