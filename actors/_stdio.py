@@ -18,7 +18,10 @@ serializer, and nothing else of the protocol:
   fails at once too; a notification is dropped and logged; anything else is one garbage
   line. The wire is the same in both directions: the supervisor reads servers with it, and
   the daemon's ``--stdio`` front reads its client with it;
-- a line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
+- a request with a readable ``id`` and ``method`` that is not valid JSON-RPC (``params`` of
+  the wrong type, bytes that are not UTF-8) is answered with an error saying what is wrong
+  (`MalformedRequest`, through ``refuse``), so the peer's call fails at once; any other
+  line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
   one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped; a lone
   surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) is read as
@@ -51,8 +54,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "OVERSIZED", "Delivered", "OversizedRequest", "answer_oversized", "oversized", "read_messages", "refusal",
-    "write_messages",
+    "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused", "oversized", "read_messages",
+    "refusal", "write_messages",
 ]
 
 log = logging.getLogger("supervisor.stdio")
@@ -82,16 +85,31 @@ class OversizedRequest(msgspec.Struct, frozen=True):
     max_bytes: int
 
 
-def refusal(request: OversizedRequest) -> SessionMessage:
-    """The error answer to an `OversizedRequest` (invalid request, saying how large)."""
-    message = f"the request was {request.size} bytes, over the limit of {request.max_bytes}; it was not read"
-    error = mcp_types.ErrorData(
-        code=mcp_types.INVALID_REQUEST, message=message, data={"size": request.size, "limit": request.max_bytes}
-    )
+class MalformedRequest(msgspec.Struct, frozen=True):
+    """A request from the peer with a readable ``id`` and ``method`` that is not valid
+    JSON-RPC (``params`` of the wrong type, a line that is not UTF-8, ...): refused."""
+
+    id: Any
+    code: int
+    reason: str
+
+
+def refusal(request: OversizedRequest | MalformedRequest) -> SessionMessage:
+    """The error answer to a refused request: an `OversizedRequest` (invalid request, saying
+    how large) or a `MalformedRequest` (saying what is wrong)."""
+    if isinstance(request, MalformedRequest):
+        error = mcp_types.ErrorData(code=request.code, message=request.reason)
+    else:
+        message = f"the request was {request.size} bytes, over the limit of {request.max_bytes}; it was not read"
+        error = mcp_types.ErrorData(
+            code=mcp_types.INVALID_REQUEST, message=message, data={"size": request.size, "limit": request.max_bytes}
+        )
     return SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request.id, error=error))
 
 
-async def answer_oversized(writer: MemoryObjectSendStream[SessionMessage], request: OversizedRequest) -> None:
+async def answer_refused(
+    writer: MemoryObjectSendStream[SessionMessage], request: OversizedRequest | MalformedRequest
+) -> None:
     """Send the `refusal` of ``request`` on ``writer`` (a clone of the writer's input);
     nothing when the wire is closed meanwhile."""
     try:
@@ -106,13 +124,14 @@ async def read_messages(
     max_bytes: int,
     server: str,
     dropped: Callable[[], None] = lambda: None,
-    refuse: Callable[[OversizedRequest], None] = lambda request: None,
+    refuse: Callable[[OversizedRequest | MalformedRequest], None] = lambda request: None,
 ) -> None:
     """Hand each line of ``stdout`` to ``messages``, parsed, until stdout ends; then close
     ``messages``. See the module docstring for lines that are too long or not JSON-RPC;
     ``dropped`` is called for each line over ``max_bytes``, ``refuse`` for each of those
-    that was a request with an id (it must not block: it answers from another task, as the
-    writer may be waiting for the peer to read, and the peer for us)."""
+    that was a request with an id, and for each malformed request with a readable id (it
+    must not block: it answers from another task, as the writer may be waiting for the
+    peer to read, and the peer for us)."""
     try:
         async with messages:
             pending: list[bytes] = []
@@ -148,7 +167,7 @@ async def read_messages(
                         message = None if not line or line.isspace() else _parse(line)
                     pending, size, head, tail = [], 0, b"", b""
                     start = end + 1
-                    if isinstance(message, OversizedRequest):
+                    if isinstance(message, (OversizedRequest, MalformedRequest)):
                         refuse(message)
                     elif message is not None:
                         await messages.send(message)
@@ -158,7 +177,7 @@ async def read_messages(
         await _drain(stdout)
 
 
-def _parse(line: bytes) -> Delivered:
+def _parse(line: bytes) -> Delivered | MalformedRequest:
     try:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, or UnicodeDecodeError
@@ -167,7 +186,28 @@ def _parse(line: bytes) -> Delivered:
             if mended != line:
                 with contextlib.suppress(ValueError):
                     return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(mended.decode(), by_name=False))
-        return exc
+        return _malformed_request(line, exc) or exc
+
+
+def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | None:
+    """A request with a readable ``id`` and ``method`` that failed to parse: refused with an
+    answer (else the peer's call would wait out its timeout). None for anything else."""
+    try:  # bytes that are not UTF-8 before the object (a stray BOM, say) do not hide its id
+        data = json.loads(line.decode("utf-8", "replace").lstrip("\ufffd\ufeff \t\r"))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+        return None
+    request_id = data.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+        return None
+    if isinstance(exc, UnicodeDecodeError):
+        why = f"the request is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return MalformedRequest(request_id, mcp_types.PARSE_ERROR, why)
+    first = exc.errors()[0] if isinstance(exc, pydantic_core.ValidationError) and exc.errors() else None
+    where = ".".join(str(part) for part in first["loc"][1:]) if first else ""
+    why = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else str(exc))
+    return MalformedRequest(request_id, mcp_types.INVALID_REQUEST, f"the request is not valid JSON-RPC: {why}")
 
 
 #: A JSON escape: a surrogate pair, a lone surrogate, or any other (so that ``\\\\`` is

@@ -292,6 +292,45 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
             daemon.wait()
 
 
+async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
+    """A request whose id can be read but that is not valid JSON-RPC (params of the wrong
+    type, bytes that are not UTF-8) got no answer at all over ``--stdio``: the client's call
+    waited out its timeout. Over HTTP the same body gets its error at once; now so here."""
+    echo, _ = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        async def send(line: bytes) -> None:
+            await trio.to_thread.run_sync(daemon.stdin.write, line + b"\n")
+            await trio.to_thread.run_sync(daemon.stdin.flush)
+
+        async def answer() -> dict:
+            return json.loads(await trio.to_thread.run_sync(daemon.stdout.readline, abandon_on_cancel=True))
+
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        with trio.fail_after(30):
+            await send(json.dumps(init).encode())
+            assert (await answer())["id"] == 1
+            await send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+            await send(b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"str"}')
+            bad_params = await answer()
+            assert bad_params["id"] == 5 and bad_params["error"]["code"] == -32600, bad_params
+            assert "params" in bad_params["error"]["message"]
+            await send(b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":"\xff"}}}')
+            not_utf8 = await answer()
+            assert not_utf8["id"] == 8 and "not UTF-8" in not_utf8["error"]["message"], not_utf8
+            await send(b'{"jsonrpc":"2.0","id":7,"method":"ping"}')
+            assert (await answer()) == {"jsonrpc": "2.0", "id": 7, "result": {}}
+            daemon.stdin.close()
+            assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 async def test_a_stdio_client_that_stops_reading_cannot_hold_the_daemon_up(tmp_path):
     """The client sends requests, never reads the answers (the pipe fills, the daemon's
     writer blocks), then closes stdin: the daemon still stops, within its bounds."""

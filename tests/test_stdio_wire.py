@@ -8,6 +8,7 @@ How fast a large answer comes through is measured in ``bench/large_answer.py``, 
 from __future__ import annotations
 
 import json
+from typing import Any
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from mcp import MCPError
 from mcp.shared.message import SessionMessage
 
-from actors._stdio import OversizedRequest, oversized, read_messages, refusal
+from actors._stdio import MalformedRequest, OversizedRequest, oversized, read_messages, refusal
 from conftest import server_spec, settled
 from protocol import BackoffPolicy, InvalidResult
 from supervisor import Supervisor
@@ -274,6 +275,41 @@ async def test_the_reader_hands_an_oversized_request_to_refuse_and_goes_on():
     assert receive.receive_nowait().message.method == "notifications/initialized"
     with pytest.raises(anyio.EndOfStream):  # nothing else was delivered
         receive.receive_nowait()
+
+
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"str"}',
+         MalformedRequest(5, mcp_types.INVALID_REQUEST, "the request is not valid JSON-RPC: params: Input should be an object")),
+        (b'{"jsonrpc":"1.0","id":"r","method":"ping"}',
+         MalformedRequest("r", mcp_types.INVALID_REQUEST, "the request is not valid JSON-RPC: jsonrpc: Input should be '2.0'")),
+        (b'{"jsonrpc":"2.0","id":8,"method":"ping","params":{"t":"\xff"}}',
+         MalformedRequest(8, mcp_types.PARSE_ERROR, "the request is not UTF-8 text (invalid start byte at byte 55)")),
+        (b'\xef\xbb{"jsonrpc":"2.0","id":4,"method":"ping"}',
+         MalformedRequest(4, mcp_types.PARSE_ERROR, "the request is not UTF-8 text (invalid continuation byte at byte 0)")),
+    ],
+)
+async def test_a_malformed_request_with_a_readable_id_is_refused_not_dropped(line, refused):
+    """It was handed on as garbage: the SDK logs it, and the peer's call waited out its
+    timeout for an answer that never came (over HTTP the same body gets its 400 at once)."""
+    send, receive = anyio.create_memory_object_stream(10)
+    got: list[Any] = []
+    await read_messages(_Chunks([line + b"\n" + b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n']), send, 1000, "s", refuse=got.append)
+    assert got == [refused]
+    assert refusal(refused).message.error.code == refused.code and refusal(refused).message.id == refused.id
+    assert receive.receive_nowait().message.method == "ping"  # the wire goes on
+    with pytest.raises(anyio.EndOfStream):
+        receive.receive_nowait()
+
+
+async def test_other_lines_that_are_not_json_rpc_are_still_garbage():
+    send, receive = anyio.create_memory_object_stream(10)
+    got: list[Any] = []
+    lines = [b"garbage", b"[1, 2]", b'{"jsonrpc":"2.0","method":"n","params":3}']  # no request with an id
+    await read_messages(_Chunks([b"\n".join(lines) + b"\n"]), send, 1000, "s", refuse=got.append)
+    assert got == []
+    assert [isinstance(receive.receive_nowait(), Exception) for _ in lines] == [True, True, True]
 
 
 class _Chunks(trio.abc.ReceiveStream):
