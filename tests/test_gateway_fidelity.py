@@ -543,17 +543,22 @@ async def test_daemon_transcript_equals_direct(era, direct_transcripts, tmp_path
 # -- one feature at a time, through the daemon -------------------------------------------------------
 
 
+def everything_daemon(tmp: Path, what: str) -> tuple[Daemon, str]:
+    """A daemon (started, not yet healthy) over streamable HTTP fronting the fixture, and
+    the /proc marker its fixture process carries."""
+    marker = new_marker(what)
+    entry = {"command": sys.executable, "args": [str(EVERYTHING)], "env": {"MCP_TEST_MARKER": marker}}
+    config = tmp / "everything.json"
+    config.write_text(json.dumps({"mcpServers": {SERVER_NAME: entry}}))
+    return Daemon(config, tmp), marker
+
+
 @pytest.fixture(scope="module")
 def http_daemon(tmp_path_factory):
     """One daemon over streamable HTTP fronting the fixture, shared by the one-feature tests
     (they leave it as they found it, or use names of their own). At teardown it is stopped
     and no process it started may remain."""
-    tmp = tmp_path_factory.mktemp("fidelity")
-    marker = new_marker("http")
-    entry = {"command": sys.executable, "args": [str(EVERYTHING)], "env": {"MCP_TEST_MARKER": marker}}
-    config = tmp / "everything.json"
-    config.write_text(json.dumps({"mcpServers": {SERVER_NAME: entry}}))
-    daemon = Daemon(config, tmp)
+    daemon, marker = everything_daemon(tmp_path_factory.mktemp("fidelity"), "http")
     try:
         daemon.wait_healthy_sync()
         yield daemon
@@ -758,11 +763,7 @@ async def test_a_client_that_stops_reading_costs_the_others_one_wait_once(tmp_pa
     update then cost a second, so a healthy client's updates queued behind all the stuck
     client's (thousands of seconds here). Now the stuck client is skipped after one wait (the
     daemon says so) until its next request, and the healthy client hears the next update."""
-    marker = new_marker("stuck")
-    entry = {"command": sys.executable, "args": [str(EVERYTHING)], "env": {"MCP_TEST_MARKER": marker}}
-    config = tmp_path / "everything.json"
-    config.write_text(json.dumps({"mcpServers": {SERVER_NAME: entry}}))
-    daemon = Daemon(config, tmp_path)
+    daemon, marker = everything_daemon(tmp_path, "stuck")
     try:
         await daemon.wait_healthy()
         with trio.fail_after(90):
