@@ -37,7 +37,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import math
@@ -196,10 +195,7 @@ class ServerLink:
         the server so); the server's own ``MCPError`` passes through."""
         conn = self.conn
         if conn is None:
-            raise ServerUnavailable(
-                f"server {self.spec.name!r} is not connected" + (f" (last error: {self.last_error})" if self.last_error else ""),
-                server=self.spec.name,
-            )
+            raise self._not_connected()
         with trio.move_on_after(self.spec.timeout):
             return await ask(conn.client)
         raise DeadlineExceeded(f"server {self.spec.name!r} did not answer within {self.spec.timeout:g} s", server=self.spec.name)
@@ -244,12 +240,12 @@ class ServerLink:
             with trio.move_on_at(deadline):
                 await self.connected.wait()
                 continue
-            raise ServerUnavailable(
-                f"server {self.name!r} is not connected"
-                + (f" (last error: {self.last_error})" if self.last_error else ""),
-                server=self.name,
-            )
+            raise self._not_connected()
         return self.conn
+
+    def _not_connected(self) -> ServerUnavailable:
+        why = f" (last error: {self.last_error})" if self.last_error else ""
+        return ServerUnavailable(f"server {self.name!r} is not connected{why}", server=self.name)
 
     async def call(self, call: Call) -> Any:
         """Send ``call`` on the current incarnation; one that never went out waits for the next.
