@@ -181,9 +181,11 @@ class ServerLink:
             self.subscriptions.discard(uri)
             raise
 
-    async def unsubscribe(self, uri: str) -> None:
-        """Stop ``uri``'s updates (a no-op for a URI not subscribed to)."""
-        self.subscriptions.discard(uri)
+    async def unsubscribe(self, *uris: str) -> None:
+        """Stop ``uris``' updates (a no-op for a URI not subscribed to). They are dropped
+        from `subscriptions` at once, before any wait: a later incarnation never makes
+        them again, whether or not the server answers this one in time."""
+        self.subscriptions.difference_update(uris)
         if self.conn is not None:
             await self.conn.sync_subscriptions()
 

@@ -44,7 +44,7 @@ that client asked for). ``logging/setLevel`` is kept per client and passed to ha
 upstreams. ``completion/complete`` goes to the server owning the prompt (namespacing undone)
 or resource template. ``resources/subscribe`` (and a 2026-07-28 ``subscriptions/listen``'s
 resource subscriptions) are made on the owning server and released when no client wants
-them; ``ping`` is the SDK's.
+them (a client's connection closing releases what it held); ``ping`` is the SDK's.
 
 Change notifications: on every ``tools_changed``, ``prompts_changed`` or
 ``resources_changed`` event of the supervisor, (1) the matching event is published on the
@@ -106,6 +106,10 @@ FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
 """The ``_meta`` key of an ``isError`` result that carries a typed failure."""
 
 TELL_TIMEOUT = 1.0
+
+#: How many resource URIs one handshake-era client may be subscribed to at once.
+MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
+_HELD_KEY = "io.github.mcp-supervisor/subscriptions"
 """How long (s) the handshake-era connections are given to take one change notification."""
 
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
@@ -459,33 +463,70 @@ class Gateway:
 
     async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """A handshake-era client's ``resources/subscribe``: passed to the owning server
-        (its refusal comes back unchanged); its updates reach this client's connection."""
+        (its refusal comes back unchanged); its updates reach this client's connection
+        until it unsubscribes or the connection closes (see `_held_by`). A client may hold
+        `MAX_SUBSCRIPTIONS_PER_CLIENT` URIs; one more is refused (invalid request)."""
         self._seen(ctx)
         uri = str(params.uri)
         server, link = self._owner_of(uri)
-        await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
         connection = getattr(ctx.session, "_connection", None)
+        held = self._held_by(connection)
+        if uri not in held and len(held) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            raise MCPError(
+                code=types.INVALID_REQUEST,
+                message=f"this client already holds {len(held)} resource subscriptions, the gateway's "
+                f"limit per client: unsubscribe from one first",
+            )
+        await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
         if connection is not None:
+            held.add(uri)
             self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection)
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
+        connection = getattr(ctx.session, "_connection", None)
+        self._held_by(connection).discard(uri)
         subscribers = self._subscribers.get(uri)
         if subscribers is not None:
-            subscribers.discard(getattr(ctx.session, "_connection", None))
+            subscribers.discard(connection)
         await self._release(uri)
         return types.EmptyResult()
 
-    async def _release(self, uri: str) -> None:
-        """Unsubscribe upstream once no client wants ``uri``'s updates any more."""
-        if self._subscribers.get(uri) or self._listeners[uri] > 0:
-            return
-        self._subscribers.pop(uri, None)
-        self._listeners.pop(uri, None)
+    def _held_by(self, connection: Any) -> set[str]:
+        """The URIs ``connection``'s client has subscribed to. The first time, a cleanup
+        is pushed on the connection's exit stack (which the SDK unwinds, shielded, when
+        the connection closes: the client's DELETE, the session's idle timeout, the
+        end of stdio), so a client that goes away without unsubscribing releases
+        what it held upstream (`_release`)."""
+        state = getattr(connection, "state", None)
+        if not isinstance(state, dict):
+            return set()
+        held = state.get(_HELD_KEY)
+        if held is None:
+            held = state[_HELD_KEY] = set()
+            connection.exit_stack.push_async_callback(self._forget, connection, held)
+        return held
+
+    async def _forget(self, connection: Any, held: set[str]) -> None:
+        for uri in held:
+            self._subscribers.get(uri, set()).discard(connection)
+        try:
+            await self._release(*held)
+        except Exception as exc:  # the upstream stays subscribed until its next incarnation
+            log.info("releasing a closed connection's resource subscriptions: %s", exc)
+
+    async def _release(self, *uris: str) -> None:
+        """Unsubscribe upstream from those of ``uris`` that no client wants any more: one
+        exchange per server. They are forgotten before any wait (`ServerLink.unsubscribe`),
+        so a server that does not answer in time is not asked for them again."""
+        unwanted = {uri for uri in uris if not self._subscribers.get(uri) and self._listeners[uri] <= 0}
+        for uri in unwanted:
+            self._subscribers.pop(uri, None)
+            self._listeners.pop(uri, None)
         for _, link in self._links():
-            if uri in link.subscriptions:
-                await link.unsubscribe(uri)
+            if mine := sorted(unwanted & link.subscriptions):
+                await link.unsubscribe(*mine)
 
     async def _listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
         """A 2026-07-28 client's ``subscriptions/listen``: the SDK's handler serves the

@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Annotated
+from unittest.mock import patch
 
 import httpx2
 import pytest
@@ -32,6 +33,7 @@ from pydantic import Field
 from conftest import SERVERS, procs_with_marker, server_spec, wait_until
 from protocol import ChildStatus, ServerSpec
 from supervisor import Supervisor
+from supervisor import _gateway
 from supervisor._gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -556,6 +558,34 @@ async def test_a_prompt_or_resource_the_server_never_answers_ends_at_its_timeout
             timeout=5,
             what="both requests cancelled on the server",
         )
+
+
+async def test_a_client_that_goes_away_releases_its_resource_subscriptions():
+    """A handshake-era client subscribed through the gateway and went away without
+    unsubscribing: the gateway held its subscriptions upstream for the daemon's life (each
+    incarnation of the server made them again), and a client could add URIs without
+    bound. Now its connection's close releases them, and one client holds at most
+    ``MAX_SUBSCRIPTIONS_PER_CLIENT``."""
+    async with Supervisor([server_spec("everything", "everything.py")]) as sup:
+        await sup.wait_connected("everything", timeout=30)
+        link = sup.link("everything")
+        gateway = Gateway(sup)
+        with trio.fail_after(30):
+            async with Client(gateway.server, mode="legacy") as stays:
+                await stays.subscribe_resource("notes://kept")
+                async with Client(gateway.server, mode="legacy") as leaves:
+                    await leaves.subscribe_resource("notes://kept")
+                    await leaves.subscribe_resource("state://counter")
+                    await leaves.subscribe_resource("notes://gone")
+                    assert link.subscriptions == {"notes://kept", "state://counter", "notes://gone"}
+                assert link.subscriptions == {"notes://kept"}  # the one still wanted is kept
+                with patch.object(_gateway, "MAX_SUBSCRIPTIONS_PER_CLIENT", 2):
+                    await stays.subscribe_resource("notes://second")
+                    await stays.subscribe_resource("notes://kept")  # held already: not one more
+                    with pytest.raises(MCPError, match="already holds 2 resource subscriptions"):
+                        await stays.subscribe_resource("notes://third")
+                assert link.subscriptions == {"notes://kept", "notes://second"}
+            assert link.subscriptions == set() and gateway._subscribers == {}
 
 
 async def test_a_server_of_resources_only_is_up_and_served(shared_daemon):
