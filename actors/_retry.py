@@ -47,7 +47,6 @@ from protocol import (
     CircuitOpen,
     DeadlineExceeded,
     Failure,
-    Overloaded,
     RetryPolicy,
     ServerCrashed,
     ServerUnavailable,

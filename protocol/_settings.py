@@ -11,7 +11,7 @@ before its own keys are applied.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 

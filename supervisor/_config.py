@@ -91,7 +91,7 @@ import msgspec
 
 from actors._registry import check_categories, check_toolsets
 from protocol import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
-from protocol._settings import UNCACHED_TOOLS_TTL, Config, ServerDefaults, SupervisorSettings
+from protocol._settings import Config, ServerDefaults, SupervisorSettings
 
 __all__ = [
     "DEMO_SERVER",

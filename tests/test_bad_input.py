@@ -18,7 +18,6 @@ the ``Mcp-Method``/``Mcp-Name`` headers the spec requires), so each one stands a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx2
 import pytest
