@@ -154,6 +154,9 @@ class ServerLink:
         #: incarnation subscribes to them again). Updates are published as
         #: ``resource_updated`` events with ``data={"uri": ...}``.
         self.subscriptions: set[str] = set()
+        #: The ``logging/setLevel`` level handshake-era incarnations are told at connect
+        #: (`set_log_level`); None: never told, the server's own default holds.
+        self.log_level: str | None = None
         #: Called as ``listener(kind, link)`` with kind "up", "down" or "tools"; synchronous,
         #: so they must not block (the server subtree tells its breaker and the registry).
         self.listeners: list[Callable[[str, ServerLink], None]] = []
@@ -188,6 +191,16 @@ class ServerLink:
         self.subscriptions.difference_update(uris)
         if self.conn is not None:
             await self.conn.sync_subscriptions()
+
+    async def set_log_level(self, level: str) -> None:
+        """Have the server send log lines at ``level`` and above: a handshake-era
+        incarnation is told now (``logging/setLevel`` within the call ``timeout``: raises as
+        `request`) and every later one at connect. A 2026-07-28 server has no such
+        method: each call carries its level in ``_meta`` instead, so it is not told."""
+        self.log_level = level
+        conn = self.conn
+        if conn is not None and not conn.modern:
+            await self.request(lambda client: _tell_log_level(client, level))
 
     async def request(self, ask: Callable[[Client], Awaitable[Any]]) -> Any:
         """``ask(client)`` on the connected incarnation's MCP client (a ``prompts/get``, a
@@ -286,6 +299,12 @@ class ServerLink:
             "oversized_dropped": proc.oversized if proc else 0,
             "stderr_tail": proc.stderr_tail(20) if proc else [],
         }
+
+
+async def _tell_log_level(client: Client, level: str) -> None:
+    with warnings.catch_warnings():  # logging/setLevel is gone in 2026-07-28, not before
+        warnings.simplefilter("ignore")
+        await client.set_logging_level(level)  # type: ignore[arg-type]
 
 
 def _always(level: str) -> bool:
@@ -945,6 +964,12 @@ class _Connection:
                 await self.sync_subscriptions()
             except Exception as exc:
                 log.warning("server %r: resubscribing failed: %s", self.spec.name, _unwrap(exc))
+            if self.link.log_level is not None:
+                try:
+                    with trio.move_on_after(self.spec.timeout):
+                        await _tell_log_level(self.client, self.link.log_level)
+                except Exception as exc:  # a server without logging: nothing to tell it
+                    log.debug("server %r: logging/setLevel: %s", self.spec.name, _unwrap(exc))
             return
         caps = self.client.server_capabilities
         wants = {

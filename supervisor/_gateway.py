@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import warnings
 import weakref
 from typing import Any
 
@@ -96,7 +95,7 @@ from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
 from protocol._settings import DEFAULT_MAX_BODY_BYTES
 
 from ._facade import Supervisor
-from ._front_relay import FrontRelay
+from ._front_relay import LOG_LEVELS, FrontRelay
 
 __all__ = ["FAILURE_META_KEY", "Gateway", "failure_result"]
 
@@ -348,26 +347,34 @@ class Gateway:
                 self.idle.set()
 
     async def _set_logging_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        """A handshake-era client's ``logging/setLevel``: kept for its connection (its calls'
-        log lines are filtered to it) and passed to every connected handshake-era upstream
-        (a 2026-07-28 upstream gets the level in each call's ``_meta`` instead)."""
+        """A handshake-era client's ``logging/setLevel``: kept for its connection until it
+        closes (its calls' log lines are filtered to it), and the most verbose level any
+        client holds is passed to every server (`_tell_log_level`)."""
         connection = getattr(ctx.session, "_connection", None)
-        if connection is not None:
+        if self._held_by(connection) is not None:  # a connection we hear of when it closes
+            self._log_levels[connection] = params.level
+        await self._tell_log_level()
+        return types.EmptyResult()
+
+    async def _tell_log_level(self) -> None:
+        """Have every server send log lines at the most verbose level a client asked for,
+        so each client gets what it asked for (the lines are filtered per client): a
+        handshake-era upstream is told now, concurrently, each within its ``timeout``, and
+        each incarnation after at connect (`ServerLink.set_log_level`)."""
+        levels = list(self._log_levels.values())
+        if not levels:
+            return
+        level = min(levels, key=LOG_LEVELS.index)
+
+        async def tell(server: str, link: Any) -> None:
             try:
-                self._log_levels[connection] = params.level
-            except TypeError:
-                pass
-        for server, link in self._links():
-            conn = link.conn
-            if conn is None or conn.client.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                continue
-            try:
-                with trio.move_on_after(5.0), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    await conn.client.set_logging_level(params.level)
+                await link.set_log_level(level)
             except Exception as exc:  # a server without logging: nothing to tell it
                 log.debug("logging/setLevel not passed to %r: %s", server, exc)
-        return types.EmptyResult()
+
+        async with trio.open_nursery() as nursery:
+            for server, link in self._links():
+                nursery.start_soon(tell, server, link)
 
     # -- prompts and resources ------------------------------------------------------------
 
@@ -471,14 +478,14 @@ class Gateway:
         server, link = self._owner_of(uri)
         connection = getattr(ctx.session, "_connection", None)
         held = self._held_by(connection)
-        if uri not in held and len(held) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+        if held is not None and uri not in held and len(held) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise MCPError(
                 code=types.INVALID_REQUEST,
                 message=f"this client already holds {len(held)} resource subscriptions, the gateway's "
                 f"limit per client: unsubscribe from one first",
             )
         await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
-        if connection is not None:
+        if held is not None:
             held.add(uri)
             self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection)
         return types.EmptyResult()
@@ -486,22 +493,25 @@ class Gateway:
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
         connection = getattr(ctx.session, "_connection", None)
-        self._held_by(connection).discard(uri)
+        held = self._held_by(connection)
+        if held is not None:
+            held.discard(uri)
         subscribers = self._subscribers.get(uri)
         if subscribers is not None:
             subscribers.discard(connection)
         await self._release(uri)
         return types.EmptyResult()
 
-    def _held_by(self, connection: Any) -> set[str]:
-        """The URIs ``connection``'s client has subscribed to. The first time, a cleanup
-        is pushed on the connection's exit stack (which the SDK unwinds, shielded, when
-        the connection closes: the client's DELETE, the session's idle timeout, the
-        end of stdio), so a client that goes away without unsubscribing releases
-        what it held upstream (`_release`)."""
+    def _held_by(self, connection: Any) -> set[str] | None:
+        """The URIs ``connection``'s client has subscribed to (None for a connection with
+        no state to keep them in). The first time, `_forget` is pushed on the
+        connection's exit stack, which the SDK unwinds (shielded) when the connection
+        closes: the client's DELETE, the session's idle timeout, the end of stdio. So a
+        client that goes away without unsubscribing releases what it held upstream, and
+        its log level no longer counts."""
         state = getattr(connection, "state", None)
         if not isinstance(state, dict):
-            return set()
+            return None
         held = state.get(_HELD_KEY)
         if held is None:
             held = state[_HELD_KEY] = set()
@@ -515,6 +525,8 @@ class Gateway:
             await self._release(*held)
         except Exception as exc:  # the upstream stays subscribed until its next incarnation
             log.info("releasing a closed connection's resource subscriptions: %s", exc)
+        if self._log_levels.pop(connection, None) is not None:
+            await self._tell_log_level()
 
     async def _release(self, *uris: str) -> None:
         """Unsubscribe upstream from those of ``uris`` that no client wants any more: one

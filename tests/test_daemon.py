@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -586,6 +587,48 @@ async def test_a_client_that_goes_away_releases_its_resource_subscriptions():
                         await stays.subscribe_resource("notes://third")
                 assert link.subscriptions == {"notes://kept", "notes://second"}
             assert link.subscriptions == set() and gateway._subscribers == {}
+
+
+async def test_each_handshake_client_gets_the_log_lines_it_asked_for(caplog):
+    """Handshake-era clients asked the gateway for different log levels, and the last one
+    asked was passed to the (handshake-era) server: a client that wanted more lost lines.
+    A restarted server was never told again, and a client gone kept its level. Now the
+    server is told the most verbose level a client holds, again at each connect, and
+    each client gets its own calls' lines at the level it asked for."""
+    async with Supervisor([server_spec("everything", "everything.py", "--handshake-only")]) as sup:
+        await sup.wait_connected("everything", timeout=30)
+        link = sup.link("everything")
+        assert not link.conn.modern
+        gateway = Gateway(sup)
+        heard: dict[str, list[str]] = {"verbose": [], "quiet": []}
+
+        def client(who: str) -> Client:
+            async def on_log(params) -> None:
+                heard[who].append(params.level)
+
+            return Client(gateway.server, mode="legacy", logging_callback=on_log)
+
+        async def levels_heard(who: str, talker: Client) -> list[str]:
+            heard[who].clear()
+            await talker.call_tool("log_levels", {"tag": who})
+            return heard[who]
+
+        with trio.fail_after(60):
+            async with client("quiet") as quiet:
+                async with client("verbose") as verbose:
+                    await verbose.set_logging_level("debug")
+                    await quiet.set_logging_level("error")  # the last asked
+                    assert await levels_heard("verbose", verbose) == ["debug", "info", "warning", "error"]
+                    assert await levels_heard("quiet", quiet) == ["error"]
+                await quiet.set_logging_level("warning")  # the verbose client's level went with it
+                assert link.log_level == "warning"
+                await sup.restart_server("everything")
+                await sup.wait_connected("everything", timeout=30)
+                caplog.clear()
+                caplog.set_level(logging.DEBUG, logger="supervisor.upstream")
+                await sup.call_tool("log_levels", {"tag": "direct"}, server="everything", timeout=10)
+                emitted = [r.levelname for r in caplog.records if "direct: " in r.getMessage() or "'direct'" in r.getMessage()]
+                assert emitted == ["WARNING", "ERROR"]  # the new incarnation was told
 
 
 async def test_a_server_of_resources_only_is_up_and_served(shared_daemon):

@@ -34,9 +34,10 @@ Tools:
 Prompts: ``recipe(dish, style="plain")``, with completions for ``dish`` (``style`` in the
 completion context narrows them). Resources: ``static://hello`` (text), ``static://blob``
 (binary), ``state://counter`` (subscribable, changes on ``touch``), template ``notes://{topic}``
-(completions for ``topic``).
+(completions for ``topic``). ``--handshake-only`` makes it a server from before 2026-07-28
+(no ``server/discover``: a client falls back to ``initialize``).
 
-    python tests/servers/everything.py [--name NAME]
+    python tests/servers/everything.py [--name NAME] [--handshake-only]
 """
 
 import json
@@ -51,6 +52,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, ListRoots, Resolve, Sample
+from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from pydantic import BaseModel, Field
@@ -420,20 +422,26 @@ def make_everything(name: str = "everything") -> MCPServer:
     return mcp
 
 
-async def serve(mcp: MCPServer) -> None:
+async def serve(mcp: MCPServer, handshake_only: bool = False) -> None:
     """Serve over stdio, advertising listChanged for tools, prompts and resources (handshake era)."""
     lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
     options = lowlevel.create_initialization_options(
         NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True)
     )
     async with stdio_server() as (read_stream, write_stream):
-        await lowlevel.run(read_stream, write_stream, options)
+        if not handshake_only:
+            await lowlevel.run(read_stream, write_stream, options)
+            return
+        async with lowlevel.lifespan(lowlevel) as state:  # the SDK's handshake-only loop
+            await serve_loop(lowlevel, read_stream, write_stream, lifespan_state=state, init_options=options)
 
 
 def main() -> None:
-    args = base_parser(__doc__).parse_args()
+    parser = base_parser(__doc__)
+    parser.add_argument("--handshake-only", action="store_true", help="no server/discover, as before 2026-07-28")
+    args = parser.parse_args()
     try:
-        anyio.run(serve, make_everything(args.name or "everything"))
+        anyio.run(serve, make_everything(args.name or "everything"), args.handshake_only)
     except KeyboardInterrupt:  # pragma: no cover
         pass
 
