@@ -76,6 +76,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -421,6 +422,16 @@ def _not_one_of(got: str, choices: list[str]) -> str:
 # -- ranges ---------------------------------------------------------------------------------
 
 _Rule = tuple[Callable[[Any], bool], str]
+
+
+def _out_of_range(value: float, rule: _Rule) -> str | None:
+    ok, description = rule
+    if not ok(value):
+        return f"{description}, got {value!r}"
+    if value == math.inf:
+        return f"must be finite, got {value!r}"
+    return None
+
 _POSITIVE: Final[_Rule] = (lambda v: v > 0, "must be > 0")
 _NON_NEGATIVE: Final[_Rule] = (lambda v: v >= 0, "must be >= 0")
 _AT_LEAST_ONE: Final[_Rule] = (lambda v: v >= 1, "must be >= 1")
@@ -472,11 +483,12 @@ _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
 
 
 def _check_limits(obj: msgspec.Struct, parts: list[str | int]) -> None:
-    """Every number in ``obj`` (and its nested policies) within its range (NaN never is)."""
-    for field, (ok, rule) in _LIMITS.get(type(obj), {}).items():
+    """Every number in ``obj`` (and its nested policies) within its range and finite (NaN
+    and infinity never are: an infinite timeout is a wait with no deadline)."""
+    for field, rule in _LIMITS.get(type(obj), {}).items():
         value = getattr(obj, field)
-        if value is not None and not ok(value):
-            raise _problem([*parts, field], f"{rule}, got {value!r}")
+        if value is not None and (why := _out_of_range(value, rule)):
+            raise _problem([*parts, field], why)
     for field in msgspec.structs.fields(obj):
         value = getattr(obj, field.name)
         if isinstance(value, msgspec.Struct):
@@ -563,13 +575,15 @@ def _env_number(environ: Mapping[str, str], var: str, kind: type, rule: _Rule) -
     if value is None:
         return None
     word = "an integer" if kind is int else "a number"
-    ok, description = rule
     try:
         number = kind(value)
     except ValueError:
+        if kind is int and value.strip().lstrip("+-").isdigit():  # over Python's 4300-digit limit
+            raise _env_problem(var, f"an integer of {len(value.strip())} digits is out of range") from None
         raise _env_problem(var, f"expected {word}, got {value[:40]!r}") from None
-    if not ok(number):
-        raise _env_problem(var, f"{description}, got {value[:40]!r}")
+    why = _out_of_range(number, rule)
+    if why:
+        raise _env_problem(var, why.rsplit(", got ", 1)[0] + f", got {value[:40]!r}")
     return number
 
 

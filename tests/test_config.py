@@ -337,6 +337,20 @@ def test_nan_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("timeout = inf", "mcpServers.x.timeout"),  # a call with no deadline
+        ("connect_timeout = inf", "mcpServers.x.connect_timeout"),  # a start never given up
+        ("breaker.open_seconds = inf", "mcpServers.x.breaker.open_seconds"),
+        ("retry.max_delay = inf", "mcpServers.x.retry.max_delay"),
+    ],
+)
+def test_infinity_is_refused(tmp_path: Path, toml: str, key: str) -> None:
+    error = refused(tmp_path, f'[mcpServers.x]\ncommand = "c"\n{toml}\n', name="mcp.toml")
+    assert (error.key, error.reason) == (key, "must be finite, got inf")
+
+
+@pytest.mark.parametrize(
     ("entry", "key", "reason"),
     [
         ({"command": "python", "url": "https://h/mcp"}, "mcpServers.x", "has both 'command'"),
@@ -696,6 +710,9 @@ def test_empty_variables_count_as_unset(tmp_path: Path) -> None:
         ("COMFYUI_MCP_INTERNAL_TIMEOUT", "-1", "must be > 0"),
         ("COMFYUI_MCP_MODELSCOPE_URL", "https://", "no host"),
         ("COMFYUI_MCP_MODELSCOPE_TIMEOUT", "x", "expected a number"),
+        ("COMFYUI_MCP_INTERNAL_TIMEOUT", "inf", "must be finite, got 'inf'"),  # a wait with no deadline
+        ("COMFYUI_MCP_CIRCUIT_BREAKER_TIMEOUT", "1e999", "must be finite, got '1e999'"),
+        ("COMFYUI_MCP_MAX_RETRIES", "9" * 5000, "an integer of 5000 digits is out of range"),
     ],
 )
 def test_bad_environment_values(tmp_path: Path, var: str, value: str, reason: str) -> None:
