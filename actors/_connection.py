@@ -212,7 +212,7 @@ class ServerLink:
         if conn is None:
             raise self._not_connected()
         with trio.move_on_after(self.spec.timeout):
-            return await ask(conn.client)
+            return await conn._request(lambda: ask(conn.client))
         raise DeadlineExceeded(f"server {self.spec.name!r} did not answer within {self.spec.timeout:g} s", server=self.spec.name)
 
     def _notify(self, kind: str) -> None:
@@ -624,18 +624,21 @@ class _Connection:
                             server=spec.name,
                             tool=call.tool,
                         )
-                    result = await self.client.session.call_tool(
-                        call.tool,
-                        call.arguments,
-                        progress_callback=progress,
-                        input_responses=front.input_round.responses,
-                        request_state=front.input_round.state,
-                        meta=call.meta,
-                        allow_input_required=True,
+                    responses, state = front.input_round.responses, front.input_round.state
+                    result = await self._request(
+                        lambda: self.client.session.call_tool(
+                            call.tool,
+                            call.arguments,
+                            progress_callback=progress,
+                            input_responses=responses,
+                            request_state=state,
+                            meta=call.meta,
+                            allow_input_required=True,
+                        )
                     )
                 else:
-                    result = await self.client.call_tool(
-                        call.tool, call.arguments, progress_callback=progress, meta=call.meta
+                    result = await self._request(
+                        lambda: self.client.call_tool(call.tool, call.arguments, progress_callback=progress, meta=call.meta)
                     )
                 if front is not None or progress is not None:  # else nothing is relayed to this call
                     await self._settle(scope, front)
@@ -771,6 +774,50 @@ class _Connection:
             # reset the connection after it had the request (Envoy's "reset before headers").
             return ServerCrashed(f"{said}; the call may or may not have run{asks}", **data)
         return MCPError(code=code, message=said)  # an answer about this request: the SDK's code, our words
+
+    async def _request(self, send: Callable[[], Awaitable[Any]]) -> Any:
+        """``await send()``, the SDK's request, left behind when the caller is cancelled.
+
+        A cancelled SDK request writes a courtesy ``notifications/cancelled``, shielded, for
+        up to 5 s; over SSE, and in a handshake-era streamable HTTP session, the transport
+        sends one POST at a time, so behind a stalled POST that write waits the whole 5 s,
+        and the call answered its caller that much past its deadline. So over HTTP the
+        request runs in this incarnation's nursery: its caller leaves at once when
+        cancelled (its deadline, `die`, its own caller), and the request is cancelled
+        there, its courtesy cancel going out behind it. A request cut off with the
+        incarnation leaves its caller waiting for `die` (which cancels the caller's
+        scope), bounded by the caller's own deadline."""
+        nursery = self.nursery
+        if not self.over_http or nursery is None:
+            return await send()
+        done = trio.Event()
+        answer: list[Any] = []
+        failure: list[Exception] = []
+        request_scope = trio.CancelScope()
+
+        async def run() -> None:
+            with request_scope:
+                try:
+                    answer.append(await send())
+                except Exception as exc:
+                    failure.append(exc)
+                finally:
+                    done.set()
+
+        try:
+            nursery.start_soon(run)
+        except RuntimeError:  # the nursery is closed: this incarnation is ending
+            raise self._never_sent("is going away") from None
+        try:
+            await done.wait()
+            if failure:
+                raise failure[0]
+            if not answer:  # cut off with the incarnation, before `die` reached this scope
+                await self.died.wait()
+                raise self._crash_failure()
+            return answer[0]
+        finally:
+            request_scope.cancel()
 
     def _crash_failure(self) -> ServerCrashed:
         return ServerCrashed(

@@ -1055,6 +1055,40 @@ async def test_remote_server_goes_away_and_comes_back(transport):
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
 
 
+@pytest.mark.parametrize("transport", ["sse", "handshake-era streamable-http"])
+async def test_calls_to_a_stalled_remote_server_end_at_their_deadlines(transport):
+    """A remote server stops answering (SIGSTOP: its socket still accepts). Over SSE, and
+    in a handshake-era streamable HTTP session, the SDK sends one POST at a time, so the
+    courtesy cancel of a call that timed out waited behind the stalled POST, for the SDK's
+    whole ABANDON_WRITE_TIMEOUT: every call answered that much past its deadline (6 s for
+    1). Now each call (and each other request) ends at its deadline."""
+    sse = transport == "sse"
+    async with HttpEcho("--sse" if sse else "--handshake-only") as server:
+        spec = ServerSpec(
+            name="remote", url=server.url("/sse" if sse else "/mcp"), transport="sse" if sse else "streamable-http",
+            timeout=1.0, hang_threshold=100, health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("remote", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                for attempt in range(2):
+                    with trio.fail_after(1.0 + ABANDON_WRITE_TIMEOUT / 2):
+                        with pytest.raises(DeadlineExceeded, match="did not answer in time"):
+                            await sup.call_tool("echo", {"text": f"stalled {attempt}"}, server="remote", timeout=1.0)
+                with trio.fail_after(1.0 + ABANDON_WRITE_TIMEOUT / 2):
+                    with pytest.raises(DeadlineExceeded, match="did not answer within 1 s"):
+                        await sup.link("remote").request(lambda client: client.list_prompts())
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            with trio.fail_after(30):
+                while True:  # the stalled POSTs drain first
+                    with contextlib.suppress(DeadlineExceeded):
+                        assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=5)) == "two"
+                        break
+
+
 async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
     """An SSE server dies while we are idle: its event stream breaks, and the connection
     ends there and then (health checks off to show it), rather than at the next call."""
