@@ -31,8 +31,9 @@ Guarantees of ``call_tool``:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -98,6 +99,8 @@ class Supervisor:
         self._specs = {s.name: s for s in servers}
         self._inproc = dict(inproc or {})
         self._handles: dict[str, ServerHandle] = {}
+        #: Servers being replaced, updated or removed: one such change per server at a time.
+        self._changing: set[str] = set()
         self._bus = EventBus()
         # Unbounded: its senders are the servers' subtrees (one message per change, never
         # blocking), and a dropped PublishTools would lose that server's tools for good.
@@ -146,7 +149,13 @@ class Supervisor:
 
     async def add_server(self, spec: ServerSpec) -> ChildStatus:
         """Start supervising ``spec``; returns once it is connected (and its tools are in the
-        registry) or its first attempt failed."""
+        registry) or its first attempt failed. Raises ``ValueError`` for a name supervised
+        already (the running server is not touched), ``RuntimeError`` while that name is
+        being replaced or removed. (While it connects, it may be updated, replaced or
+        removed.)"""
+        with self._one_change(spec.name):  # checked, not held
+            if spec.name in self._handles:
+                raise ValueError(f"server {spec.name!r} is supervised already (replace_server changes its spec)")
         self._specs[spec.name] = spec
         handle = self._handles[spec.name] = ServerHandle(spec, self.registry, self.metrics)
         status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
@@ -154,14 +163,19 @@ class Supervisor:
         return status
 
     async def remove_server(self, name: str) -> None:
-        """Stop ``name`` (draining its calls within its shutdown timeout) and forget it."""
-        self._refuse_while_replacing(name)
-        await self._servers.remove_child(f"server:{name}")
-        await self.registry.withdraw(name)
-        handle = self._handles.pop(name, None)
-        if handle is not None:
-            handle.link.retire()
-        self._specs.pop(name, None)
+        """Stop ``name`` (draining its calls within its shutdown timeout) and forget it.
+
+        Once begun it runs to the end, even if the caller is cancelled meanwhile (the
+        cancellation is raised after): half-done, the server would stay listed with no
+        process behind it."""
+        with self._one_change(name), trio.CancelScope(shield=True):
+            await self._servers.remove_child(f"server:{name}")
+            await self.registry.withdraw(name)
+            handle = self._handles.pop(name, None)
+            if handle is not None:
+                handle.link.retire()
+            self._specs.pop(name, None)
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def replace_server(self, spec: ServerSpec) -> ChildStatus:
         """Run ``spec.name`` with ``spec`` from now on, without a gap for its callers.
@@ -180,34 +194,43 @@ class Supervisor:
         - Returns once the new incarnation is connected (its tools in the registry) or its
           first attempt failed; then waiting calls go on (against a breaker that says the
           server is down, in the second case).
+        - Once begun it runs to the end (within the old spec's ``shutdown_timeout`` and the
+          new one's ``connect_timeout``), even if the caller is cancelled meanwhile (the
+          cancellation is raised after): half-done, the server would stay listed with no
+          process behind it.
         - A server not supervised yet is added (`add_server`). If the new incarnation cannot
           be started at all, the server is forgotten (as by `remove_server`) and the error
-          raised. One replacement (or removal) of a server at a time: another while one is
-          under way raises ``RuntimeError``.
+          raised. One change (replacement, update or removal) of a server at a time:
+          another (or an addition) while one is under way raises ``RuntimeError``.
         """
         handle = self._handles.get(spec.name)
         if handle is None:
             return await self.add_server(spec)
-        self._refuse_while_replacing(spec.name)
-        done = handle.replacing = trio.Event()
-        try:
-            await self._servers.remove_child(f"server:{spec.name}")
-            handle.replace_spec(spec)
-            self._specs[spec.name] = spec
+        with self._one_change(spec.name):
+            done = handle.replacing = trio.Event()
             try:
-                status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
-            except Exception:
                 with trio.CancelScope(shield=True):
-                    await self.registry.withdraw(spec.name)
-                self._handles.pop(spec.name, None)
-                self._specs.pop(spec.name, None)
-                handle.link.retire()
-                raise
-            await self.registry.snapshot()  # a barrier: the tools it published are in the view
-            return status
-        finally:
-            handle.replacing = None
-            done.set()
+                    status = await self._replace(handle, spec)
+            finally:
+                handle.replacing = None
+                done.set()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return status
+
+    async def _replace(self, handle: ServerHandle, spec: ServerSpec) -> ChildStatus:
+        await self._servers.remove_child(f"server:{spec.name}")
+        handle.replace_spec(spec)
+        self._specs[spec.name] = spec
+        try:
+            status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
+        except Exception:
+            await self.registry.withdraw(spec.name)
+            self._handles.pop(spec.name, None)
+            self._specs.pop(spec.name, None)
+            handle.link.retire()
+            raise
+        await self.registry.snapshot()  # a barrier: the tools it published are in the view
+        return status
 
     async def restart_server(self, name: str) -> ChildStatus:
         """Restart ``name`` now, as an operator does (supervisorctl's ``restart``, OTP's
@@ -256,10 +279,16 @@ class Supervisor:
             raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
         return handle
 
-    def _refuse_while_replacing(self, name: str) -> None:
-        handle = self._handles.get(name)
-        if handle is not None and handle.replacing is not None:
-            raise RuntimeError(f"server {name!r} is being replaced; wait for that to finish")
+    @contextlib.contextmanager
+    def _one_change(self, name: str) -> Iterator[None]:
+        if name in self._changing:
+            raise RuntimeError(f"server {name!r} is being replaced or removed; wait for that to finish")
+        self._changing.add(name)
+        try:
+            yield
+        finally:
+            self._changing.discard(name)
+
 
     async def reconcile(
         self,
@@ -309,14 +338,14 @@ class Supervisor:
         return {"added": added, "removed": removed, "updated": updated, "replaced": replaced, "unchanged": unchanged}
 
     async def _update_server(self, spec: ServerSpec) -> None:
-        self._refuse_while_replacing(spec.name)
-        handle = self._handles[spec.name]
-        old_backoff = handle.spec.backoff
-        await handle.update(spec)
-        self._specs[spec.name] = spec
-        if spec.backoff != old_backoff:  # the subtree's own restarts, by ``servers``
-            await self._servers.update_child(f"server:{spec.name}", backoff=spec.backoff)
-        await self.registry.snapshot()  # a barrier: its tools under the new names are in the view
+        with self._one_change(spec.name):
+            handle = self._handles[spec.name]
+            old_backoff = handle.spec.backoff
+            await handle.update(spec)
+            self._specs[spec.name] = spec
+            if spec.backoff != old_backoff:  # the subtree's own restarts, by ``servers``
+                await self._servers.update_child(f"server:{spec.name}", backoff=spec.backoff)
+            await self.registry.snapshot()  # a barrier: its tools under the new names are in the view
 
     async def set_toolsets(self, toolsets: dict[str, list[str]]) -> None:
         """Use ``toolsets`` (added to, or replacing by name, the seed's defaults) from now on,

@@ -304,11 +304,46 @@ async def test_replace_server_adds_an_unknown_server_and_refuses_overlap():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sup.replace_server, changed)
                 await wait_until(lambda: sup.handle("echo").replacing is not None, timeout=5, what="the replacement")
-                with pytest.raises(RuntimeError, match="being replaced"):
+                with pytest.raises(RuntimeError, match="being replaced or removed"):
                     await sup.replace_server(spec)
-                with pytest.raises(RuntimeError, match="being replaced"):
+                with pytest.raises(RuntimeError, match="being replaced or removed"):
                     await sup.remove_server("echo")
+                with pytest.raises(RuntimeError, match="being replaced or removed"):
+                    await sup.add_server(spec)
             assert sup.handle("echo").spec == changed
+
+
+async def test_a_cancelled_restart_or_removal_runs_to_the_end_and_a_second_add_is_refused():
+    """A restart (or a removal) whose caller was cancelled while the old incarnation drained
+    its calls stopped half-way: the server stayed listed with no process (every call failed
+    CircuitOpen, a second restart raised KeyError). Now it runs to the end, then the
+    cancellation is raised. And adding a name supervised already replaced its handle (the
+    running server unreachable); now it is refused and the server untouched."""
+    spec = server_spec("echo", "echo.py")
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("echo", timeout=30)
+        old_pid = sup.link("echo").process.pid
+        with trio.fail_after(60):
+            for change in ("restart", "remove"):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="echo", timeout=10))
+                    await wait_until(lambda: sup.link("echo").inflight == 1, what="the call in flight")
+                    with trio.move_on_after(0.2) as gave_up:
+                        if change == "restart":
+                            await sup.restart_server("echo")
+                        else:
+                            await sup.remove_server("echo")
+                    assert gave_up.cancelled_caught
+                if change == "restart":
+                    assert sup.link("echo").process.pid != old_pid
+                    assert text_of(await sup.call_tool("echo", {"text": "back"}, timeout=10)) == "back"
+                    with pytest.raises(ValueError, match="supervised already"):
+                        await sup.add_server(spec)
+                    assert text_of(await sup.call_tool("echo", {"text": "untouched"}, timeout=10)) == "untouched"
+        assert sup.servers == [] and sup.list_tools() == []
+        with pytest.raises(UnknownTool):
+            await sup.call_tool("echo", {"text": "gone"}, timeout=5)
+    assert procs_with_marker(marker_of(spec)) == []
 
 
 # -- an in-process daemon -----------------------------------------------------------------------
