@@ -121,6 +121,9 @@ def _watch_group(pgid: int, incarnation: str) -> None:
             try:
                 _reaper = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _REAPER],
+                    # Without our own incarnation id (when we are a supervised server): a
+                    # supervisor above us that kills our tree must spare our reaper.
+                    env={k: v for k, v in os.environ.items() if k != INCARNATION_VAR},
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -26,6 +26,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
 from actors import kill_every_server_now
+from actors._process import INCARNATION_VAR, kill_tree
 from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, settled, wait_until
 from protocol import (
     ActorDown,
@@ -876,13 +877,14 @@ trio.run(main)
 """
 
 
-async def start_supervisor_process(spec: ServerSpec, *extra: str) -> tuple[trio.Process, int]:
+async def start_supervisor_process(spec: ServerSpec, *extra: str, env: dict[str, str] | None = None) -> tuple[trio.Process, int]:
     """``_SUPERVISOR_SCRIPT`` in a session of its own, once it is ready; and the pid of its
     fork (``extra == ("fork",)``), else 0."""
     supervisor = await trio.lowlevel.open_process(
         [sys.executable, "-c", _SUPERVISOR_SCRIPT, msgspec.json.encode(spec).decode(), *extra],
         stdout=subprocess.PIPE,
         start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
     )
     line = b""
     try:
@@ -945,6 +947,28 @@ async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_gro
             supervisor.kill()
         await supervisor.wait()
         await wait_until(lambda: procs_with_marker(marker) == [], timeout=5, what="the reaper to kill the servers")
+    finally:
+        supervisor.kill()
+        await supervisor.stdout.aclose()
+        for pid in procs_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_supervisor_that_is_itself_a_supervised_server_leaves_no_process_behind():
+    """A supervisor run as a stdio server of another (a gateway chained under a gateway)
+    carries the outer incarnation id, and its reaper inherited it: the outer supervisor's
+    kill of the whole tree killed the reaper too, and the inner servers (in sessions of
+    their own, with ids of their own) outlived everything. Now the reaper carries no id,
+    and takes the inner servers once the inner supervisor is gone."""
+    spec = server_spec("inner", "spawns_grandchild.py")
+    marker = marker_of(spec)
+    outer = "outer-" + marker
+    supervisor, _ = await start_supervisor_process(spec, env={INCARNATION_VAR: outer})
+    try:
+        assert len(procs_with_marker(marker)) == 2
+        await kill_tree(supervisor.pid, outer, 5.0)  # what the outer supervisor does to its server
+        await supervisor.wait()
+        await wait_until(lambda: procs_with_marker(marker) == [], timeout=10, what="the reaper to kill the servers")
     finally:
         supervisor.kill()
         await supervisor.stdout.aclose()
