@@ -561,7 +561,9 @@ class TreeSupervisor:
                     await child.done.wait()
             if not child.done.is_set():
                 child.scope.cancel()
-                with trio.move_on_after(child.spec.shutdown):
+                # A child supervisor stops its own children first, each within its own
+                # shutdown: it is waited for as long as that takes (OTP's infinity).
+                with trio.move_on_after(math.inf if child.spec.supervisor else child.spec.shutdown):
                     await child.done.wait()
             if not child.done.is_set():
                 log.error("%s/%s ignored cancellation for %g s; abandoning it", self.path, child.id, child.spec.shutdown)

@@ -13,6 +13,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import uuid
 from pathlib import Path
 
 import httpx2
@@ -23,7 +25,7 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import marker_of, procs_with_marker, server_spec, settled, wait_until
-from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, DeadlineExceeded, Failure, Overloaded, UnknownTool
+from protocol import BackoffPolicy, ServerSpec, BreakerPolicy, CircuitOpen, DeadlineExceeded, Failure, Overloaded, UnknownTool
 from supervisor import Supervisor
 from supervisor._config import ConfigError, load_config
 from supervisor._gateway import Gateway
@@ -344,6 +346,27 @@ async def test_a_cancelled_restart_or_removal_runs_to_the_end_and_a_second_add_i
         with pytest.raises(UnknownTool):
             await sup.call_tool("echo", {"text": "gone"}, timeout=5)
     assert procs_with_marker(marker_of(spec)) == []
+
+
+async def test_removing_a_server_still_connecting_returns_once_its_process_is_gone():
+    """A server still in its first connection attempt has nothing to stop but its task, so
+    it was cancelled and given ``shutdown`` seconds, as a worker is; but its teardown (close
+    stdin, wait for an exit, SIGTERM, its grace, SIGKILL) takes longer for a server that
+    ignores SIGTERM, and ``remove_server`` returned with the process still running (a
+    replacement would run beside it). A child supervisor is now waited for until its
+    children are down, as in OTP."""
+    marker = f"stubborn-{uuid.uuid4().hex[:12]}"
+    spec = ServerSpec(
+        name="stubborn", command=sys.executable, env={"MCP_TEST_MARKER": marker}, connect_timeout=120,
+        shutdown_timeout=3.5, args=["-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
+    )
+    async with Supervisor([]) as sup:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.add_server, spec)
+                await wait_until(lambda: procs_with_marker(marker), what="the server process")
+                await sup.remove_server("stubborn")
+                assert procs_with_marker(marker) == []
 
 
 # -- an in-process daemon -----------------------------------------------------------------------
