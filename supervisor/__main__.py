@@ -143,7 +143,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
             with life.starting:
                 async with Supervisor(config.servers, toolsets=config.settings.toolsets or None) as sup:
                     gateway = Gateway(sup)
-                    daemon = Daemon(config, sup, gateway, config_path)
+                    daemon = Daemon(config, sup, gateway, config_path, http_host=host)
                     print(render_tree(sup.status()), file=out, flush=True)
                     print(f"tools: {', '.join(t.name for t in sup.list_tools())}", file=out, flush=True)
                     life.ready(daemon, watching)

@@ -167,14 +167,17 @@ class Daemon:
       under ``failed``; the others still proceed.
     """
 
-    def __init__(self, config: Config, sup: Supervisor, gateway: Gateway, config_path: str | None) -> None:
-        """``config_path`` None: reload re-reads the bundled default."""
+    def __init__(
+        self, config: Config, sup: Supervisor, gateway: Gateway, config_path: str | None, http_host: str | None = None
+    ) -> None:
+        """``config_path`` None: reload re-reads the bundled default. ``http_host``: the host
+        the HTTP front is (to be) bound to, None for none; known from the start, so a reload
+        before the front serves (a SIGHUP while the servers start) is held to it too."""
         self.config = config
         self.sup = sup
         self.gateway = gateway
         self.config_path = config_path
-        #: The host the HTTP front is bound to (set by `serve_http`); None: no HTTP front.
-        self.http_host: str | None = None
+        self.http_host = http_host
         #: The ``Authorization`` header value every request must carry; None: no auth.
         self.auth_header: bytes | None = _auth_header(config.settings.auth_token)
         self._reload_lock = trio.Lock()
@@ -465,7 +468,7 @@ async def serve_http(
         security_settings=security,
         max_request_body_size=settings.max_body_bytes,
     )
-    daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind
+    daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind (if not told already)
     app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes)
     config = _hypercorn_config(host, port)
     config.graceful_timeout = graceful_timeout

@@ -376,14 +376,15 @@ class InProcessDaemon:
     """A `Daemon` over a real `Supervisor` started from a config file, optionally serving
     its HTTP app on a free loopback port."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, http_host: str | None = None) -> None:
         self.path = path
+        self.http_host = http_host
 
     async def __aenter__(self) -> Daemon:
         config = load_config(self.path)
         self._sup_cm = Supervisor(config.servers, toolsets=config.settings.toolsets or None)
         sup = await self._sup_cm.__aenter__()
-        self.daemon = Daemon(config, sup, Gateway(sup), str(self.path))
+        self.daemon = Daemon(config, sup, Gateway(sup), str(self.path), http_host=self.http_host)
         return self.daemon
 
     async def __aexit__(self, *exc_info) -> None:
@@ -459,11 +460,15 @@ async def test_invalid_reload_keeps_servers_toolsets_and_token(tmp_path):
 
 
 async def test_reload_refuses_to_remove_the_token_of_a_non_loopback_bind(tmp_path):
+    """Also before the HTTP front serves: a SIGHUP while the servers start is replayed once
+    they are up, before ``serve_http`` runs, and the bind was only recorded there (so such a
+    reload could open a 0.0.0.0 front with no token). The daemon knows its bind from the
+    start now. (Not run against a real non-loopback bind: the test machines bind 127.0.0.1
+    only.)"""
     config = tmp_path / "c.json"
     echo = stdio_entry("echo.py")
     write_config(config, {"echo": echo}, auth_token="keep-me")
-    async with InProcessDaemon(config) as daemon:
-        daemon.http_host = "0.0.0.0"  # as serve_http records it for such a bind
+    async with InProcessDaemon(config, http_host="0.0.0.0") as daemon:  # as `run` makes it for such a bind
         with trio.fail_after(20):
             write_config(config, {"echo": echo})
             with pytest.raises(ConfigError, match="non-loopback"):
