@@ -112,7 +112,8 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 def security_settings(host: str) -> TransportSecuritySettings:
     """The SDK's DNS-rebinding protection for ``/mcp``: loopback ``Host`` and ``Origin``
-    values, plus the bound host when it is a specific non-loopback address.
+    values, plus the bound host when it is another specific address (127.0.0.2 or a
+    non-loopback one: an address, or a name its owner chose to bind).
 
     A wildcard bind (``0.0.0.0``, ``::``) cannot know the names clients will use, so the
     SDK's ``Host`` check is off there; such a bind always has an auth token (`check_bind`),
@@ -123,7 +124,7 @@ def security_settings(host: str) -> TransportSecuritySettings:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     hosts = ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*", "[::1]:*"]
     origins = ["http://127.0.0.1", "http://localhost", "http://[::1]", "http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-    if not is_loopback(host):
+    if host not in ("127.0.0.1", "localhost", "::1"):
         shown = f"[{host}]" if ":" in host else host
         hosts += [shown, f"{shown}:*"]
         origins += [f"http://{shown}", f"http://{shown}:*", f"https://{shown}", f"https://{shown}:*"]

@@ -66,13 +66,13 @@ def write_config(path: Path, servers: dict, **supervisor) -> Path:
 class Daemon:
     """A ``python -m supervisor run`` subprocess on a free port."""
 
-    def __init__(self, config: Path, tmp: Path) -> None:
+    def __init__(self, config: Path, tmp: Path, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.log = tmp / f"daemon-{self.port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"{host}:{self.port}"],
             cwd=ROOT,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -853,6 +853,25 @@ async def test_a_web_page_can_neither_read_nor_drive_the_control_routes(shared_d
         own = await http.get(daemon.url + "/status", headers={"Origin": f"http://{own_host}"})
         assert own.status_code == 200
         assert echo_pid(own.json()) == echo_pid(before) is not None  # the refused restart did not happen
+
+
+async def test_a_daemon_bound_to_another_loopback_address_serves_every_route(tmp_path):
+    """Bound to 127.0.0.2 (Debian names the host 127.0.1.1), every route but ``/healthz``
+    answered 421: the bound address was allowed as a ``Host`` only when not loopback, and
+    the loopback names allowed were 127.0.0.1, localhost and ::1. So the daemon looked
+    healthy and could not be used."""
+    echo, marker = server_entry("echo.py")
+    daemon = Daemon(write_config(tmp_path / "c.json", {"echo": echo}), tmp_path, host="127.0.0.2")
+    try:
+        await daemon.wait_healthy(timeout=30)
+        async with httpx2.AsyncClient(timeout=20) as http:
+            for path in ("/status", "/metrics"):
+                assert (await http.get(daemon.url + path)).status_code == 200, path
+        async with Client(streamable_http_client(daemon.url + "/mcp")) as client:
+            assert text_of(await client.call_tool("echo", {"text": "via 127.0.0.2"})) == "via 127.0.0.2"
+    finally:
+        daemon.stop()
+    await wait_until(lambda: procs_with_marker(marker) == [], timeout=10, what="the echo server to go")
 
 
 def echo_pid(tree: dict) -> int | None:
