@@ -13,13 +13,14 @@ serializer, and nothing else of the protocol:
   counted and dropped up to its newline, and the wire goes on with the next line. If it
   was an answer (a ``result`` or ``error``, no ``method``, its ``id`` at either end), the
   request gets a JSON-RPC error saying how large the answer was (`oversized`), so the call
-  fails at once instead of waiting for its deadline; a request is answered with an error
+  fails at once instead of waiting for its deadline; a request (its ``id`` at either end) is answered with an error
   saying how large it was (`OversizedRequest`, through ``refuse``), so the peer's call
   fails at once too; a notification is dropped and logged; anything else is one garbage
   line. The wire is the same in both directions: the supervisor reads servers with it, and
   the daemon's ``--stdio`` front reads its client with it;
 - a request with a readable ``id`` and ``method`` that is not valid JSON-RPC (``params`` of
-  the wrong type, bytes that are not UTF-8) is answered with an error saying what is wrong
+  the wrong type, bytes that are not UTF-8, JSON cut short after its ``id`` and ``method``,
+  a batch: each request in it) is answered with an error saying what is wrong
   (`MalformedRequest`, through ``refuse``), so the peer's call fails at once; any other
   line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
@@ -169,6 +170,9 @@ async def read_messages(
                     start = end + 1
                     if isinstance(message, (OversizedRequest, MalformedRequest)):
                         refuse(message)
+                    elif isinstance(message, list):  # a batch
+                        for request in message:
+                            refuse(request)
                     elif message is not None:
                         await messages.send(message)
     except _GONE:
@@ -177,7 +181,7 @@ async def read_messages(
         await _drain(stdout)
 
 
-def _parse(line: bytes) -> Delivered | MalformedRequest:
+def _parse(line: bytes) -> Delivered | MalformedRequest | list[MalformedRequest]:
     try:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, or UnicodeDecodeError
@@ -189,18 +193,25 @@ def _parse(line: bytes) -> Delivered | MalformedRequest:
         return _malformed_request(line, exc) or exc
 
 
-def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | None:
+def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[MalformedRequest] | None:
     """A request with a readable ``id`` and ``method`` that failed to parse: refused with an
-    answer (else the peer's call would wait out its timeout). None for anything else."""
-    try:  # bytes that are not UTF-8 before the object (a stray BOM, say) do not hide its id
-        data = json.loads(line.decode("utf-8", "replace").lstrip("\ufffd\ufeff \t\r"))
-    except ValueError:
+    answer (else the peer's call would wait out its timeout); each such request of a batch
+    (JSON-RPC batches are gone from MCP); one cut short (not JSON), when its id and method
+    come before the cut. None for anything else (garbage, a notification)."""
+    text = line.decode("utf-8", "replace").lstrip("\ufffd\ufeff \t\r")  # a stray BOM does not hide the id
+    try:
+        data = json.loads(text)
+    except ValueError as not_json:
+        keys = _top_level_keys(text.encode())
+        if not _is_request(keys):
+            return None
+        return MalformedRequest(keys["id"], mcp_types.PARSE_ERROR, f"the request is not JSON: {not_json}")
+    if isinstance(data, list):
+        batch = "the request is part of a batch (a JSON array): MCP takes one message at a time"
+        return [MalformedRequest(item["id"], mcp_types.INVALID_REQUEST, batch) for item in data if _is_request(item)]
+    if not _is_request(data):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("method"), str):
-        return None
-    request_id = data.get("id")
-    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
-        return None
+    request_id = data["id"]
     if isinstance(exc, UnicodeDecodeError):
         why = f"the request is not UTF-8 text ({exc.reason} at byte {exc.start})"
         return MalformedRequest(request_id, mcp_types.PARSE_ERROR, why)
@@ -208,6 +219,14 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | None:
     where = ".".join(str(part) for part in first["loc"][1:]) if first else ""
     why = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else str(exc))
     return MalformedRequest(request_id, mcp_types.INVALID_REQUEST, f"the request is not valid JSON-RPC: {why}")
+
+
+def _is_request(data: Any) -> bool:
+    """Whether ``data`` has a request's ``method`` and an ``id`` an answer can carry."""
+    if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+        return False
+    request_id = data.get("id")
+    return isinstance(request_id, (int, str)) and not isinstance(request_id, bool)
 
 
 #: A JSON escape: a surrogate pair, a lone surrogate, or any other (so that ``\\\\`` is
@@ -248,14 +267,14 @@ def oversized(
     keys = _top_level_keys(head)
     is_request = "method" in keys or _TRAILING_METHOD.search(tail) is not None
     answer_id = None
-    if not is_request and ("result" in keys or "error" in keys):
+    if is_request or "result" in keys or "error" in keys:
         answer_id = keys.get("id")
-        if answer_id is None:
+        if answer_id is None:  # the TypeScript SDK writes {...request, jsonrpc, id}
             found = _TRAILING_ID.search(tail)
             answer_id = json.loads(found.group(1)) if found else None
-    if is_request and keys.get("id") is not None:
+    if is_request and answer_id is not None:
         log.warning("%r sent a request of %d bytes (limit %d): refused unread", server, size, max_bytes)
-        return OversizedRequest(keys["id"], size, max_bytes)
+        return OversizedRequest(answer_id, size, max_bytes)
     if answer_id is None:
         what = "a notification" if is_request else "a line that is no JSON-RPC answer"
         log.warning("%r wrote %s of %d bytes (limit %d): dropped", server, what, size, max_bytes)
@@ -301,7 +320,7 @@ def _top_level_keys(head: bytes) -> dict[str, Any]:
             keys[key] = None  # cut short, or more than the head holds: stop here
             return keys
         i = _skip_space(text, i)
-        if i >= len(text):
+        if i >= len(text) and not isinstance(value, str):  # a string read whole is whole
             keys[key] = None  # a number the cut may have shortened (12345 read as 12)
             return keys
         keys[key] = value if isinstance(value, (int, str)) and not isinstance(value, bool) else None

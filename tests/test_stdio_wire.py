@@ -250,6 +250,8 @@ def test_an_oversized_line_is_answered_only_when_it_is_surely_an_answer(head, ta
          OversizedRequest("r1", 50 * MIB, MIB)),
         # a notification has no one to answer: dropped
         (b'{"jsonrpc":"2.0","method":"notifications/message","params":{"x":"yy', b'yy"}}', None),
+        # the id last, as the TypeScript SDK writes ({...request, jsonrpc, id}): it was dropped as a notification
+        (b'{"method":"tools/call","params":{"x":"yy', b'yy"},"jsonrpc":"2.0","id":7}', OversizedRequest(7, 50 * MIB, MIB)),
     ],
 )
 def test_an_oversized_request_is_refused_with_its_id(head, tail, stand_in):
@@ -299,6 +301,25 @@ async def test_a_malformed_request_with_a_readable_id_is_refused_not_dropped(lin
     assert got == [refused]
     assert refusal(refused).message.error.code == refused.code and refusal(refused).message.id == refused.id
     assert receive.receive_nowait().message.method == "ping"  # the wire goes on
+    with pytest.raises(anyio.EndOfStream):
+        receive.receive_nowait()
+
+
+async def test_each_request_of_a_batch_and_a_request_cut_short_are_refused_not_dropped():
+    """A batch (a JSON array: MCP has none since 2025-06-18) and a request whose JSON ends
+    early were garbage: no answer, and the peer's calls waited out their timeouts (over
+    HTTP both get their error at once). Now each request in the batch gets an error, and a
+    request cut short after its ``id`` and ``method`` a parse error."""
+    batch = (b'[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},'
+             b'{"jsonrpc":"2.0","id":"b","method":"tools/list"}]')
+    cut = b'{"jsonrpc":"2.0","id":2,"method":"ping"'
+    send, receive = anyio.create_memory_object_stream(10)
+    got: list[MalformedRequest] = []
+    await read_messages(_Chunks([batch + b"\n" + cut + b"\n" + b'{"jsonrpc":"2.0","id":3,"method":"ping"}\n']), send, 1000, "s",
+                        refuse=got.append)
+    assert [(r.id, r.code) for r in got] == [(1, mcp_types.INVALID_REQUEST), ("b", mcp_types.INVALID_REQUEST), (2, mcp_types.PARSE_ERROR)]
+    assert "part of a batch" in got[0].reason and got[2].reason.startswith("the request is not JSON: ")
+    assert receive.receive_nowait().message.id == 3  # the wire goes on
     with pytest.raises(anyio.EndOfStream):
         receive.receive_nowait()
 
