@@ -87,6 +87,7 @@ from mcp.server.subscriptions import (
     ResourceUpdated,
     ToolsListChanged,
 )
+from mcp.shared.uri_template import UriTemplate
 
 from actors._front import calling_for
 from actors._registry import NAMESPACE_SEPARATOR
@@ -135,6 +136,13 @@ class _GatewayServer(Server[Any]):
             *args,
             **kwargs,
         )
+
+
+def _matches(template: str, uri: str) -> bool:
+    try:
+        return UriTemplate.parse(template).match(uri) is not None
+    except ValueError:  # InvalidUriTemplate, or a URI over the SDK's length bound
+        return False
 
 
 def failure_result(failure: Failure) -> types.CallToolResult:
@@ -457,11 +465,15 @@ class Gateway:
     # -- resource subscriptions and completion -------------------------------------------
 
     def _owner_of(self, uri: str) -> tuple[str, Any]:
-        """The server a resource URI belongs to: the one listing it, else the first
-        connected one with templates (a templated URI is not listed)."""
+        """The server a resource URI belongs to: the one listing it, else the first whose
+        resource template it matches (RFC 6570, the SDK's `UriTemplate`), else the first
+        connected one with templates (a template the SDK cannot parse, say)."""
         links = self._links()
         for server, link in links:
             if any(str(r.uri) == uri for r in link.resources):
+                return server, link
+        for server, link in links:
+            if any(_matches(t.uri_template, uri) for t in link.resource_templates):
                 return server, link
         for server, link in links:
             if link.resource_templates:
@@ -478,16 +490,25 @@ class Gateway:
         server, link = self._owner_of(uri)
         connection = getattr(ctx.session, "_connection", None)
         held = self._held_by(connection)
-        if held is not None and uri not in held and len(held) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+        if held is None or uri in held:
+            await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
+            return types.EmptyResult()
+        if len(held) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise MCPError(
                 code=types.INVALID_REQUEST,
                 message=f"this client already holds {len(held)} resource subscriptions, the gateway's "
                 f"limit per client: unsubscribe from one first",
             )
-        await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
-        if held is not None:
-            held.add(uri)
-            self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection)
+        # Counted before the exchange: another client's release meanwhile must see it wanted.
+        held.add(uri)
+        subscribers = self._subscribers.setdefault(uri, weakref.WeakSet())
+        subscribers.add(connection)
+        try:
+            await link.subscribe(uri)
+        except BaseException:
+            held.discard(uri)
+            subscribers.discard(connection)
+            raise
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -549,13 +570,13 @@ class Gateway:
         held: list[str] = []
         try:
             for uri in uris:
+                self._listeners[uri] += 1  # before the exchange: a release meanwhile must see it wanted
+                held.append(uri)
                 try:
                     server, link = self._owner_of(uri)
                     await link.subscribe(uri)
                 except Exception as exc:  # the ack still honours the URI; updates just will not come
                     log.info("listen: resource %r not subscribed upstream: %s", uri, exc)
-                self._listeners[uri] += 1
-                held.append(uri)
             return await self._listen_handler(ctx, params)
         finally:
             for uri in held:

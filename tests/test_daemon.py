@@ -589,6 +589,54 @@ async def test_a_client_that_goes_away_releases_its_resource_subscriptions():
             assert link.subscriptions == set() and gateway._subscribers == {}
 
 
+async def test_a_templated_resource_is_subscribed_on_the_server_whose_template_it_matches():
+    """With two servers with resource templates, a subscription to a URI of the second's
+    template was made on the first (the first server with any template): the owner never
+    heard of it and its updates never came. Reading the URI worked (each is tried)."""
+    files = MCPServer("files")
+
+    @files.resource("files://{path}")
+    def file(path: str) -> str:
+        return f"file {path}"
+
+    specs = [server_spec("ev", "everything.py", namespace="prefix"), ServerSpec(name="files")]
+    async with Supervisor(specs, inproc={"files": files}) as sup:
+        await sup.wait_connected("ev", timeout=30)
+        await sup.wait_connected("files", timeout=30)
+        async with Client(Gateway(sup).server, mode="legacy") as client:
+            with trio.fail_after(30):
+                await client.subscribe_resource("files://a.txt")
+                await client.subscribe_resource("notes://cats")
+        assert sup.link("files").subscriptions == set() and sup.link("ev").subscriptions == set()  # released
+        async with Client(Gateway(sup).server, mode="legacy") as client:
+            with trio.fail_after(30):
+                await client.subscribe_resource("files://a.txt")
+                await client.subscribe_resource("notes://cats")
+                assert sup.link("files").subscriptions == {"files://a.txt"}
+                assert sup.link("ev").subscriptions == {"notes://cats"}
+
+
+async def test_a_subscription_made_while_another_client_releases_it_is_kept():
+    """Client A subscribed to a URI while client B, the one holding it, unsubscribed: A was
+    counted only once the server had answered, so B's release saw nobody wanting the URI
+    and dropped it upstream, and A, told it was subscribed, never heard of an update."""
+    async with Supervisor([server_spec("everything", "everything.py")]) as sup:
+        await sup.wait_connected("everything", timeout=30)
+        link = sup.link("everything")
+        gateway = Gateway(sup)
+        with trio.fail_after(60):
+            async with Client(gateway.server, mode="legacy") as a, Client(gateway.server, mode="legacy") as b:
+                for round in range(5):
+                    uri = f"notes://round-{round}"
+                    await b.subscribe_resource(uri)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(a.subscribe_resource, uri)
+                        nursery.start_soon(b.unsubscribe_resource, uri)
+                    assert uri in link.subscriptions, f"round {round}: A's subscription was dropped upstream"
+                    await a.unsubscribe_resource(uri)
+                    assert uri not in link.subscriptions
+
+
 async def test_each_handshake_client_gets_the_log_lines_it_asked_for(caplog):
     """Handshake-era clients asked the gateway for different log levels, and the last one
     asked was passed to the (handshake-era) server: a client that wanted more lost lines.
