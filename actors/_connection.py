@@ -1117,7 +1117,7 @@ class _Connection:
             await self._refresh("tools")
 
 
-_MAX_TOOL_PAGES = 100
+_MAX_PAGES = 100
 
 
 class UnreadableList(Exception):
@@ -1142,6 +1142,21 @@ async def _read(method: str, read: Callable[[], Awaitable[Any]]) -> Any:
         raise UnreadableList(f"the server's answer to {method}: {type(cause).__name__}: {cause}", code) from exc
 
 
+async def _read_pages(link: ServerLink, method: str, request: Callable[..., Awaitable[Any]], field: str) -> list[Any]:
+    """Every page of a list, fresh from the server (the SDK's cache bypassed); at most
+    `_MAX_PAGES`, so a paginator that never ends cannot hang us. Raises as `_read`."""
+    items: list[Any] = []
+    cursor = None
+    for _ in range(_MAX_PAGES):
+        page = await _read(method, lambda: request(cursor=cursor, cache_mode="bypass"))
+        items.extend(getattr(page, field))
+        cursor = page.next_cursor
+        if not cursor:
+            return items
+    log.warning("server %r: its %s did not end after %d pages; the %d read so far are used", link.name, method, _MAX_PAGES, len(items))
+    return items
+
+
 async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     """Read the server's tools (and prompts, resources when advertised) into ``link``.
 
@@ -1154,27 +1169,15 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     """
     caps = client.server_capabilities
     if what in ("all", "tools"):
-        tools: list[ToolSpec] = []
-        cursor = None
         try:
-            for _ in range(_MAX_TOOL_PAGES):  # a paginator that never ends cannot hang us
-                page = await _read("tools/list", lambda: client.list_tools(cursor=cursor, cache_mode="bypass"))
-                tools.extend(_tool_spec(t, link.name) for t in page.tools)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            else:
-                log.warning(
-                    "server %r: its tool list did not end after %d pages; the %d tools read so far are used",
-                    link.name, _MAX_TOOL_PAGES, len(tools),
-                )
+            tools = [_tool_spec(t, link.name) for t in await _read_pages(link, "tools/list", client.list_tools, "tools")]
         except UnreadableList:
             if caps.tools is not None:
                 raise
             tools = []  # it never said it had tools: a server of prompts or resources only
         link._publish_tools(tools)
     # (method, the result's field and the link's attribute, the request)
-    optional: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = []
+    optional: list[tuple[str, str, Callable[..., Awaitable[Any]]]] = []
     if what in ("all", "prompts") and caps.prompts is not None:
         optional.append(("prompts/list", "prompts", client.list_prompts))
     if what in ("all", "resources") and caps.resources is not None:
@@ -1182,7 +1185,7 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
         optional.append(("resources/templates/list", "resource_templates", client.list_resource_templates))
     for method, attribute, request in optional:
         try:
-            setattr(link, attribute, list(getattr(await _read(method, request), attribute)))
+            setattr(link, attribute, await _read_pages(link, method, request, attribute))
         except UnreadableList as exc:
             if exc.code == mcp_types.METHOD_NOT_FOUND:  # resources without templates, say
                 setattr(link, attribute, [])

@@ -16,12 +16,14 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import mcp_types
 import msgspec
 import pytest
 import trio
 from mcp import MCPError
+from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
@@ -1113,6 +1115,39 @@ async def test_calls_to_a_stalled_remote_server_end_at_their_deadlines(transport
                         break
 
 
+async def test_every_page_of_the_prompts_and_resources_lists_is_read():
+    """Tools were read page after page, prompts, resources and templates only their first
+    page: what a paginating server listed after it was unknown (``resources/read`` and
+    ``prompts/get`` through the gateway failed "unknown")."""
+
+    def paged(result: type, field: str, first: Any, second: Any) -> Callable[..., Any]:
+        async def handler(ctx: Any, params: Any) -> Any:
+            if params is not None and params.cursor == "2":
+                return result(**{field: [second]})
+            return result(**{field: [first]}, next_cursor="2")
+
+        return handler
+
+    server = Server(
+        "paged",
+        on_list_prompts=paged(mcp_types.ListPromptsResult, "prompts", mcp_types.Prompt(name="first"), mcp_types.Prompt(name="second")),
+        on_list_resources=paged(
+            mcp_types.ListResourcesResult, "resources",
+            mcp_types.Resource(uri="doc://page1", name="page1"), mcp_types.Resource(uri="doc://page2", name="page2"),
+        ),
+        on_list_resource_templates=paged(
+            mcp_types.ListResourceTemplatesResult, "resource_templates",
+            mcp_types.ResourceTemplate(uri_template="a://{x}", name="a"), mcp_types.ResourceTemplate(uri_template="b://{x}", name="b"),
+        ),
+    )
+    async with Supervisor([ServerSpec(name="paged")], inproc={"paged": server}) as sup:
+        await sup.wait_connected("paged", timeout=30)
+        link = sup.link("paged")
+        assert [p.name for p in link.prompts] == ["first", "second"]
+        assert [str(r.uri) for r in link.resources] == ["doc://page1", "doc://page2"]
+        assert [t.uri_template for t in link.resource_templates] == ["a://{x}", "b://{x}"]
+
+
 async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
     """An SSE server dies while we are idle: its event stream breaks, and the connection
     ends there and then (health checks off to show it), rather than at the next call."""
@@ -1500,7 +1535,7 @@ async def test_a_tool_list_that_never_ends_is_read_up_to_a_limit_and_said_so(cap
         async with Supervisor([ServerSpec(name="endless", health_check_interval=None)], inproc={"endless": app}) as sup:
             await sup.wait_connected("endless", timeout=20)
             assert len(sup.link("endless").tools) == 100 and pages == 100
-    assert "did not end after 100 pages; the 100 tools read so far are used" in caplog.text
+    assert "its tools/list did not end after 100 pages; the 100 read so far are used" in caplog.text
 
 
 async def test_hundreds_of_servers_starting_at_once_all_reach_the_registry():
