@@ -300,6 +300,18 @@ class TreeSupervisor:
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the children and supervise them until stopped or until it gives up.
+
+        Each run starts afresh, so a parent restarts this supervisor by running it again:
+        a new mailbox if the last run closed it (asks go to the current one), an empty
+        restart history, and children that start from their first attempt."""
+        if self._mailbox.closed:
+            self._mailbox = Mailbox(f"supervisor:{self.id}", math.inf)
+        self._gave_up = None
+        self._started_at = None
+        self._restart_times.clear()
+        for child in self._children.values():
+            child.failures_in_row = 0
         parent_bus = _BUS.get()
         self._bus = parent_bus or self._bus
         self.path = _PATH.get() or self.id

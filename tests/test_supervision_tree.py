@@ -398,3 +398,32 @@ async def test_concurrent_starts_do_not_wait_for_a_slow_sibling(autojump_clock):
 def test_concurrent_starts_need_one_for_one():
     with pytest.raises(ValueError, match="one_for_one"):
         TreeSupervisor("sup", strategy=Strategy.REST_FOR_ONE, concurrent_starts=True)
+
+
+async def test_a_supervisor_that_gave_up_is_restarted_by_its_parent(autojump_clock):
+    """A parent restarts a child supervisor by running the same object again (the facade's
+    ``start=self._servers.run``). That re-run used to keep the closed mailbox, the give-up
+    and the restart history: it relaunched its children and died at once, again and again,
+    until the parent gave up too. Now each run starts afresh."""
+    leaf = Probe("leaf", "crash_after_ready", "crash_after_ready", "crash_after_ready", "run", after=0.1)
+    fast = Backoff(min=0.01, max=0.01, jitter=0.0)
+    mid = TreeSupervisor("mid", [leaf.spec(backoff=fast)], intensity=Intensity(max_restarts=2, max_seconds=5))
+    sibling = Probe("sibling")
+    root = TreeSupervisor(
+        "root",
+        [sibling.spec(), ChildSpec(id="mid", start=mid.run, supervisor=True, backoff=Backoff(min=1.0, max=1.0, jitter=0.0))],
+        intensity=Intensity(max_restarts=3, max_seconds=100),
+    )
+    events = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, root.subscribe(), events)
+        await nursery.start(root.run)
+        await trio.sleep(10)
+        assert [e.path for e in events if e.kind == "gave_up"] == ["root/mid"]  # once, not the root
+        assert leaf.starts == 4 and mid.which("leaf") is leaf  # the re-run started it again
+        (mid_status,) = [c for c in root.status().children if c.id == "mid"]
+        assert mid_status.state == "running" and mid_status.restarts == 1
+        assert sibling.starts == 1 and root.which("sibling") is sibling
+        status = await mid.add_child(Probe("late").spec())  # asks reach the re-run supervisor
+        assert status.state == "running"
+        root.stop()
