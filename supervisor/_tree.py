@@ -510,6 +510,11 @@ class TreeSupervisor:
             return
 
         group = self._restart_group(child)
+        # Stopping a sibling that is starting pumps the start queue: no member may start
+        # before the whole group is restarted.
+        for member in group:
+            if member in self._start_queue:
+                self._start_queue.remove(member)
         for other in reversed(group[1:]):
             await self._stop_child(other)
         delay = spec.backoff.delay(child.failures_in_row - 1, self._rng.random())

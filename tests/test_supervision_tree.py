@@ -427,3 +427,21 @@ async def test_a_supervisor_that_gave_up_is_restarted_by_its_parent(autojump_clo
         status = await mid.add_child(Probe("late").spec())  # asks reach the re-run supervisor
         assert status.state == "running"
         root.stop()
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+async def test_group_restart_does_not_launch_a_queued_sibling(autojump_clock, strategy):
+    """Sequential starts: a crashes while b is still starting and c waits its turn. Stopping b
+    for the group restart used to let the start queue launch c mid-restart; c was then marked
+    restarting while its task ran, its ready was ignored, and it stayed starting for good, so
+    nothing in the tree started again. Now the group leaves the start queue before its
+    members are stopped, and all three come back."""
+    a = Probe("a", "crash_after_ready", "run", after=0.5)
+    b, c = SlowStart("b", 10.0), SlowStart("c", 0.0)
+    sup = TreeSupervisor("sup", [a.spec(), b.spec(), c.spec()], strategy=strategy)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run)
+        await trio.sleep(60)
+        assert {s.id: s.state for s in sup.status().children} == {"a": "running", "b": "running", "c": "running"}
+        assert a.starts == 2 and len(b.began) == 2 and len(c.began) == 1  # c's first start is its only one
+        sup.stop()
