@@ -566,11 +566,13 @@ class TreeSupervisor:
         if child.state in ("restarting", "failed"):
             child.state = "stopped"
             return
-        if child.done.is_set():
+        if child.done.is_set() and child.state == "stopped":
             return
+        # A task already ended whose exit is still queued is stopped all the same: its exit
+        # is then ignored, as for any child we stop.
         child.stopping = True
         with trio.CancelScope(shield=True):
-            stop = getattr(child.value, "stop", None)
+            stop = getattr(child.value, "stop", None) if not child.done.is_set() else None
             if callable(stop):
                 stop()
                 # A child supervisor's own children bound its stop, as in OTP (infinity).

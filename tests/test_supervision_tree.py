@@ -445,3 +445,84 @@ async def test_group_restart_does_not_launch_a_queued_sibling(autojump_clock, st
         assert {s.id: s.state for s in sup.status().children} == {"a": "running", "b": "running", "c": "running"}
         assert a.starts == 2 and len(b.began) == 2 and len(c.began) == 1  # c's first start is its only one
         sup.stop()
+
+
+async def ask_into(answers, key, call, *args):
+    answers[key] = await call(*args)
+
+
+async def test_removing_a_child_whose_exit_is_pending(autojump_clock):
+    """x fails to start while the supervisor is busy, behind a queued remove_child('x'). Its
+    stop used to return at once for a task already ended, skipping the bookkeeping: x stayed
+    starting for good, add_child('x') was never answered and, starts being sequential, no
+    child ever started again. Now the stop finishes x's record, and the exit is ignored."""
+
+    async def fails_to_start(*, task_status):
+        await trio.sleep(0.5)
+        raise RuntimeError("cannot start")
+
+    busy = Probe("busy", "hang_in_shutdown")  # its removal keeps the loop busy for 1 s
+    sup = TreeSupervisor("sup", [busy.spec(shutdown=1.0)])
+    answers = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        nursery.start_soon(ask_into, answers, "add x", sup.add_child, ChildSpec(id="x", start=fails_to_start))
+        await trio.sleep(0.1)
+        nursery.start_soon(ask_into, answers, "remove busy", sup.remove_child, "busy")
+        await trio.sleep(0.1)
+        nursery.start_soon(ask_into, answers, "remove x", sup.remove_child, "x")  # ahead of x's exit
+        await trio.sleep(5)
+        assert answers["add x"].state == "stopped" and "remove x" in answers
+        assert sup.child_ids() == []
+        late = Probe("late")
+        with trio.fail_after(5):
+            assert (await sup.add_child(late.spec())).state == "running"
+        sup.stop()
+
+
+async def test_siblings_that_fail_together_count_as_one_restart(autojump_clock):
+    """one_for_all: a and b fail together (a resource they share broke). Stopping b for a's
+    group restart used to return at once since b's task had ended, so b's exit then counted
+    as a second failure: two restarts per incident, and the supervisor gave up at the second
+    of three incidents with max_restarts=3. Now b's exit is part of the group restart."""
+    broken = trio.Event()
+
+    async def shares_a_resource(*, task_status):
+        task_status.started(None)
+        await broken.wait()
+        raise RuntimeError("the shared resource broke")
+
+    fast = Backoff(min=0.1, max=0.1, jitter=0.0)
+    sup = TreeSupervisor(
+        "sup",
+        [ChildSpec(id=name, start=shares_a_resource, backoff=fast) for name in ("a", "b")],
+        strategy=Strategy.ONE_FOR_ALL,
+        intensity=Intensity(max_restarts=3, max_seconds=60),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        for _ in range(3):
+            broken.set()
+            await trio.sleep(0.01)
+            broken = trio.Event()
+            await trio.sleep(1)
+        assert [(s.state, s.restarts) for s in sup.status().children] == [("running", 3), ("running", 3)]
+        sup.stop()
+
+
+async def test_restart_child_queued_while_the_child_exits(autojump_clock):
+    """restart_child('a') waits behind a slow removal while a (transient) exits normally. The
+    stop used to return at once since a's task had ended, a was never started again and the
+    call answered ``stopped``. Now an operator's restart always starts the child again."""
+    a = Probe("a", "clean_exit", "run", after=0.5)
+    busy = Probe("busy", "hang_in_shutdown")
+    sup = TreeSupervisor("sup", [a.spec(restart=Restart.TRANSIENT), busy.spec(shutdown=1.0)])
+    answers = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        nursery.start_soon(ask_into, answers, "remove busy", sup.remove_child, "busy")
+        await trio.sleep(0.1)
+        nursery.start_soon(ask_into, answers, "restart a", sup.restart_child, "a")  # ahead of a's exit
+        await trio.sleep(5)
+        assert answers["restart a"].state == "running" and a.starts == 2 and sup.which("a") is a
+        sup.stop()
