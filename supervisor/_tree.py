@@ -113,6 +113,7 @@ class _ChildReady(msgspec.Struct, frozen=True):
 
 class _StartChildren(msgspec.Struct, frozen=True):
     ids: list[str]
+    timer: trio.CancelScope  # only the children still waiting on this backoff start
 
 
 class _AddChild(msgspec.Struct, frozen=True):
@@ -362,7 +363,7 @@ class TreeSupervisor:
         elif isinstance(msg, _StartChildren):
             for child_id in msg.ids:
                 child = self._children.get(child_id)
-                if child is not None and child.state == "restarting":
+                if child is not None and child.state == "restarting" and child.timer is msg.timer:
                     child.timer = None
                     child.state = "stopped"
                     self._start_queue.append(child)
@@ -553,16 +554,17 @@ class TreeSupervisor:
         async def fire() -> None:
             with timer:
                 await trio.sleep(delay)
-                self._mailbox.ref.tell_nowait(_StartChildren(ids))
+                self._mailbox.ref.tell_nowait(_StartChildren(ids, timer))
 
         self._nursery.start_soon(fire)
 
     # -- stopping -----------------------------------------------------------------------
 
     async def _stop_child(self, child: _Child) -> None:
-        if child.timer is not None:
-            child.timer.cancel()
-            child.timer = None
+        timer, child.timer = child.timer, None
+        # A group shares its backoff: it ends for the members still waiting on it.
+        if timer is not None and not any(c.timer is timer for c in self._children.values()):
+            timer.cancel()
         if child.state in ("restarting", "failed"):
             child.state = "stopped"
             return

@@ -526,3 +526,22 @@ async def test_restart_child_queued_while_the_child_exits(autojump_clock):
         await trio.sleep(5)
         assert answers["restart a"].state == "running" and a.starts == 2 and sup.which("a") is a
         sup.stop()
+
+
+@pytest.mark.parametrize("operation", ["restart_child", "remove_child"])
+async def test_a_group_backoff_survives_one_member_leaving_it(autojump_clock, operation):
+    """one_for_all: a crashed, so a and b wait out one shared backoff. Restarting or removing
+    a cancelled that shared timer, and b stayed restarting for good. Now a member leaving
+    the timer takes only itself off it: b starts when the backoff ends."""
+    a, b = Probe("a", "crash_after_ready", "run", after=0.5), Probe("b")
+    slow = Backoff(min=5.0, max=5.0, jitter=0.0)
+    sup = TreeSupervisor("sup", [a.spec(backoff=slow), b.spec(backoff=slow)], strategy=Strategy.ONE_FOR_ALL)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(1)
+        assert [s.state for s in sup.status().children] == ["restarting", "restarting"]
+        await getattr(sup, operation)("a")
+        await trio.sleep(10)
+        assert sup.which("b") is b and b.starts == 2
+        assert a.starts == (2 if operation == "restart_child" else 1)
+        sup.stop()
