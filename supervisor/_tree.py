@@ -289,9 +289,15 @@ class TreeSupervisor:
             pass
 
     def status(self) -> ChildStatus:
+        """This supervisor and its children: ``stopped`` outside ``run``, ``starting`` until
+        its first children are up, then ``running``."""
         return ChildStatus(
             id=self.id,
-            state="running" if self._gave_up is None and not self._mailbox.closed else "stopped",
+            state=(
+                "stopped" if self._nursery is None or self._gave_up is not None
+                else "starting" if self._started_at is None
+                else "running"
+            ),
             restart="permanent",
             strategy=str(self.strategy),
             uptime=None if self._started_at is None else trio.current_time() - self._started_at,
@@ -344,6 +350,7 @@ class TreeSupervisor:
                         await self._stop_all()
                     nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             reason = self._gave_up or "stopped"
             self._mailbox.close(reason)
             if self._gave_up is not None:

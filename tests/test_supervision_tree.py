@@ -545,3 +545,18 @@ async def test_a_group_backoff_survives_one_member_leaving_it(autojump_clock, op
         assert sup.which("b") is b and b.starts == 2
         assert a.starts == (2 if operation == "restart_child" else 1)
         sup.stop()
+
+
+async def test_supervisor_state_follows_its_run(autojump_clock):
+    """A supervisor used to say ``running`` before it was ever run. Now it is ``stopped``
+    until run, ``starting`` until its first children are up, ``running``, then ``stopped``."""
+    sup = TreeSupervisor("sup", [SlowStart("slow", 2.0).spec()])
+    assert sup.status().state == "stopped"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run)
+        await trio.sleep(1)
+        assert sup.status().state == "starting"
+        await trio.sleep(2)
+        assert sup.status().state == "running"
+        sup.stop()
+    assert sup.status().state == "stopped"
