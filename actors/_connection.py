@@ -14,7 +14,8 @@ Guarantees:
   ``DeadlineExceeded``; a caller that gave up is simply no longer answered.
 - The actor dies (and so is restarted) when the process exits, the transport closes or
   errors, a streamable-HTTP server says it no longer knows our session (HTTP 404, see
-  ``_http_answers``), an SSE server answers a message with an HTTP error status, the
+  ``_http_answers``), an SSE server answers a message with an HTTP error status or its
+  POST fails with no answer at all (refused, reset), the
   server writes more than ``garbage_threshold`` lines in a row that are not JSON-RPC (a
   JSON-RPC message in between starts the count again: a server that now and then logs a
   stray line to stdout keeps serving, one whose wire is garbled does not),
@@ -24,7 +25,9 @@ Guarantees:
 - A remote call answered with an HTTP error status and no JSON-RPC answer (a gateway's 502,
   503 or 429) raises a typed failure naming the status: ``ServerCrashed`` for a 5xx (it may
   have run), ``ServerUnavailable`` for 408/429 (turned away unread), and for another 4xx the
-  SDK's ``MCPError`` in our words (it is the answer to that request).
+  SDK's ``MCPError`` in our words (it is the answer to that request). An SSE call whose
+  POST got no answer fails at once: ``ActorDown`` when no connection was made (not sent),
+  else ``ServerCrashed`` (it may have run).
 - A server that cannot list its prompts or resources (an error, a list we cannot read)
   still serves its tools: the failure is logged and named in the status (``learn``). One
   that cannot list its tools does not connect, and the reason names ``tools/list``.
@@ -68,7 +71,7 @@ from protocol import (
 
 from ._events import publish
 from ._front import Front, current_front, describe_request, host_front
-from ._http_answers import HttpAnswerWatch, HttpRefusal, refusals
+from ._http_answers import HttpAnswerWatch, HttpRefusal, PostFailed, refusals
 from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._http_bound import PHRASE as OVER_LIMIT
@@ -424,7 +427,7 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
     """The SDK's httpx client, with ``X-Session-Id`` lifted into each POST's headers
     (`lift_session_header`), every answer's body held to ``max_message_bytes``
     (`bound_answers`, first: the watch may read the body) and every answer watched
-    (`HttpAnswerWatch`)."""
+    (`HttpAnswerWatch`); over SSE, POSTs that get no answer too (`watch_posts`)."""
     from mcp.shared._httpx_utils import create_mcp_http_client
 
     def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
@@ -433,6 +436,8 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
         hooks["request"] = [*hooks.get("request", []), lift_session_header]
         hooks["response"] = [bound_answers(max_message_bytes), *hooks.get("response", []), watch]
         client.event_hooks = hooks
+        if watch.on_broken is not None:
+            watch.watch_posts(client)
         return client
 
     return factory
@@ -713,7 +718,7 @@ class _Connection:
         sent: a server busy with a long call may be slow to answer anything else, and the
         calls' own deadlines (``hang_threshold``) judge it then.
         """
-        refused: list[HttpRefusal] = []
+        refused: list[HttpRefusal | PostFailed] = []
         if self.over_http:
             refusals.set(refused)  # this task's own context: what the gateway said to the check
         while True:
@@ -732,7 +737,7 @@ class _Connection:
                     if lost is not None:
                         self.die(lost, "transport")
                         return
-                    if refused and refused[-1].status >= 500:
+                    if refused and isinstance(refused[-1], HttpRefusal) and refused[-1].status >= 500:
                         why = f"the health check (tools/list) got {refused[-1]} instead of an answer"
                         self.die(why, "unresponsive")
                         return
@@ -756,11 +761,21 @@ class _Connection:
         except Exception:
             return True
 
-    def _refused(self, call: Call, refusal: HttpRefusal, code: int = mcp_types.INTERNAL_ERROR) -> Exception:
-        """What a call raises whose POST got an HTTP error status, not a JSON-RPC answer
-        (see `_http_answers`): typed when it says something about the server, so it is
-        retried as such and counts for the breaker."""
+    def _refused(
+        self, call: Call, refusal: HttpRefusal | PostFailed, code: int = mcp_types.INTERNAL_ERROR
+    ) -> Exception:
+        """What a call raises whose POST got an HTTP error status, not a JSON-RPC answer,
+        or no answer at all (see `_http_answers`): typed when it says something about the
+        server, so it is retried as such and counts for the breaker."""
         name = self.spec.name
+        if isinstance(refusal, PostFailed):
+            if not refusal.sent:
+                return self._never_sent(f"failed: the call's POST could not connect ({refusal.error})")
+            return ServerCrashed(
+                f"server {name!r}: the call's POST got {refusal}; the call may or may not have run",
+                server=name,
+                tool=call.tool,
+            )
         said = f"server {name!r} answered the call with {refusal} instead of a JSON-RPC answer"
         data: dict[str, Any] = {"server": name, "tool": call.tool, "http_status": refusal.status}
         asks = ""
@@ -1345,8 +1360,12 @@ async def run_connection(
 
     broken: list[str] = []
 
-    def on_sse_broken(refusal: HttpRefusal) -> None:
-        broken.append(f"the server answered a message with {refusal}, after which SSE sends nothing more")
+    def on_sse_broken(refusal: HttpRefusal | PostFailed) -> None:
+        if isinstance(refusal, PostFailed):  # "transport error" as for a broken event stream
+            what = "transport error: a message's POST got"
+        else:
+            what = "the server answered a message with"
+        broken.append(f"{what} {refusal}, after which SSE sends nothing more")
         if state is not None:
             state.die(broken[0], "transport")
         else:

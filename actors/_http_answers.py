@@ -1,4 +1,5 @@
-"""What an HTTP status says that the mcp SDK does not: a lost session, a refused message.
+"""What an HTTP status says that the mcp SDK does not: a lost session, a refused message
+(and, over SSE, a message whose POST got no HTTP answer at all).
 
 Over streamable HTTP and SSE every JSON-RPC message the client sends is an HTTP POST. Two
 kinds of answer to it the mcp 2.3 client leaves uninterpreted, and `HttpAnswerWatch`, an
@@ -28,6 +29,10 @@ httpx response hook on the transport's client, reads them:
   connection is gone, however the server still looks. A ``Retry-After`` header (429, 503)
   is kept (``HttpRefusal.retry_after``): a retry waits at least that long, or is given up
   at once when that is past the call's deadline.
+- **No answer at all** (SSE only, `HttpAnswerWatch.watch_posts`): a POST that fails with an
+  httpx transport error (refused, reset, timed out) likewise ends the SDK's SSE transport,
+  which only logs it, so the call would wait out its deadline and the connection would
+  look up. A `PostFailed` goes into ``refusals`` the same way, then ``on_broken`` is called.
 
 Guarantees: the hook never raises, never changes the response (a body it reads is cached
 by httpx for the transport to read again), reads a body only for an error status or a 200
@@ -46,10 +51,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
 import msgspec
 from mcp_types import METHOD_NOT_FOUND
 
-__all__ = ["HttpAnswerWatch", "HttpRefusal", "refusals"]
+__all__ = ["HttpAnswerWatch", "HttpRefusal", "PostFailed", "refusals"]
 
 SESSION_ID_HEADER = "mcp-session-id"
 
@@ -67,8 +73,23 @@ class HttpRefusal(msgspec.Struct, frozen=True):
         return f"HTTP {self.status} {self.reason}".rstrip() + said
 
 
+class PostFailed(msgspec.Struct, frozen=True):
+    """A POST that got no HTTP answer: an httpx transport error."""
+
+    error: str  # the exception, named
+    sent: bool  # False when no connection was made: the server cannot have read it
+
+    def __str__(self) -> str:
+        return f"no answer ({self.error})"
+
+
+#: httpx errors raised before any byte of the request left: the message was not sent.
+_NEVER_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
 #: The refusals of the messages sent from this context (None: nobody is listening).
-refusals: contextvars.ContextVar[list[HttpRefusal] | None] = contextvars.ContextVar("refusals", default=None)
+refusals: contextvars.ContextVar[list[HttpRefusal | PostFailed] | None] = contextvars.ContextVar(
+    "refusals", default=None
+)
 
 
 class _Error(msgspec.Struct):
@@ -131,7 +152,9 @@ def _web_page(response: Any) -> bool:
 class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
-    def __init__(self, on_lost: Callable[[], None], on_broken: Callable[[HttpRefusal], None] | None = None) -> None:
+    def __init__(
+        self, on_lost: Callable[[], None], on_broken: Callable[[HttpRefusal | PostFailed], None] | None = None
+    ) -> None:
         self.on_lost = on_lost
         self.on_broken = on_broken  # set for SSE
         self.last_refusal: HttpRefusal | None = None  # whoever sent the message
@@ -163,3 +186,29 @@ class HttpAnswerWatch:
                 into.append(refusal)
         if self.on_broken is not None and status >= 400:
             self.on_broken(refusal)
+
+    def watch_posts(self, client: httpx2.AsyncClient) -> None:
+        """Make ``client`` report each POST that fails with a transport error: a `PostFailed`
+        in the sender's ``refusals``, then ``on_broken``; the error still propagates. Only
+        ``client.send`` is wrapped (every request of the MCP transports goes through it);
+        other requests and answers are untouched. Not seen: a body that breaks after its
+        status came (an SSE server's answer to a POST is a few bytes long).
+
+        ``sent`` is False only for an error raised before a connection was made
+        (`_NEVER_SENT`); any later one may have delivered the message."""
+        send = client.send
+
+        async def send_watched(request: httpx2.Request, *args: Any, **kwargs: Any) -> httpx2.Response:
+            try:
+                return await send(request, *args, **kwargs)
+            except httpx2.TransportError as exc:
+                if request.method == "POST":
+                    failed = PostFailed(f"{type(exc).__name__}: {exc}".rstrip(": "), not isinstance(exc, _NEVER_SENT))
+                    into = refusals.get()
+                    if into is not None:
+                        into.append(failed)
+                    if self.on_broken is not None:
+                        self.on_broken(failed)
+                raise
+
+        client.send = send_watched  # type: ignore[method-assign]

@@ -1166,6 +1166,130 @@ async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
             assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
 
 
+class PostBreaker:
+    """A TCP proxy on 127.0.0.1 in front of a real server: it passes every connection
+    through until ``break_posts`` makes a message's POST get no answer, while the SSE event
+    stream (its GET connection) stays up. ``"refused"`` stops listening (a new connection is
+    refused); ``"reset"`` closes each new POST connection as soon as its request comes. Either
+    first closes the POST connections already open, so the next POST needs a new one.
+    ``heal`` passes everything through again, on the same port."""
+
+    def __init__(self, nursery: trio.Nursery, upstream: int) -> None:
+        self.nursery = nursery
+        self.upstream = upstream
+        self.port = 0
+        self.mode = "pass"
+        self.listening: trio.CancelScope | None = None
+        self.posts: dict[trio.CancelScope, trio.Event] = {}  # each open POST connection -> closed
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def listen(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        try:
+            with trio.CancelScope() as self.listening:
+                task_status.started()
+                await trio.serve_listeners(self._relay, listeners, handler_nursery=self.nursery)
+        finally:
+            for listener in listeners:
+                await listener.aclose()
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        scope, closed = trio.CancelScope(), trio.Event()
+        try:
+            with scope:
+                async with client:
+                    first = await client.receive_some(65536)
+                    post = first.startswith(b"POST ")
+                    if post:
+                        self.posts[scope] = closed
+                    if post and self.mode == "reset":
+                        return  # the request came, and the connection closes unanswered
+                    async with await trio.open_tcp_stream("127.0.0.1", self.upstream) as server:
+                        await server.send_all(first)
+                        async with trio.open_nursery() as pipes:
+                            pipes.start_soon(self._pipe, client, server, pipes.cancel_scope)
+                            pipes.start_soon(self._pipe, server, client, pipes.cancel_scope)
+        except (trio.BrokenResourceError, OSError):
+            pass
+        finally:
+            self.posts.pop(scope, None)
+            closed.set()
+
+    @staticmethod
+    async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        both.cancel()
+
+    async def break_posts(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "refused":
+            assert self.listening is not None
+            self.listening.cancel()
+        open_posts = list(self.posts.items())
+        with trio.fail_after(5):
+            for scope, closed in open_posts:
+                scope.cancel()
+                await closed.wait()
+
+    async def heal(self) -> None:
+        if self.mode == "refused":
+            await self.nursery.start(self.listen)
+        self.mode = "pass"
+
+
+@pytest.mark.parametrize("failure", ["refused", "reset"])
+async def test_an_sse_post_with_no_answer_fails_its_call_at_once_and_ends_the_connection(failure):
+    """Over SSE each message is a POST of its own, while the answers come on the event
+    stream. A POST that got no HTTP answer (the connection refused, or reset once the
+    request was out) was only logged by the SDK, whose transport then sent nothing more:
+    the call waited out its whole timeout and the connection still looked up. Now the
+    incarnation ends at once, as on any transport error, and is restarted once the server
+    can be reached. A call whose POST never connected was not sent: it goes out on the next
+    incarnation (and runs once); one whose POST was reset may have run: ``ServerCrashed``
+    (a destructive tool here, so not retried)."""
+    async with HttpEcho("--sse") as server, trio.open_nursery() as nursery:
+        proxy = PostBreaker(nursery, server.port)
+        await nursery.start(proxy.listen)
+        spec = ServerSpec(
+            name="remote", url=proxy.url("/sse"), transport="sse", timeout=60, connect_timeout=5,
+            backoff=BackoffPolicy(min=0.3, max=2.0, jitter=0.0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await settled(sup, "remote")  # no POST of its own in flight when they break
+            assert text(await sup.call_tool("echo", {"text": "one"}, server="remote", timeout=10)) == "one"
+            await proxy.break_posts(failure)
+            with trio.fail_after(10):  # was: the call's whole 60 s, and the connection "up" all along
+                if failure == "refused":
+                    async with trio.open_nursery() as calls:
+                        noted: list[str] = []
+
+                        async def write_note() -> None:
+                            result = await sup.call_tool("write_note", {"text": "x"}, server="remote", timeout=60)
+                            noted.append(text(result))
+
+                        calls.start_soon(write_note)
+                        await wait_until(lambda: sup.link("remote").conn is None, timeout=10, what="the connection to end")
+                        assert "a message's POST got no answer (ConnectError" in sup.link("remote").last_error
+                        await proxy.heal()
+                    assert noted == ["noted: x"]
+                else:
+                    with pytest.raises(ServerCrashed, match="the call may or may not have run") as failed:
+                        await sup.call_tool("write_note", {"text": "x"}, server="remote", timeout=60)
+                    assert "the call's POST got no answer" in failed.value.message, failed.value.message
+                    assert sup.link("remote").conn is None
+                    assert "a message's POST got no answer" in sup.link("remote").last_error
+                    await proxy.heal()
+            await sup.wait_connected("remote", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "two"}, server="remote", timeout=10)) == "two"
+            assert (await sup.metrics_snapshot()).server("remote").exits.get("transport") == 1
+        nursery.cancel_scope.cancel()  # the proxy
+
+
 @pytest.mark.parametrize("noticed_by", ["a-call", "a-health-check"])
 async def test_a_remote_server_that_forgot_our_session_gets_a_new_one(noticed_by):
     """A handshake-era streamable-HTTP server keeps our session in memory. Restarted on the
