@@ -823,10 +823,10 @@ async def breaker_actor(
                 if reply is not None:
                     reply.fail(refused)
             else:
-                if reply is not None:
-                    reply.send(PermitGranted(trial=trial))
-                elif trial:
-                    core.release_permit()  # nobody holds it
+                # A permit whose answer reached nobody (a tell, or an asker that left while
+                # it was queued) would block half-open until its lease ran out.
+                if (reply is None or not reply.send(PermitGranted(trial=trial))) and trial:
+                    core.release_permit()
         elif type(msg) is Snapshot:
             if reply is not None:
                 reply.send(core.snapshot(now))

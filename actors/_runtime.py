@@ -20,7 +20,7 @@ Guarantees:
   while an ``await ref.tell`` waits for room, the posted messages it carries can be
   overtaken by a ``tell_nowait`` or ``ask`` from another task.)
 - A reply that comes after its asker gave up (timeout or cancellation) is dropped; answering
-  never raises in the actor.
+  never raises in the actor, and returns whether the asker got the answer.
 - When the actor's behaviour returns or raises, ``serve`` closes the mailbox: every pending
   ``ask`` (queued or already taken) fails at once with ``ActorDown`` naming the reason, and
   every later ``tell``/``ask`` fails the same way. The exception itself propagates out of
@@ -45,6 +45,7 @@ __all__ = ["Mailbox", "Ref", "Reply", "serve", "spawn"]
 M = TypeVar("M")
 
 _UNANSWERED = object()
+_ABANDONED = object()  # the asker left unanswered: later answers are dropped
 
 POST_BATCH = 64
 """Posted messages waiting before the actor is woken for them (at most the mailbox size)."""
@@ -71,24 +72,27 @@ class Reply:
 
     @property
     def answered(self) -> bool:
+        """Answered already, or its asker left: any further answer is dropped."""
         return self._result is not _UNANSWERED
 
-    def send(self, value: Any) -> None:
-        """Answer with ``value``. A second answer, or one after the asker left, is dropped."""
-        self._settle(outcome.Value(value))
+    def send(self, value: Any) -> bool:
+        """Answer with ``value``. A second answer, or one after the asker left (cancelled,
+        or its deadline passed), is dropped. Returns True when the asker gets this answer."""
+        return self._settle(outcome.Value(value))
 
-    def fail(self, error: BaseException) -> None:
-        """Answer with an error the asker will raise. Dropped like ``send`` when late."""
-        self._settle(outcome.Error(error))
+    def fail(self, error: BaseException) -> bool:
+        """Answer with an error the asker will raise. Dropped (False) like ``send``."""
+        return self._settle(outcome.Error(error))
 
-    def _settle(self, result: outcome.Outcome[Any]) -> None:
+    def _settle(self, result: outcome.Outcome[Any]) -> bool:
         if self._result is not _UNANSWERED:
-            return
+            return False
         self._result = result
         self._mailbox._pending.discard(self)
         task, self._task = self._task, None
         if task is not None:
             trio.lowlevel.reschedule(task, result)
+        return True
 
     async def _wait(self) -> Any:
         if self._result is not _UNANSWERED:
@@ -96,7 +100,8 @@ class Reply:
         self._task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            self._task = None
+            # Marked now: the actor may run before the asker resumes to leave.
+            self._task, self._result = None, _ABANDONED
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)

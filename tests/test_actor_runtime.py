@@ -101,6 +101,45 @@ async def test_cancelled_asker_drops_late_reply():
         nursery.cancel_scope.cancel()
 
 
+async def test_an_answer_says_whether_it_reached_its_asker(autojump_clock):
+    """An actor could not tell an answer its asker got from one dropped because the asker
+    had left (cancelled, or its deadline passed): ``send`` returned None either way, so an
+    actor that handed something out with its answer (a breaker's trial permit) never took it
+    back. Now ``send``/``fail`` return True only when the asker gets the answer."""
+    taken = []
+
+    async def taker(mailbox):
+        async for msg, reply in mailbox:
+            if msg == "now":
+                taken.append(reply.send("ok"))
+            else:
+                taken.append(reply)
+
+    async with trio.open_nursery() as nursery:
+        ref = spawn(nursery, taker, name="taker")
+        assert await ref.ask("now", timeout=1) == "ok"
+        assert taken.pop() is True
+        for _ in range(20):  # the actor may run before or after the cancelled asker resumes
+            with trio.CancelScope() as gone:
+                gone.cancel()
+                await ref.ask("now")
+            await trio.testing.wait_all_tasks_blocked()
+        assert taken == [False] * 20
+        taken.clear()
+        with trio.CancelScope() as gone:
+            gone.cancel()
+            await ref.ask("queued then cancelled")
+        with pytest.raises(DeadlineExceeded):
+            await ref.ask("held past its deadline", timeout=1)
+        with trio.move_on_after(1):
+            await ref.ask("held then cancelled")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(taken) == 3
+        assert [reply.send("late") for reply in taken] == [False] * 3
+        assert [reply.fail(ValueError("late")) for reply in taken] == [False] * 3
+        nursery.cancel_scope.cancel()
+
+
 async def test_death_fails_pending_and_later_asks_at_once():
     go = trio.Event()
 

@@ -241,6 +241,25 @@ async def test_a_lost_trial_report_does_not_wedge_half_open(nursery, autojump_cl
     assert await admit_call(view, ref) is True
 
 
+async def test_a_permit_asked_by_a_caller_gone_before_the_answer_goes_back(breaker, autojump_clock):
+    """A ``Permit`` ask abandoned while queued (its caller cancelled) used to take the
+    half-open trial permit anyway: the answer was dropped and nobody would ever report or
+    release it, so every call was refused ("1 trial call in flight") until the permit's
+    lease ran out (60 s). Now a permit whose answer did not reach its asker is handed back
+    at once."""
+    ref, view = breaker(open_seconds=10.0, half_open_permits=1)
+    await trip(ref)
+    await trio.sleep(10)
+    for _ in range(3):
+        with trio.CancelScope() as gone:
+            gone.cancel()
+            await admit_call(view, ref)  # queued, then abandoned
+        assert gone.cancelled_caught
+    snap = await ref.ask(Snapshot(), 1)
+    assert snap.state == "half_open" and snap.trials_in_flight == 0
+    assert await admit_call(view, ref) is True  # the next caller is the trial
+
+
 async def test_open_time_doubles_per_consecutive_trip_up_to_the_cap(breaker, autojump_clock):
     ref, view = breaker(open_seconds=10.0, max_open_seconds=25.0)
     await trip(ref)
