@@ -434,10 +434,15 @@ class BreakerCore:
             )
         raise self.refusal(now)
 
-    def release_permit(self) -> None:
-        """Hand back one trial permit whose call ended ignored (cancelled, invalid, ...)."""
-        if self._permits:
-            self._permits.popleft()
+    def release_permit(self, started_at: float = math.inf) -> None:
+        """Hand back the trial permit of a call that started at ``started_at`` (default: the
+        newest permit): the newest one granted no later than that. Nothing when there is
+        none (that call's permit was already forgotten, its lease over)."""
+        permits = self._permits
+        for i in range(len(permits) - 1, -1, -1):
+            if permits[i] <= started_at + _STALE_EPSILON:
+                del permits[i]
+                return
 
     def record(
         self, outcome_kind: str, now: float, *, slow: bool = False, started_at: float | None = None, trial: bool = False
@@ -460,7 +465,7 @@ class BreakerCore:
         else:  # BREAKER_IGNORED, or a kind we do not know
             self.ignored += 1
             if self.state == HALF_OPEN and trial:
-                self.release_permit()
+                self.release_permit(math.inf if started_at is None else started_at)
             return
         # While only the connection is down the health machine still counts: the failure that
         # took the connection down is news about the server.

@@ -260,6 +260,25 @@ async def test_a_permit_asked_by_a_caller_gone_before_the_answer_goes_back(break
     assert await admit_call(view, ref) is True  # the next caller is the trial
 
 
+async def test_a_late_ignored_report_does_not_hand_back_another_callers_permit(nursery, autojump_clock):
+    """Once a trial's permit had been forgotten (its lease ran out), the trial's late
+    ignored report handed back the oldest permit in flight: another caller's. A third call
+    then got in while that trial still ran. Now an ignored report hands back only the
+    permit of its own call (the newest granted no later than the call started), if it is
+    still held."""
+    ref, view = spawn_breaker(nursery, policy(open_seconds=10.0), "s", permit_lease=30.0)
+    await trip(ref)
+    await trio.sleep(10)
+    first_started = trio.current_time()
+    assert await admit_call(view, ref) is True  # its report comes only after the lease
+    await trio.sleep(30)
+    assert await admit_call(view, ref) is True  # the second trial, still running
+    snap = await report(ref, "cancelled", trial=True, started=first_started)  # the first's late report
+    assert snap.trials_in_flight == 1
+    with pytest.raises(CircuitOpen, match="1 trial call in flight"):
+        await admit_call(view, ref)
+
+
 async def test_open_time_doubles_per_consecutive_trip_up_to_the_cap(breaker, autojump_clock):
     ref, view = breaker(open_seconds=10.0, max_open_seconds=25.0)
     await trip(ref)
