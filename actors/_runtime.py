@@ -23,8 +23,9 @@ Guarantees:
   never raises in the actor, and returns whether the asker got the answer.
 - When the actor's behaviour returns or raises, ``serve`` closes the mailbox: every pending
   ``ask`` (queued or already taken) fails at once with ``ActorDown`` naming the reason, and
-  every later ``tell``/``ask`` fails the same way. The exception itself propagates out of
-  ``serve`` unchanged, traceback included, to whoever supervises the task.
+  every later ``tell``/``ask`` fails the same way, each with an ``ActorDown`` of its own.
+  The exception itself propagates out of ``serve`` unchanged, traceback included, to
+  whoever supervises the task.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class Mailbox(Generic[M]):
         self.name = name
         self._send, self._receive = trio.open_memory_channel[tuple[M, Reply | None]](size)
         self._pending: set[Reply] = set()
-        self._down: ActorDown | None = None
+        self._down: str | None = None  # why it is down; each raise builds its own ActorDown
         self._stopped = False
         self._posted: list[M] = []  # not yet in the channel
         self._taken: deque[M] = deque()  # out of the channel, not yet handed to the actor
@@ -206,13 +207,18 @@ class Mailbox(Generic[M]):
         if self._down is not None:
             return
         why = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
-        self._down = ActorDown(f"actor {self.name!r} is down ({why})", actor=self.name)
+        self._down = f"actor {self.name!r} is down ({why})"
         self._stopped = True
         self._send.close()
         self._receive.close()
         self._posted, self._taken = [], deque()
         for reply in list(self._pending):
-            reply.fail(self._down)
+            reply.fail(self._actor_down())
+
+    def _actor_down(self) -> ActorDown:
+        # Never one shared instance: every raise would grow its traceback, pinning callers'
+        # frames, and whoever amends it (retry) would change it for everyone.
+        return ActorDown(self._down or f"actor {self.name!r} is stopping", actor=self.name)
 
 
 class Ref(Generic[M]):
@@ -239,7 +245,7 @@ class Ref(Generic[M]):
         self._mailbox.stop()
 
     def _down(self) -> ActorDown:
-        return self._mailbox._down or ActorDown(f"actor {self.name!r} is stopping", actor=self.name)
+        return self._mailbox._actor_down()
 
     async def tell(self, msg: M) -> None:
         """Deliver ``msg``; wait while the mailbox is full. Raises ``ActorDown``."""

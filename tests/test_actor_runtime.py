@@ -191,6 +191,43 @@ async def test_death_fails_pending_and_later_asks_at_once():
     assert not ref.alive
 
 
+async def test_every_actor_down_is_its_own_exception():
+    """A dead actor's ``ActorDown`` was one exception object, stored when the mailbox closed,
+    given to every pending ask and raised again by every later send: each raise grew its
+    traceback (1000 sends, thousands of entries), pinning every caller's frames and the
+    messages they sent, and a caller that amended it (retry adds ``data["attempts"]``)
+    changed it for everyone. Now each pending ask and each raise gets a fresh one, with a
+    traceback of its own raise only."""
+    mailbox = Mailbox("gone", 8)  # nobody reads it
+    ref = mailbox.ref
+    downs = []
+
+    async def asker():
+        try:
+            await ref.ask("pending", timeout=30)
+        except ActorDown as down:
+            downs.append(down)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(asker)
+        nursery.start_soon(asker)
+        await trio.testing.wait_all_tasks_blocked()
+        mailbox.close("stopped")
+    assert len(downs) == 2
+    for _ in range(200):
+        for send in (ref.tell_nowait, ref.post, ref.tell, ref.ask):
+            try:
+                result = send("later")
+                if send in (ref.tell, ref.ask):
+                    await result
+            except ActorDown as down:
+                downs.append(down)
+    assert len(downs) == 2 + 4 * 200
+    assert len({id(down) for down in downs}) == len(downs)
+    assert all("actor 'gone' is down (stopped)" in str(down) and down.data == {"actor": "gone"} for down in downs)
+    assert max(len(traceback.extract_tb(down.__traceback__)) for down in downs) <= 5  # its own raise only
+
+
 async def test_exception_reaches_supervisor_with_original_traceback():
     def deep_helper():
         raise ValueError("from deep inside")

@@ -6,6 +6,8 @@ none asserts wall time (``bench/breaker_check.py`` measures the fast path).
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import trio
 from hypothesis import given
@@ -538,6 +540,23 @@ async def test_outcome_reports_never_block_and_count_drops():
     mailbox.close("gone")
     assert report_outcome(view, ref, failure) is False
     assert view.dropped_outcomes == 2
+
+
+async def test_reports_to_a_dead_breaker_keep_nothing_alive():
+    """Every report to a dead breaker (its server down, each call still reporting) raised,
+    and dropped, the same stored ``ActorDown``, whose traceback grew by a few entries per
+    report, each pinning a frame and its locals: the report itself, for good. Now the
+    dropped report leaves nothing behind."""
+    mailbox = Mailbox("breaker:s", size=256)
+    view = BreakerView("s")
+    view.state = "open"  # every outcome is told, not posted
+    mailbox.close("stopped")
+    failure = CallOutcome(server="s", tool="t", outcome="ServerCrashed", duration=0.0, at=0.0)
+    before = sys.getrefcount(failure)
+    for _ in range(1000):
+        assert report_outcome(view, mailbox.ref, failure) is False
+    assert sys.getrefcount(failure) == before
+    assert view.dropped_outcomes == 1000
 
 
 async def test_a_burst_of_failures_leaves_room_for_connection_messages():

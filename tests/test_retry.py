@@ -12,6 +12,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors import Mailbox
 from actors._retry import RetryBudget, backoff_delay, call_with_retry, is_retry_safe, retry_safe_after_send
 from protocol import (
     ActorDown,
@@ -198,6 +199,25 @@ async def test_exhausted_retries_raise_the_last_failure_itself(autojump_clock):
         await run(script)
     assert raised.value is failures[3]  # 1 attempt + 3 retries
     assert raised.value.data["attempts"] == 4
+
+
+async def test_calls_to_a_dead_actor_each_get_their_own_failure(autojump_clock):
+    """A dead actor raised one shared ``ActorDown`` for every ask, and the retry loop amends
+    the failure it raises in place (``data["attempts"]``, why it stopped): one call's
+    amendments showed up in every other call's failure. Now each call's failure is its own."""
+    mailbox = Mailbox("gone", 8)
+    mailbox.close("stopped")
+
+    async def ask(attempt):
+        return await mailbox.ref.ask("call", 1)
+
+    with pytest.raises(ActorDown) as first:
+        await run(ask)
+    with pytest.raises(ActorDown) as second:
+        await run(ask, budget=RetryBudget(ratio=0.0, window=10.0, min_calls=0))
+    assert first.value is not second.value
+    assert first.value.data == {"actor": "gone", "attempts": 4}
+    assert second.value.data == {"actor": "gone", "attempts": 1, "retry_stopped": "retry budget spent"}
 
 
 async def test_the_deadline_is_never_crossed(autojump_clock):
