@@ -220,6 +220,7 @@ class Supervisor:
     async def _replace(self, handle: ServerHandle, spec: ServerSpec) -> ChildStatus:
         await self._servers.remove_child(f"server:{spec.name}")
         handle.replace_spec(spec)
+        handle.override = None  # a fresh breaker
         self._specs[spec.name] = spec
         try:
             status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
@@ -256,8 +257,9 @@ class Supervisor:
         - ``"reset"``: back to ``closed`` with fresh counts (``open`` while the connection is
           down).
 
-        The override outlives the connection's restarts; replacing the server
-        (`restart_server`, a reload that changes what it is) starts it with a fresh breaker.
+        The override outlives the connection's restarts and the server subtree's (a new
+        breaker is told it at once); replacing the server (`restart_server`, a reload that
+        changes what it is) starts it with a fresh breaker.
         Raises ``KeyError`` for a server not supervised, ``ValueError`` for another action,
         ``RuntimeError`` while its breaker is not running (being started or replaced).
         """
@@ -267,7 +269,9 @@ class Supervisor:
         handle = self._supervised(name)
         if handle.breaker_ref is None or handle.replacing is not None:
             raise RuntimeError(f"server {name!r} has no running breaker now (being started or replaced); try again")
-        await handle.breaker_ref.ask(messages[action](), _OPERATOR_ASK_TIMEOUT)
+        message = messages[action]()
+        await handle.breaker_ref.ask(message, _OPERATOR_ASK_TIMEOUT)
+        handle.override = None if action == "reset" else message
         (servers,) = [child for child in self.status().children if child.id == "servers"]
         (server,) = [child for child in servers.children if child.id == f"server:{name}"]
         return server

@@ -109,6 +109,9 @@ class ServerHandle:
         self.metrics = metrics
         self.replacing: trio.Event | None = None
         self.subtree: TreeSupervisor | None = None  # the running (or last) ``server:<name>``
+        #: The operator's ``ForceOpen`` or ``Disable`` in force (`Supervisor.set_breaker`):
+        #: told to every breaker this handle starts, until a reset or a replacement.
+        self.override: Any = None
         self.link.listeners.append(self._on_link)
 
     @property
@@ -207,6 +210,8 @@ class ServerHandle:
 
     async def run_breaker(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         mailbox: Mailbox[Any] = Mailbox(f"breaker:{self.name}", 256)
+        if self.override is not None:  # a breaker restarted with its subtree keeps the fence
+            mailbox.ref.tell_nowait(self.override)
         self.breaker_ref = mailbox.ref
         task_status.started(mailbox.ref)
         try:
@@ -248,8 +253,16 @@ class _ServerSubtree(TreeSupervisor):
     async def _on_exit(self, msg: ChildExited) -> None:
         await super()._on_exit(msg)
         child = self._children.get(msg.id)
-        if child is not None and msg.id.startswith("connection:") and child.state == "restarting":
+        if child is None or not msg.id.startswith("connection:"):
+            return
+        if child.state == "restarting":
             self.handle.restarting(child.last_exit, child.next_attempt_at)
+        elif child.state == "failed":  # no restart is coming: no time to promise
+            self.handle.restarting(
+                f"{child.last_exit}; failed for good after backoff.max_consecutive failures in a row "
+                "(restart_server brings it back)",
+                None,
+            )
 
     def status(self):  # type: ignore[no-untyped-def]
         node = super().status()

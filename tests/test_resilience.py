@@ -191,6 +191,47 @@ async def test_an_operator_fences_a_server_off_with_its_breaker_until_reset():
             await sup.set_breaker("other", "open")
 
 
+async def test_a_fence_outlives_a_restart_of_the_whole_server_subtree(tmp_path):
+    """A server crash-looping past its subtree's restart intensity has its whole subtree
+    (breaker and connection) restarted by ``servers``: the new breaker started closed, and
+    a server the operator had fenced off took calls again once it recovered."""
+    ok = tmp_path / "ok"
+    ok.touch()
+    spec = server_spec("s", "crash_at_start.py", "--until-file", str(ok), backoff=BackoffPolicy(min=0.05, max=0.1, jitter=0.0))
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("s", timeout=30)
+        await sup.set_breaker("s", "open", "fenced by the operator")
+        first = sup.handle("s").subtree
+        ok.unlink()
+        os.kill(sup.link("s").process.pid, signal.SIGKILL)  # a crash loop: over 10 restarts in 60 s
+        await wait_until(lambda: sup.handle("s").subtree is not first, timeout=30, what="the subtree restarted")
+        ok.touch()
+        await sup.wait_connected("s", timeout=30)
+        with pytest.raises(CircuitOpen, match="fenced by the operator"):
+            await sup.call_tool("echo", {"text": "x"}, server="s", timeout=10)
+        await sup.set_breaker("s", "reset")
+        assert text(await sup.call_tool("echo", {"text": "back"}, server="s", timeout=10)) == "back"
+
+
+async def test_a_server_failed_for_good_is_not_promised_back(tmp_path):
+    """A connection marked ``failed`` (``backoff.max_consecutive``) is not restarted, but its
+    breaker kept the last restart's time: every call was told the server was "expected in
+    0 s", for good. Now the failure says it failed for good, and how to bring it back."""
+    ok = tmp_path / "ok"
+    ok.touch()
+    spec = server_spec(
+        "s", "crash_at_start.py", "--until-file", str(ok), backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=2),
+    )
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("s", timeout=30)
+        ok.unlink()
+        os.kill(sup.link("s").process.pid, signal.SIGKILL)
+        await wait_until(lambda: "failed for good" in (sup.handle("s").breaker.reason or ""), timeout=30, what="it to fail")
+        with pytest.raises(CircuitOpen) as refused:
+            await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
+        assert "expected in" not in str(refused.value) and "restart_server brings it back" in str(refused.value)
+
+
 async def test_invalid_arguments_never_reach_the_server(tmp_path):
     log = tmp_path / "exec.log"
     spec = server_spec("strict", "echo.py", env={"EXEC_LOG": str(log)})
