@@ -132,6 +132,7 @@ class EmbeddedSupervisor:
         self._started: asyncio.Future[None] | None = None
         self._finished: asyncio.Future[None] | None = None
         self._host_tasks: set[asyncio.Task[Any]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()  # requests not answered yet
         self._host_context: contextvars.Context | None = None
         self.crash: BaseException | None = None
         self._waits_in_host_selector = False
@@ -189,14 +190,22 @@ class EmbeddedSupervisor:
             on_input_request = self._input_bridge(self._on_input_request) if self._on_input_request else None
             sup = Supervisor(self._servers, inproc=self._inproc, toolsets=self._toolsets, on_input_request=on_input_request)
             async with sup:
-                async with trio.open_nursery() as requests:
-                    self._sup, self._requests = sup, requests
-                    self._state = _RUNNING
-                    _resolve(self._started, None)
-                    await self._stop_requested.wait()
-                    self._state = _CLOSING
-                    requests.cancel_scope.cancel()  # each request fails with SupervisorClosed
-                self._requests = None
+                try:
+                    async with trio.open_nursery() as requests:
+                        self._sup, self._requests = sup, requests
+                        self._state = _RUNNING
+                        _resolve(self._started, None)
+                        await self._stop_requested.wait()
+                        self._state = _CLOSING
+                        requests.cancel_scope.cancel()  # each request fails with SupervisorClosed
+                except BaseException as exc:
+                    if not isinstance(_single(exc), trio.Cancelled):
+                        self.crash = _single(exc)  # named by the requests refused while the tree stops
+                    raise
+                finally:
+                    # Also on a crash: the tree takes a while to stop its servers, and a
+                    # request let in meanwhile would find the nursery closed.
+                    self._state, self._requests = _CLOSING, None
 
     def _guest_done(self, run_outcome: outcome_lib.Outcome[None]) -> None:
         """The guest run ended (called by trio on the host loop). Never raises."""
@@ -214,6 +223,8 @@ class EmbeddedSupervisor:
                     self._started.set_exception(error)
             elif not self._started.done():
                 self._started.set_exception(SupervisorClosed("the embedded supervisor was stopped while starting"))
+            for future in list(self._pending):  # none should be left; if one is, it must not hang
+                _fail(future, self._closed_error())
             _resolve(self._finished, None)
         except BaseException:  # pragma: no cover - a bug here must still not reach the loop
             log.exception("error while finishing the embedded supervisor's guest run")
@@ -287,6 +298,8 @@ class EmbeddedSupervisor:
         start = self._start_request if is_async else self._run_sync_request
         if not self._soon(functools.partial(start, fn, args, future)):
             raise self._closed_error()
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
         return future
 
     def _run_sync_request(self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
@@ -309,7 +322,10 @@ class EmbeddedSupervisor:
         if requests is None or self._state != _RUNNING:
             future.set_exception(self._closed_error())
             return
-        requests.start_soon(self._serve_request, fn, args, future, name=_task_name(fn))
+        try:
+            requests.start_soon(self._serve_request, fn, args, future, name=_task_name(fn))
+        except RuntimeError:  # the nursery closed: raising here would end the whole run
+            future.set_exception(self._closed_error())
 
     async def _serve_request(
         self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], future: asyncio.Future[Any]

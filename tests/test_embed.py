@@ -618,3 +618,44 @@ def test_a_trio_supervisor_outside_trio_asyncio_says_how_to_use_it():
             await adapter.list_tools()
 
     run_asyncio(main)
+
+
+# -- the bridge's guarantees when things go wrong -------------------------------------------------
+
+
+def test_a_call_made_while_a_crashed_tree_stops_is_answered():
+    """A task of the tree that fails crashes it. While the crashed tree stopped its servers
+    (about 1.5 s for a stdio one) the handle went on saying ``running``, and a call made
+    then was never answered, even one with a timeout: its request met the closed requests
+    nursery inside a trio callback, and trio made that a ``TrioInternalError``, which also
+    hid the real cause from ``crash``. Now every call made from the crash on ends with
+    ``SupervisorClosed``, ``running`` turns False as soon as the tree starts stopping, and
+    ``crash`` is the task's own error."""
+    spec = server_spec("echo", "echo.py")
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        sup = await embed([spec])
+        try:
+            await sup.run_in_trio(lambda _: sup._requests.start_soon(boom))  # a task of the tree fails
+            calls = []
+            for _ in range(300):  # a call at every turn of the loop until the handle says closed
+                calls.append(asyncio.ensure_future(sup.call_tool("echo", {"text": "x"}, timeout=2)))
+                if not sup.running:
+                    break
+                await asyncio.sleep(0.01)
+            outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+            assert all(isinstance(outcome, SupervisorClosed) for outcome in outcomes), outcomes
+            with pytest.raises(SupervisorClosed):
+                sup.events()
+            await asyncio.wait_for(asyncio.shield(sup._finished), 10)
+            assert isinstance(sup.crash, RuntimeError) and str(sup.crash) == "boom", repr(sup.crash)
+            with pytest.raises(SupervisorClosed, match="RuntimeError: boom"):
+                await sup.call_tool("echo", {"text": "too late"})
+        finally:
+            await sup.aclose()
+        assert procs_with_marker(marker_of(spec)) == []
+
+    run_asyncio(main)
