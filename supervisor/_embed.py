@@ -37,7 +37,15 @@ Guarantees:
   tree in order (every stdio server's process tree is gone when it returns) and waits for
   the guest run to end. It is idempotent, and cancelling it does not interrupt the shutdown.
 - ``embed`` leaves the host's signal handling alone: trio is told the host owns
-  ``signal.set_wakeup_fd`` (asyncio's ``add_signal_handler`` needs it).
+  ``signal.set_wakeup_fd`` (asyncio's ``add_signal_handler`` needs it), and the SIGINT
+  handler trio installs in place of Python's default one is taken out again. So with
+  ``asyncio.run`` Ctrl-C cancels the main task as usual; with Python's default handler
+  (``loop.run_until_complete``, ``run_forever``) it raises ``KeyboardInterrupt`` wherever
+  the loop's thread is. In host code the tree runs on (``aclose`` still closes it); in a
+  tick of the guest run it ends the run (the tree is stopped, or abandoned if trio's own code was interrupted), every
+  waiting request and ``aclose`` end, and the ``KeyboardInterrupt`` is raised out of the
+  loop to the host. The stdio servers of an abandoned tree, or of a host that exits
+  without ``aclose``, are killed by the reaper process when the host process exits.
 
 One trio run per thread (a trio limit): call ``embed`` once per process, at start-up, and
 share the handle. Close it (``aclose`` or ``async with``) before the loop stops. One left
@@ -208,7 +216,9 @@ class EmbeddedSupervisor:
                     self._state, self._requests = _CLOSING, None
 
     def _guest_done(self, run_outcome: outcome_lib.Outcome[None]) -> None:
-        """The guest run ended (called by trio on the host loop). Never raises."""
+        """The guest run ended (called by trio on the host loop). Raises only the
+        ``KeyboardInterrupt`` that ended it (Ctrl-C in a trio tick: it is the host's)."""
+        interrupt = _interrupt_in(run_outcome.error) if isinstance(run_outcome, outcome_lib.Error) else None
         try:
             self._state = _CLOSED
             self._requests = None
@@ -228,6 +238,8 @@ class EmbeddedSupervisor:
             _resolve(self._finished, None)
         except BaseException:  # pragma: no cover - a bug here must still not reach the loop
             log.exception("error while finishing the embedded supervisor's guest run")
+        if interrupt is not None:
+            raise interrupt
 
     def _request_stop(self) -> None:
         """Ask the guest run to stop (from the host loop); harmless once it has ended."""
@@ -649,6 +661,17 @@ def _mark_retrieved(future: asyncio.Future[Any]) -> None:
     """Keep asyncio from logging a start-up error nobody awaited (embed's caller left)."""
     if not future.cancelled():
         future.exception()
+
+
+def _interrupt_in(error: BaseException) -> KeyboardInterrupt | None:
+    """The ``KeyboardInterrupt`` that ended a run with ``error``, if one did."""
+    if isinstance(error, trio.TrioInternalError) and error.__cause__ is not None:
+        error = error.__cause__  # raised in trio's own code
+    if isinstance(error, BaseExceptionGroup):
+        error = error.subgroup(KeyboardInterrupt)
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+    return error if isinstance(error, KeyboardInterrupt) else None
 
 
 def _single(error: BaseException) -> BaseException:

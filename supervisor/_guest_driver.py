@@ -24,13 +24,17 @@ slower, never wrong.
 
 Guarantees: those of ``trio.lowlevel.start_guest_run`` with the loop's ``call_soon`` /
 ``call_soon_threadsafe`` and ``host_uses_signal_set_wakeup_fd=True``; ``done_callback``
-runs once, on the loop; no reader stays on trio's epoll fd once the run has ended.
+runs once, on the loop; no reader stays on trio's epoll fd once the run has ended. The
+host's SIGINT handler stays: trio replaces Python's default one with its own, which would
+take Ctrl-C from the host; it is put back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
+import signal
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,13 +66,19 @@ def start_guest_run(
         else:
             loop.call_soon(fn)
 
-    trio.lowlevel.start_guest_run(
-        async_fn,
-        run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-        run_sync_soon_not_threadsafe=run_sync_soon_not_threadsafe,
-        done_callback=done_callback,
-        host_uses_signal_set_wakeup_fd=True,
-    )
+    host_handler = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    try:
+        trio.lowlevel.start_guest_run(
+            async_fn,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            run_sync_soon_not_threadsafe=run_sync_soon_not_threadsafe,
+            done_callback=done_callback,
+            host_uses_signal_set_wakeup_fd=True,
+        )
+    finally:
+        # trio leaves a handler that is no longer its own alone when the run ends
+        if host_handler is not None and signal.getsignal(signal.SIGINT) is not host_handler:
+            signal.signal(signal.SIGINT, host_handler)
     return bool(driver)
 
 
@@ -112,6 +122,9 @@ class _Driver:
         except trio.TrioInternalError as exc:
             state.done_callback(outcome_lib.Error(exc))
             return
+        except BaseException as exc:  # a KeyboardInterrupt as the run closes: it has ended too
+            state.done_callback(outcome_lib.Error(exc))
+            raise
         finally:
             sniffio_library.name = previous_library
 

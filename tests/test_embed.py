@@ -18,12 +18,15 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import mcp_types
+import msgspec
 import pytest
 import trio
 from agents import Agent, RunConfig, Runner
@@ -659,3 +662,69 @@ def test_a_call_made_while_a_crashed_tree_stops_is_answered():
         assert procs_with_marker(marker_of(spec)) == []
 
     run_asyncio(main)
+
+
+# A host that drives its loop itself, with Python's default SIGINT handler (as a script's
+# ``loop.run_until_complete`` does): the SIGINT comes either while the loop runs host code
+# or while it runs a trio tick.
+_CTRL_C_HOST = """
+import asyncio, signal, sys, msgspec, trio
+from protocol import ServerSpec
+from supervisor import embed
+
+spec = msgspec.json.decode(sys.argv[1], type=ServerSpec)
+sup = in_flight = None
+
+async def main():
+    global sup, in_flight
+    sup = await embed([spec])
+    print("handler kept:", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+    in_flight = asyncio.ensure_future(sup.call_tool("sleep", {"seconds": 30}))
+    await asyncio.sleep(0.2)
+    if sys.argv[2] == "host":
+        asyncio.get_running_loop().call_soon(signal.raise_signal, signal.SIGINT)
+    else:
+        token = await sup.run_in_trio(lambda _: trio.lowlevel.current_trio_token())
+        token.run_sync_soon(signal.raise_signal, signal.SIGINT)
+    await asyncio.sleep(10)
+    print("no KeyboardInterrupt", flush=True)
+
+loop = asyncio.new_event_loop()
+try:
+    loop.run_until_complete(main())
+except KeyboardInterrupt:
+    print("KeyboardInterrupt reached the host", flush=True)
+if sys.argv[2] == "host":  # the tree runs on: closing it ends the call
+    loop.run_until_complete(asyncio.wait_for(sup.aclose(), 10))
+outcome = loop.run_until_complete(asyncio.wait_for(asyncio.gather(in_flight, return_exceptions=True), 10))
+print("in flight:", type(outcome[0]).__name__, flush=True)
+loop.run_until_complete(asyncio.wait_for(sup.aclose(), 10))
+print("closed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["host", "trio-tick"])
+def test_ctrl_c_reaches_a_host_that_runs_its_own_loop(where):
+    """With Python's default SIGINT handler (``loop.run_until_complete``, ``run_forever``),
+    trio's guest run installed its own: Ctrl-C went to trio's main task, the tree crashed
+    with ``KeyboardInterrupt`` and the host never saw it. Now the host's handler stays, so
+    the ``KeyboardInterrupt`` reaches the host; when it is raised inside a trio tick (which
+    ends the guest run), the run is reported as ended, so the call in flight ends and
+    ``aclose`` returns; raised in host code, the tree runs on and ``aclose`` closes it. No
+    server outlives the host process."""
+    spec = server_spec("echo", "echo.py")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CTRL_C_HOST, msgspec.json.encode(spec).decode(), where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        deadline = time.monotonic() + 10  # the reaper needs up to 1 s to kill what is left
+        while procs_with_marker(marker_of(spec)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["handler kept: True", "KeyboardInterrupt reached the host"], done.stdout + done.stderr
+    assert lines[2:] == ["in flight: SupervisorClosed", "closed"], done.stdout + done.stderr
+    assert procs_with_marker(marker_of(spec)) == []
