@@ -29,10 +29,11 @@ Guarantees:
 - Every awaited request ends: with the trio coroutine's value or exception, with
   ``SupervisorClosed`` if the supervisor closes first, or with ``CancelledError`` when the
   caller cancelled it (the trio side is then cancelled too, and its late result dropped).
-- No exception from the tree reaches the host loop. A server that crashes is restarted and
-  shows in ``status()`` and ``events()``; a request's exception goes to its own awaiter only;
-  should the whole tree fail, the error is logged, kept in ``crash``, and every later
-  request raises ``SupervisorClosed`` naming it.
+- No exception from the tree reaches the host loop (a Ctrl-C's ``KeyboardInterrupt`` is the
+  host's: see below). A server that crashes is restarted and shows in ``status()`` and
+  ``events()``; a request's exception (any but trio's ``Cancelled``: ``SystemExit`` too)
+  goes to its own awaiter only; should the whole tree fail, the error is logged, kept in
+  ``crash``, and every later request raises ``SupervisorClosed`` naming it.
 - ``aclose()`` cancels the requests in flight (each raises ``SupervisorClosed``), stops the
   tree in order (every stdio server's process tree is gone when it returns) and waits for
   the guest run to end. It is idempotent, and cancelling it does not interrupt the shutdown.
@@ -42,7 +43,8 @@ Guarantees:
   ``asyncio.run`` Ctrl-C cancels the main task as usual; with Python's default handler
   (``loop.run_until_complete``, ``run_forever``) it raises ``KeyboardInterrupt`` wherever
   the loop's thread is. In host code the tree runs on (``aclose`` still closes it); in a
-  tick of the guest run it ends the run (the tree is stopped, or abandoned if trio's own code was interrupted), every
+  request, that request's awaiter gets it; elsewhere in a tick of the guest run it ends
+  the run (the tree is stopped, or abandoned if trio's own code was interrupted), every
   waiting request and ``aclose`` end, and the ``KeyboardInterrupt`` is raised out of the
   loop to the host. The stdio servers of an abandoned tree, or of a host that exits
   without ``aclose``, are killed by the reaper process when the host process exits.
@@ -322,7 +324,7 @@ class EmbeddedSupervisor:
             return
         try:
             value = fn(*args)
-        except Exception as exc:
+        except BaseException as exc:  # raised here, it would end the whole run
             future.set_exception(exc)
         else:
             future.set_result(value)
@@ -352,7 +354,11 @@ class EmbeddedSupervisor:
             except Exception as exc:
                 _fail(future, exc)
                 return
-            except BaseException:  # trio.Cancelled: the caller left (scope) or we are closing
+            except BaseException as exc:
+                if not _only_cancelled(exc):  # SystemExit, KeyboardInterrupt, ...: the awaiter's
+                    _fail(future, exc)
+                    return
+                # the caller left (scope) or we are closing
                 if not scope.cancel_called:
                     _fail(future, SupervisorClosed("the embedded supervisor closed while the call was in flight"))
                 raise
@@ -672,6 +678,13 @@ def _interrupt_in(error: BaseException) -> KeyboardInterrupt | None:
         while isinstance(error, BaseExceptionGroup):
             error = error.exceptions[0]
     return error if isinstance(error, KeyboardInterrupt) else None
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    """Whether ``error`` is trio's ``Cancelled``, or a group of nothing else."""
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(trio.Cancelled)[1] is None
+    return isinstance(error, trio.Cancelled)
 
 
 def _single(error: BaseException) -> BaseException:

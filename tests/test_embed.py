@@ -728,3 +728,29 @@ def test_ctrl_c_reaches_a_host_that_runs_its_own_loop(where):
     assert lines[:2] == ["handler kept: True", "KeyboardInterrupt reached the host"], done.stdout + done.stderr
     assert lines[2:] == ["in flight: SupervisorClosed", "closed"], done.stdout + done.stderr
     assert procs_with_marker(marker_of(spec)) == []
+
+
+def test_a_request_that_raises_a_base_exception_fails_only_its_awaiter():
+    """A request whose function raised a ``BaseException`` other than trio's ``Cancelled``
+    (``SystemExit`` here) re-raised it into the requests nursery: the whole tree crashed,
+    the call in flight beside it failed, and its own awaiter was told the supervisor
+    closed. A plain function called in trio let it out of trio's callback. Now it goes to
+    its own awaiter only, from either kind of request, and the tree runs on."""
+    spec = server_spec("echo", "echo.py")
+
+    def exits(_: Supervisor) -> None:
+        raise SystemExit(3)
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            beside = asyncio.create_task(sup.call_tool("sleep", {"seconds": 0.5}, timeout=5))
+            await asyncio.sleep(0.1)  # the call is in flight
+            with pytest.raises(SystemExit):
+                await sup.run_in_trio(exits)
+            with pytest.raises(SystemExit):
+                await sup._submit(exits, None, is_async=False)  # called in trio, as status() is
+            assert sup.running and sup.crash is None
+            assert text_of(await beside) == "slept 0.5"
+            assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=5)) == "after"
+
+    run_asyncio(main)
