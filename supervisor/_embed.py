@@ -502,22 +502,12 @@ class EmbeddedSupervisor:
         breaker_state, ...), until the supervisor closes. The subscription is made before
         the tree does anything more, not at the first iteration, so nothing that happens
         between the call and the first ``async for`` step is missed. A subscriber that falls
-        ``size`` events behind misses events rather than slowing the tree. Close the
-        iterator (``aclose``) to unsubscribe; one never iterated stays subscribed until the
-        supervisor closes."""
+        ``size`` events behind misses events rather than slowing the tree. A step that is
+        cancelled (a timeout around ``anext``) ends only itself. The iteration ends when the
+        supervisor closes or the iterator is closed (``aclose``, which unsubscribes; so does
+        dropping it once it has been iterated)."""
         sup = self._require()
-        return self._event_stream(self._submit(sup.subscribe, size, is_async=False))
-
-    async def _event_stream(self, subscribed: asyncio.Future[Any]) -> AsyncIterator[Event]:
-        channel: trio.MemoryReceiveChannel[Event] = await subscribed
-        try:
-            while True:
-                try:
-                    yield await self._submit(channel.receive, is_async=True)
-                except (trio.EndOfChannel, SupervisorClosed):
-                    return
-        finally:
-            self._soon(channel.close)
+        return _EventStream(self, self._submit(sup.subscribe, size, is_async=False))
 
     async def reload(self, servers_or_config: Any) -> dict[str, list[str]]:
         """Supervise ``servers_or_config`` (specs, a ``Config`` or a config path) instead.
@@ -585,6 +575,42 @@ class EmbeddedSupervisor:
         if self._sup is None or self._state != _RUNNING:
             raise self._closed_error()
         return self._sup
+
+
+class _EventStream:
+    """``EmbeddedSupervisor.events()``: each step receives one event in trio, as a request
+    of its own, so cancelling a step leaves the subscription as it was."""
+
+    def __init__(self, owner: EmbeddedSupervisor, subscribed: asyncio.Future[Any]) -> None:
+        self._owner = owner
+        self._subscribed = subscribed
+        self._closed = False
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            channel: trio.MemoryReceiveChannel[Event] = await asyncio.shield(self._subscribed)
+            return await self._owner._submit(channel.receive, is_async=True)
+        except (trio.EndOfChannel, SupervisorClosed):
+            await self.aclose()
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._subscribed.add_done_callback(self._unsubscribe)
+
+    def _unsubscribe(self, subscribed: asyncio.Future[Any]) -> None:
+        if not subscribed.cancelled() and subscribed.exception() is None:
+            self._owner._soon(subscribed.result().close)
+
+    def __del__(self) -> None:
+        if not self._closed and self._subscribed.done():
+            self._unsubscribe(self._subscribed)
 
 
 class _Embedding:

@@ -754,3 +754,32 @@ def test_a_request_that_raises_a_base_exception_fails_only_its_awaiter():
             assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=5)) == "after"
 
     run_asyncio(main)
+
+
+def test_a_timed_out_wait_for_an_event_leaves_the_subscription_on():
+    """``events()`` was an async generator: a wait for the next event that timed out
+    (``asyncio.wait_for(anext(events), ...)``) threw ``CancelledError`` into it, which closed
+    it, and its next step raised ``StopAsyncIteration`` while the supervisor ran on. Now a
+    cancelled step ends only itself: the events that follow still come; the iteration ends
+    at ``aclose`` or when the supervisor closes."""
+    spec = server_spec("echo", "echo.py")
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            events, until_closed = sup.events(), sup.events()
+            for _ in range(2):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(anext(events), 0.1)  # nothing happens meanwhile
+            await sup.restart("echo")
+            seen: list[str] = []
+            while "connection:echo ready" not in seen:
+                event = await asyncio.wait_for(anext(events), 5)
+                seen.append(f"{event.path.rsplit('/', 1)[-1]} {event.kind}")
+            await events.aclose()
+            with pytest.raises(StopAsyncIteration):
+                await anext(events)
+        async with asyncio.timeout(10):
+            async for _ in until_closed:  # ends
+                pass
+
+    run_asyncio(main)
