@@ -415,19 +415,20 @@ class EmbeddedSupervisor:
 
     def _progress_bridge(self, progress: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
         """A trio progress callback that hands each notification to ``progress`` on the host
-        loop, in the host's context; it never waits for it."""
+        loop, in a copy of the host's context of its own; it never waits for it."""
 
         async def in_trio(value: float, total: float | None, message: str | None) -> None:
             assert self._loop is not None
-            self._loop.call_soon(self._run_host_callback, progress, (value, total, message), context=self._host_context)
+            args = (value, total, message)
+            self._loop.call_soon(self._run_host_callback, progress, args, context=self._host_context.copy())
 
         return in_trio
 
     def _input_bridge(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """The trio ``on_input_request`` that runs the host's asyncio ``handler`` as a task on
-        the host loop, in the host's context, and waits for it. Cancelled in trio (the
-        server's deadline, the call's end) cancels the host task; a host task cancelled
-        from its side becomes a refusal."""
+        the host loop, in a copy of the host's context of its own, and waits for it.
+        Cancelled in trio (the server's deadline, the call's end) cancels the host task; a
+        host task cancelled from its side becomes a refusal."""
 
         async def in_trio(server: str, request: Any) -> Any:
             assert self._loop is not None
@@ -440,7 +441,7 @@ class EmbeddedSupervisor:
                 except trio.RunFinishedError:  # the tree is gone: nobody waits any more
                     pass
 
-            task = self._loop.create_task(_awaited(handler(server, request)), context=self._host_context)
+            task = self._loop.create_task(_awaited(handler(server, request)), context=self._host_context.copy())
             task.add_done_callback(wake)
             try:
                 await done.wait()
@@ -645,7 +646,8 @@ def embed(
     ``servers_or_config``: a list of ``ServerSpec``, a loaded ``Config`` (its toolsets are
     used unless ``toolsets`` is given) or the path of a config file. ``inproc`` and
     ``toolsets`` are the ``Supervisor``'s. ``on_input_request`` is too, as an asyncio
-    coroutine function: it runs as a task on the host loop, in the host's context.
+    coroutine function: it runs as a task on the host loop, each in a copy of the host's
+    context (as it was at ``embed``): what one sets, no other sees.
 
     ``await embed(...)`` returns the ``EmbeddedSupervisor`` once every server has connected
     or failed its first attempt (a failed server keeps being restarted in the background);

@@ -14,6 +14,7 @@ asks for the tool calls it is given, then answers with the tool outputs it read 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import re
@@ -781,5 +782,40 @@ def test_a_timed_out_wait_for_an_event_leaves_the_subscription_on():
         async with asyncio.timeout(10):
             async for _ in until_closed:  # ends
                 pass
+
+    run_asyncio(main)
+
+
+def test_each_host_callback_and_handler_runs_in_a_context_of_its_own():
+    """Every ``on_input_request`` task and every progress callback ran in one shared
+    ``Context`` (the host's, taken at ``embed``): a context variable one of them set (a
+    tracing span, a request id) was seen by every later and concurrent one. Now each runs
+    in a copy of the host's context: it sees what the host had set, never another's."""
+    request_id: contextvars.ContextVar[Any] = contextvars.ContextVar("request_id", default=None)
+    handlers_saw: list[Any] = []
+    callbacks_saw: list[Any] = []
+
+    async def on_input_request(server: str, request: Any) -> Any:
+        handlers_saw.append(request_id.get())
+        request_id.set(f"handler {len(handlers_saw)}")
+        await asyncio.sleep(0.05)  # the concurrent ones overlap
+        return mcp_types.ElicitResult(action="accept", content={"colour": "amber"})
+
+    def on_progress(value: float, total: float | None, message: str | None) -> None:
+        callbacks_saw.append(request_id.get())
+        request_id.set(f"progress {value}")
+
+    async def main() -> None:
+        request_id.set("host")
+        async with embed([server_spec("everything", "everything.py")], on_input_request=on_input_request) as sup:
+            ask = lambda: sup.call_tool("ask_elicitation", {"question": "Colour?"}, timeout=10)  # noqa: E731
+            for _ in range(2):
+                await ask()
+            await asyncio.gather(ask(), ask())
+            await sup.call_tool("progress_steps", {"steps": 3}, progress=on_progress, timeout=10)
+            await eventually(lambda: len(callbacks_saw) == 3, what="the progress callbacks")
+        assert handlers_saw == ["host"] * 4
+        assert callbacks_saw == ["host"] * 3
+        assert request_id.get() == "host"
 
     run_asyncio(main)
