@@ -260,6 +260,7 @@ class EmbeddedSupervisor:
         """Stop the tree and wait for the guest run to end. See the module guarantees."""
         if self._finished is None:
             return
+        self._check_loop()
         self._request_stop()
         await asyncio.shield(self._finished)
 

@@ -819,3 +819,29 @@ def test_each_host_callback_and_handler_runs_in_a_context_of_its_own():
         assert request_id.get() == "host"
 
     run_asyncio(main)
+
+
+def test_aclose_from_another_loop_is_refused_and_changes_nothing():
+    """``aclose`` awaited on another thread's loop stopped the tree, then raised "Future
+    attached to a different loop". Now it is refused before it does anything, as every
+    other method is from another loop: the tree runs on and closes from its own loop."""
+    spec = server_spec("echo", "echo.py")
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            errors: list[BaseException] = []
+
+            def close_from_another_loop() -> None:
+                try:
+                    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+                        runner.run(asyncio.wait_for(sup.aclose(), 10))
+                except BaseException as exc:
+                    errors.append(exc)
+
+            await asyncio.wait_for(asyncio.to_thread(close_from_another_loop), 20)
+            assert len(errors) == 1 and "the asyncio loop embed() ran on" in str(errors[0]), errors
+            assert sup.running
+            assert text_of(await sup.call_tool("echo", {"text": "still here"}, timeout=5)) == "still here"
+        assert procs_with_marker(marker_of(spec)) == []
+
+    run_asyncio(main)
