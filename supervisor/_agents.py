@@ -188,7 +188,8 @@ class SupervisedMCPServer(MCPServer):
 
     async def connect(self) -> None:
         """Check the supervisor is reachable and warm ``cached_tools``; opens nothing.
-        Raises ``SupervisorClosed`` once an embedded supervisor is closed."""
+        Raises ``SupervisorClosed`` once an embedded supervisor is closed, ``UnknownTool``
+        for a ``server=`` not supervised."""
         await self.list_tools()
 
     async def cleanup(self) -> None:
@@ -220,6 +221,18 @@ class SupervisedMCPServer(MCPServer):
         ]
         self._tools = tools
         return tools
+
+    def _get_needs_approval_for_tool(self, tool: mcp_types.Tool, agent: AgentBase | None) -> Any:
+        """The SDK's approval policy (``require_approval``) for ``tool``, keyed on its own
+        MCP name too: a stand-in the model sees (`model_safe_name`) is looked up under the
+        name the policy was written with, and a callable policy is given the tool under
+        that name; an entry for the stand-in itself still wins. (The SDK's private hook,
+        pinned by openai-agents 0.24.)"""
+        own = self._exposed.get(tool.name, tool.name)
+        policy = getattr(self, "_needs_approval_policy", None)
+        if own != tool.name and not (isinstance(policy, dict) and tool.name in policy):
+            tool = tool.model_copy(update={"name": own})
+        return super()._get_needs_approval_for_tool(tool, agent)
 
     @property
     def cached_tools(self) -> list[mcp_types.Tool] | None:
@@ -322,6 +335,8 @@ class _TrioAsyncioBridge:
 
 
 def _list_tools_in_trio(sup: Supervisor, server: str | None, toolset: str | None, category: str | None) -> list[ToolSpec]:
+    if server is not None:
+        sup.handle(server)  # an unknown server is refused by name (UnknownTool), not listed as no tools
     specs = sup.list_tools(toolset=toolset, category=category)
     return specs if server is None else [s for s in specs if s.server == server]
 

@@ -32,7 +32,9 @@ import pytest
 import trio
 from agents import Agent, RunConfig, Runner
 from agents.items import ModelResponse
+from agents.mcp import MCPUtil
 from agents.models.interface import Model
+from agents.run_context import RunContextWrapper
 from agents.usage import Usage
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
@@ -190,6 +192,30 @@ def test_tool_names_model_apis_refuse_reach_the_model_as_stand_ins_that_call_the
             assert outputs == [ODD_NAME, LONG_NAME, "plain"]
             # a fresh adapter (say, another session's) takes a stand-in before it has listed
             assert text_of(await adapter.with_session("other").call_tool(stand_ins[0], {})) == ODD_NAME
+
+    run_asyncio(main, timeout=60)
+
+
+def test_an_approval_policy_holds_for_a_tool_the_model_sees_under_a_stand_in():
+    """``require_approval`` written with the tools' MCP names (all a user knows of) was looked
+    up under the stand-in the model sees: a renamed tool never asked for approval, with no
+    word said. And an adapter for a server not supervised (a typo) listed no tools; now it
+    is refused by name."""
+    sys.path.insert(0, str(SERVERS))
+    from echo import ODD_NAME
+
+    spec = server_spec("odd", "echo.py", "--odd-names")
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            adapter = SupervisedMCPServer(sup, server="odd", require_approval={"always": {"tool_names": [ODD_NAME, "echo"]}})
+            agent = Agent(name="a", mcp_servers=[adapter])
+            tools = await MCPUtil.get_function_tools(adapter, False, RunContextWrapper(None), agent)
+            approval = {tool.name: tool.needs_approval for tool in tools}
+            assert approval[model_safe_name(ODD_NAME)] is True and approval["echo"] is True
+            assert approval["add"] is False
+            with pytest.raises(UnknownTool, match="no server named 'ecoh'"):
+                await SupervisedMCPServer(sup, server="ecoh").connect()
 
     run_asyncio(main, timeout=60)
 
