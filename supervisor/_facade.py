@@ -460,8 +460,11 @@ class Supervisor:
     ) -> Any:
         """Call the tool exposed as ``name`` (or the tool ``name`` of ``server``).
 
-        See the module docstring for the guarantees.
+        See the module docstring for the guarantees. Raises ``TypeError`` for a ``name`` that
+        is no string, ``ValueError`` for a ``timeout`` that is no finite number of seconds
+        >= 0, and `InvalidArguments` for ``arguments`` or ``meta`` that are no dict.
         """
+        _check_call(name, arguments, timeout, meta)
         entry = self._resolve(name, server)
         arguments = arguments or {}
         handle = self._handles[entry.server]
@@ -517,6 +520,20 @@ class Supervisor:
             safe_after_send=lambda: retry_safe_after_send(spec, entry.tool_name, entry.spec),
             now=now,
         )
+
+
+def _check_call(name: Any, arguments: Any, timeout: Any, meta: Any) -> None:
+    """Refuse what ``call_tool`` was given by mistake, saying what it was (else it failed
+    deep inside, as if the server had answered wrongly)."""
+    if not isinstance(name, str):
+        raise TypeError(f"the tool name must be a str, not {type(name).__name__}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf
+    ):
+        raise ValueError(f"timeout must be a finite number of seconds >= 0 (or None for the server's), not {timeout!r}")
+    for what, value in (("arguments", arguments), ("_meta", meta)):
+        if value is not None and not isinstance(value, dict):
+            raise InvalidArguments(f"the {what} of tool {name!r} must be a dict (a JSON object), not {type(value).__name__}")
 
 
 def _sendable(entry: Any, arguments: dict[str, Any], meta: dict[str, Any] | None) -> None:

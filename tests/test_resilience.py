@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -230,6 +231,31 @@ async def test_a_server_failed_for_good_is_not_promised_back(tmp_path):
         with pytest.raises(CircuitOpen) as refused:
             await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
         assert "expected in" not in str(refused.value) and "restart_server brings it back" in str(refused.value)
+
+
+async def test_what_call_tool_is_given_by_mistake_is_refused_saying_what_it_was(tmp_path):
+    """A timeout given as a string failed with a TypeError from deep inside, a NaN one with
+    trio's "deadline must not be NaN", a name of None with "'NoneType' object is not
+    iterable", and a ``meta`` that is no dict as the server's invalid answer (InvalidResult)
+    though nothing had been sent. Each is now refused at once, saying what it was, and
+    nothing reaches the server."""
+    log = tmp_path / "exec.log"
+    spec = server_spec("strict", "echo.py", env={"EXEC_LOG": str(log)})
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("strict", timeout=30)
+        with pytest.raises(ValueError, match="timeout must be a finite number of seconds >= 0.*not '5'"):
+            await sup.call_tool("write_note", {"text": "x"}, timeout="5")
+        for bad in (math.nan, math.inf, -1):
+            with pytest.raises(ValueError, match="timeout must be a finite number"):
+                await sup.call_tool("write_note", {"text": "x"}, timeout=bad)
+        with pytest.raises(TypeError, match="the tool name must be a str, not NoneType"):
+            await sup.call_tool(None)
+        with pytest.raises(InvalidArguments, match="the _meta of tool 'write_note' must be a dict"):
+            await sup.call_tool("write_note", {"text": "x"}, meta="notadict")
+        with pytest.raises(InvalidArguments, match="the arguments of tool 'write_note' must be a dict"):
+            await sup.call_tool("write_note", ["x"])
+        assert not log.exists()
+        assert text(await sup.call_tool("echo", {"text": "fine"}, timeout=10)) == "fine"
 
 
 async def test_invalid_arguments_never_reach_the_server(tmp_path):
