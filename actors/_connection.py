@@ -999,7 +999,11 @@ class _Connection:
             with trio.move_on_after(self.spec.timeout):  # the stream with the new set is open
                 while self.acked_generation < wanted:
                     await self.acked.wait()
-            return
+                return
+            raise DeadlineExceeded(
+                f"server {self.spec.name!r} did not open a subscriptions/listen stream within {self.spec.timeout:g} s",
+                server=self.spec.name,
+            )
         with trio.move_on_after(self.spec.timeout):
             async with self.subscribing:
                 with warnings.catch_warnings():  # resources/subscribe is gone in 2026-07-28, not before

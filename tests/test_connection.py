@@ -1148,6 +1148,33 @@ async def test_every_page_of_the_prompts_and_resources_lists_is_read():
         assert [t.uri_template for t in link.resource_templates] == ["a://{x}", "b://{x}"]
 
 
+async def test_a_subscription_the_server_never_acknowledges_fails_at_the_timeout():
+    """A 2026-07-28 server is subscribed through a ``subscriptions/listen`` stream. One that
+    never acknowledged the stream had the subscription reported made at the timeout, though
+    no update would ever come; now it fails there, typed, and is not kept."""
+
+    async def never_acknowledged(ctx: Any, params: Any) -> Any:
+        await trio.sleep_forever()
+
+    server = MCPServer("mute")
+
+    @server.resource("doc://{name}")
+    def doc(name: str) -> str:
+        return name
+
+    server._lowlevel_server.add_request_handler(
+        "subscriptions/listen", mcp_types.SubscriptionsListenRequestParams, never_acknowledged
+    )
+    async with Supervisor([ServerSpec(name="mute", timeout=1.0)], inproc={"mute": server}) as sup:
+        await sup.wait_connected("mute", timeout=30)
+        link = sup.link("mute")
+        assert link.conn.modern
+        with trio.fail_after(10):
+            with pytest.raises(DeadlineExceeded, match="did not open a subscriptions/listen stream within 1 s"):
+                await link.subscribe("doc://a")
+        assert link.subscriptions == set()
+
+
 async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
     """An SSE server dies while we are idle: its event stream breaks, and the connection
     ends there and then (health checks off to show it), rather than at the next call."""
