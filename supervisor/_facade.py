@@ -461,8 +461,8 @@ class Supervisor:
         """Call the tool exposed as ``name`` (or the tool ``name`` of ``server``).
 
         See the module docstring for the guarantees. Raises ``TypeError`` for a ``name`` that
-        is no string, ``ValueError`` for a ``timeout`` that is no finite number of seconds
-        >= 0, and `InvalidArguments` for ``arguments`` or ``meta`` that are no dict.
+        is no string, ``ValueError`` for a ``timeout`` that is no finite number of seconds,
+        and `InvalidArguments` for ``arguments`` or ``meta`` that are no dict.
         """
         _check_call(name, arguments, timeout, meta)
         entry = self._resolve(name, server)
@@ -528,9 +528,9 @@ def _check_call(name: Any, arguments: Any, timeout: Any, meta: Any) -> None:
     if not isinstance(name, str):
         raise TypeError(f"the tool name must be a str, not {type(name).__name__}")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf
-    ):
-        raise ValueError(f"timeout must be a finite number of seconds >= 0 (or None for the server's), not {timeout!r}")
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not -math.inf < timeout < math.inf
+    ):  # (one <= 0 is a deadline already spent: DeadlineExceeded, not sent)
+        raise ValueError(f"timeout must be a finite number of seconds (or None for the server's), not {timeout!r}")
     for what, value in (("arguments", arguments), ("_meta", meta)):
         if value is not None and not isinstance(value, dict):
             raise InvalidArguments(f"the {what} of tool {name!r} must be a dict (a JSON object), not {type(value).__name__}")
