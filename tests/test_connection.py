@@ -939,16 +939,26 @@ async def test_a_supervisor_killed_by_sigkill_leaves_no_process_behind(whole_gro
     and the grandchild also when it left the server's group (found by the incarnation id
     in its environment)."""
     spec = server_spec("orphaned", "spawns_grandchild.py", "--child-session", session)
-    marker = marker_of(spec)
-    supervisor, _ = await start_supervisor_process(spec)
-    try:
-        assert len(procs_with_marker(marker)) == 2  # the server and its child
+
+    async def kill(supervisor: trio.Process) -> None:
         if whole_group:  # as a terminal's hangup would: the reaper, in a session of its own, is spared
             os.killpg(supervisor.pid, signal.SIGKILL)
         else:
             supervisor.kill()
+
+    await assert_the_reaper_takes_the_servers(spec, kill)
+
+
+async def assert_the_reaper_takes_the_servers(spec: ServerSpec, kill: Callable[[trio.Process], Any], env: dict | None = None) -> None:
+    """A supervisor process over ``spec`` (a server with a child), killed by ``kill``: its
+    reaper kills the server and the child."""
+    marker = marker_of(spec)
+    supervisor, _ = await start_supervisor_process(spec, env=env)
+    try:
+        assert len(procs_with_marker(marker)) == 2  # the server and its child
+        await kill(supervisor)
         await supervisor.wait()
-        await wait_until(lambda: procs_with_marker(marker) == [], timeout=5, what="the reaper to kill the servers")
+        await wait_until(lambda: procs_with_marker(marker) == [], timeout=10, what="the reaper to kill the servers")
     finally:
         supervisor.kill()
         await supervisor.stdout.aclose()
@@ -963,19 +973,12 @@ async def test_a_supervisor_that_is_itself_a_supervised_server_leaves_no_process
     their own, with ids of their own) outlived everything. Now the reaper carries no id,
     and takes the inner servers once the inner supervisor is gone."""
     spec = server_spec("inner", "spawns_grandchild.py")
-    marker = marker_of(spec)
-    outer = "outer-" + marker
-    supervisor, _ = await start_supervisor_process(spec, env={INCARNATION_VAR: outer})
-    try:
-        assert len(procs_with_marker(marker)) == 2
+    outer = "outer-" + marker_of(spec)
+
+    async def kill(supervisor: trio.Process) -> None:
         await kill_tree(supervisor.pid, outer, 5.0)  # what the outer supervisor does to its server
-        await supervisor.wait()
-        await wait_until(lambda: procs_with_marker(marker) == [], timeout=10, what="the reaper to kill the servers")
-    finally:
-        supervisor.kill()
-        await supervisor.stdout.aclose()
-        for pid in procs_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
+
+    await assert_the_reaper_takes_the_servers(spec, kill, env={INCARNATION_VAR: outer})
 
 
 async def test_a_fork_of_the_supervisor_does_not_keep_its_servers_alive_after_a_sigkill():
