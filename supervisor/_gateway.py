@@ -107,7 +107,8 @@ FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
 
 TELL_TIMEOUT = 1.0
 
-#: How many resource URIs one handshake-era client may be subscribed to at once.
+#: How many resource URIs one handshake-era client may be subscribed to at once (and one
+#: 2026-07-28 ``subscriptions/listen`` stream may name).
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
 _HELD_KEY = "io.github.mcp-supervisor/subscriptions"
 """How long (s) the handshake-era connections are given to take one change notification."""
@@ -564,9 +565,17 @@ class Gateway:
     async def _listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
         """A 2026-07-28 client's ``subscriptions/listen``: the SDK's handler serves the
         stream; its resource subscriptions are made upstream first (so no update between
-        the acknowledgement and the first event is lost) and released when it ends."""
+        the acknowledgement and the first event is lost) and released when it ends. One
+        stream may name `MAX_SUBSCRIPTIONS_PER_CLIENT` URIs; more are refused (invalid
+        request)."""
         _check_sendable(params)
-        uris = [str(u) for u in (params.notifications.resource_subscriptions or ())]
+        uris = list(dict.fromkeys(str(u) for u in (params.notifications.resource_subscriptions or ())))
+        if len(uris) > MAX_SUBSCRIPTIONS_PER_CLIENT:
+            raise MCPError(
+                code=types.INVALID_REQUEST,
+                message=f"the stream names {len(uris)} resources; the gateway takes at most "
+                f"{MAX_SUBSCRIPTIONS_PER_CLIENT} per stream",
+            )
         held: list[str] = []
         try:
             for uri in uris:

@@ -587,6 +587,15 @@ async def test_a_client_that_goes_away_releases_its_resource_subscriptions():
                         await stays.subscribe_resource("notes://third")
                 assert link.subscriptions == {"notes://kept", "notes://second"}
             assert link.subscriptions == set() and gateway._subscribers == {}
+            async with Client(gateway.server) as modern:  # a 2026-07-28 listen stream: the same bound
+                with patch.object(_gateway, "MAX_SUBSCRIPTIONS_PER_CLIENT", 2):
+                    with pytest.raises(MCPError, match="the stream names 3 resources; the gateway takes at most 2"):
+                        async with modern.listen(resource_subscriptions=["notes://a", "notes://b", "notes://c"]):
+                            pass
+                    async with modern.listen(resource_subscriptions=["notes://a", "notes://b", "notes://a"]) as stream:
+                        assert link.subscriptions == {"notes://a", "notes://b"}
+                        assert stream.honored.resource_subscriptions
+            assert link.subscriptions == set()
 
 
 async def test_a_templated_resource_is_subscribed_on_the_server_whose_template_it_matches():
