@@ -33,7 +33,8 @@ Guarantees:
   Draft 2020-12 unless the schema's ``$schema`` names another draft. Each validator is built
   and its schema checked once per (server, tool-list version, tool) — in the actor, never on
   the call path. A schema that is itself broken never crashes anything: that tool's calls go
-  through unvalidated, the problem is logged once and shown in the snapshot.
+  through unvalidated, the problem is logged once and shown in the snapshot. A ``$ref`` is
+  resolved within the schema only: a URL is never fetched (it counts as unresolvable).
 - **Events.** ``tools_changed`` when the exposed set (names or specs) changes,
   ``tool_collision`` for each new collision, ``tool_schema_invalid`` for each broken schema.
 - Bad requests (an unknown toolset or category in `ListTools`, a malformed message) are
@@ -54,6 +55,7 @@ from typing import Any, Final, Literal
 import jsonschema.exceptions
 import jsonschema.validators
 import msgspec
+import referencing
 import trio
 
 from protocol import Failure, InvalidArguments, ServerSpec, ToolSpec, UnknownTool
@@ -108,6 +110,9 @@ MAX_REPORTED_ERRORS: Final = 5
 
 _MAX_COLLECTED_ERRORS: Final = 50  # bounds the work spent on one hopeless call
 _MAX_MESSAGE_CHARS: Final = 160  # jsonschema quotes the whole instance; big values are cut
+# jsonschema's default registry fetches a remote ``$ref`` with a blocking urlopen (no timeout)
+# in our event loop; an empty one (jsonschema adds the metaschemas) resolves local refs only.
+_NO_REMOTE_REFS: Final = referencing.Registry()
 
 
 # -- config checks ----------------------------------------------------------------------
@@ -382,7 +387,9 @@ class SchemaValidator:
     Built by the registry actor, used by the call path. ``problem`` is None while the schema
     works; once it is set (the schema failed its metaschema check, or failed while
     validating, for example an unresolvable ``$ref``), every call goes through unvalidated
-    and the problem has been logged once.
+    and the problem has been logged once. A ``$ref`` is resolved within the schema (and
+    the drafts' metaschemas) only: nothing is ever fetched, so a ``$ref`` to a URL is
+    unresolvable.
     """
 
     __slots__ = ("_accepts", "_is_valid", "_iter_errors", "_logged", "problem", "schema", "validator_class")
@@ -399,7 +406,7 @@ class SchemaValidator:
             cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
             self.validator_class = cls.__name__
             cls.check_schema(schema)
-            validator = cls(schema)
+            validator = cls(schema, registry=_NO_REMOTE_REFS)
         except jsonschema.exceptions.SchemaError as exc:
             self.problem = f"invalid input schema: {_cut(exc.message)} (at {exc.json_path})"
         except Exception as exc:  # a schema the library cannot even look at

@@ -6,6 +6,8 @@ call path is exercised the way the façade uses it, through ``registry.view``.
 
 from __future__ import annotations
 
+import http.server
+import threading
 from contextlib import asynccontextmanager
 
 import jsonschema
@@ -480,6 +482,46 @@ async def test_a_broken_schema_does_not_crash_and_calls_go_through(schema, caplo
         with pytest.raises(InvalidArguments):
             registry.view.resolve("fine").validate({})
         await registry.publish_tools("srv", 2, [tool("broken", schema)])
+
+
+async def test_a_remote_ref_is_never_fetched():
+    """A ``$ref`` to a URL made jsonschema fetch it with a blocking ``urlopen`` (no timeout)
+    inside the event loop, on the call path: a server's schema could stall every call (an
+    address that never answers) or have the supervisor fetch any URL and validate against
+    what came back. Now nothing is fetched: the ref is unresolvable, so the tool's calls go
+    through unvalidated, as with any broken schema, and its problem names the ref."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            body = b'{"type": "string"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    server.timeout = 5
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/s.json"
+    try:
+        async with running_registry() as (registry, _):
+            schema = {"type": "object", "properties": {"x": {"$ref": url}}}
+            await registry.publish_tools("srv", 1, [tool("remote", schema)])
+            entry = registry.view.resolve("remote")
+            entry.validate({"x": 1})  # not checked against what the URL says
+            assert hits == []
+            assert not entry.validator.usable and url in entry.validator.problem
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 async def test_validators_are_compiled_once_per_tool_list_version():
