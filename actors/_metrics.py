@@ -42,7 +42,9 @@ Guarantees:
   - ``breaker_state`` and ``breaker_transitions`` follow ``breaker_state`` events
     (``data = {"from": ..., "to": ..., "server": ...}``);
   - a ``removed`` event of the ``server:<name>`` node forgets the server and its tools,
-    so config reloads do not leak labels.
+    so config reloads do not leak labels; what comes for it after that (the report of a
+    call that ended after the removal, a gauge, an event) is not counted, until an
+    ``added`` or ``started`` event of the node brings it back, counting from zero.
 - ``Gauge(server, inflight, queue_depth)`` replaces that server's gauges; a gauge update
   that finds the mailbox full is dropped silently (the next one replaces it anyway).
 - Each incarnation starts from zero counts (Prometheus treats that as a counter reset);
@@ -254,6 +256,7 @@ class _Metrics:
         self.max_tools = max_tools
         self.owner = owner
         self.servers: dict[str, _ServerStats] = {}
+        self.removed: set[str] = set()
         self.handled = 0
         self.malformed = 0
 
@@ -267,6 +270,8 @@ class _Metrics:
         # The hot path: a success costs two dict lookups, a few increments and a sketch add.
         server = self.servers.get(report.server)
         if server is None:
+            if report.server in self.removed:
+                return
             server = self.server(report.server)
         stats = server.tools.get(report.tool)
         if stats is None:
@@ -307,6 +312,8 @@ class _Metrics:
                 name, _ = _locate(event.path)
                 if name is None:
                     return
+            if name in self.removed:
+                return
             server = self.server(name)
             to = data.get("to")
             if isinstance(to, str):
@@ -318,7 +325,12 @@ class _Metrics:
             return
         if node == "server" and kind == "removed":
             self.servers.pop(name, None)
+            self.removed.add(name)
             return
+        if name in self.removed:
+            if node != "server" or kind not in ("added", "started"):
+                return
+            self.removed.discard(name)
         server = self.server(name)
         if kind == "restarting":
             server.restarts += 1
@@ -343,6 +355,8 @@ class _Metrics:
             server.ready_at = None
 
     def on_gauge(self, gauge: Gauge) -> None:
+        if gauge.server in self.removed:
+            return
         server = self.server(gauge.server)
         server.inflight = gauge.inflight
         server.queue_depth = gauge.queue_depth

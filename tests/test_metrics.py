@@ -22,9 +22,10 @@ from actors._breaker import ConnectionDown, ConnectionUp, ForceOpen, Reset, spaw
 from actors._events import _BUS, EventBus
 from actors._metrics import Gauge, MetricsRef, Snapshot, Sync, spawn_metrics
 from actors._sketch import LatencySketch
-from protocol import BreakerPolicy, CallOutcome, Event
+from conftest import server_spec, wait_until
+from protocol import BreakerPolicy, CallOutcome, Event, ServerUnavailable
 from protocol._metrics import DURATION_BUCKETS, OTHER_TOOL, MetricsSnapshot, ToolMetrics
-from supervisor import ChildSpec, Strategy, TreeSupervisor
+from supervisor import ChildSpec, Strategy, Supervisor, TreeSupervisor
 from supervisor._prometheus import render_metrics
 
 # A hair of slack over 1% for float rounding at bucket edges.
@@ -312,6 +313,63 @@ async def test_supervision_and_breaker_events_from_the_bus(nursery, autojump_clo
     await settle(metrics)
     snap = await metrics.snapshot()
     assert [s.server for s in snap.servers] == ["echo"] and snap.tool("other", "t") is None
+
+
+async def test_a_removed_server_stays_forgotten_until_it_is_added_again(nursery, autojump_clock):
+    """A report or gauge that reached the actor after the server's ``removed`` event (a
+    call that ended after its server was removed) brought the server back: it stayed in
+    every snapshot and in ``/metrics`` for good, state ``unknown``, up 0, with the late
+    call's counts. Now what comes for a removed server is not counted, until the server
+    is added again; then it counts from zero."""
+    bus = EventBus()
+    metrics = spawn_metrics(nursery, bus=bus)
+
+    def publish(path: str, kind: str) -> None:
+        bus.publish(Event(path=path, kind=kind, at=trio.current_time()))
+
+    publish("root/servers/server:gone", "added")
+    metrics.report(outcome("success", server="gone"))
+    publish("root/servers/server:gone", "removed")
+    metrics.report(outcome("ServerUnavailable", server="gone"))
+    metrics.gauge("gone", 0, 0)
+    await settle(metrics)
+    snap = await metrics.snapshot()
+    assert snap.servers == [] and snap.tools == []
+    assert b"gone" not in render_metrics(snap)
+
+    publish("root/servers/server:gone", "added")
+    metrics.report(outcome("success", server="gone"))
+    await settle(metrics)
+    snap = await metrics.snapshot()
+    assert snap.server("gone").state == "starting"
+    assert (snap.tool("gone", "t").calls, snap.tool("gone", "t").failures) == (1, {})
+
+
+async def test_a_call_failed_by_its_servers_removal_leaves_no_trace_in_the_metrics():
+    """The same through a real supervisor: a call made while its server drained for removal
+    fails once the server is removed, and its report re-created the server in the metrics."""
+    spec = server_spec("leaving", "echo.py", timeout=30, shutdown_timeout=10)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("leaving", timeout=30)
+        link = sup.link("leaving")
+        failed: list[Exception] = []
+
+        async def late_call() -> None:
+            with pytest.raises(ServerUnavailable) as unavailable:
+                await sup.call_tool("echo", {"text": "x"}, server="leaving")
+            failed.append(unavailable.value)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1}, server="leaving"))
+                await wait_until(lambda: link.inflight == 1, what="the slow call in flight")
+                nursery.start_soon(sup.remove_server, "leaving")
+                await wait_until(lambda: link.conn is not None and link.conn.stopping, what="the drain")
+                nursery.start_soon(late_call)
+                await wait_until(lambda: failed, timeout=15, what="the late call's answer")
+            snap = await sup.metrics_snapshot()
+        assert "was removed" in failed[0].message
+        assert snap.servers == [] and snap.tools == [], (snap.servers, snap.tools)
 
 
 async def test_a_snapshot_counts_every_event_published_before_it_was_asked(nursery, autojump_clock):
