@@ -217,17 +217,27 @@ class _ServerStats:
 def _locate(path: str) -> tuple[str | None, str]:
     """``(server name, node)`` of an event path; node is ``server``, ``connection``, ``breaker``, ...
 
-    ``root/servers/server:echo/connection:echo`` -> ``("echo", "connection")``. Paths outside
-    any ``server:<name>`` node give ``(None, "")``.
+    ``root/servers/server:echo/connection:echo`` -> ``("echo", "connection")``. A server's
+    name may hold ``/`` (``server:team/echo/connection:team/echo`` is ``team/echo``'s
+    connection): a node below the server is ``<kind>:<server name>``. Paths outside any
+    ``server:<name>`` node give ``(None, "")``.
     """
-    segments = path.split("/")
-    for i, segment in enumerate(segments):
-        if segment.startswith("server:"):
-            name = segment[len("server:") :]
-            if i == len(segments) - 1:
-                return name, "server"
-            return name, segments[i + 1].partition(":")[0]
-    return None, ""
+    if path.startswith("server:"):
+        start = len("server:")
+    else:
+        start = path.find("/server:")
+        if start < 0:
+            return None, ""
+        start += len("/server:")
+    rest = path[start:]
+    slash = rest.find("/")
+    while slash >= 0:
+        name = rest[:slash]
+        kind, colon, owner = rest[slash + 1 :].partition(":")
+        if colon and "/" not in kind and (owner == name or owner.startswith(name + "/")):
+            return name, kind
+        slash = rest.find("/", slash + 1)
+    return rest, "server"
 
 
 # Connection events -> the server's state. Subtree (server node) events are handled apart.

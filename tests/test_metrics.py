@@ -372,6 +372,26 @@ async def test_a_call_failed_by_its_servers_removal_leaves_no_trace_in_the_metri
         assert snap.servers == [] and snap.tools == [], (snap.servers, snap.tools)
 
 
+async def test_a_server_whose_name_has_a_slash_is_tracked_under_its_own_name():
+    """Event paths were split at every ``/``, so the events of a server named ``team/echo``
+    (``root/servers/server:team/echo/connection:team/echo``) went to a server ``team`` that
+    does not exist: ``team/echo`` stayed ``unknown`` (up 0) while it ran, ``team`` showed up
+    beside it, and removing ``team/echo`` forgot neither. Now its events are its own."""
+    spec = server_spec("team/echo", "echo.py", timeout=30)
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(30):
+            await sup.wait_connected("team/echo", timeout=30)
+            await sup.call_tool("echo", {"text": "x"}, server="team/echo")
+            await wait_until(lambda: sup.link("team/echo").conn is not None, what="the connection")
+            snap = await sup.metrics_snapshot()
+            assert [(s.server, s.state) for s in snap.servers] == [("team/echo", "running")]
+            up = {x.labels["server"]: x.value for x in families(render_metrics(snap))["mcp_supervisor_server_up"]}
+            assert up == {"team/echo": 1}
+            await sup.remove_server("team/echo")
+            snap = await sup.metrics_snapshot()
+            assert snap.servers == [] and snap.tools == []
+
+
 async def test_a_snapshot_counts_every_event_published_before_it_was_asked(nursery, autojump_clock):
     """Events reach the actor through a forwarder task, one at a time, and an ask could
     overtake them: a restart the status already showed was missing from the snapshot
