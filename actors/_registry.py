@@ -34,7 +34,8 @@ Guarantees:
   and its schema checked once per (server, tool-list version, tool) — in the actor, never on
   the call path. A schema that is itself broken never crashes anything: that tool's calls go
   through unvalidated, the problem is logged once and shown in the snapshot. A ``$ref`` is
-  resolved within the schema only: a URL is never fetched (it counts as unresolvable).
+  resolved within the schema only: a URL is never fetched (it counts as unresolvable). A
+  check follows at most `REF_BUDGET` refs; past that the call goes through unchecked.
 - **Events.** ``tools_changed`` when the exposed set (names or specs) changes,
   ``tool_collision`` for each new collision, ``tool_schema_invalid`` for each broken schema.
 - Bad requests (an unknown toolset or category in `ListTools`, a malformed message) are
@@ -47,6 +48,7 @@ import difflib
 import logging
 import math
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from types import MappingProxyType
@@ -113,6 +115,10 @@ _MAX_MESSAGE_CHARS: Final = 160  # jsonschema quotes the whole instance; big val
 # jsonschema's default registry fetches a remote ``$ref`` with a blocking urlopen (no timeout)
 # in our event loop; an empty one (jsonschema adds the metaschemas) resolves local refs only.
 _NO_REMOTE_REFS: Final = referencing.Registry()
+
+REF_BUDGET: Final = 5_000
+"""At most this many ``$ref`` (``$dynamicRef``, ``$recursiveRef``) are followed in one check."""
+_TOO_COSTLY: Final = f"the arguments fail the input schema; finding where took over {REF_BUDGET} $ref lookups"
 
 
 # -- config checks ----------------------------------------------------------------------
@@ -381,6 +387,41 @@ def _never(_: Any) -> bool:
     return False
 
 
+class _TooCostly(Exception):
+    """A check followed `REF_BUDGET` references."""
+
+
+class _Budget(threading.local):
+    refs = REF_BUDGET  # refs the running check may still follow (checks are synchronous)
+
+
+_budget = _Budget()
+_BOUNDED: dict[type, type] = {}
+
+
+def _counted(keyword: Any) -> Any:
+    def follow(validator: Any, ref: Any, instance: Any, schema: Any) -> Any:
+        _budget.refs -= 1
+        if _budget.refs < 0:
+            raise _TooCostly
+        return keyword(validator, ref, instance, schema)
+
+    return follow
+
+
+def _bounded(cls: Any) -> Any:
+    """``cls`` whose reference keywords count against the check's `REF_BUDGET`.
+
+    Refs let a small schema reach one subschema along exponentially many paths (an
+    ``anyOf`` of two refs to the next level, 20 levels deep); each is walked.
+    """
+    bounded = _BOUNDED.get(cls)
+    if bounded is None:
+        refs = {k: _counted(v) for k, v in cls.VALIDATORS.items() if k in ("$ref", "$dynamicRef", "$recursiveRef")}
+        bounded = _BOUNDED[cls] = jsonschema.validators.extend(cls, refs)
+    return bounded
+
+
 class SchemaValidator:
     """The compiled input schema of one tool (one per server, version and tool).
 
@@ -392,12 +433,14 @@ class SchemaValidator:
     unresolvable.
     """
 
-    __slots__ = ("_accepts", "_is_valid", "_iter_errors", "_logged", "problem", "schema", "validator_class")
+    __slots__ = ("_accepts", "_costly_logged", "_is_valid", "_iter_errors", "_logged", "problem", "schema",
+                 "validator_class")  # fmt: skip
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self.problem: str | None = None
         self._logged = False
+        self._costly_logged = False
         self._is_valid: Any = None
         self._iter_errors: Any = None
         self._accepts: Any = _never
@@ -406,7 +449,7 @@ class SchemaValidator:
             cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
             self.validator_class = cls.__name__
             cls.check_schema(schema)
-            validator = cls(schema, registry=_NO_REMOTE_REFS)
+            validator = _bounded(cls)(schema, registry=_NO_REMOTE_REFS)
         except jsonschema.exceptions.SchemaError as exc:
             self.problem = f"invalid input schema: {_cut(exc.message)} (at {exc.json_path})"
         except Exception as exc:  # a schema the library cannot even look at
@@ -424,12 +467,20 @@ class SchemaValidator:
     def errors(self, arguments: Any) -> list[ArgumentError]:
         """Every way ``arguments`` fail the schema (best first, uncapped); [] when they pass.
 
-        Also [] once the schema is known to be broken.
+        Also [] once the schema is known to be broken. A walk that would follow more than
+        `REF_BUDGET` references stops there: the errors found by then, else one at ``$``
+        saying so.
         """
         if self.problem is not None:
             return []
+        _budget.refs = REF_BUDGET
+        collected: list[jsonschema.exceptions.ValidationError] = []
         try:
-            collected = list(islice(self._iter_errors(arguments), _MAX_COLLECTED_ERRORS))
+            for error in islice(self._iter_errors(arguments), _MAX_COLLECTED_ERRORS):
+                collected.append(error)
+        except _TooCostly:
+            if not collected:
+                return [ArgumentError("$", "$ref", _TOO_COSTLY)]
         except Exception as exc:  # e.g. an unresolvable $ref, a bad pattern, a cyclic schema
             self._broken(exc)
             return []
@@ -443,14 +494,26 @@ class SchemaValidator:
 
         The message names each failing field (a JSON path) and rule, best match first, at
         most `MAX_REPORTED_ERRORS` of them; ``data["errors"]`` holds them as dicts. A broken
-        schema lets the call through and is logged once.
+        schema lets the call through and is logged once. A check is bounded: one that would
+        follow more than `REF_BUDGET` references stops there and lets that call through
+        unchecked (the server still judges it), logged once per tool, instead of holding
+        the event loop for as long as the schema makes it walk.
         """
         if self._accepts(arguments):
             return
         if self.problem is None:
+            _budget.refs = REF_BUDGET
             try:
                 if self._is_valid(arguments):
                     return
+            except _TooCostly:
+                if not self._costly_logged:
+                    self._costly_logged = True
+                    log.warning(
+                        "tool %r of server %r: a call went unvalidated: its check took over %d $ref lookups",
+                        tool, server, REF_BUDGET,
+                    )
+                return
             except Exception as exc:
                 self._broken(exc)
             else:

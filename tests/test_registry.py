@@ -524,6 +524,35 @@ async def test_a_remote_ref_is_never_fetched():
         thread.join(5)
 
 
+def _exponential_schema(depth: int) -> dict:
+    """``x`` through ``depth`` levels of ``anyOf`` two refs to the next level: 2**depth paths."""
+    defs = {f"l{i}": {"anyOf": [{"$ref": f"#/$defs/l{i + 1}"}, {"$ref": f"#/$defs/l{i + 1}"}]} for i in range(depth)}
+    defs[f"l{depth}"] = {"type": "string"}
+    return {"type": "object", "$defs": defs, "properties": {"x": {"$ref": "#/$defs/l0"}}, "additionalProperties": False}
+
+
+async def test_a_schema_that_walks_exponentially_many_refs_cannot_hold_the_loop(caplog):
+    """Validation runs synchronously on the call path, and a 1.5 KB schema whose refs fan
+    out (an ``anyOf`` of two refs to the next level, 40 levels) had jsonschema walk 2**40
+    paths for a wrong ``x``: the event loop, every server's calls with it, froze for good
+    (16 levels already took 10 s). Now a check follows at most ``REF_BUDGET`` refs: past
+    that the call goes through unchecked (the server still judges it), logged once; an
+    argument that passes or fails early is judged as before."""
+    async with running_registry() as (registry, _):
+        await registry.publish_tools("srv", 1, [tool("deep", _exponential_schema(40))])
+        entry = registry.view.resolve("deep")
+        entry.validate({"x": "text"})  # the first path matches at once
+        with pytest.raises(InvalidArguments, match=r"\$\.y: additionalProperties"):
+            entry.validate({"y": 1})  # fails without following a ref
+        with trio.fail_after(60):  # the check cannot be interrupted: a thread we can stop waiting for
+            for _ in range(2):
+                await trio.to_thread.run_sync(entry.validate, {"x": 1}, abandon_on_cancel=True)
+        assert entry.validator.usable  # not marked broken: the next call is checked again
+        assert sum("$ref lookups" in r.getMessage() for r in caplog.records) == 1
+        errors = await trio.to_thread.run_sync(entry.validator.errors, {"x": 1}, abandon_on_cancel=True)
+        assert [(e.path, e.keyword) for e in errors] == [("$", "$ref")]
+
+
 async def test_validators_are_compiled_once_per_tool_list_version():
     async with running_registry() as (registry, _):
         await registry.publish_tools("srv", 1, [tool("a", SCHEMA), tool("b", SCHEMA)])
