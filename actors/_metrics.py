@@ -40,7 +40,9 @@ Guarantees:
   - ``exits`` counts the connection's ``exited`` events by the cause in their ``data``
     (one of ``DEATH_CAUSES``; ``other`` when it names none of them);
   - ``breaker_state`` and ``breaker_transitions`` follow ``breaker_state`` events
-    (``data = {"from": ..., "to": ..., "server": ...}``);
+    (``data = {"from": ..., "to": ..., "server": ...}``); a `Gauge` that carries the
+    breaker's state sets it too (a breaker starts closed, or disabled by its policy,
+    without an event);
   - a ``removed`` event of the ``server:<name>`` node forgets the server and its tools,
     so config reloads do not leak labels; what comes for it after that (the report of a
     call that ended after the removal, a gauge, an event) is not counted, until an
@@ -91,14 +93,16 @@ _QUANTILES: Final = (0.5, 0.95, 0.99)
 
 
 class Gauge(msgspec.Struct, frozen=True):
-    """Tell: the connection's current calls in flight and calls waiting for a slot, and
-    the server's running totals of what it wrote that was dropped (see `ServerMetrics`)."""
+    """Tell: the connection's current calls in flight and calls waiting for a slot, the
+    server's running totals of what it wrote that was dropped (see `ServerMetrics`), and
+    its breaker's state as the breaker's view shows it now (None: not told)."""
 
     server: str
     inflight: int
     queue_depth: int
     garbage_lines: int = 0
     oversized_dropped: int = 0
+    breaker_state: str | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -372,6 +376,8 @@ class _Metrics:
         server.queue_depth = gauge.queue_depth
         server.garbage_lines = gauge.garbage_lines
         server.oversized_dropped = gauge.oversized_dropped
+        if gauge.breaker_state is not None:
+            server.breaker_state = gauge.breaker_state
 
     def snapshot(self, only: str | None = None) -> MetricsSnapshot:
         now = trio.current_time()
@@ -525,10 +531,18 @@ class MetricsRef:
             return False
         return True
 
-    def gauge(self, server: str, inflight: int, queue_depth: int, garbage_lines: int = 0, oversized: int = 0) -> bool:
+    def gauge(
+        self,
+        server: str,
+        inflight: int,
+        queue_depth: int,
+        garbage_lines: int = 0,
+        oversized: int = 0,
+        breaker_state: str | None = None,
+    ) -> bool:
         """Publish a connection's gauges without waiting; False if dropped (not counted)."""
         try:
-            self._tell(Gauge(server, inflight, queue_depth, garbage_lines, oversized))
+            self._tell(Gauge(server, inflight, queue_depth, garbage_lines, oversized, breaker_state))
         except (Overloaded, ActorDown):
             return False
         return True

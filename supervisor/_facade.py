@@ -363,10 +363,13 @@ class Supervisor:
         return self._root.status()
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
-        """Every counter, distribution and gauge, as of now (gauges are read at this moment)."""
+        """Every counter, distribution and gauge, as of now (gauges, the breakers' states
+        with them, are read at this moment)."""
         for handle in self._handles.values():
             link = handle.link
-            self.metrics.gauge(handle.name, link.inflight, link.queued, link.garbage_lines, link.oversized)
+            self.metrics.gauge(
+                handle.name, link.inflight, link.queued, link.garbage_lines, link.oversized, handle.breaker.state
+            )
         return await self.metrics.snapshot()
 
     async def metrics_text(self) -> bytes:

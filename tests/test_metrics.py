@@ -392,6 +392,23 @@ async def test_a_server_whose_name_has_a_slash_is_tracked_under_its_own_name():
             assert snap.servers == [] and snap.tools == []
 
 
+async def test_a_breaker_disabled_by_its_policy_is_shown_disabled():
+    """A breaker starts closed, or disabled when its policy says ``enabled = false``,
+    without a ``breaker_state`` event, and the metrics knew the state from events only: a
+    disabled breaker was ``closed`` in every snapshot and in ``/metrics``. Now a snapshot
+    reads each breaker's state as its view shows it."""
+    spec = server_spec("echo", "echo.py", timeout=30, breaker=BreakerPolicy(enabled=False))
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(30):
+            await sup.wait_connected("echo", timeout=30)
+            await sup.call_tool("echo", {"text": "x"}, server="echo")
+            snap = await sup.metrics_snapshot()
+        assert sup.handle("echo").breaker.state == "disabled"
+        assert snap.server("echo").breaker_state == "disabled"
+        found = families(render_metrics(snap))["mcp_supervisor_breaker_state"]
+        assert {x.labels["state"] for x in found if x.value == 1} == {"disabled"}
+
+
 async def test_a_snapshot_counts_every_event_published_before_it_was_asked(nursery, autojump_clock):
     """Events reach the actor through a forwarder task, one at a time, and an ask could
     overtake them: a restart the status already showed was missing from the snapshot
