@@ -465,14 +465,19 @@ class SchemaValidator:
         return self.problem is None
 
     def errors(self, arguments: Any) -> list[ArgumentError]:
-        """Every way ``arguments`` fail the schema (best first, uncapped); [] when they pass.
+        """The ways ``arguments`` fail the schema (best first); [] when they pass.
 
-        Also [] once the schema is known to be broken. A walk that would follow more than
-        `REF_BUDGET` references stops there: the errors found by then, else one at ``$``
-        saying so.
+        Those of jsonschema's first 50 errors (one error may name several fields): the
+        rest are not looked for. Also [] once the schema is known to be broken. A walk that
+        would follow more than `REF_BUDGET` references stops there: the errors found by
+        then, else one at ``$`` saying so.
         """
+        return self._walk(arguments)[0]
+
+    def _walk(self, arguments: Any) -> tuple[list[ArgumentError], bool]:
+        """`errors`, and False when the walk was cut short (there may be more)."""
         if self.problem is not None:
-            return []
+            return [], True
         _budget.refs = REF_BUDGET
         collected: list[jsonschema.exceptions.ValidationError] = []
         try:
@@ -480,20 +485,24 @@ class SchemaValidator:
                 collected.append(error)
         except _TooCostly:
             if not collected:
-                return [ArgumentError("$", "$ref", _TOO_COSTLY)]
+                return [ArgumentError("$", "$ref", _TOO_COSTLY)], True  # it says so itself
+            complete = False
         except Exception as exc:  # e.g. an unresolvable $ref, a bad pattern, a cyclic schema
             self._broken(exc)
-            return []
+            return [], True
+        else:
+            complete = len(collected) < _MAX_COLLECTED_ERRORS
         try:
-            return _ordered_errors(collected)
+            return _ordered_errors(collected), complete
         except Exception:  # ranking is a nicety: never let it hide the errors
-            return [item for error in collected for item in _describe(error)]
+            return [item for error in collected for item in _describe(error)], complete
 
     def check(self, arguments: Any, *, tool: str, server: str) -> None:
         """Raise `InvalidArguments` when ``arguments`` fail the schema; else return None.
 
         The message names each failing field (a JSON path) and rule, best match first, at
-        most `MAX_REPORTED_ERRORS` of them; ``data["errors"]`` holds them as dicts. A broken
+        most `MAX_REPORTED_ERRORS` of them, and how many more were found ("at least" that
+        many when the search stopped early); ``data["errors"]`` holds them as dicts. A broken
         schema lets the call through and is logged once. A check is bounded: one that would
         follow more than `REF_BUDGET` references stops there and lets that call through
         unchecked (the server still judges it), logged once per tool, instead of holding
@@ -517,9 +526,9 @@ class SchemaValidator:
             except Exception as exc:
                 self._broken(exc)
             else:
-                found = self.errors(arguments)
+                found, complete = self._walk(arguments)
                 if found:
-                    raise self._failure(found, tool=tool, server=server)
+                    raise self._failure(found, tool=tool, server=server, cut=not complete)
         if self.problem is not None and not self._logged:
             self._logged = True
             log.warning("tool %r of server %r: calls go unvalidated: %s", tool, server, self.problem)
@@ -528,11 +537,13 @@ class SchemaValidator:
         self.problem = f"input schema failed while validating: {type(exc).__name__}: {_cut(str(exc))}"
 
     @staticmethod
-    def _failure(found: list[ArgumentError], *, tool: str, server: str) -> InvalidArguments:
+    def _failure(found: list[ArgumentError], *, tool: str, server: str, cut: bool = False) -> InvalidArguments:
         shown = found[:MAX_REPORTED_ERRORS]
         more = len(found) - len(shown)
         text = "; ".join(str(e) for e in shown)
-        if more:
+        if cut:
+            text += f" (and at least {more} more)" if more else " (and maybe more)"
+        elif more:
             text += f" (and {more} more)"
         return InvalidArguments(
             f"invalid arguments for tool {tool!r}: {text}",

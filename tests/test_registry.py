@@ -424,6 +424,19 @@ async def test_several_errors_best_match_first_and_capped():
         assert errors[0]["keyword"] == best.validator
 
 
+async def test_the_count_of_further_errors_is_no_lie_when_the_search_stopped_early():
+    """Errors are looked for among jsonschema's first 50 only, and the message counted those
+    as all: 60 wrong items read "(and 45 more)". Now a search cut short says "at least";
+    one that found them all gives the exact count."""
+    schema = {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "integer"}}}}
+    async with running_registry() as (registry, _):
+        entry = await published(registry, schema)
+        failure = failure_of(entry, {"xs": ["a"] * 60})
+        assert failure.message.endswith("(and at least 45 more)"), failure.message
+        failure = failure_of(entry, {"xs": ["a"] * 20})
+        assert failure.message.endswith("(and 15 more)") and failure.data["more"] == 15, failure.message
+
+
 async def test_defs_and_ref_schemas_work():
     schema = {
         "type": "object",
