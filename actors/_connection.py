@@ -591,6 +591,8 @@ class _Connection:
             # A call woken for its slot may run only after its deadline (the call ahead did
             # a long stretch of work with no checkpoint): it is then not cancelled, just late.
             if waiting.cancelled_caught or trio.current_time() >= call.deadline:
+                if len(self.inflight) < self.spec.max_concurrency:
+                    self.slots.unpark()  # the slot it was woken for goes to the next in line
                 raise DeadlineExceeded(
                     f"tool {call.tool!r} on server {spec.name!r} waited for a free slot past its deadline "
                     f"(max_concurrency {spec.max_concurrency}); it was never sent",

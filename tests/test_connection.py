@@ -605,6 +605,41 @@ async def test_a_call_given_its_slot_after_its_deadline_is_not_sent_nor_held_aga
         assert "write_note" not in (ran.read_text() if ran.exists() else "")
 
 
+async def test_a_slot_given_to_a_call_whose_deadline_passed_goes_to_the_next_in_the_queue():
+    """The call ahead ends and wakes the first queued call, whose deadline passes before it
+    runs (the run held up, as above): it fails as never sent, but it used to take the wakeup
+    with it, so the next queued call stayed parked beside a free slot until its own deadline
+    and failed "waited for a free slot past its deadline". Now the slot is passed on."""
+    spec = server_spec("busy", "echo.py", max_concurrency=1, max_queue=2)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("busy")
+        answers: list[str] = []
+
+        async def first_queued() -> None:
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("echo", {"text": "late"}, server="busy", timeout=1.0)
+
+        async def second_queued() -> None:
+            answers.append(text(await sup.call_tool("echo", {"text": "next"}, server="busy", timeout=6.0)))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 0.3}, server="busy", timeout=10))
+                await wait_until(lambda: link.inflight == 1, what="the slot taken")
+                late_wake = _LateWake("first queued", lambda: link.queued == 2, trio.current_time() + 1.0)
+                trio.lowlevel.add_instrument(late_wake)
+                try:
+                    nursery.start_soon(first_queued, name="first queued")
+                    await wait_until(lambda: link.queued == 1, what="the first call queued")
+                    nursery.start_soon(second_queued)
+                    await wait_until(lambda: late_wake.fired, timeout=5, what="the first queued call woken")
+                finally:
+                    trio.lowlevel.remove_instrument(late_wake)
+                t0 = trio.current_time()
+                await wait_until(lambda: answers == ["next"], timeout=5, what="the next queued call answered")
+                assert trio.current_time() - t0 < 3, "the free slot must not wait for the next call's deadline"
+
+
 class _StepCounter(trio.abc.Instrument):
     """Counts the steps run by the task named ``name``."""
 
