@@ -472,6 +472,7 @@ class _Connection:
         self.acked_generation = 0  # the latest one the server acknowledged (or refused)
         self.acked = trio.Event()  # set (and replaced) at each acknowledgement
         self.slots = trio.lowlevel.ParkingLot()
+        self.queued = 0  # calls waiting in `slots`
         self.idle: trio.Event | None = None  # made by whoever waits for the calls to end
         self.stopping = False
         self.consecutive_timeouts = 0
@@ -555,6 +556,13 @@ class _Connection:
                 if spec.health_check_interval:
                     nursery.start_soon(self.check_health, spec.health_check_interval, spec.health_check_timeout)
 
+    def _count(self) -> None:
+        """Show this incarnation's calls in flight and queued on the link while it is alive;
+        a dead one's are 0 there (`ServerLink._down`), however its calls end after."""
+        if self.death is None:
+            self.link.inflight = len(self.inflight)
+            self.link.queued = self.queued
+
     def _never_sent(self, why: str) -> ActorDown:
         return ActorDown(f"connection to {self.spec.name!r} {why}; the call was not sent", server=self.spec.name)
 
@@ -581,13 +589,15 @@ class _Connection:
                     f"max_queue {spec.max_queue})",
                     server=spec.name,
                 )
-            self.link.queued += 1
+            self.queued += 1
+            self._count()
             try:
                 with trio.move_on_at(call.deadline) as waiting:
                     while len(self.inflight) >= self.spec.max_concurrency and self.death is None and not self.stopping:
                         await self.slots.park()
             finally:
-                self.link.queued -= 1
+                self.queued -= 1
+                self._count()
             # A call woken for its slot may run only after its deadline (the call ahead did
             # a long stretch of work with no checkpoint): it is then not cancelled, just late.
             if waiting.cancelled_caught or trio.current_time() >= call.deadline:
@@ -605,7 +615,7 @@ class _Connection:
         scope = trio.CancelScope(deadline=call.deadline)
         front = current_front.get()
         self.inflight[scope] = front
-        self.link.inflight = len(self.inflight)
+        self._count()
         progress = call.progress
         if progress is not None:
             relay_progress = progress
@@ -683,7 +693,7 @@ class _Connection:
             if refused is not None:
                 refusals.reset(listening)
             self.inflight.pop(scope, None)
-            self.link.inflight = len(self.inflight)
+            self._count()
             if not self.inflight and self.idle is not None:
                 self.idle.set()
             if self.slots:

@@ -640,6 +640,54 @@ async def test_a_slot_given_to_a_call_whose_deadline_passed_goes_to_the_next_in_
                 assert trio.current_time() - t0 < 3, "the free slot must not wait for the next call's deadline"
 
 
+class _Watch(trio.abc.Instrument):
+    """Records ``read()`` after every task step: what a status read at any moment saw."""
+
+    def __init__(self, read: Callable[[], Any]) -> None:
+        self.read, self.seen = read, set()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.seen.add(self.read())
+
+
+async def test_the_queued_count_never_goes_below_zero_when_the_server_dies_with_calls_queued():
+    """Calls waiting for a slot when the server died (here: ``hang_threshold``) are failed as
+    never sent, and each took itself off ``link.queued``, which the death had already set to
+    0: until the incarnation had ended (half a second and more, for a hung stdio server) the
+    status and the metrics' queue depth said ``queued: -2``. Now a dead incarnation no longer
+    writes the counts: they are 0 from its death on."""
+    spec = server_spec("frozen", "hang.py", max_concurrency=1, max_queue=2, hang_threshold=1)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("frozen")
+        first = link.conn
+        answers: list[str] = []
+
+        async def queued() -> None:
+            answers.append(text(await sup.call_tool("echo", {"text": "later"}, server="frozen", timeout=20)))
+
+        async def hanging() -> None:
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("hang", {}, server="frozen", timeout=1.0)
+
+        watch = _Watch(lambda: (link.inflight, link.queued))
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hanging)
+                await wait_until(lambda: link.inflight == 1, what="the hanging call in flight")
+                for _ in range(2):
+                    nursery.start_soon(queued)
+                await wait_until(lambda: link.queued == 2, what="two calls queued")
+                trio.lowlevel.add_instrument(watch)
+                try:
+                    await wait_until(lambda: first.death is not None, what="the hang death")
+                    await wait_until(lambda: link.conn is not None and link.conn is not first, what="the next incarnation")
+                finally:
+                    trio.lowlevel.remove_instrument(watch)
+        assert answers == ["later", "later"]
+        assert min(queued for _, queued in watch.seen) == 0, watch.seen
+        assert min(inflight for inflight, _ in watch.seen) == 0, watch.seen
+
+
 class _StepCounter(trio.abc.Instrument):
     """Counts the steps run by the task named ``name``."""
 
