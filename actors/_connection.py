@@ -208,14 +208,22 @@ class ServerLink:
     async def request(self, ask: Callable[[Client], Awaitable[Any]]) -> Any:
         """``ask(client)`` on the connected incarnation's MCP client (a ``prompts/get``, a
         ``resources/read``: any request but a tool call) within the server's call
-        ``timeout``. Raises ``ServerUnavailable`` when no incarnation is connected and
+        ``timeout``. Raises ``ServerUnavailable`` when no incarnation is connected,
         ``DeadlineExceeded`` at the deadline (the request is cancelled, and the SDK tells
-        the server so); the server's own ``MCPError`` passes through."""
+        the server so) and ``ServerCrashed`` when the connection is lost under it (the
+        incarnation dies); the server's own ``MCPError`` passes through."""
         conn = self.conn
         if conn is None:
             raise self._not_connected()
         with trio.move_on_after(self.spec.timeout):
-            return await conn._request(lambda: ask(conn.client))
+            try:
+                return await conn._request(lambda: ask(conn.client))
+            except (MCPError, *_TRANSPORT_ERRORS) as exc:
+                lost = _transport_lost(exc)
+                if lost is None:
+                    raise
+                conn.die(lost, "transport")
+                raise conn._crash_failure() from None
         raise DeadlineExceeded(f"server {self.spec.name!r} did not answer within {self.spec.timeout:g} s", server=self.spec.name)
 
     def _notify(self, kind: str) -> None:

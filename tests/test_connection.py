@@ -1201,6 +1201,31 @@ async def test_calls_to_a_stalled_remote_server_end_at_their_deadlines(transport
                         break
 
 
+async def test_a_request_cut_off_by_the_server_s_death_is_server_crashed_naming_the_server(tmp_path):
+    """A ``prompts/get`` (any request but a tool call, as the gateway passes them upstream)
+    is in flight when the stdio server dies: its caller got the SDK's bare ``MCPError``
+    "Connection closed", which names no server and which the gateway handed its client as
+    if it were the server's own answer. Now it is ``ServerCrashed`` naming the server and
+    the death, as for a tool call."""
+    ran = tmp_path / "exec.log"
+    spec = server_spec("frozen", "hang.py", env={"EXEC_LOG": str(ran)}, timeout=20)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("frozen")
+        first = link.conn
+
+        async def kill_once_asked() -> None:
+            await wait_until(lambda: ran.exists() and "prompt start" in ran.read_text(), what="the prompt asked")
+            os.kill(link.process.pid, signal.SIGKILL)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kill_once_asked)
+                with pytest.raises(ServerCrashed, match="server 'frozen' died while") as crashed:
+                    await link.request(lambda client: client.get_prompt("stuck", {}))
+        assert crashed.value.data["server"] == "frozen"
+        assert first.death is not None
+
+
 async def test_every_page_of_the_prompts_and_resources_lists_is_read():
     """Tools were read page after page, prompts, resources and templates only their first
     page: what a paginating server listed after it was unknown (``resources/read`` and
