@@ -211,19 +211,27 @@ class ServerLink:
         ``timeout``. Raises ``ServerUnavailable`` when no incarnation is connected,
         ``DeadlineExceeded`` at the deadline (the request is cancelled, and the SDK tells
         the server so) and ``ServerCrashed`` when the connection is lost under it (the
-        incarnation dies); the server's own ``MCPError`` passes through."""
+        incarnation dies); the server's own ``MCPError`` passes through. A draining
+        incarnation finishes the requests in flight on it; one made while it drains goes
+        to the next incarnation, as a call does."""
         conn = self.conn
         if conn is None:
             raise self._not_connected()
-        with trio.move_on_after(self.spec.timeout):
-            try:
-                return await conn._request(lambda: ask(conn.client))
-            except (MCPError, *_TRANSPORT_ERRORS) as exc:
-                lost = _transport_lost(exc)
-                if lost is None:
-                    raise
-                conn.die(lost, "transport")
-                raise conn._crash_failure() from None
+        deadline = trio.current_time() + self.spec.timeout
+        with trio.move_on_at(deadline):
+            while True:
+                try:
+                    return await conn.request(ask)
+                except ActorDown:
+                    if self.conn is conn:  # draining, still published
+                        await self._went_down.wait()
+                    conn = await self.wait_connected(deadline)
+                except (MCPError, *_TRANSPORT_ERRORS) as exc:
+                    lost = _transport_lost(exc)
+                    if lost is None:
+                        raise
+                    conn.die(lost, "transport")
+                    raise conn._crash_failure() from None
         raise DeadlineExceeded(f"server {self.spec.name!r} did not answer within {self.spec.timeout:g} s", server=self.spec.name)
 
     def _notify(self, kind: str) -> None:
@@ -481,6 +489,7 @@ class _Connection:
         self.acked = trio.Event()  # set (and replaced) at each acknowledgement
         self.slots = trio.lowlevel.ParkingLot()
         self.queued = 0  # calls waiting in `slots`
+        self.requests = 0  # `request`s in flight (a drain waits for them as for calls)
         self.idle: trio.Event | None = None  # made by whoever waits for the calls to end
         self.stopping = False
         self.consecutive_timeouts = 0
@@ -702,8 +711,7 @@ class _Connection:
                 refusals.reset(listening)
             self.inflight.pop(scope, None)
             self._count()
-            if not self.inflight and self.idle is not None:
-                self.idle.set()
+            self._maybe_idle()
             if self.slots:
                 self.slots.unpark()
         if result is not None:
@@ -854,6 +862,22 @@ class _Connection:
         finally:
             request_scope.cancel()
 
+    def _maybe_idle(self) -> None:
+        if not self.inflight and not self.requests and self.idle is not None:
+            self.idle.set()
+
+    async def request(self, ask: Callable[[Client], Awaitable[Any]]) -> Any:
+        """``ask(client)`` for `ServerLink.request`, counted so a drain waits for it.
+        Raises ``ActorDown`` (not sent) when this incarnation is going away."""
+        if self.death is not None or self.stopping:
+            raise self._never_sent("is going away")
+        self.requests += 1
+        try:
+            return await self._request(lambda: ask(self.client))
+        finally:
+            self.requests -= 1
+            self._maybe_idle()
+
     def _crash_failure(self) -> ServerCrashed:
         return ServerCrashed(
             f"server {self.spec.name!r} died while the call was in flight ({self.death}); "
@@ -874,7 +898,7 @@ class _Connection:
                 reply.fail(TypeError(f"connection:{self.spec.name} takes no messages"))
         self.stopping = True  # drain: new calls go to the next incarnation
         self.slots.unpark_all()
-        if self.inflight:
+        if self.inflight or self.requests:
             self.idle = trio.Event()
             await self.idle.wait()
 

@@ -1226,6 +1226,40 @@ async def test_a_request_cut_off_by_the_server_s_death_is_server_crashed_naming_
         assert first.death is not None
 
 
+async def test_a_request_in_flight_when_the_server_is_restarted_is_answered():
+    """``restart_server`` drains the old incarnation: its tool calls in flight finish. A
+    request in flight (any request but a tool call: a ``prompts/get``, or what the agents
+    adapter sends through ``ServerLink.request``; here a slow one) was not waited for: the
+    drain ended at once and cut it off, "died while the call was in flight", though nothing
+    died. Now the drain waits for requests too, and one made while it drains goes to the
+    next incarnation, as a call does."""
+    spec = server_spec("slow", "echo.py", timeout=20)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("slow")
+        first = link.conn
+        answers: list[tuple[str, bool]] = []
+        running = trio.Event()
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            running.set()
+
+        async def ask(word: str) -> None:
+            result = await link.request(
+                lambda client: client.call_tool("sleep", {"seconds": 1.5}, progress_callback=progress)
+            )
+            answers.append((word, text(result) == "slept 1.5"))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask, "before")
+                await running.wait()  # the server is working on it
+                nursery.start_soon(sup.restart_server, "slow")
+                await wait_until(lambda: first.stopping, what="the drain")
+                nursery.start_soon(ask, "during")
+        assert sorted(answers) == [("before", True), ("during", True)]
+        assert link.conn is not first
+
+
 async def test_every_page_of_the_prompts_and_resources_lists_is_read():
     """Tools were read page after page, prompts, resources and templates only their first
     page: what a paginating server listed after it was unknown (``resources/read`` and
