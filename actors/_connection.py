@@ -638,7 +638,9 @@ class _Connection:
             relay_progress = progress
 
             async def progress(value: float, total: float | None, message: str | None) -> None:
-                with self._relaying(scope):
+                # Bounded as a log line is: a caller that stops taking progress must not hold
+                # back the answer (`_settle`, or an in-process server's report) nor pile up tasks.
+                with self._relaying(scope), trio.move_on_after(1.0):
                     await relay_progress(value, total, message)
 
         refused = None

@@ -24,7 +24,7 @@ import pytest
 import trio
 from mcp import MCPError
 from mcp.server.lowlevel import Server
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
 from actors import kill_every_server_now
@@ -742,6 +742,38 @@ async def test_progress_reaches_the_caller():
     async with Supervisor([spec]) as sup:
         await sup.call_tool("sleep", {"seconds": 0.5}, server="progress", timeout=10, progress=on_progress)
         await wait_until(lambda: len(seen) >= 3, timeout=5, what="progress notifications")
+
+
+async def test_a_progress_callback_that_never_returns_holds_back_neither_the_answer_nor_memory(autojump_clock):
+    """The caller's progress callback blocks (a client that stopped reading its stream, a
+    host's callback stuck on a lock). Each delivery was unbounded: an in-process server's
+    ``report_progress`` waited on it, so the call failed ``DeadlineExceeded`` at its deadline
+    100 s on (and counted towards ``hang_threshold``); over a wire the result came, but
+    the call waited for the deliveries still running (`_settle`) until its deadline, and
+    each was a task of the connection that outlived the call. Now each delivery is bounded
+    (1 s), as a log line's is: the answer comes, and nothing is left running."""
+    app = MCPServer("chatty")
+
+    @app.tool()
+    async def work(ctx: Context) -> str:
+        for step in range(3):
+            await ctx.report_progress(step, 3)
+        return "done"
+
+    stuck = 0
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        nonlocal stuck
+        stuck += 1
+        await trio.sleep_forever()
+
+    async with Supervisor([ServerSpec(name="chatty")], inproc={"chatty": app}) as sup:
+        t0 = trio.current_time()
+        result = await sup.call_tool("work", {}, server="chatty", timeout=100, progress=on_progress)
+        assert text(result) == "done" and stuck >= 1
+        assert trio.current_time() - t0 < 5, "the answer waited for the progress callbacks"
+        await trio.sleep(5)
+        assert not sup.link("chatty").conn.relaying
 
 
 async def test_list_changed_updates_the_cache_without_restart():
