@@ -744,16 +744,16 @@ class _Connection:
         the server behind it did not answer) counts as none, so the status does not say
         "running" of a server nobody can reach; a 429 is an answer (someone is there). A
         list that differs from the cached one (a change the server did not announce, or one
-        we missed) is read in full and published. While calls are in flight no check is
-        sent: a server busy with a long call may be slow to answer anything else, and the
-        calls' own deadlines (``hang_threshold``) judge it then.
+        we missed) is read in full and published. While calls (or requests: `request`) are
+        in flight no check is sent: a server busy with a long call may be slow to answer
+        anything else, and the calls' own deadlines (``hang_threshold``) judge it then.
         """
         refused: list[HttpRefusal | PostFailed] = []
         if self.over_http:
             refusals.set(refused)  # this task's own context: what the gateway said to the check
         while True:
             await trio.sleep_until(self.answered_at + interval)
-            if self.inflight:
+            if self.inflight or self.requests:
                 await trio.sleep(interval)  # busy: look again later
                 continue
             if trio.current_time() < self.answered_at + interval:

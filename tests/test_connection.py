@@ -257,6 +257,43 @@ async def test_an_idle_server_that_stops_answering_is_restarted_by_its_health_ch
         assert text(await sup.call_tool("nap", {"seconds": 0}, server="idle")) == "rested"
 
 
+class _OneAtATime(MCPServer):
+    """An in-process server that serves one request at a time, as many a simple server does:
+    its tool list waits while its slow prompt runs."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.busy = trio.Lock()
+
+    async def list_tools(self):
+        async with self.busy:
+            return await super().list_tools()
+
+
+async def test_a_server_busy_with_a_long_request_is_not_restarted_by_its_health_check(autojump_clock):
+    """No health check is sent while calls are in flight (a busy server may be slow to
+    answer anything else), but a request in flight (a ``prompts/get``, a ``resources/read``)
+    did not count: 30 s into a 45 s prompt the check was sent, went unanswered, and the
+    incarnation was ended, the request with it. Now requests in flight hold the check back
+    too."""
+    app = _OneAtATime("single")
+
+    @app.prompt()
+    async def report() -> str:
+        async with app.busy:
+            await trio.sleep(45)
+        return "the report"
+
+    spec = ServerSpec(name="single", timeout=60)
+    async with Supervisor([spec], inproc={"single": app}) as sup:
+        await settled(sup, "single")
+        link = sup.link("single")
+        first = link.conn
+        result = await link.request(lambda client: client.get_prompt("report", {}))
+        assert result.messages[0].content.text == "the report"
+        assert link.conn is first and connection_status(sup, "single").restarts == 0
+
+
 async def test_a_stdio_server_frozen_while_idle_is_restarted_without_a_call():
     """A real hang: the process lives (SIGSTOP), its pipes stay open, nothing answers. The
     health check alone finds it; the frozen process goes, and the new one serves."""
