@@ -123,19 +123,25 @@ def _reason(status: int, phrase: str) -> str:
         return ""
 
 
+#: The longest wait a Retry-After is read as (400 digits would be an infinite float).
+_MAX_RETRY_AFTER = 365 * 86400.0
+
+
 def _seconds(retry_after: str | None) -> float | None:
-    """A Retry-After header's wait in seconds (RFC 9110: delay-seconds or an HTTP-date)."""
+    """A Retry-After header's wait in seconds (RFC 9110: delay-seconds or an HTTP-date), at
+    most `_MAX_RETRY_AFTER`; None when it is neither. Never raises."""
     if not retry_after:
         return None
-    if retry_after.strip().isdigit():
-        return float(retry_after)
+    delay = retry_after.strip()
+    if delay.isascii() and delay.isdigit():  # isdigit alone takes "²", which float refuses
+        return min(float(delay), _MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(retry_after)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), _MAX_RETRY_AFTER)
 
 
 def _web_page(response: Any) -> bool:

@@ -1868,6 +1868,29 @@ def test_retry_after_in_seconds_or_as_a_date():
     assert _seconds(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0  # already past
 
 
+async def test_a_garbled_or_absurd_retry_after_is_read_without_raising():
+    """``Retry-After: ²`` (a byte 0xB2, as httpx decodes it: ``str.isdigit`` says yes,
+    ``float`` says no) made the response hook raise ValueError in the transport, which it
+    must never do; 400 digits were read as an infinite wait (``inf`` in the failure's
+    data). Now only ASCII digits are seconds, and a wait is at most a year."""
+    import httpx2
+
+    from actors._http_answers import HttpAnswerWatch, _seconds, refusals
+
+    assert _seconds("²") is None and _seconds("٣") is None
+    assert _seconds("9" * 400) == 365 * 86400.0
+    request = httpx2.Request("POST", "http://127.0.0.1:1/mcp")
+    response = httpx2.Response(429, headers=[(b"retry-after", b"\xb2")], content=b"", request=request)
+    heard: list = []
+    token = refusals.set(heard)
+    try:
+        await HttpAnswerWatch(lambda: None)(response)
+    finally:
+        refusals.reset(token)
+    [refusal] = heard
+    assert refusal.status == 429 and refusal.retry_after is None
+
+
 async def test_in_process_server_object():
     app = MCPServer("inproc")
 
