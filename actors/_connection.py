@@ -1230,7 +1230,8 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     one that does not advertise them (prompts or resources only) has none when it refuses.
     A failing prompts or resources list does not stop the tools: it is logged, named in
     ``link.unread_lists`` (shown in the status) and kept as it was until a read succeeds;
-    "Method not found" (resources without templates, say) is an empty list.
+    "Method not found" (resources without templates, say) is an empty list, and so is a
+    list the server does not advertise (an earlier incarnation's is not kept).
     """
     caps = client.server_capabilities
     if what in ("all", "tools"):
@@ -1243,11 +1244,17 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
         link._publish_tools(tools)
     # (method, the result's field and the link's attribute, the request)
     optional: list[tuple[str, str, Callable[..., Awaitable[Any]]]] = []
-    if what in ("all", "prompts") and caps.prompts is not None:
+    if what in ("all", "prompts"):
         optional.append(("prompts/list", "prompts", client.list_prompts))
-    if what in ("all", "resources") and caps.resources is not None:
+    if what in ("all", "resources"):
         optional.append(("resources/list", "resources", client.list_resources))
         optional.append(("resources/templates/list", "resource_templates", client.list_resource_templates))
+    advertised = {"prompts": caps.prompts is not None, "resources": caps.resources is not None}
+    for method, attribute, _ in optional:
+        if not advertised[method.split("/")[0]]:  # not (or no longer: a restart) offered: none
+            setattr(link, attribute, [])
+            link.unread_lists.pop(method, None)
+    optional = [entry for entry in optional if advertised[entry[0].split("/")[0]]]
     for method, attribute, request in optional:
         try:
             setattr(link, attribute, await _read_pages(link, method, request, attribute))

@@ -1329,6 +1329,50 @@ async def test_a_request_in_flight_when_the_server_is_restarted_is_answered():
         assert link.conn is not first
 
 
+async def test_lists_a_server_no_longer_offers_are_not_kept_from_its_last_incarnation():
+    """The server is restarted (updated, say) and no longer advertises prompts or
+    resources. Only advertised lists were read, so the last incarnation's stayed on the
+    link: the gateway kept listing prompts and resources that were gone (a ``prompts/get``
+    of one went upstream and failed), and a list the old one failed to give stayed named in
+    the status. Now a list the server does not advertise is empty."""
+
+    class Changing(Server):
+        def __init__(self) -> None:
+            async def list_tools(ctx, params):
+                return mcp_types.ListToolsResult(tools=[mcp_types.Tool(name="t", input_schema={"type": "object"})])
+
+            async def list_prompts(ctx, params):
+                return mcp_types.ListPromptsResult(prompts=[mcp_types.Prompt(name="old_prompt")])
+
+            async def list_resources(ctx, params):
+                return mcp_types.ListResourcesResult(resources=[mcp_types.Resource(name="old", uri="old://r")])
+
+            async def list_templates(ctx, params):
+                raise MCPError(code=mcp_types.INTERNAL_ERROR, message="templates broken")
+
+            super().__init__(
+                "changing", on_list_tools=list_tools, on_list_prompts=list_prompts,
+                on_list_resources=list_resources, on_list_resource_templates=list_templates,
+            )
+            self.only_tools = False
+
+        def get_capabilities(self, *args: Any, **kwargs: Any) -> mcp_types.ServerCapabilities:
+            caps = super().get_capabilities(*args, **kwargs)
+            return caps.model_copy(update={"prompts": None, "resources": None}) if self.only_tools else caps
+
+    app = Changing()
+    spec = ServerSpec(name="changing", health_check_interval=None)
+    async with Supervisor([spec], inproc={"changing": app}) as sup:
+        link = sup.link("changing")
+        assert [p.name for p in link.prompts] == ["old_prompt"] and [str(r.uri) for r in link.resources] == ["old://r"]
+        assert "resources/templates/list" in link.unread_lists
+        app.only_tools = True
+        with trio.fail_after(30):
+            await sup.restart_server("changing")
+        assert link.conn is not None and link.capabilities.prompts is None
+        assert (link.prompts, link.resources, link.resource_templates, link.unread_lists) == ([], [], [], {})
+
+
 async def test_every_page_of_the_prompts_and_resources_lists_is_read():
     """Tools were read page after page, prompts, resources and templates only their first
     page: what a paginating server listed after it was unknown (``resources/read`` and
