@@ -326,6 +326,14 @@ async def _tell_log_level(client: Client, level: str) -> None:
         await client.set_logging_level(level)  # type: ignore[arg-type]
 
 
+def _log_upstream(server: str, params: mcp_types.LoggingMessageNotificationParams) -> None:
+    """A server's log line into the ``supervisor.upstream`` log, at its level."""
+    upstream_log.log(
+        _LOG_LEVELS.get(params.level, logging.INFO), "[%s] %s%s", server,
+        f"{params.logger}: " if params.logger else "", params.data,
+    )
+
+
 def _always(level: str) -> bool:
     return True
 
@@ -991,10 +999,7 @@ class _Connection:
         for, so it is relayed only when the calls in flight that want it are all one
         client's (`Front.client`). With several clients' calls in flight it is relayed to
         none: one client's log lines must never reach another."""
-        upstream_log.log(
-            _LOG_LEVELS.get(params.level, logging.INFO), "[%s] %s%s", self.spec.name,
-            f"{params.logger}: " if params.logger else "", params.data,
-        )
+        _log_upstream(self.spec.name, params)
         wanting = [f for f in self.inflight.values() if f is not None and getattr(f, "wants_log", _always)(params.level)]
         clients = {id(getattr(front, "client", front)) for front in wanting}
         if len(clients) != 1:
@@ -1408,6 +1413,8 @@ async def run_connection(
     async def on_log(params: Any) -> None:
         if state is not None:
             await state.on_log(params)
+        else:  # connecting: no call to relay it to, but our log keeps it (a startup problem, say)
+            _log_upstream(spec.name, params)
 
     def on_session_lost() -> None:
         if state is not None:

@@ -388,6 +388,21 @@ async def test_a_banner_that_swallows_the_handshake_is_named_in_the_connect_fail
     assert "a banner or a log line there can swallow an answer" in last_error
 
 
+async def test_a_log_line_the_server_writes_while_connecting_reaches_our_log(caplog):
+    """A server's log lines were written to the ``supervisor.upstream`` log only once the
+    incarnation was ready: one sent while it connected (a startup problem, the line most
+    worth reading) was dropped without a trace. Now it is logged like any other."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="supervisor.upstream")
+    spec = server_spec("booting", "boot_log.py", health_check_interval=None)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("booting", timeout=20)
+        await wait_until(lambda: "config file missing" in caplog.text, timeout=5, what="the log line")
+    [record] = [r for r in caplog.records if r.name == "supervisor.upstream"]
+    assert record.levelname == "WARNING" and record.getMessage() == "[booting] boot: config file missing, using defaults"
+
+
 async def test_a_stray_line_now_and_then_is_no_reason_to_restart():
     """A server that writes one non-JSON-RPC line per call (a stray ``console.log`` in a
     Node server, the commonest way stdio servers break the wire) but answers every call:
