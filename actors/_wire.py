@@ -20,9 +20,17 @@ __all__ = ["unsendable"]
 
 def unsendable(value: Any) -> str | None:
     """Why ``value`` cannot go on the wire as JSON, as the SDK's serializer (pydantic's)
-    writes it, or None when it can. Never raises."""
+    writes it, or None when it can. A NaN or an infinite float in plain data (a caller's
+    arguments) cannot: the SDK would send ``null`` in its place. (Inside a pydantic model
+    its own setting decides, and it is not flagged.) Never raises."""
     try:
-        pydantic_core.to_json(value)
+        written = pydantic_core.to_json(value, inf_nan_mode="constants")
+        # Only a float written as NaN/Infinity differs when they are written as null (a
+        # string that spells them does not).
+        if (b"NaN" in written or b"Infinity" in written) and written != pydantic_core.to_json(
+            value, inf_nan_mode="null"
+        ):
+            return "NaN and infinity have no JSON form (they would be sent as null)"
     except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
         return str(exc)
     return None

@@ -440,6 +440,22 @@ async def test_arguments_that_cannot_be_sent_as_json_are_refused_and_the_connect
         assert failures == {"InvalidArguments": 3}, failures
 
 
+async def test_a_nan_or_infinite_argument_is_refused_not_sent_as_null():
+    """JSON has no NaN nor infinity. The check before sending (`unsendable`) let them pass,
+    and the SDK's writer sent each as ``null``: the tool got a value the caller never gave
+    (``{"extra": null}`` for ``{"extra": nan}``), and nobody was told. Now such a call is
+    refused before it is sent, as invalid arguments; a string that spells NaN is fine."""
+    from actors._wire import unsendable
+
+    assert unsendable({"text": "NaN and -Infinity are words"}) is None
+    spec = server_spec("strict", "echo.py")
+    async with Supervisor([spec]) as sup:
+        for value in (float("nan"), float("inf"), [1.0, float("-inf")]):
+            with pytest.raises(InvalidArguments, match="cannot be sent as JSON: NaN and infinity have no JSON form"):
+                await sup.call_tool("echo", {"text": "x", "extra": value}, server="strict", timeout=10)
+        assert text(await sup.call_tool("echo", {"text": "NaN"}, server="strict", timeout=10)) == "NaN"
+
+
 async def test_a_call_with_no_time_left_is_not_sent_and_says_nothing_about_the_server():
     """A timeout of 0 (or a deadline spent before the call got to the connection) used to be
     sent anyway, time out at once, say "it may have run", and count towards
