@@ -1389,8 +1389,13 @@ async def run_connection(
             early_changes.add(changed)
 
     async def ask_front(request: Any) -> Any:
-        if state is None:
-            answer = await default_front.answer(spec.name, request)
+        if state is None:  # asked while connecting: the host answers, within the same bound
+            answer = mcp_types.ErrorData(
+                code=mcp_types.INTERNAL_ERROR,
+                message=f"no answer to {describe_request(request)} within {spec.timeout:g} s",
+            )
+            with trio.move_on_after(spec.timeout):
+                answer = await default_front.answer(spec.name, request)
         else:
             answer = await state.answer(request)
         why = unsendable(answer)  # else the SDK's writer fails on it, and the connection with it

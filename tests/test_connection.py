@@ -403,6 +403,28 @@ async def test_a_log_line_the_server_writes_while_connecting_reaches_our_log(cap
     assert record.levelname == "WARNING" and record.getMessage() == "[booting] boot: config file missing, using defaults"
 
 
+async def test_a_question_the_server_asks_while_connecting_is_answered_within_the_timeout(tmp_path):
+    """A server asks for the client's roots while the connection reads its tools (as many do
+    at startup) and the host's ``on_input_request`` never returns. A question asked once
+    the incarnation is ready is answered for after the server's ``timeout``; one asked
+    while connecting waited for the host with no bound at all once the connection was up
+    (only ``connect_timeout`` held it till then), so the server never got an answer. Now
+    it is bounded the same way."""
+    ran = tmp_path / "exec.log"
+
+    async def never(server: str, request: Any) -> Any:
+        await trio.sleep_forever()
+
+    spec = server_spec(
+        "asking", "boot_log.py", "--ask-roots", env={"EXEC_LOG": str(ran)}, timeout=1.0, connect_timeout=10
+    )
+    async with Supervisor([spec], on_input_request=never) as sup:
+        await sup.wait_connected("asking", timeout=20)
+        await wait_until(lambda: ran.exists() and ran.read_text(), timeout=10, what="the server's question answered")
+    (answer,) = [json.loads(line) for line in ran.read_text().splitlines()]
+    assert answer["error"]["message"] == "no answer to the client's roots (roots/list) within 1 s", answer
+
+
 async def test_a_stray_line_now_and_then_is_no_reason_to_restart():
     """A server that writes one non-JSON-RPC line per call (a stray ``console.log`` in a
     Node server, the commonest way stdio servers break the wire) but answers every call:

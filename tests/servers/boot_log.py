@@ -2,10 +2,14 @@
 (``notifications/message``, level warning, logger ``boot``) while it answers ``tools/list``,
 as a server that reports a startup problem does. One tool, ``echo``.
 
-    python tests/servers/boot_log.py
+``--ask-roots``: it also asks the client for its roots (``roots/list``) then, without
+waiting for the answer, and appends the answer it gets (a JSON line) to ``$EXEC_LOG``.
+
+    python tests/servers/boot_log.py [--ask-roots]
 """
 
 import json
+import os
 import sys
 
 
@@ -15,9 +19,14 @@ def send(message: dict) -> None:
 
 
 def main() -> None:
+    ask_roots = "--ask-roots" in sys.argv[1:]
     for line in sys.stdin:
         message = json.loads(line)
         method, rid = message.get("method"), message.get("id")
+        if method is None and rid == "roots":  # the client's answer to our roots/list
+            with open(os.environ["EXEC_LOG"], "a") as log:
+                log.write(json.dumps(message) + "\n")
+            continue
         if rid is None:
             continue
         if method == "initialize":
@@ -30,6 +39,8 @@ def main() -> None:
         elif method == "tools/list":
             log = {"level": "warning", "logger": "boot", "data": "config file missing, using defaults"}
             send({"jsonrpc": "2.0", "method": "notifications/message", "params": log})
+            if ask_roots:
+                send({"jsonrpc": "2.0", "id": "roots", "method": "roots/list"})
             send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}})
         else:
             send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}})
