@@ -663,9 +663,13 @@ def _url_problem(url: str) -> str | None:
         return f"the URL holds whitespace or a control character (at position {odd}); percent-encode it or remove it"
     try:
         parts = urlsplit(url)
+    except ValueError as exc:  # urllib's message can quote the netloc, credentials and all
+        return "not a valid URL: " + ("its bracketed IPv6 host does not parse" if "IPv6" in str(exc) else "its host part does not parse")
+    try:
         parts.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError as exc:
-        return f"not a valid URL: {exc}"
+    except ValueError as exc:  # urllib's message quotes the "port": a password when the host is missing
+        why = "out of range 0-65535" if "out of range" in str(exc) else "not a number"
+        return f"not a valid URL: the port is {why} (credentials go before an '@' and the host after it)"
     if parts.scheme not in ("http", "https"):
         return "must be an http:// or https:// URL"
     if not parts.hostname:

@@ -426,6 +426,29 @@ def test_a_header_from_a_variable_is_checked_after_expansion_and_its_value_never
     assert "line break" in refused_.value.reason and "s3cret" not in str(refused_.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "environ"),
+    [
+        ("https://apikey:sk-live-4f2a/mcp", {}),  # the host left out: the password read as a port
+        ("${COMFY_URL}", {"COMFY_URL": "https://apikey:sk-live-4f2a/mcp"}),
+    ],
+)
+def test_a_bad_url_is_refused_without_showing_its_credentials(tmp_path: Path, url: str, environ: dict[str, str]) -> None:
+    """A URL whose userinfo had no host after it (``https://user:secret/mcp``) was refused
+    with urllib's own message, which quotes the "port": the password, printed by `check`,
+    `run` and `reload`. Now the reason says what is wrong without repeating any of it."""
+    error = refused(tmp_path, servers(x={"url": url}), environ=environ)
+    assert error.key == "mcpServers.x.url" and "port" in error.reason, str(error)
+    assert "sk-live-4f2a" not in str(error)
+
+
+def test_a_bad_url_variable_is_refused_without_showing_its_credentials() -> None:
+    with pytest.raises(ConfigError) as refused_:
+        load_config(None, environ={"COMFYUI_MCP_INTERNAL_URL": "https://apikey:sk-live-4f2a/mcp"})
+    assert refused_.value.key == "environment variable COMFYUI_MCP_INTERNAL_URL"
+    assert "sk-live-4f2a" not in str(refused_.value)
+
+
 def test_unknown_category_message_comes_from_the_registry(tmp_path: Path) -> None:
     error = refused(tmp_path, servers(comfy={**STDIO, "categories": {"t": "nope"}}))
     assert "server 'comfy': tool 't' has unknown category 'nope'; allowed categories: workflow" in str(error)
