@@ -11,7 +11,9 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   exit 2 with "<file>: <key>: <reason>" when it is refused. A valid config that could not
   start a server here (a command not found, a ``cwd`` that is not a directory) gets a
   warning on stderr and still exits 0 (``run`` logs the same warnings).
-- ``status [--url URL] [--stderr]``: the supervision tree of a running daemon.
+- ``status [--url URL] [--stderr]``: the supervision tree of a running daemon. This and
+  every command below sends ``$MCP_SUPERVISOR_TOKEN`` as its bearer token, if set; one no
+  HTTP header can carry (a line break, not ASCII) exits 2 before connecting, unshown.
 - ``reload [--url URL]``: make it re-read its config and apply it (as SIGHUP and ``POST
   /reload`` do), printing what changed; a refused config (its error printed) changes
   nothing and exits 1.
@@ -261,6 +263,17 @@ def check(config_path: str | None) -> int:
 def _headers() -> dict[str, str]:
     token = os.environ.get(TOKEN_ENV)
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _token_problem() -> str | None:
+    """Why ``$MCP_SUPERVISOR_TOKEN`` cannot be sent as a bearer token, without its value
+    (the HTTP layer's own refusal quotes the whole header)."""
+    token = os.environ.get(TOKEN_ENV) or ""
+    if not token.isascii():
+        return "is not ASCII"
+    if any(not c.isprintable() for c in token):
+        return "holds a line break or a control character (read from a file with its line ending?)"
+    return None
 
 
 def status(url: str, show_stderr: bool) -> int:
@@ -522,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(run, args.config, args.http, args.stdio)
     if args.command == "check":
         return check(args.config)
+    if (problem := _token_problem()) is not None:
+        print(f"error: ${TOKEN_ENV} {problem}; its value is not shown", file=sys.stderr)
+        return 2
     if args.command == "status":
         return status(args.url, args.stderr)
     if args.command == "reload":

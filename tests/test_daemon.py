@@ -458,6 +458,26 @@ def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_
         stranger.wait()
 
 
+@pytest.mark.parametrize("token", ["s3cr3t-t0ken\n", "s3cr3t-t0ken\r", "s3cr3t-t0ken-\u00e9"])
+def test_a_token_no_http_header_can_carry_is_refused_without_showing_it(token):
+    """A token read with its line ending (``\\n``, a Windows ``\\r``) or holding a non-ASCII
+    character: each client command printed the HTTP layer's refusal, which quotes the
+    header (``Illegal header value b'Bearer s3cr3t...'``), or a traceback ending in the
+    token's encoding error. Now the command refuses it before connecting, naming the
+    variable and the reason and never the value; exit 2, as for a refused config."""
+    with socket.socket() as listener:  # something listening: the request gets as far as its headers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        env = {**os.environ, "MCP_SUPERVISOR_TOKEN": token}
+        for args in (["status"], ["reload"], ["restart", "x"], ["breaker", "x", "open"], ["tools"], ["call", "t", "a=1"]):
+            run = subprocess.run([sys.executable, "-m", "supervisor", *args, "--url", url], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=30, env=env)
+            assert "s3cr3t" not in run.stdout + run.stderr, (args, run.stderr)
+            assert run.returncode == 2 and "Traceback" not in run.stderr, (args, run.stderr)
+            assert "MCP_SUPERVISOR_TOKEN" in run.stderr, (args, run.stderr)
+
+
 def test_call_arguments_are_json_except_where_the_schema_wants_a_string():
     from supervisor.__main__ import typed_arguments
 
