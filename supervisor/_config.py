@@ -745,7 +745,8 @@ def _build_server(
         raise _problem([*parts, "name"], "unknown key; a server's name is its key in the section")
     _check_keys(entry, _ENTRY_KEYS, parts)
     raw = dict(entry)
-    _expand_entry(raw, parts, environ, strict=raw.get("enabled", True) is not False)
+    strict = raw.get("enabled", True) is not False
+    _expand_entry(raw, parts, environ, strict=strict)
     if env_keys is not None:
         _apply_env_server(raw, parts, *env_keys)
     transport, transport_key = _transport(raw, parts)
@@ -785,7 +786,9 @@ def _build_server(
         spec = msgspec.structs.replace(spec, transport="stdio", cwd=cwd)
     else:
         assert spec.url is not None
-        problem = _url_problem(spec.url)
+        # A disabled server keeps a missing variable as written: its URL is checked once it is set.
+        kept = not strict and _REFERENCE.search(spec.url) is not None
+        problem = None if kept else _url_problem(spec.url)
         if problem:
             raise _problem([*parts, "url"], problem)
         if transport == "stdio":

@@ -602,6 +602,18 @@ def test_missing_variable_in_a_disabled_server_is_kept(tmp_path: Path) -> None:
     assert config.server("x").env == {"K": "${MISSING}"}
 
 
+@pytest.mark.parametrize("url", ["${REMOTE_URL}", "https://${HOST}:${PORT}/mcp", "${SCHEME}://h/mcp?k=${KEY}"])
+def test_a_disabled_servers_url_may_hold_a_missing_variable(tmp_path: Path, url: str) -> None:
+    """A variable missing in a disabled server is kept as written, as documented; but a URL
+    that was such a reference (``"url": "${REMOTE_URL}"``) was then refused as no http(s)
+    URL, or its ``${PORT}`` as a port that is no number: the whole config with it. Now
+    such a URL is checked once the server is enabled with its variables set."""
+    config = load(tmp_path, servers(x={"url": url, "enabled": False}))
+    assert (config.server("x").url, config.server("x").enabled) == (url, False)
+    error = refused(tmp_path, servers(x={"url": url}))
+    assert error.key == "mcpServers.x.url" and "is not set" in error.reason
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
