@@ -153,10 +153,9 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
                         await nursery.start(gateway.forward_list_changed)
                         async with trio.open_nursery() as serving:
                             if stdio:
-                                serving.start_soon(_cancel_when, life.stop_serving, serving.cancel_scope)
-                                await gateway.serve_stdio(config.settings.max_body_bytes)
-                                log.info("stdin closed: stopping")
-                                serving.cancel_scope.cancel()
+                                await gateway.serve_stdio(config.settings.max_body_bytes, stop=life.stop_serving)
+                                if not life.stop_serving.is_set():
+                                    log.info("stdin closed: stopping")
                             else:
                                 bound = await serving.start(
                                     functools.partial(
@@ -223,11 +222,6 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
             log.info("received %s: draining %d calls in flight", name, daemon.gateway.inflight)
             daemon.gateway.draining = True
             nursery.start_soon(_drain_then_stop, daemon, life.stop_serving)
-
-
-async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
 
 
 async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:

@@ -617,10 +617,23 @@ class Gateway:
 
     # -- stdio ----------------------------------------------------------------------------
 
-    async def serve_stdio(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-        """Serve this gateway over the process's stdin/stdout until stdin closes; a line
-        from the client over ``max_bytes`` is refused unread (`stdio_wire`)."""
+    async def serve_stdio(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES, stop: trio.Event | None = None) -> None:
+        """Serve this gateway over the process's stdin/stdout until stdin closes or ``stop``
+        is set; a line from the client over ``max_bytes`` is refused unread (`stdio_wire`).
+        A request still running at the stop is answered with an error before the wire
+        closes (within its last flush)."""
         from ._stdio_front import stdio_wire
 
         async with stdio_wire(max_bytes) as (read_stream, write_stream):
-            await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+            # The stop cancels the session only: the wire's writer, outside this scope,
+            # still carries the error the SDK answers each cut-off request with.
+            async with trio.open_nursery() as session:
+                if stop is not None:
+                    session.start_soon(_cancel_when, stop, session.cancel_scope)
+                await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+                session.cancel_scope.cancel()
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1107,6 +1107,39 @@ async def test_sigterm_drains_calls_and_leaves_no_process(tmp_path, start_daemon
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
+async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
+    """Over ``--stdio``, a call still running when the drain ran out (``DRAIN_TIMEOUT``) got
+    no answer at all: stopping cancelled the front's writer with the session, so the error
+    the SDK writes for each request it cuts off went nowhere, and the client only saw its
+    stdout end. Now the session is stopped under a writer that lives on: the call is
+    answered with an error, once, before the daemon exits 0 with no process left."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 120}}}
+        lines = [init, {"jsonrpc": "2.0", "method": "notifications/initialized"}, call]
+        with trio.fail_after(60):
+            await trio.to_thread.run_sync(daemon.stdin.write, "".join(json.dumps(line) + "\n" for line in lines).encode())
+            await trio.to_thread.run_sync(daemon.stdin.flush)
+            assert json.loads(await trio.to_thread.run_sync(daemon.stdout.readline))["id"] == 1
+            await trio.sleep(0.5)  # the call reaches the server (if not, it is refused as the daemon drains: answered too)
+            daemon.send_signal(signal.SIGTERM)  # stdin stays open: the client waits for its answer
+            rest = await trio.to_thread.run_sync(daemon.stdout.read, abandon_on_cancel=True)
+            assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
+        answers = [json.loads(line) for line in rest.splitlines() if line.strip()]
+        assert [answer["id"] for answer in answers] == [2], rest
+        assert "error" in answers[0] or answers[0]["result"].get("isError"), answers[0]
+        await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_path, start_daemon):
     """The drain waits for a long call; a second SIGTERM exits at once (code 1), and every
     server's process tree goes with the daemon, grandchildren included (here one that left
