@@ -24,7 +24,8 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   brings back a server marked ``failed``); exit 0 once the new incarnation runs.
 - ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
   one tool call, printing the result. A ``key=value`` value is JSON when it parses, except
-  where the tool's ``inputSchema`` wants a string (``text=42`` sends ``"42"``).
+  where the tool's ``inputSchema`` wants a string (``text=42`` sends ``"42"``); ``NaN``,
+  ``Infinity`` and ``1e400`` are no JSON (text as a value, refused in ``--json``).
 
 Signals (``run``), handled from before the first server starts until the last one has
 stopped: SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight (up to
@@ -45,6 +46,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -385,9 +387,21 @@ async def _tools(url: str) -> int:
     return 0
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: no JSON can carry it (the SDK would send null)
+        raise ValueError(text)
+    return number
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(constant)  # NaN, Infinity: Python's extension, not JSON
+
+
 def _parse_value(text: str) -> Any:
+    """``text`` as JSON, or the text itself when it is not JSON (nor a finite number)."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=_finite, parse_constant=_not_json)
     except ValueError:
         return text
 
@@ -550,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments, pairs = None, {}
         if args.json_args is not None:
             try:
-                arguments = json.loads(args.json_args)
+                arguments = json.loads(args.json_args, parse_float=_finite, parse_constant=_not_json)
             except ValueError as exc:
                 parser.error(f"call: the arguments are not valid JSON: {exc}")
             if not isinstance(arguments, dict):

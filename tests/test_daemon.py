@@ -501,6 +501,24 @@ def test_call_arguments_are_json_except_where_the_schema_wants_a_string():
     assert typed_arguments({"text": "42"}, None) == {"text": 42}, "a tool nobody lists: plain JSON"
 
 
+def test_a_call_argument_json_cannot_carry_stays_the_text_typed():
+    """``n=NaN``, ``n=Infinity`` and ``n=1e400`` parsed as Python's non-finite floats, which
+    no JSON can carry: the SDK sent them as ``null``, and the tool refused an argument the
+    user never gave ("expected integer, got null"), or took null for it. Now a value that
+    parses only to a non-finite number is not JSON; it is sent as the text typed."""
+    from supervisor.__main__ import typed_arguments
+
+    schema = {"type": "object", "properties": {"n": {"type": "number"}}}
+    for text in ("NaN", "Infinity", "-Infinity", "1e400", "[1, NaN]", '{"a": -1e999}'):
+        assert typed_arguments({"n": text}, schema) == {"n": text}
+        assert typed_arguments({"free": text}, None) == {"free": text}
+    assert typed_arguments({"n": "1e300", "m": "-0.5"}, schema) == {"n": 1e300, "m": -0.5}
+    for arguments in ('{"n": NaN}', '{"n": 1e400}'):  # refused before any daemon is asked
+        run = subprocess.run([sys.executable, "-m", "supervisor", "call", "t", "--json", arguments, "--url", "http://127.0.0.1:1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=20)
+        assert run.returncode == 2 and "call: the arguments are not valid JSON" in run.stderr, run.stderr
+
+
 def test_status_tells_how_to_bring_back_a_server_that_gave_up():
     from supervisor.__main__ import render_tree
 
