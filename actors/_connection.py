@@ -43,9 +43,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import mcp_types
@@ -99,12 +101,29 @@ _LOG_LEVELS = {
 }
 
 
+_URL_IN_TEXT = re.compile(r"\bhttps?://[^\s'\"<>]+", re.I)
+
+
+def _url_shown(match: re.Match[str]) -> str:
+    """A URL as a message may show it: no userinfo, query values or fragment."""
+    try:
+        parts = urlsplit(match.group())
+    except ValueError:
+        return "***"
+    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}=***" if sep else "***" for name, sep, _ in (p.partition("=") for p in parts.query.split("&"))
+    ) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, "***" if parts.fragment else ""))
+
+
 class ConnectionDied(Exception):
-    """Why an incarnation ended: the message names it; ``cause`` is one of
-    ``protocol.DEATH_CAUSES`` (what metrics count deaths by)."""
+    """Why an incarnation ended: the message names it, every URL in it without userinfo,
+    query values or fragment (httpx's errors quote the server's whole URL, credentials
+    included); ``cause`` is one of ``protocol.DEATH_CAUSES`` (what metrics count deaths by)."""
 
     def __init__(self, reason: str, cause: str = "other") -> None:
-        super().__init__(reason)
+        super().__init__(_URL_IN_TEXT.sub(_url_shown, reason))
         self.cause = cause
 
 

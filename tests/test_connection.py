@@ -2042,3 +2042,34 @@ async def test_hundreds_of_servers_starting_at_once_all_reach_the_registry():
             assert {tool.name for tool in sup.list_tools()} == {f"{name}__echo" for name in apps}
             for name in ("p0", f"p{n // 2}", f"p{n - 1}"):
                 assert text(await sup.call_tool(f"{name}__echo", {"text": name})) == name
+
+
+async def test_a_connect_failure_never_shows_the_urls_credentials_or_query(tmp_path):
+    """A remote server that answers the SSE connect with an HTTP error (here a plain web
+    server's 404): the connect failure was httpx's own message, which quotes the whole URL
+    (``Client error '404 File not found' for url 'http://user:secret@host/sse?token=...'``),
+    credentials and query included, into the status (``last error``, ``last exit``, the CLI's
+    ``status``) and the daemon's log. Now a URL in a connect failure is shown as `check`
+    shows it: no userinfo, no query values."""
+    port_file = tmp_path / "port"
+    web = subprocess.Popen(
+        [sys.executable, "-c", "import http.server, sys\n"
+         "s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n"
+         "open(sys.argv[1], 'w').write(str(s.server_address[1])); s.serve_forever()", str(port_file)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_until(lambda: port_file.exists() and port_file.read_text(), timeout=10, what="the web server")
+        url = f"http://apikey:pw-s3cret1@127.0.0.1:{port_file.read_text()}/sse?token=s3cret2"
+        spec = ServerSpec(name="remote", url=url, transport="sse",
+                          connect_timeout=5.0, backoff=BackoffPolicy(min=0.2, max=0.2, jitter=0.0))
+        with trio.fail_after(30):
+            async with Supervisor([spec]) as sup:
+                await wait_until(lambda: (connection_status(sup, "remote").detail or {}).get("last_error"),
+                                 timeout=20, what="the connect failure")
+                shown = render_tree(sup.status())
+        assert "404" in shown and "s3cret" not in shown, shown
+        assert f"'http://***@127.0.0.1:{port_file.read_text()}/sse?token=***'" in shown, shown
+    finally:
+        web.kill()
+        web.wait()
