@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import urllib.parse
@@ -281,7 +283,7 @@ def status(url: str, show_stderr: bool) -> int:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
         return 1
     if response.status_code != 200:
-        print(f"error: {url}/status answered {response.status_code}: {response.text.strip()}", file=sys.stderr)
+        print(f"error: {url}/status answered {response.status_code}: {_said(response)}", file=sys.stderr)
         return 1
     tree = _decoded(response, ChildStatus)
     if tree is None:
@@ -303,10 +305,23 @@ def _post(url: str, path: str, what: str) -> Any:
         try:
             reason = response.json()["error"]
         except (ValueError, KeyError, TypeError):
-            reason = response.text.strip()
+            reason = _said(response)
         print(f"error: {what}: {response.status_code}: {reason}", file=sys.stderr)
         return None
     return response
+
+
+_MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.I | re.S)
+
+
+def _said(response: Any) -> str:
+    """What a response that is no daemon's answer says, on one line: a web page's first
+    words, not its markup."""
+    text = response.text
+    if "html" in response.headers.get("content-type", "").lower() or text.lstrip()[:1] == "<":
+        text = html.unescape(_MARKUP.sub(" ", text))
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _decoded(response: Any, type_: Any) -> Any:

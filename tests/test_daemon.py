@@ -458,6 +458,33 @@ def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_
         stranger.wait()
 
 
+def test_cli_client_commands_show_a_web_pages_words_not_its_markup(tmp_path):
+    """A URL where a web server answers with an HTML error page (a wrong port, a proxy):
+    `status`, `reload`, `restart` and `breaker` printed the whole page, markup and all (20
+    lines for Python's own 404). Now the error is one line: the status and the page's
+    first words."""
+    port = free_port()
+    stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        for args, status in ((["status"], "404"), (["reload"], "501"), (["restart", "x"], "501"), (["breaker", "x", "open"], "501")):
+            run = subprocess.run([sys.executable, "-m", "supervisor", *args, "--url", url], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=20)
+            assert run.returncode == 1 and len(run.stderr.splitlines()) == 1, (args, run.stderr)
+            assert f"{status}: Error response" in run.stderr and f"Error code: {status}" in run.stderr, (args, run.stderr)
+            assert "<" not in run.stderr, (args, run.stderr)
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 @pytest.mark.parametrize("token", ["s3cr3t-t0ken\n", "s3cr3t-t0ken\r", "s3cr3t-t0ken-\u00e9"])
 def test_a_token_no_http_header_can_carry_is_refused_without_showing_it(token):
     """A token read with its line ending (``\\n``, a Windows ``\\r``) or holding a non-ASCII
