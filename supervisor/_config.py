@@ -67,8 +67,9 @@ Guarantees:
 - Loading reads the one file and ``environ`` and nothing else; ``os.environ`` is never
   modified.
 - `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
-  query values or fragments, or the value of a secret-looking argument (``--token x``,
-  ``--api-key=x``).
+  query values or fragments (in ``url`` and in ``args``), the value of a secret-looking
+  argument (``--token x``, ``--api-key=x``) or of a secret-looking header line in ``args``
+  (``--header "Authorization: Bearer x"``).
 """
 
 from __future__ import annotations
@@ -948,8 +949,28 @@ def _redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, REDACTED if parts.fragment else ""))
 
 
+_SECRET_HEADER = re.compile(
+    r"([!#$%&'*+.^_`|~0-9A-Za-z-]*(token|secret|passw(or)?d|api[-_]?key|auth|credential|cookie)[!#$%&'*+.^_`|~0-9A-Za-z-]*)"
+    r"\s*:.*",
+    re.I | re.S,
+)
+_URL_ARG = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.*", re.S)
+
+
+def _redact_arg(arg: str) -> str:
+    """One argument as `check` may show it: a URL redacted as ``url`` is, a header line
+    whose name looks secret (``Authorization: Bearer x``, as ``mcp-remote --header``
+    takes it) without its value."""
+    if _URL_ARG.fullmatch(arg):
+        return _redact_url(arg)
+    header = _SECRET_HEADER.fullmatch(arg)
+    return f"{header.group(1)}: {REDACTED}" if header else arg
+
+
 def _redact_args(args: list[str]) -> list[str]:
-    """``args`` with the values of secret-looking flags (``--token x``, ``--api-key=x``) hidden."""
+    """``args`` with the values of secret-looking flags (``--token x``, ``--api-key=x``)
+    hidden, and URLs and secret-looking header lines redacted (`_redact_arg`), alone or as
+    a flag's ``=`` value."""
     out: list[str] = []
     hide_next = False
     for arg in args:
@@ -957,13 +978,16 @@ def _redact_args(args: list[str]) -> list[str]:
             out.append(REDACTED)
             hide_next = False
             continue
-        flag, sep, _ = arg.partition("=")
+        flag, sep, value = arg.partition("=")
         if _SECRET_FLAG.fullmatch(flag):
             if sep:
                 out.append(f"{flag}={REDACTED}")
                 continue
             hide_next = True
-        out.append(arg)
+        elif sep and flag.startswith("-") and _redact_arg(value) != value:
+            out.append(f"{flag}={_redact_arg(value)}")
+            continue
+        out.append(_redact_arg(arg))
     return out
 
 
@@ -971,8 +995,8 @@ def redacted(config: Config) -> dict[str, Any]:
     """``config`` as plain JSON-able data, safe to print (``python -m supervisor check``).
 
     Hidden as ``"***"``: every ``env`` and ``headers`` value (the names stay), the
-    ``auth_token``, URL userinfo, query values and fragments, and the values of
-    secret-looking arguments. Secrets elsewhere (in a URL's path, in an argument that does
+    ``auth_token``, URL userinfo, query values and fragments (of ``url`` and of URLs in
+    ``args``), and the values of secret-looking arguments and header lines in ``args``. Secrets elsewhere (in a URL's path, in an argument that does
     not look like one) cannot be recognised: keep them in ``env``/``headers``.
     """
     data: dict[str, Any] = msgspec.to_builtins(config)

@@ -844,6 +844,27 @@ def test_redacted_shape(tmp_path: Path) -> None:
     assert msgspec.convert(data, Config) != config  # redacted values really are gone
 
 
+def test_redaction_hides_the_secrets_a_bridge_takes_as_arguments(tmp_path: Path) -> None:
+    """The usual way to reach a remote server from a stdio-only client, ``npx mcp-remote
+    URL --header "Authorization: Bearer ${TOKEN}"``, puts the token in an argument that
+    follows no secret-looking flag, and often a key in the URL's query: `check` printed
+    both. Now an argument that is a URL is redacted as ``url`` is, and one that is a header
+    whose name looks secret (``Authorization``, ``X-Api-Key``) keeps only its name."""
+    args = [
+        "-y", "mcp-remote", "https://u:pw-S3CR3T@remote.example.com/sse?api_key=S3CR3T",
+        "--header", "Authorization: Bearer ${TOKEN}", "--header=X-Api-Key:S3CR3T",
+        "127.0.0.1:8188", "Content-Type: application/json", "--transport", "sse-only",
+    ]
+    config = load(tmp_path, servers(bridge={"command": "npx", "args": args}), environ={"TOKEN": "T0K3N"})
+    shown = redacted(config)["servers"][0]["args"]
+    assert "S3CR3T" not in json.dumps(shown) and "T0K3N" not in json.dumps(shown), shown
+    assert shown == [
+        "-y", "mcp-remote", f"https://{REDACTED}@remote.example.com/sse?api_key={REDACTED}",
+        "--header", f"Authorization: {REDACTED}", f"--header=X-Api-Key: {REDACTED}",
+        "127.0.0.1:8188", "Content-Type: application/json", "--transport", "sse-only",
+    ]
+
+
 def test_health_checks_are_on_by_default_and_null_turns_them_off(tmp_path: Path) -> None:
     data = {
         **servers(on=STDIO, off={**STDIO, "health_check_interval": None}),
