@@ -69,7 +69,7 @@ Guarantees:
 - `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
   query values or fragments (in ``url`` and in ``args``), the value of a secret-looking
   argument (``--token x``, ``--api-key=x``) or of a secret-looking header line in ``args``
-  (``--header "Authorization: Bearer x"``).
+  (``--header "Authorization: Bearer x"``), nor these in a command line put in ``command``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import tomllib
 import types
@@ -102,6 +103,7 @@ __all__ = [
     "REDACTED",
     "ConfigError",
     "load_config",
+    "redact_command",
     "redacted",
 ]
 
@@ -991,6 +993,17 @@ def _redact_args(args: list[str]) -> list[str]:
     return out
 
 
+def redact_command(command: str) -> str:
+    """``command`` with the arguments of a command line put in it redacted as ``args`` are
+    (unchanged when there is nothing to hide)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    shown = _redact_args(words[1:])
+    return command if shown == words[1:] else shlex.join([*words[:1], *shown])
+
+
 def redacted(config: Config) -> dict[str, Any]:
     """``config`` as plain JSON-able data, safe to print (``python -m supervisor check``).
 
@@ -1007,6 +1020,8 @@ def redacted(config: Config) -> dict[str, Any]:
         server["env"] = {key: REDACTED for key in server["env"]}
         server["headers"] = {key: REDACTED for key in server["headers"]}
         server["args"] = _redact_args(server["args"])
+        if server["command"] is not None:
+            server["command"] = redact_command(server["command"])
         if server["url"] is not None:
             server["url"] = _redact_url(server["url"])
     return data

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 from protocol._settings import Config
 
+from ._config import _redact_args, redact_command
+
 __all__ = ["start_warnings"]
 
 
@@ -37,20 +39,27 @@ def start_warnings(config: Config, environ: Mapping[str, str] | None = None) -> 
             command = os.path.join(spec.cwd or os.getcwd(), command)
         if shutil.which(command, path=search) is None:
             reason = "is not an executable file" if os.sep in spec.command else "is not found on PATH"
-            warnings.append(f"{prefix} command: {spec.command!r} {reason} here{_split_hint(spec.command, spec.args)}")
+            shown = redact_command(spec.command)
+            warnings.append(f"{prefix} command: {shown!r} {reason} here{_split_hint(spec.command, spec.args)}")
     return warnings
+
+
+def _words(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
 
 
 def _split_hint(command: str, args: list[str]) -> str:
     """For a whole command line put in ``command`` (a common slip: it is run as one file
-    name, never split), the ``command``/``args`` it was meant to be."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return ""
+    name, never split), the ``command``/``args`` it was meant to be, secrets redacted."""
+    words = _words(command)
     if len(words) < 2:
         return ""
     return (
         "; it is one file name, not a command line: the arguments go in args, "
-        f'"command": {json.dumps(words[0])}, "args": {json.dumps(words[1:] + list(args))}'
+        f'"command": {json.dumps(words[0])}, "args": {json.dumps(_redact_args(words[1:] + list(args)))}'
     )

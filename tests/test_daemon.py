@@ -1121,6 +1121,24 @@ def test_check_warns_of_what_would_keep_a_server_from_starting_here(tmp_path):
     ]
 
 
+def test_check_warns_of_a_command_line_in_command_without_its_secrets(tmp_path):
+    """A whole command line put in ``command`` gets a hint with the ``command``/``args`` it
+    was meant to be: the hint (and the warning's quote of the command) printed every
+    argument as is, the expanded ``Authorization: Bearer <token>`` of ``mcp-remote
+    --header`` and a ``--api-key`` value included, on `check`'s stderr and in `run`'s log,
+    where `check`'s own output redacts them. Now the warning redacts them the same way."""
+    servers = {"bridge": {
+        "command": "npx -y mcp-remote https://u:pw-S3CR3T@h.example/sse --api-key S3CR3T",
+        "args": ["--header", "Authorization: Bearer ${TOKEN}"],
+    }}
+    config = write_config(tmp_path / "c.json", servers)
+    run = subprocess.run([sys.executable, "-m", "supervisor", "check", "--config", str(config)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=20, env={**os.environ, "TOKEN": "T0K3N"})
+    assert run.returncode == 0, run.stderr
+    assert "S3CR3T" not in run.stdout + run.stderr and "T0K3N" not in run.stdout + run.stderr, run.stderr
+    assert "it is one file name, not a command line" in run.stderr and '"Authorization: ***"' in run.stderr, run.stderr
+
+
 # -- shutdown ---------------------------------------------------------------------------------
 
 
