@@ -63,7 +63,7 @@ from starlette.requests import Request
 from protocol import ChildStatus
 from protocol._settings import Config
 
-from ._config import ConfigError, load_config
+from ._config import ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
@@ -80,11 +80,13 @@ class BindRefused(Exception):
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
-    """``"host:port"`` (or ``"[v6]:port"``) as ``(host, port)``; raises `BindRefused`."""
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise BindRefused(f"invalid HTTP bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
-    return host.strip("[]"), int(port)
+    """``"host:port"`` (or ``"[v6]:port"``) as ``(host, port)``; raises `BindRefused` for
+    what ``supervisor.http`` refuses in a config (an IPv6 host goes in brackets)."""
+    problem = _bind_problem(bind)
+    if problem is not None:
+        raise BindRefused(f"invalid HTTP bind {bind!r}: {problem}")
+    host, _, port = bind.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def is_loopback(host: str) -> bool:

@@ -1045,6 +1045,21 @@ def test_non_loopback_bind_without_token_is_refused(tmp_path):
     assert "non-loopback" in run.stderr and "auth_token" in run.stderr
 
 
+@pytest.mark.parametrize("bind", ["[::1", "::1:8765", "[::1]x:8765"])
+def test_an_http_bind_the_config_would_refuse_is_refused_by_the_flag_too(tmp_path, bind):
+    """``--http`` took what ``supervisor.http`` refuses: an IPv6 host without its brackets
+    (``::1:8765``) was served, and a bracket left open (``[::1``) was read as host ``:``
+    port 1 and refused as a non-loopback address needing a token (with a token: an attempt
+    to bind it). Now the flag is checked as the config's key is: exit 2, saying why."""
+    config = write_config(tmp_path / "c.json", {"echo": server_entry("echo.py")[0]})
+    run = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", bind],
+        cwd=ROOT, capture_output=True, text=True, timeout=20,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"invalid HTTP bind {bind!r}" in run.stderr and "'[::1]:8765'" in run.stderr, run.stderr
+
+
 def test_a_port_in_use_is_told_before_any_server_starts(tmp_path):
     """It was found only once every server had started, and then came out as a traceback."""
     entry, _ = server_entry("echo.py")
