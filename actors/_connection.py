@@ -788,7 +788,7 @@ class _Connection:
             refused.clear()
             with trio.move_on_after(timeout):
                 try:
-                    page = await self.client.list_tools(cache_mode="bypass")
+                    page = await self._request(lambda: self.client.list_tools(cache_mode="bypass"))
                 except Exception as exc:
                     lost = _transport_lost(exc)
                     if lost is not None:

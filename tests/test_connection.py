@@ -1486,6 +1486,27 @@ async def test_a_subscription_the_server_never_acknowledges_fails_at_the_timeout
         assert link.subscriptions == set()
 
 
+async def test_a_stalled_sse_server_is_found_by_its_health_check_in_time():
+    """An idle SSE server stops answering (SIGSTOP: its socket still accepts). The health
+    check's unanswered tools/list was cancelled at ``health_check_timeout``, and the SDK's
+    courtesy cancel then waited behind the stalled POST for up to 5 s more before the
+    connection was declared dead. Now it dies at the check's timeout."""
+    async with HttpEcho("--sse") as server:
+        spec = ServerSpec(
+            name="remote", url=server.url("/sse"), transport="sse", health_check_interval=0.5, health_check_timeout=1.0,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("remote", timeout=20)
+            await settled(sup, "remote")
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                with trio.fail_after(0.5 + 1.0 + ABANDON_WRITE_TIMEOUT / 2):
+                    await wait_until(lambda: sup.link("remote").conn is None, timeout=60, what="the check to find it")
+                assert "no answer to a health check" in sup.link("remote").last_error
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+
+
 async def test_a_broken_sse_stream_is_noticed_at_once_without_a_call():
     """An SSE server dies while we are idle: its event stream breaks, and the connection
     ends there and then (health checks off to show it), rather than at the next call."""
