@@ -102,6 +102,7 @@ __all__ = [
     "ENV_REMOTE_SERVERS",
     "REDACTED",
     "ConfigError",
+    "check_spec",
     "load_config",
     "redact_command",
     "redacted",
@@ -483,6 +484,15 @@ _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
     },
     SupervisorSettings: {"max_body_bytes": _AT_LEAST_ONE, "cache_ttl": _POSITIVE},
 }
+
+
+def check_spec(spec: ServerSpec) -> None:
+    """Raise ``ValueError`` naming the key and the reason for a number of a spec made in
+    code (not read from a file) that is out of its range, as a config file's would be."""
+    try:
+        _check_limits(spec, [])
+    except _Problem as problem:
+        raise ValueError(f"server {spec.name!r}: {problem.key}: {problem.reason}") from None
 
 
 def _check_limits(obj: msgspec.Struct, parts: list[str | int]) -> None:

@@ -61,6 +61,7 @@ from protocol import (
     UnknownTool,
 )
 
+from ._config import check_spec
 from ._prometheus import render_metrics
 from ._servers import SERVERS_INTENSITY, ServerHandle, changes_live, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
@@ -96,6 +97,8 @@ class Supervisor:
         names = [s.name for s in servers]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate server names: {sorted({n for n in names if names.count(n) > 1})}")
+        for spec in servers:
+            check_spec(spec)
         self._specs = {s.name: s for s in servers}
         self._inproc = dict(inproc or {})
         self._handles: dict[str, ServerHandle] = {}
@@ -153,6 +156,7 @@ class Supervisor:
         already (the running server is not touched), ``RuntimeError`` while that name is
         being replaced or removed. (While it connects, it may be updated, replaced or
         removed.)"""
+        check_spec(spec)
         with self._one_change(spec.name):  # checked, not held
             if spec.name in self._handles:
                 raise ValueError(f"server {spec.name!r} is supervised already (replace_server changes its spec)")
@@ -203,6 +207,7 @@ class Supervisor:
           raised. One change (replacement, update or removal) of a server at a time:
           another (or an addition) while one is under way raises ``RuntimeError``.
         """
+        check_spec(spec)
         handle = self._handles.get(spec.name)
         if handle is None:
             return await self.add_server(spec)
@@ -308,11 +313,14 @@ class Supervisor:
         free). A changed server whose spec differs only in `LIVE_KEYS` is updated in place
         (`ServerHandle.update`: same process, same session, nothing in flight disturbed);
         other changed ones are replaced (`replace_server`: no gap for callers) while added
-        ones start. Unchanged ones are not touched. With ``on_error``, a server whose step
+        ones start. Unchanged ones are not touched. A spec with a number out of its range
+        raises ``ValueError`` before anything changes. With ``on_error``, a server whose step
         raised is reported to it and the others go on; without, the errors propagate (as an
         exception group) once every step has ended.
         """
         specs = {s.name: s for s in wanted if s.enabled}
+        for spec in specs.values():  # all checked before anything changes
+            check_spec(spec)
         current = {name: handle.spec for name, handle in self._handles.items()}
         added = [n for n in specs if n not in current]
         removed = [n for n in current if n not in specs]

@@ -258,6 +258,25 @@ async def test_what_call_tool_is_given_by_mistake_is_refused_saying_what_it_was(
         assert text(await sup.call_tool("echo", {"text": "fine"}, timeout=10)) == "fine"
 
 
+async def test_a_spec_made_in_code_with_a_number_out_of_range_is_refused_before_anything_changes():
+    """A config file's numbers are checked; a spec made in code (``embed``, ``reload`` with
+    specs, ``add_server``) was not: a breaker window of 0 crashed the breaker actor at
+    start, and in a reload it was found half-way (a bare exception group, some servers
+    changed, others not). Now it is refused at once, naming the key and the reason."""
+    bad = server_spec("echo", "echo.py", breaker=BreakerPolicy(window=0))
+    with pytest.raises(ValueError, match=r"server 'echo': breaker.window: must be >= 1, got 0"):
+        Supervisor([bad])
+    good = server_spec("echo", "echo.py")
+    async with Supervisor([good]) as sup:
+        await sup.wait_connected("echo", timeout=30)
+        pid = sup.link("echo").process.pid
+        for change in (lambda: sup.reconcile([bad]), lambda: sup.replace_server(bad), lambda: sup.add_server(server_spec("x", "echo.py", timeout=0))):
+            with pytest.raises(ValueError, match=r"must be (>= 1|> 0), got 0"):
+                await change()
+        assert sup.servers == ["echo"] and sup.link("echo").process.pid == pid
+        assert text(await sup.call_tool("echo", {"text": "untouched"}, timeout=10)) == "untouched"
+
+
 async def test_invalid_arguments_never_reach_the_server(tmp_path):
     log = tmp_path / "exec.log"
     spec = server_spec("strict", "echo.py", env={"EXEC_LOG": str(log)})
