@@ -588,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
             key, sep, value = item.partition("=")
             if not sep:
                 parser.error(f"call: {item!r} is not key=value")
+            if key in pairs:  # a typo, more often than a wish for the last one
+                parser.error(f"call: {key!r} is given twice")
             pairs[key] = value
         return _client_command(_call, args.url, args.tool, arguments, pairs)
     parser.print_help()

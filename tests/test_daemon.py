@@ -399,6 +399,8 @@ async def test_cli_client_commands(shared_daemon):
             nursery.start_soon(run, "text", "call", "echo", "text=42")
             nursery.start_soon(run, "bad json", "call", "echo", "--json", "{text: 1}")
             nursery.start_soon(run, "bare json", "call", "add", '{"a": 2, "b": 5}')
+            nursery.start_soon(run, "twice", "call", "add", "a=1", "b=2", "a=5")  # the last one won, silently
+    assert runs["twice"].returncode == 2 and b"call: 'a' is given twice" in runs["twice"].stderr
     assert runs["status"].returncode == 0 and b"connection:echo: running" in runs["status"].stdout
     # 42 is JSON, but echo's schema wants a string: sent as "42" (not refused as an integer)
     assert runs["text"].returncode == 0 and runs["text"].stdout.strip() == b"42", runs["text"].stderr
