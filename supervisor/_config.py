@@ -758,6 +758,8 @@ def _build_server(
         raise _problem([*parts, "name"], "unknown key; a server's name is its key in the section")
     _check_keys(entry, _ENTRY_KEYS, parts)
     raw = dict(entry)
+    if not isinstance(raw.get("enabled", True), bool):  # before the variables it decides about
+        raise _problem([*parts, "enabled"], f"expected true or false, got {_words(type(raw['enabled']).__name__)}")
     strict = raw.get("enabled", True) is not False
     _expand_entry(raw, parts, environ, strict=strict)
     if env_keys is not None:

@@ -303,6 +303,8 @@ def test_unknown_keys(tmp_path: Path, data: object, key: str, reason: str) -> No
         ({**STDIO, "restart": "always"}, "mcpServers.x.restart", "must be one of 'permanent', 'transient', 'temporary'"),
         ({**STDIO, "namespace": "prefixed"}, "mcpServers.x.namespace", "did you mean 'prefix'?"),
         ({"command": 5}, "mcpServers.x.command", "expected a string or null, got an integer"),
+        # before the missing variable it decides about (a string "false" is no false)
+        ({**STDIO, "args": ["${NOT_SET_HERE}"], "enabled": "false"}, "mcpServers.x.enabled", "expected true or false, got a string"),
     ],
 )
 def test_wrong_types(tmp_path: Path, entry: object, key: str, reason: str) -> None:
