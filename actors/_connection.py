@@ -1046,6 +1046,7 @@ class _Connection:
         self.nursery.start_soon(self._refresh_until_current, what)
 
     async def _refresh_until_current(self, what: str) -> None:
+        refusals.set(None)  # not the spawner's: a health check must not read a refresh's refusals as its own
         try:
             while True:
                 self.refreshing[what] = False
