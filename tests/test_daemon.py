@@ -9,6 +9,7 @@ over streamable HTTP and over stdio, openai-agents, plain HTTP. Every wait has a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated
 from unittest.mock import patch
 
@@ -434,16 +436,7 @@ def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_
     """A URL httpx cannot parse, and a server that is no daemon answering 200: each client
     command printed a traceback (``InvalidURL``, msgspec's ``ValidationError``)."""
     (tmp_path / "status").write_text('{"ok": true}')
-    port = free_port()
-    stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+    with stranger_http_server(tmp_path) as port:
         cases = [
             (["status", "--url", "http://[::1"], "cannot reach the daemon at http://[::1"),
             (["reload", "--url", "http://a:b:c/"], "cannot reach the daemon"),
@@ -455,9 +448,6 @@ def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_
             run = subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=ROOT, capture_output=True, text=True, timeout=20)
             assert (run.returncode, "Traceback" in run.stderr) == (1, False), (args, run.stderr)
             assert said in run.stderr, (args, run.stderr)
-    finally:
-        stranger.kill()
-        stranger.wait()
 
 
 def test_cli_client_commands_show_a_web_pages_words_not_its_markup(tmp_path):
@@ -465,16 +455,7 @@ def test_cli_client_commands_show_a_web_pages_words_not_its_markup(tmp_path):
     `status`, `reload`, `restart` and `breaker` printed the whole page, markup and all (20
     lines for Python's own 404). Now the error is one line: the status and the page's
     first words."""
-    port = free_port()
-    stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+    with stranger_http_server(tmp_path) as port:
         url = f"http://127.0.0.1:{port}"
         for args, status in ((["status"], "404"), (["reload"], "501"), (["restart", "x"], "501"), (["breaker", "x", "open"], "501")):
             run = subprocess.run([sys.executable, "-m", "supervisor", *args, "--url", url], cwd=ROOT,
@@ -482,6 +463,22 @@ def test_cli_client_commands_show_a_web_pages_words_not_its_markup(tmp_path):
             assert run.returncode == 1 and len(run.stderr.splitlines()) == 1, (args, run.stderr)
             assert f"{status}: Error response" in run.stderr and f"Error code: {status}" in run.stderr, (args, run.stderr)
             assert "<" not in run.stderr, (args, run.stderr)
+
+
+@contextlib.contextmanager
+def stranger_http_server(directory: Path) -> Iterator[int]:
+    """Python's own web server on a free loopback port, serving ``directory``: no daemon."""
+    port = free_port()
+    stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield port
     finally:
         stranger.kill()
         stranger.wait()
