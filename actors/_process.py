@@ -326,6 +326,7 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
 async def _read_stderr(fd: int, proc: ServerProcess) -> None:
     stream = trio.lowlevel.FdStream(fd)
     buffer = b""
+    runaway = False  # in a line whose head is kept already: the rest of it is dropped
     async with stream:
         while True:
             try:
@@ -334,13 +335,18 @@ async def _read_stderr(fd: int, proc: ServerProcess) -> None:
                 break
             if not chunk:
                 break
+            if runaway:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, runaway = chunk[end + 1 :], False
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 proc.stderr.append(line.decode("utf-8", "replace"))
             if len(buffer) > 65536:  # a runaway line: keep its head, drop the rest
                 proc.stderr.append(buffer[:4096].decode("utf-8", "replace") + " …")
-                buffer = b""
+                buffer, runaway = b"", True
     if buffer:
         proc.stderr.append(buffer.decode("utf-8", "replace"))
 

@@ -2094,3 +2094,31 @@ async def test_a_connect_failure_never_shows_the_urls_credentials_or_query(tmp_p
     finally:
         web.kill()
         web.wait()
+
+
+async def test_a_runaway_stderr_line_takes_one_entry_of_the_ring_buffer():
+    """A server that writes megabytes to stderr without a newline: the reader kept the head
+    of each 64 KiB or so of it as a line of its own, so one runaway line (32 MiB: over 200
+    entries) pushed every earlier line out of the 200-line tail, the ones that said what went wrong.
+    Now a runaway line is one entry (its head, then " …"); the rest of it up to its newline
+    is dropped, and the lines before and after it are kept."""
+    from actors._process import ServerProcess, _read_stderr
+
+    script = (
+        "import sys; w = sys.stderr.buffer.write; w(b'before\\n');"
+        "[w(b'x' * 65536) for _ in range(512)]; w(b'\\nafter\\n'); sys.stderr.flush()"
+    )
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=write_fd, stdin=subprocess.DEVNULL)
+    os.close(write_fd)
+    proc = ServerProcess()
+    try:
+        with trio.fail_after(30):
+            await _read_stderr(read_fd, proc)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    lines = list(proc.stderr)
+    assert lines[0] == "before" and lines[-1] == "after"
+    assert len(lines) == 3 and lines[1].startswith("x" * 4096) and lines[1].endswith(" …")
