@@ -7,7 +7,8 @@ open, and leaves the server's children alive when the server itself exits within
 period. So this module spawns the server itself, and keeps the SDK's shutdown sequence
 (close stdin, wait, kill the tree):
 
-- the server's stderr goes to a pipe we read into a bounded ring buffer (last 200 lines);
+- the server's stderr goes to a pipe we read into a bounded ring buffer (last 200 lines,
+  each cut to its first 4 KiB);
 - we learn the moment the server process exits, and how (its exit code or signal);
 - the server runs in a new session, so its pid is its process group id, and ``kill_tree``
   reaches every descendant that did not leave the group, even after the server itself is
@@ -343,12 +344,22 @@ async def _read_stderr(fd: int, proc: ServerProcess) -> None:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                proc.stderr.append(line.decode("utf-8", "replace"))
+                proc.stderr.append(_stderr_line(line))
             if len(buffer) > 65536:  # a runaway line: keep its head, drop the rest
-                proc.stderr.append(buffer[:4096].decode("utf-8", "replace") + " …")
+                proc.stderr.append(_stderr_line(buffer))
                 buffer, runaway = b"", True
     if buffer:
-        proc.stderr.append(buffer.decode("utf-8", "replace"))
+        proc.stderr.append(_stderr_line(buffer))
+
+
+_STDERR_HEAD = 4096
+
+
+def _stderr_line(line: bytes) -> str:
+    """A stderr line as kept: at most its first `_STDERR_HEAD` bytes, marked " …" when cut."""
+    if len(line) <= _STDERR_HEAD:
+        return line.decode("utf-8", "replace")
+    return line[:_STDERR_HEAD].decode("utf-8", "replace") + " …"
 
 
 async def _watch_exit(proc: ServerProcess, process: trio.Process) -> None:

@@ -2122,3 +2122,29 @@ async def test_a_runaway_stderr_line_takes_one_entry_of_the_ring_buffer():
     lines = list(proc.stderr)
     assert lines[0] == "before" and lines[-1] == "after"
     assert len(lines) == 3 and lines[1].startswith("x" * 4096) and lines[1].endswith(" …")
+
+
+async def test_each_stderr_line_kept_is_at_most_its_head():
+    """Long stderr lines that do end (100 KB each, a giant log record or repr): the reader
+    cut only a line still open past 64 KiB, so one that ended within the next read was kept
+    whole, up to 128 KiB, and the 200-line tail held up to 25 MiB per server (each shown
+    whole by status --stderr). Now every line is kept as at most its first 4,096
+    characters, marked " …" when cut."""
+    from actors._process import STDERR_LINES, ServerProcess, _read_stderr
+
+    script = "import sys\nfor i in range(300):\n    sys.stderr.write(str(i % 10) * 100_000 + '\\n')\n"
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=write_fd, stdin=subprocess.DEVNULL)
+    os.close(write_fd)
+    proc = ServerProcess()
+    try:
+        with trio.fail_after(30):
+            await _read_stderr(read_fd, proc)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    lines = list(proc.stderr)
+    assert len(lines) == STDERR_LINES
+    assert lines[-1] == "9" * 4096 + " …"
+    assert max(len(line) for line in lines) <= 4096 + 2
