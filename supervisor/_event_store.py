@@ -13,8 +13,9 @@ Guarantees:
   event of another session, whatever id it sends.
 - Memory is bounded: each event is kept as its JSON (what the SDK sends), and past
   ``max_events`` events or ``max_bytes`` of them the oldest are dropped, whatever session
-  they belong to. A client asking to resume after a dropped (or unknown) event gets
-  nothing replayed; the SDK then answers its GET as a fresh stream.
+  they belong to; an event over ``max_bytes`` by itself is not held, nor the events of
+  its stream before it, and the others stay. A client asking to resume after a dropped
+  (or unknown) event gets nothing replayed; the SDK then answers its GET as a fresh stream.
 - Event ids are opaque, unique for the store's life, and never reused.
 """
 
@@ -62,6 +63,14 @@ class BoundedEventStore(EventStore):
     def _store(self, key: _Key, message: JSONRPCMessage | None) -> EventId:
         number = next(self._ids)
         data = None if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        if data is not None and len(data) > self.max_bytes:
+            # Too large to hold: dropping the oldest would drop every other stream's events
+            # and then this one. Not held, nor the earlier events of its stream (a resume
+            # from one of them would skip it).
+            for earlier in [n for n, (where, _) in self._events.items() if where == key]:
+                _, dropped = self._events.pop(earlier)
+                self.bytes -= len(dropped or b"")
+            return str(number)
         self._events[number] = (key, data)
         self.bytes += len(data or b"")
         while len(self._events) > self.max_events or self.bytes > self.max_bytes:

@@ -79,3 +79,26 @@ async def test_the_bytes_held_are_bounded_too():
         sent.append(event.message)
 
     assert await store.replay_events_after(ids[-2], send) == "a" and sent == [big]  # as it was stored
+
+
+async def test_an_event_over_max_bytes_costs_only_its_own_stream():
+    """An event larger than ``max_bytes`` on its own (a server's max_message_bytes above
+    the store's 64 MiB) cannot be held. The oldest events were dropped until the bytes fit,
+    so it went last of all, after every event of every other session: one session's large
+    answer cost each other client its resumable stream. Now it alone is not held, with the
+    events of its own stream before it (a resume from one of them would skip it)."""
+    store = BoundedEventStore(max_bytes=10_000)
+    a, b = store.for_session("A"), store.for_session("B")
+    a_priming = await a.store_event("1", None)
+    a1 = await a.store_event("1", message(1))
+    b_other = await b.store_event("7", message(70))
+    b_priming = await b.store_event("2", None)
+    huge = types.JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"data": "x" * 20_000})
+    await b.store_event("2", huge)
+    b_after = await b.store_event("2", message(200))
+    a2 = await a.store_event("1", message(2))
+    assert await replay(a, a_priming) == ("1", [(a1, 1), (a2, 2)])  # another session's: untouched
+    assert await replay(b, b_other) == ("7", [])  # another stream of its own session: untouched
+    assert await replay(b, b_priming) == (None, [])  # would skip the huge event: not resumed
+    assert await replay(b, b_after) == ("2", [])
+    assert store.bytes <= 10_000
