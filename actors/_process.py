@@ -45,7 +45,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp import StdioServerParameters
 from mcp.shared.message import SessionMessage
 
-from ._stdio import Delivered, answer_refused, read_messages, write_messages
+from ._stdio import Delivered, read_messages, refuser, write_messages
 
 __all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 
@@ -437,7 +437,7 @@ async def open_stdio(
         nursery.start_soon(_watch_exit, proc, process)
         nursery.start_soon(
             read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized,
-            lambda request: nursery.start_soon(answer_refused, refusals, request),
+            refuser(nursery, refusals),
         )
         nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
         try:

@@ -27,6 +27,9 @@ serializer, and nothing else of the protocol:
   one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped; a lone
   surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) is read as
   U+FFFD instead of costing the whole message;
+- at most `MAX_PENDING_REFUSALS` of those error answers wait for a peer that does not read
+  its stdin; past them a refused request goes unanswered (logged), so such a peer costs
+  no memory per request;
 - one line at a time: no read-ahead while the session has not taken the last message, so a
   flooding server is held back by its own pipe;
 - writing: a message the SDK's serializer cannot encode (a lone surrogate in a value) is not
@@ -55,8 +58,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused", "oversized", "read_messages",
-    "refusal", "write_messages",
+    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused",
+    "oversized", "read_messages", "refusal", "refuser", "write_messages",
 ]
 
 log = logging.getLogger("supervisor.stdio")
@@ -117,6 +120,43 @@ async def answer_refused(
         await writer.send(refusal(request))
     except _GONE:
         pass
+
+
+#: How many refusals (`answer_refused`) may wait for the writer at once; past them one is
+#: dropped: the peer is not reading its answers, and each would hold a task.
+MAX_PENDING_REFUSALS: Final = 64
+
+
+def refuser(
+    nursery: trio.Nursery, writer: MemoryObjectSendStream[SessionMessage]
+) -> Callable[[OversizedRequest | MalformedRequest], None]:
+    """A ``refuse`` for `read_messages`: each refusal is sent on ``writer`` from a task of
+    ``nursery`` (the reader must not wait), at most `MAX_PENDING_REFUSALS` at once; one
+    past them is dropped and logged (a peer that sends requests and never reads its stdin
+    would otherwise have us hold a task per request, without bound)."""
+    pending = 0
+    told = False
+
+    async def answer(request: OversizedRequest | MalformedRequest) -> None:
+        nonlocal pending, told
+        try:
+            await answer_refused(writer, request)
+        finally:
+            pending -= 1
+            told = False
+
+    def refuse(request: OversizedRequest | MalformedRequest) -> None:
+        nonlocal pending, told
+        if pending >= MAX_PENDING_REFUSALS:
+            if not told:  # once until the peer reads again
+                log.warning("%d error answers wait for the peer to read: request %r and those after it go unanswered",
+                            pending, request.id)
+                told = True
+            return
+        pending += 1
+        nursery.start_soon(answer, request)
+
+    return refuse
 
 
 async def read_messages(

@@ -30,7 +30,7 @@ import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
-from actors._stdio import Delivered, answer_refused, read_messages, write_messages
+from actors._stdio import Delivered, read_messages, refuser, write_messages
 
 __all__ = ["stdio_wire"]
 
@@ -100,7 +100,7 @@ async def stdio_wire(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     read_messages, _ThreadedReader(stdin_fd), incoming, max_bytes, "the stdio client",
-                    lambda: None, lambda request: nursery.start_soon(answer_refused, refusals, request),
+                    lambda: None, refuser(nursery, refusals),
                 )
                 nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd), outgoing, incoming, written, nursery)
                 try:

@@ -421,3 +421,35 @@ def test_the_messages_do_not_depend_on_where_the_reads_cut_the_stream(lines, dat
         return got
 
     assert trio.run(read) == expected
+
+
+def _tasks_under(task: trio.lowlevel.Task) -> int:
+    return 1 + sum(_tasks_under(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+
+async def test_refusals_to_a_peer_that_does_not_read_are_bounded():
+    """A server writes 5,000 malformed requests (each refused with an error answer) and
+    never reads its stdin. Each refusal was a task of its own, waiting for the writer,
+    which waited for the server to read: 5,000 tasks held, without bound as the server
+    went on. Now at most a few refusals wait; those past them are dropped (logged), and
+    the wire reads on."""
+    from mcp import StdioServerParameters
+
+    from actors._process import ServerProcess, open_stdio
+
+    script = (
+        "import sys, time\n"
+        "sys.stdout.buffer.write(b'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":5}\\n' * 5000)\n"
+        "sys.stdout.buffer.write(b'{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\\n')\n"
+        "sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
+    params = StdioServerParameters(command=sys.executable, args=["-c", script])
+    root = trio.lowlevel.current_root_task()
+    before = _tasks_under(root)
+    with trio.fail_after(60):
+        async with open_stdio(params, ServerProcess(), name="deaf", grace=0.2, max_message_bytes=MIB) as (read, _write):
+            message = await read.receive()  # after every malformed request was read
+            assert message.message.method == "notifications/initialized"
+            waiting = _tasks_under(root) - before
+    assert waiting < 200, f"{waiting} tasks held"
