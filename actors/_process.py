@@ -363,7 +363,22 @@ def _stderr_line(line: bytes) -> str:
 
 
 async def _watch_exit(proc: ServerProcess, process: trio.Process) -> None:
-    code = await process.wait()
+    """Set ``proc.exited`` the moment the server exits, without reaping it: a zombie's pid
+    stays taken, so no one else's process (a group leader of its own) can be handed it
+    before `kill_tree` signals the server's group by that number. `open_stdio` reaps it
+    after that kill."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfd here (or it is gone): reap to learn
+        code = await process.wait()
+    else:
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT)
+        finally:
+            os.close(pidfd)
+        assert info is not None
+        code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
     proc.exit_status = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
     proc.exited.set()
 
@@ -458,7 +473,7 @@ async def open_stdio(
                 with trio.move_on_after(0.2):
                     await stderr_done.wait()  # the last lines a dying server wrote
                 with trio.move_on_after(1.0):
-                    await proc.exited.wait()  # reaped: no zombie left behind
+                    await process.wait()  # reaped (only now: see _watch_exit): no zombie left behind
                 # A process out of our reach may hold stdout open: stop reading it.
                 with contextlib.suppress(*_CLOSED):
                     await process.stdout.aclose()

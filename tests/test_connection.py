@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -2148,3 +2149,48 @@ async def test_each_stderr_line_kept_is_at_most_its_head():
     assert len(lines) == STDERR_LINES
     assert lines[-1] == "9" * 4096 + " …"
     assert max(len(line) for line in lines) <= 4096 + 2
+
+
+_PID_REUSE = """
+import json, subprocess, sys, trio
+from mcp import StdioServerParameters
+from actors._process import ServerProcess, open_stdio
+
+async def main():
+    proc = ServerProcess()
+    params = StdioServerParameters(command=sys.executable, args=["-c", "import sys; sys.exit(3)"])
+    async with open_stdio(params, proc, name="gone", grace=0.2, max_message_bytes=1 << 20):
+        with trio.fail_after(10):
+            await proc.exited.wait()
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:  # the next pid: the server's, if free
+            f.write(str(proc.pid - 1))
+        other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    print(json.dumps({"reused": other.pid == proc.pid, "other": other.poll(), "status": proc.exit_status}))
+    other.kill()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+async def test_kill_tree_never_signals_a_group_that_took_the_servers_pid():
+    """A server that exits by itself is reaped at once; its pid, free from then on, could
+    be handed to a process of someone else (another server we start, a shell job) that
+    leads a group of its own, before ``kill_tree`` of the ended incarnation ran: that
+    killpg'd a stranger's group. In a pid namespace of its own the test makes the kernel
+    hand out the server's pid next (ns_last_pid). Now the server stays a zombie until its
+    tree is killed, so its pid (the group's id) cannot be taken meanwhile."""
+    probe = subprocess.run(["unshare", "-Urpf", "--mount-proc", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip("no user and pid namespaces here")
+    root = str(SERVERS.parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            ["unshare", "-Urpf", "--mount-proc", sys.executable, "-c", _PID_REUSE],
+            capture_stdout=True, capture_stderr=True, env=env, cwd=root, check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["status"] == "exited with code 3"
+    assert result["other"] is None, result  # the stranger lives on
