@@ -2097,18 +2097,10 @@ async def test_a_connect_failure_never_shows_the_urls_credentials_or_query(tmp_p
         web.wait()
 
 
-async def test_a_runaway_stderr_line_takes_one_entry_of_the_ring_buffer():
-    """A server that writes megabytes to stderr without a newline: the reader kept the head
-    of each 64 KiB or so of it as a line of its own, so one runaway line (32 MiB: over 200
-    entries) pushed every earlier line out of the 200-line tail, the ones that said what went wrong.
-    Now a runaway line is one entry (its head, then " …"); the rest of it up to its newline
-    is dropped, and the lines before and after it are kept."""
+async def stderr_kept(script: str) -> list[str]:
+    """The stderr lines a `ServerProcess` keeps of a Python ``script``'s stderr."""
     from actors._process import ServerProcess, _read_stderr
 
-    script = (
-        "import sys; w = sys.stderr.buffer.write; w(b'before\\n');"
-        "[w(b'x' * 65536) for _ in range(512)]; w(b'\\nafter\\n'); sys.stderr.flush()"
-    )
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     child = subprocess.Popen([sys.executable, "-c", script], stderr=write_fd, stdin=subprocess.DEVNULL)
@@ -2120,7 +2112,20 @@ async def test_a_runaway_stderr_line_takes_one_entry_of_the_ring_buffer():
     finally:
         child.kill()
         child.wait(timeout=10)
-    lines = list(proc.stderr)
+    return list(proc.stderr)
+
+
+async def test_a_runaway_stderr_line_takes_one_entry_of_the_ring_buffer():
+    """A server that writes megabytes to stderr without a newline: the reader kept the head
+    of each 64 KiB or so of it as a line of its own, so one runaway line (32 MiB: over 200
+    entries) pushed every earlier line out of the 200-line tail, the ones that said what went wrong.
+    Now a runaway line is one entry (its head, then " …"); the rest of it up to its newline
+    is dropped, and the lines before and after it are kept."""
+    script = (
+        "import sys; w = sys.stderr.buffer.write; w(b'before\\n');"
+        "[w(b'x' * 65536) for _ in range(512)]; w(b'\\nafter\\n'); sys.stderr.flush()"
+    )
+    lines = await stderr_kept(script)
     assert lines[0] == "before" and lines[-1] == "after"
     assert len(lines) == 3 and lines[1].startswith("x" * 4096) and lines[1].endswith(" …")
 
@@ -2131,21 +2136,10 @@ async def test_each_stderr_line_kept_is_at_most_its_head():
     whole, up to 128 KiB, and the 200-line tail held up to 25 MiB per server (each shown
     whole by status --stderr). Now every line is kept as at most its first 4,096
     characters, marked " …" when cut."""
-    from actors._process import STDERR_LINES, ServerProcess, _read_stderr
+    from actors._process import STDERR_LINES
 
     script = "import sys\nfor i in range(300):\n    sys.stderr.write(str(i % 10) * 100_000 + '\\n')\n"
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    child = subprocess.Popen([sys.executable, "-c", script], stderr=write_fd, stdin=subprocess.DEVNULL)
-    os.close(write_fd)
-    proc = ServerProcess()
-    try:
-        with trio.fail_after(30):
-            await _read_stderr(read_fd, proc)
-    finally:
-        child.kill()
-        child.wait(timeout=10)
-    lines = list(proc.stderr)
+    lines = await stderr_kept(script)
     assert len(lines) == STDERR_LINES
     assert lines[-1] == "9" * 4096 + " …"
     assert max(len(line) for line in lines) <= 4096 + 2
