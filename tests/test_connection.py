@@ -2166,7 +2166,10 @@ trio.run(main)
 """
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+@pytest.mark.skipif(
+    shutil.which("unshare") is None,
+    reason="making the kernel hand out a given pid needs a pid namespace of our own, made with util-linux's unshare, which is not installed here",
+)
 async def test_kill_tree_never_signals_a_group_that_took_the_servers_pid():
     """A server that exits by itself is reaped at once; its pid, free from then on, could
     be handed to a process of someone else (another server we start, a shell job) that
@@ -2176,7 +2179,10 @@ async def test_kill_tree_never_signals_a_group_that_took_the_servers_pid():
     tree is killed, so its pid (the group's id) cannot be taken meanwhile."""
     probe = subprocess.run(["unshare", "-Urpf", "--mount-proc", "true"], capture_output=True, timeout=10)
     if probe.returncode != 0:
-        pytest.skip("no user and pid namespaces here")
+        pytest.skip(
+            "making the kernel hand out a given pid needs a user and pid namespace of our own, "
+            f"and this kernel refuses them (unshare: {probe.stderr.decode(errors='replace').strip()})"
+        )
     root = str(SERVERS.parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     with trio.fail_after(30):
