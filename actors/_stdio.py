@@ -43,8 +43,10 @@ serializer, and nothing else of the protocol:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -180,7 +182,7 @@ async def read_messages(
             head = tail = b""  # of a line over max_bytes; size counts all of it
             while True:
                 try:
-                    chunk = await stdout.receive_some(_READ_SIZE)
+                    chunk = await _read_some(stdout)
                 except (*_GONE, OSError):
                     return
                 if not chunk:
@@ -214,7 +216,10 @@ async def read_messages(
                         for request in message:
                             refuse(request)
                     elif message is not None:
-                        await messages.send(message)
+                        try:  # handed straight to a session that waits for it
+                            messages.send_nowait(message)
+                        except anyio.WouldBlock:
+                            await messages.send(message)
     except _GONE:
         pass  # the session stopped reading
     finally:
@@ -392,7 +397,16 @@ async def write_messages(
     """
     try:
         async with messages:
-            async for message in messages:
+            while True:
+                try:  # taken straight from a session that waits to hand it over
+                    message = messages.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        message = await messages.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 try:
                     line = message.message.model_dump_json(by_alias=True, exclude_unset=True)
                     data = line.encode() + b"\n"
@@ -401,11 +415,53 @@ async def write_messages(
                     if isinstance(message.message, mcp_types.JSONRPCRequest):
                         nursery.start_soon(_refuse, message.message.id, exc, replies)
                     continue
-                await stdin.send_all(data)
+                await _write_all(stdin, data)
     except (*_GONE, OSError):
         await replies.aclose()
     finally:
         done.set()
+
+
+async def _read_some(stream: trio.abc.ReceiveStream) -> bytes:
+    """``stream.receive_some(_READ_SIZE)``, without its leading checkpoint on a pipe (a
+    `trio.lowlevel.FdStream`): when bytes wait, they are read and the task yields once;
+    when none do, the wait for them is the only yield. Each yield of an otherwise idle
+    trio is one more scheduling round (an epoll call; as a guest run, a turn of the host's
+    loop), and this one ran on every message. Raises as ``receive_some`` does."""
+    if not isinstance(stream, trio.lowlevel.FdStream):
+        return await stream.receive_some(_READ_SIZE)
+    waited = False
+    while True:
+        fd = stream.fileno()  # -1 once closed: os.read raises EBADF, never reads a reused fd
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            waited = True
+            continue
+        except OSError as exc:
+            raise (trio.ClosedResourceError if exc.errno == errno.EBADF else trio.BrokenResourceError)() from exc
+        if not waited:
+            await trio.lowlevel.checkpoint()  # a server that floods us must not starve the others
+        return data
+
+
+async def _write_all(stream: trio.abc.SendStream, data: bytes) -> None:
+    """``stream.send_all(data)``, without its leading checkpoint on a pipe (see `_read_some`):
+    it yields only to wait for the pipe to drain. Raises as ``send_all`` does."""
+    if not isinstance(stream, trio.lowlevel.FdStream):
+        await stream.send_all(data)
+        return
+    with memoryview(data) as view:
+        sent = 0
+        while sent < len(data):
+            fd = stream.fileno()
+            try:
+                sent += os.write(fd, view[sent:])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+            except OSError as exc:
+                raise (trio.ClosedResourceError if exc.errno == errno.EBADF else trio.BrokenResourceError)() from exc
 
 
 async def _refuse(request_id: Any, exc: Exception, replies: MemoryObjectSendStream[Delivered]) -> None:

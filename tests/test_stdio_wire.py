@@ -210,6 +210,36 @@ async def test_a_line_without_end_is_never_held_in_memory():
     assert received[1].message.method == "notifications/initialized"
 
 
+async def test_a_server_whose_bytes_always_wait_does_not_starve_the_other_tasks():
+    """The reader reads a pipe without trio's leading checkpoint (one scheduling round less
+    per message), so it must yield itself when bytes were there at once: a server that
+    floods stdout would otherwise hold the whole supervisor. Here 1 MiB of blank lines
+    waits in a pipe (16 reads, none of which has to wait): another task gets a turn
+    between reads."""
+    import fcntl
+
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, MIB)
+    os.write(write_fd, b"\n" * MIB)
+    os.close(write_fd)
+    os.set_blocking(read_fd, False)
+    send, receive = anyio.create_memory_object_stream(0)
+    turns = 0
+    reading = True
+
+    async def other() -> None:
+        nonlocal turns
+        while reading:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with receive, trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await read_messages(trio.lowlevel.FdStream(read_fd), send, MIB, "flood")
+        reading = False
+    assert turns >= 16
+
+
 @pytest.mark.parametrize(
     ("head", "tail", "answers"),
     [
