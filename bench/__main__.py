@@ -189,11 +189,15 @@ def overhead_rows(out: str, params: Any) -> list[Row]:
     ratios = r"ratio b/a:\s+p50 ([\d.]+)\s+p99 ([\d.]+)\s+throughput ([\d.]+)"
     added = r"added per call \(p50\):\s+([+-][\d.]+) µs"
     s = _find(ratios, stdio)
+    control = _find(r"A/A control .*: p50 ratio ([\d.]+)", stdio)
+    resolution = f"; A/A control, two direct paths: p50 ratio {control[0]}" if control else ""
     rows.append(
         (
             "`overhead.py`",
             "supervised call vs direct mcp SDK call, stdio echo server, full call path",
-            f"p50 ratio {s[0]}, p99 ratio {s[1]}, throughput @50 ratio {s[2]} (goal p50 <= 1.03)" if s else "unparsed: see output",
+            f"p50 ratio {s[0]}, p99 ratio {s[1]}, throughput @50 ratio {s[2]} (goal p50 <= 1.03){resolution}"
+            if s
+            else "unparsed: see output",
         )
     )
     r, a = _find(ratios, inproc), _find(added, inproc)

@@ -5,6 +5,12 @@ the same kind of server, so the ratios hold on a noisy machine. Prints p50/p99 p
 1 in flight, calls/s at 50 in flight, and the ratio supervised/direct. Goals: p50 ratio
 <= 1.03 on stdio; <= 40 µs added per call in-process.
 
+On stdio a third path runs in the same rotation: a second direct SDK client on a server
+process of its own (an A/A control). Its ratio to the first is what the machine alone does
+to two identical paths, so it says how far the b/a ratio can be trusted in that run. On
+this 2-core VM (2026-12-04) fifteen A/A ratios from five runs spread from 0.91 to 1.09:
+which core each server process lands on moves a whole run's p50 by several percent.
+
 Then the supervisor's own layer alone: the same ``Supervisor.call_tool`` with the SDK call
 replaced by a stub that answers at once (one checkpoint), against that stub called
 directly, paired call by call. "Warm" runs the calls back to back; "cold" runs an unrelated
@@ -47,15 +53,17 @@ async def serial(call, n: int) -> list[float]:
     return times
 
 
-async def paired(first, second, n: int) -> tuple[list[float], list[float]]:
-    """Alternate the two paths call by call, so both see the same machine noise."""
-    a, b = [], []
+async def paired(calls, n: int) -> list[list[float]]:
+    """Rotate the paths call by call, so all see the same machine noise; one list of
+    latencies per path."""
+    out: list[list[float]] = [[] for _ in calls]
     for i in range(n):
-        for call, into in ((first, a), (second, b)) if i % 2 else ((second, b), (first, a)):
+        shift = i % len(calls)
+        for k in list(range(shift, len(calls))) + list(range(shift)):
             t0 = time.perf_counter()
-            await call()
-            into.append(time.perf_counter() - t0)
-    return a, b
+            await calls[k]()
+            out[k].append(time.perf_counter() - t0)
+    return out
 
 
 async def concurrent(call, n: int, in_flight: int) -> float:
@@ -84,14 +92,20 @@ def inproc_server() -> MCPServer:
     return app
 
 
-async def measure(label: str, direct_call, supervised_call, calls: int, rounds: int) -> None:
-    for call in (direct_call, supervised_call):  # warm up both paths
+async def measure(label: str, direct_call, supervised_call, calls: int, rounds: int, control_call=None) -> None:
+    """``control_call``, when given, is a second direct path on a server of its own (an A/A
+    control): its ratio to ``direct_call`` is what this machine's noise alone does to two
+    identical paths, the resolution of the b/a ratio in this run."""
+    paths = [direct_call, supervised_call] + ([control_call] if control_call else [])
+    for call in paths:  # warm up every path
         await serial(call, 50)
-    direct, supervised, direct_tp, supervised_tp = [], [], [], []
+    direct, supervised, control, direct_tp, supervised_tp = [], [], [], [], []
     for _ in range(rounds):
-        d, s = await paired(direct_call, supervised_call, calls)
-        direct += d
-        supervised += s
+        times = await paired(paths, calls)
+        direct += times[0]
+        supervised += times[1]
+        if control_call:
+            control += times[2]
         direct_tp.append(await concurrent(direct_call, calls, 50))
         supervised_tp.append(await concurrent(supervised_call, calls, 50))
     d50, s50 = statistics.median(direct), statistics.median(supervised)
@@ -102,6 +116,8 @@ async def measure(label: str, direct_call, supervised_call, calls: int, rounds: 
     print(f"  {'direct SDK':12} {d50 * 1e3:9.3f} {d99 * 1e3:9.3f} {dtp:12.0f}")
     print(f"  {'supervised':12} {s50 * 1e3:9.3f} {s99 * 1e3:9.3f} {stp:12.0f}")
     print(f"  ratio b/a:   p50 {s50 / d50:.3f}   p99 {s99 / d99:.3f}   throughput {stp / dtp:.3f}")
+    if control:
+        print(f"  A/A control (a second direct SDK client on its own server): p50 ratio {statistics.median(control) / d50:.3f}")
     print(f"  added per call (p50): {(s50 - d50) * 1e6:+.1f} µs")
     # Each supervised call ran right next to a direct one: the median of those differences
     # is not moved by the machine speeding up or slowing down between rounds.
@@ -157,7 +173,7 @@ async def measure_layer(sup: Supervisor, calls: int) -> None:
 async def main(calls: int, rounds: int) -> None:
     params = StdioServerParameters(command=sys.executable, args=[str(ECHO)])
     spec = ServerSpec(name="echo", command=sys.executable, args=[str(ECHO)], max_concurrency=64)
-    async with Client(params) as client, Supervisor([spec]) as sup:
+    async with Client(params) as client, Client(params) as twin, Supervisor([spec]) as sup:
 
         async def direct() -> None:
             await client.call_tool("echo", ARGS)
@@ -165,7 +181,10 @@ async def main(calls: int, rounds: int) -> None:
         async def supervised() -> None:
             await sup.call_tool("echo", ARGS)
 
-        await measure("stdio echo server (a real subprocess each)", direct, supervised, calls, rounds)
+        async def control() -> None:
+            await twin.call_tool("echo", ARGS)
+
+        await measure("stdio echo server (a real subprocess each)", direct, supervised, calls, rounds, control)
 
     app = inproc_server()
     async with Client(inproc_server()) as client, Supervisor(

@@ -164,6 +164,7 @@ def test_overhead_bench_prints_every_figure_the_runner_reads():
     assert done.returncode == 0, done.stderr[-2000:]
     rows = overhead_rows(done.stdout, None)
     assert len(rows) == 3 and not any("unparsed" in row[2] for row in rows), done.stdout
+    assert "A/A control, two direct paths: p50 ratio" in rows[0][2], done.stdout
 
 
 def test_runner_reads_the_printed_ratios_and_builds_the_table():
