@@ -289,7 +289,27 @@ def status(url: str, show_stderr: bool) -> int:
     if tree is None:
         return 1
     print(render_tree(tree, color=sys.stdout.isatty(), stderr=show_stderr))
+    down = _down(tree)
+    if down:
+        print(f"{len(down)} down: {', '.join(down)}", file=sys.stderr)
+        return DEGRADED
     return 0
+
+
+#: ``status``'s exit code when the daemon answered but a child of its tree is down, apart
+#: from 1 (the daemon cannot be reached or answered wrongly), so a monitor can tell them apart.
+DEGRADED = 3
+
+
+def _down(tree: ChildStatus) -> list[str]:
+    """The paths of the children that are down (``restarting`` or ``failed``). ``starting``
+    is on its way up, ``stopped`` was asked for (or a temporary child that ended)."""
+    down, nodes = [], [(tree.id, tree)]
+    for path, node in nodes:
+        if node.state in ("restarting", "failed"):
+            down.append(path)
+        nodes.extend((f"{path}/{child.id}", child) for child in node.children)
+    return down
 
 
 def _post(url: str, path: str, what: str) -> Any:
@@ -511,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_p = sub.add_parser("check", help="validate a config and print it with secrets redacted")
     check_p.add_argument("--config", help="the config file (default: as for run)")
     url_help = f"the daemon's base URL (default {DEFAULT_URL}); the token, if any, comes from ${TOKEN_ENV}"
-    status_p = sub.add_parser("status", help="print a running daemon's supervision tree")
+    status_p = sub.add_parser(
+        "status", help="print a running daemon's supervision tree; exit 3 when a child of it is down (restarting or failed)"
+    )
     status_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     status_p.add_argument("--stderr", action="store_true", help="show each server's stderr tail")
     tools_p = sub.add_parser("tools", help="list a running daemon's tools")

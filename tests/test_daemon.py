@@ -432,6 +432,35 @@ async def test_cli_client_commands(shared_daemon):
     assert (await cli("call", "add", "a=2", "b=2")).stdout.strip() == b"4"
 
 
+async def test_cli_status_exits_3_while_a_server_is_down(tmp_path):
+    """A monitor running ``status`` learns from its exit code that a server is down (it
+    was 0 whatever the tree said): 3, with the children that are down named on stderr,
+    while 1 stays "the daemon cannot be reached"."""
+    echo, _ = server_entry("echo.py")
+    broken, _ = server_entry("crash_at_start.py", backoff={"max_consecutive": 1, "min": 0.05})
+    daemon = Daemon(write_config(tmp_path / "c.json", {"echo": echo, "broken": broken}), tmp_path)
+    try:
+        with trio.fail_after(30):
+            while True:  # until the daemon is up and the broken server has failed for good
+                try:
+                    tree = (await trio.to_thread.run_sync(lambda: httpx2.get(daemon.url + "/status", timeout=5))).json()
+                except httpx2.ConnectError:
+                    tree = None
+                if tree is not None and '"state": "failed"' in json.dumps(tree):
+                    break
+                await trio.sleep(0.1)
+        run = await trio.run_process(
+            [sys.executable, "-m", "supervisor", "status", "--url", daemon.url], cwd=ROOT,
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    finally:
+        daemon.stop()
+    assert run.returncode == 3, run.stderr
+    assert b"connection:echo: running" in run.stdout
+    assert b"down: root/servers/server:broken" in run.stderr, run.stderr
+    assert b"echo" not in run.stderr, run.stderr
+
+
 def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_path):
     """A URL httpx cannot parse, and a server that is no daemon answering 200: each client
     command printed a traceback (``InvalidURL``, msgspec's ``ValidationError``)."""
