@@ -80,7 +80,7 @@ from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnav
 from protocol._settings import Config
 
 from ._facade import Supervisor
-from ._guest_driver import start_guest_run
+from ._guest_driver import Driver, start_guest_run
 
 __all__ = ["EmbeddedSupervisor", "SupervisorClosed", "embed"]
 
@@ -144,8 +144,12 @@ class EmbeddedSupervisor:
         self._host_tasks: set[asyncio.Task[Any]] = set()
         self._pending: set[asyncio.Future[Any]] = set()  # requests not answered yet
         self._host_context: contextvars.Context | None = None
+        #: The guest run's own context, as its main task began: request tasks spawned from
+        #: the host start from a copy of it (not of the host task's context).
+        self._trio_context: contextvars.Context | None = None
         self.crash: BaseException | None = None
         self._waits_in_host_selector = False
+        self._driver: Driver | None = None
         self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -167,7 +171,8 @@ class EmbeddedSupervisor:
         self._host_context = contextvars.copy_context()
         self._lifetime = trio.CancelScope()  # made here so a stop before main starts is kept
         self._stop_requested = trio.Event()
-        self._waits_in_host_selector = start_guest_run(loop, self._guest_main, done_callback=self._guest_done)
+        self._driver = start_guest_run(loop, self._guest_main, done_callback=self._guest_done)
+        self._waits_in_host_selector = self._driver is not None
         self._token = trio.lowlevel.current_trio_token()  # allowed once start_guest_run returned
         try:
             await asyncio.shield(self._started)
@@ -195,6 +200,7 @@ class EmbeddedSupervisor:
     async def _guest_main(self) -> None:
         """The guest run's main task: the tree, and a nursery of requests, until stopped."""
         assert self._lifetime is not None and self._stop_requested is not None
+        self._trio_context = contextvars.copy_context()
         self._reload_lock = trio.Lock()
         with self._lifetime:  # cancelled only by a stop while starting
             on_input_request = self._input_bridge(self._on_input_request) if self._on_input_request else None
@@ -310,8 +316,15 @@ class EmbeddedSupervisor:
         if self._state != _RUNNING:
             raise self._closed_error()
         future: asyncio.Future[Any] = loop.create_future()
-        start = self._start_request if is_async else self._run_sync_request
-        if not self._soon(functools.partial(start, fn, args, future)):
+        if is_async and self._driver is not None and self._trio_context is not None:
+            # We are on the loop's thread between two ticks of the guest run: the request's
+            # task is spawned now, as trio lets host code of a guest run reschedule tasks (an
+            # idle run is woken to run it). That saves the wake-up socket's round trip and
+            # the batch trio's entry queue would take to hand the request over: each
+            # batch of a guest run is a turn of the host loop.
+            self._driver.prime()
+            self._trio_context.run(self._start_request, fn, args, future)
+        elif not self._soon(functools.partial(self._start_request if is_async else self._run_sync_request, fn, args, future)):
             raise self._closed_error()
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)

@@ -42,7 +42,7 @@ import outcome as outcome_lib
 import trio
 from sniffio import thread_local as sniffio_library
 
-__all__ = ["start_guest_run"]
+__all__ = ["Driver", "start_guest_run"]
 
 
 def start_guest_run(
@@ -50,18 +50,18 @@ def start_guest_run(
     async_fn: Callable[[], Awaitable[Any]],
     *,
     done_callback: Callable[[outcome_lib.Outcome[Any]], object],
-) -> bool:
+) -> Driver | None:
     """Start ``async_fn`` as a trio guest run on ``loop``, the running loop of this thread.
 
-    True when trio waits in the loop's selector, False when it kept its own helper thread
-    (not epoll, or a loop that cannot watch an fd). Raises what
+    The driver when trio waits in the loop's selector, None when it kept its own helper
+    thread (not epoll, or a loop that cannot watch an fd). Raises what
     ``trio.lowlevel.start_guest_run`` raises.
     """
-    driver: list[_Driver] = []
+    driver: list[Driver] = []
 
     def run_sync_soon_not_threadsafe(fn: Callable[[], object]) -> None:
         if not driver and _drivable(loop, fn):
-            driver.append(_Driver(loop, fn.__self__))  # type: ignore[attr-defined]
+            driver.append(Driver(loop, fn.__self__))  # type: ignore[attr-defined]
             loop.call_soon(driver[0].tick)
         else:
             loop.call_soon(fn)
@@ -79,7 +79,7 @@ def start_guest_run(
         # trio leaves a handler that is no longer its own alone when the run ends
         if host_handler is not None and signal.getsignal(signal.SIGINT) is not host_handler:
             signal.signal(signal.SIGINT, host_handler)
-    return bool(driver)
+    return driver[0] if driver else None
 
 
 def _drivable(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> bool:
@@ -101,7 +101,7 @@ def _drivable(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> bool
     return True
 
 
-class _Driver:
+class Driver:
     """Ticks one guest run: trio's ``GuestState.guest_tick``, with the selector for the thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, state: Any) -> None:
@@ -110,6 +110,16 @@ class _Driver:
         self._runner = state.runner
         self._epoll_fd: int = state.runner.io_manager._epoll.fileno()
         self._deadline: asyncio.TimerHandle | None = None
+        self._waiting = False  # idle: waiting in the loop's selector (or for the deadline)
+
+    def prime(self) -> None:
+        """Have trio tick soon, because host code is about to schedule work in it (on the
+        loop's thread, between two ticks): trio's own way, for an idle run, is to write
+        its wake-up socket and wait for the loop's selector to see it; this asks the loop
+        for the tick directly, and marks the tick scheduled so that trio does not write."""
+        if self._waiting:
+            self._runner.guest_tick_scheduled = True
+            self._loop.call_soon(self._wake)
 
     def tick(self) -> None:
         state, runner = self._state, self._runner
@@ -136,10 +146,14 @@ class _Driver:
         else:
             # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
             runner.guest_tick_scheduled = False
+            self._waiting = True
             self._loop.add_reader(self._epoll_fd, self._wake)
             self._deadline = self._loop.call_later(timeout, self._wake)
 
     def _wake(self) -> None:
+        if not self._waiting:
+            return  # woken already (by the selector, the deadline or `prime`): one tick only
+        self._waiting = False
         self._loop.remove_reader(self._epoll_fd)
         if self._deadline is not None:
             self._deadline.cancel()
