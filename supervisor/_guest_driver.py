@@ -111,6 +111,7 @@ class Driver:
         self._epoll_fd: int = state.runner.io_manager._epoll.fileno()
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting = False  # idle: waiting in the loop's selector (or for the deadline)
+        self._watching = False  # the loop watches trio's epoll fd
 
     def prime(self) -> None:
         """Have trio tick soon, because host code is about to schedule work in it (on the
@@ -127,12 +128,15 @@ class Driver:
         try:
             timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
         except StopIteration:
+            self._unwatch()
             state.done_callback(runner.main_task_outcome)
             return
         except trio.TrioInternalError as exc:
+            self._unwatch()
             state.done_callback(outcome_lib.Error(exc))
             return
         except BaseException as exc:  # a KeyboardInterrupt as the run closes: it has ended too
+            self._unwatch()
             state.done_callback(outcome_lib.Error(exc))
             raise
         finally:
@@ -145,19 +149,37 @@ class Driver:
             self._loop.call_soon(self.tick)
         else:
             # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
+            # The fd stays watched and a timer that fires no later than the deadline is
+            # kept (one that fires early only wakes trio for nothing): each wait would
+            # otherwise cost two changes to the loop's selector and a timer.
             runner.guest_tick_scheduled = False
             self._waiting = True
-            self._loop.add_reader(self._epoll_fd, self._wake)
-            self._deadline = self._loop.call_later(timeout, self._wake)
+            if not self._watching:
+                self._loop.add_reader(self._epoll_fd, self._wake)
+                self._watching = True
+            when = self._loop.time() + timeout
+            if self._deadline is None or self._deadline.when() > when:
+                if self._deadline is not None:
+                    self._deadline.cancel()
+                self._deadline = self._loop.call_at(when, self._deadline_passed)
 
-    def _wake(self) -> None:
-        if not self._waiting:
-            return  # woken already (by the selector, the deadline or `prime`): one tick only
-        self._waiting = False
-        self._loop.remove_reader(self._epoll_fd)
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        self._wake()
+
+    def _unwatch(self) -> None:
+        """The run has ended: nothing of it stays in the loop."""
+        if self._watching:
+            self._loop.remove_reader(self._epoll_fd)
+            self._watching = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def _wake(self) -> None:
+        if not self._waiting:
+            return  # busy, or woken already (by the selector, the deadline or `prime`)
+        self._waiting = False
         self._state.unrolled_run_next_send = outcome_lib.capture(self._runner.io_manager.get_events, 0)
         self._runner.guest_tick_scheduled = True
         self.tick()
