@@ -41,11 +41,10 @@ from collections.abc import AsyncIterator, Callable
 
 import anyio
 import trio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import StdioServerParameters
-from mcp.shared.message import SessionMessage
 
-from ._stdio import Delivered, read_messages, refuser, write_messages
+from ._stdio import Delivered, PipeWriter, read_messages, refuser
 
 __all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 
@@ -399,7 +398,7 @@ _FLUSH = 0.5  # for the writer to send what the session already handed it
 @contextlib.asynccontextmanager
 async def open_stdio(
     params: StdioServerParameters, proc: ServerProcess, *, name: str, grace: float, max_message_bytes: int
-) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Delivered], MemoryObjectSendStream[SessionMessage]]]:
+) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Delivered], PipeWriter]]:
     """Spawn the server and yield the streams of its wire (`actors._stdio`) for ``mcp.Client``.
 
     The server runs in a new session (its pid is its process group id) with
@@ -435,8 +434,6 @@ async def open_stdio(
     _watch_group(process.pid, proc.incarnation)
     assert process.stdin is not None and process.stdout is not None
     replies, read_stream = anyio.create_memory_object_stream[Delivered](0)
-    write_stream, requests = anyio.create_memory_object_stream[SessionMessage](0)
-    written = trio.Event()
     stderr_done = trio.Event()
 
     async def read_stderr() -> None:
@@ -445,25 +442,22 @@ async def open_stdio(
         finally:
             stderr_done.set()
 
-    refusals = write_stream.clone()  # answers to the server's requests over the limit
-
     async with trio.open_nursery() as nursery:
+        write_stream = PipeWriter(process.stdin, replies, nursery)
         nursery.start_soon(read_stderr)
         nursery.start_soon(_watch_exit, proc, process)
         nursery.start_soon(
             read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized,
-            refuser(nursery, refusals),
+            refuser(nursery, write_stream),  # answers to the server's requests over the limit
         )
-        nursery.start_soon(write_messages, process.stdin, requests, replies, written, nursery)
         try:
             yield read_stream, write_stream
         finally:
             with trio.CancelScope(shield=True):
                 read_stream.close()  # the reader drains from here: a server blocked on
                 write_stream.close()  # a full stdout can read its stdin again
-                refusals.close()
                 with trio.move_on_after(_FLUSH):
-                    await written.wait()
+                    await write_stream.flushed()
                 with contextlib.suppress(*_CLOSED):
                     await process.stdin.aclose()
                 with trio.move_on_after(_EXIT_AFTER_STDIN):

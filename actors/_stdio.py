@@ -32,9 +32,13 @@ serializer, and nothing else of the protocol:
   no memory per request;
 - one line at a time: no read-ahead while the session has not taken the last message, so a
   flooding server is held back by its own pipe;
-- writing: a message the SDK's serializer cannot encode (a lone surrogate in a value) is not
-  written; a request gets an error answer instead, so the call is answered and the wire
-  stays sound;
+- writing: each message is written by the task that sends it (`PipeWriter`: no writer
+  task to hand it to), one line at a time in the order the senders came; a message the
+  SDK's serializer cannot encode (a lone surrogate in a value) is not written; a request
+  gets an error answer instead, so the call is answered and the wire stays sound;
+- reading and writing a pipe skip trio's leading checkpoint: a task yields only to wait
+  (or, reading, when bytes were there at once). Each yield of an otherwise idle trio is
+  one more scheduling round, an epoll call, and in a guest run a turn of the host loop;
 - when the session stops reading, the rest of stdout is read and dropped, so a server
   blocked on a full pipe can still exit (until the process that opened the wire closes
   stdout: a process out of reach may hold it open for good).
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -60,7 +65,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused",
+    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "PipeWriter", "answer_refused",
     "oversized", "read_messages", "refusal", "refuser", "write_messages",
 ]
 
@@ -387,39 +392,120 @@ async def write_messages(
     done: trio.Event,
     nursery: trio.Nursery,
 ) -> None:
-    """Write each message of ``messages`` to ``stdin`` as one line, until ``messages`` ends.
-
-    A request that cannot be encoded is answered on ``replies`` from a task of ``nursery``
-    (the writer must not wait on the session's reading: the session may be waiting on the
-    writer). When stdin breaks (the server closed it or died), ``replies`` is closed, so the
-    session sees the connection end rather than wait for answers that cannot come. ``done``
-    is set on return.
+    """Write each message of ``messages`` to ``stdin`` as one line, until ``messages`` ends:
+    the writer task for a stream that is no pipe of ours (the daemon's own stdout, written
+    from a thread). See `PipeWriter` for what happens to a message that cannot be encoded
+    and when stdin breaks. ``done`` is set on return.
     """
     try:
         async with messages:
-            while True:
-                try:  # taken straight from a session that waits to hand it over
-                    message = messages.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        message = await messages.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
-                try:
-                    line = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    data = line.encode() + b"\n"
-                except (ValueError, pydantic_core.PydanticSerializationError) as exc:
-                    log.warning("a message to the server could not be sent as JSON, not sent: %s", exc)
-                    if isinstance(message.message, mcp_types.JSONRPCRequest):
-                        nursery.start_soon(_refuse, message.message.id, exc, replies)
-                    continue
-                await _write_all(stdin, data)
+            async for message in messages:
+                data = _encoded(message, replies, nursery)
+                if data is not None:
+                    await stdin.send_all(data)
     except (*_GONE, OSError):
         await replies.aclose()
     finally:
         done.set()
+
+
+def _encoded(
+    message: SessionMessage, replies: MemoryObjectSendStream[Delivered], nursery: trio.Nursery
+) -> bytes | None:
+    """``message`` as one line of JSON; None when the SDK's serializer cannot encode it
+    (logged; a request is answered with an error on ``replies`` from a task of
+    ``nursery``: the writer must not wait on the session's reading)."""
+    try:
+        return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+    except (ValueError, pydantic_core.PydanticSerializationError) as exc:
+        log.warning("a message to the server could not be sent as JSON, not sent: %s", exc)
+        if isinstance(message.message, mcp_types.JSONRPCRequest):
+            nursery.start_soon(_refuse, message.message.id, exc, replies)
+        return None
+
+
+class PipeWriter:
+    """The session's write stream over a server's stdin pipe: each message is written as
+    one line by the task that sends it (no writer task: a hand-over to one costs two
+    scheduling rounds per message, each a turn of the host loop in a guest run).
+
+    ``send`` returns once the whole line is in the pipe; it yields only to wait for its
+    turn or for the pipe to drain. Lines never interleave: one sender writes at a time,
+    the others wait their turn in order. A sender cancelled before any byte of its line
+    was written has sent nothing; one cancelled half-way leaves the rest of its line to a
+    task of ``nursery``, which writes it before the next line starts (a line cut short
+    would break the framing of every later message). A message that cannot be encoded is
+    not written (`_encoded`). When stdin breaks (the server closed it or died), ``replies``
+    is closed, so the session sees the connection end rather than wait for answers that
+    cannot come, and the send raises ``anyio.BrokenResourceError`` (the SDK's "connection
+    closed"). After ``close`` a send raises ``anyio.ClosedResourceError``.
+    """
+
+    def __init__(
+        self, stdin: trio.lowlevel.FdStream, replies: MemoryObjectSendStream[Delivered], nursery: trio.Nursery
+    ) -> None:
+        self._stdin = stdin
+        self._replies = replies
+        self._nursery = nursery
+        self._turn = trio.Semaphore(1)  # held while a line is being written (no owner task)
+        self._closed = False
+        self._broken = False
+
+    async def send(self, message: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._broken:
+            raise anyio.BrokenResourceError
+        data = _encoded(message, self._replies, self._nursery)
+        if data is None:
+            return
+        try:
+            self._turn.acquire_nowait()
+        except trio.WouldBlock:
+            await self._turn.acquire()  # cancelled here, nothing was written
+        await self._write(data, 0, left_to_a_task=True)
+
+    async def _write(self, data: bytes, sent: int, *, left_to_a_task: bool) -> None:
+        """Write ``data[sent:]`` holding the turn, then give the turn back. Cancelled
+        half-way, the rest goes to a task when ``left_to_a_task`` (the turn with it)."""
+        with memoryview(data) as view:
+            try:
+                while sent < len(data):
+                    fd = self._stdin.fileno()  # -1 once closed: EBADF, never a reused fd
+                    try:
+                        sent += os.write(fd, view[sent:])
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(fd)
+            except (OSError, *_GONE) as exc:
+                self._turn.release()
+                self._broken = True
+                self._replies.close()
+                raise anyio.BrokenResourceError from exc
+            except BaseException:
+                if sent and left_to_a_task:
+                    self._nursery.start_soon(functools.partial(self._write, data, sent, left_to_a_task=False))
+                else:
+                    self._turn.release()
+                raise
+        self._turn.release()
+
+    async def flushed(self) -> None:
+        """Return once every line handed to ``send`` so far (and still being sent) is
+        written: the turn, taken after every sender waiting for it, then given back."""
+        await self._turn.acquire()
+        self._turn.release()
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PipeWriter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 async def _read_some(stream: trio.abc.ReceiveStream) -> bytes:
@@ -444,24 +530,6 @@ async def _read_some(stream: trio.abc.ReceiveStream) -> bytes:
         if not waited:
             await trio.lowlevel.checkpoint()  # a server that floods us must not starve the others
         return data
-
-
-async def _write_all(stream: trio.abc.SendStream, data: bytes) -> None:
-    """``stream.send_all(data)``, without its leading checkpoint on a pipe (see `_read_some`):
-    it yields only to wait for the pipe to drain. Raises as ``send_all`` does."""
-    if not isinstance(stream, trio.lowlevel.FdStream):
-        await stream.send_all(data)
-        return
-    with memoryview(data) as view:
-        sent = 0
-        while sent < len(data):
-            fd = stream.fileno()
-            try:
-                sent += os.write(fd, view[sent:])
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-            except OSError as exc:
-                raise (trio.ClosedResourceError if exc.errno == errno.EBADF else trio.BrokenResourceError)() from exc
 
 
 async def _refuse(request_id: Any, exc: Exception, replies: MemoryObjectSendStream[Delivered]) -> None:

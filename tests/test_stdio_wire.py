@@ -26,7 +26,7 @@ from mcp.shared.message import SessionMessage
 
 from actors._stdio import MalformedRequest, OversizedRequest, oversized, read_messages, refusal
 from conftest import server_spec, settled
-from protocol import BackoffPolicy, InvalidResult
+from protocol import BackoffPolicy, DeadlineExceeded, InvalidResult
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
 
@@ -208,6 +208,60 @@ async def test_a_line_without_end_is_never_held_in_memory():
     assert isinstance(received[0], ValueError)  # the long line: over the limit, no JSON-RPC answer
     assert "67108864 bytes, over max_message_bytes (1048576)" in str(received[0])
     assert received[1].message.method == "notifications/initialized"
+
+
+async def test_large_requests_sent_at_once_reach_the_server_whole_and_apart():
+    """The session's messages are written by the tasks that send them (`PipeWriter`), and
+    a request of 300 KiB takes several writes through a 64 KiB pipe: one sender writes
+    at a time, so no line is cut into by another."""
+    spec = server_spec("echo", "echo.py", max_concurrency=8)
+    texts = [chr(ord("a") + i) * (300 * 1024) for i in range(6)]
+    answers: dict[int, str] = {}
+    async with Supervisor([spec]) as sup:
+        pid = await quiet(sup, "echo")
+
+        async def call(i: int) -> None:
+            answers[i] = text(await sup.call_tool("echo", {"text": texts[i]}, server="echo", timeout=30))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(len(texts)):
+                    nursery.start_soon(call, i)
+        assert sup.link("echo").process.pid == pid, "no restart"
+    assert [answers[i] == texts[i] for i in range(len(texts))] == [True] * len(texts)
+
+
+async def test_a_sender_cancelled_half_way_leaves_its_line_whole_and_one_not_begun_sends_nothing(tmp_path):
+    """The server stops reading (SIGSTOP): a 1 MiB request fills the pipe and its caller
+    times out half-way; the rest of its line is written once the server reads again, so
+    the next call is understood. A call that waited for its turn meanwhile and timed out
+    sent nothing: the server never ran it."""
+    log = tmp_path / "exec.log"
+    spec = server_spec("echo", "echo.py", env={"EXEC_LOG": str(log)})
+    async with Supervisor([spec]) as sup:
+        pid = await quiet(sup, "echo")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+
+                    async def big() -> None:
+                        with pytest.raises(DeadlineExceeded):
+                            await sup.call_tool("echo", {"text": "x" * MIB}, server="echo", timeout=0.5)
+
+                    async def note() -> None:
+                        with pytest.raises(DeadlineExceeded):
+                            await sup.call_tool("write_note", {"text": "never"}, server="echo", timeout=0.5)
+
+                    nursery.start_soon(big)
+                    await trio.sleep(0.1)  # the big line holds the pipe
+                    nursery.start_soon(note)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with trio.fail_after(30):
+            assert text(await sup.call_tool("echo", {"text": "after"}, server="echo", timeout=20)) == "after"
+            assert sup.link("echo").process.pid == pid, "the same process, its wire still sound"
+    assert not log.exists() or "never" not in log.read_text()
 
 
 async def test_a_server_whose_bytes_always_wait_does_not_starve_the_other_tasks():
