@@ -39,12 +39,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 
-import anyio
 import trio
-from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import StdioServerParameters
 
-from ._stdio import Delivered, PipeWriter, read_messages, refuser
+from ._stdio import PipeReader, PipeWriter, refuser
 
 __all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 
@@ -398,7 +396,7 @@ _FLUSH = 0.5  # for the writer to send what the session already handed it
 @contextlib.asynccontextmanager
 async def open_stdio(
     params: StdioServerParameters, proc: ServerProcess, *, name: str, grace: float, max_message_bytes: int
-) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Delivered], PipeWriter]]:
+) -> AsyncIterator[tuple[PipeReader, PipeWriter]]:
     """Spawn the server and yield the streams of its wire (`actors._stdio`) for ``mcp.Client``.
 
     The server runs in a new session (its pid is its process group id) with
@@ -433,7 +431,6 @@ async def open_stdio(
     proc.pid = process.pid
     _watch_group(process.pid, proc.incarnation)
     assert process.stdin is not None and process.stdout is not None
-    replies, read_stream = anyio.create_memory_object_stream[Delivered](0)
     stderr_done = trio.Event()
 
     async def read_stderr() -> None:
@@ -443,13 +440,13 @@ async def open_stdio(
             stderr_done.set()
 
     async with trio.open_nursery() as nursery:
-        write_stream = PipeWriter(process.stdin, replies, nursery)
+        read_stream = PipeReader(
+            process.stdout, nursery, max_message_bytes, name, proc.count_oversized, lambda request: refuse(request)
+        )
+        write_stream = PipeWriter(process.stdin, read_stream, nursery)
+        refuse = refuser(nursery, write_stream)  # answers to the server's requests over the limit
         nursery.start_soon(read_stderr)
         nursery.start_soon(_watch_exit, proc, process)
-        nursery.start_soon(
-            read_messages, process.stdout, replies, max_message_bytes, name, proc.count_oversized,
-            refuser(nursery, write_stream),  # answers to the server's requests over the limit
-        )
         try:
             yield read_stream, write_stream
         finally:

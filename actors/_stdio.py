@@ -46,6 +46,7 @@ serializer, and nothing else of the protocol:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -53,7 +54,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import anyio
@@ -65,7 +66,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "PipeWriter", "answer_refused",
+    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "PipeReader", "PipeWriter", "answer_refused",
     "oversized", "read_messages", "refusal", "refuser", "write_messages",
 ]
 
@@ -166,6 +167,64 @@ def refuser(
     return refuse
 
 
+class _Framer:
+    """Cuts a byte stream into lines, and each line into what the session is handed (see
+    the module docstring): a parsed message, or the exception that stands for a line that
+    is not JSON-RPC. ``dropped`` is called for each line over ``max_bytes``, ``refuse`` for
+    each of those that was a request with an id, and for each malformed request with a
+    readable id (it must not block: it answers from another task, as the writer may be
+    waiting for the peer to read, and the peer for us)."""
+
+    def __init__(
+        self,
+        max_bytes: int,
+        server: str,
+        dropped: Callable[[], None],
+        refuse: Callable[[OversizedRequest | MalformedRequest], None],
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._server = server
+        self._dropped = dropped
+        self._refuse = refuse
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._head = self._tail = b""  # of a line over max_bytes; _size counts all of it
+
+    def feed(self, chunk: bytes) -> Iterator[Delivered]:
+        """What the lines that ``chunk`` ends give, parsed one at a time as they are taken;
+        a line it does not end is held for the next chunk (once this one is taken whole)."""
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            self._size += len(piece)
+            if self._head:  # an oversized line: counted, only its last bytes kept
+                self._tail = piece[-_TAIL:] if len(piece) >= _TAIL else (self._tail + piece)[-_TAIL:]
+            elif self._size > self._max_bytes:
+                self._pending.append(piece)
+                held = b"".join(self._pending)
+                self._head, self._tail, self._pending = held[:_HEAD], held[-_TAIL:], []
+            else:
+                self._pending.append(piece)
+            if end < 0:
+                return
+            if self._head:
+                self._dropped()
+                message = oversized(self._head, self._tail, self._size, self._max_bytes, self._server)
+            else:
+                line = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+                message = None if not line or line.isspace() else _parse(line)
+            self._pending, self._size, self._head, self._tail = [], 0, b"", b""
+            start = end + 1
+            if isinstance(message, (OversizedRequest, MalformedRequest)):
+                self._refuse(message)
+            elif isinstance(message, list):  # a batch
+                for request in message:
+                    self._refuse(request)
+            elif message is not None:
+                yield message
+
+
 async def read_messages(
     stdout: trio.abc.ReceiveStream,
     messages: MemoryObjectSendStream[Delivered],
@@ -174,17 +233,13 @@ async def read_messages(
     dropped: Callable[[], None] = lambda: None,
     refuse: Callable[[OversizedRequest | MalformedRequest], None] = lambda request: None,
 ) -> None:
-    """Hand each line of ``stdout`` to ``messages``, parsed, until stdout ends; then close
-    ``messages``. See the module docstring for lines that are too long or not JSON-RPC;
-    ``dropped`` is called for each line over ``max_bytes``, ``refuse`` for each of those
-    that was a request with an id, and for each malformed request with a readable id (it
-    must not block: it answers from another task, as the writer may be waiting for the
-    peer to read, and the peer for us)."""
+    """Hand each line of ``stdout`` to ``messages``, parsed (`_Framer`, which says what
+    ``dropped`` and ``refuse`` are for), until stdout ends; then close ``messages``. The
+    reader task for a stream that is no pipe of ours (the daemon's own stdin, read from a
+    thread); a server's stdout is read by `PipeReader`."""
+    framer = _Framer(max_bytes, server, dropped, refuse)
     try:
         async with messages:
-            pending: list[bytes] = []
-            size = 0
-            head = tail = b""  # of a line over max_bytes; size counts all of it
             while True:
                 try:
                     chunk = await _read_some(stdout)
@@ -192,43 +247,127 @@ async def read_messages(
                     return
                 if not chunk:
                     return
-                start = 0
-                while True:
-                    end = chunk.find(b"\n", start)
-                    piece = chunk[start:] if end < 0 else chunk[start:end]
-                    size += len(piece)
-                    if head:  # an oversized line: counted, only its last bytes kept
-                        tail = piece[-_TAIL:] if len(piece) >= _TAIL else (tail + piece)[-_TAIL:]
-                    elif size > max_bytes:
-                        pending.append(piece)
-                        held = b"".join(pending)
-                        head, tail, pending = held[:_HEAD], held[-_TAIL:], []
-                    else:
-                        pending.append(piece)
-                    if end < 0:
-                        break
-                    if head:
-                        dropped()
-                        message = oversized(head, tail, size, max_bytes, server)
-                    else:
-                        line = pending[0] if len(pending) == 1 else b"".join(pending)
-                        message = None if not line or line.isspace() else _parse(line)
-                    pending, size, head, tail = [], 0, b"", b""
-                    start = end + 1
-                    if isinstance(message, (OversizedRequest, MalformedRequest)):
-                        refuse(message)
-                    elif isinstance(message, list):  # a batch
-                        for request in message:
-                            refuse(request)
-                    elif message is not None:
-                        try:  # handed straight to a session that waits for it
-                            messages.send_nowait(message)
-                        except anyio.WouldBlock:
-                            await messages.send(message)
+                for message in framer.feed(chunk):
+                    try:  # handed straight to a session that waits for it
+                        messages.send_nowait(message)
+                    except anyio.WouldBlock:
+                        await messages.send(message)
     except _GONE:
         pass  # the session stopped reading
     finally:
         await _drain(stdout)
+
+
+class PipeReader:
+    """The session's read stream over a server's stdout pipe: the session's own task reads
+    and frames the pipe (`_Framer`) when it asks for the next message, so no reader task
+    hands messages over (one scheduling round less per message, a turn of the host loop in
+    a guest run).
+
+    One chunk at a time: the pipe is read again only once every message of the last chunk
+    was taken, so a flooding server is held back by its own pipe. The stream ends
+    (``anyio.EndOfStream``) when stdout does, or at ``end`` (the writer found stdin
+    broken). ``inject`` hands the session a message of ours (an error answer to a request
+    that could not be sent), ahead of what the pipe holds. Once the session closes the
+    stream, the rest of stdout is read and dropped by a task of ``nursery``, so a server
+    blocked on a full pipe can still exit (until the process that opened the pipe closes
+    it). A session cancelled while waiting loses nothing: bytes read are kept.
+    """
+
+    def __init__(
+        self,
+        stdout: trio.lowlevel.FdStream,
+        nursery: trio.Nursery,
+        max_bytes: int,
+        server: str,
+        dropped: Callable[[], None] = lambda: None,
+        refuse: Callable[[OversizedRequest | MalformedRequest], None] = lambda request: None,
+    ) -> None:
+        self._stdout = stdout
+        self._nursery = nursery
+        self._framer = _Framer(max_bytes, server, dropped, refuse)
+        self._lines: Iterator[Delivered] = iter(())
+        self._injected: collections.deque[Delivered] = collections.deque()
+        self._ended = False
+        self._closed = False
+        self._reading: trio.CancelScope | None = None  # the session's wait for the pipe
+        self._handled_in_a_task = False
+
+    def inject(self, message: Delivered) -> None:
+        self._injected.append(message)
+        self._interrupt()
+
+    def end(self) -> None:
+        self._ended = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()  # it looks again: at the injected message, or the end
+
+    async def receive(self) -> Delivered:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._handled_in_a_task:
+            # The SDK handles the last message (a notification, a request, a bad line) in
+            # a task of its own: that task starts before anything after the message is
+            # read, as it would have behind a reader task. Else a burst of log lines
+            # would be relayed out of order, an answer reach its caller before the lines
+            # the server wrote ahead of it, and the garbage count see lines out of order.
+            self._handled_in_a_task = False
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._injected:
+                return self._injected.popleft()
+            message = next(self._lines, None)
+            if message is not None:
+                self._handled_in_a_task = not _is_answer(message)
+                return message
+            if self._ended:
+                raise anyio.EndOfStream
+            with trio.CancelScope() as self._reading:
+                try:
+                    chunk = await _read_some(self._stdout)
+                except (*_GONE, OSError):
+                    chunk = b""
+                if chunk:
+                    self._lines = self._framer.feed(chunk)
+                else:
+                    self._ended = True
+            self._reading = None
+
+    def __aiter__(self) -> PipeReader:
+        return self
+
+    async def __anext__(self) -> Delivered:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._interrupt()  # (a session closing from another task): the drain reads now
+            self._nursery.start_soon(_drain, self._stdout)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PipeReader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _is_answer(message: Delivered) -> bool:
+    """Whether ``message`` answers one of our requests (the SDK resolves it inline)."""
+    return isinstance(message, SessionMessage) and isinstance(
+        message.message, (mcp_types.JSONRPCResponse, mcp_types.JSONRPCError)
+    )
 
 
 def _parse(line: bytes) -> Delivered | MalformedRequest | list[MalformedRequest]:
@@ -400,7 +539,7 @@ async def write_messages(
     try:
         async with messages:
             async for message in messages:
-                data = _encoded(message, replies, nursery)
+                data = _encoded(message, lambda request_id, exc: nursery.start_soon(_refuse, request_id, exc, replies))
                 if data is not None:
                     await stdin.send_all(data)
     except (*_GONE, OSError):
@@ -409,19 +548,23 @@ async def write_messages(
         done.set()
 
 
-def _encoded(
-    message: SessionMessage, replies: MemoryObjectSendStream[Delivered], nursery: trio.Nursery
-) -> bytes | None:
+def _encoded(message: SessionMessage, refuse: Callable[[Any, Exception], None]) -> bytes | None:
     """``message`` as one line of JSON; None when the SDK's serializer cannot encode it
-    (logged; a request is answered with an error on ``replies`` from a task of
-    ``nursery``: the writer must not wait on the session's reading)."""
+    (logged; a request is answered with an error through ``refuse(id, why)``, which must
+    not wait: the session may be waiting on the writer, not reading)."""
     try:
         return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
     except (ValueError, pydantic_core.PydanticSerializationError) as exc:
         log.warning("a message to the server could not be sent as JSON, not sent: %s", exc)
         if isinstance(message.message, mcp_types.JSONRPCRequest):
-            nursery.start_soon(_refuse, message.message.id, exc, replies)
+            refuse(message.message.id, exc)
         return None
+
+
+def _unencodable(request_id: Any, exc: Exception) -> SessionMessage:
+    """The error answer to the request ``request_id``, which could not be encoded."""
+    error = mcp_types.ErrorData(code=mcp_types.INVALID_PARAMS, message=f"cannot be sent as JSON: {exc}")
+    return SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
 
 
 class PipeWriter:
@@ -435,17 +578,16 @@ class PipeWriter:
     was written has sent nothing; one cancelled half-way leaves the rest of its line to a
     task of ``nursery``, which writes it before the next line starts (a line cut short
     would break the framing of every later message). A message that cannot be encoded is
-    not written (`_encoded`). When stdin breaks (the server closed it or died), ``replies``
-    is closed, so the session sees the connection end rather than wait for answers that
-    cannot come, and the send raises ``anyio.BrokenResourceError`` (the SDK's "connection
-    closed"). After ``close`` a send raises ``anyio.ClosedResourceError``.
+    not written (`_encoded`): a request gets its error answer through ``reader``. When
+    stdin breaks (the server closed it or died), ``reader`` is ended, so the session sees
+    the connection end rather than wait for answers that cannot come, and the send raises
+    ``anyio.BrokenResourceError`` (the SDK's "connection closed"). After ``close`` a send
+    raises ``anyio.ClosedResourceError``.
     """
 
-    def __init__(
-        self, stdin: trio.lowlevel.FdStream, replies: MemoryObjectSendStream[Delivered], nursery: trio.Nursery
-    ) -> None:
+    def __init__(self, stdin: trio.lowlevel.FdStream, reader: PipeReader, nursery: trio.Nursery) -> None:
         self._stdin = stdin
-        self._replies = replies
+        self._reader = reader
         self._nursery = nursery
         self._turn = trio.Semaphore(1)  # held while a line is being written (no owner task)
         self._closed = False
@@ -456,7 +598,7 @@ class PipeWriter:
             raise anyio.ClosedResourceError
         if self._broken:
             raise anyio.BrokenResourceError
-        data = _encoded(message, self._replies, self._nursery)
+        data = _encoded(message, lambda request_id, exc: self._reader.inject(_unencodable(request_id, exc)))
         if data is None:
             return
         try:
@@ -479,7 +621,7 @@ class PipeWriter:
             except (OSError, *_GONE) as exc:
                 self._turn.release()
                 self._broken = True
-                self._replies.close()
+                self._reader.end()
                 raise anyio.BrokenResourceError from exc
             except BaseException:
                 if sent and left_to_a_task:
@@ -527,16 +669,15 @@ async def _read_some(stream: trio.abc.ReceiveStream) -> bytes:
             continue
         except OSError as exc:
             raise (trio.ClosedResourceError if exc.errno == errno.EBADF else trio.BrokenResourceError)() from exc
-        if not waited:
-            await trio.lowlevel.checkpoint()  # a server that floods us must not starve the others
+        if not waited:  # a server that floods us must not starve the others; what was read is
+            await trio.lowlevel.cancel_shielded_checkpoint()  # returned even if cancelled meanwhile
         return data
 
 
 async def _refuse(request_id: Any, exc: Exception, replies: MemoryObjectSendStream[Delivered]) -> None:
     """Answer the request ``request_id`` that could not be encoded with an error."""
-    error = mcp_types.ErrorData(code=mcp_types.INVALID_PARAMS, message=f"cannot be sent as JSON: {exc}")
     try:
-        await replies.send(SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+        await replies.send(_unencodable(request_id, exc))
     except _GONE:
         pass  # the connection is gone: the session answers the request itself
 

@@ -19,12 +19,13 @@ import anyio
 import mcp_types
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp import MCPError
 from mcp.shared.message import SessionMessage
 
-from actors._stdio import MalformedRequest, OversizedRequest, oversized, read_messages, refusal
+from actors._stdio import MalformedRequest, OversizedRequest, PipeReader, oversized, read_messages, refusal
 from conftest import server_spec, settled
 from protocol import BackoffPolicy, DeadlineExceeded, InvalidResult
 from supervisor import Supervisor
@@ -262,6 +263,81 @@ async def test_a_sender_cancelled_half_way_leaves_its_line_whole_and_one_not_beg
             assert text(await sup.call_tool("echo", {"text": "after"}, server="echo", timeout=20)) == "after"
             assert sup.link("echo").process.pid == pid, "the same process, its wire still sound"
     assert not log.exists() or "never" not in log.read_text()
+
+
+def _pipe() -> tuple[trio.lowlevel.FdStream, int]:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    return trio.lowlevel.FdStream(read_fd), write_fd
+
+
+PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+
+
+async def test_a_pipe_reader_cancelled_while_reading_loses_nothing():
+    """The session reads the pipe itself (`PipeReader`): a receive cancelled while bytes
+    were there must not have read them and dropped them."""
+    stdout, write_fd = _pipe()
+    async with trio.open_nursery() as nursery:
+        reader = PipeReader(stdout, nursery, MIB, "s")
+        os.write(write_fd, PING)
+        got = None
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            got = await reader.receive()
+        with trio.fail_after(5):
+            got = got or await reader.receive()
+        assert got.message.method == "ping"
+        os.close(write_fd)
+        with trio.fail_after(5), pytest.raises(anyio.EndOfStream):
+            await reader.receive()
+        reader.close()
+
+
+async def test_a_pipe_reader_waiting_for_the_server_takes_our_own_answer_and_sees_the_end():
+    """What the writer hands the session (an error answer to a request it could not
+    encode, the end when stdin broke) reaches a session that waits for the server's next
+    line, at once."""
+    stdout, write_fd = _pipe()
+    answer = refusal(MalformedRequest(7, mcp_types.INVALID_PARAMS, "no"))
+    got = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            reader = PipeReader(stdout, nursery, MIB, "s")
+
+            async def receive() -> None:
+                got.append(await reader.receive())
+                with pytest.raises(anyio.EndOfStream):
+                    await reader.receive()
+                got.append("end")
+
+            nursery.start_soon(receive)
+            await wait_all_tasks_blocked()  # it waits for the pipe
+            reader.inject(answer)
+            await wait_all_tasks_blocked()
+            assert got == [answer]
+            reader.end()
+            await wait_all_tasks_blocked()
+            assert got == [answer, "end"]
+            os.close(write_fd)
+            reader.close()  # its drain ends at the pipe's end
+
+
+async def test_a_pipe_reader_closed_by_the_session_drains_the_pipe():
+    """Once the session stops reading, the rest of stdout is read and dropped, so a server
+    blocked writing a full pipe can go on (and exit)."""
+    stdout, write_fd = _pipe()
+    try:
+        async with trio.open_nursery() as nursery:
+            reader = PipeReader(stdout, nursery, MIB, "s")
+            reader.close()
+            with pytest.raises(anyio.ClosedResourceError):
+                await reader.receive()
+            with trio.fail_after(10):  # 4 MiB through a 64 KiB pipe: only if someone reads
+                await trio.to_thread.run_sync(os.write, write_fd, b"x" * (4 * MIB), abandon_on_cancel=True)
+            nursery.cancel_scope.cancel()
+    finally:
+        os.close(write_fd)
 
 
 async def test_a_server_whose_bytes_always_wait_does_not_starve_the_other_tasks():
