@@ -46,11 +46,22 @@ Guarantees:
   - a ``removed`` event of the ``server:<name>`` node forgets the server and its tools,
     so config reloads do not leak labels; what comes for it after that (the report of a
     call that ended after the removal, a gauge, an event) is not counted, until an
-    ``added`` or ``started`` event of the node brings it back, counting from zero.
+    ``added`` or ``started`` event of the node brings it back, counting from zero;
+  - except when the server is being replaced (`Retain`, asked by the façade before a
+    reload that changes its spec, or an operator's restart, stops the old subtree): a name
+    that stays in the config is one series, so every counter (calls by outcome, latency
+    sketches and histograms, retries, slow calls, restarts, exits, breaker transitions)
+    goes on from where it was, as a Prometheus counter must (one that goes down reads as
+    a restart of the whole process). Only what describes the running incarnation starts
+    over at that ``removed``: state ``stopped``, no uptime, no calls in flight or queued.
+    Reports of calls that end on the old incarnation after it are counted. If the
+    replacement ends without a new incarnation (``Retain(keep=False)`` with no ``added``
+    or ``started`` of the node since the ``removed``), the server is forgotten then, as
+    by a plain removal.
 - ``Gauge(server, inflight, queue_depth)`` replaces that server's gauges; a gauge update
   that finds the mailbox full is dropped silently (the next one replaces it anyway).
-- Each incarnation starts from zero counts (Prometheus treats that as a counter reset);
-  ``MetricsRef.dropped`` survives restarts.
+- Each incarnation of the metrics actor itself starts from zero counts (Prometheus
+  treats that as a counter reset); ``MetricsRef.dropped`` survives restarts.
 """
 
 from __future__ import annotations
@@ -63,7 +74,7 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from protocol import ActorDown, CallOutcome, Event, Overloaded
+from protocol import ActorDown, CallOutcome, DeadlineExceeded, Event, Overloaded
 from protocol._calls import OutcomeKind
 from protocol._metrics import DEATH_CAUSES, OTHER_TOOL, TIMED_OUTCOMES, MetricsSnapshot, ServerMetrics, ToolMetrics
 
@@ -76,6 +87,7 @@ __all__ = [
     "Gauge",
     "MetricsMessage",
     "MetricsRef",
+    "Retain",
     "Snapshot",
     "Sync",
     "metrics_actor",
@@ -105,6 +117,18 @@ class Gauge(msgspec.Struct, frozen=True):
     breaker_state: str | None = None
 
 
+class Retain(msgspec.Struct, frozen=True):
+    """Ask (answered with None): ``server`` is about to be replaced, so the next ``removed``
+    event of its ``server:<name>`` node keeps its counters (see the module docstring).
+
+    ``keep=False`` says the replacement is over: a mark not used yet is dropped, and a
+    server whose node was removed under the mark and not added again is forgotten.
+    """
+
+    server: str
+    keep: bool = True
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """Ask: answer a ``MetricsSnapshot`` (of one server only, when ``server`` is given)."""
 
@@ -119,7 +143,7 @@ class Sync(msgspec.Struct, frozen=True):
     """
 
 
-MetricsMessage = CallOutcome | Event | Gauge | Snapshot | Sync
+MetricsMessage = CallOutcome | Event | Gauge | Retain | Snapshot | Sync
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,6 +225,14 @@ class _ServerStats:
         stats = tools[tool] = _ToolStats()
         return stats
 
+    def detach(self) -> None:
+        """Its incarnation is gone (a replacement): what describes it starts over, the
+        counters do not."""
+        self.state = "stopped"
+        self.ready_at = None
+        self.inflight = 0
+        self.queue_depth = 0
+
     def to_metrics(self, now: float) -> ServerMetrics:
         running = self.state == "running" and self.ready_at is not None
         return ServerMetrics(
@@ -271,6 +303,10 @@ class _Metrics:
         self.owner = owner
         self.servers: dict[str, _ServerStats] = {}
         self.removed: set[str] = set()
+        #: Servers marked by `Retain`: their next ``removed`` keeps their counters.
+        self.retaining: set[str] = set()
+        #: Servers whose node was removed under the mark, not added again yet.
+        self.between: set[str] = set()
         self.handled = 0
         self.malformed = 0
 
@@ -338,14 +374,23 @@ class _Metrics:
         if name is None:
             return
         if node == "server" and kind == "removed":
-            self.servers.pop(name, None)
-            self.removed.add(name)
+            if name in self.retaining:
+                self.retaining.discard(name)
+                self.between.add(name)
+                kept = self.servers.get(name)
+                if kept is not None:
+                    kept.detach()
+                return
+            self.forget(name)
             return
         if name in self.removed:
             if node != "server" or kind not in ("added", "started"):
                 return
             self.removed.discard(name)
         server = self.server(name)
+        if node == "server" and kind in ("added", "started") and name in self.between:
+            self.between.discard(name)
+            server.state = "unknown"  # so that it reads ``starting`` below
         if kind == "restarting":
             server.restarts += 1
         if kind == "exited" and node == "connection":
@@ -367,6 +412,21 @@ class _Metrics:
             server.ready_at = event.at
         else:
             server.ready_at = None
+
+    def forget(self, name: str) -> None:
+        self.servers.pop(name, None)
+        self.removed.add(name)
+        self.retaining.discard(name)
+        self.between.discard(name)
+
+    def on_retain(self, msg: Retain) -> None:
+        name = msg.server
+        if msg.keep:
+            self.retaining.add(name)
+            return
+        self.retaining.discard(name)
+        if name in self.between:
+            self.forget(name)
 
     def on_gauge(self, gauge: Gauge) -> None:
         if gauge.server in self.removed:
@@ -405,6 +465,10 @@ class _Metrics:
             self.on_event(msg)
         elif kind is Gauge:
             self.on_gauge(msg)
+        elif kind is Retain:
+            self.on_retain(msg)
+            if reply is not None:
+                reply.send(None)
         elif kind is Snapshot:
             if reply is not None:
                 reply.send(self.snapshot(msg.server))
@@ -561,6 +625,20 @@ class MetricsRef:
             _not_started(None)
         assert self.ref is not None
         return await self.ref.ask(Snapshot(server), timeout)
+
+    async def retain(self, server: str, keep: bool = True, timeout: float = 5.0) -> bool:
+        """Ask `Retain` (``server`` is about to be replaced, or with ``keep=False``: its
+        replacement is over); once this returns True, every event published after it
+        sees the mark. False (nothing marked) when the actor is down or does not answer
+        within ``timeout``: the replaced server then counts from zero, as a new one."""
+        ref = self.ref
+        if ref is None:
+            return False
+        try:
+            await ref.ask(Retain(server, keep), timeout)
+        except (ActorDown, DeadlineExceeded):
+            return False
+        return True
 
     async def sync(self, timeout: float = 5.0) -> int:
         """Wait until everything sent so far is handled; answer the count of messages handled."""

@@ -202,6 +202,9 @@ class Supervisor:
           new one's ``connect_timeout``), even if the caller is cancelled meanwhile (the
           cancellation is raised after): half-done, the server would stay listed with no
           process behind it.
+        - Its metric counters (calls, failures, latency, restarts, ...) go on from where
+          they were, in `metrics_snapshot` and in ``/metrics``: the name is one series for
+          as long as it stays supervised (see `actors._metrics`).
         - A server not supervised yet is added (`add_server`). If the new incarnation cannot
           be started at all, the server is forgotten (as by `remove_server`) and the error
           raised. One change (replacement, update or removal) of a server at a time:
@@ -223,18 +226,23 @@ class Supervisor:
         return status
 
     async def _replace(self, handle: ServerHandle, spec: ServerSpec) -> ChildStatus:
-        await self._servers.remove_child(f"server:{spec.name}")
-        handle.replace_spec(spec)
-        handle.override = None  # a fresh breaker
-        self._specs[spec.name] = spec
+        # The name stays in the config: its metric counters go on across the new subtree.
+        await self.metrics.retain(spec.name)
         try:
-            status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
-        except Exception:
-            await self.registry.withdraw(spec.name)
-            self._handles.pop(spec.name, None)
-            self._specs.pop(spec.name, None)
-            handle.link.retire()
-            raise
+            await self._servers.remove_child(f"server:{spec.name}")
+            handle.replace_spec(spec)
+            handle.override = None  # a fresh breaker
+            self._specs[spec.name] = spec
+            try:
+                status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
+            except Exception:
+                await self.registry.withdraw(spec.name)
+                self._handles.pop(spec.name, None)
+                self._specs.pop(spec.name, None)
+                handle.link.retire()
+                raise
+        finally:
+            await self.metrics.retain(spec.name, keep=False)  # forgets it if it was not added back
         await self.registry.snapshot()  # a barrier: the tools it published are in the view
         return status
 
