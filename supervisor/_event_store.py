@@ -16,6 +16,14 @@ Guarantees:
   they belong to; an event over ``max_bytes`` by itself is not held, nor the events of
   its stream before it, and the others stay. A client asking to resume after a dropped
   (or unknown) event gets nothing replayed; the SDK then answers its GET as a fresh stream.
+- The bytes counted (``bytes``, held to ``max_bytes``) are the events' JSON and the ids
+  of the streams they belong to: the SDK names a stream ``str(id)`` of the request it
+  answers, and the client chooses that id, as long as its request body allows (4 MiB by
+  default), so a stream's id may outweigh its events (a priming event carries none). Each
+  stream id held is stored and counted once (its UTF-8 length, which is no less than
+  what the string takes in memory), whatever number of its events are held, and dropped
+  with its last event. The session id is the SDK's (a uuid), counted with it. What else
+  an event costs (its dict entry, about 150 bytes) is bounded by ``max_events``.
 - Event ids are opaque, unique for the store's life, and never reused.
 """
 
@@ -49,6 +57,8 @@ class BoundedEventStore(EventStore):
         self._ids = itertools.count(1)
         #: Oldest first: event number -> (where it belongs, its JSON or None for a priming event).
         self._events: collections.OrderedDict[int, tuple[_Key, bytes | None]] = collections.OrderedDict()
+        #: Every stream with an event held -> [its key, the one every such event holds; events held].
+        self._streams: dict[_Key, list] = {}
 
     def for_session(self, session_id: str) -> EventStore:
         """The view one session stores and replays through."""
@@ -63,20 +73,33 @@ class BoundedEventStore(EventStore):
     def _store(self, key: _Key, message: JSONRPCMessage | None) -> EventId:
         number = next(self._ids)
         data = None if message is None else message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-        if data is not None and len(data) > self.max_bytes:
+        size = len(data or b"")
+        if size + _key_bytes(key) > self.max_bytes:
             # Too large to hold: dropping the oldest would drop every other stream's events
             # and then this one. Not held, nor the earlier events of its stream (a resume
             # from one of them would skip it).
             for earlier in [n for n, (where, _) in self._events.items() if where == key]:
-                _, dropped = self._events.pop(earlier)
-                self.bytes -= len(dropped or b"")
+                self._drop(earlier)
             return str(number)
-        self._events[number] = (key, data)
-        self.bytes += len(data or b"")
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = [key, 0]
+            self.bytes += _key_bytes(key)
+        stream[1] += 1
+        self._events[number] = (stream[0], data)
+        self.bytes += size
         while len(self._events) > self.max_events or self.bytes > self.max_bytes:
-            _, (_, dropped) = self._events.popitem(last=False)
-            self.bytes -= len(dropped or b"")
+            self._drop(next(iter(self._events)))
         return str(number)
+
+    def _drop(self, number: int) -> None:
+        key, data = self._events.pop(number)
+        self.bytes -= len(data or b"")
+        stream = self._streams[key]
+        stream[1] -= 1
+        if not stream[1]:
+            del self._streams[key]
+            self.bytes -= _key_bytes(key)
 
     async def _replay(self, session: str | None, last_event_id: EventId, send: EventCallback) -> StreamId | None:
         try:
@@ -92,6 +115,11 @@ class BoundedEventStore(EventStore):
             if data is not None:  # priming events carry nothing to replay
                 await send(EventMessage(_MESSAGE.validate_json(data), str(number)))
         return key[1]
+
+
+def _key_bytes(key: _Key) -> int:
+    session, stream = key
+    return len((session or "").encode("utf-8", "surrogatepass")) + len(stream.encode("utf-8", "surrogatepass"))
 
 
 class _SessionEvents(EventStore):

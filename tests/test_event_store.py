@@ -102,3 +102,42 @@ async def test_an_event_over_max_bytes_costs_only_its_own_stream():
     assert await replay(b, b_priming) == (None, [])  # would skip the huge event: not resumed
     assert await replay(b, b_after) == ("2", [])
     assert store.bytes <= 10_000
+
+
+async def test_the_stream_ids_held_are_counted_in_the_bytes():
+    """The SDK names each stream after the JSON-RPC id of the request it answers, which the
+    client chooses (up to the request body limit, 4 MiB by default), and a priming event
+    carries no JSON: the store held 100 streams of 1,000-character ids (and could hold
+    10,000 of 4 MiB each) while it counted 0 bytes. Now each stream id held counts, once
+    however many of its events are held, within the same ``max_bytes``."""
+    store = BoundedEventStore(max_events=1000, max_bytes=10_000)
+    ids = [f"{n:04d}" + "x" * 996 for n in range(100)]
+    primings = [await store.store_event(stream, None) for stream in ids]
+    held = {where[1] for where, _ in store._events.values()}
+    assert sum(len(stream) for stream in held) <= 10_000 and store.bytes <= 10_000
+    assert ids[-1] in held and ids[0] not in held
+    assert await replay(store, primings[0]) == (None, [])  # dropped past the bound
+    assert await replay(store, primings[-1]) == (ids[-1], [])
+
+    one = BoundedEventStore(max_events=10, max_bytes=10_000)
+    size = len(message(9).model_dump_json(by_alias=True, exclude_unset=True))
+    events = [await one.store_event(ids[0], message(9)) for _ in range(5)]
+    assert one.bytes == 5 * size + 1000  # the id once, not once per event
+    assert (await replay(one, events[2]))[1] == [(events[3], 9), (events[4], 9)]
+    for _ in range(10):  # another stream pushes all of its events out: its id goes with them
+        await one.store_event("other", message(9))
+    assert {where[1] for where, _ in one._events.values()} == {"other"}
+    assert one.bytes == 10 * size + len("other")
+
+
+async def test_a_stream_id_over_max_bytes_is_not_held():
+    """A stream whose id alone is over ``max_bytes`` cannot be held; the others stay."""
+    store = BoundedEventStore(max_bytes=10_000)
+    kept = await store.store_event("a", message(1))
+    after = await store.store_event("a", message(2))
+    huge = "9" * 20_000
+    priming = await store.store_event(huge, None)
+    await store.store_event(huge, message(3))
+    assert await replay(store, priming) == (None, [])
+    assert await replay(store, kept) == ("a", [(after, 2)])
+    assert store.bytes <= 10_000
