@@ -98,7 +98,14 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         why = f" ({detail['reason']})" if state != "closed" and detail.get("reason") else ""
         parts.append("breaker " + _paint(state, _BREAKER_COLORS.get(state), color) + why)
     if "pid" in detail:
-        where = "in-process" if detail["pid"] is None else f"pid {detail['pid']}"
+        # A remote server has no pid either: name its transport, not "in-process".
+        transport = detail.get("transport")
+        if detail["pid"] is not None:
+            where = f"pid {detail['pid']}"
+        elif transport in (None, "inproc"):
+            where = "in-process"
+        else:
+            where = str(transport)
         parts.append(f"{detail.get('tools')} tools, {where}")
     if detail.get("unread_lists"):
         parts.append("could not read " + ", ".join(sorted(detail["unread_lists"])))
