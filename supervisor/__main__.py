@@ -281,6 +281,14 @@ def _token_problem() -> str | None:
     return None
 
 
+def _unauthorized() -> str:
+    """What to do about a 401 from the daemon: its ``auth_token`` is set, and the CLI sends
+    ``$MCP_SUPERVISOR_TOKEN`` (unset, or not that token)."""
+    if os.environ.get(TOKEN_ENV):
+        return f"the daemon refused ${TOKEN_ENV}: it is not the token its config's supervisor.auth_token sets"
+    return f"the daemon wants a token: set ${TOKEN_ENV} to its config's supervisor.auth_token"
+
+
 def status(url: str, show_stderr: bool) -> int:
     import httpx2
 
@@ -288,6 +296,9 @@ def status(url: str, show_stderr: bool) -> int:
         response = httpx2.get(url.rstrip("/") + "/status", headers=_headers(), timeout=10.0)
     except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code == 401:
+        print(f"error: {url}/status answered 401: {_unauthorized()}", file=sys.stderr)
         return 1
     if response.status_code != 200:
         print(f"error: {url}/status answered {response.status_code}: {_said(response)}", file=sys.stderr)
@@ -327,6 +338,9 @@ def _post(url: str, path: str, what: str) -> Any:
         response = httpx2.post(f"{url.rstrip('/')}{path}", headers=_headers(), timeout=120.0)
     except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+        return None
+    if response.status_code == 401:  # not what `what` says went wrong: nothing was tried
+        print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
         return None
     if response.status_code != 200:
         try:
@@ -408,16 +422,22 @@ def restart(url: str, server: str) -> int:
     return 0 if all(each.state == "running" for each in nodes) else 1
 
 
+#: The HTTP statuses the MCP client commands met (`_client`), for `_client_command` to
+#: say why: the SDK turns a 401 into "Server returned an error response".
+_statuses: list[int] = []
+
+
 def _client(url: str) -> Any:
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
+    async def seen(response: Any) -> None:
+        _statuses.append(response.status_code)
+
     endpoint = url.rstrip("/") + "/mcp"
-    headers = _headers()
-    if not headers:
-        return Client(endpoint)
-    return Client(streamable_http_client(endpoint, http_client=httpx2.AsyncClient(headers=headers, timeout=60.0)))
+    http = httpx2.AsyncClient(headers=_headers(), timeout=60.0, event_hooks={"response": [seen]})
+    return Client(streamable_http_client(endpoint, http_client=http))
 
 
 async def _tools(url: str) -> int:
@@ -507,9 +527,13 @@ async def _call(url: str, tool: str, arguments: dict[str, Any] | None, pairs: di
 
 def _client_command(fn: Any, url: str, *args: Any) -> int:
     """Run one MCP client command; a daemon that cannot be reached is one line, exit 1."""
+    _statuses.clear()
     try:
         return trio.run(fn, url, *args)
     except Exception as exc:  # the SDK wraps transport errors in exception groups
+        if 401 in _statuses:
+            print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
+            return 1
         leaf = exc
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
             leaf = leaf.exceptions[0]

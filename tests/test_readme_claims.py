@@ -6,11 +6,18 @@ Real processes only: servers from ``tests/servers/``, the daemon as a subprocess
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import trio
+
 from conftest import server_spec
 from protocol import ServerSpec
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
 from test_connection import HttpEcho
+from test_daemon import ROOT, Daemon, server_entry, write_config
 
 
 async def test_status_names_a_remote_servers_transport_not_in_process():
@@ -29,3 +36,41 @@ async def test_status_names_a_remote_servers_transport_not_in_process():
     assert "in-process" not in remote_line, remote_line
     assert "streamable-http" in remote_line, remote_line
     assert ", pid " in local_line, local_line
+
+
+async def test_cli_commands_against_a_daemon_with_a_token_say_how_to_send_it(tmp_path):
+    """With ``supervisor.auth_token`` set, every client command without the token failed
+    with words that do not say how to send it: ``tools``/``call`` with the SDK's "Server
+    returned an error response", ``reload`` with "reload refused, the old config keeps
+    running". Each now names ``$MCP_SUPERVISOR_TOKEN``."""
+    token = "s3cret-token-value"
+    echo, _ = server_entry("echo.py")
+    daemon = Daemon(write_config(tmp_path / "c.json", {"echo": echo}, auth_token=token), tmp_path)
+    try:
+        await daemon.wait_healthy()
+
+        async def cli(env_token: str | None, *args: str) -> subprocess.CompletedProcess:
+            env = {k: v for k, v in os.environ.items() if k != "MCP_SUPERVISOR_TOKEN"}
+            if env_token is not None:
+                env["MCP_SUPERVISOR_TOKEN"] = env_token
+            return await trio.run_process(
+                [sys.executable, "-m", "supervisor", *args, "--url", daemon.url], cwd=ROOT, env=env,
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+
+        commands = [("status",), ("tools",), ("call", "echo", "text=hi"), ("reload",), ("restart", "echo"),
+                    ("breaker", "echo", "reset")]
+        with trio.fail_after(90):
+            for command in commands:
+                unset = await cli(None, *command)
+                assert unset.returncode == 1, (command, unset)
+                assert b"set $MCP_SUPERVISOR_TOKEN" in unset.stderr, (command, unset.stderr)
+                assert b"refused, the old config" not in unset.stderr
+                wrong = await cli("not-the-token", *command)
+                assert wrong.returncode == 1, (command, wrong)
+                assert b"refused $MCP_SUPERVISOR_TOKEN" in wrong.stderr, (command, wrong.stderr)
+                assert b"not-the-token" not in wrong.stderr
+            right = await cli(token, "call", "echo", "text=hi")
+        assert right.returncode == 0 and right.stdout.strip() == b"hi", right.stderr
+    finally:
+        daemon.stop()
