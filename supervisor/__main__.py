@@ -374,6 +374,11 @@ def _decoded(response: Any, type_: Any) -> Any:
         return None
 
 
+#: The ``supervisor`` settings a reload reports changed but does not apply: the HTTP front
+#: was built with them (see `Daemon.reload`).
+_AT_NEXT_START = ("http", "max_body_bytes")
+
+
 def reload(url: str) -> int:
     """``POST /reload``: print what changed; exit 0 when all of it applied, 1 when the
     config was refused (the old one keeps running) or a server could not be applied."""
@@ -389,7 +394,10 @@ def reload(url: str) -> int:
         ("updated in place", diff.get("updated", [])),
         ("replaced", diff.get("replaced", [])),
         ("unchanged", diff.get("unchanged", [])),
-        ("settings changed", diff.get("settings", [])),
+        ("settings changed", [
+            f"{name} (takes effect at the next start only)" if name in _AT_NEXT_START else name
+            for name in diff.get("settings", [])
+        ]),
         ("FAILED", diff.get("failed", [])),
     ]
     for label, names in rows:

@@ -74,3 +74,26 @@ async def test_cli_commands_against_a_daemon_with_a_token_say_how_to_send_it(tmp
         assert right.returncode == 0 and right.stdout.strip() == b"hi", right.stderr
     finally:
         daemon.stop()
+
+
+async def test_cli_reload_says_which_changed_settings_wait_for_the_next_start(tmp_path):
+    """``reload`` printed "settings changed: max_body_bytes" as if applied, while the HTTP
+    front keeps the limit it was built with until the next start."""
+    echo, _ = server_entry("echo.py")
+    config = tmp_path / "c.json"
+    daemon = Daemon(write_config(config, {"echo": echo}, max_body_bytes=65536), tmp_path)
+    try:
+        await daemon.wait_healthy()
+        write_config(config, {"echo": echo}, max_body_bytes=2048, toolsets={"mine": ["search"]})
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-m", "supervisor", "reload", "--url", daemon.url], cwd=ROOT,
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+        assert done.returncode == 0, done.stderr
+        (line,) = [line for line in done.stdout.decode().splitlines() if line.startswith("settings changed: ")]
+        shown = line.removeprefix("settings changed: ").split(", ")
+        assert "toolsets" in shown, line
+        assert "max_body_bytes (takes effect at the next start only)" in shown, line
+    finally:
+        daemon.stop()
