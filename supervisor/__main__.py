@@ -5,7 +5,8 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 - ``run [--config FILE] [--http HOST:PORT | --stdio]`` (the default): supervise the configured
   servers (without ``--config``: see below) and serve the aggregated MCP
   endpoint, over streamable HTTP at ``/mcp`` beside ``/status``, ``/metrics``, ``/healthz``,
-  ``POST /reload`` and ``POST /restart/<server>`` (default ``127.0.0.1:8765``), or over
+  ``POST /reload``, ``POST /restart/<server>`` and ``POST /breaker/<server>/<action>``
+  (default ``127.0.0.1:8765``), or over
   stdio with ``--stdio`` (logs then go to stderr only; stdout carries nothing but MCP).
 - ``check [--config FILE]``: validate, print the resolved config with secrets redacted;
   exit 2 with "<file>: <key>: <reason>" when it is refused. A valid config that could not

@@ -97,3 +97,14 @@ async def test_cli_reload_says_which_changed_settings_wait_for_the_next_start(tm
         assert "max_body_bytes (takes effect at the next start only)" in shown, line
     finally:
         daemon.stop()
+
+
+def test_the_help_names_every_route_of_the_http_front():
+    """``--help`` listed the control routes without ``POST /breaker/<server>/<action>``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--help"], cwd=ROOT, capture_output=True, timeout=60, check=True
+    )
+    text = " ".join(done.stdout.decode().split())
+    for route in ("/mcp", "/status", "/metrics", "/healthz", "POST /reload", "POST /restart/<server>",
+                  "POST /breaker/<server>/<action>"):
+        assert route in text, route
