@@ -1017,7 +1017,9 @@ class _Connection:
         belongs to when that can be told: nothing on the wire says which call a line is
         for, so it is relayed only when the calls in flight that want it are all one
         client's (`Front.client`). With several clients' calls in flight it is relayed to
-        none: one client's log lines must never reach another."""
+        none: one client's log lines must never reach another. A relayed line goes out on
+        the stream of one of that client's calls, and none of the calls it may belong to
+        gives its result before the line is out (`_settle`)."""
         _log_upstream(self.spec.name, params)
         wanting = [f for f in self.inflight.values() if f is not None and getattr(f, "wants_log", _always)(params.level)]
         clients = {id(getattr(front, "client", front)) for front in wanting}
@@ -1026,9 +1028,13 @@ class _Connection:
                 log.debug("a log line of %r not relayed: calls of %d clients in flight", self.spec.name, len(clients))
             return
         front = wanting[0]
-        with self._relaying(front), trio.move_on_after(1.0):  # a slow client must not stall the server's stream
+        with contextlib.ExitStack() as relaying:
+            # The line may be any of these calls': none of their results may overtake it.
+            for each in wanting:
+                relaying.enter_context(self._relaying(each))
             try:
-                await front.log(self.spec.name, params)
+                with trio.move_on_after(1.0):  # a slow client must not stall the server's stream
+                    await front.log(self.spec.name, params)
             except Exception as exc:  # a gone client: the log line is only lost to it
                 log.debug("log line from %r not delivered: %s", self.spec.name, exc)
 

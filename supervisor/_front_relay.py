@@ -58,6 +58,20 @@ def _result_type(request: types.InputRequest) -> Any:
     return types.CreateMessageResult
 
 
+def _client_of(session: Any) -> Any:
+    """What identifies the client a request came from: its connection, or at 2026-07-28,
+    where the SDK makes a connection per request, the pipe those connections share (the
+    ``--stdio`` front: one client). A 2026-07-28 request over HTTP has no pipe: the wire is
+    stateless and carries nothing that tells two clients apart, so each such request stays
+    a client of its own."""
+    connection = getattr(session, "_connection", None)
+    if connection is None:
+        return session
+    if connection.protocol_version in MODERN_PROTOCOL_VERSIONS and connection.has_standalone_channel:
+        return connection.outbound
+    return connection
+
+
 def _rank(level: str) -> int:
     return LOG_LEVELS.index(level) if level in LOG_LEVELS else 0
 
@@ -72,8 +86,8 @@ class FrontRelay:
         self.input_round = InputRound(params.input_responses, params.request_state) if self.modern else None
         #: Handshake-era only: the lowest level this client asked for (None: every level).
         self.min_log_level = min_log_level
-        #: Who the call is for: the client's connection (each 2026-07-28 request has its own).
-        self.client = getattr(ctx.session, "_connection", None) or ctx.session
+        #: Who the call is for (`_client_of`).
+        self.client = _client_of(ctx.session)
         #: A 2026-07-28 call's log opt-in (its ``_meta`` level; None: no log lines wanted).
         self.log_level = dict(ctx.meta or {}).get(types.LOG_LEVEL_META_KEY) if self.modern else None
 

@@ -15,6 +15,10 @@ Tools:
 - ``log_levels(tag)``: logs debug, info, warning (data is an object) and error, logger
   ``everything.logs``, then returns. Handshake era: honours the level set by ``logging/setLevel``.
   2026-07-28: the SDK sends only what the request's ``_meta`` log-level opt-in allows.
+- ``log_together(tag, calls)``: waits until ``calls`` calls of it are in flight at once (each
+  gathering of ``calls`` is released together), then logs ``<tag>: info line`` and
+  ``<tag>: error line`` (logger ``everything.logs``) and returns: log lines of concurrent calls,
+  without timing.
 - ``progress_steps(steps)``: reports progress ``i`` of ``steps`` with message ``step i/steps``.
 - ``all_content()``: text, image, audio, embedded text and blob resources and a resource link,
   most blocks carrying ``_meta`` and/or annotations; structured content under an output schema;
@@ -123,6 +127,9 @@ class _State:
         self.versions: dict[str, int] = {}
         self.subscribers: dict[str, list[Any]] = {}
         self.min_level = "debug"
+        #: `log_together`: the gathering being formed (released when it is full) and its size so far.
+        self.together = anyio.Event()
+        self.gathered = 0
 
 
 def _as_json(model: BaseModel) -> str:
@@ -198,6 +205,20 @@ def add_notifying_tools(mcp: MCPServer, state: _State) -> None:
         for level, data in lines:
             if LEVELS.index(level) >= LEVELS.index(floor):
                 await ctx.log(level, data, logger_name=LOGGER)
+        return f"logged {tag}"
+
+    @mcp.tool()
+    async def log_together(tag: str, calls: int, ctx: Context) -> str:
+        """Wait until `calls` calls of log_together are in flight, then log an info and an
+        error line (logger everything.logs) and return."""
+        gathering = state.together
+        state.gathered += 1
+        if state.gathered >= calls:
+            state.together, state.gathered = anyio.Event(), 0
+            gathering.set()
+        await gathering.wait()
+        for level in ("info", "error"):
+            await ctx.log(level, f"{tag}: {level} line", logger_name=LOGGER)
         return f"logged {tag}"
 
     @mcp.tool()
