@@ -25,8 +25,9 @@ serializer, and nothing else of the protocol:
   line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
   one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped; a lone
-  surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) is read as
-  U+FFFD instead of costing the whole message;
+  surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) in a server's
+  message is read as U+FFFD instead of costing the whole message (a client's request
+  that holds one is refused: the daemon's front runs nothing on changed input);
 - at most `MAX_PENDING_REFUSALS` of those error answers wait for a peer that does not read
   its stdin; past them a refused request goes unanswered (logged), so such a peer costs
   no memory per request;
@@ -181,8 +182,10 @@ class _Framer:
         server: str,
         dropped: Callable[[], None],
         refuse: Callable[[OversizedRequest | MalformedRequest], None],
+        mend_surrogates: bool = True,
     ) -> None:
         self._max_bytes = max_bytes
+        self._mend = mend_surrogates
         self._server = server
         self._dropped = dropped
         self._refuse = refuse
@@ -213,7 +216,7 @@ class _Framer:
                 message = oversized(self._head, self._tail, self._size, self._max_bytes, self._server)
             else:
                 line = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-                message = None if not line or line.isspace() else _parse(line)
+                message = None if not line or line.isspace() else _parse(line, self._mend)
             self._pending, self._size, self._head, self._tail = [], 0, b"", b""
             start = end + 1
             if isinstance(message, (OversizedRequest, MalformedRequest)):
@@ -232,12 +235,15 @@ async def read_messages(
     server: str,
     dropped: Callable[[], None] = lambda: None,
     refuse: Callable[[OversizedRequest | MalformedRequest], None] = lambda request: None,
+    mend_surrogates: bool = True,
 ) -> None:
     """Hand each line of ``stdout`` to ``messages``, parsed (`_Framer`, which says what
     ``dropped`` and ``refuse`` are for), until stdout ends; then close ``messages``. The
     reader task for a stream that is no pipe of ours (the daemon's own stdin, read from a
-    thread); a server's stdout is read by `PipeReader`."""
-    framer = _Framer(max_bytes, server, dropped, refuse)
+    thread); a server's stdout is read by `PipeReader`. Without ``mend_surrogates`` (a
+    client's requests: nothing may run on input changed behind its back) a request with a
+    lone surrogate escape is refused instead of read with U+FFFD in its place."""
+    framer = _Framer(max_bytes, server, dropped, refuse, mend_surrogates)
     try:
         async with messages:
             while True:
@@ -370,11 +376,11 @@ def _is_answer(message: Delivered) -> bool:
     )
 
 
-def _parse(line: bytes) -> Delivered | MalformedRequest | list[MalformedRequest]:
+def _parse(line: bytes, mend: bool = True) -> Delivered | MalformedRequest | list[MalformedRequest]:
     try:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, or UnicodeDecodeError
-        if b"\\u" in line:  # perhaps half an emoji: mended, it may parse
+        if mend and b"\\u" in line:  # perhaps half an emoji: mended, it may parse
             mended = _ESCAPE.sub(_mend, line)
             if mended != line:
                 with contextlib.suppress(ValueError):
@@ -404,6 +410,11 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[
     if isinstance(exc, UnicodeDecodeError):
         why = f"the request is not UTF-8 text ({exc.reason} at byte {exc.start})"
         return MalformedRequest(request_id, mcp_types.PARSE_ERROR, why)
+    lone = next((m.group(0) for m in _ESCAPE.finditer(line) if len(m.group(0)) == 6), None)
+    if lone is not None:
+        why = (f"the request holds a lone surrogate escape ({lone.decode()}): half of a UTF-16 pair (an emoji cut "
+               "in two?), which no UTF-8 text can hold; it was not run")
+        return MalformedRequest(request_id, mcp_types.INVALID_PARAMS, why)
     first = exc.errors()[0] if isinstance(exc, pydantic_core.ValidationError) and exc.errors() else None
     where = ".".join(str(part) for part in first["loc"][1:]) if first else ""
     why = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else str(exc))

@@ -100,7 +100,7 @@ async def stdio_wire(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     read_messages, _ThreadedReader(stdin_fd), incoming, max_bytes, "the stdio client",
-                    lambda: None, refuser(nursery, refusals),
+                    lambda: None, refuser(nursery, refusals), False,  # a client's half emoji is refused
                 )
                 nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd), outgoing, incoming, written, nursery)
                 try:

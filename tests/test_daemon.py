@@ -326,6 +326,12 @@ async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
             await send(b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":"\xff"}}}')
             not_utf8 = await answer()
             assert not_utf8["id"] == 8 and "not UTF-8" in not_utf8["error"]["message"], not_utf8
+            # Half an emoji (valid JSON, no UTF-8 text): refused, as over HTTP, not run with
+            # the character silently replaced (the wire mends that only in servers' answers).
+            await send(b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"half \\ud83d"}}}')
+            surrogate = await answer()
+            assert surrogate["id"] == 9 and surrogate["error"]["code"] == -32602, surrogate
+            assert "lone surrogate" in surrogate["error"]["message"], surrogate
             await send(b'{"jsonrpc":"2.0","id":7,"method":"ping"}')
             assert (await answer()) == {"jsonrpc": "2.0", "id": 7, "result": {}}
             daemon.stdin.close()
