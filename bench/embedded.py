@@ -38,9 +38,25 @@ Where the gap comes from, measured on 2026-12-03:
   ``call_soon``) plus trio's zero-timeout epoll, and one stdio call takes 10 batches, one
   of them ours; 1548 Python calls per in-process call as a guest run against 1048 under
   ``trio.run``. Running several ready batches per host callback did not help (1.19-1.29
-  either way). A "busy poll" knob that kept the guest runnable for a few ms after each
-  request cut the p50 ratio from about 1.27 to 1.16 but doubled host CPU per call and
-  worsened p99, so it was dropped (see the commit that added this file).
+  either way; tried again on 2026-12-04: asyncio turns per call 8 -> 3, no change). A
+  "busy poll" knob that kept the guest runnable for a few ms after each request cut the
+  p50 ratio from about 1.27 to 1.16 but doubled host CPU per call and worsened p99, so it
+  was dropped (see the commit that added this file).
+
+2026-12-04, fewer batches instead of cheaper ones (each step its own commit, measured):
+
+- A request from asyncio spawns its trio task directly (trio lets host code of a guest run
+  reschedule tasks) instead of through trio's wake-up socket and entry queue: c/d
+  1.49 -> 1.33.
+- The loop watches trio's epoll fd for the whole run and keeps a timer that fires no
+  later than trio's next deadline (each idle wait cost two selector changes and a timer):
+  c/d 1.33 -> 1.22, b/a 1.27 -> 1.15.
+- The stdio wire lost its writer and reader tasks (``actors._stdio``: the session's own
+  task writes and reads the pipe): a stdio call takes 3 trio batches under ``trio.run``
+  where the SDK's own transport takes 8, and b/a 1.15 -> 1.08-1.13 (host CPU per call
+  0.30-0.32 ms against agents' 0.24-0.25 ms). What remains of the gap is that CPU: the
+  supervisor's layer (~15-30 us), the crossing (~35 us) and trio's per-batch cost as a
+  guest.
 """
 
 from __future__ import annotations
