@@ -42,7 +42,8 @@ from collections.abc import AsyncIterator, Callable
 import trio
 from mcp import StdioServerParameters
 
-from ._stdio import PipeReader, PipeWriter, refuser
+from ._pipes import PipeReader, PipeWriter
+from ._stdio import refuser
 
 __all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
 

@@ -6,7 +6,9 @@ costs time quadratic in its size, on the event loop (a 16 MiB tool result took 1
 CPU in 2026-12 measurements, every other server's calls stalled meanwhile), and a server
 that writes without a newline grows the buffer without bound. Images from the copilot's
 tools are megabytes. So the supervisor frames the pipes itself, with the SDK's parser and
-serializer, and nothing else of the protocol:
+serializer, and nothing else of the protocol (a server's pipes are read and written by the
+session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the tasks of
+`read_messages` and `write_messages`):
 
 - reading is linear: each chunk is scanned once; a line is joined once, when it ends;
 - a line over ``max_bytes`` is never held: its first and last bytes are kept, the rest is
@@ -33,13 +35,9 @@ serializer, and nothing else of the protocol:
   no memory per request;
 - one line at a time: no read-ahead while the session has not taken the last message, so a
   flooding server is held back by its own pipe;
-- writing: each message is written by the task that sends it (`PipeWriter`: no writer
-  task to hand it to), one line at a time in the order the senders came; a message the
-  SDK's serializer cannot encode (a lone surrogate in a value) is not written; a request
-  gets an error answer instead, so the call is answered and the wire stays sound;
-- reading and writing a pipe skip trio's leading checkpoint: a task yields only to wait
-  (or, reading, when bytes were there at once). Each yield of an otherwise idle trio is
-  one more scheduling round, an epoll call, and in a guest run a turn of the host loop;
+- writing: one line at a time, in the order the senders came; a message the SDK's
+  serializer cannot encode (a lone surrogate in a value) is not written; a request gets an
+  error answer instead, so the call is answered and the wire stays sound;
 - when the session stops reading, the rest of stdout is read and dropped, so a server
   blocked on a full pipe can still exit (until the process that opened the wire closes
   stdout: a process out of reach may hold it open for good).
@@ -47,10 +45,8 @@ serializer, and nothing else of the protocol:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
-import functools
 import json
 import logging
 import os
@@ -67,7 +63,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "PipeReader", "PipeWriter", "answer_refused",
+    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused",
     "oversized", "read_messages", "refusal", "refuser", "write_messages",
 ]
 
@@ -262,118 +258,6 @@ async def read_messages(
         pass  # the session stopped reading
     finally:
         await _drain(stdout)
-
-
-class PipeReader:
-    """The session's read stream over a server's stdout pipe: the session's own task reads
-    and frames the pipe (`_Framer`) when it asks for the next message, so no reader task
-    hands messages over (one scheduling round less per message, a turn of the host loop in
-    a guest run).
-
-    One chunk at a time: the pipe is read again only once every message of the last chunk
-    was taken, so a flooding server is held back by its own pipe. The stream ends
-    (``anyio.EndOfStream``) when stdout does, or at ``end`` (the writer found stdin
-    broken). ``inject`` hands the session a message of ours (an error answer to a request
-    that could not be sent), ahead of what the pipe holds. Once the session closes the
-    stream, the rest of stdout is read and dropped by a task of ``nursery``, so a server
-    blocked on a full pipe can still exit (until the process that opened the pipe closes
-    it). A session cancelled while waiting loses nothing: bytes read are kept.
-    """
-
-    def __init__(
-        self,
-        stdout: trio.lowlevel.FdStream,
-        nursery: trio.Nursery,
-        max_bytes: int,
-        server: str,
-        dropped: Callable[[], None] = lambda: None,
-        refuse: Callable[[OversizedRequest | MalformedRequest], None] = lambda request: None,
-    ) -> None:
-        self._stdout = stdout
-        self._nursery = nursery
-        self._framer = _Framer(max_bytes, server, dropped, refuse)
-        self._lines: Iterator[Delivered] = iter(())
-        self._injected: collections.deque[Delivered] = collections.deque()
-        self._ended = False
-        self._closed = False
-        self._reading: trio.CancelScope | None = None  # the session's wait for the pipe
-        self._handled_in_a_task = False
-
-    def inject(self, message: Delivered) -> None:
-        self._injected.append(message)
-        self._interrupt()
-
-    def end(self) -> None:
-        self._ended = True
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()  # it looks again: at the injected message, or the end
-
-    async def receive(self) -> Delivered:
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._handled_in_a_task:
-            # The SDK handles the last message (a notification, a request, a bad line) in
-            # a task of its own: that task starts before anything after the message is
-            # read, as it would have behind a reader task. Else a burst of log lines
-            # would be relayed out of order, an answer reach its caller before the lines
-            # the server wrote ahead of it, and the garbage count see lines out of order.
-            self._handled_in_a_task = False
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        while True:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if self._injected:
-                return self._injected.popleft()
-            message = next(self._lines, None)
-            if message is not None:
-                self._handled_in_a_task = not _is_answer(message)
-                return message
-            if self._ended:
-                raise anyio.EndOfStream
-            with trio.CancelScope() as self._reading:
-                try:
-                    chunk = await _read_some(self._stdout)
-                except (*_GONE, OSError):
-                    chunk = b""
-                if chunk:
-                    self._lines = self._framer.feed(chunk)
-                else:
-                    self._ended = True
-            self._reading = None
-
-    def __aiter__(self) -> PipeReader:
-        return self
-
-    async def __anext__(self) -> Delivered:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._interrupt()  # (a session closing from another task): the drain reads now
-            self._nursery.start_soon(_drain, self._stdout)
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PipeReader:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _is_answer(message: Delivered) -> bool:
-    """Whether ``message`` answers one of our requests (the SDK resolves it inline)."""
-    return isinstance(message, SessionMessage) and isinstance(
-        message.message, (mcp_types.JSONRPCResponse, mcp_types.JSONRPCError)
-    )
 
 
 def _parse(line: bytes, mend: bool = True) -> Delivered | MalformedRequest | list[MalformedRequest]:
@@ -576,89 +460,6 @@ def _unencodable(request_id: Any, exc: Exception) -> SessionMessage:
     """The error answer to the request ``request_id``, which could not be encoded."""
     error = mcp_types.ErrorData(code=mcp_types.INVALID_PARAMS, message=f"cannot be sent as JSON: {exc}")
     return SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
-
-
-class PipeWriter:
-    """The session's write stream over a server's stdin pipe: each message is written as
-    one line by the task that sends it (no writer task: a hand-over to one costs two
-    scheduling rounds per message, each a turn of the host loop in a guest run).
-
-    ``send`` returns once the whole line is in the pipe; it yields only to wait for its
-    turn or for the pipe to drain. Lines never interleave: one sender writes at a time,
-    the others wait their turn in order. A sender cancelled before any byte of its line
-    was written has sent nothing; one cancelled half-way leaves the rest of its line to a
-    task of ``nursery``, which writes it before the next line starts (a line cut short
-    would break the framing of every later message). A message that cannot be encoded is
-    not written (`_encoded`): a request gets its error answer through ``reader``. When
-    stdin breaks (the server closed it or died), ``reader`` is ended, so the session sees
-    the connection end rather than wait for answers that cannot come, and the send raises
-    ``anyio.BrokenResourceError`` (the SDK's "connection closed"). After ``close`` a send
-    raises ``anyio.ClosedResourceError``.
-    """
-
-    def __init__(self, stdin: trio.lowlevel.FdStream, reader: PipeReader, nursery: trio.Nursery) -> None:
-        self._stdin = stdin
-        self._reader = reader
-        self._nursery = nursery
-        self._turn = trio.Semaphore(1)  # held while a line is being written (no owner task)
-        self._closed = False
-        self._broken = False
-
-    async def send(self, message: SessionMessage) -> None:
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._broken:
-            raise anyio.BrokenResourceError
-        data = _encoded(message, lambda request_id, exc: self._reader.inject(_unencodable(request_id, exc)))
-        if data is None:
-            return
-        try:
-            self._turn.acquire_nowait()
-        except trio.WouldBlock:
-            await self._turn.acquire()  # cancelled here, nothing was written
-        await self._write(data, 0, left_to_a_task=True)
-
-    async def _write(self, data: bytes, sent: int, *, left_to_a_task: bool) -> None:
-        """Write ``data[sent:]`` holding the turn, then give the turn back. Cancelled
-        half-way, the rest goes to a task when ``left_to_a_task`` (the turn with it)."""
-        with memoryview(data) as view:
-            try:
-                while sent < len(data):
-                    fd = self._stdin.fileno()  # -1 once closed: EBADF, never a reused fd
-                    try:
-                        sent += os.write(fd, view[sent:])
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_writable(fd)
-            except (OSError, *_GONE) as exc:
-                self._turn.release()
-                self._broken = True
-                self._reader.end()
-                raise anyio.BrokenResourceError from exc
-            except BaseException:
-                if sent and left_to_a_task:
-                    self._nursery.start_soon(functools.partial(self._write, data, sent, left_to_a_task=False))
-                else:
-                    self._turn.release()
-                raise
-        self._turn.release()
-
-    async def flushed(self) -> None:
-        """Return once every line handed to ``send`` so far (and still being sent) is
-        written: the turn, taken after every sender waiting for it, then given back."""
-        await self._turn.acquire()
-        self._turn.release()
-
-    def close(self) -> None:
-        self._closed = True
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PipeWriter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 async def _read_some(stream: trio.abc.ReceiveStream) -> bytes:

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from mcp import MCPError
 from mcp.shared.message import SessionMessage
 
-from actors._stdio import MalformedRequest, OversizedRequest, PipeReader, oversized, read_messages, refusal
+from actors._pipes import PipeReader
+from actors._stdio import MalformedRequest, OversizedRequest, oversized, read_messages, refusal
 from conftest import server_spec, settled
 from protocol import BackoffPolicy, DeadlineExceeded, InvalidResult
 from supervisor import Supervisor
