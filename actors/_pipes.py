@@ -16,6 +16,7 @@ import collections
 import functools
 import os
 from collections.abc import Callable, Iterator
+from typing import Self
 
 import anyio
 import mcp_types
@@ -37,7 +38,23 @@ from ._stdio import (
 __all__ = ["PipeReader", "PipeWriter"]
 
 
-class PipeReader:
+class _Closing:
+    """``aclose`` and ``async with`` for a stream whose ``close`` needs no waiting."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class PipeReader(_Closing):
     """The session's read stream over a server's stdout pipe: the session's own task reads
     and frames the pipe (`_Framer`) when it asks for the next message, so no reader task
     hands messages over (one scheduling round less per message, a turn of the host loop in
@@ -132,15 +149,6 @@ class PipeReader:
             self._interrupt()  # (a session closing from another task): the drain reads now
             self._nursery.start_soon(_drain, self._stdout)
 
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PipeReader:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 def _is_answer(message: Delivered) -> bool:
     """Whether ``message`` answers one of our requests (the SDK resolves it inline)."""
@@ -149,7 +157,7 @@ def _is_answer(message: Delivered) -> bool:
     )
 
 
-class PipeWriter:
+class PipeWriter(_Closing):
     """The session's write stream over a server's stdin pipe: each message is written as
     one line by the task that sends it (no writer task: a hand-over to one costs two
     scheduling rounds per message, each a turn of the host loop in a guest run).
@@ -221,12 +229,3 @@ class PipeWriter:
 
     def close(self) -> None:
         self._closed = True
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PipeWriter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
