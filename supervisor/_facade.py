@@ -423,17 +423,25 @@ class Supervisor:
         try:
             return view.resolve(name) if server is None else view.resolve_on(server, name)
         except UnknownTool as unknown:
-            # A server that never connected has tools nobody knows yet: say so.
+            # A server that never connected has tools nobody knows yet: say so, and whether
+            # it is still trying or has given up (then only an operator brings it back).
             never = [h for h in self._handles.values() if h.link.tools_version == 0]
             if server is not None and server in self._handles and self._handles[server] in never:
-                raise ServerUnavailable(
-                    f"server {server!r} has not connected yet, so its tools are unknown"
-                    + (f" (last error: {self._handles[server].link.last_error})" if self._handles[server].link.last_error else ""),
-                    server=server,
-                ) from None
+                handle = self._handles[server]
+                why = f" (last error: {handle.link.last_error})" if handle.link.last_error else ""
+                if _gave_up(handle):
+                    message = (f"server {server!r} gave up connecting (backoff.max_consecutive failed starts in a row), "
+                               f"so its tools are unknown; restart_server brings it back (the CLI: `restart {server}`)")
+                else:
+                    message = f"server {server!r} has not connected yet, so its tools are unknown"
+                raise ServerUnavailable(message + why, server=server) from None
             if server is None and never:
                 names = ", ".join(repr(h.name) for h in never)
-                unknown.message += f" (servers not connected yet, whose tools are unknown: {names})"
+                unknown.message += f" (servers not connected yet, whose tools are unknown: {names}"
+                gave_up = [h.name for h in never if _gave_up(h)]
+                if gave_up:
+                    unknown.message += f"; gave up, until restart_server: {', '.join(map(repr, gave_up))}"
+                unknown.message += ")"
                 unknown.args = (unknown.message,)
             raise
 
@@ -539,6 +547,14 @@ class Supervisor:
             safe_after_send=lambda: retry_safe_after_send(spec, entry.tool_name, entry.spec),
             now=now,
         )
+
+
+def _gave_up(handle: ServerHandle) -> bool:
+    """Whether the server's connection is marked failed (no restart is coming)."""
+    subtree = handle.subtree
+    return subtree is not None and any(
+        child.id.startswith("connection:") and child.state == "failed" for child in subtree.status().children
+    )
 
 
 def _check_call(name: Any, arguments: Any, timeout: Any, meta: Any) -> None:

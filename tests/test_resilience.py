@@ -20,6 +20,7 @@ from protocol import (
     RetryPolicy,
     ServerCrashed,
     ServerSpec,
+    ServerUnavailable,
     UnknownTool,
 )
 from supervisor import Supervisor
@@ -231,6 +232,22 @@ async def test_a_server_failed_for_good_is_not_promised_back(tmp_path):
         with pytest.raises(CircuitOpen) as refused:
             await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
         assert "expected in" not in str(refused.value) and "restart_server brings it back" in str(refused.value)
+
+
+async def test_a_call_to_a_server_that_gave_up_says_so_not_that_it_has_not_connected_yet():
+    """A server that never connected and has given up (``backoff.max_consecutive``): a call
+    to one of its tools said it "has not connected yet", as if it were still trying. Now it
+    says it gave up and what brings it back, and the last error."""
+    spec = server_spec("s", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=1))
+    async with Supervisor([spec]) as sup:
+        await wait_until(lambda: "failed for good" in (sup.handle("s").breaker.reason or ""), timeout=30, what="it to fail")
+        with pytest.raises(ServerUnavailable) as named:
+            await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
+        assert "gave up connecting" in str(named.value) and "restart_server brings it back" in str(named.value)
+        assert "`restart s`" in str(named.value) and "exiting before the handshake" in str(named.value)
+        with pytest.raises(UnknownTool) as unnamed:
+            await sup.call_tool("echo", {"text": "x"}, timeout=5)
+        assert "gave up, until restart_server: 's'" in str(unnamed.value)
 
 
 async def test_what_call_tool_is_given_by_mistake_is_refused_saying_what_it_was(tmp_path):
