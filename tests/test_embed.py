@@ -626,6 +626,33 @@ def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_w
     run_asyncio(main, loop_factory=loop_factory)
 
 
+def test_every_kind_of_answer_leaves_no_request_pending():
+    """The handle keeps each request until trio resolves it (so that a run that ends fails
+    whatever is left): an answer, a failure, a caller's cancellation and a refusal each
+    take theirs out, or the set would grow with every call."""
+
+    async def main() -> None:
+        async with embed([ServerSpec(name="timing")], inproc={"timing": timing_server()}) as sup:
+            assert text_of(await sup.call_tool("nap", {"seconds": 0.01}, timeout=5)) == "slept 0.01"
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("never", {}, timeout=0.05)
+            with pytest.raises(UnknownTool):
+                await sup.call_tool("nope", {}, timeout=5)
+            left = asyncio.ensure_future(sup.call_tool("never", {}, timeout=5))
+            await asyncio.sleep(0.05)
+            left.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await left
+            assert (await sup.status()).state == "running"
+            for _ in range(100):
+                if not sup._pending:
+                    break
+                await asyncio.sleep(0.01)  # the cancelled one's trio task ends soon after
+            assert sup._pending == set()
+
+    run_asyncio(main)
+
+
 def test_embed_refuses_clearly_and_leaves_the_loop_usable():
     async def main() -> None:
         with pytest.raises(ValueError, match="duplicate server names"):
