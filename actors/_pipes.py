@@ -13,7 +13,7 @@ reading, when bytes were there at once, so that a flooding server cannot starve 
 from __future__ import annotations
 
 import collections
-import functools
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Self
@@ -215,11 +215,17 @@ class PipeWriter(_Closing):
                 raise anyio.BrokenResourceError from exc
             except BaseException:
                 if sent and left_to_a_task:
-                    self._nursery.start_soon(functools.partial(self._write, data, sent, left_to_a_task=False))
+                    self._nursery.start_soon(self._finish, data, sent)
                 else:
                     self._turn.release()
                 raise
         self._turn.release()
+
+    async def _finish(self, data: bytes, sent: int) -> None:
+        """Write the rest of a line whose sender left; a broken stdin ends it quietly (the
+        session sees the end through ``reader``: the death is the server's, not ours)."""
+        with contextlib.suppress(anyio.BrokenResourceError):
+            await self._write(data, sent, left_to_a_task=False)
 
     async def flushed(self) -> None:
         """Return once every line handed to ``send`` so far (and still being sent) is

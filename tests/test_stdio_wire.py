@@ -27,7 +27,7 @@ from mcp.shared.message import SessionMessage
 
 from actors._pipes import PipeReader
 from actors._stdio import MalformedRequest, OversizedRequest, oversized, read_messages, refusal
-from conftest import server_spec, settled
+from conftest import server_spec, settled, wait_until
 from protocol import BackoffPolicy, DeadlineExceeded, InvalidResult
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
@@ -264,6 +264,26 @@ async def test_a_sender_cancelled_half_way_leaves_its_line_whole_and_one_not_beg
             assert text(await sup.call_tool("echo", {"text": "after"}, server="echo", timeout=20)) == "after"
             assert sup.link("echo").process.pid == pid, "the same process, its wire still sound"
     assert not log.exists() or "never" not in log.read_text()
+
+
+async def test_a_server_that_dies_while_the_rest_of_a_line_waits_is_restarted_like_any_other(caplog):
+    """The rest of a line whose sender was cancelled half-way is written by a task; when the
+    server dies meanwhile (stdin broken), that task ends quietly and the server is
+    restarted as after any death: nothing of the broken write escapes as an error."""
+    spec = server_spec("echo", "echo.py", backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0))
+    async with Supervisor([spec]) as sup:
+        pid = await quiet(sup, "echo")
+        os.kill(pid, signal.SIGSTOP)
+        with trio.fail_after(30):
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("echo", {"text": "x" * MIB}, server="echo", timeout=0.5)
+            os.kill(pid, signal.SIGKILL)
+            await wait_until(lambda: sup.link("echo").conn is not None and sup.link("echo").process.pid != pid,
+                             timeout=20, what="a new incarnation")
+            assert text(await sup.call_tool("echo", {"text": "after"}, server="echo", timeout=20)) == "after"
+    assert not [r for r in caplog.records if "BrokenResourceError" in r.getMessage() or r.exc_info], [
+        r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")
+    ]
 
 
 def _pipe() -> tuple[trio.lowlevel.FdStream, int]:
