@@ -398,7 +398,7 @@ _FLUSH = 0.5  # for the writer to send what the session already handed it
 async def open_stdio(
     params: StdioServerParameters, proc: ServerProcess, *, name: str, grace: float, max_message_bytes: int
 ) -> AsyncIterator[tuple[PipeReader, PipeWriter]]:
-    """Spawn the server and yield the streams of its wire (`actors._stdio`) for ``mcp.Client``.
+    """Spawn the server and yield the streams of its wire (`actors._pipes`) for ``mcp.Client``.
 
     The server runs in a new session (its pid is its process group id) with
     ``INCARNATION_VAR`` set. ``proc`` learns the pid, collects stderr and has ``exited`` set
