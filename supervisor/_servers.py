@@ -260,7 +260,7 @@ class _ServerSubtree(TreeSupervisor):
         elif child.state == "failed":  # no restart is coming: no time to promise
             self.handle.restarting(
                 f"{child.last_exit}; failed for good after backoff.max_consecutive failures in a row "
-                "(restart_server brings it back)",
+                f"(restart_server brings it back; the CLI: `restart {self.handle.name}`)",
                 None,
             )
 

@@ -232,6 +232,7 @@ async def test_a_server_failed_for_good_is_not_promised_back(tmp_path):
         with pytest.raises(CircuitOpen) as refused:
             await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
         assert "expected in" not in str(refused.value) and "restart_server brings it back" in str(refused.value)
+        assert "the CLI: `restart s`" in str(refused.value)
 
 
 async def test_a_call_to_a_server_that_gave_up_says_so_not_that_it_has_not_connected_yet():
