@@ -148,8 +148,7 @@ class EmbeddedSupervisor:
         #: the host start from a copy of it (not of the host task's context).
         self._trio_context: contextvars.Context | None = None
         self.crash: BaseException | None = None
-        self._waits_in_host_selector = False
-        self._driver: Driver | None = None
+        self._driver: Driver | None = None  # when trio waits in the loop's own selector
         self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -172,7 +171,6 @@ class EmbeddedSupervisor:
         self._lifetime = trio.CancelScope()  # made here so a stop before main starts is kept
         self._stop_requested = trio.Event()
         self._driver = start_guest_run(loop, self._guest_main, done_callback=self._guest_done)
-        self._waits_in_host_selector = self._driver is not None
         self._token = trio.lowlevel.current_trio_token()  # allowed once start_guest_run returned
         try:
             await asyncio.shield(self._started)
