@@ -15,7 +15,8 @@ the thread, this driver registers that fd with ``loop.add_reader`` (and trio's n
 deadline with ``loop.call_later``) and ticks trio from the loop's own select.
 
 It runs trio's guest run with the same steps as trio's own ``GuestState.guest_tick``
-(trio 0.35.0, pinned) and changes only where trio waits. It relies on three private
+(trio 0.35.0, pinned) and changes only where trio waits, and that a few batches of a
+runnable trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``). It relies on three private
 details of that trio version: the ``GuestState`` behind the first tick that
 ``start_guest_run`` schedules, its runner's ``io_manager._epoll``, and the runner's
 ``guest_tick_scheduled`` flag. ``start_guest_run`` checks them before taking over and
@@ -101,6 +102,13 @@ def _drivable(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> bool
     return True
 
 
+#: Trio batches run in one callback of the loop while trio stays runnable. A stdio call
+#: takes several batches in a row with nothing for the host in between (the SDK's
+#: checkpoints, a task woken by another); each batch given a loop turn of its own costs
+#: that turn (a select, a handle). Bounded, so a busy trio still lets the host run.
+_BATCHES_PER_TURN = 3
+
+
 class Driver:
     """Ticks one guest run: trio's ``GuestState.guest_tick``, with the selector for the thread."""
 
@@ -123,45 +131,50 @@ class Driver:
             self._loop.call_soon(self._wake)
 
     def tick(self) -> None:
+        """Run trio's next batches: while trio stays runnable, up to ``_BATCHES_PER_TURN`` of
+        them before the loop's other callbacks get their turn."""
         state, runner = self._state, self._runner
-        previous_library, sniffio_library.name = sniffio_library.name, "trio"
-        try:
-            timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
-        except StopIteration:
-            self._unwatch()
-            state.done_callback(runner.main_task_outcome)
-            return
-        except trio.TrioInternalError as exc:
-            self._unwatch()
-            state.done_callback(outcome_lib.Error(exc))
-            return
-        except BaseException as exc:  # a KeyboardInterrupt as the run closes: it has ended too
-            self._unwatch()
-            state.done_callback(outcome_lib.Error(exc))
-            raise
-        finally:
-            sniffio_library.name = previous_library
+        for _ in range(_BATCHES_PER_TURN):
+            previous_library, sniffio_library.name = sniffio_library.name, "trio"
+            try:
+                timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
+            except StopIteration:
+                self._unwatch()
+                state.done_callback(runner.main_task_outcome)
+                return
+            except trio.TrioInternalError as exc:
+                self._unwatch()
+                state.done_callback(outcome_lib.Error(exc))
+                return
+            except BaseException as exc:  # a KeyboardInterrupt as the run closes: it has ended too
+                self._unwatch()
+                state.done_callback(outcome_lib.Error(exc))
+                raise
+            finally:
+                sniffio_library.name = previous_library
 
-        events = outcome_lib.capture(runner.io_manager.get_events, 0)
-        if timeout <= 0 or isinstance(events, outcome_lib.Error) or events.value:
+            events = outcome_lib.capture(runner.io_manager.get_events, 0)
             state.unrolled_run_next_send = events
+            if not (timeout <= 0 or isinstance(events, outcome_lib.Error) or events.value):
+                break
+        else:
             runner.guest_tick_scheduled = True
             self._loop.call_soon(self.tick)
-        else:
-            # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
-            # The fd stays watched and a timer that fires no later than the deadline is
-            # kept (one that fires early only wakes trio for nothing): each wait would
-            # otherwise cost two changes to the loop's selector and a timer.
-            runner.guest_tick_scheduled = False
-            self._waiting = True
-            if not self._watching:
-                self._loop.add_reader(self._epoll_fd, self._wake)
-                self._watching = True
-            when = self._loop.time() + timeout
-            if self._deadline is None or self._deadline.when() > when:
-                if self._deadline is not None:
-                    self._deadline.cancel()
-                self._deadline = self._loop.call_at(when, self._deadline_passed)
+            return
+        # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
+        # The fd stays watched and a timer that fires no later than the deadline is
+        # kept (one that fires early only wakes trio for nothing): each wait would
+        # otherwise cost two changes to the loop's selector and a timer.
+        runner.guest_tick_scheduled = False
+        self._waiting = True
+        if not self._watching:
+            self._loop.add_reader(self._epoll_fd, self._wake)
+            self._watching = True
+        when = self._loop.time() + timeout
+        if self._deadline is None or self._deadline.when() > when:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self._loop.call_at(when, self._deadline_passed)
 
     def _deadline_passed(self) -> None:
         self._deadline = None

@@ -43,6 +43,8 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 from protocol import BackoffPolicy, CircuitOpen, DeadlineExceeded, ServerSpec, ToolResult, UnknownTool
 from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
 from supervisor._agents import _model_names, model_safe_name
+from supervisor._embed import _IDLE_WORKERS
+from supervisor._guest_driver import _BATCHES_PER_TURN
 
 from conftest import SERVERS, marker_of, procs_with_marker, server_spec
 
@@ -626,6 +628,31 @@ def test_trio_waits_for_io_in_the_host_loop_or_falls_back_to_its_own_thread(io_w
     run_asyncio(main, loop_factory=loop_factory)
 
 
+def test_a_busy_trio_still_gives_the_host_loop_its_turns():
+    """The guest run's batches follow each other in one callback of the host loop while
+    trio stays runnable (a stdio call takes several in a row), but at most
+    ``_BATCHES_PER_TURN`` of them: a trio task that never waits leaves the host's own tasks
+    a turn every few batches, never starved."""
+    checkpoints = 300
+
+    async def never_waits(_: Supervisor) -> None:
+        for _ in range(checkpoints):
+            await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        async with embed([]) as sup:
+            assert sup._driver is not None
+            busy = asyncio.ensure_future(sup.run_in_trio(never_waits))
+            host_turns = 0
+            while not busy.done():
+                host_turns += 1
+                await asyncio.sleep(0)
+            await busy
+            assert host_turns >= checkpoints // _BATCHES_PER_TURN - 5, host_turns
+
+    run_asyncio(main)
+
+
 def test_every_kind_of_answer_leaves_no_request_pending():
     """The handle keeps each request until trio resolves it (so that a run that ends fails
     whatever is left): an answer, a failure, a caller's cancellation and a refusal each
@@ -649,6 +676,48 @@ def test_every_kind_of_answer_leaves_no_request_pending():
                     break
                 await asyncio.sleep(0.01)  # the cancelled one's trio task ends soon after
             assert sup._pending == set()
+
+    run_asyncio(main)
+
+
+def test_requests_share_a_few_worker_tasks_each_request_in_a_fresh_context():
+    """Each request from asyncio was a trio task and a cancel scope of its own: spawning,
+    entering and leaving them was about a quarter of what the bridge costs. Requests now go
+    to worker tasks that wait for the next one. Each request still starts from a fresh copy
+    of the guest run's context (what one request set is never seen by the next on the same
+    worker); after a burst only ``_IDLE_WORKERS`` stay; a cancelled request ends its worker
+    (its scope is cancelled), and the requests after it are served by the others."""
+    mark: contextvars.ContextVar[Any] = contextvars.ContextVar("mark", default=None)
+
+    async def sets_mark(_: Supervisor, value: str) -> tuple[Any, Any]:
+        seen = mark.get()
+        mark.set(value)
+        await trio.lowlevel.checkpoint()
+        return seen, trio.lowlevel.current_task()
+
+    async def main() -> None:
+        async with embed([ServerSpec(name="timing")], inproc={"timing": timing_server()}) as sup:
+            workers = lambda: sup.run_in_trio(lambda _: len(sup._requests.child_tasks))  # noqa: E731
+            seen_first, first = await sup.run_in_trio(sets_mark, "first")
+            seen_second, second = await sup.run_in_trio(sets_mark, "second")
+            assert second is first  # the same worker served both
+            assert (seen_first, seen_second) == (None, None)
+
+            naps = await asyncio.gather(*(sup.call_tool("nap", {"seconds": 0.05}, timeout=5) for _ in range(40)))
+            assert {text_of(r) for r in naps} == {"slept 0.05"}
+            assert await workers() == _IDLE_WORKERS
+
+            stuck = asyncio.ensure_future(sup.call_tool("never", {}, timeout=5))
+            await asyncio.sleep(0.05)
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+
+            async def workers_left(n: int) -> bool:
+                return await workers() == n
+
+            await eventually(lambda: workers_left(_IDLE_WORKERS - 1), what="the cancelled request's worker to end")
+            assert text_of(await sup.call_tool("nap", {"seconds": 0.01}, timeout=5)) == "slept 0.01"
 
     run_asyncio(main)
 
