@@ -16,13 +16,17 @@ each wake-up back with ``loop.call_soon_threadsafe``.
 The bridge, one request at a time:
 
 1. An asyncio coroutine (``call_tool``, ``status``, ...) makes an asyncio ``Future`` and hands
-   the request to trio with ``TrioToken.run_sync_soon`` (thread-safe, wakes trio up).
-2. In trio, the request becomes a task in the *requests* nursery, inside its own
-   ``CancelScope``. It runs the trio coroutine and resolves the future with the value or the
-   exception. Both sides run on the loop's thread, so resolving the future is a plain call.
-3. If the asyncio side cancels the future (the awaiting task was cancelled), a done callback
-   cancels that scope, through ``run_sync_soon`` again: the trio call is cancelled, and the
-   connection sends ``notifications/cancelled`` to the server.
+   the request to trio. With trio waiting in the loop's selector, it is handed over
+   directly (both run on the loop's thread) and an idle trio ticks at once; otherwise
+   through ``TrioToken.run_sync_soon`` (thread-safe, wakes trio up).
+2. In trio, a worker task of the *requests* nursery serves it: an idle one, or a new one
+   when all are busy (at most ``_IDLE_WORKERS`` stay idle after a burst). It runs the
+   trio coroutine in a fresh copy of the guest run's context and resolves the future with
+   the value or the exception. Resolving the future is a plain call (same thread).
+3. If the awaiting asyncio task is cancelled, its ``await`` cancels the future and then,
+   through ``run_sync_soon``, the worker's cancel scope, if the worker still serves that
+   request: the trio call is cancelled, the connection sends ``notifications/cancelled``
+   to the server, and that worker ends.
 
 Guarantees:
 
@@ -336,13 +340,18 @@ class EmbeddedSupervisor:
         assert self._trio_context is not None  # set before the state is _RUNNING
         if is_async and self._driver is not None:
             # We are on the loop's thread between two ticks of the guest run: the request
-            # goes to its worker now, as trio lets host code of a guest run reschedule tasks
-            # (an idle run is woken to run it). That saves the wake-up socket's round trip
-            # and the batch trio's entry queue would take to hand the request over: each
-            # batch of a guest run is a turn of the host loop.
-            self._driver.prime()
+            # goes to its worker now, as trio lets host code of a guest run reschedule tasks,
+            # and an idle trio runs it at once, before this returns. That saves the wake-up
+            # socket's round trip, the batch trio's entry queue would take to hand the
+            # request over and a turn of the loop: the request is on its way (written to a
+            # stdio server's pipe, say) before the caller even awaits it.
+            idle = self._driver.hold()
             self._trio_context.run(self._start_request, fn, args, future)
-        elif not self._soon(
+            self._pending.add(future)
+            if idle:
+                self._driver.run_now()
+            return future
+        if not self._soon(
             functools.partial(self._trio_context.run, self._start_request, fn, args, future)
             if is_async
             else functools.partial(self._run_sync_request, fn, args, future)

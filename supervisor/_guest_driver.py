@@ -121,14 +121,22 @@ class Driver:
         self._waiting = False  # idle: waiting in the loop's selector (or for the deadline)
         self._watching = False  # the loop watches trio's epoll fd
 
-    def prime(self) -> None:
-        """Have trio tick soon, because host code is about to schedule work in it (on the
-        loop's thread, between two ticks): trio's own way, for an idle run, is to write
-        its wake-up socket and wait for the loop's selector to see it; this asks the loop
-        for the tick directly, and marks the tick scheduled so that trio does not write."""
+    def hold(self) -> bool:
+        """Host code (on the loop's thread, between two ticks) is about to schedule work in
+        trio, and will call ``run_now`` once it has when this returns True (trio was idle).
+
+        Trio's own way to wake an idle run is to write its wake-up socket and wait for the
+        loop's selector to see it; marking the tick scheduled keeps trio from writing, and
+        ``run_now`` ticks at once, within the host code's own callback: the work starts
+        without a turn of the loop."""
         if self._waiting:
             self._runner.guest_tick_scheduled = True
-            self._loop.call_soon(self._wake)
+            return True
+        return False
+
+    def run_now(self) -> None:
+        """Tick now, after ``hold`` returned True: see there."""
+        self._wake()
 
     def tick(self) -> None:
         """Run trio's next batches: while trio stays runnable, up to ``_BATCHES_PER_TURN`` of

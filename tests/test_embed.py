@@ -653,6 +653,25 @@ def test_a_busy_trio_still_gives_the_host_loop_its_turns():
     run_asyncio(main)
 
 
+def test_a_request_to_an_idle_trio_starts_before_its_caller_awaits():
+    """A request to an idle guest run waited a turn of the host loop for trio's first tick
+    (the tick was scheduled with ``call_soon``). Now trio ticks within the call that hands
+    the request over: a request that needs nothing but trio is answered before the caller
+    ever suspends (its coroutine finishes on its first step), and a stdio request is on
+    the pipe by then."""
+
+    async def main() -> None:
+        async with embed([]) as sup:
+            assert sup._driver is not None
+            await asyncio.sleep(0.05)  # trio is idle now
+            request = sup.run_in_trio(lambda _: "answered")
+            with pytest.raises(StopIteration) as finished:
+                request.send(None)
+            assert finished.value.value == "answered"
+
+    run_asyncio(main)
+
+
 def test_every_kind_of_answer_leaves_no_request_pending():
     """The handle keeps each request until trio resolves it (so that a run that ends fails
     whatever is left): an answer, a failure, a caller's cancellation and a refusal each
