@@ -166,7 +166,8 @@ class ServerLink:
         #: that were not JSON-RPC, and messages over ``max_message_bytes``.
         self.garbage_lines = 0
         self.oversized = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the last failure (connect, crash, hang)
+        self.down_reason: str | None = None  # why the last incarnation went (a failure or a stop)
         self.removed = False
         self._went_down = trio.Event()
         #: The optional lists (prompts, resources) the server failed to give at the last
@@ -262,10 +263,14 @@ class ServerLink:
         self.connected.set()
         self._notify("up")
 
-    def _down(self, reason: str) -> None:
+    def _down(self, reason: str, *, failed: bool = True) -> None:
+        """The incarnation is gone, for ``reason``; ``failed`` unless the supervisor stopped it
+        (only a failure becomes ``last_error``: a restart is not one)."""
         was_up = self.conn is not None
         self.conn = None
-        self.last_error = reason
+        self.down_reason = reason
+        if failed:
+            self.last_error = reason
         if self.connected.is_set():
             self.connected = trio.Event()
         self.inflight = self.queued = 0
@@ -297,7 +302,7 @@ class ServerLink:
         return self.conn
 
     def _not_connected(self) -> ServerUnavailable:
-        why = f" (last error: {self.last_error})" if self.last_error else ""
+        why = f" ({self.down_reason})" if self.down_reason else ""
         return ServerUnavailable(f"server {self.name!r} is not connected{why}", server=self.name)
 
     async def call(self, call: Call) -> Any:
@@ -561,11 +566,12 @@ class _Connection:
         while any(self.relaying.get(key) for key in keys):
             await self.relayed.wait()
 
-    def die(self, reason: str, cause: str = "other") -> None:
-        """Declare this incarnation dead: calls in flight are cut off, new ones go elsewhere."""
+    def die(self, reason: str, cause: str = "other", *, failed: bool = True) -> None:
+        """Declare this incarnation dead: calls in flight are cut off, new ones go elsewhere.
+        ``failed``: unless the supervisor stopped it (see ``ServerLink._down``)."""
         if self.death is None:
             self.death = ConnectionDied(reason, cause)
-            self.link._down(reason)
+            self.link._down(reason, failed=failed)
             for scope in self.inflight:
                 scope.cancel()
             self.slots.unpark_all()
@@ -914,9 +920,9 @@ class _Connection:
             server=self.spec.name,
         )
 
-    def end(self, why: str) -> None:
+    def end(self, why: str, *, failed: bool) -> None:
         """The incarnation is ending: cut off what is in flight (each caller raises)."""
-        self.die(why)
+        self.die(why, failed=failed)
 
     # -- the actor loop -------------------------------------------------------------------
 
@@ -1333,9 +1339,9 @@ async def _live(
     finally:
         # In-flight calls first (ServerCrashed), then whatever is left in the mailbox
         # (ActorDown: never sent, safe to send again).
-        state.end(why)
+        state.end(why, failed=died)
         mailbox.close(why)
-        link._down(why)
+        link._down(why, failed=died)
         if died and proc is not None and proc.pid is not None:
             await kill_tree(proc.pid, proc.incarnation, 0)  # a dead or hung server gets no grace period
 

@@ -193,7 +193,7 @@ class ServerHandle:
             self._tell(self.breaker_ref, ConnectionUp())
             self._tell(self.registry.ref, ServerAvailability(self.name, True))
         elif kind == "down":
-            self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {link.last_error}"))
+            self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {link.down_reason}"))
             self._tell(self.registry.ref, ServerAvailability(self.name, False))
         elif kind == "tools":
             self._tell(self.registry.ref, PublishTools.for_server(self.spec, link.tools_version, link.tools))

@@ -189,6 +189,31 @@ async def test_restart_server_brings_back_a_failed_server_and_drains_a_healthy_o
             await sup.restart_server("nope")
 
 
+async def test_an_operator_restart_is_not_shown_as_the_last_error():
+    """After ``restart_server`` (as after a replacing reload) a healthy server's status said
+    "last error: stopped by the supervisor", which the CLI paints red, as if it had failed.
+    A stop the supervisor made is not a failure: the last error stays what it was (none
+    at first; a crash's reason after one), and a call that finds the server down between
+    incarnations, like the breaker, is still told why it went down."""
+    echo = server_spec("echo", "echo.py")
+    async with Supervisor([echo]) as sup:
+        link = sup.link("echo")
+        with trio.fail_after(20):
+            status = await sup.restart_server("echo")
+        assert connection_of(status).state == "running"
+        assert (link.last_error, link.down_reason) == (None, "stopped by the supervisor")
+        assert connection_of(status).detail["last_error"] is None
+
+        os.kill(link.process.pid, signal.SIGKILL)
+        await wait_until(lambda: link.last_error is not None, timeout=20, what="the crash seen")
+        crash = link.last_error
+        await wait_until(lambda: link.conn is not None, timeout=20, what="the restart after the crash")
+        with trio.fail_after(20):
+            status = await sup.restart_server("echo")
+        assert link.last_error == crash == connection_of(status).detail["last_error"]
+        assert text_of(await sup.call_tool("echo", {"text": "up"}, timeout=10)) == "up"
+
+
 async def test_a_change_of_live_keys_only_is_applied_in_place():
     """A reload that changes only ``LIVE_KEYS`` (timeouts, limits, retry policy, namespace,
     categories, ...) updates the running server: the same process and session (a stateful
