@@ -57,6 +57,28 @@ Where the gap comes from, measured on 2026-12-03:
   0.30-0.32 ms against agents' 0.24-0.25 ms). What remains of the gap is that CPU: the
   supervisor's layer (~15-30 us), the crossing (~35 us) and trio's per-batch cost as a
   guest.
+
+2026-12-04 (later), a cheaper crossing, counted in instructions (``valgrind --tool=callgrind``
+on this process: repeatable here, where wall time is not):
+
+- Requests go to worker tasks that wait for the next one (a task and a cancel scope per
+  request were a quarter of the crossing), the caller's own ``await`` replaces two done
+  callbacks per future, up to 3 runnable trio batches run per loop callback, and a
+  request to an idle trio ticks it at once instead of a loop turn later. In-process
+  crossing: 1.63M -> 1.50M instructions per call (inside trio: 1.41M); c/d 1.22 -> 1.10.
+  Stdio call through the handle: 1.36M -> 1.27M (openai-agents: 1.25M; ``trio.run``:
+  1.12M). b/a 1.057-1.071 over five runs.
+- Host CPU per call is still ~15% above openai-agents' (0.26-0.28 against 0.22-0.24 ms),
+  more than the ~2% more instructions: the rest is not in the count (wake-ups, caches).
+- Where the latency goes, one call cut at our write to the pipe and at the wake-up by
+  the answer (median of 3000, 2026-12-04): send 90-120 us for both paths; answer 145-160
+  us for ours against 105 us; "server" (write to wake-up) 615-660 us for ours against
+  565-610 us. With the server pinned to the other core (``taskset``) the server phase is
+  the same for both (457-475 us) and so is the send (~80 us); only the answer phase
+  differs (111-115 against 85-86 us), and b/a is 1.00-1.05. So part of the gap is how
+  the scheduler places the server beside this process when nothing is pinned, which
+  neither deferring our write to the end of the tick (tried, no change) nor the nested
+  epoll (a ping-pong over a nested epoll is as fast as over a plain one) explains.
 """
 
 from __future__ import annotations
