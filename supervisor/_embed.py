@@ -153,8 +153,8 @@ class EmbeddedSupervisor:
         self._idle_workers: list[trio.lowlevel.Task] = []  # worker tasks waiting for a request
         self._serving: dict[asyncio.Future[Any], trio.CancelScope] = {}  # request -> its worker's scope
         self._host_context: contextvars.Context | None = None
-        #: The guest run's own context, as its main task began: request tasks spawned from
-        #: the host start from a copy of it (not of the host task's context).
+        #: The guest run's own context, as its main task began: each request from the host
+        #: starts from a fresh copy of it (not of the host task's context).
         self._trio_context: contextvars.Context | None = None
         self.crash: BaseException | None = None
         self._driver: Driver | None = None  # when trio waits in the loop's own selector
@@ -459,9 +459,9 @@ class EmbeddedSupervisor:
     async def run_in_trio(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(supervisor, *args)`` inside the guest run and return its result.
 
-        ``fn`` gets the trio ``Supervisor`` and may be a trio async function (run as its own
-        task, cancelled when the awaiting asyncio task is) or a plain function (called in
-        trio; it must not block). For what the methods below do not cover, such as the live
+        ``fn`` gets the trio ``Supervisor`` and may be a trio async function (run by a worker
+        task of the guest run, cancelled when the awaiting asyncio task is) or a plain
+        function (called in trio; it must not block). For what the methods below do not cover, such as the live
         ``mcp.Client`` of a server (``supervisor.link(name).conn.client``).
         """
         sup = self._require()
