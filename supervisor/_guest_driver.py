@@ -15,9 +15,10 @@ the thread, this driver registers that fd with ``loop.add_reader`` (and trio's n
 deadline with ``loop.call_later``) and ticks trio from the loop's own select.
 
 It runs trio's guest run with the same steps as trio's own ``GuestState.guest_tick``
-(trio 0.35.0, pinned) and changes only where trio waits, and that a few batches of a
-runnable trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``). It relies on three private
-details of that trio version: the ``GuestState`` behind the first tick that
+(trio 0.35.0, pinned) and changes only where trio waits, that a few batches of a runnable
+trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``), and that host
+code handing work to an idle run can have it tick at once (``hold`` / ``run_now``). It
+relies on three private details of that trio version: the ``GuestState`` behind the first tick that
 ``start_guest_run`` schedules, its runner's ``io_manager._epoll``, and the runner's
 ``guest_tick_scheduled`` flag. ``start_guest_run`` checks them before taking over and
 otherwise leaves trio's own threaded guest mode in place, so a trio that changed them is

@@ -193,8 +193,8 @@ async def test_an_operator_restart_is_not_shown_as_the_last_error():
     """After ``restart_server`` (as after a replacing reload) a healthy server's status said
     "last error: stopped by the supervisor", which the CLI paints red, as if it had failed.
     A stop the supervisor made is not a failure: the last error stays what it was (none
-    at first; a crash's reason after one), and a call that finds the server down between
-    incarnations, like the breaker, is still told why it went down."""
+    at first; a crash's reason after one), while ``down_reason`` (what the breaker and a
+    call waiting between incarnations are told) still says why it went down."""
     echo = server_spec("echo", "echo.py")
     async with Supervisor([echo]) as sup:
         link = sup.link("echo")
