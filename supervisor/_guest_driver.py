@@ -139,51 +139,75 @@ class Driver:
         """Tick now, after ``hold`` returned True: see there."""
         self._wake()
 
-    def tick(self) -> None:
+    def tick(self, *, poll: bool = False) -> None:
         """Run trio's next batches: while trio stays runnable, up to ``_BATCHES_PER_TURN`` of
-        them before the loop's other callbacks get their turn."""
-        state, runner = self._state, self._runner
-        for _ in range(_BATCHES_PER_TURN):
-            previous_library, sniffio_library.name = sniffio_library.name, "trio"
-            try:
-                timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
-            except StopIteration:
-                self._unwatch()
-                state.done_callback(runner.main_task_outcome)
-                return
-            except trio.TrioInternalError as exc:
-                self._unwatch()
-                state.done_callback(outcome_lib.Error(exc))
-                return
-            except BaseException as exc:  # a KeyboardInterrupt as the run closes: it has ended too
-                self._unwatch()
-                state.done_callback(outcome_lib.Error(exc))
-                raise
-            finally:
-                sniffio_library.name = previous_library
+        them before the loop's other callbacks get their turn. ``poll``: fetch trio's I/O
+        events first (it was idle).
 
-            events = outcome_lib.capture(runner.io_manager.get_events, 0)
-            state.unrolled_run_next_send = events
-            if not (timeout <= 0 or isinstance(events, outcome_lib.Error) or events.value):
-                break
-        else:
-            runner.guest_tick_scheduled = True
-            self._loop.call_soon(self.tick)
-            return
-        # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
-        # The fd stays watched and a timer that fires no later than the deadline is
-        # kept (one that fires early only wakes trio for nothing): each wait would
-        # otherwise cost two changes to the loop's selector and a timer.
-        runner.guest_tick_scheduled = False
-        self._waiting = True
-        if not self._watching:
-            self._loop.add_reader(self._epoll_fd, self._wake)
-            self._watching = True
-        when = self._loop.time() + timeout
-        if self._deadline is None or self._deadline.when() > when:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._deadline = self._loop.call_at(when, self._deadline_passed)
+        Interrupted between two of trio's batches (a ``KeyboardInterrupt`` from the host's
+        signal handler lands anywhere), the run is left ticking, not stalled: trio itself
+        is intact, and a stalled run could never be closed (``aclose`` would wait for
+        ever)."""
+        state, runner = self._state, self._runner
+        settled = False  # the run ended, or its next tick is scheduled, or it waits
+        fresh = not poll  # trio holds the events its next batch takes
+        try:
+            if poll:
+                state.unrolled_run_next_send = outcome_lib.capture(runner.io_manager.get_events, 0)
+                fresh = True
+            for _ in range(_BATCHES_PER_TURN):
+                previous_library, sniffio_library.name = sniffio_library.name, "trio"
+                try:
+                    timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
+                except StopIteration:
+                    settled = True
+                    self._unwatch()
+                    state.done_callback(runner.main_task_outcome)
+                    return
+                except trio.TrioInternalError as exc:
+                    settled = True
+                    self._unwatch()
+                    state.done_callback(outcome_lib.Error(exc))
+                    return
+                except BaseException as exc:  # a KeyboardInterrupt as the run closes: it has ended too
+                    settled = True
+                    self._unwatch()
+                    state.done_callback(outcome_lib.Error(exc))
+                    raise
+                finally:
+                    sniffio_library.name = previous_library
+                fresh = False
+                events = outcome_lib.capture(runner.io_manager.get_events, 0)
+                state.unrolled_run_next_send = events
+                fresh = True
+                if not (timeout <= 0 or isinstance(events, outcome_lib.Error) or events.value):
+                    break
+            else:
+                runner.guest_tick_scheduled = True
+                self._loop.call_soon(self.tick)
+                settled = True
+                return
+            # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
+            # The fd stays watched and a timer that fires no later than the deadline is
+            # kept (one that fires early only wakes trio for nothing): each wait would
+            # otherwise cost two changes to the loop's selector and a timer.
+            runner.guest_tick_scheduled = False
+            self._waiting = True
+            settled = True
+            if not self._watching:
+                self._loop.add_reader(self._epoll_fd, self._wake)
+                self._watching = True
+            when = self._loop.time() + timeout
+            if self._deadline is None or self._deadline.when() > when:
+                if self._deadline is not None:
+                    self._deadline.cancel()
+                self._deadline = self._loop.call_at(when, self._deadline_passed)
+        finally:
+            if not settled:
+                if not fresh:  # no events were taken from trio's epoll: none is lost
+                    state.unrolled_run_next_send = outcome_lib.Value([])
+                runner.guest_tick_scheduled = True
+                self._loop.call_soon(self.tick)
 
     def _deadline_passed(self) -> None:
         self._deadline = None
@@ -200,8 +224,7 @@ class Driver:
 
     def _wake(self) -> None:
         if not self._waiting:
-            return  # busy, or woken already (by the selector, the deadline or `prime`)
+            return  # busy, or woken already (by the selector, the deadline or `run_now`)
         self._waiting = False
-        self._state.unrolled_run_next_send = outcome_lib.capture(self._runner.io_manager.get_events, 0)
         self._runner.guest_tick_scheduled = True
-        self.tick()
+        self.tick(poll=True)

@@ -44,7 +44,7 @@ from protocol import BackoffPolicy, CircuitOpen, DeadlineExceeded, ServerSpec, T
 from supervisor import EmbeddedSupervisor, SupervisedMCPServer, Supervisor, SupervisorClosed, embed
 from supervisor._agents import _model_names, model_safe_name
 from supervisor._embed import _IDLE_WORKERS
-from supervisor._guest_driver import _BATCHES_PER_TURN
+from supervisor._guest_driver import _BATCHES_PER_TURN, Driver
 
 from conftest import SERVERS, marker_of, procs_with_marker, server_spec
 
@@ -670,6 +670,54 @@ def test_a_request_to_an_idle_trio_starts_before_its_caller_awaits():
             assert finished.value.value == "answered"
 
     run_asyncio(main)
+
+
+class LoopInterruptedOnce(asyncio.SelectorEventLoop):
+    """Under Python's default SIGINT handler (a host that runs its own loop), Ctrl-C raises
+    ``KeyboardInterrupt`` wherever the loop's thread is: here in the guest driver, between
+    two of trio's batches, as it schedules its next tick. A signal cannot be aimed at one
+    line, so this loop raises it there, once, when ``interrupt`` is set."""
+
+    interrupt = False
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        if self.interrupt and isinstance(getattr(callback, "__self__", None), Driver) and callback.__name__ == "tick":
+            self.interrupt = False
+            raise KeyboardInterrupt
+        return super().call_soon(callback, *args, context=context)
+
+
+def test_a_ctrl_c_between_two_trio_batches_leaves_the_tree_running_and_closable():
+    """Such an interrupt left the guest run stalled: no tick scheduled, and trio not
+    waiting in the selector either, so no request ran again and ``aclose`` waited for
+    ever. Now the host gets its ``KeyboardInterrupt`` and the run goes on ticking: a host
+    that carries on finds the tree answering, and closes it."""
+
+    async def busy(_: Supervisor) -> str:
+        for _ in range(20):  # runnable for more batches than one loop callback runs
+            await trio.lowlevel.checkpoint()
+        return "done"
+
+    async def start() -> EmbeddedSupervisor:
+        return await embed([ServerSpec(name="timing")], inproc={"timing": timing_server()})
+
+    async def carry_on(sup: EmbeddedSupervisor) -> None:
+        async with asyncio.timeout(10):
+            assert await sup.run_in_trio(busy) == "done"
+            assert text_of(await sup.call_tool("nap", {"seconds": 0.01}, timeout=5)) == "slept 0.01"
+            await sup.aclose()
+
+    loop = LoopInterruptedOnce()
+    try:
+        sup = loop.run_until_complete(start())
+        assert sup._driver is not None
+        loop.interrupt = True
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(sup.run_in_trio(busy))
+        assert not loop.interrupt  # it was raised where it was meant to be
+        loop.run_until_complete(carry_on(sup))
+    finally:
+        loop.close()
 
 
 def test_every_kind_of_answer_leaves_no_request_pending():
