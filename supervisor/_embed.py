@@ -46,7 +46,8 @@ Guarantees:
   handler trio installs in place of Python's default one is taken out again. So with
   ``asyncio.run`` Ctrl-C cancels the main task as usual; with Python's default handler
   (``loop.run_until_complete``, ``run_forever``) it raises ``KeyboardInterrupt`` wherever
-  the loop's thread is. In host code the tree runs on (``aclose`` still closes it); in a
+  the loop's thread is. In host code, or in the guest driver between two of trio's
+  batches, the tree runs on (``aclose`` still closes it); in a
   request, that request's awaiter gets it; elsewhere in a tick of the guest run it ends
   the run (the tree is stopped, or abandoned if trio's own code was interrupted), every
   waiting request and ``aclose`` end, and the ``KeyboardInterrupt`` is raised out of the
