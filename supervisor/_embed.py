@@ -611,8 +611,10 @@ class EmbeddedSupervisor:
         touched (their calls in flight go on). A ``Config`` (or path) also brings its
         toolsets, which then replace those given at ``embed``. The new list is checked
         (duplicate names, toolsets) before anything changes. Reloads are serialized.
-        Returns ``{"added", "removed", "updated", "replaced", "unchanged"}`` (server names),
-        as `Supervisor.reconcile` and the daemon's reload do.
+        Returns ``{"added", "removed", "updated", "replaced", "unchanged", "failed"}``
+        (server names), as the daemon's reload does: a server whose change raised (another
+        change of it under way, through ``run_in_trio``) is listed under ``failed`` and its
+        error logged, and the other servers' changes go on.
         """
         wanted, config = _servers_of(servers_or_config)
         toolsets = dict(config.settings.toolsets) if config is not None else None
@@ -632,7 +634,13 @@ class EmbeddedSupervisor:
         async with self._reload_lock:
             if toolsets is not None:
                 await sup.set_toolsets(toolsets)
-            return await sup.reconcile(wanted_list)
+            failed: list[str] = []
+
+            def report(name: str, exc: Exception) -> None:
+                log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
+                failed.append(name)
+
+            return {**await sup.reconcile(wanted_list, on_error=report), "failed": failed}
 
     async def restart(self, server: str) -> ChildStatus:
         """Restart one server now (``Supervisor.restart_server``: no gap for its callers,

@@ -323,8 +323,8 @@ class Supervisor:
         other changed ones are replaced (`replace_server`: no gap for callers) while added
         ones start. Unchanged ones are not touched. A spec with a number out of its range
         raises ``ValueError`` before anything changes. With ``on_error``, a server whose step
-        raised is reported to it and the others go on; without, the errors propagate (as an
-        exception group) once every step has ended.
+        raised is reported to it (and left out of the names returned) and the others go on;
+        without, the errors propagate (as an exception group) once every step has ended.
         """
         specs = {s.name: s for s in wanted if s.enabled}
         for spec in specs.values():  # all checked before anything changes
@@ -336,6 +336,8 @@ class Supervisor:
         unchanged = [n for n in specs if n in current and specs[n] == current[n]]
         updated = [n for n in changed if changes_live(current[n], specs[n])]
 
+        failed: set[str] = set()
+
         async def step(name: str, action: Callable[[Any], Awaitable[Any]], arg: Any) -> None:
             if on_error is None:
                 await action(arg)
@@ -343,6 +345,7 @@ class Supervisor:
             try:
                 await action(arg)
             except Exception as exc:  # one server's trouble must not abort the others
+                failed.add(name)
                 on_error(name, exc)
 
         async with trio.open_nursery() as nursery:
@@ -355,7 +358,8 @@ class Supervisor:
             for name in added:
                 nursery.start_soon(step, name, self.add_server, specs[name])
         replaced = [n for n in changed if n not in updated]
-        return {"added": added, "removed": removed, "updated": updated, "replaced": replaced, "unchanged": unchanged}
+        done = {"added": added, "removed": removed, "updated": updated, "replaced": replaced}
+        return {**{what: [n for n in names if n not in failed] for what, names in done.items()}, "unchanged": unchanged}
 
     async def _update_server(self, spec: ServerSpec) -> None:
         with self._one_change(spec.name):

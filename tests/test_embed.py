@@ -294,7 +294,9 @@ def test_embed_calls_lists_reports_reloads_restarts_and_fences():
 
             # reload: diffed by name; the unchanged server is not touched
             diff = await sup.reload([echo, changed, new])
-            assert diff == {"added": ["new"], "removed": ["drop"], "updated": [], "replaced": ["change"], "unchanged": ["echo"]}
+            assert diff == {
+                "added": ["new"], "removed": ["drop"], "updated": [], "replaced": ["change"], "unchanged": ["echo"], "failed": [],
+            }
             after = await sup.status()
             assert server_pid(after, "echo") == server_pid(before, "echo")
             assert server_pid(after, "change") != server_pid(before, "change")
@@ -787,6 +789,31 @@ def test_requests_share_a_few_worker_tasks_each_request_in_a_fresh_context():
             assert text_of(await sup.call_tool("nap", {"seconds": 0.01}, timeout=5)) == "slept 0.01"
 
     run_asyncio(main)
+
+
+def test_a_reload_lists_a_server_whose_change_failed_and_changes_the_others(caplog):
+    """A reload whose change of one server raised (here: that server was being replaced
+    through ``run_in_trio`` meanwhile, one change of a server at a time) raised an
+    exception group out of ``reload``, after the other servers had changed, with no word of
+    what had. Now, as the daemon's reload does, that server is listed under ``failed`` with
+    its error logged, and the rest of the diff says what did change."""
+    echo, slow = server_spec("echo", "echo.py"), server_spec("slow", "slow_start.py", "--delay", "1.5")
+    echo_changed = server_spec("echo", "echo.py", "--name", "changed")
+    slow_changed = server_spec("slow", "slow_start.py", "--delay", "0.1")
+
+    async def main() -> None:
+        async with embed([echo, slow]) as sup:
+            replacing = asyncio.ensure_future(sup.run_in_trio(lambda s: s.replace_server(slow)))
+            await asyncio.sleep(0.2)  # the replacement waits for the slow server's start
+            diff = await sup.reload([echo_changed, slow_changed])
+            assert diff["failed"] == ["slow"] and diff["replaced"] == ["echo"], diff
+            await replacing
+            assert text_of(await sup.call_tool("echo", {"text": "hi"}, timeout=10)) == "hi"
+            assert (await sup.run_in_trio(lambda s: s.link("slow").spec)) == slow  # left as it was
+
+    with caplog.at_level("ERROR", logger="supervisor.embed"):
+        run_asyncio(main, timeout=40)
+    assert "reload: server 'slow': RuntimeError: server 'slow' is being replaced or removed" in caplog.text
 
 
 def test_embed_refuses_clearly_and_leaves_the_loop_usable():
