@@ -107,6 +107,31 @@ while time.monotonic() < end and send(0):
 send(signal.SIGKILL)
 """.replace("VAR", repr(INCARNATION_VAR))
 _reaper: subprocess.Popen[bytes] | None = None
+#: Lines the reaper has not taken yet: its pipe was full (a reaper that stopped reading,
+#: SIGSTOPped say). Written first, in order, at the next line; never waited for.
+_reaper_backlog = bytearray()
+
+
+def _tell_reaper(line: str) -> bool:
+    """Hand ``line`` to the reaper without ever blocking (the pipe is non-blocking: a write
+    that would block would freeze every task of this thread, and an embedding host's loop
+    with them). False if the reaper is gone (its pipe broke)."""
+    assert _reaper is not None and _reaper.stdin is not None
+    was_taken = not _reaper_backlog
+    _reaper_backlog.extend(line.encode())
+    try:
+        while _reaper_backlog:
+            del _reaper_backlog[: os.write(_reaper.stdin.fileno(), _reaper_backlog)]
+    except BlockingIOError:
+        if was_taken:  # once per stall, not per line
+            log.warning(
+                "the reaper is not reading its pipe (%d bytes wait): if this process is killed now, "
+                "servers started since may outlive it",
+                len(_reaper_backlog),
+            )
+    except OSError:
+        return False
+    return True
 
 
 def _watch_group(pgid: int, incarnation: str) -> None:
@@ -133,14 +158,14 @@ def _watch_group(pgid: int, incarnation: str) -> None:
                 _reaper = None
                 log.warning("no reaper (%s): if this process is killed, its stdio servers outlive it", exc)
                 return
+            assert _reaper.stdin is not None
+            os.set_blocking(_reaper.stdin.fileno(), False)
+            _reaper_backlog.clear()  # the new one learns every group still live
             line = "".join(f"+{group} {mark}\n" for group, mark in _live_groups.items())
-        assert _reaper.stdin is not None
-        try:
-            _reaper.stdin.write(line.encode())
+        if _tell_reaper(line):
             return
-        except OSError:  # it died: close our end of its pipe, then start another
-            _reaper.stdin.close()
-            _reaper = None
+        _reaper.stdin.close()  # it died: close our end of its pipe, then start another
+        _reaper = None
 
 
 def _after_fork_in_child() -> None:
@@ -150,6 +175,7 @@ def _after_fork_in_child() -> None:
     global _reaper
     reaper, _reaper = _reaper, None
     _live_groups.clear()
+    _reaper_backlog.clear()
     if reaper is not None and reaper.stdin is not None:
         _parents_reaper.append(reaper)  # kept: its __del__ would poll a process not ours
         with contextlib.suppress(OSError):
@@ -170,12 +196,14 @@ async def _forget_group(pgid: int) -> None:
     reaper = _reaper
     if reaper is None or reaper.stdin is None:
         return
-    with contextlib.suppress(OSError):
-        reaper.stdin.write(f"-{pgid}\n".encode())
+    _tell_reaper(f"-{pgid}\n")
     if _live_groups:
         return
     _reaper = None
-    reaper.stdin.close()  # with nothing listed, it exits without killing anything
+    # With nothing listed, it exits without killing anything (lines it never took, from a
+    # stall, are dropped: they only unlist groups that are gone).
+    _reaper_backlog.clear()
+    reaper.stdin.close()
     with trio.CancelScope(shield=True), trio.move_on_after(1.0):
         while reaper.poll() is None:
             await trio.sleep(_POLL / 4)

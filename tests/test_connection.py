@@ -1210,6 +1210,58 @@ async def test_a_fork_of_the_supervisor_does_not_keep_its_servers_alive_after_a_
                 os.kill(pid, signal.SIGKILL)
 
 
+REAPER_STALL = """
+import fcntl, logging, os, signal, sys, time
+sys.path.insert(0, ROOT)
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from actors import _process as p
+FAKE = 5_000_000  # above any pid a Linux kernel hands out (PID_MAX_LIMIT is 4194304): no such group
+p._watch_group(FAKE, "a")
+reaper = p._reaper
+print("reaper", reaper.pid, flush=True)
+fcntl.fcntl(reaper.stdin.fileno(), 1031, 4096)  # F_SETPIPE_SZ: one page
+os.kill(reaper.pid, signal.SIGSTOP)
+for i in range(1, 1000):  # ~20 kB of "+pgid id" lines
+    p._watch_group(FAKE + i, "b")
+print("held back", len(p._reaper_backlog) > 0, flush=True)
+os.kill(reaper.pid, signal.SIGCONT)
+deadline = time.monotonic() + 10
+while p._reaper_backlog and time.monotonic() < deadline:
+    p._tell_reaper("")
+    time.sleep(0.01)
+print("caught up", not p._reaper_backlog, flush=True)
+"""
+
+
+def test_a_reaper_that_stops_reading_never_blocks_the_supervisor():
+    """The reaper's pipe was written blocking: a reaper that stopped reading (SIGSTOPped,
+    or starved) froze the whole supervisor once its pipe filled, every task of the thread
+    and an embedding host's loop with it. Now the writes never block: what the pipe cannot
+    take waits, in order, for the next write, with one warning per stall.
+
+    The lines are the reaper's own (``_watch_group``, as a server start sends them), for
+    groups that cannot exist: filling even a one-page pipe takes ~200 server starts."""
+    script = REAPER_STALL.replace("ROOT", repr(str(SERVERS.parent.parent)))
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = run.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        out, err = run.communicate()
+        with contextlib.suppress(IndexError, ValueError, ProcessLookupError):
+            os.kill(int(out.splitlines()[0].split()[1]), signal.SIGKILL)  # the stopped reaper
+        pytest.fail(f"the supervisor blocked on the reaper's pipe; it printed {out!r}")
+    lines = out.splitlines()
+    reaper = int(lines[0].split()[1])
+    assert lines[1:] == ["held back True", "caught up True"], (out, err)
+    assert err.count("the reaper is not reading its pipe") == 1, err
+    for _ in range(300):  # the script's exit closed the pipe: the reaper acts, then exits
+        if not os.path.exists(f"/proc/{reaper}"):
+            break
+        time.sleep(0.01)
+    assert not os.path.exists(f"/proc/{reaper}")
+
+
 async def test_stderr_is_kept_in_a_ring_buffer_and_shown_in_status():
     spec = server_spec("chatty", "crash_at_start.py", "--when", "before")
     async with Supervisor([spec]) as sup:
