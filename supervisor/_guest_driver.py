@@ -152,7 +152,9 @@ class Driver:
         settled = False  # the run ended, or its next tick is scheduled, or it waits
         fresh = not poll  # trio holds the events its next batch takes
         try:
-            if poll:
+            if poll:  # woken (`_wake`): it was waiting
+                self._waiting = False
+                runner.guest_tick_scheduled = True
                 state.unrolled_run_next_send = outcome_lib.capture(runner.io_manager.get_events, 0)
                 fresh = True
             for _ in range(_BATCHES_PER_TURN):
@@ -206,6 +208,7 @@ class Driver:
             if not settled:
                 if not fresh:  # no events were taken from trio's epoll: none is lost
                     state.unrolled_run_next_send = outcome_lib.Value([])
+                self._waiting = False
                 runner.guest_tick_scheduled = True
                 self._loop.call_soon(self.tick)
 
@@ -225,6 +228,4 @@ class Driver:
     def _wake(self) -> None:
         if not self._waiting:
             return  # busy, or woken already (by the selector, the deadline or `run_now`)
-        self._waiting = False
-        self._runner.guest_tick_scheduled = True
         self.tick(poll=True)
