@@ -67,7 +67,7 @@ on this process: repeatable here, where wall time is not):
   request to an idle trio ticks it at once instead of a loop turn later. In-process
   crossing: 1.63M -> 1.50M instructions per call (inside trio: 1.41M); c/d 1.22 -> 1.10.
   Stdio call through the handle: 1.36M -> 1.27M (openai-agents: 1.25M; ``trio.run``:
-  1.12M). b/a 1.057-1.071 over five runs.
+  1.12M). b/a 1.011-1.078 over ten runs, median 1.06.
 - Host CPU per call is still ~15% above openai-agents' (0.26-0.28 against 0.22-0.24 ms),
   more than the ~2% more instructions: the rest is not in the count (wake-ups, caches).
 - Where the latency goes, one call cut at our write to the pipe and at the wake-up by
