@@ -920,10 +920,6 @@ class _Connection:
             server=self.spec.name,
         )
 
-    def end(self, why: str, *, failed: bool) -> None:
-        """The incarnation is ending: cut off what is in flight (each caller raises)."""
-        self.die(why, failed=failed)
-
     # -- the actor loop -------------------------------------------------------------------
 
     async def serve(self, mailbox: Mailbox[Any]) -> None:
@@ -1339,7 +1335,7 @@ async def _live(
     finally:
         # In-flight calls first (ServerCrashed), then whatever is left in the mailbox
         # (ActorDown: never sent, safe to send again).
-        state.end(why, failed=died)
+        state.die(why, failed=died)  # cut off what is in flight (each caller raises)
         mailbox.close(why)
         link._down(why, failed=died)
         if died and proc is not None and proc.pid is not None:
