@@ -16,13 +16,16 @@ deadline with ``loop.call_later``) and ticks trio from the loop's own select.
 
 It runs trio's guest run with the same steps as trio's own ``GuestState.guest_tick``
 (trio 0.35.0, pinned) and changes only where trio waits, that a few batches of a runnable
-trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``), and that host
-code handing work to an idle run can have it tick at once (``hold`` / ``run_now``). It
-relies on three private details of that trio version: the ``GuestState`` behind the first tick that
-``start_guest_run`` schedules, its runner's ``io_manager._epoll``, and the runner's
-``guest_tick_scheduled`` flag. ``start_guest_run`` checks them before taking over and
-otherwise leaves trio's own threaded guest mode in place, so a trio that changed them is
-slower, never wrong.
+trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``), that trio's
+epoll is polled only when the run is woken (the loop's selector sees trio's ready fds
+while it is idle), and that host code handing work to an idle run can have it tick at
+once (``hold`` / ``run_now``). It relies on three private details of that trio version:
+the ``GuestState`` behind the first tick that ``start_guest_run`` schedules, its runner's
+``io_manager._epoll``, and the runner's ``guest_tick_scheduled`` flag. ``start_guest_run``
+checks them before taking over and otherwise leaves trio's own threaded guest mode in
+place, so a trio that changed them is slower, never wrong. (After a ``KeyboardInterrupt``
+in a tick it also reads whether trio took the outcome it was to be sent: the
+``_unwrapped`` flag of ``outcome`` 1.3; without it, that outcome is replaced.)
 
 Guarantees: those of ``trio.lowlevel.start_guest_run`` with the loop's ``call_soon`` /
 ``call_soon_threadsafe`` and ``host_uses_signal_set_wakeup_fd=True``; ``done_callback``
@@ -136,13 +139,22 @@ class Driver:
         return False
 
     def run_now(self) -> None:
-        """Tick now, after ``hold`` returned True: see there."""
-        self._wake()
+        """Tick now, after ``hold`` returned True: see there. Trio's I/O is not polled: the
+        loop's selector wakes the run for what is ready."""
+        if self._waiting:
+            self.tick()
 
     def tick(self, *, poll: bool = False) -> None:
         """Run trio's next batches: while trio stays runnable, up to ``_BATCHES_PER_TURN`` of
         them before the loop's other callbacks get their turn. ``poll``: fetch trio's I/O
-        events first (it was idle).
+        events first (it was woken by them, or by its deadline, or this is a new turn of a
+        busy run).
+
+        Trio's I/O is polled only then, not after every batch as trio's own ``guest_tick``
+        does: between two batches of one turn nothing would be missed for long (the next
+        turn polls), and an idle trio waits in the loop's selector, which sees its ready
+        fds itself (each poll is an epoll call and trio's bookkeeping, six per stdio call
+        where one is enough).
 
         Interrupted between two of trio's batches (a ``KeyboardInterrupt`` from the host's
         signal handler lands anywhere), the run is left ticking, not stalled: trio itself
@@ -150,13 +162,11 @@ class Driver:
         ever)."""
         state, runner = self._state, self._runner
         settled = False  # the run ended, or its next tick is scheduled, or it waits
-        fresh = not poll  # trio holds the events its next batch takes
         try:
-            if poll:  # woken (`_wake`): it was waiting
-                self._waiting = False
-                runner.guest_tick_scheduled = True
+            self._waiting = False
+            runner.guest_tick_scheduled = True
+            if poll:
                 state.unrolled_run_next_send = outcome_lib.capture(runner.io_manager.get_events, 0)
-                fresh = True
             for _ in range(_BATCHES_PER_TURN):
                 previous_library, sniffio_library.name = sniffio_library.name, "trio"
                 try:
@@ -178,15 +188,14 @@ class Driver:
                     raise
                 finally:
                     sniffio_library.name = previous_library
-                fresh = False
-                events = outcome_lib.capture(runner.io_manager.get_events, 0)
-                state.unrolled_run_next_send = events
-                fresh = True
-                if not (timeout <= 0 or isinstance(events, outcome_lib.Error) or events.value):
+                # No events for the next batch: this turn's next one, or the first of the
+                # next turn (which polls), or the one `run_now` starts (the loop's
+                # selector will wake the run for whatever is ready meanwhile).
+                state.unrolled_run_next_send = outcome_lib.Value([])
+                if timeout > 0:
                     break
             else:
-                runner.guest_tick_scheduled = True
-                self._loop.call_soon(self.tick)
+                self._loop.call_soon(self._next_turn)
                 settled = True
                 return
             # Idle: wake on any fd trio waits for (its wake-up socket too) or at its deadline.
@@ -206,11 +215,14 @@ class Driver:
                 self._deadline = self._loop.call_at(when, self._deadline_passed)
         finally:
             if not settled:
-                if not fresh:  # no events were taken from trio's epoll: none is lost
+                if _taken(state.unrolled_run_next_send):  # else it holds events not run yet
                     state.unrolled_run_next_send = outcome_lib.Value([])
                 self._waiting = False
                 runner.guest_tick_scheduled = True
-                self._loop.call_soon(self.tick)
+                self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self.tick(poll=True)
 
     def _deadline_passed(self) -> None:
         self._deadline = None
@@ -229,3 +241,8 @@ class Driver:
         if not self._waiting:
             return  # busy, or woken already (by the selector, the deadline or `run_now`)
         self.tick(poll=True)
+
+
+def _taken(sent: outcome_lib.Outcome[Any]) -> bool:
+    """Whether trio's run loop has taken ``sent`` (an outcome is sent once)."""
+    return getattr(sent, "_unwrapped", True)

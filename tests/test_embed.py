@@ -674,6 +674,37 @@ def test_a_request_to_an_idle_trio_starts_before_its_caller_awaits():
     run_asyncio(main)
 
 
+def test_a_stdio_call_polls_trios_epoll_only_when_the_answer_wakes_it(monkeypatch):
+    """Trio's own guest mode polls its epoll after every batch of tasks, and so did this
+    driver: six epoll calls (and trio's bookkeeping for each) per stdio call. An idle trio
+    waits in the host's selector, which sees its ready fds itself, so a poll is needed only
+    when the selector (or the deadline, or a busy run's next turn) wakes the run. Counted
+    over calls to a real stdio server, at most one poll each."""
+    from trio._core._io_epoll import EpollIOManager
+
+    polls = 0
+    get_events = EpollIOManager.get_events
+
+    def counted(self: Any, timeout: float) -> Any:
+        nonlocal polls
+        polls += 1
+        return get_events(self, timeout)
+
+    async def main() -> None:
+        async with embed([server_spec("echo", "echo.py")]) as sup:
+            assert sup._driver is not None
+            for _ in range(5):  # warm: the tool list is cached, the workers are there
+                await sup.call_tool("echo", {"text": "hi"})
+            monkeypatch.setattr(EpollIOManager, "get_events", counted)
+            calls = 20
+            for i in range(calls):
+                assert text_of(await sup.call_tool("echo", {"text": f"hi {i}"})) == f"hi {i}"
+            monkeypatch.setattr(EpollIOManager, "get_events", get_events)
+            assert 0 < polls <= calls, polls
+
+    run_asyncio(main)
+
+
 class LoopInterruptedOnce(asyncio.SelectorEventLoop):
     """Under Python's default SIGINT handler (a host that runs its own loop), Ctrl-C raises
     ``KeyboardInterrupt`` wherever the loop's thread is: here in the guest driver, between
@@ -683,7 +714,7 @@ class LoopInterruptedOnce(asyncio.SelectorEventLoop):
     interrupt = False
 
     def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
-        if self.interrupt and isinstance(getattr(callback, "__self__", None), Driver) and callback.__name__ == "tick":
+        if self.interrupt and isinstance(getattr(callback, "__self__", None), Driver) and callback.__name__ == "_next_turn":
             self.interrupt = False
             raise KeyboardInterrupt
         return super().call_soon(callback, *args, context=context)
