@@ -54,6 +54,7 @@ import re
 import signal
 import sys
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -431,26 +432,24 @@ def restart(url: str, server: str) -> int:
     return 0 if all(each.state == "running" for each in nodes) else 1
 
 
-#: The HTTP statuses the MCP client commands met (`_client`), for `_client_command` to
-#: say why: the SDK turns a 401 into "Server returned an error response".
-_statuses: list[int] = []
-
-
-def _client(url: str) -> Any:
+def _client(url: str, statuses: list[int]) -> Any:
+    """An MCP client of the daemon at ``url``; the HTTP status of each response it gets is
+    added to ``statuses`` (the SDK turns a 401 into "Server returned an error response",
+    and `_client_command` says why instead)."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
     async def seen(response: Any) -> None:
-        _statuses.append(response.status_code)
+        statuses.append(response.status_code)
 
     endpoint = url.rstrip("/") + "/mcp"
     http = httpx2.AsyncClient(headers=_headers(), timeout=60.0, event_hooks={"response": [seen]})
     return Client(streamable_http_client(endpoint, http_client=http))
 
 
-async def _tools(url: str) -> int:
-    async with _client(url) as client:
+async def _tools(connect: Callable[[], Any]) -> int:
+    async with connect() as client:
         result = await client.list_tools()
     for tool in result.tools:
         summary = (tool.description or "").strip().splitlines()
@@ -515,10 +514,10 @@ async def _input_schema(client: Any, tool: str) -> dict[str, Any] | None:
             return None
 
 
-async def _call(url: str, tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:
+async def _call(connect: Callable[[], Any], tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:
     from mcp import MCPError
 
-    async with _client(url) as client:
+    async with connect() as client:
         if arguments is None:
             arguments = typed_arguments(pairs, await _input_schema(client, tool) if pairs else None)
         try:
@@ -535,12 +534,13 @@ async def _call(url: str, tool: str, arguments: dict[str, Any] | None, pairs: di
 
 
 def _client_command(fn: Any, url: str, *args: Any) -> int:
-    """Run one MCP client command; a daemon that cannot be reached is one line, exit 1."""
-    _statuses.clear()
+    """Run one MCP client command, ``fn(connect, *args)`` (``connect()`` makes the client);
+    a daemon that cannot be reached is one line, exit 1."""
+    statuses: list[int] = []
     try:
-        return trio.run(fn, url, *args)
+        return trio.run(fn, functools.partial(_client, url, statuses), *args)
     except Exception as exc:  # the SDK wraps transport errors in exception groups
-        if 401 in _statuses:
+        if 401 in statuses:
             print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
             return 1
         leaf = exc

@@ -1066,6 +1066,18 @@ async def test_auth_origin_and_body_limit(tmp_path, start_daemon):
         assert local.status_code == 200
         too_big = await http.post(daemon.url + "/mcp", content=b"{" + b" " * 4096 + b"}", headers=mcp_headers)
         assert too_big.status_code == 413
+    # The MCP client commands say why a 401 came (the SDK says "Server returned an error
+    # response"), and what to do: with no token, and with the wrong one.
+    for sent, told in ((None, "the daemon wants a token"), ("wrong", "the daemon refused $MCP_SUPERVISOR_TOKEN")):
+        env = {k: v for k, v in os.environ.items() if k != "MCP_SUPERVISOR_TOKEN"}
+        if sent is not None:
+            env["MCP_SUPERVISOR_TOKEN"] = sent
+        for command in (["tools"], ["call", "echo", "text=hi"]):
+            run = await trio.run_process(
+                [sys.executable, "-m", "supervisor", *command, "--url", daemon.url], cwd=ROOT, env=env,
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+            assert run.returncode == 1 and f": 401: {told}" in run.stderr.decode(), (command, run.stderr)
     assert token not in daemon.log.read_text()
 
 
