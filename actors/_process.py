@@ -22,7 +22,8 @@ period. So this module spawns the server itself, and keeps the SDK's shutdown se
   server behind: the first stdio server starts a reaper, a tiny process in a session of its
   own that learns every live process group (and its incarnation id) through a pipe from
   us. When the pipe closes, which the kernel does as we die, it kills every group still
-  listed and every process carrying a listed id (SIGTERM, 1 s, SIGKILL), then exits. A
+  listed (unless its number now belongs to a later process: see ``_REAPER``) and every
+  process carrying a listed id (SIGTERM, 1 s, SIGKILL), then exits. A
   fork of this process that does not exec closes its copy of the pipe at once, so it
   cannot hold the reaper off by outliving us.
 """
@@ -52,8 +53,9 @@ log = logging.getLogger("supervisor.process")
 #: The environment variable that marks every process of one stdio server incarnation.
 INCARNATION_VAR = "MCP_SUPERVISOR_INCARNATION"
 
-#: Every stdio server this process runs: its process group -> its incarnation id.
-_live_groups: dict[int, str] = {}
+#: Every stdio server this process runs: its process group -> its incarnation id and its
+#: leader's start time (`_start_time`).
+_live_groups: dict[int, tuple[str, str]] = {}
 
 
 def kill_every_server_now() -> int:
@@ -64,24 +66,41 @@ def kill_every_server_now() -> int:
     shutdown: the servers and their children go with this process rather than outlive it.
     """
     killed = 0
-    for pgid, incarnation in list(_live_groups.items()):
+    for pgid, (incarnation, _) in list(_live_groups.items()):
         if _signal_tree(pgid, _marked(pgid, incarnation), signal.SIGKILL):
             killed += 1
     return killed
 
 
 # Runs with -I -S: no site, no environment, nothing but os and signal; fast to start.
-# Lines from us: "+<pgid> <incarnation id>" (a server started), "-<pgid>" (it is gone).
+# Lines from us: "+<pgid> <incarnation id> <leader's start time>" (a server started),
+# "-<pgid>" (it is gone).
+#
+# A group listed but long gone (its "-" line was lost: a stall, `_forget_group` at the
+# last server) must not cost a stranger whose group took its number since. The kernel
+# hands out no pid while a process group of that number lives; so a process numbered
+# as the group that started at another time than its leader did means the group is gone,
+# and that number is spared (processes carrying its id are still ours, and go).
 _REAPER = """
 import os, signal, sys, time
 groups = {}
 for line in sys.stdin:
-    pgid, _, incarnation = line[1:].strip().partition(" ")
+    pgid, _, rest = line[1:].strip().partition(" ")
     if line[0] == "+":
-        groups[int(pgid)] = incarnation
+        groups[int(pgid)] = rest.split(" ")
     else:
         groups.pop(int(pgid), None)
-marks = {("%s=%s" % (VAR, i)).encode() for i in groups.values() if i}
+marks = {("%s=%s" % (VAR, listed[0])).encode() for listed in groups.values() if listed[0]}
+def started(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+for pgid, listed in list(groups.items()):
+    now = started(pgid)
+    if len(listed) > 1 and listed[1] and now is not None and now != listed[1]:
+        del groups[pgid]
 def send(sig):
     alive = False
     for pgid in groups:
@@ -134,12 +153,24 @@ def _tell_reaper(line: str) -> bool:
     return True
 
 
-def _watch_group(pgid: int, incarnation: str) -> None:
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``), or
+    "" when it cannot be read: with its pid, what tells that process from a later one."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _watch_group(pgid: int, incarnation: str, leader_start: str) -> None:
     """List a live process group with the reaper, starting one if none runs (or it died:
-    the new one learns every group still live)."""
+    the new one learns every group still live). ``leader_start``: when its leader (pid
+    ``pgid``) started (`_start_time`), so the reaper can tell the group from a later one
+    that took its number."""
     global _reaper
-    _live_groups[pgid] = incarnation
-    line = f"+{pgid} {incarnation}\n"
+    _live_groups[pgid] = (incarnation, leader_start)
+    line = f"+{pgid} {incarnation} {leader_start}\n"
     for _ in range(2):
         if _reaper is None or _reaper.poll() is not None:
             try:
@@ -161,7 +192,7 @@ def _watch_group(pgid: int, incarnation: str) -> None:
             assert _reaper.stdin is not None
             os.set_blocking(_reaper.stdin.fileno(), False)
             _reaper_backlog.clear()  # the new one learns every group still live
-            line = "".join(f"+{group} {mark}\n" for group, mark in _live_groups.items())
+            line = "".join(f"+{group} {mark} {start}\n" for group, (mark, start) in _live_groups.items())
         if _tell_reaper(line):
             return
         _reaper.stdin.close()  # it died: close our end of its pipe, then start another
@@ -200,8 +231,9 @@ async def _forget_group(pgid: int) -> None:
     if _live_groups:
         return
     _reaper = None
-    # With nothing listed, it exits without killing anything (lines it never took, from a
-    # stall, are dropped: they only unlist groups that are gone).
+    # With nothing listed, it exits without killing anything. Lines it never took, from a
+    # stall, are dropped: they only unlist groups that are gone, and a listed group whose
+    # number a stranger took since is spared by the reaper (`_REAPER`).
     _reaper_backlog.clear()
     reaper.stdin.close()
     with trio.CancelScope(shield=True), trio.move_on_after(1.0):
@@ -458,7 +490,7 @@ async def open_stdio(
     # No checkpoint until the finally below guards the process: a cancellation here would
     # leave it running.
     proc.pid = process.pid
-    _watch_group(process.pid, proc.incarnation)
+    _watch_group(process.pid, proc.incarnation, _start_time(process.pid))
     assert process.stdin is not None and process.stdout is not None
     stderr_done = trio.Event()
 

@@ -1216,13 +1216,13 @@ sys.path.insert(0, ROOT)
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 from actors import _process as p
 FAKE = 5_000_000  # above any pid a Linux kernel hands out (PID_MAX_LIMIT is 4194304): no such group
-p._watch_group(FAKE, "a")
+p._watch_group(FAKE, "a", "")
 reaper = p._reaper
 print("reaper", reaper.pid, flush=True)
 fcntl.fcntl(reaper.stdin.fileno(), 1031, 4096)  # F_SETPIPE_SZ: one page
 os.kill(reaper.pid, signal.SIGSTOP)
 for i in range(1, 1000):  # ~20 kB of "+pgid id" lines
-    p._watch_group(FAKE + i, "b")
+    p._watch_group(FAKE + i, "b", "")
 print("held back", len(p._reaper_backlog) > 0, flush=True)
 os.kill(reaper.pid, signal.SIGCONT)
 deadline = time.monotonic() + 10
@@ -1260,6 +1260,54 @@ def test_a_reaper_that_stops_reading_never_blocks_the_supervisor():
             break
         time.sleep(0.01)
     assert not os.path.exists(f"/proc/{reaper}")
+
+
+REAPER_LISTS = """
+import sys
+sys.path.insert(0, ROOT)
+from actors import _process as p
+p._watch_group(int(sys.argv[1]), "0123456789abcdef", sys.argv[2])
+print(p._reaper.pid, flush=True)
+"""
+
+
+@pytest.mark.parametrize("listed_start", ["its own", "another"])
+def test_the_reaper_spares_a_group_that_took_the_number_of_one_long_gone(listed_start):
+    """The reaper killed every group still listed when we died, by number. A group whose
+    end it never heard of (its line lost in a stall) may be long gone, and its number
+    taken by a stranger's group since: that one went instead. Now a group whose number
+    names a process that started at another time than the listed leader is spared.
+
+    The stranger is a real process group (``sleep`` in a session of its own); this
+    process lists it as a server's group, with its leader's true start time (it is then
+    ours: killed) or another one (it is the number of a gone group: spared), then exits."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        start = p_start_time(stranger.pid) if listed_start == "its own" else "1"
+        script = REAPER_LISTS.replace("ROOT", repr(str(SERVERS.parent.parent)))
+        run = subprocess.run([sys.executable, "-c", script, str(stranger.pid), start],
+                             capture_output=True, text=True, timeout=30)
+        reaper = int(run.stdout.split()[0])
+        for _ in range(500):  # the script's exit closed the pipe: the reaper acts, then exits
+            if not os.path.exists(f"/proc/{reaper}"):
+                break
+            time.sleep(0.01)
+        assert not os.path.exists(f"/proc/{reaper}")
+        if listed_start == "its own":
+            assert stranger.wait(timeout=5) == -signal.SIGTERM
+        else:
+            assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def p_start_time(pid: int) -> str:
+    from actors._process import _start_time
+
+    start = _start_time(pid)
+    assert start.isdigit(), start
+    return start
 
 
 async def test_stderr_is_kept_in_a_ring_buffer_and_shown_in_status():
