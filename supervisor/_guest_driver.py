@@ -17,8 +17,7 @@ deadline with ``loop.call_later``) and ticks trio from the loop's own select.
 It runs trio's guest run with the same steps as trio's own ``GuestState.guest_tick``
 (trio 0.35.0, pinned) and changes only where trio waits, that a few batches of a runnable
 trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``), that trio's
-epoll is polled only when the run is woken (the loop's selector sees trio's ready fds
-while it is idle), and that host code handing work to an idle run can have it tick at
+epoll is not polled between two of them, and that host code handing work to an idle run can have it tick at
 once (``hold`` / ``run_now``). It relies on three private details of that trio version:
 the ``GuestState`` behind the first tick that ``start_guest_run`` schedules, its runner's
 ``io_manager._epoll``, and the runner's ``guest_tick_scheduled`` flag. ``start_guest_run``
@@ -139,8 +138,8 @@ class Driver:
         return False
 
     def run_now(self) -> None:
-        """Tick now, after ``hold`` returned True: see there. Trio's I/O is not polled: the
-        loop's selector wakes the run for what is ready."""
+        """Tick now, after ``hold`` returned True: see there. Trio's I/O is not polled first
+        (it is once trio has run what it can)."""
         if self._waiting:
             self.tick()
 
@@ -150,11 +149,11 @@ class Driver:
         events first (it was woken by them, or by its deadline, or this is a new turn of a
         busy run).
 
-        Trio's I/O is polled only then, not after every batch as trio's own ``guest_tick``
-        does: between two batches of one turn nothing would be missed for long (the next
-        turn polls), and an idle trio waits in the loop's selector, which sees its ready
-        fds itself (each poll is an epoll call and trio's bookkeeping, six per stdio call
-        where one is enough).
+        Trio's I/O is polled then, and when trio has nothing left to run (what is ready
+        already runs at once, without a turn of the loop), not after every batch as trio's
+        own ``guest_tick`` does: between two batches of a runnable trio nothing is missed
+        for long (the next turn polls). Each poll is an epoll call and trio's bookkeeping;
+        a stdio call made six, now three.
 
         Interrupted between two of trio's batches (a ``KeyboardInterrupt`` from the host's
         signal handler lands anywhere), the run is left ticking, not stalled: trio itself
@@ -165,7 +164,7 @@ class Driver:
         try:
             self._waiting = False
             runner.guest_tick_scheduled = True
-            if poll:
+            if poll and _spare(state.unrolled_run_next_send):
                 state.unrolled_run_next_send = outcome_lib.capture(runner.io_manager.get_events, 0)
             for _ in range(_BATCHES_PER_TURN):
                 previous_library, sniffio_library.name = sniffio_library.name, "trio"
@@ -188,12 +187,13 @@ class Driver:
                     raise
                 finally:
                     sniffio_library.name = previous_library
-                # No events for the next batch: this turn's next one, or the first of the
-                # next turn (which polls), or the one `run_now` starts (the loop's
-                # selector will wake the run for whatever is ready meanwhile).
-                state.unrolled_run_next_send = outcome_lib.Value([])
-                if timeout > 0:
-                    break
+                if timeout > 0:  # idle, unless I/O is ready already (the loop's turn saved)
+                    events = outcome_lib.capture(runner.io_manager.get_events, 0)
+                    state.unrolled_run_next_send = events
+                    if not (isinstance(events, outcome_lib.Error) or events.value):
+                        break
+                else:  # runnable: its next batch follows without a poll
+                    state.unrolled_run_next_send = outcome_lib.Value([])
             else:
                 self._loop.call_soon(self._next_turn)
                 settled = True
@@ -246,3 +246,10 @@ class Driver:
 def _taken(sent: outcome_lib.Outcome[Any]) -> bool:
     """Whether trio's run loop has taken ``sent`` (an outcome is sent once)."""
     return getattr(sent, "_unwrapped", True)
+
+
+def _spare(sent: outcome_lib.Outcome[Any]) -> bool:
+    """Whether a poll may replace ``sent``: taken already, or holding no events. Events
+    taken from trio's epoll and not yet run must reach trio (its waits are one-shot: a
+    task whose event was dropped would wait for ever)."""
+    return _taken(sent) or (isinstance(sent, outcome_lib.Value) and not sent.value)
