@@ -79,6 +79,28 @@ on this process: repeatable here, where wall time is not):
   the scheduler places the server beside this process when nothing is pinned, which
   neither deferring our write to the end of the tick (tried, no change) nor the nested
   epoll (a ping-pong over a nested epoll is as fast as over a plain one) explains.
+
+2026-12-04 (evening):
+
+- Those instruction counts are less repeatable than they looked: the same code measured
+  twice gives per-call counts up to 2% apart (1.255M and 1.283M for a call through the
+  adapter, ``PYTHONHASHSEED=0``, 1000 calls), and under callgrind the host runs ~50x
+  slower while the server does not, so an answer is always there by the time trio goes
+  idle: a change to what happens then is not measured as it runs. Counted in real time
+  instead (2026-12-04, 1000 calls): 2 ticks of the guest run, 2 turns of the loop and,
+  now, 3 polls of trio's epoll per stdio call (6 before: trio's ``guest_tick`` polls after
+  every batch; the driver now skips the polls between two batches of a runnable trio).
+  c/d 1.100-1.104 -> 1.083-1.094 (four rotations each); b/a 0.97-1.15 either way, the
+  host being in a noisy spell.
+- Where the answer phase goes (one call, median of 3000, marks patched into the code,
+  which slow ours a little more than openai-agents'): the wake-up to our read of the
+  pipe 18-24 us (openai-agents ~5: asyncio reads in the callback the selector runs, trio
+  first polls and runs a batch); the read to the SDK's typed result, output schema
+  checked, 148-171 us (openai-agents 118-131: the same SDK code, run as trio tasks of a
+  guest run); our layers back up to the caller (connection, facade, worker, the future,
+  the loop turn) ~30 us. The work left is trio's per-batch cost as a
+  guest (each batch is a pure-Python round of trio's scheduler, where asyncio steps a
+  task in C) and the layers the supervisor adds; neither is a single thing to remove.
 """
 
 from __future__ import annotations
