@@ -1283,7 +1283,7 @@ def test_the_reaper_spares_a_group_that_took_the_number_of_one_long_gone(listed_
     ours: killed) or another one (it is the number of a gone group: spared), then exits."""
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        start = p_start_time(stranger.pid) if listed_start == "its own" else "1"
+        start = start_time_of(stranger.pid) if listed_start == "its own" else "1"
         script = REAPER_LISTS.replace("ROOT", repr(str(SERVERS.parent.parent)))
         run = subprocess.run([sys.executable, "-c", script, str(stranger.pid), start],
                              capture_output=True, text=True, timeout=30)
@@ -1302,7 +1302,7 @@ def test_the_reaper_spares_a_group_that_took_the_number_of_one_long_gone(listed_
         stranger.wait()
 
 
-def p_start_time(pid: int) -> str:
+def start_time_of(pid: int) -> str:
     from actors._process import _start_time
 
     start = _start_time(pid)
