@@ -44,7 +44,6 @@ import contextlib
 import logging
 import math
 import re
-import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +70,7 @@ from protocol import (
     ToolSpec,
 )
 
+from ._deprecated import call_deprecated
 from ._events import publish
 from ._front import Front, current_front, describe_request, host_front
 from ._http_answers import HttpAnswerWatch, HttpRefusal, PostFailed, refusals
@@ -345,9 +345,7 @@ class ServerLink:
 
 
 async def _tell_log_level(client: Client, level: str) -> None:
-    with warnings.catch_warnings():  # logging/setLevel is gone in 2026-07-28, not before
-        warnings.simplefilter("ignore")
-        await client.set_logging_level(level)  # type: ignore[arg-type]
+    await call_deprecated(client.session.set_logging_level, level)  # type: ignore[arg-type]
 
 
 def _log_upstream(server: str, params: mcp_types.LoggingMessageNotificationParams) -> None:
@@ -1085,14 +1083,13 @@ class _Connection:
             )
         with trio.move_on_after(self.spec.timeout):
             async with self.subscribing:
-                with warnings.catch_warnings():  # resources/subscribe is gone in 2026-07-28, not before
-                    warnings.simplefilter("ignore")
-                    for uri in sorted(self.link.subscriptions - self.subscribed):
-                        await self.client.subscribe_resource(uri)
-                        self.subscribed.add(uri)
-                    for uri in sorted(self.subscribed - self.link.subscriptions):
-                        self.subscribed.discard(uri)
-                        await self.client.unsubscribe_resource(uri)
+                session = self.client.session
+                for uri in sorted(self.link.subscriptions - self.subscribed):
+                    await call_deprecated(session.subscribe_resource, uri)
+                    self.subscribed.add(uri)
+                for uri in sorted(self.subscribed - self.link.subscriptions):
+                    self.subscribed.discard(uri)
+                    await call_deprecated(session.unsubscribe_resource, uri)
             return
         raise DeadlineExceeded(
             f"server {self.spec.name!r} did not answer resources/(un)subscribe within {self.spec.timeout:g} s",

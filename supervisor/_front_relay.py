@@ -24,7 +24,6 @@ Never raises out of `answer` or `log` for the client's misbehaviour: a refusal i
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import mcp_types as types
@@ -32,6 +31,7 @@ from mcp import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from actors._deprecated import call_deprecated
 from actors._front import InputRound, describe_request
 
 __all__ = ["LOG_LEVELS", "FrontRelay"]
@@ -137,9 +137,9 @@ class FrontRelay:
         if not self.wants_log(params.level):
             return
         logger = f"{server}/{params.logger}" if params.logger else server
-        with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, not gone
-            warnings.simplefilter("ignore")
-            await self.session.send_log_message(params.level, params.data, logger=logger, related_request_id=self.request_id)
+        await call_deprecated(
+            self.session.send_log_message, params.level, params.data, logger=logger, related_request_id=self.request_id
+        )
 
     @staticmethod
     def _refusal(server: str, request: types.InputRequest, why: str) -> types.ErrorData:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Annotated
@@ -792,6 +793,43 @@ async def test_each_handshake_client_gets_the_log_lines_it_asked_for(caplog):
                 await sup.call_tool("log_levels", {"tag": "direct"}, server="everything", timeout=10)
                 emitted = [r.levelname for r in caplog.records if "direct: " in r.getMessage() or "'direct'" in r.getMessage()]
                 assert emitted == ["WARNING", "ERROR"]  # the new incarnation was told
+
+
+@handshake_era
+async def test_no_warning_of_another_task_is_hidden_while_a_deprecated_request_is_in_flight():
+    """To call what the SDK deprecates at 2026-07-28 (``logging/setLevel``,
+    ``resources/subscribe`` and ``unsubscribe``, log relays to a handshake-era client)
+    without its warning, the gateway held ``warnings.catch_warnings`` across the await.
+    Those filters are the whole process's: every warning of every other task was hidden
+    until the server answered (the host's own, embedded), and two such waits that ended
+    in the other order left warnings off for the rest of the process. Now only the call
+    that warns is wrapped, never an await."""
+    async with Supervisor([server_spec("everything", "everything.py", "--handshake-only")]) as sup:
+        await sup.wait_connected("everything", timeout=30)
+        gateway = Gateway(sup)
+        emitted = 0
+        calls_done = False
+
+        async def warn_meanwhile() -> None:
+            nonlocal emitted
+            while not calls_done:
+                warnings.warn("another task's warning", UserWarning)
+                emitted += 1
+                await trio.sleep(0)
+
+        with warnings.catch_warnings(record=True) as heard, trio.fail_after(60):
+            warnings.simplefilter("always")
+            filters = list(warnings.filters)
+            async with Client(gateway.server, mode="legacy") as client, trio.open_nursery() as nursery:
+                nursery.start_soon(warn_meanwhile)
+                for level in ("debug", "error", "info"):
+                    await client.set_logging_level(level)
+                    await client.subscribe_resource(f"notes://{level}")
+                    await client.call_tool("log_levels", {"tag": level})
+                    await client.unsubscribe_resource(f"notes://{level}")
+                calls_done = True
+            assert sum(str(w.message) == "another task's warning" for w in heard) == emitted > 0
+            assert warnings.filters == filters
 
 
 async def test_a_server_of_resources_only_is_up_and_served(shared_daemon):
