@@ -102,7 +102,7 @@ on this process: repeatable here, where wall time is not):
   guest (each batch is a pure-Python round of trio's scheduler, where asyncio steps a
   task in C) and the layers the supervisor adds; neither is a single thing to remove.
 
-2026-12-04 (night), what the crossing costs, in host CPU per call (``time.process_time``;
+2026-12-04 (15:30 UTC), what the crossing costs, in host CPU per call (``time.process_time``;
 three runs each, the two paths of a pair in alternating batches of one process):
 
 - A stdio call made inside the guest run (``run_in_trio``) costs 240-263 us; the same call
