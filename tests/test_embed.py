@@ -682,6 +682,8 @@ def test_a_stdio_call_polls_trios_epoll_only_when_trio_has_nothing_to_run(monkey
     stdio server: three each (the answer's wake-up, and trio going idle twice)."""
     from trio._core._io_epoll import EpollIOManager
 
+    # A counter around trio's own get_events (nothing stubbed: the server, trio's epoll and
+    # the driver are real); the calls made on a C epoll object are not observable otherwise.
     polls = 0
     get_events = EpollIOManager.get_events
 
