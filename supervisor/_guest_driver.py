@@ -17,8 +17,9 @@ deadline with ``loop.call_later``) and ticks trio from the loop's own select.
 It runs trio's guest run with the same steps as trio's own ``GuestState.guest_tick``
 (trio 0.35.0, pinned) and changes only where trio waits, that a few batches of a runnable
 trio follow each other in one callback of the loop (``_BATCHES_PER_TURN``), that trio's
-epoll is not polled between two of them, and that host code handing work to an idle run can have it tick at
-once (``hold`` / ``run_now``). It relies on three private details of that trio version:
+epoll is polled only when the loop's selector found it ready (or a busy run starts a new
+turn), and that host code handing work to an idle run can have it tick at once (``hold`` /
+``run_now``). It relies on three private details of that trio version:
 the ``GuestState`` behind the first tick that ``start_guest_run`` schedules, its runner's
 ``io_manager._epoll``, and the runner's ``guest_tick_scheduled`` flag. ``start_guest_run``
 checks them before taking over and otherwise leaves trio's own threaded guest mode in
@@ -149,11 +150,13 @@ class Driver:
         events first (it was woken by them, or by its deadline, or this is a new turn of a
         busy run).
 
-        Trio's I/O is polled then, and when trio has nothing left to run (what is ready
-        already runs at once, without a turn of the loop), not after every batch as trio's
-        own ``guest_tick`` does: between two batches of a runnable trio nothing is missed
-        for long (the next turn polls). Each poll is an epoll call and trio's bookkeeping;
-        a stdio call made six, now three.
+        Trio's I/O is polled only then, not after every batch as trio's own ``guest_tick``
+        does: between two batches of a runnable trio nothing is missed for long (the next
+        turn polls), and a trio with nothing left to run waits for the loop's selector,
+        which watches its epoll fd and so sees at its next select what is ready already
+        (a poll here found nothing nearly always: a stdio call waits for its server). Each
+        poll is an epoll call and trio's bookkeeping; a stdio call made six, then three,
+        now one (its answer's wake-up).
 
         Interrupted between two of trio's batches (a ``KeyboardInterrupt`` from the host's
         signal handler lands anywhere), the run is left ticking, not stalled: trio itself
@@ -187,13 +190,9 @@ class Driver:
                     raise
                 finally:
                     sniffio_library.name = previous_library
-                if timeout > 0:  # idle, unless I/O is ready already (the loop's turn saved)
-                    events = outcome_lib.capture(runner.io_manager.get_events, 0)
-                    state.unrolled_run_next_send = events
-                    if not (isinstance(events, outcome_lib.Error) or events.value):
-                        break
-                else:  # runnable: its next batch follows without a poll
-                    state.unrolled_run_next_send = outcome_lib.Value([])
+                state.unrolled_run_next_send = outcome_lib.Value([])
+                if timeout > 0:
+                    break
             else:
                 self._loop.call_soon(self._next_turn)
                 settled = True
