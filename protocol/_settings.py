@@ -18,6 +18,7 @@ import msgspec
 from ._config import ServerDefaults, ServerSpec
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HTTP_BIND",
     "DEFAULT_MAX_BODY_BYTES",
     "UNCACHED_TOOLS_TTL",
@@ -28,6 +29,7 @@ __all__ = [
 
 DEFAULT_HTTP_BIND: Final = "127.0.0.1:8765"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_DRAIN_TIMEOUT: Final = 10.0
 
 UNCACHED_TOOLS_TTL: Final = 5.0
 """The ``tools_ttl`` every server gets when tool caching is off (``cache_tools = false``,
@@ -52,6 +54,9 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     - ``cache_tools`` / ``cache_ttl``: the seed's tool-cache switches. With ``cache_tools``
       false every server's default ``tools_ttl`` is `UNCACHED_TOOLS_TTL`; else it is
       ``cache_ttl`` (None: the list is kept until the server says it changed or restarts).
+    - ``drain_timeout``: on the daemon's first SIGTERM/SIGINT, how long the tool calls in
+      flight get to finish before they are cut off (each then answered with an error); 0:
+      at once. The value in force when the signal comes counts (a reload changes it).
     """
 
     defaults: ServerDefaults = ServerDefaults()
@@ -61,6 +66,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cache_tools: bool = True
     cache_ttl: float | None = None
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
     @property
     def default_tools_ttl(self) -> float | None:

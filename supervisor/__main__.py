@@ -29,8 +29,8 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``Infinity`` and ``1e400`` are no JSON (text as a value, refused in ``--json``).
 
 Signals (``run``), handled from before the first server starts until the last one has
-stopped: SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight (up to
-``DRAIN_TIMEOUT``), stop the HTTP server, then stop the children in reverse order; exit
+stopped: SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight (up to the
+config's ``supervisor.drain_timeout``, 10 s by default), stop the HTTP server, then stop the children in reverse order; exit
 code 0 (while the servers are still starting: the ones started so far are stopped, exit
 code 0). A second SIGINT/SIGTERM, at any point after the first, forces the exit at once
 (code 1), SIGKILLing every server's process tree first (no orphans even then). SIGHUP
@@ -69,7 +69,6 @@ from ._preflight import start_warnings
 log = logging.getLogger("supervisor")
 
 DEFAULT_URL = "http://127.0.0.1:8765"
-DRAIN_TIMEOUT = 10.0
 TOKEN_ENV = "MCP_SUPERVISOR_TOKEN"
 
 _COLORS = {"running": "32", "starting": "33", "restarting": "33", "failed": "31", "stopped": "90"}
@@ -237,13 +236,27 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
             nursery.start_soon(_drain_then_stop, daemon, life.stop_serving)
 
 
+#: How long the calls cut off at the end of a drain get to take their answers (each is
+#: cancelled on its server first, which the SDK bounds itself).
+_CUT_OFF_TIMEOUT = 2.0
+
+
 async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
-    """Wait (up to `DRAIN_TIMEOUT`) for the tool calls in flight, then stop serving."""
+    """Wait (up to the config's ``drain_timeout``) for the tool calls in flight, cut off
+    those still running (`Gateway.cut_off`: each is answered with an error), then stop
+    serving."""
     had_calls = daemon.gateway.inflight > 0
-    with trio.move_on_after(DRAIN_TIMEOUT) as scope:
+    timeout = daemon.config.settings.drain_timeout
+    with trio.move_on_after(timeout) as scope:
         await daemon.gateway.idle.wait()
-    if scope.cancelled_caught:
-        log.warning("%d calls still in flight after %.0f s: cutting them off", daemon.gateway.inflight, DRAIN_TIMEOUT)
+    if scope.cancelled_caught and daemon.gateway.inflight:
+        log.warning("%d calls still in flight after %g s (drain_timeout): cutting them off", daemon.gateway.inflight, timeout)
+        daemon.gateway.cut_off(
+            f"the supervisor is shutting down: the call was cut off when the drain ended ({timeout:g} s, "
+            "drain_timeout), and cancelled on its server, where it may have run"
+        )
+        with trio.move_on_after(_CUT_OFF_TIMEOUT):
+            await daemon.gateway.idle.wait()
     if had_calls:
         await trio.sleep(0.5)  # let the last responses (and a client's follow-up tools/list) through
     stop_serving.set()

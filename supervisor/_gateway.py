@@ -207,10 +207,12 @@ class Gateway:
         self.sup = sup
         self.inflight = 0
         #: Set when the daemon stops accepting work: new tool calls get ``ServerUnavailable``
-        #: (as an ``isError`` result); calls in flight run to completion.
+        #: (as an ``isError`` result); calls in flight run to completion, or to `cut_off`.
         self.draining = False
         self.idle = trio.Event()
         self.idle.set()
+        self._calls: set[trio.CancelScope] = set()
+        self._cut_off_reason = ""
         self.bus = InMemorySubscriptionBus()
         self._legacy_connections: weakref.WeakSet[Any] = weakref.WeakSet()
         #: Connections that took no notification within `TELL_TIMEOUT`, skipped until their next request.
@@ -331,14 +333,18 @@ class Gateway:
         self.inflight += 1
         if self.idle.is_set():
             self.idle = trio.Event()
+        scope = trio.CancelScope()
+        self._calls.add(scope)
         try:
-            with calling_for(front):
+            with scope, calling_for(front):
                 result = await self.sup.call_tool(
                     params.name,
                     dict(params.arguments or {}),
                     progress=forward_progress if wants_progress else None,
                     meta=_upstream_meta(front_meta, front),
                 )
+            if scope.cancelled_caught:
+                return failure_result(ServerUnavailable(self._cut_off_reason))
             if isinstance(result, types.InputRequiredResult):
                 entry = self.sup.registry.view.get(params.name)
                 refusal = front.refuse_input_required(entry.server if entry else params.name, result)
@@ -351,9 +357,18 @@ class Gateway:
             log.info("tool %r: %s: %s", params.name, failure.kind, failure.message)
             return failure_result(failure)
         finally:
+            self._calls.discard(scope)
             self.inflight -= 1
             if self.inflight == 0:
                 self.idle.set()
+
+    def cut_off(self, why: str) -> None:
+        """Cancel every tool call in flight (on its server too); each is answered with a
+        ``ServerUnavailable`` saying ``why``, not left without an answer. For the end of a
+        drain that ran out of time."""
+        self._cut_off_reason = why
+        for scope in self._calls:
+            scope.cancel()
 
     async def _set_logging_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
         """A handshake-era client's ``logging/setLevel``: kept for its connection until it

@@ -219,7 +219,7 @@ class Daemon:
     async def _apply(self, new: Config) -> dict[str, list[str]]:
         old_settings, new_settings = self.config.settings, new.settings
         settings = [
-            field for field in ("http", "auth_token", "toolsets", "max_body_bytes")
+            field for field in ("http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout")
             if getattr(new_settings, field) != getattr(old_settings, field)
         ]
         later = [field for field in settings if field in ("http", "max_body_bytes")]

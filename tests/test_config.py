@@ -86,6 +86,7 @@ GOOD_JSON = """{
     "toolsets": {"mine": ["search", "node"]},
     "max_body_bytes": 1024,
     "cache_ttl": 3600,
+    "drain_timeout": 2.5,
   },
 }
 """
@@ -138,6 +139,7 @@ url = "https://example.com/events"
 http = "0.0.0.0:9000"
 max_body_bytes = 1024
 cache_ttl = 3600
+drain_timeout = 2.5
 
 [supervisor.defaults]
 timeout = 90
@@ -191,6 +193,7 @@ def test_good_json_config_decodes_every_key(tmp_path: Path) -> None:
     assert config.settings.http == "0.0.0.0:9000"
     assert config.settings.toolsets == {"mine": ["search", "node"]}
     assert config.settings.max_body_bytes == 1024
+    assert config.settings.drain_timeout == 2.5
     assert config.settings.defaults.timeout == 90.0
 
 
@@ -476,6 +479,8 @@ def test_toolset_must_be_a_list(tmp_path: Path) -> None:
         ({"auth_token": ""}, "supervisor.auth_token", "must not be empty"),
         ({"max_body_bytes": 0}, "supervisor.max_body_bytes", "must be >= 1"),
         ({"cache_ttl": -5}, "supervisor.cache_ttl", "must be > 0"),
+        ({"drain_timeout": -1}, "supervisor.drain_timeout", "must be >= 0"),
+        ({"drain_timeout": float("inf")}, "supervisor.drain_timeout", "finite"),
         ({"defaults": {"timeout": -1}}, "supervisor.defaults.timeout", "must be > 0"),
         ({"defaults": {"breaker": {"open_seconds": "x"}}}, "supervisor.defaults.breaker.open_seconds", "expected a number"),
         ({"cache_tools": "no"}, "supervisor.cache_tools", "expected true or false"),

@@ -1276,16 +1276,50 @@ async def test_sigterm_drains_calls_and_leaves_no_process(tmp_path, start_daemon
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
+async def test_the_drain_lasts_the_drain_timeout_in_force_when_the_signal_comes(tmp_path, start_daemon):
+    """``supervisor.drain_timeout`` is read when SIGTERM comes, so a reload changes it: a
+    daemon started with 60 s, reloaded with 0.5 s, cuts a long call off after 0.5 s. The
+    call cut off is answered, with a typed failure that says so (over HTTP the client got
+    no answer at all: the front stopped with the call still running)."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=60)
+    daemon = await start_daemon(config)
+    outcomes = []
+
+    async def long_call(client):
+        result = await client.call_tool("sleep", {"seconds": 60})
+        outcomes.append((result.is_error, result.meta[FAILURE_META_KEY]["kind"], text_of(result)))
+
+    with trio.fail_after(20):
+        async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=10) as http:
+            write_config(config, {"echo": echo}, drain_timeout=0.5)
+            response = await http.post(daemon.url + "/reload")
+            assert response.status_code == 200 and response.json()["settings"] == ["drain_timeout"], response.text
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(long_call, client)
+                await trio.sleep(0.5)  # the call reaches the server
+                daemon.proc.send_signal(signal.SIGTERM)
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    [(is_error, kind, message)] = outcomes
+    assert (is_error, kind) == (True, "ServerUnavailable"), outcomes
+    assert "cut off when the drain ended (0.5 s, drain_timeout)" in message, message
+    assert "1 calls still in flight after 0.5 s (drain_timeout): cutting them off" in daemon.log.read_text()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
 async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
-    """Over ``--stdio``, a call still running when the drain ran out (``DRAIN_TIMEOUT``) got
+    """Over ``--stdio``, a call still running when the drain ran out (``drain_timeout``) got
     no answer at all: stopping cancelled the front's writer with the session, so the error
     the SDK writes for each request it cuts off went nowhere, and the client only saw its
     stdout end. Now the session is stopped under a writer that lives on: the call is
-    answered with an error, once, before the daemon exits 0 with no process left."""
+    answered with an error, once, before the daemon exits 0 with no process left. The
+    drain lasts the config's ``drain_timeout`` (1 s here, 10 s by default)."""
     echo, marker = server_entry("echo.py")
-    config = write_config(tmp_path / "c.json", {"echo": echo})
+    config = write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=1)
     command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
-    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / "stderr.log"
+    with open(log_path, "wb") as log_file:
+        daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file)
     try:
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
@@ -1302,6 +1336,7 @@ async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
         answers = [json.loads(line) for line in rest.splitlines() if line.strip()]
         assert [answer["id"] for answer in answers] == [2], rest
         assert "error" in answers[0] or answers[0]["result"].get("isError"), answers[0]
+        assert "1 calls still in flight after 1 s (drain_timeout): cutting them off" in log_path.read_text()
         await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
     finally:
         if daemon.poll() is None:
