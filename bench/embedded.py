@@ -161,6 +161,44 @@ class Path_:
         self.cpu += time.process_time() - cpu0
 
 
+class AroundTheSDK(Path_):
+    """A path whose SDK ``call_tool`` is marked (`mark_sdk_call`): per call, the time before
+    the SDK's call began (``before``), the SDK's call (``samples``) and the time after it
+    ended until the caller had the result (``after``)."""
+
+    def __init__(self, call: Call, marks: dict[str, float]) -> None:
+        super().__init__(call)
+        self.marks = marks
+        self.before: list[float] = []
+        self.after: list[float] = []
+
+    async def batch(self, n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await self.call()
+            t1 = time.perf_counter()
+            self.before.append(self.marks["in"] - t0)
+            self.samples.append(self.marks["out"] - self.marks["in"])
+            self.after.append(t1 - self.marks["out"])
+
+
+def mark_sdk_call(owner: Any) -> dict[str, float]:
+    """Replace ``owner.call_tool`` (an SDK ``Client`` or ``ClientSession``) with one that notes
+    when each call begins and ends, in the returned dict."""
+    marks: dict[str, float] = {}
+    call_tool = owner.call_tool
+
+    async def marked(*args: Any, **kwargs: Any) -> Any:
+        marks["in"] = time.perf_counter()
+        try:
+            return await call_tool(*args, **kwargs)
+        finally:
+            marks["out"] = time.perf_counter()
+
+    owner.call_tool = marked
+    return marks
+
+
 async def rotated_batches(paths: list[Path_], calls: int, size: int) -> None:
     """``calls`` calls per path in batches of ``size``; the order rotates every round so each
     path runs first, in the middle and last equally often (same machine noise for all)."""
@@ -194,7 +232,22 @@ async def measure(calls: int, size: int) -> dict[str, float]:
             path.samples.clear()
             path.cpu = 0.0
         await rotated_batches(list(paths.values()), calls, size)
+
+        # Then where the time goes: the SDK's own call_tool on each side (openai-agents'
+        # session; the live connection's Client in the guest run), and what each path
+        # adds before and after it. Measured after the figures above: the marks cost a
+        # little on both sides.
+        client = await sup.run_in_trio(lambda trio_sup: trio_sup.link("echo").conn.client)
+        around = {
+            "sdk": AroundTheSDK(sdk, mark_sdk_call(direct.session)),
+            "supervised": AroundTheSDK(supervised, mark_sdk_call(client)),
+        }
+        await rotated_batches(list(around.values()), max(2, calls // 2), size)
     figures: dict[str, float] = {"calls": float(len(paths["sdk"].samples))}
+    for name, path in around.items():
+        figures[f"{name}_before_sdk"] = statistics.median(path.before)
+        figures[f"{name}_in_sdk"] = statistics.median(path.samples)
+        figures[f"{name}_after_sdk"] = statistics.median(path.after)
     for name, path in paths.items():
         figures[f"{name}_p50"] = statistics.median(path.samples)
         figures[f"{name}_p99"] = statistics.quantiles(path.samples, n=100)[-1]
@@ -263,6 +316,12 @@ def report(figures: dict[str, float]) -> None:
             f" {figures[f'{key}_cpu_per_call'] * 1e3:12.3f} {ratios}"
         )
     print(f"  ratio b/a p50: {figures['ratio_p50']:.3f} (goal <= 1.0)")
+    print("  around the SDK's own call_tool, p50 (the SDK's call in ms, before and after it in us):")
+    for label, key in rows:
+        print(
+            f"  {label:38} SDK {figures[f'{key}_in_sdk'] * 1e3:.3f}, before {figures[f'{key}_before_sdk'] * 1e6:.1f},"
+            f" after {figures[f'{key}_after_sdk'] * 1e6:.1f}"
+        )
     print("in-process server, the same Supervisor.call_tool from asyncio vs from inside trio")
     print(
         f"  (c) via the handle {figures['bridge_p50'] * 1e3:.3f} ms, (d) inside the guest run"

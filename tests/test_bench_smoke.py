@@ -115,7 +115,8 @@ def test_daemon_bench_measures_both_paths(no_orphans):
 def test_embedded_bench_measures_both_paths_and_the_crossing(no_orphans):
     figures = embedded.run(calls=4, batch_size=2)
     required = ["calls", "supervised_ratio_p50", "supervised_ratio_p99", "bridge_p50", "inside_p50", "bridge_ratio_p50"]
-    required += [f"{path}_{figure}" for path in ("sdk", "supervised") for figure in ("p50", "p99", "cpu_per_call")]
+    figures_per_path = ("p50", "p99", "cpu_per_call", "before_sdk", "in_sdk", "after_sdk")
+    required += [f"{path}_{figure}" for path in ("sdk", "supervised") for figure in figures_per_path]
     assert_figures(figures, required)
     assert len(embedded_rows(figures, {})) == 2
 
