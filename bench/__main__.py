@@ -154,7 +154,9 @@ def daemon_rows(f: dict[str, float], params: dict[str, Any]) -> list[Row]:
             "the daemon (HTTP front, stdio back) vs the same echo server over streamable HTTP, no proxy;"
             f" {int(f['calls'])} serial calls each, then {int(f['in_flight'])} in flight",
             f"serial p50 {f['added_p50'] * 1e3:+.2f} ms (ratio {f['ratio_p50']:.2f}; goal <= +1.2 ms),"
-            f" throughput ratio {f['throughput_ratio']:.2f}",
+            f" throughput ratio {f['throughput_ratio']:.2f}; CPU per call under load, every process on the path:"
+            f" {f['direct_cpu'] * 1e6:.0f} / {f['daemon_cpu'] * 1e6:.0f} µs (the daemon {f['daemon_cpu_daemon'] * 1e6:.0f},"
+            f" its stdio server {f['daemon_cpu_stdio server'] * 1e6:.0f})",
         )
     ]
 

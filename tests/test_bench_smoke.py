@@ -106,7 +106,8 @@ def test_scaling_bench_measures_both_paths(no_orphans):
 def test_daemon_bench_measures_both_paths(no_orphans):
     figures = daemon.run(calls=4, batch_size=2, seconds=0.3, slice_seconds=0.3, in_flight=4)
     required = ["calls", "in_flight", "ratio_p50", "ratio_p99", "throughput_ratio"]
-    required += [f"{path}_{figure}" for path in ("direct", "daemon") for figure in ("p50", "p99", "rate")]
+    required += [f"{path}_{figure}" for path in ("direct", "daemon") for figure in ("p50", "p99", "rate", "cpu", "cpu_client")]
+    required += ["direct_cpu_server", "daemon_cpu_daemon", "daemon_cpu_stdio server"]
     assert_figures(figures, required)
     assert "added_p50" in figures  # a difference: may be negative on a noisy machine
     assert "FAILED" not in daemon_rows(figures, {})[0][2]
