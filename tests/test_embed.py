@@ -356,6 +356,39 @@ def test_cancelling_the_host_task_cancels_the_call_on_the_server(tmp_path):
     run_asyncio(main)
 
 
+def test_embed_on_uvloop_waits_in_its_selector_and_keeps_every_guarantee(tmp_path):
+    """uvloop (uvicorn's loop when it is installed) as the host: the guest run still waits
+    in the host loop (the driver watches trio's epoll fd with uvloop's ``add_reader``, no
+    helper thread); calls through the adapter answer, a cancelled host task cancels its
+    call on the server, and closing leaves no process behind."""
+    import uvloop
+
+    log = tmp_path / "exec.log"
+    hang = server_spec("hang", "hang.py", env={"EXEC_LOG": str(log)}, namespace="prefix")
+    echo = server_spec("echo", "echo.py")
+    read_log = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
+
+    async def main() -> None:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        async with embed([echo, hang]) as sup:
+            assert sup._driver is not None  # not trio's own guest mode and its helper thread
+            adapter = SupervisedMCPServer(sup, server="echo")
+            for i in range(50):
+                assert text_of(await adapter.call_tool("echo", {"text": f"uv {i}"})) == f"uv {i}"
+            await asyncio.sleep(0.05)  # trio idle: it waits in uvloop, on its epoll fd
+            assert sup._driver._waiting and sup._driver._watching
+            call = asyncio.create_task(sup.call_tool("hang__hang", {}, timeout=30))
+            await eventually(lambda: "hang start" in read_log(), what="the call to reach the server")
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await eventually(lambda: "hang cancelled" in read_log(), what="the server to see the cancellation")
+            assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=5)) == "after"
+        assert procs_with_marker(marker_of(echo)) == [] and procs_with_marker(marker_of(hang)) == []
+
+    run_asyncio(main, loop_factory=uvloop.new_event_loop)
+
+
 def test_aclose_cancels_calls_in_flight_and_leaves_no_orphans():
     parent = server_spec("parent", "spawns_grandchild.py", "--child-stdio", "devnull")
     echo = server_spec("echo", "echo.py", namespace="prefix")
