@@ -334,6 +334,17 @@ def test_embed_calls_lists_reports_reloads_restarts_and_fences():
     run_asyncio(main)
 
 
+async def cancel_a_call_in_flight(sup: EmbeddedSupervisor, tool: str, read_log: Callable[[], list[str]]) -> None:
+    """Call ``tool`` (``hang.py``'s ``hang``) from a host task, cancel that task once the server
+    runs the call, and wait for the server to log that the call was cancelled there."""
+    call = asyncio.create_task(sup.call_tool(tool, {}, timeout=30))
+    await eventually(lambda: "hang start" in read_log(), what="the call to reach the server")
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await eventually(lambda: "hang cancelled" in read_log(), what="the server to see the cancellation")
+
+
 def test_cancelling_the_host_task_cancels_the_call_on_the_server(tmp_path):
     log = tmp_path / "exec.log"
     spec = server_spec("hang", "hang.py", env={"EXEC_LOG": str(log)})
@@ -343,12 +354,7 @@ def test_cancelling_the_host_task_cancels_the_call_on_the_server(tmp_path):
 
     async def main() -> None:
         async with embed(config) as sup:
-            call = asyncio.create_task(sup.call_tool("hang", {}, timeout=30))
-            await eventually(lambda: "hang start" in read_log(), what="the call to reach the server")
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            await eventually(lambda: "hang cancelled" in read_log(), what="the server to see the cancellation")
+            await cancel_a_call_in_flight(sup, "hang", read_log)
             # the connection is fine and free for the next call
             assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=5)) == "after"
             assert node(await sup.status(), "connection:hang").restarts == 0
@@ -377,12 +383,7 @@ def test_embed_on_uvloop_waits_in_its_selector_and_keeps_every_guarantee(tmp_pat
                 assert text_of(await adapter.call_tool("echo", {"text": f"uv {i}"})) == f"uv {i}"
             await asyncio.sleep(0.05)  # trio idle: it waits in uvloop, on its epoll fd
             assert sup._driver._waiting and sup._driver._watching
-            call = asyncio.create_task(sup.call_tool("hang__hang", {}, timeout=30))
-            await eventually(lambda: "hang start" in read_log(), what="the call to reach the server")
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            await eventually(lambda: "hang cancelled" in read_log(), what="the server to see the cancellation")
+            await cancel_a_call_in_flight(sup, "hang__hang", read_log)
             assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=5)) == "after"
         assert procs_with_marker(marker_of(echo)) == [] and procs_with_marker(marker_of(hang)) == []
 
