@@ -60,11 +60,7 @@ from typing import Any
 import msgspec
 import trio
 
-from actors import kill_every_server_now
 from protocol import ChildStatus
-
-from ._config import ConfigError, load_config, redacted
-from ._preflight import start_warnings
 
 log = logging.getLogger("supervisor")
 
@@ -128,9 +124,11 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
 async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     """Run the daemon until a signal (or, with ``stdio``, the end of stdin). See the module
     docstring for the shutdown guarantees."""
+    from ._config import ConfigError, load_config
     from ._facade import Supervisor
     from ._gateway import Gateway
     from ._http import BindRefused, Daemon, check_bind, listen_http, serve_http
+    from ._preflight import start_warnings
 
     out = sys.stderr if stdio else sys.stdout
     try:
@@ -221,6 +219,8 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
             else:
                 nursery.start_soon(daemon.reload_logged)
         elif life.stopping:
+            from actors import kill_every_server_now  # loaded by now: the servers run on it
+
             killed = kill_every_server_now()  # os._exit skips the shutdown that would reap them
             log.warning("second %s: forcing the exit (%d stdio servers killed, each with its process tree)", name, killed)
             logging.shutdown()
@@ -266,6 +266,9 @@ async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
 
 
 def check(config_path: str | None) -> int:
+    from ._config import ConfigError, load_config, redacted
+    from ._preflight import start_warnings
+
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -389,6 +389,21 @@ async def test_openai_agents_streamable_http(shared_daemon):
 
 
 
+def test_the_cli_loads_neither_the_mcp_sdk_nor_openai_agents_for_what_does_not_need_them():
+    """``status``, ``reload``, ``restart`` and ``breaker`` talk plain HTTP to a running daemon,
+    yet each paid 0.9 s of imports (the package's ``__init__`` loaded the whole supervisor,
+    the mcp SDK with it) before it sent a byte. The package's names now load on first use,
+    and the CLI loads the config, the actors and the SDK only in the commands that use
+    them."""
+    probe = (
+        "import sys; import supervisor.__main__ as cli; "
+        "cli.build_parser().parse_args(['status']); "
+        "print(sorted(m for m in ('mcp', 'agents', 'actors', 'supervisor._config', 'supervisor._facade') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out
+
+
 async def test_cli_client_commands(shared_daemon):
     daemon = shared_daemon
 
