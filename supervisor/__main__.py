@@ -164,7 +164,11 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
                         await nursery.start(gateway.forward_list_changed)
                         async with trio.open_nursery() as serving:
                             if stdio:
-                                await gateway.serve_stdio(config.settings.max_body_bytes, stop=life.stop_serving)
+                                await gateway.serve_stdio(
+                                    config.settings.max_body_bytes,
+                                    stop=life.stop_serving,
+                                    drain_timeout=lambda: daemon.config.settings.drain_timeout,
+                                )
                                 if not life.stop_serving.is_set():
                                     log.info("stdin closed: stopping")
                             else:
@@ -237,27 +241,12 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
             nursery.start_soon(_drain_then_stop, daemon, life.stop_serving)
 
 
-#: How long the calls cut off at the end of a drain get to take their answers (each is
-#: cancelled on its server first, which the SDK bounds itself).
-_CUT_OFF_TIMEOUT = 2.0
-
-
 async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
     """Wait (up to the config's ``drain_timeout``) for the tool calls in flight, cut off
-    those still running (`Gateway.cut_off`: each is answered with an error), then stop
+    those still running (`Gateway.drain`: each is answered with an error), then stop
     serving."""
     had_calls = daemon.gateway.inflight > 0
-    timeout = daemon.config.settings.drain_timeout
-    with trio.move_on_after(timeout) as scope:
-        await daemon.gateway.idle.wait()
-    if scope.cancelled_caught and daemon.gateway.inflight:
-        log.warning("%d calls still in flight after %g s (drain_timeout): cutting them off", daemon.gateway.inflight, timeout)
-        daemon.gateway.cut_off(
-            f"the supervisor is shutting down: the call was cut off when the drain ended ({timeout:g} s, "
-            "drain_timeout), and cancelled on its server, where it may have run"
-        )
-        with trio.move_on_after(_CUT_OFF_TIMEOUT):
-            await daemon.gateway.idle.wait()
+    await daemon.gateway.drain(daemon.config.settings.drain_timeout)
     if had_calls:
         await trio.sleep(0.5)  # let the last responses (and a client's follow-up tools/list) through
     stop_serving.set()

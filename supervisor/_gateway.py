@@ -71,6 +71,7 @@ from __future__ import annotations
 import collections
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types as types
@@ -93,7 +94,7 @@ from actors._front import calling_for
 from actors._registry import NAMESPACE_SEPARATOR
 from actors._wire import unsendable
 from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
-from protocol._settings import DEFAULT_MAX_BODY_BYTES
+from protocol._settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
 from ._facade import Supervisor
 from ._front_relay import LOG_LEVELS, FrontRelay
@@ -101,6 +102,10 @@ from ._front_relay import LOG_LEVELS, FrontRelay
 __all__ = ["FAILURE_META_KEY", "Gateway", "failure_result"]
 
 log = logging.getLogger("supervisor.gateway")
+
+#: How long the calls cut off at the end of a drain (`Gateway.drain`) get to take their
+#: answers: each is cancelled on its server first, which the SDK bounds itself.
+CUT_OFF_TIMEOUT = 2.0
 
 FAILURE_META_KEY = "io.github.mcp-supervisor/failure"
 """The ``_meta`` key of an ``isError`` result that carries a typed failure."""
@@ -370,6 +375,23 @@ class Gateway:
         for scope in self._calls:
             scope.cancel()
 
+    async def drain(self, timeout: float, until: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Wait up to ``timeout`` s for ``until()`` (default: no tool call in flight); past it,
+        cut off the tool calls still running (`cut_off`: each is answered with an error) and
+        wait up to `CUT_OFF_TIMEOUT` s more. Returns by then whatever is still running."""
+        until = until or (lambda: self.idle.wait())
+        with trio.move_on_after(timeout) as waited:
+            await until()
+        if not waited.cancelled_caught or not self.inflight:
+            return
+        log.warning("%d calls still in flight after %g s (drain_timeout): cutting them off", self.inflight, timeout)
+        self.cut_off(
+            f"the supervisor is shutting down: the call was cut off when the drain ended ({timeout:g} s, "
+            "drain_timeout), and cancelled on its server, where it may have run"
+        )
+        with trio.move_on_after(CUT_OFF_TIMEOUT):
+            await until()
+
     async def _set_logging_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
         """A handshake-era client's ``logging/setLevel``: kept for its connection until it
         closes (its calls' log lines are filtered to it), and the most verbose level any
@@ -632,14 +654,26 @@ class Gateway:
 
     # -- stdio ----------------------------------------------------------------------------
 
-    async def serve_stdio(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES, stop: trio.Event | None = None) -> None:
+    async def serve_stdio(
+        self,
+        max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        stop: trio.Event | None = None,
+        drain_timeout: Callable[[], float] = lambda: DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
         """Serve this gateway over the process's stdin/stdout until stdin closes or ``stop``
         is set; a line from the client over ``max_bytes`` is refused unread (`stdio_wire`).
-        A request still running at the stop is answered with an error before the wire
-        closes (within its last flush)."""
+
+        When stdin closes, every request read before is answered before the session ends:
+        they run to their end, for up to ``drain_timeout()`` s, then the tool calls still
+        running are cut off (`drain`). A client may so pipe its requests in and read the
+        answers. A request still running at the stop is answered with an error before the
+        wire closes (within its last flush)."""
         from ._stdio_front import stdio_wire
 
-        async with stdio_wire(max_bytes) as (read_stream, write_stream):
+        async def settle(unanswered: Any) -> None:
+            await self.drain(drain_timeout(), until=unanswered.wait)
+
+        async with stdio_wire(max_bytes, settle) as (read_stream, write_stream):
             # The stop cancels the session only: the wire's writer, outside this scope,
             # still carries the error the SDK answers each cut-off request with.
             async with trio.open_nursery() as session:

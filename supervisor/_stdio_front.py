@@ -10,6 +10,11 @@ held, a request that long answered at once with an error saying how large it was
 client's call fails instead of waiting), a notification that long dropped, anything else
 not JSON-RPC handed on as the SDK's transport does.
 
+When stdin ends, the session does not see it end until every request read before has
+been answered (or the caller's ``settle`` gave up): the SDK ends a session at the end of
+its input by cancelling the requests still running, and a client that piped its requests
+in and then closed stdin lost some answers (one of two calls: no answer at all).
+
 As the SDK's transport does, the front claims fds 0 and 1 while it serves: they point at
 the null device and at stderr, so a stray ``print`` (ours or a library's) cannot corrupt the
 wire, and the wire is served from private duplicates; both are restored on exit. Reads and
@@ -22,17 +27,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Self
 
 import anyio
+import mcp_types
 import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
 from actors._stdio import Delivered, read_messages, refuser, write_messages
 
-__all__ = ["stdio_wire"]
+__all__ = ["Unanswered", "stdio_wire"]
 
 _READ_SIZE = 65536
 _FLUSH = 0.5  # s for the last answers to go out at the end: a client that stops reading gets no more
@@ -72,6 +78,98 @@ class _ThreadedWriter(trio.abc.SendStream):
         await trio.lowlevel.checkpoint()
 
 
+class Unanswered:
+    """The ids of the requests read from the client that have no answer written yet."""
+
+    def __init__(self) -> None:
+        self.ids: set[Any] = set()
+        self._none = trio.Event()
+        self._none.set()
+
+    def asked(self, message: Delivered) -> None:
+        if isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCRequest):
+            self.ids.add(message.message.id)
+            if self._none.is_set():
+                self._none = trio.Event()
+
+    def answered(self, message: SessionMessage) -> None:
+        if isinstance(message.message, (mcp_types.JSONRPCResponse, mcp_types.JSONRPCError)):
+            self.ids.discard(message.message.id)
+            if not self.ids:
+                self._none.set()
+
+    async def wait(self) -> None:
+        """Return once every request read so far has been answered."""
+        await self._none.wait()
+
+
+class _Asked:
+    """The session's read stream: notes each request, and at the end of stdin ends only
+    after ``settle(unanswered)`` returns."""
+
+    def __init__(
+        self,
+        stream: MemoryObjectReceiveStream[Delivered],
+        unanswered: Unanswered,
+        settle: Callable[[Unanswered], Awaitable[None]],
+    ) -> None:
+        self._stream = stream
+        self._unanswered = unanswered
+        self._settle = settle
+
+    async def receive(self) -> Delivered:
+        try:
+            message = await self._stream.receive()
+        except anyio.EndOfStream:
+            await self._settle(self._unanswered)
+            raise
+        self._unanswered.asked(message)
+        return message
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Delivered:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class _Answering:
+    """The session's write stream: notes each answer once the writer has taken it."""
+
+    def __init__(self, stream: MemoryObjectSendStream[SessionMessage], unanswered: Unanswered) -> None:
+        self._stream = stream
+        self._unanswered = unanswered
+
+    async def send(self, message: SessionMessage) -> None:
+        await self._stream.send(message)
+        self._unanswered.answered(message)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def _settled_at_once(unanswered: Unanswered) -> None:
+    pass
+
+
 @contextlib.contextmanager
 def _claimed(fd: int, stand_in: int) -> Any:
     """A private duplicate of ``fd`` while ``fd`` itself points at ``stand_in``."""
@@ -87,9 +185,11 @@ def _claimed(fd: int, stand_in: int) -> Any:
 @contextlib.asynccontextmanager
 async def stdio_wire(
     max_bytes: int,
-) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Delivered], MemoryObjectSendStream[SessionMessage]]]:
+    settle: Callable[[Unanswered], Awaitable[None]] = _settled_at_once,
+) -> AsyncIterator[tuple[_Asked, _Answering]]:
     """The streams for ``Server.run`` over this process's stdin and stdout, each line held
-    to ``max_bytes`` (see the module docstring). Ends the read stream when stdin ends."""
+    to ``max_bytes`` (see the module docstring). When stdin ends, the read stream ends once
+    ``settle(unanswered)`` returns: it should wait (bounded) for ``unanswered.wait()``."""
     devnull = os.open(os.devnull, os.O_RDONLY)
     try:
         with _claimed(0, devnull) as stdin_fd, _claimed(1, 2) as stdout_fd:
@@ -103,8 +203,9 @@ async def stdio_wire(
                     lambda: None, refuser(nursery, refusals), False,  # a client's half emoji is refused
                 )
                 nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd), outgoing, incoming, written, nursery)
+                unanswered = Unanswered()
                 try:
-                    yield read_stream, write_stream
+                    yield _Asked(read_stream, unanswered, settle), _Answering(write_stream, unanswered)
                 finally:
                     write_stream.close()
                     refusals.close()

@@ -1322,6 +1322,42 @@ async def test_the_drain_lasts_the_drain_timeout_in_force_when_the_signal_comes(
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
+async def test_requests_piped_into_stdio_are_all_answered_after_stdin_closes(tmp_path):
+    """A client that pipes its requests in and closes stdin (``cat requests | python -m
+    supervisor run --stdio``) got some answers and not others: the SDK ends a session at
+    the end of its input by cancelling what still runs, and one of two calls got no answer
+    at all. Now each request read is answered before the session ends: those that finish
+    within ``drain_timeout`` with their result, a call still running then with an error
+    saying it was cut off; the daemon exits 0 with no process left."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=1)
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "piped"}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 0.3}}},
+        {"jsonrpc": "2.0", "id": "four", "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 60}}},
+    ]
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            command, cwd=ROOT, stdin="".join(json.dumps(r) + "\n" for r in requests).encode(),
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    answers = {answer["id"]: answer for answer in map(json.loads, done.stdout.decode().splitlines())}
+    assert sorted(answers, key=str) == sorted([1, 2, 3, "four", 5], key=str), done.stdout
+    assert answers[2]["result"]["content"][0]["text"] == "piped"
+    assert answers[3]["result"]["content"][0]["text"] == "slept 0.3"
+    assert any(tool["name"] == "echo" for tool in answers["four"]["result"]["tools"])
+    cut = answers[5]["result"]
+    assert cut["isError"] and cut["_meta"][FAILURE_META_KEY]["kind"] == "ServerUnavailable", cut
+    assert "cut off when the drain ended (1 s, drain_timeout)" in cut["content"][0]["text"], cut
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
 async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
     """Over ``--stdio``, a call still running when the drain ran out (``drain_timeout``) got
     no answer at all: stopping cancelled the front's writer with the session, so the error
