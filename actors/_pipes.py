@@ -35,10 +35,10 @@ from ._stdio import (
     _unencodable,
 )
 
-__all__ = ["PipeReader", "PipeWriter"]
+__all__ = ["Closing", "PipeReader", "PipeWriter", "Receiving"]
 
 
-class _Closing:
+class Closing:
     """``aclose`` and ``async with`` for a stream whose ``close`` needs no waiting."""
 
     def close(self) -> None:
@@ -54,7 +54,23 @@ class _Closing:
         self.close()
 
 
-class PipeReader(_Closing):
+class Receiving(Closing):
+    """Async iteration over ``receive`` (which raises ``anyio.EndOfStream`` at the end)."""
+
+    async def receive(self) -> Delivered:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Delivered:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
+class PipeReader(Receiving):
     """The session's read stream over a server's stdout pipe: the session's own task reads
     and frames the pipe (`_Framer`) when it asks for the next message, so no reader task
     hands messages over (one scheduling round less per message, a turn of the host loop in
@@ -134,15 +150,6 @@ class PipeReader(_Closing):
                     self._ended = True
             self._reading = None
 
-    def __aiter__(self) -> PipeReader:
-        return self
-
-    async def __anext__(self) -> Delivered:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -157,7 +164,7 @@ def _is_answer(message: Delivered) -> bool:
     )
 
 
-class PipeWriter(_Closing):
+class PipeWriter(Closing):
     """The session's write stream over a server's stdin pipe: each message is written as
     one line by the task that sends it (no writer task: a hand-over to one costs two
     scheduling rounds per message, each a turn of the host loop in a guest run).

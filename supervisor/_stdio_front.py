@@ -28,7 +28,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import mcp_types
@@ -36,6 +36,7 @@ import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
+from actors._pipes import Closing, Receiving
 from actors._stdio import Delivered, read_messages, refuser, write_messages
 
 __all__ = ["Unanswered", "stdio_wire"]
@@ -103,7 +104,7 @@ class Unanswered:
         await self._none.wait()
 
 
-class _Asked:
+class _Asked(Receiving):
     """The session's read stream: notes each request, and at the end of stdin ends only
     after ``settle(unanswered)`` returns."""
 
@@ -126,26 +127,11 @@ class _Asked:
         self._unanswered.asked(message)
         return message
 
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Delivered:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def close(self) -> None:
+        self._stream.close()
 
 
-class _Answering:
+class _Answering(Closing):
     """The session's write stream: notes each answer once the writer has taken it."""
 
     def __init__(self, stream: MemoryObjectSendStream[SessionMessage], unanswered: Unanswered) -> None:
@@ -156,14 +142,8 @@ class _Answering:
         await self._stream.send(message)
         self._unanswered.answered(message)
 
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def close(self) -> None:
+        self._stream.close()
 
 
 async def _settled_at_once(unanswered: Unanswered) -> None:
