@@ -378,7 +378,8 @@ class Gateway:
     async def drain(self, timeout: float, until: Callable[[], Awaitable[object]] | None = None) -> None:
         """Wait up to ``timeout`` s for ``until()`` (default: no tool call in flight); past it,
         cut off the tool calls still running (`cut_off`: each is answered with an error) and
-        wait up to `CUT_OFF_TIMEOUT` s more. Returns by then whatever is still running."""
+        wait up to `CUT_OFF_TIMEOUT` s more. Returns within ``timeout + CUT_OFF_TIMEOUT`` s,
+        whatever still runs then."""
         until = until or (lambda: self.idle.wait())
         with trio.move_on_after(timeout) as waited:
             await until()
