@@ -123,7 +123,12 @@ send(signal.SIGTERM)
 end = time.monotonic() + 1.0
 while time.monotonic() < end and send(0):
     time.sleep(0.02)
-send(signal.SIGKILL)
+# A process in the middle of an execve shows no environment for a moment: kill until
+# three sweeps in a row find nothing (see kill_tree).
+clean, end = 0, time.monotonic() + 1.0
+while clean < 3 and time.monotonic() < end:
+    clean = 0 if send(signal.SIGKILL) else clean + 1
+    time.sleep(0.02)
 """.replace("VAR", repr(INCARNATION_VAR))
 _reaper: subprocess.Popen[bytes] | None = None
 #: Lines the reaper has not taken yet: its pipe was full (a reaper that stopped reading,
