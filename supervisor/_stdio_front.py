@@ -80,7 +80,8 @@ class _ThreadedWriter(trio.abc.SendStream):
 
 
 class Unanswered:
-    """The ids of the requests read from the client that have no answer written yet."""
+    """The ids of the requests read from the client that have no answer written yet, and
+    that the client did not cancel (a cancelled request gets no answer, as the spec says)."""
 
     def __init__(self) -> None:
         self.ids: set[Any] = set()
@@ -88,16 +89,25 @@ class Unanswered:
         self._none.set()
 
     def asked(self, message: Delivered) -> None:
-        if isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCRequest):
-            self.ids.add(message.message.id)
+        if not isinstance(message, SessionMessage):
+            return
+        inner = message.message
+        if isinstance(inner, mcp_types.JSONRPCRequest):
+            self.ids.add(inner.id)
             if self._none.is_set():
                 self._none = trio.Event()
+        elif isinstance(inner, mcp_types.JSONRPCNotification) and inner.method == "notifications/cancelled":
+            self._settled((inner.params or {}).get("requestId"))
 
     def answered(self, message: SessionMessage) -> None:
         if isinstance(message.message, (mcp_types.JSONRPCResponse, mcp_types.JSONRPCError)):
-            self.ids.discard(message.message.id)
-            if not self.ids:
-                self._none.set()
+            self._settled(message.message.id)
+
+    def _settled(self, request_id: Any) -> None:
+        with contextlib.suppress(TypeError):  # an id no request can have (a list, say)
+            self.ids.discard(request_id)
+        if not self.ids:
+            self._none.set()
 
     async def wait(self) -> None:
         """Return once every request read so far has been answered."""

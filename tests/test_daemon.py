@@ -1358,6 +1358,36 @@ async def test_requests_piped_into_stdio_are_all_answered_after_stdin_closes(tmp
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
+async def test_a_request_the_stdio_client_cancelled_does_not_hold_its_exit(tmp_path):
+    """The client cancels a long call (``notifications/cancelled``), then closes stdin. A
+    cancelled request gets no answer (the spec says so), so waiting for its answer at the
+    end of stdin would have held the exit for the whole ``drain_timeout`` (60 s here): the
+    daemon exits at once, the call cancelled on its server, no process left."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=60)
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = await trio.lowlevel.open_process(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    send = lambda message: daemon.stdin.send_all(json.dumps(message).encode() + b"\n")  # noqa: E731
+    try:
+        with trio.fail_after(30):
+            await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                        "params": {"name": "sleep", "arguments": {"seconds": 60}}})
+            await trio.sleep(0.5)  # the call reaches the server
+            await send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}})
+            await daemon.stdin.aclose()
+            assert await daemon.wait() == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
 async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
     """Over ``--stdio``, a call still running when the drain ran out (``drain_timeout``) got
     no answer at all: stopping cancelled the front's writer with the session, so the error
