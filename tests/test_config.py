@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protocol import BackoffPolicy, BreakerPolicy, RetryPolicy, ServerSpec
@@ -809,26 +809,32 @@ tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=secrets, token=tokens)
+@example(secret="S3CR3T${x", token="T0K3N${")  # a literal '${' in the file (a draw found it)
+@example(secret="S3CR3T$${y}", token="T0K3N$${")
 def test_redaction_never_leaks_a_secret(tmp_path: Path, secret: str, token: str) -> None:
     quoted = quote(secret, safe="")
+    # Written into the file, a literal '${' is written '$${' (else it is a reference); the
+    # values taken from the environment are never expanded again, so they stay as they are.
+    literal_secret, literal_token = secret.replace("${", "$${"), token.replace("${", "$${")
     data = {
         "mcpServers": {
             "local": {
                 "command": "python",
-                "args": ["server.py", "--token", secret, f"--api-key={secret}"],
-                "env": {"API_KEY": secret, "FROM_ENV": "${SECRET}"},
+                "args": ["server.py", "--token", literal_secret, f"--api-key={literal_secret}"],
+                "env": {"API_KEY": literal_secret, "FROM_ENV": "${SECRET}"},
             },
             "remote": {
                 "url": f"https://user:{quoted}@example.com/mcp?key={quoted}&{quoted}#{quoted}",
-                "headers": {"Authorization": f"Bearer {token}", "X-From-Env": "${TOKEN}"},
+                "headers": {"Authorization": f"Bearer {literal_token}", "X-From-Env": "${TOKEN}"},
             },
             "token": {"url": f"https://{quoted}@example.com/sse"},
         },
-        "supervisor": {"auth_token": secret},
+        "supervisor": {"auth_token": literal_secret},
     }
     config = load(tmp_path, data, environ={"SECRET": secret, "TOKEN": token})
     assert config.server("local").env["API_KEY"] == secret  # the real config keeps it
-    assert config.server("remote").headers["X-From-Env"] == token
+    assert config.server("local").env["FROM_ENV"] == secret
+    assert config.server("remote").headers == {"Authorization": f"Bearer {token}", "X-From-Env": token}
     dump = json.dumps(redacted(config), ensure_ascii=False)
     assert secret not in dump
     assert quoted not in dump
