@@ -156,10 +156,6 @@ class _Answering(Closing):
         self._stream.close()
 
 
-async def _settled_at_once(unanswered: Unanswered) -> None:
-    pass
-
-
 @contextlib.contextmanager
 def _claimed(fd: int, stand_in: int) -> Any:
     """A private duplicate of ``fd`` while ``fd`` itself points at ``stand_in``."""
@@ -175,7 +171,7 @@ def _claimed(fd: int, stand_in: int) -> Any:
 @contextlib.asynccontextmanager
 async def stdio_wire(
     max_bytes: int,
-    settle: Callable[[Unanswered], Awaitable[None]] = _settled_at_once,
+    settle: Callable[[Unanswered], Awaitable[None]],
 ) -> AsyncIterator[tuple[_Asked, _Answering]]:
     """The streams for ``Server.run`` over this process's stdin and stdout, each line held
     to ``max_bytes`` (see the module docstring). When stdin ends, the read stream ends once
