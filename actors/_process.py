@@ -72,6 +72,10 @@ def kill_every_server_now() -> int:
     return killed
 
 
+#: Scans in a row that must find no process of a server that had some leave its group
+#: before its tree counts as gone (`kill_tree`).
+_CLEAN_SCANS = 3
+
 # Runs with -I -S: no site, no environment, nothing but os and signal; fast to start.
 # Lines from us: "+<pgid> <incarnation id> <leader's start time>" (a server started),
 # "-<pgid>" (it is gone).
@@ -124,12 +128,12 @@ end = time.monotonic() + 1.0
 while time.monotonic() < end and send(0):
     time.sleep(0.02)
 # A process in the middle of an execve shows no environment for a moment: kill until
-# three sweeps in a row find nothing (see kill_tree).
+# CLEAN_SCANS sweeps in a row find nothing (see kill_tree).
 clean, end = 0, time.monotonic() + 1.0
-while clean < 3 and time.monotonic() < end:
+while clean < CLEAN_SCANS and time.monotonic() < end:
     clean = 0 if send(signal.SIGKILL) else clean + 1
     time.sleep(0.02)
-""".replace("VAR", repr(INCARNATION_VAR))
+""".replace("VAR", repr(INCARNATION_VAR)).replace("CLEAN_SCANS", str(_CLEAN_SCANS))
 _reaper: subprocess.Popen[bytes] | None = None
 #: Lines the reaper has not taken yet: its pipe was full (a reaper that stopped reading,
 #: SIGSTOPped say). Written first, in order, at the next line; never waited for.
@@ -248,9 +252,6 @@ async def _forget_group(pgid: int) -> None:
 
 STDERR_LINES = 200
 _POLL = 0.02
-#: Scans in a row that must find no process of a server that had some leave its group
-#: before its tree counts as gone (`kill_tree`).
-_CLEAN_SCANS = 3
 
 
 class ServerProcess:

@@ -253,7 +253,8 @@ def report(f: dict[str, float]) -> None:
         f" p99 ratio {f['ratio_p99']:.3f}; throughput ratio b/a {f['throughput_ratio']:.3f}"
     )
     print("  CPU time per call under load, every process on the path (us):")
-    for label, key, roles in (("(a)", "direct", ("server", "client")), ("(b)", "daemon", ("daemon", "stdio server", "client"))):
+    paths = (("(a)", "direct", ("server", "client")), ("(b)", "daemon", ("daemon", "stdio server", "client")))
+    for label, key, roles in paths:
         parts = ", ".join(f"{role} {f[f'{key}_cpu_{role}'] * 1e6:.0f}" for role in roles)
         print(f"  {label} {parts}: {f[f'{key}_cpu'] * 1e6:.0f} in all")
 
