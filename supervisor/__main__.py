@@ -29,9 +29,9 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``Infinity`` and ``1e400`` are no JSON (text as a value, refused in ``--json``).
 
 Signals (``run``), handled from before the first server starts until the last one has
-stopped: SIGINT/SIGTERM stop accepting new tool calls, drain the calls in flight (up to the
-config's ``supervisor.drain_timeout``, 10 s by default; the calls still running then are
-cancelled and answered with an error), stop the HTTP server, then stop the children in
+stopped: SIGINT/SIGTERM stop accepting new tool calls (and other requests for a server), drain
+those in flight (up to the config's ``supervisor.drain_timeout``, 10 s by default; the ones
+still running then are cancelled and answered with an error), stop the HTTP server, then stop the children in
 reverse order; exit code 0 (while the servers are still starting: the ones started so far
 are stopped, exit code 0). A second SIGINT/SIGTERM, at any point after the first, forces
 the exit at once (code 1), SIGKILLing every server's process tree first (no orphans even
@@ -236,18 +236,18 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
             life.starting.cancel()
         else:
             life.stopping = True
-            log.info("received %s: draining %d calls in flight", name, daemon.gateway.inflight)
+            log.info("received %s: draining %d requests in flight", name, daemon.gateway.inflight)
             daemon.gateway.draining = True
             nursery.start_soon(_drain_then_stop, daemon, life.stop_serving)
 
 
 async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
-    """Wait (up to the config's ``drain_timeout``) for the tool calls in flight, cut off
-    those still running (`Gateway.drain`: each is answered with an error), then stop
+    """Wait (up to the config's ``drain_timeout``) for the requests in flight upstream, cut
+    off those still running (`Gateway.drain`: each is answered with an error), then stop
     serving."""
-    had_calls = daemon.gateway.inflight > 0
+    had_requests = daemon.gateway.inflight > 0
     await daemon.gateway.drain(daemon.config.settings.drain_timeout)
-    if had_calls:
+    if had_requests:
         await trio.sleep(0.5)  # let the last responses (and a client's follow-up tools/list) through
     stop_serving.set()
 

@@ -69,9 +69,10 @@ client that lacks the capability is refused with a message that says so.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types as types
@@ -204,19 +205,21 @@ class Gateway:
 
     Guarantees: every ``tools/call`` ends in the tool's result, an ``isError`` result for a
     typed execution failure, or a JSON-RPC error (protocol failure or the upstream's own
-    error); never in an unhandled exception. `inflight` counts the tool calls being served,
-    so a shutdown can drain them.
+    error); never in an unhandled exception. `inflight` counts the requests being served
+    upstream (tool calls, ``prompts/get``, ``resources/read``, ``completion/complete``), so a
+    shutdown can drain them.
     """
 
     def __init__(self, sup: Supervisor, *, name: str = "mcp-supervisor") -> None:
         self.sup = sup
         self.inflight = 0
-        #: Set when the daemon stops accepting work: new tool calls get ``ServerUnavailable``
-        #: (as an ``isError`` result); calls in flight run to completion, or to `cut_off`.
+        #: Set when the daemon stops accepting work: new requests for a server get
+        #: ``ServerUnavailable`` (a tool call as an ``isError`` result); those in flight run
+        #: to completion, or to `cut_off`. Lists are still answered (from the registry).
         self.draining = False
         self.idle = trio.Event()
         self.idle.set()
-        self._calls: set[trio.CancelScope] = set()
+        self._served_scopes: set[trio.CancelScope] = set()
         self._cut_off_reason = ""
         self.bus = InMemorySubscriptionBus()
         self._legacy_connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -335,13 +338,8 @@ class Gateway:
             return failure_result(ServerUnavailable("the supervisor is shutting down; the call was not sent"))
         legacy_level = self._log_levels.get(getattr(session, "_connection", None))
         front = FrontRelay(ctx, params, min_log_level=legacy_level)
-        self.inflight += 1
-        if self.idle.is_set():
-            self.idle = trio.Event()
-        scope = trio.CancelScope()
-        self._calls.add(scope)
         try:
-            with scope, calling_for(front):
+            with self._served() as scope, calling_for(front):
                 result = await self.sup.call_tool(
                     params.name,
                     dict(params.arguments or {}),
@@ -361,23 +359,37 @@ class Gateway:
         except Failure as failure:
             log.info("tool %r: %s: %s", params.name, failure.kind, failure.message)
             return failure_result(failure)
+
+    @contextlib.contextmanager
+    def _served(self) -> Iterator[trio.CancelScope]:
+        """One request served upstream: counted in `inflight` (a drain waits for it), run in
+        a scope `cut_off` cancels."""
+        self.inflight += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+        scope = trio.CancelScope()
+        self._served_scopes.add(scope)
+        try:
+            with scope:
+                yield scope
         finally:
-            self._calls.discard(scope)
+            self._served_scopes.discard(scope)
             self.inflight -= 1
             if self.inflight == 0:
                 self.idle.set()
 
     def cut_off(self, why: str) -> None:
-        """Cancel every tool call in flight (on its server too); each is answered with a
-        ``ServerUnavailable`` saying ``why``, not left without an answer. For the end of a
-        drain that ran out of time."""
+        """Cancel every request served upstream (on its server too); each is answered with a
+        ``ServerUnavailable`` saying ``why`` (a tool call as an ``isError`` result, any other
+        request as a JSON-RPC error), not left without an answer. For the end of a drain
+        that ran out of time."""
         self._cut_off_reason = why
-        for scope in self._calls:
+        for scope in self._served_scopes:
             scope.cancel()
 
     async def drain(self, timeout: float, until: Callable[[], Awaitable[object]] | None = None) -> None:
-        """Wait up to ``timeout`` s for ``until()`` (default: no tool call in flight); past it,
-        cut off the tool calls still running (`cut_off`: each is answered with an error) and
+        """Wait up to ``timeout`` s for ``until()`` (default: no request served upstream); past
+        it, cut off the requests still running (`cut_off`: each is answered with an error) and
         wait up to `CUT_OFF_TIMEOUT` s more. Returns within ``timeout + CUT_OFF_TIMEOUT`` s,
         whatever still runs then."""
         until = until or (lambda: self.idle.wait())
@@ -385,9 +397,9 @@ class Gateway:
             await until()
         if not waited.cancelled_caught or not self.inflight:
             return
-        log.warning("%d calls still in flight after %g s (drain_timeout): cutting them off", self.inflight, timeout)
+        log.warning("%d requests still in flight after %g s (drain_timeout): cutting them off", self.inflight, timeout)
         self.cut_off(
-            f"the supervisor is shutting down: the call was cut off when the drain ended ({timeout:g} s, "
+            f"the supervisor is shutting down: the request was cut off when the drain ended ({timeout:g} s, "
             "drain_timeout), and cancelled on its server, where it may have run"
         )
         with trio.move_on_after(CUT_OFF_TIMEOUT):
@@ -436,14 +448,21 @@ class Gateway:
                 continue
         return sorted(out, key=lambda pair: pair[1].conn is None)
 
-    @staticmethod
-    async def _ask(link: Any, ask: Any) -> Any:
+    async def _ask(self, link: Any, ask: Any) -> Any:
         """`ServerLink.request` (bounded by the server's timeout), its typed failures as the
-        client's JSON-RPC errors, the result re-typed as ours (`_as_ours`)."""
+        client's JSON-RPC errors, the result re-typed as ours (`_as_ours`). Served like a
+        tool call: refused once the gateway drains, waited for by the drain, cut off at its
+        end."""
+        if self.draining:
+            raise _as_mcp_error(ServerUnavailable("the supervisor is shutting down; the request was not sent"))
         try:
-            return _as_ours(await link.request(ask))
+            with self._served() as scope:
+                result = await link.request(ask)
         except Failure as failure:
             raise _as_mcp_error(failure) from None
+        if scope.cancelled_caught:
+            raise _as_mcp_error(ServerUnavailable(self._cut_off_reason))
+        return _as_ours(result)
 
     def _prompt_name(self, server: str, name: str) -> str:
         """A prompt's exposed name: namespaced like the server's tools."""

@@ -1318,8 +1318,56 @@ async def test_the_drain_lasts_the_drain_timeout_in_force_when_the_signal_comes(
     [(is_error, kind, message)] = outcomes
     assert (is_error, kind) == (True, "ServerUnavailable"), outcomes
     assert "cut off when the drain ended (0.5 s, drain_timeout)" in message, message
-    assert "1 calls still in flight after 0.5 s (drain_timeout): cutting them off" in daemon.log.read_text()
+    assert "1 requests still in flight after 0.5 s (drain_timeout): cutting them off" in daemon.log.read_text()
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def test_the_drain_waits_for_a_prompt_in_flight_and_refuses_new_ones(tmp_path, start_daemon):
+    """The drain waited for tool calls only: a ``prompts/get`` (or ``resources/read``,
+    ``completion/complete``) still running at SIGTERM was cut off when serving stopped at
+    once, and new ones were still sent upstream while the daemon drained. Now a request
+    for a server is served like a tool call: the one in flight gets its result, one sent
+    during the drain is refused with an error saying why."""
+    echo, marker = server_entry("echo.py", "--slow-prompt")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=30))
+    outcomes = []
+
+    async def slow_prompt(client):
+        outcomes.append((await client.get_prompt("slow", {"seconds": "2"})).messages[0].content.text)
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp") as client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_prompt, client)
+                await trio.sleep(0.5)  # the request reaches the server
+                daemon.proc.send_signal(signal.SIGTERM)
+                await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
+                with pytest.raises(MCPError, match="shutting down; the request was not sent"):
+                    await client.get_prompt("greet", {"who": "late"})
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    assert outcomes == ["slept 2 s"], outcomes
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def test_a_prompt_still_running_when_the_drain_ends_is_answered_with_an_error(tmp_path, start_daemon):
+    """Past ``drain_timeout`` a ``prompts/get`` is cut off (cancelled on its server) and its
+    client gets a JSON-RPC error that says so, not a dropped connection."""
+    echo, marker = server_entry("echo.py", "--slow-prompt")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=0.5))
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp") as client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(daemon_signal_later, daemon, 0.5)
+                with pytest.raises(MCPError, match=r"cut off when the drain ended \(0.5 s, drain_timeout\)"):
+                    await client.get_prompt("slow", {"seconds": "60"})
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    assert "1 requests still in flight after 0.5 s (drain_timeout): cutting them off" in daemon.log.read_text()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def daemon_signal_later(daemon, delay: float) -> None:
+    await trio.sleep(delay)  # the request reaches the server
+    daemon.proc.send_signal(signal.SIGTERM)
 
 
 async def test_requests_piped_into_stdio_are_all_answered_after_stdin_closes(tmp_path):
@@ -1417,7 +1465,7 @@ async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
         answers = [json.loads(line) for line in rest.splitlines() if line.strip()]
         assert [answer["id"] for answer in answers] == [2], rest
         assert "error" in answers[0] or answers[0]["result"].get("isError"), answers[0]
-        assert "1 calls still in flight after 1 s (drain_timeout): cutting them off" in log_path.read_text()
+        assert "1 requests still in flight after 1 s (drain_timeout): cutting them off" in log_path.read_text()
         await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
     finally:
         if daemon.poll() is None:
@@ -1447,7 +1495,7 @@ async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_
             nursery.start_soon(long_call)
             await trio.sleep(1.0)
             daemon.proc.send_signal(signal.SIGTERM)
-            await wait_until(lambda: "draining 1 calls" in daemon.log.read_text(), what="the drain to start")
+            await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
             daemon.proc.send_signal(signal.SIGTERM)
             code = await daemon.wait_exit(timeout=5)
             nursery.cancel_scope.cancel()

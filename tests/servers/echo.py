@@ -8,14 +8,18 @@ Prompt ``greet``, resource ``info://server``.
 Anthropic take ``^[a-zA-Z0-9_-]{1,64}$``): ``comfy.workflow/validate`` and one of 70
 characters (``LONG_NAME``). Each answers with its own name.
 
+``--slow-prompt`` adds prompt ``slow(seconds)``: answers after that many seconds.
+
 ``--failing-list METHOD`` (repeatable: ``tools/list``, ``prompts/list``, ``resources/list``,
 ``resources/templates/list``) answers that request with an error, as a server whose listing
 depends on something broken does, while everything else works.
 
-    python tests/servers/echo.py [--name NAME] [--odd-names] [--failing-list METHOD ...]
+    python tests/servers/echo.py [--name NAME] [--odd-names] [--slow-prompt] [--failing-list METHOD ...]
 """
 
 import dataclasses
+
+import anyio
 
 from _common import base_parser, make_server, serve_stdio
 
@@ -26,12 +30,15 @@ LONG_NAME = "get_active_ingredient_application_number_by_drug_name_and_route_of_
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--odd-names", action="store_true")
+    parser.add_argument("--slow-prompt", action="store_true")
     parser.add_argument("--failing-list", action="append", default=[], metavar="METHOD")
     args = parser.parse_args()
     mcp = make_server(args.name or "echo")
     if args.odd_names:
         for name in (ODD_NAME, LONG_NAME):
             mcp.add_tool(answering(name), name=name, description=f"Answers {name!r}.")
+    if args.slow_prompt:
+        mcp.prompt(name="slow", description="Answers after `seconds` s.")(slow)
     handlers = mcp._lowlevel_server._request_handlers  # no public way to break one in mcp 2.3
     for method in args.failing_list:
         handlers[method] = dataclasses.replace(handlers[method], handler=failing(method))
@@ -43,6 +50,11 @@ def failing(method: str):
         raise RuntimeError(f"{method} is broken here")
 
     return handler
+
+
+async def slow(seconds: str) -> str:
+    await anyio.sleep(float(seconds))
+    return f"slept {seconds} s"
 
 
 def answering(name: str):
