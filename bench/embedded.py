@@ -275,7 +275,7 @@ async def measure(calls: int, size: int) -> dict[str, float]:
 
 
 def bridge_server() -> MCPServer:
-    app = MCPServer("bridge")
+    app = MCPServer("bridge", log_level="WARNING")  # the SDK sets up root logging: INFO would print our events
 
     @app.tool()
     async def echo(text: str) -> str:

@@ -47,7 +47,7 @@ def rss_bytes() -> int:
 def inproc_server(i: int):  # -> MCPServer
     from mcp.server.mcpserver import MCPServer
 
-    app = MCPServer(f"inproc{i}")
+    app = MCPServer(f"inproc{i}", log_level="WARNING")
 
     @app.tool()
     def echo(text: str) -> str:

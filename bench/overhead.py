@@ -83,7 +83,7 @@ async def concurrent(call, n: int, in_flight: int) -> float:
 
 
 def inproc_server() -> MCPServer:
-    app = MCPServer("bench")
+    app = MCPServer("bench", log_level="WARNING")
 
     @app.tool()
     def echo(text: str) -> str:
