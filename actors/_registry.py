@@ -82,6 +82,7 @@ __all__ = [
     "ServerTools",
     "SetToolsets",
     "Snapshot",
+    "Sync",
     "ToolCollision",
     "ToolStatus",
     "WithdrawServer",
@@ -246,6 +247,11 @@ class SetToolsets(msgspec.Struct, frozen=True):
 
 class Snapshot(msgspec.Struct, frozen=True):
     """Ask for the registry's state. Answer: a `RegistrySnapshot`."""
+
+
+class Sync(msgspec.Struct, frozen=True):
+    """A barrier: answered (None) once every message sent before it is handled, so the view
+    then reflects them (a server's tools told as it connected, say)."""
 
 
 # -- snapshots --------------------------------------------------------------------------
@@ -788,6 +794,10 @@ class Registry:
     async def snapshot(self, *, timeout: float = math.inf) -> RegistrySnapshot:
         return await self.ref.ask(Snapshot(), timeout)
 
+    async def sync(self, *, timeout: float = math.inf) -> None:
+        """Return once every message sent to the registry before this call is handled."""
+        await self.ref.ask(Sync(), timeout)
+
     async def set_toolsets(self, toolsets: Mapping[str, Sequence[str]], *, timeout: float = math.inf) -> None:
         await self.ref.ask(SetToolsets({name: list(cats) for name, cats in toolsets.items()}), timeout)
 
@@ -821,6 +831,8 @@ class Registry:
                 answer = self._view.list_tools(msg.toolset, msg.category, available_only=msg.available_only)
             elif isinstance(msg, Snapshot):
                 answer = self._snapshot()
+            elif isinstance(msg, Sync):
+                answer = None
             elif isinstance(msg, SetToolsets):
                 self._toolsets = self._merged(msg.toolsets)
                 self._view = msgspec.structs.replace(self._view, toolsets=self._toolsets)

@@ -27,6 +27,9 @@ Guarantees of ``call_tool``:
 - While a server is down its breaker is open: calls fail fast with ``CircuitOpen`` saying
   when the next attempt is.
 - Cancelling the caller cancels the call on the server.
+- A tool is callable as soon as its server is connected: the registry's view takes the
+  tools a message later, so a name not found in it is looked up again once the registry
+  has handled what it was told (`_caught_up`), and ``wait_connected`` returns only then.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from ._tree import ChildSpec, TreeSupervisor
 
 __all__ = ["Supervisor"]
 
+_SYNC_TIMEOUT = 1.0  # s for the registry to catch up before a tool is called unknown
 _OPERATOR_ASK_TIMEOUT = 10.0  # s for the breaker actor to take an operator's message
 
 
@@ -163,7 +167,7 @@ class Supervisor:
         self._specs[spec.name] = spec
         handle = self._handles[spec.name] = ServerHandle(spec, self.registry, self.metrics)
         status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
-        await self.registry.snapshot()  # a barrier: the tools it published are in the view
+        await self.registry.sync()  # the tools it published are in the view
         return status
 
     async def remove_server(self, name: str) -> None:
@@ -243,7 +247,7 @@ class Supervisor:
                 raise
         finally:
             await self.metrics.retain(spec.name, keep=False)  # forgets it if it was not added back
-        await self.registry.snapshot()  # a barrier: the tools it published are in the view
+        await self.registry.sync()  # the tools it published are in the view
         return status
 
     async def restart_server(self, name: str) -> ChildStatus:
@@ -417,8 +421,18 @@ class Supervisor:
         return self.registry.view.list_tools(toolset=toolset, category=category)
 
     async def wait_connected(self, server: str, timeout: float = math.inf) -> None:
-        """Wait until ``server`` is connected (or raise ``ServerUnavailable`` at the timeout)."""
+        """Wait until ``server`` is connected and the tools it listed then are in the view
+        (`list_tools`, `call_tool`); raise ``ServerUnavailable`` at the timeout."""
         await self.link(server).wait_connected(trio.current_time() + timeout)
+        await self._caught_up(timeout)
+
+    async def _caught_up(self, timeout: float | None) -> None:
+        """Wait (up to `_SYNC_TIMEOUT`, or ``timeout`` if shorter) for the registry to handle
+        what it was told: the view lags a server that just connected, or changed its list,
+        by that much. A registry down or slow leaves the view as it is."""
+        limit = _SYNC_TIMEOUT if timeout is None else min(timeout, _SYNC_TIMEOUT)
+        with contextlib.suppress(Failure):
+            await self.registry.sync(timeout=limit)
 
     # -- the call path ------------------------------------------------------------------
 
@@ -496,7 +510,11 @@ class Supervisor:
         and `InvalidArguments` for ``arguments`` or ``meta`` that are no dict.
         """
         _check_call(name, arguments, timeout, meta)
-        entry = self._resolve(name, server)
+        try:
+            entry = self._resolve(name, server)
+        except UnknownTool:
+            await self._caught_up(timeout)  # a tool its server listed a moment ago is known then
+            entry = self._resolve(name, server)
         arguments = arguments or {}
         handle = self._handles[entry.server]
         spec = handle.spec

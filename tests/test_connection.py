@@ -44,6 +44,7 @@ from protocol import (
     ServerSpec,
     RetryPolicy,
     ServerUnavailable,
+    UnknownTool,
 )
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
@@ -163,6 +164,43 @@ async def test_crash_at_start_backs_off_exponentially_and_recovers(tmp_path):
     reasons = [e.reason for e in events if e.kind == "restarting"]
     assert all("could not connect" in r for r in reasons)
     assert len(count_file.read_text().splitlines()) == len(delays) + 1
+
+
+@pytest.mark.parametrize("how", ["wait_connected", "call_at_once"])
+async def test_a_tool_is_callable_as_soon_as_its_server_is_connected(how):
+    """A server's tools reach the registry's view a message after its connection is up
+    (the registry compiles each schema, yielding between them): ``wait_connected`` then
+    ``call_tool`` failed with ``UnknownTool`` for a tool the server had just listed
+    (every time here; rarely, under load, with servers that also list prompts). Now
+    ``wait_connected`` returns once the view has the tools, and a call that finds its tool
+    unknown looks again once the registry has caught up. The server is in-process so that
+    nothing but its tools list comes between the two: it fails its first ``tools/list``s,
+    so the supervisor starts with it down."""
+    listing = {"ok": False}
+
+    async def list_tools(ctx, params):
+        if not listing["ok"]:
+            raise RuntimeError("not ready yet")
+        schema = {"type": "object", "properties": {"x": {"type": "string"}}}
+        return mcp_types.ListToolsResult(tools=[mcp_types.Tool(name=f"t{i}", input_schema=schema) for i in range(3)])
+
+    async def call_tool(ctx, params):
+        return mcp_types.CallToolResult(content=[mcp_types.TextContent(type="text", text=f"called {params.name}")])
+
+    app = Server("late", on_list_tools=list_tools, on_call_tool=call_tool)
+    spec = ServerSpec(name="late", backoff=BackoffPolicy(min=0.01, max=0.02, jitter=0.0))
+    with trio.fail_after(20):
+        async with Supervisor([spec], inproc={"late": app}) as sup:
+            assert sup.link("late").conn is None and sup.list_tools() == []
+            listing["ok"] = True
+            if how == "wait_connected":
+                await sup.wait_connected("late", timeout=10)
+                assert [t.name for t in sup.list_tools()] == ["t0", "t1", "t2"]
+            else:
+                await sup.link("late").wait_connected(trio.current_time() + 10)  # the link's own: no sync
+            assert text(await sup.call_tool("t2", {"x": "y"})) == "called t2"
+            with pytest.raises(UnknownTool, match="t3"):
+                await sup.call_tool("t3", {})  # still unknown once the registry caught up
 
 
 async def test_hang_times_out_then_restarts_after_hang_threshold(tmp_path):
