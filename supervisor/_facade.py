@@ -373,7 +373,7 @@ class Supervisor:
             self._specs[spec.name] = spec
             if spec.backoff != old_backoff:  # the subtree's own restarts, by ``servers``
                 await self._servers.update_child(f"server:{spec.name}", backoff=spec.backoff)
-            await self.registry.snapshot()  # a barrier: its tools under the new names are in the view
+            await self.registry.sync()  # its tools under the new names are in the view
 
     async def set_toolsets(self, toolsets: dict[str, list[str]]) -> None:
         """Use ``toolsets`` (added to, or replacing by name, the seed's defaults) from now on,

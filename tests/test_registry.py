@@ -86,6 +86,17 @@ async def test_prefix_namespace_exposes_server__tool():
             registry.view.resolve("search_nodes")
 
 
+async def test_sync_returns_once_what_was_told_before_it_is_in_the_view():
+    """``sync`` is the barrier the façade waits on after a server connects: a list told
+    without waiting (as a connection tells it) is in the view once ``sync`` returns."""
+    async with running_registry() as (registry, _):
+        schemas = [tool(f"t{i}", {"type": "object", "properties": {"x": {"type": "string"}}}) for i in range(3)]
+        registry.ref.tell_nowait(PublishTools(server="srv", version=1, tools=schemas))
+        assert "t0" not in registry.view  # told, not handled yet
+        await registry.sync()
+        assert [entry.name for entry in registry.view.entries.values()] == ["t0", "t1", "t2"]
+
+
 async def test_none_namespace_keeps_the_bare_name():
     async with running_registry() as (registry, _):
         await registry.publish_tools("comfy", 1, [tool("search_nodes")], namespace="none")
