@@ -29,14 +29,14 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``Infinity`` and ``1e400`` are no JSON (text as a value, refused in ``--json``).
 
 Signals (``run``), handled from before the first server starts until the last one has
-stopped: SIGINT/SIGTERM stop accepting new tool calls (and other requests for a server), drain
-those in flight (up to the config's ``supervisor.drain_timeout``, 10 s by default; the ones
-still running then are cancelled and answered with an error), stop the HTTP server, then stop the children in
-reverse order; exit code 0 (while the servers are still starting: the ones started so far
-are stopped, exit code 0). A second SIGINT/SIGTERM, at any point after the first, forces
-the exit at once (code 1), SIGKILLing every server's process tree first (no orphans even
-then). SIGHUP reloads the config like ``POST /reload`` (one while starting: once
-started); SIGUSR1 logs the tree.
+stopped: SIGINT/SIGTERM stop accepting new tool calls (and other requests for a server),
+drain those in flight (up to the config's ``supervisor.drain_timeout``, 10 s by default; the
+ones still running then are cancelled and answered with an error), stop the HTTP server,
+then stop the children in reverse order; exit code 0 (while the servers are still starting:
+the ones started so far are stopped, exit code 0). A second SIGINT/SIGTERM, at any point
+after the first, forces the exit at once (code 1), SIGKILLing every server's process tree
+first (no orphans even then). SIGHUP reloads the config like ``POST /reload`` (one while
+starting: once started); SIGUSR1 logs the tree.
 
 Without ``--config``, the seed's environment decides (``COMFYUI_MCP_*``: its servers, else
 the bundled demo, and its settings), as `load_config` documents.

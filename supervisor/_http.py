@@ -7,7 +7,8 @@ Routes:
   ``TransportSecuritySettings`` (DNS-rebinding protection): a foreign ``Origin`` gets 403, a
   foreign ``Host`` 421; so are they on every other route but ``/healthz``. While the
   daemon drains for shutdown, ``/mcp`` keeps answering (a client may need ``tools/list``
-  to finish a call in flight) but refuses new tool calls.
+  to finish a call in flight) but refuses new requests for a server (tool calls, prompts,
+  resource reads, completions).
   SSE streams are resumable: a client reconnecting with ``Last-Event-ID`` gets what it
   missed in its own session (`BoundedEventStore`: the last 10,000 events, at most 64 MiB,
   in memory).
