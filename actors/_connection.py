@@ -368,8 +368,9 @@ def _is_cancel(exc: BaseException) -> bool:
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The one cause inside the SDK's task-group wrapping: the first leaf that is not a
-    cancellation (a group of only cancellations stays as it is)."""
+    """The one cause inside the SDK's task-group wrapping: the first `ConnectionDied` leaf
+    (a death we declared; the other leaves are its symptoms), else the first leaf that is
+    not a cancellation (a group of only cancellations stays as it is)."""
     if not isinstance(exc, BaseExceptionGroup):
         return exc
     _, rest = exc.split(trio.Cancelled)
@@ -381,7 +382,8 @@ def _unwrap(exc: BaseException) -> BaseException:
             stack.extend(reversed(node.exceptions))
         else:
             leaves.append(node)
-    return leaves[0] if leaves else exc
+    declared = [leaf for leaf in leaves if isinstance(leaf, ConnectionDied)]
+    return (declared or leaves or [exc])[0]
 
 
 _TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -1327,6 +1329,11 @@ async def _live(
         cause = _unwrap(exc)
         if not _is_cancel(cause):
             died = True
+            if state.death is not None and not isinstance(cause, ConnectionDied):
+                # Declared dead first (a refused SSE POST, say): what failed next, a send on
+                # the closed stream, is its symptom, and the declared cause is the exit's.
+                why = str(state.death)
+                raise state.death from cause
             why = str(cause) if isinstance(cause, ConnectionDied) else f"{type(cause).__name__}: {cause}"
         raise
     finally:

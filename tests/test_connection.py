@@ -29,6 +29,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT as ABANDON_WRITE_TIMEOUT  # the SDK's own bound
 
 from actors import kill_every_server_now
+from actors._connection import ConnectionDied, _unwrap
 from actors._process import INCARNATION_VAR, kill_tree
 from conftest import SERVERS, collect, marker_of, procs_with_marker, server_spec, settled, wait_until
 from protocol import (
@@ -1955,6 +1956,21 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
             assert echo.failures == {"ServerCrashed": 3, "ServerUnavailable": 2, "tool_error": 1}, echo.failures
             exits = snapshot.server("gw").exits
             assert exits == ({"transport": 8} if transport == "sse" else {}), exits
+
+
+def test_a_declared_death_is_the_exit_cause_among_its_symptoms():
+    """An SSE connection declared dead by a refused POST ("transport") could exit as
+    ``BrokenResourceError`` ("other" in its exit counts): a send on the stream the SDK had
+    closed failed in another task of the connection, first. The declared death is the
+    cause; whatever failed with it is a symptom (seen once in
+    ``test_http_errors_from_a_gateway_become_typed_failures[sse]``, on Python 3.13).
+    `_live` raises the declared death in place of such a failure; ``_unwrap`` picks it out
+    of a group of them."""
+    died = ConnectionDied("transport error: a message's POST got HTTP 503", "transport")
+    symptoms = BaseExceptionGroup("", [trio.BrokenResourceError(), ExceptionGroup("", [died, OSError()])])
+    assert _unwrap(symptoms) is died
+    alone = trio.BrokenResourceError()
+    assert _unwrap(BaseExceptionGroup("", [alone, trio.Cancelled._create()])) is alone
 
 
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
