@@ -334,8 +334,6 @@ class Gateway:
         async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
             await session.report_progress(progress, total, message)
 
-        if self.draining:
-            return failure_result(ServerUnavailable("the supervisor is shutting down; the call was not sent"))
         legacy_level = self._log_levels.get(getattr(session, "_connection", None))
         front = FrontRelay(ctx, params, min_log_level=legacy_level)
         try:
@@ -363,7 +361,9 @@ class Gateway:
     @contextlib.contextmanager
     def _served(self) -> Iterator[trio.CancelScope]:
         """One request served upstream: counted in `inflight` (a drain waits for it), run in
-        a scope `cut_off` cancels."""
+        a scope `cut_off` cancels. Raises ``ServerUnavailable`` once the gateway drains."""
+        if self.draining:
+            raise ServerUnavailable("the supervisor is shutting down; the request was not sent")
         self.inflight += 1
         if self.idle.is_set():
             self.idle = trio.Event()
@@ -453,8 +453,6 @@ class Gateway:
         client's JSON-RPC errors, the result re-typed as ours (`_as_ours`). Served like a
         tool call: refused once the gateway drains, waited for by the drain, cut off at its
         end."""
-        if self.draining:
-            raise _as_mcp_error(ServerUnavailable("the supervisor is shutting down; the request was not sent"))
         try:
             with self._served() as scope:
                 result = await link.request(ask)

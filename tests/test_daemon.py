@@ -1327,7 +1327,7 @@ async def test_the_drain_waits_for_a_prompt_in_flight_and_refuses_new_ones(tmp_p
     ``completion/complete``) still running at SIGTERM was cut off when serving stopped at
     once, and new ones were still sent upstream while the daemon drained. Now a request
     for a server is served like a tool call: the one in flight gets its result, one sent
-    during the drain is refused with an error saying why."""
+    during the drain is refused with an error saying why (a tool call too, as its result)."""
     echo, marker = server_entry("echo.py", "--slow-prompt")
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=30))
     outcomes = []
@@ -1344,6 +1344,8 @@ async def test_the_drain_waits_for_a_prompt_in_flight_and_refuses_new_ones(tmp_p
                 await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.get_prompt("greet", {"who": "late"})
+                late_call = await client.call_tool("echo", {"text": "late"})  # a tool call: an isError result
+                assert late_call.is_error and "shutting down; the request was not sent" in text_of(late_call)
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
     assert outcomes == ["slept 2 s"], outcomes
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
