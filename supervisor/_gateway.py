@@ -453,14 +453,19 @@ class Gateway:
         client's JSON-RPC errors, the result re-typed as ours (`_as_ours`). Served like a
         tool call: refused once the gateway drains, waited for by the drain, cut off at its
         end."""
+        return _as_ours(await self._upstream(lambda: link.request(ask)))
+
+    async def _upstream(self, exchange: Callable[[], Awaitable[Any]]) -> Any:
+        """``exchange()`` served upstream (`_served`): its typed failures, the drain's
+        refusal and a cut-off as the client's JSON-RPC errors."""
         try:
             with self._served() as scope:
-                result = await link.request(ask)
+                result = await exchange()
         except Failure as failure:
             raise _as_mcp_error(failure) from None
         if scope.cancelled_caught:
             raise _as_mcp_error(ServerUnavailable(self._cut_off_reason))
-        return _as_ours(result)
+        return result
 
     def _prompt_name(self, server: str, name: str) -> str:
         """A prompt's exposed name: namespaced like the server's tools."""
@@ -540,14 +545,16 @@ class Gateway:
         """A handshake-era client's ``resources/subscribe``: passed to the owning server
         (its refusal comes back unchanged); its updates reach this client's connection
         until it unsubscribes or the connection closes (see `_held_by`). A client may hold
-        `MAX_SUBSCRIPTIONS_PER_CLIENT` URIs; one more is refused (invalid request)."""
+        `MAX_SUBSCRIPTIONS_PER_CLIENT` URIs; one more is refused (invalid request). Served
+        like a ``prompts/get`` (`_upstream`): refused once the gateway drains, waited for by
+        the drain, cut off at its end."""
         self._seen(ctx)
         uri = str(params.uri)
         server, link = self._owner_of(uri)
         connection = getattr(ctx.session, "_connection", None)
         held = self._held_by(connection)
         if held is None or uri in held:
-            await link.subscribe(uri)  # refuses a URI that cannot be sent (ServerLink.subscribe)
+            await self._upstream(lambda: link.subscribe(uri))  # refuses a URI that cannot be sent
             return types.EmptyResult()
         if len(held) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise MCPError(
@@ -560,7 +567,7 @@ class Gateway:
         subscribers = self._subscribers.setdefault(uri, weakref.WeakSet())
         subscribers.add(connection)
         try:
-            await link.subscribe(uri)
+            await self._upstream(lambda: link.subscribe(uri))
         except BaseException:
             held.discard(uri)
             subscribers.discard(connection)

@@ -1367,6 +1367,47 @@ async def test_a_prompt_still_running_when_the_drain_ends_is_answered_with_an_er
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
+@handshake_era
+async def test_the_drain_waits_for_a_resource_subscription_in_flight_and_refuses_new_ones(tmp_path, start_daemon):
+    """A handshake-era ``resources/subscribe`` was passed upstream without being counted:
+    the drain did not wait for one in flight (its client lost the connection without an
+    answer) and passed new ones to the server. Now it is served like a ``prompts/get``."""
+    everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=30))
+    outcomes = []
+
+    async def slow_subscribe(client):
+        await client.subscribe_resource("slow://2")
+        outcomes.append("subscribed")
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp", mode="legacy") as client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_subscribe, client)
+                await trio.sleep(0.5)  # the request reaches the server
+                daemon.proc.send_signal(signal.SIGTERM)
+                await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
+                with pytest.raises(MCPError, match="shutting down; the request was not sent"):
+                    await client.subscribe_resource("state://counter")
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    assert outcomes == ["subscribed"], outcomes
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+@handshake_era
+async def test_a_subscription_still_waiting_when_the_drain_ends_is_answered_with_an_error(tmp_path, start_daemon):
+    everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=0.5))
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp", mode="legacy") as client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(daemon_signal_later, daemon, 0.5)
+                with pytest.raises(MCPError, match=r"cut off when the drain ended \(0.5 s, drain_timeout\)"):
+                    await client.subscribe_resource("slow://60")
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
 async def daemon_signal_later(daemon, delay: float) -> None:
     await trio.sleep(delay)  # the request reaches the server
     daemon.proc.send_signal(signal.SIGTERM)
