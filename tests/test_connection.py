@@ -418,12 +418,13 @@ async def test_garbage_on_stdout_past_threshold_restarts():
 async def test_a_banner_that_swallows_the_handshake_is_named_in_the_connect_failure():
     """A server prints a banner on stdout without a newline, so its first JSON-RPC message
     (the answer to the handshake) is glued to it and lost: the connection can only time
-    out. The failure used to say just that; it now shows what the server wrote."""
-    spec = server_spec("banner", "garbage.py", "--when", "start", "--lines", "1", "--glued", connect_timeout=3)
+    out. The failure used to say just that; it now shows what the server wrote. (6 s: the
+    server imports the SDK before its banner, which can take seconds on a loaded machine.)"""
+    spec = server_spec("banner", "garbage.py", "--when", "start", "--lines", "1", "--glued", connect_timeout=6)
     async with Supervisor([spec]) as sup:
         await wait_until(lambda: "connect_timeout" in (sup.link("banner").last_error or ""), timeout=30, what="a timeout")
         last_error = sup.link("banner").last_error
-    assert "could not connect and initialize within connect_timeout 3 s; it wrote 1 line on stdout" in last_error
+    assert "could not connect and initialize within connect_timeout 6 s; it wrote 1 line on stdout" in last_error
     assert "(the first: 'this is not JSON-RPC {garbage line 0{" in last_error, last_error
     assert "a banner or a log line there can swallow an answer" in last_error
 

@@ -981,6 +981,9 @@ from supervisor import embed
 
 spec = msgspec.json.decode(sys.argv[1], type=ServerSpec)
 sup = in_flight = None
+# A process started in the background (`cmd &`, as a CI runner may) inherits SIGINT ignored,
+# and then Python installs no handler: start from what a host run from a terminal has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 async def main():
     global sup, in_flight
