@@ -20,9 +20,9 @@ session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the 
   fails at once too; a notification is dropped and logged; anything else is one garbage
   line. The wire is the same in both directions: the supervisor reads servers with it, and
   the daemon's ``--stdio`` front reads its client with it;
-- a request with a readable ``id`` and ``method`` that is not valid JSON-RPC (``params`` of
-  the wrong type, bytes that are not UTF-8, JSON cut short after its ``id`` and ``method``,
-  a batch: each request in it) is answered with an error saying what is wrong
+- a request (a readable ``id``, a ``method``) that is not valid JSON-RPC (``params`` of
+  the wrong type, a method that is no string, bytes that are not UTF-8, JSON cut short
+  after its ``id`` and ``method``, a batch: each request in it) is answered with an error saying what is wrong
   (`MalformedRequest`, through ``refuse``), so the peer's call fails at once; any other
   line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
   raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
@@ -95,8 +95,9 @@ class OversizedRequest(msgspec.Struct, frozen=True):
 
 
 class MalformedRequest(msgspec.Struct, frozen=True):
-    """A request from the peer with a readable ``id`` and ``method`` that is not valid
-    JSON-RPC (``params`` of the wrong type, a line that is not UTF-8, ...): refused."""
+    """A request from the peer (a readable ``id``, a ``method``) that is not valid JSON-RPC
+    (``params`` of the wrong type, a method that is no string, a line that is not UTF-8,
+    ...): refused."""
 
     id: Any
     code: int
@@ -273,7 +274,7 @@ def _parse(line: bytes, mend: bool = True) -> Delivered | MalformedRequest | lis
 
 
 def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[MalformedRequest] | None:
-    """A request with a readable ``id`` and ``method`` that failed to parse: refused with an
+    """A request (a readable ``id``, a ``method``) that failed to parse: refused with an
     answer (else the peer's call would wait out its timeout); each such request of a batch
     (JSON-RPC batches are gone from MCP); one cut short (not JSON), when its id and method
     come before the cut. None for anything else (garbage, a notification)."""
@@ -306,8 +307,9 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[
 
 
 def _is_request(data: Any) -> bool:
-    """Whether ``data`` has a request's ``method`` and an ``id`` an answer can carry."""
-    if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+    """Whether ``data`` is meant as a request: it has a ``method`` (a string or not: a
+    response has none) and an ``id`` an answer can carry."""
+    if not isinstance(data, dict) or "method" not in data:
         return False
     request_id = data.get("id")
     return isinstance(request_id, (int, str)) and not isinstance(request_id, bool)

@@ -303,7 +303,7 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
 
 async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
     """A request whose id can be read but that is not valid JSON-RPC (params of the wrong
-    type, bytes that are not UTF-8) got no answer at all over ``--stdio``: the client's call
+    type, a method that is no string, bytes that are not UTF-8) got no answer at all over ``--stdio``: the client's call
     waited out its timeout. Over HTTP the same body gets its error at once; now so here."""
     echo, _ = server_entry("echo.py")
     config = write_config(tmp_path / "c.json", {"echo": echo})
@@ -327,6 +327,10 @@ async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
             bad_params = await answer()
             assert bad_params["id"] == 5 and bad_params["error"]["code"] == -32600, bad_params
             assert "params" in bad_params["error"]["message"]
+            await send(b'{"jsonrpc":"2.0","id":6,"method":5}')
+            bad_method = await answer()
+            assert bad_method["id"] == 6 and bad_method["error"]["code"] == -32600, bad_method
+            assert "method: Input should be a valid string" in bad_method["error"]["message"], bad_method
             await send(b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":"\xff"}}}')
             not_utf8 = await answer()
             assert not_utf8["id"] == 8 and "not UTF-8" in not_utf8["error"]["message"], not_utf8

@@ -471,6 +471,12 @@ async def test_the_reader_hands_an_oversized_request_to_refuse_and_goes_on():
          MalformedRequest(8, mcp_types.PARSE_ERROR, "the request is not UTF-8 text (invalid start byte at byte 55)")),
         (b'\xef\xbb{"jsonrpc":"2.0","id":4,"method":"ping"}',
          MalformedRequest(4, mcp_types.PARSE_ERROR, "the request is not UTF-8 text (invalid continuation byte at byte 0)")),
+        # A method that is no string: still a request (an id, no result or error), and the
+        # peer waits on its id.
+        (b'{"jsonrpc":"2.0","id":20,"method":5}',
+         MalformedRequest(20, mcp_types.INVALID_REQUEST, "the request is not valid JSON-RPC: method: Input should be a valid string")),
+        (b'{"jsonrpc":"2.0","id":"n","method":null,"params":{}}',
+         MalformedRequest("n", mcp_types.INVALID_REQUEST, "the request is not valid JSON-RPC: method: Input should be a valid string")),
     ],
 )
 async def test_a_malformed_request_with_a_readable_id_is_refused_not_dropped(line, refused):
