@@ -689,7 +689,7 @@ class Gateway:
         is set; a line from the client over ``max_bytes`` is refused unread (`stdio_wire`).
 
         When stdin closes, every request read before is answered before the session ends:
-        they run to their end, for up to ``drain_timeout()`` s, then the tool calls still
+        they run to their end, for up to ``drain_timeout()`` s, then the requests still
         running are cut off (`drain`). A client may so pipe its requests in and read the
         answers. A request still running at the stop is answered with an error before the
         wire closes (within its last flush)."""
