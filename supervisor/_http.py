@@ -32,7 +32,8 @@ Security guarantees:
 - With ``auth_token`` set, every route except ``/healthz`` needs
   ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
-- Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route.
+- Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route; a
+  body not whole within ``body_timeout`` s of the request's start gets 408 (`BodyDeadline`).
 - Every route but ``/healthz`` refuses a foreign ``Host`` (421) and a foreign ``Origin``
   (403), token or not: without one (the loopback default) a web page the user visits could
   otherwise read ``/status`` by DNS rebinding, or post ``/restart/<server>`` and ``/reload``
@@ -64,6 +65,7 @@ from starlette.requests import Request
 from protocol import ChildStatus
 from protocol._settings import Config
 
+from ._body_deadline import BodyDeadline
 from ._config import ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
@@ -220,7 +222,7 @@ class Daemon:
     async def _apply(self, new: Config) -> dict[str, list[str]]:
         old_settings, new_settings = self.config.settings, new.settings
         settings = [
-            field for field in ("http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout")
+            field for field in ("http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout", "body_timeout")
             if getattr(new_settings, field) != getattr(old_settings, field)
         ]
         later = [field for field in settings if field in ("http", "max_body_bytes")]
@@ -473,7 +475,10 @@ async def serve_http(
         max_request_body_size=settings.max_body_bytes,
     )
     daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind (if not told already)
-    app = RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes)
+    app = BodyDeadline(
+        RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes),
+        lambda: daemon.config.settings.body_timeout,
+    )
     config = _hypercorn_config(host, port)
     config.graceful_timeout = graceful_timeout
     if sockets is None:

@@ -1145,6 +1145,37 @@ async def test_auth_origin_and_body_limit(tmp_path, start_daemon):
     assert token not in daemon.log.read_text()
 
 
+async def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_path, start_daemon):
+    """Once a request's headers were in, the daemon waited for its body without bound: a
+    client that stalled mid-body held a connection, a socket and a task for good (10 such
+    were still open after 70 s), and enough of them would use up the daemon's fds. Now the
+    body has ``body_timeout`` s; a call that runs longer than that is not cut (only the
+    body's reads are bounded)."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, body_timeout=1))
+    fds_before = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nContent-Type: application/json\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n")
+    with trio.fail_after(30):
+        stalled = [await trio.open_tcp_stream("127.0.0.1", daemon.port) for _ in range(5)]
+        for stream in stalled:
+            await stream.send_all(head.encode() + b'{"jsonrpc": "2.0", "id": 1, ')
+        for stream in stalled:
+            answer = b""
+            while chunk := await stream.receive_some():  # to the end: the daemon closes it
+                answer += chunk
+            status, _, body = answer.partition(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 408"), answer
+            assert b"connection: close" in status.lower(), answer
+            error = json.loads(body)
+            assert error["id"] is None and "did not arrive whole within 1 s (supervisor.body_timeout)" in error["error"]["message"]
+            await stream.aclose()
+        await wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds_before, what="the sockets closed")
+        async with Client(daemon.url + "/mcp") as client:
+            slow = await client.call_tool("sleep", {"seconds": 2})  # longer than body_timeout
+            assert not slow.is_error and text_of(slow) == "slept 2.0", slow
+
+
 def test_non_loopback_bind_without_token_is_refused(tmp_path):
     config = write_config(tmp_path / "c.json", {"echo": server_entry("echo.py")[0]})
     run = subprocess.run(
