@@ -1261,6 +1261,12 @@ reaper = p._reaper
 print("reaper", reaper.pid, flush=True)
 fcntl.fcntl(reaper.stdin.fileno(), 1031, 4096)  # F_SETPIPE_SZ: one page
 os.kill(reaper.pid, signal.SIGSTOP)
+# Stopped only once it is back in user space: a reaper woken inside its read (by the signal)
+# still takes what is in the pipe first, and a pipe emptied in the middle of the writes below
+# is a second stall.
+deadline = time.monotonic() + 10
+while open(f"/proc/{reaper.pid}/stat").read().rpartition(")")[2].split()[0] != "T" and time.monotonic() < deadline:
+    time.sleep(0.001)
 for i in range(1, 1000):  # ~20 kB of "+pgid id" lines
     p._watch_group(FAKE + i, "b", "")
 print("held back", len(p._reaper_backlog) > 0, flush=True)
