@@ -18,7 +18,7 @@ import msgspec
 from ._config import ServerDefaults, ServerSpec
 
 __all__ = [
-    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HTTP_BIND",
     "DEFAULT_MAX_BODY_BYTES",
@@ -31,7 +31,7 @@ __all__ = [
 DEFAULT_HTTP_BIND: Final = "127.0.0.1:8765"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_DRAIN_TIMEOUT: Final = 10.0
-DEFAULT_BODY_TIMEOUT: Final = 30.0
+DEFAULT_STALL_TIMEOUT: Final = 30.0
 
 UNCACHED_TOOLS_TTL: Final = 5.0
 """The ``tools_ttl`` every server gets when tool caching is off (``cache_tools = false``,
@@ -59,9 +59,10 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     - ``drain_timeout``: on the daemon's first SIGTERM/SIGINT, how long the tool calls in
       flight get to finish before they are cut off (each then answered with an error); 0:
       at once. The value in force when the signal comes counts (a reload changes it).
-    - ``body_timeout``: how long an HTTP request's body may take to arrive whole, from the
-      start of the request; past it the request is answered 408 unread. A reload applies it
-      to the next request.
+    - ``stall_timeout``: how long the HTTP front waits on a client that stalls: a request's
+      body must arrive whole within it of the request's start (else 408, unread), and a
+      client that takes none of what it is sent for that long loses its connection. A
+      reload applies it to the next request and connection.
     """
 
     defaults: ServerDefaults = ServerDefaults()
@@ -72,7 +73,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     cache_tools: bool = True
     cache_ttl: float | None = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     @property
     def default_tools_ttl(self) -> float | None:

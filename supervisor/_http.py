@@ -33,7 +33,10 @@ Security guarantees:
   ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
 - Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route; a
-  body not whole within ``body_timeout`` s of the request's start gets 408 (`BodyDeadline`).
+  body not whole within ``stall_timeout`` s of the request's start gets 408 (`BodyDeadline`).
+- A client that takes nothing of what it is sent for ``stall_timeout`` s loses its
+  connection (`stall_after`): hypercorn's writes are shielded, so one stuck on such a
+  client held its task and its answer for good, and the daemon's exit with them.
 - Every route but ``/healthz`` refuses a foreign ``Host`` (421) and a foreign ``Origin``
   (403), token or not: without one (the loopback default) a web page the user visits could
   otherwise read ``/status`` by DNS rebinding, or post ``/restart/<server>`` and ``/reload``
@@ -65,7 +68,7 @@ from starlette.requests import Request
 from protocol import ChildStatus
 from protocol._settings import Config
 
-from ._body_deadline import BodyDeadline
+from ._stalls import BodyDeadline, stall_after
 from ._config import ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
@@ -186,6 +189,8 @@ class Daemon:
         self.http_host = http_host
         #: The ``Authorization`` header value every request must carry; None: no auth.
         self.auth_header: bytes | None = _auth_header(config.settings.auth_token)
+        #: The HTTP front's listening sockets, once it serves (`stall_after` is set on them).
+        self.listening: list[Any] = []
         self._reload_lock = trio.Lock()
 
     def health(self) -> dict[str, Any]:
@@ -222,13 +227,15 @@ class Daemon:
     async def _apply(self, new: Config) -> dict[str, list[str]]:
         old_settings, new_settings = self.config.settings, new.settings
         settings = [
-            field for field in ("http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout", "body_timeout")
+            field for field in ("http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout", "stall_timeout")
             if getattr(new_settings, field) != getattr(old_settings, field)
         ]
         later = [field for field in settings if field in ("http", "max_body_bytes")]
         if later:
             log.warning("reload: %s take effect at the next start only", " and ".join(later))
         self.auth_header = _auth_header(new_settings.auth_token)
+        if "stall_timeout" in settings:
+            stall_after(self.listening, new_settings.stall_timeout)
         failed: list[str] = []
         if "toolsets" in settings:
             try:
@@ -477,12 +484,14 @@ async def serve_http(
     daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind (if not told already)
     app = BodyDeadline(
         RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes),
-        lambda: daemon.config.settings.body_timeout,
+        lambda: daemon.config.settings.stall_timeout,
     )
     config = _hypercorn_config(host, port)
     config.graceful_timeout = graceful_timeout
     if sockets is None:
         sockets = listen_http(host, port)
+    daemon.listening = list(sockets.insecure_sockets)
+    stall_after(daemon.listening, settings.stall_timeout)
     async with manager.run():
         await worker_serve(
             wrap_app(app, config.wsgi_max_body_size, "asgi"),

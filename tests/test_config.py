@@ -87,7 +87,7 @@ GOOD_JSON = """{
     "max_body_bytes": 1024,
     "cache_ttl": 3600,
     "drain_timeout": 2.5,
-    "body_timeout": 12,
+    "stall_timeout": 12,
   },
 }
 """
@@ -141,7 +141,7 @@ http = "0.0.0.0:9000"
 max_body_bytes = 1024
 cache_ttl = 3600
 drain_timeout = 2.5
-body_timeout = 12
+stall_timeout = 12
 
 [supervisor.defaults]
 timeout = 90
@@ -196,7 +196,7 @@ def test_good_json_config_decodes_every_key(tmp_path: Path) -> None:
     assert config.settings.toolsets == {"mine": ["search", "node"]}
     assert config.settings.max_body_bytes == 1024
     assert config.settings.drain_timeout == 2.5
-    assert config.settings.body_timeout == 12
+    assert config.settings.stall_timeout == 12
     assert config.settings.defaults.timeout == 90.0
 
 
@@ -484,7 +484,7 @@ def test_toolset_must_be_a_list(tmp_path: Path) -> None:
         ({"cache_ttl": -5}, "supervisor.cache_ttl", "must be > 0"),
         ({"drain_timeout": -1}, "supervisor.drain_timeout", "must be >= 0"),
         ({"drain_timeout": float("inf")}, "supervisor.drain_timeout", "finite"),
-        ({"body_timeout": 0}, "supervisor.body_timeout", "must be > 0"),
+        ({"stall_timeout": 0}, "supervisor.stall_timeout", "must be > 0"),
         ({"defaults": {"timeout": -1}}, "supervisor.defaults.timeout", "must be > 0"),
         ({"defaults": {"breaker": {"open_seconds": "x"}}}, "supervisor.defaults.breaker.open_seconds", "expected a number"),
         ({"cache_tools": "no"}, "supervisor.cache_tools", "expected true or false"),

@@ -1149,10 +1149,10 @@ async def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_
     """Once a request's headers were in, the daemon waited for its body without bound: a
     client that stalled mid-body held a connection, a socket and a task for good (10 such
     were still open after 70 s), and enough of them would use up the daemon's fds. Now the
-    body has ``body_timeout`` s; a call that runs longer than that is not cut (only the
+    body has ``stall_timeout`` s; a call that runs longer than that is not cut (only the
     body's reads are bounded)."""
     echo, _ = server_entry("echo.py")
-    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, body_timeout=1))
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, stall_timeout=1))
     fds_before = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
     head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nContent-Type: application/json\r\n"
             "Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n")
@@ -1168,12 +1168,50 @@ async def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_
             assert status.startswith(b"HTTP/1.1 408"), answer
             assert b"connection: close" in status.lower(), answer
             error = json.loads(body)
-            assert error["id"] is None and "did not arrive whole within 1 s (supervisor.body_timeout)" in error["error"]["message"]
+            assert error["id"] is None and "did not arrive whole within 1 s (supervisor.stall_timeout)" in error["error"]["message"]
             await stream.aclose()
         await wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds_before, what="the sockets closed")
         async with Client(daemon.url + "/mcp") as client:
-            slow = await client.call_tool("sleep", {"seconds": 2})  # longer than body_timeout
+            slow = await client.call_tool("sleep", {"seconds": 2})  # longer than stall_timeout
             assert not slow.is_error and text_of(slow) == "slept 2.0", slow
+
+
+async def test_a_client_that_reads_nothing_of_its_answer_loses_its_connection_and_holds_no_exit(tmp_path, start_daemon):
+    """hypercorn's writes are shielded from cancellation: a client that stopped reading a
+    large answer held the task writing it, and the answer, for good, and the daemon never
+    exited on SIGTERM (still up 40 s later). Now the kernel ends such a connection after
+    ``stall_timeout`` s (``TCP_USER_TIMEOUT``), and the daemon exits."""
+    big, marker = server_entry("big.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"big": big}, stall_timeout=1))
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "blob", "arguments": {"kib": 8192}, "_meta": {  # ~16 MB: text and structured content
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"}}}}).encode()
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nContent-Type: application/json\r\n"
+            "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
+            f"Mcp-Method: tools/call\r\nMcp-Name: blob\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    client = socket.socket()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, soon full
+        client.connect(("127.0.0.1", daemon.port))
+        client.sendall(head + body)
+        ours = client.getsockname()[1]
+        await wait_until(lambda: _tcp_open(ours, daemon.port), timeout=10, what="the connection")
+        await wait_until(lambda: not _tcp_open(daemon.port, ours), timeout=30, what="the daemon to drop the connection")
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert await daemon.wait_exit(20) == 0, daemon.log.read_text()
+    finally:
+        client.close()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+def _tcp_open(local_port: int, remote_port: int) -> bool:
+    """Whether the kernel has a connection from ``local_port`` to ``remote_port`` (IPv4): seen
+    from either end without reading from it. A connection the daemon's kernel ended is gone
+    from its side at once, while the client's side, told nothing, stays."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return any(int(row[1].split(":")[1], 16) == local_port and int(row[2].split(":")[1], 16) == remote_port for row in rows)
 
 
 def test_non_loopback_bind_without_token_is_refused(tmp_path):
