@@ -1411,10 +1411,7 @@ async def test_the_drain_waits_for_a_prompt_in_flight_and_refuses_new_ones(tmp_p
     with trio.fail_after(30):
         async with Client(daemon.url + "/mcp") as client:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(slow_prompt, client)
-                await trio.sleep(0.5)  # the request reaches the server
-                daemon.proc.send_signal(signal.SIGTERM)
-                await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
+                await drain_while(daemon, nursery, slow_prompt, client)
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.get_prompt("greet", {"who": "late"})
                 late_call = await client.call_tool("echo", {"text": "late"})  # a tool call: an isError result
@@ -1456,10 +1453,7 @@ async def test_the_drain_waits_for_a_resource_subscription_in_flight_and_refuses
     with trio.fail_after(30):
         async with Client(daemon.url + "/mcp", mode="legacy") as client:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(slow_subscribe, client)
-                await trio.sleep(0.5)  # the request reaches the server
-                daemon.proc.send_signal(signal.SIGTERM)
-                await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
+                await drain_while(daemon, nursery, slow_subscribe, client)
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.subscribe_resource("state://counter")
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
@@ -1479,6 +1473,15 @@ async def test_a_subscription_still_waiting_when_the_drain_ends_is_answered_with
                     await client.subscribe_resource("slow://60")
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def drain_while(daemon, nursery: trio.Nursery, request, *args) -> None:
+    """Start ``request(*args)`` in ``nursery``, let it reach its server, then SIGTERM the
+    daemon; returns once the drain has counted the request."""
+    nursery.start_soon(request, *args)
+    await trio.sleep(0.5)
+    daemon.proc.send_signal(signal.SIGTERM)
+    await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
 
 
 async def daemon_signal_later(daemon, delay: float) -> None:
