@@ -9,7 +9,9 @@
   70 s), and enough of them would use up the file descriptors every server's pipes need.
   `BodyDeadline` gives each request's body ``timeout()`` s from the start of the request to
   arrive whole. Past that the request is answered ``408`` with a JSON-RPC error (id null:
-  its id was never read) and ``Connection: close``, and none of it reaches the app. Only
+  its id was never read) and ``Connection: close``, and none of it reaches the app. Nor does
+  a request whose client closed its side before the body was whole (hypercorn answers it
+  400; the SDK, handed it, logged an error with a traceback for the client's doing). Only
   the reads of the body are bounded: the app's later reads, which wait for the client to
   go away while a long answer streams, are not.
 - **An answer that is not taken.** hypercorn's writes to a client are shielded from
@@ -42,6 +44,10 @@ class _BodyTooSlow(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    pass
+
+
 class BodyDeadline:
     """ASGI middleware: see the module docstring."""
 
@@ -63,7 +69,9 @@ class BodyDeadline:
                 return await receive()
             with trio.move_on_at(deadline):
                 message = await receive()
-                whole = message["type"] != "http.request" or not message.get("more_body", False)
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                whole = not message.get("more_body", False)
                 return message
             raise _BodyTooSlow
 
@@ -71,6 +79,8 @@ class BodyDeadline:
             await self.app(scope, bounded, send)
         except _BodyTooSlow:
             await _answer_too_slow(send, timeout)
+        except _ClientGone:  # the body ended early: hypercorn has answered 400 already
+            pass
 
 
 async def _answer_too_slow(send: Any, timeout: float) -> None:

@@ -1171,9 +1171,20 @@ async def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_
             assert error["id"] is None and "did not arrive whole within 1 s (supervisor.stall_timeout)" in error["error"]["message"]
             await stream.aclose()
         await wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds_before, what="the sockets closed")
+        # A client that closes its side mid-body: hypercorn's 400, and no longer the SDK's
+        # error with a traceback in the daemon's log as well.
+        half = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+        await half.send_all(head.encode() + b'{"jsonrpc": "2.0", ')
+        await half.send_eof()
+        answer = b""
+        while chunk := await half.receive_some():
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        await half.aclose()
         async with Client(daemon.url + "/mcp") as client:
             slow = await client.call_tool("sleep", {"seconds": 2})  # longer than stall_timeout
             assert not slow.is_error and text_of(slow) == "slept 2.0", slow
+    assert "Error handling POST request" not in daemon.log.read_text()  # by now it would be there
 
 
 async def test_a_client_that_reads_nothing_of_its_answer_loses_its_connection_and_holds_no_exit(tmp_path, start_daemon):
