@@ -147,6 +147,7 @@ class PipeReader(Receiving):
                 if chunk:
                     self._lines = self._framer.feed(chunk)
                 else:
+                    self._lines = self._framer.end()
                     self._ended = True
             self._reading = None
 

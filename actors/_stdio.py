@@ -10,7 +10,9 @@ serializer, and nothing else of the protocol (a server's pipes are read and writ
 session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the tasks of
 `read_messages` and `write_messages`):
 
-- reading is linear: each chunk is scanned once; a line is joined once, when it ends;
+- reading is linear: each chunk is scanned once; a line is joined once, when it ends; a
+  last line the stream ends without a newline after is read as if it had one (a client
+  that pipes in a file without a final newline lost its last request unanswered);
 - a line over ``max_bytes`` is never held: its first and last bytes are kept, the rest is
   counted and dropped up to its newline, and the wire goes on with the next line. If it
   was an answer (a ``result`` or ``error``, no ``method``, its ``id`` at either end), the
@@ -190,6 +192,12 @@ class _Framer:
         self._size = 0
         self._head = self._tail = b""  # of a line over max_bytes; _size counts all of it
 
+    def end(self) -> Iterator[Delivered]:
+        """What the last line gives when the stream ends without a newline after it (a
+        client that pipes in its requests, a server that exits after its last answer): it
+        is read as if it had one, not dropped unanswered."""
+        return self.feed(b"\n") if self._size or self._head else iter(())
+
     def feed(self, chunk: bytes) -> Iterator[Delivered]:
         """What the lines that ``chunk`` ends give, parsed one at a time as they are taken;
         a line it does not end is held for the next chunk (once this one is taken whole)."""
@@ -247,14 +255,14 @@ async def read_messages(
                 try:
                     chunk = await _read_some(stdout)
                 except (*_GONE, OSError):
-                    return
-                if not chunk:
-                    return
-                for message in framer.feed(chunk):
+                    chunk = b""
+                for message in framer.feed(chunk) if chunk else framer.end():
                     try:  # handed straight to a session that waits for it
                         messages.send_nowait(message)
                     except anyio.WouldBlock:
                         await messages.send(message)
+                if not chunk:
+                    return
     except _GONE:
         pass  # the session stopped reading
     finally:

@@ -511,6 +511,28 @@ async def test_each_request_of_a_batch_and_a_request_cut_short_are_refused_not_d
         receive.receive_nowait()
 
 
+async def test_a_last_line_without_a_newline_is_read_not_dropped():
+    """``printf '...'`` and many writers end a file without a newline: the last request of
+    a client that piped one in was dropped at the end of its input, unanswered."""
+    send, receive = anyio.create_memory_object_stream(10)
+    await read_messages(_Chunks([b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n{"jsonrpc":"2.0",', b'"id":2,"method":"ping"}']),
+                        send, 1000, "s")
+    assert [receive.receive_nowait().message.id for _ in range(2)] == [1, 2]
+    with pytest.raises(anyio.EndOfStream):
+        receive.receive_nowait()
+    # A server's pipe, the same: its last answer before it exits is not lost.
+    stdout, write_fd = _pipe()
+    async with trio.open_nursery() as nursery:
+        reader = PipeReader(stdout, nursery, MIB, "s")
+        os.write(write_fd, PING.rstrip(b"\n"))
+        os.close(write_fd)
+        with trio.fail_after(5):
+            assert (await reader.receive()).message.method == "ping"
+            with pytest.raises(anyio.EndOfStream):
+                await reader.receive()
+        reader.close()
+
+
 async def test_other_lines_that_are_not_json_rpc_are_still_garbage():
     send, receive = anyio.create_memory_object_stream(10)
     got: list[Any] = []
