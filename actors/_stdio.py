@@ -12,7 +12,8 @@ session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the 
 
 - reading is linear: each chunk is scanned once; a line is joined once, when it ends; a
   last line the stream ends without a newline after is read as if it had one (a client
-  that pipes in a file without a final newline lost its last request unanswered);
+  that pipes in a file without a final newline lost its last request unanswered), and a
+  UTF-8 byte order mark before a line is skipped (an editor's, at the start of a file);
 - a line over ``max_bytes`` is never held: its first and last bytes are kept, the rest is
   counted and dropped up to its newline, and the wire goes on with the next line. If it
   was an answer (a ``result`` or ``error``, no ``method``, its ``id`` at either end), the
@@ -47,6 +48,7 @@ session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import json
@@ -273,6 +275,8 @@ def _parse(line: bytes, mend: bool = True) -> Delivered | MalformedRequest | lis
     try:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line.decode(), by_name=False))
     except ValueError as exc:  # pydantic's ValidationError, or UnicodeDecodeError
+        if line.startswith(codecs.BOM_UTF8):  # a file saved by an editor that writes one
+            return _parse(line[len(codecs.BOM_UTF8) :], mend)
         if mend and b"\\u" in line:  # perhaps half an emoji: mended, it may parse
             mended = _ESCAPE.sub(_mend, line)
             if mended != line:
