@@ -438,6 +438,11 @@ def restart(url: str, server: str) -> int:
     return 0 if all(each.state == "running" for each in nodes) else 1
 
 
+_CLIENT_TIMEOUT = 60.0
+"""How long the ``tools`` and ``call`` commands wait on a daemon that sends nothing (a call
+that runs longer is not cut: its answer's stream carries a ping every 15 s)."""
+
+
 def _client(url: str, statuses: list[int]) -> Any:
     """An MCP client of the daemon at ``url``; the HTTP status of each response it gets is
     added to ``statuses`` (the SDK turns a 401 into "Server returned an error response",
@@ -450,7 +455,7 @@ def _client(url: str, statuses: list[int]) -> Any:
         statuses.append(response.status_code)
 
     endpoint = url.rstrip("/") + "/mcp"
-    http = httpx2.AsyncClient(headers=_headers(), timeout=60.0, event_hooks={"response": [seen]})
+    http = httpx2.AsyncClient(headers=_headers(), timeout=_CLIENT_TIMEOUT, event_hooks={"response": [seen]})
     return Client(streamable_http_client(endpoint, http_client=http))
 
 
@@ -549,10 +554,16 @@ def _client_command(fn: Any, url: str, *args: Any) -> int:
         if 401 in statuses:
             print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
             return 1
+        import httpx2
+
         leaf = exc
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
             leaf = leaf.exceptions[0]
-        print(f"error: {url}: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+        if isinstance(leaf, httpx2.TimeoutException):  # its text is empty
+            print(f"error: {url}: the daemon did not answer within {_CLIENT_TIMEOUT:g} s ({type(leaf).__name__})",
+                  file=sys.stderr)
+        else:
+            print(f"error: {url}: {type(leaf).__name__}: {leaf}", file=sys.stderr)
         return 1
 
 

@@ -508,6 +508,21 @@ def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_
             assert said in run.stderr, (args, run.stderr)
 
 
+def test_cli_client_commands_say_the_daemon_did_not_answer_in_time(monkeypatch, capsys):
+    """A daemon that takes the connection and says nothing (stopped, wedged): ``tools``
+    and ``call`` printed ``ReadTimeout:`` and nothing after it."""
+    from supervisor import __main__ as cli
+
+    monkeypatch.setattr(cli, "_CLIENT_TIMEOUT", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        assert cli._client_command(cli._tools, url) == 1
+    said = capsys.readouterr().err
+    assert said == f"error: {url}: the daemon did not answer within 0.5 s (ReadTimeout)\n", said
+
+
 def test_cli_client_commands_show_a_web_pages_words_not_its_markup(tmp_path):
     """A URL where a web server answers with an HTML error page (a wrong port, a proxy):
     `status`, `reload`, `restart` and `breaker` printed the whole page, markup and all (20
