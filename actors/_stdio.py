@@ -25,14 +25,15 @@ session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the 
   the daemon's ``--stdio`` front reads its client with it;
 - a request (a readable ``id``, a ``method``) that is not valid JSON-RPC (``params`` of
   the wrong type, a method that is no string, bytes that are not UTF-8, JSON cut short
-  after its ``id`` and ``method``, a batch: each request in it) is answered with an error saying what is wrong
-  (`MalformedRequest`, through ``refuse``), so the peer's call fails at once; any other
-  line that is not UTF-8 or not JSON-RPC is handed on as the exception the SDK's parser
-  raised, as the SDK's transport does (the session counts it as garbage); an empty line (or
-  one of whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped; a lone
-  surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) in a server's
-  message is read as U+FFFD instead of costing the whole message (a client's request
-  that holds one is refused: the daemon's front runs nothing on changed input);
+  after its ``id`` and ``method``, a batch: each request in it) is answered with an error
+  saying what is wrong (`MalformedRequest`, through ``refuse``), so the peer's call fails
+  at once; any other line that is not UTF-8 or not JSON-RPC is handed on as the exception
+  the SDK's parser raised, as the SDK's transport does (the session counts it as
+  garbage); an empty line (or one of whitespace: a server that ends its lines with
+  ``\r\n\r\n``) is skipped; a lone surrogate escape (half an emoji, valid JSON that the
+  SDK's parser refuses) in a server's message is read as U+FFFD instead of costing the
+  whole message (a client's request that holds one is refused: the daemon's front runs
+  nothing on changed input);
 - at most `MAX_PENDING_REFUSALS` of those error answers wait for a peer that does not read
   its stdin; past them a refused request goes unanswered (logged), so such a peer costs
   no memory per request;
