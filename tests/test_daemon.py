@@ -513,7 +513,7 @@ def test_cli_client_commands_say_the_daemon_did_not_answer_in_time(monkeypatch, 
     and ``call`` printed ``ReadTimeout:`` and nothing after it."""
     from supervisor import __main__ as cli
 
-    monkeypatch.setattr(cli, "_CLIENT_TIMEOUT", 0.5)
+    monkeypatch.setattr(cli, "_CLIENT_TIMEOUT", 0.5)  # the real 60 s, shortened: the socket and the client are real
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
