@@ -1202,13 +1202,20 @@ async def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_
     assert "Error handling POST request" not in daemon.log.read_text()  # by now it would be there
 
 
-async def test_a_client_that_reads_nothing_of_its_answer_loses_its_connection_and_holds_no_exit(tmp_path, start_daemon):
+@pytest.mark.parametrize("set_by", ["config", "reload"])
+async def test_a_client_that_reads_nothing_of_its_answer_loses_its_connection_and_holds_no_exit(tmp_path, start_daemon, set_by):
     """hypercorn's writes are shielded from cancellation: a client that stopped reading a
     large answer held the task writing it, and the answer, for good, and the daemon never
     exited on SIGTERM (still up 40 s later). Now the kernel ends such a connection after
-    ``stall_timeout`` s (``TCP_USER_TIMEOUT``), and the daemon exits."""
+    ``stall_timeout`` s (``TCP_USER_TIMEOUT``), and the daemon exits. A reload sets it too."""
     big, marker = server_entry("big.py")
-    daemon = await start_daemon(write_config(tmp_path / "c.json", {"big": big}, stall_timeout=1))
+    config = tmp_path / "c.json"
+    daemon = await start_daemon(write_config(config, {"big": big}, stall_timeout=1 if set_by == "config" else 600))
+    if set_by == "reload":
+        write_config(config, {"big": big}, stall_timeout=1)
+        async with httpx2.AsyncClient(timeout=20) as http:
+            reloaded = await http.post(daemon.url + "/reload")
+        assert reloaded.status_code == 200 and reloaded.json()["settings"] == ["stall_timeout"], reloaded.text
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "blob", "arguments": {"kib": 8192}, "_meta": {  # ~16 MB: text and structured content
             "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
