@@ -303,8 +303,9 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
 
 async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
     """A request whose id can be read but that is not valid JSON-RPC (params of the wrong
-    type, a method that is no string, bytes that are not UTF-8) got no answer at all over ``--stdio``: the client's call
-    waited out its timeout. Over HTTP the same body gets its error at once; now so here."""
+    type, a method that is no string, bytes that are not UTF-8) got no answer at all over
+    ``--stdio``: the client's call waited out its timeout. Over HTTP the same body gets its
+    error at once; now so here."""
     echo, _ = server_entry("echo.py")
     config = write_config(tmp_path / "c.json", {"echo": echo})
     command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
