@@ -419,15 +419,20 @@ class Gateway:
         """Have every server send log lines at the most verbose level a client asked for,
         so each client gets what it asked for (the lines are filtered per client): a
         handshake-era upstream is told now, concurrently, each within its ``timeout``, and
-        each incarnation after at connect (`ServerLink.set_log_level`)."""
+        each incarnation after at connect (`ServerLink.set_log_level`). Once the gateway
+        drains no server is told (they stop with it); a telling in flight is served like
+        any request upstream (`_served`: waited for, cut off at the end of the drain)."""
         levels = list(self._log_levels.values())
         if not levels:
             return
         level = min(levels, key=LOG_LEVELS.index)
 
         async def tell(server: str, link: Any) -> None:
+            if self.draining:
+                return
             try:
-                await link.set_log_level(level)
+                with self._served():
+                    await link.set_log_level(level)
             except Exception as exc:  # a server without logging: nothing to tell it
                 log.debug("logging/setLevel not passed to %r: %s", server, exc)
 
@@ -615,14 +620,19 @@ class Gateway:
     async def _release(self, *uris: str) -> None:
         """Unsubscribe upstream from those of ``uris`` that no client wants any more: one
         exchange per server. They are forgotten before any wait (`ServerLink.unsubscribe`),
-        so a server that does not answer in time is not asked for them again."""
+        so a server that does not answer in time is not asked for them again. Once the
+        gateway drains no server is asked (they stop with it); an exchange in flight is
+        served like any request upstream (`_served`: waited for, cut off at its end)."""
         unwanted = {uri for uri in uris if not self._subscribers.get(uri) and self._listeners[uri] <= 0}
         for uri in unwanted:
             self._subscribers.pop(uri, None)
             self._listeners.pop(uri, None)
         for _, link in self._links():
+            if self.draining:
+                return
             if mine := sorted(unwanted & link.subscriptions):
-                await link.unsubscribe(*mine)
+                with self._served():
+                    await link.unsubscribe(*mine)
 
     async def _listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
         """A 2026-07-28 client's ``subscriptions/listen``: the SDK's handler serves the

@@ -1496,6 +1496,33 @@ async def test_the_drain_waits_for_a_resource_subscription_in_flight_and_refuses
 
 
 @handshake_era
+async def test_the_drain_waits_for_an_unsubscribe_in_flight(tmp_path, start_daemon):
+    """A handshake-era ``resources/unsubscribe`` (or ``logging/setLevel``) passed upstream
+    was not counted: one in flight when the drain began lost its answer. Now it is waited
+    for, and one sent during the drain is answered without asking a server (they stop)."""
+    everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=30))
+    outcomes = []
+
+    async def slow_unsubscribe(client):
+        await client.unsubscribe_resource("slow://2")
+        outcomes.append("unsubscribed")
+
+    with trio.fail_after(30):
+        async with Client(daemon.url + "/mcp", mode="legacy") as client:
+            await client.subscribe_resource("slow://1.5")
+            await client.subscribe_resource("slow://2")
+            async with trio.open_nursery() as nursery:
+                await drain_while(daemon, nursery, slow_unsubscribe, client)
+                with trio.fail_after(1):  # at once: no server is asked (it would take 1.5 s)
+                    await client.unsubscribe_resource("slow://1.5")
+                    await client.set_logging_level("debug")
+        assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    assert outcomes == ["unsubscribed"], outcomes
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+@handshake_era
 async def test_a_subscription_still_waiting_when_the_drain_ends_is_answered_with_an_error(tmp_path, start_daemon):
     everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=0.5))

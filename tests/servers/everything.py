@@ -38,8 +38,9 @@ Tools:
 Prompts: ``recipe(dish, style="plain")``, with completions for ``dish`` (``style`` in the
 completion context narrows them). Resources: ``static://hello`` (text), ``static://blob``
 (binary), ``state://counter`` (subscribable, changes on ``touch``), template ``notes://{topic}``
-(completions for ``topic``). A ``resources/subscribe`` to ``slow://<seconds>`` answers after that
-many seconds (a request still in flight when the daemon drains). ``--handshake-only`` makes it a server from before 2026-07-28
+(completions for ``topic``). A ``resources/subscribe`` to, or ``resources/unsubscribe`` from,
+``slow://<seconds>`` answers after that many seconds (a request still in flight when the
+daemon drains). ``--handshake-only`` makes it a server from before 2026-07-28
 (no ``server/discover``: a client falls back to ``initialize``).
 
     python tests/servers/everything.py [--name NAME] [--handshake-only]
@@ -420,6 +421,8 @@ def add_legacy_methods(mcp: MCPServer, state: _State) -> None:
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        if str(params.uri).startswith("slow://"):
+            await anyio.sleep(float(str(params.uri).removeprefix("slow://")))
         connections = state.subscribers.get(str(params.uri), [])
         if ctx.session._connection in connections:
             connections.remove(ctx.session._connection)
