@@ -1437,21 +1437,16 @@ async def test_the_drain_waits_for_a_prompt_in_flight_and_refuses_new_ones(tmp_p
     during the drain is refused with an error saying why (a tool call too, as its result)."""
     echo, marker = server_entry("echo.py", "--slow-prompt")
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=30))
-    outcomes = []
-
-    async def slow_prompt(client):
-        outcomes.append((await client.get_prompt("slow", {"seconds": "2"})).messages[0].content.text)
-
     with trio.fail_after(30):
         async with Client(daemon.url + "/mcp") as client:
             async with trio.open_nursery() as nursery:
-                await drain_while(daemon, nursery, slow_prompt, client)
+                answered = await drain_while(daemon, nursery, lambda: client.get_prompt("slow", {"seconds": "2"}))
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.get_prompt("greet", {"who": "late"})
                 late_call = await client.call_tool("echo", {"text": "late"})  # a tool call: an isError result
                 assert late_call.is_error and "shutting down; the request was not sent" in text_of(late_call)
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
-    assert outcomes == ["slept 2 s"], outcomes
+    assert [answer.messages[0].content.text for answer in answered] == ["slept 2 s"], answered
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
@@ -1476,23 +1471,15 @@ async def test_the_drain_waits_for_a_resource_subscription_in_flight_and_refuses
     """A handshake-era ``resources/subscribe`` was passed upstream without being counted:
     the drain did not wait for one in flight (its client lost the connection without an
     answer) and passed new ones to the server. Now it is served like a ``prompts/get``."""
-    everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
-    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=30))
-    outcomes = []
-
-    async def slow_subscribe(client):
-        await client.subscribe_resource("slow://2")
-        outcomes.append("subscribed")
-
+    daemon, marker = await subscribing_daemon(tmp_path, start_daemon, drain_timeout=30)
     with trio.fail_after(30):
         async with Client(daemon.url + "/mcp", mode="legacy") as client:
             async with trio.open_nursery() as nursery:
-                await drain_while(daemon, nursery, slow_subscribe, client)
+                answered = await drain_while(daemon, nursery, lambda: client.subscribe_resource("slow://2"))
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.subscribe_resource("state://counter")
-        assert await daemon.wait_exit() == 0, daemon.log.read_text()
-    assert outcomes == ["subscribed"], outcomes
-    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+    await exits_clean(daemon, marker)
+    assert len(answered) == 1, answered
 
 
 @handshake_era
@@ -1500,32 +1487,23 @@ async def test_the_drain_waits_for_an_unsubscribe_in_flight(tmp_path, start_daem
     """A handshake-era ``resources/unsubscribe`` (or ``logging/setLevel``) passed upstream
     was not counted: one in flight when the drain began lost its answer. Now it is waited
     for, and one sent during the drain is answered without asking a server (they stop)."""
-    everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
-    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=30))
-    outcomes = []
-
-    async def slow_unsubscribe(client):
-        await client.unsubscribe_resource("slow://2")
-        outcomes.append("unsubscribed")
-
+    daemon, marker = await subscribing_daemon(tmp_path, start_daemon, drain_timeout=30)
     with trio.fail_after(30):
         async with Client(daemon.url + "/mcp", mode="legacy") as client:
             await client.subscribe_resource("slow://1.5")
             await client.subscribe_resource("slow://2")
             async with trio.open_nursery() as nursery:
-                await drain_while(daemon, nursery, slow_unsubscribe, client)
+                answered = await drain_while(daemon, nursery, lambda: client.unsubscribe_resource("slow://2"))
                 with trio.fail_after(1):  # at once: no server is asked (it would take 1.5 s)
                     await client.unsubscribe_resource("slow://1.5")
                     await client.set_logging_level("debug")
-        assert await daemon.wait_exit() == 0, daemon.log.read_text()
-    assert outcomes == ["unsubscribed"], outcomes
-    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+    await exits_clean(daemon, marker)
+    assert len(answered) == 1, answered
 
 
 @handshake_era
 async def test_a_subscription_still_waiting_when_the_drain_ends_is_answered_with_an_error(tmp_path, start_daemon):
-    everything, marker = server_entry("everything.py", "--handshake-only")  # subscribes by resources/subscribe
-    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, drain_timeout=0.5))
+    daemon, marker = await subscribing_daemon(tmp_path, start_daemon, drain_timeout=0.5)
     with trio.fail_after(30):
         async with Client(daemon.url + "/mcp", mode="legacy") as client:
             async with trio.open_nursery() as nursery:
@@ -1536,13 +1514,32 @@ async def test_a_subscription_still_waiting_when_the_drain_ends_is_answered_with
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
 
 
-async def drain_while(daemon, nursery: trio.Nursery, request, *args) -> None:
-    """Start ``request(*args)`` in ``nursery``, let it reach its server, then SIGTERM the
-    daemon; returns once the drain has counted the request."""
-    nursery.start_soon(request, *args)
+async def exits_clean(daemon, marker: str) -> None:
+    """The daemon exits 0 (within 15 s), leaving no process of its server behind."""
+    assert await daemon.wait_exit() == 0, daemon.log.read_text()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def subscribing_daemon(tmp_path: Path, start_daemon, **settings):
+    """A daemon in front of ``everything.py --handshake-only``, which the daemon subscribes
+    to by ``resources/(un)subscribe``; and that server's marker."""
+    everything, marker = server_entry("everything.py", "--handshake-only")
+    return await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, **settings)), marker
+
+
+async def drain_while(daemon, nursery: trio.Nursery, request) -> list:
+    """Start ``request()`` in ``nursery``, let it reach its server, then SIGTERM the daemon;
+    returns once the drain has counted the request, a list its answer is added to."""
+    answered: list = []
+
+    async def run() -> None:
+        answered.append(await request())
+
+    nursery.start_soon(run)
     await trio.sleep(0.5)
     daemon.proc.send_signal(signal.SIGTERM)
     await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
+    return answered
 
 
 async def daemon_signal_later(daemon, delay: float) -> None:
