@@ -443,7 +443,7 @@ _CLIENT_TIMEOUT = 60.0
 that runs longer is not cut: its answer's stream carries a ping every 15 s)."""
 
 
-def _client(url: str, statuses: list[int]) -> Any:
+def _client(url: str, statuses: list[int], timeout: float) -> Any:
     """An MCP client of the daemon at ``url``; the HTTP status of each response it gets is
     added to ``statuses`` (the SDK turns a 401 into "Server returned an error response",
     and `_client_command` says why instead)."""
@@ -455,7 +455,7 @@ def _client(url: str, statuses: list[int]) -> Any:
         statuses.append(response.status_code)
 
     endpoint = url.rstrip("/") + "/mcp"
-    http = httpx2.AsyncClient(headers=_headers(), timeout=_CLIENT_TIMEOUT, event_hooks={"response": [seen]})
+    http = httpx2.AsyncClient(headers=_headers(), timeout=timeout, event_hooks={"response": [seen]})
     return Client(streamable_http_client(endpoint, http_client=http))
 
 
@@ -544,12 +544,12 @@ async def _call(connect: Callable[[], Any], tool: str, arguments: dict[str, Any]
     return 1 if result.is_error else 0
 
 
-def _client_command(fn: Any, url: str, *args: Any) -> int:
+def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIMEOUT) -> int:
     """Run one MCP client command, ``fn(connect, *args)`` (``connect()`` makes the client);
-    a daemon that cannot be reached is one line, exit 1."""
+    a daemon that cannot be reached, or says nothing for ``timeout`` s, is one line, exit 1."""
     statuses: list[int] = []
     try:
-        return trio.run(fn, functools.partial(_client, url, statuses), *args)
+        return trio.run(fn, functools.partial(_client, url, statuses, timeout), *args)
     except Exception as exc:  # the SDK wraps transport errors in exception groups
         if 401 in statuses:
             print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
@@ -560,7 +560,7 @@ def _client_command(fn: Any, url: str, *args: Any) -> int:
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
             leaf = leaf.exceptions[0]
         if isinstance(leaf, httpx2.TimeoutException):  # its text is empty
-            print(f"error: {url}: the daemon did not answer within {_CLIENT_TIMEOUT:g} s ({type(leaf).__name__})",
+            print(f"error: {url}: the daemon did not answer within {timeout:g} s ({type(leaf).__name__})",
                   file=sys.stderr)
         else:
             print(f"error: {url}: {type(leaf).__name__}: {leaf}", file=sys.stderr)

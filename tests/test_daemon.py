@@ -509,17 +509,16 @@ def test_cli_client_commands_say_what_is_wrong_with_a_bad_url_or_a_stranger(tmp_
             assert said in run.stderr, (args, run.stderr)
 
 
-def test_cli_client_commands_say_the_daemon_did_not_answer_in_time(monkeypatch, capsys):
+def test_cli_client_commands_say_the_daemon_did_not_answer_in_time(capsys):
     """A daemon that takes the connection and says nothing (stopped, wedged): ``tools``
     and ``call`` printed ``ReadTimeout:`` and nothing after it."""
     from supervisor import __main__ as cli
 
-    monkeypatch.setattr(cli, "_CLIENT_TIMEOUT", 0.5)  # the real 60 s, shortened: the socket and the client are real
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        assert cli._client_command(cli._tools, url) == 1
+        assert cli._client_command(cli._tools, url, timeout=0.5) == 1  # the real 60 s, shortened
     said = capsys.readouterr().err
     assert said == f"error: {url}: the daemon did not answer within 0.5 s (ReadTimeout)\n", said
 
