@@ -50,7 +50,6 @@ from __future__ import annotations
 import hmac
 import inspect
 import ipaddress
-import json
 import logging
 import urllib.parse
 from typing import Any
@@ -68,6 +67,7 @@ from starlette.requests import Request
 from protocol import ChildStatus
 from protocol._settings import Config
 
+from ._asgi import respond, respond_json
 from ._stalls import BodyDeadline, stall_after
 from ._config import ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
@@ -287,21 +287,6 @@ def _auth_header(auth_token: str | None) -> bytes | None:
 # -- the ASGI app ---------------------------------------------------------------------------
 
 
-async def _respond(send: Any, status: int, body: bytes, content_type: str = "application/json", headers: list | None = None) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _json(send: Any, status: int, obj: Any) -> None:
-    await _respond(send, status, json.dumps(obj).encode() + b"\n")
-
-
 class DaemonApp:
     """The ASGI app (see the module docstring for the routes and guarantees)."""
 
@@ -319,10 +304,10 @@ class DaemonApp:
         which a browser sends cross-origin without asking) 403. True when refused."""
         refusal = await self.guard.validate_request(Request(scope))
         if refusal is not None:
-            await _json(send, refusal.status_code, {"error": refusal.body.decode(errors="replace").lower()})
+            await respond_json(send, refusal.status_code, {"error": refusal.body.decode(errors="replace").lower()})
             return True
         if not origin_allowed(scope):
-            await _json(send, 403, {"error": "forbidden origin"})
+            await respond_json(send, 403, {"error": "forbidden origin"})
             return True
         return False
 
@@ -351,48 +336,48 @@ class DaemonApp:
         path = scope["path"].rstrip("/") or "/"
         method = scope["method"]
         if path == "/healthz":
-            await _json(send, 200, self.daemon.health())
+            await respond_json(send, 200, self.daemon.health())
             return
         if not self._authorized(scope):
-            await _respond(
+            await respond(
                 send, 401, b'{"error": "unauthorized: send Authorization: Bearer <token>"}\n',
                 headers=[(b"www-authenticate", b"Bearer")],
             )
             return
         if path == "/mcp":
             if not origin_allowed(scope):
-                await _json(send, 403, {"error": "forbidden origin"})
+                await respond_json(send, 403, {"error": "forbidden origin"})
                 return
             await self.session_manager.handle_request(scope, receive, send)
         elif await self._refused(scope, send):
             return
         elif path == "/status" and method == "GET":
-            await _respond(send, 200, msgspec.json.encode(self.daemon.sup.status()) + b"\n")
+            await respond(send, 200, msgspec.json.encode(self.daemon.sup.status()) + b"\n")
         elif path == "/metrics" and method == "GET":
             metrics_text = getattr(self.daemon.sup, "metrics_text", None)
             body = metrics_text() if metrics_text is not None else b""
             if inspect.isawaitable(body):
                 body = await body
-            await _respond(send, 200, body, "text/plain; version=0.0.4; charset=utf-8")
+            await respond(send, 200, body, "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/reload" and method == "POST":
             try:
                 diff = await self.daemon.reload()
             except ConfigError as exc:
                 log.error("reload refused, the old config keeps running: %s", exc)
-                await _json(send, 400, {"error": str(exc)})
+                await respond_json(send, 400, {"error": str(exc)})
                 return
-            await _json(send, 200, diff)
+            await respond_json(send, 200, diff)
         elif path.startswith("/restart/") and method == "POST":
             name = path.removeprefix("/restart/")
             try:
                 status = await self.daemon.restart(name)
             except KeyError as exc:
-                await _json(send, 404, {"error": exc.args[0]})
+                await respond_json(send, 404, {"error": exc.args[0]})
                 return
             except RuntimeError as exc:  # being replaced or removed right now
-                await _json(send, 409, {"error": str(exc)})
+                await respond_json(send, 409, {"error": str(exc)})
                 return
-            await _respond(send, 200, msgspec.json.encode(status) + b"\n")
+            await respond(send, 200, msgspec.json.encode(status) + b"\n")
         elif path.startswith("/breaker/") and method == "POST":
             name, _, action = path.removeprefix("/breaker/").rpartition("/")
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -400,19 +385,19 @@ class DaemonApp:
             try:
                 status = await self.daemon.set_breaker(name, action, reason)
             except KeyError as exc:
-                await _json(send, 404, {"error": exc.args[0]})
+                await respond_json(send, 404, {"error": exc.args[0]})
                 return
             except ValueError as exc:
-                await _json(send, 400, {"error": str(exc)})
+                await respond_json(send, 400, {"error": str(exc)})
                 return
             except RuntimeError as exc:  # being started or replaced right now
-                await _json(send, 409, {"error": str(exc)})
+                await respond_json(send, 409, {"error": str(exc)})
                 return
-            await _respond(send, 200, msgspec.json.encode(status) + b"\n")
+            await respond(send, 200, msgspec.json.encode(status) + b"\n")
         elif path in ("/status", "/metrics", "/reload") or path.startswith(("/restart/", "/breaker/")):
-            await _json(send, 405, {"error": f"method {method} not allowed on {path}"})
+            await respond_json(send, 405, {"error": f"method {method} not allowed on {path}"})
         else:
-            await _json(send, 404, {"error": f"no route {path}"})
+            await respond_json(send, 404, {"error": f"no route {path}"})
 
 
 class _SessionManager(StreamableHTTPSessionManager):

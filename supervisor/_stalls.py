@@ -29,13 +29,14 @@ reload, so a reload applies it to the next request and connection.
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import mcp_types
 import trio
+
+from ._asgi import respond_json
 
 __all__ = ["BodyDeadline", "stall_after"]
 
@@ -86,17 +87,7 @@ class BodyDeadline:
 async def _answer_too_slow(send: Any, timeout: float) -> None:
     message = f"the request body did not arrive whole within {timeout:g} s (supervisor.stall_timeout); it was not read"
     error = {"jsonrpc": "2.0", "id": None, "error": {"code": mcp_types.INVALID_REQUEST, "message": message}}
-    body = json.dumps(error).encode()
-    await send({
-        "type": "http.response.start",
-        "status": 408,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ],
-    })
-    await send({"type": "http.response.body", "body": body})
+    await respond_json(send, 408, error, headers=[(b"connection", b"close")])
 
 
 def stall_after(sockets: Iterable[socket.socket], seconds: float) -> None:

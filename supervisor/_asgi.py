@@ -1,0 +1,23 @@
+"""Writing an ASGI response: what the daemon's HTTP routes and middleware answer with."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["respond", "respond_json"]
+
+
+async def respond(send: Any, status: int, body: bytes, content_type: str = "application/json", headers: list | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_json(send: Any, status: int, obj: Any, headers: list | None = None) -> None:
+    await respond(send, status, json.dumps(obj).encode() + b"\n", headers=headers)
