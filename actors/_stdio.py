@@ -29,7 +29,8 @@ session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the 
   saying what is wrong (`MalformedRequest`, through ``refuse``), so the peer's call fails
   at once; any other line that is not UTF-8 or not JSON-RPC is handed on as the exception
   the SDK's parser raised, as the SDK's transport does (the session counts it as
-  garbage); an empty line (or one of whitespace: a server that ends its lines with
+  garbage), except from a client, which gets an error with ``id: null``, as JSON-RPC 2.0
+  says (`_answerable`: the daemon's ``--stdio`` front); an empty line (or one of whitespace: a server that ends its lines with
   ``\r\n\r\n``) is skipped; a lone surrogate escape (half an emoji, valid JSON that the
   SDK's parser refuses) in a server's message is read as U+FFFD instead of costing the
   whole message (a client's request that holds one is refused: the daemon's front runs
@@ -184,10 +185,10 @@ class _Framer:
         server: str,
         dropped: Callable[[], None],
         refuse: Callable[[OversizedRequest | MalformedRequest], None],
-        mend_surrogates: bool = True,
+        from_client: bool = False,
     ) -> None:
         self._max_bytes = max_bytes
-        self._mend = mend_surrogates
+        self._from_client = from_client
         self._server = server
         self._dropped = dropped
         self._refuse = refuse
@@ -219,14 +220,20 @@ class _Framer:
                 self._pending.append(piece)
             if end < 0:
                 return
+            line = b""
             if self._head:
                 self._dropped()
                 message = oversized(self._head, self._tail, self._size, self._max_bytes, self._server)
+                if self._from_client and isinstance(message, Exception):
+                    why = f"a line of {self._size} bytes, over the limit of {self._max_bytes}, with no request id: not read"
+                    message = MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
             else:
                 line = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-                message = None if not line or line.isspace() else _parse(line, self._mend)
+                message = None if not line or line.isspace() else _parse(line, mend=not self._from_client)
             self._pending, self._size, self._head, self._tail = [], 0, b"", b""
             start = end + 1
+            if self._from_client and message is not None:
+                message = _answerable(line, message)
             if isinstance(message, (OversizedRequest, MalformedRequest)):
                 self._refuse(message)
             elif isinstance(message, list):  # a batch
@@ -243,15 +250,19 @@ async def read_messages(
     server: str,
     dropped: Callable[[], None] = lambda: None,
     refuse: Callable[[OversizedRequest | MalformedRequest], None] = lambda request: None,
-    mend_surrogates: bool = True,
+    from_client: bool = False,
 ) -> None:
     """Hand each line of ``stdout`` to ``messages``, parsed (`_Framer`, which says what
     ``dropped`` and ``refuse`` are for), until stdout ends; then close ``messages``. The
     reader task for a stream that is no pipe of ours (the daemon's own stdin, read from a
-    thread); a server's stdout is read by `PipeReader`. Without ``mend_surrogates`` (a
-    client's requests: nothing may run on input changed behind its back) a request with a
-    lone surrogate escape is refused instead of read with U+FFFD in its place."""
-    framer = _Framer(max_bytes, server, dropped, refuse, mend_surrogates)
+    thread); a server's stdout is read by `PipeReader`.
+
+    ``from_client``: the peer is a client, which JSON-RPC answers where a server's stray
+    lines are only counted. A request with a lone surrogate escape is refused instead of
+    read with U+FFFD in its place (nothing may run on input changed behind its back), and
+    a line that is no JSON-RPC message and names no id an answer could carry is refused
+    with ``id: null`` (`_answerable`), as JSON-RPC 2.0 says, instead of handed on."""
+    framer = _Framer(max_bytes, server, dropped, refuse, from_client)
     try:
         async with messages:
             while True:
@@ -304,19 +315,60 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[
         return [MalformedRequest(item["id"], mcp_types.INVALID_REQUEST, batch) for item in data if _is_request(item)]
     if not _is_request(data):
         return None
-    request_id = data["id"]
+    return _malformed(data["id"], "request", line, exc)
+
+
+def _malformed(request_id: Any, what: str, line: bytes, exc: ValueError) -> MalformedRequest:
+    """The refusal of ``line``, a ``what`` ("request", "notification") that is JSON but
+    failed the SDK's parser with ``exc``, saying why."""
     if isinstance(exc, UnicodeDecodeError):
-        why = f"the request is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        why = f"the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})"
         return MalformedRequest(request_id, mcp_types.PARSE_ERROR, why)
     lone = next((m.group(0) for m in _ESCAPE.finditer(line) if len(m.group(0)) == 6), None)
     if lone is not None:
-        why = (f"the request holds a lone surrogate escape ({lone.decode()}): half of a UTF-16 pair (an emoji cut "
+        why = (f"the {what} holds a lone surrogate escape ({lone.decode()}): half of a UTF-16 pair (an emoji cut "
                "in two?), which no UTF-8 text can hold; it was not run")
         return MalformedRequest(request_id, mcp_types.INVALID_PARAMS, why)
-    first = exc.errors()[0] if isinstance(exc, pydantic_core.ValidationError) and exc.errors() else None
+    errors = exc.errors() if isinstance(exc, pydantic_core.ValidationError) else []
+    member = "JSONRPCRequest" if what == "request" else "JSONRPCNotification"  # what it failed as
+    first = next((e for e in errors if e["loc"][:1] == (member,)), errors[0] if errors else None)
     where = ".".join(str(part) for part in first["loc"][1:]) if first else ""
     why = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else str(exc))
-    return MalformedRequest(request_id, mcp_types.INVALID_REQUEST, f"the request is not valid JSON-RPC: {why}")
+    return MalformedRequest(request_id, mcp_types.INVALID_REQUEST, f"the {what} is not valid JSON-RPC: {why}")
+
+
+def _answerable(
+    line: bytes, message: Delivered | OversizedRequest | MalformedRequest | list[MalformedRequest]
+) -> Delivered | OversizedRequest | MalformedRequest | list[MalformedRequest]:
+    """``message`` (what the client's ``line`` gave), or the refusal with ``id: null`` of a
+    line that is no JSON-RPC message and names no usable id: not JSON, JSON of another shape, a batch with no request in it, or
+    a request whose id is no string or integer (the SDK's parser reads ``{"id": 1.5,
+    "method": "tools/list"}`` as a notification, which gets no answer). Over HTTP each of
+    these is a 400 with a JSON-RPC error; over stdio the client got nothing at all."""
+    notification = isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCNotification)
+    if notification and b'"id"' not in line:  # the common case, decided without parsing again
+        return message
+    if not (notification or isinstance(message, Exception) or message == []):  # [] a batch with no usable id
+        return message
+    try:
+        data = json.loads(line.removeprefix(codecs.BOM_UTF8))
+    except ValueError as exc:
+        return MalformedRequest(None, mcp_types.PARSE_ERROR, f"the line is not JSON ({exc}): one JSON-RPC message per line")
+    if isinstance(data, dict) and "method" in data:
+        if "id" in data:  # one an answer could carry would have been refused by it
+            why = (f"the request's id {json.dumps(data['id'])} is no string or integer: no answer could carry it, "
+                   "so it was not run")
+            return MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
+        if isinstance(message, ValueError):
+            return _malformed(None, "notification", line, message)
+    if isinstance(message, SessionMessage):
+        return message  # a notification that has "id" only inside its params
+    if isinstance(data, list):
+        why = "a batch (a JSON array) with no request in it: MCP takes one message at a time"
+    else:
+        why = ('no JSON-RPC 2.0 message: a request is an object with "jsonrpc": "2.0", a string "method" and an '
+               '"id" that is a string or an integer; a notification, the same with no "id"')
+    return MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
 
 
 def _is_request(data: Any) -> bool:

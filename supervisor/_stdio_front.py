@@ -7,8 +7,10 @@ newline) took that much memory of the daemon, which every server and client shar
 ``max_body_bytes``; this front now holds a line to the same limit, with the wire the
 supervisor reads its servers with (`actors._stdio`): linear, a line over the limit never
 held, a request that long answered at once with an error saying how large it was (the
-client's call fails instead of waiting), a notification that long dropped, anything else
-not JSON-RPC handed on as the SDK's transport does.
+client's call fails instead of waiting), a notification that long dropped. A line that is
+no JSON-RPC message and names no id an answer could carry (not JSON, another shape, an id
+of 1.5 or null) is answered with an error whose id is null, as JSON-RPC 2.0 says: the
+SDK's transport only logged it, and the client waited for nothing.
 
 When stdin ends, the session does not see it end until every request read before has
 been answered (or the caller's ``settle`` gave up): the SDK ends a session at the end of
@@ -186,7 +188,7 @@ async def stdio_wire(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     read_messages, _ThreadedReader(stdin_fd), incoming, max_bytes, "the stdio client",
-                    lambda: None, refuser(nursery, refusals), False,  # a client's half emoji is refused
+                    lambda: None, refuser(nursery, refusals), True,  # answered as a client is
                 )
                 nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd), outgoing, incoming, written, nursery)
                 unanswered = Unanswered()

@@ -291,6 +291,8 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
                 await trio.to_thread.run_sync(daemon.stdin.write, chunk)
             await trio.to_thread.run_sync(daemon.stdin.write, b"\n" + (json.dumps({**init, "id": 2}) + "\n").encode())
             await trio.to_thread.run_sync(daemon.stdin.flush)
+            refused = json.loads(await trio.to_thread.run_sync(daemon.stdout.readline))
+            assert refused["id"] is None and "over the limit of 65536" in refused["error"]["message"], refused
             assert json.loads(await trio.to_thread.run_sync(daemon.stdout.readline))["id"] == 2  # it went on
             assert rss_kib() - before < 16 * 1024, (before, rss_kib())
             daemon.stdin.close()  # the end of stdin stops the daemon, cleanly
@@ -341,6 +343,13 @@ async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
             surrogate = await answer()
             assert surrogate["id"] == 9 and surrogate["error"]["code"] == -32602, surrogate
             assert "lone surrogate" in surrogate["error"]["message"], surrogate
+            # No id an answer could carry: answered with a null id, as JSON-RPC 2.0 says.
+            await send(b"not json")
+            not_json = await answer()
+            assert not_json["id"] is None and not_json["error"]["code"] == -32700, not_json
+            await send(b'{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}')
+            fractional = await answer()
+            assert fractional["id"] is None and "id 1.5 is no string or integer" in fractional["error"]["message"]
             await send(b'{"jsonrpc":"2.0","id":7,"method":"ping"}')
             assert (await answer()) == {"jsonrpc": "2.0", "id": 7, "result": {}}
             daemon.stdin.close()

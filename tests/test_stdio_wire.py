@@ -543,6 +543,45 @@ async def test_other_lines_that_are_not_json_rpc_are_still_garbage():
     assert [isinstance(receive.receive_nowait(), Exception) for _ in lines] == [True, True, True]
 
 
+async def test_a_clients_line_that_names_no_usable_id_is_answered_with_a_null_id():
+    """Over ``--stdio`` a line that was no JSON, JSON of another shape, or a request whose id
+    no answer can carry (the SDK's parser reads ``"id": 1.5`` as a notification) got no
+    answer at all: the client waited out its timeout. JSON-RPC 2.0 answers each with an
+    error whose id is null (over HTTP, a 400); a server's stray lines stay garbage."""
+    lines = {
+        b"not json": (mcp_types.PARSE_ERROR, "the line is not JSON ("),
+        b'{"foo": 1}': (mcp_types.INVALID_REQUEST, "no JSON-RPC 2.0 message"),
+        b"[]": (mcp_types.INVALID_REQUEST, "a batch (a JSON array) with no request in it"),
+        b'[{"jsonrpc":"2.0","method":"notifications/x"}]': (mcp_types.INVALID_REQUEST, "a batch"),
+        b'{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}': (mcp_types.INVALID_REQUEST, "the request's id 1.5 is no string"),
+        b'{"jsonrpc":"2.0","id":null,"method":"tools/list"}': (mcp_types.INVALID_REQUEST, "the request's id null is no"),
+        b'{"jsonrpc":"2.0","id":true,"method":5}': (mcp_types.INVALID_REQUEST, "the request's id true is no"),
+        b'{"jsonrpc":"2.0","method":"notifications/x","params":3}':
+            (mcp_types.INVALID_REQUEST, "the notification is not valid JSON-RPC: params: "),
+        b'{"jsonrpc":"2.0","method":"n","params":{"t":"\\ud83d"}}': (mcp_types.INVALID_PARAMS, "lone surrogate"),
+    }
+    fine = [  # an "id" inside the params, and a BOM before it, are no reason to refuse
+        b'\xef\xbb\xbf{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3,"id":1}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+    ]
+    send, receive = anyio.create_memory_object_stream(10)
+    got: list[Any] = []
+    await read_messages(_Chunks([b"\n".join([*lines, *fine]) + b"\n"]), send, 1000, "s", refuse=got.append, from_client=True)
+    assert [(r.id, r.code) for r in got] == [(None, code) for code, _ in lines.values()]
+    for refused, (_, why) in zip(got, lines.values(), strict=True):
+        assert why in refused.reason, (refused, why)
+    assert refusal(got[0]).message.id is None
+    assert [receive.receive_nowait().message.method for _ in fine] == ["notifications/cancelled", "ping"]
+    with pytest.raises(anyio.EndOfStream):
+        receive.receive_nowait()
+    # Over the limit and no request: refused the same way (a notification is only dropped).
+    send, receive = anyio.create_memory_object_stream(10)
+    got.clear()
+    long = b'{"jsonrpc":"2.0","method":"n","params":{"t":"' + b"x" * 2000 + b'"}}'
+    await read_messages(_Chunks([b"x" * 2000 + b"\n" + long + b"\n"]), send, 1000, "s", refuse=got.append, from_client=True)
+    assert [(r.id, r.code) for r in got] == [(None, mcp_types.INVALID_REQUEST)] and "a line of 2000 bytes, over the limit of 1000" in got[0].reason
+
+
 class _Chunks(trio.abc.ReceiveStream):
     """A stream that yields exactly the given chunks: a pipe's reads cannot be cut where a
     test wants (the kernel joins writes), and the framing must not depend on the cuts."""
