@@ -70,7 +70,7 @@ from mcp.shared.message import SessionMessage
 
 __all__ = [
     "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused",
-    "oversized", "read_messages", "refusal", "refuser", "write_messages",
+    "oversized", "read_messages", "refusal", "refuser", "unusable_id", "write_messages",
 ]
 
 log = logging.getLogger("supervisor.stdio")
@@ -355,9 +355,8 @@ def _answerable(
     except ValueError as exc:
         return MalformedRequest(None, mcp_types.PARSE_ERROR, f"the line is not JSON ({exc}): one JSON-RPC message per line")
     if isinstance(data, dict) and "method" in data:
-        if "id" in data:  # one an answer could carry would have been refused by it
-            why = (f"the request's id {json.dumps(data['id'])} is no string or integer: no answer could carry it, "
-                   "so it was not run")
+        why = unusable_id(data)  # (one an answer could carry would have been refused by it)
+        if why is not None:
             return MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
         if isinstance(message, ValueError):
             return _malformed(None, "notification", line, message)
@@ -369,6 +368,16 @@ def _answerable(
         why = ('no JSON-RPC 2.0 message: a request is an object with "jsonrpc": "2.0", a string "method" and an '
                '"id" that is a string or an integer; a notification, the same with no "id"')
     return MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
+
+
+def unusable_id(data: Any) -> str | None:
+    """Why ``data`` (a parsed JSON message) is a request no answer can carry, or None: it
+    has a ``method`` and an ``id`` that is no string or integer (``1.5``, ``null``,
+    ``true``, an object). The SDK's parser reads it as a notification, so it would get no
+    answer at all; JSON-RPC 2.0 answers it with an error whose id is null."""
+    if not isinstance(data, dict) or "method" not in data or "id" not in data or _is_request(data):
+        return None
+    return f"the request's id {json.dumps(data['id'])} is no string or integer: no answer could carry it, so it was not run"
 
 
 def _is_request(data: Any) -> bool:

@@ -32,6 +32,8 @@ Security guarantees:
 - With ``auth_token`` set, every route except ``/healthz`` needs
   ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
+- A request whose id is no string or integer (``1.5``, ``null``) gets 400 with a JSON-RPC
+  error, not the SDK's 202 for a notification (`refuse_unusable_id`).
 - Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route; a
   body not whole within ``stall_timeout`` s of the request's start gets 408 (`BodyDeadline`).
 - A client that takes nothing of what it is sent for ``stall_timeout`` s loses its
@@ -73,6 +75,7 @@ from ._config import ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
+from ._request_ids import refuse_unusable_id
 
 __all__ = ["BindRefused", "Daemon", "check_bind", "listen_http", "parse_bind", "serve_http"]
 
@@ -348,6 +351,10 @@ class DaemonApp:
             if not origin_allowed(scope):
                 await respond_json(send, 403, {"error": "forbidden origin"})
                 return
+            if method == "POST":
+                receive = await refuse_unusable_id(receive, send)
+                if receive is None:
+                    return
             await self.session_manager.handle_request(scope, receive, send)
         elif await self._refused(scope, send):
             return

@@ -64,7 +64,7 @@ def daemon(tmp_path_factory):
         daemon.stop()
 
 
-def modern(daemon: Daemon, method: str, params: dict | None = None, *, id: int = 1) -> httpx2.Response:
+def modern(daemon: Daemon, method: str, params: dict | None = None, *, id: object = 1) -> httpx2.Response:
     """One stateless 2026-07-28 request, with the headers the spec requires."""
     params = {**(params or {}), "_meta": ENVELOPE}
     headers = {**HEADERS, "MCP-Protocol-Version": PROTOCOL, "Mcp-Method": method}
@@ -120,6 +120,46 @@ def test_malformed_json_rpc_is_refused_with_a_json_rpc_error(daemon, body):
     response = daemon.http.post(daemon.url + "/mcp", content=body, headers=HEADERS)
     assert response.status_code == 400, (response.status_code, response.text)
     assert error_of(response)["code"] in (-32700, -32600, -32602)
+    assert_still_serving(daemon)
+
+
+@pytest.fixture(scope="module")
+def legacy_session(daemon):
+    """The headers of one 2025-11-25 session (initialized), the wire most clients speak."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bad-input", "version": "0"}}}
+    answer = daemon.http.post(daemon.url + "/mcp", json=init, headers=HEADERS)
+    assert answer.status_code == 200, answer.text
+    headers = {**HEADERS, "Mcp-Session-Id": answer.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    initialized = daemon.http.post(daemon.url + "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                                   headers=headers)
+    assert initialized.status_code == 202, initialized.text
+    return headers
+
+
+@pytest.mark.parametrize("request_id", [1.5, None, True, {"n": 1}, [1], 1e3])
+@pytest.mark.parametrize("wire", ["2025-11-25", PROTOCOL])
+def test_a_request_whose_id_no_answer_can_carry_is_refused_not_accepted(daemon, legacy_session, request_id, wire):
+    """The SDK's parser reads such a request as a notification: in a 2025-11-25 session the
+    daemon answered 202 Accepted, ran nothing, and the client waited for an answer that
+    never came (the stateless wire refused it, saying only that the body was no request).
+    JSON-RPC 2.0 answers it with an error whose id is null; so do both wires, and the stdio
+    front, saying why."""
+    before = executions(daemon)
+    params = {"name": "write_note", "arguments": {"text": "x"}}
+    if wire == PROTOCOL:
+        response = modern(daemon, "tools/call", params, id=request_id)
+    else:
+        body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+        response = daemon.http.post(daemon.url + "/mcp", json=body, headers=legacy_session)
+    assert response.status_code == 400, (response.status_code, response.text)
+    error = error_of(response)
+    assert response.json()["id"] is None and error["code"] == -32600, response.text
+    assert f"the request's id {json.dumps(request_id)} is no string or integer" in error["message"], error
+    assert executions(daemon) == before
+    # An "id" deeper in the request is no reason to refuse it.
+    answer = modern(daemon, "tools/call", {"name": "add", "arguments": {"a": 2, "b": 40, "id": None}})
+    assert answer.status_code == 200 and answer.json()["result"]["structuredContent"] == {"result": 42}, answer.text
     assert_still_serving(daemon)
 
 
