@@ -19,6 +19,8 @@ from ._config import ServerDefaults, ServerSpec
 
 __all__ = [
     "DEFAULT_STALL_TIMEOUT",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_SESSION_IDLE_TIMEOUT",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HTTP_BIND",
     "DEFAULT_MAX_BODY_BYTES",
@@ -32,6 +34,8 @@ DEFAULT_HTTP_BIND: Final = "127.0.0.1:8765"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_DRAIN_TIMEOUT: Final = 10.0
 DEFAULT_STALL_TIMEOUT: Final = 30.0
+DEFAULT_MAX_SESSIONS: Final = 10_000  # the mcp SDK's own defaults
+DEFAULT_SESSION_IDLE_TIMEOUT: Final = 1800.0
 
 UNCACHED_TOOLS_TTL: Final = 5.0
 """The ``tools_ttl`` every server gets when tool caching is off (``cache_tools = false``,
@@ -63,6 +67,12 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
       body must arrive whole within it of the request's start (else 408, unread), and a
       client that takes none of what it is sent for that long loses its connection. A
       reload applies it to the next request and connection.
+    - ``max_sessions`` / ``session_idle_timeout``: the HTTP front's MCP sessions (the
+      handshake era's ``Mcp-Session-Id``). A client that never ends its session (no
+      ``DELETE``: it crashed, or it opens one per call) leaves it open, about 45 KB each,
+      until it has had no request in flight for ``session_idle_timeout`` s; past
+      ``max_sessions`` open ones a new session is refused (503) until one ends. ``/healthz``
+      counts the open ones. A reload applies both to the sessions opened after it.
     """
 
     defaults: ServerDefaults = ServerDefaults()
@@ -74,6 +84,8 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     cache_ttl: float | None = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT
 
     @property
     def default_tools_ttl(self) -> float | None:

@@ -483,7 +483,7 @@ _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
         "budget_window": _POSITIVE,
     },
     SupervisorSettings: {"max_body_bytes": _AT_LEAST_ONE, "cache_ttl": _POSITIVE, "drain_timeout": _NON_NEGATIVE,
-                         "stall_timeout": _POSITIVE},
+                         "stall_timeout": _POSITIVE, "max_sessions": _AT_LEAST_ONE, "session_idle_timeout": _POSITIVE},
 }
 
 

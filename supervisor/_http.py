@@ -15,8 +15,8 @@ Routes:
 - ``GET /status``: the supervision tree as JSON (``ChildStatus``).
 - ``GET /metrics``: Prometheus text (``await Supervisor.metrics_text()``; an empty
   exposition for a supervisor without it).
-- ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D}``.
-  Never needs auth.
+- ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D,
+  "draining": false, "sessions": S}`` (S: the MCP sessions open over HTTP). Never needs auth.
 - ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
 - ``POST /restart/<server>``: `Daemon.restart`: 200 with the server's subtree status once
   the new incarnation is connected or its first attempt failed; 404 for an unknown server,
@@ -172,8 +172,9 @@ class Daemon:
     - The ``supervisor`` section's ``toolsets`` and ``auth_token`` take effect at once: the
       HTTP app checks ``auth_header`` on every request, so once the token is applied the old
       one gets 401 and the new one is accepted (removing it opens the routes, which only a
-      loopback bind allows). ``http`` (the bind) and ``max_body_bytes`` take effect at the
-      next start only; a warning says so.
+      loopback bind allows). ``max_sessions`` and ``session_idle_timeout`` apply to the
+      sessions opened after the reload. ``http`` (the bind) and ``max_body_bytes`` take
+      effect at the next start only; a warning says so.
     - Reloads are serialized. Once validated, a reload runs to completion even if whoever
       asked for it goes away. A server whose stop, replacement or start raised is named
       under ``failed``; the others still proceed.
@@ -194,6 +195,8 @@ class Daemon:
         self.auth_header: bytes | None = _auth_header(config.settings.auth_token)
         #: The HTTP front's listening sockets, once it serves (`stall_after` is set on them).
         self.listening: list[Any] = []
+        #: The HTTP front's MCP session manager, once it serves.
+        self.sessions: _SessionManager | None = None
         self._reload_lock = trio.Lock()
 
     def health(self) -> dict[str, Any]:
@@ -204,7 +207,10 @@ class Daemon:
             except Exception:
                 connected = False
             up, down = (up + 1, down) if connected else (up, down + 1)
-        return {"ok": True, "servers": up + down, "up": up, "down": down, "draining": self.gateway.draining}
+        health = {"ok": True, "servers": up + down, "up": up, "down": down, "draining": self.gateway.draining}
+        if self.sessions is not None:
+            health["sessions"] = self.sessions.open_sessions
+        return health
 
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the config and apply it (see the class docstring). Returns the diff:
@@ -230,7 +236,10 @@ class Daemon:
     async def _apply(self, new: Config) -> dict[str, list[str]]:
         old_settings, new_settings = self.config.settings, new.settings
         settings = [
-            field for field in ("http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout", "stall_timeout")
+            field for field in (
+                "http", "auth_token", "toolsets", "max_body_bytes", "drain_timeout", "stall_timeout", "max_sessions",
+                "session_idle_timeout",
+            )
             if getattr(new_settings, field) != getattr(old_settings, field)
         ]
         later = [field for field in settings if field in ("http", "max_body_bytes")]
@@ -239,6 +248,9 @@ class Daemon:
         self.auth_header = _auth_header(new_settings.auth_token)
         if "stall_timeout" in settings:
             stall_after(self.listening, new_settings.stall_timeout)
+        if self.sessions is not None:  # for the sessions opened from now on
+            self.sessions.max_sessions = new_settings.max_sessions
+            self.sessions.session_idle_timeout = new_settings.session_idle_timeout
         failed: list[str] = []
         if "toolsets" in settings:
             try:
@@ -411,8 +423,12 @@ class _SessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, each session given its own view of the event store: the
     SDK hands every session the one store, and names streams alike in each (see
     `BoundedEventStore`), so a resumed stream could replay another session's events.
-    (``_admit_session`` and ``_event_store`` are the SDK's private names, pinned by mcp 2.3
-    and by the daemon's test of it.)"""
+    (``_admit_session``, ``_event_store`` and ``_server_instances`` are the SDK's private
+    names, pinned by mcp 2.3 and by the daemon's tests of them.)"""
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._server_instances)
 
     def _admit_session(self, requestor: Any) -> Any:
         transport = super()._admit_session(requestor)
@@ -472,7 +488,10 @@ async def serve_http(
         event_store=BoundedEventStore(),  # a client whose SSE stream breaks resumes it
         security_settings=security,
         max_request_body_size=settings.max_body_bytes,
+        max_sessions=settings.max_sessions,
+        session_idle_timeout=settings.session_idle_timeout,
     )
+    daemon.sessions = manager
     daemon.http_host = host  # a reload may not then remove the token of a non-loopback bind (if not told already)
     app = BodyDeadline(
         RequestBodyLimitMiddleware(DaemonApp(daemon, manager, security), settings.max_body_bytes),

@@ -88,6 +88,8 @@ GOOD_JSON = """{
     "cache_ttl": 3600,
     "drain_timeout": 2.5,
     "stall_timeout": 12,
+    "max_sessions": 50,
+    "session_idle_timeout": 600,
   },
 }
 """
@@ -142,6 +144,8 @@ max_body_bytes = 1024
 cache_ttl = 3600
 drain_timeout = 2.5
 stall_timeout = 12
+max_sessions = 50
+session_idle_timeout = 600
 
 [supervisor.defaults]
 timeout = 90
@@ -197,6 +201,7 @@ def test_good_json_config_decodes_every_key(tmp_path: Path) -> None:
     assert config.settings.max_body_bytes == 1024
     assert config.settings.drain_timeout == 2.5
     assert config.settings.stall_timeout == 12
+    assert (config.settings.max_sessions, config.settings.session_idle_timeout) == (50, 600)
     assert config.settings.defaults.timeout == 90.0
 
 
@@ -485,6 +490,9 @@ def test_toolset_must_be_a_list(tmp_path: Path) -> None:
         ({"drain_timeout": -1}, "supervisor.drain_timeout", "must be >= 0"),
         ({"drain_timeout": float("inf")}, "supervisor.drain_timeout", "finite"),
         ({"stall_timeout": 0}, "supervisor.stall_timeout", "must be > 0"),
+        ({"max_sessions": 0}, "supervisor.max_sessions", "must be >= 1"),
+        ({"session_idle_timeout": 0}, "supervisor.session_idle_timeout", "must be > 0"),
+        ({"session_idle_timeout": float("inf")}, "supervisor.session_idle_timeout", "finite"),
         ({"defaults": {"timeout": -1}}, "supervisor.defaults.timeout", "must be > 0"),
         ({"defaults": {"breaker": {"open_seconds": "x"}}}, "supervisor.defaults.breaker.open_seconds", "expected a number"),
         ({"cache_tools": "no"}, "supervisor.cache_tools", "expected true or false"),

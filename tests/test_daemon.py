@@ -1841,3 +1841,45 @@ async def test_a_broken_sse_stream_is_resumed_with_last_event_id(shared_daemon):
     assert progress == sorted(progress) and len(progress) >= 2, progress
     ids = [int(event_id) for event_id, _ in before + after if event_id]
     assert len(ids) == len(set(ids)), "no event is delivered twice"
+
+
+async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_idle(tmp_path, start_daemon):
+    """A client that never ends its MCP session (no ``DELETE``: it crashed, or it opens one
+    per call) left it open under the SDK's fixed defaults, 30 min idle and 10,000 sessions
+    (about 45 KB each, measured; at the cap every new client gets 503), and nothing showed
+    how many were open. Now both are settings, ``/healthz`` counts the open sessions, and a
+    reload applies new values to the sessions opened after it."""
+    echo, _ = server_entry("echo.py")
+    config = tmp_path / "c.json"
+    daemon = await start_daemon(write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=600))
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=20) as http:
+        async def sessions() -> int:
+            return (await http.get(daemon.url + "/healthz")).json()["sessions"]
+
+        async def open_session() -> httpx2.Response:
+            return await http.post(daemon.url + "/mcp", json=init, headers=headers)
+
+        assert await sessions() == 0
+        first, second = await open_session(), await open_session()
+        assert first.status_code == second.status_code == 200 and await sessions() == 2
+        refused = await open_session()
+        assert refused.status_code == 503, refused.text
+        ended = await http.delete(daemon.url + "/mcp", headers={
+            **headers, "Mcp-Session-Id": first.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"})
+        assert ended.status_code == 200 and await sessions() == 1, ended.text
+        write_config(config, {"echo": echo}, max_sessions=3, session_idle_timeout=0.5)
+        reloaded = await http.post(daemon.url + "/reload")
+        assert reloaded.json()["settings"] == ["max_sessions", "session_idle_timeout"], reloaded.text
+        assert all([(await open_session()).status_code == 200 for _ in range(2)]) and await sessions() == 3
+        # The two opened after the reload close when idle; the one opened before keeps its 600 s.
+        deadline = trio.current_time() + 15
+        while await sessions() != 1:
+            assert trio.current_time() < deadline, await sessions()
+            await trio.sleep(0.1)
+        answer = await http.post(daemon.url + "/mcp", headers={
+            **headers, "Mcp-Session-Id": second.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"},
+            json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        assert answer.status_code == 200 and '"result":{}' in answer.text, answer.text
