@@ -95,6 +95,7 @@ _RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that end
 _RELISTEN_MAX = 30.0  # ... doubling up to this while it keeps ending
 
 upstream_log = logging.getLogger("supervisor.upstream")
+_LOG_HEAD = 4096  # characters of a server's log line written to our log
 _LOG_LEVELS = {
     "debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING,
     "error": logging.ERROR, "critical": logging.CRITICAL, "alert": logging.CRITICAL, "emergency": logging.CRITICAL,
@@ -349,11 +350,17 @@ async def _tell_log_level(client: Client, level: str) -> None:
 
 
 def _log_upstream(server: str, params: mcp_types.LoggingMessageNotificationParams) -> None:
-    """A server's log line into the ``supervisor.upstream`` log, at its level."""
-    upstream_log.log(
-        _LOG_LEVELS.get(params.level, logging.INFO), "[%s] %s%s", server,
-        f"{params.logger}: " if params.logger else "", params.data,
-    )
+    """A server's log line into the ``supervisor.upstream`` log, at its level, its first
+    `_LOG_HEAD` characters (the calling client gets all of it): one line may be up to
+    ``max_message_bytes`` (an image a server logs as base64), and the daemon's log, which
+    every server shares, took it whole."""
+    level = _LOG_LEVELS.get(params.level, logging.INFO)
+    if not upstream_log.isEnabledFor(level):
+        return
+    text = str(params.data)
+    if len(text) > _LOG_HEAD:
+        text = f"{text[:_LOG_HEAD]} … ({len(text)} characters)"
+    upstream_log.log(level, "[%s] %s%s", server, f"{params.logger}: " if params.logger else "", text)
 
 
 def _always(level: str) -> bool:

@@ -444,6 +444,20 @@ async def test_a_log_line_the_server_writes_while_connecting_reaches_our_log(cap
     assert record.levelname == "WARNING" and record.getMessage() == "[booting] boot: config file missing, using defaults"
 
 
+def test_a_long_log_line_is_cut_in_our_log(caplog):
+    """A server's log line went to the daemon's log whole, up to ``max_message_bytes`` per
+    line (a server that logs an image as base64). Now its head is, with its length."""
+    import logging
+
+    from actors._connection import _log_upstream
+
+    caplog.set_level(logging.INFO, logger="supervisor.upstream")
+    _log_upstream("big", mcp_types.LoggingMessageNotificationParams(level="info", data="x" * 100_000, logger="img"))
+    _log_upstream("big", mcp_types.LoggingMessageNotificationParams(level="debug", data="not enabled"))
+    [record] = caplog.records
+    assert record.getMessage() == f"[big] img: {'x' * 4096} … (100000 characters)"
+
+
 async def test_a_question_the_server_asks_while_connecting_is_answered_within_the_timeout(tmp_path):
     """A server asks for the client's roots while the connection reads its tools (as many do
     at startup) and the host's ``on_input_request`` never returns. A question asked once
