@@ -858,7 +858,7 @@ class _Connection:
             # Not even a 503 proves the call did not run: proxies answer 503 when the upstream
             # reset the connection after it had the request (Envoy's "reset before headers").
             return ServerCrashed(f"{said}; the call may or may not have run{asks}", **data)
-        return MCPError(code=code, message=said)  # an answer about this request: the SDK's code, our words
+        return MCPError(code=code, message=said + refusal.hint)  # about this request: the SDK's code, our words
 
     async def _request(self, send: Callable[[], Awaitable[Any]]) -> Any:
         """``await send()``, the SDK's request, left behind when the caller is cancelled.
@@ -1473,7 +1473,7 @@ async def run_connection(
             what = "transport error: a message's POST got"
         else:
             what = "the server answered a message with"
-        broken.append(f"{what} {refusal}, after which SSE sends nothing more")
+        broken.append(f"{what} {refusal}, after which SSE sends nothing more{refusal.hint}")
         if state is not None:
             state.die(broken[0], "transport")
         else:
@@ -1511,7 +1511,8 @@ async def run_connection(
             except Exception as exc:
                 cause = _unwrap(exc)
                 if state is None and not isinstance(cause, ConnectionDied):
-                    heard = f" ({watch.last_refusal})" if watch.last_refusal is not None else ""
+                    refusal = watch.last_refusal
+                    heard = f" ({refusal}){refusal.hint}" if refusal is not None else ""
                     failed = f"could not connect: {type(cause).__name__}: {cause}{heard}"
                     if proc is not None and _transport_lost(cause) is not None:
                         failed += _why_it_ended(proc)

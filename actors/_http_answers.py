@@ -72,6 +72,20 @@ class HttpRefusal(msgspec.Struct, frozen=True):
         said = f" (body: {self.text!r})" if self.text else ""
         return f"HTTP {self.status} {self.reason}".rstrip() + said
 
+    @property
+    def hint(self) -> str:
+        """What an operator can do about it, to end a message with ("" when nothing)."""
+        return _HINTS.get(self.status, "")
+
+
+#: What an operator can do about a status (a wrong or missing token is the common case, and
+#: "401 Unauthorized" alone does not say where the supervisor's credentials come from).
+_HINTS = {
+    401: '; the server wants credentials: give them in this server\'s "headers" in the config '
+         '(for example "Authorization": "Bearer ${TOKEN}")',
+    403: '; the server refused access: check the credentials in this server\'s "headers" in the config',
+}
+
 
 class PostFailed(msgspec.Struct, frozen=True):
     """A POST that got no HTTP answer: an httpx transport error."""
@@ -81,6 +95,8 @@ class PostFailed(msgspec.Struct, frozen=True):
 
     def __str__(self) -> str:
         return f"no answer ({self.error})"
+
+    hint = ""
 
 
 #: httpx errors raised before any byte of the request left: the message was not sent.

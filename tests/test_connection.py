@@ -1929,8 +1929,8 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
         )
         async with Supervisor([spec]) as sup:
 
-            async def fail_next(status: int, count: int = 1, retry_after: str | None = None) -> None:
-                arguments = {"status": status, "count": count, "retry_after": retry_after}
+            async def fail_next(status: int, count: int = 1, retry_after: str | None = None, method: str = "tools/call") -> None:
+                arguments = {"status": status, "count": count, "retry_after": retry_after, "method": method}
                 await sup.wait_connected("gw", timeout=20)  # over SSE, after a refusal ended one
                 await sup.call_tool("fail_next", arguments, server="gw", timeout=10)
 
@@ -1967,16 +1967,26 @@ async def test_http_errors_from_a_gateway_become_typed_failures(transport):
             assert trio.current_time() - started >= 1.0
 
             await fail_next(401)
-            with pytest.raises(MCPError, match="HTTP 401 Unauthorized"):
+            # The status says what failed; where the supervisor's credentials come from, the hint.
+            with pytest.raises(MCPError, match="instead of a JSON-RPC answer; the server wants credentials: give them in "
+                                               "this server's \"headers\" in the config"):
                 await sup.call_tool("echo", {"text": "d"}, server="gw", timeout=20)
             await sup.wait_connected("gw", timeout=20)
             assert text(await sup.call_tool("echo", {"text": "e"}, server="gw", timeout=20)) == "e"
+            await fail_next(401, method="tools/list")  # the next incarnation cannot connect: why, and the fix
+            await sup.restart_server("gw")
+            await wait_until(lambda: "could not connect" in (sup.link("gw").last_error or ""), timeout=20, what="a refusal")
+            refused = sup.link("gw").last_error or ""
+            assert "HTTP 401 Unauthorized" in refused, refused
+            assert refused.endswith('; the server wants credentials: give them in this server\'s "headers" in the config '
+                                    '(for example "Authorization": "Bearer ${TOKEN}")'), refused
+            await sup.wait_connected("gw", timeout=20)
 
             snapshot = await sup.metrics_snapshot()
             echo = snapshot.tool("gw", "echo")
             assert echo.failures == {"ServerCrashed": 3, "ServerUnavailable": 2, "tool_error": 1}, echo.failures
             exits = snapshot.server("gw").exits
-            assert exits == ({"transport": 8} if transport == "sse" else {}), exits
+            assert exits == ({"transport": 8, "connect": 1} if transport == "sse" else {"connect": 1}), exits
 
 
 def test_a_declared_death_is_the_exit_cause_among_its_symptoms():
