@@ -37,6 +37,10 @@ Guarantees:
   ``.``/``/``, and one such name made the provider refuse every turn of the agent, not just
   that tool): a name that does not fit is listed under `model_safe_name`'s stand-in, and
   ``call_tool`` takes the stand-in back to the tool. Names that fit are unchanged.
+- ``tool_filter`` narrows the tools ``list_tools`` gives the model, as on the SDK's own
+  servers. Their options that the supervisor does itself (``cache_tools_list``,
+  ``client_session_timeout_seconds``, ``max_retry_attempts``, ``message_handler``, ...)
+  raise ``TypeError`` naming what does that job here, rather than be ignored.
 - ``connect`` opens nothing and ``cleanup`` closes nothing: the supervisor owns the
   connections and outlives its adapters. ``list_tools`` always reads the registry's current
   view (refreshed by the servers' ``list_changed``), so a tool list never goes stale;
@@ -52,6 +56,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import inspect
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -59,7 +65,8 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types
 import msgspec
-from agents.mcp import MCPServer
+from agents.exceptions import UserError
+from agents.mcp import MCPServer, ToolFilter, ToolFilterContext
 from mcp import MCPError
 
 from actors._registry import NAMESPACE_SEPARATOR
@@ -75,8 +82,23 @@ if TYPE_CHECKING:
 
 __all__ = ["SESSION_META_KEY", "SupervisedMCPServer", "failure_result", "model_safe_name"]
 
+log = logging.getLogger("supervisor.agents")
+
 #: The ``_meta`` key the session id travels under unless ``session_meta_key`` says otherwise.
 SESSION_META_KEY = "session_id"
+
+#: What the SDK's own servers (``MCPServerStdio`` and its kin) take and an adapter does not,
+#: with what does that job here: moving from one to the other fails at once, saying so.
+_SUPERVISED_ELSEWHERE = {
+    "cache_tools_list": "the supervisor's registry keeps every tool list, re-read when the server says it "
+                        "changed (supervisor.cache_tools and cache_ttl in the config)",
+    "client_session_timeout_seconds": "give timeout= here, or the server's timeout in the config",
+    "max_retry_attempts": "retries follow the server's retry policy in the config",
+    "retry_backoff_seconds_base": "retries follow the server's retry policy in the config",
+    "retry_backoff_seconds_max": "retries follow the server's retry policy in the config",
+    "message_handler": "the supervisor's events (EmbeddedSupervisor.events) carry what servers say",
+    "params": "the server's command, url and env are in the supervisor's config; name it with server=",
+}
 
 _MAX_PAGES = 100  # a paginator that never ends cannot hang a listing
 
@@ -133,7 +155,10 @@ class SupervisedMCPServer(MCPServer):
     ``server`` / ``toolset`` / ``category`` choose the tools (``server`` alone, or a toolset
     and/or a category across servers; nothing: every tool). ``timeout`` overrides the
     server's call timeout. ``meta`` is sent in every request's ``_meta``, with
-    ``session_id`` under ``session_meta_key``. Other keyword arguments go to
+    ``session_id`` under ``session_meta_key``. ``tool_filter`` narrows what ``list_tools``
+    gives the model, as on the SDK's own servers (a static allow/block list of tool names
+    as the supervisor lists them, or a callable given a ``ToolFilterContext`` and the tool;
+    a callable that raises leaves the tool out). Other keyword arguments go to
     ``agents.mcp.MCPServer`` (``use_structured_content``, ``require_approval``,
     ``failure_error_function``, ``tool_meta_resolver``, ...).
 
@@ -153,9 +178,13 @@ class SupervisedMCPServer(MCPServer):
         session_meta_key: str = SESSION_META_KEY,
         meta: dict[str, Any] | None = None,
         timeout: float | None = None,
+        tool_filter: ToolFilter = None,
         **options: Any,
     ) -> None:
+        for option in options.keys() & _SUPERVISED_ELSEWHERE:
+            raise TypeError(f"SupervisedMCPServer takes no {option}=: {_SUPERVISED_ELSEWHERE[option]}")
         super().__init__(**options)
+        self.tool_filter = tool_filter
         if server is not None and (toolset is not None or category is not None):
             raise ValueError("give either server= or toolset=/category=, not both")
         self.supervisor = supervisor
@@ -190,7 +219,7 @@ class SupervisedMCPServer(MCPServer):
         """Check the supervisor is reachable and warm ``cached_tools``; opens nothing.
         Raises ``SupervisorClosed`` once an embedded supervisor is closed, ``UnknownTool``
         for a ``server=`` not supervised."""
-        await self.list_tools()
+        await self._refresh()
 
     async def cleanup(self) -> None:
         """Nothing to release: the supervisor, not the adapter, owns the connections."""
@@ -210,17 +239,49 @@ class SupervisedMCPServer(MCPServer):
         agent: AgentBase | None = None,
     ) -> list[mcp_types.Tool]:
         """The scope's tools as the registry exposes them now (a server that is down keeps
-        its tools listed: calling one gives a readable failure)."""
+        its tools listed: calling one gives a readable failure), those ``tool_filter`` keeps.
+        ``cached_tools`` is all of them, as on the SDK's own servers. Raises the SDK's
+        ``UserError`` for a callable ``tool_filter`` without ``run_context`` and ``agent``."""
+        own = await self._refresh()
+        kept = await self._kept(own, run_context, agent)
+        return [tool for tool, keep in zip(self._tools or [], kept, strict=True) if keep]
+
+    async def _refresh(self) -> list[mcp_types.Tool]:
+        """Read the scope's tools: ``cached_tools`` (under the names the model sees) and the
+        stand-ins' map are set; returns them under their own names."""
         specs: list[ToolSpec] = await self._run(_list_tools_in_trio, self.server, self.toolset, self.category)
-        tools = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
-        self._exposed = _model_names([tool.name for tool in tools])
+        own = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
+        self._exposed = _model_names([tool.name for tool in own])
         modeled = {name: safe for safe, name in self._exposed.items()}
-        tools = [
+        self._tools = [
             tool if modeled[tool.name] == tool.name else tool.model_copy(update={"name": modeled[tool.name]})
-            for tool in tools
+            for tool in own
         ]
-        self._tools = tools
-        return tools
+        return own
+
+    async def _kept(
+        self, tools: list[mcp_types.Tool], run_context: RunContextWrapper[Any] | None, agent: AgentBase | None
+    ) -> list[bool]:
+        """Whether ``tool_filter`` keeps each of ``tools`` (by the names the supervisor lists
+        them under, the names a filter is written with)."""
+        chosen = self.tool_filter
+        if chosen is None:
+            return [True] * len(tools)
+        if isinstance(chosen, dict):
+            allowed, blocked = chosen.get("allowed_tool_names"), chosen.get("blocked_tool_names") or ()
+            return [(allowed is None or tool.name in allowed) and tool.name not in blocked for tool in tools]
+        if run_context is None or agent is None:
+            raise UserError("run_context and agent are required for dynamic tool filtering")
+        context = ToolFilterContext(run_context=run_context, agent=agent, server_name=self.name)
+        kept = []
+        for tool in tools:
+            try:
+                keep = chosen(context, tool.model_copy(deep=True))  # a filter that mutates changes no list
+                kept.append(bool(await keep if inspect.isawaitable(keep) else keep))
+            except Exception:
+                log.exception("tool_filter of %r raised for tool %r: the tool is left out", self.name, tool.name)
+                kept.append(False)
+        return kept
 
     def _get_needs_approval_for_tool(self, tool: mcp_types.Tool, agent: AgentBase | None) -> Any:
         """The SDK's approval policy (``require_approval``) for ``tool``, keyed on its own
@@ -252,7 +313,7 @@ class SupervisedMCPServer(MCPServer):
         (``is_error=True``, the seed's shape), never as exceptions."""
         try:
             if tool_name not in self._exposed:
-                await self.list_tools()  # a stand-in this adapter has not listed yet, say
+                await self._refresh()  # a stand-in this adapter has not listed yet, say
             return await self._run(
                 _call_tool_in_trio,
                 self.server,

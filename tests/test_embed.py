@@ -198,6 +198,58 @@ def test_tool_names_model_apis_refuse_reach_the_model_as_stand_ins_that_call_the
     run_asyncio(main, timeout=60)
 
 
+def test_a_tool_filter_narrows_what_the_model_sees_as_on_the_sdks_own_servers(caplog):
+    """``MCPServerStdio(..., tool_filter=...)`` is how an openai-agents app hides tools from
+    a model; moving to the supervised adapter raised ``TypeError`` for it, as for the SDK
+    servers' other options (``cache_tools_list``, ...), which said nothing of what does
+    their job here. Now a static or dynamic filter works as there, and the others say."""
+    from agents.exceptions import UserError
+    from agents.mcp import create_static_tool_filter
+
+    spec = server_spec("echo", "echo.py")
+    seen: list[str] = []
+
+    def not_destructive(context: Any, tool: mcp_types.Tool) -> bool:
+        seen.append(context.server_name)
+        tool.name = "renamed"  # a filter that mutates its copy changes no list
+        return not (tool.annotations and tool.annotations.destructive_hint)
+
+    async def raising(context: Any, tool: mcp_types.Tool) -> bool:
+        if tool.name == "add":
+            raise RuntimeError("filter bug")
+        return True
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            allowed = SupervisedMCPServer(sup, server="echo", tool_filter=create_static_tool_filter(["echo", "add"]))
+            async with allowed:
+                assert "write_note" in [t.name for t in allowed.cached_tools or []]  # cached: all, as the SDK's
+            assert sorted(t.name for t in await allowed.list_tools()) == ["add", "echo"]
+            blocked = SupervisedMCPServer(sup, server="echo", tool_filter={"blocked_tool_names": ["echo"]})
+            assert "echo" not in {t.name for t in await blocked.list_tools()}
+
+            dynamic = SupervisedMCPServer(sup, server="echo", name="tools", tool_filter=not_destructive)
+            await dynamic.connect()  # needs no run context
+            with pytest.raises(UserError, match="run_context and agent are required"):
+                await dynamic.list_tools()
+            outputs, model = await run_agent([dynamic], [("echo", {"text": "kept"})])
+            assert outputs == ["kept"] and "echo" in model.tools_seen and "write_note" not in model.tools_seen
+            assert seen and set(seen) == {"tools"} and "renamed" not in model.tools_seen
+            assert "write_note" in [t.name for t in dynamic.cached_tools or []]
+
+            careless = SupervisedMCPServer(sup, server="echo", tool_filter=raising)
+            agent = Agent(name="a", mcp_servers=[careless])
+            names = [t.name for t in await careless.list_tools(RunContextWrapper(None), agent)]
+            assert "add" not in names and "echo" in names
+            assert "tool_filter of 'supervised:echo' raised for tool 'add'" in caplog.text
+
+    run_asyncio(main, timeout=60)
+    for option, says in [("cache_tools_list", "registry keeps every tool list"), ("max_retry_attempts", "retry policy"),
+                         ("client_session_timeout_seconds", "timeout=")]:
+        with pytest.raises(TypeError, match=f"SupervisedMCPServer takes no {option}=: .*{re.escape(says)}"):
+            SupervisedMCPServer(Supervisor([]), **{option: 1})
+
+
 def test_an_approval_policy_holds_for_a_tool_the_model_sees_under_a_stand_in():
     """``require_approval`` written with the tools' MCP names (all a user knows of) was looked
     up under the stand-in the model sees: a renamed tool never asked for approval, with no
