@@ -424,11 +424,23 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
     return None
 
 
+#: The messages of the errors the SDK makes up, with the code ``CONNECTION_CLOSED``, for a
+#: request whose answer can never come: its transport ended, or (streamable HTTP) the
+#: request's own event stream did.
+_SDK_CLOSED = "Connection closed"
+_SDK_STREAM_LOST = ("SSE stream ", "server answered a request with 202 Accepted")
+
+
 def _transport_lost(exc: BaseException) -> str | None:
     """Why ``exc`` means the connection is gone, or None when it is the server's answer
-    (its own JSON-RPC error, say)."""
+    (its own JSON-RPC error, say). A server's own error may carry ``CONNECTION_CLOSED``'s
+    code too: -32000 opens JSON-RPC's range for server errors, and many servers use it
+    for any failure. Only the SDK's own words for a lost connection count as one (else such
+    an answer restarted a healthy server and counted as its crash)."""
     if isinstance(exc, MCPError):
-        return f"connection closed: {exc.error.message}" if exc.error.code == CONNECTION_CLOSED else None
+        message = exc.error.message
+        sdk_made = message == _SDK_CLOSED or message.startswith(_SDK_STREAM_LOST)
+        return f"connection closed: {message}" if exc.error.code == CONNECTION_CLOSED and sdk_made else None
     if isinstance(exc, _TRANSPORT_ERRORS):
         return f"transport error: {type(exc).__name__}: {exc}"
     return None

@@ -398,6 +398,26 @@ async def test_cancelled_caller_cancels_the_request_on_the_server(tmp_path):
         assert connection_status(sup, "cancel").restarts == 0  # a caller's cancel is no hang
 
 
+@pytest.mark.parametrize("message", ["hi", "Connection refused by the database"])
+async def test_a_servers_own_error_with_code_32000_is_its_answer_not_a_lost_connection(message):
+    """-32000 opens JSON-RPC's range for server errors, and many servers answer any failure
+    with it; the SDK's error for a connection that went away has the same code. Such an
+    answer was read as the connection lost: the healthy server was restarted, the call
+    failed ``ServerCrashed`` (not retried, counted against the server by its breaker) and
+    the server's own message was lost. Now it is the server's answer, passed through."""
+    spec = server_spec("ev", "everything.py", health_check_interval=None)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("ev", timeout=30)
+        pid = sup.link("ev").process.pid
+        with pytest.raises(MCPError) as raised:
+            await sup.call_tool("jsonrpc_error", {"code": -32000, "message": message}, server="ev", timeout=20)
+        assert (raised.value.code, raised.value.message) == (-32000, message)
+        assert "still here" in text(await sup.call_tool("tool_error", {"message": "still here"}, server="ev", timeout=20))
+        assert sup.link("ev").process.pid == pid and sup.link("ev").last_error is None
+        snapshot = await sup.metrics_snapshot()
+        assert snapshot.server("ev").exits == {}, snapshot.server("ev").exits
+
+
 async def test_garbage_on_stdout_past_threshold_restarts():
     spec = server_spec("noisy", "garbage.py", "--when", "call", garbage_threshold=3)
     async with Supervisor([spec]) as sup:
