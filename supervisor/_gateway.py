@@ -23,12 +23,12 @@ The failure mapping (MCP spec: errors *in* a tool's execution belong in a result
 
 ==========================  ================================================================
 ``UnknownTool``             JSON-RPC error, code -32001, ``data.kind`` = "UnknownTool"
-``InvalidArguments``        JSON-RPC error, code -32002 (the call was never sent)
-``CircuitOpen``,            ``CallToolResult(isError=True)``: one text block "<kind>: <message>",
-``ServerUnavailable``,      ``structuredContent`` = ``{"error": {"kind", "code", "message",
-``Overloaded``,             "data"}}`` and the same object under
-``DeadlineExceeded``,       ``_meta["io.github.mcp-supervisor/failure"]``
-``ServerCrashed``,
+``InvalidArguments``,       ``CallToolResult(isError=True)``: one text block "<kind>: <message>",
+``CircuitOpen``,            ``structuredContent`` = ``{"error": {"kind", "code", "message",
+``ServerUnavailable``,      "data"}}`` and the same object under
+``Overloaded``,             ``_meta["io.github.mcp-supervisor/failure"]`` (invalid arguments
+``DeadlineExceeded``,       too, since the spec's 2025-11-25 SEP-1303: the model reads what
+``ServerCrashed``,          was wrong and corrects its call; the call was never sent)
 ``ActorDown``,
 ``InvalidResult``
 the upstream's ``MCPError``  passed through unchanged (its code, message and data)
@@ -129,7 +129,10 @@ _LIST_CHANGED = {
 }
 
 #: Failures that are protocol problems (the request itself is wrong): JSON-RPC errors.
-_PROTOCOL_FAILURES = (UnknownTool, InvalidArguments)
+#: Arguments a tool's schema refuses are not among them: since 2025-11-25 (SEP-1303) the
+#: spec has them a tool execution error, which the model reads and corrects its call by,
+#: and the SDK's own servers answer them so on every protocol version.
+_PROTOCOL_FAILURES = (UnknownTool,)
 
 
 class _GatewayServer(Server[Any]):

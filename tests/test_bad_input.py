@@ -218,15 +218,20 @@ def test_unknown_tool_suggests_the_near_miss(daemon):
 @example(arguments={"text": ["a"], "extra": 1})
 def test_invalid_arguments_are_refused_before_anything_runs(daemon, arguments):
     """``write_note`` takes ``{"text": string}``: anything else is refused with the field
-    named, and the destructive tool does not run; a valid call runs once."""
+    named, and the destructive tool does not run; a valid call runs once. The refusal is a
+    tool execution error the model can read and correct its call by (spec 2025-11-25,
+    SEP-1303; the SDK's own servers answer so), not a JSON-RPC error."""
     before = executions(daemon)
     response = modern(daemon, "tools/call", {"name": "write_note", "arguments": arguments})
     if isinstance(arguments.get("text"), str):
         assert response.status_code == 200 and not response.json()["result"]["isError"], response.text
         assert len(executions(daemon)) > len(before), "the valid call ran"
         return
-    error = error_of(response)
-    assert error["code"] == -32002 and error["data"]["kind"] == "InvalidArguments", error
+    result = response.json()["result"]
+    assert response.status_code == 200 and result["isError"], response.text
+    error = result["structuredContent"]["error"]
+    assert error["code"] == -32002 and error["kind"] == "InvalidArguments", error
+    assert result["content"][0]["text"].startswith("InvalidArguments: invalid arguments for tool 'write_note'")
     assert error["data"]["tool"] == "write_note"
     assert any(item["path"].startswith("$") for item in error["data"]["errors"]), error
     assert executions(daemon) == before
@@ -263,10 +268,12 @@ def test_a_lone_surrogate_is_refused_and_the_upstream_lives_on(daemon, method, p
         headers["Mcp-Name"] = params["name"]
     before = executions(daemon)
     response = daemon.http.post(daemon.url + "/mcp", content=body.encode(), headers=headers)
-    if response.status_code == 200 and "result" in response.json():  # an isError result is no refusal
-        raise AssertionError(response.text)
-    error = error_of(response)
-    assert error["code"] in (-32002, -32602), error
+    if method == "tools/call":  # a tool execution error, as for any arguments it cannot take
+        result = response.json()["result"]
+        assert result["isError"] and result["structuredContent"]["error"]["kind"] == "InvalidArguments", result
+        assert "cannot be sent as JSON" in result["content"][0]["text"], result
+    else:
+        assert error_of(response)["code"] == -32602, response.text
     assert executions(daemon) == before
     assert_still_serving(daemon)
     after = int(json.loads(modern(daemon, "tools/call", {"name": "pid", "arguments": {}}).text)["result"]["structuredContent"]["result"])

@@ -210,13 +210,14 @@ async def test_http_client_lists_calls_and_sees_typed_failures(shared_daemon):
             assert failure["kind"] in ("ServerCrashed", "ServerUnavailable", "CircuitOpen"), failure
             assert failure["kind"] in text_of(crashed)
 
-            # A protocol problem is a JSON-RPC error carrying our code and kind.
+            # A protocol problem is a JSON-RPC error carrying our code and kind; arguments
+            # the tool's schema refuses are a tool execution error, which the model reads.
             with pytest.raises(MCPError) as unknown:
                 await client.call_tool("no_such_tool", {})
             assert unknown.value.code == -32001 and unknown.value.data["kind"] == "UnknownTool"
-            with pytest.raises(MCPError) as invalid:
-                await client.call_tool("add", {"a": "two"})
-            assert invalid.value.code == -32002
+            invalid = await client.call_tool("add", {"a": "two"})
+            assert invalid.is_error and (invalid.meta or {})[FAILURE_META_KEY]["kind"] == "InvalidArguments"
+            assert text_of(invalid).startswith("InvalidArguments: invalid arguments for tool 'add'"), text_of(invalid)
 
             # Prompts and resources pass through to the owning server.
             prompts = {p.name for p in (await client.list_prompts()).prompts}
