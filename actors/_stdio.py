@@ -30,11 +30,11 @@ session's own tasks: `actors._pipes`; the daemon's own stdin and stdout, by the 
   at once; any other line that is not UTF-8 or not JSON-RPC is handed on as the exception
   the SDK's parser raised, as the SDK's transport does (the session counts it as
   garbage), except from a client, which gets an error with ``id: null``, as JSON-RPC 2.0
-  says (`_answerable`: the daemon's ``--stdio`` front); an empty line (or one of whitespace: a server that ends its lines with
-  ``\r\n\r\n``) is skipped; a lone surrogate escape (half an emoji, valid JSON that the
-  SDK's parser refuses) in a server's message is read as U+FFFD instead of costing the
-  whole message (a client's request that holds one is refused: the daemon's front runs
-  nothing on changed input);
+  says (`_answerable`: the daemon's ``--stdio`` front); an empty line (or one of
+  whitespace: a server that ends its lines with ``\r\n\r\n``) is skipped; a lone
+  surrogate escape (half an emoji, valid JSON that the SDK's parser refuses) in a server's
+  message is read as U+FFFD instead of costing the whole message (a client's request that
+  holds one is refused: the daemon's front runs nothing on changed input);
 - at most `MAX_PENDING_REFUSALS` of those error answers wait for a peer that does not read
   its stdin; past them a refused request goes unanswered (logged), so such a peer costs
   no memory per request;
@@ -341,10 +341,11 @@ def _answerable(
     line: bytes, message: Delivered | OversizedRequest | MalformedRequest | list[MalformedRequest]
 ) -> Delivered | OversizedRequest | MalformedRequest | list[MalformedRequest]:
     """``message`` (what the client's ``line`` gave), or the refusal with ``id: null`` of a
-    line that is no JSON-RPC message and names no usable id: not JSON, JSON of another shape, a batch with no request in it, or
-    a request whose id is no string or integer (the SDK's parser reads ``{"id": 1.5,
-    "method": "tools/list"}`` as a notification, which gets no answer). Over HTTP each of
-    these is a 400 with a JSON-RPC error; over stdio the client got nothing at all."""
+    line that is no JSON-RPC message and names no usable id: not JSON, JSON of another
+    shape, a batch with no request in it, or a request whose id is no string or integer
+    (the SDK's parser reads ``{"id": 1.5, "method": "tools/list"}`` as a notification,
+    which gets no answer). Over HTTP each of these is a 400 with a JSON-RPC error; over
+    stdio the client got nothing at all."""
     notification = isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCNotification)
     if notification and b'"id"' not in line:  # the common case, decided without parsing again
         return message
