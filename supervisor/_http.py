@@ -14,7 +14,8 @@ Routes:
   in memory).
 - ``GET /status``: the supervision tree as JSON (``ChildStatus``).
 - ``GET /metrics``: Prometheus text (``await Supervisor.metrics_text()``; an empty
-  exposition for a supervisor without it).
+  exposition for a supervisor without it), then the front's own (``render_front``: the
+  open MCP sessions).
 - ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D,
   "draining": false, "sessions": S}`` (S: the MCP sessions open over HTTP). Never needs auth.
 - ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
@@ -75,6 +76,7 @@ from ._config import ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
+from ._prometheus import render_front
 from ._request_ids import refuse_unusable_id
 
 __all__ = ["BindRefused", "Daemon", "check_bind", "listen_http", "parse_bind", "serve_http"]
@@ -377,6 +379,8 @@ class DaemonApp:
             body = metrics_text() if metrics_text is not None else b""
             if inspect.isawaitable(body):
                 body = await body
+            if self.daemon.sessions is not None:
+                body += render_front(self.daemon.sessions.open_sessions)
             await respond(send, 200, body, "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/reload" and method == "POST":
             try:

@@ -26,6 +26,8 @@ labels are capped per server by the metrics actor, the rest fold into ``_OTHER``
   answer that large is also an ``InvalidResult`` outcome of its call).
 - ``mcp_supervisor_metrics_dropped_reports_total`` counter: outcome reports the metrics actor
   never saw because its mailbox was full.
+- ``mcp_supervisor_http_sessions`` gauge (the daemon's ``/metrics`` only, `render_front`):
+  the MCP sessions open on its HTTP front.
 
 Guarantee: ``render_metrics`` uses a fresh, dedicated ``CollectorRegistry`` per call, never
 the global one, and touches no state outside its argument.
@@ -42,7 +44,7 @@ from prometheus_client.utils import floatToGoString
 
 from protocol._metrics import BREAKER_STATES, DURATION_BUCKETS, MetricsSnapshot
 
-__all__ = ["CONTENT_TYPE", "SnapshotCollector", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "SnapshotCollector", "render_front", "render_metrics"]
 
 #: The Content-Type of ``render_metrics``' output (text exposition format 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -139,6 +141,25 @@ class SnapshotCollector(Collector):
 
 def render_metrics(snapshot: MetricsSnapshot | None) -> bytes:
     """The Prometheus text exposition (``CONTENT_TYPE``) of one snapshot."""
+    return _render(SnapshotCollector(lambda: snapshot))
+
+
+class _Families(Collector):
+    def __init__(self, *families: Metric) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def render_front(sessions: int) -> bytes:
+    """The exposition of the daemon's HTTP front, to follow `render_metrics`' in ``/metrics``."""
+    return _render(_Families(GaugeMetricFamily(
+        "mcp_supervisor_http_sessions", "MCP sessions open on the daemon's HTTP front.", value=sessions
+    )))
+
+
+def _render(collector: Collector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: snapshot))
+    registry.register(collector)
     return generate_latest(registry)

@@ -1866,6 +1866,8 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
         assert await sessions() == 0
         first, second = await open_session(), await open_session()
         assert first.status_code == second.status_code == 200 and await sessions() == 2
+        metrics = (await http.get(daemon.url + "/metrics")).text
+        assert "\nmcp_supervisor_http_sessions 2.0\n" in metrics and "mcp_supervisor_server_up{" in metrics, metrics
         refused = await open_session()
         assert refused.status_code == 503, refused.text
         ended = await http.delete(daemon.url + "/mcp", headers={
