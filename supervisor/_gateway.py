@@ -94,7 +94,7 @@ from mcp.shared.uri_template import UriTemplate
 from actors._front import calling_for
 from actors._registry import NAMESPACE_SEPARATOR
 from actors._wire import unsendable
-from protocol import Failure, InvalidArguments, ServerUnavailable, UnknownTool
+from protocol import Failure, ServerUnavailable, UnknownTool
 from protocol._settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
 from ._facade import Supervisor
