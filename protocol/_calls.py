@@ -23,9 +23,12 @@ OutcomeKind = Literal[
 ]
 
 #: Outcomes the breaker counts as failures of the server.
-BREAKER_FAILURES = frozenset({"ServerCrashed", "DeadlineExceeded", "Overloaded", "ServerUnavailable"})
+BREAKER_FAILURES = frozenset({"ServerCrashed", "DeadlineExceeded", "ServerUnavailable"})
 #: Outcomes the breaker ignores entirely: they say nothing about the server's health.
-BREAKER_IGNORED = frozenset({"UnknownTool", "InvalidArguments", "CircuitOpen", "cancelled"})
+#: ``Overloaded`` is the supervisor's own queue turning a call away unsent: load, not ill
+#: health (a slow server shows in its calls' timeouts and slow-call rate), and counted it
+#: made a burst on a healthy server open the breaker and fail every caller for minutes.
+BREAKER_IGNORED = frozenset({"UnknownTool", "InvalidArguments", "CircuitOpen", "Overloaded", "cancelled"})
 
 
 class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):

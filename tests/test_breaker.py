@@ -87,7 +87,7 @@ async def test_consecutive_failures_trip_at_the_threshold(breaker, autojump_cloc
     snap = await report(ref, "ServerCrashed", "DeadlineExceeded")
     assert snap.state == "closed" and snap.counts.consecutive_failures == 2
     assert view.admit() is True
-    snap = await report(ref, "Overloaded")
+    snap = await report(ref, "ServerUnavailable")
     assert snap.state == "open"
     assert snap.reason == "3 consecutive failures"
     assert view.state == "open" and not view.passthrough
@@ -317,11 +317,11 @@ async def test_the_open_time_starts_over_after_a_healthy_closed_window(breaker, 
 
 async def test_ignored_outcomes_never_count_and_tool_error_is_a_success(breaker, autojump_clock):
     ref, view = breaker(failure_threshold=2)
-    ignored = ["cancelled", "InvalidArguments", "UnknownTool", "CircuitOpen", "NoSuchKind"]
+    ignored = ["cancelled", "InvalidArguments", "UnknownTool", "CircuitOpen", "Overloaded", "NoSuchKind"]
     snap = await report(ref, "ServerCrashed", *ignored * 20)
     assert snap.state == "closed"
     assert snap.counts.consecutive_failures == 1 and snap.counts.window_calls == 1
-    assert snap.ignored == 100
+    assert snap.ignored == 120
     snap = await report(ref, "tool_error", "ServerCrashed")
     assert snap.state == "closed" and snap.counts.consecutive_failures == 1
     assert snap.counts.window_calls == 3 and snap.counts.window_failures == 2

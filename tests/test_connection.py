@@ -698,6 +698,10 @@ async def test_server_closing_stdout_is_a_crash():
 
 
 async def test_overloaded_when_concurrency_and_queue_are_full():
+    """Past ``max_concurrency`` + ``max_queue`` a call is turned away at once. That is load,
+    not ill health: a burst of them used to open the breaker of the healthy server, and
+    every caller after it failed ``CircuitOpen`` for ``open_seconds`` (the default breaker
+    opens at 5 failures in a row)."""
     spec = server_spec("busy", "echo.py", max_concurrency=2, max_queue=2)
     async with Supervisor([spec]) as sup:
         async with trio.open_nursery() as nursery:
@@ -706,7 +710,14 @@ async def test_overloaded_when_concurrency_and_queue_are_full():
             await wait_until(lambda: sup.link("busy").inflight == 2 and sup.link("busy").queued == 2, what="full")
             with pytest.raises(Overloaded, match="max_concurrency 2, max_queue 2"):
                 await sup.call_tool("echo", {"text": "one too many"}, server="busy", timeout=10)
+            for _ in range(10):  # a burst: more than enough failures in a row to trip
+                with pytest.raises(Overloaded):
+                    await sup.call_tool("echo", {"text": "and more"}, server="busy", timeout=10)
         assert text(await sup.call_tool("echo", {"text": "room again"}, server="busy")) == "room again"
+        assert connection_status(sup, "busy").restarts == 0
+        snapshot = await sup.metrics_snapshot()
+        assert snapshot.server("busy").breaker_state == "closed"
+        assert snapshot.tool("busy", "echo").failures == {"Overloaded": 11}, snapshot.tool("busy", "echo").failures
 
 
 async def test_a_call_whose_deadline_passes_in_the_queue_says_it_was_never_sent():
