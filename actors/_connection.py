@@ -7,8 +7,9 @@ supervisor restarts it; the ``ServerLink`` it publishes into outlives every inca
 
 Guarantees:
 
-- Calls run concurrently up to ``max_concurrency``; up to ``max_queue`` more wait; beyond
-  that a call fails at once with ``Overloaded``.
+- Calls run concurrently up to ``max_concurrency``; up to ``max_queue`` more wait, and are
+  sent in the order they came (a call never takes the slot freed for one already waiting);
+  beyond that a call fails at once with ``Overloaded``.
 - Every call ends by its deadline: the caller's cancel scope carries it into the SDK call,
   and the SDK then sends ``notifications/cancelled`` to the server. A timed-out call gets
   ``DeadlineExceeded``; a caller that gave up is simply no longer answered.
@@ -650,11 +651,15 @@ class _Connection:
                 tool=call.tool,
                 sent=False,
             )
-        if len(self.inflight) >= spec.max_concurrency:
-            if self.slots.statistics().tasks_waiting >= spec.max_queue:
+        # Behind the calls already waiting, even with a slot free: it is the slot of the one
+        # woken for it, which has not run yet (taking it sent that one to the back).
+        behind = self.queued > 0
+        if behind or len(self.inflight) >= spec.max_concurrency:
+            waiting_now = self.slots.statistics().tasks_waiting  # not those woken for a slot
+            if waiting_now >= spec.max_queue:
                 raise Overloaded(
                     f"server {spec.name!r} has {len(self.inflight)} calls in flight and "
-                    f"{self.slots.statistics().tasks_waiting} waiting (max_concurrency {spec.max_concurrency}, "
+                    f"{waiting_now} waiting (max_concurrency {spec.max_concurrency}, "
                     f"max_queue {spec.max_queue})",
                     server=spec.name,
                 )
@@ -662,8 +667,10 @@ class _Connection:
             self._count()
             try:
                 with trio.move_on_at(call.deadline) as waiting:
-                    while len(self.inflight) >= self.spec.max_concurrency and self.death is None and not self.stopping:
+                    while (behind or len(self.inflight) >= self.spec.max_concurrency) and self.death is None \
+                            and not self.stopping:
                         await self.slots.park()
+                        behind = False
             finally:
                 self.queued -= 1
                 self._count()
@@ -681,6 +688,8 @@ class _Connection:
                 )
             if self.death is not None or self.stopping:
                 raise self._never_sent("ended while the call waited for a slot")
+            if len(self.inflight) + 1 < self.spec.max_concurrency and self.slots:
+                self.slots.unpark()  # a slot more is free: the next in line need not wait for a call to end
         scope = trio.CancelScope(deadline=call.deadline)
         front = current_front.get()
         self.inflight[scope] = front

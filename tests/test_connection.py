@@ -2412,3 +2412,30 @@ async def test_kill_tree_never_signals_a_group_that_took_the_servers_pid():
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert result["status"] == "exited with code 3"
     assert result["other"] is None, result  # the stranger lives on
+
+
+async def test_a_queued_call_keeps_its_place_when_a_slot_frees():
+    """A call that waits in the queue is woken when a slot frees, and runs a moment later. A
+    call arriving in that moment took the free slot (it saw one), and the woken call went
+    back to the end of the queue: under steady load a queued call could be passed over
+    until its deadline, and the queue outgrew ``max_queue`` (seen: 66 waiting with
+    ``max_queue`` 64). Now a newcomer queues behind those already waiting."""
+    spec = server_spec("busy", "echo.py", max_concurrency=1, max_queue=4)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("busy")
+        for _ in range(20):
+            order: list[str] = []
+
+            async def call(name: str, tool: str, arguments: dict) -> None:
+                await sup.call_tool(tool, arguments, server="busy", timeout=10)
+                order.append(name)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "first", "sleep", {"seconds": 0.05})
+                await wait_until(lambda: link.inflight == 1, what="the slot taken")
+                nursery.start_soon(call, "queued", "echo", {"text": "q"})
+                await wait_until(lambda: link.queued == 1, what="a call queued")
+                while link.inflight:  # arrive the moment the slot frees (in the same batch, or one later)
+                    await trio.sleep(0)
+                await call("newcomer", "echo", {"text": "n"})
+            assert order == ["first", "queued", "newcomer"], order
