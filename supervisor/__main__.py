@@ -443,10 +443,11 @@ _CLIENT_TIMEOUT = 60.0
 that runs longer is not cut: its answer's stream carries a ping every 15 s)."""
 
 
-def _client(url: str, statuses: list[int], timeout: float) -> Any:
+def _client(url: str, statuses: list[int], timeout: float, logging_callback: Any = None) -> Any:
     """An MCP client of the daemon at ``url``; the HTTP status of each response it gets is
     added to ``statuses`` (the SDK turns a 401 into "Server returned an error response",
-    and `_client_command` says why instead)."""
+    and `_client_command` says why instead). With ``logging_callback``, it asks for the
+    servers' log lines at info and above."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -456,7 +457,11 @@ def _client(url: str, statuses: list[int], timeout: float) -> Any:
 
     endpoint = url.rstrip("/") + "/mcp"
     http = httpx2.AsyncClient(headers=_headers(), timeout=timeout, event_hooks={"response": [seen]})
-    return Client(streamable_http_client(endpoint, http_client=http))
+    return Client(
+        streamable_http_client(endpoint, http_client=http),
+        logging_callback=logging_callback,
+        log_level="info" if logging_callback is not None else None,
+    )
 
 
 async def _tools(connect: Callable[[], Any]) -> int:
@@ -525,14 +530,24 @@ async def _input_schema(client: Any, tool: str) -> dict[str, Any] | None:
             return None
 
 
-async def _call(connect: Callable[[], Any], tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:
+async def _call(connect: Callable[..., Any], tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:
+    """One tool call: its result on stdout; what the server says meanwhile (progress, log
+    lines at info and above) on stderr, as it comes, so a long call shows it is alive."""
     from mcp import MCPError
 
-    async with connect() as client:
+    async def said(params: Any) -> None:
+        where = f" {params.logger}" if params.logger else ""
+        print(f"[{params.level}{where}] {params.data}", file=sys.stderr, flush=True)
+
+    async def progressed(progress: float, total: float | None, message: str | None) -> None:
+        done = f"{progress:g}/{total:g}" if total is not None else f"{progress:g}"
+        print(f"[progress {done}]" + (f" {message}" if message else ""), file=sys.stderr, flush=True)
+
+    async with connect(logging_callback=said) as client:
         if arguments is None:
             arguments = typed_arguments(pairs, await _input_schema(client, tool) if pairs else None)
         try:
-            result = await client.call_tool(tool, arguments)
+            result = await client.call_tool(tool, arguments, progress_callback=progressed)
         except MCPError as exc:
             print(f"error {exc.code}: {exc.message}", file=sys.stderr)
             return 1

@@ -442,6 +442,7 @@ async def test_cli_client_commands(shared_daemon):
             nursery.start_soon(run, "bad json", "call", "echo", "--json", "{text: 1}")
             nursery.start_soon(run, "bare json", "call", "add", '{"a": 2, "b": 5}')
             nursery.start_soon(run, "twice", "call", "add", "a=1", "b=2", "a=5")  # the last one won, silently
+            nursery.start_soon(run, "progress", "call", "sleep", "seconds=0.3")
     assert runs["twice"].returncode == 2 and b"call: 'a' is given twice" in runs["twice"].stderr
     assert runs["status"].returncode == 0 and b"connection:echo: running" in runs["status"].stdout
     # 42 is JSON, but echo's schema wants a string: sent as "42" (not refused as an integer)
@@ -453,6 +454,9 @@ async def test_cli_client_commands(shared_daemon):
     assert b"\x1b[" not in runs["status"].stdout, "no color when stdout is not a TTY"
     assert runs["tools"].returncode == 0 and b"add: Return a + b." in runs["tools"].stdout
     assert runs["call"].returncode == 0 and runs["call"].stdout.strip() == b"3"
+    # What the server says during a call goes to stderr as it comes; the result alone to stdout.
+    assert runs["progress"].returncode == 0 and runs["progress"].stdout.strip() == b"slept 0.3", runs["progress"]
+    assert b"[progress 0.1/0.3] slept 0.1s\n" in runs["progress"].stderr, runs["progress"].stderr
 
     def echo_pid() -> int:
         tree = httpx2.get(daemon.url + "/status", timeout=10).json()
