@@ -2439,3 +2439,38 @@ async def test_a_queued_call_keeps_its_place_when_a_slot_frees():
                     await trio.sleep(0)
                 await call("newcomer", "echo", {"text": "n"})
             assert order == ["first", "queued", "newcomer"], order
+
+
+async def test_a_call_that_takes_its_slot_wakes_the_next_when_another_is_free():
+    """Two slots free in one moment (two callers give up together) while one call waits: it
+    is woken for one of them, and a call arriving before it runs queues behind it (see
+    above), with the other slot free. That one must not wait for a call to end: the woken
+    call, taking its slot, wakes it."""
+    spec = server_spec("busy", "echo.py", max_concurrency=2, max_queue=4)
+    async with Supervisor([spec]) as sup:
+        link = sup.link("busy")
+        for _ in range(12):  # the newcomer comes after both slots freed in about one round of three
+            order: list[str] = []
+
+            async def call(name: str, tool: str, arguments: dict) -> None:
+                await sup.call_tool(tool, arguments, server="busy", timeout=10)
+                order.append(name)
+
+            pair = trio.CancelScope()
+
+            async def two_callers() -> None:
+                with pair:
+                    async with trio.open_nursery() as both:
+                        for name in ("a", "b"):
+                            both.start_soon(call, name, "sleep", {"seconds": 5})
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(two_callers)
+                await wait_until(lambda: link.inflight == 2, what="both slots taken")
+                nursery.start_soon(call, "long", "sleep", {"seconds": 0.3})
+                await wait_until(lambda: link.queued == 1, what="a call queued")
+                pair.cancel()  # both slots free in one batch
+                while link.inflight == 2:  # arrive the moment a slot frees
+                    await trio.sleep(0)
+                await call("newcomer", "echo", {"text": "n"})
+            assert order == ["newcomer", "long"], order
