@@ -26,7 +26,7 @@ OutcomeKind = Literal[
 BREAKER_FAILURES = frozenset({"ServerCrashed", "DeadlineExceeded", "ServerUnavailable"})
 #: Outcomes the breaker ignores entirely: they say nothing about the server's health.
 #: ``Overloaded`` is the supervisor's own queue turning a call away unsent: load, not ill
-#: health (a slow server shows in its calls' timeouts and slow-call rate), and counted it
+#: health (a slow server shows in its calls' timeouts and slow-call rate); counted, it
 #: made a burst on a healthy server open the breaker and fail every caller for minutes.
 BREAKER_IGNORED = frozenset({"UnknownTool", "InvalidArguments", "CircuitOpen", "Overloaded", "cancelled"})
 

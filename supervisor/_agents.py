@@ -96,7 +96,7 @@ _SUPERVISED_ELSEWHERE = {
     "max_retry_attempts": "retries follow the server's retry policy in the config",
     "retry_backoff_seconds_base": "retries follow the server's retry policy in the config",
     "retry_backoff_seconds_max": "retries follow the server's retry policy in the config",
-    "message_handler": "the supervisor's events (EmbeddedSupervisor.events) carry what servers say",
+    "message_handler": "the supervisor's events (EmbeddedSupervisor.events()) carry what servers say",
     "params": "the server's command, url and env are in the supervisor's config; name it with server=",
 }
 
@@ -181,8 +181,9 @@ class SupervisedMCPServer(MCPServer):
         tool_filter: ToolFilter = None,
         **options: Any,
     ) -> None:
-        for option in options.keys() & _SUPERVISED_ELSEWHERE:
-            raise TypeError(f"SupervisedMCPServer takes no {option}=: {_SUPERVISED_ELSEWHERE[option]}")
+        refused = sorted(options.keys() & _SUPERVISED_ELSEWHERE)
+        if refused:
+            raise TypeError(f"SupervisedMCPServer takes no {refused[0]}=: {_SUPERVISED_ELSEWHERE[refused[0]]}")
         super().__init__(**options)
         self.tool_filter = tool_filter
         if server is not None and (toolset is not None or category is not None):
