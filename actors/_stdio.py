@@ -318,9 +318,13 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[
     return _malformed(data["id"], "request", line, exc)
 
 
-def _malformed(request_id: Any, what: str, line: bytes, exc: ValueError) -> MalformedRequest:
-    """The refusal of ``line``, a ``what`` ("request", "notification") that is JSON but
-    failed the SDK's parser with ``exc``, saying why."""
+_MEMBERS: Final = {"request": "JSONRPCRequest", "notification": "JSONRPCNotification"}
+
+
+def _malformed(request_id: Any, what: str, line: bytes, exc: ValueError, member: str | None = None) -> MalformedRequest:
+    """The refusal of ``line``, a ``what`` ("request", "notification", or another with the
+    ``member`` of the SDK's message union it failed as) that is JSON but failed the SDK's
+    parser with ``exc``, saying why."""
     if isinstance(exc, UnicodeDecodeError):
         why = f"the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})"
         return MalformedRequest(request_id, mcp_types.PARSE_ERROR, why)
@@ -330,7 +334,7 @@ def _malformed(request_id: Any, what: str, line: bytes, exc: ValueError) -> Malf
                "in two?), which no UTF-8 text can hold; it was not run")
         return MalformedRequest(request_id, mcp_types.INVALID_PARAMS, why)
     errors = exc.errors() if isinstance(exc, pydantic_core.ValidationError) else []
-    member = "JSONRPCRequest" if what == "request" else "JSONRPCNotification"  # what it failed as
+    member = member or _MEMBERS[what]  # the shape it failed as
     first = next((e for e in errors if e["loc"][:1] == (member,)), errors[0] if errors else None)
     where = ".".join(str(part) for part in first["loc"][1:]) if first else ""
     why = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else str(exc))
@@ -345,7 +349,9 @@ def _answerable(
     shape, a batch with no request in it, or a request whose id is no string or integer
     (the SDK's parser reads ``{"id": 1.5, "method": "tools/list"}`` as a notification,
     which gets no answer). Over HTTP each of these is a 400 with a JSON-RPC error; over
-    stdio the client got nothing at all."""
+    stdio the client got nothing at all. An answer with a usable id that is no valid
+    JSON-RPC (``"result": null``) becomes an error answer to that id, handed on: the
+    question it answers fails at once, saying why, instead of waiting for its timeout."""
     notification = isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCNotification)
     if notification and b'"id"' not in line:  # the common case, decided without parsing again
         return message
@@ -363,6 +369,13 @@ def _answerable(
             return _malformed(None, "notification", line, message)
     if isinstance(message, SessionMessage):
         return message  # a notification that has "id" only inside its params
+    if isinstance(data, dict) and ("result" in data or "error" in data) and _usable_id(data.get("id")):
+        # An answer to one of our questions that is no valid JSON-RPC: the question fails
+        # with why, now, instead of waiting for an answer that came.
+        shape = "JSONRPCError" if "error" in data else "JSONRPCResponse"
+        why = _malformed(None, "client's answer", line, message, shape).reason
+        error = mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=why)
+        return SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=data["id"], error=error))
     if isinstance(data, list):
         why = "a batch (a JSON array) with no request in it: MCP takes one message at a time"
     else:
@@ -384,9 +397,10 @@ def unusable_id(data: Any) -> str | None:
 def _is_request(data: Any) -> bool:
     """Whether ``data`` is meant as a request: it has a ``method`` (a string or not: a
     response has none) and an ``id`` an answer can carry."""
-    if not isinstance(data, dict) or "method" not in data:
-        return False
-    request_id = data.get("id")
+    return isinstance(data, dict) and "method" in data and _usable_id(data.get("id"))
+
+
+def _usable_id(request_id: Any) -> bool:
     return isinstance(request_id, (int, str)) and not isinstance(request_id, bool)
 
 

@@ -22,7 +22,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 from unittest.mock import patch
 
@@ -355,6 +355,45 @@ async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
             assert (await answer()) == {"jsonrpc": "2.0", "id": 7, "result": {}}
             daemon.stdin.close()
             assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+async def test_a_stdio_clients_malformed_answer_fails_the_question_at_once(tmp_path):
+    """An upstream server asks the client a question mid-call (``roots/list``), and the
+    client answers with no valid JSON-RPC (``"result": null``). The line was refused with
+    a null id, and the question waited out the server's whole timeout for an answer that
+    had come. Now the question fails at once, saying what was wrong with the answer."""
+    everything, _ = server_entry("everything.py", timeout=600)
+    config = write_config(tmp_path / "c.json", {"ev": everything})
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        async def send(message: dict) -> None:
+            await trio.to_thread.run_sync(daemon.stdin.write, json.dumps(message).encode() + b"\n")
+            await trio.to_thread.run_sync(daemon.stdin.flush)
+
+        async def until(wanted: Callable[[dict], bool]) -> dict:
+            while True:
+                message = json.loads(await trio.to_thread.run_sync(daemon.stdout.readline, abandon_on_cancel=True))
+                if wanted(message):
+                    return message
+
+        with trio.fail_after(30):  # the server's timeout is 600 s
+            await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {"roots": {}}, "clientInfo": {"name": "t", "version": "0"}}})
+            await until(lambda m: m.get("id") == 1)
+            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_roots", "arguments": {}}})
+            question = await until(lambda m: m.get("method") == "roots/list")
+            await send({"jsonrpc": "2.0", "id": question["id"], "result": None})
+            answer = await until(lambda m: m.get("id") == 2)
+        said = json.dumps(answer)
+        assert "the client's answer is not valid JSON-RPC: result: Input should be an object" in said, answer
+        daemon.stdin.close()
+        assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
     finally:
         if daemon.poll() is None:
             daemon.kill()
