@@ -61,6 +61,20 @@ def server_entry(script: str, *args: str, **fields) -> tuple[dict, str]:
     return entry, marker
 
 
+@contextlib.contextmanager
+def stdio_daemon(config: Path) -> Iterator[subprocess.Popen]:
+    """``python -m supervisor run --stdio`` on ``config``, its stdin and stdout piped; killed
+    on the way out if it is still running (a test that failed before it stopped)."""
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 def write_config(path: Path, servers: dict, **supervisor) -> Path:
     data: dict = {"mcpServers": servers}
     if supervisor:
@@ -274,8 +288,7 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
                 await client.call_tool("echo", {"text": "x" * 100_000})
             assert text_of(await client.call_tool("echo", {"text": "small"})) == "small"
 
-    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
+    with stdio_daemon(config) as daemon:
         def rss_kib() -> int:
             with open(f"/proc/{daemon.pid}/status") as status:
                 return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
@@ -298,10 +311,6 @@ async def test_the_stdio_front_holds_a_line_to_max_body_bytes(tmp_path):
             assert rss_kib() - before < 16 * 1024, (before, rss_kib())
             daemon.stdin.close()  # the end of stdin stops the daemon, cleanly
             assert await trio.to_thread.run_sync(daemon.wait) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
 
 async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
@@ -311,9 +320,7 @@ async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
     error at once; now so here."""
     echo, _ = server_entry("echo.py")
     config = write_config(tmp_path / "c.json", {"echo": echo})
-    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
-    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
+    with stdio_daemon(config) as daemon:
         async def send(line: bytes) -> None:
             await trio.to_thread.run_sync(daemon.stdin.write, line + b"\n")
             await trio.to_thread.run_sync(daemon.stdin.flush)
@@ -355,10 +362,6 @@ async def test_the_stdio_front_answers_a_malformed_request_at_once(tmp_path):
             assert (await answer()) == {"jsonrpc": "2.0", "id": 7, "result": {}}
             daemon.stdin.close()
             assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
 
 async def test_a_stdio_clients_malformed_answer_fails_the_question_at_once(tmp_path):
@@ -368,9 +371,7 @@ async def test_a_stdio_clients_malformed_answer_fails_the_question_at_once(tmp_p
     had come. Now the question fails at once, saying what was wrong with the answer."""
     everything, _ = server_entry("everything.py", timeout=600)
     config = write_config(tmp_path / "c.json", {"ev": everything})
-    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
-    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
+    with stdio_daemon(config) as daemon:
         async def send(message: dict) -> None:
             await trio.to_thread.run_sync(daemon.stdin.write, json.dumps(message).encode() + b"\n")
             await trio.to_thread.run_sync(daemon.stdin.flush)
@@ -394,10 +395,6 @@ async def test_a_stdio_clients_malformed_answer_fails_the_question_at_once(tmp_p
         assert "the client's answer is not valid JSON-RPC: result: Input should be an object" in said, answer
         daemon.stdin.close()
         assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
 
 async def test_a_stdio_client_that_stops_reading_cannot_hold_the_daemon_up(tmp_path):
@@ -405,9 +402,7 @@ async def test_a_stdio_client_that_stops_reading_cannot_hold_the_daemon_up(tmp_p
     writer blocks), then closes stdin: the daemon still stops, within its bounds."""
     echo, marker = server_entry("echo.py")
     config = write_config(tmp_path / "c.json", {"echo": echo})
-    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
-    daemon = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
+    with stdio_daemon(config) as daemon:
         init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
         lines = [init, {"jsonrpc": "2.0", "method": "notifications/initialized"}]
@@ -419,10 +414,6 @@ async def test_a_stdio_client_that_stops_reading_cannot_hold_the_daemon_up(tmp_p
             daemon.stdin.close()
             assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
         await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="the upstream to be stopped")
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
 
 async def test_openai_agents_streamable_http(shared_daemon):
