@@ -355,7 +355,8 @@ def _answerable(
     notification = isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCNotification)
     if notification and b'"id"' not in line:  # the common case, decided without parsing again
         return message
-    if not (notification or isinstance(message, Exception) or message == []):  # [] a batch with no usable id
+    no_request_in_batch = isinstance(message, list) and not message
+    if not (notification or isinstance(message, Exception) or no_request_in_batch):
         return message
     try:
         data = json.loads(line.removeprefix(codecs.BOM_UTF8))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["respond", "respond_json"]
+from mcp_types import INVALID_REQUEST
+
+__all__ = ["refuse_unread", "respond", "respond_json"]
 
 
 async def respond(send: Any, status: int, body: bytes, content_type: str = "application/json", headers: list | None = None) -> None:
@@ -21,3 +23,10 @@ async def respond(send: Any, status: int, body: bytes, content_type: str = "appl
 
 async def respond_json(send: Any, status: int, obj: Any, headers: list | None = None) -> None:
     await respond(send, status, json.dumps(obj).encode() + b"\n", headers=headers)
+
+
+async def refuse_unread(send: Any, status: int, message: str, headers: list | None = None) -> None:
+    """``status`` with a JSON-RPC Invalid Request error whose id is null: the request's id
+    was never read (or no answer can carry it)."""
+    error = {"code": INVALID_REQUEST, "message": message}
+    await respond_json(send, status, {"jsonrpc": "2.0", "id": None, "error": error}, headers=headers)

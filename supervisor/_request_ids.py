@@ -19,11 +19,9 @@ import json
 import re
 from typing import Any, Final
 
-import mcp_types
-
 from actors._stdio import unusable_id
 
-from ._asgi import respond_json
+from ._asgi import refuse_unread
 
 __all__ = ["refuse_unusable_id"]
 
@@ -42,8 +40,7 @@ async def refuse_unusable_id(receive: Any, send: Any) -> Any:
         except ValueError:
             why = None  # not JSON: the SDK says so
         if why is not None:
-            error = {"code": mcp_types.INVALID_REQUEST, "message": why}
-            await respond_json(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+            await refuse_unread(send, 400, why)
             return None
     replayed = False
 

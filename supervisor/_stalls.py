@@ -33,10 +33,9 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import mcp_types
 import trio
 
-from ._asgi import respond_json
+from ._asgi import refuse_unread
 
 __all__ = ["BodyDeadline", "stall_after"]
 
@@ -86,8 +85,7 @@ class BodyDeadline:
 
 async def _answer_too_slow(send: Any, timeout: float) -> None:
     message = f"the request body did not arrive whole within {timeout:g} s (supervisor.stall_timeout); it was not read"
-    error = {"jsonrpc": "2.0", "id": None, "error": {"code": mcp_types.INVALID_REQUEST, "message": message}}
-    await respond_json(send, 408, error, headers=[(b"connection", b"close")])
+    await refuse_unread(send, 408, message, headers=[(b"connection", b"close")])
 
 
 def stall_after(sockets: Iterable[socket.socket], seconds: float) -> None:
