@@ -69,8 +69,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_refused",
-    "oversized", "read_messages", "refusal", "refuser", "unusable_id", "write_messages",
+    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_as_error",
+    "answer_refused", "oversized", "read_messages", "refusal", "refuser", "unusable_id", "write_messages",
 ]
 
 log = logging.getLogger("supervisor.stdio")
@@ -370,19 +370,31 @@ def _answerable(
             return _malformed(None, "notification", line, message)
     if isinstance(message, SessionMessage):
         return message  # a notification that has "id" only inside its params
-    if isinstance(data, dict) and ("result" in data or "error" in data) and _usable_id(data.get("id")):
-        # An answer to one of our questions that is no valid JSON-RPC: the question fails
-        # with why, now, instead of waiting for an answer that came.
-        shape = "JSONRPCError" if "error" in data else "JSONRPCResponse"
-        why = _malformed(None, "client's answer", line, message, shape).reason
-        error = mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=why)
-        return SessionMessage(mcp_types.JSONRPCError(jsonrpc="2.0", id=data["id"], error=error))
+    mended = answer_as_error(data, line, message)
+    if mended is not None:
+        return SessionMessage(mended)
     if isinstance(data, list):
         why = "a batch (a JSON array) with no request in it: MCP takes one message at a time"
     else:
         why = ('no JSON-RPC 2.0 message: a request is an object with "jsonrpc": "2.0", a string "method" and an '
                '"id" that is a string or an integer; a notification, the same with no "id"')
     return MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
+
+
+def answer_as_error(data: Any, line: bytes, exc: ValueError) -> mcp_types.JSONRPCError | None:
+    """The error answer that stands for ``line``, a client's answer to one of our questions
+    that is no valid JSON-RPC (``data``: its parse; ``exc``: the SDK parser's verdict), or
+    None when ``line`` is no answer or names no usable id. Handed on in its place, it fails
+    the question now, saying what was wrong with the answer, instead of leaving the
+    question to wait out its timeout for an answer that came."""
+    if not (isinstance(data, dict) and "method" not in data and ("result" in data or "error" in data)):
+        return None
+    if not _usable_id(data.get("id")):
+        return None
+    shape = "JSONRPCError" if "error" in data else "JSONRPCResponse"
+    why = _malformed(None, "client's answer", line, exc, shape).reason
+    error = mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=why)
+    return mcp_types.JSONRPCError(jsonrpc="2.0", id=data["id"], error=error)
 
 
 def unusable_id(data: Any) -> str | None:

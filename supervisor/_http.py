@@ -34,7 +34,8 @@ Security guarantees:
   ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
 - A request whose id is no string or integer (``1.5``, ``null``) gets 400 with a JSON-RPC
-  error, not the SDK's 202 for a notification (`refuse_unusable_id`).
+  error, not the SDK's 202 for a notification, and a client's answer that is no valid
+  JSON-RPC fails the question it answers at once (`screen_client_body`).
 - Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route; a
   body not whole within ``stall_timeout`` s of the request's start gets 408 (`BodyDeadline`).
 - A client that takes nothing of what it is sent for ``stall_timeout`` s loses its
@@ -77,7 +78,7 @@ from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
 from ._prometheus import render_front
-from ._request_ids import refuse_unusable_id
+from ._client_bodies import screen_client_body
 
 __all__ = ["BindRefused", "Daemon", "check_bind", "listen_http", "parse_bind", "serve_http"]
 
@@ -366,7 +367,7 @@ class DaemonApp:
                 await respond_json(send, 403, {"error": "forbidden origin"})
                 return
             if method == "POST":
-                receive = await refuse_unusable_id(receive, send)
+                receive = await screen_client_body(receive, send)
                 if receive is None:
                     return
             await self.session_manager.handle_request(scope, receive, send)

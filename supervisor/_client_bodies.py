@@ -1,0 +1,82 @@
+"""What a client POSTs to ``/mcp`` that the SDK's HTTP transport would leave unanswered.
+
+- A request whose id no answer can carry is refused, not accepted unanswered. The SDK's
+  parser reads ``{"jsonrpc": "2.0", "id": 1.5, "method": "tools/list"}`` (an id of
+  ``null``, ``true``, an object alike) as a notification: its HTTP transport answered
+  ``202 Accepted``, ran nothing, and the client waited for an answer that never came.
+  JSON-RPC 2.0 answers such a request with an Invalid Request error whose id is null; the
+  daemon now does, with a 400 like the SDK's for any other body it cannot take, on the
+  HTTP front as on the stdio front (`actors._stdio.unusable_id`).
+- A client's answer to a server's question (sampling, elicitation, roots) that is no valid
+  JSON-RPC (``"result": null``) but names the question's id is taken as an error answer
+  to it (`actors._stdio.answer_as_error`), as on the stdio front: the SDK answered it 400
+  and dropped it, and the question waited out the server's timeout for an answer that
+  had come.
+
+The body was already read whole by the SDK's ``RequestBodyLimitMiddleware`` (one
+``http.request`` message, replayed here as it came, or mended); only a body in which an
+``"id"`` is followed by no string or integer, or one with no ``"method"`` (an answer), is
+parsed again, so a request as clients send it costs a scan of its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+from mcp import types as mcp_types
+
+from actors._stdio import answer_as_error, unusable_id
+
+from ._asgi import refuse_unread
+
+__all__ = ["screen_client_body"]
+
+#: An ``"id"`` key whose value does not start as a string or an integer does.
+_SUSPECT: Final = re.compile(rb'"id"\s*:\s*(?:[^-\d"\s]|-?\d+\s*[.eE])')
+
+
+async def screen_client_body(receive: Any, send: Any) -> Any:
+    """The ``receive`` to hand the app (the body's first message replayed, or mended, then
+    ``receive`` itself), or None when the request was answered here with a 400."""
+    message = await receive()
+    body = message.get("body", b"") if message["type"] == "http.request" else b""
+    if body and not message.get("more_body"):
+        if _SUSPECT.search(body) is not None:
+            try:
+                why = unusable_id(json.loads(body))
+            except ValueError:
+                why = None  # not JSON: the SDK says so
+            if why is not None:
+                await refuse_unread(send, 400, why)
+                return None
+        if b'"method"' not in body:
+            mended = _mended_answer(body)
+            if mended is not None:
+                message = {**message, "body": mended}
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return message
+        return await receive()
+
+    return replay
+
+
+def _mended_answer(body: bytes) -> bytes | None:
+    """The error answer (as a body) that stands for ``body`` when it is a client's answer
+    that is no valid JSON-RPC, else None (valid, or no answer: the SDK judges it)."""
+    try:
+        mcp_types.jsonrpc_message_adapter.validate_json(body, by_name=False)
+        return None
+    except ValueError as exc:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        error = answer_as_error(data, body, exc)
+        return None if error is None else error.model_dump_json(by_alias=True, exclude_none=True).encode()
