@@ -789,7 +789,8 @@ class _Connection:
             self.die(f"{self.consecutive_timeouts} consecutive calls timed out (hang_threshold)", "hang")
         raise DeadlineExceeded(
             f"tool {call.tool!r} on server {spec.name!r} did not answer in time; "
-            "the request was cancelled on the server, but it may have run",
+            "the request was abandoned, and a cancellation sent to the server where its wire took one; "
+            "it may have run",
             server=spec.name,
             tool=call.tool,
         )
