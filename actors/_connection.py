@@ -79,7 +79,7 @@ from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._http_bound import PHRASE as OVER_LIMIT
 from ._http_bound import bound_answers
-from ._stdio import OVERSIZED
+from ._stdio import MALFORMED, OVERSIZED
 from ._session_header import lift_session_header
 from ._runtime import Mailbox
 
@@ -409,12 +409,13 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
     """Why ``exc`` stands for an answer that came but could not be read, else None (the
     server's own error, a lost connection). Either it was over ``max_message_bytes`` and
     dropped (our stdio wire's error, the SDK's for an SSE event, or a JSON body
-    `bound_answers` cut short), or it was no JSON-RPC (the SDK's parse error for that
-    request, not the server's). The connection is fine either way."""
+    `bound_answers` cut short), or it was no JSON-RPC (our stdio wire's error for an
+    answer that names its request, `MALFORMED`, or the SDK's parse error for that
+    request: not the server's own error). The connection is fine either way."""
     if not isinstance(exc, MCPError):
         return None
     code, message = exc.error.code, exc.error.message
-    if isinstance(exc.error.data, dict) and OVERSIZED in exc.error.data:
+    if isinstance(exc.error.data, dict) and (OVERSIZED in exc.error.data or MALFORMED in exc.error.data):
         return message
     if code == CONNECTION_CLOSED and message.startswith(_SSE_TOO_LARGE):
         return f"the server's answer was over max_message_bytes ({limit}); it was dropped ({message})"

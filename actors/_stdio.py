@@ -69,7 +69,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 __all__ = [
-    "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest", "answer_as_error",
+    "MALFORMED", "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest",
+    "answer_as_error",
     "answer_refused", "oversized", "read_messages", "refusal", "refuser", "unusable_id", "write_messages",
 ]
 
@@ -77,6 +78,9 @@ log = logging.getLogger("supervisor.stdio")
 
 #: The key in the ``data`` of the error that answers a request whose answer was too large.
 OVERSIZED: Final = "max_message_bytes"
+#: The key in the ``data`` of the error that stands for a server's answer that was no
+#: valid JSON-RPC (`answer_as_error`).
+MALFORMED: Final = "malformed_answer"
 
 _READ_SIZE: Final = 65536
 _HEAD: Final = 4096  # what is kept of the start of an oversized line: enough to find its id
@@ -234,6 +238,8 @@ class _Framer:
             start = end + 1
             if self._from_client and message is not None:
                 message = _answerable(line, message)
+            elif isinstance(message, ValueError) and line:
+                message = _server_answer(line, message)
             if isinstance(message, (OversizedRequest, MalformedRequest)):
                 self._refuse(message)
             elif isinstance(message, list):  # a batch
@@ -381,19 +387,33 @@ def _answerable(
     return MalformedRequest(None, mcp_types.INVALID_REQUEST, why)
 
 
-def answer_as_error(data: Any, line: bytes, exc: ValueError) -> mcp_types.JSONRPCError | None:
-    """The error answer that stands for ``line``, a client's answer to one of our questions
-    that is no valid JSON-RPC (``data``: its parse; ``exc``: the SDK parser's verdict), or
-    None when ``line`` is no answer or names no usable id. Handed on in its place, it fails
-    the question now, saying what was wrong with the answer, instead of leaving the
-    question to wait out its timeout for an answer that came."""
+def _server_answer(line: bytes, exc: ValueError) -> Delivered:
+    """What a server's ``line`` that failed the SDK's parser with ``exc`` stands for: an
+    error answer to the request it answers (`answer_as_error`), or ``exc`` (garbage)."""
+    try:
+        data = json.loads(line.removeprefix(codecs.BOM_UTF8))
+    except ValueError:
+        return exc
+    mended = answer_as_error(data, line, exc, "server")
+    return exc if mended is None else SessionMessage(mended)
+
+
+def answer_as_error(data: Any, line: bytes, exc: ValueError, peer: str = "client") -> mcp_types.JSONRPCError | None:
+    """The error answer that stands for ``line``, the ``peer``'s answer to one of our
+    requests that is no valid JSON-RPC (``data``: its parse; ``exc``: the SDK parser's
+    verdict), or None when ``line`` is no answer or names no usable id. Handed on in its
+    place, it fails the request now, saying what was wrong with the answer, instead of
+    leaving it to wait out its timeout for an answer that came. A server's carries
+    `MALFORMED` in its ``data``: the answer's fault, not the server's own error."""
     if not (isinstance(data, dict) and "method" not in data and ("result" in data or "error" in data)):
         return None
     if not _usable_id(data.get("id")):
         return None
     shape = "JSONRPCError" if "error" in data else "JSONRPCResponse"
-    why = _malformed(None, "client's answer", line, exc, shape).reason
-    error = mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=why)
+    why = _malformed(None, f"{peer}'s answer", line, exc, shape).reason
+    error = mcp_types.ErrorData(
+        code=mcp_types.INVALID_REQUEST, message=why, data={MALFORMED: True} if peer == "server" else None
+    )
     return mcp_types.JSONRPCError(jsonrpc="2.0", id=data["id"], error=error)
 
 

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -592,6 +593,35 @@ async def test_an_answer_that_is_no_valid_result_is_an_invalid_result_failure():
         snapshot = await sup.metrics_snapshot()
         assert snapshot.tool("liar", "misshapen").failures == {"InvalidResult": 1}
         assert snapshot.tool("liar", "miscount").failures == {"InvalidResult": 1}
+        assert snapshot.server("liar").breaker_state == "closed"
+        assert connection_status(sup, "liar").restarts == 0
+
+
+@pytest.mark.parametrize(
+    "shape, why",
+    [
+        ("null-result", "result: Input should be an object"),
+        ("no-jsonrpc", "jsonrpc: Field required"),
+        ("error-without-message", "error.message: Field required"),
+    ],
+)
+async def test_an_answer_that_is_no_json_rpc_fails_its_call_at_once(shape, why):
+    """The server answers a call with a line that names the call's id but is no valid
+    JSON-RPC (``"result": null``, no ``"jsonrpc"``, an error with no message). It was one
+    garbage line: the call waited out its deadline ("did not answer in time", though the
+    server had), and ``hang_threshold`` such calls restarted a server that answered each at
+    once. Now the call fails at once with ``InvalidResult`` saying what was wrong, which is
+    no timeout, no garbage line and no breaker failure."""
+    spec = server_spec("liar", "garbage.py", "--when", "call", hang_threshold=1, garbage_threshold=1,
+                       breaker=BreakerPolicy(failure_threshold=1))
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(20):  # the call's own deadline is 60 s
+            for _ in range(2):
+                with pytest.raises(InvalidResult, match=f"server's answer is not valid JSON-RPC: {re.escape(why)}"):
+                    await sup.call_tool("malformed", {"shape": shape}, server="liar", timeout=60)
+        assert text(await sup.call_tool("echo", {"text": "still here"}, server="liar", timeout=10)) == "still here"
+        snapshot = await sup.metrics_snapshot()
+        assert snapshot.tool("liar", "malformed").failures == {"InvalidResult": 2}
         assert snapshot.server("liar").breaker_state == "closed"
         assert connection_status(sup, "liar").restarts == 0
 

@@ -19,6 +19,10 @@ Two tools answer with JSON-RPC that is well formed but no valid result:
 - ``misshapen()`` writes, onto the wire, an answer to its own request whose result is no
   ``CallToolResult`` (``content`` is not a list); the SDK's own answer follows it, for a
   request the client no longer waits on. It is read-only, so retrying it would be safe.
+- ``malformed(shape)`` writes, onto the wire, an answer to its own request that is no
+  valid JSON-RPC at all: ``null-result`` (``"result": null``), ``no-jsonrpc`` (a result
+  with no ``"jsonrpc"`` member), ``error-without-message``; then it sleeps for good, so no
+  valid answer follows.
 - ``miscount()`` returns structured content that its own output schema rejects
   (``{"count": "3"}`` where the schema says integer): the server's lax pydantic check lets
   it through, a client's JSON Schema check does not.
@@ -31,6 +35,7 @@ import os
 import sys
 from typing import Annotated
 
+import anyio
 import pydantic
 from mcp import types
 from mcp.server.mcpserver import Context
@@ -71,6 +76,20 @@ def main() -> None:
         frame = {"jsonrpc": "2.0", "id": ctx.request_context.request_id, "result": {"content": "not a list"}}
         os.write(wire_fd, (json.dumps(frame) + "\n").encode())
         return "the real answer, too late"
+
+    malformed_answers = {
+        "null-result": lambda rid: {"jsonrpc": "2.0", "id": rid, "result": None},
+        "no-jsonrpc": lambda rid: {"id": rid, "result": {"content": [{"type": "text", "text": "no jsonrpc"}]}},
+        "error-without-message": lambda rid: {"jsonrpc": "2.0", "id": rid, "error": {"code": -32000}},
+    }
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def malformed(shape: str, ctx: Context) -> str:
+        """Answer this very request on the wire with no valid JSON-RPC (see the module),
+        and never with anything else: a client that drops that line waits for good."""
+        frame = malformed_answers[shape](ctx.request_context.request_id)
+        os.write(wire_fd, (json.dumps(frame) + "\n").encode())
+        await anyio.sleep_forever()
 
     class Count(pydantic.BaseModel):
         count: int
