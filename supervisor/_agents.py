@@ -243,13 +243,15 @@ class SupervisedMCPServer(MCPServer):
         its tools listed: calling one gives a readable failure), those ``tool_filter`` keeps.
         ``cached_tools`` is all of them, as on the SDK's own servers. Raises the SDK's
         ``UserError`` for a callable ``tool_filter`` without ``run_context`` and ``agent``."""
-        own = await self._refresh()
+        own, modeled = await self._refresh()
+        # This listing's own lists: another run of this adapter may refresh it while the
+        # filter is awaited, and the verdicts are for these tools.
         kept = await self._kept(own, run_context, agent)
-        return [tool for tool, keep in zip(self._tools or [], kept, strict=True) if keep]
+        return [tool for tool, keep in zip(modeled, kept, strict=True) if keep]
 
-    async def _refresh(self) -> list[mcp_types.Tool]:
+    async def _refresh(self) -> tuple[list[mcp_types.Tool], list[mcp_types.Tool]]:
         """Read the scope's tools: ``cached_tools`` (under the names the model sees) and the
-        stand-ins' map are set; returns them under their own names."""
+        stand-ins' map are set; returns them under their own names and as ``cached_tools``."""
         specs: list[ToolSpec] = await self._run(_list_tools_in_trio, self.server, self.toolset, self.category)
         own = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
         self._exposed = _model_names([tool.name for tool in own])
@@ -258,7 +260,7 @@ class SupervisedMCPServer(MCPServer):
             tool if modeled[tool.name] == tool.name else tool.model_copy(update={"name": modeled[tool.name]})
             for tool in own
         ]
-        return own
+        return own, self._tools
 
     async def _kept(
         self, tools: list[mcp_types.Tool], run_context: RunContextWrapper[Any] | None, agent: AgentBase | None

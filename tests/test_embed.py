@@ -250,6 +250,40 @@ def test_a_tool_filter_narrows_what_the_model_sees_as_on_the_sdks_own_servers(ca
             SupervisedMCPServer(Supervisor([]), **{option: 1})
 
 
+def test_a_tool_filter_is_applied_to_the_list_it_judged_though_the_list_changes_meanwhile():
+    """An async ``tool_filter`` runs while the adapter's list changes (another run of the
+    same adapter lists tools after the server added one). The filter's verdicts were
+    applied, position by position, to the adapter's newest list: ``list_tools`` raised
+    ``ValueError`` (zip), or a tool the filter blocked reached the model. Each listing now
+    keeps its own list."""
+    spec = server_spec("dyn", "list_changed.py")
+
+    async def main() -> None:
+        async with embed([spec]) as sup:
+            judging, release = asyncio.Event(), asyncio.Event()
+
+            async def hold_the_first(context: Any, tool: mcp_types.Tool) -> bool:
+                if not judging.is_set():
+                    judging.set()
+                    await release.wait()
+                return tool.name != "blocked"
+
+            adapter = SupervisedMCPServer(sup, server="dyn", tool_filter=hold_the_first)
+            agent, context = Agent(name="a"), RunContextWrapper(None)
+            first = asyncio.ensure_future(adapter.list_tools(context, agent))
+            await judging.wait()
+            await sup.call_tool("add_tool", {"name": "blocked"}, timeout=10)
+            while "blocked" not in [tool.name for tool in await sup.list_tools()]:
+                await asyncio.sleep(0.01)
+            second = [tool.name for tool in await adapter.list_tools(context, agent)]
+            release.set()
+            first_names = [tool.name for tool in await first]
+            assert "blocked" not in second and "blocked" not in first_names
+            assert set(second) == set(first_names) and "add_tool" in first_names
+
+    run_asyncio(main, timeout=60)
+
+
 def test_an_approval_policy_holds_for_a_tool_the_model_sees_under_a_stand_in():
     """``require_approval`` written with the tools' MCP names (all a user knows of) was looked
     up under the stand-in the model sees: a renamed tool never asked for approval, with no
