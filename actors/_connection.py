@@ -762,6 +762,12 @@ class _Connection:
             # The SDK's verdict on the answer (see `InvalidResult`): every RuntimeError the
             # SDK's call_tool raises once connected is one (UnexpectedClaimedResult,
             # InputRequiredRoundsExceededError and the output-schema check are RuntimeErrors).
+            if isinstance(exc, pydantic.ValidationError) and exc.title.endswith(("Request", "RequestParams")):
+                # The SDK could not build the request from what it was given: nothing was
+                # sent, and nothing is the server's fault.
+                raise InvalidArguments(
+                    f"the call to tool {call.tool!r} cannot be sent: {exc}", server=spec.name, tool=call.tool
+                ) from exc
             self.consecutive_timeouts = 0
             self._heard()
             raise InvalidResult(

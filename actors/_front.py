@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import mcp_types
+import pydantic
 
 __all__ = [
     "DECLINE", "Front", "HostFront", "InputRound", "calling_for", "current_front", "describe_request", "host_front",
@@ -119,15 +120,42 @@ class HostFront:
 
     async def answer(self, server: str, request: mcp_types.InputRequest) -> Any:
         try:
-            return await self.handler(server, request)
+            answer = await self.handler(server, request)
         except Exception as exc:
             return mcp_types.ErrorData(
                 code=mcp_types.INTERNAL_ERROR,
                 message=f"the host's on_input_request raised on {describe_request(request)}: {type(exc).__name__}: {exc}",
             )
+        return _checked(answer, request)
 
     async def log(self, server: str, params: mcp_types.LoggingMessageNotificationParams) -> None:
         return None
+
+
+#: What answers each question (`HostFront`).
+_ANSWERS: Final = {
+    mcp_types.ElicitRequest: (mcp_types.ElicitResult,),
+    mcp_types.CreateMessageRequest: (mcp_types.CreateMessageResult, mcp_types.CreateMessageResultWithTools),
+    mcp_types.ListRootsRequest: (mcp_types.ListRootsResult,),
+}
+
+
+def _checked(answer: Any, request: mcp_types.InputRequest) -> Any:
+    """The host's ``answer`` to ``request`` if it is one (a dict is read as one), else an
+    error naming what it was: the SDK would fail to send it, and blame the server."""
+    wanted = _ANSWERS.get(type(request), ())
+    if isinstance(answer, (*wanted, mcp_types.ErrorData)):
+        return answer
+    if isinstance(answer, dict):
+        for shape in wanted:
+            with contextlib.suppress(pydantic.ValidationError):
+                return shape.model_validate(answer)
+    names = " or ".join(shape.__name__ for shape in (*wanted, mcp_types.ErrorData))
+    return mcp_types.ErrorData(
+        code=mcp_types.INTERNAL_ERROR,
+        message=f"the host's on_input_request returned {type(answer).__name__} for {describe_request(request)}, "
+        f"not {names}",
+    )
 
 
 @contextlib.contextmanager

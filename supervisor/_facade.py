@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import trio
 from mcp import MCPError
@@ -591,6 +591,13 @@ def _check_call(name: Any, arguments: Any, timeout: Any, meta: Any) -> None:
     for what, value in (("arguments", arguments), ("_meta", meta)):
         if value is not None and not isinstance(value, dict):
             raise InvalidArguments(f"the {what} of tool {name!r} must be a dict (a JSON object), not {type(value).__name__}")
+        odd = next((key for key in value or () if not isinstance(key, str)), _NO_KEY)
+        if odd is not _NO_KEY:
+            have = "have" if what == "arguments" else "has"
+            raise InvalidArguments(f"the {what} of tool {name!r} {have} a key that is no string: {odd!r} (JSON's are strings)")
+
+
+_NO_KEY: Final = object()
 
 
 def _sendable(entry: Any, arguments: dict[str, Any], meta: dict[str, Any] | None) -> None:

@@ -87,6 +87,27 @@ async def test_a_handler_that_raises_is_answered_for_with_the_exception_named():
     assert "the host's UI is closed" in message and "RuntimeError" in message, message
 
 
+async def test_a_handler_that_returns_no_answer_is_answered_for_naming_what_it_returned():
+    """The host's handler returns what answers no question (a dict that is no
+    ``ElicitResult``, say). The SDK failed to build the next request with it, and the call
+    failed ``InvalidResult``, "server ... answered with no valid result", blaming the server
+    and counting against it. Now the server gets an error naming what the handler returned,
+    and the call gets the tool's answer to that; a dict that is a valid answer is taken."""
+
+    async def sloppy(server: str, request: mcp_types.InputRequest):
+        if isinstance(request, mcp_types.ElicitRequest):
+            return {"not": "an ElicitResult"}
+        return {"roots": [{"uri": "file:///work", "name": "work"}]}
+
+    with trio.fail_after(40):
+        async with Supervisor([everything()], on_input_request=sloppy) as sup:
+            message = await refusal_of(sup)
+            assert "on_input_request returned" in message and "ElicitResult" in message, message
+            rooted = json.loads(text(await sup.call_tool("ask_roots", {})))
+            assert rooted["roots"] == [{"uri": "file:///work", "name": "work"}]
+            assert "InvalidResult" not in (await sup.metrics_snapshot()).tool("everything", "ask_elicitation").failures
+
+
 async def test_an_answer_that_cannot_be_sent_is_answered_for_and_the_connection_lives_on():
     """The host's sampling answer holds a lone surrogate (half an emoji from a streaming
     model): the SDK's writer failed on it, which ended the connection mid-call. The server

@@ -272,6 +272,12 @@ async def test_what_call_tool_is_given_by_mistake_is_refused_saying_what_it_was(
             await sup.call_tool("write_note", {"text": "x"}, meta="notadict")
         with pytest.raises(InvalidArguments, match="the arguments of tool 'write_note' must be a dict"):
             await sup.call_tool("write_note", ["x"])
+        # A key JSON has no form for (its object keys are strings): it too was the server's
+        # "invalid answer", from the SDK's failure to build the request.
+        with pytest.raises(InvalidArguments, match="the _meta of tool 'write_note' has a key that is no string: 1"):
+            await sup.call_tool("write_note", {"text": "x"}, meta={1: "x"})
+        with pytest.raises(InvalidArguments, match="the arguments of tool 'write_note' have a key that is no string: None"):
+            await sup.call_tool("write_note", {"text": "x", None: 2})
         assert not log.exists()
         assert text(await sup.call_tool("echo", {"text": "fine"}, timeout=10)) == "fine"
 
