@@ -237,7 +237,7 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
         else:
             life.stopping = True
             log.info("received %s: draining %d requests in flight", name, daemon.gateway.inflight)
-            daemon.gateway.draining = True
+            daemon.begin_stop()  # draining; reloads and restarts refused or cut short
             nursery.start_soon(_drain_then_stop, daemon, life.stop_serving)
 
 
