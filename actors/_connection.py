@@ -31,7 +31,9 @@ Guarantees:
   else ``ServerCrashed`` (it may have run).
 - A server that cannot list its prompts or resources (an error, a list we cannot read)
   still serves its tools: the failure is logged and named in the status (``learn``). One
-  that cannot list its tools does not connect, and the reason names ``tools/list``.
+  that cannot list its tools does not connect, and the reason names ``tools/list``; one
+  whose list holds tools that are no valid MCP tools (an ``inputSchema`` of ``{}``, say)
+  serves the others, the invalid ones logged and named in the status (`_tools_page`).
 - When it dies, every call in flight fails at once with ``ServerCrashed`` (it may or may not
   have run); calls still waiting for a slot fail with ``ActorDown``, which tells the caller
   they never reached the server and may be sent again on the next connection.
@@ -55,8 +57,10 @@ import msgspec
 import pydantic
 import trio
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
 from mcp.client.stdio import get_default_environment
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY, ResourceUpdated
+from mcp_types import methods as _methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from protocol import (
@@ -830,7 +834,7 @@ class _Connection:
             refused.clear()
             with trio.move_on_after(timeout):
                 try:
-                    page = await self._request(lambda: self.client.list_tools(cache_mode="bypass"))
+                    page = await self._request(lambda: _tools_page(self.client, None, {}))
                 except Exception as exc:
                     lost = _transport_lost(exc)
                     if lost is not None:
@@ -1290,6 +1294,75 @@ async def _read_pages(link: ServerLink, method: str, request: Callable[..., Awai
     return items
 
 
+def _why_invalid(exc: pydantic.ValidationError) -> str:
+    """A tool's first validation error, short: where in the tool, and what is wrong."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"][2:]) or "the tool"
+    return f"{where}: {error['msg']}"
+
+
+async def _tools_page(client: Client, cursor: str | None, left_out: dict[str, str]) -> mcp_types.ListToolsResult:
+    """One page of ``tools/list``, fresh from the server (the SDK's cache bypassed).
+
+    The SDK rejects a page whole when one of its tools is no valid MCP tool (an
+    ``inputSchema`` of ``{}``, say). Such a page is read again, and each tool judged alone
+    by the same rules (the negotiated revision's): the invalid ones are left out, named in
+    ``left_out`` with why, and the rest go through the SDK's own reading of a listing, so
+    its output-schema cache (against which it checks each call's result) and its
+    2026-07-28 header filter hold exactly the tools served. A page that is invalid
+    apart from its tools raises the SDK's ``ValidationError``."""
+    try:
+        return await client.list_tools(cursor=cursor, cache_mode="bypass")
+    except pydantic.ValidationError as exc:
+        rejected = exc
+    session = client.session
+    version = client.protocol_version or "2025-11-25"
+    request = mcp_types.ListToolsRequest(params=mcp_types.PaginatedRequestParams(cursor=cursor))
+    data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+    opts: Any = {}
+    session._stamp(data, opts)  # as the SDK's send_request, less its check of the page as a whole
+    if session._session_read_timeout_seconds is not None:
+        opts["timeout"] = session._session_read_timeout_seconds
+    raw = await session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
+    _clamp_inbound_ttl(raw)
+    listed = raw.get("tools")
+    if not isinstance(listed, list):
+        raise rejected
+    envelope = {key: value for key, value in raw.items() if key != "tools"}
+    _methods.validate_server_result("tools/list", version, {**envelope, "tools": []})  # the page itself
+    kept = []
+    for tool in listed:
+        try:
+            _methods.validate_server_result("tools/list", version, {**envelope, "tools": [tool]})
+        except pydantic.ValidationError as exc:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            left_out[str(name) if name is not None else f"(a tool with no name: {str(tool)[:60]})"] = _why_invalid(exc)
+        else:
+            kept.append(tool)
+    page = {key: value for key, value in envelope.items() if key not in _later_revision_fields("tools/list", version)}
+    result = mcp_types.ListToolsResult.model_validate({**page, "tools": kept}, by_name=False)
+    return session._absorb_tool_listing(result, complete=cursor is None and result.next_cursor is None)
+
+
+async def _read_tools(client: Client, link: ServerLink) -> list[ToolSpec]:
+    """Every page of the server's tools (at most `_MAX_PAGES`), less those that are no
+    valid MCP tools (`_tools_page`): a bug of one tool is no reason to fence off the
+    others. Those are logged and named in ``link.unread_lists["tools/list"]`` (shown in
+    the status) until a read lists none. Raises as `_read`."""
+    left_out: dict[str, str] = {}
+    pages = await _read_pages(link, "tools/list", lambda cursor, cache_mode: _tools_page(client, cursor, left_out), "tools")
+    if left_out:
+        why = "; ".join(f"{name!r} ({reason})" for name, reason in left_out.items())
+        count = f"{len(left_out)} tool{'s' if len(left_out) != 1 else ''}"
+        note = f"left out {count} it listed that {'are' if len(left_out) != 1 else 'is'} no valid MCP tool: {why}"
+        if link.unread_lists.get("tools/list") != note:
+            log.warning("server %r: %s (its other tools are served)", link.name, note)
+        link.unread_lists["tools/list"] = note
+    else:
+        link.unread_lists.pop("tools/list", None)
+    return [_tool_spec(t, link.name) for t in pages]
+
+
 async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     """Read the server's tools (and prompts, resources when advertised) into ``link``.
 
@@ -1304,11 +1377,12 @@ async def learn(client: Client, link: ServerLink, what: str = "all") -> None:
     caps = client.server_capabilities
     if what in ("all", "tools"):
         try:
-            tools = [_tool_spec(t, link.name) for t in await _read_pages(link, "tools/list", client.list_tools, "tools")]
+            tools = await _read_tools(client, link)
         except UnreadableList:
             if caps.tools is not None:
                 raise
             tools = []  # it never said it had tools: a server of prompts or resources only
+            link.unread_lists.pop("tools/list", None)
         link._publish_tools(tools)
     # (method, the result's field and the link's attribute, the request)
     optional: list[tuple[str, str, Callable[..., Awaitable[Any]]]] = []

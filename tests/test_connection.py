@@ -2504,3 +2504,49 @@ async def test_a_call_that_takes_its_slot_wakes_the_next_when_another_is_free():
                     await trio.sleep(0)
                 await call("newcomer", "echo", {"text": "n"})
             assert order == ["newcomer", "long"], order
+
+
+_BAD_TOOLS = ["42", "bad_output", "empty_schema", "no_schema", "string_schema"]
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["one-page", "paged"])
+async def test_a_server_listing_invalid_tools_serves_its_valid_ones(paged):
+    """A server lists tools that are no valid MCP tools (an ``inputSchema`` of ``{}`` or
+    ``{"type": "string"}`` or none, a name that is no string, an ``outputSchema`` that is
+    no object's) next to good ones. The SDK rejected the whole list, so the server never
+    connected and restarted forever, its good tools never served (found by a probe). Now
+    the invalid tools are left out, named in the status, and the rest are served, over
+    every page of the list; the SDK still checks each good tool's result against its
+    listed output schema."""
+    args = ("--paged",) if paged else ()
+    spec = server_spec("bad", "bad_tools.py", *args, health_check_interval=None, connect_timeout=10)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("bad", timeout=20)
+        link = sup.link("bad")
+        assert sorted(t.name for t in link.tools) == ["break", "echo", "liar"]
+        result = await sup.call_tool("echo", {"text": "served"}, server="bad", timeout=10)
+        assert text(result) == "served" and result.structured_content == {"text": "served"}
+        with pytest.raises(InvalidResult, match="Invalid structured content returned by tool liar"):
+            await sup.call_tool("liar", {}, server="bad", timeout=10)
+        note = link.unread_lists["tools/list"]
+        assert all(repr(name) in note for name in _BAD_TOOLS), note
+        assert "inputSchema" in note and "outputSchema" in note, note
+        assert "tools/list" in render_tree(sup.status())
+        assert connection_status(sup, "bad").restarts == 0
+
+
+async def test_invalid_tools_listed_later_leave_the_served_ones_in_place():
+    """A connected server's tool list gains invalid tools (announced by ``list_changed``).
+    The refresh failed whole ("refreshing tools failed"), the list stayed as it was, and
+    the status said nothing. Now the valid tools are published, the invalid ones named."""
+    spec = server_spec("later", "bad_tools.py", "--bad-later", health_check_interval=None, connect_timeout=10)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("later", timeout=20)
+        link = sup.link("later")
+        assert "tools/list" not in link.unread_lists
+        version = link.tools_version
+        await sup.call_tool("break", {}, server="later", timeout=10)
+        await wait_until(lambda: "tools/list" in link.unread_lists, what="the invalid tools named")
+        assert link.tools_version > version
+        assert sorted(t.name for t in link.tools) == ["break", "echo", "liar"]
+        assert text(await sup.call_tool("echo", {"text": "still"}, server="later", timeout=10)) == "still"
