@@ -256,17 +256,18 @@ async def _drain_then_stop(daemon: Any, stop_serving: trio.Event) -> None:
 
 
 def check(config_path: str | None) -> int:
-    from ._config import ConfigError, load_config, redacted
+    from ._config import ConfigError, Substitutions, load_config, redacted
     from ._preflight import start_warnings
 
+    substitutions = Substitutions()  # what ${VAR} took from the environment: shown nowhere
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, substitutions=substitutions)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(redacted(config), indent=2))
+    print(json.dumps(redacted(config, substitutions), indent=2))
     for warning in start_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {substitutions.hide(warning)}", file=sys.stderr)
     return 0
 
 

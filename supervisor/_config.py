@@ -69,7 +69,9 @@ Guarantees:
 - `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
   query values or fragments (in ``url`` and in ``args``), the value of a secret-looking
   argument (``--token x``, ``--api-key=x``) or of a secret-looking header line in ``args``
-  (``--header "Authorization: Bearer x"``), nor these in a command line put in ``command``.
+  (``--header "Authorization: Bearer x"``), nor these in a command line put in ``command``;
+  given the `Substitutions` `load_config` saw, nor anything a ``${VAR}`` reference took from
+  the environment, wherever it went (a value under 4 characters: where it was put).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ __all__ = [
     "ENV_REMOTE_SERVERS",
     "REDACTED",
     "ConfigError",
+    "Substitutions",
     "check_spec",
     "load_config",
     "redact_command",
@@ -511,17 +514,62 @@ def _check_limits(obj: msgspec.Struct, parts: list[str | int]) -> None:
 
 # -- variables ----------------------------------------------------------------------------
 
+class Substitutions:
+    """What ``${VAR}`` references took from the environment while a config was loaded
+    (`load_config`'s ``substitutions``), for `redacted` to hide: ``values``, each value
+    taken, and ``shown``, each string a value went into mapped to that string as written
+    with the value as ``***``."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self.shown: dict[str, str] = {}
+
+    def hide(self, text: str) -> str:
+        """``text`` with what came from the environment as ``***``: a string a value went
+        into, as a whole, and any value (or string) of `_HIDDEN_ANYWHERE` characters or
+        more wherever it appears in ``text``. Shorter ones (``1``, ``on``) are hidden only
+        where they were put: masked everywhere, they would turn ``127.0.0.1`` into
+        ``***27.0.0.***``."""
+        if text in self.shown:
+            return self.shown[text]
+        for expanded in sorted(self.shown, key=len, reverse=True):
+            if len(expanded) >= _HIDDEN_ANYWHERE and expanded in text:
+                text = text.replace(expanded, self.shown[expanded])
+        for value in sorted(self.values, key=len, reverse=True):
+            if len(value) >= _HIDDEN_ANYWHERE:
+                text = text.replace(value, REDACTED)
+        return text
+
+
+_HIDDEN_ANYWHERE: Final = 4
+"""A value ``${VAR}`` took from the environment at least this long is redacted wherever it
+appears in `check`'s output; a shorter one only in the strings it went into."""
+
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
 _REFERENCE_BODY = re.compile(r"(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.S)
 
 
-def _expand(text: str, parts: list[str | int], environ: Mapping[str, str], *, strict: bool) -> str:
-    """``text`` with ``${VAR}``, ``${env:VAR}`` and ``${VAR:-default}`` replaced."""
+def _expand(
+    text: str, parts: list[str | int], environ: Mapping[str, str], *, strict: bool, seen: Substitutions | None
+) -> str:
+    """``text`` with ``${VAR}``, ``${env:VAR}`` and ``${VAR:-default}`` replaced; what came
+    from ``environ`` is told to ``seen`` (when given)."""
+    shown: list[str] = []  # ``text`` expanded, with what came from environ as REDACTED
+    start = 0
 
     def replace(match: re.Match[str]) -> str:
+        nonlocal start
+        value, from_environ = resolve(match)
+        shown.append(text[start : match.start()] + (REDACTED if from_environ else value))
+        start = match.end()
+        if from_environ and seen is not None:
+            seen.values.add(value)
+        return value
+
+    def resolve(match: re.Match[str]) -> tuple[str, bool]:
         whole = match.group(0)
         if whole == "$${":
-            return "${"
+            return "${", False
         body = match.group(1)
         if body is None:
             raise _problem(parts, "unterminated or nested '${' (write '$${' for a literal '${')")
@@ -533,31 +581,36 @@ def _expand(text: str, parts: list[str | int], environ: Mapping[str, str], *, st
         name, default = reference.group(1), reference.group(2)
         value = environ.get(name)
         if value:
-            return value
+            return value, True
         if default is not None:
-            return default
+            return default, False
         if value is not None:
-            return value
+            return value, False
         if not strict:
-            return whole
+            return whole, False
         raise _problem(parts, f"environment variable {name!r} is not set (write ${{{name}:-default}} for a default)")
 
-    return _REFERENCE.sub(replace, text)
+    expanded = _REFERENCE.sub(replace, text)
+    if seen is not None and REDACTED in "".join(shown) and expanded not in seen.shown:
+        seen.shown[expanded] = "".join(shown) + text[start:]
+    return expanded
 
 
-def _expand_entry(raw: dict[str, Any], parts: list[str | int], environ: Mapping[str, str], strict: bool) -> None:
+def _expand_entry(
+    raw: dict[str, Any], parts: list[str | int], environ: Mapping[str, str], strict: bool, seen: Substitutions | None
+) -> None:
     for key in ("command", "cwd", "url"):
         if isinstance(raw.get(key), str):
-            raw[key] = _expand(raw[key], [*parts, key], environ, strict=strict)
+            raw[key] = _expand(raw[key], [*parts, key], environ, strict=strict, seen=seen)
     if isinstance(raw.get("args"), list):
         raw["args"] = [
-            _expand(a, [*parts, "args", i], environ, strict=strict) if isinstance(a, str) else a
+            _expand(a, [*parts, "args", i], environ, strict=strict, seen=seen) if isinstance(a, str) else a
             for i, a in enumerate(raw["args"])
         ]
     for key in ("env", "headers"):
         if isinstance(raw.get(key), dict):
             raw[key] = {
-                k: _expand(v, [*parts, key, k], environ, strict=strict) if isinstance(v, str) else v
+                k: _expand(v, [*parts, key, k], environ, strict=strict, seen=seen) if isinstance(v, str) else v
                 for k, v in raw[key].items()
             }
 
@@ -752,6 +805,7 @@ def _build_server(
     environ: Mapping[str, str],
     env_keys: tuple[str, dict[str, Any]] | None,
     base_dir: Path | None,
+    seen: Substitutions | None = None,
 ) -> ServerSpec:
     if not isinstance(entry, dict):
         raise _problem(parts, f"expected an object with 'command' or 'url', got {type(entry).__name__}")
@@ -762,7 +816,7 @@ def _build_server(
     if not isinstance(raw.get("enabled", True), bool):  # before the variables it decides about
         raise _problem([*parts, "enabled"], f"expected true or false, got {_words(type(raw['enabled']).__name__)}")
     strict = raw.get("enabled", True) is not False
-    _expand_entry(raw, parts, environ, strict=strict)
+    _expand_entry(raw, parts, environ, strict, seen)
     if env_keys is not None:
         _apply_env_server(raw, parts, *env_keys)
     transport, transport_key = _transport(raw, parts)
@@ -838,13 +892,13 @@ def _bind_problem(bind: str) -> str | None:
     return None
 
 
-def _settings(raw: Any, environ: Mapping[str, str]) -> SupervisorSettings:
+def _settings(raw: Any, environ: Mapping[str, str], seen: Substitutions | None) -> SupervisorSettings:
     parts: list[str | int] = ["supervisor"]
     if not isinstance(raw, dict):
         raise _problem(parts, f"expected an object, got {type(raw).__name__}")
     raw = dict(raw)
     if isinstance(raw.get("auth_token"), str):
-        raw["auth_token"] = _expand(raw["auth_token"], [*parts, "auth_token"], environ, strict=True)
+        raw["auth_token"] = _expand(raw["auth_token"], [*parts, "auth_token"], environ, strict=True, seen=seen)
     settings = _convert(raw, SupervisorSettings, parts)
     _check_limits(settings, parts)
     problem = _bind_problem(settings.http)
@@ -867,12 +921,12 @@ def _demo_entry() -> dict[str, Any]:
     return {"command": sys.executable, "args": ["-m", "supervisor._demo_server"]}
 
 
-def _load(source: str | None, environ: Mapping[str, str]) -> Config:
+def _load(source: str | None, environ: Mapping[str, str], seen: Substitutions | None) -> Config:
     document: Any = _read(source) if source is not None else {}
     if not isinstance(document, dict):
         raise _Problem("", f"the top level must be an object, got {type(document).__name__}")
     _check_keys(document, _TOP_LEVEL_KEYS, [])
-    settings = _apply_env_settings(_settings(document.get("supervisor", {}), environ), environ)
+    settings = _apply_env_settings(_settings(document.get("supervisor", {}), environ, seen), environ)
     defaults = {**msgspec.to_builtins(settings.defaults), "tools_ttl": settings.default_tools_ttl}
     env_servers = _env_servers(environ)
     base_dir = Path(source).resolve().parent if source is not None else None
@@ -899,6 +953,7 @@ def _load(source: str | None, environ: Mapping[str, str]) -> Config:
                     environ=environ,
                     env_keys=env_servers.get(name),
                     base_dir=base_dir,
+                    seen=seen,
                 )
             )
     for name, (var, keys) in env_servers.items():
@@ -925,17 +980,25 @@ def _load(source: str | None, environ: Mapping[str, str]) -> Config:
     return Config(servers=servers, settings=settings, source=source)
 
 
-def load_config(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] = os.environ) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    substitutions: Substitutions | None = None,
+) -> Config:
     """The config at ``path`` (JSON, or TOML by extension) with ``environ``'s overrides.
 
     With ``path`` None: the servers the environment names (``COMFYUI_MCP_INTERNAL_URL``,
     ``COMFYUI_MCP_MODELSCOPE_URL``, ``COMFYUI_LOCAL_MCP_SERVER``), or if it names none the
     bundled demo server, with the environment's settings applied either
     way. Raises `ConfigError` for anything wrong; nothing else (for a readable file).
+
+    With ``substitutions``, what each ``${VAR}`` reference took from ``environ`` is told to
+    it, for `redacted` to hide; the config returned is the same either way.
     """
     source = os.fspath(path) if path is not None else None
     try:
-        return _load(source, environ)
+        return _load(source, environ, substitutions)
     except _Problem as problem:
         raise ConfigError(source, problem.key, problem.reason) from None
 
@@ -1006,6 +1069,18 @@ def _redact_args(args: list[str]) -> list[str]:
     return out
 
 
+def _hidden(data: Any, substitutions: Substitutions) -> Any:
+    """``data`` with every string value (not the keys: names the file gave) hidden as
+    `Substitutions.hide` does."""
+    if isinstance(data, str):
+        return substitutions.hide(data)
+    if isinstance(data, dict):
+        return {key: _hidden(value, substitutions) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_hidden(value, substitutions) for value in data]
+    return data
+
+
 def redact_command(command: str) -> str:
     """``command`` with the arguments of a command line put in it redacted as ``args`` are
     (unchanged when there is nothing to hide)."""
@@ -1017,15 +1092,20 @@ def redact_command(command: str) -> str:
     return command if shown == words[1:] else shlex.join([*words[:1], *shown])
 
 
-def redacted(config: Config) -> dict[str, Any]:
+def redacted(config: Config, substitutions: Substitutions | None = None) -> dict[str, Any]:
     """``config`` as plain JSON-able data, safe to print (``python -m supervisor check``).
 
     Hidden as ``"***"``: every ``env`` and ``headers`` value (the names stay), the
     ``auth_token``, URL userinfo, query values and fragments (of ``url`` and of URLs in
-    ``args``), and the values of secret-looking arguments and header lines in ``args``. Secrets elsewhere (in a URL's path, in an argument that does
-    not look like one) cannot be recognised: keep them in ``env``/``headers``.
+    ``args``), and the values of secret-looking arguments and header lines in ``args``;
+    with ``substitutions`` (from `load_config`), whatever a ``${VAR}`` reference took
+    from the environment, wherever it stands (`Substitutions.hide`). Secrets written in
+    the file itself elsewhere (in a URL's path, in an argument that does not look like one)
+    cannot be recognised: keep them in ``env``/``headers`` or the environment.
     """
     data: dict[str, Any] = msgspec.to_builtins(config)
+    if substitutions is not None:
+        data = _hidden(data, substitutions)
     settings = data["settings"]
     if settings.get("auth_token") is not None:
         settings["auth_token"] = REDACTED
