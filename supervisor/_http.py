@@ -51,11 +51,13 @@ Security guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import inspect
 import ipaddress
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -158,6 +160,10 @@ def origin_allowed(scope: Any) -> bool:
     return parsed.netloc.encode("latin-1") == headers.get(b"host")
 
 
+class DaemonStopping(Exception):
+    """A reload or restart asked of a daemon that is stopping, or cut short by its stop."""
+
+
 class Daemon:
     """The running daemon's state: its config, supervisor and gateway; reload lives here.
 
@@ -181,6 +187,11 @@ class Daemon:
     - Reloads are serialized. Once validated, a reload runs to completion even if whoever
       asked for it goes away. A server whose stop, replacement or start raised is named
       under ``failed``; the others still proceed.
+    - Once the daemon begins to stop (`begin_stop`), a reload or restart is refused with
+      `DaemonStopping`, and one under way is cut short (its caller gets `DaemonStopping`
+      too): a server it was still starting would only delay the exit past
+      ``drain_timeout``, by as much as its ``connect_timeout``. An operator's breaker does
+      not wait for a reload under way (`set_breaker`).
     """
 
     def __init__(
@@ -201,6 +212,37 @@ class Daemon:
         #: The HTTP front's MCP session manager, once it serves.
         self.sessions: _SessionManager | None = None
         self._reload_lock = trio.Lock()
+        #: True once the daemon began to stop (`begin_stop`).
+        self.stopping = False
+        #: The changes under way that a stop cuts short.
+        self._changes: set[trio.CancelScope] = set()
+
+    def begin_stop(self) -> None:
+        """The daemon is stopping: requests in flight drain (`Gateway.draining`), no
+        reload or restart is taken any more, and those under way are cut short."""
+        self.stopping = True
+        self.gateway.draining = True
+        for scope in self._changes:
+            scope.cancel()
+
+    def _refuse_while_stopping(self, what: str) -> None:
+        if self.stopping:
+            raise DaemonStopping(f"the daemon is stopping: no {what} now")
+
+    @contextlib.contextmanager
+    def _cut_short_by_stop(self, what: str) -> Iterator[None]:
+        """Run the block (shielded by the caller from whoever asked) until it ends or the
+        daemon begins to stop; then raise `DaemonStopping`."""
+        self._refuse_while_stopping(what)
+        scope = trio.CancelScope()
+        self._changes.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._changes.discard(scope)
+        if scope.cancelled_caught:
+            raise DaemonStopping(f"the daemon is stopping: the {what} under way was cut short")
 
     def health(self) -> dict[str, Any]:
         up = down = 0
@@ -221,11 +263,14 @@ class Daemon:
         ``unchanged`` and ``failed``,
         and under ``settings`` the names of the ``supervisor`` settings that changed (never
         their values). Raises `ConfigError` (nothing changed) for an invalid config."""
+        self._refuse_while_stopping("reload")
         async with self._reload_lock:
             new = load_config(self.config_path)
             self._check_token_keeps_bind_safe(new.settings.auth_token)
-            with trio.CancelScope(shield=True):  # validated: apply all of it or nothing
-                return await self._apply(new)
+            # Validated: apply all of it, whoever asked, unless the daemon stops meanwhile.
+            with trio.CancelScope(shield=True), self._cut_short_by_stop("reload"):
+                diff = await self._apply(new)
+        return diff
 
     def _check_token_keeps_bind_safe(self, auth_token: str | None) -> None:
         if self.http_host is not None and not auth_token and not is_loopback(self.http_host):
@@ -276,17 +321,19 @@ class Daemon:
         """Restart server ``name`` now (`Supervisor.restart_server`), serialized with reloads;
         once asked, it runs to completion even if whoever asked goes away. Raises
         ``KeyError`` for a server the config does not run."""
+        self._refuse_while_stopping("restart")
         async with self._reload_lock:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), self._cut_short_by_stop("restart"):
                 status = await self.sup.restart_server(name)
         log.info("restarted server %r on request: %s", name, status.state)
         return status
 
     async def set_breaker(self, name: str, action: str, reason: str) -> ChildStatus:
-        """`Supervisor.set_breaker`, serialized with reloads and restarts (it would be lost
-        to a replacement under way)."""
-        async with self._reload_lock:
-            status = await self.sup.set_breaker(name, action, reason)
+        """`Supervisor.set_breaker`, at once: not behind a reload under way, which may wait
+        long for a server it adds to connect. A server being replaced meanwhile refuses it
+        (``RuntimeError``: its breaker is not running); a replacement that comes after it
+        starts the server with a fresh breaker, as it always does."""
+        status = await self.sup.set_breaker(name, action, reason)
         log.warning("breaker of server %r: %s on request (%s)", name, action, reason)
         return status
 
@@ -296,6 +343,8 @@ class Daemon:
             await self.reload()
         except ConfigError as exc:
             log.error("reload refused, the old config keeps running: %s", exc)
+        except DaemonStopping as exc:
+            log.warning("%s", exc)
 
 
 def _auth_header(auth_token: str | None) -> bytes | None:
@@ -390,6 +439,9 @@ class DaemonApp:
                 log.error("reload refused, the old config keeps running: %s", exc)
                 await respond_json(send, 400, {"error": str(exc)})
                 return
+            except DaemonStopping as exc:
+                await respond_json(send, 503, {"error": str(exc)})
+                return
             await respond_json(send, 200, diff)
         elif path.startswith("/restart/") and method == "POST":
             name = path.removeprefix("/restart/")
@@ -400,6 +452,9 @@ class DaemonApp:
                 return
             except RuntimeError as exc:  # being replaced or removed right now
                 await respond_json(send, 409, {"error": str(exc)})
+                return
+            except DaemonStopping as exc:
+                await respond_json(send, 503, {"error": str(exc)})
                 return
             await respond(send, 200, msgspec.json.encode(status) + b"\n")
         elif path.startswith("/breaker/") and method == "POST":

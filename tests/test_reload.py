@@ -608,3 +608,86 @@ async def test_daemon_reload_changes_the_auth_token_at_once(tmp_path, start_daem
             assert (await http.post(daemon.url + "/reload", headers=second)).status_code == 200
             assert await status_code(http, {}) == 200
     assert "first-token" not in daemon.log.read_text() and "second-token" not in daemon.log.read_text()
+
+
+async def reload_in_background(http, daemon, nursery) -> list:
+    """POST /reload from a task of ``nursery``; the list gets its response (or the error)."""
+    answers: list = []
+
+    async def post() -> None:
+        try:
+            answers.append(await http.post(daemon.url + "/reload"))
+        except httpx2.HTTPError as exc:
+            answers.append(exc)
+
+    nursery.start_soon(post)
+    return answers
+
+
+async def test_a_stop_cuts_a_reload_short_and_answers_it(tmp_path, start_daemon):
+    """A reload is waiting for a server it added to connect (a slow start: ``npx``
+    downloading, say) when SIGTERM comes. The reload ran shielded to its end, so the daemon
+    exited only once that server had connected, however long past ``drain_timeout``, and
+    the ``POST /reload`` got no answer at all. Now the stop cuts the reload short: its
+    caller is told the daemon is stopping, and the daemon exits with nothing left running."""
+    daemon, config, echo, marker = await echo_daemon(tmp_path, start_daemon, drain_timeout=1)
+    slow, slow_marker = server_entry("slow_start.py", "--delay", "120", connect_timeout=200)
+    write_config(config, {"echo": echo, "slow": slow}, drain_timeout=1)
+    with trio.fail_after(60):  # the slow server would connect after 120 s
+        async with httpx2.AsyncClient(timeout=100) as http, trio.open_nursery() as nursery:
+            answers = await reload_in_background(http, daemon, nursery)
+            await wait_until(lambda: procs_with_marker(slow_marker), timeout=20, what="the added server to start")
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert await daemon.wait_exit(timeout=40) == 0
+        (answer,) = answers
+        assert not isinstance(answer, Exception), f"the reload got no answer: {answer!r}"
+        assert answer.status_code == 503 and "stopping" in answer.json()["error"], answer.text
+    assert not procs_with_marker(marker) and not procs_with_marker(slow_marker)
+
+
+async def test_a_reload_asked_while_the_daemon_drains_is_refused(tmp_path, start_daemon):
+    """SIGTERM, with a call in flight to drain: a ``POST /reload`` then was applied, starting
+    a server the daemon was about to stop (and holding up its exit). Now it is refused,
+    saying the daemon is stopping, and nothing starts."""
+    config = tmp_path / "c.json"
+    hang, marker = server_entry("hang.py")
+    hang_log = tmp_path / "hang.log"
+    hang["env"]["EXEC_LOG"] = str(hang_log)
+    write_config(config, {"hang": hang}, drain_timeout=30)
+    daemon = await start_daemon(config)
+    late, late_marker = server_entry("echo.py")
+    with trio.fail_after(60):
+        async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.call_tool, "hang", {})
+                await wait_until(lambda: hang_log.exists() and "hang start" in hang_log.read_text(), timeout=10,
+                                 what="the call to be in flight")
+                daemon.proc.send_signal(signal.SIGTERM)
+                while not (await http.get(daemon.url + "/healthz")).json()["draining"]:
+                    await trio.sleep(0.05)
+                write_config(config, {"hang": hang, "late": late}, drain_timeout=30)
+                refused = await http.post(daemon.url + "/reload")
+                assert refused.status_code == 503 and "stopping" in refused.json()["error"], refused.text
+                restart = await http.post(daemon.url + "/restart/hang")
+                assert restart.status_code == 503 and "stopping" in restart.json()["error"], restart.text
+                nursery.cancel_scope.cancel()
+    assert not procs_with_marker(late_marker)
+    daemon.proc.send_signal(signal.SIGTERM)  # the second: out at once
+    await daemon.wait_exit(timeout=20)
+
+
+async def test_an_operators_breaker_does_not_wait_for_a_reload_under_way(tmp_path, start_daemon):
+    """``breaker NAME open`` is how an operator fences off a server that answers wrongly;
+    it waited behind any reload under way, which waits for the servers it adds to connect
+    (here 120 s). Now it acts at once on a server the reload does not touch."""
+    daemon, config, echo, _ = await echo_daemon(tmp_path, start_daemon)
+    slow, slow_marker = server_entry("slow_start.py", "--delay", "120", connect_timeout=200)
+    write_config(config, {"echo": echo, "slow": slow})
+    with trio.fail_after(60):
+        async with httpx2.AsyncClient(timeout=100) as http, trio.open_nursery() as nursery:
+            await reload_in_background(http, daemon, nursery)
+            await wait_until(lambda: procs_with_marker(slow_marker), timeout=20, what="the added server to start")
+            fenced = await http.post(daemon.url + "/breaker/echo/open", params={"reason": "bad answers"})
+            assert fenced.status_code == 200, fenced.text
+            assert "bad answers" in json.dumps(fenced.json())
+            nursery.cancel_scope.cancel()
