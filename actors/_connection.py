@@ -20,7 +20,9 @@ Guarantees:
   server writes more than ``garbage_threshold`` lines in a row that are not JSON-RPC (a
   JSON-RPC message in between starts the count again: a server that now and then logs a
   stray line to stdout keeps serving, one whose wire is garbled does not),
-  ``hang_threshold`` consecutive calls time out, or, with no call in flight, the server
+  ``hang_threshold`` consecutive calls time out (a call that timed out while the server's
+  question to the client awaited its answer, or that spent most of its time so, is not
+  counted: the client was slow, not the server), or, with no call in flight, the server
   leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
   while idle is restarted before a caller finds out.
 - A remote call answered with an HTTP error status and no JSON-RPC answer (a gateway's 502,
@@ -44,6 +46,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import re
@@ -516,6 +519,28 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
     return factory
 
 
+class _Asked:
+    """What one call's questions to its client cost (see `_Connection.answer`): how many
+    wait for the client's answer now (and since when), the seconds answers took before,
+    and the last question asked."""
+
+    __slots__ = ("pending", "since", "waited", "what")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.since = 0.0
+        self.waited = 0.0
+        self.what: str | None = None
+
+    def waited_by(self, now: float) -> float:
+        return self.waited + (now - self.since if self.pending else 0.0)
+
+
+#: The call whose task this is (`_Connection.call`): a question the SDK asks in the
+#: caller's own task (2026-07-28 input rounds) is that call's.
+_calling: contextvars.ContextVar[trio.CancelScope | None] = contextvars.ContextVar("mcp_supervisor_call", default=None)
+
+
 class _Connection:
     """One incarnation: the live client, its calls in flight, the reasons it may die.
 
@@ -533,6 +558,8 @@ class _Connection:
         self.mailbox = mailbox
         #: Each call in flight: its cancel scope and the front it is made for.
         self.inflight: dict[trio.CancelScope, Front | None] = {}
+        #: Each call in flight: its questions to the client (`answer`).
+        self.asked: dict[trio.CancelScope, _Asked] = {}
         #: Answers what the server asks when no caller's front can (the tree's host front).
         self.host_front: Front = host_front.get()
         #: Handshake-era servers: the URIs this incarnation has subscribed to.
@@ -698,6 +725,8 @@ class _Connection:
         scope = trio.CancelScope(deadline=call.deadline)
         front = current_front.get()
         self.inflight[scope] = front
+        asked = self.asked[scope] = _Asked()
+        sent_at = trio.current_time()
         self._count()
         progress = call.progress
         if progress is not None:
@@ -713,6 +742,7 @@ class _Connection:
         if self.over_http:
             refused = []
             listening = refusals.set(refused)
+        calling = _calling.set(scope)
         try:
             result = None
             with scope:
@@ -781,9 +811,11 @@ class _Connection:
                 tool=call.tool,
             ) from exc
         finally:
+            _calling.reset(calling)
             if refused is not None:
                 refusals.reset(listening)
             self.inflight.pop(scope, None)
+            self.asked.pop(scope, None)
             self._count()
             self._maybe_idle()
             if self.slots:
@@ -795,6 +827,21 @@ class _Connection:
         if self.death is not None:
             raise self._refused(call, refused[-1]) if refused else self._crash_failure()
         # Our deadline: a caller's own cancellation never reaches this line (it propagates).
+        now = trio.current_time()
+        if asked.what is not None and (asked.pending or 2 * asked.waited_by(now) >= now - sent_at):
+            # The time went on the client's answer, not the server: no sign of a hang.
+            took = (
+                "when the deadline came" if asked.pending
+                else f"for {asked.waited:.1f} s of the call's {now - sent_at:.1f} s"
+            )
+            raise DeadlineExceeded(
+                f"tool {call.tool!r} on server {spec.name!r} did not answer in time: it was waiting on the "
+                f"client's answer to the server's question ({asked.what}) {took}, so it does not count "
+                "towards hang_threshold; the request was abandoned, and a cancellation sent to the server "
+                "where its wire took one; it may have run",
+                server=spec.name,
+                tool=call.tool,
+            )
         self.consecutive_timeouts += 1
         if self.consecutive_timeouts >= spec.hang_threshold:
             self.die(f"{self.consecutive_timeouts} consecutive calls timed out (hang_threshold)", "hang")
@@ -1043,12 +1090,40 @@ class _Connection:
             return next(iter(fronts.values()))
         return self.host_front
 
+    def _asking(self, front: Front) -> list[_Asked]:
+        """The calls a question relayed to ``front`` may be for: the caller's own when the
+        SDK asks in its task, else those of that front; every call in flight when the
+        default front answers (the asker cannot be told, or has no front of its own)."""
+        scope = _calling.get()
+        if scope is not None and scope in self.asked:
+            return [self.asked[scope]]
+        return [
+            self.asked[each] for each, of in self.inflight.items()
+            if each in self.asked and (front is self.host_front or of is front)
+        ]
+
     async def answer(self, request: mcp_types.InputRequest) -> Any:
         """Relay one server question to its front; a front that does not answer within the
-        server's ``timeout`` is answered for, with an error naming the question."""
+        server's ``timeout`` is answered for, with an error naming the question. The calls
+        it may be for are marked as waiting on the client meanwhile: one that times out
+        then, or after spending most of its time so, did not hang (see `call`)."""
         front = self.front_of_question()
-        with trio.move_on_after(self.spec.timeout):
-            return await front.answer(self.spec.name, request)
+        asking = self._asking(front)
+        started = trio.current_time()
+        for asked in asking:
+            asked.what = describe_request(request)
+            if not asked.pending:
+                asked.since = started
+            asked.pending += 1
+        try:
+            with trio.move_on_after(self.spec.timeout):
+                return await front.answer(self.spec.name, request)
+        finally:
+            now = trio.current_time()
+            for asked in asking:
+                asked.pending -= 1
+                if not asked.pending:
+                    asked.waited += now - asked.since
         return mcp_types.ErrorData(
             code=mcp_types.INTERNAL_ERROR,
             message=f"no answer to {describe_request(request)} within {self.spec.timeout:g} s",

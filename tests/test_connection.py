@@ -2550,3 +2550,29 @@ async def test_invalid_tools_listed_later_leave_the_served_ones_in_place():
         assert link.tools_version > version
         assert sorted(t.name for t in link.tools) == ["break", "echo", "liar"]
         assert text(await sup.call_tool("echo", {"text": "still"}, server="later", timeout=10)) == "still"
+
+
+@pytest.mark.parametrize("era", ["2026-07-28", "handshake"])
+async def test_calls_waiting_on_the_clients_answer_do_not_restart_the_server(era):
+    """A server asks the client mid-call (an elicitation) and the client takes longer to
+    answer than the call may (a person filling in a form). Each such call timed out as a
+    hang, and after ``hang_threshold`` of them a healthy server was restarted (found by a
+    probe). Now such a call's ``DeadlineExceeded`` says it was waiting on the client's
+    answer, and it does not count towards ``hang_threshold``."""
+    async def slow_person(server: str, request: mcp_types.InputRequest):
+        if isinstance(request, mcp_types.ElicitRequest):
+            await trio.sleep(5)
+            return mcp_types.ElicitResult(action="decline")
+        return mcp_types.ListRootsResult(roots=[])
+
+    args = ("--handshake-only",) if era == "handshake" else ()
+    spec = server_spec("asks", "everything.py", *args, hang_threshold=2, timeout=10, health_check_interval=None)
+    async with Supervisor([spec], on_input_request=slow_person) as sup:
+        await sup.wait_connected("asks", timeout=20)
+        pid = sup.link("asks").process.pid
+        for i in range(3):
+            with pytest.raises(DeadlineExceeded, match="waiting on the client's answer to .*elicitation"):
+                await sup.call_tool("ask_elicitation", {"question": f"q{i}"}, server="asks", timeout=1.0)
+        assert json.loads(text(await sup.call_tool("ask_roots", {}, server="asks", timeout=10)))["roots"] == []
+        assert sup.link("asks").process.pid == pid and sup.link("asks").conn is not None
+        assert connection_status(sup, "asks").restarts == 0
