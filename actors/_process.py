@@ -468,8 +468,11 @@ def _signal_name(number: int) -> str:
 
 
 #: After stdin closes, how long the server has to exit by itself (the SDK's
-#: PROCESS_TERMINATION_TIMEOUT); then its whole tree is killed (`kill_tree`).
+#: PROCESS_TERMINATION_TIMEOUT), at most: the stop's whole budget is its ``grace``
+#: (the spec's ``shutdown_timeout``), and this wait takes at most `_STDIN_SHARE` of it,
+#: leaving the rest to SIGTERM (`kill_tree`).
 _EXIT_AFTER_STDIN = 2.0
+_STDIN_SHARE = 0.5
 _FLUSH = 0.5  # for the writer to send what the session already handed it
 
 
@@ -481,10 +484,13 @@ async def open_stdio(
 
     The server runs in a new session (its pid is its process group id) with
     ``INCARNATION_VAR`` set. ``proc`` learns the pid, collects stderr and has ``exited`` set
-    the moment the server process dies. On exit, the spec's shutdown sequence (stop reading,
-    flush, close stdin, wait up to `_EXIT_AFTER_STDIN` s), then whatever is left of the
-    server's processes is killed (`kill_tree`: SIGTERM, ``grace`` s, SIGKILL): no orphan
-    survives, whether the server exited by itself or not. Shielded and bounded.
+    the moment the server process dies, even when the caller's scope is cancelled (a
+    connect that timed out). On exit, the spec's shutdown sequence within one budget of
+    ``grace`` s: stop reading, flush, close stdin and wait for the server to exit by itself
+    (up to `_EXIT_AFTER_STDIN` s and at most `_STDIN_SHARE` of ``grace``), then whatever is
+    left of the server's processes is killed (`kill_tree`: SIGTERM, the rest of ``grace``,
+    SIGKILL): no orphan survives, whether the server exited by itself or not. Shielded, and
+    bounded by ``grace`` plus what a SIGKILLed tree takes to go (a few polls).
 
     Raises ``OSError`` when the command cannot be started.
     """
@@ -525,21 +531,37 @@ async def open_stdio(
         )
         write_stream = PipeWriter(process.stdin, read_stream, nursery)
         refuse = refuser(nursery, write_stream)  # answers to the server's requests over the limit
+        # Shielded until the stop below is over: the caller's scope cancelled (a connect
+        # that timed out) must not blind the stop to an exit, which it would then wait out.
+        watching = trio.CancelScope(shield=True)
+
+        async def watch_exit() -> None:
+            with watching:
+                await _watch_exit(proc, process)
+
         nursery.start_soon(read_stderr)
-        nursery.start_soon(_watch_exit, proc, process)
+        nursery.start_soon(watch_exit)
         try:
             yield read_stream, write_stream
         finally:
             with trio.CancelScope(shield=True):
+                now = trio.current_time()
+                stop_by = now + grace
+                stdin_by = now + min(_EXIT_AFTER_STDIN, grace * _STDIN_SHARE)
                 read_stream.close()  # the reader drains from here: a server blocked on
                 write_stream.close()  # a full stdout can read its stdin again
-                with trio.move_on_after(_FLUSH):
+                with trio.move_on_at(min(stdin_by, now + _FLUSH)):
                     await write_stream.flushed()
                 with contextlib.suppress(*_CLOSED):
                     await process.stdin.aclose()
-                with trio.move_on_after(_EXIT_AFTER_STDIN):
+                with trio.move_on_at(stdin_by):
                     await proc.exited.wait()
-                await kill_tree(process.pid, proc.incarnation, grace)
+                try:
+                    await kill_tree(process.pid, proc.incarnation, max(0.0, stop_by - trio.current_time()))
+                    with trio.move_on_after(0.2):
+                        await proc.exited.wait()  # how it ended, told by the watcher
+                finally:
+                    watching.cancel()
                 await _forget_group(process.pid)
                 with trio.move_on_after(0.2):
                     await stderr_done.wait()  # the last lines a dying server wrote

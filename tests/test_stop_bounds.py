@@ -1,0 +1,153 @@
+"""A server's stop is bounded by its ``shutdown_timeout``, and servers stop together.
+
+The servers here are small raw JSON-RPC scripts (handshake era) that note, in a file of
+their own, ``time.monotonic()`` when they are ready, when their stdin ends and when a
+SIGTERM reaches them; they may ignore either. No wall time is asserted: the tests read
+the order of those notes (every server's stdin ended before any got a SIGTERM: the stops
+ran together) or compare two of a server's notes with the ``shutdown_timeout`` they must
+fall within, which the old code missed by a fixed 2 s. The tree's own logic runs on
+trio's MockClock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import pytest
+import trio
+from mcp import StdioServerParameters
+
+from actors import ConnectionDied, ServerLink, run_connection
+from actors._process import ServerProcess, open_stdio
+from conftest import procs_with_marker, wait_until
+from protocol import ServerSpec
+from supervisor import Supervisor
+
+# IGNORE: "eof" stays alive after its stdin ends, "term" ignores SIGTERM (noted all the
+# same), "init" never answers the handshake.
+STUBBORN = r'''
+import json, os, signal, sys, time
+
+IGNORE = os.environ.get("IGNORE", "")
+
+def note(what):
+    with open(os.environ["STOP_LOG"], "a") as f:
+        f.write(f"{what} {time.monotonic()!r}\n")
+
+def on_term(signum, frame):
+    note("sigterm")
+    if "term" not in IGNORE:
+        os._exit(0)
+
+def send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+signal.signal(signal.SIGTERM, on_term)
+note("ready")
+for line in sys.stdin:
+    message = json.loads(line)
+    method, rid = message.get("method"), message.get("id")
+    if rid is None or method is None or "init" in IGNORE:
+        continue
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": rid, "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "stubborn", "version": "1"}}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}})
+    elif method == "ping":
+        send({"jsonrpc": "2.0", "id": rid, "result": {}})
+    else:
+        send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}})
+note("eof")
+if "eof" in IGNORE:
+    while True:
+        time.sleep(3600)
+'''
+
+
+@pytest.fixture
+def stubborn(tmp_path):
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN)
+
+    def make(name: str, ignore: str, **fields) -> tuple[ServerSpec, str]:
+        notes = tmp_path / f"{name}.notes"
+        spec = ServerSpec(
+            name=name,
+            command=sys.executable,
+            args=[str(script)],
+            env={"IGNORE": ignore, "STOP_LOG": str(notes), "MCP_TEST_MARKER": f"{name}-{tmp_path.name}"},
+            **fields,
+        )
+        return spec, str(notes)
+
+    return make
+
+
+def read_notes(path: str) -> dict[str, float]:
+    """The first time of each note."""
+    notes: dict[str, float] = {}
+    if not os.path.exists(path):
+        return notes
+    with open(path) as f:
+        for line in f:
+            what, _, at = line.partition(" ")
+            notes.setdefault(what, float(at))
+    return notes
+
+
+@pytest.mark.parametrize("grace", [1.0, 0.6])
+async def test_sigterm_comes_within_the_shutdown_timeout_of_stdin_closing(stubborn, grace):
+    """A server that ignores both the end of its stdin and SIGTERM: its stop (close stdin,
+    wait, SIGTERM, grace, SIGKILL) is one budget, ``shutdown_timeout``. The wait after
+    stdin closed was a fixed 2 s before the SIGTERM grace even began, so a restart of such a
+    server with ``shutdown_timeout`` 5 took 7 s."""
+    spec, notes = stubborn("both", "eof term", shutdown_timeout=grace)
+    params = StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env))
+    proc = ServerProcess()
+    with trio.fail_after(30):
+        async with open_stdio(params, proc, name=spec.name, grace=grace, max_message_bytes=1 << 20):
+            await wait_until(lambda: "ready" in read_notes(notes), what="the server's signal handler")
+        seen = read_notes(notes)
+    assert seen["eof"] <= seen["sigterm"] < seen["eof"] + grace, seen
+    assert proc.exit_status == "killed by SIGKILL"
+    assert procs_with_marker(spec.env["MCP_TEST_MARKER"]) == []
+
+
+async def test_a_server_that_failed_to_connect_is_seen_to_exit(stubborn):
+    """At connect_timeout the whole connection is cancelled, and with it the task that
+    watches the server's exit: the server left when its stdin closed, unseen, and the stop
+    waited the full 2 s for an exit that had happened (every failed connect cost
+    connect_timeout + 2 s). The exit is now seen, and told."""
+    spec, notes = stubborn("mute", "init", connect_timeout=0.5)
+    link = ServerLink(spec)
+    with trio.fail_after(30):
+        with pytest.raises(ConnectionDied, match="connect_timeout"):
+            await run_connection(link)
+    assert "eof" in read_notes(notes)
+    assert link.process.exit_status == "exited with code 0"
+    assert procs_with_marker(spec.env["MCP_TEST_MARKER"]) == []
+
+
+@pytest.mark.parametrize("timeout", [0.5])
+async def test_a_restart_within_its_bound_logs_no_error(stubborn, caplog, timeout):
+    """A server that stays alive after its stdin ends (as many Node servers do) and
+    dies on SIGTERM, with a short ``shutdown_timeout``: its restart logged an ERROR
+    "ignored cancellation ... abandoning it", though its processes were killed as
+    designed. No error now, and nothing of the old incarnation is left."""
+    spec, notes = stubborn("lingers", "eof", shutdown_timeout=timeout)
+    marker = spec.env["MCP_TEST_MARKER"]
+    with trio.fail_after(60):
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("lingers", timeout=20)
+            old = sup.link("lingers").process.pid
+            with caplog.at_level(logging.ERROR, logger="supervisor"):
+                await sup.restart_server("lingers")
+            await sup.wait_connected("lingers", timeout=20)
+            assert old not in procs_with_marker(marker)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert procs_with_marker(marker) == []
