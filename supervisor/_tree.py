@@ -18,8 +18,9 @@ Guarantees:
   It never exits silently.
 - A stop the supervisor asked for is never a failure. Stopping a child asks it to stop
   (``value.stop()`` when the value it reported has one, else cancellation), waits up to its
-  ``shutdown`` timeout, then cancels it. Stops run shielded, so cancelling the supervisor
-  still gives every child its shutdown window, in reverse start order.
+  ``shutdown`` timeout, then cancels it and waits up to that timeout again (at least 1 s)
+  before it abandons it, logged as an error. Stops run shielded, so cancelling the
+  supervisor still gives every child its shutdown window, in reverse start order.
 - Every transition is published as an ``Event`` and logged.
 """
 
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("supervisor.tree")
+
+#: The least a cancelled child is waited for before it is abandoned (`_stop_child`).
+_AFTER_CANCEL = 1.0
 
 
 class Restart(enum.StrEnum):
@@ -587,14 +591,19 @@ class TreeSupervisor:
                 # A child supervisor's own children bound its stop, as in OTP (infinity).
                 with trio.move_on_after(math.inf if child.spec.supervisor else child.spec.shutdown):
                     await child.done.wait()
+            # A child supervisor stops its own children first, each within its own
+            # shutdown: it is waited for as long as that takes (OTP's infinity). Any other
+            # child gets its shutdown again, and at least a moment: its shielded cleanup
+            # (a process tree's SIGKILL and reaping) is no ignored cancellation.
+            after_cancel = max(child.spec.shutdown, _AFTER_CANCEL)
             if not child.done.is_set():
                 child.scope.cancel()
-                # A child supervisor stops its own children first, each within its own
-                # shutdown: it is waited for as long as that takes (OTP's infinity).
-                with trio.move_on_after(math.inf if child.spec.supervisor else child.spec.shutdown):
+                with trio.move_on_after(math.inf if child.spec.supervisor else after_cancel):
                     await child.done.wait()
             if not child.done.is_set():
-                log.error("%s/%s ignored cancellation for %g s; abandoning it", self.path, child.id, child.spec.shutdown)
+                log.error(
+                    "%s/%s was still running %g s after it was cancelled; abandoning it", self.path, child.id, after_cancel
+                )
         child.state = "stopped"
         child.last_exit = "shutdown"
         child.value = None

@@ -24,6 +24,7 @@ from actors._process import ServerProcess, open_stdio
 from conftest import procs_with_marker, wait_until
 from protocol import ServerSpec
 from supervisor import Supervisor
+from supervisor._tree import ChildSpec, TreeSupervisor
 
 # IGNORE: "eof" stays alive after its stdin ends, "term" ignores SIGTERM (noted all the
 # same), "init" never answers the handshake.
@@ -133,7 +134,7 @@ async def test_a_server_that_failed_to_connect_is_seen_to_exit(stubborn):
     assert procs_with_marker(spec.env["MCP_TEST_MARKER"]) == []
 
 
-@pytest.mark.parametrize("timeout", [0.5])
+@pytest.mark.parametrize("timeout", [0.5, 0.0])
 async def test_a_restart_within_its_bound_logs_no_error(stubborn, caplog, timeout):
     """A server that stays alive after its stdin ends (as many Node servers do) and
     dies on SIGTERM, with a short ``shutdown_timeout``: its restart logged an ERROR
@@ -151,3 +152,49 @@ async def test_a_restart_within_its_bound_logs_no_error(stubborn, caplog, timeou
             assert old not in procs_with_marker(marker)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert procs_with_marker(marker) == []
+
+
+class _SlowToStop:
+    """A child whose stop takes ``seconds`` (shielded, as a process tree's kill is)."""
+
+    def __init__(self, seconds: float, stops: list[tuple[str, float, float]], name: str) -> None:
+        self.seconds, self.stops, self.name = seconds, stops, name
+
+    async def start(self, *, task_status) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                began = trio.current_time()
+                await trio.sleep(self.seconds)
+                self.stops.append((self.name, began, trio.current_time()))
+
+
+async def test_a_cancelled_child_gets_a_moment_for_its_cleanup(autojump_clock, caplog):
+    """A child with ``shutdown`` 0 (brutal kill) whose shielded cleanup takes a moment
+    (killing a process tree: SIGKILL, then reaping) is waited for, not logged as having
+    ignored its cancellation and abandoned."""
+    stops: list[tuple[str, float, float]] = []
+    child = _SlowToStop(0.05, stops, "quick")
+    sup = TreeSupervisor("sup", [ChildSpec(id="quick", start=child.start, shutdown=0.0)])
+    with caplog.at_level(logging.ERROR, logger="supervisor"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            sup.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [n for n, _, _ in stops] == ["quick"]
+
+
+async def test_a_child_that_ignores_cancellation_is_still_abandoned(autojump_clock, caplog):
+    """The floor is a moment, not forever: a child whose cleanup outlasts it is abandoned
+    and logged."""
+    stops: list[tuple[str, float, float]] = []
+    child = _SlowToStop(60.0, stops, "stuck")
+    sup = TreeSupervisor("sup", [ChildSpec(id="stuck", start=child.start, shutdown=0.0)])
+    with caplog.at_level(logging.ERROR, logger="supervisor"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            sup.stop()
+    assert any("abandoning it" in r.getMessage() for r in caplog.records)
+    assert [n for n, _, _ in stops] == ["stuck"]  # its task still ran to its end
