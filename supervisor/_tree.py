@@ -20,7 +20,8 @@ Guarantees:
   (``value.stop()`` when the value it reported has one, else cancellation), waits up to its
   ``shutdown`` timeout, then cancels it and waits up to that timeout again (at least 1 s)
   before it abandons it, logged as an error. Stops run shielded, so cancelling the
-  supervisor still gives every child its shutdown window, in reverse start order.
+  supervisor still gives every child its shutdown window, in reverse start order; with
+  ``concurrent_starts``, children stop as they start, all at once.
 - Every transition is published as an ``Event`` and logged.
 """
 
@@ -613,12 +614,25 @@ class TreeSupervisor:
             self._left_starting(child)
 
     async def _stop_all(self) -> None:
+        """Stop every child: in reverse start order, or, with ``concurrent_starts``, all at
+        once (children started together stop together: the whole stop takes the longest
+        child's, not the sum of theirs)."""
         self._start_queue.clear()
-        for child in reversed(list(self._children.values())):
+
+        async def stop(child: _Child) -> None:
             await self._stop_child(child)
             for waiter in child.start_waiters:
                 waiter.send(self._child_status(child))
             child.start_waiters.clear()
+
+        children = list(reversed(self._children.values()))
+        if not self.concurrent_starts:
+            for child in children:
+                await stop(child)
+            return
+        async with trio.open_nursery() as nursery:
+            for child in children:
+                nursery.start_soon(stop, child)
 
     # -- introspection ------------------------------------------------------------------
 

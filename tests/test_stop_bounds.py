@@ -198,3 +198,43 @@ async def test_a_child_that_ignores_cancellation_is_still_abandoned(autojump_clo
             sup.stop()
     assert any("abandoning it" in r.getMessage() for r in caplog.records)
     assert [n for n, _, _ in stops] == ["stuck"]  # its task still ran to its end
+
+
+async def test_servers_stop_together(stubborn):
+    """Servers start concurrently, and now stop concurrently: every server's stdin closed
+    before any got its SIGTERM. One at a time, the supervisor's exit with N servers that
+    ignore the end of their stdin took N times a server's stop (5 Node servers: 10 s, past
+    a container's stop timeout)."""
+    made = [stubborn(f"s{i}", "eof term", shutdown_timeout=2.0, namespace="prefix") for i in range(3)]
+    with trio.fail_after(60):
+        async with Supervisor([spec for spec, _ in made]) as sup:
+            for spec, _ in made:
+                await sup.wait_connected(spec.name, timeout=20)
+    seen = [read_notes(notes) for _, notes in made]
+    assert max(s["eof"] for s in seen) < min(s["sigterm"] for s in seen), seen
+    for spec, _ in made:
+        assert procs_with_marker(spec.env["MCP_TEST_MARKER"]) == []
+
+
+async def test_concurrent_starts_means_concurrent_stops(autojump_clock):
+    """Under MockClock: a ``concurrent_starts`` supervisor stops its children at once,
+    each within its own shutdown; the default one still stops them one at a time, in
+    reverse start order."""
+    for concurrent in (True, False):
+        stops: list[tuple[str, float, float]] = []
+        children = [_SlowToStop(3.0, stops, f"c{i}") for i in range(3)]
+        sup = TreeSupervisor(
+            "sup",
+            [ChildSpec(id=c.name, start=c.start, shutdown=5.0) for c in children],
+            concurrent_starts=concurrent,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            sup.stop()
+        began = [b for _, b, _ in stops]
+        ended = [e for _, _, e in stops]
+        if concurrent:
+            assert max(began) < min(ended)
+        else:
+            assert [n for n, _, _ in stops] == ["c2", "c1", "c0"]
+            assert all(ended[i] <= began[i + 1] for i in range(2))
