@@ -255,6 +255,9 @@ class Gateway:
         # Registered after construction: the constructor argument warns that logging is
         # deprecated in 2026-07-28, but handshake-era clients still use it.
         self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_logging_level)
+        # A handshake-era client is told of list changes from its handshake on, as a server
+        # reached directly tells every initialized session (not only once it asked something).
+        self.server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -266,6 +269,9 @@ class Gateway:
                 self._stuck.discard(connection)
             except TypeError:  # not weak-referenceable: skip rather than leak
                 pass
+
+    async def _initialized(self, ctx: Any, params: Any) -> None:
+        self._seen(ctx)
 
     async def forward_list_changed(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Tell connected clients whenever an upstream's tools, prompts or resources list

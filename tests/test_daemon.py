@@ -1005,6 +1005,28 @@ async def test_clients_see_tools_list_changed(shared_daemon):
             assert text_of(await legacy.call_tool("dyn__fresh", {"text": "hi"})) == "fresh: hi"
 
 
+async def test_a_handshake_client_that_has_asked_nothing_yet_hears_of_a_list_change(shared_daemon):
+    """A handshake-era client was told of list changes only once it had made a list or
+    call request: one that initialized and waited (for the list to change, say) heard
+    nothing, where a server reached directly tells every initialized session."""
+    daemon = shared_daemon
+    heard = trio.Event()
+
+    async def on_message(message):
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/tools/list_changed":
+            heard.set()
+
+    with trio.fail_after(20):
+        async with Client(daemon.url + "/mcp") as modern, Client(
+            daemon.url + "/mcp", mode="legacy", message_handler=on_message
+        ):
+            while not heard.is_set():  # again until the client's GET stream is open
+                await modern.call_tool("dyn__add_tool", {"name": f"unasked{uuid.uuid4().hex[:6]}"})
+                with trio.move_on_after(1):
+                    await heard.wait()
+
+
 async def test_clients_hear_of_a_list_change_once_and_of_a_reread_list_not_at_all(tmp_path, start_daemon):
     """Re-reading a list that did not change (``tools_ttl``, a ``list_changed`` after which
     the list is the same, a listen stream reopened) told every client the list had changed:
