@@ -195,7 +195,8 @@ class ConnectionDown(msgspec.Struct, frozen=True):
     """The connection actor is down or restarting: fail fast until ``ConnectionUp``.
 
     ``retry_at`` (trio clock) is the expected reconnect time, if known; it is a hint shown
-    to callers, not a timer.
+    to callers, not a timer. ``math.inf``: none is coming (the connection failed for good,
+    or ended by its restart type), and callers are told so.
     """
 
     reason: str = "connection down"
@@ -256,6 +257,8 @@ def _refusal(
         when = "no trial until an operator resets it"
     elif state == HALF_OPEN:
         when = "the next call is admitted when a trial call finishes"
+    elif retry_at == math.inf:
+        when = "no trial: the server is not restarted"
     elif retry_at is not None:
         retry_in = max(0.0, retry_at - now)
         data["retry_at"] = retry_at

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any, Final
 
 import trio
@@ -249,23 +250,37 @@ class _ServerSubtree(TreeSupervisor):
     def __init__(self, id: str, children: list[ChildSpec], handle: ServerHandle) -> None:
         super().__init__(id, children, strategy=Strategy.REST_FOR_ONE, intensity=SERVER_INTENSITY)
         self.handle = handle
+        #: Why the connection ended for good by its restart type, once it has: the server
+        #: then shows ``stopped``, though its subtree (the breaker) runs on.
+        self.ended: str | None = None
 
     async def _on_exit(self, msg: ChildExited) -> None:
+        before = self._children.get(msg.id)
+        deliberate = msg.stopped or (before is not None and before.stopping)
         await super()._on_exit(msg)
-        child = self._children.get(msg.id)
-        if child is None or not msg.id.startswith("connection:"):
+        if before is None or deliberate or not msg.id.startswith("connection:"):
             return
-        if child.state == "restarting":
+        child = self._children.get(msg.id)
+        if child is None or (child.state == "stopped" and self._gave_up is None):
+            # Ended for good by its restart type (temporary: removed; transient: a normal exit).
+            self.ended = (
+                f"{before.last_exit}; not restarted (restart: {before.spec.restart.value}): "
+                f"restart_server starts it again (the CLI: `restart {self.handle.name}`)"
+            )
+            self.handle.restarting(self.ended, math.inf)
+        elif child.state == "restarting":
             self.handle.restarting(child.last_exit, child.next_attempt_at)
         elif child.state == "failed":  # no restart is coming: no time to promise
             self.handle.restarting(
                 f"{child.last_exit}; failed for good after backoff.max_consecutive failures in a row "
                 f"(restart_server brings it back; the CLI: `restart {self.handle.name}`)",
-                None,
+                math.inf,
             )
 
     def status(self):  # type: ignore[no-untyped-def]
         node = super().status()
+        if self.ended is not None:
+            node.state, node.last_exit = "stopped", self.ended
         for child in node.children:
             if child.id.startswith("connection:"):
                 child.detail = self.handle.link.detail()

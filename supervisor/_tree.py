@@ -641,12 +641,15 @@ class TreeSupervisor:
         shown = child.value if child.state == "running" else child.shown if child.state == "starting" else None
         nested = getattr(shown, "status", None)
         node = nested() if callable(nested) else None
+        # A running nested supervisor may say it has stopped serving (a server whose
+        # connection ended for good by its restart type): shown as it says.
+        ended = isinstance(node, ChildStatus) and child.state == "running" and node.state == "stopped"
         return ChildStatus(
             id=child.id,
-            state=child.state,  # type: ignore[arg-type]
+            state="stopped" if ended else child.state,  # type: ignore[arg-type]
             restart=str(child.spec.restart),
             restarts=child.restarts,
-            last_exit=child.last_exit,
+            last_exit=node.last_exit or child.last_exit if ended else child.last_exit,
             uptime=None if child.ready_at is None else now - child.ready_at,
             next_attempt_in=None if child.next_attempt_at is None else max(0.0, child.next_attempt_at - now),
             strategy=node.strategy if isinstance(node, ChildStatus) else None,

@@ -235,6 +235,29 @@ async def test_a_server_failed_for_good_is_not_promised_back(tmp_path):
         assert "the CLI: `restart s`" in str(refused.value)
 
 
+@pytest.mark.parametrize("restart", ["temporary"])
+async def test_a_server_that_ends_for_good_by_its_restart_type_says_so(restart):
+    """A ``temporary`` server that exits is not restarted (OTP's restart types), but its
+    status went on saying ``running`` and every call was told the circuit would be tried
+    "when the connection is back", which never came. Now the server shows ``stopped`` and
+    a call says it ended for good, why, and how to start it again."""
+    spec = server_spec("ex", "crash_on_call.py", "--exit-code", "0", restart=restart)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("ex", timeout=30)
+        with pytest.raises(ServerCrashed):
+            await sup.call_tool("crash", {}, server="ex", timeout=10)
+        await wait_until(lambda: "not restarted" in (sup.handle("ex").breaker.reason or ""), timeout=30,
+                         what="the breaker to be told")
+        with pytest.raises(CircuitOpen) as refused:
+            await sup.call_tool("echo", {"text": "x"}, server="ex", timeout=5)
+        said = str(refused.value)
+        assert "when the connection is back" not in said and f"restart: {restart}" in said, said
+        assert "the CLI: `restart ex`" in said, said
+        (servers,) = [child for child in sup.status().children if child.id == "servers"]
+        (server,) = [child for child in servers.children if child.id == "server:ex"]
+        assert server.state == "stopped", server
+
+
 async def test_a_call_to_a_server_that_gave_up_says_so_not_that_it_has_not_connected_yet():
     """A server that never connected and has given up (``backoff.max_consecutive``): a call
     to one of its tools said it "has not connected yet", as if it were still trying. Now it
