@@ -60,7 +60,7 @@ import msgspec
 import pydantic
 import trio
 from mcp import Client, MCPError, StdioServerParameters
-from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
+from mcp.client.session import DISCOVER_TIMEOUT_SECONDS, _clamp_inbound_ttl, _later_revision_fields
 from mcp.client.stdio import get_default_environment
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY, ResourceUpdated
 from mcp_types import methods as _methods
@@ -463,6 +463,59 @@ def _tool_spec(tool: mcp_types.Tool, server: str) -> ToolSpec:
         server=server,
         category=category if isinstance(category, str) else None,
     )
+
+
+class _NotedRequests:
+    """A transport's write stream that notes the method of the last request sent on it
+    while ``noting``: what a connect that timed out was waiting for (the handshake and the
+    first reads of the lists are one request at a time, so the last one sent is the one
+    unanswered)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.noting = True
+        self.last: str | None = None
+
+    async def send(self, item: Any) -> None:
+        if self.noting:
+            message = getattr(item, "message", None)
+            if isinstance(message, mcp_types.JSONRPCRequest):
+                self.last = message.method
+        await self.stream.send(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    async def __aenter__(self) -> _NotedRequests:
+        await self.stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self.stream.__aexit__(*exc)
+
+
+@contextlib.asynccontextmanager
+async def _noting_requests(transport: Any, noted: list[_NotedRequests]) -> Any:
+    """``transport`` with its write stream a `_NotedRequests`, put in ``noted``."""
+    async with transport as (read_stream, write_stream):
+        noted.append(_NotedRequests(write_stream))
+        yield read_stream, noted[-1]
+
+
+def _waited_on(noted: list[_NotedRequests], garbled: bool) -> str:
+    """What a connect that timed out was waiting for, said after its reason; why a
+    ``server/discover`` may go unanswered, unless the wire was ``garbled`` (that says why)."""
+    method = noted[0].last if noted else None
+    if method is None:
+        return ""
+    said = f"; it was waiting for the server's answer to {method}"
+    if method == "server/discover" and not garbled:
+        said += (
+            f" (the SDK's probe of the protocol era, which it gives up on after {DISCOVER_TIMEOUT_SECONDS:g} s "
+            "and falls back to initialize: a server that ignores requests it does not know never answers it; "
+            f"a connect_timeout above {DISCOVER_TIMEOUT_SECONDS:g} s lets it connect)"
+        )
+    return said
 
 
 def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAnswerWatch) -> Any:
@@ -1586,7 +1639,8 @@ async def run_connection(
     Reports ready (``task_status.started(ref)``) once connected, initialized and with its
     tools learned, all within ``connect_timeout``. Returns normally only when asked to stop
     (its ref's ``stop()``) and drained; every other end raises ``ConnectionDied`` naming the
-    cause (the SDK's exception groups are unwrapped so the supervisor reports the cause).
+    cause (the SDK's exception groups are unwrapped so the supervisor reports the cause). A
+    connect that timed out names the request whose answer it was waiting for (`_waited_on`).
     """
     spec = link.spec
     proc = ServerProcess(link.count_oversized) if spec.command is not None and inproc is None else None
@@ -1595,6 +1649,7 @@ async def run_connection(
     early_garbage: list[Exception] = []
     early_changes: set[str] = set()  # list_changed heard while the lists were being read
     state: _Connection | None = None
+    noted: list[_NotedRequests] = []  # the transport's write stream (see `_waited_on`)
 
     async def on_message(message: Any) -> None:
         if state is not None:
@@ -1668,6 +1723,8 @@ async def run_connection(
             watch = HttpAnswerWatch(on_session_lost, on_sse_broken if spec.kind == "sse" else None)
             try:
                 transport = _transport(spec, proc or ServerProcess(), inproc, watch)
+                if inproc is None:
+                    transport = _noting_requests(transport, noted)
                 client = Client(
                     transport,
                     message_handler=on_message,
@@ -1679,6 +1736,8 @@ async def run_connection(
                 async with client:
                     await learn(client, link)
                     connecting.deadline = math.inf
+                    for stream in noted:
+                        stream.noting = False
                     state = _Connection(link.spec, link, client, mailbox)  # updated in place while connecting?
                     state.garbage_lines = len(early_garbage)  # a banner, say: the handshake came after it
                     link.protocol_version = client.protocol_version
@@ -1701,7 +1760,8 @@ async def run_connection(
                 raise ConnectionDied(f"could not connect: {broken[0]}", "connect")
             raise ConnectionDied(
                 f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s"
-                + _garbage_seen(early_garbage),
+                + _garbage_seen(early_garbage)
+                + _waited_on(noted, bool(early_garbage)),
                 "connect",
             )
     except BaseException as exc:

@@ -2576,3 +2576,25 @@ async def test_calls_waiting_on_the_clients_answer_do_not_restart_the_server(era
         assert json.loads(text(await sup.call_tool("ask_roots", {}, server="asks", timeout=10)))["roots"] == []
         assert sup.link("asks").process.pid == pid and sup.link("asks").conn is not None
         assert connection_status(sup, "asks").restarts == 0
+
+
+async def test_a_connect_that_times_out_names_the_request_it_waited_on():
+    """A server that never answers requests it does not know leaves the SDK's era probe
+    (``server/discover``) unanswered; the SDK gives up on it after its own bound and falls
+    back to ``initialize``. Within a shorter ``connect_timeout`` the server never connected,
+    and the failure said only that it did not connect and initialize in time (found by a
+    probe). Now it names the request whose answer it was waiting for; with a longer
+    ``connect_timeout`` the fallback connects it."""
+    from mcp.client.session import DISCOVER_TIMEOUT_SECONDS
+
+    short = server_spec("deaf", "deaf.py", connect_timeout=1.0, health_check_interval=None)
+    patient = server_spec(
+        "patient", "deaf.py", connect_timeout=DISCOVER_TIMEOUT_SECONDS + 10, health_check_interval=None
+    )
+    async with Supervisor([short, patient]) as sup:
+        await wait_until(lambda: sup.link("deaf").last_error, timeout=20, what="the connect failure")
+        error = sup.link("deaf").last_error
+        assert "within connect_timeout 1 s" in error, error
+        assert "waiting for the server's answer to server/discover" in error, error
+        await sup.wait_connected("patient", timeout=DISCOVER_TIMEOUT_SECONDS + 20)
+        assert text(await sup.call_tool("echo", {"text": "late"}, server="patient", timeout=10)) == "late"
