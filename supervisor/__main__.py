@@ -23,6 +23,11 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``CircuitOpen`` naming the reason; the server keeps running) until ``reset``.
 - ``restart [--url URL] SERVER``: restart one of its servers now (no gap for its callers;
   brings back a server marked ``failed``); exit 0 once the new incarnation runs.
+  ``reload``, ``restart`` and ``breaker`` wait for the answer as long as the daemon answers
+  ``GET /healthz`` (a reload waits for its new servers to connect, however long their
+  ``connect_timeout``); once it answers nothing for 10 s, or the connection breaks first,
+  they exit 4: it was asked, whether it took effect is unknown (``status`` shows); exit 1
+  when it cannot be reached, refuses, or does not answer as a daemon does.
 - ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
   one tool call, printing the result. A ``key=value`` value is JSON when it parses, except
   where the tool's ``inputSchema`` wants a string (``text=42`` sends ``"42"``); ``NaN``,
@@ -339,26 +344,123 @@ def _down(tree: ChildStatus) -> list[str]:
     return down
 
 
-def _post(url: str, path: str, what: str) -> Any:
-    """``POST`` to the daemon; the 200 response, or None once the failure is printed."""
+#: The exit code of `reload`, `restart` and `breaker` when the request went out and no answer
+#: came back (the daemon stopped answering, the connection broke, a 5xx): whether it was
+#: applied is unknown, as 1 (refused, nothing changed) or 0 would claim. A daemon finishes
+#: a validated reload and a restart once asked, whoever goes away; `status` shows where it is.
+UNKNOWN = 4
+
+#: How long `reload`, `restart` and `breaker` wait on a daemon that answers nothing at all,
+#: not even ``GET /healthz`` (as `status` waits for ``/status``). Their own answer has no
+#: fixed deadline: a reload or a restart waits for its servers to connect (``connect_timeout``
+#: each, any length) and behind a reload under way.
+_SILENCE = 10.0
+
+
+class _Health(msgspec.Struct):
+    """What ``GET /healthz`` answers, as much as tells a live daemon."""
+
+    ok: bool
+    servers: int
+
+
+class _Refusal(msgspec.Struct):
+    """A daemon's refusal (4xx): ``{"error": "..."}``."""
+
+    error: str
+
+
+def _post(url: str, path: str, what: str, refused: str | None = None) -> Any:
+    """``POST`` to the daemon, waiting for its answer as long as the daemon is alive (it
+    answers ``GET /healthz`` at least every `_SILENCE` s). The 200 response; else the exit
+    code once the failure is printed: 1 when nothing was done (unreachable, refused, no
+    daemon answering as one), `UNKNOWN` when the request went out and what became of it
+    cannot be told. ``refused``: what a 400 from the daemon means, if not just "failed"."""
+    try:
+        return trio.run(_post_watched, url, path, what, refused)
+    except KeyboardInterrupt:
+        print(f"interrupted before the daemon answered: `{what}` may still take effect; `status` shows what runs",
+              file=sys.stderr)
+        return 130
+
+
+async def _post_watched(url: str, path: str, what: str, refused: str | None) -> Any:
     import httpx2
 
-    try:
-        response = httpx2.post(f"{url.rstrip('/')}{path}", headers=_headers(), timeout=120.0)
-    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-        print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
-        return None
+    base = url.rstrip("/")
+    heard = False  # from the daemon's /healthz, ever
+    silent = False
+
+    async def alive(http: Any) -> bool:
+        try:
+            response = await http.get(base + "/healthz")
+            msgspec.json.decode(response.content, type=_Health)
+        except (httpx2.HTTPError, httpx2.InvalidURL, msgspec.DecodeError):
+            return False
+        return response.status_code == 200
+
+    async def watch(http: Any, cancel_scope: trio.CancelScope) -> None:
+        nonlocal heard, silent
+        while True:
+            with trio.move_on_after(_SILENCE) as waited:
+                while not await alive(http):
+                    await trio.sleep(0.5)
+            if waited.cancelled_caught:
+                silent = True
+                cancel_scope.cancel()
+                return
+            heard = True
+            await trio.sleep(_SILENCE / 5)
+
+    async def is_daemon() -> bool:
+        async with httpx2.AsyncClient(timeout=_SILENCE) as http:
+            return await alive(http)
+
+    async with httpx2.AsyncClient(headers=_headers(), timeout=httpx2.Timeout(_SILENCE, read=None)) as http:
+        response = broke = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, http, nursery.cancel_scope)
+            try:
+                response = await http.post(base + path)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
+                print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)  # nothing was sent
+                return 1
+            except httpx2.HTTPError as exc:
+                broke = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    unknown = f"whether `{what}` took effect is unknown; `status` shows what runs"
+    if silent:
+        if heard:
+            print(f"error: the daemon at {url} stopped answering (nothing on GET /healthz for {_SILENCE:g} s) "
+                  f"before it answered: {unknown}", file=sys.stderr)
+        else:
+            print(f"error: nothing at {url} answered within {_SILENCE:g} s, not even GET /healthz (a stopped or "
+                  f"wedged daemon, or none): it was asked, {unknown}", file=sys.stderr)
+        return UNKNOWN
+    if response is None:
+        print(f"error: {url}: the connection broke before the daemon answered ({type(broke).__name__}: {broke}): "
+              f"{unknown}", file=sys.stderr)
+        return UNKNOWN
     if response.status_code == 401:  # not what `what` says went wrong: nothing was tried
         print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
-        return None
-    if response.status_code != 200:
-        try:
-            reason = response.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            reason = _said(response)
-        print(f"error: {what}: {response.status_code}: {reason}", file=sys.stderr)
-        return None
-    return response
+        return 1
+    if response.status_code == 200:
+        return response
+    try:
+        reason = msgspec.json.decode(response.content, type=_Refusal).error
+    except msgspec.DecodeError:
+        reason = None
+    if response.status_code >= 500 and await is_daemon():  # it failed on the way: done in part?
+        print(f"error: {url}: {what}: {response.status_code}: {reason or _said(response)}: {unknown}", file=sys.stderr)
+        return UNKNOWN
+    if reason is None or response.status_code >= 500:
+        print(f"error: POST {base}{path} answered {response.status_code}: {_said(response)} (not as an "
+              "mcp-supervisor daemon does)", file=sys.stderr)
+        return 1
+    told = refused if refused is not None and response.status_code == 400 else what
+    print(f"error: {told}: {response.status_code}: {reason}", file=sys.stderr)
+    return 1
 
 
 _MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.I | re.S)
@@ -388,38 +490,53 @@ def _decoded(response: Any, type_: Any) -> Any:
 _AT_NEXT_START = ("http", "max_body_bytes")
 
 
+class _ReloadDiff(msgspec.Struct):
+    """What ``POST /reload`` answers (`Daemon.reload`): server names, and setting names."""
+
+    added: list[str]
+    removed: list[str]
+    updated: list[str]
+    replaced: list[str]
+    unchanged: list[str]
+    failed: list[str]
+    settings: list[str]
+
+
 def reload(url: str) -> int:
     """``POST /reload``: print what changed; exit 0 when all of it applied, 1 when the
-    config was refused (the old one keeps running) or a server could not be applied."""
-    response = _post(url, "/reload", "reload refused, the old config keeps running")
-    if response is None:
-        return 1
-    diff = _decoded(response, dict[str, Any])
+    config was refused (the old one keeps running), a server could not be applied, or
+    nothing was done (no daemon reached); `UNKNOWN` when it cannot be told."""
+    response = _post(url, "/reload", "reload", "reload refused, the old config keeps running")
+    if isinstance(response, int):
+        return response
+    diff = _decoded(response, _ReloadDiff)
     if diff is None:
         return 1
     rows = [
-        ("added", diff.get("added", [])),
-        ("removed", diff.get("removed", [])),
-        ("updated in place", diff.get("updated", [])),
-        ("replaced", diff.get("replaced", [])),
-        ("unchanged", diff.get("unchanged", [])),
+        ("added", diff.added),
+        ("removed", diff.removed),
+        ("updated in place", diff.updated),
+        ("replaced", diff.replaced),
+        ("unchanged", diff.unchanged),
         ("settings changed", [
             f"{name} (takes effect at the next start only)" if name in _AT_NEXT_START else name
-            for name in diff.get("settings", [])
+            for name in diff.settings
         ]),
-        ("FAILED", diff.get("failed", [])),
+        ("FAILED", diff.failed),
     ]
     for label, names in rows:
         if names:
             print(f"{label}: {', '.join(names)}")
-    return 1 if diff.get("failed") else 0
+    return 1 if diff.failed else 0
 
 
 def breaker(url: str, server: str, action: str, reason: str) -> int:
     """``POST /breaker/<server>/<action>``: print the server's subtree; exit 0 once done."""
     path = f"/breaker/{urllib.parse.quote(server, safe='')}/{action}?{urllib.parse.urlencode({'reason': reason})}"
     response = _post(url, path, f"breaker {server} {action}")
-    node = None if response is None else _decoded(response, ChildStatus)
+    if isinstance(response, int):
+        return response
+    node = _decoded(response, ChildStatus)
     if node is None:
         return 1
     print(render_tree(node, color=sys.stdout.isatty()))
@@ -429,7 +546,9 @@ def breaker(url: str, server: str, action: str, reason: str) -> int:
 def restart(url: str, server: str) -> int:
     """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
     response = _post(url, f"/restart/{urllib.parse.quote(server, safe='')}", f"restart {server}")
-    node = None if response is None else _decoded(response, ChildStatus)
+    if isinstance(response, int):
+        return response
+    node = _decoded(response, ChildStatus)
     if node is None:
         return 1
     print(render_tree(node, color=sys.stdout.isatty(), stderr=False))

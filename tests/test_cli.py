@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx2
+import trio
+
+from conftest import wait_until
 from supervisor._config import Substitutions, load_config
+import test_daemon
+from test_daemon import Daemon, free_port, server_entry, stranger_http_server, write_config
+
+start_daemon = test_daemon.start_daemon  # the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,3 +79,143 @@ def test_substitutions_change_nothing_the_config_says(tmp_path):
     seen = Substitutions()
     assert load_config(path, environ=environ, substitutions=seen) == load_config(path, environ=environ)
     assert seen.values == {"t0k3n-value"} and seen.shown == {"Bearer t0k3n-value": "Bearer ***"}
+
+
+# -- reload, restart, breaker ---------------------------------------------------------------------
+
+POSTS = (["reload"], ["restart", "a"], ["breaker", "a", "open"])
+
+
+async def cli_async(*args: str) -> subprocess.CompletedProcess:
+    return await trio.run_process([sys.executable, "-m", "supervisor", *args], cwd=ROOT, capture_stdout=True,
+                                  capture_stderr=True, check=False)
+
+
+async def each_post(url: str) -> dict[str, subprocess.CompletedProcess]:
+    """`reload`, `restart a` and `breaker a open` at ``url``, side by side."""
+    runs: dict[str, subprocess.CompletedProcess] = {}
+
+    async def one(args: list[str]) -> None:
+        runs[args[0]] = await cli_async(*args, "--url", url)
+
+    async with trio.open_nursery() as nursery:
+        for args in POSTS:
+            nursery.start_soon(one, args)
+    return runs
+
+
+_ANSWERS_200 = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    do_GET = do_POST = answer
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+async def test_a_stranger_answering_200_to_everything_is_told_no_daemon():
+    """``reload`` against something that answers ``200 {}`` (no daemon) exited 0 printing
+    nothing, as if it had reloaded a config that changed nothing; ``restart`` and
+    ``breaker`` said it did not answer as a daemon does. Now ``reload`` does too (exit 1)."""
+    port = free_port()
+    stranger = subprocess.Popen([sys.executable, "-c", _ANSWERS_200, str(port)])
+    try:
+        with trio.fail_after(30):
+            while True:
+                try:
+                    if httpx2.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                        break
+                except httpx2.HTTPError:
+                    await trio.sleep(0.05)
+            runs = await each_post(f"http://127.0.0.1:{port}")
+    finally:
+        stranger.kill()
+        stranger.wait()
+    for command, run in runs.items():
+        assert run.returncode == 1 and run.stdout == b"", (command, run)
+        assert b"did not answer as an mcp-supervisor daemon does" in run.stderr, (command, run.stderr)
+
+
+async def test_a_web_server_refusing_the_post_is_no_refused_config(tmp_path):
+    """``reload`` against Python's web server printed "reload refused, the old config keeps
+    running: 501 ...": a daemon and its config that are not there. Now it says the answer
+    is not a daemon's (exit 1, nothing was done)."""
+    with stranger_http_server(tmp_path) as port:
+        with trio.fail_after(30):
+            runs = await each_post(f"http://127.0.0.1:{port}")
+    for command, run in runs.items():
+        assert run.returncode == 1, (command, run)
+        assert b"answered 501: Error response" in run.stderr, (command, run.stderr)
+        assert b"(not as an mcp-supervisor daemon does)" in run.stderr and b"refused" not in run.stderr, run.stderr
+
+
+async def test_a_port_that_takes_the_connection_and_never_answers_is_given_up_on():
+    """``reload``, ``restart`` and ``breaker`` against a port that accepts and says nothing
+    hung 120 s, then said "cannot reach the daemon" (exit 1: nothing changed). Now they
+    give up once it has not answered ``GET /healthz`` either for 10 s, as ``status`` gives
+    up, and exit 4: the request went out, what became of it is unknown."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with trio.fail_after(60):
+            runs = await each_post(url)
+    for command, run in runs.items():
+        assert run.returncode == 4, (command, run)
+        assert f"nothing at {url} answered within 10 s, not even GET /healthz".encode() in run.stderr, run.stderr
+        assert b"took effect is unknown; `status` shows what runs" in run.stderr, run.stderr
+
+
+def server_states(daemon: Daemon) -> dict[str, str]:
+    """``connection:<name>`` -> its state, from the daemon's ``/status``."""
+    tree = httpx2.get(daemon.url + "/status", timeout=5).json()
+    (servers,) = [c for c in tree["children"] if c["id"] == "servers"]
+    return {
+        conn["id"]: conn["state"]
+        for server in servers["children"] for conn in server["children"] if conn["id"].startswith("connection:")
+    }
+
+
+async def test_reload_waits_for_a_live_daemon_and_tells_when_it_stops_answering(tmp_path, start_daemon):
+    """``reload`` waited 120 s at most, then said "cannot reach the daemon" and exited 1
+    ("a refused config changes nothing") while the daemon was still applying the reload (a
+    new server with a long ``connect_timeout``), which then succeeded. Now it waits as long
+    as the daemon answers ``GET /healthz``, past 10 s of silence on its own request; and
+    when the daemon stops answering (SIGSTOP here) it says the outcome is unknown (exit 4),
+    which it is: the daemon, resumed, finishes the reload."""
+    echo, _ = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    daemon = await start_daemon(config)
+    slow, _ = server_entry("slow_start.py", "--delay", "14", namespace="prefix", connect_timeout=60)
+    write_config(config, {"echo": echo, "slow": slow})
+    with trio.fail_after(60):
+        run = await cli_async("reload", "--url", daemon.url)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.decode().splitlines() == ["added: slow", "unchanged: echo"], run.stdout
+    assert server_states(daemon)["connection:slow"] == "running"
+
+    later, _ = server_entry("slow_start.py", "--delay", "5", namespace="prefix", connect_timeout=60)
+    write_config(config, {"echo": echo, "slow": slow, "later": later})
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                runs = []
+                nursery.start_soon(lambda: run_into(runs, "reload", "--url", daemon.url))
+                await wait_until(lambda: "connection:later" in server_states(daemon), timeout=20, what="the reload")
+                daemon.proc.send_signal(signal.SIGSTOP)
+        (run,) = runs
+        assert run.returncode == 4, run
+        assert f"the daemon at {daemon.url} stopped answering (nothing on GET /healthz for 10 s)".encode() in run.stderr
+        assert b"whether `reload` took effect is unknown" in run.stderr, run.stderr
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    await wait_until(lambda: server_states(daemon).get("connection:later") == "running", timeout=30,
+                     what="the reload to finish")
+
+
+async def run_into(runs: list, *args: str) -> None:
+    runs.append(await cli_async(*args))
