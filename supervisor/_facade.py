@@ -47,7 +47,7 @@ from actors._breaker import Disable, ForceOpen, Permit, PermitGranted, Reset, ad
 from actors._events import _BUS
 from actors._front import DECLINE, HostFront, host_front
 from actors._metrics import MetricsRef
-from actors._registry import Registry
+from actors._registry import NAMESPACE_SEPARATOR, Registry
 from actors._retry import call_with_retry, retry_safe_after_send
 from actors._wire import unsendable
 from protocol import (
@@ -411,6 +411,13 @@ class Supervisor:
 
     def link(self, server: str) -> Any:
         return self.handle(server).link
+
+    def prompt_name(self, server: str, name: str) -> str:
+        """The name prompt ``name`` of ``server`` is offered under where several servers'
+        prompts are listed together: namespaced as the server's tools are."""
+        handle = self._handles.get(server)
+        prefixed = handle is not None and handle.spec.namespace == "prefix"
+        return f"{server}{NAMESPACE_SEPARATOR}{name}" if prefixed else name
 
     @property
     def servers(self) -> list[str]:

@@ -92,7 +92,6 @@ from mcp.server.subscriptions import (
 from mcp.shared.uri_template import UriTemplate
 
 from actors._front import calling_for
-from actors._registry import NAMESPACE_SEPARATOR
 from actors._wire import unsendable
 from protocol import Failure, ServerUnavailable, UnknownTool
 from protocol._settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES
@@ -252,6 +251,8 @@ class Gateway:
         #: ``resources/subscribe``) and 2026-07-28 listen streams (counted while open).
         self._subscribers: dict[str, weakref.WeakSet[Any]] = {}
         self._listeners: collections.Counter[str] = collections.Counter()
+        #: Resource URIs and templates two servers offer, logged once each (`_first_of_each`).
+        self._collisions: set[tuple[str, str, str, str]] = set()
         # Registered after construction: the constructor argument warns that logging is
         # deprecated in 2026-07-28, but handshake-era clients still use it.
         self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_logging_level)
@@ -481,21 +482,13 @@ class Gateway:
             raise _as_mcp_error(ServerUnavailable(self._cut_off_reason))
         return result
 
-    def _prompt_name(self, server: str, name: str) -> str:
-        """A prompt's exposed name: namespaced like the server's tools."""
-        try:
-            prefixed = self.sup.handle(server).spec.namespace == "prefix"
-        except Failure:
-            prefixed = False
-        return f"{server}{NAMESPACE_SEPARATOR}{name}" if prefixed else name
-
     async def _list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
         self._seen(ctx)
         prompts = []
         seen: set[str] = set()
         for server, link in self._links():
             for prompt in link.prompts:
-                exposed = self._prompt_name(server, prompt.name)
+                exposed = self.sup.prompt_name(server, prompt.name)
                 if exposed not in seen:  # a name two servers offer goes to the first (connected) one
                     seen.add(exposed)
                     prompts.append(prompt if exposed == prompt.name else prompt.model_copy(update={"name": exposed}))
@@ -506,19 +499,35 @@ class Gateway:
         _check_sendable(params)
         for server, link in self._links():
             for prompt in link.prompts:
-                if self._prompt_name(server, prompt.name) == params.name:
+                if self.sup.prompt_name(server, prompt.name) == params.name:
                     return await self._ask(link, lambda client: client.get_prompt(prompt.name, params.arguments))
         raise MCPError(code=types.INVALID_PARAMS, message=f"unknown prompt {params.name!r}")
 
     async def _list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
         self._seen(ctx)
-        return types.ListResourcesResult(resources=[r for _, link in self._links() for r in link.resources])
+        listed = self._first_of_each(lambda link: link.resources, lambda r: str(r.uri), "resource")
+        return types.ListResourcesResult(resources=listed)
 
     async def _list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
         self._seen(ctx)
-        return types.ListResourceTemplatesResult(
-            resource_templates=[t for _, link in self._links() for t in link.resource_templates]
-        )
+        listed = self._first_of_each(lambda link: link.resource_templates, lambda t: t.uri_template, "resource template")
+        return types.ListResourceTemplatesResult(resource_templates=listed)
+
+    def _first_of_each(self, items: Callable[[Any], list[Any]], key: Callable[[Any], str], what: str) -> list[Any]:
+        """Every server's ``items``, each ``key`` once: as the first (connected) server that
+        offers it lists it, the one a read or a subscription of it reaches (`_owner_of`).
+        A key another server offers too is logged once per pair of servers."""
+        listed, owners = [], {}
+        for server, link in self._links():
+            for item in items(link):
+                owner = owners.setdefault(key(item), server)
+                if owner == server:
+                    listed.append(item)
+                elif (collision := (what, key(item), owner, server)) not in self._collisions:
+                    self._collisions.add(collision)
+                    log.warning("%s %r is offered by servers %r and %r: clients reach %r's", what, key(item),
+                                owner, server, owner)
+        return listed
 
     async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         self._seen(ctx)
@@ -688,7 +697,7 @@ class Gateway:
         for server, link in self._links():
             if isinstance(ref, types.PromptReference):
                 for prompt in link.prompts:
-                    if self._prompt_name(server, prompt.name) == ref.name:
+                    if self.sup.prompt_name(server, prompt.name) == ref.name:
                         upstream_ref = ref.model_copy(update={"name": prompt.name})
                         return await self._ask(link, lambda client: client.complete(upstream_ref, argument, context))
             elif any(t.uri_template == ref.uri for t in link.resource_templates):

@@ -842,6 +842,25 @@ async def test_a_templated_resource_is_subscribed_on_the_server_whose_template_i
                 assert sup.link("ev").subscriptions == {"notes://cats"}
 
 
+async def test_a_resource_two_servers_offer_is_listed_once_as_the_one_reads_reach():
+    """Two servers list the same resource URI (``info://server``) and template. The daemon
+    listed both, though a read or a subscription only ever reaches the first: a client saw
+    two resources, could tell them apart by nothing but their position, and reached one.
+    Now each URI (and template) is listed once, as the server that serves it lists it,
+    as a prompt two servers offer is; the other server's is named in the daemon's log."""
+    specs = [server_spec("one", "echo.py", "--name", "one"), server_spec("two", "echo.py", "--name", "two")]
+    async with Supervisor(specs) as sup:
+        await sup.wait_connected("one", timeout=30)
+        await sup.wait_connected("two", timeout=30)
+        async with Client(Gateway(sup).server) as client:
+            with trio.fail_after(30):
+                uris = [str(r.uri) for r in (await client.list_resources()).resources]
+                assert uris.count("info://server") == 1, uris
+                read = await client.read_resource("info://server")
+        first = next(name for name, _ in Gateway(sup)._links())
+        assert read.contents[0].text.startswith(f"{first} pid="), read
+
+
 @handshake_era
 async def test_a_subscription_made_while_another_client_releases_it_is_kept():
     """Client A subscribed to a URI while client B, the one holding it, unsubscribed: A was
