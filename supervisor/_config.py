@@ -27,7 +27,9 @@ Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}
 default when VAR is unset or empty) are expanded from ``environ`` in ``command``, ``args``,
 ``cwd``, ``env`` values, ``url``, ``headers`` values and ``supervisor.auth_token``; ``$${``
 is a literal ``${``. A variable that is not set is an error naming it and the key, except in
-a server with ``enabled: false``, where the reference is kept as written.
+a server with ``enabled: false``, where the reference is kept as written. VS Code's own
+variables (``${workspaceFolder}``, ``${userHome}``, ``${config:...}``, ``${input:...}``) are
+filled in by VS Code from the editor; here an unset one is an error saying so.
 
 Precedence, lowest first -- the more specific setting wins, and at the same specificity the
 environment overrides the file:
@@ -546,6 +548,15 @@ _HIDDEN_ANYWHERE: Final = 4
 appears in `check`'s output; a shorter one only in the strings it went into."""
 
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
+_VSCODE_VARIABLES: Final = frozenset({
+    "workspaceFolder", "workspaceFolderBasename", "workspaceRoot", "file", "fileWorkspaceFolder", "relativeFile",
+    "relativeFileDirname", "fileBasename", "fileBasenameNoExtension", "fileExtname", "fileDirname",
+    "fileDirnameBasename", "cwd", "lineNumber", "selectedText", "execPath", "pathSeparator", "userHome",
+    "defaultBuildTask",
+})
+"""VS Code's predefined variables (``${workspaceFolder}``): VS Code fills them in from the
+editor's state, which the supervisor does not have. Taken from the environment when set
+there, as any ``${VAR}``; unset, the error says what they are."""
 _REFERENCE_BODY = re.compile(r"(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.S)
 
 
@@ -575,6 +586,9 @@ def _expand(
             raise _problem(parts, "unterminated or nested '${' (write '$${' for a literal '${')")
         if body.startswith("input:"):
             raise _problem(parts, f"VS Code input variables like {whole!r} are not supported; use ${{VAR}}")
+        if body.startswith(("config:", "command:")) or body.partition(":")[0] in _VSCODE_VARIABLES and ":" in body:
+            raise _problem(parts, f"{whole!r} is a VS Code variable, which VS Code fills in and the supervisor "
+                                  "cannot know; write the value itself, or use ${VAR}")
         reference = _REFERENCE_BODY.fullmatch(body)
         if reference is None:
             raise _problem(parts, f"malformed variable reference {whole!r}")
@@ -588,6 +602,10 @@ def _expand(
             return value, False
         if not strict:
             return whole, False
+        if name in _VSCODE_VARIABLES and not body.startswith("env:"):
+            raise _problem(parts, f"{whole!r} is a VS Code variable, which VS Code fills in and the supervisor cannot "
+                                  f"know; write the path itself (a relative cwd is taken from the config file's "
+                                  f"directory), or set {name} in the environment")
         raise _problem(parts, f"environment variable {name!r} is not set (write ${{{name}:-default}} for a default)")
 
     expanded = _REFERENCE.sub(replace, text)

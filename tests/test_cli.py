@@ -81,6 +81,29 @@ def test_substitutions_change_nothing_the_config_says(tmp_path):
     assert seen.values == {"t0k3n-value"} and seen.shown == {"Bearer t0k3n-value": "Bearer ***"}
 
 
+def test_a_vs_code_variable_is_named_as_one(tmp_path):
+    """A VS Code ``mcp.json`` with ``${workspaceFolder}`` was refused with "environment
+    variable 'workspaceFolder' is not set", as if a variable were missing from the shell;
+    ``${workspaceFolder:name}`` and ``${config:x}`` as a malformed reference. Each is now
+    named as the VS Code variable it is, which the supervisor cannot know (set in the
+    environment, it is taken from there as any ``${VAR}``)."""
+    cases = [("${workspaceFolder}/bin/srv", "or set workspaceFolder in the environment"),
+             ("${workspaceFolder:proj}/bin/srv", "write the value itself, or use ${VAR}"),
+             ("${config:python.defaultInterpreterPath}", "write the value itself, or use ${VAR}")]
+    for command, hint in cases:
+        config = tmp_path / "mcp.json"
+        config.write_text(json.dumps({"servers": {"x": {"type": "stdio", "command": command}}}))
+        run = subprocess.run([sys.executable, "-m", "supervisor", "check", "--config", str(config)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if k != "workspaceFolder"})
+        assert run.returncode == 2, run
+        reference = command.partition("}")[0] + "}"
+        said = f"servers.x.command: '{reference}' is a VS Code variable, which VS Code fills in and the supervisor cannot know"
+        assert said in run.stderr and hint in run.stderr, run.stderr
+    config.write_text(json.dumps({"servers": {"x": {"type": "stdio", "command": "${workspaceFolder}/bin/srv"}}}))
+    assert load_config(config, environ={"workspaceFolder": "/w"}).server("x").command == "/w/bin/srv"
+
+
 # -- reload, restart, breaker ---------------------------------------------------------------------
 
 POSTS = (["reload"], ["restart", "a"], ["breaker", "a", "open"])
