@@ -13,9 +13,11 @@ carry ``//`` and ``/* */`` comments and trailing commas, as VS Code's ``mcp.json
       "supervisor": {"defaults": {"timeout": 120}, "http": "127.0.0.1:8765"}
     }
 
-A server entry has ``command``/``args``/``env``/``cwd`` (stdio) or ``url``/``headers`` with
-``type`` or ``transport`` (``sse``, ``streamable-http`` or its alias ``http``; without one a
-URL whose path ends in ``/sse`` is SSE, any other streamable HTTP), plus any `ServerSpec`
+A server entry has ``command``/``args``/``env``/``cwd``/``envFile`` (stdio; ``envFile``, as VS
+Code has it, is a file of ``KEY=VALUE`` lines added to ``env``, which wins over it; relative:
+to the config file's directory) or ``url``/``headers`` with ``type`` or ``transport``
+(``sse``, ``streamable-http`` or its alias ``http``; without one a URL whose path ends in
+``/sse`` is SSE, any other streamable HTTP), plus any `ServerSpec`
 field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_timeout``,
 ``max_concurrency``, ``max_queue``, ``namespace``, ``categories``, ``retry_safe_tools``,
 ``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``,
@@ -66,8 +68,8 @@ Guarantees:
   server name (also across ``mcpServers`` and ``servers``, and duplicate JSON keys), unknown
   tool categories and toolset categories (checked by the registry's own
   `check_categories`/`check_toolsets`), missing variables and bad environment values.
-- Loading reads the one file and ``environ`` and nothing else; ``os.environ`` is never
-  modified.
+- Loading reads the one file, the ``envFile`` of each enabled server, and ``environ``, and
+  nothing else; ``os.environ`` is never modified.
 - `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
   query values or fragments (in ``url`` and in ``args``), the value of a secret-looking
   argument (``--token x``, ``--api-key=x``) or of a secret-looking header line in ``args``
@@ -133,7 +135,9 @@ _SECTIONS: Final = ("mcpServers", "servers")
 _TRANSPORTS: Final = ("stdio", "sse", "streamable-http", "http")
 _STDIO_ONLY: Final = ("args", "env", "cwd")
 _REMOTE_ONLY: Final = ("headers",)
-_ENTRY_KEYS: Final = tuple(sorted(({f.name for f in msgspec.structs.fields(ServerSpec)} - {"name"}) | {"type"}))
+_ENTRY_KEYS: Final = tuple(
+    sorted(({f.name for f in msgspec.structs.fields(ServerSpec)} - {"name"}) | {"type", "envFile"})
+)
 _DEFAULTS_KEYS: Final = tuple(f.name for f in msgspec.structs.fields(ServerDefaults))
 _HINTS: Final[Mapping[tuple[type, str], str]] = {
     (ServerDefaults, "tools_ttl"): "the default tools_ttl is supervisor.cache_ttl (and cache_tools)",
@@ -604,8 +608,8 @@ def _expand(
             return whole, False
         if name in _VSCODE_VARIABLES and not body.startswith("env:"):
             raise _problem(parts, f"{whole!r} is a VS Code variable, which VS Code fills in and the supervisor cannot "
-                                  f"know; write the path itself (a relative cwd is taken from the config file's "
-                                  f"directory), or set {name} in the environment")
+                                  f"know; write the path itself (cwd and envFile may be relative to the config "
+                                  f"file's directory), or set {name} in the environment")
         raise _problem(parts, f"environment variable {name!r} is not set (write ${{{name}:-default}} for a default)")
 
     expanded = _REFERENCE.sub(replace, text)
@@ -617,7 +621,7 @@ def _expand(
 def _expand_entry(
     raw: dict[str, Any], parts: list[str | int], environ: Mapping[str, str], strict: bool, seen: Substitutions | None
 ) -> None:
-    for key in ("command", "cwd", "url"):
+    for key in ("command", "cwd", "url", "envFile"):
         if isinstance(raw.get(key), str):
             raw[key] = _expand(raw[key], [*parts, key], environ, strict=strict, seen=seen)
     if isinstance(raw.get("args"), list):
@@ -631,6 +635,57 @@ def _expand_entry(
                 k: _expand(v, [*parts, key, k], environ, strict=strict, seen=seen) if isinstance(v, str) else v
                 for k, v in raw[key].items()
             }
+
+
+def _with_env_file(raw: dict[str, Any], parts: list[str | int], base_dir: Path | None, *, read: bool) -> Any:
+    """The entry's ``env`` over what its ``envFile`` (popped) sets; unread when not ``read``
+    (a disabled server's file may be meant for another machine)."""
+    path = raw.pop("envFile")
+    env = raw.get("env", {})
+    if not isinstance(path, str):
+        raise _problem(parts, f"expected a path, got {_words(type(path).__name__)}")
+    if raw.get("url") is not None:
+        raise _problem(parts, "only for stdio servers (with 'command'); this server has a 'url'")
+    if not read or not isinstance(env, dict):  # a wrong env is told by the decoding
+        return env
+    file = Path(os.path.expanduser(path))
+    if base_dir is not None and not file.is_absolute():
+        file = base_dir / file
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise _problem(parts, f"no such file: {str(file)!r}") from None
+    except UnicodeDecodeError as exc:
+        raise _problem(parts, f"{str(file)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise _problem(parts, f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
+    return {**_dotenv(text, parts, str(file)), **env}
+
+
+_DOTENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def _dotenv(text: str, parts: list[str | int], file: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines, as VS Code's ``envFile`` takes them: blank lines and ``#``
+    comments skipped, an ``export`` prefix dropped, a value in matching quotes taken as it
+    is between them, an unquoted one up to a `` #`` comment; no ``${VAR}`` expansion."""
+    env: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export ") or line.startswith("export\t"):
+            line = line[len("export") :].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep or not _DOTENV_KEY.fullmatch(key.strip()):  # the line is not quoted: it may hold a secret
+            raise _problem(parts, f"{file!r} line {number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].rstrip()
+        env[key.strip()] = value
+    return env
 
 
 # -- the environment ------------------------------------------------------------------------
@@ -835,6 +890,8 @@ def _build_server(
         raise _problem([*parts, "enabled"], f"expected true or false, got {_words(type(raw['enabled']).__name__)}")
     strict = raw.get("enabled", True) is not False
     _expand_entry(raw, parts, environ, strict, seen)
+    if "envFile" in raw:
+        raw["env"] = _with_env_file(raw, [*parts, "envFile"], base_dir, read=strict)
     if env_keys is not None:
         _apply_env_server(raw, parts, *env_keys)
     transport, transport_key = _transport(raw, parts)

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import httpx2
+import pytest
 import trio
 
 from conftest import wait_until
-from supervisor._config import Substitutions, load_config
+from supervisor._config import ConfigError, Substitutions, load_config
 import test_daemon
 from test_daemon import Daemon, free_port, server_entry, stranger_http_server, write_config
 
@@ -102,6 +103,40 @@ def test_a_vs_code_variable_is_named_as_one(tmp_path):
         assert said in run.stderr and hint in run.stderr, run.stderr
     config.write_text(json.dumps({"servers": {"x": {"type": "stdio", "command": "${workspaceFolder}/bin/srv"}}}))
     assert load_config(config, environ={"workspaceFolder": "/w"}).server("x").command == "/w/bin/srv"
+
+
+def test_a_vs_code_env_file_is_read_into_env(tmp_path):
+    """VS Code's ``envFile`` (a stdio server's file of ``KEY=VALUE`` lines) was refused as
+    an unknown key. Now its lines join ``env`` (which wins over them), relative to the
+    config file's directory; a file that is missing or not ``KEY=VALUE`` is refused naming
+    the line, never its text (it may hold a secret)."""
+    (tmp_path / ".env").write_text(
+        "# a comment\nexport A=1\nB=\"two words\"\nC='x #y'\nD=v # comment\n\nE=\nTOKEN=s3cr3t-from-file\n"
+    )
+    config = tmp_path / "mcp.json"
+    entry = {"type": "stdio", "command": "/bin/true", "envFile": ".env", "env": {"B": "mine"}}
+    config.write_text(json.dumps({"servers": {"m": entry}}))
+    env = load_config(config, environ={}).server("m").env
+    assert env == {"A": "1", "B": "mine", "C": "x #y", "D": "v", "E": "", "TOKEN": "s3cr3t-from-file"}
+    run = cli("check", "--config", str(config))
+    assert run.returncode == 0 and "s3cr3t" not in run.stdout + run.stderr, run
+
+    def refusal(servers: dict) -> str:
+        config.write_text(json.dumps({"servers": servers}))
+        with pytest.raises(ConfigError) as refused:
+            load_config(config, environ={})
+        return str(refused.value)
+
+    assert refusal({"m": {**entry, "envFile": "nope.env"}}).endswith(
+        f"servers.m.envFile: no such file: {str(tmp_path / 'nope.env')!r}")
+    (tmp_path / "bad.env").write_text("A=1\nthis-is-s3cr3t\n")
+    said = refusal({"m": {**entry, "envFile": "bad.env"}})
+    assert said.endswith(f"servers.m.envFile: {str(tmp_path / 'bad.env')!r} line 2: expected KEY=VALUE"), said
+    assert refusal({"r": {"url": "http://h/mcp", "envFile": ".env"}}).endswith(
+        "servers.r.envFile: only for stdio servers (with 'command'); this server has a 'url'")
+    # A disabled server's file may be meant for another machine: not read.
+    config.write_text(json.dumps({"servers": {"m": {**entry, "envFile": "nope.env", "enabled": False}}}))
+    assert load_config(config, environ={}).server("m").env == {"B": "mine"}
 
 
 # -- reload, restart, breaker ---------------------------------------------------------------------
