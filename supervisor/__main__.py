@@ -378,7 +378,9 @@ def _post(url: str, path: str, what: str, refused: str | None = None) -> Any:
     cannot be told. ``refused``: what a 400 from the daemon means, if not just "failed"."""
     try:
         return trio.run(_post_watched, url, path, what, refused)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:  # trio's nursery groups the interrupt
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is not None:
+            raise
         print(f"interrupted before the daemon answered: `{what}` may still take effect; `status` shows what runs",
               file=sys.stderr)
         return 130

@@ -277,3 +277,26 @@ async def test_reload_waits_for_a_live_daemon_and_tells_when_it_stops_answering(
 
 async def run_into(runs: list, *args: str) -> None:
     runs.append(await cli_async(*args))
+
+
+def test_an_interrupted_post_says_it_may_still_take_effect():
+    """Ctrl-C while ``reload`` waited printed trio's whole traceback (the interrupt inside
+    an exception group), where a daemon that got the request goes on with it. Now one line
+    says so; exit 130."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        silent.settimeout(30)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        command = subprocess.Popen([sys.executable, "-m", "supervisor", "reload", "--url", url], cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            connection, _ = silent.accept()  # it is waiting on its request now (kept open: unanswered)
+            with connection:
+                command.send_signal(signal.SIGINT)
+                out, err = command.communicate(timeout=30)
+        finally:
+            command.kill()
+            command.wait()
+    assert command.returncode == 130, err
+    assert err == "interrupted before the daemon answered: `reload` may still take effect; `status` shows what runs\n"
