@@ -68,6 +68,7 @@ imports ``trio_asyncio`` only when a trio ``Supervisor`` is used from asyncio co
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import inspect
@@ -678,12 +679,20 @@ class EmbeddedSupervisor:
 
 class _EventStream:
     """``EmbeddedSupervisor.events()``: each step receives one event in trio, as a request
-    of its own, so cancelling a step leaves the subscription as it was."""
+    of its own, so cancelling a step leaves the subscription as it was.
+
+    A step cancelled once its event was taken from the channel (the cancellation reached
+    trio after the receive, or the step's task after its future had the event) leaves
+    that event in ``_kept``, for the next steps in order: steps take events one at a time
+    (``_taking``), and a step whose caller is gone before its turn takes none.
+    """
 
     def __init__(self, owner: EmbeddedSupervisor, subscribed: asyncio.Future[Any]) -> None:
         self._owner = owner
         self._subscribed = subscribed
         self._closed = False
+        self._kept: collections.deque[Event] = collections.deque()  # taken, not yet delivered
+        self._taking = trio.Lock()
 
     def __aiter__(self) -> _EventStream:
         return self
@@ -691,12 +700,41 @@ class _EventStream:
     async def __anext__(self) -> Event:
         if self._closed:
             raise StopAsyncIteration
+        if self._kept:  # older than any event still in the channel (see _take)
+            return self._kept.popleft()
+        owner = self._owner
         try:
             channel: trio.MemoryReceiveChannel[Event] = await asyncio.shield(self._subscribed)
-            return await self._owner._ask(channel.receive, is_async=True)
+            step: list[asyncio.Future[Any]] = []  # the step's future, once _submit returned it
+            future = owner._submit(self._take, channel, step, is_async=True)
+        except SupervisorClosed:
+            await self.aclose()
+            raise StopAsyncIteration from None
+        step.append(future)
+        try:
+            return await future
         except (trio.EndOfChannel, SupervisorClosed):
             await self.aclose()
             raise StopAsyncIteration from None
+        except asyncio.CancelledError:
+            if not future.cancelled() and future.exception() is None:
+                self._kept.appendleft(future.result())  # it came as the task was cancelled
+            raise
+        finally:
+            owner._pending.discard(future)
+            if future.cancelled():
+                owner._soon(functools.partial(owner._cancel_request, future))
+
+    async def _take(self, channel: trio.MemoryReceiveChannel[Event], step: list[asyncio.Future[Any]]) -> Event | None:
+        """In trio: the next event for ``step``. Kept instead when the step's caller left
+        meanwhile (its future is done); none is taken when it left before this step's turn."""
+        async with self._taking:
+            if step and step[0].done():
+                return None
+            event = self._kept.popleft() if self._kept else await channel.receive()
+            if step and step[0].done():  # nothing can take it from the future any more
+                self._kept.appendleft(event)
+            return event
 
     async def aclose(self) -> None:
         if not self._closed:
