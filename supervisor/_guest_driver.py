@@ -121,7 +121,10 @@ class Driver:
         self._state = state
         self._runner = state.runner
         self._epoll_fd: int = state.runner.io_manager._epoll.fileno()
-        self._deadline: asyncio.TimerHandle | None = None
+        #: The timer that wakes trio at its deadline, and when it fires (uvloop hands back a
+        #: plain ``Handle``, without ``when()``, for a ``call_at`` under a millisecond away).
+        self._deadline: asyncio.Handle | None = None
+        self._deadline_at = 0.0
         self._waiting = False  # idle: waiting in the loop's selector (or for the deadline)
         self._watching = False  # the loop watches trio's epoll fd
 
@@ -208,10 +211,11 @@ class Driver:
                 self._loop.add_reader(self._epoll_fd, self._wake)
                 self._watching = True
             when = self._loop.time() + timeout
-            if self._deadline is None or self._deadline.when() > when:
+            if self._deadline is None or self._deadline_at > when:
                 if self._deadline is not None:
                     self._deadline.cancel()
                 self._deadline = self._loop.call_at(when, self._deadline_passed)
+                self._deadline_at = when
         finally:
             if not settled:
                 if _taken(state.unrolled_run_next_send):  # else it holds events not run yet

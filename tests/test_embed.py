@@ -1288,3 +1288,32 @@ def test_a_step_of_events_cancelled_after_its_event_came_leaves_it_to_the_next_s
             await events.aclose()
 
     run_asyncio(main)
+
+
+def test_on_uvloop_a_deadline_of_trio_under_a_millisecond_away_is_kept():
+    """uvloop hands back a plain ``Handle`` (no ``when()``), not a ``TimerHandle``, for a
+    ``call_at`` less than half a millisecond away (it runs it as a ``call_soon``): the next
+    idle tick of the guest run before that handle ran raised ``AttributeError`` (out of a
+    request's ``_submit``, or into the loop), leaving trio's deadline unwatched. Found by
+    a probe whose ``events()`` consumer polled with 0.5 ms timeouts. Now every request
+    made while trio sleeps for a fraction of a millisecond at a time is answered."""
+    import uvloop
+
+    async def main() -> None:
+        async with embed([]) as sup:
+            assert sup._driver is not None
+
+            async def short_sleeps(_: Supervisor) -> None:
+                for _ in range(2000):
+                    await trio.sleep(0.0001)
+
+            async def noop(_: Supervisor) -> None:
+                pass
+
+            sleeper = asyncio.ensure_future(sup.run_in_trio(short_sleeps))
+            while not sleeper.done():
+                await asyncio.wait_for(sup.run_in_trio(noop), 5)
+                await asyncio.sleep(0)
+            await asyncio.wait_for(sleeper, 5)
+
+    run_asyncio(main, loop_factory=uvloop.new_event_loop)
