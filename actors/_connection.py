@@ -131,9 +131,12 @@ class ConnectionDied(Exception):
     query values or fragment (httpx's errors quote the server's whole URL, credentials
     included); ``cause`` is one of ``protocol.DEATH_CAUSES`` (what metrics count deaths by)."""
 
-    def __init__(self, reason: str, cause: str = "other") -> None:
+    def __init__(self, reason: str, cause: str = "other", *, normal: bool = False) -> None:
         super().__init__(_URL_IN_TEXT.sub(_url_shown, reason))
         self.cause = cause
+        #: The server process exited by itself with code 0: a normal exit (OTP's
+        #: ``normal``), after which a ``transient`` server is not restarted.
+        self.normal = normal
 
 
 
@@ -671,11 +674,12 @@ class _Connection:
         while any(self.relaying.get(key) for key in keys):
             await self.relayed.wait()
 
-    def die(self, reason: str, cause: str = "other", *, failed: bool = True) -> None:
+    def die(self, reason: str, cause: str = "other", *, failed: bool = True, normal: bool = False) -> None:
         """Declare this incarnation dead: calls in flight are cut off, new ones go elsewhere.
-        ``failed``: unless the supervisor stopped it (see ``ServerLink._down``)."""
+        ``failed``: unless the supervisor stopped it (see ``ServerLink._down``); ``normal``:
+        see `ConnectionDied`. The first death declared is the one that counts."""
         if self.death is None:
-            self.death = ConnectionDied(reason, cause)
+            self.death = ConnectionDied(reason, cause, normal=normal)
             self.link._down(reason, failed=failed)
             for scope in self.inflight:
                 scope.cancel()
@@ -840,7 +844,7 @@ class _Connection:
                 ) from None
             lost = _transport_lost(exc)
             if lost is not None:
-                self.die(lost, "transport")
+                self.die(lost, "transport", failed=not self.stopping)  # a drain's end is no failure
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
             self._heard()
@@ -1054,6 +1058,13 @@ class _Connection:
             self._maybe_idle()
 
     def _crash_failure(self) -> ServerCrashed:
+        if self.stopping:  # drained: replaced, removed, restarted by an operator, shut down
+            return ServerCrashed(
+                f"server {self.spec.name!r} was being stopped (replaced, removed or shut down) and the call "
+                f"was cut off at the end of its shutdown_timeout ({self.spec.shutdown_timeout:g} s); "
+                "the call may or may not have run",
+                server=self.spec.name,
+            )
         return ServerCrashed(
             f"server {self.spec.name!r} died while the call was in flight ({self.death}); "
             "the call may or may not have run",
@@ -1081,7 +1092,7 @@ class _Connection:
 
                 async def process_exit() -> None:
                     await proc.exited.wait()
-                    self.die(f"server process {proc.exit_status}", "exited")
+                    self.die(f"server process {proc.exit_status}", "exited", normal=proc.exit_code == 0)
 
                 watchers.start_soon(process_exit)
             await self.died.wait()
@@ -1092,7 +1103,9 @@ class _Connection:
                 await proc.exited.wait()
             if proc.exited.is_set():
                 # the process ending is the cause; the transport going first is its symptom
-                raise ConnectionDied(f"{self.death}; server process {proc.exit_status}", "exited")
+                raise ConnectionDied(
+                    f"{self.death}; server process {proc.exit_status}", "exited", normal=proc.exit_code == 0
+                )
         raise self.death
 
     def _heard(self) -> None:

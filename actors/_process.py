@@ -265,6 +265,8 @@ class ServerProcess:
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.exited = trio.Event()
         self.exit_status: str | None = None
+        #: Its exit code once it exited (negative: the signal that killed it).
+        self.exit_code: int | None = None
         #: Lines over ``max_message_bytes`` this incarnation wrote (each dropped).
         self.oversized = 0
 
@@ -457,6 +459,7 @@ async def _watch_exit(proc: ServerProcess, process: trio.Process) -> None:
         assert info is not None
         code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
     proc.exit_status = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
+    proc.exit_code = code
     proc.exited.set()
 
 

@@ -490,7 +490,9 @@ class TreeSupervisor:
         was_ready_for = None if child.ready_at is None else now - child.ready_at
         child.value = None
         child.ready_at = None
-        abnormal = msg.reason is not None
+        # A reason that says it is normal (a server process that exited by itself with code
+        # 0) is OTP's ``normal`` exit: a transient child is not restarted after it.
+        abnormal = msg.reason is not None and not getattr(msg.reason, "normal", False)
         child.last_exit = _describe(msg.reason)
         cause = _cause_of(msg.reason)
         self._publish("exited", child, reason=child.last_exit, data={"cause": cause} if cause else None)

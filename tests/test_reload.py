@@ -152,6 +152,34 @@ async def test_call_waiting_for_a_replacement_is_bounded_by_its_deadline():
             assert text_of(await sup.call_tool("echo", {"text": "back"}, timeout=5)) == "back"
 
 
+async def test_a_call_a_replacement_cuts_off_says_so_and_is_no_error_of_the_server():
+    """A call still running when a replacement's drain ends (``shutdown_timeout``) failed
+    "server 'echo' died while the call was in flight (connection closed: Connection
+    closed)", and the new incarnation's status kept that as its last error. Now the
+    failure says the server was being stopped and the call cut off at its
+    ``shutdown_timeout``, and the server's last error is untouched."""
+    spec = server_spec("echo", "hang.py", shutdown_timeout=0.5)
+    async with Supervisor([spec]) as sup:
+        outcome: list = []
+
+        async def long_call() -> None:  # not retry-safe: not run again on the new incarnation
+            try:
+                await sup.call_tool("hang", {}, timeout=60)
+            except Failure as failure:
+                outcome.append(failure)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(long_call)
+                await wait_until(lambda: sup.link("echo").inflight > 0, timeout=10, what="the call in flight")
+                await sup.restart_server("echo")
+        [failure] = outcome
+        assert failure.kind == "ServerCrashed", failure
+        assert "was being stopped" in failure.message and "shutdown_timeout (0.5 s)" in failure.message, failure
+        assert "died" not in failure.message, failure
+        assert sup.link("echo").last_error is None, sup.link("echo").last_error
+
+
 async def test_restart_server_brings_back_a_failed_server_and_drains_a_healthy_one(tmp_path):
     """An operator's restart: a server that gave up (``max_consecutive``) and stays down on
     its own is started again; a healthy one gets a new process, its call in flight finishes

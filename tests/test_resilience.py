@@ -235,12 +235,14 @@ async def test_a_server_failed_for_good_is_not_promised_back(tmp_path):
         assert "the CLI: `restart s`" in str(refused.value)
 
 
-@pytest.mark.parametrize("restart", ["temporary"])
+@pytest.mark.parametrize("restart", ["temporary", "transient"])
 async def test_a_server_that_ends_for_good_by_its_restart_type_says_so(restart):
-    """A ``temporary`` server that exits is not restarted (OTP's restart types), but its
-    status went on saying ``running`` and every call was told the circuit would be tried
-    "when the connection is back", which never came. Now the server shows ``stopped`` and
-    a call says it ended for good, why, and how to start it again."""
+    """A ``temporary`` server that exits, or a ``transient`` one that exits normally (by
+    itself, with code 0), is not restarted (OTP's restart types). The transient one was
+    restarted all the same (any end of a stdio connection counted as abnormal); the
+    temporary one's status went on saying ``running`` and every call was told the circuit
+    would be tried "when the connection is back", which never came. Now the server shows
+    ``stopped`` and a call says it ended for good, why, and how to start it again."""
     spec = server_spec("ex", "crash_on_call.py", "--exit-code", "0", restart=restart)
     async with Supervisor([spec]) as sup:
         await sup.wait_connected("ex", timeout=30)
