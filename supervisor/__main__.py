@@ -110,8 +110,11 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         else:
             where = str(transport)
         parts.append(f"{detail.get('tools')} tools, {where}")
-    if detail.get("unread_lists"):
-        parts.append("could not read " + ", ".join(sorted(detail["unread_lists"])))
+    unread = detail.get("unread_lists") or {}
+    # A list read in part (invalid tools left out) says what was left out; one not read, only that.
+    parts += [f"{name}: {note}" for name, note in sorted(unread.items()) if note.startswith("left out")]
+    if unreadable := sorted(name for name, note in unread.items() if not note.startswith("left out")):
+        parts.append("could not read " + ", ".join(unreadable))
     if detail.get("oversized_dropped"):
         parts.append(f"{detail['oversized_dropped']} messages over max_message_bytes dropped")
     if detail.get("last_error"):
