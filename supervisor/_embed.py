@@ -74,6 +74,7 @@ import functools
 import inspect
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any
 
@@ -81,6 +82,7 @@ import outcome as outcome_lib
 import trio
 from mcp_types import INTERNAL_ERROR, ErrorData
 
+from actors import kill_every_server_now
 from actors._registry import check_toolsets
 from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnavailable, ToolSpec
 from protocol._settings import Config
@@ -96,6 +98,11 @@ _STARTING, _RUNNING, _CLOSING, _CLOSED = "starting", "running", "closing", "clos
 
 #: Worker tasks kept waiting for requests once a burst is over (the rest end).
 _IDLE_WORKERS = 16
+
+#: The guest runs not ended yet, each in its thread (``_this_thread.run``: a run whose loop
+#: was closed stays there, holding the thread, so a later ``embed`` can say why it cannot).
+_live_runs: set[EmbeddedSupervisor] = set()
+_this_thread = threading.local()
 
 
 class SupervisorClosed(ServerUnavailable):
@@ -161,6 +168,7 @@ class EmbeddedSupervisor:
         self.crash: BaseException | None = None
         self._driver: Driver | None = None  # when trio waits in the loop's own selector
         self._keeper: asyncio.Task[None] | None = None
+        self._close_hook: Callable[[], None] | None = None  # shadows the host loop's close
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -169,11 +177,7 @@ class EmbeddedSupervisor:
         first attempt failed). A cancelled start stops the run before re-raising."""
         loop = asyncio.get_running_loop()
         if trio.lowlevel.in_trio_run():
-            raise RuntimeError(
-                "embed() needs a plain asyncio loop, and this thread already runs trio (a trio "
-                "program, trio-asyncio's loop, or an earlier embed() on this loop): in trio, use "
-                "`async with Supervisor(...)`; share one EmbeddedSupervisor per loop"
-            )
+            raise RuntimeError(_why_trio_runs_here(loop))
         self._loop = loop
         self._started = loop.create_future()
         self._finished = loop.create_future()
@@ -183,6 +187,9 @@ class EmbeddedSupervisor:
         self._stop_requested = trio.Event()
         self._driver = start_guest_run(loop, self._guest_main, done_callback=self._guest_done)
         self._token = trio.lowlevel.current_trio_token()  # allowed once start_guest_run returned
+        _live_runs.add(self)
+        _this_thread.run = self
+        self._watch_host_close()
         try:
             await asyncio.shield(self._started)
         except BaseException:
@@ -238,6 +245,7 @@ class EmbeddedSupervisor:
         interrupt = _interrupt_in(run_outcome.error) if isinstance(run_outcome, outcome_lib.Error) else None
         try:
             self._state = _CLOSED
+            self._unwatch_host_close()
             self._requests = None
             error = run_outcome.error if isinstance(run_outcome, outcome_lib.Error) else None
             assert self._started is not None and self._finished is not None
@@ -257,6 +265,56 @@ class EmbeddedSupervisor:
             log.exception("error while finishing the embedded supervisor's guest run")
         if interrupt is not None:
             raise interrupt
+
+    def _watch_host_close(self) -> None:
+        """Have the host loop's ``close`` call ``_host_loop_closed`` once this run is live:
+        asyncio has no hook for it, so the loop's ``close`` is shadowed by an attribute of the
+        loop (until the run ends). A loop that takes no attributes is left alone."""
+        loop = self._loop
+        assert loop is not None
+        close = loop.close
+
+        def close_then_check() -> None:
+            close()  # raises (and changes nothing) while the loop runs
+            self._host_loop_closed()
+
+        try:
+            loop.close = close_then_check  # type: ignore[method-assign]
+        except AttributeError:
+            return
+        self._close_hook = close_then_check
+
+    def _unwatch_host_close(self) -> None:
+        _live_runs.discard(self)
+        if getattr(_this_thread, "run", None) is self:
+            _this_thread.run = None
+        hook, self._close_hook = self._close_hook, None
+        if hook is not None and vars(self._loop).get("close") is hook:
+            del self._loop.close  # type: ignore[misc]
+
+    def _host_loop_closed(self) -> None:
+        """The host closed the loop while the run was live (no ``aclose``, and no
+        ``asyncio.run`` to close it): trio can never tick again, the run is abandoned half-way
+        and holds this thread. Its stdio servers would run on until this process exits (the
+        reaper takes them then): their process trees are killed now, when no other embedded
+        run of this process could own some of them."""
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        hook, self._close_hook = self._close_hook, None
+        if hook is not None and vars(self._loop).get("close") is hook:
+            del self._loop.close  # type: ignore[misc]
+        _live_runs.discard(self)
+        others = len(_live_runs)
+        killed = kill_every_server_now() if not others else 0
+        log.warning(
+            "the asyncio loop of an embedded supervisor was closed without aclose(): its trio guest run is "
+            "abandoned half-way and holds this thread (no embed() or trio.run here any more); %s. Close it "
+            "first: `await sup.aclose()` or `async with embed(...)` (asyncio.run does it for you)",
+            f"its stdio servers were killed ({killed})"
+            if not others
+            else f"its stdio servers run until this process exits ({others} other embedded runs might own some)",
+        )
 
     def _request_stop(self) -> None:
         """Ask the guest run to stop (from the host loop); harmless once it has ended."""
@@ -825,6 +883,29 @@ def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def _why_trio_runs_here(loop: asyncio.AbstractEventLoop) -> str:
+    """Why ``embed`` cannot start on ``loop``: this thread runs trio already."""
+    earlier: EmbeddedSupervisor | None = getattr(_this_thread, "run", None)
+    if earlier is not None and earlier._loop is not loop:
+        if earlier._loop is not None and earlier._loop.is_closed():
+            return (
+                "embed() cannot start: an earlier embed() in this thread ran on an asyncio loop that was "
+                "closed without aclose(), and its trio guest run, abandoned half-way, still holds this "
+                "thread (trio runs once per thread). Close the handle (`await sup.aclose()`, or "
+                "`async with embed(...)`) before its loop closes; in this process, embed() again only "
+                "in another thread"
+            )
+        return (
+            "embed() cannot start: an earlier embed() in this thread, on another asyncio loop, is still "
+            "open (trio runs once per thread): `await sup.aclose()` on its own loop first"
+        )
+    return (
+        "embed() needs a plain asyncio loop, and this thread already runs trio (a trio "
+        "program, trio-asyncio's loop, or an earlier embed() on this loop): in trio, use "
+        "`async with Supervisor(...)`; share one EmbeddedSupervisor per loop"
+    )
 
 
 def _mark_retrieved(future: asyncio.Future[Any]) -> None:

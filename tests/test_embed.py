@@ -1317,3 +1317,86 @@ def test_on_uvloop_a_deadline_of_trio_under_a_millisecond_away_is_kept():
             await asyncio.wait_for(sleeper, 5)
 
     run_asyncio(main, loop_factory=uvloop.new_event_loop)
+
+
+def _line_within(stream: Any, timeout: float) -> str:
+    """The next line of a subprocess's text ``stream``; fails the test after ``timeout`` s."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        pytest.fail(f"no line within {timeout} s")
+    return stream.readline().rstrip("\n")
+
+
+_HOST_THAT_CLOSES_ITS_LOOP = """
+import asyncio, logging, sys
+import msgspec
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from protocol import ServerSpec
+from supervisor import embed
+
+specs = msgspec.json.decode(sys.argv[3].encode(), type=list[ServerSpec])
+
+async def start():
+    sup = await embed(specs)
+    assert not (await sup.call_tool("echo__echo", {"text": "hi"}, timeout=10)).is_error
+    return sup
+
+loop = asyncio.new_event_loop()
+sup = loop.run_until_complete(start())
+if sys.argv[2] == "stopped":  # stopped from a callback while a host task still waits
+    async def host_task():
+        loop.call_soon(loop.stop)
+        await asyncio.sleep(3600)
+    loop.create_task(host_task())
+    loop.run_forever()
+loop.close()
+print("closed", sup.running, flush=True)
+sys.stdin.readline()  # the host goes on meanwhile
+
+async def again():
+    await embed([])
+try:
+    asyncio.run(again())
+except RuntimeError as exc:
+    print("again:", exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["run_until_complete", "stopped"])
+def test_a_host_loop_closed_without_aclose_takes_the_servers_and_says_so(how):
+    """A host that closed its asyncio loop without ``aclose`` (``run_until_complete`` then
+    ``close``, or ``stop`` then ``close``) left every stdio server running, without a word,
+    while the host went on (until its exit, when the reaper kills them); a later
+    ``asyncio.run(embed(...))`` in that thread then failed blaming "an earlier embed() on
+    this loop", a loop it never used. Now closing the loop kills the servers' process trees
+    at once and logs a warning that names ``aclose``, and the later ``embed`` says that an
+    earlier one's loop was closed without ``aclose`` and its guest run still holds the thread."""
+    parent = server_spec("parent", "spawns_grandchild.py", "--child-stdio", "devnull")
+    echo = server_spec("echo", "echo.py", namespace="prefix")
+    host = subprocess.Popen(
+        [sys.executable, "-c", _HOST_THAT_CLOSES_ITS_LOOP, os.path.dirname(os.path.dirname(os.path.abspath(__file__))), how,
+         msgspec.json.encode([parent, echo]).decode()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert _line_within(host.stdout, 30) == "closed False"
+        assert host.poll() is None  # the host goes on
+        deadline = time.monotonic() + 5  # a SIGKILL takes effect soon after, not in the kill call
+        while procs_with_marker(marker_of(parent)) + procs_with_marker(marker_of(echo)):
+            assert time.monotonic() < deadline, "the servers outlived the host's loop"
+            time.sleep(0.02)
+        assert host.poll() is None
+        host.stdin.write("\n")
+        host.stdin.flush()
+        again = _line_within(host.stdout, 30)
+        assert again.startswith("again:") and "closed without aclose()" in again, again
+        assert "on this loop" not in again, again
+        _, err = host.communicate(timeout=30)
+        assert "closed without aclose()" in err and "aclose" in err, err
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait(10)
