@@ -80,7 +80,7 @@ from protocol import (
 
 from ._deprecated import call_deprecated
 from ._events import publish
-from ._front import Front, current_front, describe_request, host_front
+from ._front import DECLINE, Front, current_front, describe_request, host_front
 from ._http_answers import HttpAnswerWatch, HttpRefusal, PostFailed, refusals
 from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
@@ -1174,6 +1174,16 @@ class _Connection:
         it may be for are marked as waiting on the client meanwhile: one that times out
         then, or after spending most of its time so, did not hang (see `call`)."""
         front = self.front_of_question()
+        clients = len({id(f) for f in self.inflight.values() if f is not None})
+        if front is DECLINE and clients > 1:
+            return mcp_types.ErrorData(
+                code=mcp_types.INVALID_REQUEST,
+                message=(
+                    f"server {self.spec.name!r} asked for {describe_request(request)} while calls of {clients} "
+                    "clients were in flight on it, and nothing on its wire says which call asked: no client "
+                    "is shown a question that may not be its own"
+                ),
+            )
         asking = self._asking(front)
         started = trio.current_time()
         for asked in asking:

@@ -862,6 +862,44 @@ async def test_a_resource_two_servers_offer_is_listed_once_as_the_one_reads_reac
 
 
 @handshake_era
+async def test_a_question_whose_asker_cannot_be_told_is_refused_saying_why():
+    """Two clients' calls are in flight on one stdio server when it asks a question:
+    nothing on that wire says which call asked, so no client may be shown it. The refusal
+    said "this call has no client that can answer it (pass on_input_request= to the
+    Supervisor...)", which meant nothing to the daemon's client that could have answered.
+    Now it says why the question went unasked."""
+    from mcp import types
+
+    spec = server_spec("ev", "everything.py", "--handshake-only", timeout=30)
+    release = trio.Event()
+
+    async def slow_elicitation(context, params):
+        await release.wait()
+        return types.ElicitResult(action="decline")
+
+    async def sampling(context, params):
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="hi"), model="m")
+
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("ev", timeout=30)
+        gateway = Gateway(sup)
+        with trio.fail_after(30):
+            async with Client(gateway.server, mode="legacy", elicitation_callback=slow_elicitation) as b, Client(
+                gateway.server, mode="legacy", sampling_callback=sampling
+            ) as a, trio.open_nursery() as nursery:
+                nursery.start_soon(b.call_tool, "ask_elicitation", {"question": "Colour?"})
+                await wait_until(lambda: sup.link("ev").inflight > 0, timeout=10, what="b's call in flight")
+                try:
+                    refused = await a.call_tool("ask_sampling", {"prompt": "hi"})
+                    assert refused.is_error, refused
+                    said = text_of(refused)
+                except MCPError as exc:  # the server passes the refusal on as its own error
+                    said = exc.error.message
+                release.set()
+    assert "calls of 2 clients were in flight" in said and "on_input_request" not in said, said
+
+
+@handshake_era
 async def test_a_subscription_made_while_another_client_releases_it_is_kept():
     """Client A subscribed to a URI while client B, the one holding it, unsubscribed: A was
     counted only once the server had answered, so B's release saw nobody wanting the URI
