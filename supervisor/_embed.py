@@ -655,8 +655,14 @@ class EmbeddedSupervisor:
         supervisor closes or the iterator is closed (``aclose``, which unsubscribes; so does
         dropping it once it has been iterated)."""
         sup = self._require()
-        subscribed = self._submit(sup.subscribe, size, is_async=False)
-        subscribed.add_done_callback(self._pending.discard)
+        if self._driver is not None:
+            # On the loop's thread, between two ticks: subscribed now, as a later request
+            # handed to an idle trio directly would run before trio's entry queue did.
+            subscribed: asyncio.Future[Any] = self._check_loop().create_future()
+            subscribed.set_result(sup.subscribe(size))
+        else:
+            subscribed = self._submit(sup.subscribe, size, is_async=False)
+            subscribed.add_done_callback(self._pending.discard)
         return _EventStream(self, subscribed)
 
     async def reload(self, servers_or_config: Any) -> dict[str, list[str]]:

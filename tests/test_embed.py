@@ -1400,3 +1400,20 @@ def test_a_host_loop_closed_without_aclose_takes_the_servers_and_says_so(how):
         if host.poll() is None:
             host.kill()
             host.wait(10)
+
+
+def test_events_subscribes_before_any_later_request_runs_in_trio():
+    """``events()`` promises the subscription is made before the tree does anything more,
+    but it went to trio through ``run_sync_soon`` while a later request, handed to an idle
+    trio directly (the guest driver), ran first: what that request published was missed.
+    Now, with the driver, the subscription is made in the call itself."""
+
+    async def main() -> None:
+        async with embed([]) as sup:
+            assert sup._driver is not None
+            events = sup.events()
+            await sup.run_in_trio(_publish_probe, "right after")
+            assert (await asyncio.wait_for(anext(events), 5)).path == "root/test:right after"
+            await events.aclose()
+
+    run_asyncio(main)
