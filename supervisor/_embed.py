@@ -57,8 +57,13 @@ Guarantees:
 One trio run per thread (a trio limit): call ``embed`` once per process, at start-up, and
 share the handle. Close it (``aclose`` or ``async with``) before the loop stops. One left
 open when ``asyncio.run`` ends is closed by it (a task of ours waits for the guest run's end;
-``asyncio.run`` cancels the tasks left, and that one closes the tree before it ends); on a
-loop closed without cancelling its tasks, the guest run is abandoned half-way. The host loop must be a plain
+``asyncio.run`` cancels the tasks left, and that one closes the tree before it ends). A
+loop closed without that (``run_until_complete`` or ``stop``, then ``close``) abandons the
+guest run half-way, for good: it holds the thread, so no later ``embed`` or ``trio.run``
+there (``embed`` says why). The close is seen (the loop's ``close`` is shadowed while a run
+is live): a warning is logged, and the stdio servers' process trees are killed then and
+there, unless another embedded run of this process is live (it might own some of them: the
+reaper kills them at exit). The host loop must be a plain
 asyncio loop; note that merely importing ``trio_asyncio`` makes ``asyncio.run``'s default
 loop trio-asyncio's own (which is trio), so a process that imports it makes its loop
 explicitly (``asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)``). This package
