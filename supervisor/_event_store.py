@@ -15,7 +15,13 @@ Guarantees:
   ``max_events`` events or ``max_bytes`` of them the oldest are dropped, whatever session
   they belong to; an event over ``max_bytes`` by itself is not held, nor the events of
   its stream before it, and the others stay. A client asking to resume after a dropped
-  (or unknown) event gets nothing replayed; the SDK then answers its GET as a fresh stream.
+  event gets the later events of its stream when none of them was dropped (the usual
+  case: a client that lost its stream right after the priming event, while other
+  sessions' traffic pushed that event out before its call's answer was stored); after
+  a dropped event that a later dropped one follows, or an unknown one, it gets nothing
+  replayed (never a stream with a gap), and the SDK answers its GET as a fresh stream.
+  What a dropped event leaves is bounded too: its number and a 16-byte digest of its
+  stream, for the last ``max_events`` dropped.
 - The bytes counted (``bytes``, held to ``max_bytes``) are the events' JSON and the ids
   of the streams they belong to: the SDK names a stream ``str(id)`` of the request it
   answers, and the client chooses that id, as long as its request body allows (4 MiB by
@@ -30,6 +36,7 @@ Guarantees:
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 
 import pydantic
@@ -59,6 +66,10 @@ class BoundedEventStore(EventStore):
         self._events: collections.OrderedDict[int, tuple[_Key, bytes | None]] = collections.OrderedDict()
         #: Every stream with an event held -> [its key, the one every such event holds; events held].
         self._streams: dict[_Key, list] = {}
+        #: The last ``max_events`` events dropped (or never held): number -> its stream's digest.
+        self._gone: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        #: Each stream's last event in ``_gone``: a resume after it misses nothing held.
+        self._last_gone: dict[bytes, int] = {}
 
     def for_session(self, session_id: str) -> EventStore:
         """The view one session stores and replays through."""
@@ -80,6 +91,7 @@ class BoundedEventStore(EventStore):
             # from one of them would skip it).
             for earlier in [n for n, (where, _) in self._events.items() if where == key]:
                 self._drop(earlier)
+            self._note_gone(number, key)
             return str(number)
         stream = self._streams.get(key)
         if stream is None:
@@ -100,6 +112,16 @@ class BoundedEventStore(EventStore):
         if not stream[1]:
             del self._streams[key]
             self.bytes -= _key_bytes(key)
+        self._note_gone(number, key)
+
+    def _note_gone(self, number: int, key: _Key) -> None:
+        digest = _digest(key)
+        self._gone[number] = digest
+        self._last_gone[digest] = number
+        if len(self._gone) > self.max_events:
+            oldest, of = self._gone.popitem(last=False)
+            if self._last_gone.get(of) == oldest:
+                del self._last_gone[of]
 
     async def _replay(self, session: str | None, last_event_id: EventId, send: EventCallback) -> StreamId | None:
         try:
@@ -107,14 +129,30 @@ class BoundedEventStore(EventStore):
         except ValueError:
             return None
         held = self._events.get(last)
-        if held is None or held[0][0] != session:
+        if held is not None:
+            key = held[0]
+        else:  # dropped: resumable if nothing of its stream after it was
+            digest = self._gone.get(last)
+            if digest is None or self._last_gone.get(digest) != last:
+                return None
+            key = next((k for k in self._streams if k[0] == session and _digest(k) == digest), (session, ""))
+            if not key[1]:
+                return None  # nothing of its stream held since: a fresh stream
+        if key[0] != session:
             return None
-        key = held[0]
         later = [(n, data) for n, (where, data) in self._events.items() if n > last and where == key]
         for number, data in later:
             if data is not None:  # priming events carry nothing to replay
                 await send(EventMessage(_MESSAGE.validate_json(data), str(number)))
         return key[1]
+
+
+def _digest(key: _Key) -> bytes:
+    """What identifies a stream once its events are gone, in 16 bytes (a stream id may be
+    as long as a request body allows)."""
+    session, stream = key
+    data = (session or "").encode("utf-8", "surrogatepass") + b"\0" + stream.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _key_bytes(key: _Key) -> int:

@@ -141,3 +141,39 @@ async def test_a_stream_id_over_max_bytes_is_not_held():
     assert await replay(store, priming) == (None, [])
     assert await replay(store, kept) == ("a", [(after, 2)])
     assert store.bytes <= 10_000
+
+
+async def test_a_stream_whose_resume_point_was_pushed_out_resumes_when_nothing_after_it_was():
+    """A client loses its stream right after the priming event; other streams' events push
+    that event out of the store; then its call's answer is stored. Its resume after the
+    priming event replayed nothing (the answer was lost though held); now it gets the
+    answer. A stream that lost an event after the resume point still replays nothing:
+    never a stream with a gap. Other sessions cannot resume it."""
+    store = BoundedEventStore(max_events=3)
+    priming = await store.store_event("a", None)
+    for n in range(3):
+        await store.store_event("b", message(100 + n))  # pushes a's priming event out
+    answer = await store.store_event("a", message(1))
+    assert await replay(store, priming) == ("a", [(answer, 1)])
+
+    gapped = BoundedEventStore(max_events=3)
+    start = await gapped.store_event("a", None)
+    await gapped.store_event("a", message(1))  # dropped too: a resume after start would miss it
+    for n in range(3):
+        await gapped.store_event("b", message(100 + n))
+    await gapped.store_event("a", message(2))
+    assert await replay(gapped, start) == (None, [])
+
+    shared = BoundedEventStore(max_events=3)
+    mine, theirs = shared.for_session("mine"), shared.for_session("theirs")
+    primed = await mine.store_event("1", None)
+    for n in range(3):
+        await theirs.store_event("1", message(100 + n))
+    kept = await mine.store_event("1", message(1))
+    sent = []
+
+    async def send(event):
+        sent.append(event.event_id)
+
+    assert await theirs.replay_events_after(primed, send) is None and sent == []
+    assert await mine.replay_events_after(primed, send) == "1" and sent == [kept]
