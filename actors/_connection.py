@@ -895,7 +895,7 @@ class _Connection:
                 f"tool {call.tool!r} on server {spec.name!r} did not answer in time: it was waiting on the "
                 f"client's answer to the server's question ({asked.what}) {took}, so it does not count "
                 "towards hang_threshold; the request was abandoned, and a cancellation sent to the server "
-                "where its wire took one; it may have run",
+                "where its wire took one; it may or may not have run",
                 server=spec.name,
                 tool=call.tool,
             )
@@ -905,7 +905,7 @@ class _Connection:
         raise DeadlineExceeded(
             f"tool {call.tool!r} on server {spec.name!r} did not answer in time; "
             "the request was abandoned, and a cancellation sent to the server where its wire took one; "
-            "it may have run",
+            "it may or may not have run",
             server=spec.name,
             tool=call.tool,
         )
