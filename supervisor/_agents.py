@@ -450,6 +450,16 @@ _LISTINGS = {
     "resource_templates": ("resources", "list_resource_templates", "resource_templates"),
 }
 
+#: In a listing over several servers, what an item is offered under (each once, as the
+#: first server offering it lists it: the one `get_prompt`/`read_resource` reach), as the
+#: daemon lists them: a prompt namespaced like its server's tools, a resource by its URI.
+_OFFERED_AS: dict[str, Callable[[Supervisor, str, Any], Any]] = {
+    "prompts": lambda sup, server, prompt: prompt.model_copy(update={"name": sup.prompt_name(server, prompt.name)}),
+    "resources": lambda sup, server, resource: resource,
+    "resource_templates": lambda sup, server, template: template,
+}
+_KEY = {"prompts": lambda p: p.name, "resources": lambda r: str(r.uri), "resource_templates": lambda t: t.uri_template}
+
 
 async def _list_in_trio(
     sup: Supervisor,
@@ -462,6 +472,7 @@ async def _list_in_trio(
     servers = _servers_in_scope(sup, scope)
     single = len(servers) == 1
     items: list[Any] = []
+    keys: set[str] = set()
     for server in servers:
         link = sup.link(server)
         if link.conn is None and not single:
@@ -479,7 +490,11 @@ async def _list_in_trio(
         try:
             for _ in range(_MAX_PAGES):
                 result = await _on_server(sup, server, lambda client: page(client, at), meta)
-                items.extend(getattr(result, field))
+                for item in getattr(result, field):
+                    offered = _OFFERED_AS[what](sup, server, item)
+                    if _KEY[what](offered) not in keys:
+                        keys.add(_KEY[what](offered))
+                        items.append(offered)
                 at = result.next_cursor
                 if not at:
                     break
@@ -498,7 +513,10 @@ async def _get_prompt_in_trio(
     meta: dict[str, Any] | None,
 ) -> Any:
     servers = _servers_in_scope(sup, scope)
-    owner = next((s for s in servers if any(p.name == name for p in sup.link(s).prompts)), None)
+    offered = ((s, p.name) for s in servers for p in sup.link(s).prompts if sup.prompt_name(s, p.name) == name)
+    owner, name = next(offered, (None, name))  # as listed over several servers (`_OFFERED_AS`)
+    if owner is None:  # or under its own name
+        owner = next((s for s in servers if any(p.name == name for p in sup.link(s).prompts)), None)
     if owner is None and len(servers) == 1:
         owner = servers[0]  # let the server itself say what it knows
     if owner is None:

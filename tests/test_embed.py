@@ -573,9 +573,15 @@ def test_adapter_lists_calls_and_turns_typed_failures_into_readable_results():
             info = await adapter.read_resource("info://server")
             assert f"pid={meta_pid}" in info.contents[0].text
             everything = SupervisedMCPServer(sup)  # over every server
-            assert [p.name for p in (await everything.list_prompts()).prompts] == ["greet", "greet"]
+            # Over several servers, as the daemon lists them: each prompt once, namespaced like
+            # its server's tools, and each resource URI once (the server a read reaches).
+            # Both servers' greet were listed as "greet", and only the first was reachable.
+            assert sorted(p.name for p in (await everything.list_prompts()).prompts) == ["greet", "meta__greet"]
+            meta_greeting = await everything.get_prompt("meta__greet", {"who": "meta"})
+            assert "meta" in meta_greeting.messages[0].content.text
+            assert "trio" in (await everything.get_prompt("greet", {"who": "trio"})).messages[0].content.text
             uris = sorted(str(r.uri) for r in (await everything.list_resources()).resources)
-            assert uris == ["doc://readme", "info://server", "info://server"]
+            assert uris == ["doc://readme", "info://server"]
             # docs has no templates ("Method not found"): it adds none, the listing still works
             assert (await everything.list_resource_templates()).resource_templates == []
             documents = SupervisedMCPServer(sup, server="docs")
