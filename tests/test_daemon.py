@@ -1037,15 +1037,21 @@ async def test_client_cancellation_reaches_upstream(shared_daemon):
             assert text_of(await client.call_tool("echo", {"text": "still fine"})) == "still fine"
 
 
-async def test_clients_see_tools_list_changed(shared_daemon):
-    daemon = shared_daemon
-    legacy_seen = trio.Event()
+def tools_list_changed_heard() -> tuple[trio.Event, Callable]:
+    """An event and the ``message_handler`` that sets it on ``notifications/tools/list_changed``."""
+    heard = trio.Event()
 
     async def on_message(message):
         root = getattr(message, "root", message)
         if getattr(root, "method", None) == "notifications/tools/list_changed":
-            legacy_seen.set()
+            heard.set()
 
+    return heard, on_message
+
+
+async def test_clients_see_tools_list_changed(shared_daemon):
+    daemon = shared_daemon
+    legacy_seen, on_message = tools_list_changed_heard()
     with trio.fail_after(20):
         async with Client(daemon.url + "/mcp") as modern, Client(
             daemon.url + "/mcp", mode="legacy", message_handler=on_message
@@ -1067,13 +1073,7 @@ async def test_a_handshake_client_that_has_asked_nothing_yet_hears_of_a_list_cha
     call request: one that initialized and waited (for the list to change, say) heard
     nothing, where a server reached directly tells every initialized session."""
     daemon = shared_daemon
-    heard = trio.Event()
-
-    async def on_message(message):
-        root = getattr(message, "root", message)
-        if getattr(root, "method", None) == "notifications/tools/list_changed":
-            heard.set()
-
+    heard, on_message = tools_list_changed_heard()
     with trio.fail_after(20):
         async with Client(daemon.url + "/mcp") as modern, Client(
             daemon.url + "/mcp", mode="legacy", message_handler=on_message

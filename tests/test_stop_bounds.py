@@ -171,33 +171,32 @@ class _SlowToStop:
                 self.stops.append((self.name, began, trio.current_time()))
 
 
-async def test_a_cancelled_child_gets_a_moment_for_its_cleanup(autojump_clock, caplog):
-    """A child with ``shutdown`` 0 (brutal kill) whose shielded cleanup takes a moment
-    (killing a process tree: SIGKILL, then reaping) is waited for, not logged as having
-    ignored its cancellation and abandoned."""
+async def stop_one_brutally(seconds: float, name: str, caplog) -> tuple[list[str], list[str]]:
+    """Start and stop a supervisor of one child with ``shutdown`` 0 (brutal kill) whose
+    shielded cleanup takes ``seconds``: (the errors logged, the children that stopped)."""
     stops: list[tuple[str, float, float]] = []
-    child = _SlowToStop(0.05, stops, "quick")
-    sup = TreeSupervisor("sup", [ChildSpec(id="quick", start=child.start, shutdown=0.0)])
+    child = _SlowToStop(seconds, stops, name)
+    sup = TreeSupervisor("sup", [ChildSpec(id=name, start=child.start, shutdown=0.0)])
     with caplog.at_level(logging.ERROR, logger="supervisor"):
         async with trio.open_nursery() as nursery:
             await nursery.start(sup.run)
             sup.stop()
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
-    assert [n for n, _, _ in stops] == ["quick"]
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR], [n for n, _, _ in stops]
+
+
+async def test_a_cancelled_child_gets_a_moment_for_its_cleanup(autojump_clock, caplog):
+    """A child with ``shutdown`` 0 (brutal kill) whose shielded cleanup takes a moment
+    (killing a process tree: SIGKILL, then reaping) is waited for, not logged as having
+    ignored its cancellation and abandoned."""
+    assert await stop_one_brutally(0.05, "quick", caplog) == ([], ["quick"])
 
 
 async def test_a_child_that_ignores_cancellation_is_still_abandoned(autojump_clock, caplog):
     """The floor is a moment, not forever: a child whose cleanup outlasts it is abandoned
     and logged."""
-    stops: list[tuple[str, float, float]] = []
-    child = _SlowToStop(60.0, stops, "stuck")
-    sup = TreeSupervisor("sup", [ChildSpec(id="stuck", start=child.start, shutdown=0.0)])
-    with caplog.at_level(logging.ERROR, logger="supervisor"):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(sup.run)
-            sup.stop()
-    assert any("abandoning it" in r.getMessage() for r in caplog.records)
-    assert [n for n, _, _ in stops] == ["stuck"]  # its task still ran to its end
+    errors, stopped = await stop_one_brutally(60.0, "stuck", caplog)
+    assert any("abandoning it" in error for error in errors), errors
+    assert stopped == ["stuck"]  # its task still ran to its end
 
 
 async def test_servers_stop_together(stubborn):

@@ -14,8 +14,9 @@ then ``liar``. ``--bad-later``: the first list holds only the good tools; a call
     python tests/servers/bad_tools.py [--paged] [--bad-later]
 """
 
-import json
 import sys
+
+from _raw import requests, send
 
 ECHO = {
     "name": "echo",
@@ -37,27 +38,11 @@ BAD = [
 ]
 
 
-def send(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
     paged = "--paged" in sys.argv[1:]
     broken = "--bad-later" not in sys.argv[1:]
-    for line in sys.stdin:
-        message = json.loads(line)
-        method, rid = message.get("method"), message.get("id")
-        if rid is None or method is None:
-            continue
-        if method == "initialize":
-            result = {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {"tools": {"listChanged": True}},
-                "serverInfo": {"name": "bad_tools", "version": "1"},
-            }
-            send({"jsonrpc": "2.0", "id": rid, "result": result})
-        elif method == "tools/list":
+    for method, rid, message in requests("bad_tools", {"tools": {"listChanged": True}}):
+        if method == "tools/list":
             bad = BAD if broken else []
             cursor = (message.get("params") or {}).get("cursor")
             if not paged:

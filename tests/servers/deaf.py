@@ -6,29 +6,12 @@ No echo tool set.
     python tests/servers/deaf.py
 """
 
-import json
-import sys
-
-
-def send(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+from _raw import requests, send
 
 
 def main() -> None:
-    for line in sys.stdin:
-        message = json.loads(line)
-        method, rid = message.get("method"), message.get("id")
-        if rid is None or method is None:
-            continue
-        if method == "initialize":
-            result = {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "deaf", "version": "1"},
-            }
-            send({"jsonrpc": "2.0", "id": rid, "result": result})
-        elif method == "tools/list":
+    for method, rid, message in requests("deaf", {"tools": {}}):
+        if method == "tools/list":
             tool = {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
             send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [tool]}})
         elif method == "tools/call" and message["params"]["name"] == "echo":
