@@ -498,8 +498,12 @@ _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
 
 def check_spec(spec: ServerSpec) -> None:
     """Raise ``ValueError`` naming the key and the reason for a number of a spec made in
-    code (not read from a file) that is out of its range, as a config file's would be."""
+    code (not read from a file) that is out of its range, or a header no HTTP request can
+    carry (never quoting its value: it may be a secret), as a config file's would be."""
     try:
+        for header, value in spec.headers.items():
+            if problem := _header_problem(header, value):
+                raise _problem(["headers", header], problem)
         _check_limits(spec, [])
     except _Problem as problem:
         raise ValueError(f"server {spec.name!r}: {problem.key}: {problem.reason}") from None

@@ -324,6 +324,13 @@ async def test_a_spec_made_in_code_with_a_number_out_of_range_is_refused_before_
                 await change()
         assert sup.servers == ["echo"] and sup.link("echo").process.pid == pid
         assert text(await sup.call_tool("echo", {"text": "untouched"}, timeout=10)) == "untouched"
+    # A header value no HTTP request can carry (a token read from a file, its newline kept)
+    # was found only at every connect, where the HTTP client's error quoted it, secret and
+    # all, into the status and the log while the server restarted for good.
+    leaky = ServerSpec(name="remote", url="http://127.0.0.1:9/mcp", headers={"Authorization": "Bearer sk-SECRET\n"})
+    with pytest.raises(ValueError, match=r"server 'remote': headers.Authorization: the value holds a line break") as refused:
+        Supervisor([leaky])
+    assert "sk-SECRET" not in str(refused.value)
 
 
 async def test_invalid_arguments_never_reach_the_server(tmp_path):
