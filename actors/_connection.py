@@ -458,6 +458,12 @@ def _transport_lost(exc: BaseException) -> str | None:
     return None
 
 
+def _stream_of_its_own(exc: BaseException) -> bool:
+    """Whether ``exc`` is the SDK's word that one request's own SSE stream ended without
+    its answer (not that the transport did)."""
+    return isinstance(exc, MCPError) and exc.error.message.startswith(_SDK_STREAM_LOST[0])
+
+
 def _tool_spec(tool: mcp_types.Tool, server: str) -> ToolSpec:
     """Our view of one tool; a category the server gives in ``_meta.category`` is kept."""
     category = (tool.meta or {}).get("category")
@@ -559,7 +565,7 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
     """The SDK's httpx client, with ``X-Session-Id`` lifted into each POST's headers
     (`lift_session_header`), every answer's body held to ``max_message_bytes``
     (`bound_answers`, first: the watch may read the body) and every answer watched
-    (`HttpAnswerWatch`); over SSE, POSTs that get no answer too (`watch_posts`)."""
+    (`HttpAnswerWatch`), and POSTs that get no answer too (`watch_posts`)."""
     from mcp.shared._httpx_utils import create_mcp_http_client
 
     def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
@@ -568,8 +574,7 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
         hooks["request"] = [*hooks.get("request", []), lift_session_header]
         hooks["response"] = [bound_answers(max_message_bytes), *hooks.get("response", []), watch]
         client.event_hooks = hooks
-        if watch.on_broken is not None:
-            watch.watch_posts(client)
+        watch.watch_posts(client)
         return client
 
     return factory
@@ -843,6 +848,16 @@ class _Connection:
                     f"tool {call.tool!r} on server {spec.name!r}: {unread}", server=spec.name, tool=call.tool
                 ) from None
             lost = _transport_lost(exc)
+            if lost is not None and spec.kind == "streamable-http" and _stream_of_its_own(exc):
+                # This request's own event stream ended unanswered: its answer is lost, not the
+                # connection (each POST is an exchange of its own). A server that is gone
+                # is found by the next request, or the health check.
+                raise ServerCrashed(
+                    f"server {spec.name!r}: the call's answer stream ended without an answer ({lost}); "
+                    "the call may or may not have run",
+                    server=spec.name,
+                    tool=call.tool,
+                ) from None
             if lost is not None:
                 self.die(lost, "transport", failed=not self.stopping)  # a drain's end is no failure
                 raise self._crash_failure() from None
@@ -944,7 +959,7 @@ class _Connection:
                     if lost is not None:
                         self.die(lost, "transport")
                         return
-                    if refused and isinstance(refused[-1], HttpRefusal) and refused[-1].status >= 500:
+                    if refused and (isinstance(refused[-1], PostFailed) or refused[-1].status >= 500):
                         why = f"the health check (tools/list) got {refused[-1]} instead of an answer"
                         self.die(why, "unresponsive")
                         return

@@ -88,13 +88,14 @@ _HINTS = {
 
 
 class PostFailed(msgspec.Struct, frozen=True):
-    """A POST that got no HTTP answer: an httpx transport error."""
+    """A POST that got no HTTP answer, or one cut short: an httpx transport error."""
 
     error: str  # the exception, named
     sent: bool  # False when no connection was made: the server cannot have read it
+    cut_short: bool = False  # the answer began (its status came), then broke
 
     def __str__(self) -> str:
-        return f"no answer ({self.error})"
+        return f"an answer cut short ({self.error})" if self.cut_short else f"no answer ({self.error})"
 
     hint = ""
 
@@ -171,6 +172,35 @@ def _web_page(response: Any) -> bool:
     return kind in ("text/html", "application/xhtml+xml")
 
 
+class AnswerCutShort(httpx2.StreamError):
+    """A POST's answer broke off as it was read (a reset, a body shorter than its
+    ``Content-Length``, a bad chunk): an ``httpx.StreamError``, which the SDK turns into
+    an error for that request alone. The transport error it stands for killed the SDK's
+    whole transport, and every call in flight on it."""
+
+
+class _CutShortWatched(httpx2.AsyncByteStream):
+    """A POST answer's body; a transport error while it is read is put in the reader's
+    ``refusals`` (a `PostFailed` cut short) and raised as `AnswerCutShort`."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __aiter__(self) -> Any:
+        try:
+            async for chunk in self.inner:
+                yield chunk
+        except httpx2.TransportError as exc:
+            said = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            into = refusals.get()
+            if into is not None:
+                into.append(PostFailed(said, True, cut_short=True))
+            raise AnswerCutShort(f"the server's answer was cut short: {said}") from exc
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
@@ -184,6 +214,8 @@ class HttpAnswerWatch:
     async def __call__(self, response: Any) -> None:
         status = response.status_code
         if status < 400 and not _web_page(response):
+            if response.request.method == "POST" and isinstance(response.stream, httpx2.AsyncByteStream):
+                response.stream = _CutShortWatched(response.stream)
             return
         try:
             body = await response.aread()
@@ -211,7 +243,9 @@ class HttpAnswerWatch:
 
     def watch_posts(self, client: httpx2.AsyncClient) -> None:
         """Make ``client`` report each POST that fails with a transport error: a `PostFailed`
-        in the sender's ``refusals``, then ``on_broken``; the error still propagates. Only
+        in the sender's ``refusals``, then ``on_broken`` (SSE), and the error propagates;
+        without ``on_broken`` (streamable HTTP) one that may have reached the server is
+        answered with a bare 502 instead, which fails its request alone. Only
         ``client.send`` is wrapped (every request of the MCP transports goes through it);
         other requests and answers are untouched. Not seen: a body that breaks after its
         status came (an SSE server's answer to a POST is a few bytes long).
@@ -231,6 +265,13 @@ class HttpAnswerWatch:
                         into.append(failed)
                     if self.on_broken is not None:
                         self.on_broken(failed)
+                    elif failed.sent:
+                        # Streamable HTTP: each POST is an exchange of its own, and this one's
+                        # answer is what was lost (a reset, a proxy's timeout), not the
+                        # connection; raised, the error would end the SDK's whole transport
+                        # and every call in flight on it. An error status in its place fails
+                        # this request alone, as `failed` (in the sender's ``refusals``) says.
+                        return httpx2.Response(502, request=request)
                 raise
 
         client.send = send_watched  # type: ignore[method-assign]

@@ -1973,6 +1973,40 @@ async def test_a_remote_answer_that_is_no_json_rpc_is_an_invalid_result(content_
             assert connection_status(sup, "gw").restarts == 0
 
 
+@pytest.mark.parametrize("how", ["cut-short", "sse-empty"])
+async def test_one_answer_that_breaks_off_fails_its_call_alone(how):
+    """Over streamable HTTP each POST is an exchange of its own. One call's answer broke
+    off (a JSON body shorter than its Content-Length, the connection closed; an event
+    stream that ended with no answer): the first ended the SDK's whole transport, the
+    second was taken for a lost connection, and either way every other call in flight on
+    the server failed ``ServerCrashed`` and the next ones ``CircuitOpen``. Now that call
+    alone fails (``ServerCrashed``: it may have run), and the others are answered on the
+    same connection."""
+    async with HttpEcho("--http-errors") as server:
+        spec = ServerSpec(name="gw", url=server.url("/mcp"), retry=RetryPolicy(max_retries=0), health_check_interval=None)
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            incarnation = sup.link("gw").conn
+            outcomes: list[str] = []
+
+            async def sleeper() -> None:
+                outcomes.append(text(await sup.call_tool("sleep", {"seconds": 1.0}, server="gw", timeout=20)))
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(3):
+                        nursery.start_soon(sleeper)
+                    await wait_until(lambda: sup.link("gw").inflight >= 3, timeout=10, what="the calls in flight")
+                    await sup.call_tool("break_next", {"how": how}, server="gw", timeout=10)
+                    with pytest.raises(ServerCrashed, match="may or may not have run") as broke:
+                        await sup.call_tool("write_note", {"text": "x"}, server="gw", timeout=10)
+                    said = "an answer cut short" if how == "cut-short" else "answer stream ended without an answer"
+                    assert said in broke.value.message, broke.value
+            assert len(outcomes) == 3 and all(outcome.startswith("slept") for outcome in outcomes), outcomes
+            assert sup.link("gw").conn is incarnation, "the connection was not restarted"
+            assert text(await sup.call_tool("echo", {"text": "after"}, server="gw", timeout=10)) == "after"
+
+
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 async def test_http_errors_from_a_gateway_become_typed_failures(transport):
     """A gateway in front of a remote server answers some calls' POSTs with an HTTP error and

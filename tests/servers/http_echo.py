@@ -22,7 +22,9 @@ but an event stream (starlette's ``GZipMiddleware``) when the client accepts it.
 ``status`` with a plain-text body, as a gateway does (or, with ``content_type``, a body that
 is no JSON-RPC under that type), and never reach the server;
 ``calls_served`` says how many did reach it, ``refusals_pending`` how many are still to be
-refused. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
+refused; ``break_next(how, count)`` makes the answers to the next ``count`` tools/call POSTs
+break off (``cut-short``: a JSON body shorter than its Content-Length, then the connection
+closed; ``sse-empty``: an event stream that ends with no event), never reaching the server. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
 kind, the handshake's included, with 503.
 
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
@@ -90,6 +92,19 @@ class _Gateway:
         self.served = 0
         self.refuse_first = refuse_first
         self.content_type = "text/plain"
+        self.breaks: list[str] = []  # how the next tools/call POSTs' answers break (`break_next`)
+
+    async def break_answer(self, how: str, send) -> None:
+        """An answer that breaks off: ``cut-short`` (a JSON body shorter than its
+        Content-Length, the connection then closed), ``sse-empty`` (an event stream that
+        ends with no event)."""
+        if how == "cut-short":
+            head = [(b"content-type", b"application/json"), (b"content-length", b"500")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": b'{"jsonrpc": "2.0", "id"', "more_body": True})
+            raise ConnectionAbortedError("the answer is cut short here")  # the server closes the connection
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b""})
 
     async def refuse(self, send) -> None:
         text = f"upstream answered {self.status}".encode()
@@ -115,7 +130,10 @@ class _Gateway:
             self.refuse_first -= 1
             await self.refuse(send)
             return
-        ours = b'"fail_next"' in body or b'"calls_served"' in body or b'"refusals_pending"' in body
+        ours = any(f'"{tool}"'.encode() in body for tool in ("fail_next", "calls_served", "refusals_pending", "break_next"))
+        if self.breaks and b'"tools/call"' in body and not ours:
+            await self.break_answer(self.breaks.pop(0), send)
+            return
         if self.count > 0 and self.method in body and not ours:
             self.count -= 1
             await self.refuse(send)
@@ -178,6 +196,13 @@ async def main_async(args) -> None:
             gateway.content_type = content_type
             gateway.method = f'"{method}"'.encode()
             return f"the next {count} {method} requests get HTTP {status}"
+
+        @mcp.tool()
+        def break_next(how: str, count: int = 1) -> str:
+            """The answers to the next ``count`` tools/call POSTs break off ``how``:
+            ``cut-short`` or ``sse-empty`` (see `_Gateway.break_answer`)."""
+            gateway.breaks += [how] * count
+            return f"the next {count} tools/call answers break off ({how})"
 
         @mcp.tool()
         def refusals_pending() -> int:
