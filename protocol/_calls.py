@@ -45,3 +45,7 @@ class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     #: The attempt held a half-open trial permit: its outcome decides the trial (or, ignored,
     #: hands the permit back). Only such an outcome may: a refused call held none.
     trial: bool = False
+    #: False: the attempt never reached the server (its deadline passed before it could be
+    #: sent: a timeout of 0, a wait for a free slot): counted under its kind, as the caller
+    #: saw it, but no verdict on the server, so the breaker ignores it.
+    sent: bool = True

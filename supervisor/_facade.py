@@ -472,7 +472,8 @@ class Supervisor:
 
     @staticmethod
     def _outcome(
-        entry: Any, kind: str, started: float, end: float, error: str | None, attempt: int, trial: bool = False
+        entry: Any, kind: str, started: float, end: float, error: str | None, attempt: int, trial: bool = False,
+        sent: bool = True,
     ) -> CallOutcome:
         return CallOutcome(
             server=entry.server,
@@ -483,6 +484,7 @@ class Supervisor:
             error=error,
             attempt=attempt,
             trial=trial,
+            sent=sent,
         )
 
     @staticmethod
@@ -537,7 +539,7 @@ class Supervisor:
 
         async def attempt(number: int) -> Any:
             started = now if number == 1 else trio.current_time()
-            kind, error, trial = "cancelled", None, False
+            kind, error, trial, sent = "cancelled", None, False, True
             try:
                 if handle.replacing is not None:
                     # The server is being replaced (config reload): wait for the new one.
@@ -557,8 +559,7 @@ class Supervisor:
                 return result
             except Failure as failure:
                 kind, error = failure.kind, failure.message
-                if failure.data.get("sent") is False:
-                    kind = "cancelled"  # no time was left to send it: no verdict on the server
+                sent = failure.data.get("sent") is not False  # unsent: no verdict on the server
                 raise
             except MCPError as exc:
                 kind, error = "tool_error", exc.error.message
@@ -566,7 +567,7 @@ class Supervisor:
             finally:
                 # Every attempt is reported: metrics count it, the breaker counts what says
                 # something about the server (and hands back a trial permit otherwise).
-                handle.report(self._outcome(entry, kind, started, trio.current_time(), error, number, trial))
+                handle.report(self._outcome(entry, kind, started, trio.current_time(), error, number, trial, sent))
 
         return await call_with_retry(
             attempt,

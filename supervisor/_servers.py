@@ -33,6 +33,7 @@ import logging
 import math
 from typing import Any, Final
 
+import msgspec
 import trio
 
 from actors import Mailbox, ServerLink, run_connection
@@ -207,6 +208,8 @@ class ServerHandle:
         if self.metrics is not None:
             self.metrics.report(outcome)
         if self.breaker_ref is not None:
+            if not outcome.sent:  # it never reached the server: nothing for the breaker to judge
+                outcome = msgspec.structs.replace(outcome, outcome="cancelled")
             report_outcome(self.breaker, self.breaker_ref, outcome)
 
     async def run_breaker(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
