@@ -99,6 +99,8 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
     if "state" in detail:
         state = str(detail["state"])
         why = f" ({detail['reason']})" if state != "closed" and detail.get("reason") else ""
+        if state != "closed" and isinstance(detail.get("retry_in"), (int, float)):
+            why += f", next trial in {detail['retry_in']:.3g} s"
         parts.append("breaker " + _paint(state, _BREAKER_COLORS.get(state), color) + why)
     if "pid" in detail:
         # A remote server has no pid either: name its transport, not "in-process".

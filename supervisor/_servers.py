@@ -289,5 +289,8 @@ class _ServerSubtree(TreeSupervisor):
                 child.detail = self.handle.link.detail()
             elif child.id.startswith("breaker:"):
                 view = self.handle.breaker
-                child.detail = {"state": view.state, "reason": view.reason, "retry_at": view.retry_at}
+                # In seconds from now: the trio clock's own reading means nothing outside
+                # this process (it starts at a random offset).
+                retry_in = None if view.retry_at in (None, math.inf) else max(0.0, view.retry_at - trio.current_time())
+                child.detail = {"state": view.state, "reason": view.reason, "retry_in": retry_in}
         return node

@@ -24,6 +24,7 @@ from protocol import (
     UnknownTool,
 )
 from supervisor import Supervisor
+from supervisor.__main__ import render_tree
 
 QUICK_RETRY = RetryPolicy(max_retries=3, initial_delay=0.2, max_delay=1.0)
 
@@ -159,6 +160,12 @@ async def test_killed_server_fails_fast_with_circuit_open_during_backoff_then_re
             await sup.call_tool("echo", {"text": "x"}, timeout=30)
         assert trio.current_time() - t0 < 0.5, "must fail fast, not wait for the restart"
         assert 1.0 < info.value.data["retry_in"] <= 3.0
+        # The status says when, in seconds from now: it said retry_at, a reading of trio's
+        # clock (which starts at a random offset), meaningless outside the process.
+        (breaker,) = [c for s in sup.status().children if s.id == "servers" for srv in s.children
+                      for c in srv.children if c.id == "breaker:victim"]
+        assert "retry_at" not in breaker.detail and 0.0 <= breaker.detail["retry_in"] <= 3.0, breaker.detail
+        assert "next trial in" in render_tree(sup.status())
         await sup.wait_connected("victim", timeout=20)
         assert text(await sup.call_tool("echo", {"text": "back"}, timeout=10)) == "back"
 
