@@ -99,6 +99,8 @@ CONNECTION_CLOSED = -32000  # the SDK's code for a transport that went away
 _CHECK_KEYS = ("tools_ttl", "health_check_interval", "health_check_timeout")
 #: HTTP statuses that say the request was turned away unread: "try again later".
 _REFUSED_UNSEEN = frozenset({408, 429})
+#: HTTP statuses that refuse us access (our credentials), not the request.
+_REFUSED_ACCESS = frozenset({401, 403})
 _RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that ended ...
 _RELISTEN_MAX = 30.0  # ... doubling up to this while it keeps ending
 
@@ -1006,6 +1008,10 @@ class _Connection:
             asks = f"; it asks to wait {refusal.retry_after:g} s before trying again"
         if refusal.status in _REFUSED_UNSEEN:
             return ServerUnavailable(f"{said}: it turned the call away unread, so the call did not run{asks}", **data)
+        if refusal.status in _REFUSED_ACCESS:
+            # Not this request's fault but ours (a token expired, revoked): every call will
+            # meet it, so the breaker must count it, as the tool's own error it did not.
+            return ServerUnavailable(f"{said}: it refused the call unread, so the call did not run{refusal.hint}", **data)
         if refusal.status >= 500:
             # Not even a 503 proves the call did not run: proxies answer 503 when the upstream
             # reset the connection after it had the request (Envoy's "reset before headers").
