@@ -47,8 +47,10 @@ __all__ = [
 
 #: Upper bounds (seconds) of the fixed latency buckets shown to Prometheus; ``+Inf`` is implied.
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
+# (Up to 600 s: the seed's timeouts are 300 s, and a workflow run takes minutes; with 60 s
+# the top bucket, every such call was only in +Inf.)
 
 #: The tool label that stands for every tool of a server past its cardinality cap.
 OTHER_TOOL: Final = "_OTHER"

@@ -622,3 +622,17 @@ async def test_sync_answers_after_earlier_messages(metrics):
     handled = await metrics.ref.ask(Sync(), 1)
     assert handled == 1000
     assert (await metrics.snapshot()).tool("s", "t").calls == 1000
+
+
+def test_a_call_within_the_seeds_timeout_lands_in_a_bucket_of_its_own():
+    """The seed's servers time out at 300 s (``COMFYUI_MCP_*_TIMEOUT``), and a workflow run
+    takes minutes; the buckets stopped at 60 s, so every call between 60 and 300 s was
+    only in ``+Inf`` (found by a probe)."""
+    sketch = LatencySketch()
+    for seconds in (90.0, 200.0, 299.0):
+        sketch.add(seconds)
+    finite = sketch.cumulative_buckets()
+    assert DURATION_BUCKETS[-1] >= 300.0 and finite[-1] == 3
+    assert [DURATION_BUCKETS[i] for i, count in enumerate(finite) if count and (i == 0 or finite[i - 1] < count)] == [
+        120.0, 300.0
+    ]
