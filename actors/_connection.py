@@ -961,7 +961,11 @@ class _Connection:
                     if lost is not None:
                         self.die(lost, "transport")
                         return
-                    if refused and (isinstance(refused[-1], PostFailed) or refused[-1].status >= 500):
+                    if refused and (
+                        isinstance(refused[-1], PostFailed)
+                        or refused[-1].status >= 500
+                        or refused[-1].status in _REFUSED_ACCESS  # our credentials: every call would fail
+                    ):
                         why = f"the health check (tools/list) got {refused[-1]} instead of an answer"
                         self.die(why, "unresponsive")
                         return

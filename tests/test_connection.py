@@ -2131,14 +2131,15 @@ async def test_a_handshake_refused_by_a_gateway_fails_at_once_says_why_and_is_re
             assert "HTTP 503 Service Unavailable (body: 'upstream answered 503')" in sup.link("gw").last_error
 
 
-@pytest.mark.parametrize("status", [502, 429])
+@pytest.mark.parametrize("status", [502, 401, 429])
 async def test_a_health_check_a_gateway_answers_with_a_5xx_ends_the_incarnation(status):
     """An idle remote server behind a gateway, whose health check (tools/list) the gateway
     answers with a 502: the server behind it did not answer. Any answer used to count, so
     the connection stayed "running" while nobody could reach the server; now the
     incarnation ends (``unresponsive``, naming the status) and the next one connects once
-    the gateway lets requests through. A 429 is a rate limiter's answer: someone is there,
-    and the connection stays."""
+    the gateway lets requests through. So does a 401 (our token expired: every call would
+    fail, and the status said "running"). A 429 is a rate limiter's answer: someone is
+    there, and the connection stays."""
     async with HttpEcho("--http-errors") as server:
         spec = ServerSpec(
             name="gw", url=server.url(), transport="streamable-http", health_check_interval=0.3,
@@ -2162,7 +2163,8 @@ async def test_a_health_check_a_gateway_answers_with_a_5xx_ends_the_incarnation(
                 assert exits == {} and sup.link("gw").conn is first_incarnation
             else:
                 assert exits == {"unresponsive": 1}, exits
-                assert "the health check (tools/list) got HTTP 502 Bad Gateway" in sup.link("gw").last_error
+                said = {502: "HTTP 502 Bad Gateway", 401: "HTTP 401 Unauthorized"}[status]
+                assert f"the health check (tools/list) got {said}" in sup.link("gw").last_error
                 assert sup.link("gw").conn is not first_incarnation
             assert text(await sup.call_tool("echo", {"text": "up"}, server="gw", timeout=10)) == "up"
 
