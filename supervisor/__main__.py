@@ -159,38 +159,52 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
         log.warning("%s", warning)
 
     life = _Life(out)
+    sup = Supervisor(config.servers, toolsets=config.settings.toolsets or None)
+    gateway = Gateway(sup)
+    daemon = Daemon(config, sup, gateway, config_path, http_host=host)
+    front_done = trio.Event()
+
+    async def serve_front(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # From before the servers start: an operator sees them start (`Daemon.ready`).
+        try:
+            await serve_http(daemon, host, port, sockets=sockets, shutdown_trigger=life.stop_serving.wait,
+                             task_status=task_status)
+        finally:
+            front_done.set()
+
     # Signals are ours from before the first server starts until the last one stopped.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as watching:
             watching.start_soon(_signal_loop, life, signals, watching)
+            if not stdio:
+                bound = await watching.start(serve_front)
+                print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
             with life.starting:
-                async with Supervisor(config.servers, toolsets=config.settings.toolsets or None) as sup:
-                    gateway = Gateway(sup)
-                    daemon = Daemon(config, sup, gateway, config_path, http_host=host)
+                async with sup:
+                    daemon.ready.set()
                     print(render_tree(sup.status()), file=out, flush=True)
                     print(f"tools: {', '.join(t.name for t in sup.list_tools())}", file=out, flush=True)
                     life.ready(daemon, watching)
                     async with trio.open_nursery() as nursery:
                         await nursery.start(gateway.forward_list_changed)
-                        async with trio.open_nursery() as serving:
-                            if stdio:
-                                await gateway.serve_stdio(
-                                    config.settings.max_body_bytes,
-                                    stop=life.stop_serving,
-                                    drain_timeout=lambda: daemon.config.settings.drain_timeout,
-                                )
-                                if not life.stop_serving.is_set():
-                                    log.info("stdin closed: stopping")
-                            else:
-                                bound = await serving.start(
-                                    functools.partial(
-                                        serve_http, daemon, host, port, sockets=sockets,
-                                        shutdown_trigger=life.stop_serving.wait,
-                                    )
-                                )
-                                print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
+                        if stdio:
+                            await gateway.serve_stdio(
+                                config.settings.max_body_bytes,
+                                stop=life.stop_serving,
+                                drain_timeout=lambda: daemon.config.settings.drain_timeout,
+                            )
+                            if not life.stop_serving.is_set():
+                                log.info("stdin closed: stopping")
+                        else:
+                            await front_done.wait()  # the front stops (drained) before the servers do
                         nursery.cancel_scope.cancel()
                     log.info("stopping the servers")
+            if not daemon.ready.is_set():  # stopped while starting: the front stops too
+                daemon.begin_stop()
+                daemon.ready.set()
+                life.stop_serving.set()
+                if not stdio:
+                    await front_done.wait()
             watching.cancel_scope.cancel()
     if life.starting.cancelled_caught:
         log.info("stopped before it was ready")

@@ -214,6 +214,10 @@ class Daemon:
         self._reload_lock = trio.Lock()
         #: True once the daemon began to stop (`begin_stop`).
         self.stopping = False
+        #: Set once the servers' first start is done (each connected or failed its first
+        #: try): until then the HTTP front answers ``/healthz``, ``/status`` and
+        #: ``/metrics``, and holds every other request.
+        self.ready = trio.Event()
         #: The changes under way that a stop cuts short.
         self._changes: set[trio.CancelScope] = set()
 
@@ -246,13 +250,16 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         up = down = 0
-        for name in self.sup.servers:
+        for name in [spec.name for spec in self.config.servers if spec.enabled]:  # those starting too
             try:
                 connected = self.sup.link(name).conn is not None
             except Exception:
                 connected = False
             up, down = (up + 1, down) if connected else (up, down + 1)
-        health = {"ok": True, "servers": up + down, "up": up, "down": down, "draining": self.gateway.draining}
+        health = {
+            "ok": True, "servers": up + down, "up": up, "down": down, "starting": not self.ready.is_set(),
+            "draining": self.gateway.draining,
+        }
         if self.sessions is not None:
             health["sessions"] = self.sessions.open_sessions
         return health
@@ -405,6 +412,11 @@ class DaemonApp:
         if path == "/healthz":
             await respond_json(send, 200, self.daemon.health())
             return
+        if not self.daemon.ready.is_set() and path not in ("/status", "/metrics"):
+            await self.daemon.ready.wait()  # as the listen backlog held it before the front served
+            if self.daemon.stopping and path == "/mcp":
+                await respond_json(send, 503, {"error": "the daemon stopped before its servers had started"})
+                return
         if not self._authorized(scope):
             await respond(
                 send, 401, b'{"error": "unauthorized: send Authorization: Bearer <token>"}\n',

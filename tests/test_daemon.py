@@ -549,12 +549,13 @@ async def test_cli_status_exits_3_while_a_server_is_down(tmp_path):
     daemon = Daemon(write_config(tmp_path / "c.json", {"echo": echo, "broken": broken}), tmp_path)
     try:
         with trio.fail_after(30):
-            while True:  # until the daemon is up and the broken server has failed for good
+            while True:  # until the servers' start is done and the broken server has failed for good
                 try:
                     tree = (await trio.to_thread.run_sync(lambda: httpx2.get(daemon.url + "/status", timeout=5))).json()
+                    health = (await trio.to_thread.run_sync(lambda: httpx2.get(daemon.url + "/healthz", timeout=5))).json()
                 except httpx2.ConnectError:
-                    tree = None
-                if tree is not None and '"state": "failed"' in json.dumps(tree):
+                    tree = health = None
+                if tree is not None and '"state": "failed"' in json.dumps(tree) and not health["starting"]:
                     break
                 await trio.sleep(0.1)
         run = await trio.run_process(
@@ -2033,3 +2034,34 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
             **headers, "Mcp-Session-Id": second.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"},
             json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
         assert answer.status_code == 200 and '"result":{}' in answer.text, answer.text
+
+
+async def test_the_daemon_answers_its_operator_while_its_servers_start(tmp_path):
+    """The daemon served nothing, not even ``/healthz``, until every server had connected
+    or failed its first try (up to ``connect_timeout``): ``status`` said it could not be
+    reached and a liveness probe would have killed it, just when "which server does not
+    come up?" was the question. Now ``/healthz`` and ``/status`` answer at once (the
+    servers still starting count as down, and ``starting`` says so), and MCP requests wait
+    for the start, as their connections waited in the listen backlog before."""
+    echo, _ = server_entry("echo.py")
+    slow, slow_marker = server_entry("slow_start.py", "--delay", "60", connect_timeout=90)
+    daemon = Daemon(write_config(tmp_path / "c.json", {"echo": echo, "slow": slow}), tmp_path)
+    try:
+        with trio.fail_after(30):  # the slow server connects after 60 s
+            async with httpx2.AsyncClient(timeout=5) as http:
+                while True:
+                    try:
+                        health = (await http.get(daemon.url + "/healthz")).json()
+                        break
+                    except httpx2.TransportError:
+                        await trio.sleep(0.1)
+                assert health["starting"] is True and health["servers"] == 2 and health["down"] >= 1, health
+                await wait_until(lambda: procs_with_marker(slow_marker), timeout=20, what="the slow server to start")
+                status = (await http.get(daemon.url + "/status")).json()
+                shown = json.dumps(status)
+                assert "server:slow" in shown and "starting" in shown, shown
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert await daemon.wait_exit(timeout=20) == 0
+        assert not procs_with_marker(slow_marker)
+    finally:
+        daemon.stop()

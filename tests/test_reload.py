@@ -438,6 +438,7 @@ class InProcessDaemon:
         self._sup_cm = Supervisor(config.servers, toolsets=config.settings.toolsets or None)
         sup = await self._sup_cm.__aenter__()
         self.daemon = Daemon(config, sup, Gateway(sup), str(self.path), http_host=self.http_host)
+        self.daemon.ready.set()  # its servers' first start is done, as `run` says once it is
         return self.daemon
 
     async def __aexit__(self, *exc_info) -> None:
