@@ -573,7 +573,7 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
     def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
         client = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
         hooks = client.event_hooks
-        hooks["request"] = [*hooks.get("request", []), lift_session_header]
+        hooks["request"] = [*hooks.get("request", []), lift_session_header, watch.pace_gets]
         hooks["response"] = [bound_answers(max_message_bytes), *hooks.get("response", []), watch]
         client.event_hooks = hooks
         watch.watch_posts(client)

@@ -47,12 +47,14 @@ from __future__ import annotations
 import contextvars
 import email.utils
 import http
+import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 import msgspec
+import trio
 from mcp_types import METHOD_NOT_FOUND
 
 __all__ = ["HttpAnswerWatch", "HttpRefusal", "PostFailed", "refusals"]
@@ -201,6 +203,10 @@ class _CutShortWatched(httpx2.AsyncByteStream):
         await self.inner.aclose()
 
 
+#: The least time between two GETs of one connection (`HttpAnswerWatch.pace_gets`).
+GET_SPACING: Final = 0.25
+
+
 class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
@@ -210,6 +216,20 @@ class HttpAnswerWatch:
         self.on_lost = on_lost
         self.on_broken = on_broken  # set for SSE
         self.last_refusal: HttpRefusal | None = None  # whoever sent the message
+        self._next_get = -math.inf
+
+    async def pace_gets(self, request: Any) -> None:
+        """httpx request hook: a GET (the server's event stream, opened again after it
+        ends) waits until `GET_SPACING` s after the one before. The SDK reopens that stream
+        after the wait the server's ``retry:`` field asks for, and a server that asks for
+        none (``retry: 0``) and ends the stream at once had the process open it some
+        thousand times a second, on the loop every server shares."""
+        if request.method != "GET":
+            return
+        now = trio.current_time()
+        if self._next_get > now:
+            await trio.sleep(self._next_get - now)
+        self._next_get = max(now, self._next_get) + GET_SPACING
 
     async def __call__(self, response: Any) -> None:
         status = response.status_code

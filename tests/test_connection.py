@@ -2009,6 +2009,25 @@ async def test_one_answer_that_breaks_off_fails_its_call_alone(how):
             assert text(await sup.call_tool("echo", {"text": "after"}, server="gw", timeout=10)) == "after"
 
 
+async def test_an_event_stream_that_asks_for_no_wait_is_not_reopened_in_a_loop():
+    """A handshake-era server's event stream (the GET) ends at once, asking for no wait
+    before it is opened again (``retry: 0``). The SDK opened it again at once, forever:
+    some thousand GETs a second, the process's CPU on the loop every server shares, and
+    nothing in the status. Now a connection's GETs are spaced (`GET_SPACING`)."""
+    async with HttpEcho("--http-errors", "--handshake-only") as server:
+        spec = ServerSpec(name="gw", url=server.url("/mcp"), health_check_interval=None)
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            before = int(text(await sup.call_tool("end_gets", {"count": 100_000}, server="gw", timeout=10)))
+            await sup.restart_server("gw")  # its next event stream is the first to end so
+            await sup.wait_connected("gw", timeout=20)
+            await trio.sleep(2.0)  # the stream ends, and is reopened, as often as it will be
+            after = int(text(await sup.call_tool("end_gets", {"count": 0}, server="gw", timeout=10)))
+            # 2 s / 0.25 s spacing is 8 at most, and slack; the loop made thousands.
+            assert after - before <= 20, after - before
+            assert text(await sup.call_tool("echo", {"text": "fine"}, server="gw", timeout=10)) == "fine"
+
+
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 async def test_http_errors_from_a_gateway_become_typed_failures(transport):
     """A gateway in front of a remote server answers some calls' POSTs with an HTTP error and

@@ -24,7 +24,9 @@ is no JSON-RPC under that type), and never reach the server;
 ``calls_served`` says how many did reach it, ``refusals_pending`` how many are still to be
 refused; ``break_next(how, count)`` makes the answers to the next ``count`` tools/call POSTs
 break off (``cut-short``: a JSON body shorter than its Content-Length, then the connection
-closed; ``sse-empty``: an event stream that ends with no event), never reaching the server. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
+closed; ``sse-empty``: an event stream that ends with no event), never reaching the server;
+``end_gets(count)`` answers the next ``count`` GETs (the server's event stream) with a
+stream that asks for no wait (``retry: 0``) and ends at once, and says how many GETs came. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
 kind, the handshake's included, with 503.
 
     python tests/servers/http_echo.py [--port N] [--sse] [--json-response] [--stateless]
@@ -93,6 +95,8 @@ class _Gateway:
         self.refuse_first = refuse_first
         self.content_type = "text/plain"
         self.breaks: list[str] = []  # how the next tools/call POSTs' answers break (`break_next`)
+        self.ending_gets = 0  # GETs still to end at once, asking for no wait (`end_gets`)
+        self.gets = 0  # GETs seen
 
     async def break_answer(self, how: str, send) -> None:
         """An answer that breaks off: ``cut-short`` (a JSON body shorter than its
@@ -118,6 +122,14 @@ class _Gateway:
         await send({"type": "http.response.body", "body": text})
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            self.gets += 1
+            if self.ending_gets > 0:
+                self.ending_gets -= 1
+                head = [(b"content-type", b"text/event-stream")]
+                await send({"type": "http.response.start", "status": 200, "headers": head})
+                await send({"type": "http.response.body", "body": b"id: 1\nretry: 0\ndata: \n\n"})
+                return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -130,7 +142,10 @@ class _Gateway:
             self.refuse_first -= 1
             await self.refuse(send)
             return
-        ours = any(f'"{tool}"'.encode() in body for tool in ("fail_next", "calls_served", "refusals_pending", "break_next"))
+        ours = any(
+            f'"{tool}"'.encode() in body
+            for tool in ("fail_next", "calls_served", "refusals_pending", "break_next", "end_gets")
+        )
         if self.breaks and b'"tools/call"' in body and not ours:
             await self.break_answer(self.breaks.pop(0), send)
             return
@@ -203,6 +218,14 @@ async def main_async(args) -> None:
             ``cut-short`` or ``sse-empty`` (see `_Gateway.break_answer`)."""
             gateway.breaks += [how] * count
             return f"the next {count} tools/call answers break off ({how})"
+
+        @mcp.tool()
+        def end_gets(count: int) -> int:
+            """Answer the next ``count`` GETs (the server's event stream) with a stream that
+            asks for no wait before it is opened again (``retry: 0``) and ends at once;
+            returns how many GETs came so far."""
+            gateway.ending_gets = count
+            return gateway.gets
 
         @mcp.tool()
         def refusals_pending() -> int:
