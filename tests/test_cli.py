@@ -290,12 +290,19 @@ def test_an_interrupted_post_says_it_may_still_take_effect():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         command = subprocess.Popen([sys.executable, "-m", "supervisor", "reload", "--url", url], cwd=ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        held = []  # every connection kept open, unanswered
         try:
-            connection, _ = silent.accept()  # it is waiting on its request now (kept open: unanswered)
-            with connection:
-                command.send_signal(signal.SIGINT)
-                out, err = command.communicate(timeout=30)
+            while True:  # until its POST came: it is waiting on its request now (not starting up)
+                connection, _ = silent.accept()
+                held.append(connection)
+                connection.settimeout(30)
+                if connection.recv(4096).startswith(b"POST /reload"):
+                    break
+            command.send_signal(signal.SIGINT)
+            out, err = command.communicate(timeout=30)
         finally:
+            for connection in held:
+                connection.close()
             command.kill()
             command.wait()
     assert command.returncode == 130, err
