@@ -621,7 +621,7 @@ class _Connection:
         self.mailbox = mailbox
         #: Each call in flight: its cancel scope and the front it is made for.
         self.inflight: dict[trio.CancelScope, Front | None] = {}
-        #: Each call in flight: its questions to the client (`answer`).
+        #: Each call in flight that the server asked the client something for (`answer`).
         self.asked: dict[trio.CancelScope, _Asked] = {}
         #: Answers what the server asks when no caller's front can (the tree's host front).
         self.host_front: Front = host_front.get()
@@ -789,7 +789,6 @@ class _Connection:
         scope = trio.CancelScope(deadline=call.deadline)
         front = current_front.get()
         self.inflight[scope] = front
-        asked = self.asked[scope] = _Asked()
         sent_at = trio.current_time()
         self._count()
         progress = call.progress
@@ -889,7 +888,7 @@ class _Connection:
             if refused is not None:
                 refusals.reset(listening)
             self.inflight.pop(scope, None)
-            self.asked.pop(scope, None)
+            asked = self.asked.pop(scope, None)
             self._count()
             self._maybe_idle()
             if self.slots:
@@ -902,7 +901,7 @@ class _Connection:
             raise self._refused(call, refused[-1]) if refused else self._crash_failure()
         # Our deadline: a caller's own cancellation never reaches this line (it propagates).
         now = trio.current_time()
-        if asked.what is not None and (asked.pending or 2 * asked.waited_by(now) >= now - sent_at):
+        if asked is not None and (asked.pending or 2 * asked.waited_by(now) >= now - sent_at):
             # The time went on the client's answer, not the server: no sign of a hang.
             took = (
                 "when the deadline came" if asked.pending
@@ -1186,11 +1185,11 @@ class _Connection:
         SDK asks in its task, else those of that front; every call in flight when the
         default front answers (the asker cannot be told, or has no front of its own)."""
         scope = _calling.get()
-        if scope is not None and scope in self.asked:
-            return [self.asked[scope]]
+        if scope is not None and scope in self.inflight:
+            return [self.asked.setdefault(scope, _Asked())]
         return [
-            self.asked[each] for each, of in self.inflight.items()
-            if each in self.asked and (front is self.host_front or of is front)
+            self.asked.setdefault(each, _Asked()) for each, of in self.inflight.items()
+            if front is self.host_front or of is front
         ]
 
     async def answer(self, request: mcp_types.InputRequest) -> Any:
