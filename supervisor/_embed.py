@@ -290,9 +290,13 @@ class EmbeddedSupervisor:
         self._close_hook = close_then_check
 
     def _unwatch_host_close(self) -> None:
-        _live_runs.discard(self)
+        """The run ended: the loop's own ``close`` again, and this thread free for another."""
+        self._forget_close_hook()
         if getattr(_this_thread, "run", None) is self:
             _this_thread.run = None
+
+    def _forget_close_hook(self) -> None:
+        _live_runs.discard(self)
         hook, self._close_hook = self._close_hook, None
         if hook is not None and vars(self._loop).get("close") is hook:
             del self._loop.close  # type: ignore[misc]
@@ -306,10 +310,7 @@ class EmbeddedSupervisor:
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
-        hook, self._close_hook = self._close_hook, None
-        if hook is not None and vars(self._loop).get("close") is hook:
-            del self._loop.close  # type: ignore[misc]
-        _live_runs.discard(self)
+        self._forget_close_hook()  # (the run stays this thread's: a later embed says why it cannot)
         others = len(_live_runs)
         killed = kill_every_server_now() if not others else 0
         log.warning(
