@@ -348,7 +348,8 @@ class ServerLink:
             "tools": len(self.tools),
             "inflight": self.inflight,
             "queued": self.queued,
-            "pid": proc.pid if proc else None,
+            # None once it exited: a pid that is gone may already name another process
+            "pid": proc.pid if proc and not proc.exited.is_set() else None,
             # MCP_SUPERVISOR_INCARNATION in the environment of each of its processes
             "incarnation": proc.incarnation if proc else None,
             "last_error": self.last_error,

@@ -283,6 +283,17 @@ async def test_a_call_to_a_server_that_gave_up_says_so_not_that_it_has_not_conne
         assert "gave up, until restart_server: 's'" in str(unnamed.value)
 
 
+async def test_a_server_that_gave_up_shows_no_pid_of_a_process_that_is_gone():
+    """Status showed the pid of the last attempt long after it exited: a pid the system may
+    since have given to another process, which an operator could kill by mistake."""
+    spec = server_spec("s", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=1))
+    async with Supervisor([spec]) as sup:
+        await wait_until(lambda: "failed for good" in (sup.handle("s").breaker.reason or ""), timeout=30, what="it to fail")
+        assert sup.link("s").process is not None and sup.link("s").process.pid is not None
+        assert sup.link("s").detail()["pid"] is None
+        assert sup.link("s").detail()["stderr_tail"], "its last words stay"
+
+
 async def test_what_call_tool_is_given_by_mistake_is_refused_saying_what_it_was(tmp_path):
     """A timeout given as a string failed with a TypeError from deep inside, a NaN one with
     trio's "deadline must not be NaN", a name of None with "'NoneType' object is not
