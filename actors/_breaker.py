@@ -721,7 +721,8 @@ class BreakerView:
         """True: call now, no permit needed. False: ask for a ``Permit``. Or ``CircuitOpen``."""
         if self.passthrough:
             return True
-        if self.state == HALF_OPEN:
+        state = self.state
+        if state == HALF_OPEN or state == CLOSED:  # closed: failures not counted yet
             return False
         if now is None:
             now = trio.current_time()
@@ -767,10 +768,15 @@ def report_outcome(view: BreakerView, ref: Ref[BreakerMessage], outcome: CallOut
     Returns False (and counts ``view.dropped_outcomes``) when it was dropped.
     """
     try:
-        if view.state == CLOSED and outcome.outcome not in BREAKER_FAILURES and not _slow(view, outcome):
-            ref.post(outcome, keep_free=CONTROL_SLOTS)
-        else:
+        if view.state != CLOSED:
             ref.tell_nowait(outcome, keep_free=CONTROL_SLOTS)
+        elif outcome.outcome in BREAKER_FAILURES or _slow(view, outcome):
+            ref.tell_nowait(outcome, keep_free=CONTROL_SLOTS)
+            # It may trip the breaker once counted: until the actor has taken its mailbox,
+            # admissions ask it (in order, after this report) instead of reading "closed".
+            view.passthrough = False
+        else:
+            ref.post(outcome, keep_free=CONTROL_SLOTS)
     except (Overloaded, ActorDown):
         view.dropped_outcomes += 1
         return False
@@ -865,7 +871,7 @@ async def breaker_actor(
                 continue
             if reply is not None:
                 reply.send(core.snapshot(now))
-        if resync or core._pending:
+        if resync or core._pending or (not view.passthrough and mailbox.qsize() == 0):
             view.publish_from(core)
             for transition in core.drain_transitions():
                 data = msgspec.to_builtins(transition)

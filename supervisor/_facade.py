@@ -550,7 +550,7 @@ class Supervisor:
                     # server to come back instead of failing fast like a new call.
                     await handle.link.wait_connected(deadline)
                     started = trio.current_time()
-                if not handle.breaker.passthrough:  # closed: no permit to ask for
+                if not handle.breaker.passthrough:  # not closed, or failures not counted yet
                     trial = await self._admit(handle)
                     started = trio.current_time()
                 result = await handle.link.call(call)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -593,3 +594,24 @@ async def test_successes_are_posted_in_order_and_dropped_only_when_the_mailbox_i
 async def test_the_view_of_a_fresh_breaker_admits_without_an_actor(autojump_clock):
     view = BreakerView("s")
     assert view.admit() is True and view.passthrough
+
+
+async def test_a_call_right_after_failures_waits_for_them_to_be_counted(breaker, autojump_clock):
+    """Failure reports reach the actor when it next runs, and the router's view stayed
+    ``closed`` meanwhile: back-to-back calls in one task (no checkpoint between a report and
+    the next admission) let a call through a breaker their failures had already tripped.
+    Now a failure reported while closed makes the next admission ask the actor, which takes
+    its mailbox in order; once it has counted everything, admission is one read again."""
+    ref, view = breaker(failure_threshold=2)
+
+    def failed() -> None:
+        assert report_outcome(view, ref, outcome("ServerCrashed"))
+
+    failed()
+    assert not view.passthrough  # not counted yet
+    assert await admit_call(view, ref) is False  # counted now: one failure, still closed
+    await trio.testing.wait_all_tasks_blocked()
+    assert view.passthrough and view.admit() is True
+    failed()
+    with pytest.raises(CircuitOpen, match="2 consecutive failures"):
+        await admit_call(view, ref)

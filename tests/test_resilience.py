@@ -535,3 +535,21 @@ async def test_while_a_trial_call_runs_no_other_call_gets_through_the_half_open_
                 await trio.sleep(0.03)
         assert admitted == []
         await wait_until(lambda: sup.handle("sick").breaker.state == "closed", timeout=5, what="the trial to close it")
+
+
+async def test_back_to_back_failures_open_the_breaker_before_the_next_call():
+    """In-process, each failure's report reached the breaker only when its actor next ran,
+    and a caller making its calls back to back got a third call past ``failure_threshold=2``
+    (sent, and waited out). The call after the second failure now fails fast."""
+    spec = server_spec(
+        "stuck", "hang.py", hang_threshold=100,
+        breaker=BreakerPolicy(failure_threshold=2, window=100, min_calls=1000, open_seconds=60),
+    )
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("stuck", timeout=30)
+        for _ in range(2):
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("hang", {}, server="stuck", timeout=0.2)
+        with pytest.raises(CircuitOpen, match="2 consecutive failures"):
+            await sup.call_tool("hang", {}, server="stuck", timeout=0.2)
+        assert (await sup.metrics_snapshot()).tool("stuck", "hang").failures == {"DeadlineExceeded": 2, "CircuitOpen": 1}
