@@ -39,6 +39,7 @@ __all__ = [
     "DEATH_CAUSES",
     "DURATION_BUCKETS",
     "OTHER_TOOL",
+    "SERVER_STATES",
     "TIMED_OUTCOMES",
     "MetricsSnapshot",
     "ServerMetrics",
@@ -61,6 +62,12 @@ TIMED_OUTCOMES: Final = frozenset({"success", "tool_error", "InvalidResult", "De
 
 #: Every state a breaker can be in, as exported by ``mcp_supervisor_breaker_state``.
 BREAKER_STATES: Final = ("closed", "open", "half_open", "forced_open", "disabled")
+
+#: Every state a server can be in, as exported by ``mcp_supervisor_server_state``: its
+#: connection's ``ChildState``. ``failed`` is for good (``backoff.max_consecutive`` failed
+#: starts in a row; only an operator's restart brings it back); ``restarting`` waits for
+#: its next start.
+SERVER_STATES: Final = ("starting", "running", "restarting", "failed", "stopped")
 
 
 class ToolMetrics(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,6 +17,11 @@ labels are capped per server by the metrics actor, the rest fold into ``_OTHER``
   ends by cause (``protocol.DEATH_CAUSES``: exited, transport, hang, unresponsive,
   session_lost, garbage, connect, other).
 - ``mcp_supervisor_server_up{server}`` gauge: 1 while the connection is running, else 0.
+- ``mcp_supervisor_server_state{server,state}`` gauge: 1 for the server's current state, 0
+  for the others among ``SERVER_STATES`` (starting, running, restarting, failed, stopped),
+  as kube-state-metrics shows a pod's phase: ``failed`` is a server that gave up for good
+  (``backoff.max_consecutive``), which ``server_up`` alone tells not from one restarting.
+  A server no event has been seen for yet is ``unknown`` (a series of its own).
 - ``mcp_supervisor_breaker_state{server,state}`` gauge: 1 for the current state, 0 for the
   others among closed, open, half_open, forced_open, disabled.
 - ``mcp_supervisor_inflight_calls{server}`` and ``mcp_supervisor_queued_calls{server}`` gauges.
@@ -42,7 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from protocol._metrics import BREAKER_STATES, DURATION_BUCKETS, MetricsSnapshot
+from protocol._metrics import BREAKER_STATES, DURATION_BUCKETS, SERVER_STATES, MetricsSnapshot
 
 __all__ = ["CONTENT_TYPE", "SnapshotCollector", "render_front", "render_metrics"]
 
@@ -97,6 +102,11 @@ class SnapshotCollector(Collector):
         up = GaugeMetricFamily(
             "mcp_supervisor_server_up", "1 while the server's connection is running.", labels=["server"]
         )
+        server_state = GaugeMetricFamily(
+            "mcp_supervisor_server_state",
+            "1 for the server's current state (failed: gave up for good), else 0.",
+            labels=["server", "state"],
+        )
         breaker = GaugeMetricFamily(
             "mcp_supervisor_breaker_state", "1 for the breaker's current state, else 0.", labels=["server", "state"]
         )
@@ -118,16 +128,14 @@ class SnapshotCollector(Collector):
             for cause, count in sorted(server.exits.items()):
                 exits.add_metric([server.server, cause], count)
             up.add_metric([server.server], 1.0 if server.state == "running" else 0.0)
-            states = BREAKER_STATES
-            if server.breaker_state not in states:  # a state this module does not know yet
-                states = (*states, server.breaker_state)
-            for state in states:
-                breaker.add_metric([server.server, state], 1.0 if state == server.breaker_state else 0.0)
+            _one_hot(server_state, server.server, SERVER_STATES, server.state)
+            _one_hot(breaker, server.server, BREAKER_STATES, server.breaker_state)
             inflight.add_metric([server.server], server.inflight)
             queued.add_metric([server.server], server.queue_depth)
         yield restarts
         yield exits
         yield up
+        yield server_state
         yield breaker
         yield inflight
         yield queued
@@ -137,6 +145,15 @@ class SnapshotCollector(Collector):
             "Outcome reports dropped because the metrics actor's mailbox was full.",
             value=snapshot.dropped_reports,
         )
+
+
+def _one_hot(family: GaugeMetricFamily, server: str, states: tuple[str, ...], current: str) -> None:
+    """1 for ``current``, 0 for every other of ``states`` (and ``current`` added when it is
+    none of them: a state this module does not know yet)."""
+    if current not in states:
+        states = (*states, current)
+    for state in states:
+        family.add_metric([server, state], 1.0 if state == current else 0.0)
 
 
 def render_metrics(snapshot: MetricsSnapshot | None) -> bytes:

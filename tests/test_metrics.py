@@ -23,7 +23,7 @@ from actors._events import _BUS, EventBus
 from actors._metrics import Gauge, MetricsRef, Snapshot, Sync, spawn_metrics
 from actors._sketch import LatencySketch
 from conftest import server_spec, wait_until
-from protocol import BreakerPolicy, CallOutcome, Event, ServerUnavailable
+from protocol import BackoffPolicy, BreakerPolicy, CallOutcome, Event, ServerUnavailable
 from protocol._metrics import DURATION_BUCKETS, OTHER_TOOL, MetricsSnapshot, ToolMetrics
 from supervisor import ChildSpec, Strategy, Supervisor, TreeSupervisor
 from supervisor._prometheus import render_metrics
@@ -606,6 +606,47 @@ async def test_prometheus_text_matches_the_outcomes_sent(nursery, autojump_clock
     }
     assert {x.labels["server"]: x.value for x in found["mcp_supervisor_inflight_calls"]} == {"s": 4, "s2": 0}
     assert found["mcp_supervisor_metrics_dropped_reports"][0].value == 0
+
+
+def connection_state(sup: Supervisor, name: str) -> str | None:
+    """The state of ``name``'s connection in the status tree (None while it has none)."""
+    for server in sup.status().children:
+        for node in [server, *server.children]:
+            if node.id == f"server:{name}":
+                for child in node.children:
+                    if child.id == f"connection:{name}":
+                        return child.state
+    return None
+
+
+async def test_a_server_that_gave_up_is_told_apart_from_one_restarting():
+    """``/metrics`` had ``server_up`` (0 or 1) and the breaker's state only: a server that
+    failed for good (``backoff.max_consecutive`` failed starts in a row: only an operator
+    brings it back) and one waiting for its next restart were the same series (up 0,
+    breaker open), so "gave up" could not be alerted on (found by a probe). Now
+    ``mcp_supervisor_server_state{server,state}`` is 1 for the server's state and 0 for
+    the others, as kube-state-metrics shows a pod's phase."""
+    gave_up = server_spec("gave_up", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, jitter=0.0, max_consecutive=1))
+    # Its next start is an hour away: it is still restarting when the test looks.
+    waiting = server_spec("waiting", "crash_at_start.py", backoff=BackoffPolicy(min=3600, max=3600, jitter=0.0))
+    echo = server_spec("echo", "echo.py", timeout=30)
+    async with Supervisor([echo, gave_up, waiting]) as sup:
+        with trio.fail_after(30):
+            await sup.wait_connected("echo", timeout=30)
+            await wait_until(lambda: connection_state(sup, "gave_up") == "failed", timeout=20, what="the give-up")
+            await wait_until(lambda: connection_state(sup, "waiting") == "restarting", what="the restart wait")
+            snap = await sup.metrics_snapshot()
+    found = families(render_metrics(snap))
+    assert "mcp_supervisor_server_state" in found, sorted(found)
+    state = {(x.labels["server"], x.labels["state"]): x.value for x in found["mcp_supervisor_server_state"]}
+    assert {(server, s) for (server, s), v in state.items() if v == 1} == {
+        ("echo", "running"), ("gave_up", "failed"), ("waiting", "restarting")
+    }
+    for server in ("echo", "gave_up", "waiting"):  # one-hot: every state, always, so a series never vanishes
+        assert {s for (name, s) in state if name == server} == {"starting", "running", "restarting", "failed", "stopped"}
+        assert sum(v for (name, _), v in state.items() if name == server) == 1
+    up = {x.labels["server"]: x.value for x in found["mcp_supervisor_server_up"]}
+    assert up == {"echo": 1, "gave_up": 0, "waiting": 0}
 
 
 def test_render_metrics_of_nothing_parses():
