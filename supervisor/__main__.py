@@ -83,24 +83,63 @@ def _paint(text: str, code: str | None, color: bool) -> str:
 
 def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, stderr: bool = False) -> str:
     """The status tree as text, in the supervisor vocabulary: state, restarts, breaker state,
-    last error (and the stderr tail when ``stderr``)."""
+    last error (and the stderr tail when ``stderr``). Each fact once: a connection's last
+    error is not repeated when its last exit says it, nor a breaker's "connection down"
+    reason when a line of its server already says it."""
+    return _render(node, indent, color, stderr, ())
+
+
+def _errors(node: ChildStatus) -> tuple[str | None, str | None]:
+    """The last exit and the last error ``node``'s line shows: the last exit while it is not
+    running; the last error unless that exit already says it (``ConnectionDied: <error>``)."""
+    last_exit = node.last_exit if node.last_exit and node.state != "running" else None
+    last_error = (node.detail or {}).get("last_error")
+    last_error = str(last_error) if last_error else None
+    if last_error and last_exit and last_error in last_exit:
+        last_error = None
+    return last_exit, last_error
+
+
+def _breaker_reason(reason: str, near: tuple[ChildStatus, ...]) -> str:
+    """A breaker's reason as its line shows it: "connection down: <what a line near it
+    says>" (its server's, its connection's) is "connection down", the rest told there."""
+    told = reason.removeprefix("connection down: ")
+    if told == reason:
+        return reason
+    said = sorted((text for each in near for text in _errors(each) if text), key=len, reverse=True)
+    for text in said:
+        if told.startswith(text):
+            rest = told[len(text):]
+            break
+    else:
+        return reason
+    if rest.startswith("; failed for good") and any(each.state == "failed" for each in near):
+        rest = ""  # the connection's line says it gave up, and how to bring it back
+    return "connection down" + rest
+
+
+def _render(node: ChildStatus, indent: str, color: bool, stderr: bool, near: tuple[ChildStatus, ...]) -> str:
+    """``node``'s lines; ``near``: the nodes whose lines stand beside its own (its parent,
+    its siblings)."""
+    last_exit, last_error = _errors(node)
     parts = [_paint(node.state, _COLORS.get(node.state), color)]
     if node.strategy:
         parts.append(node.strategy)
     if node.restarts:
         parts.append(f"restarts={node.restarts}")
     if node.next_attempt_in is not None:
-        parts.append(f"next attempt in {node.next_attempt_in:.1f}s")
-    if node.last_exit and node.state != "running":
-        parts.append(f"last exit: {node.last_exit}")
+        parts.append(f"next attempt in {node.next_attempt_in:.1f} s")
+    if last_exit:
+        parts.append(f"last exit: {last_exit}")
     if node.state == "failed" and node.id.startswith("connection:"):
         parts.append(f"given up: `restart {node.id.removeprefix('connection:')}` starts it again")
     detail = node.detail or {}
     if "state" in detail:
         state = str(detail["state"])
-        why = f" ({detail['reason']})" if state != "closed" and detail.get("reason") else ""
+        why = _breaker_reason(str(detail.get("reason") or ""), near)
+        why = f" ({why})" if state != "closed" and why else ""
         if state != "closed" and isinstance(detail.get("retry_in"), (int, float)):
-            why += f", next trial in {detail['retry_in']:.3g} s"
+            why += f", next trial in {detail['retry_in']:.3g} s"  # when calls may go through again
         parts.append("breaker " + _paint(state, _BREAKER_COLORS.get(state), color) + why)
     if "pid" in detail:
         # A remote server has no pid either: name its transport, not "in-process".
@@ -119,13 +158,14 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
         parts.append("could not read " + ", ".join(unreadable))
     if detail.get("oversized_dropped"):
         parts.append(f"{detail['oversized_dropped']} messages over max_message_bytes dropped")
-    if detail.get("last_error"):
-        parts.append("last error: " + _paint(str(detail["last_error"]), "31", color))
+    if last_error:
+        parts.append("last error: " + _paint(last_error, "31", color))
     lines = [f"{indent}{node.id}: {', '.join(parts)}"]
     if stderr and detail.get("stderr_tail"):
         lines += [f"{indent}  | {line}" for line in detail["stderr_tail"]]
     for child in node.children:
-        lines.append(render_tree(child, indent + "  ", color=color, stderr=stderr))
+        beside = (node, *(other for other in node.children if other is not child))
+        lines.append(_render(child, indent + "  ", color, stderr, beside))
     return "\n".join(lines)
 
 
