@@ -394,12 +394,15 @@ class TreeSupervisor:
             if child is None:
                 reply.fail(KeyError(f"supervisor {self.path!r} has no child {msg.id!r}"))
                 return
-            await self._stop_child(child)
-            del self._children[msg.id]
             if child in self._start_queue:
                 self._start_queue.remove(child)
-            self._publish("removed", child)
-            reply.send(None)
+            if self.concurrent_starts:
+                # Independent children: one draining (within its shutdown) must not hold up
+                # the others' restarts, starts and removals.
+                assert self._nursery is not None
+                self._nursery.start_soon(self._remove, child, reply, name=f"{self.path}/remove {child.id}")
+            else:
+                await self._remove(child, reply)
         elif isinstance(msg, _UpdateChild):
             child = self._children.get(msg.id)
             if child is None:
@@ -573,6 +576,14 @@ class TreeSupervisor:
         self._nursery.start_soon(fire)
 
     # -- stopping -----------------------------------------------------------------------
+
+    async def _remove(self, child: _Child, reply: Any) -> None:
+        with trio.CancelScope(shield=True):  # the supervisor's own stop waits for it
+            await self._stop_child(child)
+        if self._children.get(child.id) is child:
+            del self._children[child.id]
+            self._publish("removed", child)
+        reply.send(None)
 
     async def _stop_child(self, child: _Child) -> None:
         timer, child.timer = child.timer, None

@@ -560,3 +560,33 @@ async def test_supervisor_state_follows_its_run(autojump_clock):
         assert sup.status().state == "running"
         sup.stop()
     assert sup.status().state == "stopped"
+
+
+async def test_concurrent_starts_remove_children_at_once_and_go_on_supervising(autojump_clock):
+    """Removals (a reload dropping servers) ran inside the supervisor's loop, one at a time:
+    two servers slow to drain took the sum of their shutdowns, and meanwhile a sibling that
+    crashed was not restarted, nor a new child started, until the last removal was over.
+    Now, with ``concurrent_starts``, each removal runs beside the loop."""
+    one, two = Probe("one", "hang_in_shutdown"), Probe("two", "hang_in_shutdown")
+    crashy = Probe("crashy", "run", "crash_after_ready", "run", after=1.0)
+    sup = TreeSupervisor(
+        "sup", [one.spec(shutdown=10.0), two.spec(shutdown=10.0), crashy.spec()], concurrent_starts=True
+    )
+    removed = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        assert (await sup.restart_child("crashy")).state == "running"  # it crashes 1 s from now
+        t0 = trio.current_time()
+        for name in ("one", "two"):
+            nursery.start_soon(ask_into, removed, name, sup.remove_child, name)
+        await trio.sleep(3.0)  # the crash, its 0.5 s backoff, the restart: all within the drains
+        assert crashy.starts == 3 and sup.which("crashy") is crashy
+        late = Probe("late")
+        assert (await sup.add_child(late.spec())).state == "running"
+        assert trio.current_time() - t0 < 10.0 and not removed
+        with trio.fail_after(15.0):  # each waits out its 10 s shutdown, then is cancelled
+            while len(removed) < 2:
+                await trio.sleep(0.1)
+        assert trio.current_time() - t0 == pytest.approx(10.0, abs=0.2)  # not 20: side by side
+        assert sup.child_ids() == ["crashy", "late"] and one.cancelled == two.cancelled == 1
+        sup.stop()
