@@ -21,7 +21,8 @@ Guarantees:
   ``shutdown`` timeout, then cancels it and waits up to that timeout again (at least 1 s)
   before it abandons it, logged as an error. Stops run shielded, so cancelling the
   supervisor still gives every child its shutdown window, in reverse start order; with
-  ``concurrent_starts``, children stop as they start, all at once.
+  ``concurrent_starts``, children stop as they start, all at once, and ``remove_child``
+  drains its child beside the loop, which goes on restarting and starting the others.
 - Every transition is published as an ``Event`` and logged.
 """
 
