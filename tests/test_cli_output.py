@@ -50,3 +50,16 @@ async def test_a_restarting_server_says_its_error_once():
     assert shown.count("exiting before the handshake") == 1, shown
     assert "connection:s: restarting, restarts=1, next attempt in 30.0 s, last exit: ConnectionDied: " in connection
     assert breaker.endswith("breaker open (connection down), next trial in 30 s"), breaker
+
+
+
+async def test_a_breaker_opened_by_the_operator_keeps_its_reason():
+    """Only a reason the connection's line already gives is shortened: an operator's is not."""
+    spec = server_spec("s", "echo.py")
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("s", timeout=30)
+        await sup.set_breaker("s", "open", reason="maintenance window")
+        shown = render_tree(sup.status())
+    breaker, connection = server_lines(shown, "s")
+    assert breaker.endswith("breaker forced_open (forced open: maintenance window)"), breaker
+    assert ", pid " in connection and "last error" not in connection, connection
