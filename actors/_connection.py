@@ -81,7 +81,7 @@ from protocol import (
 from ._deprecated import call_deprecated
 from ._events import publish
 from ._front import DECLINE, Front, current_front, describe_request, host_front
-from ._http_answers import HttpAnswerWatch, HttpRefusal, PostFailed, refusals
+from ._http_answers import NOT_ITS_ANSWER, HttpAnswerWatch, HttpRefusal, PostFailed, refusals
 from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._http_bound import PHRASE as OVER_LIMIT
@@ -424,7 +424,8 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
     dropped (our stdio wire's error, the SDK's for an SSE event, or a JSON body
     `bound_answers` cut short), or it was no JSON-RPC (our stdio wire's error for an
     answer that names its request, `MALFORMED`, or the SDK's parse error for that
-    request: not the server's own error). The connection is fine either way."""
+    request: not the server's own error), or it was a JSON-RPC message for another
+    request (`NOT_ITS_ANSWER`). The connection is fine either way."""
     if not isinstance(exc, MCPError):
         return None
     code, message = exc.error.code, exc.error.message
@@ -433,6 +434,8 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
     if code == CONNECTION_CLOSED and message.startswith(_SSE_TOO_LARGE):
         return f"the server's answer was over max_message_bytes ({limit}); it was dropped ({message})"
     if code == mcp_types.PARSE_ERROR and OVER_LIMIT in message:  # see _http_bound
+        return message.removeprefix(_JSON_UNREAD)
+    if code == mcp_types.PARSE_ERROR and NOT_ITS_ANSWER in message:  # see _http_answers
         return message.removeprefix(_JSON_UNREAD)
     if code == mcp_types.PARSE_ERROR and message.startswith((_JSON_UNREAD, _SSE_UNREAD)):
         return f"its answer was no JSON-RPC: {message}"

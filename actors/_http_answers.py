@@ -29,14 +29,20 @@ httpx response hook on the transport's client, reads them:
   connection is gone, however the server still looks. A ``Retry-After`` header (429, 503)
   is kept (``HttpRefusal.retry_after``): a retry waits at least that long, or is given up
   at once when that is past the call's deadline.
+- **Another request's answer** (streamable HTTP): a request's POST answered with one JSON
+  body whose JSON-RPC id is not the request's (or that has none) was handed on by the SDK
+  as it was, so the request waited out its deadline (and counted as a hang). Reading that
+  body now raises `NotItsAnswer`, which the SDK turns into an error for that request
+  alone; the connection recognises it by `NOT_ITS_ANSWER` (an ``InvalidResult``).
 - **No answer at all** (SSE only, `HttpAnswerWatch.watch_posts`): a POST that fails with an
   httpx transport error (refused, reset, timed out) likewise ends the SDK's SSE transport,
   which only logs it, so the call would wait out its deadline and the connection would
   look up. A `PostFailed` goes into ``refusals`` the same way, then ``on_broken`` is called.
 
-Guarantees: the hook never raises, never changes the response (a body it reads is cached
-by httpx for the transport to read again), reads a body only for an error status or a 200
-HTML page, and
+Guarantees: the hook never raises, never changes the response's status, headers or body
+(a body it reads is cached by httpx for the transport to read again; reading one may raise,
+for an answer cut short or another request's), reads a body only for an error status or a
+200 HTML page, and
 records no refusal for an answer that carries a JSON-RPC error (the server's own, at
 whatever status; over SSE ``on_broken`` is called all the same, since the transport is
 broken either way).
@@ -57,7 +63,7 @@ import msgspec
 import trio
 from mcp_types import METHOD_NOT_FOUND
 
-__all__ = ["HttpAnswerWatch", "HttpRefusal", "PostFailed", "refusals"]
+__all__ = ["NOT_ITS_ANSWER", "HttpAnswerWatch", "HttpRefusal", "NotItsAnswer", "PostFailed", "refusals"]
 
 SESSION_ID_HEADER = "mcp-session-id"
 
@@ -174,6 +180,97 @@ def _web_page(response: Any) -> bool:
     return kind in ("text/html", "application/xhtml+xml")
 
 
+#: In every `NotItsAnswer` message, so that the SDK's parse error that carries it is known.
+NOT_ITS_ANSWER: Final = "a JSON-RPC message for another request"
+
+
+class NotItsAnswer(httpx2.StreamError):
+    """A request's POST was answered with one JSON body (streamable HTTP) that holds a
+    JSON-RPC message with another id than the request's, or none. The SDK handed it on as
+    it was: the answer to a request nobody waits for (dropped), or worse, to another call in
+    flight; and the request itself waited for an answer that could no longer come, to its
+    deadline. Raised as the body is read, it is an ``httpx.StreamError``, which the SDK
+    turns into an error for that request alone (a parse error that carries this message)."""
+
+
+class _Sent(msgspec.Struct):
+    id: Any = msgspec.UNSET
+    method: Any = None
+
+
+class _Came(msgspec.Struct):
+    id: Any = msgspec.UNSET
+
+
+_sent_decoder = msgspec.json.Decoder(_Sent)
+_came_decoder = msgspec.json.Decoder(_Came)
+
+
+def _request_id(request: Any) -> Any:
+    """The id of the JSON-RPC request a POST carries; UNSET when it carries none (a
+    notification, an answer of ours, a body that cannot be read)."""
+    try:
+        sent = _sent_decoder.decode(request.content)
+    except Exception:
+        return msgspec.UNSET
+    return sent.id if isinstance(sent.method, str) else msgspec.UNSET
+
+
+def _correlated(request_id: Any) -> Any:
+    """An id as the SDK correlates it: "7" and 7 (and 7.0) are one id; true is none."""
+    if isinstance(request_id, bool):
+        return (bool, request_id)
+    if isinstance(request_id, str):
+        try:
+            return int(request_id)
+        except ValueError:
+            return request_id
+    if isinstance(request_id, float) and request_id.is_integer():
+        return int(request_id)
+    return request_id
+
+
+def _not_its_answer(body: bytes, asked: Any) -> str | None:
+    """Why ``body`` is no answer to request ``asked``; None when it is one, or is not a
+    JSON object at all (the SDK says that itself)."""
+    try:
+        came = _came_decoder.decode(body)
+    except Exception:
+        return None
+    if came.id is not msgspec.UNSET and _correlated(came.id) == _correlated(asked):
+        return None
+    named = "no id" if came.id is msgspec.UNSET else f"id {msgspec.json.encode(came.id).decode()[:40]}"
+    text = body[:_TEXT_KEPT].decode(errors="replace").strip()
+    return (
+        f"the server answered the request (id {msgspec.json.encode(asked).decode()}) with "
+        f"{NOT_ITS_ANSWER} ({named}), not with its answer; it was dropped (body: {text!r})"
+    )
+
+
+def _watch_answer_id(response: Any) -> None:
+    """Make reading ``response``, one JSON body answering a request's POST, raise
+    `NotItsAnswer` when that body is a JSON-RPC message for another id (or none)."""
+    asked = _request_id(response.request)
+    if asked is msgspec.UNSET:
+        return
+    aread = response.aread
+
+    async def aread_checked() -> bytes:
+        body = await aread()
+        why = _not_its_answer(body, asked)
+        if why is not None:
+            raise NotItsAnswer(why)
+        return body
+
+    response.aread = aread_checked
+
+
+def _json_answer(response: Any) -> bool:
+    """A 2xx answer whose body is one JSON document (not an event stream)."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return 200 <= response.status_code < 300 and kind == "application/json"
+
+
 class AnswerCutShort(httpx2.StreamError):
     """A POST's answer broke off as it was read (a reset, a body shorter than its
     ``Content-Length``, a bad chunk): an ``httpx.StreamError``, which the SDK turns into
@@ -236,6 +333,8 @@ class HttpAnswerWatch:
         if status < 400 and not _web_page(response):
             if response.request.method == "POST" and isinstance(response.stream, httpx2.AsyncByteStream):
                 response.stream = _CutShortWatched(response.stream)
+            if response.request.method == "POST" and self.on_broken is None and _json_answer(response):
+                _watch_answer_id(response)  # streamable HTTP: the body is the request's answer
             return
         try:
             body = await response.aread()

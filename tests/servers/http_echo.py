@@ -24,7 +24,10 @@ is no JSON-RPC under that type), and never reach the server;
 ``calls_served`` says how many did reach it, ``refusals_pending`` how many are still to be
 refused; ``break_next(how, count)`` makes the answers to the next ``count`` tools/call POSTs
 break off (``cut-short``: a JSON body shorter than its Content-Length, then the connection
-closed; ``sse-empty``: an event stream that ends with no event), never reaching the server;
+closed; ``sse-empty``: an event stream that ends with no event; ``wrong-id``: a JSON result
+for another request id; ``sse-retry=<ms>``: an event stream that gives an event id, asks for
+``<ms>`` ms of wait before it is resumed, and ends; ``no-answer``: no HTTP answer at all, which
+over SSE holds up the POST), never reaching the server;
 ``end_gets(count)`` answers the next ``count`` GETs (the server's event stream) with a
 stream that asks for no wait (``retry: 0``) and ends at once, and says how many GETs came. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
 kind, the handshake's included, with 503.
@@ -35,6 +38,7 @@ kind, the handshake's included, with 503.
 """
 
 import argparse
+import json
 import sys
 
 import trio
@@ -98,10 +102,32 @@ class _Gateway:
         self.ending_gets = 0  # GETs still to end at once, asking for no wait (`end_gets`)
         self.gets = 0  # GETs seen
 
-    async def break_answer(self, how: str, send) -> None:
+    async def break_answer(self, how: str, body: bytes, receive, send) -> None:
         """An answer that breaks off: ``cut-short`` (a JSON body shorter than its
         Content-Length, the connection then closed), ``sse-empty`` (an event stream that
-        ends with no event)."""
+        ends with no event), ``wrong-id`` (a whole JSON-RPC result, as JSON, for another
+        request id than the one asked), ``sse-retry=<ms>`` (an event stream whose one event,
+        with no data, gives an event id and asks for ``<ms>`` ms of wait before it is
+        resumed, then ends), ``no-answer`` (no HTTP answer at all, until the client goes)."""
+        if how == "wrong-id":
+            asked = json.loads(body)["id"]
+            other = asked + 1000 if isinstance(asked, int) else f"not-{asked}"
+            result = {"content": [{"type": "text", "text": "an answer to another request"}], "isError": False}
+            text = json.dumps({"jsonrpc": "2.0", "id": other, "result": result}).encode()
+            head = [(b"content-type", b"application/json"), (b"content-length", str(len(text)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": text})
+            return
+        if how.startswith("sse-retry="):
+            event = b"id: resume-1\nretry: " + how.removeprefix("sse-retry=").encode() + b"\ndata: \n\n"
+            head = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": event})
+            return
+        if how == "no-answer":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
         if how == "cut-short":
             head = [(b"content-type", b"application/json"), (b"content-length", b"500")]
             await send({"type": "http.response.start", "status": 200, "headers": head})
@@ -147,7 +173,7 @@ class _Gateway:
             for tool in ("fail_next", "calls_served", "refusals_pending", "break_next", "end_gets")
         )
         if self.breaks and b'"tools/call"' in body and not ours:
-            await self.break_answer(self.breaks.pop(0), send)
+            await self.break_answer(self.breaks.pop(0), body, receive, send)
             return
         if self.count > 0 and self.method in body and not ours:
             self.count -= 1
@@ -215,7 +241,8 @@ async def main_async(args) -> None:
         @mcp.tool()
         def break_next(how: str, count: int = 1) -> str:
             """The answers to the next ``count`` tools/call POSTs break off ``how``:
-            ``cut-short`` or ``sse-empty`` (see `_Gateway.break_answer`)."""
+            ``cut-short``, ``sse-empty``, ``wrong-id``, ``sse-retry=<ms>`` or ``no-answer``
+            (see `_Gateway.break_answer`)."""
             gateway.breaks += [how] * count
             return f"the next {count} tools/call answers break off ({how})"
 
