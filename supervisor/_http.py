@@ -5,9 +5,9 @@ Routes:
 - ``/mcp``: the aggregated MCP endpoint (streamable HTTP, the mcp SDK's session manager
   over `Gateway.server`). ``Host`` and ``Origin`` are validated by the SDK's
   ``TransportSecuritySettings`` (DNS-rebinding protection): a foreign ``Origin`` gets 403, a
-  foreign ``Host`` 421; so are they on every other route but ``/healthz``. While the
-  daemon drains for shutdown, ``/mcp`` keeps answering (a client may need ``tools/list``
-  to finish a call in flight) but refuses new requests for a server (tool calls, prompts,
+  foreign ``Host`` 421; so are they on every other route but the probes (``/healthz``,
+  ``/readyz``). While the daemon drains for shutdown, ``/mcp`` keeps answering (a client
+  may need ``tools/list`` to finish a call in flight) but refuses new requests for a server (tool calls, prompts,
   resource reads, completions).
   SSE streams are resumable: a client reconnecting with ``Last-Event-ID`` gets what it
   missed in its own session (`BoundedEventStore`: the last 10,000 events, at most 64 MiB,
@@ -18,6 +18,18 @@ Routes:
   open MCP sessions).
 - ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D,
   "draining": false, "sessions": S}`` (S: the MCP sessions open over HTTP). Never needs auth.
+- ``GET /readyz``: readiness, for a load balancer or a kubelet: 200 when the daemon serves
+  (its servers' first start is done, it is not stopping) and every configured server that
+  is ``enabled`` is connected, its breaker letting calls through; 503 otherwise. A server
+  whose breaker an operator forced open (``POST /breaker/<server>/open``) is down on
+  purpose: it is not counted, and is listed under ``fenced``. Body: ``{"ready": bool,
+  "status": "starting" | "serving" | "stopping", "servers": N, "up": U, "not_ready":
+  {name: reason}, "fenced": [name]}``, the reason being the connection's state
+  (``starting``, ``restarting``, ``failed``: gave up for good, ``stopped``) or
+  ``breaker_open``. Answered at once while the servers start and while the daemon drains.
+  Never needs auth, as ``/healthz``; but ``not_ready`` and ``fenced`` (server names) are
+  only in the answer to a request that may read ``/status`` (the token, when one is
+  set, and a ``Host`` and ``Origin`` of its own).
 - ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
 - ``POST /restart/<server>``: `Daemon.restart`: 200 with the server's subtree status once
   the new incarnation is connected or its first attempt failed; 404 for an unknown server,
@@ -30,7 +42,7 @@ Security guarantees:
 
 - `check_bind` refuses a non-loopback bind without an ``auth_token`` (`BindRefused`), and a
   reload refuses to remove the token of such a bind.
-- With ``auth_token`` set, every route except ``/healthz`` needs
+- With ``auth_token`` set, every route except ``/healthz`` and ``/readyz`` needs
   ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
 - A request whose id is no string or integer (``1.5``, ``null``) gets 400 with a JSON-RPC
@@ -41,10 +53,11 @@ Security guarantees:
 - A client that takes nothing of what it is sent for ``stall_timeout`` s loses its
   connection (`stall_after`): hypercorn's writes are shielded, so one stuck on such a
   client held its task and its answer for good, and the daemon's exit with them.
-- Every route but ``/healthz`` refuses a foreign ``Host`` (421) and a foreign ``Origin``
-  (403), token or not: without one (the loopback default) a web page the user visits could
-  otherwise read ``/status`` by DNS rebinding, or post ``/restart/<server>`` and ``/reload``
-  cross-site (a browser sends such a POST without asking the server first).
+- Every route but the probes refuses a foreign ``Host`` (421) and a foreign ``Origin``
+  (403), token or not (``/readyz`` answers such a request, without server names): without
+  one (the loopback default) a web page the user visits could otherwise read ``/status``
+  by DNS rebinding, or post ``/restart/<server>`` and ``/reload`` cross-site (a browser
+  sends such a POST without asking the server first).
 - Neither the token nor any server's ``env``/``headers`` appear in responses or logs:
   ``/status`` carries only the tree, errors carry `ConfigError` messages (which redact).
 """
@@ -215,8 +228,8 @@ class Daemon:
         #: True once the daemon began to stop (`begin_stop`).
         self.stopping = False
         #: Set once the servers' first start is done (each connected or failed its first
-        #: try): until then the HTTP front answers ``/healthz``, ``/status`` and
-        #: ``/metrics``, and holds every other request.
+        #: try): until then the HTTP front answers ``/healthz``, ``/readyz``, ``/status``
+        #: and ``/metrics``, and holds every other request.
         self.ready = trio.Event()
         #: The changes under way that a stop cuts short.
         self._changes: set[trio.CancelScope] = set()
@@ -263,6 +276,51 @@ class Daemon:
         if self.sessions is not None:
             health["sessions"] = self.sessions.open_sessions
         return health
+
+    def readiness(self, detailed: bool) -> dict[str, Any]:
+        """The body of ``/readyz`` (see the module docstring); ``detailed``: name servers."""
+        status = "stopping" if self.stopping else "serving" if self.ready.is_set() else "starting"
+        not_ready: dict[str, str] = {}
+        fenced: list[str] = []
+        for spec in self.config.servers:
+            if not spec.enabled:
+                continue
+            reason = self._not_ready(spec.name, status)
+            if reason == "fenced":
+                fenced.append(spec.name)
+            elif reason is not None:
+                not_ready[spec.name] = reason
+        counted = sum(1 for spec in self.config.servers if spec.enabled) - len(fenced)
+        body: dict[str, Any] = {
+            "ready": status == "serving" and not not_ready, "status": status,
+            "servers": counted, "up": counted - len(not_ready),
+        }
+        if detailed:
+            body["not_ready"] = not_ready
+            body["fenced"] = fenced
+        return body
+
+    def _not_ready(self, name: str, status: str) -> str | None:
+        """Why server ``name`` is not ready (its connection's state, or ``breaker_open``),
+        ``fenced`` when an operator forced its breaker open, None when it is ready."""
+        try:
+            handle = self.sup.handle(name)
+        except Exception:  # not started yet, or being removed
+            return "starting" if status == "starting" else "stopped"
+        breaker = handle.breaker.state
+        if breaker == "forced_open":
+            return "fenced"
+        if handle.link.conn is not None:
+            return "breaker_open" if breaker == "open" else None
+        state = None
+        with contextlib.suppress(Exception):
+            if handle.subtree is not None:
+                state = next(
+                    (c.state for c in handle.subtree.status().children if c.id == f"connection:{name}"), None
+                )
+        if state in (None, "running"):  # connecting, or connected a moment ago and the link lags
+            return "starting"
+        return state
 
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the config and apply it (see the class docstring). Returns the diff:
@@ -385,6 +443,13 @@ class DaemonApp:
             return True
         return False
 
+    async def _may_see_names(self, scope: Any) -> bool:
+        """Whether the request may read what ``/status`` shows (server names): authorized,
+        with a ``Host`` and ``Origin`` of its own."""
+        if not self._authorized(scope) or not origin_allowed(scope):
+            return False
+        return await self.guard.validate_request(Request(scope)) is None
+
     def _authorized(self, scope: Any) -> bool:
         """Checked on every request against the daemon's current token, so a reload that
         sets, changes or removes it applies to the very next request."""
@@ -411,6 +476,10 @@ class DaemonApp:
         method = scope["method"]
         if path == "/healthz":
             await respond_json(send, 200, self.daemon.health())
+            return
+        if path == "/readyz":  # a probe: answered at once, token or not, starting or stopping
+            readiness = self.daemon.readiness(detailed=await self._may_see_names(scope))
+            await respond_json(send, 200 if readiness["ready"] else 503, readiness)
             return
         if not self.daemon.ready.is_set() and path not in ("/status", "/metrics"):
             await self.daemon.ready.wait()  # as the listen backlog held it before the front served
