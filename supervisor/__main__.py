@@ -645,12 +645,25 @@ def _client(url: str, statuses: list[int], timeout: float, logging_callback: Any
     )
 
 
+def _escaped(text: str) -> str:
+    """``text`` on one line, painting nothing: a tab (or other space) is a space, any other
+    character that is no printable one is written as its escape (``\\x1b``, ``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " if c.isspace() and c not in "\r\n" else repr(c)[1:-1] for c in text)
+
+
 async def _tools(connect: Callable[[], Any]) -> int:
+    """One line per tool, whatever its name and description hold: the name, quoted as
+    Python would (``'a\\nb'``) when it holds a character that is no printable one (it could
+    forge a line of the listing, or paint the terminal); the description's first line,
+    such characters escaped."""
     async with connect() as client:
         result = await client.list_tools()
     for tool in result.tools:
         summary = (tool.description or "").strip().splitlines()
-        print(f"{tool.name}: {summary[0] if summary else ''}")
+        name = tool.name if tool.name.isprintable() else repr(tool.name)
+        print(f"{name}: {_escaped(summary[0]) if summary else ''}")
     return 0
 
 

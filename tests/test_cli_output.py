@@ -3,13 +3,38 @@ servers' real status), ``tools`` gives one line per tool, ``call`` loses no part
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import trio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from conftest import server_spec, wait_until
 from protocol import BackoffPolicy
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
+from test_daemon import ROOT, Daemon, server_entry, write_config
+
+
+@pytest.fixture(scope="module")
+def everything_daemon(tmp_path_factory):
+    """A daemon serving ``tests/servers/everything.py``'s tools under their own names."""
+    tmp = tmp_path_factory.mktemp("cli_output")
+    everything, _ = server_entry("everything.py")
+    daemon = Daemon(write_config(tmp / "c.json", {"everything": everything}), tmp)
+    try:
+        daemon.wait_healthy_sync()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess:
+    with trio.fail_after(60):
+        return await trio.run_process([sys.executable, "-m", "supervisor", *args], cwd=ROOT, capture_stdout=True,
+                                      capture_stderr=True, check=False)
 
 
 def server_lines(shown: str, name: str) -> tuple[str, str]:
@@ -63,3 +88,27 @@ async def test_a_breaker_opened_by_the_operator_keeps_its_reason():
     breaker, connection = server_lines(shown, "s")
     assert breaker.endswith("breaker forced_open (forced open: maintenance window)"), breaker
     assert ", pid " in connection and "last error" not in connection, connection
+
+
+async def test_tools_prints_one_line_per_tool_whatever_its_name_holds(everything_daemon):
+    """A tool whose name held a line break printed as two lines of ``tools``, the second
+    whatever the name said after it ("forged: ..."), and an ESC in a name or on the
+    description's first line reached the terminal as a live escape sequence. Now one line
+    per tool: such a name quoted and escaped, the description escaped."""
+    url = everything_daemon.url
+    name = "evil\x1b[2J\nforged: a tool that is not there"
+    with trio.fail_after(30):
+        async with Client(streamable_http_client(url + "/mcp")) as client:
+            await client.call_tool("mutate_lists", {"name": name})
+            while True:  # until the daemon lists it (the server announced it)
+                listed = [tool.name for tool in (await client.list_tools()).tools]
+                if name in listed:
+                    break
+                await trio.sleep(0.05)
+    run = await cli("tools", "--url", url)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.decode().splitlines()
+    assert len(lines) == len(listed), lines
+    assert not [line for line in lines if line.startswith("forged")] and "\x1b" not in run.stdout.decode(), lines
+    assert f"{name!r}: dynamically added tool evil\\x1b[2J" in lines, lines
+    assert "place_order: Summarise an order (nested models: the input schema uses $defs and $ref)." in lines
