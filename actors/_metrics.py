@@ -23,7 +23,8 @@ Guarantees:
   any further tool are counted under the tool ``_OTHER``. An outcome kind the protocol does
   not define is counted as the failure ``other``.
 - A malformed report (a NaN, negative or infinite duration) is counted but not timed; no
-  report can kill the actor.
+  report can kill the actor. Neither is an attempt that was never sent (``sent=False``: its
+  deadline passed while it waited for a free slot): the wait is not the server's latency.
 - Events come from the ``EventBus`` (the one passed in, else the current one), put in the
   actor's mailbox as they are published: ``MetricsRef.run`` and ``spawn_metrics`` attach
   the mailbox before the actor counts as started, so no event published after that is
@@ -340,7 +341,9 @@ class _Metrics:
             failures = stats.failures
             failures[kind] = failures.get(kind, 0) + 1
             stats.last_error = report.error if report.error is not None else kind
-            timed = kind in TIMED_OUTCOMES
+            # A deadline passed before the call could be sent (a wait for a free slot, a
+            # timeout of 0) is no time of the server's.
+            timed = kind in TIMED_OUTCOMES and report.sent
         if timed:
             duration = report.duration
             if 0.0 <= duration < 1e9:  # False for NaN; inf and absurd values are malformed

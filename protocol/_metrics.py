@@ -18,9 +18,11 @@ Meanings fixed here:
   while nothing has been decided. The seed summary shows it as a percentage.
 - Durations are seconds. Latency (``p50``/``p95``/``p99``, ``min``/``max``/``mean``, the
   fixed buckets, ``duration_sum``/``duration_count``) covers the attempts that reached the
-  server and ended there (``TIMED_OUTCOMES``): a fast refusal (circuit open, unknown tool,
-  overloaded, ...) or a cancelled call would otherwise pull the percentiles down exactly
-  when the server is in trouble. Each is None while no timed attempt has been seen.
+  server and ended there (``TIMED_OUTCOMES``, sent): a fast refusal (circuit open, unknown
+  tool, overloaded, ...) or a cancelled call would otherwise pull the percentiles down
+  exactly when the server is in trouble, and a ``DeadlineExceeded`` that was never sent
+  (its deadline passed while it waited for a free slot) would push them up for a queue on
+  the supervisor's side. Each is None while no timed attempt has been seen.
   Percentiles are within 1% relative error of the exact ones.
 - ``buckets[i]`` is the exact cumulative count of timed attempts with duration
   ``<= DURATION_BUCKETS[i]``; the implicit ``+Inf`` bucket is ``duration_count``.
@@ -57,7 +59,8 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
 OTHER_TOOL: Final = "_OTHER"
 
 #: Outcome kinds whose duration counts as latency: the attempt reached the server and ended
-#: there (answered, timed out, or the server died under it).
+#: there (answered, timed out, or the server died under it); an attempt reported with
+#: ``sent=False`` (a deadline spent before it could be sent) is not timed, whatever its kind.
 TIMED_OUTCOMES: Final = frozenset({"success", "tool_error", "InvalidResult", "DeadlineExceeded", "ServerCrashed"})
 
 #: Every state a breaker can be in, as exported by ``mcp_supervisor_breaker_state``.

@@ -626,14 +626,16 @@ async def test_a_server_that_gave_up_is_told_apart_from_one_restarting():
     breaker open), so "gave up" could not be alerted on (found by a probe). Now
     ``mcp_supervisor_server_state{server,state}`` is 1 for the server's state and 0 for
     the others, as kube-state-metrics shows a pod's phase."""
-    gave_up = server_spec("gave_up", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, jitter=0.0, max_consecutive=1))
+    gave_up = server_spec(
+        "gave_up", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, jitter=0.0, max_consecutive=1)
+    )
     # Its next start is an hour away: it is still restarting when the test looks.
     waiting = server_spec("waiting", "crash_at_start.py", backoff=BackoffPolicy(min=3600, max=3600, jitter=0.0))
     echo = server_spec("echo", "echo.py", timeout=30)
     async with Supervisor([echo, gave_up, waiting]) as sup:
         with trio.fail_after(30):
             await sup.wait_connected("echo", timeout=30)
-            await wait_until(lambda: connection_state(sup, "gave_up") == "failed", timeout=20, what="the give-up")
+            await wait_until(lambda: connection_state(sup, "gave_up") == "failed", timeout=20, what="give-up")
             await wait_until(lambda: connection_state(sup, "waiting") == "restarting", what="the restart wait")
             snap = await sup.metrics_snapshot()
     found = families(render_metrics(snap))
@@ -642,11 +644,74 @@ async def test_a_server_that_gave_up_is_told_apart_from_one_restarting():
     assert {(server, s) for (server, s), v in state.items() if v == 1} == {
         ("echo", "running"), ("gave_up", "failed"), ("waiting", "restarting")
     }
+    every = {"starting", "running", "restarting", "failed", "stopped"}
     for server in ("echo", "gave_up", "waiting"):  # one-hot: every state, always, so a series never vanishes
-        assert {s for (name, s) in state if name == server} == {"starting", "running", "restarting", "failed", "stopped"}
+        assert {s for (name, s) in state if name == server} == every
         assert sum(v for (name, _), v in state.items() if name == server) == 1
     up = {x.labels["server"]: x.value for x in found["mcp_supervisor_server_up"]}
     assert up == {"echo": 1, "gave_up": 0, "waiting": 0}
+
+
+async def test_a_call_that_timed_out_waiting_for_a_slot_is_no_server_latency(mock_clock):
+    """A call whose deadline passed while it waited for a free slot (``max_concurrency``)
+    was never sent (``DeadlineExceeded``, ``sent=False``), yet its whole wait went into the
+    latency histogram and percentiles as if the server had taken that long (found by a
+    probe). It is counted under its kind, and not timed. The clock runs at real speed and
+    jumps 100 s while the second call waits, past its 50 s deadline."""
+    mock_clock.rate = 1.0
+    spec = server_spec("one", "echo.py", timeout=10_000, max_concurrency=1, health_check_interval=None)
+    refused = []
+
+    async def second() -> None:
+        with pytest.raises(Exception) as caught:
+            await sup.call_tool("sleep", {"seconds": 0.1}, server="one", timeout=50)
+        refused.append(caught.value)
+
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(200):  # 60 s of real time, past the jump
+            await sup.wait_connected("one", timeout=30)
+            link = sup.link("one")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
+                await wait_until(lambda: link.inflight == 1, what="the first call in flight")
+                nursery.start_soon(second)
+                await wait_until(lambda: link.queued == 1, what="the second call waiting for the slot")
+                mock_clock.jump(100)
+            timed = (await sup.metrics_snapshot()).tool("one", "sleep")
+    assert type(refused[0]).__name__ == "DeadlineExceeded" and "never sent" in str(refused[0]), refused
+    assert (timed.calls, timed.successes, timed.failures) == (2, 1, {"DeadlineExceeded": 1})
+    assert timed.duration_count == 1 and 100 <= timed.max < 1000  # the first call only
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the call path times an attempt from before its wait for a slot (supervisor/_facade.py "
+    "call_tool's `started`; the send time is only known in actors/_connection.py _Connection.call): "
+    "fixing it needs those two files, see the metrics helper's report"
+))
+async def test_the_latency_histogram_leaves_out_the_wait_for_a_free_slot(mock_clock):
+    """``mcp_supervisor_tool_call_duration_seconds`` is the server's latency: a call that
+    waited for a free slot (``max_concurrency``) before it was sent counted that wait as
+    the server's time, so a queue on the supervisor's side read as a slow server (found by
+    a probe). The clock runs at real speed, and jumps at two moments: 100 s while the first
+    call is in flight and the second waits for its slot, 1000 s once the second is sent."""
+    mock_clock.rate = 1.0
+    spec = server_spec("one", "echo.py", timeout=10_000, max_concurrency=1, health_check_interval=None)
+    async with Supervisor([spec]) as sup:
+        with trio.fail_after(1200):  # 60 s of real time, past the jumps
+            await sup.wait_connected("one", timeout=30)
+            link = sup.link("one")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
+                await wait_until(lambda: link.inflight == 1, what="the first call in flight")
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
+                await wait_until(lambda: link.queued == 1, what="the second call waiting for the slot")
+                mock_clock.jump(100)
+                await wait_until(lambda: link.queued == 0 and link.inflight == 1, what="the second call sent")
+                mock_clock.jump(1000)
+            timed = (await sup.metrics_snapshot()).tool("one", "sleep")
+    assert timed.duration_count == 2 and timed.successes == 2
+    assert 100 <= timed.min < 1000  # the first call: in flight through the first jump
+    assert 1000 <= timed.max < 1100, timed.max  # the second: sent after the first jump
 
 
 def test_render_metrics_of_nothing_parses():
