@@ -748,9 +748,39 @@ async def _call(connect: Callable[..., Any], tool: str, arguments: dict[str, Any
     for block in result.content:
         text = getattr(block, "text", None)
         print(text if text is not None else block.model_dump_json(by_alias=True, exclude_none=True))
-    if result.structured_content is not None and not result.content:
-        print(json.dumps(result.structured_content))
+    structured = result.structured_content
+    if structured is not None and not _already_said(result.content, structured):
+        print(json.dumps(structured))
     return 1 if result.is_error else 0
+
+
+def _already_said(content: list[Any], value: Any) -> bool:
+    """Whether the text blocks of ``content`` already say the structured ``value``, so
+    printing it too would say it twice: one of them is its JSON (as the spec asks of a tool
+    that returns structured content), or ``value`` is ``{"result": v}`` (how the SDK wraps a
+    tool's answer that is no object) and the blocks are ``v``, or its items one per block."""
+    texts = [block.text for block in content if getattr(block, "type", None) == "text"]
+    if any(_says(text, value) for text in texts):
+        return True
+    if not (isinstance(value, dict) and list(value) == ["result"]) or len(texts) != len(content):
+        return False
+    inner = value["result"]
+    items = inner if isinstance(inner, list) else [inner]
+    return (len(texts) == 1 and _says(texts[0], inner)) or (
+        len(texts) == len(items) > 0 and all(_says(text, item) for text, item in zip(texts, items))
+    )
+
+
+def _says(text: str, value: Any) -> bool:
+    """Whether ``text`` is ``value``: the string itself, or its JSON (compared as JSON:
+    ``true`` is not ``1``)."""
+    if isinstance(value, str) and text == value:
+        return True
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return False
+    return json.dumps(parsed, sort_keys=True) == json.dumps(value, sort_keys=True)
 
 
 def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIMEOUT) -> int:

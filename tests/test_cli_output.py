@@ -3,6 +3,7 @@ servers' real status), ``tools`` gives one line per tool, ``call`` loses no part
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -112,3 +113,35 @@ async def test_tools_prints_one_line_per_tool_whatever_its_name_holds(everything
     assert not [line for line in lines if line.startswith("forged")] and "\x1b" not in run.stdout.decode(), lines
     assert f"{name!r}: dynamically added tool evil\\x1b[2J" in lines, lines
     assert "place_order: Summarise an order (nested models: the input schema uses $defs and $ref)." in lines
+
+
+async def test_call_prints_structured_content_unless_a_text_block_already_is_it(everything_daemon):
+    """``call`` printed a result's ``structuredContent`` only when it had no ``content``: a
+    tool answering a text and a structured value (``own_error``: "own error: boom" and
+    ``{"error": "boom"}``; ``all_content``: six blocks and ``{"kinds": [...], "count": 6}``)
+    lost the value. Now it is printed as JSON, after the blocks, unless a text block already
+    is that JSON (``place_order``: the SDK's serialization, printed once) or says the value
+    the SDK wrapped in ``{"result": ...}``."""
+    url = everything_daemon.url
+    run = await cli("call", "own_error", "message=boom", "--url", url)
+    assert run.returncode == 1, run.stderr  # an isError result
+    assert run.stdout.decode().splitlines() == ["own error: boom", '{"error": "boom"}'], run.stdout
+
+    run = await cli("call", "all_content", "--url", url)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.decode().splitlines()
+    assert len(lines) == 7 and lines[0] == "plain text", lines  # one line per block, then the value
+    assert json.loads(lines[-1]) == {"kinds": ["text", "image", "audio", "resource", "resource", "resource_link"],
+                                     "count": 6}, lines
+    image = json.loads(lines[1])  # a block that is no text: its JSON, whole (its data is not lost)
+    assert (image["type"], image["mimeType"]) == ("image", "image/png") and image["data"], image
+
+    order = {"customer": {"name": "Ann", "address": {"street": "s", "city": "c"}}, "items": [{"sku": "ABC-1", "quantity": 2}]}
+    run = await cli("call", "place_order", "--json", json.dumps({"order": order}), "--url", url)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"customer": "Ann", "lines": 1, "units": 2}, run.stdout  # once: one JSON document
+
+    # An answer that is no object comes as text and, wrapped, as {"result": ...} (the SDK's
+    # way): the text says it.
+    run = await cli("call", "progress_steps", "steps=1", "--url", url)
+    assert (run.returncode, run.stdout) == (0, b"done 1 steps\n"), run
