@@ -1,9 +1,9 @@
 """What an HTTP status says that the mcp SDK does not: a lost session, a refused message
 (and, over SSE, a message whose POST got no HTTP answer at all).
 
-Over streamable HTTP and SSE every JSON-RPC message the client sends is an HTTP POST. Two
-kinds of answer to it the mcp 2.3 client leaves uninterpreted, and `HttpAnswerWatch`, an
-httpx response hook on the transport's client, reads them:
+Over streamable HTTP and SSE every JSON-RPC message the client sends is an HTTP POST. Some
+answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, and
+`HttpAnswerWatch`, an httpx response hook on the transport's client, reads them:
 
 - **A lost session.** A handshake-era server (any revision before 2026-07-28) keeps each
   client's session in memory under its ``Mcp-Session-Id``. When it restarts, or expires the
@@ -34,16 +34,21 @@ httpx response hook on the transport's client, reads them:
   as it was, so the request waited out its deadline (and counted as a hang). Reading that
   body now raises `NotItsAnswer`, which the SDK turns into an error for that request
   alone; the connection recognises it by `NOT_ITS_ANSWER` (an ``InvalidResult``).
+- **A huge ``retry:``** (streamable HTTP): the SDK waits what an event stream's ``retry:``
+  field asks before it resumes the stream, with no bound, so a call whose answer stream
+  ended after asking for a day waited out its deadline (and counted as a hang); one too
+  large for a float ended the whole transport. Each event stream's ``retry:`` is now read as
+  at most `MAX_RETRY_WAIT` (`_RetryBounded`).
 - **No answer at all** (SSE only, `HttpAnswerWatch.watch_posts`): a POST that fails with an
   httpx transport error (refused, reset, timed out) likewise ends the SDK's SSE transport,
   which only logs it, so the call would wait out its deadline and the connection would
   look up. A `PostFailed` goes into ``refusals`` the same way, then ``on_broken`` is called.
 
-Guarantees: the hook never raises, never changes the response's status, headers or body
-(a body it reads is cached by httpx for the transport to read again; reading one may raise,
-for an answer cut short or another request's), reads a body only for an error status or a
-200 HTML page, and
-records no refusal for an answer that carries a JSON-RPC error (the server's own, at
+Guarantees: the hook never raises; it never changes the response's status or headers, nor
+its body but for an event stream's ``retry:`` over `MAX_RETRY_WAIT` (a body it reads is
+cached by httpx for the transport to read again; reading one may raise, for an answer cut
+short or another request's); it reads a body only for an error status or a 200 HTML page,
+and records no refusal for an answer that carries a JSON-RPC error (the server's own, at
 whatever status; over SSE ``on_broken`` is called all the same, since the transport is
 broken either way).
 """
@@ -265,6 +270,16 @@ def _watch_answer_id(response: Any) -> None:
     response.aread = aread_checked
 
 
+def _event_stream(response: Any) -> bool:
+    """An event stream as it came on the wire (no content coding: its bytes are its lines)."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return (
+        kind == "text/event-stream"
+        and not response.headers.get("content-encoding")
+        and isinstance(response.stream, httpx2.AsyncByteStream)
+    )
+
+
 def _json_answer(response: Any) -> bool:
     """A 2xx answer whose body is one JSON document (not an event stream)."""
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -298,6 +313,97 @@ class _CutShortWatched(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+#: The longest wait (s) before an event stream is resumed that a server's ``retry:`` gets
+#: (`_RetryBounded`): the SDK waits what it says, whatever it says, and a call whose answer
+#: stream ended with a day's ``retry:`` waited out its deadline, then counted as a hang.
+MAX_RETRY_WAIT: Final = 5.0
+_RETRY_FIELD = b"retry:"
+_LONGEST_RETRY = 64  # bytes of a retry field's value kept; a longer one is read as too long
+
+
+def _line_end(chunk: bytes, start: int) -> int:
+    """Where the first line end (CR or LF) at or after ``start`` is; -1 when none."""
+    lf, cr = chunk.find(b"\n", start), chunk.find(b"\r", start)
+    return lf if cr < 0 else cr if lf < 0 else min(lf, cr)
+
+
+class _RetryBounded(httpx2.AsyncByteStream):
+    """An event stream's body with each ``retry:`` field over ``most`` ms made ``most`` ms.
+
+    The mcp 2.3 streamable HTTP client waits a server's ``retry:`` before it resumes an
+    event stream that ended (a call's answer stream, the listen stream), with no bound: a
+    huge one kept the call waiting to its deadline; one too large for a float
+    (``OverflowError``) ended the SDK's whole transport. Every other byte passes on as it
+    came, in the same pieces; only the start of each line (at most 6 bytes), and a retry
+    field to its end (at most ``_LONGEST_RETRY`` bytes of it), are held back."""
+
+    def __init__(self, inner: Any, most: int) -> None:
+        self.inner = inner
+        self.most = most
+        self.head = b""  # the start of this line, as far as it is the start of a retry field
+        self.retry: bytearray | None = None  # a retry field's value so far (None: in none)
+        self.passing = False  # in a line that is no retry field: passed on to its end
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self.inner:
+            if out := self._feed(chunk):
+                yield out
+        if self.retry is not None:  # the stream ended in a retry field: no event comes of it
+            yield self._retry_field()
+        elif self.head:
+            yield self.head
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _retry_field(self) -> bytes:
+        """The retry field just read, its wait at most ``most`` ms."""
+        assert self.retry is not None
+        value, self.retry = bytes(self.retry), None
+        if len(value) <= _LONGEST_RETRY:
+            try:
+                wait = int(value.decode())  # as httpx reads it
+            except (UnicodeDecodeError, ValueError):
+                return _RETRY_FIELD + value  # not a number: the client ignores it, as before
+            if wait <= self.most:
+                return _RETRY_FIELD + value
+        return _RETRY_FIELD + b" %d" % self.most
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        at, size = 0, len(chunk)
+        while at < size:
+            if self.passing or self.retry is not None:
+                end = _line_end(chunk, at)
+                rest = chunk[at:] if end < 0 else chunk[at:end]
+                if self.passing:
+                    out += rest
+                elif len(self.retry) <= _LONGEST_RETRY:  # type: ignore[arg-type]
+                    self.retry += rest[: _LONGEST_RETRY + 1 - len(self.retry)]  # type: ignore[arg-type, operator]
+                if end < 0:
+                    break
+                if self.retry is not None:
+                    out += self._retry_field()
+                out += chunk[end : end + 1]
+                self.passing, at = False, end + 1
+                continue
+            byte = chunk[at : at + 1]  # at a line's start
+            at += 1
+            if byte in (b"\r", b"\n"):
+                out += self.head + byte
+                self.head = b""
+                continue
+            head = self.head + byte
+            if head == _RETRY_FIELD:
+                self.head, self.retry = b"", bytearray()
+            elif _RETRY_FIELD.startswith(head):
+                self.head = head
+            else:
+                out += head
+                self.head, self.passing = b"", True
+        return bytes(out)
 
 
 #: The least time between two GETs of one connection (`HttpAnswerWatch.pace_gets`).
@@ -335,6 +441,8 @@ class HttpAnswerWatch:
                 response.stream = _CutShortWatched(response.stream)
             if response.request.method == "POST" and self.on_broken is None and _json_answer(response):
                 _watch_answer_id(response)  # streamable HTTP: the body is the request's answer
+            if self.on_broken is None and _event_stream(response):  # streamable HTTP: resumed after retry:
+                response.stream = _RetryBounded(response.stream, int(MAX_RETRY_WAIT * 1000))
             return
         try:
             body = await response.aread()

@@ -4,11 +4,13 @@ that breaks the answers it is told to)."""
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 import trio
 
 from conftest import wait_until
-from protocol import InvalidResult, RetryPolicy, ServerSpec
+from actors._http_answers import MAX_RETRY_WAIT
+from protocol import InvalidResult, RetryPolicy, ServerCrashed, ServerSpec
 from supervisor import Supervisor
 from test_connection import HttpEcho, connection_status, text
 
@@ -61,3 +63,67 @@ def test_which_json_answers_are_the_request_s(asked, body, theirs):
     assert (why is None) == theirs, why
     if why is not None:
         assert NOT_ITS_ANSWER in why
+
+
+class _Pieces(httpx2.AsyncByteStream):
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    async def __aiter__(self):
+        for piece in self.pieces:
+            yield piece
+
+
+async def _bounded(pieces: list[bytes], most: int) -> bytes:
+    from actors._http_answers import _RetryBounded
+
+    return b"".join([piece async for piece in _RetryBounded(_Pieces(pieces), most)])
+
+
+@pytest.mark.parametrize(
+    "stream, bounded",
+    [
+        (b"id: 1\nretry: 100000000\ndata: \n\n", b"id: 1\nretry: 5000\ndata: \n\n"),
+        (b"retry: 300\r\ndata: x\r\n\r\n", b"retry: 300\r\ndata: x\r\n\r\n"),  # within the bound: as it came
+        (b"retry:" + b"9" * 400 + b"\rdata: y\r\r", b"retry: 5000\rdata: y\r\r"),  # too large for a float
+        (b"retry: soon\n\n", b"retry: soon\n\n"),  # no number: the client ignores it, as before
+        (b"data: retry: 100000000\n: retry: 1\nretr: 100000000\nretry\n\n",  # no retry field
+         b"data: retry: 100000000\n: retry: 1\nretr: 100000000\nretry\n\n"),
+        (b"event: message\ndata: {}\n\nretry: 99999", b"event: message\ndata: {}\n\nretry: 5000"),  # cut off
+        (b"\n\nret", b"\n\nret"),
+    ],
+)
+async def test_a_retry_field_is_bounded_wherever_the_stream_is_cut(stream, bounded):
+    """An event stream's ``retry:`` over the bound is read as the bound; every other byte
+    passes as it came, however the stream is cut into pieces (here: anywhere, in two, and
+    one byte at a time)."""
+    assert await _bounded([stream], 5000) == bounded
+    for cut in range(len(stream) + 1):
+        assert await _bounded([stream[:cut], stream[cut:]], 5000) == bounded, cut
+    assert await _bounded([stream[i : i + 1] for i in range(len(stream))], 5000) == bounded
+
+
+@pytest.mark.parametrize("retry", ["100000000", "9" * 400], ids=["a-day", "too-large-for-a-float"])
+async def test_an_answer_stream_that_asks_for_a_huge_wait_before_it_is_resumed_fails_its_call_alone(retry):
+    """A call's answer stream gives an event id, asks (``retry:``) for a day's wait before
+    it is resumed, and ends with no answer. The SDK waited that long: the call waited out
+    its whole deadline and counted as a hang (``hang_threshold`` 1: the connection was
+    restarted); asked for a wait too large for a float, it raised ``OverflowError``, which
+    ended the whole connection and every call on it. Now the wait is at most
+    ``MAX_RETRY_WAIT``: the SDK tries to resume the stream, the server cannot, and the call
+    fails ``ServerCrashed`` saying its answer stream ended; the connection goes on."""
+    async with HttpEcho("--http-errors") as server:
+        spec = ServerSpec(
+            name="gw", url=server.url(), transport="streamable-http", hang_threshold=1,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            incarnation = sup.link("gw").conn
+            await sup.call_tool("break_next", {"how": f"sse-retry={retry}"}, server="gw", timeout=10)
+            with trio.fail_after(4 * MAX_RETRY_WAIT + 10):  # was: the call's whole 120 s
+                with pytest.raises(ServerCrashed, match="answer stream ended without an answer") as broke:
+                    await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=120)
+            assert "reconnection attempts were exhausted" in broke.value.message, broke.value.message
+            assert sup.link("gw").conn is incarnation, "the connection was restarted"
+            assert text(await sup.call_tool("echo", {"text": "b"}, server="gw", timeout=10)) == "b"
