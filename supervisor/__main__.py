@@ -142,15 +142,20 @@ def _render(node: ChildStatus, indent: str, color: bool, stderr: bool, near: tup
             why += f", next trial in {detail['retry_in']:.3g} s"  # when calls may go through again
         parts.append("breaker " + _paint(state, _BREAKER_COLORS.get(state), color) + why)
     if "pid" in detail:
-        # A remote server has no pid either: name its transport, not "in-process".
+        # A remote server has no pid either: name its transport, not "in-process". A stdio
+        # one without a pid has none running now (it exited; not started yet).
         transport = detail.get("transport")
         if detail["pid"] is not None:
             where = f"pid {detail['pid']}"
         elif transport in (None, "inproc"):
             where = "in-process"
+        elif transport == "stdio":
+            where = "no process"
         else:
             where = str(transport)
-        parts.append(f"{detail.get('tools')} tools, {where}")
+        # A connection that is down and never listed a tool has none to count.
+        tools = f"{detail.get('tools')} tools, " if node.state == "running" or detail.get("tools") else ""
+        parts.append(tools + where)
     unread = detail.get("unread_lists") or {}
     # A list read in part (invalid tools left out) says what was left out; one not read, only that.
     parts += [f"{name}: {note}" for name, note in sorted(unread.items()) if note.startswith("left out")]

@@ -13,7 +13,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import server_spec, wait_until
-from protocol import BackoffPolicy
+from protocol import BackoffPolicy, ServerSpec
 from supervisor import Supervisor
 from supervisor.__main__ import render_tree
 from test_daemon import ROOT, Daemon, server_entry, write_config
@@ -77,6 +77,22 @@ async def test_a_restarting_server_says_its_error_once():
     assert "connection:s: restarting, restarts=1, next attempt in 30.0 s, last exit: ConnectionDied: " in connection
     assert breaker.endswith("breaker open (connection down), next trial in 30 s"), breaker
 
+
+
+async def test_a_connection_that_is_down_says_it_has_no_process_not_0_tools():
+    """A stdio server that never connected showed "0 tools, stdio" (its pid gone since it
+    is not shown once the process exited): as if it ran, serving nothing. Now "no process";
+    a remote one that never connected shows its transport, without "0 tools"."""
+    gave_up = BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=1)
+    specs = [server_spec("s", "crash_at_start.py", backoff=gave_up),
+             ServerSpec(name="r", url="http://127.0.0.1:1/mcp", connect_timeout=5, backoff=gave_up)]
+    async with Supervisor(specs) as sup:
+        await wait_until(lambda: all("failed for good" in (sup.handle(name).breaker.reason or "") for name in "sr"),
+                         timeout=30, what="both to fail")
+        shown = render_tree(sup.status())
+    (_, stdio), (_, remote) = server_lines(shown, "s"), server_lines(shown, "r")
+    assert stdio.endswith("`restart s` starts it again, no process"), stdio
+    assert remote.endswith("`restart r` starts it again, streamable-http"), remote
 
 
 async def test_a_breaker_opened_by_the_operator_keeps_its_reason():
