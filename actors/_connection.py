@@ -153,6 +153,9 @@ class Call(msgspec.Struct):
     deadline: float
     progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
     meta: dict[str, Any] | None = None
+    #: When it was sent (trio time), once it has a slot; None before: the server's latency
+    #: is timed from here, not from the wait for a free slot.
+    sent_at: float | None = None
 
 
 class ServerLink:
@@ -793,7 +796,7 @@ class _Connection:
         scope = trio.CancelScope(deadline=call.deadline)
         front = current_front.get()
         self.inflight[scope] = front
-        sent_at = trio.current_time()
+        sent_at = call.sent_at = trio.current_time()
         self._count()
         progress = call.progress
         if progress is not None:

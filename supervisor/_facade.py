@@ -539,6 +539,7 @@ class Supervisor:
 
         async def attempt(number: int) -> Any:
             started = now if number == 1 else trio.current_time()
+            call.sent_at = None
             kind, error, trial, sent = "cancelled", None, False, True
             try:
                 if handle.replacing is not None:
@@ -567,7 +568,9 @@ class Supervisor:
             finally:
                 # Every attempt is reported: metrics count it, the breaker counts what says
                 # something about the server (and hands back a trial permit otherwise).
-                handle.report(self._outcome(entry, kind, started, trio.current_time(), error, number, trial, sent))
+                # Timed from the send: the wait for a free slot says nothing of the server.
+                begun = started if call.sent_at is None else call.sent_at
+                handle.report(self._outcome(entry, kind, begun, trio.current_time(), error, number, trial, sent))
 
         return await call_with_retry(
             attempt,

@@ -683,11 +683,6 @@ async def test_a_call_that_timed_out_waiting_for_a_slot_is_no_server_latency(moc
     assert timed.duration_count == 1 and 100 <= timed.max < 1000  # the first call only
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the call path times an attempt from before its wait for a slot (supervisor/_facade.py "
-    "call_tool's `started`; the send time is only known in actors/_connection.py _Connection.call): "
-    "fixing it needs those two files, see the metrics helper's report"
-))
 async def test_the_latency_histogram_leaves_out_the_wait_for_a_free_slot(mock_clock):
     """``mcp_supervisor_tool_call_duration_seconds`` is the server's latency: a call that
     waited for a free slot (``max_concurrency``) before it was sent counted that wait as
