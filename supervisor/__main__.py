@@ -81,6 +81,24 @@ def _paint(text: str, code: str | None, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
 
 
+def _escaped(text: str) -> str:
+    """``text`` on one line, painting nothing: a tab (or other space) is a space, any other
+    character that is no printable one is written as its escape (``\\x1b``, ``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " if c.isspace() and c not in "\r\n" else repr(c)[1:-1] for c in text)
+
+
+_CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def _shown(text: Any) -> str:
+    """A text the daemon reports (an error, a stderr line: a server's words) as the status
+    shows it: on one line, painting nothing; a server's colours (CSI sequences) are left
+    out, any other control character escaped."""
+    return _escaped(_CSI.sub("", str(text)))
+
+
 def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, stderr: bool = False) -> str:
     """The status tree as text, in the supervisor vocabulary: state, restarts, breaker state,
     last error (and the stderr tail when ``stderr``). Each fact once: a connection's last
@@ -92,9 +110,9 @@ def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, std
 def _errors(node: ChildStatus) -> tuple[str | None, str | None]:
     """The last exit and the last error ``node``'s line shows: the last exit while it is not
     running; the last error unless that exit already says it (``ConnectionDied: <error>``)."""
-    last_exit = node.last_exit if node.last_exit and node.state != "running" else None
+    last_exit = _shown(node.last_exit) if node.last_exit and node.state != "running" else None
     last_error = (node.detail or {}).get("last_error")
-    last_error = str(last_error) if last_error else None
+    last_error = _shown(last_error) if last_error else None
     if last_error and last_exit and last_error in last_exit:
         last_error = None
     return last_exit, last_error
@@ -136,7 +154,7 @@ def _render(node: ChildStatus, indent: str, color: bool, stderr: bool, near: tup
     detail = node.detail or {}
     if "state" in detail:
         state = str(detail["state"])
-        why = _breaker_reason(str(detail.get("reason") or ""), near)
+        why = _breaker_reason(_shown(detail.get("reason") or ""), near)
         why = f" ({why})" if state != "closed" and why else ""
         if state != "closed" and isinstance(detail.get("retry_in"), (int, float)):
             why += f", next trial in {detail['retry_in']:.3g} s"  # when calls may go through again
@@ -158,16 +176,16 @@ def _render(node: ChildStatus, indent: str, color: bool, stderr: bool, near: tup
         parts.append(tools + where)
     unread = detail.get("unread_lists") or {}
     # A list read in part (invalid tools left out) says what was left out; one not read, only that.
-    parts += [f"{name}: {note}" for name, note in sorted(unread.items()) if note.startswith("left out")]
+    parts += [f"{name}: {_shown(note)}" for name, note in sorted(unread.items()) if note.startswith("left out")]
     if unreadable := sorted(name for name, note in unread.items() if not note.startswith("left out")):
         parts.append("could not read " + ", ".join(unreadable))
     if detail.get("oversized_dropped"):
         parts.append(f"{detail['oversized_dropped']} messages over max_message_bytes dropped")
     if last_error:
         parts.append("last error: " + _paint(last_error, "31", color))
-    lines = [f"{indent}{node.id}: {', '.join(parts)}"]
+    lines = [f"{indent}{_shown(node.id)}: {', '.join(parts)}"]
     if stderr and detail.get("stderr_tail"):
-        lines += [f"{indent}  | {line}" for line in detail["stderr_tail"]]
+        lines += [f"{indent}  | {_shown(line)}" for line in detail["stderr_tail"]]
     for child in node.children:
         beside = (node, *(other for other in node.children if other is not child))
         lines.append(_render(child, indent + "  ", color, stderr, beside))
@@ -648,14 +666,6 @@ def _client(url: str, statuses: list[int], timeout: float, logging_callback: Any
         logging_callback=logging_callback,
         log_level="info" if logging_callback is not None else None,
     )
-
-
-def _escaped(text: str) -> str:
-    """``text`` on one line, painting nothing: a tab (or other space) is a space, any other
-    character that is no printable one is written as its escape (``\\x1b``, ``\\n``)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else " " if c.isspace() and c not in "\r\n" else repr(c)[1:-1] for c in text)
 
 
 async def _tools(connect: Callable[[], Any]) -> int:

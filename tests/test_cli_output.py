@@ -95,6 +95,22 @@ async def test_a_connection_that_is_down_says_it_has_no_process_not_0_tools():
     assert remote.endswith("`restart r` starts it again, streamable-http"), remote
 
 
+async def test_a_servers_words_in_the_status_paint_nothing_and_stay_on_their_line():
+    """A server's stderr (colours, a carriage return) reached the terminal as it was, in
+    its last error and in ``status --stderr``'s tail: an ESC sequence could paint or clear
+    the operator's terminal, a ``\\r`` overwrite the start of the line. Now colours are left
+    out and any other control character is escaped; each node stays one line."""
+    code = "import sys; sys.stderr.write('\\x1b[31mERROR\\x1b[0m config missing\\rX\\x1b]0;title\\x07\\n'); sys.exit(1)"
+    gave_up = BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=1)
+    spec = ServerSpec(name="c", command=sys.executable, args=["-c", code], backoff=gave_up)
+    async with Supervisor([spec]) as sup:
+        await wait_until(lambda: "failed for good" in (sup.handle("c").breaker.reason or ""), timeout=30, what="it to fail")
+        shown = render_tree(sup.status(), stderr=True)
+    assert all(c.isprintable() for line in shown.splitlines() for c in line), repr(shown)
+    assert "its last stderr lines: ERROR config missing\\rX\\x1b]0;title\\x07, given up" in shown, shown
+    assert "\n        | ERROR config missing\\rX\\x1b]0;title\\x07" in shown, shown
+
+
 async def test_a_breaker_opened_by_the_operator_keeps_its_reason():
     """Only a reason the connection's line already gives is shortened: an operator's is not."""
     spec = server_spec("s", "echo.py")
