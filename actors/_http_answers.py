@@ -43,6 +43,8 @@ answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, a
   httpx transport error (refused, reset, timed out) likewise ends the SDK's SSE transport,
   which only logs it, so the call would wait out its deadline and the connection would
   look up. A `PostFailed` goes into ``refusals`` the same way, then ``on_broken`` is called.
+  A POST whose answer never comes fails so after ``connect_timeout`` (not the SDK's 300 s,
+  for which every later message waited behind it).
 
 Guarantees: the hook never raises; it never changes the response's status or headers, nor
 its body but for an event stream's ``retry:`` over `MAX_RETRY_WAIT` (a body it reads is
@@ -410,6 +412,19 @@ class _RetryBounded(httpx2.AsyncByteStream):
 GET_SPACING: Final = 0.25
 
 
+def _bound_answer_wait(request: httpx2.Request) -> float | None:
+    """Make ``request`` wait for its answer (read) no longer than its connect timeout; that
+    bound, or None when it had none to give."""
+    timeout = request.extensions.get("timeout")
+    if not isinstance(timeout, dict):
+        return None
+    bound, read = timeout.get("connect"), timeout.get("read")
+    if bound is None or (read is not None and read <= bound):
+        return None
+    request.extensions = {**request.extensions, "timeout": {**timeout, "read": bound}}
+    return bound
+
+
 class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
@@ -478,15 +493,26 @@ class HttpAnswerWatch:
         status came (an SSE server's answer to a POST is a few bytes long).
 
         ``sent`` is False only for an error raised before a connection was made
-        (`_NEVER_SENT`); any later one may have delivered the message."""
+        (`_NEVER_SENT`); any later one may have delivered the message.
+
+        Over SSE a POST's answer is awaited for the client's connect timeout at most (the
+        connection's ``connect_timeout``), not its read timeout: the SDK sends one POST at a
+        time, with the read timeout of its event stream (300 s), so one POST the server
+        never answered held up every later message that long. A server acknowledges a
+        message (202) as it takes it, before it handles it; no answer by then is a POST
+        that failed, and ends the transport as any other does."""
         send = client.send
 
         async def send_watched(request: httpx2.Request, *args: Any, **kwargs: Any) -> httpx2.Response:
+            bound = _bound_answer_wait(request) if self.on_broken is not None and request.method == "POST" else None
             try:
                 return await send(request, *args, **kwargs)
             except httpx2.TransportError as exc:
                 if request.method == "POST":
-                    failed = PostFailed(f"{type(exc).__name__}: {exc}".rstrip(": "), not isinstance(exc, _NEVER_SENT))
+                    error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    if bound is not None and isinstance(exc, httpx2.ReadTimeout):
+                        error = f"ReadTimeout after {bound:g} s, the connect_timeout"
+                    failed = PostFailed(error, not isinstance(exc, _NEVER_SENT))
                     into = refusals.get()
                     if into is not None:
                         into.append(failed)

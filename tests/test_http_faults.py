@@ -8,9 +8,9 @@ import httpx2
 import pytest
 import trio
 
-from conftest import wait_until
+from conftest import settled, wait_until
 from actors._http_answers import MAX_RETRY_WAIT
-from protocol import InvalidResult, RetryPolicy, ServerCrashed, ServerSpec
+from protocol import BackoffPolicy, InvalidResult, RetryPolicy, ServerCrashed, ServerSpec
 from supervisor import Supervisor
 from test_connection import HttpEcho, connection_status, text
 
@@ -127,3 +127,42 @@ async def test_an_answer_stream_that_asks_for_a_huge_wait_before_it_is_resumed_f
             assert "reconnection attempts were exhausted" in broke.value.message, broke.value.message
             assert sup.link("gw").conn is incarnation, "the connection was restarted"
             assert text(await sup.call_tool("echo", {"text": "b"}, server="gw", timeout=10)) == "b"
+
+
+async def test_an_sse_post_with_no_http_answer_holds_up_the_calls_behind_it_for_connect_timeout_at_most():
+    """Over SSE the SDK sends one POST at a time. One got no HTTP answer at all (the
+    server, or a proxy, holds it): every later message waited behind it, for the read
+    timeout the SDK gives its client (300 s), so each later call waited out its deadline
+    and counted as a hang. Now a POST's answer is awaited for ``connect_timeout`` at most
+    (a legacy SSE server acknowledges a message at once, before it handles it): the POST
+    then fails, which ends the SDK's transport as any failed POST does; the held call fails
+    ``ServerCrashed`` (a destructive tool, not retried), the call behind it runs on the next
+    incarnation."""
+    async with HttpEcho("--http-errors", "--sse") as server:
+        spec = ServerSpec(
+            name="gw", url=server.url("/sse"), transport="sse", connect_timeout=3.0, hang_threshold=100,
+            backoff=BackoffPolicy(min=0.1, max=1.0, jitter=0.0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            await settled(sup, "gw")  # no POST of its own in flight
+            await sup.call_tool("break_next", {"how": "no-answer"}, server="gw", timeout=10)
+            outcomes: dict[str, object] = {}
+
+            async def call(tool: str, argument: str) -> None:
+                try:
+                    outcomes[argument] = text(await sup.call_tool(tool, {"text": argument}, server="gw", timeout=120))
+                except Exception as exc:
+                    outcomes[argument] = exc
+
+            with trio.fail_after(3.0 + 20):  # was: both calls' whole 120 s
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call, "write_note", "held")
+                    await wait_until(lambda: sup.link("gw").inflight == 1, timeout=10, what="the held call")
+                    nursery.start_soon(call, "echo", "behind")
+            held = outcomes["held"]
+            assert isinstance(held, ServerCrashed), held
+            assert "the call's POST got no answer (ReadTimeout after 3 s, the connect_timeout)" in held.message, held.message
+            assert outcomes["behind"] == "behind"
+            assert connection_status(sup, "gw").restarts == 1
+            assert "a message's POST got no answer" in sup.link("gw").last_error
