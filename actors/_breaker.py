@@ -512,7 +512,7 @@ class BreakerCore:
     def force_open(self, now: float, reason: str = "operator") -> None:
         before = self._mark()
         self._override = FORCED_OPEN
-        self._override_reason = f"forced open: {reason}"
+        self._override_reason = reason  # the state says "forced open" already
         self._stale_before = now
         self._permits.clear()
         self._note(before, now)
@@ -520,7 +520,7 @@ class BreakerCore:
     def disable(self, now: float, reason: str = "operator") -> None:
         before = self._mark()
         self._override = DISABLED
-        self._override_reason = f"disabled: {reason}"
+        self._override_reason = reason
         self._permits.clear()
         self._note(before, now)
 

@@ -119,7 +119,7 @@ async def test_a_breaker_opened_by_the_operator_keeps_its_reason():
         await sup.set_breaker("s", "open", reason="maintenance window")
         shown = render_tree(sup.status())
     breaker, connection = server_lines(shown, "s")
-    assert breaker.endswith("breaker forced_open (forced open: maintenance window)"), breaker
+    assert breaker.endswith("breaker forced_open (maintenance window)"), breaker
     assert ", pid " in connection and "last error" not in connection, connection
 
 
