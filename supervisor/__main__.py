@@ -741,16 +741,19 @@ async def _input_schema(client: Any, tool: str) -> dict[str, Any] | None:
 
 async def _call(connect: Callable[..., Any], tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:
     """One tool call: its result on stdout; what the server says meanwhile (progress, log
-    lines at info and above) on stderr, as it comes, so a long call shows it is alive."""
+    lines at info and above) on stderr, as it comes, so a long call shows it is alive, each
+    on one line painting nothing, as the status shows a server's words (`_shown`); a log
+    line's data that is no text is its JSON. The result is printed as it came (it is data)."""
     from mcp import MCPError
 
     async def said(params: Any) -> None:
-        where = f" {params.logger}" if params.logger else ""
-        print(f"[{params.level}{where}] {params.data}", file=sys.stderr, flush=True)
+        where = f" {_shown(params.logger)}" if params.logger else ""
+        data = params.data if isinstance(params.data, str) else json.dumps(params.data, ensure_ascii=False)
+        print(f"[{params.level}{where}] {_shown(data)}", file=sys.stderr, flush=True)
 
     async def progressed(progress: float, total: float | None, message: str | None) -> None:
         done = f"{progress:g}/{total:g}" if total is not None else f"{progress:g}"
-        print(f"[progress {done}]" + (f" {message}" if message else ""), file=sys.stderr, flush=True)
+        print(f"[progress {done}]" + (f" {_shown(message)}" if message else ""), file=sys.stderr, flush=True)
 
     async with connect(logging_callback=said) as client:
         if arguments is None:
@@ -758,7 +761,7 @@ async def _call(connect: Callable[..., Any], tool: str, arguments: dict[str, Any
         try:
             result = await client.call_tool(tool, arguments, progress_callback=progressed)
         except MCPError as exc:
-            print(f"error {exc.code}: {exc.message}", file=sys.stderr)
+            print(f"error {exc.code}: {_shown(exc.message)}", file=sys.stderr)
             return 1
     for block in result.content:
         text = getattr(block, "text", None)

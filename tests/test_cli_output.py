@@ -11,11 +11,12 @@ import pytest
 import trio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import Context, MCPServer
 
 from conftest import server_spec, wait_until
 from protocol import BackoffPolicy, ServerSpec
 from supervisor import Supervisor
-from supervisor.__main__ import render_tree
+from supervisor.__main__ import _call, render_tree
 from test_daemon import ROOT, Daemon, server_entry, write_config
 
 
@@ -177,3 +178,47 @@ async def test_call_prints_structured_content_unless_a_text_block_already_is_it(
     # way): the text says it.
     run = await cli("call", "progress_steps", "steps=1", "--url", url)
     assert (run.returncode, run.stdout) == (0, b"done 1 steps\n"), run
+
+
+# A server's words with a colour, a carriage return, a line break forging the next line, a C1 CSI.
+FORGING = "a\x1b[31mb\rc\n[error x] forged\x9b2J"
+FORGING_SHOWN = "ab\\rc\\n[error x] forged\\x9b2J"
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # logging, on purpose
+async def test_call_shows_what_the_server_says_meanwhile_on_one_line_painting_nothing(everything_daemon, capsys):
+    """``call`` printed the server's log lines, its progress messages and its error's
+    message to stderr as they came: an ESC sequence painted the terminal, a ``\\r`` overwrote
+    the line, a line break forged the next one ("[error x] forged"), and a log line's data
+    that is no text was a Python repr. Now each is shown as the status shows a server's
+    words (colours left out, any other control character escaped) and such data is JSON."""
+    run = await cli("call", "log_levels", "--json", json.dumps({"tag": FORGING}), "--url", everything_daemon.url)
+    assert run.returncode == 0, run.stderr
+    said = run.stderr.decode().splitlines()
+    assert said == [
+        f"[info everything/everything.logs] {FORGING_SHOWN}: info line",
+        '[warning everything/everything.logs] {"tag": "a\\u001b[31mb\\rc\\n[error x] forged\\x9b2J", '
+        '"detail": "warning data is an object", "n": [1, 2]}',
+        f"[error everything/everything.logs] {FORGING_SHOWN}: error line",
+    ], said
+
+    run = await cli("call", "jsonrpc_error", "--json", json.dumps({"code": -32001, "message": FORGING}),
+                    "--url", everything_daemon.url)
+    assert (run.returncode, run.stderr.decode()) == (1, f"error -32001: {FORGING_SHOWN}\n"), run
+
+    # The everything server's progress messages are its own ("step i/n"): one that says
+    # whatever a server likes, from a server in this process.
+    app = MCPServer("forger")
+
+    @app.tool()
+    async def forge(ctx: Context) -> str:
+        await ctx.report_progress(1, 2, FORGING)
+        await ctx.log("info", FORGING, logger_name="forger\x1b[2J\nlogs")
+        return "ok"
+
+    with trio.fail_after(30):
+        code = await _call(lambda logging_callback: Client(app, logging_callback=logging_callback, log_level="info"),
+                           "forge", {}, {})
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, "ok\n"), (out, err)
+    assert err.splitlines() == [f"[progress 1/2] {FORGING_SHOWN}", f"[info forger\\nlogs] {FORGING_SHOWN}"], err
