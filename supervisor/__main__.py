@@ -668,17 +668,46 @@ def _client(url: str, statuses: list[int], timeout: float, logging_callback: Any
     )
 
 
+#: How many pages of ``tools/list`` the ``tools`` and ``call`` commands read at most: a
+#: server that pages without end (a new cursor each time) is not followed forever.
+_MAX_PAGES = 1000
+
+
+async def _listed_tools(client: Any) -> tuple[list[Any], str | None]:
+    """Every tool the server lists, page after page (``nextCursor``), and why the listing
+    stopped short, if it did: a cursor given a second time (the same pages would come
+    again, forever), or more than `_MAX_PAGES` pages; the tools of the pages read so far."""
+    tools: list[Any] = []
+    given: dict[str, int] = {}  # a cursor: the page that gave it
+    cursor = None
+    for number in range(1, _MAX_PAGES + 1):
+        page = await client.list_tools(cursor=cursor)
+        tools += page.tools
+        cursor = page.next_cursor
+        if not cursor:
+            return tools, None
+        if cursor in given:
+            return tools, (f"page {number} gave the cursor page {given[cursor]} gave (the same pages would "
+                           f"come again, without end); {number} pages read")
+        given[cursor] = number
+    return tools, f"it had more pages after {_MAX_PAGES}; {_MAX_PAGES} pages read"
+
+
 async def _tools(connect: Callable[[], Any]) -> int:
     """One line per tool, whatever its name and description hold: the name, quoted as
     Python would (``'a\\nb'``) when it holds a character that is no printable one (it could
     forge a line of the listing, or paint the terminal); the description's first line,
-    such characters escaped."""
+    such characters escaped. Every page of the list (``nextCursor``); a listing that stops
+    short (`_listed_tools`) prints what it got, says so on stderr and exits 1."""
     async with connect() as client:
-        result = await client.list_tools()
-    for tool in result.tools:
+        tools, short = await _listed_tools(client)
+    for tool in tools:
         summary = (tool.description or "").strip().splitlines()
         name = tool.name if tool.name.isprintable() else repr(tool.name)
         print(f"{name}: {_escaped(summary[0]) if summary else ''}")
+    if short:
+        print(f"error: the list of tools is incomplete: {short}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -727,16 +756,16 @@ def typed_arguments(pairs: dict[str, str], input_schema: dict[str, Any] | None) 
 
 
 async def _input_schema(client: Any, tool: str) -> dict[str, Any] | None:
-    """``tool``'s inputSchema as the daemon lists it, or None when it lists no such tool."""
-    cursor = None
-    while True:
-        page = await client.list_tools(cursor=cursor)
-        for listed in page.tools:
-            if listed.name == tool:
-                return listed.input_schema
-        cursor = page.next_cursor
-        if not cursor:
-            return None
+    """``tool``'s inputSchema as the daemon lists it, or None when it lists no such tool (or
+    not in the pages read: `_listed_tools`; that is said on stderr, and the call goes on)."""
+    tools, short = await _listed_tools(client)
+    for listed in tools:
+        if listed.name == tool:
+            return listed.input_schema
+    if short:
+        print(f"warning: {tool} is not in the list of tools, which is incomplete ({short}): the values are typed "
+              "without its schema", file=sys.stderr)
+    return None
 
 
 async def _call(connect: Callable[..., Any], tool: str, arguments: dict[str, Any] | None, pairs: dict[str, str]) -> int:

@@ -9,14 +9,15 @@ import sys
 
 import pytest
 import trio
-from mcp import Client
+from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context, MCPServer
 
 from conftest import server_spec, wait_until
 from protocol import BackoffPolicy, ServerSpec
 from supervisor import Supervisor
-from supervisor.__main__ import _call, render_tree
+from supervisor.__main__ import _call, _tools, render_tree
 from test_daemon import ROOT, Daemon, server_entry, write_config
 
 
@@ -222,3 +223,61 @@ async def test_call_shows_what_the_server_says_meanwhile_on_one_line_painting_no
     out, err = capsys.readouterr()
     assert (code, out) == (0, "ok\n"), (out, err)
     assert err.splitlines() == [f"[progress 1/2] {FORGING_SHOWN}", f"[info forger\\nlogs] {FORGING_SHOWN}"], err
+
+
+def paging_server(next_cursor) -> Server:
+    """A server whose ``tools/list`` pages: the page asked with cursor ``c`` (None: the
+    first, ``"0"``) lists tool ``t<c>`` and gives ``next_cursor(c)`` as its ``nextCursor``;
+    its ``tools/call`` answers the arguments it got, as JSON."""
+
+    async def list_tools(ctx, params) -> types.ListToolsResult:
+        cursor = (params.cursor if params else None) or "0"
+        tool = types.Tool(name=f"t{cursor}", description=f"page {cursor}",
+                          input_schema={"type": "object", "properties": {"text": {"type": "string"}}})
+        return types.ListToolsResult(tools=[tool], next_cursor=next_cursor(cursor))
+
+    async def call_tool(ctx, params) -> types.CallToolResult:
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(params.arguments))])
+
+    return Server("paging", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def test_tools_follows_the_cursor_to_the_last_page(capsys):
+    """``tools`` printed the first page of the list and nothing else: a server that pages
+    (``nextCursor``; any MCP endpoint ``--url`` names may) had its other tools left out,
+    unsaid. Now every page is read."""
+    server = paging_server(lambda cursor: str(int(cursor) + 1) if cursor != "2" else None)
+    with trio.fail_after(30):
+        code = await _tools(lambda: Client(server))
+    out, err = capsys.readouterr()
+    assert (code, out.splitlines(), err) == (0, ["t0: page 0", "t1: page 1", "t2: page 2"], ""), (out, err)
+
+
+async def test_a_list_of_tools_that_pages_without_end_is_not_followed_forever(capsys, monkeypatch):
+    """A server that gives a cursor it gave before would be asked the same pages forever
+    (``call`` with ``key=value`` arguments, which reads the list for the tool's schema, did
+    so); one that gives a new cursor each time, too. Now ``tools`` prints the tools of the
+    pages read, says on stderr why the list is incomplete and exits 1; ``call`` says so too,
+    types its values without a schema, and calls the tool."""
+    again = paging_server(lambda cursor: "1")  # page 1 gives cursor "1" again
+    with trio.fail_after(30):
+        code = await _tools(lambda: Client(again))
+    out, err = capsys.readouterr()
+    assert (code, out.splitlines()) == (1, ["t0: page 0", "t1: page 1"]), (out, err)
+    assert err == ("error: the list of tools is incomplete: page 2 gave the cursor page 1 gave (the same pages "
+                   "would come again, without end); 2 pages read\n"), err
+
+    with trio.fail_after(30):
+        code = await _call(lambda logging_callback: Client(again, logging_callback=logging_callback),
+                           "t9", None, {"text": "42"})
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, '{"text": 42}\n'), (out, err)  # no schema said text is a string
+    assert err.startswith("warning: t9 is not in the list of tools, which is incomplete (page 2 gave"), err
+
+    monkeypatch.setattr("supervisor.__main__._MAX_PAGES", 5)
+    endless = paging_server(lambda cursor: str(int(cursor) + 1))
+    with trio.fail_after(30):
+        code = await _tools(lambda: Client(endless))
+    out, err = capsys.readouterr()
+    assert (code, len(out.splitlines())) == (1, 5), (out, err)
+    assert err == "error: the list of tools is incomplete: it had more pages after 5; 5 pages read\n", err
