@@ -558,10 +558,14 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
             spec.url, headers=dict(spec.headers) or None, timeout=spec.connect_timeout, httpx_client_factory=http_factory
         )
     from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT
 
     @contextlib.asynccontextmanager
     async def transport() -> Any:
-        async with http_factory(headers=dict(spec.headers) or None) as http:
+        # connect_timeout bounds what the SDK's default (30 s) did, and so the wait for a
+        # notification's acknowledgement (`HttpAnswerWatch.watch_posts`); read as the SDK's.
+        timeout = httpx2.Timeout(spec.connect_timeout, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+        async with http_factory(headers=dict(spec.headers) or None, timeout=timeout) as http:
             async with streamable_http_client(
                 spec.url, http_client=http, max_sse_event_size=spec.max_message_bytes
             ) as streams:

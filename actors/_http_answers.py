@@ -44,7 +44,8 @@ answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, a
   which only logs it, so the call would wait out its deadline and the connection would
   look up. A `PostFailed` goes into ``refusals`` the same way, then ``on_broken`` is called.
   A POST whose answer never comes fails so after ``connect_timeout`` (not the SDK's 300 s,
-  for which every later message waited behind it).
+  for which every later message waited behind it); over streamable HTTP too, for a POST
+  that carries no request (a notification), which the SDK sends one at a time as well.
 
 Guarantees: the hook never raises; it never changes the response's status or headers, nor
 its body but for an event stream's ``retry:`` over `MAX_RETRY_WAIT` (a body it reads is
@@ -495,16 +496,20 @@ class HttpAnswerWatch:
         ``sent`` is False only for an error raised before a connection was made
         (`_NEVER_SENT`); any later one may have delivered the message.
 
-        Over SSE a POST's answer is awaited for the client's connect timeout at most (the
-        connection's ``connect_timeout``), not its read timeout: the SDK sends one POST at a
-        time, with the read timeout of its event stream (300 s), so one POST the server
-        never answered held up every later message that long. A server acknowledges a
-        message (202) as it takes it, before it handles it; no answer by then is a POST
-        that failed, and ends the transport as any other does."""
+        A POST whose answer is only an acknowledgement (202) is awaited for the client's
+        connect timeout at most (the connection's ``connect_timeout``), not its read timeout
+        (300 s): over SSE every POST, over streamable HTTP one that carries no request (a
+        notification, an answer of ours). The SDK sends those one at a time (SSE: every
+        message; streamable HTTP: every one but a request), so one the server never answered
+        held up every later message that long, and each call behind it waited out its
+        deadline. A server acknowledges a message as it takes it, before it handles it; no
+        answer by then is a POST that failed: over SSE it ends the transport as any other
+        does, over streamable HTTP it is lost alone (a 502 in its place)."""
         send = client.send
 
         async def send_watched(request: httpx2.Request, *args: Any, **kwargs: Any) -> httpx2.Response:
-            bound = _bound_answer_wait(request) if self.on_broken is not None and request.method == "POST" else None
+            acknowledged = request.method == "POST" and (self.on_broken is not None or _request_id(request) is msgspec.UNSET)
+            bound = _bound_answer_wait(request) if acknowledged else None
             try:
                 return await send(request, *args, **kwargs)
             except httpx2.TransportError as exc:

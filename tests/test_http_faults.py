@@ -10,7 +10,7 @@ import trio
 
 from conftest import settled, wait_until
 from actors._http_answers import MAX_RETRY_WAIT
-from protocol import BackoffPolicy, InvalidResult, RetryPolicy, ServerCrashed, ServerSpec
+from protocol import BackoffPolicy, DeadlineExceeded, InvalidResult, RetryPolicy, ServerCrashed, ServerSpec
 from supervisor import Supervisor
 from test_connection import HttpEcho, connection_status, text
 
@@ -166,3 +166,27 @@ async def test_an_sse_post_with_no_http_answer_holds_up_the_calls_behind_it_for_
             assert outcomes["behind"] == "behind"
             assert connection_status(sup, "gw").restarts == 1
             assert "a message's POST got no answer" in sup.link("gw").last_error
+
+
+async def test_a_notification_s_post_with_no_http_answer_holds_up_later_calls_for_connect_timeout_at_most():
+    """Over streamable HTTP the SDK sends a request's POST in a task of its own, but a
+    notification's (and our answer to a server's question) in line, one at a time. In a
+    handshake-era session the courtesy cancel of a call that timed out is such a POST; the
+    server (or a proxy) never answered it, and every later message waited behind it for
+    the SDK's read timeout (300 s): each call to the server waited out its deadline, and
+    counted as a hang. Now such a POST is given up after ``connect_timeout`` (lost alone,
+    the connection goes on), and the call behind it is answered."""
+    async with HttpEcho("--http-errors", "--handshake-only") as server:
+        spec = ServerSpec(
+            name="gw", url=server.url(), transport="streamable-http", connect_timeout=3.0, hang_threshold=100,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            incarnation = sup.link("gw").conn
+            await sup.call_tool("hold_next", {"method": "notifications/cancelled"}, server="gw", timeout=10)
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("sleep", {"seconds": 5.0}, server="gw", timeout=0.5)  # its cancel is held
+            with trio.fail_after(3.0 + 10):  # was: the call's whole 60 s
+                assert text(await sup.call_tool("echo", {"text": "behind"}, server="gw", timeout=60)) == "behind"
+            assert sup.link("gw").conn is incarnation, "the connection was restarted"

@@ -27,7 +27,8 @@ break off (``cut-short``: a JSON body shorter than its Content-Length, then the 
 closed; ``sse-empty``: an event stream that ends with no event; ``wrong-id``: a JSON result
 for another request id; ``sse-retry=<ms>``: an event stream that gives an event id, asks for
 ``<ms>`` ms of wait before it is resumed, and ends; ``no-answer``: no HTTP answer at all, which
-over SSE holds up the POST), never reaching the server;
+over SSE holds up the POST), never reaching the server; ``hold_next(method, count)`` gives
+the next ``count`` POSTs of a ``method`` message (a notification too) no HTTP answer at all;
 ``end_gets(count)`` answers the next ``count`` GETs (the server's event stream) with a
 stream that asks for no wait (``retry: 0``) and ends at once, and says how many GETs came. ``--refuse-first N`` (with ``--http-errors``) answers the first ``N`` POSTs of any
 kind, the handshake's included, with 503.
@@ -99,6 +100,7 @@ class _Gateway:
         self.refuse_first = refuse_first
         self.content_type = "text/plain"
         self.breaks: list[str] = []  # how the next tools/call POSTs' answers break (`break_next`)
+        self.holds: list[bytes] = []  # the methods whose next POST gets no answer (`hold_next`)
         self.ending_gets = 0  # GETs still to end at once, asking for no wait (`end_gets`)
         self.gets = 0  # GETs seen
 
@@ -170,8 +172,13 @@ class _Gateway:
             return
         ours = any(
             f'"{tool}"'.encode() in body
-            for tool in ("fail_next", "calls_served", "refusals_pending", "break_next", "end_gets")
+            for tool in ("fail_next", "calls_served", "refusals_pending", "break_next", "end_gets", "hold_next")
         )
+        held = next((method for method in self.holds if method in body), None)
+        if held is not None and not ours:
+            self.holds.remove(held)
+            await self.break_answer("no-answer", body, receive, send)
+            return
         if self.breaks and b'"tools/call"' in body and not ours:
             await self.break_answer(self.breaks.pop(0), body, receive, send)
             return
@@ -245,6 +252,13 @@ async def main_async(args) -> None:
             (see `_Gateway.break_answer`)."""
             gateway.breaks += [how] * count
             return f"the next {count} tools/call answers break off ({how})"
+
+        @mcp.tool()
+        def hold_next(method: str, count: int = 1) -> str:
+            """The next ``count`` POSTs of a ``method`` message (a notification too, say
+            ``notifications/cancelled``) get no HTTP answer at all, until the client goes."""
+            gateway.holds += [f'"{method}"'.encode()] * count
+            return f"the next {count} {method} POSTs get no answer"
 
         @mcp.tool()
         def end_gets(count: int) -> int:
