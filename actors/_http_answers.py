@@ -375,6 +375,17 @@ class _RetryBounded(httpx2.AsyncByteStream):
         return _RETRY_FIELD + b" %d" % self.most
 
     def _feed(self, chunk: bytes) -> bytes:
+        if self.retry is None and not self.head and _RETRY_FIELD not in chunk:
+            # No retry field begins in this chunk, save perhaps in its last line (held back).
+            last = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+            if last == 0 and self.passing:
+                return chunk
+            tail = chunk[last:]
+            if tail and _RETRY_FIELD.startswith(tail):
+                self.head, self.passing = tail, False
+                return chunk[:last]
+            self.passing = bool(tail)
+            return chunk
         out = bytearray()
         at, size = 0, len(chunk)
         while at < size:
