@@ -536,14 +536,15 @@ async def _post_watched(url: str, path: str, what: str, refused: str | None) -> 
     except msgspec.DecodeError:
         reason = None
     if response.status_code >= 500 and await is_daemon():  # it failed on the way: done in part?
-        print(f"error: {url}: {what}: {response.status_code}: {reason or _said(response)}: {unknown}", file=sys.stderr)
+        print(f"error: {url}: {what}: {response.status_code}: {_shown(reason) if reason else _said(response)}: {unknown}",
+              file=sys.stderr)
         return UNKNOWN
     if reason is None or response.status_code >= 500:
         print(f"error: POST {base}{path} answered {response.status_code}: {_said(response)} (not as an "
               "mcp-supervisor daemon does)", file=sys.stderr)
         return 1
     told = refused if refused is not None and response.status_code == 400 else what
-    print(f"error: {told}: {response.status_code}: {reason}", file=sys.stderr)
+    print(f"error: {told}: {response.status_code}: {_shown(reason)}", file=sys.stderr)
     return 1
 
 
@@ -551,12 +552,12 @@ _MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.I | 
 
 
 def _said(response: Any) -> str:
-    """What a response that is no daemon's answer says, on one line: a web page's first
-    words, not its markup."""
+    """What a response that is no daemon's answer says, on one line (`_shown`): a web page's
+    first words, not its markup."""
     text = response.text
     if "html" in response.headers.get("content-type", "").lower() or text.lstrip()[:1] == "<":
         text = html.unescape(_MARKUP.sub(" ", text))
-    text = " ".join(text.split())
+    text = _shown(" ".join(text.split()))
     return text if len(text) <= 200 else text[:200] + "..."
 
 
@@ -609,15 +610,15 @@ def reload(url: str) -> int:
         ("FAILED", diff.failed),
     ]
     for label, names in rows:
-        if names:
-            print(f"{label}: {', '.join(names)}")
+        if names:  # a server's name is the config's: shown as the status shows it
+            print(f"{label}: {', '.join(_shown(name) for name in names)}")
     return 1 if diff.failed else 0
 
 
 def breaker(url: str, server: str, action: str, reason: str) -> int:
     """``POST /breaker/<server>/<action>``: print the server's subtree; exit 0 once done."""
     path = f"/breaker/{urllib.parse.quote(server, safe='')}/{action}?{urllib.parse.urlencode({'reason': reason})}"
-    response = _post(url, path, f"breaker {server} {action}")
+    response = _post(url, path, f"breaker {_shown(server)} {action}")
     if isinstance(response, int):
         return response
     node = _decoded(response, ChildStatus)
@@ -629,7 +630,7 @@ def breaker(url: str, server: str, action: str, reason: str) -> int:
 
 def restart(url: str, server: str) -> int:
     """``POST /restart/<server>``; exit 0 once the new incarnation is running."""
-    response = _post(url, f"/restart/{urllib.parse.quote(server, safe='')}", f"restart {server}")
+    response = _post(url, f"/restart/{urllib.parse.quote(server, safe='')}", f"restart {_shown(server)}")
     if isinstance(response, int):
         return response
     node = _decoded(response, ChildStatus)

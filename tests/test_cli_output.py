@@ -18,7 +18,7 @@ from conftest import server_spec, wait_until
 from protocol import BackoffPolicy, ServerSpec
 from supervisor import Supervisor
 from supervisor.__main__ import _call, _tools, render_tree
-from test_daemon import ROOT, Daemon, server_entry, write_config
+from test_daemon import ROOT, Daemon, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +281,23 @@ async def test_a_list_of_tools_that_pages_without_end_is_not_followed_forever(ca
     out, err = capsys.readouterr()
     assert (code, len(out.splitlines())) == (1, 5), (out, err)
     assert err == "error: the list of tools is incomplete: it had more pages after 5; 5 pages read\n", err
+
+
+async def test_reload_restart_and_breaker_show_a_configs_names_as_the_status_does(tmp_path, start_daemon):
+    """``reload`` printed the names of the servers it added (or updated, removed...) as the
+    config gives them, and ``restart``/``breaker`` printed the daemon's refusal as it came,
+    which names the servers it supervises: a name holding a colour and a line break painted
+    the terminal and forged a line ("forged: x"). Now they are shown as the status shows
+    them: colours left out, any other control character escaped."""
+    echo, _ = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    daemon = await start_daemon(config)
+    name = "ev\x1b[31mil\nforged: x"
+    write_config(config, {"echo": echo, name: server_entry("echo.py")[0]})
+    run = await cli("reload", "--url", daemon.url)
+    assert (run.returncode, run.stdout.decode().splitlines()) == (0, ["added: evil\\nforged: x", "unchanged: echo"]), run
+
+    for command in (["restart", "nosuch"], ["breaker", "nosuch", "open"]):
+        run = await cli(*command, "--url", daemon.url)
+        said = f"error: {' '.join(command)}: 404: no server 'nosuch' (supervised: echo, evil\\nforged: x)\n"
+        assert (run.returncode, run.stderr.decode()) == (1, said), run
