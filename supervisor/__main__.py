@@ -831,9 +831,10 @@ def _says(text: str, value: Any) -> bool:
     return json.dumps(parsed, sort_keys=True) == json.dumps(value, sort_keys=True)
 
 
-def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIMEOUT) -> int:
+def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIMEOUT, cut: str = "") -> int:
     """Run one MCP client command, ``fn(connect, *args)`` (``connect()`` makes the client);
-    a daemon that cannot be reached, or says nothing for ``timeout`` s, is one line, exit 1."""
+    a daemon that cannot be reached, or says nothing for ``timeout`` s, is one line, exit 1;
+    an interrupt (Ctrl-C) is one line too, saying ``cut`` (what it may have left done), exit 130."""
     statuses: list[int] = []
     try:
         return trio.run(fn, functools.partial(_client, url, statuses, timeout), *args)
@@ -852,6 +853,11 @@ def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIME
         else:
             print(f"error: {url}: {type(leaf).__name__}: {leaf}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:  # trio's nursery groups the interrupt
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[0] is None:
+            raise
+        print(f"interrupted before the daemon answered{cut}", file=sys.stderr)
+        return 130
 
 
 # -- argparse -------------------------------------------------------------------------------
@@ -957,7 +963,8 @@ def main(argv: list[str] | None = None) -> int:
             if key in pairs:  # a typo, more often than a wish for the last one
                 parser.error(f"call: {key!r} is given twice")
             pairs[key] = value
-        return _client_command(_call, args.url, args.tool, arguments, pairs)
+        return _client_command(_call, args.url, args.tool, arguments, pairs,
+                               cut=f": the call of {_shown(args.tool)} may have taken effect, in part or whole")
     parser.print_help()
     return 2
 

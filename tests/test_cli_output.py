@@ -4,6 +4,7 @@ servers' real status), ``tools`` gives one line per tool, ``call`` loses no part
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -301,3 +302,41 @@ async def test_reload_restart_and_breaker_show_a_configs_names_as_the_status_doe
         run = await cli(*command, "--url", daemon.url)
         said = f"error: {' '.join(command)}: 404: no server 'nosuch' (supervised: echo, evil\\nforged: x)\n"
         assert (run.returncode, run.stderr.decode()) == (1, said), run
+
+
+async def test_an_interrupted_call_says_so_in_one_line(everything_daemon, tmp_path):
+    """Ctrl-C while ``call`` waited for its answer printed a traceback of some hundred lines
+    (the interrupt inside trio's and the SDK's task groups) and exited 1, as a failure of
+    the command would. Now one line, saying the call may have taken effect, exit 130 (as
+    ``reload``, ``restart`` and ``breaker`` do)."""
+    import httpx2
+
+    err = tmp_path / "stderr"
+    command = [sys.executable, "-m", "supervisor", "call", "log_together", "tag=interrupted", "calls=1000000",
+               "--url", everything_daemon.url]
+    with open(err, "wb") as stderr:  # SIGINT as a terminal sends it, whatever this process's disposition
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        async with httpx2.AsyncClient() as http:
+
+            async def in_flight() -> bool:  # the call waits in the server: the CLI is waiting for it
+                metrics = (await http.get(everything_daemon.url + "/metrics")).text
+                return 'mcp_supervisor_inflight_calls{server="everything"} 1.0' in metrics
+
+            with trio.fail_after(30):
+                while not await in_flight():
+                    assert proc.poll() is None, err.read_text()
+                    await trio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            while proc.poll() is None:
+                await trio.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert (proc.returncode, err.read_text()) == (
+        130, "interrupted before the daemon answered: the call of log_together may have taken effect, in part or whole\n"
+    ), err.read_text()
