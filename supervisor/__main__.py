@@ -649,16 +649,17 @@ that runs longer is not cut: its answer's stream carries a ping every 15 s)."""
 
 
 def _client(url: str, statuses: list[int], timeout: float, logging_callback: Any = None) -> Any:
-    """An MCP client of the daemon at ``url``; the HTTP status of each response it gets is
-    added to ``statuses`` (the SDK turns a 401 into "Server returned an error response",
-    and `_client_command` says why instead). With ``logging_callback``, it asks for the
-    servers' log lines at info and above."""
+    """An MCP client of the daemon at ``url``; the HTTP status of each answer to a POST (a
+    request or notification it sends) is added to ``statuses`` (the SDK turns a 401 into
+    "Server returned an error response", and `_client_command` says why instead). With
+    ``logging_callback``, it asks for the servers' log lines at info and above."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
     async def seen(response: Any) -> None:
-        statuses.append(response.status_code)
+        if response.request.method == "POST":  # not the GET of the server's own event stream
+            statuses.append(response.status_code)
 
     endpoint = url.rstrip("/") + "/mcp"
     http = httpx2.AsyncClient(headers=_headers(), timeout=timeout, event_hooks={"response": [seen]})
@@ -834,7 +835,10 @@ def _says(text: str, value: Any) -> bool:
 def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIMEOUT, cut: str = "") -> int:
     """Run one MCP client command, ``fn(connect, *args)`` (``connect()`` makes the client);
     a daemon that cannot be reached, or says nothing for ``timeout`` s, is one line, exit 1;
-    an interrupt (Ctrl-C) is one line too, saying ``cut`` (what it may have left done), exit 130."""
+    an interrupt (Ctrl-C) is one line too, saying ``cut`` (what it may have left done), exit 130.
+    An error the endpoint answered with an HTTP error status (a URL that is no MCP endpoint,
+    or one ending in ``/mcp`` already) names the endpoint and the status; an endpoint's words
+    are shown as the status shows a server's (`_shown`)."""
     statuses: list[int] = []
     try:
         return trio.run(fn, functools.partial(_client, url, statuses, timeout), *args)
@@ -843,6 +847,7 @@ def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIME
             print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
             return 1
         import httpx2
+        from mcp import MCPError
 
         leaf = exc
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
@@ -850,8 +855,10 @@ def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIME
         if isinstance(leaf, httpx2.TimeoutException):  # its text is empty
             print(f"error: {url}: the daemon did not answer within {timeout:g} s ({type(leaf).__name__})",
                   file=sys.stderr)
+        elif isinstance(leaf, MCPError) and statuses and statuses[-1] >= 400:  # the SDK's, or the endpoint's, words
+            print(f"error: {url.rstrip('/')}/mcp answered {statuses[-1]}: {_shown(leaf)}", file=sys.stderr)
         else:
-            print(f"error: {url}: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+            print(f"error: {url}: {type(leaf).__name__}: {_shown(leaf)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, BaseExceptionGroup) as exc:  # trio's nursery groups the interrupt
         if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[0] is None:

@@ -3,6 +3,7 @@ servers' real status), ``tools`` gives one line per tool, ``call`` loses no part
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -340,3 +341,41 @@ async def test_an_interrupted_call_says_so_in_one_line(everything_daemon, tmp_pa
     assert (proc.returncode, err.read_text()) == (
         130, "interrupted before the daemon answered: the call of log_together may have taken effect, in part or whole\n"
     ), err.read_text()
+
+
+async def answer_every_post(stream: trio.SocketStream, status: bytes, body: bytes) -> None:
+    """One HTTP exchange: read a request (headers, then its Content-Length of body), answer
+    ``status`` with the JSON ``body``, close."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some()
+        if not chunk:
+            return
+        data += chunk
+    head, _, body_read = data.partition(b"\r\n\r\n")
+    lengths = [line.partition(b":")[2] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    while len(body_read) < int(lengths[0] if lengths else 0):
+        body_read += await stream.receive_some()
+    await stream.send_all(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                          b"Connection: close\r\n\r\n%s" % (status, len(body), body))
+    await stream.aclose()
+
+
+async def test_tools_and_call_name_the_endpoint_that_refused_and_show_its_words(everything_daemon):
+    """An endpoint that answers a request with an HTTP error and a JSON-RPC error: ``tools``
+    and ``call`` printed ``MCPError:`` and its message as it came (a line break forged a
+    line, an ESC painted the terminal), and named the URL given, not the one asked: a
+    ``--url`` ending in ``/mcp`` said "MCPError: Not Found" of a daemon that is there. Now
+    the endpoint asked and its HTTP status, its words as the status shows a server's."""
+    refusal = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "evil\x1b[2J\nforged: line"}}
+    handler = functools.partial(answer_every_post, status=b"400 Bad Request", body=json.dumps(refusal).encode())
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
+        for command in (["tools"], ["call", "x", "a=1"]):
+            run = await cli(*command, "--url", url)
+            assert (run.returncode, run.stderr.decode()) == (1, f"error: {url}/mcp answered 400: evil\\nforged: line\n"), run
+        nursery.cancel_scope.cancel()
+
+    run = await cli("tools", "--url", everything_daemon.url + "/mcp")
+    assert (run.returncode, run.stderr.decode()) == (1, f"error: {everything_daemon.url}/mcp/mcp answered 404: Not Found\n"), run
