@@ -393,6 +393,9 @@ def status(url: str, show_stderr: bool) -> int:
     except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         print(f"error: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted before the daemon answered", file=sys.stderr)
+        return 130
     if response.status_code == 401:
         print(f"error: {url}/status answered 401: {_unauthorized()}", file=sys.stderr)
         return 1

@@ -379,3 +379,35 @@ async def test_tools_and_call_name_the_endpoint_that_refused_and_show_its_words(
 
     run = await cli("tools", "--url", everything_daemon.url + "/mcp")
     assert (run.returncode, run.stderr.decode()) == (1, f"error: {everything_daemon.url}/mcp/mcp answered 404: Not Found\n"), run
+
+
+async def test_an_interrupted_status_says_so_in_one_line(tmp_path):
+    """Ctrl-C while ``status`` waited for a daemon that does not answer (for up to 10 s)
+    printed a traceback of some sixty lines, exit -2 (killed by the signal). Now one line,
+    exit 130, as the other client commands."""
+    err = tmp_path / "stderr"
+    asked = trio.Event()
+
+    async def take_the_request(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        asked.set()
+        await trio.sleep_forever()  # and never answer
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(functools.partial(trio.serve_tcp, take_the_request, 0, host="127.0.0.1"))
+        command = [sys.executable, "-m", "supervisor", "status", "--url", f"http://127.0.0.1:{listener.socket.getsockname()[1]}"]
+        with open(err, "wb") as stderr:  # SIGINT as a terminal sends it, whatever this process's disposition
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            with trio.fail_after(30):
+                await asked.wait()
+                proc.send_signal(signal.SIGINT)
+                while proc.poll() is None:
+                    await trio.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        nursery.cancel_scope.cancel()
+    assert (proc.returncode, err.read_text()) == (130, "interrupted before the daemon answered\n"), err.read_text()
