@@ -28,10 +28,16 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``connect_timeout``); once it answers nothing for 10 s, or the connection breaks first,
   they exit 4: it was asked, whether it took effect is unknown (``status`` shows); exit 1
   when it cannot be reached, refuses, or does not answer as a daemon does.
-- ``tools [--url URL]``: its tools. ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
+- ``tools [--url URL]``: its tools, every page of the list (a server that pages without
+  end, giving a cursor a second time or more than 1000 pages, is cut short: the tools read
+  are printed, exit 1). ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
   one tool call, printing the result. A ``key=value`` value is JSON when it parses, except
   where the tool's ``inputSchema`` wants a string (``text=42`` sends ``"42"``); ``NaN``,
   ``Infinity`` and ``1e400`` are no JSON (text as a value, refused in ``--json``).
+- Every client command: what a server or the config says (names, errors, log lines,
+  progress; not ``call``'s result, printed as it came) is shown on one line, its colours
+  left out and any other control character escaped; Ctrl-C before the daemon answered is
+  one line, exit 130.
 
 Signals (``run``), handled from before the first server starts until the last one has
 stopped: SIGINT/SIGTERM stop accepting new tool calls (and other requests for a server),
