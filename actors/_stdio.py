@@ -303,6 +303,20 @@ def _parse(line: bytes, mend: bool = True) -> Delivered | MalformedRequest | lis
         return _malformed_request(line, exc) or exc
 
 
+def _loads(text: str | bytes) -> Any:
+    """``json.loads``, with JSON nested too deeply for it (Python's recursion limit; a
+    line of a few KB does it) refused as any other unreadable line: a ``ValueError``, not
+    the ``RecursionError`` that ended the whole wire (the connection, or the daemon's
+    ``--stdio`` front)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
+
+
+TOO_DEEP: Final = "nested too deeply to read"
+
+
 def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[MalformedRequest] | None:
     """A request (a readable ``id``, a ``method``) that failed to parse: refused with an
     answer (else the peer's call would wait out its timeout); each such request of a batch
@@ -310,12 +324,13 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[
     come before the cut. None for anything else (garbage, a notification)."""
     text = line.decode("utf-8", "replace").lstrip("\ufffd\ufeff \t\r")  # a stray BOM does not hide the id
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except ValueError as not_json:
         keys = _top_level_keys(text.encode())
         if not _is_request(keys):
             return None
-        return MalformedRequest(keys["id"], mcp_types.PARSE_ERROR, f"the request is not JSON: {not_json}")
+        why = f"the request is {TOO_DEEP}" if str(not_json) == TOO_DEEP else f"the request is not JSON: {not_json}"
+        return MalformedRequest(keys["id"], mcp_types.PARSE_ERROR, why)
     if isinstance(data, list):
         batch = "the request is part of a batch (a JSON array): MCP takes one message at a time"
         return [MalformedRequest(item["id"], mcp_types.INVALID_REQUEST, batch) for item in data if _is_request(item)]
@@ -365,7 +380,7 @@ def _answerable(
     if not (notification or isinstance(message, Exception) or no_request_in_batch):
         return message
     try:
-        data = json.loads(line.removeprefix(codecs.BOM_UTF8))
+        data = _loads(line.removeprefix(codecs.BOM_UTF8))
     except ValueError as exc:
         return MalformedRequest(None, mcp_types.PARSE_ERROR, f"the line is not JSON ({exc}): one JSON-RPC message per line")
     if isinstance(data, dict) and "method" in data:
@@ -391,9 +406,14 @@ def _server_answer(line: bytes, exc: ValueError) -> Delivered:
     """What a server's ``line`` that failed the SDK's parser with ``exc`` stands for: an
     error answer to the request it answers (`answer_as_error`), or ``exc`` (garbage)."""
     try:
-        data = json.loads(line.removeprefix(codecs.BOM_UTF8))
-    except ValueError:
-        return exc
+        data = _loads(line.removeprefix(codecs.BOM_UTF8))
+    except ValueError as unreadable:
+        if str(unreadable) != TOO_DEEP:
+            return exc
+        # Its id and "result"/"error" come before what is too deep: keep those.
+        data, exc = _top_level_keys(line), ValueError(TOO_DEEP)
+        if "jsonrpc" not in data:
+            return exc
     mended = answer_as_error(data, line, exc, "server")
     return exc if mended is None else SessionMessage(mended)
 
@@ -516,7 +536,7 @@ def _top_level_keys(head: bytes) -> dict[str, Any]:
         i = _skip_space(text, i)
         try:
             key, i = decoder.raw_decode(text, i)
-        except ValueError:
+        except (ValueError, RecursionError):
             return keys
         i = _skip_space(text, i)
         if not isinstance(key, str) or text[i : i + 1] != ":":
@@ -524,8 +544,8 @@ def _top_level_keys(head: bytes) -> dict[str, Any]:
         i = _skip_space(text, i + 1)
         try:
             value, i = decoder.raw_decode(text, i)
-        except ValueError:
-            keys[key] = None  # cut short, or more than the head holds: stop here
+        except (ValueError, RecursionError):
+            keys[key] = None  # cut short, more than the head holds, or too deep: stop here
             return keys
         i = _skip_space(text, i)
         if i >= len(text) and not isinstance(value, str):  # a string read whole is whole

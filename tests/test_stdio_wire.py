@@ -702,3 +702,50 @@ async def test_refusals_to_a_peer_that_does_not_read_are_bounded():
             assert message.message.method == "notifications/initialized"
             waiting = _tasks_under(root) - before
     assert waiting < 200, f"{waiting} tasks held"
+
+
+@pytest.mark.parametrize("where", ["notify", "result", "id"])
+async def test_a_line_nested_too_deeply_for_json_is_one_bad_line_not_the_end_of_the_wire(where):
+    """A server wrote one line nested deeper than Python's json module reads (it raises
+    RecursionError, no ValueError): the error escaped the reader and ended the connection,
+    failing the call in flight ``ServerCrashed`` and every call after it ``CircuitOpen``
+    until the restart. Now it is one bad line: a notification is dropped (a garbage line),
+    an answer to the call fails that call at once with ``InvalidResult``, and an answer
+    whose id itself is too deep, which no call can be told, is a garbage line; the
+    connection goes on."""
+    spec = server_spec("deep", "deep.py", "--where", where, garbage_threshold=10, hang_threshold=10)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("deep", timeout=30)
+        first = sup.link("deep").conn
+        if where == "notify":
+            result = await sup.call_tool("deep", {}, server="deep", timeout=30)
+            assert result.content[0].text == "after notify"
+        elif where == "result":
+            with trio.fail_after(20), pytest.raises(InvalidResult, match="nested too deeply to read"):
+                await sup.call_tool("deep", {}, server="deep", timeout=60)
+        else:
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("deep", {}, server="deep", timeout=1)
+        assert (await sup.call_tool("ok", {}, server="deep", timeout=30)).content[0].text == "ok"
+        assert sup.link("deep").conn is first  # the same connection: no restart
+        assert sup.link("deep").conn.garbage_lines == (0 if where == "result" else 1)
+
+
+async def test_a_client_line_nested_too_deeply_is_refused_and_reading_goes_on():
+    """A client's request of 2.4 KB nested 1200 deep raised RecursionError in the reader of
+    the daemon's ``--stdio`` front: it ended as if stdin had, so the daemon stopped, exit 0,
+    answering neither that request nor any after it. Now it is refused with its id (or
+    ``id: null`` when even the id is too deep), and the lines after it are read."""
+    nest = b"[" * 1200 + b"]" * 1200
+    lines = [
+        b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":' + nest + b"}}}",
+        b'{"jsonrpc":"2.0","id":' + nest + b',"method":"ping"}',
+        b'{"jsonrpc":"2.0","id":8,"method":"ping"}',
+    ]
+    send, receive = anyio.create_memory_object_stream(10)
+    got: list[Any] = []
+    await read_messages(_Chunks([b"\n".join(lines) + b"\n"]), send, 100_000, "s", refuse=got.append, from_client=True)
+    assert [(r.id, r.code) for r in got] == [(7, mcp_types.PARSE_ERROR), (None, mcp_types.PARSE_ERROR)]
+    assert got[0].reason == "the request is nested too deeply to read", got[0].reason
+    assert "nested too deeply to read" in got[1].reason, got[1].reason
+    assert receive.receive_nowait().message.id == 8
