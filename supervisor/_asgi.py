@@ -25,8 +25,10 @@ async def respond_json(send: Any, status: int, obj: Any, headers: list | None = 
     await respond(send, status, json.dumps(obj).encode() + b"\n", headers=headers)
 
 
-async def refuse_unread(send: Any, status: int, message: str, headers: list | None = None) -> None:
-    """``status`` with a JSON-RPC Invalid Request error whose id is null: the request's id
-    was never read (or no answer can carry it)."""
-    error = {"code": INVALID_REQUEST, "message": message}
+async def refuse_unread(
+    send: Any, status: int, message: str, headers: list | None = None, code: int = INVALID_REQUEST
+) -> None:
+    """``status`` with a JSON-RPC error (Invalid Request unless ``code`` says otherwise)
+    whose id is null: the request's id was never read (or no answer can carry it)."""
+    error = {"code": code, "message": message}
     await respond_json(send, status, {"jsonrpc": "2.0", "id": None, "error": error}, headers=headers)

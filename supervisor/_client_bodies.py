@@ -12,6 +12,13 @@
   to it (`actors._stdio.answer_as_error`), as on the stdio front: the SDK answered it 400
   and dropped it, and the question waited out the server's timeout for an answer that
   had come.
+- A body that nests arrays and objects too deep for Python's JSON parser (over ~1000
+  levels: ``json.loads`` raises ``RecursionError``) is refused with a 400 and a JSON-RPC
+  parse error saying so; it was a 500 with an empty body and a traceback in the log. Such
+  a client's answer that names the question's id where it begins (``{"jsonrpc": "2.0",
+  "id": 7, "result": [[[...``) is taken as an error answer to it, as any other answer the
+  daemon cannot read. (Any body over the SDK's own parser's limit, ~200 levels, is a 400
+  parse error from the SDK: a request never reaches a server so nested.)
 
 The body was already read whole by the SDK's ``RequestBodyLimitMiddleware`` (one
 ``http.request`` message, replayed here as it came, or mended); only a body in which an
@@ -27,7 +34,7 @@ from typing import Any, Final
 
 from mcp import types as mcp_types
 
-from actors._stdio import answer_as_error, unusable_id
+from actors._stdio import _top_level_keys, answer_as_error, unusable_id
 
 from ._asgi import refuse_unread
 
@@ -35,6 +42,16 @@ __all__ = ["screen_client_body"]
 
 #: An ``"id"`` key whose value does not start as a string or an integer does.
 _SUSPECT: Final = re.compile(rb'"id"\s*:\s*(?:[^-\d"\s]|-?\d+\s*[.eE])')
+#: The first array or object within the body's outermost one: where its head ends.
+_NESTED: Final = re.compile(rb"[\[{]")
+_TOO_DEEP: Final = (
+    "Parse error: the body nests arrays and objects too deep (over a thousand levels) for JSON to be read; "
+    "it was not read"
+)
+
+
+class _TooDeep(Exception):
+    """The body nests too deep for ``json.loads`` (which raised ``RecursionError``)."""
 
 
 async def screen_client_body(receive: Any, send: Any) -> Any:
@@ -43,18 +60,25 @@ async def screen_client_body(receive: Any, send: Any) -> Any:
     message = await receive()
     body = message.get("body", b"") if message["type"] == "http.request" else b""
     if body and not message.get("more_body"):
-        if _SUSPECT.search(body) is not None:
-            try:
-                why = unusable_id(json.loads(body))
-            except ValueError:
-                why = None  # not JSON: the SDK says so
-            if why is not None:
-                await refuse_unread(send, 400, why)
+        try:
+            if _SUSPECT.search(body) is not None:
+                try:
+                    why = _judged(body, unusable_id)
+                except ValueError:
+                    why = None  # not JSON: the SDK says so
+                if why is not None:
+                    await refuse_unread(send, 400, why)
+                    return None
+            if b'"method"' not in body:
+                mended = _mended_answer(body)
+                if mended is not None:
+                    message = {**message, "body": mended}
+        except _TooDeep:
+            mended = _too_deep_answer(body)
+            if mended is None:
+                await refuse_unread(send, 400, _TOO_DEEP, code=mcp_types.PARSE_ERROR)
                 return None
-        if b'"method"' not in body:
-            mended = _mended_answer(body)
-            if mended is not None:
-                message = {**message, "body": mended}
+            message = {**message, "body": mended}
     replayed = False
 
     async def replay() -> Any:
@@ -67,16 +91,46 @@ async def screen_client_body(receive: Any, send: Any) -> Any:
     return replay
 
 
+def _judged(body: bytes, judge: Any) -> Any:
+    """``judge(json.loads(body))``; raises ``ValueError`` for a body that is not JSON, and
+    `_TooDeep` for one nested too deep to parse, or to judge (``json.dumps`` of an id)."""
+    try:
+        return judge(json.loads(body))
+    except RecursionError:
+        raise _TooDeep from None
+
+
 def _mended_answer(body: bytes) -> bytes | None:
     """The error answer (as a body) that stands for ``body`` when it is a client's answer
-    that is no valid JSON-RPC, else None (valid, or no answer: the SDK judges it)."""
+    that is no valid JSON-RPC, else None (valid, or no answer: the SDK judges it). Raises
+    `_TooDeep` for a body nested too deep to read."""
     try:
         mcp_types.jsonrpc_message_adapter.validate_json(body, by_name=False)
         return None
     except ValueError as exc:
         try:
-            data = json.loads(body)
+            error = _judged(body, lambda data: answer_as_error(data, body, exc))
         except ValueError:
             return None
-        error = answer_as_error(data, body, exc)
         return None if error is None else error.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def _too_deep_answer(body: bytes) -> bytes | None:
+    """The error answer (as a body) that stands for ``body``, nested too deep to read, when
+    its head (what comes before its first nested array or object) reads as a client's
+    answer with an id an answer can carry; else None."""
+    start = body.find(b"{")
+    nested = _NESTED.search(body, start + 1) if start >= 0 else None
+    keys = _top_level_keys(body[: nested.start() if nested else 0])
+    request_id = keys.get("id")
+    if "method" in keys or not ("result" in keys or "error" in keys) or request_id is None:
+        return None
+    error = mcp_types.JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id,
+        error=mcp_types.ErrorData(
+            code=mcp_types.INVALID_REQUEST,
+            message="the client's answer nests arrays and objects too deep (over a thousand levels) to be read",
+        ),
+    )
+    return error.model_dump_json(by_alias=True, exclude_none=True).encode()

@@ -1,0 +1,86 @@
+"""The daemon's HTTP front against what a hostile client or web page sends: bodies nested
+too deep to parse, admin routes posted by a page on another localhost port, a token sent
+with a lower-case scheme, reload and restart refused while the daemon stops. A real daemon
+each time (`test_daemon.Daemon`), every wait with a deadline."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import trio
+
+from test_daemon import Daemon, echo_pid, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
+
+DEEP = 1200  # over json.loads's (and msgspec's) recursion limit
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+async def open_session(http: httpx2.AsyncClient, url: str, capabilities: dict | None = None) -> dict:
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": capabilities or {}, "clientInfo": {"name": "t", "version": "0"}}}
+    response = await http.post(url, json=init, headers=MCP_HEADERS)
+    assert response.status_code == 200, response.text
+    session = {**MCP_HEADERS, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    return session
+
+
+async def test_a_body_nested_too_deep_gets_a_json_rpc_parse_error_not_a_500(tmp_path, start_daemon):
+    """A body nesting arrays 1200 deep in its id, or under an ``"id"`` key in a tool's
+    arguments, got a 500 with an empty body and a traceback in the log: ``json.loads``
+    raised ``RecursionError``, which nothing caught. Now it is a 400 with a JSON-RPC parse
+    error saying why, and the session serves on."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
+    url = daemon.url + "/mcp"
+    with trio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=20) as http:
+            session = await open_session(http, url)
+            bodies = (
+                '{"jsonrpc":"2.0","id":' + nested(DEEP) + ',"method":"tools/list"}',
+                '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"id":'
+                + nested(DEEP) + "}}}",
+                '{"jsonrpc":"2.0","result":' + nested(DEEP) + ',"id":7}',  # an answer whose id comes last
+            )
+            for body in bodies:
+                refused = await http.post(url, content=body.encode(), headers=session)
+                assert refused.status_code == 400, (body[:60], refused.status_code, refused.text)
+                error = refused.json()["error"]
+                assert error["code"] == -32700 and "nests arrays and objects too deep" in error["message"], error
+            call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "alive"}}}
+            after = await http.post(url, json=call, headers=session)
+            assert after.status_code == 200 and "alive" in after.text, after.text
+    assert "Traceback" not in daemon.log.read_text()
+
+
+async def test_a_client_answer_nested_too_deep_fails_the_question_at_once(tmp_path, start_daemon):
+    """A client's answer to the server's ``roots/list`` nesting 1200 deep got a 500 and was
+    lost: the question waited out the server's timeout (600 s here). Now it is taken as an
+    error answer to the question, which fails at once, saying why."""
+    everything, _ = server_entry("everything.py", timeout=600)
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"ev": everything}))
+    url = daemon.url + "/mcp"
+    answer = None
+    with trio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=20) as http:
+            session = await open_session(http, url, {"roots": {}})
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_roots", "arguments": {}}}
+            async with http.stream("POST", url, headers=session, json=call) as stream:
+                async for line in stream.aiter_lines():
+                    if not line.startswith("data:") or not line[5:].strip():
+                        continue
+                    message = json.loads(line[5:])
+                    if message.get("method") == "roots/list":
+                        deep = '{"jsonrpc":"2.0","id":' + json.dumps(message["id"]) + ',"result":' + nested(DEEP) + "}"
+                        accepted = await http.post(url, content=deep.encode(), headers=session)
+                        assert accepted.status_code == 202, (accepted.status_code, accepted.text)
+                    elif message.get("id") == 2:
+                        answer = message
+                        break
+    assert "the client's answer nests arrays and objects too deep" in json.dumps(answer), answer
+    assert "Traceback" not in daemon.log.read_text()
