@@ -563,8 +563,12 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
     @contextlib.asynccontextmanager
     async def transport() -> Any:
         # connect_timeout bounds what the SDK's default (30 s) did, and so the wait for a
-        # notification's acknowledgement (`HttpAnswerWatch.watch_posts`); read as the SDK's.
-        timeout = httpx2.Timeout(spec.connect_timeout, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+        # notification's acknowledgement (`HttpAnswerWatch.watch_posts`). Read: the SDK's 5
+        # minutes of silence, or longer for a server whose calls may take longer (a call's
+        # answer may come as one JSON body after all that silence); each call's own deadline
+        # bounds it anyway.
+        read = max(MCP_DEFAULT_SSE_READ_TIMEOUT, spec.timeout + _READ_MARGIN)
+        timeout = httpx2.Timeout(spec.connect_timeout, read=read)
         async with http_factory(headers=dict(spec.headers) or None, timeout=timeout) as http:
             async with streamable_http_client(
                 spec.url, http_client=http, max_sse_event_size=spec.max_message_bytes
@@ -572,6 +576,9 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
                 yield streams
 
     return transport()
+
+
+_READ_MARGIN = 10.0  # s past a server's call timeout before a silent answer's read gives up
 
 
 def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:

@@ -190,3 +190,24 @@ async def test_a_notification_s_post_with_no_http_answer_holds_up_later_calls_fo
             with trio.fail_after(3.0 + 10):  # was: the call's whole 60 s
                 assert text(await sup.call_tool("echo", {"text": "behind"}, server="gw", timeout=60)) == "behind"
             assert sup.link("gw").conn is incarnation, "the connection was restarted"
+
+
+async def test_a_call_answered_after_more_silence_than_the_sdk_reads_is_not_cut_off(monkeypatch):
+    """A streamable-HTTP call's answer may come as one JSON body after all its silence, and
+    the SDK's client gives up reading after 300 s of it, whatever the server's ``timeout``:
+    a call allowed 10 minutes failed at 5. Now the read waits for the server's timeout (plus
+    a margin) when that is longer. The SDK's 300 s is scaled down to 1 s here (and the
+    server's timeout to 5 s) so the test takes seconds, not minutes."""
+    import mcp.shared._httpx_utils
+
+    monkeypatch.setattr(mcp.shared._httpx_utils, "MCP_DEFAULT_SSE_READ_TIMEOUT", 1.0)
+    async with HttpEcho("--json-response") as server:
+        spec = ServerSpec(
+            name="slow", url=server.url(), transport="streamable-http", timeout=5,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("slow", timeout=20)
+            with trio.fail_after(30):
+                result = await sup.call_tool("sleep", {"seconds": 2.5}, server="slow")
+            assert not result.is_error and "2.5" in text(result), result
