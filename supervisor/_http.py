@@ -43,7 +43,8 @@ Security guarantees:
 - `check_bind` refuses a non-loopback bind without an ``auth_token`` (`BindRefused`), and a
   reload refuses to remove the token of such a bind.
 - With ``auth_token`` set, every route except ``/healthz`` and ``/readyz`` needs
-  ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time). The token
+  ``Authorization: Bearer <token>``, the scheme in any case (401 otherwise; compared in constant
+  time). The token
   is the current one: a reload that sets, changes or removes it applies to the next request.
 - A request whose id is no string or integer (``1.5``, ``null``) gets 400 with a JSON-RPC
   error, not the SDK's 202 for a notification, and a client's answer that is no valid
@@ -458,6 +459,9 @@ class DaemonApp:
             return True
         for key, value in scope.get("headers", []):
             if key.lower() == b"authorization":
+                scheme, space, credentials = value.partition(b" ")
+                if scheme.lower() == b"bearer":  # the scheme is case-insensitive (RFC 7235)
+                    value = b"Bearer" + space + credentials
                 return hmac.compare_digest(value, expected)
         return False
 

@@ -84,3 +84,19 @@ async def test_a_client_answer_nested_too_deep_fails_the_question_at_once(tmp_pa
                         break
     assert "the client's answer nests arrays and objects too deep" in json.dumps(answer), answer
     assert "Traceback" not in daemon.log.read_text()
+
+
+async def test_the_bearer_scheme_is_taken_in_any_case(tmp_path, start_daemon):
+    """``Authorization: bearer <token>`` was refused 401: the header was compared whole with
+    ``Bearer <token>``, though the scheme is case-insensitive (RFC 7235). Now any case of
+    the scheme is taken; the token itself still has to match exactly."""
+    echo, _ = server_entry("echo.py")
+    token = "Tok-en-value"
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, auth_token=token))
+    async with httpx2.AsyncClient(timeout=20) as http:
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            taken = await http.get(daemon.url + "/status", headers={"Authorization": f"{scheme} {token}"})
+            assert taken.status_code == 200, (scheme, taken.text)
+        for refused in (f"bearer {token.lower()}", f"Basic {token}", f"bearer{token}", "bearer", f"bearer  {token}"):
+            answer = await http.get(daemon.url + "/status", headers={"Authorization": refused})
+            assert answer.status_code == 401, (refused, answer.text)
