@@ -58,7 +58,10 @@ Security guarantees:
   (403), token or not (``/readyz`` answers such a request, without server names): without
   one (the loopback default) a web page the user visits could otherwise read ``/status``
   by DNS rebinding, or post ``/restart/<server>`` and ``/reload`` cross-site (a browser
-  sends such a POST without asking the server first).
+  sends such a POST without asking the server first). The control routes (``/reload``,
+  ``/restart/...``, ``/breaker/...``) refuse (403) any ``Origin`` but the daemon's own
+  (``http://`` and the address the request came to): a page served on another localhost
+  port (a dev server, any local program's web UI) is loopback too.
 - Neither the token nor any server's ``env``/``headers`` appear in responses or logs:
   ``/status`` carries only the tree, errors carry `ConfigError` messages (which redact).
 """
@@ -172,6 +175,21 @@ def origin_allowed(scope: Any) -> bool:
     if parsed.hostname is not None and is_loopback(parsed.hostname):
         return True
     return parsed.netloc.encode("latin-1") == headers.get(b"host")
+
+
+def own_origin(scope: Any) -> bool:
+    """True when the request has no ``Origin``, or exactly the daemon's own: ``http://`` and
+    the address the request came to (``scope["server"]``). For the control routes, which
+    no page may post: the daemon serves none, and our CLI sends no ``Origin``."""
+    origin = next((value for key, value in scope.get("headers", []) if key.lower() == b"origin"), None)
+    if origin is None:
+        return True
+    server = scope.get("server")
+    if not server or server[1] is None:
+        return False
+    host, port = server
+    shown = f"[{host}]" if ":" in host else host
+    return origin.decode("latin-1") == f"http://{shown}:{port}"
 
 
 class DaemonStopping(Exception):
@@ -507,6 +525,11 @@ class DaemonApp:
             await self.session_manager.handle_request(scope, receive, send)
         elif await self._refused(scope, send):
             return
+        elif method == "POST" and _is_control(path) and not own_origin(scope):
+            # A page on another localhost port (a dev server) passes `origin_allowed`, and a
+            # browser sends its text/plain or body-less POST without asking first.
+            await respond_json(send, 403, {"error": "forbidden origin: the control routes take no request from a web page"})
+            return
         elif path == "/status" and method == "GET":
             await respond(send, 200, msgspec.json.encode(self.daemon.sup.status()) + b"\n")
         elif path == "/metrics" and method == "GET":
@@ -562,6 +585,11 @@ class DaemonApp:
             await respond_json(send, 405, {"error": f"method {method} not allowed on {path}"})
         else:
             await respond_json(send, 404, {"error": f"no route {path}"})
+
+
+def _is_control(path: str) -> bool:
+    """Whether ``path`` is a control route: one that changes what runs."""
+    return path == "/reload" or path.startswith(("/restart/", "/breaker/"))
 
 
 class _SessionManager(StreamableHTTPSessionManager):

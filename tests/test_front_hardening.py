@@ -100,3 +100,36 @@ async def test_the_bearer_scheme_is_taken_in_any_case(tmp_path, start_daemon):
         for refused in (f"bearer {token.lower()}", f"Basic {token}", f"bearer{token}", "bearer", f"bearer  {token}"):
             answer = await http.get(daemon.url + "/status", headers={"Authorization": refused})
             assert answer.status_code == 401, (refused, answer.text)
+
+
+async def test_a_page_on_another_localhost_port_cannot_drive_the_control_routes(tmp_path, start_daemon):
+    """Any loopback ``Origin`` was taken as the daemon's own, so a page served on another
+    localhost port (a dev server at :3000) could force a breaker open, restart a server or
+    reload, with the text/plain POST a browser sends cross-origin without a preflight. Now
+    the control routes take no ``Origin`` but the daemon's own; the CLI, which sends none,
+    is served. ``/mcp`` refuses such a page's POST too (400: not JSON; a JSON one needs a
+    preflight, which gets no CORS grant)."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
+    simple = {"Content-Type": "text/plain"}
+    async with httpx2.AsyncClient(timeout=20) as http:
+        before = (await http.get(daemon.url + "/status")).json()
+        for origin in ("http://localhost:3000", "http://127.0.0.1:8888", f"http://localhost:{daemon.port}", "null"):
+            page = {**simple, "Origin": origin}
+            for path in ("/breaker/echo/open?reason=csrf", "/restart/echo", "/reload"):
+                refused = await http.post(daemon.url + path, content=b"x", headers=page)
+                assert refused.status_code == 403, (origin, path, refused.status_code, refused.text)
+            call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}
+            mcp = await http.post(daemon.url + "/mcp", content=json.dumps(call).encode(), headers=page)
+            assert mcp.status_code in (400, 403, 415), (origin, mcp.status_code, mcp.text)  # not run
+            preflight = await http.options(daemon.url + "/mcp", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+            assert "access-control-allow-origin" not in preflight.headers, preflight.headers
+        after = (await http.get(daemon.url + "/status")).json()
+        assert echo_pid(after) == echo_pid(before) is not None
+        assert "forced" not in json.dumps(after), after
+        own = await http.post(daemon.url + "/breaker/echo/reset", headers={"Origin": f"http://127.0.0.1:{daemon.port}"})
+        assert own.status_code == 200, own.text
+        cli = await http.post(daemon.url + "/restart/echo")  # as the CLI asks: no Origin
+        assert cli.status_code == 200, cli.text
+        assert echo_pid(cli.json()) != echo_pid(before)
