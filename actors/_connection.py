@@ -22,7 +22,8 @@ Guarantees:
   stray line to stdout keeps serving, one whose wire is garbled does not),
   ``hang_threshold`` consecutive calls time out (a call that timed out while the server's
   question to the client awaited its answer, or that spent most of its time so, is not
-  counted: the client was slow, not the server), or, with no call in flight, the server
+  counted: the client was slow, not the server; nor is one that spent most of its time
+  waiting for a free slot: the server was busy), or, with no call in flight, the server
   leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
   while idle is restarted before a caller finds out.
 - A remote call answered with an HTTP error status and no JSON-RPC answer (a gateway's 502,
@@ -755,7 +756,8 @@ class _Connection:
         spec = self.spec
         if self.death is not None or self.stopping:
             raise self._never_sent("is going away")
-        if trio.current_time() >= call.deadline:
+        arrived = trio.current_time()
+        if arrived >= call.deadline:
             # Not the server's doing (a timeout of 0, a deadline spent before getting here):
             # sending it would only time out at once and count towards hang_threshold.
             raise DeadlineExceeded(
@@ -930,6 +932,18 @@ class _Connection:
                 f"client's answer to the server's question ({asked.what}) {took}, so it does not count "
                 "towards hang_threshold; the request was abandoned, and a cancellation sent to the server "
                 "where its wire took one; it may or may not have run",
+                server=spec.name,
+                tool=call.tool,
+            )
+        if 2 * (now - sent_at) < now - arrived:
+            # Most of its time went waiting for a free slot: the server was busy with the calls
+            # ahead of it, which a hung server would have timed out first (and those count).
+            raise DeadlineExceeded(
+                f"tool {call.tool!r} on server {spec.name!r} did not answer in time: it waited "
+                f"{sent_at - arrived:.1f} s for a free slot (max_concurrency {spec.max_concurrency}) and had "
+                f"{now - sent_at:.1f} s on the wire, so it does not count towards hang_threshold; the request "
+                "was abandoned, and a cancellation sent to the server where its wire took one; it may or may "
+                "not have run",
                 server=spec.name,
                 tool=call.tool,
             )

@@ -249,6 +249,26 @@ async def test_a_hang_death_cuts_off_the_calls_still_in_flight():
         assert server_alive_when_cut_off == [True]
 
 
+async def test_a_call_that_timed_out_after_waiting_for_its_slot_is_no_sign_of_a_hang():
+    """A healthy server busy to its ``max_concurrency``: a call that waited most of its
+    deadline for a slot was sent with little time left and timed out, and that counted
+    towards ``hang_threshold``, so a server that answered every call it had time for was
+    killed as hung and the call in flight with it (found under load by a probe). Now such a
+    timeout says how its time went and does not count."""
+    spec = server_spec("busy", "echo.py", max_concurrency=1, hang_threshold=1)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("busy", timeout=30)
+        first = sup.link("busy").conn
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 2.0}, server="busy", timeout=20))
+                await wait_until(lambda: sup.link("busy").inflight == 1, what="the first call in flight")
+                with pytest.raises(DeadlineExceeded, match=r"waited \d+\.\d s for a free slot .* had \d+\.\d s on the wire"):
+                    await sup.call_tool("sleep", {"seconds": 10.0}, server="busy", timeout=2.5)
+        assert sup.link("busy").conn is first and connection_status(sup, "busy").restarts == 0
+        assert text(await sup.call_tool("echo", {"text": "still here"}, server="busy", timeout=10)) == "still here"
+
+
 class _FreezesOnce(MCPServer):
     """An in-process server whose next ``tools/list`` after ``freeze`` never answers."""
 
