@@ -23,7 +23,8 @@ field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_
 ``trust_annotations``, ``enabled``, ``hang_threshold``, ``garbage_threshold``,
 ``max_message_bytes``, ``tools_ttl``, ``health_check_interval``, ``health_check_timeout``,
 ``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
-the config file's directory.
+the config file's directory, and so is a relative ``command`` path (``./run.sh``, not a bare
+name, which is looked up on PATH) of a server with no ``cwd``.
 
 Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
 default when VAR is unset or empty) are expanded from ``environ`` in ``command``, ``args``,
@@ -932,7 +933,12 @@ def _build_server(
         cwd = os.path.expanduser(spec.cwd) if spec.cwd is not None else None
         if cwd is not None and base_dir is not None and not os.path.isabs(cwd):
             cwd = str(base_dir / cwd)
-        spec = msgspec.structs.replace(spec, transport="stdio", cwd=cwd)
+        command = os.path.expanduser(spec.command)
+        # A path (not a name looked up on PATH) is the config's, as cwd and envFile are: not
+        # wherever the daemon happened to start. With a cwd, the server's own, from there.
+        if cwd is None and base_dir is not None and os.sep in command and not os.path.isabs(command):
+            command = str(base_dir / command)
+        spec = msgspec.structs.replace(spec, transport="stdio", cwd=cwd, command=command)
     else:
         assert spec.url is not None
         # A disabled server keeps a missing variable as written: its URL is checked once it is set.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -245,6 +246,28 @@ def test_transport_key_is_an_alias_of_type(tmp_path: Path) -> None:
 def test_relative_cwd_is_relative_to_the_config_file(tmp_path: Path) -> None:
     config = load(tmp_path, servers(x={**STDIO, "cwd": "tools"}))
     assert config.server("x").cwd == str(tmp_path.resolve() / "tools")
+
+
+def test_a_relative_command_path_is_relative_to_the_config_file_unless_a_cwd_is_given(tmp_path: Path, monkeypatch) -> None:
+    """``cwd`` and ``envFile`` were taken relative to the config file, but a ``command``
+    such as ``./run.sh`` relative to wherever the daemon was started: started from another
+    directory (an untrusted one), the daemon ran that directory's ``run.sh`` (found by a
+    security probe). Now a command path is the config's too; a bare name is still looked up
+    on PATH, and with a ``cwd`` the path is the server's own, relative to that ``cwd`` (as a
+    shell started there would take it)."""
+    monkeypatch.chdir(tmp_path.parent)
+    config = load(tmp_path, servers(
+        dotted={"command": "./run.sh"}, nested={"command": "bin/server", "args": ["x"]},
+        bare={"command": "python3"}, absolute={"command": "/usr/bin/env"},
+        home={"command": "~/bin/s"}, with_cwd={"command": "./run.sh", "cwd": "tools"},
+    ))
+    here = tmp_path.resolve()
+    assert config.server("dotted").command == str(here / "run.sh")
+    assert config.server("nested").command == str(here / "bin" / "server")
+    assert config.server("bare").command == "python3"
+    assert config.server("absolute").command == "/usr/bin/env"
+    assert config.server("home").command == os.path.expanduser("~/bin/s")
+    assert (config.server("with_cwd").command, config.server("with_cwd").cwd) == ("./run.sh", str(here / "tools"))
 
 
 def test_empty_sections_are_allowed(tmp_path: Path) -> None:
