@@ -1,4 +1,5 @@
-"""What would keep a configured stdio server from starting on this machine.
+"""What would keep a configured stdio server from starting on this machine, and a config
+file any user of the machine may change.
 
 A valid config may still name a command that is not installed here or a ``cwd`` that does
 not exist. Those are warnings, not `ConfigError`s: the file may be checked on one machine
@@ -12,6 +13,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 from collections.abc import Mapping
 
 from protocol._settings import Config
@@ -26,6 +28,11 @@ def start_warnings(config: Config, environ: Mapping[str, str] | None = None) -> 
     environ = os.environ if environ is None else environ
     where = f"{config.source}: " if config.source else ""
     warnings = []
+    if config.source and _writable_by_anyone(config.source):
+        warnings.append(
+            f"{where}any user of this machine may write this file, which says what commands the "
+            "supervisor runs and holds its secrets: `chmod o-w` it"
+        )
     for spec in config.servers:
         if not spec.enabled or spec.command is None:
             continue
@@ -42,6 +49,13 @@ def start_warnings(config: Config, environ: Mapping[str, str] | None = None) -> 
             shown = redact_command(spec.command)
             warnings.append(f"{prefix} command: {shown!r} {reason} here{_split_hint(spec.command, spec.args)}")
     return warnings
+
+
+def _writable_by_anyone(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IWOTH)
+    except OSError:
+        return False
 
 
 def _words(command: str) -> list[str]:

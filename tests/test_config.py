@@ -926,3 +926,15 @@ def test_health_checks_are_on_by_default_and_null_turns_them_off(tmp_path: Path)
     on, off = config.server("on"), config.server("off")
     assert (on.health_check_interval, on.health_check_timeout) == (30.0, 3.0)
     assert (off.health_check_interval, off.health_check_timeout) == (None, 3.0)
+
+
+def test_a_config_file_anyone_may_write_is_warned_of(tmp_path: Path) -> None:
+    """A config file says what commands the supervisor runs and holds its secrets; one that
+    every user of the machine may write loaded without a word (found by a security probe)."""
+    from supervisor._preflight import start_warnings
+
+    config = load(tmp_path, servers(x={"command": sys.executable}))
+    assert start_warnings(config) == []
+    os.chmod(config.source, 0o666)
+    (warning,) = start_warnings(config)
+    assert warning.startswith(f"{config.source}: any user of this machine may write this file") and "chmod o-w" in warning
