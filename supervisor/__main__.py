@@ -26,8 +26,10 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   ``reload``, ``restart`` and ``breaker`` wait for the answer as long as the daemon answers
   ``GET /healthz`` (a reload waits for its new servers to connect, however long their
   ``connect_timeout``); once it answers nothing for 10 s, or the connection breaks first,
-  they exit 4: it was asked, whether it took effect is unknown (``status`` shows); exit 1
-  when it cannot be reached, refuses, or does not answer as a daemon does.
+  they exit 4: it was asked, whether it took effect is unknown (``status`` shows), as when
+  a stopping daemon cut a reload or restart under way short; exit 1 when it cannot be
+  reached, refuses (a stopping daemon refuses a new reload or restart: nothing was done),
+  or does not answer as a daemon does.
 - ``tools [--url URL]``: its tools, every page of the list (a server that pages without
   end, giving a cursor a second time or more than 1000 pages, is cut short: the tools read
   are printed, exit 1). ``call [--url URL] TOOL [key=value ... | --json ARGS]``:
@@ -456,9 +458,11 @@ class _Health(msgspec.Struct):
 
 
 class _Refusal(msgspec.Struct):
-    """A daemon's refusal (4xx): ``{"error": "..."}``."""
+    """A daemon's refusal (4xx): ``{"error": "..."}``; a stopping daemon's 503 says whether
+    the reload or restart was ``begun`` (cut short) or not (refused: nothing was done)."""
 
     error: str
+    begun: bool | None = None
 
 
 def _post(url: str, path: str, what: str, refused: str | None = None) -> Any:
@@ -541,9 +545,17 @@ async def _post_watched(url: str, path: str, what: str, refused: str | None) -> 
     if response.status_code == 200:
         return response
     try:
-        reason = msgspec.json.decode(response.content, type=_Refusal).error
+        refusal = msgspec.json.decode(response.content, type=_Refusal)
     except msgspec.DecodeError:
-        reason = None
+        refusal = None
+    reason = refusal.error if refusal is not None else None
+    if response.status_code == 503 and refusal is not None and refusal.begun is not None:  # the daemon stops
+        if not refusal.begun:  # refused before anything was done
+            print(f"error: {what}: 503: {_shown(refusal.error)}: nothing was done", file=sys.stderr)
+            return 1
+        # cut short: told so even when the daemon is gone by the time it is asked if it lives
+        print(f"error: {url}: {what}: 503: {_shown(refusal.error)}: {unknown}", file=sys.stderr)
+        return UNKNOWN
     if response.status_code >= 500 and await is_daemon():  # it failed on the way: done in part?
         print(f"error: {url}: {what}: {response.status_code}: {_shown(reason) if reason else _said(response)}: {unknown}",
               file=sys.stderr)

@@ -31,6 +31,8 @@ Routes:
   only in the answer to a request that may read ``/status`` (the token, when one is
   set, and a ``Host`` and ``Origin`` of its own).
 - ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
+  While the daemon stops, it and ``/restart`` are 503: ``{"error": ..., "begun": false}``
+  when refused (nothing was done), ``"begun": true`` when one under way was cut short.
 - ``POST /restart/<server>``: `Daemon.restart`: 200 with the server's subtree status once
   the new incarnation is connected or its first attempt failed; 404 for an unknown server,
   409 while it is being replaced.
@@ -193,7 +195,12 @@ def own_origin(scope: Any) -> bool:
 
 
 class DaemonStopping(Exception):
-    """A reload or restart asked of a daemon that is stopping, or cut short by its stop."""
+    """A reload or restart asked of a daemon that is stopping (``begun`` False: nothing of
+    it was done), or cut short by its stop (``begun`` True: done in part, perhaps)."""
+
+    def __init__(self, message: str, begun: bool) -> None:
+        super().__init__(message)
+        self.begun = begun
 
 
 class Daemon:
@@ -263,7 +270,7 @@ class Daemon:
 
     def _refuse_while_stopping(self, what: str) -> None:
         if self.stopping:
-            raise DaemonStopping(f"the daemon is stopping: no {what} now")
+            raise DaemonStopping(f"the daemon is stopping: no {what} now", begun=False)
 
     @contextlib.contextmanager
     def _cut_short_by_stop(self, what: str) -> Iterator[None]:
@@ -278,7 +285,7 @@ class Daemon:
         finally:
             self._changes.discard(scope)
         if scope.cancelled_caught:
-            raise DaemonStopping(f"the daemon is stopping: the {what} under way was cut short")
+            raise DaemonStopping(f"the daemon is stopping: the {what} under way was cut short", begun=True)
 
     def health(self) -> dict[str, Any]:
         up = down = 0
@@ -548,7 +555,7 @@ class DaemonApp:
                 await respond_json(send, 400, {"error": str(exc)})
                 return
             except DaemonStopping as exc:
-                await respond_json(send, 503, {"error": str(exc)})
+                await respond_json(send, 503, {"error": str(exc), "begun": exc.begun})
                 return
             await respond_json(send, 200, diff)
         elif path.startswith("/restart/") and method == "POST":
@@ -562,7 +569,7 @@ class DaemonApp:
                 await respond_json(send, 409, {"error": str(exc)})
                 return
             except DaemonStopping as exc:
-                await respond_json(send, 503, {"error": str(exc)})
+                await respond_json(send, 503, {"error": str(exc), "begun": exc.begun})
                 return
             await respond(send, 200, msgspec.json.encode(status) + b"\n")
         elif path.startswith("/breaker/") and method == "POST":

@@ -6,11 +6,15 @@ each time (`test_daemon.Daemon`), every wait with a deadline."""
 from __future__ import annotations
 
 import json
+import signal
+import sys
 
 import httpx2
 import trio
+from mcp import Client
 
-from test_daemon import Daemon, echo_pid, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
+from conftest import procs_with_marker, wait_until
+from test_daemon import ROOT, Daemon, echo_pid, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
 
 DEEP = 1200  # over json.loads's (and msgspec's) recursion limit
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -133,3 +137,75 @@ async def test_a_page_on_another_localhost_port_cannot_drive_the_control_routes(
         cli = await http.post(daemon.url + "/restart/echo")  # as the CLI asks: no Origin
         assert cli.status_code == 200, cli.text
         assert echo_pid(cli.json()) != echo_pid(before)
+
+
+async def cli(*args: str) -> trio.Process:
+    return await trio.run_process(
+        [sys.executable, "-m", "supervisor", *args], cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+    )
+
+
+async def test_a_reload_or_restart_refused_while_the_daemon_drains_exits_1_nothing_was_done(tmp_path, start_daemon):
+    """While the daemon drains (SIGTERM, a call in flight), ``reload`` and ``restart`` are
+    refused before anything is done; the daemon said 503 as for one cut short, and the CLI
+    printed "whether `reload` took effect is unknown" and exited 4. Now the 503 says
+    ``"begun": false`` and the CLI says nothing was done, exit 1."""
+    config = tmp_path / "c.json"
+    hang, marker = server_entry("hang.py")
+    hang_log = tmp_path / "hang.log"
+    hang["env"]["EXEC_LOG"] = str(hang_log)
+    write_config(config, {"hang": hang}, drain_timeout=30)
+    daemon = await start_daemon(config)
+    late, late_marker = server_entry("echo.py")
+    with trio.fail_after(60):
+        async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=20) as http:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.call_tool, "hang", {})
+                await wait_until(lambda: hang_log.exists() and "hang start" in hang_log.read_text(), timeout=10,
+                                 what="the call to be in flight")
+                daemon.proc.send_signal(signal.SIGTERM)
+                while not (await http.get(daemon.url + "/healthz")).json()["draining"]:
+                    await trio.sleep(0.05)
+                write_config(config, {"hang": hang, "late": late}, drain_timeout=30)
+                refused = await http.post(daemon.url + "/reload")
+                assert refused.status_code == 503 and refused.json()["begun"] is False, refused.text
+                for command in (["reload"], ["restart", "hang"]):
+                    run = await cli(*command, "--url", daemon.url)
+                    said = run.stderr.decode()
+                    assert run.returncode == 1, (command, run.returncode, said)
+                    assert "the daemon is stopping" in said and "nothing was done" in said, said
+                    assert "unknown" not in said, said
+                nursery.cancel_scope.cancel()
+    assert not procs_with_marker(late_marker)
+    daemon.proc.send_signal(signal.SIGTERM)  # the second: out at once
+    await daemon.wait_exit(timeout=20)
+
+
+async def test_a_reload_cut_short_by_the_stop_is_still_unknown_exit_4(tmp_path, start_daemon):
+    """The other 503 of a stopping daemon: a reload under way (waiting for a server it adds
+    to connect) cut short by SIGTERM. Part of it may have been applied: ``"begun": true``,
+    and the CLI says it is unknown, exit 4 (it said the daemon answered "not as an
+    mcp-supervisor daemon does", exit 1, when the daemon was gone by the time the CLI
+    asked ``/healthz`` whether it lived)."""
+    config = tmp_path / "c.json"
+    echo, marker = server_entry("echo.py")
+    write_config(config, {"echo": echo}, drain_timeout=1)
+    daemon = await start_daemon(config)
+    slow, slow_marker = server_entry("slow_start.py", "--delay", "120", connect_timeout=200)
+    write_config(config, {"echo": echo, "slow": slow}, drain_timeout=1)
+    runs: list[trio.Process] = []
+
+    async def reload() -> None:
+        runs.append(await cli("reload", "--url", daemon.url))
+
+    with trio.fail_after(60):  # the slow server would connect after 120 s
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reload)
+            await wait_until(lambda: procs_with_marker(slow_marker), timeout=20, what="the added server to start")
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert await daemon.wait_exit(timeout=40) == 0
+    (run,) = runs
+    said = run.stderr.decode()
+    assert run.returncode == 4, (run.returncode, said)
+    assert "cut short" in said and "whether `reload` took effect is unknown" in said, said
+    assert not procs_with_marker(marker) and not procs_with_marker(slow_marker)
