@@ -43,7 +43,9 @@ Routes:
 Security guarantees:
 
 - `check_bind` refuses a non-loopback bind without an ``auth_token`` (`BindRefused`), and a
-  reload refuses to remove the token of such a bind.
+  reload refuses to remove the token of such a bind. A loopback bind without one is
+  served, with a warning at start (and at a reload that removes the token) naming what
+  any local account may then do (`no_token_warning`).
 - With ``auth_token`` set, every route except ``/healthz`` and ``/readyz`` needs
   ``Authorization: Bearer <token>``, the scheme in any case (401 otherwise; compared in constant
   time). The token
@@ -75,6 +77,7 @@ import hmac
 import inspect
 import ipaddress
 import logging
+import os
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -385,6 +388,8 @@ class Daemon:
         if later:
             log.warning("reload: %s take effect at the next start only", " and ".join(later))
         self.auth_header = _auth_header(new_settings.auth_token)
+        if old_settings.auth_token and not new_settings.auth_token and self.http_host is not None:
+            log.warning("reload: %s", no_token_warning(self.http_host, None))
         if "stall_timeout" in settings:
             stall_after(self.listening, new_settings.stall_timeout)
         if self.sessions is not None:  # for the sessions opened from now on
@@ -436,6 +441,19 @@ class Daemon:
             log.error("reload refused, the old config keeps running: %s", exc)
         except DaemonStopping as exc:
             log.warning("%s", exc)
+
+
+def no_token_warning(host: str, port: int | None) -> str:
+    """What a loopback front without ``auth_token`` exposes: the loopback interface is no
+    boundary between the accounts of one machine."""
+    where = f"{host}:{port}" if port is not None else host
+    return (
+        f"no supervisor.auth_token: any account on this machine (any local user, any process) can use "
+        f"the HTTP front on {where}: call every tool of every server as this daemon's user (uid {os.getuid()}), "
+        "read /status (the servers' stderr tails and errors) and /metrics, and reload, restart or fence off "
+        "servers; set supervisor.auth_token to keep them out (clients send 'Authorization: Bearer <token>', "
+        "the CLI reads $MCP_SUPERVISOR_TOKEN)"
+    )
 
 
 def _auth_header(auth_token: str | None) -> bytes | None:
@@ -662,6 +680,8 @@ async def serve_http(
     from hypercorn.utils import wrap_app
 
     settings = daemon.config.settings
+    if not settings.auth_token:
+        log.warning("%s", no_token_warning(host, port))
     security = security_settings(host)
     manager = _SessionManager(
         app=daemon.gateway.server,

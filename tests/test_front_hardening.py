@@ -209,3 +209,21 @@ async def test_a_reload_cut_short_by_the_stop_is_still_unknown_exit_4(tmp_path, 
     assert run.returncode == 4, (run.returncode, said)
     assert "cut short" in said and "whether `reload` took effect is unknown" in said, said
     assert not procs_with_marker(marker) and not procs_with_marker(slow_marker)
+
+
+async def test_a_front_without_a_token_warns_that_any_local_account_may_drive_it(tmp_path, start_daemon):
+    """Without ``auth_token`` the loopback front serves any account on the machine (another
+    user's process can connect to 127.0.0.1 too), and nothing said so. Now the start logs
+    a warning naming what is exposed; with a token, no such warning."""
+    echo, _ = server_entry("echo.py")
+    open_daemon = await start_daemon(write_config(tmp_path / "open.json", {"echo": echo}))
+    guarded = await start_daemon(write_config(tmp_path / "guarded.json", {"echo": echo}, auth_token="t0ken-value"))
+    said = open_daemon.log.read_text()
+    assert "WARNING supervisor.http: no supervisor.auth_token: any account on this machine" in said, said
+    assert f"127.0.0.1:{open_daemon.port}" in said and "call every tool of every server" in said, said
+    assert "no supervisor.auth_token" not in guarded.log.read_text()
+    write_config(tmp_path / "guarded.json", {"echo": echo})  # a reload that removes the token warns too
+    async with httpx2.AsyncClient(timeout=20) as http:
+        reloaded = await http.post(guarded.url + "/reload", headers={"Authorization": "Bearer t0ken-value"})
+        assert reloaded.status_code == 200 and reloaded.json()["settings"] == ["auth_token"], reloaded.text
+    assert "WARNING supervisor.http: reload: no supervisor.auth_token: any account" in guarded.log.read_text()
