@@ -66,6 +66,7 @@ from protocol import (
 
 from ._config import check_spec
 from ._prometheus import render_metrics
+from ._redact import RedactingBus, Redactor
 from ._servers import SERVERS_INTENSITY, ServerHandle, changes_live, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
 
@@ -104,11 +105,13 @@ class Supervisor:
         for spec in servers:
             check_spec(spec)
         self._specs = {s.name: s for s in servers}
+        #: Hides the configured secrets in what leaves: failures, status, events (`_redact`).
+        self.redactor = Redactor(servers)
         self._inproc = dict(inproc or {})
         self._handles: dict[str, ServerHandle] = {}
         #: Servers being replaced, updated or removed: one such change per server at a time.
         self._changing: set[str] = set()
-        self._bus = EventBus()
+        self._bus: EventBus = RedactingBus(self.redactor)
         # Unbounded: its senders are the servers' subtrees (one message per change, never
         # blocking), and a dropped PublishTools would lose that server's tools for good.
         self.registry = Registry(toolsets=toolsets, mailbox_size=math.inf)
@@ -165,10 +168,12 @@ class Supervisor:
             if spec.name in self._handles:
                 raise ValueError(f"server {spec.name!r} is supervised already (replace_server changes its spec)")
         self._specs[spec.name] = spec
+        self.redactor.server(spec)
         handle = self._handles[spec.name] = ServerHandle(spec, self.registry, self.metrics)
-        status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
+        with self._redacted():
+            status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
         await self.registry.sync()  # the tools it published are in the view
-        return status
+        return self.redactor.status(status)
 
     async def remove_server(self, name: str) -> None:
         """Stop ``name`` (draining its calls within its shutdown timeout) and forget it.
@@ -183,6 +188,7 @@ class Supervisor:
             if handle is not None:
                 handle.link.retire()
             self._specs.pop(name, None)
+            self.redactor.forget(name)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def replace_server(self, spec: ServerSpec) -> ChildStatus:
@@ -221,13 +227,13 @@ class Supervisor:
         with self._one_change(spec.name):
             done = handle.replacing = trio.Event()
             try:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), self._redacted():
                     status = await self._replace(handle, spec)
             finally:
                 handle.replacing = None
                 done.set()
         await trio.lowlevel.checkpoint_if_cancelled()
-        return status
+        return self.redactor.status(status)
 
     async def _replace(self, handle: ServerHandle, spec: ServerSpec) -> ChildStatus:
         # The name stays in the config: its metric counters go on across the new subtree.
@@ -237,12 +243,14 @@ class Supervisor:
             handle.replace_spec(spec)
             handle.override = None  # a fresh breaker
             self._specs[spec.name] = spec
+            self.redactor.server(spec)
             try:
                 status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
             except Exception:
                 await self.registry.withdraw(spec.name)
                 self._handles.pop(spec.name, None)
                 self._specs.pop(spec.name, None)
+                self.redactor.forget(spec.name)
                 handle.link.retire()
                 raise
         finally:
@@ -369,6 +377,7 @@ class Supervisor:
         with self._one_change(spec.name):
             handle = self._handles[spec.name]
             old_backoff = handle.spec.backoff
+            self.redactor.server(spec)
             await handle.update(spec)
             self._specs[spec.name] = spec
             if spec.backoff != old_backoff:  # the subtree's own restarts, by ``servers``
@@ -384,7 +393,23 @@ class Supervisor:
     # -- introspection ------------------------------------------------------------------
 
     def status(self) -> ChildStatus:
-        return self._root.status()
+        """The supervision tree now, with every configured secret as ``***`` (`Redactor`:
+        ``last_exit``, the breakers' reasons, stderr tails, last errors)."""
+        return self.redactor.status(self._root.status())
+
+    def redact(self, text: str) -> str:
+        """``text`` with every configured secret as ``***`` (see `supervisor._redact`), for
+        text of the supervisor's that leaves by another way (the daemon's log lines)."""
+        return self.redactor(text)
+
+    @contextlib.contextmanager
+    def _redacted(self) -> Iterator[None]:
+        """A `Failure` or ``MCPError`` raised inside leaves with its text redacted."""
+        try:
+            yield
+        except (Failure, MCPError) as exc:
+            self.redactor.exception(exc)
+            raise
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
         """Every counter, distribution and gauge, as of now (gauges, the breakers' states
@@ -394,7 +419,7 @@ class Supervisor:
             self.metrics.gauge(
                 handle.name, link.inflight, link.queued, link.garbage_lines, link.oversized, handle.breaker.state
             )
-        return await self.metrics.snapshot()
+        return self.redactor.deep(await self.metrics.snapshot())  # a tool's last error
 
     async def metrics_text(self) -> bytes:
         """The Prometheus text exposition of ``metrics_snapshot()``."""
@@ -430,7 +455,8 @@ class Supervisor:
     async def wait_connected(self, server: str, timeout: float = math.inf) -> None:
         """Wait until ``server`` is connected and the tools it listed then are in the view
         (`list_tools`, `call_tool`); raise ``ServerUnavailable`` at the timeout."""
-        await self.link(server).wait_connected(trio.current_time() + timeout)
+        with self._redacted():
+            await self.link(server).wait_connected(trio.current_time() + timeout)
         await self._caught_up(timeout)
 
     async def _caught_up(self, timeout: float | None) -> None:
@@ -516,8 +542,23 @@ class Supervisor:
 
         See the module docstring for the guarantees. Raises ``TypeError`` for a ``name`` that
         is no string, ``ValueError`` for a ``timeout`` that is no finite number of seconds,
-        and `InvalidArguments` for ``arguments`` or ``meta`` that are no dict.
+        and `InvalidArguments` for ``arguments`` or ``meta`` that are no dict. A failure's
+        message and data carry no configured secret (`supervisor._redact`): an upstream's
+        words (a refusal body, a server's stderr) are copied into them with those as ``***``.
         """
+        with self._redacted():
+            return await self._call_tool(name, arguments, server=server, timeout=timeout, progress=progress, meta=meta)
+
+    async def _call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        server: str | None,
+        timeout: float | None,
+        progress: Any,
+        meta: dict[str, Any] | None,
+    ) -> Any:
         _check_call(name, arguments, timeout, meta)
         try:
             entry = self._resolve(name, server)
@@ -532,7 +573,7 @@ class Supervisor:
             _sendable(entry, arguments, meta)
             entry.validate(arguments)
         except Failure as invalid:
-            handle.report(self._outcome(entry, invalid.kind, now, now, invalid.message, 1))
+            handle.report(self._outcome(entry, invalid.kind, now, now, self.redactor(invalid.message), 1))
             raise
         deadline = now + (spec.timeout if timeout is None else timeout)
         call = Call(entry.tool_name, arguments, deadline, progress, meta)
@@ -570,6 +611,7 @@ class Supervisor:
                 # something about the server (and hands back a trial permit otherwise).
                 # Timed from the send: the wait for a free slot says nothing of the server.
                 begun = started if call.sent_at is None else call.sent_at
+                error = None if error is None else self.redactor(error)  # the breaker's reason, metrics' last error
                 handle.report(self._outcome(entry, kind, begun, trio.current_time(), error, number, trial, sent))
 
         return await call_with_retry(

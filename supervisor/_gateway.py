@@ -472,12 +472,15 @@ class Gateway:
 
     async def _upstream(self, exchange: Callable[[], Awaitable[Any]]) -> Any:
         """``exchange()`` served upstream (`_served`): its typed failures, the drain's
-        refusal and a cut-off as the client's JSON-RPC errors."""
+        refusal and a cut-off as the client's JSON-RPC errors, with the configured secrets
+        hidden (`Supervisor.redactor`)."""
         try:
             with self._served() as scope:
                 result = await exchange()
-        except Failure as failure:
-            raise _as_mcp_error(failure) from None
+        except Failure as failure:  # its text may quote the upstream's: secrets hidden
+            raise _as_mcp_error(self.sup.redactor.exception(failure)) from None
+        except MCPError as exc:
+            raise self.sup.redactor.exception(exc) from None
         if scope.cancelled_caught:
             raise _as_mcp_error(ServerUnavailable(self._cut_off_reason))
         return result

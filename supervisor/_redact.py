@@ -1,0 +1,303 @@
+"""Keep configured secrets out of the text that leaves the supervisor: `Redactor`.
+
+Upstream text is copied into what the supervisor says: a remote server's refusal body (a
+gateway echoing ``Authorization: Bearer ...`` back), a stdio server's last stderr lines
+(a server printing its own ``DATABASE_URL``), an HTTP client's log line naming the URL
+with its ``?api_key=``. A `Redactor` knows the secrets of the configured servers, and
+those its owner adds (the daemon's ``auth_token``), and replaces each occurrence of one in
+outgoing text by ``***``.
+
+What is secret is what `check` hides (`supervisor._config.redacted`, whose patterns are
+used here): every ``env`` and ``headers`` value, and of a header value also the token
+after an auth scheme (``Bearer x``: ``x``); a URL's userinfo password and its query and
+fragment values (of ``url``, of a URL in ``args`` or in an ``env`` value); the value of a
+secret-looking argument (``--token x``, ``--api-key=x``) and of a secret-looking header
+line in ``args`` (``Authorization: Bearer x``).
+
+Guarantees:
+
+- A secret `MIN_SECRET` (6) characters long or more is replaced wherever it appears, the
+  longest first (a value holding another is hidden whole). Shorter values are NOT hidden:
+  a value like ``1``, ``true`` or ``dev`` is no secret, and hidden everywhere it would
+  mangle every message (``127.0.0.1``).
+- Once told, a secret is kept for the redactor's life: a server removed or reconfigured by
+  a reload may have left its old values in a status or an event still around (up to
+  `MAX_RETIRED` past values are kept besides the current ones).
+- Idempotent: redacting redacted text changes nothing.
+
+Not covered: a secret written elsewhere in a spec (a URL's path, an argument that does
+not look secret), a tool's own result, and text a secret was transformed into (base64,
+percent-encoding beyond the URL's own query).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import msgspec
+from mcp import MCPError
+
+from actors import EventBus
+from protocol import ChildStatus, Event, Failure, ServerSpec
+
+from ._config import _SECRET_FLAG, _SECRET_HEADER, _URL_ARG, REDACTED
+
+__all__ = ["MIN_SECRET", "RedactingBus", "Redactor", "install_log_redaction", "spec_secrets"]
+
+MIN_SECRET: Final = 6
+"""Values shorter than this are not redacted (see the module docstring)."""
+
+MAX_RETIRED: Final = 1024
+"""How many values no longer configured are still redacted (the most recent)."""
+
+_AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*\s+(\S.*)", re.S)
+"""``Bearer xyz`` (any RFC 9110 auth scheme, then the credentials)."""
+
+
+def _url_secrets(url: str) -> Iterable[str]:
+    """A URL's userinfo password (and the userinfo whole), query values and fragment,
+    as written and percent-decoded."""
+    try:
+        parts = urlsplit(url.strip())
+        password = parts.password
+    except ValueError:
+        return
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        yield userinfo
+        if password:
+            yield password
+            yield unquote(password)
+    for name_value in parts.query.split("&"):
+        _, sep, value = name_value.partition("=")
+        if sep:
+            yield value
+    for _, value in parse_qsl(parts.query, keep_blank_values=False):
+        yield value
+    if parts.fragment:
+        yield parts.fragment
+
+
+def _value_secrets(value: str, header: bool = True) -> Iterable[str]:
+    """A secret value (of ``env``, of a header): itself (of a header, the credentials after
+    an auth scheme instead, when long enough), and the secrets of a URL in it."""
+    scheme = _AUTH_SCHEME.fullmatch(value.strip()) if header else None
+    credentials = scheme.group(1).strip() if scheme else ""
+    if len(credentials) >= MIN_SECRET:
+        yield credentials  # shown as ``Bearer ***``
+    else:
+        yield value
+    if _URL_ARG.fullmatch(value.strip()):
+        yield from _url_secrets(value)
+
+
+def _arg_secrets(args: list[str]) -> Iterable[str]:
+    """What `check` hides in ``args`` (`supervisor._config._redact_args`'s notion)."""
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            hide_next = False
+            yield from _value_secrets(arg)
+            continue
+        flag, sep, value = arg.partition("=")
+        if _SECRET_FLAG.fullmatch(flag):
+            if sep:
+                yield from _value_secrets(value)
+            else:
+                hide_next = True
+            continue
+        for candidate in (arg, value) if sep and flag.startswith("-") else (arg,):
+            if _URL_ARG.fullmatch(candidate):
+                yield from _url_secrets(candidate)
+            elif header := _SECRET_HEADER.fullmatch(candidate):
+                yield from _value_secrets(candidate[header.end(1):].lstrip().removeprefix(":").strip())
+
+
+def spec_secrets(spec: ServerSpec) -> set[str]:
+    """Every secret of ``spec`` `MIN_SECRET` characters long or more."""
+    found: list[str] = []
+    for value in spec.env.values():
+        found.extend(_value_secrets(value, header=False))
+    for value in spec.headers.values():
+        found.extend(_value_secrets(value))
+    if spec.url is not None:
+        found.extend(_url_secrets(spec.url))
+    found.extend(_arg_secrets(list(spec.args)))
+    return {value for value in found if len(value) >= MIN_SECRET}
+
+
+class Redactor:
+    """Replaces every configured secret in a text by ``***`` (see the module docstring).
+
+    ``server(spec)`` tells it a server's spec (added, or changed by a reload), ``forget``
+    one removed; ``add_source(source)`` a callable read at every use for more secrets
+    (``lambda: [daemon.config.settings.auth_token]``: a reload that changes the token is
+    followed without telling)."""
+
+    def __init__(self, specs: Iterable[ServerSpec] = ()) -> None:
+        self._by_server: dict[str, frozenset[str]] = {}
+        self._retired: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._sources: list[Callable[[], Iterable[str | None]]] = []
+        self._extra: frozenset[str] = frozenset()
+        self._cache: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+        for spec in specs:
+            self.server(spec)
+
+    def server(self, spec: ServerSpec) -> None:
+        """Know ``spec``'s secrets (those of a spec it replaces are kept as retired)."""
+        old = self._by_server.get(spec.name, frozenset())
+        new = self._by_server[spec.name] = frozenset(spec_secrets(spec))
+        self._retire(old - new)
+
+    def forget(self, name: str) -> None:
+        """Server ``name`` is no longer configured: its secrets are kept as retired."""
+        self._retire(self._by_server.pop(name, frozenset()))
+
+    def add_source(self, source: Callable[[], Iterable[str | None]]) -> None:
+        """Also hide what ``source()`` returns (None and short values skipped), read anew at
+        every use; a value it stops returning is kept as retired."""
+        self._sources.append(source)
+
+    def _retire(self, values: Iterable[str]) -> None:
+        for value in values:
+            self._retired[value] = None
+            self._retired.move_to_end(value)
+        while len(self._retired) > MAX_RETIRED:
+            self._retired.popitem(last=False)
+
+    def _pattern(self) -> re.Pattern[str] | None:
+        extra: set[str] = set()
+        for source in self._sources:
+            try:
+                extra.update(v for v in source() if isinstance(v, str) and len(v) >= MIN_SECRET)
+            except Exception:  # a source that cannot answer now: the others still count
+                extra.update(self._extra)
+        if self._extra - extra:  # e.g. a token a reload changed
+            self._retire(self._extra - extra)
+        self._extra = frozenset(extra)
+        values = frozenset().union(*self._by_server.values(), self._retired, extra)
+        cached, pattern = self._cache
+        if values != cached:
+            ordered = sorted(values, key=len, reverse=True)  # a value holding another goes whole
+            pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+            self._cache = (values, pattern)
+        return pattern
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every secret as ``***``."""
+        pattern = self._pattern()
+        if pattern is None or not isinstance(text, str):
+            return text
+        return pattern.sub(REDACTED, text)
+
+    def deep(self, value: Any) -> Any:
+        """``value`` with every string in it redacted (dicts, lists, tuples, msgspec Structs
+        walked; dict keys too); the same object when nothing changed."""
+        pattern = self._pattern()
+        return value if pattern is None else _deep(value, pattern)
+
+    def status(self, status: ChildStatus) -> ChildStatus:
+        """A status tree with ``last_exit`` and every string of ``detail`` redacted."""
+        return self.deep(status)
+
+    def event(self, event: Event) -> Event:
+        """An event with ``reason`` and every string of ``data`` redacted."""
+        return self.deep(event)
+
+    def exception(self, exc: BaseException) -> BaseException:
+        """``exc`` redacted in place (and returned): a `Failure`'s message and data, an
+        ``MCPError``'s message and data; other exceptions as they are."""
+        if isinstance(exc, Failure):
+            exc.message = self(exc.message)
+            exc.args = (exc.message, *exc.args[1:])
+            exc.data = self.deep(exc.data)
+        elif isinstance(exc, MCPError):
+            message, data = self(exc.error.message), self.deep(exc.error.data)
+            if message != exc.error.message or data is not exc.error.data:
+                exc.error = exc.error.model_copy(update={"message": message, "data": data})
+                exc.args = (exc.error.code, message, data)
+        return exc
+
+
+def _deep(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(REDACTED, value)
+    if isinstance(value, dict):
+        out = {_deep(k, pattern): _deep(v, pattern) for k, v in value.items()}
+        return value if _same(out, value) else out
+    if isinstance(value, (list, tuple)):
+        items = [_deep(v, pattern) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for field in value.__struct_fields__:
+            old = getattr(value, field)
+            new = _deep(old, pattern)
+            if new is not old:
+                changes[field] = new
+        return msgspec.structs.replace(value, **changes) if changes else value
+    return value
+
+
+def _same(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
+    return len(a) == len(b) and all(k in b and b[k] is v for k, v in a.items())
+
+
+class _RedactingFilter(logging.Filter):
+    """Redacts a record's message (formatted with its arguments) and its traceback."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it as it would
+            return True
+        shown = self.redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+def install_log_redaction(
+    redact: Callable[[str], str], handlers: Iterable[logging.Handler] | None = None
+) -> Callable[[], None]:
+    """Redact every record ``handlers`` (default: the root logger's, as
+    ``logging.basicConfig`` made them) write, whatever logger it came from; returns the
+    uninstall. A filter on a handler, not on a logger: a logger's filters do not see the
+    records its children propagate (``httpx``, ``supervisor.gateway``, ...)."""
+    chosen = list(logging.getLogger().handlers if handlers is None else handlers)
+    flt = _RedactingFilter(redact)
+    for handler in chosen:
+        handler.addFilter(flt)
+
+    def uninstall() -> None:
+        for handler in chosen:
+            handler.removeFilter(flt)
+
+    return uninstall
+
+
+class RedactingBus(EventBus):
+    """An `EventBus` whose events are redacted before they are logged or delivered: every
+    subscriber, and the bus's own log line, sees them without secrets."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def publish(self, event: Event) -> None:
+        super().publish(self.redactor.event(event))
