@@ -450,6 +450,11 @@ UNKNOWN = 4
 _SILENCE = 10.0
 
 
+#: What decoding an answer may raise: msgspec's error, or ``RecursionError`` for JSON nested
+#: too deep (in a field the type skips, even), which a stranger at ``--url`` may send.
+_UNREADABLE = (msgspec.DecodeError, RecursionError)
+
+
 class _Health(msgspec.Struct):
     """What ``GET /healthz`` answers, as much as tells a live daemon."""
 
@@ -492,7 +497,7 @@ async def _post_watched(url: str, path: str, what: str, refused: str | None) -> 
         try:
             response = await http.get(base + "/healthz")
             msgspec.json.decode(response.content, type=_Health)
-        except (httpx2.HTTPError, httpx2.InvalidURL, msgspec.DecodeError):
+        except (httpx2.HTTPError, httpx2.InvalidURL, *_UNREADABLE):
             return False
         return response.status_code == 200
 
@@ -546,7 +551,7 @@ async def _post_watched(url: str, path: str, what: str, refused: str | None) -> 
         return response
     try:
         refusal = msgspec.json.decode(response.content, type=_Refusal)
-    except msgspec.DecodeError:
+    except _UNREADABLE:
         refusal = None
     reason = refusal.error if refusal is not None else None
     if response.status_code == 503 and refusal is not None and refusal.begun is not None:  # the daemon stops
@@ -586,7 +591,7 @@ def _decoded(response: Any, type_: Any) -> Any:
     """The daemon's answer as ``type_``, or None once it is said that it is not one."""
     try:
         return msgspec.json.decode(response.content, type=type_)
-    except msgspec.DecodeError as exc:
+    except _UNREADABLE as exc:
         print(f"error: {response.url} did not answer as an mcp-supervisor daemon does ({exc})", file=sys.stderr)
         return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 
 import httpx2
@@ -227,3 +228,56 @@ async def test_a_front_without_a_token_warns_that_any_local_account_may_drive_it
         reloaded = await http.post(guarded.url + "/reload", headers={"Authorization": "Bearer t0ken-value"})
         assert reloaded.status_code == 200 and reloaded.json()["settings"] == ["auth_token"], reloaded.text
     assert "WARNING supervisor.http: reload: no supervisor.auth_token: any account" in guarded.log.read_text()
+
+
+DEEP_ANSWERER = """
+import http.server, sys
+D = 100000
+BODY = b'{"ok": true, "servers": 1, "error": "x", "x": ' + b"[" * D + b"]" * D + b"}"
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self, status):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+    def do_GET(self):
+        self.answer(200)
+    def do_POST(self):
+        self.answer(int(sys.argv[2]))
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+async def test_reload_restart_breaker_say_what_answered_json_nested_too_deep(tmp_path):
+    """Something at ``--url`` answering JSON nested 100,000 deep (in a field the CLI does
+    not read, even): ``reload``, ``restart`` and ``breaker`` died of msgspec's
+    ``RecursionError`` with a traceback. Now they say it did not answer as a daemon does,
+    exit 1."""
+    from test_daemon import free_port
+
+    script = tmp_path / "deep_answerer.py"
+    script.write_text(DEEP_ANSWERER)
+    for status in (200, 503):
+        port = free_port()
+        answerer = subprocess.Popen([sys.executable, str(script), str(port), str(status)])
+        try:
+            await wait_until(lambda: _listening(port), timeout=10, what="the answerer to listen")
+            for command in (["reload"], ["restart", "x"], ["breaker", "x", "open"]):
+                with trio.fail_after(30):
+                    run = await cli(*command, "--url", f"http://127.0.0.1:{port}")
+                said = run.stderr.decode()
+                assert run.returncode == 1 and "Traceback" not in said, (status, command, run.returncode, said)
+                assert "answer as an mcp-supervisor daemon does" in said or "not as an mcp-supervisor daemon does" in said, said
+        finally:
+            answerer.kill()
+            answerer.wait()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
