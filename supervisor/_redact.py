@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -145,18 +146,23 @@ class Redactor:
         self._sources: list[Callable[[], Iterable[str | None]]] = []
         self._extra: frozenset[str] = frozenset()
         self._cache: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+        #: Log records are redacted in whatever thread logs them (an embedding host's too).
+        self._lock = threading.RLock()  # (a source that logs comes back here)
         for spec in specs:
             self.server(spec)
 
     def server(self, spec: ServerSpec) -> None:
         """Know ``spec``'s secrets (those of a spec it replaces are kept as retired)."""
-        old = self._by_server.get(spec.name, frozenset())
-        new = self._by_server[spec.name] = frozenset(spec_secrets(spec))
-        self._retire(old - new)
+        new = frozenset(spec_secrets(spec))
+        with self._lock:
+            old = self._by_server.get(spec.name, frozenset())
+            self._by_server[spec.name] = new
+            self._retire(old - new)
 
     def forget(self, name: str) -> None:
         """Server ``name`` is no longer configured: its secrets are kept as retired."""
-        self._retire(self._by_server.pop(name, frozenset()))
+        with self._lock:
+            self._retire(self._by_server.pop(name, frozenset()))
 
     def add_source(self, source: Callable[[], Iterable[str | None]]) -> None:
         """Also hide what ``source()`` returns (None and short values skipped), read anew at
@@ -171,6 +177,10 @@ class Redactor:
             self._retired.popitem(last=False)
 
     def _pattern(self) -> re.Pattern[str] | None:
+        with self._lock:
+            return self._current()
+
+    def _current(self) -> re.Pattern[str] | None:
         extra: set[str] = set()
         for source in self._sources:
             try:
