@@ -8,7 +8,9 @@ those its owner adds (the daemon's ``auth_token``), and replaces each occurrence
 outgoing text by ``***``.
 
 What is secret is what `check` hides (`supervisor._config.redacted`, whose patterns are
-used here): every ``env`` and ``headers`` value, and of a header value also the token
+used here), but for ``env``: there, a value whose name looks secret (``DB_PASSWORD``,
+``OPENAI_API_KEY``, ``GITHUB_TOKEN``: `_SECRET_NAME`), and a URL's secrets in any value.
+Every ``headers`` value, and of a header value also the token
 after an auth scheme (``Bearer x``: ``x``); a URL's userinfo password and its query and
 fragment values (of ``url``, of a URL in ``args`` or in an ``env`` value); the value of a
 secret-looking argument (``--token x``, ``--api-key=x``) and of a secret-looking header
@@ -55,6 +57,11 @@ MIN_SECRET: Final = 6
 
 MAX_RETIRED: Final = 1024
 """How many values no longer configured are still redacted (the most recent)."""
+
+_SECRET_NAME = re.compile(r"token|secret|passw(or)?d|api[-_]?key|auth|credential|cookie|private[-_]?key|access[-_]?key", re.I)
+"""An ``env`` name whose value is a secret. Any other value (``HOME=/srv/app``,
+``MODE=production``) hidden wherever it appears would blank out paths and words in every
+message; of those, only a URL's password and query values are hidden."""
 
 _AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*\s+(\S.*)", re.S)
 """``Bearer xyz`` (any RFC 9110 auth scheme, then the credentials)."""
@@ -122,8 +129,11 @@ def _arg_secrets(args: list[str]) -> Iterable[str]:
 def spec_secrets(spec: ServerSpec) -> set[str]:
     """Every secret of ``spec`` `MIN_SECRET` characters long or more."""
     found: list[str] = []
-    for value in spec.env.values():
-        found.extend(_value_secrets(value, header=False))
+    for name, value in spec.env.items():
+        if _SECRET_NAME.search(name):
+            found.extend(_value_secrets(value, header=False))
+        elif _URL_ARG.fullmatch(value.strip()):
+            found.extend(_url_secrets(value))
     for value in spec.headers.values():
         found.extend(_value_secrets(value))
     if spec.url is not None:

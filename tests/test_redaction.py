@@ -41,15 +41,18 @@ def test_spec_secrets_are_what_check_hides():
         name="r",
         url=f"http://user:USERPASS-1@127.0.0.1:1/mcp?api_key={URL_SECRET}&v=1",
         headers={"Authorization": f"Bearer {REMOTE_TOKEN}", "X-Api-Key": "KEY-000042"},
-        env={"DB": f"postgres://app:{DB_PASSWORD}@db/app", "DEBUG": "1"},
+        env={"DB": f"postgres://app:{DB_PASSWORD}@db/app", "DEBUG": "1", "PGPASSWORD": "PGPASS-0001",
+             "HOME": "/srv/app", "MODE": "production"},
         args=["--token", "TOKEN-00001", "--api-key=KEY-000002", "--header", "Authorization: Bearer HDR-000003",
               "--verbose", "plainword"],
     )
     secrets = spec_secrets(spec)
     for value in (REMOTE_TOKEN, URL_SECRET, "USERPASS-1", DB_PASSWORD, "KEY-000042", "TOKEN-00001",
-                  "KEY-000002", "HDR-000003", f"postgres://app:{DB_PASSWORD}@db/app"):
+                  "KEY-000002", "HDR-000003", "PGPASS-0001"):
         assert value in secrets, value
-    assert not {"1", "--verbose", "plainword", "127.0.0.1"} & secrets
+    # An env value whose name says nothing of a secret is no secret, but for a URL's in it:
+    # hidden everywhere, /srv/app or production would blank out paths and words in messages.
+    assert not {"1", "--verbose", "plainword", "127.0.0.1", "/srv/app", "production"} & secrets
     redact = Redactor([spec])
     # The scheme stays readable; a short value (DEBUG=1) is left alone, not masked everywhere.
     said = f"rejected: Bearer {REMOTE_TOKEN} at /mcp?api_key={URL_SECRET}&v=1 from 127.0.0.1, {DB_PASSWORD}"
@@ -61,10 +64,10 @@ def test_redactor_follows_changes():
     """A reloaded spec's new secrets are hidden at once; the old ones too (they may still be
     in a status or an event); a source read at every use (the daemon's ``auth_token``)."""
     token = ["SUPTOKEN-old-1"]
-    redact = Redactor([ServerSpec(name="a", command="x", env={"K": "FIRST-SECRET"})])
+    redact = Redactor([ServerSpec(name="a", command="x", env={"API_KEY": "FIRST-SECRET"})])
     redact.add_source(lambda: [token[0], None])
     assert redact("FIRST-SECRET SECOND-SECRET SUPTOKEN-old-1") == "*** SECOND-SECRET ***"
-    redact.server(ServerSpec(name="a", command="x", env={"K": "SECOND-SECRET"}))
+    redact.server(ServerSpec(name="a", command="x", env={"API_KEY": "SECOND-SECRET"}))
     redact.server(ServerSpec(name="b", url="http://h/mcp", headers={"Authorization": "Basic QUxBRERJTjpPUEVOU0VTQU1F"}))
     token[0] = "SUPTOKEN-new-2"
     assert redact("FIRST-SECRET SECOND-SECRET SUPTOKEN-old-1 SUPTOKEN-new-2 Basic QUxBRERJTjpPUEVOU0VTQU1F") == (
@@ -259,7 +262,7 @@ async def test_remote_refusal_echoing_the_token_is_hidden_everywhere(echoing_rem
 
 
 def test_log_filter_redacts_message_arguments_and_traceback(caplog):
-    redact = Redactor([ServerSpec(name="s", command="x", env={"K": "LOGSECRET-1"})])
+    redact = Redactor([ServerSpec(name="s", command="x", env={"SERVICE_TOKEN": "LOGSECRET-1"})])
     caplog.set_level(logging.INFO)
     uninstall = install_log_redaction(redact, [caplog.handler])
     try:
