@@ -38,7 +38,8 @@ Routes:
   409 while it is being replaced.
 - ``POST /breaker/<server>/<action>[?reason=TEXT]``: `Supervisor.set_breaker` (``open``,
   ``disable`` or ``reset``): 200 with the server's subtree status; 404 for an unknown
-  server, 400 for another action, 409 while the server is being started or replaced.
+  server, 400 for another action or a reason holding a control character (a line break
+  in it forged a line of the log), 409 while the server is being started or replaced.
 
 Security guarantees:
 
@@ -430,7 +431,7 @@ class Daemon:
         (``RuntimeError``: its breaker is not running); a replacement that comes after it
         starts the server with a fresh breaker, as it always does."""
         status = await self.sup.set_breaker(name, action, reason)
-        log.warning("breaker of server %r: %s on request (%s)", name, action, reason)
+        log.warning("breaker of server %r: %s on request (reason %r)", name, action, reason)  # %r: a line break forges no line
         return status
 
     async def reload_logged(self) -> None:
@@ -594,6 +595,10 @@ class DaemonApp:
             name, _, action = path.removeprefix("/breaker/").rpartition("/")
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             reason = query.get("reason", ["operator"])[0]
+            if any(char < " " or char == "\x7f" for char in reason):  # it goes to the log and to callers
+                await respond_json(send, 400, {"error": "the reason holds a control character (a line break, an ESC): "
+                                                        "give it on one line of text"})
+                return
             try:
                 status = await self.daemon.set_breaker(name, action, reason)
             except KeyError as exc:

@@ -281,3 +281,24 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_a_breakers_reason_forges_no_log_line(tmp_path, start_daemon):
+    """``POST /breaker/<s>/open?reason=...`` took the reason as it came, and it went to the
+    log as it came (the front's line and the event's): a line break in it wrote a line of
+    the caller's choosing into the daemon's log (a forged ERROR). Now a reason holding a
+    control character is refused (400) and the breaker left as it was; one on one line is
+    taken, and logged quoted."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
+    forged = "2026-12-05 03:00:00,000 ERROR supervisor: FORGED"
+    async with httpx2.AsyncClient(timeout=20) as http:
+        for reason in (f"maint\n{forged}", f"maint\r{forged}", "maint\x1b[2K"):
+            refused = await http.post(daemon.url + "/breaker/echo/open", params={"reason": reason})
+            assert refused.status_code == 400 and "control character" in refused.json()["error"], refused.text
+        assert "forced" not in (await http.get(daemon.url + "/status")).text
+        taken = await http.post(daemon.url + "/breaker/echo/open", params={"reason": "maint: 'disk full' \u00e9"})
+        assert taken.status_code == 200, taken.text
+    lines = daemon.log.read_text().splitlines()
+    assert not [line for line in lines if "FORGED" in line], lines
+    assert any("open on request (reason \"maint: 'disk full' \u00e9\")" in line for line in lines), lines
