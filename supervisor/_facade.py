@@ -546,8 +546,11 @@ class Supervisor:
         message and data carry no configured secret (`supervisor._redact`): an upstream's
         words (a refusal body, a server's stderr) are copied into them with those as ``***``.
         """
-        with self._redacted():
+        try:  # (no context manager: this is every call's path)
             return await self._call_tool(name, arguments, server=server, timeout=timeout, progress=progress, meta=meta)
+        except (Failure, MCPError) as exc:
+            self.redactor.exception(exc)
+            raise
 
     async def _call_tool(
         self,
