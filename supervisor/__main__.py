@@ -211,6 +211,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     from ._gateway import Gateway
     from ._http import BindRefused, Daemon, check_bind, listen_http, serve_http
     from ._preflight import start_warnings
+    from ._redact import redacting_logs
 
     out = sys.stderr if stdio else sys.stdout
     try:
@@ -233,6 +234,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     sup = Supervisor(config.servers, toolsets=config.settings.toolsets or None)
     gateway = Gateway(sup)
     daemon = Daemon(config, sup, gateway, config_path, http_host=host)
+    sup.redactor.add_source(lambda: [daemon.config.settings.auth_token])  # a reload may change it
     front_done = trio.Event()
 
     async def serve_front(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -244,7 +246,9 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
             front_done.set()
 
     # Signals are ours from before the first server starts until the last one stopped.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
+    # The log says no configured secret either (a remote's refusal, a URL's query).
+    signals_we_take = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+    with trio.open_signal_receiver(*signals_we_take) as signals, redacting_logs(sup.redact):
         async with trio.open_nursery() as watching:
             watching.start_soon(_signal_loop, life, signals, watching)
             if not stdio:

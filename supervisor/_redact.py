@@ -35,10 +35,11 @@ percent-encoding beyond the URL's own query).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -50,7 +51,7 @@ from protocol import ChildStatus, Event, Failure, ServerSpec
 
 from ._config import _SECRET_FLAG, _SECRET_HEADER, _URL_ARG, REDACTED
 
-__all__ = ["MIN_SECRET", "RedactingBus", "Redactor", "install_log_redaction", "spec_secrets"]
+__all__ = ["MIN_SECRET", "RedactingBus", "Redactor", "redacting_logs", "spec_secrets"]
 
 MIN_SECRET: Final = 6
 """Values shorter than this are not redacted (see the module docstring)."""
@@ -292,23 +293,21 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def install_log_redaction(
-    redact: Callable[[str], str], handlers: Iterable[logging.Handler] | None = None
-) -> Callable[[], None]:
-    """Redact every record ``handlers`` (default: the root logger's, as
-    ``logging.basicConfig`` made them) write, whatever logger it came from; returns the
-    uninstall. A filter on a handler, not on a logger: a logger's filters do not see the
-    records its children propagate (``httpx``, ``supervisor.gateway``, ...)."""
+@contextlib.contextmanager
+def redacting_logs(redact: Callable[[str], str], handlers: Iterable[logging.Handler] | None = None) -> Iterator[None]:
+    """Within it, redact every record ``handlers`` (default: the root logger's, as
+    ``logging.basicConfig`` made them) write, whatever logger it came from. A filter on a
+    handler, not on a logger: a logger's filters do not see the records its children
+    propagate (``httpx``, ``supervisor.gateway``, ...)."""
     chosen = list(logging.getLogger().handlers if handlers is None else handlers)
     flt = _RedactingFilter(redact)
     for handler in chosen:
         handler.addFilter(flt)
-
-    def uninstall() -> None:
+    try:
+        yield
+    finally:
         for handler in chosen:
             handler.removeFilter(flt)
-
-    return uninstall
 
 
 class RedactingBus(EventBus):

@@ -26,7 +26,7 @@ from conftest import FAST_BACKOFF, SERVERS, collect, wait_until
 from protocol import Failure, ServerSpec
 from supervisor import Supervisor
 from supervisor._gateway import Gateway
-from supervisor._redact import Redactor, install_log_redaction, spec_secrets
+from supervisor._redact import Redactor, redacting_logs, spec_secrets
 
 REMOTE_TOKEN = "REMOTESECRET-0002"
 URL_SECRET = "URLSECRET-0004"
@@ -229,8 +229,7 @@ async def test_remote_refusal_echoing_the_token_is_hidden_everywhere(echoing_rem
     events: list = []
     sup = Supervisor([_remote(echoing_remote)])
     subscription = sup.subscribe()
-    uninstall = install_log_redaction(sup.redact, [caplog.handler])
-    try:
+    with redacting_logs(sup.redact, [caplog.handler]):
         async with sup, trio.open_nursery() as nursery:
             nursery.start_soon(collect, subscription, events)
             await sup.wait_connected("remote", timeout=20)
@@ -257,22 +256,49 @@ async def test_remote_refusal_echoing_the_token_is_hidden_everywhere(echoing_rem
             assert any("api_key=***" in r.getMessage() for r in caplog.records)
             assert _no_secret(caplog.text)
             nursery.cancel_scope.cancel()
-    finally:
-        uninstall()
 
 
 def test_log_filter_redacts_message_arguments_and_traceback(caplog):
     redact = Redactor([ServerSpec(name="s", command="x", env={"SERVICE_TOKEN": "LOGSECRET-1"})])
     caplog.set_level(logging.INFO)
-    uninstall = install_log_redaction(redact, [caplog.handler])
-    try:
+    with redacting_logs(redact, [caplog.handler]):
         log = logging.getLogger("supervisor.test_redaction")
         log.info("value %s", "LOGSECRET-1")
         try:
             raise RuntimeError("boom LOGSECRET-1")
         except RuntimeError:
             log.exception("failed")
-    finally:
-        uninstall()
     assert "value ***" in caplog.text and "RuntimeError: boom ***" in caplog.text
     assert "LOGSECRET-1" not in caplog.text
+
+
+async def test_the_daemon_log_holds_no_configured_secret(echoing_remote, tmp_path):
+    """The daemon's log got a remote's refusal body and the HTTP client's request lines as
+    they were: the remote's bearer token and the URL's ``?api_key=`` in plain text. Now its
+    log handler redacts every record, and the daemon's own ``auth_token`` too."""
+    import httpx2
+    from test_daemon import Daemon, write_config
+
+    token = "DAEMONTOKEN-0009"
+    remote = {"url": f"http://127.0.0.1:{echoing_remote}/mcp?api_key={URL_SECRET}",
+              "headers": {"Authorization": f"Bearer {REMOTE_TOKEN}"}, "backoff": {"min": 0.05, "max": 0.1}}
+    daemon = Daemon(write_config(tmp_path / "c.json", {"remote": remote}, auth_token=token), tmp_path)
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        with trio.fail_after(60):
+            await daemon.wait_healthy()
+            async with httpx2.AsyncClient(headers=auth, timeout=20) as http:
+                from mcp.client.streamable_http import streamable_http_client
+
+                async with Client(streamable_http_client(daemon.url + "/mcp", http_client=http)) as client:
+                    await client.call_tool("fail_next", {"status": 401, "count": 1000})
+                    refused = await client.call_tool("echo", {"text": "hi"})
+                    assert refused.is_error and "Bearer ***" in refused.model_dump_json()
+                # A wrong token is logged as such, never as what was sent nor what is right.
+                await http.post(daemon.url + "/reload", headers={"Authorization": f"Bearer x{token}"})
+            await wait_until(lambda: "token rejected: Bearer ***" in daemon.log.read_text(), what="the refusal logged")
+    finally:
+        daemon.stop()
+    logged = daemon.log.read_text()
+    assert "api_key=***" in logged, logged[-3000:]
+    assert _no_secret(logged) and token not in logged, logged[-3000:]
