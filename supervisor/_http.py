@@ -78,6 +78,7 @@ import hmac
 import inspect
 import ipaddress
 import logging
+import math
 import os
 import urllib.parse
 from collections.abc import Iterator
@@ -634,10 +635,46 @@ class _SessionManager(StreamableHTTPSessionManager):
         return len(self._server_instances)
 
     def _admit_session(self, requestor: Any) -> Any:
-        transport = super()._admit_session(requestor)
+        """A new session; at ``max_sessions`` the one idle the longest is closed for it (as
+        its idle timeout would: its client gets 404 and opens another, as the spec has it).
+        Only when every open session is busy (a request in flight, a stream open) is the
+        new one refused (503). Before, sessions a client never ended locked every new
+        client out until they idled out (30 minutes by default)."""
+        limit = self.max_sessions
+        if limit is not None:
+            staying = [t for t in self._server_instances.values() if not _closing(t)]
+            if len(staying) >= limit:
+                idle = [t for t in staying if _idle_since(t) is not None]
+                if not idle:
+                    return None
+                idlest = min(idle, key=_idle_since)
+                log.warning(
+                    "%d sessions open (max_sessions): closing session %s, idle for %.0f s, for a new one",
+                    len(staying), idlest.mcp_session_id, trio.current_time() - _idle_since(idlest),
+                )
+                idlest.idle_scope.cancel()
+            self.max_sessions = None  # counted here, those closing left out
+        try:
+            transport = super()._admit_session(requestor)
+        finally:
+            self.max_sessions = limit
         if transport is not None and isinstance(self.event_store, BoundedEventStore):
             transport._event_store = self.event_store.for_session(transport.mcp_session_id)
         return transport
+
+
+def _closing(transport: Any) -> bool:
+    scope = transport.idle_scope
+    return transport.is_terminated or (scope is not None and scope.cancel_called)
+
+
+def _idle_since(transport: Any) -> float | None:
+    """When ``transport``'s session last had a request in flight; None while it has one
+    (or before it is served: the SDK's ``idle_scope`` and ``_idle_timeout``)."""
+    scope, timeout = transport.idle_scope, transport._idle_timeout
+    if scope is None or timeout is None or math.isinf(scope.deadline):
+        return None
+    return scope.deadline - timeout
 
 
 def _hypercorn_config(host: str, port: int) -> Any:

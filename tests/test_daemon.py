@@ -1995,9 +1995,12 @@ async def test_a_broken_sse_stream_is_resumed_with_last_event_id(shared_daemon):
 async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_idle(tmp_path, start_daemon):
     """A client that never ends its MCP session (no ``DELETE``: it crashed, or it opens one
     per call) left it open under the SDK's fixed defaults, 30 min idle and 10,000 sessions
-    (about 45 KB each, measured; at the cap every new client gets 503), and nothing showed
-    how many were open. Now both are settings, ``/healthz`` counts the open sessions, and a
-    reload applies new values to the sessions opened after it."""
+    (about 45 KB each, measured), and nothing showed how many were open. Now both are
+    settings, ``/healthz`` counts the open sessions, and a reload applies new values to the
+    sessions opened after it. At the cap every new client got 503 until the leaked sessions
+    idled out (found by a probe); now the session idle the longest is closed for the new
+    one (its client gets 404, and opens another), and only a new client finding every
+    session busy is refused."""
     echo, _ = server_entry("echo.py")
     config = tmp_path / "c.json"
     daemon = await start_daemon(write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=600))
@@ -2016,10 +2019,19 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
         assert first.status_code == second.status_code == 200 and await sessions() == 2
         metrics = (await http.get(daemon.url + "/metrics")).text
         assert "\nmcp_supervisor_http_sessions 2.0\n" in metrics and "mcp_supervisor_server_up{" in metrics, metrics
-        refused = await open_session()
-        assert refused.status_code == 503, refused.text
-        ended = await http.delete(daemon.url + "/mcp", headers={
-            **headers, "Mcp-Session-Id": first.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"})
+        def of(opened: httpx2.Response) -> dict:
+            return {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        await trio.sleep(0.05)
+        assert (await http.post(daemon.url + "/mcp", headers=of(second), json=ping)).status_code == 200
+        third = await open_session()  # first is idle the longest: closed for it
+        assert third.status_code == 200, third.text
+        gone = await http.post(daemon.url + "/mcp", headers=of(first), json=ping)
+        assert gone.status_code == 404, gone.text
+        assert "closing session " + first.headers["mcp-session-id"] in daemon.log.read_text()
+        assert await sessions() == 2
+        ended = await http.delete(daemon.url + "/mcp", headers=of(third))
         assert ended.status_code == 200 and await sessions() == 1, ended.text
         write_config(config, {"echo": echo}, max_sessions=3, session_idle_timeout=0.5)
         reloaded = await http.post(daemon.url + "/reload")
@@ -2034,6 +2046,29 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
             **headers, "Mcp-Session-Id": second.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"},
             json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
         assert answer.status_code == 200 and '"result":{}' in answer.text, answer.text
+
+
+async def test_at_max_sessions_a_session_busy_with_a_call_is_not_closed_for_a_new_one(tmp_path, start_daemon):
+    """At ``max_sessions`` the session idle the longest makes room for a new one; a session
+    with a call in flight is not idle: while every session is busy, a new one is refused
+    (503), and once the call is answered the new one gets its place."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, max_sessions=1))
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=20) as http:
+        busy = await http.post(daemon.url + "/mcp", json=init, headers=headers)
+        session = {**headers, "Mcp-Session-Id": busy.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 2.0}}}
+        with trio.fail_after(30):
+            async with http.stream("POST", daemon.url + "/mcp", headers=session, json=call) as answer:
+                # (its answer's headers came: the call is in flight on its session)
+                refused = await http.post(daemon.url + "/mcp", json=init, headers=headers)
+                assert refused.status_code == 503, refused.text
+                assert '"id":2' in (await answer.aread()).decode()
+            admitted = await http.post(daemon.url + "/mcp", json=init, headers=headers)
+            assert admitted.status_code == 200, admitted.text
 
 
 async def test_the_daemon_answers_its_operator_while_its_servers_start(tmp_path):
