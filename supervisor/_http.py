@@ -684,7 +684,18 @@ def _hypercorn_config(host: str, port: int) -> Any:
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    # hypercorn's 100 overflowed when a few hundred clients connected at once (connections
+    # reset before their first request): as many as the kernel allows.
+    config.backlog = _somaxconn()
     return config
+
+
+def _somaxconn() -> int:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(128, int(f.read()))
+    except (OSError, ValueError):
+        return 4096
 
 
 def listen_http(host: str, port: int) -> Any:
