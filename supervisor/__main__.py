@@ -107,6 +107,23 @@ def _shown(text: Any) -> str:
     return _escaped(_CSI.sub("", str(text)))
 
 
+class _OneLine(logging.Filter):
+    """A log record's message as `_shown` shows a server's words: on one line, painting
+    nothing, so that a server's words in it (a stderr line, an error, a breaker reason)
+    can neither forge a line of the log nor paint the operator's terminal. Its traceback,
+    the log's own, stays as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it as it would
+            return True
+        shown = _shown(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
 def render_tree(node: ChildStatus, indent: str = "", *, color: bool = False, stderr: bool = False) -> str:
     """The status tree as text, in the supervisor vocabulary: state, restarts, breaker state,
     last error (and the stderr tail when ``stderr``). Each fact once: a connection's last
@@ -963,6 +980,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO if args.command == "run" else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OneLine())
     if args.command == "run":
         return trio.run(run, args.config, args.http, args.stdio)
     if args.command == "check":

@@ -411,3 +411,23 @@ async def test_an_interrupted_status_says_so_in_one_line(tmp_path):
             proc.wait()
         nursery.cancel_scope.cancel()
     assert (proc.returncode, err.read_text()) == (130, "interrupted before the daemon answered\n"), err.read_text()
+
+
+async def test_the_daemon_log_shows_a_servers_words_on_one_line_painting_nothing(tmp_path):
+    """The daemon's log took a server's stderr as it was (in the exit it logs, with the last
+    stderr lines): a line break in it forged a line of the log ("... ERROR supervisor: all
+    fine"), and an ESC sequence painted the operator's terminal. Now every record's message
+    is one line, colours left out and any other control character escaped (tracebacks are
+    the log's own and stay as they are)."""
+    code = ("import sys; sys.stderr.write('\\x1b[31mboom\\x1b[0m\\n2026-01-01 00:00:00,000 ERROR supervisor: forged"
+            "\\x1b]0;title\\x07\\n'); sys.exit(1)")
+    entry = {"command": sys.executable, "args": ["-c", code], "backoff": {"max_consecutive": 1, "min": 0.05}}
+    daemon = Daemon(write_config(tmp_path / "c.json", {"noisy": entry}), tmp_path)
+    try:
+        await wait_until(lambda: "failed for good" in daemon.log.read_text(), timeout=60, what="the server to give up")
+    finally:
+        daemon.stop()
+    logged = daemon.log.read_text()
+    assert "\x1b" not in logged and "\x07" not in logged, repr(logged[-2000:])
+    assert not any(line.lstrip().startswith("2026-01-01") for line in logged.splitlines()), logged[-2000:]
+    assert "boom | 2026-01-01 00:00:00,000 ERROR supervisor: forged\\x1b]0;title\\x07" in logged, logged[-2000:]
