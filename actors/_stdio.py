@@ -71,7 +71,7 @@ from mcp.shared.message import SessionMessage
 __all__ = [
     "MALFORMED", "MAX_PENDING_REFUSALS", "OVERSIZED", "Delivered", "MalformedRequest", "OversizedRequest",
     "answer_as_error",
-    "answer_refused", "oversized", "read_messages", "refusal", "refuser", "unusable_id", "write_messages",
+    "answer_refused", "oversized", "read_messages", "refusal", "refuser", "top_level_keys", "unusable_id", "write_messages",
 ]
 
 log = logging.getLogger("supervisor.stdio")
@@ -326,7 +326,7 @@ def _malformed_request(line: bytes, exc: ValueError) -> MalformedRequest | list[
     try:
         data = _loads(text)
     except ValueError as not_json:
-        keys = _top_level_keys(text.encode())
+        keys = top_level_keys(text.encode())
         if not _is_request(keys):
             return None
         why = f"the request is {TOO_DEEP}" if str(not_json) == TOO_DEEP else f"the request is not JSON: {not_json}"
@@ -411,7 +411,7 @@ def _server_answer(line: bytes, exc: ValueError) -> Delivered:
         if str(unreadable) != TOO_DEEP:
             return exc
         # Its id and "result"/"error" come before what is too deep: keep those.
-        data, exc = _top_level_keys(line), ValueError(TOO_DEEP)
+        data, exc = top_level_keys(line), ValueError(TOO_DEEP)
         if "jsonrpc" not in data:
             return exc
     mended = answer_as_error(data, line, exc, "server")
@@ -492,7 +492,7 @@ def oversized(
     `OversizedRequest` if it was a request with an id at its start (a ``method`` key at
     either end); None if it was a notification (dropped); the parse error otherwise
     (garbage)."""
-    keys = _top_level_keys(head)
+    keys = top_level_keys(head)
     is_request = "method" in keys or _TRAILING_METHOD.search(tail) is not None
     answer_id = None
     if is_request or "result" in keys or "error" in keys:
@@ -523,7 +523,7 @@ def oversized(
     )
 
 
-def _top_level_keys(head: bytes) -> dict[str, Any]:
+def top_level_keys(head: bytes) -> dict[str, Any]:
     """The keys of the JSON object ``head`` begins (cut anywhere), each with its value when
     that is a whole number or string (an ``id``), else None."""
     text = head.decode("utf-8", "replace").lstrip()

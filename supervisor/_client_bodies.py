@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from mcp import types as mcp_types
 
-from actors._stdio import _top_level_keys, answer_as_error, unusable_id
+from actors._stdio import top_level_keys, answer_as_error, unusable_id
 
 from ._asgi import refuse_unread
 
@@ -121,7 +121,7 @@ def _too_deep_answer(body: bytes) -> bytes | None:
     answer with an id an answer can carry; else None."""
     start = body.find(b"{")
     nested = _NESTED.search(body, start + 1) if start >= 0 else None
-    keys = _top_level_keys(body[: nested.start() if nested else 0])
+    keys = top_level_keys(body[: nested.start() if nested else 0])
     request_id = keys.get("id")
     if "method" in keys or not ("result" in keys or "error" in keys) or request_id is None:
         return None
