@@ -652,7 +652,9 @@ class TreeSupervisor:
 
     def _child_status(self, child: _Child) -> ChildStatus:
         now = trio.current_time()
-        shown = child.value if child.state == "running" else child.shown if child.state == "starting" else None
+        # A child supervisor not running shows its children as its last run left them: a
+        # monitor finds every leaf by its path while the subtree waits out its backoff.
+        shown = child.value if child.state == "running" else child.shown
         nested = getattr(shown, "status", None)
         node = nested() if callable(nested) else None
         # A running nested supervisor may say it has stopped serving (a server whose

@@ -590,3 +590,27 @@ async def test_concurrent_starts_remove_children_at_once_and_go_on_supervising(a
         assert trio.current_time() - t0 == pytest.approx(10.0, abs=0.2)  # not 20: side by side
         assert sup.child_ids() == ["crashy", "late"] and one.cancelled == two.cancelled == 1
         sup.stop()
+
+
+async def test_a_child_supervisor_waiting_to_restart_still_shows_its_children(autojump_clock):
+    """A child supervisor that gave up waits out its backoff before its parent restarts it;
+    its node meanwhile had no children at all, so a monitor looking up a leaf by its path
+    (``connection:NAME`` under ``server:NAME``) found nothing (found by a probe). Now the
+    node shows the children as its last run left them, stopped, with their restarts and
+    last exits."""
+    leaf = Probe("leaf", "crash_after_ready", "crash_after_ready", "run", after=0.01)
+    fast = Backoff(min=0.01, max=0.01, jitter=0.0)
+
+    async def start_mid(*, task_status):
+        mid = TreeSupervisor("mid", [leaf.spec(backoff=fast)], intensity=Intensity(max_restarts=0, max_seconds=10))
+        await mid.run(task_status=task_status)
+
+    root = TreeSupervisor("root", [ChildSpec(id="mid", start=start_mid, supervisor=True, backoff=Backoff(min=60, max=60, jitter=0.0))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        await trio.sleep(1.0)  # the leaf crashed, mid gave up, its restart is 60 s away
+        (mid,) = root.status().children
+        assert mid.state == "restarting", mid
+        (shown,) = mid.children
+        assert (shown.id, shown.state) == ("leaf", "stopped") and "leaf crashed" in (shown.last_exit or ""), shown
+        root.stop()
