@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from mcp import types as mcp_types
 
-from actors._stdio import top_level_keys, answer_as_error, unusable_id
+from actors._stdio import answer_as_error, top_level_keys, unusable_id
 
 from ._asgi import refuse_unread
 
