@@ -936,8 +936,11 @@ def _build_server(
         command = os.path.expanduser(spec.command)
         # A path (not a name looked up on PATH) is the config's, as cwd and envFile are: not
         # wherever the daemon happened to start. With a cwd, the server's own, from there.
-        if cwd is None and base_dir is not None and os.sep in command and not os.path.isabs(command):
-            command = str(base_dir / command)
+        # (Not a whole command line put in ``command``, "npx -y @foo/server": `check` says
+        # what it was meant to be.)
+        if (cwd is None and base_dir is not None and os.sep in command and not os.path.isabs(command)
+                and not any(c.isspace() for c in command)):
+            command = os.path.normpath(os.path.join(base_dir, command))
         spec = msgspec.structs.replace(spec, transport="stdio", cwd=cwd, command=command)
     else:
         assert spec.url is not None

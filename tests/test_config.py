@@ -260,6 +260,7 @@ def test_a_relative_command_path_is_relative_to_the_config_file_unless_a_cwd_is_
         dotted={"command": "./run.sh"}, nested={"command": "bin/server", "args": ["x"]},
         bare={"command": "python3"}, absolute={"command": "/usr/bin/env"},
         home={"command": "~/bin/s"}, with_cwd={"command": "./run.sh", "cwd": "tools"},
+        line={"command": "npx -y @foo/server"},  # a command line put in command: check says so
     ))
     here = tmp_path.resolve()
     assert config.server("dotted").command == str(here / "run.sh")
@@ -268,6 +269,7 @@ def test_a_relative_command_path_is_relative_to_the_config_file_unless_a_cwd_is_
     assert config.server("absolute").command == "/usr/bin/env"
     assert config.server("home").command == os.path.expanduser("~/bin/s")
     assert (config.server("with_cwd").command, config.server("with_cwd").cwd) == ("./run.sh", str(here / "tools"))
+    assert config.server("line").command == "npx -y @foo/server"
 
 
 def test_empty_sections_are_allowed(tmp_path: Path) -> None:
