@@ -121,7 +121,11 @@ async def test_readyz_is_503_stopping_while_the_daemon_drains(tmp_path, start_da
         async with Client(daemon.url + "/mcp") as client:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lambda: client.call_tool("sleep", {"seconds": 3.0}))
-                await trio.sleep(0.5)  # the call reaches its server
+                for _ in range(300):  # until the call is on its server (not a guess at how long that takes)
+                    metrics = await get(daemon.url + "/metrics")
+                    if 'mcp_supervisor_inflight_calls{server="echo"} 1.0' in metrics.text:
+                        break
+                    await trio.sleep(0.05)
                 daemon.proc.send_signal(signal.SIGTERM)
                 await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
                 health, ready = await get(daemon.url + "/healthz"), await get(daemon.url + "/readyz")
