@@ -7,14 +7,15 @@ with its ``?api_key=``. A `Redactor` knows the secrets of the configured servers
 those its owner adds (the daemon's ``auth_token``), and replaces each occurrence of one in
 outgoing text by ``***``.
 
-What is secret is what `check` hides (`supervisor._config.redacted`, whose patterns are
-used here), but for ``env``: there, a value whose name looks secret (``DB_PASSWORD``,
-``OPENAI_API_KEY``, ``GITHUB_TOKEN``: `_SECRET_NAME`), and a URL's secrets in any value.
-Every ``headers`` value, and of a header value also the token
-after an auth scheme (``Bearer x``: ``x``); a URL's userinfo password and its query and
-fragment values (of ``url``, of a URL in ``args`` or in an ``env`` value); the value of a
-secret-looking argument (``--token x``, ``--api-key=x``) and of a secret-looking header
-line in ``args`` (``Authorization: Bearer x``).
+What is secret is less than what `check` hides (`supervisor._config.redacted`, whose
+patterns are used here): `check` shows a config, where hiding a harmless value costs
+nothing, while these are hidden in every message. An ``env`` value, a ``headers`` value and
+a URL's query value whose name says it is secret (``DB_PASS``, ``OPENAI_API_KEY``,
+``Authorization``, ``?api_key=``: `_SECRET_NAME`), and of a header value the token
+after an auth scheme (``Bearer x``: ``x``); a URL's userinfo password (of ``url``, of a URL
+in ``args``, ``env`` or ``headers``); the value of a secret-looking argument (``--token x``,
+``--api-key=x``) and of a secret-looking header line in ``args`` (``Authorization: Bearer
+x``). A value a server's name holds is never hidden (the name would be, everywhere).
 
 Guarantees:
 
@@ -27,9 +28,10 @@ Guarantees:
   `MAX_RETIRED` past values are kept besides the current ones).
 - Idempotent: redacting redacted text changes nothing.
 
-Not covered: a secret written elsewhere in a spec (a URL's path, an argument that does
-not look secret), a tool's own result, and text a secret was transformed into (base64,
-percent-encoding beyond the URL's own query).
+Not covered: a secret under a name that does not say so (``?k=...``, ``MY_VAR``), a
+secret written elsewhere in a spec (a URL's path, an argument that does not look secret),
+a value a ``${VAR}`` brought in elsewhere, a tool's own result, and text a secret was
+transformed into (base64, percent-encoding beyond the URL's own query).
 """
 
 from __future__ import annotations
@@ -56,21 +58,27 @@ __all__ = ["MIN_SECRET", "RedactingBus", "Redactor", "redacting_logs", "spec_sec
 MIN_SECRET: Final = 6
 """Values shorter than this are not redacted (see the module docstring)."""
 
-MAX_RETIRED: Final = 1024
+MAX_RETIRED: Final = 64
 """How many values no longer configured are still redacted (the most recent)."""
 
-_SECRET_NAME = re.compile(r"token|secret|passw(or)?d|api[-_]?key|auth|credential|cookie|private[-_]?key|access[-_]?key", re.I)
-"""An ``env`` name whose value is a secret. Any other value (``HOME=/srv/app``,
-``MODE=production``) hidden wherever it appears would blank out paths and words in every
-message; of those, only a URL's password and query values are hidden."""
+_SECRET_NAME = re.compile(
+    r"key|pass|pwd|secret|token(?!izer)|authori[sz]|auth(?!or)|credential|cookie|session|private|signature|salt|dsn|sig$",
+    re.I,
+)
+"""A name (of an ``env`` variable, a header, a URL's query parameter) whose value is a
+secret: ``DB_PASS``, ``MYSQL_PWD``, ``STRIPE_KEY``, ``Authorization``, ``X-Api-Key``,
+``?api_key=``. Any other value (``HOME=/srv/app``, ``Accept: application/json``,
+``?transport=stream``) hidden wherever it appears would blank out paths and words in every
+message; of those, only a URL's password is hidden."""
 
 _AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*\s+(\S.*)", re.S)
 """``Bearer xyz`` (any RFC 9110 auth scheme, then the credentials)."""
 
 
 def _url_secrets(url: str) -> Iterable[str]:
-    """A URL's userinfo password (and the userinfo whole), query values and fragment,
-    as written and percent-decoded."""
+    """A URL's userinfo password (and the userinfo whole) and the values of its query
+    parameters whose names say they are secret (`_SECRET_NAME`), as written and
+    percent-decoded."""
     try:
         parts = urlsplit(url.strip())
         password = parts.password
@@ -83,13 +91,12 @@ def _url_secrets(url: str) -> Iterable[str]:
             yield password
             yield unquote(password)
     for name_value in parts.query.split("&"):
-        _, sep, value = name_value.partition("=")
-        if sep:
+        name, sep, value = name_value.partition("=")
+        if sep and _SECRET_NAME.search(unquote(name)):
             yield value
-    for _, value in parse_qsl(parts.query, keep_blank_values=False):
-        yield value
-    if parts.fragment:
-        yield parts.fragment
+    for name, value in parse_qsl(parts.query, keep_blank_values=False):
+        if _SECRET_NAME.search(name):
+            yield value
 
 
 def _value_secrets(value: str, header: bool = True) -> Iterable[str]:
@@ -135,8 +142,11 @@ def spec_secrets(spec: ServerSpec) -> set[str]:
             found.extend(_value_secrets(value, header=False))
         elif _URL_ARG.fullmatch(value.strip()):
             found.extend(_url_secrets(value))
-    for value in spec.headers.values():
-        found.extend(_value_secrets(value))
+    for name, value in spec.headers.items():
+        if _SECRET_NAME.search(name):
+            found.extend(_value_secrets(value))
+        elif _URL_ARG.fullmatch(value.strip()):
+            found.extend(_url_secrets(value))
     if spec.url is not None:
         found.extend(_url_secrets(spec.url))
     found.extend(_arg_secrets(list(spec.args)))
@@ -156,7 +166,8 @@ class Redactor:
         self._retired: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._sources: list[Callable[[], Iterable[str | None]]] = []
         self._extra: frozenset[str] = frozenset()
-        self._cache: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+        self._version = 0  # of what it knows: the pattern is rebuilt when it changes
+        self._cache: tuple[Any, re.Pattern[str] | None] = (None, None)
         #: Log records are redacted in whatever thread logs them (an embedding host's too).
         self._lock = threading.RLock()  # (a source that logs comes back here)
         for spec in specs:
@@ -169,16 +180,20 @@ class Redactor:
             old = self._by_server.get(spec.name, frozenset())
             self._by_server[spec.name] = new
             self._retire(old - new)
+            self._version += 1
 
     def forget(self, name: str) -> None:
         """Server ``name`` is no longer configured: its secrets are kept as retired."""
         with self._lock:
             self._retire(self._by_server.pop(name, frozenset()))
+            self._version += 1
 
     def add_source(self, source: Callable[[], Iterable[str | None]]) -> None:
         """Also hide what ``source()`` returns (None and short values skipped), read anew at
         every use; a value it stops returning is kept as retired."""
-        self._sources.append(source)
+        with self._lock:
+            self._sources.append(source)
+            self._version += 1
 
     def _retire(self, values: Iterable[str]) -> None:
         for value in values:
@@ -200,13 +215,19 @@ class Redactor:
                 extra.update(self._extra)
         if self._extra - extra:  # e.g. a token a reload changed
             self._retire(self._extra - extra)
+            self._version += 1
         self._extra = frozenset(extra)
-        values = frozenset().union(*self._by_server.values(), self._retired, extra)
+        key = (self._version, self._extra)
         cached, pattern = self._cache
-        if values != cached:
-            ordered = sorted(values, key=len, reverse=True)  # a value holding another goes whole
+        if key != cached:  # rebuilt only when something changed, not on every use
+            names = list(self._by_server)
+            values = frozenset().union(*self._by_server.values(), self._retired, extra)
+            # A value a server's name holds is no secret (AUTH_PROVIDER=github for the server
+            # "github"), and hidden it would rename the server in every status and label.
+            kept = [v for v in values if not any(v in name for name in names)]
+            ordered = sorted(kept, key=len, reverse=True)  # a value holding another goes whole
             pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-            self._cache = (values, pattern)
+            self._cache = (key, pattern)
         return pattern
 
     def __call__(self, text: str) -> str:
@@ -218,7 +239,7 @@ class Redactor:
 
     def deep(self, value: Any) -> Any:
         """``value`` with every string in it redacted (dicts, lists, tuples, msgspec Structs
-        walked; dict keys too); the same object when nothing changed."""
+        walked; not dict keys, which are names); the same object when nothing changed."""
         pattern = self._pattern()
         return value if pattern is None else _deep(value, pattern)
 
@@ -248,8 +269,8 @@ class Redactor:
 def _deep(value: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(value, str):
         return pattern.sub(REDACTED, value)
-    if isinstance(value, dict):
-        out = {_deep(k, pattern): _deep(v, pattern) for k, v in value.items()}
+    if isinstance(value, dict):  # (its keys are names, not text: kept)
+        out = {k: _deep(v, pattern) for k, v in value.items()}
         return value if _same(out, value) else out
     if isinstance(value, (list, tuple)):
         items = [_deep(v, pattern) for v in value]

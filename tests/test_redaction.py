@@ -302,3 +302,29 @@ async def test_the_daemon_log_holds_no_configured_secret(echoing_remote, tmp_pat
     logged = daemon.log.read_text()
     assert "api_key=***" in logged, logged[-3000:]
     assert _no_secret(logged) and token not in logged, logged[-3000:]
+
+
+def test_what_is_hidden_is_what_its_name_says_is_secret_and_never_a_servers_name():
+    """A review found both ways wrong: ``STRIPE_KEY``, ``DB_PASS``, ``MYSQL_PWD`` and
+    ``ENCRYPTION_KEY`` were shown (the names were not known as secret ones), while
+    ``?transport=stream`` hid the word "stream" in every message, ``Accept:
+    application/json`` hid that media type, and ``AUTH_PROVIDER=github`` on the server
+    "github" renamed it ``***`` in every status id, metric label and event path (two
+    series of one name, which Prometheus refuses; the breaker route answered 500)."""
+    leaked = {"STRIPE_KEY": "sk-live-0001", "DB_PASS": "dbpass-0002", "MYSQL_PWD": "mysqlpwd-03",
+              "ENCRYPTION_KEY": "enckey-0004", "GITHUB_TOKEN": "ghp-000005"}
+    spec = ServerSpec(
+        name="github", url="http://127.0.0.1:1/mcp?transport=stream&version=2025-06-18&api_key=QUERYKEY-6",
+        headers={"Accept": "application/json", "X-Api-Key": "HDRKEY-0007", "Authorization": "Bearer BEARER-0008"},
+    )
+    local = ServerSpec(name="local", command="x", env={
+        **leaked, "AUTH_PROVIDER": "github", "AUTHOR": "somebody", "TOKENIZER_DIR": "/srv/models", "MODE": "production",
+    })
+    secrets = spec_secrets(spec) | spec_secrets(local)
+    assert set(leaked.values()) | {"QUERYKEY-6", "HDRKEY-0007", "BEARER-0008"} <= secrets, secrets
+    assert not {"stream", "2025-06-18", "application/json", "somebody", "/srv/models", "production"} & secrets
+    redact = Redactor([spec, local])
+    assert "github" in secrets  # AUTH_PROVIDER's value, but the name of a server: kept
+    said = "server 'github': stream of application/json from /srv/models (sk-live-0001, Bearer BEARER-0008)"
+    assert redact(said) == "server 'github': stream of application/json from /srv/models (***, Bearer ***)"
+    assert redact.deep({"github": ["github", "dbpass-0002"]}) == {"github": ["github", "***"]}
