@@ -23,7 +23,8 @@ Guarantees:
   ``hang_threshold`` consecutive calls time out (a call that timed out while the server's
   question to the client awaited its answer, or that spent most of its time so, is not
   counted: the client was slow, not the server; nor is one that spent most of its time
-  waiting for a free slot: the server was busy), or, with no call in flight, the server
+  waiting for a free slot while the server answered others: it was busy, not hung), or, with
+  no call in flight, the server
   leaves a health check unanswered (see `_Connection.check_health`): a server that hangs
   while idle is restarted before a caller finds out.
 - A remote call answered with an HTTP error status and no JSON-RPC answer (a gateway's 502,
@@ -935,9 +936,10 @@ class _Connection:
                 server=spec.name,
                 tool=call.tool,
             )
-        if 2 * (now - sent_at) < now - arrived:
-            # Most of its time went waiting for a free slot: the server was busy with the calls
-            # ahead of it, which a hung server would have timed out first (and those count).
+        if 2 * (now - sent_at) < now - arrived and self.answered_at > arrived:
+            # Most of its time went waiting for a free slot while the server answered the calls
+            # ahead of it: busy, not hung (a hung one answers nothing, and its timeouts count
+            # however long they queued). No verdict on the server, for the breaker either.
             raise DeadlineExceeded(
                 f"tool {call.tool!r} on server {spec.name!r} did not answer in time: it waited "
                 f"{sent_at - arrived:.1f} s for a free slot (max_concurrency {spec.max_concurrency}) and had "
@@ -946,6 +948,7 @@ class _Connection:
                 "not have run",
                 server=spec.name,
                 tool=call.tool,
+                no_verdict=True,
             )
         self.consecutive_timeouts += 1
         if self.consecutive_timeouts >= spec.hang_threshold:

@@ -46,6 +46,8 @@ class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     #: hands the permit back). Only such an outcome may: a refused call held none.
     trial: bool = False
     #: False: the attempt never reached the server (its deadline passed before it could be
-    #: sent: a timeout of 0, a wait for a free slot): counted under its kind, as the caller
-    #: saw it, but no verdict on the server, so the breaker ignores it.
+    #: sent: a timeout of 0, a wait for a free slot), or reached it too late to say anything
+    #: of it (it waited most of its time for a slot while the server answered others):
+    #: counted under its kind, as the caller saw it, but no verdict on the server, so the
+    #: breaker ignores it.
     sent: bool = True

@@ -604,7 +604,8 @@ class Supervisor:
                 return result
             except Failure as failure:
                 kind, error = failure.kind, failure.message
-                sent = failure.data.get("sent") is not False  # unsent: no verdict on the server
+                # Unsent, or sent too late to say anything of the server: no verdict on it.
+                sent = failure.data.get("sent") is not False and not failure.data.get("no_verdict")
                 raise
             except MCPError as exc:
                 kind, error = "tool_error", exc.error.message

@@ -253,9 +253,11 @@ async def test_a_call_that_timed_out_after_waiting_for_its_slot_is_no_sign_of_a_
     """A healthy server busy to its ``max_concurrency``: a call that waited most of its
     deadline for a slot was sent with little time left and timed out, and that counted
     towards ``hang_threshold``, so a server that answered every call it had time for was
-    killed as hung and the call in flight with it (found under load by a probe). Now such a
-    timeout says how its time went and does not count."""
-    spec = server_spec("busy", "echo.py", max_concurrency=1, hang_threshold=1)
+    killed as hung and the call in flight with it (found under load by a probe); its breaker
+    counted it too, and opened on a server that was only busy. Now such a timeout says how
+    its time went, and counts for neither."""
+    spec = server_spec("busy", "echo.py", max_concurrency=1, hang_threshold=1,
+                       breaker=BreakerPolicy(failure_threshold=1, window=100, min_calls=1000))
     async with Supervisor([spec]) as sup:
         await sup.wait_connected("busy", timeout=30)
         first = sup.link("busy").conn
@@ -267,6 +269,29 @@ async def test_a_call_that_timed_out_after_waiting_for_its_slot_is_no_sign_of_a_
                     await sup.call_tool("sleep", {"seconds": 10.0}, server="busy", timeout=2.5)
         assert sup.link("busy").conn is first and connection_status(sup, "busy").restarts == 0
         assert text(await sup.call_tool("echo", {"text": "still here"}, server="busy", timeout=10)) == "still here"
+        assert sup.handle("busy").breaker.state == "closed"
+
+
+async def test_a_hung_server_under_steady_load_is_still_restarted():
+    """The other side of the slot rule: calls keep coming to a server that hangs, so each
+    call sent waited most of its time for the slot of the one before it. Those timeouts
+    must still count (the server answered nothing meanwhile), or a hung server under load
+    would never be restarted (a review found exactly that)."""
+    spec = server_spec("stuck", "hang.py", max_concurrency=1, hang_threshold=2, retry=RetryPolicy(max_retries=0))
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("stuck", timeout=30)
+        first = sup.link("stuck").conn
+
+        async def caller() -> None:
+            with contextlib.suppress(DeadlineExceeded, ServerCrashed, ServerUnavailable, CircuitOpen):
+                await sup.call_tool("hang", {}, server="stuck", timeout=1.0)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                while sup.link("stuck").conn is first:
+                    nursery.start_soon(caller)
+                    await trio.sleep(0.3)
+        assert (await sup.metrics_snapshot()).server("stuck").exits.get("hang") == 1
 
 
 class _FreezesOnce(MCPServer):
