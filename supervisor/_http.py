@@ -636,15 +636,18 @@ class _SessionManager(StreamableHTTPSessionManager):
 
     def _admit_session(self, requestor: Any) -> Any:
         """A new session; at ``max_sessions`` the one idle the longest is closed for it (as
-        its idle timeout would: its client gets 404 and opens another, as the spec has it).
-        Only when every open session is busy (a request in flight, a stream open) is the
-        new one refused (503). Before, sessions a client never ended locked every new
-        client out until they idled out (30 minutes by default)."""
+        its idle timeout would: its client gets 404 and opens another, as the spec has it),
+        if it has been idle a while (`_settled`: a client that lost a call's stream resumes
+        it within that, and clients between two requests do not close each other's
+        sessions). Otherwise (every session busy, or idle only a moment) the new one is
+        refused (503). Before, sessions a client never ended locked every new client out
+        until they idled out (30 minutes by default)."""
         limit = self.max_sessions
         if limit is not None:
             staying = [t for t in self._server_instances.values() if not _closing(t)]
             if len(staying) >= limit:
-                idle = [t for t in staying if _idle_since(t) is not None]
+                now = trio.current_time()
+                idle = [t for t in staying if (since := _idle_since(t)) is not None and now - since >= _settled(t)]
                 if not idle:
                     return None
                 idlest = min(idle, key=_idle_since)
@@ -661,6 +664,12 @@ class _SessionManager(StreamableHTTPSessionManager):
         if transport is not None and isinstance(self.event_store, BoundedEventStore):
             transport._event_store = self.event_store.for_session(transport.mcp_session_id)
         return transport
+
+
+def _settled(transport: Any) -> float:
+    """How long a session must have been idle before it is closed for a new one: a tenth
+    of its idle timeout, at most a minute."""
+    return min(60.0, transport._idle_timeout / 10)
 
 
 def _closing(transport: Any) -> bool:

@@ -2003,7 +2003,7 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
     session busy is refused."""
     echo, _ = server_entry("echo.py")
     config = tmp_path / "c.json"
-    daemon = await start_daemon(write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=600))
+    daemon = await start_daemon(write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=30))
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -2023,9 +2023,12 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
             return {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
 
         ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-        await trio.sleep(0.05)
         assert (await http.post(daemon.url + "/mcp", headers=of(second), json=ping)).status_code == 200
-        third = await open_session()  # first is idle the longest: closed for it
+        early = await open_session()  # no session idle long enough yet (a tenth of 30 s)
+        assert early.status_code == 503, early.text
+        await trio.sleep(3.2)
+        assert (await http.post(daemon.url + "/mcp", headers=of(second), json=ping)).status_code == 200
+        third = await open_session()  # first is idle the longest, and long enough: closed for it
         assert third.status_code == 200, third.text
         gone = await http.post(daemon.url + "/mcp", headers=of(first), json=ping)
         assert gone.status_code == 404, gone.text
@@ -2037,7 +2040,7 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
         reloaded = await http.post(daemon.url + "/reload")
         assert reloaded.json()["settings"] == ["max_sessions", "session_idle_timeout"], reloaded.text
         assert all([(await open_session()).status_code == 200 for _ in range(2)]) and await sessions() == 3
-        # The two opened after the reload close when idle; the one opened before keeps its 600 s.
+        # The two opened after the reload close when idle; the one opened before keeps its 30 s.
         deadline = trio.current_time() + 15
         while await sessions() != 1:
             assert trio.current_time() < deadline, await sessions()
@@ -2053,7 +2056,7 @@ async def test_at_max_sessions_a_session_busy_with_a_call_is_not_closed_for_a_ne
     with a call in flight is not idle: while every session is busy, a new one is refused
     (503), and once the call is answered the new one gets its place."""
     echo, _ = server_entry("echo.py")
-    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, max_sessions=1))
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, max_sessions=1, session_idle_timeout=10))
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -2067,8 +2070,47 @@ async def test_at_max_sessions_a_session_busy_with_a_call_is_not_closed_for_a_ne
                 refused = await http.post(daemon.url + "/mcp", json=init, headers=headers)
                 assert refused.status_code == 503, refused.text
                 assert '"id":2' in (await answer.aread()).decode()
+            await trio.sleep(1.1)  # idle a tenth of its idle timeout: it may be closed now
             admitted = await http.post(daemon.url + "/mcp", json=init, headers=headers)
             assert admitted.status_code == 200, admitted.text
+
+
+async def test_at_max_sessions_a_call_whose_stream_broke_keeps_its_session_to_be_resumed(tmp_path, start_daemon):
+    """A session whose client lost the stream of a call still running has no HTTP request
+    open, and was closed at once for a new session as if idle: the client's resume (``GET``
+    with ``Last-Event-ID``) then got 404 and the call's result was lost (found by a review).
+    Now a session is closed for another only once idle a while (a tenth of its idle timeout,
+    at most a minute): the new one is refused (503), and the resume gets the result."""
+    echo, _ = server_entry("echo.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, max_sessions=1))
+    url = daemon.url + "/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"seconds": 1.5}, "_meta": {"progressToken": "p"}}}
+    with trio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            opened = await http.post(url, headers=headers, json=init)
+            session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+            await http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            last_id = None
+            async with http.stream("POST", url, headers=session, json=call) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("id:"):
+                        last_id = line[3:].strip()
+                        break  # the stream drops here, mid-call
+            assert last_id is not None
+            refused = await http.post(url, headers=headers, json=init)
+            assert refused.status_code == 503, refused.text
+            resumed = ""
+            async with http.stream("GET", url, headers={**session, "Last-Event-ID": last_id}) as response:
+                assert response.status_code == 200, await response.aread()
+                async for line in response.aiter_lines():
+                    resumed += line
+                    if '"id":2' in line:
+                        break
+            assert '"isError":false' in resumed, resumed
 
 
 async def test_the_daemon_answers_its_operator_while_its_servers_start(tmp_path):
