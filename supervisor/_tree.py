@@ -163,6 +163,7 @@ class _Child:
         self.next_attempt_at: float | None = None
         self.timer: trio.CancelScope | None = None
         self.start_waiters: list[Any] = []
+        self.removing = False  # a remove_child is under way: it is no child to restart
 
     @property
     def id(self) -> str:
@@ -397,6 +398,7 @@ class TreeSupervisor:
                 return
             if child in self._start_queue:
                 self._start_queue.remove(child)
+            child.removing = True
             if self.concurrent_starts:
                 # Independent children: one draining (within its shutdown) must not hold up
                 # the others' restarts, starts and removals.
@@ -413,8 +415,9 @@ class TreeSupervisor:
             reply.send(None)
         elif isinstance(msg, _RestartChild):
             child = self._children.get(msg.id)
-            if child is None:
-                reply.fail(KeyError(f"supervisor {self.path!r} has no child {msg.id!r}"))
+            if child is None or child.removing:
+                reply.fail(KeyError(f"supervisor {self.path!r} has no child {msg.id!r}"
+                                    + (" (it is being removed)" if child is not None else "")))
                 return
             await self._stop_child(child)
             child.failures_in_row = 0

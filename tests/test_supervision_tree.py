@@ -614,3 +614,21 @@ async def test_a_child_supervisor_waiting_to_restart_still_shows_its_children(au
         (shown,) = mid.children
         assert (shown.id, shown.state) == ("leaf", "stopped") and "leaf crashed" in (shown.last_exit or ""), shown
         root.stop()
+
+
+async def test_a_restart_asked_while_the_child_is_being_removed_is_refused_not_left_unanswered(autojump_clock):
+    """With ``concurrent_starts`` a removal drains beside the loop; a ``restart_child`` of
+    the same child asked meanwhile waited for a start that the removal then made
+    impossible, and was never answered (found by a review). Now it is refused at once."""
+    slow = Probe("slow", "hang_in_shutdown")
+    sup = TreeSupervisor("sup", [slow.spec(shutdown=5.0)], concurrent_starts=True)
+    answers: dict = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        nursery.start_soon(ask_into, answers, "remove", sup.remove_child, "slow")
+        await trio.sleep(0.1)
+        with trio.fail_after(1), pytest.raises(KeyError, match="being removed"):
+            await sup.restart_child("slow")
+        await trio.sleep(20)
+        assert "remove" in answers and sup.child_ids() == []
+        sup.stop()
