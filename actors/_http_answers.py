@@ -422,6 +422,9 @@ class _RetryBounded(httpx2.AsyncByteStream):
 
 #: The least time between two GETs of one connection (`HttpAnswerWatch.pace_gets`).
 GET_SPACING: Final = 0.25
+#: The longest silence of the server's event stream (a GET) before it is opened again: the
+#: SDK's (``MCP_DEFAULT_SSE_READ_TIMEOUT``), not a POST's, which follows the server's timeout.
+GET_READ_TIMEOUT: Final = 300.0
 
 
 def _bound_answer_wait(request: httpx2.Request) -> float | None:
@@ -456,6 +459,11 @@ class HttpAnswerWatch:
         thousand times a second, on the loop every server shares."""
         if request.method != "GET":
             return
+        # Its silence is bounded as the SDK bounds it (a dead stream noticed within minutes),
+        # whatever longer read a server's long calls gave its POSTs.
+        timeout = request.extensions.get("timeout")
+        if isinstance(timeout, dict) and (timeout.get("read") is None or timeout["read"] > GET_READ_TIMEOUT):
+            request.extensions = {**request.extensions, "timeout": {**timeout, "read": GET_READ_TIMEOUT}}
         now = trio.current_time()
         if self._next_get > now:
             await trio.sleep(self._next_get - now)

@@ -211,3 +211,22 @@ async def test_a_call_answered_after_more_silence_than_the_sdk_reads_is_not_cut_
             with trio.fail_after(30):
                 result = await sup.call_tool("sleep", {"seconds": 2.5}, server="slow")
             assert not result.is_error and "2.5" in text(result), result
+
+
+async def test_the_event_stream_keeps_the_sdk_s_silence_bound_when_posts_wait_longer():
+    """A server allowed calls longer than the SDK's 300 s of silence has its POSTs read for
+    that long; its event stream (the GET) got the same read timeout, so a dead stream went
+    unnoticed for as long as the longest call (an hour, for a timeout of 3600 s; found by
+    a review). The GET keeps the SDK's 300 s; a POST keeps what it was given."""
+    import mcp.shared._httpx_utils
+    from actors._http_answers import GET_READ_TIMEOUT, HttpAnswerWatch
+
+    assert GET_READ_TIMEOUT == mcp.shared._httpx_utils.MCP_DEFAULT_SSE_READ_TIMEOUT
+    watch = HttpAnswerWatch(lambda: None)
+    timeout = httpx2.Timeout(30.0, read=3610.0).as_dict()
+    get = httpx2.Request("GET", "http://127.0.0.1:1/mcp", extensions={"timeout": timeout})
+    post = httpx2.Request("POST", "http://127.0.0.1:1/mcp", extensions={"timeout": timeout})
+    await watch.pace_gets(get)
+    await watch.pace_gets(post)
+    assert get.extensions["timeout"]["read"] == GET_READ_TIMEOUT and get.extensions["timeout"]["connect"] == 30.0
+    assert post.extensions["timeout"]["read"] == 3610.0
