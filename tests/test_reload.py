@@ -30,7 +30,7 @@ from supervisor import Supervisor
 from supervisor._config import ConfigError, load_config
 from supervisor._gateway import Gateway
 from supervisor._http import Daemon, serve_http
-from test_daemon import FAILURE_META_KEY, server_entry, start_daemon, text_of, write_config
+from test_daemon import FAILURE_META_KEY, ROOT, server_entry, start_daemon, text_of, write_config
 
 __all__ = ["start_daemon"]  # the fixture, re-exported for pytest
 
@@ -677,7 +677,9 @@ async def test_a_stop_cuts_a_reload_short_and_answers_it(tmp_path, start_daemon)
 async def test_a_reload_asked_while_the_daemon_drains_is_refused(tmp_path, start_daemon):
     """SIGTERM, with a call in flight to drain: a ``POST /reload`` then was applied, starting
     a server the daemon was about to stop (and holding up its exit). Now it is refused,
-    saying the daemon is stopping, and nothing starts."""
+    saying the daemon is stopping, and nothing starts. The 503 says ``"begun": false``
+    (as one cut short said "unknown" too, the CLI printed "whether `reload` took effect is
+    unknown" and exited 4): the CLI says nothing was done, exit 1."""
     config = tmp_path / "c.json"
     hang, marker = server_entry("hang.py")
     hang_log = tmp_path / "hang.log"
@@ -697,8 +699,17 @@ async def test_a_reload_asked_while_the_daemon_drains_is_refused(tmp_path, start
                 write_config(config, {"hang": hang, "late": late}, drain_timeout=30)
                 refused = await http.post(daemon.url + "/reload")
                 assert refused.status_code == 503 and "stopping" in refused.json()["error"], refused.text
+                assert refused.json()["begun"] is False, refused.text
                 restart = await http.post(daemon.url + "/restart/hang")
                 assert restart.status_code == 503 and "stopping" in restart.json()["error"], restart.text
+                for command in (["reload"], ["restart", "hang"]):
+                    run = await trio.run_process(
+                        [sys.executable, "-m", "supervisor", *command, "--url", daemon.url], cwd=ROOT,
+                        capture_stdout=True, capture_stderr=True, check=False,
+                    )
+                    said = run.stderr.decode()
+                    assert run.returncode == 1, (command, run.returncode, said)
+                    assert "the daemon is stopping" in said and "nothing was done" in said and "unknown" not in said, said
                 nursery.cancel_scope.cancel()
     assert not procs_with_marker(late_marker)
     daemon.proc.send_signal(signal.SIGTERM)  # the second: out at once
