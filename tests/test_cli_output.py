@@ -305,6 +305,21 @@ async def test_reload_restart_and_breaker_show_a_configs_names_as_the_status_doe
         assert (run.returncode, run.stderr.decode()) == (1, said), run
 
 
+async def interrupted(proc: subprocess.Popen) -> None:
+    """Ctrl-C ``proc`` and wait for it to end (30 s at most)."""
+    proc.send_signal(signal.SIGINT)
+    with trio.fail_after(30):
+        while proc.poll() is None:
+            await trio.sleep(0.05)
+
+
+def ended(proc: subprocess.Popen) -> None:
+    """``proc`` ended, killed if it had not."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
 async def test_an_interrupted_call_says_so_in_one_line(everything_daemon, tmp_path):
     """Ctrl-C while ``call`` waited for its answer printed a traceback of some hundred lines
     (the interrupt inside trio's and the SDK's task groups) and exited 1, as a failure of
@@ -329,14 +344,9 @@ async def test_an_interrupted_call_says_so_in_one_line(everything_daemon, tmp_pa
                 while not await in_flight():
                     assert proc.poll() is None, err.read_text()
                     await trio.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        with trio.fail_after(30):
-            while proc.poll() is None:
-                await trio.sleep(0.05)
+        await interrupted(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        ended(proc)
         proc.stdout.close()
     assert (proc.returncode, err.read_text()) == (
         130, "interrupted before the daemon answered: the call of log_together may have taken effect, in part or whole\n"
@@ -402,13 +412,9 @@ async def test_an_interrupted_status_says_so_in_one_line(tmp_path):
         try:
             with trio.fail_after(30):
                 await asked.wait()
-                proc.send_signal(signal.SIGINT)
-                while proc.poll() is None:
-                    await trio.sleep(0.05)
+            await interrupted(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            ended(proc)
         nursery.cancel_scope.cancel()
     assert (proc.returncode, err.read_text()) == (130, "interrupted before the daemon answered\n"), err.read_text()
 

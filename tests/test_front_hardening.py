@@ -14,7 +14,7 @@ import httpx2
 import trio
 
 from conftest import procs_with_marker, wait_until
-from test_daemon import ROOT, Daemon, echo_pid, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
+from test_daemon import ROOT, echo_pid, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
 
 DEEP = 1200  # over json.loads's (and msgspec's) recursion limit
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
