@@ -15,6 +15,15 @@ from supervisor import Supervisor
 from test_connection import HttpEcho, connection_status, text
 
 
+def strict(server: HttpEcho) -> ServerSpec:
+    """``server`` as "gw": no retry, no health check, restarted at its first timeout (so a
+    call that waits out its deadline shows as a restart)."""
+    return ServerSpec(
+        name="gw", url=server.url(), transport="streamable-http", hang_threshold=1,
+        retry=RetryPolicy(max_retries=0), health_check_interval=None,
+    )
+
+
 @pytest.mark.parametrize("era", ["2026-07-28", "handshake"])
 async def test_a_json_answer_for_another_request_fails_its_call_at_once_and_is_no_hang(era):
     """A remote server answers a call's POST with a whole JSON-RPC result (as JSON) whose
@@ -24,11 +33,7 @@ async def test_a_json_answer_for_another_request_fails_its_call_at_once_and_is_n
     call fails there and then, ``InvalidResult`` naming both ids, and the connection goes on."""
     extra = ("--handshake-only",) if era == "handshake" else ()
     async with HttpEcho("--http-errors", *extra) as server:
-        spec = ServerSpec(
-            name="gw", url=server.url(), transport="streamable-http", hang_threshold=1,
-            retry=RetryPolicy(max_retries=0), health_check_interval=None,
-        )
-        async with Supervisor([spec]) as sup:
+        async with Supervisor([strict(server)]) as sup:
             await sup.wait_connected("gw", timeout=20)
             incarnation = sup.link("gw").conn
             await sup.call_tool("break_next", {"how": "wrong-id"}, server="gw", timeout=10)
@@ -113,11 +118,7 @@ async def test_an_answer_stream_that_asks_for_a_huge_wait_before_it_is_resumed_f
     ``MAX_RETRY_WAIT``: the SDK tries to resume the stream, the server cannot, and the call
     fails ``ServerCrashed`` saying its answer stream ended; the connection goes on."""
     async with HttpEcho("--http-errors") as server:
-        spec = ServerSpec(
-            name="gw", url=server.url(), transport="streamable-http", hang_threshold=1,
-            retry=RetryPolicy(max_retries=0), health_check_interval=None,
-        )
-        async with Supervisor([spec]) as sup:
+        async with Supervisor([strict(server)]) as sup:
             await sup.wait_connected("gw", timeout=20)
             incarnation = sup.link("gw").conn
             await sup.call_tool("break_next", {"how": f"sse-retry={retry}"}, server="gw", timeout=10)
