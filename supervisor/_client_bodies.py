@@ -109,7 +109,7 @@ def _mended_answer(body: bytes) -> bytes | None:
         return None
     except ValueError as exc:
         try:
-            error = _judged(body, lambda data: answer_as_error(data, body, exc))
+            error = _judged(body, lambda data, exc=exc: answer_as_error(data, body, exc))
         except ValueError:
             return None
         return None if error is None else error.model_dump_json(by_alias=True, exclude_none=True).encode()
