@@ -2563,7 +2563,7 @@ async def test_a_queued_call_keeps_its_place_when_a_slot_frees():
     spec = server_spec("busy", "echo.py", max_concurrency=1, max_queue=4)
     async with Supervisor([spec]) as sup:
         link = sup.link("busy")
-        for _ in range(20):
+        for _ in range(10):
             order: list[str] = []
 
             async def call(name: str, tool: str, arguments: dict) -> None:
@@ -2571,7 +2571,8 @@ async def test_a_queued_call_keeps_its_place_when_a_slot_frees():
                 order.append(name)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(call, "first", "sleep", {"seconds": 0.05})
+                # Long enough for the second call to queue behind it on a loaded machine.
+                nursery.start_soon(call, "first", "sleep", {"seconds": 0.4})
                 await wait_until(lambda: link.inflight == 1, what="the slot taken")
                 nursery.start_soon(call, "queued", "echo", {"text": "q"})
                 await wait_until(lambda: link.queued == 1, what="a call queued")
