@@ -652,6 +652,18 @@ async def test_a_server_that_gave_up_is_told_apart_from_one_restarting():
     assert up == {"echo": 1, "gave_up": 0, "waiting": 0}
 
 
+async def one_in_flight_one_queued(sup: Supervisor, nursery: trio.Nursery, second):
+    """On server "one" (``max_concurrency`` 1): a ``sleep`` of 1 s in flight, then
+    ``second()`` started and waiting for the slot; the server's link."""
+    await sup.wait_connected("one", timeout=30)
+    link = sup.link("one")
+    nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
+    await wait_until(lambda: link.inflight == 1, what="the first call in flight")
+    nursery.start_soon(second)
+    await wait_until(lambda: link.queued == 1, what="the second call waiting for the slot")
+    return link
+
+
 async def test_a_call_that_timed_out_waiting_for_a_slot_is_no_server_latency(mock_clock):
     """A call whose deadline passed while it waited for a free slot (``max_concurrency``)
     was never sent (``DeadlineExceeded``, ``sent=False``), yet its whole wait went into the
@@ -669,13 +681,8 @@ async def test_a_call_that_timed_out_waiting_for_a_slot_is_no_server_latency(moc
 
     async with Supervisor([spec]) as sup:
         with trio.fail_after(200):  # 60 s of real time, past the jump
-            await sup.wait_connected("one", timeout=30)
-            link = sup.link("one")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
-                await wait_until(lambda: link.inflight == 1, what="the first call in flight")
-                nursery.start_soon(second)
-                await wait_until(lambda: link.queued == 1, what="the second call waiting for the slot")
+                await one_in_flight_one_queued(sup, nursery, second)
                 mock_clock.jump(100)
             timed = (await sup.metrics_snapshot()).tool("one", "sleep")
     assert type(refused[0]).__name__ == "DeadlineExceeded" and "never sent" in str(refused[0]), refused
@@ -693,13 +700,10 @@ async def test_the_latency_histogram_leaves_out_the_wait_for_a_free_slot(mock_cl
     spec = server_spec("one", "echo.py", timeout=10_000, max_concurrency=1, health_check_interval=None)
     async with Supervisor([spec]) as sup:
         with trio.fail_after(1200):  # 60 s of real time, past the jumps
-            await sup.wait_connected("one", timeout=30)
-            link = sup.link("one")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
-                await wait_until(lambda: link.inflight == 1, what="the first call in flight")
-                nursery.start_soon(lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one"))
-                await wait_until(lambda: link.queued == 1, what="the second call waiting for the slot")
+                link = await one_in_flight_one_queued(
+                    sup, nursery, lambda: sup.call_tool("sleep", {"seconds": 1.0}, server="one")
+                )
                 mock_clock.jump(100)
                 await wait_until(lambda: link.queued == 0 and link.inflight == 1, what="the second call sent")
                 mock_clock.jump(1000)
