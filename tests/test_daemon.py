@@ -23,7 +23,7 @@ import uuid
 import warnings
 from pathlib import Path
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 from unittest.mock import patch
 
 import httpx2
@@ -397,6 +397,31 @@ async def test_a_stdio_clients_malformed_answer_fails_the_question_at_once(tmp_p
         assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
 
 
+async def roots_answered_with(url: str, body: Callable[[Any], bytes]) -> dict | None:
+    """Over a 2025-11-25 HTTP session to ``url``: call everything.py's ``ask_roots``, answer
+    its ``roots/list`` question with ``body(question_id)`` (the POST must be accepted, 202),
+    and return the call's answer."""
+    base = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=20) as http:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {"roots": {}}, "clientInfo": {"name": "t", "version": "0"}}}
+        response = await http.post(url, json=init, headers=base)
+        session = {**base, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_roots", "arguments": {}}}
+        async with http.stream("POST", url, headers=session, json=call) as stream:
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:") or not line[5:].strip():
+                    continue
+                message = json.loads(line[5:])
+                if message.get("method") == "roots/list":
+                    accepted = await http.post(url, content=body(message["id"]), headers=session)
+                    assert accepted.status_code == 202, (accepted.status_code, accepted.text)
+                elif message.get("id") == 2:
+                    return message
+    return None
+
+
 async def test_an_http_clients_malformed_answer_fails_the_question_at_once(tmp_path, start_daemon):
     """The same as over ``--stdio``, in a 2025-11-25 HTTP session: the client's POST of
     ``"result": null`` got the SDK's 400 and was dropped, and the server's question waited
@@ -404,29 +429,10 @@ async def test_an_http_clients_malformed_answer_fails_the_question_at_once(tmp_p
     which fails at once, saying what was wrong with the answer."""
     everything, _ = server_entry("everything.py", timeout=600)
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"ev": everything}))
-    url = daemon.url + "/mcp"
-    base = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     with trio.fail_after(30):  # the server's timeout is 600 s
-        async with httpx2.AsyncClient(timeout=20) as http:
-            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {"roots": {}}, "clientInfo": {"name": "t", "version": "0"}}}
-            response = await http.post(url, json=init, headers=base)
-            session = {**base, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-            await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
-            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_roots", "arguments": {}}}
-            answer = None
-            async with http.stream("POST", url, headers=session, json=call) as stream:
-                async for line in stream.aiter_lines():
-                    if not line.startswith("data:") or not line[5:].strip():
-                        continue
-                    message = json.loads(line[5:])
-                    if message.get("method") == "roots/list":
-                        malformed = {"jsonrpc": "2.0", "id": message["id"], "result": None}
-                        accepted = await http.post(url, json=malformed, headers=session)
-                        assert accepted.status_code == 202, (accepted.status_code, accepted.text)
-                    elif message.get("id") == 2:
-                        answer = message
-                        break
+        answer = await roots_answered_with(
+            daemon.url + "/mcp", lambda asked: json.dumps({"jsonrpc": "2.0", "id": asked, "result": None}).encode()
+        )
     said = json.dumps(answer)
     assert "the client's answer is not valid JSON-RPC: result: Input should be an object" in said, answer
 

@@ -14,7 +14,7 @@ import httpx2
 import trio
 
 from conftest import procs_with_marker, wait_until
-from test_daemon import ROOT, echo_pid, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
+from test_daemon import ROOT, echo_pid, roots_answered_with, server_entry, start_daemon, write_config  # noqa: F401 (a fixture)
 
 DEEP = 1200  # over json.loads's (and msgspec's) recursion limit
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -68,24 +68,11 @@ async def test_a_client_answer_nested_too_deep_fails_the_question_at_once(tmp_pa
     error answer to the question, which fails at once, saying why."""
     everything, _ = server_entry("everything.py", timeout=600)
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"ev": everything}))
-    url = daemon.url + "/mcp"
-    answer = None
-    with trio.fail_after(30):
-        async with httpx2.AsyncClient(timeout=20) as http:
-            session = await open_session(http, url, {"roots": {}})
-            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_roots", "arguments": {}}}
-            async with http.stream("POST", url, headers=session, json=call) as stream:
-                async for line in stream.aiter_lines():
-                    if not line.startswith("data:") or not line[5:].strip():
-                        continue
-                    message = json.loads(line[5:])
-                    if message.get("method") == "roots/list":
-                        deep = '{"jsonrpc":"2.0","id":' + json.dumps(message["id"]) + ',"result":' + nested(DEEP) + "}"
-                        accepted = await http.post(url, content=deep.encode(), headers=session)
-                        assert accepted.status_code == 202, (accepted.status_code, accepted.text)
-                    elif message.get("id") == 2:
-                        answer = message
-                        break
+    with trio.fail_after(30):  # the server's timeout is 600 s
+        answer = await roots_answered_with(
+            daemon.url + "/mcp",
+            lambda asked: ('{"jsonrpc":"2.0","id":' + json.dumps(asked) + ',"result":' + nested(DEEP) + "}").encode(),
+        )
     assert "the client's answer nests arrays and objects too deep" in json.dumps(answer), answer
     assert "Traceback" not in daemon.log.read_text()
 
