@@ -83,7 +83,15 @@ from protocol import (
 from ._deprecated import call_deprecated
 from ._events import publish
 from ._front import DECLINE, Front, current_front, describe_request, host_front
-from ._http_answers import NOT_ITS_ANSWER, HttpAnswerWatch, HttpRefusal, PostFailed, refusals
+from ._http_answers import (
+    NOT_ITS_ANSWER,
+    READ_MARGIN,
+    HttpAnswerWatch,
+    HttpRefusal,
+    PostFailed,
+    answer_due,
+    refusals,
+)
 from ._wire import unsendable
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._http_bound import PHRASE as OVER_LIMIT
@@ -569,7 +577,7 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
         # minutes of silence, or longer for a server whose calls may take longer (a call's
         # answer may come as one JSON body after all that silence); each call's own deadline
         # bounds it anyway.
-        read = max(MCP_DEFAULT_SSE_READ_TIMEOUT, spec.timeout + _READ_MARGIN)
+        read = max(MCP_DEFAULT_SSE_READ_TIMEOUT, spec.timeout + READ_MARGIN)
         timeout = httpx2.Timeout(spec.connect_timeout, read=read)
         async with http_factory(headers=dict(spec.headers) or None, timeout=timeout) as http:
             async with streamable_http_client(
@@ -579,8 +587,6 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
 
     return transport()
 
-
-_READ_MARGIN = 10.0  # s past a server's call timeout before a silent answer's read gives up
 
 
 def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
@@ -593,7 +599,7 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
     def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
         client = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
         hooks = client.event_hooks
-        hooks["request"] = [*hooks.get("request", []), lift_session_header, watch.pace_gets]
+        hooks["request"] = [*hooks.get("request", []), lift_session_header, watch.on_request]
         hooks["response"] = [bound_answers(max_message_bytes), *hooks.get("response", []), watch]
         client.event_hooks = hooks
         watch.watch_posts(client)
@@ -826,6 +832,7 @@ class _Connection:
         if self.over_http:
             refused = []
             listening = refusals.set(refused)
+            due = answer_due.set(call.deadline)
         calling = _calling.set(scope)
         try:
             result = None
@@ -908,6 +915,7 @@ class _Connection:
             _calling.reset(calling)
             if refused is not None:
                 refusals.reset(listening)
+                answer_due.reset(due)
             self.inflight.pop(scope, None)
             asked = self.asked.pop(scope, None)
             self._count()

@@ -124,6 +124,15 @@ refusals: contextvars.ContextVar[list[HttpRefusal | PostFailed] | None] = contex
     "refusals", default=None
 )
 
+#: The deadline (trio time) of the call whose messages are sent from this context: the read
+#: of its POST's answer waits until then (plus `READ_MARGIN`) when that is longer than the
+#: client's read timeout (`HttpAnswerWatch.on_request`). None: no call's.
+answer_due: contextvars.ContextVar[float | None] = contextvars.ContextVar("answer_due", default=None)
+
+#: Seconds past a call's deadline (or a server's call timeout) before the read of its
+#: silent answer gives up: the deadline itself ends the call first.
+READ_MARGIN: Final = 10.0
+
 
 class _Error(msgspec.Struct):
     code: Any = None
@@ -420,7 +429,7 @@ class _RetryBounded(httpx2.AsyncByteStream):
         return bytes(out)
 
 
-#: The least time between two GETs of one connection (`HttpAnswerWatch.pace_gets`).
+#: The least time between two GETs of one connection (`HttpAnswerWatch.on_request`).
 GET_SPACING: Final = 0.25
 #: The longest silence of the server's event stream (a GET) before it is opened again: the
 #: SDK's (``MCP_DEFAULT_SSE_READ_TIMEOUT``), not a POST's, which follows the server's timeout.
@@ -451,17 +460,32 @@ class HttpAnswerWatch:
         self.last_refusal: HttpRefusal | None = None  # whoever sent the message
         self._next_get = -math.inf
 
-    async def pace_gets(self, request: Any) -> None:
-        """httpx request hook: a GET (the server's event stream, opened again after it
-        ends) waits until `GET_SPACING` s after the one before. The SDK reopens that stream
-        after the wait the server's ``retry:`` field asks for, and a server that asks for
-        none (``retry: 0``) and ends the stream at once had the process open it some
-        thousand times a second, on the loop every server shares."""
+    async def on_request(self, request: Any) -> None:
+        """httpx request hook. A call's request POSTed over streamable HTTP (`answer_due`)
+        reads its answer until the call's deadline (plus `READ_MARGIN`) when that is past the
+        client's read timeout: an answer may come as one JSON body after all the call's
+        silence, and a call given a longer ``timeout=`` than its server's failed at the read
+        timeout instead (the transport lost, for a call still within its deadline).
+
+        A GET (the server's event stream, opened again after it ends) waits until
+        `GET_SPACING` s after the one before. The SDK reopens that stream after the wait the
+        server's ``retry:`` field asks for, and a server that asks for none (``retry: 0``)
+        and ends the stream at once had the process open it some thousand times a second, on
+        the loop every server shares. Its silence is bounded as the SDK bounds it (a dead
+        stream noticed within minutes, `GET_READ_TIMEOUT`), whatever longer read a server's
+        long calls gave its POSTs."""
+        timeout = request.extensions.get("timeout")
+        if request.method == "POST":
+            due = answer_due.get()
+            if due is not None and self.on_broken is None and isinstance(timeout, dict) and timeout.get("read"):
+                wait = due - trio.current_time() + READ_MARGIN
+                # Not a notification (the call's cancellation), whose acknowledgement is
+                # awaited for connect_timeout at most (`watch_posts`), as over SSE every POST's.
+                if wait > timeout["read"] and _request_id(request) is not msgspec.UNSET:
+                    request.extensions = {**request.extensions, "timeout": {**timeout, "read": wait}}
+            return
         if request.method != "GET":
             return
-        # Its silence is bounded as the SDK bounds it (a dead stream noticed within minutes),
-        # whatever longer read a server's long calls gave its POSTs.
-        timeout = request.extensions.get("timeout")
         if isinstance(timeout, dict) and (timeout.get("read") is None or timeout["read"] > GET_READ_TIMEOUT):
             request.extensions = {**request.extensions, "timeout": {**timeout, "read": GET_READ_TIMEOUT}}
         now = trio.current_time()

@@ -214,6 +214,32 @@ async def test_a_call_answered_after_more_silence_than_the_sdk_reads_is_not_cut_
             assert not result.is_error and "2.5" in text(result), result
 
 
+async def test_a_call_given_longer_than_its_server_s_timeout_is_read_until_its_own_deadline(monkeypatch):
+    """A call's own ``timeout=`` may be longer than its server's, and its POST's answer was
+    read only as long as the server's timeout allowed (plus a margin): a silent call within
+    its deadline failed at the read timeout, as a lost transport. Now each call's POST reads
+    until that call's deadline (plus the margin). The SDK's 300 s is scaled down to 1 s and
+    the 10 s margin to 0.5 s here, so the test takes seconds, not minutes."""
+    import mcp.shared._httpx_utils
+
+    import actors._connection
+    import actors._http_answers
+
+    monkeypatch.setattr(mcp.shared._httpx_utils, "MCP_DEFAULT_SSE_READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(actors._connection, "READ_MARGIN", 0.5)
+    monkeypatch.setattr(actors._http_answers, "READ_MARGIN", 0.5)
+    async with HttpEcho("--json-response") as server:
+        spec = ServerSpec(
+            name="slow", url=server.url(), transport="streamable-http", timeout=0.5,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("slow", timeout=20)
+            with trio.fail_after(30):
+                result = await sup.call_tool("sleep", {"seconds": 2.5}, server="slow", timeout=20)
+            assert not result.is_error and "2.5" in text(result), result
+
+
 async def test_the_event_stream_keeps_the_sdk_s_silence_bound_when_posts_wait_longer():
     """A server allowed calls longer than the SDK's 300 s of silence has its POSTs read for
     that long; its event stream (the GET) got the same read timeout, so a dead stream went
@@ -227,7 +253,7 @@ async def test_the_event_stream_keeps_the_sdk_s_silence_bound_when_posts_wait_lo
     timeout = httpx2.Timeout(30.0, read=3610.0).as_dict()
     get = httpx2.Request("GET", "http://127.0.0.1:1/mcp", extensions={"timeout": timeout})
     post = httpx2.Request("POST", "http://127.0.0.1:1/mcp", extensions={"timeout": timeout})
-    await watch.pace_gets(get)
-    await watch.pace_gets(post)
+    await watch.on_request(get)
+    await watch.on_request(post)
     assert get.extensions["timeout"]["read"] == GET_READ_TIMEOUT and get.extensions["timeout"]["connect"] == 30.0
     assert post.extensions["timeout"]["read"] == 3610.0
