@@ -108,6 +108,12 @@ class ServerSpec(ServerDefaults, frozen=True, kw_only=True, forbid_unknown_field
     categories: dict[str, str] = {}
     retry_safe_tools: list[str] = []
     enabled: bool = True
+    #: What the ``${VAR}`` references of this server's entry took from the environment,
+    #: variable name -> value (filled in by ``load_config``; not a config file key). Those
+    #: whose name says secret (``GITHUB_TOKEN``) are hidden in what the supervisor says,
+    #: wherever the reference stood (``supervisor._redact``). Who builds a spec by hand may
+    #: name a secret here that its place in the spec would not reveal.
+    from_environ: dict[str, str] = {}
 
     @property
     def kind(self) -> str:

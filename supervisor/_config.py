@@ -32,7 +32,10 @@ default when VAR is unset or empty) are expanded from ``environ`` in ``command``
 is a literal ``${``. A variable that is not set is an error naming it and the key, except in
 a server with ``enabled: false``, where the reference is kept as written. VS Code's own
 variables (``${workspaceFolder}``, ``${userHome}``, ``${config:...}``, ``${input:...}``) are
-filled in by VS Code from the editor; here an unset one is an error saying so.
+filled in by VS Code from the editor; here an unset one is an error saying so. What a
+server's references took from the environment is noted in its spec (`ServerSpec.from_environ`,
+variable name -> value; not a key of the file), for the runtime redactor
+(`supervisor._redact`) to hide those whose name says secret wherever they went.
 
 Precedence, lowest first -- the more specific setting wins, and at the same specificity the
 environment overrides the file:
@@ -137,7 +140,7 @@ _TRANSPORTS: Final = ("stdio", "sse", "streamable-http", "http")
 _STDIO_ONLY: Final = ("args", "env", "cwd")
 _REMOTE_ONLY: Final = ("headers",)
 _ENTRY_KEYS: Final = tuple(
-    sorted(({f.name for f in msgspec.structs.fields(ServerSpec)} - {"name"}) | {"type", "envFile"})
+    sorted(({f.name for f in msgspec.structs.fields(ServerSpec)} - {"name", "from_environ"}) | {"type", "envFile"})
 )
 _DEFAULTS_KEYS: Final = tuple(f.name for f in msgspec.structs.fields(ServerDefaults))
 _HINTS: Final[Mapping[tuple[type, str], str]] = {
@@ -528,12 +531,20 @@ def _check_limits(obj: msgspec.Struct, parts: list[str | int]) -> None:
 class Substitutions:
     """What ``${VAR}`` references took from the environment while a config was loaded
     (`load_config`'s ``substitutions``), for `redacted` to hide: ``values``, each value
-    taken, and ``shown``, each string a value went into mapped to that string as written
-    with the value as ``***``."""
+    taken, ``shown``, each string a value went into mapped to that string as written
+    with the value as ``***``, and ``by_name``, variable name -> the value taken."""
 
     def __init__(self) -> None:
         self.values: set[str] = set()
         self.shown: dict[str, str] = {}
+        self.by_name: dict[str, str] = {}
+
+    def add(self, other: Substitutions) -> None:
+        """Also know what ``other`` saw (where both saw a string, the first told wins)."""
+        self.values |= other.values
+        for expanded, shown in other.shown.items():
+            self.shown.setdefault(expanded, shown)
+        self.by_name.update(other.by_name)
 
     def hide(self, text: str) -> str:
         """``text`` with what came from the environment as ``***``: a string a value went
@@ -580,16 +591,18 @@ def _expand(
     def replace(match: re.Match[str]) -> str:
         nonlocal start
         value, from_environ = resolve(match)
-        shown.append(text[start : match.start()] + (REDACTED if from_environ else value))
+        shown.append(text[start : match.start()] + (REDACTED if from_environ is not None else value))
         start = match.end()
-        if from_environ and seen is not None:
+        if from_environ is not None and seen is not None:
             seen.values.add(value)
+            seen.by_name[from_environ] = value
         return value
 
-    def resolve(match: re.Match[str]) -> tuple[str, bool]:
+    def resolve(match: re.Match[str]) -> tuple[str, str | None]:
+        """The value, and the variable's name when it came from ``environ``."""
         whole = match.group(0)
         if whole == "$${":
-            return "${", False
+            return "${", None
         body = match.group(1)
         if body is None:
             raise _problem(parts, "unterminated or nested '${' (write '$${' for a literal '${')")
@@ -604,13 +617,13 @@ def _expand(
         name, default = reference.group(1), reference.group(2)
         value = environ.get(name)
         if value:
-            return value, True
+            return value, name
         if default is not None:
-            return default, False
+            return default, None
         if value is not None:
-            return value, False
+            return value, None
         if not strict:
-            return whole, False
+            return whole, None
         if name in _VSCODE_VARIABLES and not body.startswith("env:"):
             raise _problem(parts, f"{whole!r} is a VS Code variable, which VS Code fills in and the supervisor cannot "
                                   f"know; write the path itself (cwd and envFile may be relative to the config "
@@ -894,7 +907,10 @@ def _build_server(
     if not isinstance(raw.get("enabled", True), bool):  # before the variables it decides about
         raise _problem([*parts, "enabled"], f"expected true or false, got {_words(type(raw['enabled']).__name__)}")
     strict = raw.get("enabled", True) is not False
-    _expand_entry(raw, parts, environ, strict, seen)
+    taken = Substitutions()  # this entry's, for its spec's ``from_environ``
+    _expand_entry(raw, parts, environ, strict, taken)
+    if seen is not None:
+        seen.add(taken)
     if "envFile" in raw:
         raw["env"] = _with_env_file(raw, [*parts, "envFile"], base_dir, read=strict)
     if env_keys is not None:
@@ -965,7 +981,7 @@ def _build_server(
         except ValueError as exc:
             raise _problem([*parts, "categories", tool], str(exc)) from None
     _check_limits(spec, parts)
-    return spec
+    return msgspec.structs.replace(spec, from_environ=taken.by_name) if taken.by_name else spec
 
 
 # -- the supervisor section -------------------------------------------------------------------
@@ -1198,6 +1214,7 @@ def redacted(config: Config, substitutions: Substitutions | None = None) -> dict
     if settings.get("auth_token") is not None:
         settings["auth_token"] = REDACTED
     for server in data["servers"]:
+        del server["from_environ"]  # the loader's note of what ``${VAR}`` took, not the file's
         server["env"] = {key: REDACTED for key in server["env"]}
         server["headers"] = {key: REDACTED for key in server["headers"]}
         server["args"] = _redact_args(server["args"])

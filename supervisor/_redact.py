@@ -15,7 +15,13 @@ a URL's query value whose name says it is secret (``DB_PASS``, ``OPENAI_API_KEY`
 after an auth scheme (``Bearer x``: ``x``); a URL's userinfo password (of ``url``, of a URL
 in ``args``, ``env`` or ``headers``); the value of a secret-looking argument (``--token x``,
 ``--api-key=x``) and of a secret-looking header line in ``args`` (``Authorization: Bearer
-x``). A value a server's name holds is never hidden (the name would be, everywhere).
+x``). And a value a ``${VAR}`` reference took from the environment when VAR's name says
+it is secret (``${GITHUB_TOKEN}``, ``${OPENAI_API_KEY}``, ``${DB_PASS}``: `_SECRET_NAME`),
+wherever the reference stood: an argument (``["serve", "${GITHUB_TOKEN}"]``), a URL's path,
+inside an ``env`` value under an innocuous name (``CONFIG=token=${OPENAI_API_KEY}``).
+`load_config` notes those in the spec (`ServerSpec.from_environ`), so a reload's new specs
+bring their values along (the old ones retired as any). A value a server's name holds is
+never hidden (the name would be, everywhere).
 
 Guarantees:
 
@@ -30,8 +36,11 @@ Guarantees:
 
 Not covered: a secret under a name that does not say so (``?k=...``, ``MY_VAR``), a
 secret written elsewhere in a spec (a URL's path, an argument that does not look secret),
-a value a ``${VAR}`` brought in elsewhere, a tool's own result, and text a secret was
-transformed into (base64, percent-encoding beyond the URL's own query).
+a value a ``${VAR}`` whose name says nothing of a secret brought in elsewhere (``${HOME}``,
+``${PORT}``, ``${MY_VAR}``: hidden everywhere, a path or a number would be blanked out of
+every message), a ``${VAR:-default}``'s default (written in the file, not taken from the
+environment), a spec built by hand without its ``from_environ``, a tool's own result, and
+text a secret was transformed into (base64, percent-encoding beyond the URL's own query).
 """
 
 from __future__ import annotations
@@ -135,7 +144,8 @@ def _arg_secrets(args: list[str]) -> Iterable[str]:
 
 
 def spec_secrets(spec: ServerSpec) -> set[str]:
-    """Every secret of ``spec`` `MIN_SECRET` characters long or more."""
+    """Every secret of ``spec`` `MIN_SECRET` characters long or more (with those its
+    ``from_environ`` names: see the module docstring)."""
     found: list[str] = []
     for name, value in spec.env.items():
         if _SECRET_NAME.search(name):
@@ -150,6 +160,11 @@ def spec_secrets(spec: ServerSpec) -> set[str]:
     if spec.url is not None:
         found.extend(_url_secrets(spec.url))
     found.extend(_arg_secrets(list(spec.args)))
+    for name, value in spec.from_environ.items():  # what ``${VAR}`` took, wherever it went
+        if _SECRET_NAME.search(name):
+            found.extend(_value_secrets(value, header=False))
+        elif _URL_ARG.fullmatch(value.strip()):
+            found.extend(_url_secrets(value))
     return {value for value in found if len(value) >= MIN_SECRET}
 
 
