@@ -84,6 +84,8 @@ LIVE_KEYS: Final = frozenset({
     "timeout", "retry", "retry_safe_tools", "trust_annotations", "max_concurrency", "max_queue",
     "hang_threshold", "garbage_threshold", "connect_timeout", "namespace", "categories", "breaker",
     "health_check_interval", "health_check_timeout", "tools_ttl", "restart", "shutdown_timeout", "backoff",
+    # Which variables the values came from: new values change what they went into anyway.
+    "from_environ",
 })
 
 

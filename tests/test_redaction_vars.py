@@ -20,7 +20,7 @@ import httpx2
 import msgspec
 import trio
 
-from conftest import FAST_BACKOFF, collect, wait_until
+from conftest import FAST_BACKOFF, SERVERS, collect, wait_until
 from supervisor import Supervisor
 from supervisor._config import Substitutions, load_config, redacted
 from supervisor._redact import Redactor
@@ -116,6 +116,24 @@ async def test_a_server_printing_a_substituted_secret_shows_it_nowhere_and_a_rel
         assert sup.redact(f"{GITHUB_TOKEN} {new_token} {HOME}") == f"*** *** {HOME}"  # the old one retired, kept
         assert new_token not in msgspec.json.encode(events).decode()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_value_renamed_to_a_secret_variable_is_hidden_without_a_restart(tmp_path: Path) -> None:
+    """Where the values came from is no reason to restart a server: ``${A}`` renamed to
+    ``${B_TOKEN}`` (the same value) updates the running server in place, which hides the
+    value from then on."""
+    value = "plain-then-secret-0005"
+    entry = {"command": sys.executable, "args": [str(SERVERS / "echo.py")], "env": {"LABEL": "${LABEL}"}}
+    config_path = _write(tmp_path / "c.json", {"echo": entry})
+    async with Supervisor(load_config(config_path, environ={"LABEL": value}).servers) as sup:
+        await sup.wait_connected("echo", timeout=20)
+        incarnation = sup.link("echo").conn
+        assert sup.redact(value) == value
+        _write(config_path, {"echo": {**entry, "env": {"LABEL": "${LABEL_TOKEN}"}}})
+        reloaded = load_config(config_path, environ={"LABEL_TOKEN": value})
+        assert (await sup.reconcile(reloaded.servers))["updated"] == ["echo"]
+        assert sup.link("echo").conn is incarnation, "the server was restarted"
+        assert sup.redact(f"label {value}") == "label ***"
 
 
 async def test_the_daemon_shows_no_substituted_secret_after_start_or_reload(tmp_path: Path, monkeypatch) -> None:
