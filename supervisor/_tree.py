@@ -23,6 +23,9 @@ Guarantees:
   supervisor still gives every child its shutdown window, in reverse start order; with
   ``concurrent_starts``, children stop as they start, all at once, and ``remove_child``
   drains its child beside the loop, which goes on restarting and starting the others.
+- A ``KeyboardInterrupt`` or ``SystemExit`` out of a child (alone or in a group of its
+  own tasks' exceptions: Python lands a Ctrl-C in whichever task runs) is no crash: it
+  propagates out of the tree, to the host, and the child is not restarted.
 - Every transition is published as an ``Event`` and logged.
 """
 
@@ -456,7 +459,11 @@ class TreeSupervisor:
         try:
             with child.scope:
                 await child.spec.start(task_status=_TaskStatus(self, child, incarnation))
-        except (Exception, BaseExceptionGroup) as exc:
+        except BaseExceptionGroup as exc:
+            if exc.subgroup((KeyboardInterrupt, SystemExit)) is not None:
+                raise  # a Ctrl-C that landed in a child's own task: the host's, not a crash
+            reason = exc
+        except Exception as exc:
             reason = exc
         finally:
             stopped = child.stopping

@@ -632,3 +632,33 @@ async def test_a_restart_asked_while_the_child_is_being_removed_is_refused_not_l
         await trio.sleep(20)
         assert "remove" in answers and sup.child_ids() == []
         sup.stop()
+
+
+async def test_a_keyboard_interrupt_in_a_child_ends_the_tree_and_is_no_crash_to_restart(autojump_clock):
+    """Python lands a Ctrl-C in whichever task runs when it comes: one of a child's own
+    tasks (a connection's reader, say), whose nursery wraps it in a group. The tree took
+    that group for a crash, restarted the child and went on, so the Ctrl-C never reached
+    the host. It now propagates (as `SystemExit` does), and the child is not restarted."""
+    starts = 0
+
+    async def start(*, task_status):
+        nonlocal starts
+        starts += 1
+
+        async def ctrl_c_lands_here():
+            await trio.sleep(1)
+            raise KeyboardInterrupt
+
+        async with trio.open_nursery() as own:
+            task_status.started(None)
+            own.start_soon(ctrl_c_lands_here)
+            await trio.sleep_forever()
+
+    sup = TreeSupervisor("sup", [ChildSpec(id="child", start=start, restart=Restart.PERMANENT, backoff=NO_JITTER)])
+    with pytest.raises(BaseExceptionGroup) as raised:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await trio.sleep(100)  # far past any backoff
+            nursery.cancel_scope.cancel()
+    assert raised.group_contains(KeyboardInterrupt, depth=None)
+    assert starts == 1
