@@ -679,8 +679,10 @@ class EmbeddedSupervisor:
         policy, categories, ...: same process, nothing disturbed) and replaced otherwise
         (``Supervisor.replace_server``: their tools stay listed and new calls wait for the
         new incarnation instead of failing), new ones start, and unchanged ones are not
-        touched (their calls in flight go on). A ``Config`` (or path) also brings its
-        toolsets, which then replace those given at ``embed``. The new list is checked
+        touched (their calls in flight go on). A ``Config`` (or path) that names toolsets
+        brings them, and they replace those in use (given at ``embed`` or by an earlier
+        reload); one that names none keeps those in use, as ``embed`` does (to drop them:
+        ``run_in_trio(lambda sup: sup.set_toolsets({}))``). The new list is checked
         (duplicate names, toolsets) before anything changes. Reloads are serialized.
         Returns ``{"added", "removed", "updated", "replaced", "unchanged", "failed"}``
         (server names), as the daemon's reload does: a server whose change raised (another
@@ -688,7 +690,8 @@ class EmbeddedSupervisor:
         error logged, and the other servers' changes go on.
         """
         wanted, config = _servers_of(servers_or_config)
-        toolsets = dict(config.settings.toolsets) if config is not None else None
+        # As at embed: a config naming no toolsets leaves those in use (embed's toolsets=).
+        toolsets = dict(config.settings.toolsets) if config is not None and config.settings.toolsets else None
         if toolsets is not None:
             check_toolsets(toolsets)
         names = [s.name for s in wanted]
