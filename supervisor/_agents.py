@@ -29,6 +29,11 @@ Guarantees:
   Such failures never raise, so they never abort an agent run: the model reads them.
   Cancellation still propagates (and cancels the call on the server).
 - A server that is down fails only its own tools' calls; the other servers' tools work.
+- An adapter whose scope a reload took away (its ``server=`` removed, its ``toolset=`` no
+  longer known) lists no tools, with a warning logged once each time its scope goes (and a
+  note when it is back), and its calls come back as ``UnknownTool`` failures: an agent
+  holding it still runs, with its other adapters' tools. ``connect`` is strict: it raises
+  for such a scope, so a misspelt name is caught there.
 - The session id (``session_id=``, the copilot's ``X-Session-Id``) travels in every request's
   ``_meta`` under ``session_meta_key`` on the shared connection: no connection per session.
   A per-call ``meta`` (the SDK's ``tool_meta_resolver``, say) is merged over it.
@@ -60,6 +65,7 @@ import inspect
 import logging
 import re
 import sys
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +77,7 @@ from mcp import MCPError
 
 from actors._registry import NAMESPACE_SEPARATOR
 from actors._wire import unsendable
-from protocol import INVALID_PARAMS, Failure, ToolResult, ToolSpec
+from protocol import INVALID_PARAMS, Failure, ToolResult, ToolSpec, UnknownTool
 
 from ._embed import EmbeddedSupervisor, _call_maybe_async
 from ._facade import Supervisor
@@ -148,6 +154,35 @@ def failure_result(tool_name: str, error: Failure | MCPError) -> mcp_types.CallT
     )
 
 
+#: Per supervisor, each adapter scope found gone (`_note_scope`), with the reason logged.
+_gone_scopes: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def _note_scope(supervisor: Any, scope: tuple[str | None, ...], gone: Exception | None) -> None:
+    """Log a scope found gone once per change, for every adapter of ``supervisor`` on that
+    scope together (adapters are made per request: a warning per listing would flood)."""
+    noted = _gone_scopes.setdefault(supervisor, {})
+    if gone is None:
+        if noted.pop(scope, None) is not None:
+            log.info("adapter scope %s is back: its tools are listed again", _describe(scope))
+        return
+    reason = str(gone)
+    if noted.get(scope) != reason:
+        noted[scope] = reason
+        log.warning(
+            "adapter scope %s names nothing the supervisor has now (%s): it lists no tools, and its "
+            "calls fail with UnknownTool, until a reload brings it back",
+            _describe(scope),
+            reason,
+        )
+
+
+def _describe(scope: tuple[str | None, ...]) -> str:
+    """``server='a'``, ``toolset='mine' category='search'``: an adapter's scope, as given."""
+    named = zip(("server", "toolset", "category"), scope, strict=True)
+    return " ".join(f"{key}={value!r}" for key, value in named if value is not None)
+
+
 class SupervisedMCPServer(MCPServer):
     """An ``agents.mcp.MCPServer`` over supervised servers. See the module docstring.
 
@@ -219,8 +254,10 @@ class SupervisedMCPServer(MCPServer):
     async def connect(self) -> None:
         """Check the supervisor is reachable and warm ``cached_tools``; opens nothing.
         Raises ``SupervisorClosed`` once an embedded supervisor is closed, ``UnknownTool``
-        for a ``server=`` not supervised."""
-        await self._refresh()
+        for a ``server=`` not supervised, ``ValueError`` for an unknown ``toolset=``."""
+        _, _, gone = await self._refresh()
+        if gone is not None:
+            raise gone
 
     async def cleanup(self) -> None:
         """Nothing to release: the supervisor, not the adapter, owns the connections."""
@@ -241,18 +278,24 @@ class SupervisedMCPServer(MCPServer):
     ) -> list[mcp_types.Tool]:
         """The scope's tools as the registry exposes them now (a server that is down keeps
         its tools listed: calling one gives a readable failure), those ``tool_filter`` keeps.
-        ``cached_tools`` is all of them, as on the SDK's own servers. Raises the SDK's
-        ``UserError`` for a callable ``tool_filter`` without ``run_context`` and ``agent``."""
-        own, modeled = await self._refresh()
+        ``cached_tools`` is all of them, as on the SDK's own servers. No tools when the scope
+        is gone (a reload removed its server or toolset): a warning says so, once. Raises the
+        SDK's ``UserError`` for a callable ``tool_filter`` without ``run_context`` and ``agent``."""
+        own, modeled, _ = await self._refresh()
         # This listing's own lists: another run of this adapter may refresh it while the
         # filter is awaited, and the verdicts are for these tools.
         kept = await self._kept(own, run_context, agent)
         return [tool for tool, keep in zip(modeled, kept, strict=True) if keep]
 
-    async def _refresh(self) -> tuple[list[mcp_types.Tool], list[mcp_types.Tool]]:
+    async def _refresh(
+        self,
+    ) -> tuple[list[mcp_types.Tool], list[mcp_types.Tool], UnknownTool | ValueError | None]:
         """Read the scope's tools: ``cached_tools`` (under the names the model sees) and the
-        stand-ins' map are set; returns them under their own names and as ``cached_tools``."""
-        specs: list[ToolSpec] = await self._run(_list_tools_in_trio, self.server, self.toolset, self.category)
+        stand-ins' map are set; returns them under their own names, as ``cached_tools``, and
+        why the scope names nothing the supervisor has now (then there are no tools; logged
+        once per scope each time it goes, by `_note_scope`) or None."""
+        specs, gone = await self._run(_list_tools_in_trio, self.server, self.toolset, self.category)
+        _note_scope(self.supervisor, self._scope(), gone)
         own = [mcp_types.Tool.model_validate(spec.to_dict()) for spec in specs]
         self._exposed = _model_names([tool.name for tool in own])
         modeled = {name: safe for safe, name in self._exposed.items()}
@@ -260,7 +303,7 @@ class SupervisedMCPServer(MCPServer):
             tool if modeled[tool.name] == tool.name else tool.model_copy(update={"name": modeled[tool.name]})
             for tool in own
         ]
-        return own, self._tools
+        return own, self._tools, gone
 
     async def _kept(
         self, tools: list[mcp_types.Tool], run_context: RunContextWrapper[Any] | None, agent: AgentBase | None
@@ -313,10 +356,13 @@ class SupervisedMCPServer(MCPServer):
         meta: dict[str, Any] | None = None,
     ) -> mcp_types.CallToolResult:
         """Call ``tool_name`` through the supervisor. Typed failures come back as results
-        (``is_error=True``, the seed's shape), never as exceptions."""
+        (``is_error=True``, the seed's shape), never as exceptions; so does a scope a reload
+        took away (``UnknownTool``)."""
         try:
             if tool_name not in self._exposed:
-                await self._refresh()  # a stand-in this adapter has not listed yet, say
+                _, _, gone = await self._refresh()  # a stand-in this adapter has not listed yet, say
+                if gone is not None:
+                    raise gone if isinstance(gone, Failure) else UnknownTool(str(gone), tool=tool_name)
             return await self._run(
                 _call_tool_in_trio,
                 self.server,
@@ -398,11 +444,22 @@ class _TrioAsyncioBridge:
 # -- the trio side (each takes the trio Supervisor first) -----------------------------------
 
 
-def _list_tools_in_trio(sup: Supervisor, server: str | None, toolset: str | None, category: str | None) -> list[ToolSpec]:
-    if server is not None:
-        sup.handle(server)  # an unknown server is refused by name (UnknownTool), not listed as no tools
+def _list_tools_in_trio(
+    sup: Supervisor, server: str | None, toolset: str | None, category: str | None
+) -> tuple[list[ToolSpec], UnknownTool | ValueError | None]:
+    """The scope's tools, and None; or no tools and why the scope names nothing the
+    supervisor has now: ``UnknownTool`` for a server it does not run, ``ValueError`` for
+    a toolset it does not know (an unknown category is a typo, never a reload's doing: it
+    raises)."""
+    try:
+        if server is not None:
+            sup.handle(server)
+        if toolset is not None:
+            sup.registry.view.categories_of(toolset)
+    except (UnknownTool, ValueError) as gone:
+        return [], gone
     specs = sup.list_tools(toolset=toolset, category=category)
-    return specs if server is None else [s for s in specs if s.server == server]
+    return (specs if server is None else [s for s in specs if s.server == server]), None
 
 
 async def _call_tool_in_trio(

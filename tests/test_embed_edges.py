@@ -12,16 +12,20 @@ from typing import Any
 
 import pytest
 
+from protocol import UnknownTool
 from supervisor import SupervisedMCPServer, embed
 
 from conftest import marker_of, procs_with_marker, server_spec
-from test_embed import run_asyncio, text_of
+from test_embed import run_agent, run_asyncio, seed_failure, text_of
 
 
 def config_file(path: Any, *specs: Any, **settings: Any) -> Any:
     """A config file running ``specs`` (with their categories), and ``supervisor`` settings."""
     servers = {
-        s.name: {"command": s.command, "args": s.args, "env": s.env, "categories": dict(s.categories or {})}
+        s.name: {
+            "command": s.command, "args": s.args, "env": s.env, "namespace": s.namespace,
+            "categories": dict(s.categories or {}),
+        }
         for s in specs
     }
     path.write_text(json.dumps({"mcpServers": servers, **({"supervisor": settings} if settings else {})}))
@@ -56,3 +60,62 @@ def test_a_reload_from_a_config_naming_no_toolsets_keeps_those_given_at_embed(tm
         assert procs_with_marker(marker_of(echo)) == []
 
     run_asyncio(main, timeout=60)
+
+
+# -- an adapter whose scope a reload took away --------------------------------------------------
+
+
+def test_an_adapter_whose_server_or_toolset_a_reload_removed_leaves_the_agent_run_going(tmp_path, caplog):
+    """An agent holds per-server adapters and a toolset adapter; a reload removes one server
+    and the toolset. The SDK lists every adapter's tools before the model's first turn, and
+    the removed scopes' ``list_tools`` raised (``UnknownTool``, ``ValueError``): every later
+    run of the agent failed, the remaining server's tools lost too. Now those adapters list
+    no tools (a warning once per scope, not per listing), their calls are readable
+    failures, ``connect`` still refuses them, and a reload that brings them back lists
+    their tools again."""
+    a = server_spec("a", "echo.py", namespace="prefix")
+    b = server_spec("b", "echo.py", namespace="prefix")
+    c = server_spec("c", "echo.py", namespace="prefix", categories={"echo": "analysis"})
+    without_a = config_file(tmp_path / "without_a.json", b, c, toolsets={"theirs": ["analysis"]})
+    with_a = config_file(tmp_path / "with_a.json", a, b, c, toolsets={"mine": ["analysis"]})
+
+    async def main() -> None:
+        async with embed([a, b, c], toolsets={"mine": ["analysis"]}) as sup:
+            adapters = [
+                SupervisedMCPServer(sup, server="a"),
+                SupervisedMCPServer(sup, server="b"),
+                SupervisedMCPServer(sup, toolset="mine"),
+            ]
+            outputs, model = await run_agent(adapters, [("b__echo", {"text": "before"}), ("c__echo", {"text": "c"})])
+            assert outputs == ["before", "c"] and "a__echo" in model.tools_seen
+
+            diff = await sup.reload(without_a)
+            assert diff["removed"] == ["a"]
+            with caplog.at_level("WARNING", logger="supervisor.agents"):
+                for turn in ("after", "again"):  # a later run still works, and warns no more
+                    outputs, model = await run_agent(adapters, [("b__echo", {"text": turn})])
+                    assert outputs == [turn]
+                    assert "b__echo" in model.tools_seen and not any(n.startswith(("a__", "c__")) for n in model.tools_seen)
+            warnings = [r.getMessage() for r in caplog.records if r.name == "supervisor.agents"]
+            assert len(warnings) == 2, warnings
+            assert any("server='a'" in w for w in warnings) and any("toolset='mine'" in w for w in warnings)
+
+            # a fresh adapter (one per request) on a scope that went: failures, never raised
+            on_a, on_mine = SupervisedMCPServer(sup, server="a"), SupervisedMCPServer(sup, toolset="mine")
+            assert await on_a.list_tools() == [] and await on_mine.list_tools() == []
+            assert "no server named 'a'" in seed_failure(await on_a.call_tool("a__echo", {"text": "x"})).error
+            unknown_toolset = seed_failure(await on_mine.call_tool("c__echo", {"text": "x"})).error
+            assert unknown_toolset.startswith("UnknownTool:") and "unknown toolset 'mine'" in unknown_toolset
+            with pytest.raises(UnknownTool, match="no server named 'a'"):
+                await on_a.connect()  # strict: a misspelt scope is caught there
+            with pytest.raises(ValueError, match="unknown toolset 'mine'"):
+                await on_mine.connect()
+
+            await sup.reload(with_a)  # back: listed again, and the next loss is warned again
+            outputs, model = await run_agent(adapters, [("a__echo", {"text": "back"}), ("c__echo", {"text": "c"})])
+            assert outputs == ["back", "c"]
+        for spec in (a, b, c):
+            assert procs_with_marker(marker_of(spec)) == []
+
+    run_asyncio(main, timeout=120)
+
