@@ -19,11 +19,22 @@
   "id": 7, "result": [[[...``) is taken as an error answer to it, as any other answer the
   daemon cannot read. (Any body over the SDK's own parser's limit, ~200 levels, is a 400
   parse error from the SDK: a request never reaches a server so nested.)
+- A body whose JSON is no object (a batch ``[...]``, ``[]``, ``null``, a number) is
+  refused with a 400 and the ``--stdio`` front's Invalid Request (-32600), from the same
+  code (`actors._stdio`): the SDK answered it -32602 with pydantic's 1.7 KB dump of four
+  validation errors. The daemon follows MCP 2025-06-18 and later, which removed JSON-RPC
+  batching (2025-03-26 had it; the SDK never served it): a batch runs nothing, and, as on
+  the stdio front, each request in it gets its own error carrying its id ("the request is
+  part of a batch (a JSON array): MCP takes one message at a time"), so every call is
+  answered. Over HTTP those errors come in one body, a JSON array, as JSON-RPC 2.0 answers
+  a batch. A batch with no request in it, or JSON of another shape, gets one error whose
+  id is null.
 
 The body was already read whole by the SDK's ``RequestBodyLimitMiddleware`` (one
 ``http.request`` message, replayed here as it came, or mended); only a body in which an
 ``"id"`` is followed by no string or integer, or one with no ``"method"`` (an answer), is
-parsed again, so a request as clients send it costs a scan of its bytes.
+parsed again, nor one that does not begin with ``{`` (no object), so a request as
+clients send it costs a scan of its bytes.
 """
 
 from __future__ import annotations
@@ -34,9 +45,14 @@ from typing import Any, Final
 
 from mcp import types as mcp_types
 
-from actors._stdio import answer_as_error, top_level_keys, unusable_id
+from actors._stdio import MalformedRequest, answer_as_error, top_level_keys, unusable_id
 
-from ._asgi import refuse_unread
+# The --stdio front's own reading of a client's line: what it refuses a batch, or JSON
+# that is no object, with (kept in one place, so that both fronts say the same).
+from actors._stdio import _answerable as _stdio_answerable
+from actors._stdio import _parse as _stdio_parse
+
+from ._asgi import refuse_unread, respond
 
 __all__ = ["screen_client_body"]
 
@@ -61,6 +77,11 @@ async def screen_client_body(receive: Any, send: Any) -> Any:
     body = message.get("body", b"") if message["type"] == "http.request" else b""
     if body and not message.get("more_body"):
         try:
+            if body.lstrip()[:1] != b"{":
+                refused = _not_an_object(body)
+                if refused is not None:
+                    await _refuse(send, refused)
+                    return None
             if _SUSPECT.search(body) is not None:
                 try:
                     why = _judged(body, unusable_id)
@@ -89,6 +110,33 @@ async def screen_client_body(receive: Any, send: Any) -> Any:
         return await receive()
 
     return replay
+
+
+def _not_an_object(body: bytes) -> list[MalformedRequest] | MalformedRequest | None:
+    """The refusal, as the ``--stdio`` front gives it, of ``body`` when it is JSON but no
+    object: each request of a batch (with its id), or one refusal with id null (an empty
+    batch, one with no request in it, ``null``, a number). None for a body that is not
+    JSON (the SDK says so: a parse error). Raises `_TooDeep` for one nested too deep."""
+    try:
+        data = _judged(body, lambda data: data)
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        return None
+    refused = _stdio_answerable(body, _stdio_parse(body, mend=False))
+    if isinstance(refused, MalformedRequest) or (isinstance(refused, list) and refused):
+        return refused
+    return None
+
+
+async def _refuse(send: Any, refused: list[MalformedRequest] | MalformedRequest) -> None:
+    """A 400 with the JSON-RPC error of ``refused``, or, for a batch, the array of the
+    errors of its requests (JSON-RPC 2.0's answer to a batch)."""
+    errors = [
+        {"jsonrpc": "2.0", "id": request.id, "error": {"code": request.code, "message": request.reason}}
+        for request in (refused if isinstance(refused, list) else [refused])
+    ]
+    await respond(send, 400, json.dumps(errors if isinstance(refused, list) else errors[0]).encode() + b"\n")
 
 
 def _judged(body: bytes, judge: Any) -> Any:
