@@ -7,6 +7,8 @@ manager, see ``_http``) and stdio (`Gateway.serve_stdio`).
 What it serves:
 
 - ``tools/list``: the registry's view (``Supervisor.list_tools()``), namespaced per config.
+  Each list is answered in one page, with no ``nextCursor``; one asked with a cursor is
+  refused -32602 (invalid cursor: none is one the gateway gave).
 - ``tools/call``: routed through ``Supervisor.call_tool`` (breaker, retry, connection actor,
   metrics). Progress from upstream is forwarded to the calling client against the progress
   token of *its* request; the client cancelling its request cancels the upstream call (the
@@ -197,6 +199,21 @@ def _check_sendable(params: Any) -> None:
         raise MCPError(code=types.INVALID_PARAMS, message=f"the request cannot be sent upstream as JSON: {why}")
 
 
+def _check_no_cursor(params: types.PaginatedRequestParams | None, method: str) -> None:
+    """INVALID_PARAMS for a ``method`` (``tools/list``, ...) asked with a ``cursor``: the
+    gateway answers each list in one page and gives no ``nextCursor``, so no cursor is one
+    it gave, and the spec answers an invalid cursor -32602. (The full list again instead
+    read as a page "after" the cursor: a client that pages would take it twice over.) An
+    empty cursor stands for none, as a client that pages until a falsy cursor reads it."""
+    cursor = None if params is None else params.cursor
+    if cursor:
+        shown = cursor if len(cursor) <= 40 else cursor[:40] + "..."
+        raise MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"invalid cursor {shown!r}: {method} is answered in one page and gives no cursor; ask without one",
+        )
+
+
 def _as_mcp_error(failure: Failure) -> MCPError:
     error = failure.to_error()
     return MCPError(code=error.code, message=error.message, data=error.data)
@@ -325,6 +342,7 @@ class Gateway:
 
     async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         self._seen(ctx)
+        _check_no_cursor(params, "tools/list")
         tools = [types.Tool.model_validate(spec.to_dict()) for spec in self.sup.list_tools()]
         return types.ListToolsResult(tools=tools)
 
@@ -487,6 +505,7 @@ class Gateway:
 
     async def _list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
         self._seen(ctx)
+        _check_no_cursor(params, "prompts/list")
         prompts = []
         seen: set[str] = set()
         for server, link in self._links():
@@ -508,11 +527,13 @@ class Gateway:
 
     async def _list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
         self._seen(ctx)
+        _check_no_cursor(params, "resources/list")
         listed = self._first_of_each(lambda link: link.resources, lambda r: str(r.uri), "resource")
         return types.ListResourcesResult(resources=listed)
 
     async def _list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
         self._seen(ctx)
+        _check_no_cursor(params, "resources/templates/list")
         listed = self._first_of_each(lambda link: link.resource_templates, lambda t: t.uri_template, "resource template")
         return types.ListResourceTemplatesResult(resource_templates=listed)
 

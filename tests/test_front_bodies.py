@@ -1,6 +1,6 @@
 """What the daemon's HTTP front answers a body that is no single JSON-RPC message (a batch,
-``null``). A real daemon over real HTTP on 127.0.0.1 (`test_daemon.Daemon`), every wait
-with a deadline."""
+``null``), and a request for a list the gateway cannot answer as asked. A real daemon
+over real HTTP on 127.0.0.1 (`test_daemon.Daemon`), every wait with a deadline."""
 
 from __future__ import annotations
 
@@ -93,3 +93,33 @@ async def test_a_body_that_is_no_object_gets_the_stdio_fronts_invalid_request(tm
     assert notes.read_text() == "write_note alone\n"  # the batched one never ran
     assert "Traceback" not in daemon.log.read_text()
 
+
+async def test_a_list_asked_with_a_cursor_is_refused_invalid_params(tmp_path, start_daemon):
+    """``tools/list``, ``prompts/list``, ``resources/list`` and ``resources/templates/list``
+    asked with ``params.cursor: "bogus"`` answered the whole list, as if the cursor had been
+    one the gateway gave: it gives none (each list is one page), so a client paging on such
+    a cursor took the list twice over. Now a cursor is refused -32602 (the spec's answer to
+    an invalid cursor), saying why; asked without one (no params, ``cursor: null``, or an
+    empty cursor, which a client paging until a falsy cursor reads as none) each list is
+    answered whole, with no ``nextCursor``."""
+    everything, _ = server_entry("everything.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"ev": everything}))
+    url = daemon.url + "/mcp"
+    lists = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
+             "resources/templates/list": "resourceTemplates"}
+    with trio.fail_after(90):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, url)
+            for number, (method, field) in enumerate(lists.items()):
+                for cursor in ("bogus", "0", "x" * 100):
+                    request = {"jsonrpc": "2.0", "id": number, "method": method, "params": {"cursor": cursor}}
+                    error = answer_of(await http.post(url, json=request, headers=session)).get("error")
+                    assert error is not None and error["code"] == -32602, (method, cursor, error)
+                    shown = cursor if len(cursor) <= 40 else cursor[:40] + "..."  # a long one cut short
+                    assert error["message"].startswith(f"invalid cursor {shown!r}: "), (method, error)
+                    assert f"{method} is answered in one page" in error["message"], (method, error)
+                for params in (None, {}, {"cursor": None}, {"cursor": ""}):
+                    request = {"jsonrpc": "2.0", "id": number, "method": method, **({} if params is None else {"params": params})}
+                    result = answer_of(await http.post(url, json=request, headers=session)).get("result")
+                    assert result is not None and result[field] and "nextCursor" not in result, (method, params, result)
+    assert "Traceback" not in daemon.log.read_text()
