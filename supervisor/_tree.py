@@ -18,7 +18,7 @@ Guarantees:
   It never exits silently.
 - A stop the supervisor asked for is never a failure. Stopping a child asks it to stop
   (``value.stop()`` when the value it reported has one, else cancellation), waits up to its
-  ``shutdown`` timeout, then cancels it and waits up to that timeout again (at least 1 s)
+  ``shutdown`` timeout, then cancels it and waits up to that timeout again plus 1 s
   before it abandons it, logged as an error. Stops run shielded, so cancelling the
   supervisor still gives every child its shutdown window, in reverse start order; with
   ``concurrent_starts``, children stop as they start, all at once, and ``remove_child``
@@ -59,7 +59,9 @@ __all__ = [
 
 log = logging.getLogger("supervisor.tree")
 
-#: The least a cancelled child is waited for before it is abandoned (`_stop_child`).
+#: How much longer than its ``shutdown`` a cancelled child is waited for before it is
+#: abandoned (`_stop_child`): its shielded cleanup may take that whole budget (a process
+#: stop: stdin, SIGTERM, grace), and then a moment for the SIGKILL and the reaping.
 _AFTER_CANCEL = 1.0
 
 
@@ -618,9 +620,10 @@ class TreeSupervisor:
                     await child.done.wait()
             # A child supervisor stops its own children first, each within its own
             # shutdown: it is waited for as long as that takes (OTP's infinity). Any other
-            # child gets its shutdown again, and at least a moment: its shielded cleanup
-            # (a process tree's SIGKILL and reaping) is no ignored cancellation.
-            after_cancel = max(child.spec.shutdown, _AFTER_CANCEL)
+            # child gets its shutdown again, and a moment more: its shielded cleanup (a
+            # process stop, whose budget is that shutdown, then SIGKILL and reaping) is no
+            # ignored cancellation.
+            after_cancel = child.spec.shutdown + _AFTER_CANCEL
             if not child.done.is_set():
                 child.scope.cancel()
                 with trio.move_on_after(math.inf if child.spec.supervisor else after_cancel):

@@ -27,7 +27,7 @@ from supervisor import Supervisor
 from supervisor._tree import ChildSpec, TreeSupervisor
 
 # IGNORE: "eof" stays alive after its stdin ends, "term" ignores SIGTERM (noted all the
-# same), "init" never answers the handshake.
+# same), "init" never answers the handshake, "call" never answers a tool call.
 STUBBORN = r'''
 import json, os, signal, sys, time
 
@@ -51,7 +51,7 @@ note("ready")
 for line in sys.stdin:
     message = json.loads(line)
     method, rid = message.get("method"), message.get("id")
-    if rid is None or method is None or "init" in IGNORE:
+    if rid is None or method is None or "init" in IGNORE or (method == "tools/call" and "call" in IGNORE):
         continue
     if method == "initialize":
         send({"jsonrpc": "2.0", "id": rid, "result": {
@@ -151,6 +151,35 @@ async def test_a_restart_within_its_bound_logs_no_error(stubborn, caplog, timeou
             await sup.wait_connected("lingers", timeout=20)
             assert old not in procs_with_marker(marker)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert procs_with_marker(marker) == []
+
+
+async def test_a_restart_of_a_server_that_ignores_sigterm_with_a_call_in_flight_logs_no_error(stubborn, caplog):
+    """Its call held the drain for the whole ``shutdown_timeout``; the tree then cancelled
+    the connection and gave it ``shutdown_timeout`` again, which is exactly the process
+    stop's own budget (stdin, SIGTERM, grace, SIGKILL): the stop lost by the SIGKILL's
+    reaping and the tree logged an ERROR "still running ... abandoning it" though nothing
+    was left. The wait after a cancel is the child's shutdown plus a moment now."""
+    spec, notes = stubborn("holds", "eof term call", shutdown_timeout=1.0, health_check_interval=None)
+    marker = spec.env["MCP_TEST_MARKER"]
+    with trio.fail_after(60):
+        async with Supervisor([spec]) as sup, trio.open_nursery() as nursery:
+            await sup.wait_connected("holds", timeout=20)
+            outcome: list[BaseException] = []
+
+            async def held() -> None:
+                try:
+                    await sup.call_tool("echo", {}, server="holds", timeout=60)
+                except Exception as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(held)
+            await wait_until(lambda: sup.link("holds").inflight == 1, what="the call in flight")
+            with caplog.at_level(logging.ERROR, logger="supervisor"):
+                await sup.restart_server("holds")
+            await wait_until(lambda: outcome, what="the held call's answer")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert "sigterm" in read_notes(notes)  # it was the stubborn stop
     assert procs_with_marker(marker) == []
 
 
