@@ -7,28 +7,11 @@ from __future__ import annotations
 import json
 
 import httpx2
-import pytest
 import trio
 
-from test_daemon import Daemon, server_entry, write_config
+from test_daemon import server_entry, start_daemon, write_config  # noqa: F401 (start_daemon: a fixture)
 from test_front_hardening import MCP_HEADERS, open_session
 
-
-@pytest.fixture
-def start_daemon(tmp_path):
-    """`test_daemon.start_daemon`, with a generous deadline for the daemon to be healthy (a
-    loaded machine starts it slowly); each stopped on the way out."""
-    started: list[Daemon] = []
-
-    async def start(config):
-        daemon = Daemon(config, tmp_path)
-        started.append(daemon)
-        await daemon.wait_healthy(timeout=90)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
 
 #: The ``--stdio`` front's words for the same bodies (`actors._stdio`; tests/test_stdio_wire.py).
 IN_A_BATCH = "the request is part of a batch (a JSON array): MCP takes one message at a time"
