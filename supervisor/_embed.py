@@ -41,6 +41,10 @@ Guarantees:
 - ``aclose()`` cancels the requests in flight (each raises ``SupervisorClosed``), stops the
   tree in order (every stdio server's process tree is gone when it returns) and waits for
   the guest run to end. It is idempotent, and cancelling it does not interrupt the shutdown.
+- A cancelled ``embed`` stops the tree before it re-raises; cancelled again meanwhile, it
+  re-raises at once, and the stop goes on: a task of ours waits for its end (so does the
+  end of ``asyncio.run``, see below). A later ``embed`` on the same loop waits for the end
+  of an earlier run that is stopping (closed, crashed, or its start cancelled), then starts.
 - ``embed`` leaves the host's signal handling alone: trio is told the host owns
   ``signal.set_wakeup_fd`` (asyncio's ``add_signal_handler`` needs it), and the SIGINT
   handler trio installs in place of Python's default one is taken out again. So with
@@ -56,8 +60,9 @@ Guarantees:
 
 One trio run per thread (a trio limit): call ``embed`` once per process, at start-up, and
 share the handle. Close it (``aclose`` or ``async with``) before the loop stops. One left
-open when ``asyncio.run`` ends is closed by it (a task of ours waits for the guest run's end;
-``asyncio.run`` cancels the tasks left, and that one closes the tree before it ends). A
+open when ``asyncio.run`` ends, or still stopping after a cancelled ``embed``, is closed by
+it (a task of ours, made as the run starts, waits for the guest run's end; ``asyncio.run``
+cancels the tasks left, and that one closes the tree before it ends). A
 loop closed without that (``run_until_complete`` or ``stop``, then ``close``) abandons the
 guest run half-way, for good: it holds the thread, so no later ``embed`` or ``trio.run``
 there (``embed`` says why). The close is seen (the loop's ``close`` is shadowed while a run
@@ -155,6 +160,7 @@ class EmbeddedSupervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._state = _STARTING
+        self._stop_asked = False  # by aclose, a cancelled start or the host's shutdown
         self._sup: Supervisor | None = None
         self._requests: trio.Nursery | None = None
         self._lifetime: trio.CancelScope | None = None
@@ -179,8 +185,12 @@ class EmbeddedSupervisor:
 
     async def _start(self) -> None:
         """Start the guest run; return once the tree is up (every server connected or its
-        first attempt failed). A cancelled start stops the run before re-raising."""
+        first attempt failed). A cancelled start stops the run before re-raising; cancelled
+        again meanwhile, it re-raises at once, and the keeper task (made before the start is
+        awaited) still waits for the run's end, as the loop's end does for it. An earlier
+        run of this loop that is stopping holds the thread until it ends: waited for first."""
         loop = asyncio.get_running_loop()
+        await _wait_for_a_stopping_run(loop)
         if trio.lowlevel.in_trio_run():
             raise RuntimeError(_why_trio_runs_here(loop))
         self._loop = loop
@@ -195,25 +205,29 @@ class EmbeddedSupervisor:
         _live_runs.add(self)
         _this_thread.run = self
         self._watch_host_close()
+        # Before the start is awaited: a caller cancelled twice (its wait for the stop cut
+        # short too) leaves the run stopping with nobody waiting for it but this task.
+        self._keeper = loop.create_task(self._close_when_the_host_ends(), name="mcp-supervisor: close at host shutdown")
         try:
             await asyncio.shield(self._started)
         except BaseException:
             self._request_stop()
             await asyncio.shield(self._finished)
             raise
-        self._keeper = loop.create_task(self._close_when_the_host_ends(), name="mcp-supervisor: close at host shutdown")
 
     async def _close_when_the_host_ends(self) -> None:
         """Wait for the guest run's end. ``asyncio.run`` (or a ``Runner``, or a framework's
         shutdown) cancels every task left when its main coroutine returns, then runs the
         loop until they finish: cancelled here, the tree is closed first, so a host that
-        never called ``aclose`` still leaves no server running once ``asyncio.run`` returns."""
+        never called ``aclose`` (or whose ``embed`` was cancelled while the tree stopped)
+        still leaves no server running, and the thread free, once ``asyncio.run`` returns."""
         assert self._finished is not None
         try:
             await asyncio.shield(self._finished)
         except asyncio.CancelledError:
             if not self._finished.done():
-                log.warning("the host is shutting down and the embedded supervisor was not closed: closing it now")
+                if not self._stop_asked:
+                    log.warning("the host is shutting down and the embedded supervisor was not closed: closing it now")
                 self._request_stop()
                 await asyncio.shield(self._finished)
             raise
@@ -333,7 +347,14 @@ class EmbeddedSupervisor:
 
         if self._state in (_STARTING, _RUNNING):
             self._state = _CLOSING if self._state == _RUNNING else self._state
+            self._stop_asked = True
             self._soon(stop)
+
+    def _stopping_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this run, of ``loop``, is on its way to its end (asked to stop, or its
+        tree ended) and not there yet."""
+        ending = self._stop_asked or self._state == _CLOSING
+        return self._loop is loop and ending and self._finished is not None and not self._finished.done()
 
     async def aclose(self) -> None:
         """Stop the tree and wait for the guest run to end. See the module guarantees."""
@@ -862,7 +883,9 @@ def embed(
     or failed its first attempt (a failed server keeps being restarted in the background);
     ``async with embed(...) as sup:`` also closes it at the end. Raises what the
     ``Supervisor`` raises at start-up (``ValueError`` for duplicate names), and
-    ``RuntimeError`` if this thread already runs trio (one guest run per loop).
+    ``RuntimeError`` if this thread already runs trio (one guest run per loop); an earlier
+    run of this loop that is stopping (closed, crashed, or its start cancelled) is waited
+    for instead. Cancelled, it stops the tree before re-raising (see the module guarantees).
     """
     servers, config = _servers_of(servers_or_config)
     if toolsets is None and config is not None and config.settings.toolsets:
@@ -898,6 +921,18 @@ def _resolve(future: asyncio.Future[Any] | None, value: Any) -> None:
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+async def _wait_for_a_stopping_run(loop: asyncio.AbstractEventLoop) -> None:
+    """Wait while this thread's trio run is an earlier embedded run of ``loop`` that is
+    stopping (closed, crashed, or its start cancelled): it holds the thread only until it
+    ends. Cancelling the wait leaves that run as it was."""
+    while trio.lowlevel.in_trio_run():
+        earlier: EmbeddedSupervisor | None = getattr(_this_thread, "run", None)
+        if earlier is None or not earlier._stopping_on(loop):
+            return
+        assert earlier._finished is not None
+        await asyncio.shield(earlier._finished)
 
 
 def _why_trio_runs_here(loop: asyncio.AbstractEventLoop) -> str:

@@ -7,16 +7,21 @@ As in ``test_embed.py``: plain test functions that run a plain asyncio loop them
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import trio
 
 from protocol import UnknownTool
 from supervisor import SupervisedMCPServer, embed
 
 from conftest import marker_of, procs_with_marker, server_spec
-from test_embed import run_agent, run_asyncio, seed_failure, text_of
+from test_embed import eventually, run_agent, run_asyncio, seed_failure, text_of
 
 
 def config_file(path: Any, *specs: Any, **settings: Any) -> Any:
@@ -30,6 +35,40 @@ def config_file(path: Any, *specs: Any, **settings: Any) -> Any:
     }
     path.write_text(json.dumps({"mcpServers": servers, **({"supervisor": settings} if settings else {})}))
     return path
+
+
+def in_a_thread_of_its_own(fn: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """``fn()`` in a new thread, its value or exception here. For a test of what a loop's end
+    leaves in its thread: a trio run abandoned there would hold this one (pytest's) for good."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="test host thread")
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the host thread still runs after {timeout} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+async def cancel_a_start_twice(spec: Any) -> None:
+    """``embed([spec])`` from a task, cancelled while ``spec`` starts (a slow server), then
+    cancelled again while the start stops the tree (a timeout, then the app's shutdown):
+    the task ends with ``CancelledError`` at once, with no handle."""
+    start = asyncio.create_task(embed([spec])._open())
+    await eventually(lambda: procs_with_marker(marker_of(spec)), timeout=30, what="the slow server to start")
+    start.cancel()
+    for _ in range(3):  # the start takes the first cancel and waits for the stop
+        await asyncio.sleep(0)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
 
 
 # -- reload and the toolsets given at embed ---------------------------------------------------
@@ -119,3 +158,50 @@ def test_an_adapter_whose_server_or_toolset_a_reload_removed_leaves_the_agent_ru
 
     run_asyncio(main, timeout=120)
 
+
+
+# -- a start the host cancels ---------------------------------------------------------------------
+
+
+def test_a_start_cancelled_twice_is_finished_by_the_loops_end_and_frees_the_thread(caplog):
+    """Cancelled twice while starting, ``embed`` re-raised at once and nothing waited for the
+    stopping run: ``asyncio.Runner``'s end closed the loop under it (abandoned half-way, a
+    warning), and the thread could never run trio again. Now a task made as the run starts
+    waits for its end, and the loop's end waits for that task."""
+    slow = server_spec("slow", "slow_start.py", "--delay", "60")
+
+    def host() -> tuple[list[int], str]:
+        """What the thread is left with once the runner has ended (plain values: an error
+        raised there would carry frames of an abandoned run out of it)."""
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+            runner.run(asyncio.wait_for(cancel_a_start_twice(slow), 60))
+        try:
+            trio.run(trio.sleep, 0)
+        except RuntimeError as exc:
+            return procs_with_marker(marker_of(slow)), f"trio.run refused: {exc}"
+        return procs_with_marker(marker_of(slow)), "trio.run ran"
+
+    with caplog.at_level("WARNING", logger="supervisor.embed"):
+        left, trio_here = in_a_thread_of_its_own(host)
+    gc.collect()  # an abandoned run's coroutines are finalized now, not amid pytest's report
+    # the runner's end waited for the stop: nothing left behind, the thread free for trio
+    assert [r.getMessage() for r in caplog.records if r.name == "supervisor.embed"] == []
+    assert trio_here == "trio.run ran"
+    assert left == []
+
+
+def test_an_embed_right_after_a_start_cancelled_twice_waits_for_its_stop_then_starts():
+    """Right after a start cancelled twice, its run still stopping, ``embed`` was refused,
+    told to share a handle its caller never got. Now it waits for that run's end, then
+    starts; the earlier tree is gone by then."""
+    slow = server_spec("slow", "slow_start.py", "--delay", "60")
+    echo = server_spec("echo", "echo.py")
+
+    async def main() -> None:
+        await cancel_a_start_twice(slow)
+        async with embed([echo]) as sup:
+            assert procs_with_marker(marker_of(slow)) == []
+            assert text_of(await sup.call_tool("echo", {"text": "after"}, timeout=30)) == "after"
+        assert procs_with_marker(marker_of(echo)) == []
+
+    in_a_thread_of_its_own(lambda: run_asyncio(main, timeout=90))
