@@ -38,6 +38,12 @@ Guarantees:
   that cannot list its tools does not connect, and the reason names ``tools/list``; one
   whose list holds tools that are no valid MCP tools (an ``inputSchema`` of ``{}``, say)
   serves the others, the invalid ones logged and named in the status (`_tools_page`).
+- Clients are told when the prompts or resources it shows change (``prompts_changed``,
+  ``resources_changed`` events, which the gateway turns into ``list_changed``): on the
+  server's own announcement, and when an incarnation's first read differs from what the
+  link showed before (the last incarnation's lists, kept while the server was down; none
+  for a new server). A read that lists the same again publishes nothing
+  (`telling_list_changes`).
 - When it dies, every call in flight fails at once with ``ServerCrashed`` (it may or may not
   have run); calls still waiting for a slot fail with ``ActorDown``, which tells the caller
   they never reached the server and may be sent again on the next connection.
@@ -1455,16 +1461,11 @@ class _Connection:
         """Re-read ``what``; publish ``prompts_changed`` / ``resources_changed`` only when the
         list did change (the gateway tells every client of each). Tools are the registry's
         to announce: it publishes ``tools_changed`` when the tools it exposes change."""
-        lists = {"tools": ("tools",), "prompts": ("prompts",), "resources": ("resources", "resource_templates")}[what]
-        before = [getattr(self.link, name) for name in lists]
         try:
-            with trio.fail_after(self.spec.timeout):
+            with trio.fail_after(self.spec.timeout), telling_list_changes(self.link, what):
                 await learn(self.client, self.link, what)
         except Exception as exc:
             log.warning("server %r: refreshing %s failed: %s", self.spec.name, what, _unwrap(exc))
-            return
-        if what != "tools" and [getattr(self.link, name) for name in lists] != before:
-            publish(f"{what}_changed", data={"count": len(getattr(self.link, lists[0]))})
 
     async def expire_tools(self, ttl: float) -> None:
         while True:
@@ -1473,6 +1474,41 @@ class _Connection:
 
 
 _MAX_PAGES = 100
+
+#: The lists the gateway shows from a link besides its tools (which are the registry's to
+#: announce), by the event that says they changed: ``<what>_changed``.
+_OPTIONAL_LISTS: dict[str, tuple[str, ...]] = {
+    "prompts": ("prompts",),
+    "resources": ("resources", "resource_templates"),
+}
+
+
+def announce_lists(link: ServerLink, *whats: str, path: str | None = None) -> None:
+    """Publish ``<what>_changed`` (under ``path``) for each of ``whats`` ("prompts",
+    "resources") that the link shows any of: what the gateway lists changes when such a
+    link leaves it, or shows them under other names."""
+    for what in whats:
+        if any(getattr(link, name) for name in _OPTIONAL_LISTS[what]):
+            publish(f"{what}_changed", path=path, data={"count": len(getattr(link, _OPTIONAL_LISTS[what][0]))})
+
+
+@contextlib.contextmanager
+def telling_list_changes(link: ServerLink, what: str = "all") -> Iterator[None]:
+    """Around a read of ``link``'s lists (`learn`): publish ``prompts_changed`` /
+    ``resources_changed`` for each of them that differs afterwards from what the link
+    showed before, whether the read ended well or not (part of it may have been taken).
+    Nothing is published for a list that came out the same: a re-read, or a new
+    incarnation listing what the last one did. The link keeps its lists while the server
+    is down (the gateway goes on listing them), so a new incarnation is compared with the
+    last one, and a link's first incarnation with the nothing it showed before."""
+    watched = {key: names for key, names in _OPTIONAL_LISTS.items() if what in ("all", key)}
+    before = {key: [getattr(link, name) for name in names] for key, names in watched.items()}
+    try:
+        yield
+    finally:
+        for key, names in watched.items():
+            if [getattr(link, name) for name in names] != before[key]:
+                publish(f"{key}_changed", data={"count": len(getattr(link, names[0]))})
 
 
 class UnreadableList(Exception):
@@ -1824,7 +1860,8 @@ async def run_connection(
                     logging_callback=on_log,
                 )
                 async with client:
-                    await learn(client, link)
+                    with telling_list_changes(link):
+                        await learn(client, link)
                     connecting.deadline = math.inf
                     for stream in noted:
                         stream.noting = False

@@ -44,6 +44,7 @@ from mcp import MCPError
 
 from actors import Call, EventBus
 from actors._breaker import Disable, ForceOpen, Permit, PermitGranted, Reset, admit_call
+from actors._connection import announce_lists
 from actors._events import _BUS
 from actors._front import DECLINE, HostFront, host_front
 from actors._metrics import MetricsRef
@@ -187,6 +188,7 @@ class Supervisor:
             handle = self._handles.pop(name, None)
             if handle is not None:
                 handle.link.retire()
+                self._announce_lists(handle, "prompts", "resources")  # its prompts, resources left the lists
             self._specs.pop(name, None)
             self.redactor.forget(name)
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -252,6 +254,7 @@ class Supervisor:
                 self._specs.pop(spec.name, None)
                 self.redactor.forget(spec.name)
                 handle.link.retire()
+                self._announce_lists(handle, "prompts", "resources")
                 raise
         finally:
             await self.metrics.retain(spec.name, keep=False)  # forgets it if it was not added back
@@ -307,6 +310,18 @@ class Supervisor:
         if handle is None:
             raise KeyError(f"no server {name!r} (supervised: {', '.join(sorted(self._handles)) or 'none'})")
         return handle
+
+    def _announce_lists(self, handle: ServerHandle, *whats: str) -> None:
+        """Tell subscribers (the gateway, which tells its clients) that the prompts or
+        resources lists changed because of what was done to ``handle``'s server here: it
+        left the supervised set, or its prompts were renamed. Its connection, which
+        announces what each of its incarnations reads (`telling_list_changes`), is not
+        running or does not know. Only the lists it showed any of are announced."""
+        token = _BUS.set(self._bus)  # the caller's task may not be the tree's
+        try:
+            announce_lists(handle.link, *whats, path=f"root/servers/server:{handle.name}")
+        finally:
+            _BUS.reset(token)
 
     @contextlib.contextmanager
     def _one_change(self, name: str) -> Iterator[None]:
@@ -376,10 +391,12 @@ class Supervisor:
     async def _update_server(self, spec: ServerSpec) -> None:
         with self._one_change(spec.name):
             handle = self._handles[spec.name]
-            old_backoff = handle.spec.backoff
+            old_backoff, old_namespace = handle.spec.backoff, handle.spec.namespace
             self.redactor.server(spec)
             await handle.update(spec)
             self._specs[spec.name] = spec
+            if spec.namespace != old_namespace:  # its prompts are listed under other names
+                self._announce_lists(handle, "prompts")
             if spec.backoff != old_backoff:  # the subtree's own restarts, by ``servers``
                 await self._servers.update_child(f"server:{spec.name}", backoff=spec.backoff)
             await self.registry.sync()  # its tools under the new names are in the view
