@@ -203,6 +203,12 @@ class ServerLink:
         self.down_reason: str | None = None  # why the last incarnation went (a failure or a stop)
         self.removed = False
         self._went_down = trio.Event()
+        #: Incarnations that ended in failure (a crash, a failed connect, a hang), counted
+        #: so a wait for the next one can tell when that one failed too (`wait_connected`).
+        self.failures = 0
+        #: Why no incarnation is coming (the supervisor gave up restarting it), or None.
+        self.no_restart: str | None = None
+        self._changed = trio.lowlevel.ParkingLot()  # unparked when one comes up or goes
         #: The optional lists (prompts, resources) the server failed to give at the last
         #: read: method -> why. See `learn`.
         self.unread_lists: dict[str, str] = {}
@@ -293,7 +299,9 @@ class ServerLink:
 
     def _up(self, conn: _Connection) -> None:
         self.conn = conn
+        self.no_restart = None
         self.connected.set()
+        self._changed.unpark_all()
         self._notify("up")
 
     def _down(self, reason: str, *, failed: bool = True) -> None:
@@ -304,32 +312,51 @@ class ServerLink:
         self.down_reason = reason
         if failed:
             self.last_error = reason
+            self.failures += 1
         if self.connected.is_set():
             self.connected = trio.Event()
         self.inflight = self.queued = 0
         self._went_down.set()
         self._went_down = trio.Event()
+        self._changed.unpark_all()
         if was_up:
             self._notify("down")
+
+    def restart_abandoned(self, why: str | None) -> None:
+        """Say no incarnation is coming (``why``), or None: one may again. Waits given
+        ``until_failures`` end at once (`wait_connected`)."""
+        self.no_restart = why
+        self._changed.unpark_all()
 
     def retire(self) -> None:
         """The server is no longer supervised: calls waiting for an incarnation fail now
         (``ServerUnavailable``) instead of at their deadline."""
         self.removed = True
         self.connected.set()
+        self._changed.unpark_all()
 
     def _publish_tools(self, tools: list[ToolSpec]) -> None:
         self.tools = tools
         self.tools_version += 1
         self._notify("tools")
 
-    async def wait_connected(self, deadline: float) -> _Connection:
-        """The ready incarnation, waiting up to ``deadline`` (trio time) for one."""
+    async def wait_connected(self, deadline: float, *, until_failures: int | None = None) -> _Connection:
+        """The ready incarnation, waiting up to ``deadline`` (trio time) for one. Raises
+        ``ServerUnavailable`` at the deadline, when the server is removed, and, given
+        ``until_failures``, once more incarnations than that have failed (`failures`) or
+        none is coming (`restart_abandoned`): the wait would otherwise last through every
+        restart's backoff, or to the deadline for a server the supervisor gave up on."""
         while self.conn is None:
             if self.removed:
                 raise ServerUnavailable(f"server {self.name!r} was removed; the call was not sent", server=self.name)
+            if until_failures is not None and (self.failures > until_failures or self.no_restart is not None):
+                why = self.no_restart or (
+                    f"its next incarnation failed too: {self.down_reason}" if self.down_reason
+                    else "its next incarnation failed too"
+                )
+                raise ServerUnavailable(f"server {self.name!r} did not come back ({why})", server=self.name)
             with trio.move_on_at(deadline):
-                await self.connected.wait()
+                await self._changed.park()
                 continue
             raise self._not_connected()
         return self.conn
@@ -341,12 +368,13 @@ class ServerLink:
     async def call(self, call: Call) -> Any:
         """Send ``call`` on the current incarnation; one that never went out waits for the next.
 
-        Raises ``ServerUnavailable`` when no incarnation took it by its deadline.
+        Raises ``ServerUnavailable`` when no incarnation took it by its deadline, or when the
+        next one failed too or none is coming (the call was not sent either way).
         """
         while True:
             conn = self.conn
             if conn is None:
-                conn = await self.wait_connected(call.deadline)
+                conn = await self.wait_connected(call.deadline, until_failures=self.failures)
             try:
                 return await conn.call(call)
             except ActorDown:

@@ -243,6 +243,7 @@ class Supervisor:
         try:
             await self._servers.remove_child(f"server:{spec.name}")
             handle.replace_spec(spec)
+            handle.link.restart_abandoned(None)  # the new subtree brings incarnations again
             handle.override = None  # a fresh breaker
             self._specs[spec.name] = spec
             self.redactor.server(spec)
@@ -608,9 +609,11 @@ class Supervisor:
                     await handle.wait_replaced(deadline)
                     started = trio.current_time()
                 elif number > 1 and handle.link.conn is None:
-                    # A retry keeps its place: it waits (up to the call's deadline) for the
-                    # server to come back instead of failing fast like a new call.
-                    await handle.link.wait_connected(deadline)
+                    # A retry keeps its place: it waits for the server's next incarnation
+                    # instead of failing fast like a new call, but not past it: should that
+                    # one fail too (or none be coming) the attempt fails, never sent.
+                    link = handle.link
+                    await link.wait_connected(deadline, until_failures=link.failures)
                     started = trio.current_time()
                 if not handle.breaker.passthrough:  # not closed, or failures not counted yet
                     trial = await self._admit(handle)

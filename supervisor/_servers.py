@@ -204,6 +204,8 @@ class ServerHandle:
 
     def restarting(self, reason: str | None, retry_at: float | None) -> None:
         self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {reason}", retry_at=retry_at))
+        if retry_at == math.inf:  # no restart is coming: calls waiting for one need not
+            self.link.restart_abandoned(reason or "not restarted")
 
     def report(self, outcome: CallOutcome) -> None:
         """Tell the outcome to the breaker and metrics; never blocks, drops are counted."""

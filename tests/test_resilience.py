@@ -62,6 +62,29 @@ async def test_crash_mid_call_retries_only_a_retry_safe_tool(tmp_path, annotate)
     assert log.read_text().splitlines() == ["do_it"] * runs
 
 
+@pytest.mark.parametrize("max_consecutive", [None, 1])
+async def test_a_retry_waits_for_the_next_incarnation_not_through_every_restart(tmp_path, max_consecutive):
+    """A retry-safe call whose server crashed under it is retried on the next incarnation,
+    and waited for it up to the call's deadline: with every restart failing (or none
+    coming: the server failed for good), it waited the whole deadline (5 minutes at the
+    seed's timeout) while new calls failed fast. Each retry now waits for one incarnation
+    only, and fails, never sent, when that one fails too or none is coming."""
+    crashed = str(tmp_path / "crashed")
+    spec = server_spec(
+        "fragile", "crash_on_call.py", "--crash-tool", "do_it", "--crash-once-file", crashed, "--no-start-after", crashed,
+        retry=QUICK_RETRY,
+        retry_safe_tools=["do_it"],
+        backoff=BackoffPolicy(min=0.05, max=0.2, jitter=0.0, max_consecutive=max_consecutive),
+    )
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("fragile", timeout=20)
+        with trio.fail_after(60), pytest.raises(ServerCrashed) as info:  # the call's own deadline: 10 minutes
+            await sup.call_tool("do_it", {}, timeout=600)
+    assert "retrying it failed: server 'fragile' did not come back" in info.value.message, info.value.message
+    if max_consecutive is not None:
+        assert "failed for good" in info.value.message
+
+
 async def test_retry_safe_tools_in_config_overrides_missing_annotations(tmp_path):
     log = tmp_path / "exec.log"
     spec = server_spec(

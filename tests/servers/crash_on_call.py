@@ -6,10 +6,12 @@ die with the call in flight. Set $EXEC_LOG to get a ``crash`` line per crashing 
 
 ``--annotate readonly|destructive`` gives the crashing tool those annotations (default:
 none). With ``--crash-once-file PATH`` it crashes only while PATH does not exist, creating
-it as it crashes, so the same call answers on the next process.
+it as it crashes, so the same call answers on the next process. With ``--no-start-after
+PATH`` it exits with code 1 at start once PATH exists (with the same PATH: every restart
+after the crash fails).
 
     python tests/servers/crash_on_call.py [--name NAME] [--crash-tool NAME] [--exit-code N]
-        [--annotate readonly|destructive] [--crash-once-file PATH]
+        [--annotate readonly|destructive] [--crash-once-file PATH] [--no-start-after PATH]
 """
 
 import os
@@ -23,7 +25,10 @@ def main() -> None:
     parser.add_argument("--exit-code", type=int, default=3)
     parser.add_argument("--annotate", choices=["readonly", "destructive"], default=None)
     parser.add_argument("--crash-once-file", default=None)
+    parser.add_argument("--no-start-after", default=None)
     args = parser.parse_args()
+    if args.no_start_after and os.path.exists(args.no_start_after):
+        raise SystemExit(1)
     mcp = make_server(args.name or "crash_on_call")
 
     def crash() -> str:
