@@ -244,14 +244,13 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
         except BindRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    for warning in start_warnings(config):
-        log.warning("%s", warning)
-
     life = _Life(out)
     sup = Supervisor(config.servers, toolsets=config.settings.toolsets or None)
     gateway = Gateway(sup)
     daemon = Daemon(config, sup, gateway, config_path, http_host=host)
     sup.redactor.add_source(lambda: [daemon.config.settings.auth_token])  # a reload may change it
+    for warning in start_warnings(config):  # they quote the config: its secrets hidden too
+        log.warning("%s", sup.redact(warning))
     front_done = trio.Event()
 
     async def serve_front(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

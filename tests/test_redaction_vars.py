@@ -137,14 +137,18 @@ async def test_a_value_renamed_to_a_secret_variable_is_hidden_without_a_restart(
 
 
 async def test_the_daemon_shows_no_substituted_secret_after_start_or_reload(tmp_path: Path, monkeypatch) -> None:
-    """The daemon loads its config from its own environment, at start and at every reload."""
+    """The daemon loads its config from its own environment, at start and at every reload;
+    its log hides the values from its first line (the start's warnings came before the
+    log's redaction was in place)."""
     from test_daemon import Daemon
 
     second = "sk-VARSECRET-0005-second"
     for name, value in {"GITHUB_TOKEN": GITHUB_TOKEN, "OPENAI_API_KEY": OPENAI_API_KEY, "HOME": HOME,
                         "PORT": PORT, "SECOND_API_KEY": second}.items():
         monkeypatch.setenv(name, value)  # the daemon inherits them
-    config_path = _write(tmp_path / "c.json", {"printer": _entry()})
+    # A command not on PATH: the start's warning about it quotes the command line.
+    missing = {"command": "not-installed-mcp-server serve ${GITHUB_TOKEN}"}
+    config_path = _write(tmp_path / "c.json", {"printer": _entry(), "missing": missing})
     daemon = Daemon(config_path, tmp_path)
 
     async def status(http: httpx2.AsyncClient) -> str:
