@@ -16,14 +16,16 @@ period. So this module spawns the server itself, and keeps the SDK's shutdown se
 - a descendant that did leave the group (a helper that daemonizes with ``setsid``) is
   found by its environment: each incarnation gets a fresh id in ``MCP_SUPERVISOR_INCARNATION``,
   which every descendant inherits, and ``kill_tree`` signals every process of ours that
-  carries it (the cookie Jenkins' process-tree killer uses). One that clears or replaces its
-  environment at exec is out of reach;
+  carries it (the cookie Jenkins' process-tree killer uses), and its process group as a
+  whole: one that keeps changing its pid (forking and exiting) is gone from the pid a scan
+  of /proc found, but keeps its group. One that clears or replaces its environment at exec
+  is out of reach;
 - a process of ours that dies with no chance to clean up (SIGKILL, a crash) still leaves no
   server behind: the first stdio server starts a reaper, a tiny process in a session of its
   own that learns every live process group (and its incarnation id) through a pipe from
   us. When the pipe closes, which the kernel does as we die, it kills every group still
   listed (unless its number now belongs to a later process: see ``_REAPER``) and every
-  process carrying a listed id (SIGTERM, 1 s, SIGKILL), then exits. A
+  process carrying a listed id, with its group (SIGTERM, 1 s, SIGKILL), then exits. A
   fork of this process that does not exec closes its copy of the pipe at once, so it
   cannot hold the reaper off by outliving us.
 """
@@ -66,8 +68,10 @@ def kill_every_server_now() -> int:
     shutdown: the servers and their children go with this process rather than outlive it.
     """
     killed = 0
-    for pgid, (incarnation, _) in list(_live_groups.items()):
-        if _signal_tree(pgid, _marked(pgid, incarnation), signal.SIGKILL):
+    for pgid, (incarnation, start) in list(_live_groups.items()):
+        escaped: set[int] = set()
+        _, marked = _survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
+        if _signal_tree(pgid, marked, escaped, signal.SIGKILL):
             killed += 1
     return killed
 
@@ -85,6 +89,11 @@ _CLEAN_SCANS = 3
 # hands out no pid while a process group of that number lives; so a process numbered
 # as the group that started at another time than its leader did means the group is gone,
 # and that number is spared (processes carrying its id are still ours, and go).
+#
+# A process carrying a listed id outside the listed groups (it left its server's group)
+# has its own group killed too, and again at every sweep while that group exists (the
+# kernel hands out no pid of its number meanwhile): one that keeps changing its pid by
+# forking and exiting is gone from a pid found a moment ago, but not from its group.
 _REAPER = """
 import os, signal, sys, time
 groups = {}
@@ -105,6 +114,7 @@ for pgid, listed in list(groups.items()):
     now = started(pgid)
     if len(listed) > 1 and listed[1] and now is not None and now != listed[1]:
         del groups[pgid]
+escaped, own = set(), {0, 1, os.getpgrp(), os.getsid(0)}
 def send(sig):
     alive = False
     for pgid in groups:
@@ -113,15 +123,33 @@ def send(sig):
             alive = True
         except OSError:
             pass
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open("/proc/%s/environ" % pid, "rb") as f:
-                    if marks.intersection(f.read().split(b"\\0")):
-                        os.kill(int(pid), sig)
-                        alive = True
-            except OSError:
-                pass
+    for pgid in list(escaped):
+        try:
+            os.killpg(pgid, sig)
+            alive = True
+        except ProcessLookupError:
+            escaped.discard(pgid)
+        except OSError:
+            pass
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    try:  # newest first (see _newest_first)
+        last, top = (int(open("/proc/sys/kernel/" + n).read()) for n in ("ns_last_pid", "pid_max"))
+        pids.sort(key=lambda pid: (last - pid) % top)
+    except (OSError, ValueError):
+        pass
+    for pid in pids:
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if marks.intersection(f.read().split(b"\\0")):
+                    with open("/proc/%d/stat" % pid, "rb") as f:
+                        pgid = int(f.read().rpartition(b")")[2].split()[2])
+                    if pgid not in own and pgid not in groups and pgid not in escaped:
+                        escaped.add(pgid)
+                        os.killpg(pgid, sig)
+                    os.kill(pid, sig)
+                    alive = True
+        except (OSError, ValueError, IndexError):
+            pass
     return alive
 send(signal.SIGTERM)
 end = time.monotonic() + 1.0
@@ -278,17 +306,13 @@ class ServerProcess:
         return list(self.stderr)[-lines:]
 
 
-def _proc_pids() -> list[str] | None:
-    """Every pid in /proc (as the directory names), or None when /proc cannot be read."""
-    try:
-        return [entry for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
-        return None
+#: Where the scans read the processes.
+_PROC = "/proc"
 
 
-def _stat_fields(pid: str) -> list[str]:
+def _stat_fields(pid: int | str) -> list[str]:
     """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ..."""
-    with open(f"/proc/{pid}/stat") as f:
+    with open(f"{_PROC}/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()
 
 
@@ -297,51 +321,117 @@ def _live(pid: int | str) -> bool:
     status, and a group leader's stays until its parent (us) reaps it, so counting them
     would make `kill_tree` wait out its whole grace."""
     try:
-        return _stat_fields(str(pid))[0] not in ("Z", "X")
+        return _stat_fields(pid)[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a process of group ``pgid`` still runs (zombies aside)."""
+def _leader_start(pgid: int) -> int | None:
+    """When the leader of group ``pgid`` started (clock ticks since boot), or None when no
+    process at that number leads that group any more (it was reaped)."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    entries = _proc_pids()
-    if entries is None:
-        return True
-    for entry in entries:
+        fields = _stat_fields(pgid)
+        return int(fields[19]) if int(fields[2]) == pgid else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _scan(incarnation: str | None, since: int | None) -> tuple[set[int], dict[int, int]] | None:
+    """One pass over /proc: the process groups holding a live process that started at or
+    after ``since`` (clock ticks since boot; None: any), and among those processes the ones
+    whose environment carries ``incarnation`` (pid -> its group). None if /proc cannot be read.
+
+    Every descendant of a server started no earlier than its leader, so the environment (the
+    costly read) is read only for those. Newest pids first (`_newest_first`): a process
+    that keeps changing its pid (forking and exiting) is most likely at one of the newest
+    when /proc is listed, and gone from it a few ms later.
+    Blocking."""
+    mark = f"{INCARNATION_VAR}={incarnation}".encode() if incarnation else None
+    try:
+        pids = _newest_first([int(entry) for entry in os.listdir(_PROC) if entry.isdigit()])
+    except OSError:
+        return None
+    groups: set[int] = set()
+    marked: dict[int, int] = {}
+    for pid in pids:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat_fields(entry)
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-    return False
+            fields = _stat_fields(pid)
+            if fields[0] in ("Z", "X") or (since is not None and int(fields[19]) < since):
+                continue
+            group = int(fields[2])
+            groups.add(group)
+            if mark is not None:
+                with open(f"{_PROC}/{pid}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
+                        marked[pid] = group
+    return groups, marked
 
 
-def _marked(pgid: int, incarnation: str | None) -> list[int]:
-    """The live processes outside group ``pgid`` whose environment carries ``incarnation``:
-    the server's descendants that left its group."""
-    if not incarnation:
-        return []
-    mark = f"{INCARNATION_VAR}={incarnation}".encode()
-    found = []
-    for entry in _proc_pids() or ():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if mark not in f.read().split(b"\0"):
-                    continue
-            fields = _stat_fields(entry)
-            if int(fields[2]) != pgid and fields[0] not in ("Z", "X"):
-                found.append(int(entry))
-    return found
+def _newest_first(pids: list[int]) -> list[int]:
+    """``pids`` from the last one the kernel handed out backwards, wrapping around below 1
+    (pids are handed out in turn up to ``pid_max``, then from the lowest free one again)."""
+    try:
+        with open(f"{_PROC}/sys/kernel/ns_last_pid") as f:
+            last = int(f.read())
+        with open(f"{_PROC}/sys/kernel/pid_max") as f:
+            top = int(f.read())
+    except (OSError, ValueError):
+        return sorted(pids, reverse=True)
+    return sorted(pids, key=lambda pid: (last - pid) % top)
 
 
-def _signal_tree(pgid: int | None, marked: list[int], sig: int) -> bool:
-    """Send ``sig`` to group ``pgid`` (unless None) and to each of ``marked``; False when
-    none of them was there to receive it."""
+def _not_ours() -> set[int]:
+    """Process groups never to be killed as a whole, whoever is found in them: our own, our
+    session's, and the kernel's and init's."""
+    return {0, 1, os.getpgrp(), os.getsid(0)}
+
+
+def _survey(
+    pgid: int, incarnation: str | None, since: int | None, escaped: set[int]
+) -> tuple[bool, dict[int, int]]:
+    """Whether group ``pgid`` or one of the ``escaped`` groups still holds a live process,
+    and the live processes outside ``pgid`` that carry ``incarnation`` (pid -> group).
+
+    ``escaped``: the groups of such processes found so far, updated here. A group is kept
+    only while it exists (checked on every survey): the kernel hands out no pid of that
+    number meanwhile, so killing it by its number can reach none but its own processes."""
+    for group in list(escaped):
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            escaped.discard(group)
+        except PermissionError:
+            pass
+    if not incarnation and not escaped:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False, {}
+        except PermissionError:
+            pass
+    scan = _scan(incarnation, since)
+    if scan is None:  # /proc unreadable: the group counts as live while it exists
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False, {}
+        except PermissionError:
+            pass
+        return True, {}
+    groups, marked = scan
+    outside = {pid: group for pid, group in marked.items() if group != pgid}
+    escaped.update(set(outside.values()) - _not_ours() - {pgid})
+    return bool(groups & ({pgid} | escaped)), outside
+
+
+def _signal_tree(pgid: int | None, marked: dict[int, int], escaped: set[int], sig: int) -> bool:
+    """Send ``sig`` to group ``pgid`` (unless None), to each of ``marked`` and to each group
+    of ``escaped`` (one that is gone is dropped from it); False when none of them was there
+    to receive it.
+
+    A group is signalled as a whole: a process that keeps changing its pid (forking and
+    exiting) keeps its group, and a kill aimed at a pid found a moment ago misses it, while
+    a group's kill reaches each of its processes, one being forked included."""
     sent = False
     try:
         if pgid is not None:
@@ -351,6 +441,14 @@ def _signal_tree(pgid: int | None, marked: list[int], sig: int) -> bool:
         pass
     except PermissionError:
         sent = True
+    for group in list(escaped):
+        try:
+            os.killpg(group, sig)
+            sent = True
+        except ProcessLookupError:
+            escaped.discard(group)
+        except PermissionError:
+            sent = True
     for pid in marked:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -359,47 +457,52 @@ def _signal_tree(pgid: int | None, marked: list[int], sig: int) -> bool:
 
 
 async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
-    """SIGTERM one server's processes (group ``pgid`` and every process carrying
-    ``incarnation`` outside it), wait up to ``grace`` s for them to go, then SIGKILL what is
-    left; a process carrying ``incarnation`` that one of them started meanwhile is
-    SIGKILLed either way, even one started as the group was being killed.
+    """SIGTERM one server's processes (group ``pgid``, every process carrying
+    ``incarnation`` outside it, and the process groups of those), wait up to ``grace`` s for
+    them to go, then SIGKILL what is left; a process carrying ``incarnation`` that one of
+    them started meanwhile is SIGKILLed either way, even one started as the group was being
+    killed.
 
-    Shielded and bounded (``grace`` + 1 s): it finishes even when the caller is being
-    cancelled.
+    Shielded and bounded (``grace`` + 1 s, and what a scan takes): it finishes even when
+    the caller is being cancelled.
     """
     with trio.CancelScope(shield=True):
-        marked = _marked(pgid, incarnation)
-        if not _signal_tree(pgid, marked, signal.SIGTERM if grace > 0 else signal.SIGKILL):
+        since = _leader_start(pgid)
+        escaped: set[int] = set()
+
+        async def survey() -> tuple[bool, dict[int, int]]:
+            return _survey(pgid, incarnation, since, escaped)
+
+        alive, marked = await survey()
+        if not _signal_tree(pgid, marked, escaped, signal.SIGTERM if grace > 0 else signal.SIGKILL):
             return
 
-        def alive() -> bool:
-            return _group_alive(pgid) or any(_live(pid) for pid in marked)
-
         with trio.move_on_after(grace):
-            while alive():
+            while alive or marked:
                 await trio.sleep(_POLL)
+                alive, marked = await survey()
         # What is left, and what left the group meanwhile, found afresh: a pid remembered
         # from before may belong to someone else by now, and so may the group's id once
         # nothing of it runs.
-        marked = _marked(pgid, incarnation)
-        if not _signal_tree(pgid if _group_alive(pgid) else None, marked, signal.SIGKILL):
+        alive, marked = await survey()
+        if not _signal_tree(pgid if alive else None, marked, escaped, signal.SIGKILL):
             return
         # One that left the group between that scan and the kill is in neither: scan again
         # until none is found (the group, killed, can start no more; each one found is).
         # A process in the middle of an execve shows no environment for a moment (0.7 ms
         # median, 7.6 ms seen unloaded), so a scan can miss it: once any left the group,
         # the scans go on until `_CLEAN_SCANS` in a row found none.
-        escaped, clean = bool(marked), 0
+        left, clean = bool(marked or escaped), 0
         with trio.move_on_after(1.0):
             while True:
-                if alive() or marked:
+                if alive or marked:
                     clean = 0
-                elif clean >= (_CLEAN_SCANS if escaped else 0):
+                elif clean >= (_CLEAN_SCANS if left else 0):
                     break
                 await trio.sleep(_POLL)
-                marked = _marked(pgid, incarnation)
-                escaped = escaped or bool(marked)
-                _signal_tree(None, marked, signal.SIGKILL)
+                alive, marked = await survey()
+                left = left or bool(marked or escaped)
+                _signal_tree(None, marked, escaped, signal.SIGKILL)
                 clean += 1
 
 

@@ -1,0 +1,171 @@
+"""A server's processes that are hard to catch: one that keeps changing its pid outside the
+server's process group (`actors._process`).
+
+Real processes. A hopper that escapes (on a supervisor that cannot catch it) is killed by
+the test itself, by its process group and by the marker in its environment, so a failure
+here leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import trio
+
+from conftest import marker_of, procs_with_marker, server_spec, wait_until
+from protocol import BackoffPolicy
+from supervisor import Supervisor
+
+PAUSE = "0.005"  # up to 5 ms at each pid
+ZOMBIES = 1500  # a busy machine: each scan of /proc takes longer
+
+
+def _groups_with_marker(marker: str) -> set[int]:
+    needle = f"MCP_TEST_MARKER={marker}".encode()
+    groups = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    groups.add(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2]))
+            except (OSError, IndexError, ValueError):
+                pass
+    return groups
+
+
+def _group_runs(group: int) -> bool:
+    """True if a scan of /proc (newest pids first, stat only: the quickest look) finds a
+    live process in ``group``. A process that keeps changing its pid is easily missed by a
+    slower look (``procs_with_marker`` reads each environment too), so a test asks several
+    times."""
+    for pid in sorted((int(p) for p in os.listdir("/proc") if p.isdigit()), reverse=True):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(group) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _kill_by_marker(marker: str, known_groups: set[int]) -> None:
+    """SIGKILL every process group holding a process with ``marker`` (and ``known_groups``),
+    until no such process is seen for a second (bounded: 30 s)."""
+    own = {os.getpgrp(), os.getsid(0)}
+    deadline = time.monotonic() + 30
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 1.0:
+        groups = _groups_with_marker(marker)
+        if groups:
+            quiet_since = time.monotonic()
+        for group in (groups | known_groups) - own:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+_CROWD = """
+import os, sys
+for _ in range(int(sys.argv[1])):
+    if os.fork() == 0:
+        os._exit(0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def crowded_proc(zombies: int):
+    """``zombies`` more entries in /proc, for as long as the block runs: children of a
+    process that never reaps them (as a machine running many processes has: each scan of
+    /proc takes longer)."""
+    crowd = subprocess.Popen([sys.executable, "-c", _CROWD, str(zombies)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert crowd.stdout is not None
+        assert crowd.stdout.readline() == "ready\n"
+        yield
+    finally:
+        crowd.kill()  # its zombies go to init, which reaps them
+        crowd.wait()
+
+
+async def test_a_helper_that_keeps_changing_its_pid_outside_the_group_goes_too():
+    """A helper left the server's group (``setsid``), then forked and exited every 1-5 ms.
+    The stop killed each process of ours outside the group by its pid, found in a /proc
+    scan: by the time of the kill that pid was gone and the helper at a new one, and after
+    1 s of this it gave up, leaving the helper running. Now the process group of every
+    process of ours found outside the server's group is killed too, which the helper keeps
+    across its forks."""
+    spec = server_spec("hopper", "hopper.py", "--pause", PAUSE, shutdown_timeout=0.3,
+                       backoff=BackoffPolicy(min=30.0, max=30.0, jitter=0.0))
+    marker = marker_of(spec)
+    groups: set[int] = set()
+    try:
+        with crowded_proc(ZOMBIES):
+            async with Supervisor([spec]) as sup:
+                result = await sup.call_tool("hopper_group", {}, server="hopper", timeout=10)
+                (group,) = groups = {int(result.content[0].text)}
+        with trio.move_on_after(3.0):  # anything still dying goes (a look can miss it: see _group_runs)
+            while any(_group_runs(group) for _ in range(10)):
+                await trio.sleep(0.02)
+        seen_running = sum([_group_runs(group) for _ in range(50)])
+    finally:
+        _kill_by_marker(marker, groups)
+    assert seen_running == 0, f"the helper's group was seen running in {seen_running} of 50 looks"
+    assert procs_with_marker(marker) == []
+
+
+_SUPERVISOR = """
+import sys, msgspec, trio
+from protocol import ServerSpec
+from supervisor import Supervisor
+
+async def main():
+    spec = msgspec.json.decode(sys.argv[1], type=ServerSpec)
+    async with Supervisor([spec]) as sup:
+        result = await sup.call_tool("hopper_group", {}, server=spec.name, timeout=10)
+        print("ready", result.content[0].text, flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_the_reaper_takes_a_helper_that_keeps_changing_its_pid():
+    """The same helper, when the supervisor is SIGKILLed: its reaper swept /proc killing the
+    processes carrying a listed id one pid at a time, and the helper outlived it. Now the
+    reaper kills the group of each such process, as `kill_tree` does."""
+    spec = server_spec("hopper", "hopper.py", "--pause", PAUSE)
+    marker = marker_of(spec)
+    groups: set[int] = set()
+    supervisor = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, msgspec.json.encode(spec).decode()],
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        with crowded_proc(ZOMBIES):
+            assert supervisor.stdout is not None
+            with trio.fail_after(30):
+                line = await trio.to_thread.run_sync(supervisor.stdout.readline)
+            assert line.startswith("ready"), line
+            (group,) = groups = {int(line.split()[1])}
+            supervisor.kill()
+            supervisor.wait()
+            # gone once ten looks in a row find it nowhere (a look can miss it: see _group_runs)
+            await wait_until(lambda: not any(_group_runs(group) for _ in range(10)), timeout=10,
+                             what="the reaper to kill the helper")
+            seen_running = sum([_group_runs(group) for _ in range(50)])
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+        _kill_by_marker(marker, groups)
+    assert seen_running == 0, f"the helper's group was seen running in {seen_running} of 50 looks"
+    assert procs_with_marker(marker) == []
