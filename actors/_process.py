@@ -345,7 +345,7 @@ def _scan(incarnation: str | None, since: int | None) -> tuple[set[int], dict[in
     costly read) is read only for those. Newest pids first (`_newest_first`): a process
     that keeps changing its pid (forking and exiting) is most likely at one of the newest
     when /proc is listed, and gone from it a few ms later.
-    Blocking."""
+    Blocking: runs in a worker thread (`kill_tree`) but for the forced exit."""
     mark = f"{INCARNATION_VAR}={incarnation}".encode() if incarnation else None
     try:
         pids = _newest_first([int(entry) for entry in os.listdir(_PROC) if entry.isdigit()])
@@ -463,15 +463,21 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
     them started meanwhile is SIGKILLed either way, even one started as the group was being
     killed.
 
+    The scans of /proc run in a worker thread (one at a time): with thousands of processes
+    one takes long, and every other task of this thread would wait for it.
+
     Shielded and bounded (``grace`` + 1 s, and what a scan takes): it finishes even when
     the caller is being cancelled.
     """
     with trio.CancelScope(shield=True):
         since = _leader_start(pgid)
+        # A limiter of its own: a scan never waits for threads of others (the default
+        # limiter's are shared with whatever an embedding host runs in threads).
+        limiter = trio.CapacityLimiter(1)
         escaped: set[int] = set()
 
         async def survey() -> tuple[bool, dict[int, int]]:
-            return _survey(pgid, incarnation, since, escaped)
+            return await trio.to_thread.run_sync(_survey, pgid, incarnation, since, escaped, limiter=limiter)
 
         alive, marked = await survey()
         if not _signal_tree(pgid, marked, escaped, signal.SIGTERM if grace > 0 else signal.SIGKILL):

@@ -1,5 +1,5 @@
 """A server's processes that are hard to catch: one that keeps changing its pid outside the
-server's process group (`actors._process`).
+server's process group, and a /proc scan that takes long (`actors._process`).
 
 Real processes. A hopper that escapes (on a supervisor that cannot catch it) is killed by
 the test itself, by its process group and by the marker in its environment, so a failure
@@ -13,12 +13,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import msgspec
 import trio
 
+from actors import _process
+from actors._process import INCARNATION_VAR, kill_tree
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy
 from supervisor import Supervisor
@@ -169,3 +172,44 @@ async def test_the_reaper_takes_a_helper_that_keeps_changing_its_pid():
         _kill_by_marker(marker, groups)
     assert seen_running == 0, f"the helper's group was seen running in {seen_running} of 50 looks"
     assert procs_with_marker(marker) == []
+
+
+async def test_a_slow_proc_scan_leaves_the_loop_running(monkeypatch):
+    """`kill_tree` scans /proc (every process's stat, and the environment of those that may
+    be the server's) every 20 ms. The scan ran on the trio thread: with thousands of
+    processes it took hundreds of ms, and every other server's calls stalled meanwhile
+    (DeadlineExceeded on a healthy server during another's restart). Now it runs in a
+    worker thread.
+
+    The scan is made to wait inside its listing of /proc until a trio task lets it go:
+    that task only runs if the scan leaves the loop running. On the trio thread the scan
+    waits out the 10 s safety instead, and the test fails."""
+    started, released = threading.Event(), threading.Event()
+    released_by_loop: list[bool] = []
+    real_listdir = os.listdir
+
+    def listdir(path="."):
+        if path == "/proc" and not started.is_set():
+            started.set()
+            released_by_loop.append(released.wait(10))
+        return real_listdir(path)
+
+    incarnation = "0123456789abcdef"
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True, env={INCARNATION_VAR: incarnation})
+    try:
+        monkeypatch.setattr(_process.os, "listdir", listdir)
+
+        async def release_the_scan() -> None:
+            while not started.is_set():
+                await trio.sleep(0.001)
+            released.set()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(release_the_scan)
+                await kill_tree(target.pid, incarnation, 1.0)
+        assert released_by_loop == [True]
+        assert target.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        target.kill()
+        target.wait()
