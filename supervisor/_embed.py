@@ -156,6 +156,9 @@ class EmbeddedSupervisor:
         self._servers = servers
         self._inproc = inproc
         self._toolsets = toolsets
+        #: The host's own toolsets (``embed(toolsets=)``, not a config's): what a reload from
+        #: a config that names none comes back to.
+        self._host_toolsets = dict(toolsets or {})
         self._on_input_request = on_input_request
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -700,10 +703,11 @@ class EmbeddedSupervisor:
         policy, categories, ...: same process, nothing disturbed) and replaced otherwise
         (``Supervisor.replace_server``: their tools stay listed and new calls wait for the
         new incarnation instead of failing), new ones start, and unchanged ones are not
-        touched (their calls in flight go on). A ``Config`` (or path) that names toolsets
-        brings them, and they replace those in use (given at ``embed`` or by an earlier
-        reload); one that names none keeps those in use, as ``embed`` does (to drop them:
-        ``run_in_trio(lambda sup: sup.set_toolsets({}))``). The new list is checked
+        touched (their calls in flight go on). A ``Config`` (or path) is the toolsets' truth,
+        as for the daemon: those it names replace those in use, and one that names none
+        brings back the host's own, those given as ``embed(toolsets=)`` (none: the seed's
+        defaults only), so toolsets deleted from a config file go at its next reload. A list
+        of specs changes no toolset. The new list is checked
         (duplicate names, toolsets) before anything changes. Reloads are serialized.
         Returns ``{"added", "removed", "updated", "replaced", "unchanged", "failed"}``
         (server names), as the daemon's reload does: a server whose change raised (another
@@ -711,8 +715,7 @@ class EmbeddedSupervisor:
         error logged, and the other servers' changes go on.
         """
         wanted, config = _servers_of(servers_or_config)
-        # As at embed: a config naming no toolsets leaves those in use (embed's toolsets=).
-        toolsets = dict(config.settings.toolsets) if config is not None and config.settings.toolsets else None
+        toolsets = None if config is None else dict(config.settings.toolsets or self._host_toolsets)
         if toolsets is not None:
             check_toolsets(toolsets)
         names = [s.name for s in wanted]
@@ -888,9 +891,12 @@ def embed(
     for instead. Cancelled, it stops the tree before re-raising (see the module guarantees).
     """
     servers, config = _servers_of(servers_or_config)
+    host_toolsets = toolsets
     if toolsets is None and config is not None and config.settings.toolsets:
         toolsets = dict(config.settings.toolsets)
-    return _Embedding(EmbeddedSupervisor(servers, inproc=inproc, toolsets=toolsets, on_input_request=on_input_request))
+    handle = EmbeddedSupervisor(servers, inproc=inproc, toolsets=toolsets, on_input_request=on_input_request)
+    handle._host_toolsets = dict(host_toolsets or {})  # the config's are not the host's (`reload`)
+    return _Embedding(handle)
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -76,9 +76,9 @@ async def cancel_a_start_twice(spec: Any) -> None:
 
 def test_a_reload_from_a_config_naming_no_toolsets_keeps_those_given_at_embed(tmp_path):
     """``embed(..., toolsets=)`` then ``reload(config)``: a config naming no toolsets kept
-    nothing (the host's toolset was gone, and its adapters raised at every agent run); it
-    keeps those in use now, as ``embed`` itself does. A config that names toolsets still
-    replaces them."""
+    nothing (the host's toolset was gone, and its adapters raised at every agent run); the
+    host's own toolsets stay now. A config that names toolsets still replaces them, and
+    one that names none again brings back the host's own."""
     echo = server_spec("echo", "echo.py", categories={"echo": "analysis"})
     plain = config_file(tmp_path / "plain.json", echo)
     named = config_file(tmp_path / "named.json", echo, toolsets={"theirs": ["analysis"]})
@@ -96,6 +96,30 @@ def test_a_reload_from_a_config_naming_no_toolsets_keeps_those_given_at_embed(tm
             assert [t.name for t in await sup.list_tools(toolset="theirs")] == ["echo"]
             with pytest.raises(ValueError, match="unknown toolset 'mine'"):
                 await sup.list_tools(toolset="mine")
+            await sup.reload(plain)  # names none again: the host's own come back, the file's go
+            assert [t.name for t in await sup.list_tools(toolset="mine")] == ["echo"]
+            with pytest.raises(ValueError, match="unknown toolset 'theirs'"):
+                await sup.list_tools(toolset="theirs")
+        assert procs_with_marker(marker_of(echo)) == []
+
+    run_asyncio(main, timeout=60)
+
+
+def test_toolsets_deleted_from_the_config_file_go_at_its_next_reload(tmp_path):
+    """``embed(path)`` whose config names a toolset, then the toolset deleted from the file
+    and ``reload(path)``: the toolset stayed (a config naming none kept those in use, and
+    those had come from the file), where the daemon's reload drops it. The config is the
+    toolsets' truth now, as for the daemon; the host's own ``embed(toolsets=)`` stay."""
+    echo = server_spec("echo", "echo.py", categories={"echo": "analysis"})
+    path = config_file(tmp_path / "c.json", echo, toolsets={"readonly": ["analysis"]})
+
+    async def main() -> None:
+        async with embed(path) as sup:
+            assert [t.name for t in await sup.list_tools(toolset="readonly")] == ["echo"]
+            config_file(path, echo)  # the toolset deleted from the file
+            await sup.reload(path)
+            with pytest.raises(ValueError, match="unknown toolset 'readonly'"):
+                await sup.list_tools(toolset="readonly")
         assert procs_with_marker(marker_of(echo)) == []
 
     run_asyncio(main, timeout=60)
