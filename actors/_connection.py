@@ -206,6 +206,7 @@ class ServerLink:
         #: Incarnations that ended in failure (a crash, a failed connect, a hang), counted
         #: so a wait for the next one can tell when that one failed too (`wait_connected`).
         self.failures = 0
+        self._failure_counted = False  # this incarnation's (its end is told up to 3 times)
         #: Why no incarnation is coming (the supervisor gave up restarting it), or None.
         self.no_restart: str | None = None
         self._changed = trio.lowlevel.ParkingLot()  # unparked when one comes up or goes
@@ -312,7 +313,9 @@ class ServerLink:
         self.down_reason = reason
         if failed:
             self.last_error = reason
-            self.failures += 1
+            if not self._failure_counted:
+                self.failures += 1
+                self._failure_counted = True
         if self.connected.is_set():
             self.connected = trio.Event()
         self.inflight = self.queued = 0
@@ -1799,6 +1802,7 @@ async def run_connection(
     spec = link.spec
     proc = ServerProcess(link.count_oversized) if spec.command is not None and inproc is None else None
     link.process = proc
+    link._failure_counted = False  # a new incarnation: its failure is one more
     mailbox: Mailbox[Any] = Mailbox(f"connection:{spec.name}", size=max(16, spec.max_queue))
     early_garbage: list[Exception] = []
     early_changes: set[str] = set()  # list_changed heard while the lists were being read

@@ -80,9 +80,13 @@ async def test_a_retry_waits_for_the_next_incarnation_not_through_every_restart(
         await sup.wait_connected("fragile", timeout=20)
         with trio.fail_after(60), pytest.raises(ServerCrashed) as info:  # the call's own deadline: 10 minutes
             await sup.call_tool("do_it", {}, timeout=600)
-    assert "retrying it failed: server 'fragile' did not come back" in info.value.message, info.value.message
-    if max_consecutive is not None:
-        assert "failed for good" in info.value.message
+        assert "retrying it failed: server 'fragile' did not come back" in info.value.message, info.value.message
+        if max_consecutive is not None:
+            # Given up on: a wait for the next incarnation (a later retry's) ends at once.
+            link = sup.link("fragile")
+            await wait_until(lambda: link.no_restart is not None, what="the server failed for good")
+            with trio.fail_after(10), pytest.raises(ServerUnavailable, match="failed for good"):
+                await link.wait_connected(trio.current_time() + 600, until_failures=link.failures)
 
 
 async def test_retry_safe_tools_in_config_overrides_missing_annotations(tmp_path):
