@@ -29,6 +29,9 @@ Guarantees:
   Such failures never raise, so they never abort an agent run: the model reads them.
   Cancellation still propagates (and cancels the call on the server).
 - A server that is down fails only its own tools' calls; the other servers' tools work.
+- An adapter calls only the tools of its scope as it is at the call: a name outside its
+  ``toolset=``/``category=`` (one the model made up, or a tool a reload took out of the
+  toolset) is an ``UnknownTool`` failure, never sent.
 - An adapter whose scope a reload took away (its ``server=`` removed, its ``toolset=`` no
   longer known) lists no tools, with a warning logged once each time its scope goes (and a
   note when it is back), and its calls come back as ``UnknownTool`` failures: an agent
@@ -365,7 +368,7 @@ class SupervisedMCPServer(MCPServer):
                     raise gone if isinstance(gone, Failure) else UnknownTool(str(gone), tool=tool_name)
             return await self._run(
                 _call_tool_in_trio,
-                self.server,
+                self._scope(),
                 self._exposed.get(tool_name, tool_name),
                 arguments or {},
                 self.timeout,
@@ -464,12 +467,21 @@ def _list_tools_in_trio(
 
 async def _call_tool_in_trio(
     sup: Supervisor,
-    server: str | None,
+    scope: tuple[str | None, str | None, str | None],
     name: str,
     arguments: dict[str, Any],
     timeout: float | None,
     meta: dict[str, Any] | None,
 ) -> Any:
+    server, toolset, category = scope
+    if toolset is not None or category is not None:
+        # Only the scope's tools, as they are now: a name the model made up (or was led to)
+        # outside a read-only toolset, or a tool listed before a reload took it out.
+        specs, gone = _list_tools_in_trio(sup, server, toolset, category)
+        if gone is not None:
+            raise UnknownTool(str(gone), tool=name)
+        if not any(spec.name == name for spec in specs):
+            raise UnknownTool(f"tool {name!r} is not in this adapter's scope ({_describe(scope)})", tool=name)
     if server is None:
         return await sup.call_tool(name, arguments, timeout=timeout, meta=meta)
     # The server's own name for the tool: a per-server adapter lists exposed names (which

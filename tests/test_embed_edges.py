@@ -229,3 +229,26 @@ def test_an_embed_right_after_a_start_cancelled_twice_waits_for_its_stop_then_st
         assert procs_with_marker(marker_of(echo)) == []
 
     in_a_thread_of_its_own(lambda: run_asyncio(main, timeout=90))
+
+
+def test_a_toolset_adapter_calls_only_the_tools_of_its_toolset_as_it_is_now(tmp_path):
+    """A toolset adapter sent any tool name on: one outside its toolset (a name the model
+    made up, or was led to, past a read-only toolset), and one it had listed before a
+    reload took it out of the toolset. Both are ``UnknownTool`` failure results now, and
+    never reach the server; a tool of the toolset still runs."""
+    echo = server_spec("echo", "echo.py", categories={"echo": "analysis"})
+    without = config_file(tmp_path / "without.json", echo, toolsets={"mine": ["search"]})
+
+    async def main() -> None:
+        async with embed([echo], toolsets={"mine": ["analysis"]}) as sup:
+            adapter = SupervisedMCPServer(sup, toolset="mine")
+            assert [t.name for t in await adapter.list_tools()] == ["echo"]
+            assert text_of(await adapter.call_tool("echo", {"text": "in scope"})) == "in scope"
+            outside = await adapter.call_tool("add", {"a": 1, "b": 2})  # echo.py has it, not in 'mine'
+            assert outside.is_error and "UnknownTool" in text_of(outside), text_of(outside)
+            await sup.reload(without)  # 'mine' keeps its name, but echo's category is out of it
+            listed_before = await adapter.call_tool("echo", {"text": "ran anyway"})
+            assert listed_before.is_error and "UnknownTool" in text_of(listed_before), text_of(listed_before)
+        assert procs_with_marker(marker_of(echo)) == []
+
+    run_asyncio(main, timeout=60)
