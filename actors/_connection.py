@@ -99,6 +99,7 @@ from ._http_answers import (
     refusals,
 )
 from ._wire import unsendable
+from ._pipes import PipeReader
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._http_bound import PHRASE as OVER_LIMIT
 from ._http_bound import bound_answers
@@ -565,6 +566,25 @@ async def _noting_requests(transport: Any, noted: list[_NotedRequests]) -> Any:
     async with transport as (read_stream, write_stream):
         noted.append(_NotedRequests(write_stream))
         yield read_stream, noted[-1]
+
+
+@contextlib.asynccontextmanager
+async def _exit_watched(transport: Any, proc: ServerProcess, on_exit: Callable[[PipeReader], None]) -> Any:
+    """``transport`` (a stdio server's) with a task that calls ``on_exit(read_stream)`` the
+    moment the server process exits: while connecting, nothing else waits on the exit (a
+    connected incarnation's `_Connection.watch_death` does)."""
+    async with transport as (read_stream, write_stream):
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await proc.exited.wait()
+                on_exit(read_stream)
+
+            nursery.start_soon(watch)
+            try:
+                yield read_stream, write_stream
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 def _waited_on(noted: list[_NotedRequests], garbled: bool) -> str:
@@ -1870,6 +1890,16 @@ async def run_connection(
         else:
             connecting.cancel()  # the handshake's answer will never come
 
+    exited: list[bool] = []
+
+    def on_exit(stdout: PipeReader) -> None:
+        # Connected: `watch_death` sees the exit. With stdout hung up, the handshake ends on
+        # its EOF by itself and says how (`_why_it_ended`). Else a process the server started
+        # holds stdout open, no EOF comes, and the connect would wait out connect_timeout.
+        if state is None and not stdout.hung_up():
+            exited.append(True)
+            connecting.cancel()
+
     default_front = host_front.get()  # the tree's (the callers' own contexts do not carry it)
     current_front.set(None)  # this task's own questions have no front: the default answers
 
@@ -1883,6 +1913,8 @@ async def run_connection(
                 transport = _transport(spec, proc or ServerProcess(), inproc, watch)
                 if inproc is None:
                     transport = _noting_requests(transport, noted)
+                if proc is not None:
+                    transport = _exit_watched(transport, proc, on_exit)
                 client = Client(
                     transport,
                     message_handler=on_message,
@@ -1915,6 +1947,13 @@ async def run_connection(
                     raise ConnectionDied(failed, "connect") from cause
                 raise
         if connecting.cancelled_caught:
+            if exited and proc is not None:  # told after the teardown: its stderr is all read
+                killed = "" if (proc.exit_status or "exited").startswith("exited") else f"; it was {proc.exit_status}"
+                raise ConnectionDied(
+                    "could not connect: the server process ended during the handshake, and its stdout stayed "
+                    "open (a process it started holds it, most likely), so no end of the stream came" + killed + _why_it_ended(proc),
+                    "connect",
+                )
             if broken:
                 raise ConnectionDied(f"could not connect: {broken[0]}", "connect")
             raise ConnectionDied(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import select
 from collections.abc import Callable, Iterator
 from typing import Self
 
@@ -112,6 +113,17 @@ class PipeReader(Receiving):
     def end(self) -> None:
         self._ended = True
         self._interrupt()
+
+    def hung_up(self) -> bool:
+        """Whether no process holds the pipe's write end any more (or the stream ended): what
+        is left in the pipe, if anything, is followed by EOF, which the session will see.
+        False while some process still has it open: one the server started, say, outliving it."""
+        fd = self._stdout.fileno()
+        if self._ended or self._closed or fd < 0:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def _interrupt(self) -> None:
         if self._reading is not None:

@@ -1,0 +1,64 @@
+"""The stdio connection at the edges of its pipes: a server that exits during the handshake
+while a child of it keeps its stdout open, and one that closes its stdin and keeps running.
+Real processes (tests/servers/stdio_edges.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+from conftest import procs_with_marker, server_spec, wait_until
+from protocol import BackoffPolicy
+from supervisor import Supervisor
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _kill_leftovers(pid_file: Path) -> None:
+    for line in pid_file.read_text().split() if pid_file.exists() else ():
+        try:
+            os.kill(int(line), 9)
+        except ProcessLookupError:
+            pass
+
+
+async def test_a_server_that_exits_during_the_handshake_is_seen_at_once_with_its_stdout_held(tmp_path):
+    """The server exits right after ``notifications/initialized``, but a child of it holds
+    its stdout open, so no EOF comes: the connect used to wait out the whole connect_timeout
+    and blame it. Now the process exit ends the connect at once, naming the exit and its
+    last stderr line; the child holding stdout is killed with the server's tree."""
+    pid_file = tmp_path / "child.pid"
+    spec = server_spec(
+        "quitter",
+        "stdio_edges.py",
+        "--exit-after-handshake",
+        "3",
+        "--stdout-child",
+        str(pid_file),
+        connect_timeout=20,
+        shutdown_timeout=1.0,
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=1),
+    )
+    try:
+        async with Supervisor([spec]) as sup:
+            # The old code reported only once connect_timeout had passed, blaming it.
+            reason = await wait_until(lambda: sup.link("quitter").last_error, timeout=30, what="the failed connect")
+            assert reason.startswith("could not connect: the server process ended during the handshake"), reason
+            assert "connect_timeout" not in reason, reason
+            assert "the server process exited with code 3" in reason, reason
+            assert "its last stderr lines: stdio_edges: exiting after the handshake" in reason, reason
+            children = [int(pid) for pid in pid_file.read_text().split()]
+            assert children
+            # No orphans: the child that held stdout went with the server's tree.
+            await wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10, what="the child killed")
+        await wait_until(lambda: not procs_with_marker(spec.env["MCP_TEST_MARKER"]), timeout=10, what="no process left")
+    finally:
+        _kill_leftovers(pid_file)
