@@ -536,13 +536,14 @@ def test_adapter_lists_calls_and_turns_typed_failures_into_readable_results():
             assert isinstance(result, mcp_types.CallToolResult) and text_of(result) == "via adapter"
 
             # the tool's own error is passed through as the server gave it
-            own_error = await search.call_tool("fail", {"message": "boom"})
+            whole = SupervisedMCPServer(sup, server="echo")  # 'search' has echo alone
+            own_error = await whole.call_tool("fail", {"message": "boom"})
             assert own_error.is_error and "boom" in text_of(own_error)
 
             # typed failures: results the model can read, in the seed's shape
             unknown = seed_failure(await search.call_tool("no_such_tool", {}))
             assert unknown.tool_name == "no_such_tool" and unknown.error.startswith("UnknownTool:")
-            invalid = seed_failure(await search.call_tool("add", {"a": "x"}))
+            invalid = seed_failure(await whole.call_tool("add", {"a": "x"}))
             assert invalid.error.startswith("InvalidArguments:")
             no_server = seed_failure(await SupervisedMCPServer(sup, server="nowhere").call_tool("echo", {}))
             assert "nowhere" in no_server.error
