@@ -131,13 +131,14 @@ def send(sig):
             escaped.discard(pgid)
         except OSError:
             pass
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    try:  # newest first (see _newest_first)
+    try:  # newest first, the last RECENT before the listing (see _scan)
         last, top = (int(open("/proc/sys/kernel/" + n).read()) for n in ("ns_last_pid", "pid_max"))
-        pids.sort(key=lambda pid: (last - pid) % top)
+        recent = [(last - back - 1) % top + 1 for back in range(RECENT)]
     except (OSError, ValueError):
-        pass
-    for pid in pids:
+        last, top, recent = 0, 1, []
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in recent]
+    pids.sort(key=lambda pid: (last - pid) % top)
+    for pid in recent + pids:
         try:
             with open("/proc/%d/environ" % pid, "rb") as f:
                 if marks.intersection(f.read().split(b"\\0")):
@@ -161,7 +162,7 @@ clean, end = 0, time.monotonic() + 1.0
 while clean < CLEAN_SCANS and time.monotonic() < end:
     clean = 0 if send(signal.SIGKILL) else clean + 1
     time.sleep(0.02)
-""".replace("VAR", repr(INCARNATION_VAR)).replace("CLEAN_SCANS", str(_CLEAN_SCANS))
+""".replace("VAR", repr(INCARNATION_VAR)).replace("CLEAN_SCANS", str(_CLEAN_SCANS)).replace("RECENT", "32")
 _reaper: subprocess.Popen[bytes] | None = None
 #: Lines the reaper has not taken yet: its pipe was full (a reaper that stopped reading,
 #: SIGSTOPped say). Written first, in order, at the next line; never waited for.
@@ -342,40 +343,67 @@ def _scan(incarnation: str | None, since: int | None) -> tuple[set[int], dict[in
     whose environment carries ``incarnation`` (pid -> its group). None if /proc cannot be read.
 
     Every descendant of a server started no earlier than its leader, so the environment (the
-    costly read) is read only for those. Newest pids first (`_newest_first`): a process
-    that keeps changing its pid (forking and exiting) is most likely at one of the newest
-    when /proc is listed, and gone from it a few ms later.
+    costly read) is read only for those. Newest pids first: a process that forks and exits
+    in a loop lives at each pid for less time than a listing of thousands of entries takes,
+    so before /proc is listed the last few pids handed out are looked at, again each time
+    the kernel hands out another (up to `_RECENT_LOOKS` times), then every pid listed, from
+    the newest (`_newest_first`).
     Blocking: runs in a worker thread (`kill_tree`) but for the forced exit."""
     mark = f"{INCARNATION_VAR}={incarnation}".encode() if incarnation else None
-    try:
-        pids = _newest_first([int(entry) for entry in os.listdir(_PROC) if entry.isdigit()])
-    except OSError:
-        return None
     groups: set[int] = set()
     marked: dict[int, int] = {}
-    for pid in pids:
+    seen: set[int] = set()
+
+    def look(pid: int) -> None:
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = _stat_fields(pid)
+            seen.add(pid)
             if fields[0] in ("Z", "X") or (since is not None and int(fields[19]) < since):
-                continue
+                return
             group = int(fields[2])
             groups.add(group)
             if mark is not None:
                 with open(f"{_PROC}/{pid}/environ", "rb") as f:
                     if mark in f.read().split(b"\0"):
                         marked[pid] = group
+
+    last, top, before = *_last_pid(), 0
+    for _ in range(_RECENT_LOOKS):
+        if not last or last == before:
+            break
+        for pid in {(last - back - 1) % top + 1 for back in range(_RECENT)} - seen:
+            look(pid)
+        before, (last, top) = last, _last_pid()
+    try:
+        listed = [int(entry) for entry in os.listdir(_PROC) if entry.isdigit()]
+    except OSError:
+        return None
+    for pid in _newest_first([pid for pid in listed if pid not in seen], last, top):
+        look(pid)
     return groups, marked
 
 
-def _newest_first(pids: list[int]) -> list[int]:
-    """``pids`` from the last one the kernel handed out backwards, wrapping around below 1
-    (pids are handed out in turn up to ``pid_max``, then from the lowest free one again)."""
+#: How many of the last pids handed out a scan looks at before it lists /proc, and how
+#: many times, as long as new ones are handed out meanwhile (`_scan`).
+_RECENT = 4
+_RECENT_LOOKS = 32
+
+
+def _last_pid() -> tuple[int, int]:
+    """The last pid the kernel handed out in our namespace, and ``pid_max`` (0, 0 if
+    unknown): pids are handed out in turn up to ``pid_max``, then from the lowest free one."""
     try:
         with open(f"{_PROC}/sys/kernel/ns_last_pid") as f:
             last = int(f.read())
         with open(f"{_PROC}/sys/kernel/pid_max") as f:
-            top = int(f.read())
+            return last, int(f.read())
     except (OSError, ValueError):
+        return 0, 0
+
+
+def _newest_first(pids: list[int], last: int, top: int) -> list[int]:
+    """``pids`` from ``last`` (`_last_pid`) backwards, wrapping around below 1."""
+    if not last:
         return sorted(pids, reverse=True)
     return sorted(pids, key=lambda pid: (last - pid) % top)
 

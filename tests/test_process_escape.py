@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 import trio
 
 from actors import _process
@@ -26,7 +27,8 @@ from conftest import marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy
 from supervisor import Supervisor
 
-PAUSE = "0.005"  # up to 5 ms at each pid
+#: The helper's longest stay at one pid: a few ms, or none (it forks again at once).
+PAUSES = pytest.mark.parametrize("pause", ["0.005", "0"], ids=["hops-every-few-ms", "hops-at-once"])
 ZOMBIES = 1500  # a busy machine: each scan of /proc takes longer
 
 
@@ -102,14 +104,16 @@ def crowded_proc(zombies: int):
         crowd.wait()
 
 
-async def test_a_helper_that_keeps_changing_its_pid_outside_the_group_goes_too():
-    """A helper left the server's group (``setsid``), then forked and exited every 1-5 ms.
+@PAUSES
+async def test_a_helper_that_keeps_changing_its_pid_outside_the_group_goes_too(pause):
+    """A helper left the server's group (``setsid``), then forked and exited every few ms.
     The stop killed each process of ours outside the group by its pid, found in a /proc
     scan: by the time of the kill that pid was gone and the helper at a new one, and after
     1 s of this it gave up, leaving the helper running. Now the process group of every
     process of ours found outside the server's group is killed too, which the helper keeps
-    across its forks."""
-    spec = server_spec("hopper", "hopper.py", "--pause", PAUSE, shutdown_timeout=0.3,
+    across its forks. One that forks again at once stays at a pid for less time than a
+    listing of /proc takes: the scan looks at the newest pids first, before the listing."""
+    spec = server_spec("hopper", "hopper.py", "--pause", pause, shutdown_timeout=0.3,
                        backoff=BackoffPolicy(min=30.0, max=30.0, jitter=0.0))
     marker = marker_of(spec)
     groups: set[int] = set()
@@ -144,11 +148,12 @@ trio.run(main)
 """
 
 
-async def test_the_reaper_takes_a_helper_that_keeps_changing_its_pid():
+@PAUSES
+async def test_the_reaper_takes_a_helper_that_keeps_changing_its_pid(pause):
     """The same helper, when the supervisor is SIGKILLed: its reaper swept /proc killing the
     processes carrying a listed id one pid at a time, and the helper outlived it. Now the
     reaper kills the group of each such process, as `kill_tree` does."""
-    spec = server_spec("hopper", "hopper.py", "--pause", PAUSE)
+    spec = server_spec("hopper", "hopper.py", "--pause", pause)
     marker = marker_of(spec)
     groups: set[int] = set()
     supervisor = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, msgspec.json.encode(spec).decode()],
