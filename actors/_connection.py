@@ -99,7 +99,7 @@ from ._http_answers import (
     refusals,
 )
 from ._wire import unsendable
-from ._pipes import PipeReader
+from ._pipes import PipeReader, unsent_requests
 from ._process import ServerProcess, kill_tree, open_stdio
 from ._http_bound import PHRASE as OVER_LIMIT
 from ._http_bound import bound_answers
@@ -891,6 +891,8 @@ class _Connection:
             listening = refusals.set(refused)
             due = answer_due.set(call.deadline)
         calling = _calling.set(scope)
+        unsent: set[Any] = set()  # this call's request, if stdin broke before a byte of it went out
+        noting = unsent_requests.set(unsent)
         try:
             result = None
             with scope:
@@ -946,6 +948,12 @@ class _Connection:
                 ) from None
             if lost is not None:
                 self.die(lost, "transport", failed=not self.stopping)  # a drain's end is no failure
+                if unsent:
+                    # Its write failed before a byte went out (the server closed its stdin, or
+                    # died): it never reached the server, so it is safe to send again (the link
+                    # sends it to the next incarnation). No verdict for the breaker either.
+                    why = f"lost the server's stdin ({lost}) before a byte of the request was written"
+                    raise self._never_sent(why) from None
                 raise self._crash_failure() from None
             self.consecutive_timeouts = 0
             self._heard()
@@ -970,6 +978,7 @@ class _Connection:
             ) from exc
         finally:
             _calling.reset(calling)
+            unsent_requests.reset(noting)
             if refused is not None:
                 refusals.reset(listening)
                 answer_due.reset(due)
@@ -1949,11 +1958,11 @@ async def run_connection(
         if connecting.cancelled_caught:
             if exited and proc is not None:  # told after the teardown: its stderr is all read
                 killed = "" if (proc.exit_status or "exited").startswith("exited") else f"; it was {proc.exit_status}"
-                raise ConnectionDied(
+                said = (
                     "could not connect: the server process ended during the handshake, and its stdout stayed "
-                    "open (a process it started holds it, most likely), so no end of the stream came" + killed + _why_it_ended(proc),
-                    "connect",
+                    "open (a process it started holds it, most likely), so no end of the stream came"
                 )
+                raise ConnectionDied(said + killed + _why_it_ended(proc), "connect")
             if broken:
                 raise ConnectionDied(f"could not connect: {broken[0]}", "connect")
             raise ConnectionDied(

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import os
 import select
 from collections.abc import Callable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import mcp_types
@@ -36,7 +37,19 @@ from ._stdio import (
     _unencodable,
 )
 
-__all__ = ["Closing", "PipeReader", "PipeWriter", "Receiving"]
+__all__ = ["Closing", "PipeReader", "PipeWriter", "Receiving", "unsent_requests"]
+
+#: Set by a caller around its request, to a set of its own: `PipeWriter` adds the id of each
+#: request sent from that context that it wrote not a byte of, stdin being broken. Such a
+#: request provably never reached the server, though the SDK turns the failed write into the
+#: same "Connection closed" as an answer lost after the send.
+unsent_requests: contextvars.ContextVar[set[Any] | None] = contextvars.ContextVar("unsent_requests", default=None)
+
+
+def _note_unsent(message: SessionMessage) -> None:
+    unsent = unsent_requests.get()
+    if unsent is not None and isinstance(message.message, mcp_types.JSONRPCRequest):
+        unsent.add(message.message.id)
 
 
 class Closing:
@@ -191,7 +204,8 @@ class PipeWriter(Closing):
     not written (`_encoded`): a request gets its error answer through ``reader``. When
     stdin breaks (the server closed it or died), ``reader`` is ended, so the session sees
     the connection end rather than wait for answers that cannot come, and the send raises
-    ``anyio.BrokenResourceError`` (the SDK's "connection closed"). After ``close`` a send
+    ``anyio.BrokenResourceError`` (the SDK's "connection closed"); a request none of whose
+    bytes were written is noted in `unsent_requests`. After ``close`` a send
     raises ``anyio.ClosedResourceError``.
     """
 
@@ -207,6 +221,7 @@ class PipeWriter(Closing):
         if self._closed:
             raise anyio.ClosedResourceError
         if self._broken:
+            _note_unsent(message)
             raise anyio.BrokenResourceError
         data = _encoded(message, lambda request_id, exc: self._reader.inject(_unencodable(request_id, exc)))
         if data is None:
@@ -215,11 +230,14 @@ class PipeWriter(Closing):
             self._turn.acquire_nowait()
         except trio.WouldBlock:
             await self._turn.acquire()  # cancelled here, nothing was written
-        await self._write(data, 0, left_to_a_task=True)
+        await self._write(data, 0, left_to_a_task=True, message=message)
 
-    async def _write(self, data: bytes, sent: int, *, left_to_a_task: bool) -> None:
+    async def _write(
+        self, data: bytes, sent: int, *, left_to_a_task: bool, message: SessionMessage | None = None
+    ) -> None:
         """Write ``data[sent:]`` holding the turn, then give the turn back. Cancelled
-        half-way, the rest goes to a task when ``left_to_a_task`` (the turn with it)."""
+        half-way, the rest goes to a task when ``left_to_a_task`` (the turn with it).
+        Broken before a byte of ``message`` was written: noted in `unsent_requests`."""
         with memoryview(data) as view:
             try:
                 while sent < len(data):
@@ -229,6 +247,8 @@ class PipeWriter(Closing):
                     except BlockingIOError:
                         await trio.lowlevel.wait_writable(fd)
             except (OSError, *_GONE) as exc:
+                if sent == 0 and message is not None:
+                    _note_unsent(message)
                 self._turn.release()
                 self._broken = True
                 self._reader.end()

@@ -62,3 +62,38 @@ async def test_a_server_that_exits_during_the_handshake_is_seen_at_once_with_its
         await wait_until(lambda: not procs_with_marker(spec.env["MCP_TEST_MARKER"]), timeout=10, what="no process left")
     finally:
         _kill_leftovers(pid_file)
+
+
+async def test_a_request_that_could_not_be_written_at_all_is_sent_to_the_next_incarnation(tmp_path):
+    """The server closes its stdin and keeps running: the next call's write fails with EPIPE
+    on its first byte, so the request provably never reached the server. It used to be
+    answered ``ServerCrashed`` ("may or may not have run"), and a tool that is not
+    retry-safe (these have no annotations) was not sent again. Now the incarnation dies as
+    before (a transport failure), and the call, never sent, goes to the next incarnation,
+    which answers it; no call outcome counts against the breaker."""
+    spec = server_spec(
+        "earless",
+        "stdio_edges.py",
+        shutdown_timeout=1.0,
+        health_check_interval=None,
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0),
+    )
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("earless", timeout=20)
+        first = text_of(await sup.call_tool("pid", {}, server="earless", timeout=10))
+        assert text_of(await sup.call_tool("close_stdin", {}, server="earless", timeout=10)) == "closed stdin"
+        # Not retry-safe (no annotations), yet answered: by the next incarnation.
+        second = text_of(await sup.call_tool("pid", {}, server="earless", timeout=20))
+        assert second != first
+        # The incarnation still died of it (a transport failure, counted as such), but the
+        # call, one attempt answered by the next incarnation, is no failure of the server's.
+        assert "Connection closed" in (sup.link("earless").last_error or ""), sup.link("earless").last_error
+        snapshot = await sup.metrics_snapshot()
+        assert snapshot.server("earless").exits.get("transport") == 1, snapshot.server("earless").exits
+        tool = snapshot.tool("earless", "pid")
+        assert (tool.calls, tool.successes, tool.failures, tool.retries) == (2, 2, {}, 0), tool
+    await wait_until(lambda: not procs_with_marker(spec.env["MCP_TEST_MARKER"]), timeout=10, what="no process left")
+
+
+def text_of(result) -> str:
+    return result.content[0].text
