@@ -618,14 +618,20 @@ def _transport(spec: ServerSpec, proc: ServerProcess, inproc: Any, watch: HttpAn
         )
     assert spec.url is not None
     http_factory = _http_client_factory(watch, spec.max_message_bytes)
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT
+
     if spec.transport == "sse":
         from mcp.client.sse import sse_client
 
+        # The event stream carries every answer: its silence may last as long as a call.
         return sse_client(
-            spec.url, headers=dict(spec.headers) or None, timeout=spec.connect_timeout, httpx_client_factory=http_factory
+            spec.url,
+            headers=dict(spec.headers) or None,
+            timeout=spec.connect_timeout,
+            sse_read_timeout=max(MCP_DEFAULT_SSE_READ_TIMEOUT, spec.timeout + READ_MARGIN),
+            httpx_client_factory=http_factory,
         )
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT
 
     @contextlib.asynccontextmanager
     async def transport() -> Any:

@@ -471,9 +471,11 @@ class HttpAnswerWatch:
         `GET_SPACING` s after the one before. The SDK reopens that stream after the wait the
         server's ``retry:`` field asks for, and a server that asks for none (``retry: 0``)
         and ends the stream at once had the process open it some thousand times a second, on
-        the loop every server shares. Its silence is bounded as the SDK bounds it (a dead
-        stream noticed within minutes, `GET_READ_TIMEOUT`), whatever longer read a server's
-        long calls gave its POSTs."""
+        the loop every server shares. Over streamable HTTP its silence is bounded as the SDK
+        bounds it (a dead stream noticed within minutes, `GET_READ_TIMEOUT`), whatever longer
+        read a server's long calls gave its POSTs; over SSE, where that stream carries every
+        answer, it keeps the read its client was given (the server's call timeout and a
+        margin, at least the SDK's 300 s)."""
         timeout = request.extensions.get("timeout")
         if request.method == "POST":
             due = answer_due.get()
@@ -486,7 +488,9 @@ class HttpAnswerWatch:
             return
         if request.method != "GET":
             return
-        if isinstance(timeout, dict) and (timeout.get("read") is None or timeout["read"] > GET_READ_TIMEOUT):
+        if self.on_broken is None and isinstance(timeout, dict) and (
+            timeout.get("read") is None or timeout["read"] > GET_READ_TIMEOUT
+        ):
             request.extensions = {**request.extensions, "timeout": {**timeout, "read": GET_READ_TIMEOUT}}
         now = trio.current_time()
         if self._next_get > now:

@@ -193,25 +193,37 @@ async def test_a_notification_s_post_with_no_http_answer_holds_up_later_calls_fo
             assert sup.link("gw").conn is incarnation, "the connection was restarted"
 
 
-async def test_a_call_answered_after_more_silence_than_the_sdk_reads_is_not_cut_off(monkeypatch):
-    """A streamable-HTTP call's answer may come as one JSON body after all its silence, and
-    the SDK's client gives up reading after 300 s of it, whatever the server's ``timeout``:
-    a call allowed 10 minutes failed at 5. Now the read waits for the server's timeout (plus
-    a margin) when that is longer. The SDK's 300 s is scaled down to 1 s here (and the
-    server's timeout to 5 s) so the test takes seconds, not minutes."""
-    import mcp.shared._httpx_utils
-
-    monkeypatch.setattr(mcp.shared._httpx_utils, "MCP_DEFAULT_SSE_READ_TIMEOUT", 1.0)
-    async with HttpEcho("--json-response") as server:
+async def _answered_after_silence(transport: str, timeout: float, call_timeout: float | None) -> None:
+    """A call to ``sleep`` 2.5 s on a real server (``timeout``: the server's) answers."""
+    sse = transport == "sse"
+    async with HttpEcho(*(["--sse"] if sse else ["--json-response"])) as server:
         spec = ServerSpec(
-            name="slow", url=server.url(), transport="streamable-http", timeout=5,
+            name="slow", url=server.url("/sse") if sse else server.url(), transport=transport, timeout=timeout,
             retry=RetryPolicy(max_retries=0), health_check_interval=None,
         )
         async with Supervisor([spec]) as sup:
             await sup.wait_connected("slow", timeout=20)
             with trio.fail_after(30):
-                result = await sup.call_tool("sleep", {"seconds": 2.5}, server="slow")
+                result = await sup.call_tool("sleep", {"seconds": 2.5}, server="slow", timeout=call_timeout)
             assert not result.is_error and "2.5" in text(result), result
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_a_call_answered_after_more_silence_than_the_sdk_reads_is_not_cut_off(monkeypatch, transport):
+    """A streamable-HTTP call's answer may come as one JSON body after all its silence, and
+    the SDK's client gives up reading after 300 s of it, whatever the server's ``timeout``:
+    a call allowed 10 minutes failed at 5. Now the read waits for the server's timeout (plus
+    a margin) when that is longer. Over SSE every answer comes on the event stream (the
+    GET), whose read was held to 300 s (the SDK's, then ours) all the same; it gets the
+    server's timeout and the margin too. The SDK's 300 s (and ours) are scaled down to 1 s
+    here (and the server's timeout to 5 s) so the test takes seconds, not minutes."""
+    import mcp.shared._httpx_utils
+
+    import actors._http_answers
+
+    monkeypatch.setattr(mcp.shared._httpx_utils, "MCP_DEFAULT_SSE_READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(actors._http_answers, "GET_READ_TIMEOUT", 1.0)
+    await _answered_after_silence(transport, timeout=5, call_timeout=None)
 
 
 async def test_a_call_given_longer_than_its_server_s_timeout_is_read_until_its_own_deadline(monkeypatch):
@@ -219,7 +231,9 @@ async def test_a_call_given_longer_than_its_server_s_timeout_is_read_until_its_o
     read only as long as the server's timeout allowed (plus a margin): a silent call within
     its deadline failed at the read timeout, as a lost transport. Now each call's POST reads
     until that call's deadline (plus the margin). The SDK's 300 s is scaled down to 1 s and
-    the 10 s margin to 0.5 s here, so the test takes seconds, not minutes."""
+    the 10 s margin to 0.5 s here, so the test takes seconds, not minutes. (Over SSE the
+    answers' stream is opened at connect, before any call: it reads for the server's
+    timeout, not a longer call's.)"""
     import mcp.shared._httpx_utils
 
     import actors._connection
@@ -228,16 +242,7 @@ async def test_a_call_given_longer_than_its_server_s_timeout_is_read_until_its_o
     monkeypatch.setattr(mcp.shared._httpx_utils, "MCP_DEFAULT_SSE_READ_TIMEOUT", 1.0)
     monkeypatch.setattr(actors._connection, "READ_MARGIN", 0.5)
     monkeypatch.setattr(actors._http_answers, "READ_MARGIN", 0.5)
-    async with HttpEcho("--json-response") as server:
-        spec = ServerSpec(
-            name="slow", url=server.url(), transport="streamable-http", timeout=0.5,
-            retry=RetryPolicy(max_retries=0), health_check_interval=None,
-        )
-        async with Supervisor([spec]) as sup:
-            await sup.wait_connected("slow", timeout=20)
-            with trio.fail_after(30):
-                result = await sup.call_tool("sleep", {"seconds": 2.5}, server="slow", timeout=20)
-            assert not result.is_error and "2.5" in text(result), result
+    await _answered_after_silence("streamable-http", timeout=0.5, call_timeout=20)
 
 
 async def test_the_event_stream_keeps_the_sdk_s_silence_bound_when_posts_wait_longer():
