@@ -240,6 +240,7 @@ class Supervisor:
     async def _replace(self, handle: ServerHandle, spec: ServerSpec) -> ChildStatus:
         # The name stays in the config: its metric counters go on across the new subtree.
         await self.metrics.retain(spec.name)
+        old_namespace = handle.spec.namespace
         try:
             await self._servers.remove_child(f"server:{spec.name}")
             handle.replace_spec(spec)
@@ -257,6 +258,8 @@ class Supervisor:
                 handle.link.retire()
                 self._announce_lists(handle, "prompts", "resources")
                 raise
+            if spec.namespace != old_namespace:  # the same prompts, listed under other names
+                self._announce_lists(handle, "prompts")
         finally:
             await self.metrics.retain(spec.name, keep=False)  # forgets it if it was not added back
         await self.registry.sync()  # the tools it published are in the view

@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import msgspec
 import pytest
 import trio
 from mcp import Client
 
-from conftest import procs_with_marker
+from conftest import procs_with_marker, server_spec
+from supervisor import Supervisor
 from test_daemon import Daemon, server_entry, write_config
 
 # resources/subscribe is the handshake era's API, deprecated at 2026-07-28.
@@ -173,3 +175,24 @@ async def test_prompts_and_resources_list_changes_reach_clients(tmp_path: Path) 
         while any(procs_with_marker(m) for m in markers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(procs_with_marker(m) for m in markers), "server processes left running"
+
+
+@pytest.mark.parametrize("also", [{}, {"env": {"CHANGED": "1"}}], ids=["updated-in-place", "replaced"])
+async def test_a_reload_renaming_a_servers_prompts_tells_so_whether_it_updates_or_replaces_it(also):
+    """A reload changing ``namespace`` lists the server's prompts under other names. With
+    ``namespace`` alone the server is updated in place and clients were told; changed with
+    a key that is not live (here ``env``) it is replaced, the new process lists the same
+    prompts as the old one, nothing compared them under their new names, and clients kept
+    the old ones."""
+    spec = server_spec("a", "echo.py", namespace="none")
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("a", timeout=20)
+        events = sup.subscribe()
+        new = msgspec.structs.replace(spec, namespace="prefix", env={**spec.env, **also.get("env", {})})
+        done = await sup.reconcile([new])
+        assert done["replaced" if also else "updated"] == ["a"], done
+        seen: list[str] = []
+        with trio.move_on_after(10):
+            while "prompts_changed" not in seen:
+                seen.append((await events.receive()).kind)
+        assert "prompts_changed" in seen, seen
