@@ -202,7 +202,7 @@ class ServerLink:
         self.oversized = 0
         self.last_error: str | None = None  # the last failure (connect, crash, hang)
         self.down_reason: str | None = None  # why the last incarnation went (a failure or a stop)
-        self.removed = False
+        self.removed: str | None = None  # why it is no longer supervised (`retire`)
         self._went_down = trio.Event()
         #: Incarnations that ended in failure (a crash, a failed connect, a hang), counted
         #: so a wait for the next one can tell when that one failed too (`wait_connected`).
@@ -332,10 +332,10 @@ class ServerLink:
         self.no_restart = why
         self._changed.unpark_all()
 
-    def retire(self) -> None:
-        """The server is no longer supervised: calls waiting for an incarnation fail now
-        (``ServerUnavailable``) instead of at their deadline."""
-        self.removed = True
+    def retire(self, why: str = "was removed") -> None:
+        """The server is no longer supervised (``why``, said after its name): calls waiting
+        for an incarnation fail now (``ServerUnavailable``) instead of at their deadline."""
+        self.removed = why
         self.connected.set()
         self._changed.unpark_all()
 
@@ -352,7 +352,7 @@ class ServerLink:
         restart's backoff, or to the deadline for a server the supervisor gave up on."""
         while self.conn is None:
             if self.removed:
-                raise ServerUnavailable(f"server {self.name!r} was removed; the call was not sent", server=self.name)
+                raise ServerUnavailable(f"server {self.name!r} {self.removed}; the call was not sent", server=self.name)
             if until_failures is not None and (self.failures > until_failures or self.no_restart is not None):
                 why = self.no_restart or (
                     f"its next incarnation failed too: {self.down_reason}" if self.down_reason

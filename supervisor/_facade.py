@@ -157,6 +157,8 @@ class Supervisor:
             return await self._nursery_cm.__aexit__(*exc_info)
         finally:
             self._bus.close()  # subscribers' loops end with the supervisor
+            for handle in self._handles.values():  # a call (of a task outside) waiting for one
+                handle.link.retire("is not supervised any more: the supervisor stopped")
 
     async def add_server(self, spec: ServerSpec) -> ChildStatus:
         """Start supervising ``spec``; returns once it is connected (and its tools are in the

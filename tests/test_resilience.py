@@ -89,6 +89,39 @@ async def test_a_retry_waits_for_the_next_incarnation_not_through_every_restart(
                 await link.wait_connected(trio.current_time() + 600, until_failures=link.failures)
 
 
+async def test_a_retry_waiting_for_the_next_incarnation_ends_when_the_supervisor_stops(tmp_path):
+    """A caller's task outside ``async with Supervisor``: its retry-safe call crashed the
+    server and its retry waits for the incarnation due after a 30 s backoff. The
+    supervisor stopped, and the call waited on to its own deadline (2 minutes here). It
+    ends at the stop now, never sent, saying why."""
+    crashed = str(tmp_path / "crashed")
+    spec = server_spec(
+        "fragile", "crash_on_call.py", "--crash-tool", "do_it", "--crash-once-file", crashed,
+        retry=QUICK_RETRY,
+        retry_safe_tools=["do_it"],
+        backoff=BackoffPolicy(min=30, max=30, jitter=0.0),
+    )
+    outcome: list[BaseException] = []
+    async with trio.open_nursery() as outside:
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("fragile", timeout=20)
+
+            async def caller() -> None:
+                try:
+                    await sup.call_tool("do_it", {}, timeout=120)
+                except Exception as exc:
+                    outcome.append(exc)
+
+            outside.start_soon(caller)
+            link = sup.link("fragile")
+            await wait_until(lambda: os.path.exists(crashed) and link.conn is None, what="the crash")
+        with trio.fail_after(20):  # was: the call's 120 s
+            await wait_until(lambda: outcome, what="the call's answer", timeout=20)
+    (failure,) = outcome
+    assert isinstance(failure, ServerCrashed), failure
+    assert "the supervisor stopped; the call was not sent" in failure.message, failure.message
+
+
 async def test_retry_safe_tools_in_config_overrides_missing_annotations(tmp_path):
     log = tmp_path / "exec.log"
     spec = server_spec(
