@@ -703,11 +703,11 @@ class EmbeddedSupervisor:
         policy, categories, ...: same process, nothing disturbed) and replaced otherwise
         (``Supervisor.replace_server``: their tools stay listed and new calls wait for the
         new incarnation instead of failing), new ones start, and unchanged ones are not
-        touched (their calls in flight go on). A ``Config`` (or path) is the toolsets' truth,
-        as for the daemon: those it names replace those in use, and one that names none
-        brings back the host's own, those given as ``embed(toolsets=)`` (none: the seed's
-        defaults only), so toolsets deleted from a config file go at its next reload. A list
-        of specs changes no toolset. The new list is checked
+        touched (their calls in flight go on). Given a ``Config`` (or path), the toolsets
+        become what ``embed`` made of its own: the seed's defaults, the config's, and the
+        host's own (``embed(toolsets=)``, which win by name), so toolsets deleted from the
+        file go at its next reload, the host's stay, and reloading an unchanged file
+        changes nothing. A list of specs changes no toolset. The new list is checked
         (duplicate names, toolsets) before anything changes. Reloads are serialized.
         Returns ``{"added", "removed", "updated", "replaced", "unchanged", "failed"}``
         (server names), as the daemon's reload does: a server whose change raised (another
@@ -715,7 +715,7 @@ class EmbeddedSupervisor:
         error logged, and the other servers' changes go on.
         """
         wanted, config = _servers_of(servers_or_config)
-        toolsets = None if config is None else dict(config.settings.toolsets or self._host_toolsets)
+        toolsets = None if config is None else {**config.settings.toolsets, **self._host_toolsets}
         if toolsets is not None:
             check_toolsets(toolsets)
         names = [s.name for s in wanted]
@@ -877,7 +877,7 @@ def embed(
     """Start supervising ``servers_or_config`` as a trio guest run on the running asyncio loop.
 
     ``servers_or_config``: a list of ``ServerSpec``, a loaded ``Config`` (its toolsets are
-    used unless ``toolsets`` is given) or the path of a config file. ``inproc`` and
+    used beside ``toolsets``, which win by name) or the path of a config file. ``inproc`` and
     ``toolsets`` are the ``Supervisor``'s. ``on_input_request`` is too, as an asyncio
     coroutine function: it runs as a task on the host loop, each in a copy of the host's
     context (as it was at ``embed``): what one sets, no other sees.
@@ -891,11 +891,11 @@ def embed(
     for instead. Cancelled, it stops the tree before re-raising (see the module guarantees).
     """
     servers, config = _servers_of(servers_or_config)
-    host_toolsets = toolsets
-    if toolsets is None and config is not None and config.settings.toolsets:
-        toolsets = dict(config.settings.toolsets)
+    host_toolsets = dict(toolsets or {})
+    if config is not None and config.settings.toolsets:
+        toolsets = {**config.settings.toolsets, **host_toolsets}  # the host's win by name
     handle = EmbeddedSupervisor(servers, inproc=inproc, toolsets=toolsets, on_input_request=on_input_request)
-    handle._host_toolsets = dict(host_toolsets or {})  # the config's are not the host's (`reload`)
+    handle._host_toolsets = host_toolsets  # the config's are not the host's (`reload`)
     return _Embedding(handle)
 
 

@@ -77,8 +77,8 @@ async def cancel_a_start_twice(spec: Any) -> None:
 def test_a_reload_from_a_config_naming_no_toolsets_keeps_those_given_at_embed(tmp_path):
     """``embed(..., toolsets=)`` then ``reload(config)``: a config naming no toolsets kept
     nothing (the host's toolset was gone, and its adapters raised at every agent run); the
-    host's own toolsets stay now. A config that names toolsets still replaces them, and
-    one that names none again brings back the host's own."""
+    host's own toolsets stay now, beside those a config names, which go when the config
+    stops naming them.""" 
     echo = server_spec("echo", "echo.py", categories={"echo": "analysis"})
     plain = config_file(tmp_path / "plain.json", echo)
     named = config_file(tmp_path / "named.json", echo, toolsets={"theirs": ["analysis"]})
@@ -92,14 +92,32 @@ def test_a_reload_from_a_config_naming_no_toolsets_keeps_those_given_at_embed(tm
             assert [t.name for t in await adapter.list_tools()] == ["echo"]
             assert text_of(await adapter.call_tool("echo", {"text": "kept"})) == "kept"
 
-            await sup.reload(named)  # names toolsets: they replace those in use
+            await sup.reload(named)  # names toolsets: they join the host's own
             assert [t.name for t in await sup.list_tools(toolset="theirs")] == ["echo"]
-            with pytest.raises(ValueError, match="unknown toolset 'mine'"):
-                await sup.list_tools(toolset="mine")
-            await sup.reload(plain)  # names none again: the host's own come back, the file's go
+            assert [t.name for t in await sup.list_tools(toolset="mine")] == ["echo"]
+            await sup.reload(plain)  # names none again: the file's go, the host's stay
             assert [t.name for t in await sup.list_tools(toolset="mine")] == ["echo"]
             with pytest.raises(ValueError, match="unknown toolset 'theirs'"):
                 await sup.list_tools(toolset="theirs")
+        assert procs_with_marker(marker_of(echo)) == []
+
+    run_asyncio(main, timeout=60)
+
+
+def test_reloading_an_unchanged_config_keeps_the_hosts_toolsets_that_won_at_embed(tmp_path):
+    """``embed(path, toolsets=H)`` where the file names another toolset: the host's won at
+    start (the file's were not used), and ``reload(path)`` with the file unchanged swapped
+    them for the file's, so the host's adapters lost their tools. Both are used now, at
+    start and at every reload, the host's winning by name."""
+    echo = server_spec("echo", "echo.py", categories={"echo": "analysis"})
+    path = config_file(tmp_path / "c.json", echo, toolsets={"theirs": ["analysis"], "mine": ["search"]})
+
+    async def main() -> None:
+        async with embed(path, toolsets={"mine": ["analysis"]}) as sup:
+            for _ in range(2):  # at start, then after reloading the same file
+                assert [t.name for t in await sup.list_tools(toolset="mine")] == ["echo"]  # the host's 'mine'
+                assert [t.name for t in await sup.list_tools(toolset="theirs")] == ["echo"]
+                await sup.reload(path)
         assert procs_with_marker(marker_of(echo)) == []
 
     run_asyncio(main, timeout=60)
@@ -143,7 +161,7 @@ def test_an_adapter_whose_server_or_toolset_a_reload_removed_leaves_the_agent_ru
     with_a = config_file(tmp_path / "with_a.json", a, b, c, toolsets={"mine": ["analysis"]})
 
     async def main() -> None:
-        async with embed([a, b, c], toolsets={"mine": ["analysis"]}) as sup:
+        async with embed(with_a) as sup:  # 'mine' is the file's: a reload may take it away
             adapters = [
                 SupervisedMCPServer(sup, server="a"),
                 SupervisedMCPServer(sup, server="b"),
@@ -237,10 +255,11 @@ def test_a_toolset_adapter_calls_only_the_tools_of_its_toolset_as_it_is_now(tmp_
     reload took it out of the toolset. Both are ``UnknownTool`` failure results now, and
     never reach the server; a tool of the toolset still runs."""
     echo = server_spec("echo", "echo.py", categories={"echo": "analysis"})
+    with_echo = config_file(tmp_path / "with.json", echo, toolsets={"mine": ["analysis"]})
     without = config_file(tmp_path / "without.json", echo, toolsets={"mine": ["search"]})
 
     async def main() -> None:
-        async with embed([echo], toolsets={"mine": ["analysis"]}) as sup:
+        async with embed(with_echo) as sup:
             adapter = SupervisedMCPServer(sup, toolset="mine")
             assert [t.name for t in await adapter.list_tools()] == ["echo"]
             assert text_of(await adapter.call_tool("echo", {"text": "in scope"})) == "in scope"
