@@ -37,7 +37,8 @@ def marker_of(spec: ServerSpec) -> str:
     return spec.env["MCP_TEST_MARKER"]
 
 
-def _is_live(pid: str) -> bool:
+def is_live(pid: int | str) -> bool:
+    """True for a running process; False once it has exited (zombies count as dead)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -56,7 +57,7 @@ def procs_with_marker(marker: str) -> list[int]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if needle in environ.split(b"\0") and _is_live(pid):
+        if needle in environ.split(b"\0") and is_live(pid):
             found.append(int(pid))
     return sorted(found)
 

@@ -32,6 +32,8 @@ from mcp.client.sse import sse_client
 from mcp.client.subscriptions import ToolsListChanged
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
+from conftest import is_live
+
 SERVERS = Path(__file__).parent / "servers"
 MODERN = "2026-07-28"
 
@@ -52,15 +54,6 @@ def only_leaf(exc: BaseException) -> BaseException:
     found = list(leaves(exc))
     assert len(found) == 1, f"expected one leaf exception, got {found!r}"
     return found[0]
-
-
-def is_alive(pid: int) -> bool:
-    """True for a running process; False once it has exited (zombies count as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def kill_quietly(pid: int) -> None:
@@ -112,7 +105,7 @@ async def test_echo_tools_annotations_prompt_resource_progress(tmp_path: Path) -
             assert failed.is_error is True and "boom" in text(failed)
 
             server_pid = (await client.call_tool("pid", {})).structured_content["result"]
-            assert server_pid != os.getpid() and is_alive(server_pid)
+            assert server_pid != os.getpid() and is_live(server_pid)
 
             await client.call_tool("write_note", {"text": "one"})
             await client.call_tool("write_note", {"text": "two"})
@@ -155,7 +148,7 @@ async def test_crash_on_call_fails_the_call_with_connection_closed(tmp_path: Pat
             with pytest.raises(MCPError) as again:
                 await client.call_tool("echo", {"text": "after"})
             assert again.value.code == CONNECTION_CLOSED
-        assert not is_alive(server_pid)
+        assert not is_live(server_pid)
 
 
 @pytest.mark.parametrize("when", ["before", "during"])
@@ -193,9 +186,9 @@ async def _close_stdout_mid_call(exec_log: Path) -> None:
         assert info.value.code == CONNECTION_CLOSED
         # The server writes its log line just after closing the wire: the EOF can win.
         await wait_until(lambda: read_lines(exec_log) == ["close_stdout"], timeout=2)
-        assert is_alive(server_pid)  # EOF on the pipe, yet the process still runs
+        assert is_live(server_pid)  # EOF on the pipe, yet the process still runs
     # Leaving the client closed the server's stdin, and it exited.
-    assert not is_alive(server_pid)
+    assert not is_live(server_pid)
 
 
 async def _close_stdout_at_start() -> None:
@@ -310,13 +303,13 @@ async def test_spawns_grandchild_leaves_an_orphan_when_the_server_exits(tmp_path
             async with Client(stdio("spawns_grandchild.py", "--child-pid-file", str(pid_file))) as client:
                 child = (await client.call_tool("child_pid", {})).structured_content["result"]
                 server = (await client.call_tool("pid", {})).structured_content["result"]
-                assert child == int(pid_file.read_text()) and is_alive(child)
+                assert child == int(pid_file.read_text()) and is_live(child)
                 # Same process group as the server (the SDK made the server a group leader).
                 assert os.getpgid(child) == os.getpgid(server) == server
             # The server exited on stdin close within the SDK's grace period, so the SDK did not
             # kill its process tree: the child lives on. The supervisor must kill the group.
-            assert not is_alive(server)
-            assert is_alive(child)
+            assert not is_live(server)
+            assert is_live(child)
     finally:
         if child is None and pid_file.exists():
             child = int(pid_file.read_text())
@@ -341,7 +334,7 @@ async def _server_exits_mid_session(tmp_path: Path, child_stdio: str) -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(long_call)
-                await wait_until(lambda: not is_alive(server), timeout=5)
+                await wait_until(lambda: not is_live(server), timeout=5)
                 if child_stdio == "devnull":
                     await wait_until(lambda: bool(outcome), timeout=2)
                     exc = outcome[0]
@@ -352,7 +345,7 @@ async def _server_exits_mid_session(tmp_path: Path, child_stdio: str) -> None:
                     await trio.sleep(0.4)
                     assert outcome == []
                     nursery.cancel_scope.cancel()
-        assert is_alive(int(pid_file.read_text()))
+        assert is_live(int(pid_file.read_text()))
     finally:
         if pid_file.exists():
             kill_quietly(int(pid_file.read_text()))

@@ -7,19 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import trio
 
-from conftest import procs_with_marker, server_spec, wait_until
+from conftest import is_live, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy
 from supervisor import Supervisor
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _kill_leftovers(pid_file: Path) -> None:
@@ -58,7 +49,7 @@ async def test_a_server_that_exits_during_the_handshake_is_seen_at_once_with_its
             children = [int(pid) for pid in pid_file.read_text().split()]
             assert children
             # No orphans: the child that held stdout went with the server's tree.
-            await wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10, what="the child killed")
+            await wait_until(lambda: not any(is_live(pid) for pid in children), timeout=10, what="the child killed")
         await wait_until(lambda: not procs_with_marker(spec.env["MCP_TEST_MARKER"]), timeout=10, what="no process left")
     finally:
         _kill_leftovers(pid_file)
