@@ -71,7 +71,7 @@ def kill_every_server_now() -> int:
     for pgid, (incarnation, start) in list(_live_groups.items()):
         escaped: set[int] = set()
         _, marked = _survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
-        if _signal_tree(pgid, marked, escaped, signal.SIGKILL):
+        if _signal_tree(pgid, marked, escaped, signal.SIGKILL, incarnation):
             killed += 1
     return killed
 
@@ -115,6 +115,18 @@ for pgid, listed in list(groups.items()):
     if len(listed) > 1 and listed[1] and now is not None and now != listed[1]:
         del groups[pgid]
 escaped, own = set(), {0, 1, os.getpgrp(), os.getsid(0)}
+def taken(g):  # see _number_taken
+    try:
+        with open("/proc/%d/stat" % g, "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        if fields[0] in (b"Z", b"X") or int(fields[2]) != g:
+            return False
+        with open("/proc/%d/environ" % g, "rb") as f:
+            return not marks.intersection(f.read().split(b"\\0"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, IndexError):
+        return True
 def send(sig):
     alive = False
     for pgid in groups:
@@ -124,6 +136,9 @@ def send(sig):
         except OSError:
             pass
     for pgid in list(escaped):
+        if taken(pgid):
+            escaped.discard(pgid)
+            continue
         try:
             os.killpg(pgid, sig)
             alive = True
@@ -421,9 +436,12 @@ def _survey(
     and the live processes outside ``pgid`` that carry ``incarnation`` (pid -> group).
 
     ``escaped``: the groups of such processes found so far, updated here. A group is kept
-    only while it exists (checked on every survey): the kernel hands out no pid of that
-    number meanwhile, so killing it by its number can reach none but its own processes."""
+    only while it exists and its number leads no group of someone else's (checked on
+    every survey, and before every signal: `_number_taken`)."""
     for group in list(escaped):
+        if _number_taken(group, incarnation):
+            escaped.discard(group)
+            continue
         try:
             os.killpg(group, 0)
         except ProcessLookupError:
@@ -452,7 +470,29 @@ def _survey(
     return bool(groups & ({pgid} | escaped)), outside
 
 
-def _signal_tree(pgid: int | None, marked: dict[int, int], escaped: set[int], sig: int) -> bool:
+def _number_taken(group: int, incarnation: str | None) -> bool:
+    """Whether the number of ``group``, an escaped group of ours, now leads a group of
+    someone else's: its process lives, leads a group of that number, and does not carry
+    ``incarnation``. A group outlives its leader while members are left, and its number is
+    free once they are gone too: a survey's "it exists" (``killpg(group, 0)``) from a
+    moment ago does not say the group is still ours, and killing by its number would reach
+    a stranger's. (No leader, or a zombie one: the members left are the group's own.)"""
+    try:
+        with open(f"{_PROC}/{group}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        if fields[0] in (b"Z", b"X") or int(fields[2]) != group:
+            return False
+        with open(f"{_PROC}/{group}/environ", "rb") as f:
+            return f"{INCARNATION_VAR}={incarnation}".encode() not in f.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except (OSError, ValueError, IndexError):
+        return True  # unreadable (another user's): not ours to kill
+
+
+def _signal_tree(
+    pgid: int | None, marked: dict[int, int], escaped: set[int], sig: int, incarnation: str | None = None
+) -> bool:
     """Send ``sig`` to group ``pgid`` (unless None), to each of ``marked`` and to each group
     of ``escaped`` (one that is gone is dropped from it); False when none of them was there
     to receive it.
@@ -470,6 +510,9 @@ def _signal_tree(pgid: int | None, marked: dict[int, int], escaped: set[int], si
     except PermissionError:
         sent = True
     for group in list(escaped):
+        if _number_taken(group, incarnation):
+            escaped.discard(group)
+            continue
         try:
             os.killpg(group, sig)
             sent = True
@@ -505,10 +548,16 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
         escaped: set[int] = set()
 
         async def survey() -> tuple[bool, dict[int, int]]:
-            return await trio.to_thread.run_sync(_survey, pgid, incarnation, since, escaped, limiter=limiter)
+            try:
+                return await trio.to_thread.run_sync(_survey, pgid, incarnation, since, escaped, limiter=limiter)
+            except RuntimeError:  # no thread to be had (a host's limit): scan here, slow or not
+                return _survey(pgid, incarnation, since, escaped)
 
+        # The group first: killing it needs no scan, whatever a scan takes or fails at.
+        first = signal.SIGTERM if grace > 0 else signal.SIGKILL
+        told = _signal_tree(pgid, {}, escaped, first, incarnation)
         alive, marked = await survey()
-        if not _signal_tree(pgid, marked, escaped, signal.SIGTERM if grace > 0 else signal.SIGKILL):
+        if not (_signal_tree(None, marked, escaped, first, incarnation) or told):
             return
 
         with trio.move_on_after(grace):
@@ -519,7 +568,7 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
         # from before may belong to someone else by now, and so may the group's id once
         # nothing of it runs.
         alive, marked = await survey()
-        if not _signal_tree(pgid if alive else None, marked, escaped, signal.SIGKILL):
+        if not _signal_tree(pgid if alive else None, marked, escaped, signal.SIGKILL, incarnation):
             return
         # One that left the group between that scan and the kill is in neither: scan again
         # until none is found (the group, killed, can start no more; each one found is).
@@ -536,7 +585,7 @@ async def kill_tree(pgid: int, incarnation: str | None, grace: float) -> None:
                 await trio.sleep(_POLL)
                 alive, marked = await survey()
                 left = left or bool(marked or escaped)
-                _signal_tree(None, marked, escaped, signal.SIGKILL)
+                _signal_tree(None, marked, escaped, signal.SIGKILL, incarnation)
                 clean += 1
 
 

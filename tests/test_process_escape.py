@@ -218,3 +218,45 @@ async def test_a_slow_proc_scan_leaves_the_loop_running(monkeypatch):
     finally:
         target.kill()
         target.wait()
+
+
+async def test_an_escaped_groups_number_taken_by_a_stranger_is_not_killed():
+    """An escaped group is remembered by its number between scans; once all of it is gone
+    the number is free, and a process of someone else's that then leads a group of that
+    number was killed with the rest (a review forced the reuse in a pid namespace). Such a
+    number is dropped now: a live group leader that does not carry the incarnation's id is
+    no group of ours. Here a real stranger stands in for the reused number."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)  # leads group = its pid
+    ours = subprocess.Popen(["sleep", "60"], start_new_session=True, env={INCARNATION_VAR: "inc-ours"})
+    try:
+        assert _process._number_taken(stranger.pid, "inc-ours")
+        assert not _process._number_taken(ours.pid, "inc-ours")
+        escaped = {stranger.pid, ours.pid}
+        assert _process._signal_tree(None, {}, escaped, signal.SIGKILL, "inc-ours")
+        assert escaped == {ours.pid}
+        assert ours.wait(10) == -signal.SIGKILL
+        assert stranger.poll() is None, "the stranger was killed"
+    finally:
+        for proc in (stranger, ours):
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_kill_tree_kills_the_group_even_when_no_thread_can_be_started(monkeypatch):
+    """The scans of /proc run in a worker thread; a host that allows no more threads made
+    ``to_thread`` raise before the first signal, so the server was not even sent SIGTERM
+    and the stop's cleanup was skipped (a review). The group is signalled before any scan
+    now, and a scan that gets no thread runs here. (No real thread limit is set: one would
+    hold for the whole test process; the patch raises what trio raises then.)"""
+    async def no_thread(*args, **kwargs):
+        raise RuntimeError("can't start new thread")
+
+    server = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        monkeypatch.setattr(trio.to_thread, "run_sync", no_thread)
+        with trio.fail_after(20):
+            await kill_tree(server.pid, None, grace=1.0)
+        assert server.wait(10) == -signal.SIGTERM
+    finally:
+        server.kill()
+        server.wait(10)
