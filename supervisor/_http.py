@@ -86,6 +86,7 @@ from typing import Any
 
 import msgspec
 import trio
+from hypercorn.utils import UnexpectedMessageError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import (
     RequestBodyLimitMiddleware,
@@ -549,7 +550,14 @@ class DaemonApp:
                 receive = await screen_client_body(receive, send)
                 if receive is None:
                     return
-            await self.session_manager.handle_request(scope, receive, send)
+            try:
+                await self.session_manager.handle_request(scope, receive, send)
+            except UnexpectedMessageError:
+                # A handshake-era client cancelled a call and left: its notice's POST came
+                # as its session ended, the SDK found the session's stream closed and tried
+                # to answer a request whose connection is closed. No one is left to answer;
+                # an ERROR traceback per client that leaves would only raise false alarms.
+                log.debug("a request's client left before its answer could start: %s %s", method, path)
         elif await self._refused(scope, send):
             return
         elif method == "POST" and _is_control(path) and not own_origin(scope):
