@@ -47,9 +47,13 @@ unsent_requests: contextvars.ContextVar[set[Any] | None] = contextvars.ContextVa
 
 
 def _note_unsent(message: SessionMessage) -> None:
+    # A tool call's own request only: the SDK may send others from the caller's task (a
+    # tools/list to check the answer's output schema, after the call ran), and those going
+    # unsent say nothing of whether the call reached the server.
     unsent = unsent_requests.get()
-    if unsent is not None and isinstance(message.message, mcp_types.JSONRPCRequest):
-        unsent.add(message.message.id)
+    sent = message.message
+    if unsent is not None and isinstance(sent, mcp_types.JSONRPCRequest) and sent.method == "tools/call":
+        unsent.add(sent.id)
 
 
 class Closing:

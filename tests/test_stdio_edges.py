@@ -88,3 +88,24 @@ async def test_a_request_that_could_not_be_written_at_all_is_sent_to_the_next_in
 
 def text_of(result) -> str:
     return result.content[0].text
+
+
+def test_only_a_tool_calls_own_request_is_noted_as_never_sent():
+    """The SDK may send a request of its own from the caller's task after the call ran (a
+    ``tools/list`` to check the answer against a tool's output schema it does not know).
+    Noted as never sent when stdin broke under it, it made the call count as never sent,
+    and a tool that had run was sent again to the next incarnation (found by a review).
+    Only the ``tools/call`` request is noted."""
+    import mcp_types
+    from mcp.shared.message import SessionMessage
+
+    from actors._pipes import _note_unsent, unsent_requests
+
+    unsent: set = set()
+    token = unsent_requests.set(unsent)
+    try:
+        for rid, method in ((1, "tools/list"), (2, "ping"), (3, "tools/call")):
+            _note_unsent(SessionMessage(mcp_types.JSONRPCRequest(jsonrpc="2.0", id=rid, method=method, params={})))
+    finally:
+        unsent_requests.reset(token)
+    assert unsent == {3}
