@@ -188,7 +188,9 @@ async def test_a_slow_proc_scan_leaves_the_loop_running(monkeypatch):
 
     The scan is made to wait inside its listing of /proc until a trio task lets it go:
     that task only runs if the scan leaves the loop running. On the trio thread the scan
-    waits out the 10 s safety instead, and the test fails."""
+    waits out the 10 s safety instead, and the test fails. (The listing is patched: a real
+    slow /proc takes thousands of processes, and how slow it gets is the machine's to say,
+    where this test must fail on the old code every time; the process killed is real.)"""
     started, released = threading.Event(), threading.Event()
     released_by_loop: list[bool] = []
     real_listdir = os.listdir
