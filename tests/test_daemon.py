@@ -2162,7 +2162,7 @@ async def test_a_handshake_era_client_that_cancels_a_call_and_leaves_costs_no_er
     echo, _ = server_entry("echo.py")
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
     with trio.fail_after(120):
-        for _ in range(20):
+        for _ in range(10):  # about 6 in 10 such clients cost a traceback before
             async with Client(daemon.url + "/mcp", mode="legacy") as client:
                 with trio.move_on_after(0.3):
                     await client.call_tool("sleep", {"seconds": 2})
