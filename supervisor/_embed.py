@@ -156,8 +156,8 @@ class EmbeddedSupervisor:
         self._servers = servers
         self._inproc = inproc
         self._toolsets = toolsets
-        #: The host's own toolsets (``embed(toolsets=)``, not a config's): what a reload from
-        #: a config that names none comes back to.
+        #: The host's own toolsets (``embed(toolsets=)``, not a config's): a reload from a
+        #: config adds them over the config's (`reload`).
         self._host_toolsets = dict(toolsets or {})
         self._on_input_request = on_input_request
         self._loop: asyncio.AbstractEventLoop | None = None
