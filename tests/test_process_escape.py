@@ -222,6 +222,16 @@ async def test_a_slow_proc_scan_leaves_the_loop_running(monkeypatch):
         target.wait()
 
 
+def _wait_for_environ(pid: int) -> None:
+    """Wait until ``pid``'s exec is over. `Popen` returns once the exec has let go of the
+    parent, a moment before the kernel sets up the new environment: until then
+    /proc/PID/environ reads empty (a CI run caught it)."""
+    deadline = time.monotonic() + 10
+    while not open(f"/proc/{pid}/environ", "rb").read():
+        assert time.monotonic() < deadline, f"{pid} never showed an environment"
+        time.sleep(0.001)
+
+
 async def test_an_escaped_groups_number_taken_by_a_stranger_is_not_killed():
     """An escaped group is remembered by its number between scans; once all of it is gone
     the number is free, and a process of someone else's that then leads a group of that
@@ -231,6 +241,7 @@ async def test_an_escaped_groups_number_taken_by_a_stranger_is_not_killed():
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)  # leads group = its pid
     ours = subprocess.Popen(["sleep", "60"], start_new_session=True, env={INCARNATION_VAR: "inc-ours"})
     try:
+        _wait_for_environ(ours.pid)
         assert _process._number_taken(stranger.pid, "inc-ours")
         assert not _process._number_taken(ours.pid, "inc-ours")
         escaped = {stranger.pid, ours.pid}
