@@ -152,13 +152,15 @@ class Supervisor:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
+        # No incarnation comes once the stop begins: a call (of a task outside) waiting for
+        # one ends now, not after the slowest server's stop. Calls in flight drain as before.
+        for handle in self._handles.values():
+            handle.link.retire("is not supervised any more: the supervisor is stopping")
         self._root.stop()
         try:
             return await self._nursery_cm.__aexit__(*exc_info)
         finally:
             self._bus.close()  # subscribers' loops end with the supervisor
-            for handle in self._handles.values():  # a call (of a task outside) waiting for one
-                handle.link.retire("is not supervised any more: the supervisor stopped")
 
     async def add_server(self, spec: ServerSpec) -> ChildStatus:
         """Start supervising ``spec``; returns once it is connected (and its tools are in the

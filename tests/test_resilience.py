@@ -10,7 +10,7 @@ import sys
 import pytest
 import trio
 
-from conftest import collect, server_spec, wait_until
+from conftest import collect, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import (
     BackoffPolicy,
     BreakerPolicy,
@@ -119,7 +119,43 @@ async def test_a_retry_waiting_for_the_next_incarnation_ends_when_the_supervisor
             await wait_until(lambda: outcome, what="the call's answer", timeout=20)
     (failure,) = outcome
     assert isinstance(failure, ServerCrashed), failure
-    assert "the supervisor stopped; the call was not sent" in failure.message, failure.message
+    assert "the supervisor is stopping; the call was not sent" in failure.message, failure.message
+
+
+async def test_a_call_waiting_for_an_incarnation_ends_when_the_stop_begins_not_after_it(tmp_path):
+    """The stop of ``async with Supervisor`` takes as long as its slowest server's (here one
+    that ignores SIGTERM and is killed at its shutdown timeout). A call of a task outside
+    that waited for another server's next incarnation waited through all of it, though no
+    incarnation comes once the stop has begun. It ends as the stop begins now: the
+    stubborn server is still there when the call has its answer."""
+    crashed = str(tmp_path / "crashed")
+    fragile = server_spec(
+        "fragile", "crash_on_call.py", "--crash-tool", "do_it", "--crash-once-file", crashed,
+        retry=QUICK_RETRY, retry_safe_tools=["do_it"], backoff=BackoffPolicy(min=30, max=30, jitter=0.0),
+    )
+    stubborn = server_spec("stubborn", "echo.py", env={"MCP_TEST_STUBBORN": "1"}, shutdown_timeout=8.0)
+    outcome: list[tuple[BaseException, list[int]]] = []
+    async with trio.open_nursery() as outside:
+        async with Supervisor([fragile, stubborn]) as sup:
+            await sup.wait_connected("fragile", timeout=20)
+            await sup.wait_connected("stubborn", timeout=20)
+
+            async def caller() -> None:
+                try:
+                    await sup.call_tool("do_it", {}, server="fragile", timeout=120)
+                except Exception as exc:
+                    outcome.append((exc, procs_with_marker(marker_of(stubborn))))
+
+            outside.start_soon(caller)
+            link = sup.link("fragile")
+            await wait_until(lambda: os.path.exists(crashed) and link.conn is None, what="the crash")
+        with trio.fail_after(20):
+            await wait_until(lambda: outcome, what="the call's answer", timeout=20)
+    ((failure, stubborn_then),) = outcome
+    assert isinstance(failure, ServerCrashed), failure
+    assert "the supervisor is stopping; the call was not sent" in failure.message, failure.message
+    assert stubborn_then, "the call had its answer only once every server had stopped"
+    assert procs_with_marker(marker_of(stubborn)) == []
 
 
 async def test_retry_safe_tools_in_config_overrides_missing_annotations(tmp_path):
