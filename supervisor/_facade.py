@@ -68,7 +68,7 @@ from protocol import (
 from ._config import check_spec
 from ._prometheus import render_metrics
 from ._redact import RedactingBus, Redactor
-from ._servers import SERVERS_INTENSITY, ServerHandle, changes_live, server_child_spec
+from ._servers import ServerHandle, changes_live, server_child_spec
 from ._tree import ChildSpec, TreeSupervisor
 
 __all__ = ["Supervisor"]
@@ -117,7 +117,7 @@ class Supervisor:
         # blocking), and a dropped PublishTools would lose that server's tools for good.
         self.registry = Registry(toolsets=toolsets, mailbox_size=math.inf)
         self.metrics = MetricsRef()
-        self._servers = TreeSupervisor("servers", intensity=SERVERS_INTENSITY, concurrent_starts=True)
+        self._servers = TreeSupervisor("servers", intensity=None, concurrent_starts=True)
         self._root = TreeSupervisor(
             "root",
             [

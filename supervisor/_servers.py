@@ -11,11 +11,14 @@ the breaker (``ConnectionDown``, with the time of the next restart attempt as so
 supervisor has chosen it), coming back closes it (``ConnectionUp``), and every tool list the
 connection learns is published to the registry.
 
-Restart intensity here is a safety net, not the pacing: the connection's backoff paces its
-restarts (0.5 s doubling to 30 s by default, at most 7 restarts in any minute), so the
-default intensity of 10 restarts per 60 s trips only when a misconfigured backoff lets a
-server crash-loop. A subtree that gives up is restarted by ``servers`` with the same
-backoff; one server never takes its siblings down.
+Neither this subtree nor ``servers`` has a restart intensity: the connection's backoff
+paces its restarts (0.5 s doubling to 30 s by default) and ``backoff.max_consecutive``
+bounds them (the server is then ``failed``). An intensity gave nothing but harm here: a
+server whose backoff let it restart more than 10 times a minute made its subtree give up,
+and the subtree's restart by ``servers`` began its counts again (``max_consecutive`` was
+never reached, the status's restarts went back to 0); enough such give-ups made
+``servers`` give up too, and the root restarted every server, the healthy ones included.
+One server never takes its siblings down.
 
 A `ServerHandle` outlives its subtree: a replacement (a reload that changes the server's
 spec) stops the subtree, hands the handle the new spec (`ServerHandle.replace_spec`) and
@@ -49,14 +52,12 @@ from actors._breaker import (
 from actors._metrics import MetricsRef
 from actors._registry import PublishTools, Registry, ServerAvailability
 from actors._retry import RetryBudget
-from protocol import ActorDown, CallOutcome, IntensityPolicy, Overloaded, ServerSpec, ServerUnavailable
+from protocol import ActorDown, CallOutcome, Overloaded, ServerSpec, ServerUnavailable
 
 from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor
 
 __all__ = [
     "LIVE_KEYS",
-    "SERVER_INTENSITY",
-    "SERVERS_INTENSITY",
     "ServerHandle",
     "changes_live",
     "connection_policy",
@@ -64,9 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("supervisor.servers")
-
-SERVER_INTENSITY = IntensityPolicy(max_restarts=10, max_seconds=60.0)
-SERVERS_INTENSITY = IntensityPolicy(max_restarts=100, max_seconds=60.0)
 
 #: The `ServerSpec` keys a running server takes in place (`ServerHandle.update`). Each is
 #: read where it is used: per call (``timeout``, ``retry``, ``retry_safe_tools``,
@@ -255,7 +253,7 @@ class _ServerSubtree(TreeSupervisor):
     """rest_for_one over breaker and connection; shows the link's detail in the status."""
 
     def __init__(self, id: str, children: list[ChildSpec], handle: ServerHandle) -> None:
-        super().__init__(id, children, strategy=Strategy.REST_FOR_ONE, intensity=SERVER_INTENSITY)
+        super().__init__(id, children, strategy=Strategy.REST_FOR_ONE, intensity=None)
         self.handle = handle
         #: Why the connection ended for good by its restart type, once it has: the server
         #: then shows ``stopped``, though its subtree (the breaker) runs on.

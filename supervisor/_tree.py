@@ -15,7 +15,8 @@ Guarantees:
   is marked ``failed`` and stays down; its siblings are untouched.
 - Intensity: more than ``max_restarts`` restarts within ``max_seconds`` make the supervisor
   stop all its children in reverse start order and raise ``SupervisorGaveUp`` to its parent.
-  It never exits silently.
+  It never exits silently. With no intensity (``None``) it never gives up: the children's
+  backoff alone paces their restarts, and ``max_consecutive`` bounds them.
 - A stop the supervisor asked for is never a failure. Stopping a child asks it to stop
   (``value.stop()`` when the value it reported has one, else cancellation), waits up to its
   ``shutdown`` timeout, then cancels it and waits up to that timeout again plus 1 s
@@ -231,7 +232,7 @@ class TreeSupervisor:
         children: list[ChildSpec] | tuple[ChildSpec, ...] = (),
         *,
         strategy: Strategy = Strategy.ONE_FOR_ONE,
-        intensity: Intensity = Intensity(),
+        intensity: Intensity | None = Intensity(),
         rng: random.Random | None = None,
         concurrent_starts: bool = False,
     ) -> None:
@@ -560,6 +561,8 @@ class TreeSupervisor:
         self._schedule(group, delay)
 
     def _exceeds_intensity(self, now: float) -> bool:
+        if self.intensity is None:
+            return False
         window = self._restart_times
         window.append(now)
         while window and window[0] <= now - self.intensity.max_seconds:

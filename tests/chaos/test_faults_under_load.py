@@ -15,10 +15,9 @@ to 60 or more):
   phase, then recovers.
 - **HTTP drop**: the remote server's process is killed, then started again on the same port
   half-way through the phase.
-- **restart storm**: every stdio server is killed at once, every 0.5 s. A
-  ``server:<name>`` subtree that goes past its restart intensity (10 in 60 s) gives up and
-  ``servers`` restarts it (one server never takes its siblings down); ``servers`` itself
-  must stay inside its own intensity (100 in 60 s): no ``gave_up`` above a server subtree.
+- **restart storm**: every stdio server is killed at once, every 0.5 s. Server subtrees and
+  ``servers`` have no restart intensity (the backoff paces a server's restarts): nothing
+  gives up, and one server never takes its siblings down.
 - **HTTP refusals**: a gateway in front of the remote server answers bursts of its calls
   with 429, 502 or 503 and a plain-text body (``http_echo.py --http-errors``), while calls
   to it run concurrently: each refusal must reach the call whose POST it was (a 429 is
@@ -281,10 +280,9 @@ async def test_faults_under_load_lose_nothing_and_leak_nothing(tmp_path):
             assert figures["restarts"] >= 1, f"{ledger.fault}: the fault caused no restart"
     notes = [line for line in (tmp_path / "exec.log").read_text().splitlines() if line.startswith("write_note")]
     assert len(notes) == len(set(notes)), "a destructive call ran twice"
-    # A subtree that went past its intensity (the remote one, reconnecting every 0.05-0.4 s
-    # while its process was gone, usually does) gave up and was restarted by `servers`,
-    # which stayed inside its own: no fault took the siblings or the tree down.
-    assert all("/servers/server:" in path for path in gave_up), gave_up
+    # However fast a server restarted (the remote one reconnects every 0.05-0.4 s while its
+    # process is gone), nothing gave up: no fault took the siblings or the tree down.
+    assert gave_up == [], gave_up
     leftovers = [pid for spec in specs if spec.command for pid in procs_with_marker(marker_of(spec))]
     assert leftovers == []
     deadline = time.monotonic() + 5
