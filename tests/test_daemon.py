@@ -881,8 +881,10 @@ async def test_a_question_whose_asker_cannot_be_told_is_refused_saying_why():
 
     spec = server_spec("ev", "everything.py", "--handshake-only", timeout=30)
     release = trio.Event()
+    asked = trio.Event()
 
     async def slow_elicitation(context, params):
+        asked.set()
         await release.wait()
         return types.ElicitResult(action="decline")
 
@@ -897,7 +899,9 @@ async def test_a_question_whose_asker_cannot_be_told_is_refused_saying_why():
                 gateway.server, mode="legacy", sampling_callback=sampling
             ) as a, trio.open_nursery() as nursery:
                 nursery.start_soon(b.call_tool, "ask_elicitation", {"question": "Colour?"})
-                await wait_until(lambda: sup.link("ev").inflight > 0, timeout=10, what="b's call in flight")
+                # b's question must have been asked (and shown to b) before a's call
+                # arrives; a call merely in flight could still be asked after it.
+                await asked.wait()
                 try:
                     refused = await a.call_tool("ask_sampling", {"prompt": "hi"})
                     assert refused.is_error, refused
