@@ -809,7 +809,8 @@ async def breaker_actor(
       stale view behind.
     - Every state change rewrites ``view`` and publishes one ``breaker_state`` event with
       the transition's reason and ``data`` = the ``Transition`` (from, to, reason, at,
-      retry_at, counts) plus ``server``.
+      retry_at, counts) plus ``server`` and ``retry_in`` (``retry_at`` in seconds from
+      the event; ``inf`` when no trial is coming, None when unknown).
     - The open -> half_open change happens when its time comes even if nobody asks, and
       lazily on a ``Permit`` that arrives first.
     - Operator and connection messages answer the new ``BreakerSnapshot`` when asked.
@@ -876,6 +877,10 @@ async def breaker_actor(
             for transition in core.drain_transitions():
                 data = msgspec.to_builtins(transition)
                 data["server"] = name
+                # ``at`` and ``retry_at`` are trio-clock readings, which mean nothing outside
+                # this process: the wait also in seconds from the event.
+                retry_at = transition.retry_at
+                data["retry_in"] = None if retry_at is None else max(0.0, retry_at - transition.at)
                 publish("breaker_state", reason=transition.reason, data=data)
 
 

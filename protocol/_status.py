@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time as _time
 from typing import Any, Literal
 
 import msgspec
@@ -32,11 +33,18 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
     ``path`` names the node (``root/servers/server:echo/connection:echo``); ``kind`` is one
     of started, ready, exited, restarting, gave_up, failed, stopped, added, removed, or an
     actor's own kind (breaker_state, tools_changed, ...).
+
+    ``at`` is the supervisor's own clock (trio's: it starts at an arbitrary offset, so it
+    only orders events and measures between them); ``time`` is the wall clock when the
+    event was made (Unix seconds, ``time.time()``), for a host or a log reader to tell
+    when it happened. Times inside ``data`` (a breaker's ``at``, ``retry_at``) are on the
+    ``at`` clock; ``retry_in`` there counts from the event.
     """
 
     path: str
     kind: str
     at: float
+    time: float = msgspec.field(default_factory=_time.time)
     reason: str | None = None
     delay: float | None = None
     restarts: int | None = None
