@@ -49,7 +49,8 @@ then stop the children in reverse order; exit code 0 (while the servers are stil
 the ones started so far are stopped, exit code 0). A second SIGINT/SIGTERM, at any point
 after the first, forces the exit at once (code 1), SIGKILLing every server's process tree
 first (no orphans even then). SIGHUP reloads the config like ``POST /reload`` (one while
-starting: once started); SIGUSR1 logs the tree.
+starting, even one before the config was read: once started; from the last server's stop
+to the exit it is ignored); SIGUSR1 logs the tree.
 
 Without ``--config``, the seed's environment decides (``COMFYUI_MCP_*``: its servers, else
 the bundled demo, and its settings), as `load_config` documents.
@@ -58,6 +59,7 @@ the bundled demo, and its settings), as `load_config` documents.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import html
 import json
@@ -68,7 +70,7 @@ import re
 import signal
 import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -223,6 +225,9 @@ def _render(node: ChildStatus, indent: str, color: bool, stderr: bool, near: tup
 async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     """Run the daemon until a signal (or, with ``stdio``, the end of stdin). See the module
     docstring for the shutdown guarantees."""
+    # First of all, before the imports and the config read (seconds on a loaded machine):
+    # a SIGHUP from now on is recorded, not the default action that killed the daemon.
+    early_hup = _EarlyHup()
     from ._config import ConfigError, load_config
     from ._facade import Supervisor
     from ._gateway import Gateway
@@ -264,7 +269,11 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     # Signals are ours from before the first server starts until the last one stopped.
     # The log says no configured secret either (a remote's refusal, a URL's query).
     signals_we_take = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
-    with trio.open_signal_receiver(*signals_we_take) as signals, redacting_logs(sup.redact):
+    with early_hup.ignored_after(), trio.open_signal_receiver(*signals_we_take) as signals, \
+            redacting_logs(sup.redact):
+        if early_hup.asked:  # before the receiver opened: as one while starting (just below)
+            log.info("SIGHUP while starting: the config is read again once started")
+            life.reload_asked = True
         async with trio.open_nursery() as watching:
             watching.start_soon(_signal_loop, life, signals, watching)
             if not stdio:
@@ -301,6 +310,32 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
         log.info("stopped before it was ready")
     log.info("stopped")
     return 0
+
+
+class _EarlyHup:
+    """SIGHUP outside the daemon's signal receiver, whose default action kills the process:
+    from its creation (the start of `run`) until the receiver opens, one is recorded
+    (``asked``), for the daemon to reload once started, as it does one while its servers
+    start; once the receiver closes (the servers stopped), it is ignored until the exit
+    (`ignored_after`). One that comes before this exists (the interpreter starting, the
+    imports of the package before ``run``) cannot be helped: it kills the process."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        signal.signal(signal.SIGHUP, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.asked = True
+
+    @contextlib.contextmanager
+    def ignored_after(self) -> Iterator[None]:
+        """Around the signal receiver (entered before it): on the way out, after the
+        receiver has put this one's handler back (and redelivered to it what it had not
+        handled), SIGHUP is ignored until the process exits."""
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 class _Life:

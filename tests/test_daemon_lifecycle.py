@@ -1,0 +1,181 @@
+"""The daemon's life around its config: signals from its first moment to its last, a
+reload that cannot be read or applied, what a reload says of the servers it started, the
+probes during a reload, and the CLI writing into a closed pipe. A real ``python -m
+supervisor`` subprocess each time (as in test_daemon.py, whose small helpers are copied
+here); every wait has a deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx2
+import pytest
+import trio
+
+from conftest import SERVERS, procs_with_marker, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_entry(script: str, *args: str, **fields) -> tuple[dict, str]:
+    """A config entry running tests/servers/<script> with a unique /proc marker."""
+    marker = f"life-{uuid.uuid4().hex[:12]}"
+    entry = {"command": sys.executable, "args": [str(SERVERS / script), *args], "env": {"MCP_TEST_MARKER": marker}}
+    entry.update(fields)
+    return entry, marker
+
+
+def config_text(servers: dict, **supervisor) -> str:
+    data: dict = {"mcpServers": servers}
+    if supervisor:
+        data["supervisor"] = supervisor
+    return json.dumps(data)
+
+
+def write_config(path: Path, servers: dict, **supervisor) -> Path:
+    path.write_text(config_text(servers, **supervisor))
+    return path
+
+
+class Daemon:
+    """A ``python -m supervisor run`` subprocess on a free port, its output in a log file."""
+
+    def __init__(self, config: Path, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"daemon-{self.port}.log"
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"127.0.0.1:{self.port}"],
+            cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.text()}")
+        return True
+
+    async def wait_healthy(self, timeout: float = 60.0) -> dict:
+        async with httpx2.AsyncClient() as http:
+            with trio.move_on_after(timeout):
+                while self.alive():
+                    try:
+                        response = await http.get(self.url + "/healthz", timeout=1.0)
+                        body = response.json()
+                        if response.status_code == 200 and body["down"] == 0 and not body["starting"]:
+                            return body
+                    except httpx2.HTTPError:
+                        pass
+                    await trio.sleep(0.1)
+        pytest.fail(f"daemon not healthy after {timeout} s:\n{self.text()}")
+
+    async def wait_log(self, needle: str, timeout: float = 30.0) -> None:
+        await wait_until(lambda: self.alive() and needle in self.text(), timeout=timeout, what=repr(needle))
+
+    async def wait_exit(self, timeout: float = 30.0) -> int:
+        with trio.move_on_after(timeout):
+            while self.proc.poll() is None:
+                await trio.sleep(0.05)
+            return self.proc.returncode
+        pytest.fail(f"daemon still running after {timeout} s:\n{self.text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log_file.close()
+
+
+def open_fifo_writer(fifo: Path) -> int | None:
+    """A write end of ``fifo`` once a reader has it open; None while none has."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return None
+        raise
+
+
+async def feed_fifo(fifo: Path, text: str, daemon: Daemon, timeout: float = 30.0) -> None:
+    """Wait (within ``timeout``) for the daemon to open ``fifo`` to read it, then give it
+    ``text`` and the end of the file."""
+    fd = await wait_until(lambda: daemon.alive() and open_fifo_writer(fifo), timeout=timeout, what="the daemon to open the fifo")
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+# -- signals from the first moment to the last ------------------------------------------------
+
+
+async def test_a_sighup_before_the_signal_receiver_opens_is_a_reload_once_started(tmp_path):
+    """A SIGHUP while the daemon read its config (or imported, before its signal receiver
+    opened: seconds on a loaded machine) killed it: the default action. The config is a
+    fifo here, so the daemon is held in its first read while the SIGHUP comes."""
+    echo, marker = server_entry("echo.py")
+    text = config_text({"echo": echo})
+    fifo = tmp_path / "c.json"
+    os.mkfifo(fifo)
+    daemon = Daemon(fifo, tmp_path)
+    try:
+        with trio.fail_after(90):
+            fd = await wait_until(lambda: daemon.alive() and open_fifo_writer(fifo), timeout=30, what="the first read")
+            try:
+                daemon.proc.send_signal(signal.SIGHUP)  # the daemon is in its first read of the config
+                os.set_blocking(fd, True)
+                os.write(fd, text.encode())
+            except BrokenPipeError:
+                pass  # it died; said below
+            finally:
+                os.close(fd)
+            await daemon.wait_log("SIGHUP while starting")  # the first read is done
+            await feed_fifo(fifo, text, daemon)  # the reload, once started, reads it again
+            await daemon.wait_log("reloaded")
+            await daemon.wait_healthy()
+    finally:
+        daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def test_sighups_while_the_daemon_stops_leave_its_exit_code_0(tmp_path):
+    """Once its signal receiver closed (the servers stopped), a SIGHUP (a reload script
+    racing a stop) killed the stopping daemon: exit -SIGHUP, not 0."""
+    echo, marker = server_entry("echo.py")
+    daemon = Daemon(write_config(tmp_path / "c.json", {"echo": echo}), tmp_path)
+    try:
+        with trio.fail_after(90):
+            await daemon.wait_healthy()
+            daemon.proc.send_signal(signal.SIGTERM)
+            while daemon.proc.poll() is None:  # until the very end
+                with contextlib.suppress(ProcessLookupError):
+                    daemon.proc.send_signal(signal.SIGHUP)
+                await trio.sleep(0.001)
+            assert daemon.proc.returncode == 0, daemon.text()
+            assert "stopped" in daemon.text()
+    finally:
+        daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
