@@ -24,7 +24,11 @@ field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_
 ``max_message_bytes``, ``tools_ttl``, ``health_check_interval``, ``health_check_timeout``,
 ``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
 the config file's directory, and so is a relative ``command`` path (``./run.sh``, not a bare
-name, which is looked up on PATH) of a server with no ``cwd``.
+name, which is looked up on PATH) of a server with no ``cwd``. That directory is the one the
+path given names (made absolute, symlinks not followed, as VS Code and docker-compose take
+it): a config that is a symlink, as Kubernetes mounts a ConfigMap (``config.json ->
+..data/config.json``, ``..data`` swapped to a new timestamped directory on each update, the
+old one deleted), has its paths where the symlink is, which stay.
 
 Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
 default when VAR is unset or empty) are expanded from ``environ`` in ``command``, ``args``,
@@ -1033,7 +1037,9 @@ def _load(source: str | None, environ: Mapping[str, str], seen: Substitutions | 
     settings = _apply_env_settings(_settings(document.get("supervisor", {}), environ, seen), environ)
     defaults = {**msgspec.to_builtins(settings.defaults), "tools_ttl": settings.default_tools_ttl}
     env_servers = _env_servers(environ)
-    base_dir = Path(source).resolve().parent if source is not None else None
+    # Not ``resolve()``: a symlinked config's paths are where the link is, not in its target's
+    # directory, which a ConfigMap update deletes (and every spec there would then differ).
+    base_dir = Path(os.path.abspath(source)).parent if source is not None else None
 
     servers: list[ServerSpec] = []
     where: dict[str, str] = {}
