@@ -83,20 +83,74 @@ def write_config(path: Path, servers: dict, **supervisor) -> Path:
     return path
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on ``port`` (any address), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid: int, inodes: set[str]) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
 class Daemon:
-    """A ``python -m supervisor run`` subprocess on a free port."""
+    """A ``python -m supervisor run`` subprocess on a free port.
+
+    The port is found by binding port 0 and closing it, so another test's process may take
+    it before the daemon binds it: the daemon then says "cannot listen" and exits, while
+    whatever took the port answers /healthz. So `wait_healthy` asks /healthz only once the
+    daemon itself is listening on the port (/proc says which process holds the socket),
+    and starts the daemon again on a fresh port when it could not bind. (The lasting fix is
+    in the daemon: bind port 0 and announce the port it got.)"""
+
+    BIND_RETRIES = 5
 
     def __init__(self, config: Path, tmp: Path, host: str = "127.0.0.1") -> None:
+        self.config, self.tmp, self.host = config, tmp, host
+        self.attempts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.attempts += 1
         self.port = free_port()
-        self.url = f"http://{host}:{self.port}"
-        self.log = tmp / f"daemon-{self.port}.log"
+        self.url = f"http://{self.host}:{self.port}"
+        self.log = self.tmp / f"daemon-{self.port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"{host}:{self.port}"],
+            [sys.executable, "-m", "supervisor", "run", "--config", str(self.config), "--http", f"{self.host}:{self.port}"],
             cwd=ROOT,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
+
+    def _listening(self) -> bool:
+        """Whether the daemon is listening on its port; on its exit, whether it could not
+        bind (then it is started again on a fresh port, and this says False) or failed."""
+        if self.proc.poll() is not None:
+            said = self.log.read_text()
+            taken = re.search(rf"cannot listen on \S+:{self.port}: Address already in use", said)
+            if taken and self.attempts < self.BIND_RETRIES:
+                self._log_file.close()
+                self._start()
+                return False
+            pytest.fail(f"daemon exited with {self.proc.returncode}:\n{said}")
+        return _holds_socket(self.proc.pid, _listening_inodes(self.port))
 
     # Deadlines, not expectations: a daemon starts in about a second, but a loaded CI
     # machine (four xdist workers on two cores) has taken over 15 s.
@@ -104,32 +158,28 @@ class Daemon:
         async with httpx2.AsyncClient() as http:
             with trio.move_on_after(timeout):
                 while True:
-                    if self.proc.poll() is not None:
-                        pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
-                    try:
-                        response = await http.get(self.url + "/healthz", timeout=1.0)
-                        body = response.json()
-                        if response.status_code == 200 and body["down"] == 0:
-                            return body
-                    except httpx2.HTTPError:
-                        pass
+                    if self._listening():
+                        try:
+                            response = await http.get(self.url + "/healthz", timeout=1.0)
+                            body = response.json()
+                            if response.status_code == 200 and body["down"] == 0:
+                                return body
+                        except httpx2.HTTPError:
+                            pass
                     await trio.sleep(0.1)
         pytest.fail(f"daemon not healthy after {timeout} s:\n{self.log.read_text()}")
 
     def wait_healthy_sync(self, timeout: float = 60.0) -> None:
         """`wait_healthy` for sync (module-scoped) fixtures."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                response = httpx2.get(self.url + "/healthz", timeout=1.0)
-                if response.status_code == 200 and response.json()["down"] == 0:
-                    return
-            except httpx2.HTTPError:
-                pass
+            if self._listening():
+                try:
+                    response = httpx2.get(self.url + "/healthz", timeout=1.0)
+                    if response.status_code == 200 and response.json()["down"] == 0:
+                        return
+                except httpx2.HTTPError:
+                    pass
             time.sleep(0.1)
         pytest.fail(f"daemon not healthy after {timeout} s:\n{self.log.read_text()}")
 
