@@ -75,7 +75,9 @@ Guarantees:
   or neither of ``command`` and ``url``, a transport that does not fit, an empty or duplicate
   server name (also across ``mcpServers`` and ``servers``, and duplicate JSON keys), unknown
   tool categories and toolset categories (checked by the registry's own
-  `check_categories`/`check_toolsets`), missing variables and bad environment values.
+  `check_categories`/`check_toolsets`), missing variables and bad environment values; and
+  a config or ``envFile`` that cannot be read as text (missing, unreadable, a directory, not
+  UTF-8, a path holding a NUL character; the reason names an ``envFile``'s path).
 - Loading reads the one file, the ``envFile`` of each enabled server, and ``environ``, and
   nothing else; ``os.environ`` is never modified.
 - `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
@@ -167,7 +169,7 @@ class ConfigError(Exception):
         self.source = source
         self.key = key
         self.reason = reason
-        where = NO_FILE if source is None else source if source.strip() else repr(source)
+        where = NO_FILE if source is None else source if source.strip() and source.isprintable() else repr(source)
         super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -307,9 +309,24 @@ _MAX_DEPTH = 64
 """How deeply a config may nest (no real one comes near; past a few hundred the parsers recurse out)."""
 
 
+def _unnameable(path: str) -> str | None:
+    """Why no file can be named ``path`` (None: one may): `open` would raise a `ValueError`."""
+    if "\0" in path:
+        return "the path holds a NUL character, which no file name can"
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError as exc:  # a lone surrogate, as "\ud800" in JSON
+        bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
+        return f"the path holds {bad}, which no file name can"
+    return None
+
+
 def _read(path: str) -> Any:
     if not path.strip():
         raise _Problem("", "the config path is empty (an unset variable?)")
+    unnameable = _unnameable(path)
+    if unnameable:
+        raise _Problem("", unnameable)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -673,6 +690,9 @@ def _with_env_file(raw: dict[str, Any], parts: list[str | int], base_dir: Path |
     file = Path(os.path.expanduser(path))
     if base_dir is not None and not file.is_absolute():
         file = base_dir / file
+    unnameable = _unnameable(str(file))
+    if unnameable:
+        raise _problem(parts, f"{str(file)!r}: {unnameable}")
     try:
         text = file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -702,6 +722,8 @@ def _dotenv(text: str, parts: list[str | int], file: str) -> dict[str, str]:
         if not sep or not _DOTENV_KEY.fullmatch(key.strip()):  # the line is not quoted: it may hold a secret
             raise _problem(parts, f"{file!r} line {number}: expected KEY=VALUE")
         value = value.strip()
+        if "\0" in value:  # told here, where the file's line is known (env.KEY is not in the config)
+            raise _problem(parts, f"{file!r} line {number}: holds a NUL character, which no process can be given")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         else:
@@ -1101,7 +1123,8 @@ def load_config(
     With ``path`` None: the servers the environment names (``COMFYUI_MCP_INTERNAL_URL``,
     ``COMFYUI_MCP_MODELSCOPE_URL``, ``COMFYUI_LOCAL_MCP_SERVER``), or if it names none the
     bundled demo server, with the environment's settings applied either
-    way. Raises `ConfigError` for anything wrong; nothing else (for a readable file).
+    way. Raises `ConfigError` for anything wrong, a config or ``envFile`` that cannot be read
+    as text included; nothing else.
 
     With ``substitutions``, what each ``${VAR}`` reference took from ``environ`` is told to
     it, for `redacted` to hide; the config returned is the same either way.

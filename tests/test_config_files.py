@@ -56,3 +56,58 @@ def test_a_symlinked_configs_relative_paths_are_where_the_link_is_and_outlive_a_
     second = load_config(mount / "config.json", environ={})
     assert second.settings.drain_timeout == 11
     assert second.servers == first.servers, "an unchanged entry loads to the same spec: a reload leaves it be"
+
+
+# -- what cannot be read as text ----------------------------------------------------------------
+
+
+def with_env_file(tmp_path: Path, env_file: str) -> Path:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"s": {"command": "python3", "envFile": env_file}}}))
+    return config
+
+
+def refusal(config: Path | str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(config, environ={})
+    return info.value
+
+
+@pytest.mark.parametrize(("env_file", "reason"), [
+    ("a\0b", "'{dir}/a\\x00b': the path holds a NUL character, which no file name can"),
+    ("a\ud800", "'{dir}/a\\ud800': the path holds \\ud800, which no file name can"),
+    ("adir", "cannot read '{dir}/adir': Is a directory"),
+    ("latin1.env", "'{dir}/latin1.env' is not UTF-8 text (invalid continuation byte at byte 9)"),
+    ("nul.env", "'{dir}/nul.env' line 2: holds a NUL character, which no process can be given"),
+])
+def test_an_env_file_that_cannot_be_read_as_text_is_a_config_error_naming_it(
+    tmp_path: Path, env_file: str, reason: str
+) -> None:
+    """An ``envFile`` whose path held a NUL character raised ValueError ("embedded null
+    byte") out of `load_config`, which the daemon did not expect on a reload (found by a
+    reload probe; a lone surrogate, "\\ud800" in JSON, raised UnicodeEncodeError). Now every
+    way of failing to read one is a `ConfigError` naming the config, the key and the file;
+    a NUL inside the file is told with its line, not as an ``env`` key the config lacks."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "latin1.env").write_bytes(b"NAME=Andr\xe9\n")
+    (tmp_path / "nul.env").write_bytes(b"A=1\nB=x\0y\n")
+    config = with_env_file(tmp_path, env_file)
+    error = refusal(config)
+    assert (error.source, error.key) == (str(config), "mcpServers.s.envFile")
+    assert error.reason == reason.format(dir=tmp_path)
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("a\0b.json", "the path holds a NUL character, which no file name can"),
+    ("a\ud800.json", "the path holds \\ud800, which no file name can"),
+    ("adir", "cannot read the file: Is a directory"),
+    ("latin1.json", "not UTF-8 text (invalid continuation byte at byte 21)"),
+])
+def test_a_config_that_cannot_be_read_as_text_is_a_config_error(tmp_path: Path, name: str, reason: str) -> None:
+    """The config's own path, likewise (a NUL byte raised ValueError); a name that cannot be
+    printed as it is is shown quoted (repr), not with the NUL in it."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "latin1.json").write_bytes(b'{"mcpServers": {"Andr\xe9": {"command": "x"}}}')
+    error = refusal(tmp_path / name)
+    assert (error.source, error.key, error.reason) == (str(tmp_path / name), "", reason)
+    assert str(error).startswith(repr(str(tmp_path / name)) if not name.isprintable() else str(tmp_path / name))
