@@ -17,7 +17,8 @@ Commands (``python -m supervisor COMMAND --help`` for each):
   HTTP header can carry (a line break, not ASCII) exits 2 before connecting, unshown.
 - ``reload [--url URL]``: make it re-read its config and apply it (as SIGHUP and ``POST
   /reload`` do), printing what changed; a refused config (its error printed) changes
-  nothing and exits 1.
+  nothing and exits 1; a config the daemon failed to read for another reason (a bug: the
+  traceback is in its log) changes nothing either and exits 2.
 - ``breaker [--url URL] SERVER open|disable|reset [--reason TEXT]``: the operator's hand on
   a server's circuit breaker: ``open`` fences it off (every call fails fast with
   ``CircuitOpen`` naming the reason; the server keeps running) until ``reset``.
@@ -498,6 +499,11 @@ def _down(tree: ChildStatus) -> list[str]:
 #: a validated reload and a restart once asked, whoever goes away; `status` shows where it is.
 UNKNOWN = 4
 
+#: The exit code of `reload` when the daemon failed where no config should make it fail (a
+#: bug, its traceback in the daemon's log) before anything changed: the old config keeps
+#: running, as with a refused config (1), but retrying the same config will not help.
+FAILED = 2
+
 #: How long `reload`, `restart` and `breaker` wait on a daemon that answers nothing at all,
 #: not even ``GET /healthz`` (as `status` waits for ``/status``). Their own answer has no
 #: fixed deadline: a reload or a restart waits for its servers to connect (``connect_timeout``
@@ -609,10 +615,11 @@ async def _post_watched(url: str, path: str, what: str, refused: str | None) -> 
     except _UNREADABLE:
         refusal = None
     reason = refusal.error if refusal is not None else None
-    if response.status_code == 503 and refusal is not None and refusal.begun is not None:  # the daemon stops
+    if response.status_code in (500, 503) and refusal is not None and refusal.begun is not None:
+        # 503: the daemon stops; 500: it failed where no config should make it (a bug)
         if not refusal.begun:  # refused before anything was done
-            print(f"error: {what}: 503: {_shown(refusal.error)}: nothing was done", file=sys.stderr)
-            return 1
+            print(f"error: {what}: {response.status_code}: {_shown(refusal.error)}: nothing was done", file=sys.stderr)
+            return 1 if response.status_code == 503 else FAILED
         # cut short: told so even when the daemon is gone by the time it is asked if it lives
         print(f"error: {url}: {what}: 503: {_shown(refusal.error)}: {unknown}", file=sys.stderr)
         return UNKNOWN
@@ -671,7 +678,8 @@ class _ReloadDiff(msgspec.Struct):
 def reload(url: str) -> int:
     """``POST /reload``: print what changed; exit 0 when all of it applied, 1 when the
     config was refused (the old one keeps running), a server could not be applied, or
-    nothing was done (no daemon reached); `UNKNOWN` when it cannot be told."""
+    nothing was done (no daemon reached); `FAILED` when the daemon failed before anything
+    changed, not for the config's sake; `UNKNOWN` when it cannot be told."""
     response = _post(url, "/reload", "reload", "reload refused, the old config keeps running")
     if isinstance(response, int):
         return response

@@ -30,7 +30,9 @@ Routes:
   Never needs auth, as ``/healthz``; but ``not_ready`` and ``fenced`` (server names) are
   only in the answer to a request that may read ``/status`` (the token, when one is
   set, and a ``Host`` and ``Origin`` of its own).
-- ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error.
+- ``POST /reload``: `Daemon.reload`: 200 with the diff, or 400 with the config error; 500
+  ``{"error": ..., "begun": false}`` when reading the config raised what no config should
+  (a bug: nothing changed), ``"begun": true`` when applying it did (done in part, perhaps).
   While the daemon stops, it and ``/restart`` are 503: ``{"error": ..., "begun": false}``
   when refused (nothing was done), ``"begun": true`` when one under way was cut short.
 - ``POST /restart/<server>``: `Daemon.restart`: 200 with the server's subtree status once
@@ -209,6 +211,17 @@ class DaemonStopping(Exception):
         self.begun = begun
 
 
+class ReloadFailed(Exception):
+    """A reload that raised what no config should make it raise (a bug, where a refusal
+    would be a `ConfigError`): ``begun`` False when it was reading the config (nothing
+    changed: the old config keeps running), True when it was applying it (done in part,
+    perhaps). Its message names the exception, redacted; the log has its traceback."""
+
+    def __init__(self, message: str, begun: bool) -> None:
+        super().__init__(message)
+        self.begun = begun
+
+
 class Daemon:
     """The running daemon's state: its config, supervisor and gateway; reload lives here.
 
@@ -229,6 +242,9 @@ class Daemon:
       loopback bind allows). ``max_sessions`` and ``session_idle_timeout`` apply to the
       sessions opened after the reload. ``http`` (the bind) and ``max_body_bytes`` take
       effect at the next start only; a warning says so.
+    - Whatever reading or applying the config raises, the daemon keeps running: a
+      `ConfigError` refuses the config; anything else (a bug) is logged with its traceback
+      and raised as `ReloadFailed` (nothing changed when it came from the read).
     - Reloads are serialized. Once validated, a reload runs to completion even if whoever
       asked for it goes away. A server whose stop, replacement or start raised is named
       under ``failed``; the others still proceed.
@@ -362,12 +378,34 @@ class Daemon:
         their values). Raises `ConfigError` (nothing changed) for an invalid config."""
         self._refuse_while_stopping("reload")
         async with self._reload_lock:
-            new = load_config(self.config_path)
+            new = await self._read_config()
             self._check_token_keeps_bind_safe(new.settings.auth_token)
             # Validated: apply all of it, whoever asked, unless the daemon stops meanwhile.
             with trio.CancelScope(shield=True), self._cut_short_by_stop("reload"):
-                diff = await self._apply(new)
+                try:
+                    diff = await self._apply(new)
+                except Exception as exc:
+                    log.exception("reload: applying the config failed part way")
+                    raise ReloadFailed(self._unexpected("applying the config", exc), begun=True) from None
         return diff
+
+    async def _read_config(self) -> Config:
+        """The config file, read and validated again; raises `ConfigError` for one refused,
+        `ReloadFailed` (``begun`` False) for anything else reading it raised."""
+        try:
+            return load_config(self.config_path)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            log.exception("reload refused, the old config keeps running: reading the config failed")
+            raise ReloadFailed(self._unexpected("reading the config", exc), begun=False) from None
+
+    def _unexpected(self, what: str, exc: Exception) -> str:
+        """What a caller is told of an exception no config should raise: its type and words,
+        the secrets the daemon knows hidden (`Supervisor.redact`), on one line."""
+        words = " ".join(self.sup.redact(str(exc)).split())
+        words = words if len(words) <= 500 else words[:500] + "..."
+        return f"{what} raised {type(exc).__name__}" + (f": {words}" if words else "") + " (the daemon's log has its traceback)"
 
     def _check_token_keeps_bind_safe(self, auth_token: str | None) -> None:
         if self.http_host is not None and not auth_token and not is_loopback(self.http_host):
@@ -437,13 +475,18 @@ class Daemon:
         return status
 
     async def reload_logged(self) -> None:
-        """`reload` for SIGHUP: an invalid config is logged and refused."""
+        """`reload` for SIGHUP: an invalid config is logged and refused; whatever else it
+        raises is logged, never raised (it would end the daemon)."""
         try:
             await self.reload()
         except ConfigError as exc:
             log.error("reload refused, the old config keeps running: %s", exc)
         except DaemonStopping as exc:
             log.warning("%s", exc)
+        except ReloadFailed as exc:  # logged with its traceback where it was raised
+            log.error("reload failed: %s", exc)
+        except Exception:
+            log.exception("reload failed")
 
 
 def no_token_warning(host: str, port: int | None) -> str:
@@ -584,6 +627,13 @@ class DaemonApp:
                 return
             except DaemonStopping as exc:
                 await respond_json(send, 503, {"error": str(exc), "begun": exc.begun})
+                return
+            except ReloadFailed as exc:  # logged with its traceback
+                await respond_json(send, 500, {"error": str(exc), "begun": exc.begun})
+                return
+            except Exception as exc:  # not expected either: whether anything changed is unknown
+                log.exception("reload failed")
+                await respond_json(send, 500, {"error": self.daemon._unexpected("the reload", exc)})
                 return
             await respond_json(send, 200, diff)
         elif path.startswith("/restart/") and method == "POST":

@@ -55,13 +55,13 @@ def write_config(path: Path, servers: dict, **supervisor) -> Path:
 class Daemon:
     """A ``python -m supervisor run`` subprocess on a free port, its output in a log file."""
 
-    def __init__(self, config: Path, tmp: Path) -> None:
+    def __init__(self, config: Path, tmp: Path, python: tuple[str, ...] = ("-m", "supervisor")) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"daemon-{self.port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"127.0.0.1:{self.port}"],
+            [sys.executable, *python, "run", "--config", str(config), "--http", f"127.0.0.1:{self.port}"],
             cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
         )
 
@@ -106,6 +106,21 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log_file.close()
+
+
+def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def server_pids(tree: dict) -> dict[str, int | None]:
+    """{server name: its connection's pid} from ``/status``."""
+    pids, nodes = {}, [tree]
+    for node in nodes:
+        if node["id"].startswith("connection:"):
+            pids[node["id"].removeprefix("connection:")] = (node.get("detail") or {}).get("pid")
+        nodes.extend(node.get("children") or [])
+    return pids
 
 
 def open_fifo_writer(fifo: Path) -> int | None:
@@ -176,6 +191,81 @@ async def test_sighups_while_the_daemon_stops_leave_its_exit_code_0(tmp_path):
                 await trio.sleep(0.001)
             assert daemon.proc.returncode == 0, daemon.text()
             assert "stopped" in daemon.text()
+    finally:
+        daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+# -- a reload that fails as no config should make it ----------------------------------------
+
+#: The daemon, with a bug planted where a reload reads the config (a file holding
+#: READ_RAISES) and where it applies it (a config with a server named apply_raises). The
+#: inputs that escape `load_config` today (an envFile holding a NUL byte, an integer of
+#: 5000 digits: ValueError) are bugs of _config.py, to be fixed there: a test on one of
+#: them would stop testing this the day it is fixed. What is tested is that the daemon
+#: survives whatever escapes next.
+BUGGY_DAEMON = """
+import sys
+from pathlib import Path
+import supervisor._http as http
+from supervisor._facade import Supervisor
+from supervisor.__main__ import main
+
+real_load, real_reconcile = http.load_config, Supervisor.reconcile
+
+def load_config(path, **kwargs):
+    if "READ_RAISES" in Path(path).read_text():
+        raise ValueError("a planted bug in reading")
+    return real_load(path, **kwargs)
+
+async def reconcile(self, specs, **kwargs):
+    if any(spec.name == "apply_raises" for spec in specs):
+        raise RuntimeError("a planted bug in applying")
+    return await real_reconcile(self, specs, **kwargs)
+
+http.load_config, Supervisor.reconcile = load_config, reconcile
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_a_reload_that_raises_what_no_config_should_leaves_the_daemon_serving(tmp_path):
+    """Reading the config raising anything but ConfigError (an envFile holding a NUL byte
+    raised ValueError) ended the daemon at a SIGHUP (exit 1, every server stopped), and
+    POST /reload answered 500 with an empty body (the CLI: exit 4, "unknown")."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    daemon = Daemon(config, tmp_path, python=("-c", BUGGY_DAEMON))
+    try:
+        with trio.fail_after(120):
+            await daemon.wait_healthy()
+            async with httpx2.AsyncClient(timeout=30) as http:
+                pid = server_pids((await http.get(daemon.url + "/status")).json())["echo"]
+                config.write_text(config_text({"echo": echo}) + "\n// READ_RAISES\n")
+
+                daemon.proc.send_signal(signal.SIGHUP)
+                await daemon.wait_log("reading the config failed")
+                assert "ValueError: a planted bug in reading" in daemon.text()  # its traceback
+                await daemon.wait_healthy()
+                answer = await http.post(daemon.url + "/reload")
+                assert answer.status_code == 500, answer.text
+                assert answer.json()["begun"] is False and "ValueError: a planted bug" in answer.json()["error"]
+                ran = await trio.to_thread.run_sync(cli, "reload", "--url", daemon.url)
+                assert ran.returncode == 2 and ran.stdout == "", ran
+                assert "ValueError: a planted bug in reading" in ran.stderr and "nothing was done" in ran.stderr
+                assert server_pids((await http.get(daemon.url + "/status")).json())["echo"] == pid
+
+                # Applying it: done in part, perhaps; the daemon serves on.
+                other, _ = server_entry("echo.py", namespace="prefix")
+                write_config(config, {"echo": echo, "apply_raises": other})
+                daemon.proc.send_signal(signal.SIGHUP)
+                await daemon.wait_log("applying the config failed part way")
+                await daemon.wait_healthy()
+                answer = await http.post(daemon.url + "/reload")
+                assert answer.status_code == 500 and answer.json()["begun"] is True, answer.text
+                ran = await trio.to_thread.run_sync(cli, "reload", "--url", daemon.url)
+                assert ran.returncode == 4 and "RuntimeError: a planted bug in applying" in ran.stderr, ran
+                await daemon.wait_healthy()
+                assert server_pids((await http.get(daemon.url + "/status")).json())["echo"] == pid
     finally:
         daemon.stop()
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
