@@ -424,7 +424,7 @@ async def _start_http(*extra: str) -> tuple[trio.Process, int]:
     )
     buffer = b""
     try:
-        with trio.fail_after(10):
+        with trio.fail_after(120):  # catches a hang: starting Python is seconds on a loaded CI
             while b"\n" not in buffer:
                 chunk = await proc.stdout.receive_some()
                 assert chunk, "http_echo exited before listening"
