@@ -1073,7 +1073,13 @@ async def test_a_server_of_resources_only_is_up_and_served(shared_daemon):
     resources without templates: before, its connection failed on ``tools/list`` at every
     start and the daemon never counted it up; now it is up, with no tools, and its
     resources pass through."""
-    health = httpx2.get(shared_daemon.url + "/healthz", timeout=10).json()
+    # Another test on this daemon may have just crashed `crashy`, whose restart is under
+    # way: wait for every server to be counted up, which docs never was before.
+    health = None
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with trio.move_on_after(120):
+            while (health := (await http.get(shared_daemon.url + "/healthz")).json())["down"] != 0:
+                await trio.sleep(0.1)
     assert health["down"] == 0, health
     tree = httpx2.get(shared_daemon.url + "/status", timeout=10).json()
     (servers,) = [c for c in tree["children"] if c["id"] == "servers"]
