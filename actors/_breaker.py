@@ -62,7 +62,9 @@ Choices where the design left room:
   ``reset``.
 - Connection down: the breaker shows ``open`` (reason ``connection down: ...``) until
   ``connection_up``; no trial is admitted meanwhile and no timer runs. ``ConnectionDown`` may
-  carry the expected reconnect time as ``retry_at``, shown in ``CircuitOpen`` as a hint.
+  carry the expected reconnect time as ``retry_at``, shown in ``CircuitOpen`` as a hint;
+  once the attempt has begun (``Connecting``), callers are told it is under way, since when
+  and for how long at most (its ``connect_timeout``), not a trial "in 0 s" while it lasts.
   On ``connection_up`` the new process gets fresh counts: a breaker that was closed goes back
   to ``closed`` at once (the connection's own handshake and ``tools/list`` are the probe, so
   callers are not throttled after every restart); one that had tripped on call failures goes
@@ -98,6 +100,7 @@ __all__ = [
     "BreakerView",
     "ConnectionDown",
     "ConnectionUp",
+    "Connecting",
     "Disable",
     "ForceOpen",
     "Permit",
@@ -207,6 +210,17 @@ class ConnectionUp(msgspec.Struct, frozen=True):
     """The connection is back (handshake done)."""
 
 
+class Connecting(msgspec.Struct, frozen=True):
+    """A connection attempt began at ``started_at`` (trio clock) and ends, connected or
+    not, within ``timeout`` s (its ``connect_timeout``; None: unknown). While the
+    connection is down it replaces the reconnect hint: callers are told an attempt is
+    under way and since when, not a trial "in 0 s" for as long as it lasts. Ignored
+    while the connection is not down (a first start)."""
+
+    started_at: float
+    timeout: float | None = None
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """Ask: answer a ``BreakerSnapshot``."""
 
@@ -221,6 +235,10 @@ class BreakerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     counts: BreakerCounts
     trials_in_flight: int
     connection_down: bool
+    #: When the connection attempt under way began (trio clock), while the connection is
+    #: down and one is (`Connecting`); None otherwise.
+    connecting_since: float | None = None
+    connect_timeout: float | None = None
     transitions: int
     last_transition: Transition | None
     outcomes: int  # every report received
@@ -229,7 +247,16 @@ class BreakerSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 
 BreakerMessage = (
-    CallOutcome | Permit | ForceOpen | Disable | Reset | SetPolicy | ConnectionDown | ConnectionUp | Snapshot
+    CallOutcome
+    | Permit
+    | ForceOpen
+    | Disable
+    | Reset
+    | SetPolicy
+    | ConnectionDown
+    | ConnectionUp
+    | Connecting
+    | Snapshot
 )
 
 
@@ -250,13 +277,23 @@ def _refusal(
     now: float,
     *,
     timed: bool,
+    connecting: tuple[float, float | None] | None = None,
 ) -> CircuitOpen:
-    """The ``CircuitOpen`` a refused call raises: why, and when the next trial happens."""
+    """The ``CircuitOpen`` a refused call raises: why, and when the next trial happens.
+    ``connecting``: (when the attempt under way began, its connect_timeout)."""
     data: dict[str, Any] = {"server": name, "state": state, "reason": reason}
     if state == FORCED_OPEN:
         when = "no trial until an operator resets it"
     elif state == HALF_OPEN:
         when = "the next call is admitted when a trial call finishes"
+    elif connecting is not None:
+        since, timeout = connecting
+        if retry_at is not None:  # when trials may come from: the retry layer reads it
+            data["retry_at"] = retry_at
+        data["connecting_for"] = connecting_for = max(0.0, now - since)
+        data["connect_timeout"] = timeout
+        bound = f"up to connect_timeout {timeout:g} s" if timeout is not None else "up to connect_timeout"
+        when = f"next trial when the connection is back (connecting: attempt started {connecting_for:.3g} s ago, {bound})"
     elif retry_at == math.inf:
         when = "no trial: the server is not restarted"
     elif retry_at is not None:
@@ -313,6 +350,7 @@ class BreakerCore:
         self.connection_is_down = False
         self._conn_reason = ""
         self._conn_retry_at: float | None = None
+        self._connecting: tuple[float, float | None] | None = None  # (since, connect_timeout)
         # The operator layer: None, FORCED_OPEN or DISABLED.
         self._override: str | None = None if policy.enabled else DISABLED
         self._override_reason = "" if policy.enabled else _DISABLED_IN_CONFIG
@@ -351,6 +389,14 @@ class BreakerCore:
         if self.connection_is_down:
             return self._conn_retry_at
         return self._retry_at if self._health == OPEN else None
+
+    @property
+    def connecting(self) -> tuple[float, float | None] | None:
+        """(when it began, its connect_timeout) of the connection attempt under way while the
+        connection is down and an operator state does not hide it; None otherwise."""
+        if self._override is not None or not self.connection_is_down:
+            return None
+        return self._connecting
 
     @property
     def due_at(self) -> float | None:
@@ -395,6 +441,7 @@ class BreakerCore:
             self.retry_at,
             now,
             timed=state == OPEN and not self.connection_is_down,
+            connecting=self.connecting,
         )
 
     def drain_transitions(self) -> list[Transition]:
@@ -558,9 +605,19 @@ class BreakerCore:
         self.connection_is_down = True
         self._conn_reason = reason if reason.startswith("connection down") else f"connection down: {reason}"
         self._conn_retry_at = retry_at
+        self._connecting = None  # a new down: any attempt under way has ended
         # Not a stale marker: the failure that took the connection down still counts.
         self._permits.clear()
         self._note(before, now)
+
+    def connecting_began(self, started_at: float, timeout: float | None = None) -> None:
+        """A connection attempt began at ``started_at`` (`Connecting`): while the connection
+        is down, callers are told so in place of the reconnect hint, whose time has come
+        (``retry_at`` stays, in ``CircuitOpen``'s data, as when trials may come from, without
+        a ``retry_in``). Nothing while it is not down. Never a transition (state and reason
+        are unchanged)."""
+        if self.connection_is_down:
+            self._connecting = (started_at, timeout)
 
     def connection_up(self, now: float) -> None:
         if not self.connection_is_down:
@@ -569,6 +626,7 @@ class BreakerCore:
         self.connection_is_down = False
         self._conn_reason = ""
         self._conn_retry_at = None
+        self._connecting = None
         if self._health == CLOSED:
             # Back to closed, counts kept: a server that crashes on every call must still
             # reach its failure threshold across restarts.
@@ -664,6 +722,8 @@ class BreakerCore:
             counts=self.counts(),
             trials_in_flight=self.trials_in_flight,
             connection_down=self.connection_is_down,
+            connecting_since=None if (connecting := self.connecting) is None else connecting[0],
+            connect_timeout=None if connecting is None else connecting[1],
             transitions=self.transition_count,
             last_transition=self.last_transition,
             outcomes=self.outcomes,
@@ -691,13 +751,26 @@ class BreakerView:
     ``Permit`` is authoritative.
     """
 
-    __slots__ = ("_due_at", "dropped_outcomes", "name", "passthrough", "reason", "retry_at", "slow_call_seconds", "state")
+    __slots__ = (
+        "_due_at",
+        "connecting",
+        "dropped_outcomes",
+        "name",
+        "passthrough",
+        "reason",
+        "retry_at",
+        "slow_call_seconds",
+        "state",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.state: str = CLOSED
         self.reason = "initial"
         self.retry_at: float | None = None
+        #: (when it began, its connect_timeout) of the connection attempt under way while the
+        #: connection is down (`BreakerCore.connecting`); None otherwise.
+        self.connecting: tuple[float, float | None] | None = None
         self._due_at: float | None = None
         self.passthrough = True
         self.slow_call_seconds: float | None = None
@@ -713,6 +786,7 @@ class BreakerView:
         self.state = state
         self.reason = core.reason
         self.retry_at = core.retry_at
+        self.connecting = core.connecting
         self._due_at = core.due_at
         self.passthrough = state == CLOSED or state == DISABLED
         self.slow_call_seconds = core.policy.slow_call_seconds
@@ -736,6 +810,7 @@ class BreakerView:
             self.retry_at,
             now,
             timed=due is not None,
+            connecting=self.connecting,
         )
 
 
@@ -867,6 +942,8 @@ async def breaker_actor(
                 core.connection_down(now, msg.reason, msg.retry_at)
             elif type(msg) is ConnectionUp:
                 core.connection_up(now)
+            elif type(msg) is Connecting:
+                core.connecting_began(msg.started_at, msg.timeout)
             elif reply is not None:
                 reply.fail(TypeError(f"breaker {name!r} does not understand {type(msg).__name__}"))
                 continue

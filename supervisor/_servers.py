@@ -44,6 +44,7 @@ from actors._breaker import (
     BreakerView,
     ConnectionDown,
     ConnectionUp,
+    Connecting,
     SetPolicy,
     breaker_actor,
     check_policy,
@@ -54,7 +55,7 @@ from actors._registry import PublishTools, Registry, ServerAvailability
 from actors._retry import RetryBudget
 from protocol import ActorDown, CallOutcome, Overloaded, ServerSpec, ServerUnavailable
 
-from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor
+from ._tree import ChildExited, ChildSpec, Restart, Strategy, TreeSupervisor, _Child
 
 __all__ = [
     "LIVE_KEYS",
@@ -259,6 +260,17 @@ class _ServerSubtree(TreeSupervisor):
         #: then shows ``stopped``, though its subtree (the breaker) runs on.
         self.ended: str | None = None
 
+    def _launch(self, child: _Child) -> None:
+        super()._launch(child)
+        if child.id.startswith("connection:") and (ref := self.handle.breaker_ref) is not None:
+            # The restart's time has come: the breaker tells callers an attempt is under
+            # way (up to connect_timeout), no longer a trial expected "in 0 s". A breaker
+            # whose connection is not down (a first start) ignores it.
+            try:
+                ref.tell_nowait(Connecting(trio.current_time(), self.handle.spec.connect_timeout))
+            except (Overloaded, ActorDown):
+                pass  # a breaker restarting with it starts fresh anyway
+
     async def _on_exit(self, msg: ChildExited) -> None:
         before = self._children.get(msg.id)
         deliberate = msg.stopped or (before is not None and before.stopping)
@@ -293,6 +305,15 @@ class _ServerSubtree(TreeSupervisor):
                 view = self.handle.breaker
                 # In seconds from now: the trio clock's own reading means nothing outside
                 # this process (it starts at a random offset).
-                retry_in = None if view.retry_at in (None, math.inf) else max(0.0, view.retry_at - trio.current_time())
+                now = trio.current_time()
+                connecting = view.connecting
+                # While an attempt is under way its start is no promise of a trial "in 0 s".
+                retry_in = (
+                    None if connecting is not None or view.retry_at in (None, math.inf)
+                    else max(0.0, view.retry_at - now)
+                )
                 child.detail = {"state": view.state, "reason": view.reason, "retry_in": retry_in}
+                if connecting is not None:  # an attempt is under way
+                    child.detail["connecting_for"] = max(0.0, now - connecting[0])
+                    child.detail["connect_timeout"] = connecting[1]
         return node

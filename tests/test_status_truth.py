@@ -8,16 +8,20 @@ MockClock where it matters.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import msgspec
+import pytest
 import trio
 import trio.testing
 
-from actors._breaker import ConnectionDown, ConnectionUp, spawn_breaker
+from actors._breaker import BreakerCore, ConnectionDown, ConnectionUp, spawn_breaker
 from actors._events import _BUS, EventBus
-from protocol import BreakerPolicy, Event
-from supervisor import ChildSpec, TreeSupervisor
+from conftest import marker_of, procs_with_marker, server_spec, wait_until
+from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, Event, RetryPolicy
+from supervisor import ChildSpec, Supervisor, TreeSupervisor
 
 
 async def test_events_carry_the_wall_clock_and_breaker_events_the_wait_in_seconds(nursery, autojump_clock):
@@ -56,3 +60,63 @@ async def test_events_carry_the_wall_clock_and_breaker_events_the_wait_in_second
     down, up = [e for e in seen if e.kind == "breaker_state"]
     assert down.data["to"] == "open" and down.data["retry_in"] == 7.5
     assert up.data["to"] == "closed" and up.data["retry_in"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A restart attempt under way is no trial "in 0 s"
+
+
+def test_the_breaker_says_an_attempt_is_under_way_not_a_trial_in_0_s():
+    core = BreakerCore(BreakerPolicy(), name="s")
+    core.connection_down(10.0, "connection down: boom", retry_at=10.5)
+    assert core.refusal(10.1).data["retry_in"] == pytest.approx(0.4)
+    core.connecting_began(10.5, 30.0)  # the restart's time came: it is connecting
+    assert core.connecting == (10.5, 30.0)
+    refused = core.refusal(13.5)
+    assert "connecting: attempt started 3 s ago, up to connect_timeout 30 s" in str(refused), refused
+    assert "expected in" not in str(refused) and "retry_in" not in refused.data
+    assert refused.data["retry_at"] == 10.5  # the retry layer still knows trials may come now
+    assert (refused.data["connecting_for"], refused.data["connect_timeout"]) == (3.0, 30.0)
+    assert core.snapshot(13.5).connecting_since == 10.5
+    # The attempt failed: a new down, a new hint; then it is back.
+    core.connection_down(40.5, "connection down: again", retry_at=41.5)
+    assert core.connecting is None and "expected in 1 s" in str(core.refusal(40.5))
+    core.connecting_began(41.5, 30.0)
+    core.connection_up(42.0)
+    assert core.connecting is None and core.state == "closed"
+    # Not down (a first start): nothing to say.
+    core.connecting_began(50.0, 30.0)
+    assert core.connecting is None
+
+
+async def test_a_restart_that_is_connecting_shows_so_in_the_status_and_to_callers(tmp_path):
+    # The server's second start hangs (sleeps) before it serves: the restart attempt stays
+    # under way. Before, the status said "next trial in 0 s" and callers "expected in 0 s"
+    # for as long as it lasted (up to connect_timeout).
+    marker = tmp_path / "started-once"
+    base = server_spec("s", "echo.py")
+    script = f'if [ -e "{marker}" ]; then sleep 60; fi; touch "{marker}"; exec "{base.command}" "{base.args[0]}"'
+    spec = msgspec.structs.replace(
+        base,
+        command="/bin/sh",
+        args=["-c", script],
+        retry=RetryPolicy(max_retries=0),
+        connect_timeout=120.0,
+        backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0),
+    )
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("s", timeout=30)
+        os.kill(sup.link("s").process.pid, signal.SIGKILL)
+
+        def breaker_detail():
+            (server,) = [c for c in sup.status().children if c.id == "servers"][0].children
+            return {c.id: c for c in server.children}["breaker:s"].detail
+
+        detail = await wait_until(lambda: "connecting_for" in breaker_detail() and breaker_detail(), what="connecting")
+        assert detail["state"] == "open" and detail["retry_in"] is None, detail
+        assert detail["connect_timeout"] == 120.0
+        with pytest.raises(CircuitOpen) as refused:
+            await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
+        assert "connecting: attempt started" in str(refused.value) and "up to connect_timeout 120 s" in str(refused.value)
+        assert "expected in" not in str(refused.value)
+    assert not procs_with_marker(marker_of(spec))
