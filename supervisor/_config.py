@@ -80,6 +80,11 @@ Guarantees:
   UTF-8, a path holding a NUL character; the reason names an ``envFile``'s path).
 - Loading reads the one file, the ``envFile`` of each enabled server, and ``environ``, and
   nothing else; ``os.environ`` is never modified.
+- Loading does not block for ever: the config and an ``envFile`` may be a FIFO (1Password
+  mounts ``.env`` files as FIFOs; ``--config <(op inject ...)`` is a pipe), read to its
+  writer's close within `PIPE_TIMEOUT` or refused; a device or socket is refused unread
+  (a terminal would wait for someone to type, ``/dev/zero`` never end), ``/dev/null`` is the
+  empty file.
 - `redacted` never shows an ``env`` or ``headers`` value, ``auth_token``, URL credentials,
   query values or fragments (in ``url`` and in ``args``), the value of a secret-looking
   argument (``--token x``, ``--api-key=x``) or of a secret-looking header line in ``args``
@@ -96,8 +101,11 @@ import logging
 import math
 import os
 import re
+import select
 import shlex
+import stat
 import sys
+import time
 import tomllib
 import types
 import typing
@@ -117,6 +125,7 @@ __all__ = [
     "ENV_LOCAL_SERVER",
     "ENV_REMOTE_SERVERS",
     "REDACTED",
+    "PIPE_TIMEOUT",
     "ConfigError",
     "Substitutions",
     "check_spec",
@@ -321,6 +330,83 @@ def _unnameable(path: str) -> str | None:
     return None
 
 
+PIPE_TIMEOUT: Final = 30.0
+"""How long (seconds) loading waits for a FIFO given as the config or an ``envFile`` to be
+written to its end. 1Password mounts ``.env`` files as FIFOs that its app writes once a read
+is authorized (a prompt a person answers); ``--config <(op inject -i tpl.json)`` is a pipe."""
+
+_PIPE_MAX_BYTES: Final = 1 << 20
+_NOT_FILES: Final = (
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+)
+
+
+class _NotAFile(Exception):
+    """A path that names something to read no text from: ``str(error)`` says what it is."""
+
+
+def _not_a_file(mode: int) -> _NotAFile | None:
+    for test, kind in _NOT_FILES:
+        if test(mode):
+            return _NotAFile(f"is {kind}, not a file: a read of it may block or never end")
+    return None
+
+
+def _read_text(path: str) -> str:
+    """The UTF-8 text (a BOM dropped) of the file at ``path``: a regular file, a FIFO read to
+    its end within `PIPE_TIMEOUT` (not for ever: the caller, the daemon's reload, would hang
+    with it), or ``/dev/null`` (empty). Raises `OSError` (a directory: EISDIR),
+    `UnicodeDecodeError`, or `_NotAFile` for a device or socket, which is not opened at all
+    (a terminal would block a read; ``/dev/zero`` never ends one)."""
+    status = os.stat(path)
+    if os.path.samestat(status, os.stat(os.devnull)):
+        return ""
+    if problem := _not_a_file(status.st_mode):
+        raise problem
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO's open waits for no writer
+    try:
+        mode = os.fstat(fd).st_mode  # what was opened, should the path have changed since
+        if stat.S_ISFIFO(mode):
+            data = _drain_pipe(fd)
+        elif problem := _not_a_file(mode):
+            raise problem
+        else:
+            with open(fd, "rb", closefd=False) as file:
+                data = file.read()
+    finally:
+        os.close(fd)
+    return data.decode("utf-8-sig")
+
+
+def _drain_pipe(fd: int) -> bytes:
+    """What the FIFO open (non-blocking) at ``fd`` gives up to its writer's close, waiting
+    at most `PIPE_TIMEOUT` for it."""
+    deadline = time.monotonic() + PIPE_TIMEOUT
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = bytearray()
+    while (left := deadline - time.monotonic()) > 0:
+        if not poller.poll(math.ceil(left * 1000)):
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if chunk:
+            data += chunk
+            if len(data) > _PIPE_MAX_BYTES:
+                raise _NotAFile(f"is a FIFO (a named pipe) that gave more than {_PIPE_MAX_BYTES} bytes")
+        elif data:
+            return bytes(data)  # the writer closed its end
+        else:  # no writer yet (some systems' poll says readable then), or one that wrote nothing
+            time.sleep(min(0.05, max(left, 0)))
+    said = "nothing" if not data else "no end to what it gave"
+    raise _NotAFile(
+        f"is a FIFO (a named pipe) that gave {said} within {PIPE_TIMEOUT:g} s: is what writes it "
+        "(1Password's app, for its mounted .env files) locked, or waiting for the read to be authorized?"
+    )
+
+
 def _read(path: str) -> Any:
     if not path.strip():
         raise _Problem("", "the config path is empty (an unset variable?)")
@@ -328,7 +414,9 @@ def _read(path: str) -> Any:
     if unnameable:
         raise _Problem("", unnameable)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = _read_text(path)
+    except _NotAFile as exc:
+        raise _Problem("", str(exc)) from None
     except FileNotFoundError:
         raise _Problem("", "no such file") from None
     except UnicodeDecodeError as exc:
@@ -694,7 +782,9 @@ def _with_env_file(raw: dict[str, Any], parts: list[str | int], base_dir: Path |
     if unnameable:
         raise _problem(parts, f"{str(file)!r}: {unnameable}")
     try:
-        text = file.read_text(encoding="utf-8-sig")
+        text = _read_text(str(file))
+    except _NotAFile as exc:
+        raise _problem(parts, f"{str(file)!r} {exc}") from None
     except FileNotFoundError:
         raise _problem(parts, f"no such file: {str(file)!r}") from None
     except UnicodeDecodeError as exc:

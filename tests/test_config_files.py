@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import supervisor._config
 from supervisor._config import ConfigError, load_config
 
 
@@ -111,3 +115,87 @@ def test_a_config_that_cannot_be_read_as_text_is_a_config_error(tmp_path: Path, 
     error = refusal(tmp_path / name)
     assert (error.source, error.key, error.reason) == (str(tmp_path / name), "", reason)
     assert str(error).startswith(repr(str(tmp_path / name)) if not name.isprintable() else str(tmp_path / name))
+
+
+# -- what is not a regular file ------------------------------------------------------------------
+
+
+@contextmanager
+def written(fifo: Path, text: str) -> Iterator[None]:
+    """A writer of ``text`` into ``fifo`` (as 1Password's app writes a mounted .env file once
+    a read of it is authorized), gone by the end: released by a reader of our own if the
+    code under test never opened the FIFO."""
+    writer = threading.Thread(target=fifo.write_text, args=(text,), daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        if writer.is_alive():
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(10)
+        assert not writer.is_alive()
+
+
+@contextmanager
+def unblocked_after(fifo: Path, seconds: float) -> Iterator[None]:
+    """Should a read of ``fifo`` still wait for a writer after ``seconds`` (the old loader's
+    waited for ever), one comes and goes, so that the test fails instead of hanging."""
+
+    def unblock() -> None:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waits
+            pass
+
+    timer = threading.Timer(seconds, unblock)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join(10)
+
+
+def test_an_env_file_fifo_nobody_writes_is_refused_after_a_bound_not_waited_for_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``envFile`` that is a FIFO nobody writes yet (1Password mounts .env files as FIFOs
+    its app writes once the read is authorized; a locked app does not) blocked the read, and
+    the daemon reloading with it, for ever (found by a reload probe). Now the loader waits
+    at most `PIPE_TIMEOUT` for the FIFO to be written to its end, and says why it gave up."""
+    monkeypatch.setattr(supervisor._config, "PIPE_TIMEOUT", 0.2, raising=False)  # a loader without one fails below, not here
+    fifo = tmp_path / "secrets.env"
+    os.mkfifo(fifo)
+    config = with_env_file(tmp_path, "secrets.env")
+    with unblocked_after(fifo, 10):
+        error = refusal(config)
+    assert error.key == "mcpServers.s.envFile"
+    assert error.reason.startswith(f"{str(fifo)!r} is a FIFO (a named pipe) that gave nothing within 0.2 s: ")
+    assert "1Password" in error.reason
+
+
+def test_an_env_file_fifo_that_is_written_is_read_as_a_file_is(tmp_path: Path) -> None:
+    """A FIFO that is written (1Password's app unlocked, the read authorized), as the config
+    or as an ``envFile``, is read to its writer's close: ``--config <(op inject ...)`` and
+    1Password's mounted .env files keep working."""
+    fifo = tmp_path / "secrets.env"
+    os.mkfifo(fifo)
+    config = with_env_file(tmp_path, "secrets.env")
+    with written(fifo, "TOKEN=t\nexport OTHER='o'\n"):
+        assert load_config(config, environ={}).server("s").env == {"TOKEN": "t", "OTHER": "o"}
+    config_fifo = tmp_path / "from-op.json"
+    os.mkfifo(config_fifo)
+    with written(config_fifo, json.dumps({"mcpServers": {"s": {"command": "python3"}}})):
+        assert load_config(config_fifo, environ={}).server("s").command == "python3"
+
+
+def test_a_device_is_refused_unread_but_dev_null_is_an_empty_file(tmp_path: Path) -> None:
+    """A character device was read as a file: ``/dev/zero`` until memory ran out, a terminal
+    until someone typed. Now a device (or socket) is refused without being opened; ``/dev/null``
+    is still the empty file (``"envFile": "${ENV_FILE:-/dev/null}"``)."""
+    error = refusal(with_env_file(tmp_path, "/dev/zero"))
+    assert (error.key, error.reason) == (
+        "mcpServers.s.envFile", "'/dev/zero' is a character device, not a file: a read of it may block or never end"
+    )
+    assert refusal("/dev/zero").reason == "is a character device, not a file: a read of it may block or never end"
+    assert load_config(with_env_file(tmp_path, os.devnull), environ={}).server("s").env == {}
