@@ -112,6 +112,10 @@ class Supervisor:
         self._handles: dict[str, ServerHandle] = {}
         #: Servers being replaced, updated or removed: one such change per server at a time.
         self._changing: set[str] = set()
+        #: The waits for a new incarnation's first attempt under way (`_first_attempt`),
+        #: which `begin_stop` ends; and whether it was called.
+        self._first_attempts: set[trio.CancelScope] = set()
+        self._stopping = False
         self._bus: EventBus = RedactingBus(self.redactor)
         # Unbounded: its senders are the servers' subtrees (one message per change, never
         # blocking), and a dropped PublishTools would lose that server's tools for good.
@@ -151,7 +155,22 @@ class Supervisor:
             host_front.reset(front_token)
         return self
 
+    def begin_stop(self) -> None:
+        """The supervisor is about to stop: no addition or replacement (a reload's, an
+        operator's ``restart_server``) waits any more for its new incarnation's first
+        attempt, neither one under way nor one begun later. Each returns once the new
+        ``server:<name>`` subtree is in the tree, with its status as it is then
+        (``starting``); the tree's stop stops it. Nothing else changes: calls go on, and
+        what a replacement must not leave half-done (the old incarnation's stop, the swap
+        of the spec, the hand-over of the new subtree) still runs to its end. A host calls
+        it as its drain begins (a daemon's first SIGTERM); the ``async with``'s exit calls
+        it too."""
+        self._stopping = True
+        for scope in self._first_attempts:
+            scope.cancel()
+
     async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self.begin_stop()
         # No incarnation comes once the stop begins: a call (of a task outside) waiting for
         # one ends now, not after the slowest server's stop. Calls in flight drain as before.
         for handle in self._handles.values():
@@ -164,10 +183,10 @@ class Supervisor:
 
     async def add_server(self, spec: ServerSpec) -> ChildStatus:
         """Start supervising ``spec``; returns once it is connected (and its tools are in the
-        registry) or its first attempt failed. Raises ``ValueError`` for a name supervised
-        already (the running server is not touched), ``RuntimeError`` while that name is
-        being replaced or removed. (While it connects, it may be updated, replaced or
-        removed.)"""
+        registry) or its first attempt failed, or the supervisor began to stop (`begin_stop`).
+        Raises ``ValueError`` for a name supervised already (the running server is not
+        touched), ``RuntimeError`` while that name is being replaced or removed. (While it
+        connects, it may be updated, replaced or removed.)"""
         check_spec(spec)
         with self._one_change(spec.name):  # checked, not held
             if spec.name in self._handles:
@@ -176,9 +195,29 @@ class Supervisor:
         self.redactor.server(spec)
         handle = self._handles[spec.name] = ServerHandle(spec, self.registry, self.metrics)
         with self._redacted():
-            status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
-        await self.registry.sync()  # the tools it published are in the view
+            status = await self._first_attempt(handle)
+        if not self._stopping:
+            await self.registry.sync()  # the tools it published are in the view
         return self.redactor.status(status)
+
+    async def _first_attempt(self, handle: ServerHandle) -> ChildStatus:
+        """Hand ``handle``'s new ``server:<name>`` subtree to ``servers`` and wait until it
+        is connected or its first attempt ended; or, once the stop began (`begin_stop`),
+        only until it is handed: its status then. The hand-over is the ask's delivery,
+        made before its first checkpoint (the mailbox of ``servers`` is unbounded), so a
+        stop never leaves the server listed with no subtree behind it."""
+        child = server_child_spec(handle, inproc=self._inproc.get(handle.name))
+        with trio.CancelScope() as waiting:
+            self._first_attempts.add(waiting)
+            if self._stopping:
+                waiting.cancel()
+            try:
+                return await self._servers.add_child(child)
+            finally:
+                self._first_attempts.discard(waiting)
+        # Cut short by the stop: in the tree, starting (or being stopped by now).
+        node = next((c for c in self._servers.status().children if c.id == child.id), None)
+        return node if node is not None else ChildStatus(id=child.id, state="stopped", restart="permanent")
 
     async def remove_server(self, name: str) -> None:
         """Stop ``name`` (draining its calls within its shutdown timeout) and forget it.
@@ -213,7 +252,9 @@ class Supervisor:
           timeout, as `remove_server` does); one cut off at that timeout gets a typed failure.
         - Returns once the new incarnation is connected (its tools in the registry) or its
           first attempt failed; then waiting calls go on (against a breaker that says the
-          server is down, in the second case).
+          server is down, in the second case). Once the supervisor began to stop
+          (`begin_stop`) it does not wait for that first attempt: it returns (and waiting
+          calls go on) as soon as the new subtree is in the tree, which stops it.
         - Once begun it runs to the end (within the old spec's ``shutdown_timeout`` and the
           new one's ``connect_timeout``), even if the caller is cancelled meanwhile (the
           cancellation is raised after): half-done, the server would stay listed with no
@@ -253,7 +294,7 @@ class Supervisor:
             self._specs[spec.name] = spec
             self.redactor.server(spec)
             try:
-                status = await self._servers.add_child(server_child_spec(handle, inproc=self._inproc.get(spec.name)))
+                status = await self._first_attempt(handle)
             except Exception:
                 await self.registry.withdraw(spec.name)
                 self._handles.pop(spec.name, None)
@@ -266,7 +307,8 @@ class Supervisor:
                 self._announce_lists(handle, "prompts")
         finally:
             await self.metrics.retain(spec.name, keep=False)  # forgets it if it was not added back
-        await self.registry.sync()  # the tools it published are in the view
+        if not self._stopping:
+            await self.registry.sync()  # the tools it published are in the view
         return status
 
     async def restart_server(self, name: str) -> ChildStatus:
