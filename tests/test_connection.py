@@ -1153,23 +1153,26 @@ async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is
 
 @pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("exits_by_itself", [False, True], ids=["server-killed", "server-exits"])
-async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself, session):
+async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself, session, tmp_path):
     """The orphan goes whether or not it stayed in the server's process group: one that
     started a session of its own is found by the incarnation id in its environment."""
-    args = ["--child-session", session] + (["--exit-after", "1.0"] if exits_by_itself else [])
+    exit_now = tmp_path / "exit"
+    args = ["--child-session", session] + (["--exit-when", str(exit_now)] if exits_by_itself else [])
     spec = server_spec("parent", "spawns_grandchild.py", *args, backoff=BackoffPolicy(min=0.5, max=0.5, jitter=0.0))
     marker = marker_of(spec)
     async with Supervisor([spec]) as sup:
         grandchild = int(text(await sup.call_tool("child_pid", {}, server="parent", timeout=10)))
         server_pid = sup.link("parent").process.pid
         assert set(procs_with_marker(marker)) == {server_pid, grandchild}
-        if not exits_by_itself:
+        if exits_by_itself:
+            exit_now.touch()  # it exits (and takes the file: its restart stays up)
+        else:
             os.kill(server_pid, signal.SIGKILL)
         # either way the server is gone; its orphaned child must go with it (the next
         # incarnation's processes carry the same marker, so the old pids are what is checked)
         await wait_until(lambda: not {server_pid, grandchild} & set(procs_with_marker(marker)),
-                         timeout=10, what="the orphan to be reaped")
-        await wait_until(lambda: connection_status(sup, "parent").restarts == 1, timeout=10, what="restart")
+                         timeout=60, what="the orphan to be reaped")
+        await wait_until(lambda: connection_status(sup, "parent").restarts == 1, timeout=60, what="restart")
         await sup.wait_connected("parent", timeout=20)
         new_child = int(text(await sup.call_tool("child_pid", {}, server="parent", timeout=10)))
         assert set(procs_with_marker(marker)) == {sup.link("parent").process.pid, new_child}

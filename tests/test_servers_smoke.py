@@ -319,24 +319,32 @@ async def test_spawns_grandchild_leaves_an_orphan_when_the_server_exits(tmp_path
 
 async def _server_exits_mid_session(tmp_path: Path, child_stdio: str) -> None:
     pid_file = tmp_path / f"child-{child_stdio}.pid"
-    args = ("--exit-after", "1.0", "--child-stdio", child_stdio, "--child-pid-file", str(pid_file))
+    exit_now = tmp_path / f"exit-{child_stdio}"
+    args = ("--exit-when", str(exit_now), "--child-stdio", child_stdio, "--child-pid-file", str(pid_file))
     outcome: list[BaseException | str] = []
     try:
         async with Client(stdio("spawns_grandchild.py", *args)) as client:
             server = (await client.call_tool("pid", {})).structured_content["result"]
 
+            in_flight = trio.Event()
+
+            async def sleeping(progress: float, total: float | None, message: str | None) -> None:
+                in_flight.set()
+
             async def long_call() -> None:
                 try:
-                    await client.call_tool("sleep", {"seconds": 30})
+                    await client.call_tool("sleep", {"seconds": 30}, progress_callback=sleeping)
                     outcome.append("returned")
                 except MCPError as exc:
                     outcome.append(exc)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(long_call)
-                await wait_until(lambda: not is_live(server), timeout=5)
+                await in_flight.wait()  # the server is running the call (it said so)
+                exit_now.touch()
+                await wait_until(lambda: not is_live(server), timeout=60)
                 if child_stdio == "devnull":
-                    await wait_until(lambda: bool(outcome), timeout=2)
+                    await wait_until(lambda: bool(outcome), timeout=60)
                     exc = outcome[0]
                     assert isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
                 else:
@@ -352,10 +360,10 @@ async def _server_exits_mid_session(tmp_path: Path, child_stdio: str) -> None:
 
 
 async def test_spawns_grandchild_server_exits_mid_session(tmp_path: Path) -> None:
-    """--exit-after: the server dies with a call in flight, its child survives. With the child
+    """--exit-when: the server dies with a call in flight, its child survives. With the child
     detached from the pipes the call fails with CONNECTION_CLOSED; with the child holding
     stdout (the default) the call hangs."""
-    with trio.fail_after(15):
+    with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_server_exits_mid_session, tmp_path, "devnull")
             nursery.start_soon(_server_exits_mid_session, tmp_path, "inherit")

@@ -8,6 +8,10 @@ PATH at startup (a line per start), so a test can clean up even when the server 
 
 ``--exit-after SECONDS``: the server itself ``os._exit(0)``s after that long, orphaning the
 child in the same process group: the direct child exits quickly and leaves its own child behind.
+``--exit-when PATH``: the same, but when the test says so: once PATH exists (looked for every
+20 ms). The server removes PATH as it exits, so the next server started with it (a restart)
+stays up until PATH is made again. A test that must talk to the server first uses this; a
+timer started before the server serves is a race on a loaded machine.
 ``--child-stdio inherit`` (default): the child inherits the server's stdin/stdout/stderr, so
 it keeps the client's stdout pipe open after the server dies (no EOF reaches the client);
 ``--child-stdio devnull`` detaches it from the pipes.
@@ -18,7 +22,7 @@ nothing marks it as the server's any more (the one escape from the supervisor's 
 (``sleep 3600`` in a session of its own) every millisecond, 3000 times, as a server whose
 cleanup goes wrong might (run it with ``MCP_TEST_STUBBORN=1`` so it outlives its stdin).
 
-    python tests/servers/spawns_grandchild.py [--exit-after S] [--child-stdio inherit|devnull]
+    python tests/servers/spawns_grandchild.py [--exit-after S] [--exit-when PATH] [--child-stdio inherit|devnull]
         [--child-session same|new] [--child-env inherit|clear] [--child-pid-file PATH]
         [--spawn-on-term] [--name NAME]
 """
@@ -36,6 +40,7 @@ from _common import base_parser, make_server, serve_stdio
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--exit-after", type=float, default=None)
+    parser.add_argument("--exit-when", default=None)
     parser.add_argument("--child-stdio", choices=("inherit", "devnull"), default="inherit")
     parser.add_argument("--child-session", choices=("same", "new"), default="same")
     parser.add_argument("--child-pid-file", default=None)
@@ -62,6 +67,8 @@ def main() -> None:
         timer = threading.Timer(args.exit_after, os._exit, args=(0,))
         timer.daemon = True
         timer.start()
+    if args.exit_when is not None:
+        threading.Thread(target=_exit_when, args=(args.exit_when,), daemon=True).start()
 
     mcp = make_server(args.name or "spawns_grandchild")
 
@@ -71,6 +78,13 @@ def main() -> None:
         return child.pid
 
     serve_stdio(mcp)
+
+
+def _exit_when(path: str) -> None:
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    os.unlink(path)  # taken: a restarted server waits for the next one
+    os._exit(0)
 
 
 def _spawn_helpers() -> None:
