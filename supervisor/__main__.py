@@ -18,7 +18,9 @@ Commands (``python -m supervisor COMMAND --help`` for each):
 - ``reload [--url URL]``: make it re-read its config and apply it (as SIGHUP and ``POST
   /reload`` do), printing what changed; a refused config (its error printed) changes
   nothing and exits 1; a config the daemon failed to read for another reason (a bug: the
-  traceback is in its log) changes nothing either and exits 2.
+  traceback is in its log) changes nothing either and exits 2. A server it started (added
+  or replaced) that is down after its first attempt is printed on a ``down:`` line with
+  its last exit, and exits 3 (as ``status`` does for a child down).
 - ``breaker [--url URL] SERVER open|disable|reset [--reason TEXT]``: the operator's hand on
   a server's circuit breaker: ``open`` fences it off (every call fails fast with
   ``CircuitOpen`` naming the reason; the server keeps running) until ``reset``.
@@ -673,13 +675,17 @@ class _ReloadDiff(msgspec.Struct):
     unchanged: list[str]
     failed: list[str]
     settings: list[str]
+    #: The added or replaced servers down after their first attempt: their last exits.
+    down: dict[str, str] = {}
 
 
 def reload(url: str) -> int:
     """``POST /reload``: print what changed; exit 0 when all of it applied, 1 when the
     config was refused (the old one keeps running), a server could not be applied, or
-    nothing was done (no daemon reached); `FAILED` when the daemon failed before anything
-    changed, not for the config's sake; `UNKNOWN` when it cannot be told."""
+    nothing was done (no daemon reached); `DEGRADED` when a server it started (added or
+    replaced) is down after its first attempt (each printed on a ``down:`` line with its
+    last exit); `FAILED` when the daemon failed before anything changed, not for the
+    config's sake; `UNKNOWN` when it cannot be told."""
     response = _post(url, "/reload", "reload", "reload refused, the old config keeps running")
     if isinstance(response, int):
         return response
@@ -701,7 +707,9 @@ def reload(url: str) -> int:
     for label, names in rows:
         if names:  # a server's name is the config's: shown as the status shows it
             print(f"{label}: {', '.join(_shown(name) for name in names)}")
-    return 1 if diff.failed else 0
+    for name, last_exit in diff.down.items():
+        print(f"down: {_shown(name)} (last exit: {_shown(last_exit)})")
+    return 1 if diff.failed else DEGRADED if diff.down else 0
 
 
 def breaker(url: str, server: str, action: str, reason: str) -> int:
@@ -984,7 +992,11 @@ def build_parser() -> argparse.ArgumentParser:
     status_p.add_argument("--stderr", action="store_true", help="show each server's stderr tail")
     tools_p = sub.add_parser("tools", help="list a running daemon's tools")
     tools_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
-    reload_p = sub.add_parser("reload", help="make a running daemon re-read its config and apply it")
+    reload_p = sub.add_parser(
+        "reload", help="make a running daemon re-read its config and apply it; exit 1 when it refused the config "
+        "(nothing changed), 3 when a server it started is down after its first attempt, 2 when it failed before "
+        "changing anything for another reason (its log says why), 4 when whether it took effect is unknown",
+    )
     reload_p.add_argument("--url", default=DEFAULT_URL, help=url_help)
     restart_p = sub.add_parser("restart", help="restart one server of a running daemon now")
     restart_p.add_argument("--url", default=DEFAULT_URL, help=url_help)

@@ -236,6 +236,9 @@ class Daemon:
       flight on the old incarnation finish, calls that arrive meanwhile wait (within their
       own deadlines) for the new one, and none fails ``UnknownTool`` or ``CircuitOpen``
       because of the swap. Unchanged ones are not touched, so their calls are unaffected.
+      The reload waits for the first attempt of each server it starts (added or replaced);
+      those that attempt left down are named under ``down`` with their last exit, and what
+      would keep one from starting here (a command not found) is logged first, as at start.
     - The ``supervisor`` section's ``toolsets`` and ``auth_token`` take effect at once: the
       HTTP app checks ``auth_header`` on every request, so once the token is applied the old
       one gets 401 and the new one is accepted (removing it opens the routes, which only a
@@ -370,12 +373,14 @@ class Daemon:
             return "starting"
         return state
 
-    async def reload(self) -> dict[str, list[str]]:
+    async def reload(self) -> dict[str, Any]:
         """Re-read the config and apply it (see the class docstring). Returns the diff:
         server names under ``added``, ``removed``, ``updated`` (in place), ``replaced``,
         ``unchanged`` and ``failed``,
-        and under ``settings`` the names of the ``supervisor`` settings that changed (never
-        their values). Raises `ConfigError` (nothing changed) for an invalid config."""
+        under ``settings`` the names of the ``supervisor`` settings that changed (never
+        their values), and under ``down`` the added or replaced servers not connected once
+        their first attempt is done, each with its last exit (redacted). Raises
+        `ConfigError` (nothing changed) for an invalid config."""
         self._refuse_while_stopping("reload")
         async with self._reload_lock:
             new = await self._read_config()
@@ -416,7 +421,7 @@ class Daemon:
                 "an auth token; keep one (or bind 127.0.0.1 and restart)",
             )
 
-    async def _apply(self, new: Config) -> dict[str, list[str]]:
+    async def _apply(self, new: Config) -> dict[str, Any]:
         old_settings, new_settings = self.config.settings, new.settings
         settings = [
             field for field in (
@@ -448,11 +453,46 @@ class Daemon:
             log.error("reload: server %r: %s: %s", name, type(exc).__name__, exc)
             failed.append(name)
 
+        self._log_start_warnings(new)
         servers = await self.sup.reconcile(list(new.servers), on_error=report)
         self.config = new
-        diff = {**servers, "failed": failed, "settings": settings}
+        # Each started server's first attempt is done: those it left down are said.
+        down = self._down(servers["added"] + servers["replaced"])
+        diff: dict[str, Any] = {**servers, "failed": failed, "settings": settings, "down": down}
         log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
         return diff
+
+    def _log_start_warnings(self, new: Config) -> None:
+        """What would keep a server the reload starts (a new or changed one) from starting
+        here, as the daemon logs it at start (`start_warnings`), secrets hidden."""
+        from ._preflight import start_warnings
+
+        old = {spec.name: spec for spec in self.config.servers}
+        starting = [spec for spec in new.servers if spec.enabled and old.get(spec.name) != spec]
+        for warning in start_warnings(msgspec.structs.replace(new, servers=starting)):
+            log.warning("reload: %s", self.sup.redact(warning))
+
+    def _down(self, names: list[str]) -> dict[str, str]:
+        """Of the servers ``names``, those not connected now, each with its last exit (or
+        last error; redacted, as the status is), or its state when it has neither."""
+        nodes, down = [self.sup.status()], {}
+        by_id = {}
+        for node in nodes:
+            by_id[node.id] = node
+            nodes.extend(node.children)
+        for name in names:
+            try:
+                if self.sup.link(name).conn is not None:
+                    continue
+            except Exception:  # no longer supervised: not down because of this reload
+                continue
+            node = by_id.get(f"connection:{name}")
+            if node is None:
+                down[name] = "not connected"
+                continue
+            said = node.last_exit or (node.detail or {}).get("last_error") or node.state
+            down[name] = self.sup.redact(str(said))
+        return down
 
     async def restart(self, name: str) -> ChildStatus:
         """Restart server ``name`` now (`Supervisor.restart_server`), serialized with reloads;

@@ -269,3 +269,40 @@ async def test_a_reload_that_raises_what_no_config_should_leaves_the_daemon_serv
     finally:
         daemon.stop()
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+# -- what a reload says of the servers it started -------------------------------------------
+
+
+async def test_reload_names_the_servers_it_started_that_are_down_and_exits_3(tmp_path):
+    """A reload that added a server that could not start (its command not found here) said
+    "added: nocmd" and exited 0, and the daemon's log said nothing of why; a replaced one
+    whose script was mistyped, likewise."""
+    echo, marker = server_entry("echo.py", namespace="prefix")
+    echo["env"]["API_TOKEN"] = "sekrit-4217"  # a secret: redacted wherever it shows
+    config = write_config(tmp_path / "c.json", {"e": echo})
+    daemon = Daemon(config, tmp_path)
+    try:
+        with trio.fail_after(120):
+            await daemon.wait_healthy()
+            missing = {"command": str(tmp_path / "no-such-server"), "env": {"API_TOKEN": "sekrit-4217"}}
+            write_config(config, {"e": echo, "nocmd": missing})
+            ran = await trio.to_thread.run_sync(cli, "reload", "--url", daemon.url)
+            lines = ran.stdout.splitlines()
+            assert ran.returncode == 3, ran
+            assert lines[:2] == ["added: nocmd", "unchanged: e"], ran
+            assert len(lines) == 3 and lines[2].startswith("down: nocmd (last exit: ") and lines[2].endswith(")"), ran
+            assert f"server 'nocmd': command: '{tmp_path / 'no-such-server'}' is not an executable file here" in daemon.text()
+
+            # A replaced one whose script is mistyped, saying the secret on its way out.
+            mistyped = {**echo, "args": [str(SERVERS / "ecoh-sekrit-4217.py")]}
+            write_config(config, {"e": mistyped, "nocmd": missing})
+            ran = await trio.to_thread.run_sync(cli, "reload", "--url", daemon.url)
+            lines = ran.stdout.splitlines()
+            assert ran.returncode == 3, ran
+            assert lines[:2] == ["replaced: e", "unchanged: nocmd"], ran
+            assert len(lines) == 3 and lines[2].startswith("down: e (last exit: "), ran
+            assert "sekrit-4217" not in ran.stdout + ran.stderr, ran
+    finally:
+        daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
