@@ -259,6 +259,9 @@ class Supervisor:
           new one's ``connect_timeout``), even if the caller is cancelled meanwhile (the
           cancellation is raised after): half-done, the server would stay listed with no
           process behind it.
+        - Its last error (the status's ``last_error``) is the old definition's no more when
+          ``spec`` differs from it: a reload that fixed a crash-looping server does not show
+          the crash as the fixed one's. A restart with the spec unchanged keeps it.
         - Its metric counters (calls, failures, latency, restarts, ...) go on from where
           they were, in `metrics_snapshot` and in ``/metrics``: the name is one series for
           as long as it stays supervised (see `actors._metrics`).
@@ -285,10 +288,13 @@ class Supervisor:
     async def _replace(self, handle: ServerHandle, spec: ServerSpec) -> ChildStatus:
         # The name stays in the config: its metric counters go on across the new subtree.
         await self.metrics.retain(spec.name)
-        old_namespace = handle.spec.namespace
+        old = handle.spec
+        old_namespace = old.namespace
         try:
             await self._servers.remove_child(f"server:{spec.name}")
             handle.replace_spec(spec)
+            if spec != old:  # another definition: the old one's failure says nothing of it
+                handle.link.last_error = None
             handle.link.restart_abandoned(None)  # the new subtree brings incarnations again
             handle.override = None  # a fresh breaker
             self._specs[spec.name] = spec

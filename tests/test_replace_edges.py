@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from conftest import SERVERS, marker_of, procs_with_marker, server_spec, wait_until
-from protocol import Failure, ServerSpec
+from protocol import BackoffPolicy, Failure, ServerSpec
 from supervisor import Supervisor
 
 
@@ -79,3 +79,37 @@ async def test_a_stop_cuts_a_replacement_or_restart_short(tmp_path, change):
         (answer,) = answers
         assert isinstance(answer, Failure), answer
     assert procs_with_marker(marker_of(spec)) == [] and procs_with_marker(marker_of(new)) == []
+
+
+def connection_status(sup: Supervisor, name: str):
+    (servers,) = [c for c in sup.status().children if c.id == "servers"]
+    (server,) = [c for c in servers.children if c.id == f"server:{name}"]
+    (conn,) = [c for c in server.children if c.id.startswith("connection:")]
+    return conn
+
+
+async def test_a_replacement_that_fixes_a_crashing_server_drops_the_old_definitions_error():
+    """A reload that replaced a crash-looping server with a working definition left the
+    status saying ``running`` with the old definition's ``last error: could not connect
+    ... crash_at_start``: the link (kept across the replacement, so callers wait instead of
+    failing) kept it. Now a replacement with another spec starts with no last error; a
+    restart with the same spec still keeps it (it may well fail the same way)."""
+    broken = server_spec("f", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, max=0.05, jitter=0.0, max_consecutive=2))
+    fixed = server_spec("f", "echo.py")
+    async with Supervisor([broken]) as sup:
+        await wait_until(lambda: connection_status(sup, "f").state == "failed", timeout=20, what="f to give up")
+        crash = sup.link("f").last_error
+        assert crash is not None and "crash_at_start" in crash, crash
+
+        with trio.fail_after(20):
+            await sup.restart_server("f")  # the same spec: fails the same way
+        await wait_until(lambda: connection_status(sup, "f").state == "failed", timeout=20, what="f to give up again")
+        assert sup.link("f").last_error is not None
+
+        with trio.fail_after(20):
+            status = await sup.replace_server(fixed)
+        (conn,) = [c for c in status.children if c.id.startswith("connection:")]
+        assert conn.state == "running", status
+        assert sup.link("f").last_error is None
+        assert conn.detail["last_error"] is None and connection_status(sup, "f").detail["last_error"] is None
+    assert procs_with_marker(marker_of(fixed)) == []
