@@ -62,6 +62,22 @@ def test_a_symlinked_configs_relative_paths_are_where_the_link_is_and_outlive_a_
     assert second.servers == first.servers, "an unchanged entry loads to the same spec: a reload leaves it be"
 
 
+
+def test_a_symlinked_config_is_warned_of_by_the_mode_of_the_file_it_points_to(tmp_path: Path) -> None:
+    """The writable-config warning looks at the file that is read (a symlink's own mode is
+    always 0777: no warning for every ConfigMap mount), named as the config was given."""
+    from supervisor._preflight import start_warnings
+
+    target = tmp_path / "real.json"
+    target.write_text(json.dumps({"mcpServers": {"x": {"command": "/bin/sh"}}}))
+    target.chmod(0o644)
+    (tmp_path / "config.json").symlink_to("real.json")
+    config = load_config(tmp_path / "config.json", environ={})
+    assert start_warnings(config) == []
+    target.chmod(0o666)
+    (warning,) = start_warnings(config)
+    assert warning.startswith(f"{tmp_path / 'config.json'}: any user of this machine may write this file")
+
 # -- what cannot be read as text ----------------------------------------------------------------
 
 
