@@ -19,8 +19,9 @@ Routes:
 - ``GET /healthz``: 200 while the tree runs, ``{"ok": true, "servers": N, "up": U, "down": D,
   "draining": false, "sessions": S}`` (S: the MCP sessions open over HTTP). Never needs auth.
 - ``GET /readyz``: readiness, for a load balancer or a kubelet: 200 when the daemon serves
-  (its servers' first start is done, it is not stopping) and every configured server that
-  is ``enabled`` is connected, its breaker letting calls through; 503 otherwise. A server
+  (its servers' first start is done, it is not stopping) and every server it supervises
+  is connected, its breaker letting calls through; 503 otherwise (during a reload: those
+  it starts count from then on, those it removes no more, as ``/healthz`` counts). A server
   whose breaker an operator forced open (``POST /breaker/<server>/open``) is down on
   purpose: it is not counted, and is listed under ``fenced``. Body: ``{"ready": bool,
   "status": "starting" | "serving" | "stopping", "servers": N, "up": U, "not_ready":
@@ -284,6 +285,8 @@ class Daemon:
         self.ready = trio.Event()
         #: The changes under way that a stop cuts short.
         self._changes: set[trio.CancelScope] = set()
+        #: The servers the reload under way removes (being stopped): no longer judged.
+        self._leaving: frozenset[str] = frozenset()
 
     def begin_stop(self) -> None:
         """The daemon is stopping: requests in flight drain (`Gateway.draining`), no
@@ -312,9 +315,18 @@ class Daemon:
         if scope.cancelled_caught:
             raise DaemonStopping(f"the daemon is stopping: the {what} under way was cut short", begun=True)
 
+    def _judged(self) -> list[str]:
+        """The servers ``/healthz`` and ``/readyz`` judge: those supervised now, but the ones
+        a reload under way is removing (a reload's new ones as soon as it starts them, not
+        once the whole reload is done); while the servers' first start is under way (they
+        are not all supervised yet), the config's enabled ones."""
+        if not self.ready.is_set():
+            return [spec.name for spec in self.config.servers if spec.enabled]
+        return [name for name in self.sup.servers if name not in self._leaving]
+
     def health(self) -> dict[str, Any]:
         up = down = 0
-        for name in [spec.name for spec in self.config.servers if spec.enabled]:  # those starting too
+        for name in self._judged():  # those starting too
             try:
                 connected = self.sup.link(name).conn is not None
             except Exception:
@@ -333,15 +345,14 @@ class Daemon:
         status = "stopping" if self.stopping else "serving" if self.ready.is_set() else "starting"
         not_ready: dict[str, str] = {}
         fenced: list[str] = []
-        for spec in self.config.servers:
-            if not spec.enabled:
-                continue
-            reason = self._not_ready(spec.name, status)
+        judged = self._judged()
+        for name in judged:
+            reason = self._not_ready(name, status)
             if reason == "fenced":
-                fenced.append(spec.name)
+                fenced.append(name)
             elif reason is not None:
-                not_ready[spec.name] = reason
-        counted = sum(1 for spec in self.config.servers if spec.enabled) - len(fenced)
+                not_ready[name] = reason
+        counted = len(judged) - len(fenced)
         body: dict[str, Any] = {
             "ready": status == "serving" and not not_ready, "status": status,
             "servers": counted, "up": counted - len(not_ready),
@@ -454,7 +465,11 @@ class Daemon:
             failed.append(name)
 
         self._log_start_warnings(new)
-        servers = await self.sup.reconcile(list(new.servers), on_error=report)
+        self._leaving = frozenset(self.sup.servers) - {spec.name for spec in new.servers if spec.enabled}
+        try:
+            servers = await self.sup.reconcile(list(new.servers), on_error=report)
+        finally:
+            self._leaving = frozenset()
         self.config = new
         # Each started server's first attempt is done: those it left down are said.
         down = self._down(servers["added"] + servers["replaced"])

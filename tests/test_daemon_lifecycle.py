@@ -306,3 +306,49 @@ async def test_reload_names_the_servers_it_started_that_are_down_and_exits_3(tmp
     finally:
         daemon.stop()
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+# -- the probes during a reload ---------------------------------------------------------------
+
+
+async def test_readyz_judges_the_servers_supervised_while_a_reload_is_under_way(tmp_path):
+    """/readyz and /healthz judged a reload against the old config until the whole reload
+    was done: a removed server, stopped already, was "not ready: stopped" while the reload
+    waited for a slow server it added."""
+    keep, marker = server_entry("echo.py", namespace="prefix")
+    old, old_marker = server_entry("echo.py", namespace="prefix")
+    config = write_config(tmp_path / "c.json", {"keep": keep, "old": old})
+    daemon = Daemon(config, tmp_path)
+    try:
+        with trio.fail_after(120):
+            await daemon.wait_healthy()
+            new, new_marker = server_entry("slow_start.py", "--delay", "8", namespace="prefix", connect_timeout=60)
+            write_config(config, {"keep": keep, "new": new})
+            async with httpx2.AsyncClient(timeout=60) as http, trio.open_nursery() as nursery:
+                answers = []
+
+                async def reload() -> None:
+                    answers.append(await http.post(daemon.url + "/reload"))
+
+                nursery.start_soon(reload)
+                seen = []
+
+                async def judged_as_supervised() -> bool:
+                    body = (await http.get(daemon.url + "/readyz")).json()
+                    seen.append(body)
+                    return body["not_ready"] == {"new": "starting"} and body["servers"] == 2 and body["up"] == 1
+
+                with trio.move_on_after(30):
+                    while not answers and not await judged_as_supervised():
+                        await trio.sleep(0.05)
+                assert not answers and seen and seen[-1]["not_ready"] == {"new": "starting"}, (answers, seen[-3:])
+                assert not procs_with_marker(old_marker)  # stopped: not judged any more
+                health = (await http.get(daemon.url + "/healthz")).json()
+                assert (health["servers"], health["up"], health["down"]) == (2, 1, 1), health
+            assert answers[0].status_code == 200 and answers[0].json()["added"] == ["new"], answers[0].text
+            body = httpx2.get(daemon.url + "/readyz").json()
+            assert body["ready"] and body["servers"] == 2 and body["not_ready"] == {}, body
+    finally:
+        daemon.stop()
+    for each in (marker, old_marker, new_marker):
+        await wait_until(lambda: not procs_with_marker(each), timeout=10, what="no process left behind")
