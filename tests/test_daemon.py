@@ -1641,14 +1641,14 @@ async def test_the_drain_lasts_the_drain_timeout_in_force_when_the_signal_comes(
         result = await client.call_tool("sleep", {"seconds": 60})
         outcomes.append((result.is_error, result.meta[FAILURE_META_KEY]["kind"], text_of(result)))
 
-    with trio.fail_after(20):
+    with trio.fail_after(120):
         async with Client(daemon.url + "/mcp") as client, httpx2.AsyncClient(timeout=10) as http:
             write_config(config, {"echo": echo}, drain_timeout=0.5)
             response = await http.post(daemon.url + "/reload")
             assert response.status_code == 200 and response.json()["settings"] == ["drain_timeout"], response.text
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(long_call, client)
-                await trio.sleep(0.5)  # the call reaches the server
+                await call_on_server(daemon, "echo")
                 daemon.proc.send_signal(signal.SIGTERM)
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
     [(is_error, kind, message)] = outcomes
@@ -1665,11 +1665,14 @@ async def test_the_drain_waits_for_a_prompt_in_flight_and_refuses_new_ones(tmp_p
     for a server is served like a tool call: the one in flight gets its result, one sent
     during the drain is refused with an error saying why (a tool call too, as its result)."""
     echo, marker = server_entry("echo.py", "--slow-prompt")
+    echo["env"]["EXEC_LOG"] = str(tmp_path / "exec.log")
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=30))
-    with trio.fail_after(30):
+    daemon.exec_log = tmp_path / "exec.log"
+    with trio.fail_after(120):
         async with Client(daemon.url + "/mcp") as client:
             async with trio.open_nursery() as nursery:
-                answered = await drain_while(daemon, nursery, lambda: client.get_prompt("slow", {"seconds": "2"}))
+                answered = await drain_while(daemon, nursery, lambda: client.get_prompt("slow", {"seconds": "2"}),
+                                             "slow prompt 2")
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.get_prompt("greet", {"who": "late"})
                 late_call = await client.call_tool("echo", {"text": "late"})  # a tool call: an isError result
@@ -1683,11 +1686,13 @@ async def test_a_prompt_still_running_when_the_drain_ends_is_answered_with_an_er
     """Past ``drain_timeout`` a ``prompts/get`` is cut off (cancelled on its server) and its
     client gets a JSON-RPC error that says so, not a dropped connection."""
     echo, marker = server_entry("echo.py", "--slow-prompt")
+    echo["env"]["EXEC_LOG"] = str(tmp_path / "exec.log")
     daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=0.5))
-    with trio.fail_after(30):
+    daemon.exec_log = tmp_path / "exec.log"
+    with trio.fail_after(120):
         async with Client(daemon.url + "/mcp") as client:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(daemon_signal_later, daemon, 0.5)
+                nursery.start_soon(daemon_signal_on_arrival, daemon, "slow prompt 60")
                 with pytest.raises(MCPError, match=r"cut off when the drain ended \(0.5 s, drain_timeout\)"):
                     await client.get_prompt("slow", {"seconds": "60"})
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
@@ -1701,10 +1706,11 @@ async def test_the_drain_waits_for_a_resource_subscription_in_flight_and_refuses
     the drain did not wait for one in flight (its client lost the connection without an
     answer) and passed new ones to the server. Now it is served like a ``prompts/get``."""
     daemon, marker = await subscribing_daemon(tmp_path, start_daemon, drain_timeout=30)
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Client(daemon.url + "/mcp", mode="legacy") as client:
             async with trio.open_nursery() as nursery:
-                answered = await drain_while(daemon, nursery, lambda: client.subscribe_resource("slow://2"))
+                answered = await drain_while(daemon, nursery, lambda: client.subscribe_resource("slow://2"),
+                                             "subscribe slow://2")
                 with pytest.raises(MCPError, match="shutting down; the request was not sent"):
                     await client.subscribe_resource("state://counter")
     await exits_clean(daemon, marker)
@@ -1722,7 +1728,8 @@ async def test_the_drain_waits_for_an_unsubscribe_in_flight(tmp_path, start_daem
             await client.subscribe_resource("slow://1.5")
             await client.subscribe_resource("slow://2")
             async with trio.open_nursery() as nursery:
-                answered = await drain_while(daemon, nursery, lambda: client.unsubscribe_resource("slow://2"))
+                answered = await drain_while(daemon, nursery, lambda: client.unsubscribe_resource("slow://2"),
+                                             "unsubscribe slow://2")
                 with trio.fail_after(1):  # at once: no server is asked (it would take 1.5 s)
                     await client.unsubscribe_resource("slow://1.5")
                     await client.set_logging_level("debug")
@@ -1733,10 +1740,10 @@ async def test_the_drain_waits_for_an_unsubscribe_in_flight(tmp_path, start_daem
 @handshake_era
 async def test_a_subscription_still_waiting_when_the_drain_ends_is_answered_with_an_error(tmp_path, start_daemon):
     daemon, marker = await subscribing_daemon(tmp_path, start_daemon, drain_timeout=0.5)
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Client(daemon.url + "/mcp", mode="legacy") as client:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(daemon_signal_later, daemon, 0.5)
+                nursery.start_soon(daemon_signal_on_arrival, daemon, "subscribe slow://60")
                 with pytest.raises(MCPError, match=r"cut off when the drain ended \(0.5 s, drain_timeout\)"):
                     await client.subscribe_resource("slow://60")
         assert await daemon.wait_exit() == 0, daemon.log.read_text()
@@ -1751,29 +1758,52 @@ async def exits_clean(daemon, marker: str) -> None:
 
 async def subscribing_daemon(tmp_path: Path, start_daemon, **settings):
     """A daemon in front of ``everything.py --handshake-only``, which the daemon subscribes
-    to by ``resources/(un)subscribe``; and that server's marker."""
+    to by ``resources/(un)subscribe``; and that server's marker. The server's $EXEC_LOG is
+    ``daemon.exec_log``."""
     everything, marker = server_entry("everything.py", "--handshake-only")
-    return await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, **settings)), marker
+    everything["env"]["EXEC_LOG"] = str(tmp_path / "exec.log")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"everything": everything}, **settings))
+    daemon.exec_log = tmp_path / "exec.log"
+    return daemon, marker
 
 
-async def drain_while(daemon, nursery: trio.Nursery, request) -> list:
-    """Start ``request()`` in ``nursery``, let it reach its server, then SIGTERM the daemon;
-    returns once the drain has counted the request, a list its answer is added to."""
+async def drain_while(daemon, nursery: trio.Nursery, request, arrival: str) -> list:
+    """Start ``request()`` in ``nursery``, wait until its server has it (``arrival`` in its
+    $EXEC_LOG), then SIGTERM the daemon; returns once the drain has counted the request, a
+    list its answer is added to."""
     answered: list = []
 
     async def run() -> None:
         answered.append(await request())
 
     nursery.start_soon(run)
-    await trio.sleep(0.5)
+    await arrived(daemon, arrival)
     daemon.proc.send_signal(signal.SIGTERM)
-    await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
+    await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), timeout=60, what="the drain to start")
     return answered
 
 
-async def daemon_signal_later(daemon, delay: float) -> None:
-    await trio.sleep(delay)  # the request reaches the server
+async def arrived(daemon, arrival: str) -> None:
+    """Until the server's $EXEC_LOG (``daemon.exec_log``) has the line ``arrival``: the
+    request is on its server, so the daemon counted it in flight before sending it."""
+    await wait_until(lambda: daemon.exec_log.exists() and arrival in daemon.exec_log.read_text().splitlines(),
+                     timeout=60, what=f"{arrival!r} on the server")
+
+
+async def daemon_signal_on_arrival(daemon, arrival: str) -> None:
+    await arrived(daemon, arrival)
     daemon.proc.send_signal(signal.SIGTERM)
+
+
+async def call_on_server(daemon, server: str) -> None:
+    """Until the daemon's /metrics shows a tool call in flight on ``server``."""
+    gauge = f'mcp_supervisor_inflight_calls{{server="{server}"}} 1.0'
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with trio.move_on_after(60):
+            while gauge not in (await http.get(daemon.url + "/metrics")).text:
+                await trio.sleep(0.05)
+            return
+    pytest.fail(f"no call in flight on {server!r} after 60 s")
 
 
 async def test_requests_piped_into_stdio_are_all_answered_after_stdin_closes(tmp_path):
@@ -1827,13 +1857,17 @@ async def test_a_request_the_stdio_client_cancelled_does_not_hold_its_exit(tmp_p
     )
     send = lambda message: daemon.stdin.send_all(json.dumps(message).encode() + b"\n")  # noqa: E731
     try:
-        with trio.fail_after(30):
+        with trio.fail_after(120):
             await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
             await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
             await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                        "params": {"name": "sleep", "arguments": {"seconds": 60}}})
-            await trio.sleep(0.5)  # the call reaches the server
+                        "params": {"name": "sleep", "arguments": {"seconds": 60}, "_meta": {"progressToken": "p"}}})
+            heard = b""
+            while b'"notifications/progress"' not in heard:  # the call is on the server: it reports
+                chunk = await daemon.stdout.receive_some()
+                assert chunk, "the daemon's stdout ended"
+                heard += chunk
             await send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}})
             await daemon.stdin.aclose()
             assert await daemon.wait() == 0
@@ -1860,17 +1894,21 @@ async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):
     try:
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
-        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 120}}}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "sleep", "arguments": {"seconds": 120}, "_meta": {"progressToken": "p"}}}
         lines = [init, {"jsonrpc": "2.0", "method": "notifications/initialized"}, call]
-        with trio.fail_after(60):
+        with trio.fail_after(120):
             await trio.to_thread.run_sync(daemon.stdin.write, "".join(json.dumps(line) + "\n" for line in lines).encode())
             await trio.to_thread.run_sync(daemon.stdin.flush)
             assert json.loads(await trio.to_thread.run_sync(daemon.stdout.readline))["id"] == 1
-            await trio.sleep(0.5)  # the call reaches the server (if not, it is refused as the daemon drains: answered too)
+            # The call is on the server once it reports progress (a notification, no id).
+            first = json.loads(await trio.to_thread.run_sync(daemon.stdout.readline, abandon_on_cancel=True))
+            assert first.get("method") == "notifications/progress", first
             daemon.send_signal(signal.SIGTERM)  # stdin stays open: the client waits for its answer
             rest = await trio.to_thread.run_sync(daemon.stdout.read, abandon_on_cancel=True)
             assert await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True) == 0
         answers = [json.loads(line) for line in rest.splitlines() if line.strip()]
+        answers = [answer for answer in answers if answer.get("method") != "notifications/progress"]
         assert [answer["id"] for answer in answers] == [2], rest
         assert "error" in answers[0] or answers[0]["result"].get("isError"), answers[0]
         assert "1 requests still in flight after 1 s (drain_timeout): cutting them off" in log_path.read_text()
@@ -1898,10 +1936,10 @@ async def test_a_second_sigterm_forces_the_exit_and_still_leaves_no_process(tmp_
             if isinstance(exc, trio.Cancelled):
                 raise
 
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_call)
-            await trio.sleep(1.0)
+            await call_on_server(daemon, "echo")
             daemon.proc.send_signal(signal.SIGTERM)
             await wait_until(lambda: "draining 1 requests" in daemon.log.read_text(), what="the drain to start")
             daemon.proc.send_signal(signal.SIGTERM)

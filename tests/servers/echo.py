@@ -8,7 +8,8 @@ Prompt ``greet``, resource ``info://server``.
 Anthropic take ``^[a-zA-Z0-9_-]{1,64}$``): ``comfy.workflow/validate`` and one of 70
 characters (``LONG_NAME``). Each answers with its own name.
 
-``--slow-prompt`` adds prompt ``slow(seconds)``: answers after that many seconds.
+``--slow-prompt`` adds prompt ``slow(seconds)``: answers after that many seconds (and on
+arrival writes ``slow prompt <seconds>`` to $EXEC_LOG, when set).
 
 ``--failing-list METHOD`` (repeatable: ``tools/list``, ``prompts/list``, ``resources/list``,
 ``resources/templates/list``) answers that request with an error, as a server whose listing
@@ -21,7 +22,7 @@ import dataclasses
 
 import anyio
 
-from _common import base_parser, make_server, serve_stdio
+from _common import base_parser, exec_log, make_server, serve_stdio
 
 ODD_NAME = "comfy.workflow/validate"
 LONG_NAME = "get_active_ingredient_application_number_by_drug_name_and_route_of_use"
@@ -53,6 +54,7 @@ def failing(method: str):
 
 
 async def slow(seconds: str) -> str:
+    exec_log(f"slow prompt {seconds}")  # a test waits for this to know the request arrived
     await anyio.sleep(float(seconds))
     return f"slept {seconds} s"
 

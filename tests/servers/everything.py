@@ -40,7 +40,8 @@ completion context narrows them). Resources: ``static://hello`` (text), ``static
 (binary), ``state://counter`` (subscribable, changes on ``touch``), template ``notes://{topic}``
 (completions for ``topic``). A ``resources/subscribe`` to, or ``resources/unsubscribe`` from,
 ``slow://<seconds>`` answers after that many seconds (a request still in flight when the
-daemon drains). ``--handshake-only`` makes it a server from before 2026-07-28
+daemon drains), and on arrival writes ``subscribe slow://<seconds>`` (or ``unsubscribe ...``)
+to $EXEC_LOG, when set. ``--handshake-only`` makes it a server from before 2026-07-28
 (no ``server/discover``: a client falls back to ``initialize``).
 
     python tests/servers/everything.py [--name NAME] [--handshake-only]
@@ -63,7 +64,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from pydantic import BaseModel, Field
 
-from _common import base_parser
+from _common import base_parser, exec_log
 
 warnings.simplefilter("ignore", MCPDeprecationWarning)  # logging and subscribe are deprecated at 2026-07-28
 
@@ -414,6 +415,7 @@ def add_legacy_methods(mcp: MCPServer, state: _State) -> None:
     # A ServerSession is made per request; the connection under it is what a subscription is for.
     async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         if str(params.uri).startswith("slow://"):
+            exec_log(f"subscribe {params.uri}")
             await anyio.sleep(float(str(params.uri).removeprefix("slow://")))
         connections = state.subscribers.setdefault(str(params.uri), [])
         if ctx.session._connection not in connections:
@@ -422,6 +424,7 @@ def add_legacy_methods(mcp: MCPServer, state: _State) -> None:
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         if str(params.uri).startswith("slow://"):
+            exec_log(f"unsubscribe {params.uri}")
             await anyio.sleep(float(str(params.uri).removeprefix("slow://")))
         connections = state.subscribers.get(str(params.uri), [])
         if ctx.session._connection in connections:
