@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -1123,10 +1124,11 @@ async def test_a_tool_list_changed_without_a_word_is_found_by_the_health_check()
         assert connection_status(sup, "quiet").restarts == 0
 
 
-async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is_caught_up():
+async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is_caught_up(caplog):
     """2026-07-28: list changes reach us only on a subscriptions/listen stream, and the SDK's
     server ends such streams (a graceful close, a capped backlog) expecting the client to
     listen again. We do, and re-read the list in case a change came while none was open."""
+    caplog.set_level(logging.INFO, logger="supervisor.connection")
     spec = server_spec("noisy", "list_changed.py")
     async with Supervisor([spec]) as sup:
         assert sup.link("noisy").protocol_version == "2026-07-28"
@@ -1140,9 +1142,10 @@ async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is
         assert await call("listen_streams") == "1"
         await call("end_listen_streams")
         # A change made while the ended stream is still flushing its last events reaches us
-        # on it (flaky 1 run in ~20): make it once that stream is gone and before ours is
-        # reopened (0.5 s after its end).
-        await trio.sleep(0.2)
+        # on it (flaky 1 run in ~20): make it once that stream is gone (we said so) and before
+        # ours is reopened (0.5 s after its end).
+        await wait_until(lambda: any("subscriptions/listen stream lost" in r.getMessage() for r in caplog.records),
+                         timeout=60, what="the ended stream gone")
         await call("add_tool", name="while_none_was_open")
         await wait_until(lambda: "while_none_was_open" in tool_names(), what="the catch-up read")
         assert await call("listen_streams") == "1"  # reopened
