@@ -232,17 +232,32 @@ async def test_failed_trial_reopens_with_a_doubled_open_time():
         breaker=BreakerPolicy(failure_threshold=2, open_seconds=0.5, max_open_seconds=10),
         retry=RetryPolicy(max_retries=0),
     )
-    async with Supervisor([spec]) as sup:
-        for _ in range(2):
-            with pytest.raises(DeadlineExceeded):
+    events = []
+    sup = Supervisor([spec])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sup.subscribe(), events)
+        async with sup:
+            for _ in range(2):
+                with pytest.raises(DeadlineExceeded):
+                    await sup.call_tool("hang", {}, timeout=0.2)
+            await wait_until(lambda: sup.handle("stubborn").breaker.state == "open", what="the breaker to open")
+            await trio.sleep(0.6)
+            with pytest.raises(DeadlineExceeded):  # the half-open trial, and it fails
                 await sup.call_tool("hang", {}, timeout=0.2)
-        await wait_until(lambda: sup.handle("stubborn").breaker.state == "open", what="the breaker to open")
-        await trio.sleep(0.6)
-        with pytest.raises(DeadlineExceeded):  # the half-open trial, and it fails
-            await sup.call_tool("hang", {}, timeout=0.2)
-        with pytest.raises(CircuitOpen) as info:
-            await sup.call_tool("echo", {"text": "x"})
-        assert 0.5 < info.value.data["retry_in"] <= 1.0  # 0.5 s doubled
+            reopened = await wait_until(
+                lambda: [e for e in events if e.kind == "breaker_state" and e.data["from"] == "half_open"],
+                timeout=30, what="the failed trial to reopen the breaker")
+            before = trio.current_time()
+            with pytest.raises(CircuitOpen) as info:
+                await sup.call_tool("echo", {"text": "x"})
+            after = trio.current_time()
+    [reopen] = reopened
+    assert reopen.data["to"] == "open" and reopen.data["retry_in"] == pytest.approx(1.0)  # 0.5 s doubled
+    # The refusal counts down to that same moment: whenever it came (a loaded machine may
+    # take long between the reopening and the call), retry_in is what was left of it then.
+    retry_in = info.value.data["retry_in"]
+    assert 0 < retry_in <= 1.0
+    assert before - 1e-3 <= reopen.data["retry_at"] - retry_in <= after + 1e-3, (reopen.data, retry_in, before, after)
 
 
 async def test_killed_server_fails_fast_with_circuit_open_during_backoff_then_recovers():
