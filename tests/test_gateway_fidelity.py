@@ -56,8 +56,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EVERYTHING = SERVERS / "everything.py"
 SERVER_NAME = "everything"
 ERAS = {"modern": "auto", "handshake": "legacy"}
-NOTIFICATION_WAIT = 2.0
-"""How long to wait for a notification that should arrive (s): what has arrived by then is recorded."""
+NOTIFICATION_WAIT = 20.0
+"""How long to wait for a notification that should arrive (s): what has arrived by then is
+recorded. A deadline, not an expectation: each wait ends as soon as what it waits for has
+come, so it is sized for a loaded machine (it was 2 s, which a busy CI overran)."""
 
 ROOTS = [types.Root(uri="file:///tmp/fidelity-root", name="fidelity root")]
 COUNTER = "state://counter"
@@ -452,7 +454,7 @@ async def assert_no_orphans(marker: str) -> None:
 
 async def run_observation(params: StdioServerParameters, era: str, marker: str) -> dict[str, Any]:
     recorder = Recorder()
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with recorder.client(params, era) as client:
             seen = await observe(client, recorder, era)
     await assert_no_orphans(marker)
@@ -591,7 +593,7 @@ def result_text(result: types.CallToolResult) -> str:
 
 
 async def test_sampling_request_is_relayed_to_the_calling_client(http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             result = await t.client.call_tool("ask_sampling", {"prompt": "relay me"})
             assert not result.is_error, result_text(result)
@@ -604,7 +606,7 @@ async def test_sampling_request_is_relayed_to_the_calling_client(http_daemon):
 
 @pytest.mark.parametrize("era", list(ERAS))
 async def test_elicitation_and_roots_are_relayed(era, http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, era) as t:
             accepted = await t.client.call_tool("ask_elicitation", {"question": QUESTION})
             assert result_text(accepted).startswith("accept "), result_text(accepted)
@@ -623,7 +625,7 @@ async def test_elicitation_without_client_support_is_declined_with_the_question(
     """A front client with no elicitation callback: the upstream's question is refused, and what
     the client gets (a JSON-RPC error or an isError result) says it was an elicitation and what
     was asked."""
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, era, elicitation_callback=None) as t:
             try:
                 result = await t.client.call_tool("ask_elicitation", {"question": QUESTION})
@@ -637,7 +639,7 @@ async def test_elicitation_without_client_support_is_declined_with_the_question(
 
 
 async def test_log_messages_reach_the_client_with_the_server_named(http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             await t.client.call_tool("log_levels", {"tag": "named"})
             await t.recorder.wait_for(lambda: len(t.recorder.logs) >= 3)
@@ -648,7 +650,7 @@ async def test_log_messages_reach_the_client_with_the_server_named(http_daemon):
 
 
 async def test_log_level_set_by_a_handshake_client_applies_upstream(http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "handshake") as t:
             await t.client.set_logging_level("warning")
             await t.client.call_tool("log_levels", {"tag": "lvl"})
@@ -662,7 +664,7 @@ async def test_progress_passes_through(http_daemon):
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         progress.append((value, total, message))
 
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             await t.client.call_tool("progress_steps", {"steps": 4}, progress_callback=on_progress)
             with trio.move_on_after(NOTIFICATION_WAIT):
@@ -672,7 +674,7 @@ async def test_progress_passes_through(http_daemon):
 
 
 async def test_completion_passes_through(http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "handshake") as t:
             assert t.client.server_capabilities.completions is not None, "completions not advertised"
             prompt = await t.client.complete(
@@ -698,7 +700,7 @@ async def test_a_clients_log_lines_never_reach_another_client(http_daemon):
             await trio.sleep(3)
             return types.ElicitResult(action="decline")
 
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "handshake") as a:
             b_recorder = SlowToAnswer()
             async with b_recorder.client(http_daemon.url + "/mcp", "handshake") as b:
@@ -714,13 +716,13 @@ async def test_a_clients_log_lines_never_reach_another_client(http_daemon):
 
 async def test_resource_subscription_gets_updates(http_daemon):
     """Handshake era: resources/subscribe through the daemon, then touch: the update arrives."""
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "handshake") as t:
             before = (await t.client.read_resource(COUNTER)).contents[0].text
             await t.client.subscribe_resource(COUNTER)
             await t.client.call_tool("touch", {"uri": COUNTER})
             got = await t.recorder.wait_for(
-                lambda: any(n.get("uri") == COUNTER for n in t.recorder.notifications), timeout=5
+                lambda: any(n.get("uri") == COUNTER for n in t.recorder.notifications)
             )
             assert got, f"no notifications/resources/updated for {COUNTER}: {t.recorder.notifications}"
             after = (await t.client.read_resource(COUNTER)).contents[0].text
@@ -782,7 +784,7 @@ async def test_a_client_that_stops_reading_costs_the_others_one_wait_once(tmp_pa
                             before = updates()
                             await healthy.client.call_tool("touch", {"uri": COUNTER, "times": 200})
                             told += 200
-                            await healthy.recorder.wait_for(lambda: updates() > before, timeout=5)
+                            await healthy.recorder.wait_for(lambda: updates() > before)
                     assert "stopped reading" in daemon.log.read_text(), f"{told} updates told, the stuck client never skipped"
                     await healthy.client.call_tool("touch", {"uri": SENTINEL})
                     heard = lambda: any(n.get("uri") == SENTINEL for n in healthy.recorder.notifications)
@@ -794,19 +796,19 @@ async def test_a_client_that_stops_reading_costs_the_others_one_wait_once(tmp_pa
 
 async def test_resource_subscription_gets_updates_on_listen_streams(http_daemon):
     """2026-07-28: subscriptions/listen on a resource through the daemon, then touch: the event arrives."""
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             async with t.client.listen(resource_subscriptions=[COUNTER]) as subscription:
                 assert subscription.honored.resource_subscriptions == [COUNTER]
                 await t.client.call_tool("touch", {"uri": COUNTER})
-                with trio.fail_after(5):
+                with trio.fail_after(NOTIFICATION_WAIT):
                     event = await subscription.__anext__()
             assert event == ResourceUpdated(uri=COUNTER)
 
 
 @pytest.mark.parametrize("era", list(ERAS))
 async def test_list_changes_for_prompts_and_resources_reach_the_client(era, http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, era) as t:
             name = f"grown_{era}"
             changes = await (
@@ -819,7 +821,7 @@ async def test_list_changes_for_prompts_and_resources_reach_the_client(era, http
 
 async def test_every_content_type_passes_unchanged(http_daemon, direct_transcripts):
     expected = (await direct_transcript("modern", direct_transcripts))["calls"]["all_content"]
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             actual = dump(await t.client.call_tool("all_content", {}))
     if actual != expected:
@@ -829,7 +831,7 @@ async def test_every_content_type_passes_unchanged(http_daemon, direct_transcrip
 async def test_2020_12_schema_passes_unchanged(http_daemon, direct_transcripts):
     direct = await direct_transcript("modern", direct_transcripts)
     expected = next(tool for tool in direct["tools"] if tool["name"] == "place_order")
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             listed = {tool.name: dump(tool) for tool in (await t.client.list_tools()).tools}
             summary = await t.client.call_tool("place_order", {"order": {
@@ -842,7 +844,7 @@ async def test_2020_12_schema_passes_unchanged(http_daemon, direct_transcripts):
 
 
 async def test_upstream_jsonrpc_error_keeps_code_message_data(http_daemon):
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "modern") as t:
             with pytest.raises(MCPError) as raised:
                 await t.client.call_tool("jsonrpc_error", {"code": -32077, "message": "upstream says no"})
@@ -852,7 +854,7 @@ async def test_upstream_jsonrpc_error_keeps_code_message_data(http_daemon):
 
 async def test_ping(http_daemon):
     """Handshake era: ping through the daemon answers (2026-07-28 removed ping)."""
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "handshake") as t:
             assert dump(await t.client.send_ping()) == {}
 
@@ -870,13 +872,13 @@ async def test_a_client_cancelling_its_call_cancels_the_question_relayed_to_it(h
         finally:
             cancelled.set()
 
-    with trio.fail_after(30):
+    with trio.fail_after(120):
         async with Through(http_daemon, "handshake", elicitation_callback=never_answers) as t:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(t.client.call_tool, "ask_elicitation", {"question": QUESTION})
                 await asked.wait()
                 nursery.cancel_scope.cancel()  # the SDK sends notifications/cancelled
-            with trio.fail_after(10):
+            with trio.fail_after(60):
                 await cancelled.wait()
             roots = await t.client.call_tool("ask_roots", {})
             assert not roots.is_error, result_text(roots)
