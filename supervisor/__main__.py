@@ -939,6 +939,8 @@ def _client_command(fn: Any, url: str, *args: Any, timeout: float = _CLIENT_TIME
     statuses: list[int] = []
     try:
         return trio.run(fn, functools.partial(_client, url, statuses, timeout), *args)
+    except BrokenPipeError:  # printing into a closed stdout (`| head`): `main` ends quietly
+        raise
     except Exception as exc:  # the SDK wraps transport errors in exception groups
         if 401 in statuses:
             print(f"error: {url}: 401: {_unauthorized()}", file=sys.stderr)
@@ -1024,7 +1026,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit code of a command whose stdout was closed under it (``... | head``): what a
+#: shell reports of a process SIGPIPE ended (128 + 13), as ``set -o pipefail`` scripts
+#: expect of a pipeline's writer; 1 (Python's own on EPIPE) says something else here.
+STDOUT_CLOSED = 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a stdout closed under it (its reader gone: ``| head``) ends it
+    quietly, exit `STDOUT_CLOSED`, as Python's note on SIGPIPE has it (the
+    `signal` module's docs): not SIGPIPE's default action, which would end the daemon
+    when a socket breaks, but stdout pointed at ``/dev/null`` so that nothing is left to
+    write to it at the exit."""
+    try:
+        code = _command(argv)
+        sys.stdout.flush()  # what is left to write: a closed stdout is told here, not at the exit
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return STDOUT_CLOSED
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run", "check", "status", "tools", "call", "reload", "restart", "breaker"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):

@@ -352,3 +352,37 @@ async def test_readyz_judges_the_servers_supervised_while_a_reload_is_under_way(
         daemon.stop()
     for each in (marker, old_marker, new_marker):
         await wait_until(lambda: not procs_with_marker(each), timeout=10, what="no process left behind")
+
+
+# -- the CLI writing into a closed pipe ------------------------------------------------------
+
+
+def with_stdout_closed(*args: str) -> subprocess.CompletedProcess:
+    """A CLI command whose stdout is a pipe no one reads any more (``... | head`` once head
+    exited): every write to it fails EPIPE, at once and every time."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=ROOT, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+async def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path):
+    """``check | head -3`` ended with a BrokenPipeError traceback; ``call ... | head``
+    printed "error: ...: BrokenPipeError" as if the daemon had failed."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    ran = await trio.to_thread.run_sync(with_stdout_closed, "check", "--config", str(config))
+    assert (ran.returncode, ran.stderr) == (141, ""), ran
+    daemon = Daemon(config, tmp_path)
+    try:
+        with trio.fail_after(120):
+            await daemon.wait_healthy()
+            for command in (["status"], ["tools"], ["call", "echo", "text=hi"], ["reload"]):
+                ran = await trio.to_thread.run_sync(with_stdout_closed, *command, "--url", daemon.url)
+                assert (ran.returncode, ran.stderr) == (141, ""), ran
+    finally:
+        daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
