@@ -280,6 +280,7 @@ def _locate(path: str) -> tuple[str | None, str]:
 # Connection events -> the server's state. Subtree (server node) events are handled apart.
 _CONNECTION_STATES: Final = {
     "started": "starting",
+    "down": "restarting",  # or its data's "state": the link went down, the exit is to come
     "ready": "running",
     "exited": "stopped",
     "restarting": "restarting",
@@ -402,6 +403,9 @@ class _Metrics:
             server.exits[cause] = server.exits.get(cause, 0) + 1
         if node == "connection":
             state = _CONNECTION_STATES.get(kind)
+            if kind == "down":  # its link went down; its exit comes after the teardown
+                shown = (event.data or {}).get("state")
+                state = shown if shown in ("restarting", "stopped") else "restarting"
         elif node == "server":
             state = _SUBTREE_STATES.get(kind)
             if kind in ("started", "added") and server.state == "unknown":

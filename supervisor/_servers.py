@@ -198,6 +198,8 @@ class ServerHandle:
         elif kind == "down":
             self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {link.down_reason}"))
             self._tell(self.registry.ref, ServerAvailability(self.name, False))
+            if self.subtree is not None:
+                self.subtree.link_down(link.down_reason)
         elif kind == "tools":
             self._tell(self.registry.ref, PublishTools.for_server(self.spec, link.tools_version, link.tools))
 
@@ -259,6 +261,24 @@ class _ServerSubtree(TreeSupervisor):
         #: Why the connection ended for good by its restart type, once it has: the server
         #: then shows ``stopped``, though its subtree (the breaker) runs on.
         self.ended: str | None = None
+        #: The connection incarnation whose link went down (`link_down`) before its task
+        #: ended, with the state it shows meanwhile (``restarting``; ``stopped`` for a
+        #: temporary one), or None.
+        self._down: tuple[int, str] | None = None
+
+    def link_down(self, reason: str | None) -> None:
+        """The running connection's link went down (a crash, a hang, a dead wire): its task is
+        still being torn down (for a hung process, up to a second or more) and the tree learns
+        of its exit only after that. Meanwhile the status shows the connection going down
+        (``restarting``, or ``stopped`` for a temporary one, with the reason) and a ``down``
+        event tells the metrics the same, at once: no ``running`` for a connection already
+        declared dead. Not for a stop the supervisor asked for."""
+        child = self._children.get(f"connection:{self.handle.name}")
+        if child is None or child.state != "running" or child.stopping:
+            return
+        state = "stopped" if child.spec.restart is Restart.TEMPORARY else "restarting"
+        self._down = (child.incarnation, state)
+        self._publish("down", child, reason=reason, data={"state": state})
 
     def _launch(self, child: _Child) -> None:
         super()._launch(child)
@@ -301,6 +321,14 @@ class _ServerSubtree(TreeSupervisor):
         for child in node.children:
             if child.id.startswith("connection:"):
                 child.detail = self.handle.link.detail()
+                record = self._children.get(child.id)
+                down = self._down
+                if (
+                    down is not None and record is not None and record.incarnation == down[0]
+                    and record.state == "running" and not record.stopping
+                ):  # its link is down, its exit not yet seen (`link_down`)
+                    child.state, child.uptime = down[1], None  # type: ignore[assignment]
+                    child.last_exit = self.handle.link.down_reason
             elif child.id.startswith("breaker:"):
                 view = self.handle.breaker
                 # In seconds from now: the trio clock's own reading means nothing outside

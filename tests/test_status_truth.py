@@ -8,6 +8,7 @@ MockClock where it matters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -16,11 +17,12 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors._breaker import BreakerCore, ConnectionDown, ConnectionUp, spawn_breaker
 from actors._events import _BUS, EventBus
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
-from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, Event, RetryPolicy
+from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, DeadlineExceeded, Event, RetryPolicy
 from supervisor import ChildSpec, Supervisor, TreeSupervisor
 
 
@@ -119,4 +121,79 @@ async def test_a_restart_that_is_connecting_shows_so_in_the_status_and_to_caller
             await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
         assert "connecting: attempt started" in str(refused.value) and "up to connect_timeout 120 s" in str(refused.value)
         assert "expected in" not in str(refused.value)
+    assert not procs_with_marker(marker_of(spec))
+
+
+# ---------------------------------------------------------------------------------------------
+# A connection declared dead is not "running" while its task is torn down
+
+
+def _connection(sup, name: str):
+    (server,) = [s for s in [c for c in sup.status().children if c.id == "servers"][0].children if s.id == f"server:{name}"]
+    return {c.id: c for c in server.children}[f"connection:{name}"]
+
+
+def _server_state(text: str, name: str) -> tuple[float, list[str]]:
+    up, states = None, []
+    if isinstance(text, bytes):
+        text = text.decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("server") != name:
+                continue
+            if sample.name == "mcp_supervisor_server_up":
+                up = sample.value
+            elif sample.name == "mcp_supervisor_server_state" and sample.value:
+                states.append(sample.labels["state"])
+    return up, states
+
+
+async def test_a_connection_declared_dead_shows_so_while_it_is_torn_down():
+    # A frozen server (SIGSTOP) is declared hung after hang_threshold timeouts; its process
+    # is then given shutdown_timeout to exit before it is killed, and the tree learns of the
+    # exit only after that. Before, the status and /metrics said "running" (server_up 1)
+    # all that time, while every call got CircuitOpen.
+    spec = server_spec(
+        "e",
+        "echo.py",
+        timeout=0.3,
+        hang_threshold=3,
+        shutdown_timeout=60.0,
+        retry=RetryPolicy(max_retries=0),
+        breaker=BreakerPolicy(failure_threshold=100, min_calls=100, window=100),
+        backoff=BackoffPolicy(min=0.05, max=0.1, jitter=0.0),
+    )
+    async with Supervisor([spec]) as sup:
+        events = sup.subscribe()
+        await sup.wait_connected("e", timeout=30)
+        pid = sup.link("e").process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                with pytest.raises(DeadlineExceeded):
+                    await sup.call_tool("echo", {"text": "x"}, server="e")
+            await wait_until(lambda: sup.link("e").conn is None, what="the connection declared dead")
+            conn = _connection(sup, "e")
+            assert conn.state == "restarting" and conn.uptime is None, conn
+            assert conn.last_exit == sup.link("e").down_reason and conn.last_exit, conn
+            # At once, no polling: the metrics actor takes the ``down`` event (published as
+            # the connection was declared dead) before this snapshot, and both before the
+            # ``exited`` that the teardown (a process to kill and reap) publishes later.
+            assert _server_state(await sup.metrics_text(), "e") == (0.0, ["restarting"])
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await sup.wait_connected("e", timeout=30)
+        assert _connection(sup, "e").state == "running"
+        assert _server_state(await sup.metrics_text(), "e")[1] == ["running"]
+        seen = []
+        while True:
+            try:
+                seen.append(events.receive_nowait())
+            except trio.WouldBlock:
+                break
+        mine = [e.kind for e in seen if e.path.endswith("/connection:e")]
+        assert mine[mine.index("down") :][:3] == ["down", "exited", "restarting"], mine
+        (down,) = [e for e in seen if e.kind == "down"]
+        assert "hang_threshold" in down.reason and down.data == {"state": "restarting"}, down
     assert not procs_with_marker(marker_of(spec))
