@@ -2113,7 +2113,11 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
     session busy is refused."""
     echo, _ = server_entry("echo.py")
     config = tmp_path / "c.json"
-    daemon = await start_daemon(write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=30))
+    # Sessions idle a tenth of their idle timeout (at most a minute) may be closed for a new
+    # one: with 600 s that is a minute, so "not idle long enough yet" holds however slowly
+    # a loaded machine runs this test; the sessions that are to idle long enough are
+    # opened after a reload to 30 s (3 s).
+    daemon = await start_daemon(write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=600))
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -2124,19 +2128,25 @@ async def test_sessions_a_client_never_ends_are_counted_capped_and_closed_when_i
         async def open_session() -> httpx2.Response:
             return await http.post(daemon.url + "/mcp", json=init, headers=headers)
 
-        assert await sessions() == 0
-        first, second = await open_session(), await open_session()
-        assert first.status_code == second.status_code == 200 and await sessions() == 2
-        metrics = (await http.get(daemon.url + "/metrics")).text
-        assert "\nmcp_supervisor_http_sessions 2.0\n" in metrics and "mcp_supervisor_server_up{" in metrics, metrics
         def of(opened: httpx2.Response) -> dict:
             return {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
 
-        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-        assert (await http.post(daemon.url + "/mcp", headers=of(second), json=ping)).status_code == 200
-        early = await open_session()  # no session idle long enough yet (a tenth of 30 s)
+        assert await sessions() == 0
+        patient = [await open_session(), await open_session()]
+        assert [opened.status_code for opened in patient] == [200, 200] and await sessions() == 2
+        metrics = (await http.get(daemon.url + "/metrics")).text
+        assert "\nmcp_supervisor_http_sessions 2.0\n" in metrics and "mcp_supervisor_server_up{" in metrics, metrics
+        early = await open_session()  # no session idle long enough yet (a tenth of 600 s)
         assert early.status_code == 503, early.text
-        await trio.sleep(3.2)
+        for opened in patient:
+            assert (await http.delete(daemon.url + "/mcp", headers=of(opened))).status_code == 200
+        write_config(config, {"echo": echo}, max_sessions=2, session_idle_timeout=30)
+        reloaded = await http.post(daemon.url + "/reload")
+        assert reloaded.json()["settings"] == ["session_idle_timeout"], reloaded.text
+        first, second = await open_session(), await open_session()
+        assert first.status_code == second.status_code == 200 and await sessions() == 2
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        await trio.sleep(3.2)  # first idles a tenth of 30 s (longer is as good)
         assert (await http.post(daemon.url + "/mcp", headers=of(second), json=ping)).status_code == 200
         third = await open_session()  # first is idle the longest, and long enough: closed for it
         assert third.status_code == 200, third.text
