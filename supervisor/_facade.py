@@ -226,15 +226,19 @@ class Supervisor:
         cancellation is raised after): half-done, the server would stay listed with no
         process behind it."""
         with self._one_change(name), trio.CancelScope(shield=True):
-            await self._servers.remove_child(f"server:{name}")
-            await self.registry.withdraw(name)
-            handle = self._handles.pop(name, None)
-            if handle is not None:
-                handle.link.retire()
-                self._announce_lists(handle, "prompts", "resources")  # its prompts, resources left the lists
-            self._specs.pop(name, None)
-            self.redactor.forget(name)
+            await self._remove(name)
         await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _remove(self, name: str) -> None:
+        """`remove_server`'s work, for a caller holding ``name``'s change, shielded."""
+        await self._servers.remove_child(f"server:{name}")
+        await self.registry.withdraw(name)
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.link.retire()
+            self._announce_lists(handle, "prompts", "resources")  # its prompts, resources left the lists
+        self._specs.pop(name, None)
+        self.redactor.forget(name)
 
     async def replace_server(self, spec: ServerSpec) -> ChildStatus:
         """Run ``spec.name`` with ``spec`` from now on, without a gap for its callers.
@@ -400,14 +404,19 @@ class Supervisor:
         servers supervised now; returns the names under ``added``, ``removed``, ``updated``
         (changed in place), ``replaced`` (changed, and so replaced) and ``unchanged``.
 
-        Removed servers stop first (draining, as `remove_server`; their tool names are then
-        free). A changed server whose spec differs only in `LIVE_KEYS` is updated in place
-        (`ServerHandle.update`: same process, same session, nothing in flight disturbed);
-        other changed ones are replaced (`replace_server`: no gap for callers) while added
-        ones start. Unchanged ones are not touched. A spec with a number out of its range
-        raises ``ValueError`` before anything changes. With ``on_error``, a server whose step
-        raised is reported to it (and left out of the names returned) and the others go on;
-        without, the errors propagate (as an exception group) once every step has ended.
+        Removed servers' tools are withdrawn first, so their names are free for the others
+        at once. Then, all at the same time: removed servers stop (draining, as
+        `remove_server`), a changed server whose spec differs only in `LIVE_KEYS` is updated
+        in place (`ServerHandle.update`: same process, same session, nothing in flight
+        disturbed), other changed ones are replaced (`replace_server`: no gap for callers)
+        and added ones start; a removed server's drain holds up no other server. Only an
+        added server that runs the very same command as a removed one (``command``,
+        ``args``, ``cwd`` and ``env``: a renamed server) starts once that one has stopped,
+        so the two never run side by side. Unchanged ones are not touched. A spec with a
+        number out of its range raises ``ValueError`` before anything changes. With
+        ``on_error``, a server whose step raised is reported to it (and left out of the
+        names returned) and the others go on; without, the errors propagate (as an
+        exception group) once every step has ended.
         """
         specs = {s.name: s for s in wanted if s.enabled}
         for spec in specs.values():  # all checked before anything changes
@@ -431,15 +440,37 @@ class Supervisor:
                 failed.add(name)
                 on_error(name, exc)
 
+        stopped = {name: trio.Event() for name in removed}
+
+        async def removal(name: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                if name in self._changing:  # being replaced or removed: remove_server raises that
+                    task_status.started()
+                    await step(name, self.remove_server, name)
+                    return
+                with self._one_change(name), trio.CancelScope(shield=True):  # begun, runs to the end
+                    with contextlib.suppress(Exception):  # (the registry down: `_remove` raises it)
+                        await self.registry.withdraw(name)  # its tool names are free from now on
+                    task_status.started()
+                    await step(name, self._remove, name)
+            finally:
+                stopped[name].set()
+
+        async def addition(spec: ServerSpec) -> None:
+            for gone in removed:
+                if _same_command(current[gone], spec):
+                    await stopped[gone].wait()
+            await self.add_server(spec)
+
         async with trio.open_nursery() as nursery:
             for name in removed:
-                nursery.start_soon(step, name, self.remove_server, name)
-        async with trio.open_nursery() as nursery:
+                await nursery.start(removal, name)  # once its tools are withdrawn
+            await trio.lowlevel.checkpoint_if_cancelled()  # (the removals begun run to their end)
             for name in changed:
                 action = self._update_server if name in updated else self.replace_server
                 nursery.start_soon(step, name, action, specs[name])
             for name in added:
-                nursery.start_soon(step, name, self.add_server, specs[name])
+                nursery.start_soon(step, name, addition, specs[name])
         replaced = [n for n in changed if n not in updated]
         done = {"added": added, "removed": removed, "updated": updated, "replaced": replaced}
         return {**{what: [n for n in names if n not in failed] for what, names in done.items()}, "unchanged": unchanged}
@@ -701,6 +732,14 @@ class Supervisor:
             safe_after_send=lambda: retry_safe_after_send(spec, entry.tool_name, entry.spec),
             now=now,
         )
+
+
+def _same_command(old: ServerSpec, new: ServerSpec) -> bool:
+    """Whether ``new`` runs the very command ``old`` ran, in the same place and
+    environment (a renamed server): two such processes side by side may contend for what
+    one holds (a port, a lock file)."""
+    keys = ("command", "args", "cwd", "env")
+    return old.command is not None and all(getattr(old, key) == getattr(new, key) for key in keys)
 
 
 def _gave_up(handle: ServerHandle) -> bool:

@@ -10,12 +10,14 @@ import sys
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
 from conftest import SERVERS, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy, Failure, ServerSpec
 from supervisor import Supervisor
+from test_daemon import text_of
 
 
 def slow_when_flagged(name: str, flag: Path) -> ServerSpec:
@@ -113,3 +115,86 @@ async def test_a_replacement_that_fixes_a_crashing_server_drops_the_old_definiti
         assert sup.link("f").last_error is None
         assert conn.detail["last_error"] is None and connection_status(sup, "f").detail["last_error"] is None
     assert procs_with_marker(marker_of(fixed)) == []
+
+
+async def test_a_removed_server_draining_holds_up_no_other_change_of_a_reconcile():
+    """A reload removed ``old`` (a long call in flight, a long ``shutdown_timeout``) and
+    added ``new``, and renamed ``b``'s tools to the bare names ``old`` exposed: the
+    removals ran to their end before any change or addition began, so ``new`` started,
+    and ``b`` took its new names, only once ``old`` had drained (21 s in the probe). Now
+    the removed server's tools are withdrawn first, so its names are free at once, and
+    the rest runs beside its drain: ``new`` serves, and ``b`` holds ``echo`` with no
+    collision, while ``old``'s call is still in flight."""
+    old = server_spec("old", "echo.py", "--name", "old", shutdown_timeout=60, timeout=60)
+    b = server_spec("b", "echo.py", "--name", "b", namespace="prefix")
+    new = server_spec("new", "echo.py", "--name", "new", namespace="prefix")
+    async with Supervisor([old, b]) as sup:
+        with trio.fail_after(20):
+            await sup.wait_connected("old", timeout=20)
+            await sup.wait_connected("b", timeout=20)
+        b_pid = sup.link("b").process.pid
+        diffs: list = []
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                call = trio.CancelScope()
+
+                async def long_call() -> None:
+                    with call:
+                        await sup.call_tool("sleep", {"seconds": 50}, server="old", timeout=55)
+
+                async def reload() -> None:
+                    diffs.append(await sup.reconcile([msgspec.structs.replace(b, namespace="none"), new]))
+
+                nursery.start_soon(long_call)
+                await wait_until(lambda: sup.link("old").inflight == 1, timeout=10, what="the call in flight")
+                nursery.start_soon(reload)
+                await wait_until(lambda: "new" in sup.servers and sup.link("new").conn is not None, timeout=20,
+                                 what="the added server to connect while the removed one drains")
+                await wait_until(lambda: sup.registry.view.entries.get("echo") is not None
+                                 and sup.registry.view.entries["echo"].server == "b", timeout=10,
+                                 what="b to hold the bare names old exposed")
+                assert sup.link("old").inflight == 1 and "old" in sup.servers  # still draining
+                assert text_of(await sup.call_tool("pid", timeout=10)) == str(b_pid)
+                assert text_of(await sup.call_tool("new__echo", {"text": "hi"}, timeout=10)) == "hi"
+                assert (await sup.registry.snapshot()).collisions == []
+                call.cancel()  # the drain ends with it
+        (diff,) = diffs
+        assert (diff["removed"], diff["updated"], diff["added"]) == (["old"], ["b"], ["new"]), diff
+        assert sup.servers == ["b", "new"]
+    assert procs_with_marker(marker_of(old)) == []
+
+
+async def test_a_renamed_server_starts_once_its_old_name_has_stopped():
+    """The exception to removals running beside the rest: a server renamed (the same
+    command, args, cwd and env under another name) may hold what its new self needs (a
+    port, a lock file), so it starts once the old one has stopped."""
+    old = server_spec("before", "echo.py", shutdown_timeout=60, timeout=60)
+    renamed = msgspec.structs.replace(old, name="after")
+    async with Supervisor([old]) as sup:
+        events = sup.subscribe()
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                call = trio.CancelScope()
+
+                async def long_call() -> None:
+                    with call:
+                        await sup.call_tool("sleep", {"seconds": 50}, server="before", timeout=55)
+
+                nursery.start_soon(long_call)
+                await wait_until(lambda: sup.link("before").inflight == 1, timeout=10, what="the call in flight")
+                nursery.start_soon(sup.reconcile, [renamed])
+                await wait_until(lambda: all(e.server != "before" for e in sup.registry.view.entries.values()), timeout=10,
+                                 what="the old name's tools withdrawn")
+                await trio.sleep(0.5)
+                assert "after" not in sup.servers and len(procs_with_marker(marker_of(old))) == 1
+                call.cancel()
+            await sup.wait_connected("after", timeout=20)
+        seen = []
+        while True:
+            try:
+                event = events.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if event.path.endswith(("server:before", "server:after")) and event.kind in ("removed", "started"):
+                seen.append((event.path.rsplit(":", 1)[1], event.kind))
+        assert seen == [("before", "removed"), ("after", "started")], seen
