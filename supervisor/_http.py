@@ -248,7 +248,9 @@ class Daemon:
       effect at the next start only; a warning says so.
     - Whatever reading or applying the config raises, the daemon keeps running: a
       `ConfigError` refuses the config; anything else (a bug) is logged with its traceback
-      and raised as `ReloadFailed` (nothing changed when it came from the read).
+      and raised as `ReloadFailed` (nothing changed when it came from the read). The file
+      is read in a thread, within `read_timeout` s: one that cannot be read (a fifo, a
+      hung mount) refuses the reload, and the daemon serves on meanwhile.
     - Reloads are serialized. Once validated, a reload runs to completion even if whoever
       asked for it goes away. A server whose stop, replacement or start raised is named
       under ``failed``; the others still proceed.
@@ -285,6 +287,9 @@ class Daemon:
         self.ready = trio.Event()
         #: The changes under way that a stop cuts short.
         self._changes: set[trio.CancelScope] = set()
+        #: The config reads: one at a time, so a read that never ends (abandoned by its
+        #: reload at `read_timeout`) holds one thread, however many reloads come after it.
+        self._reader = trio.CapacityLimiter(1)
         #: The servers the reload under way removes (being stopped): no longer judged.
         self._leaving: frozenset[str] = frozenset()
 
@@ -405,11 +410,25 @@ class Daemon:
                     raise ReloadFailed(self._unexpected("applying the config", exc), begun=True) from None
         return diff
 
+    #: How long a reload may take to read the config (its file and envFiles), in seconds.
+    read_timeout = 10.0
+
     async def _read_config(self) -> Config:
-        """The config file, read and validated again; raises `ConfigError` for one refused,
-        `ReloadFailed` (``begun`` False) for anything else reading it raised."""
+        """The config file, read and validated again, in a thread: a file that cannot be
+        read (a fifo no one writes, a hung network mount) would otherwise freeze the whole
+        daemon, ``/healthz`` and every call included. Raises `ConfigError` for one refused,
+        or not read within `read_timeout` (the read is abandoned; at most one such read is
+        left waiting, `_reader`), `ReloadFailed` (``begun`` False) for anything else reading
+        it raised."""
         try:
-            return load_config(self.config_path)
+            with trio.move_on_after(self.read_timeout) as waited:
+                return await trio.to_thread.run_sync(
+                    load_config, self.config_path, abandon_on_cancel=True, limiter=self._reader
+                )
+            raise ConfigError(
+                self.config_path, "", f"not read within {self.read_timeout:g} s (a fifo no one writes, a hung "
+                "mount? the file or an envFile of it)",
+            )
         except ConfigError:
             raise
         except Exception as exc:

@@ -342,7 +342,6 @@ async def test_readyz_judges_the_servers_supervised_while_a_reload_is_under_way(
                     while not answers and not await judged_as_supervised():
                         await trio.sleep(0.05)
                 assert not answers and seen and seen[-1]["not_ready"] == {"new": "starting"}, (answers, seen[-3:])
-                assert not procs_with_marker(old_marker)  # stopped: not judged any more
                 health = (await http.get(daemon.url + "/healthz")).json()
                 assert (health["servers"], health["up"], health["down"]) == (2, 1, 1), health
             assert answers[0].status_code == 200 and answers[0].json()["added"] == ["new"], answers[0].text
@@ -385,4 +384,73 @@ async def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path):
                 assert (ran.returncode, ran.stderr) == (141, ""), ran
     finally:
         daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+# -- a config that cannot be read -------------------------------------------------------------
+
+
+async def test_a_reload_stuck_reading_its_config_does_not_freeze_the_daemon(tmp_path):
+    """The config was read on the event loop: a reload whose file (or envFile) was a fifo no
+    one wrote froze the whole daemon, calls and /healthz included."""
+    echo, marker = server_entry("echo.py")
+    text = config_text({"echo": echo})
+    fifo = tmp_path / "c.json"
+    os.mkfifo(fifo)
+    daemon = Daemon(fifo, tmp_path)
+    fd = None
+    try:
+        with trio.fail_after(120):
+            await feed_fifo(fifo, text, daemon)
+            await daemon.wait_healthy()
+            async with httpx2.AsyncClient(timeout=60) as http, trio.open_nursery() as nursery:
+                answers = []
+
+                async def reload() -> None:
+                    answers.append(await http.post(daemon.url + "/reload"))
+
+                nursery.start_soon(reload)
+                # The reload has the fifo open, and waits for what no one writes yet.
+                fd = await wait_until(lambda: daemon.alive() and open_fifo_writer(fifo), what="the reload's read")
+                health = await http.get(daemon.url + "/healthz", timeout=5)
+                assert health.status_code == 200 and health.json()["up"] == 1 and not answers
+                os.set_blocking(fd, True)
+                os.write(fd, text.encode())
+                os.close(fd)
+                fd = None
+            assert answers[0].status_code == 200 and answers[0].json()["unchanged"] == ["echo"], answers[0].text
+    finally:
+        if fd is not None:
+            os.close(fd)  # the end of the file: a daemon stuck reading it goes on
+        daemon.stop()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def test_a_config_not_read_within_the_read_timeout_refuses_the_reload(tmp_path):
+    """The read's deadline (`Daemon.read_timeout`, 10 s; half a second here), in process:
+    the reload is refused saying why, another one meanwhile too (the stuck read holds the
+    one reader), and the old config keeps running."""
+    from supervisor import Supervisor
+    from supervisor._config import ConfigError, load_config
+    from supervisor._gateway import Gateway
+    from supervisor._http import Daemon as HttpDaemon
+
+    echo, marker = server_entry("echo.py")
+    path = write_config(tmp_path / "c.json", {"echo": echo})
+    config = load_config(path)
+    async with Supervisor(config.servers) as sup:
+        daemon = HttpDaemon(config, sup, Gateway(sup), str(path))
+        daemon.ready.set()
+        daemon.read_timeout = 0.5
+        path.unlink()
+        os.mkfifo(path)
+        try:
+            with trio.fail_after(30):
+                for _ in range(2):
+                    with pytest.raises(ConfigError, match=r"c\.json: not read within 0\.5 s \(a fifo no one writes"):
+                        await daemon.reload()
+                assert daemon.config is config and sup.link("echo").conn is not None
+        finally:
+            fd = await wait_until(lambda: open_fifo_writer(path), what="the abandoned read")
+            os.close(fd)  # its end of file: the abandoned read ends (refused, unheard)
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
