@@ -64,6 +64,7 @@ from protocol import (
     ToolSpec,
     UnknownTool,
 )
+from protocol._metrics import OTHER_TOOL
 
 from ._config import check_spec
 from ._prometheus import render_metrics
@@ -600,6 +601,21 @@ class Supervisor:
                 unknown.args = (unknown.message,)
             raise
 
+    def _report_unresolved(self, server: str | None, failure: Failure) -> None:
+        """Count a call to ``server`` that named no tool it is known to have (it never
+        connected, or has no such tool) in its metrics, under the tool ``_OTHER``: the name
+        asked for is the caller's word, and as a label each new one would be a series. Not
+        told to the breaker: it says nothing of the server's health. A call naming no
+        server, with a name no server has, has no server to be counted under."""
+        handle = self._handles.get(server) if server is not None else None
+        if handle is None or handle.metrics is None:
+            return
+        now = trio.current_time()
+        handle.metrics.report(CallOutcome(
+            server=server, tool=OTHER_TOOL, outcome=failure.kind, duration=0.0, at=now,  # type: ignore[arg-type]
+            error=self.redactor(failure.message), attempt=1, sent=False,
+        ))
+
     @staticmethod
     def _outcome(
         entry: Any, kind: str, started: float, end: float, error: str | None, attempt: int, trial: bool = False,
@@ -668,10 +684,14 @@ class Supervisor:
     ) -> Any:
         _check_call(name, arguments, timeout, meta)
         try:
-            entry = self._resolve(name, server)
-        except UnknownTool:
-            await self._caught_up(timeout)  # a tool its server listed a moment ago is known then
-            entry = self._resolve(name, server)
+            try:
+                entry = self._resolve(name, server)
+            except UnknownTool:
+                await self._caught_up(timeout)  # a tool its server listed a moment ago is known then
+                entry = self._resolve(name, server)
+        except (UnknownTool, ServerUnavailable) as unresolved:
+            self._report_unresolved(server, unresolved)
+            raise
         arguments = arguments or {}
         handle = self._handles[entry.server]
         spec = handle.spec

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from conftest import SERVERS, marker_of, procs_with_marker, server_spec, wait_until
-from protocol import BackoffPolicy, Failure, ServerSpec
+from protocol import BackoffPolicy, Failure, ServerSpec, ServerUnavailable, UnknownTool
 from supervisor import Supervisor
 from test_daemon import text_of
 
@@ -198,3 +198,28 @@ async def test_a_renamed_server_starts_once_its_old_name_has_stopped():
             if event.path.endswith(("server:before", "server:after")) and event.kind in ("removed", "started"):
                 seen.append((event.path.rsplit(":", 1)[1], event.kind))
         assert seen == [("before", "removed"), ("after", "started")], seen
+
+
+async def test_calls_to_a_server_that_never_connected_or_to_no_such_tool_are_counted():
+    """Calls to a server that never connected (its tools unknown) failed ServerUnavailable,
+    and calls naming a tool its server does not have failed UnknownTool, but neither was
+    counted anywhere: ``/metrics`` showed no call at all for a server that gave up. Now
+    each is counted in its server's metrics, under the tool ``_OTHER`` (the name asked
+    for is the caller's word: as a label, each new one would be a new series)."""
+    boom = server_spec("boom", "crash_at_start.py", backoff=BackoffPolicy(min=0.05, max=0.1, jitter=0.0, max_consecutive=1))
+    echo = server_spec("echo", "echo.py")
+    async with Supervisor([boom, echo]) as sup:
+        await wait_until(lambda: connection_status(sup, "boom").state == "failed", timeout=20, what="boom to give up")
+        for _ in range(3):
+            with pytest.raises(ServerUnavailable):
+                await sup.call_tool("echo", {"text": "x"}, server="boom", timeout=5)
+        with pytest.raises(UnknownTool):
+            await sup.call_tool("no_such_tool", {}, server="echo", timeout=5)
+        with pytest.raises(UnknownTool):
+            await sup.call_tool("no_such_tool_anywhere", {}, timeout=0.2)  # no server named: nowhere to count
+        snapshot = await sup.metrics_snapshot()
+        counted = {(t.server, t.tool): (t.calls, t.failures) for t in snapshot.tools}
+        assert counted[("boom", "_OTHER")] == (3, {"ServerUnavailable": 3}), counted
+        assert counted[("echo", "_OTHER")] == (1, {"UnknownTool": 1}), counted
+        assert "_OTHER" in (await sup.metrics_text()).decode()
+        assert sup.handle("echo").breaker.state == "closed"
