@@ -31,8 +31,10 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One transition somewhere in the tree, as published to subscribers and logged.
 
     ``path`` names the node (``root/servers/server:echo/connection:echo``); ``kind`` is one
-    of started, ready, exited, restarting, gave_up, failed, stopped, added, removed, or an
-    actor's own kind (breaker_state, tools_changed, ...).
+    of started, ready, exited, restarting, gave_up, failed, stopped, added, removed, down
+    (a server's connection declared dead, its teardown under way: ``exited`` follows;
+    ``data.state`` is what the status shows meanwhile), or an actor's own kind
+    (breaker_state, tools_changed, ...).
 
     ``at`` is the supervisor's own clock (trio's: it starts at an arbitrary offset, so it
     only orders events and measures between them); ``time`` is the wall clock when the
