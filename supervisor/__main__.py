@@ -623,7 +623,7 @@ async def _post_watched(url: str, path: str, what: str, refused: str | None) -> 
             print(f"error: {what}: {response.status_code}: {_shown(refusal.error)}: nothing was done", file=sys.stderr)
             return 1 if response.status_code == 503 else FAILED
         # cut short: told so even when the daemon is gone by the time it is asked if it lives
-        print(f"error: {url}: {what}: 503: {_shown(refusal.error)}: {unknown}", file=sys.stderr)
+        print(f"error: {url}: {what}: {response.status_code}: {_shown(refusal.error)}: {unknown}", file=sys.stderr)
         return UNKNOWN
     if response.status_code >= 500 and await is_daemon():  # it failed on the way: done in part?
         print(f"error: {url}: {what}: {response.status_code}: {_shown(reason) if reason else _said(response)}: {unknown}",
