@@ -251,6 +251,9 @@ class EmbeddedSupervisor:
                         _resolve(self._started, None)
                         await self._stop_requested.wait()
                         self._state = _CLOSING
+                        # A reload's replacement runs shielded: without this it would wait
+                        # for its new incarnation's first attempt, up to connect_timeout.
+                        sup.begin_stop()
                         requests.cancel_scope.cancel()  # each request fails with SupervisorClosed
                 except BaseException as exc:
                     if not isinstance(_single(exc), trio.Cancelled):

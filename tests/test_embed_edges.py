@@ -271,3 +271,32 @@ def test_a_toolset_adapter_calls_only_the_tools_of_its_toolset_as_it_is_now(tmp_
         assert procs_with_marker(marker_of(echo)) == []
 
     run_asyncio(main, timeout=60)
+
+
+def test_aclose_cuts_a_reload_that_waits_for_a_slow_replacement_short(tmp_path):
+    """``aclose`` while a reload replaced a server whose new incarnation takes 60 s to
+    connect: the request was cancelled, but a replacement runs shielded to its end, and it
+    waited for that first attempt, so ``aclose`` took up to the new server's
+    ``connect_timeout``. The stop now begins (`Supervisor.begin_stop`) before the requests
+    are cancelled: the reload ends with the new server starting, and the tree's stop
+    stops it. (The 40 s bound is the test's; the old code needs 60.)"""
+    old = server_spec("echo", "echo.py")
+    new = server_spec("echo", "slow_start.py", "--delay", "60", connect_timeout=100)
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        sup = await embed([old])
+        try:
+            await eventually(lambda: procs_with_marker(marker_of(old)), timeout=20, what="the server")
+            reload = asyncio.ensure_future(sup.reload([new]))
+            await eventually(lambda: procs_with_marker(marker_of(new)), timeout=20, what="the new incarnation")
+            await asyncio.sleep(0.2)  # the replacement is waiting for its first attempt
+            assert not reload.done()
+        finally:
+            await sup.aclose()
+        outcome["reload"] = await asyncio.gather(reload, return_exceptions=True)
+
+    run_asyncio(main, timeout=40)
+    assert procs_with_marker(marker_of(old)) == [] and procs_with_marker(marker_of(new)) == []
+    (answer,) = outcome["reload"]
+    assert isinstance(answer, Exception), answer  # the handle closed under it
