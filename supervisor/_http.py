@@ -491,7 +491,11 @@ class Daemon:
             self._leaving = frozenset()
         self.config = new
         # Each started server's first attempt is done: those it left down are said.
-        down = self._down(servers["added"] + servers["replaced"])
+        try:
+            down = self._down(servers["added"] + servers["replaced"])
+        except Exception:  # the reload is done: what it did is said all the same
+            log.exception("reload: which servers are down could not be told")
+            down = {}
         diff: dict[str, Any] = {**servers, "failed": failed, "settings": settings, "down": down}
         log.info("reloaded %s: %s", self.config_path or "the bundled default", diff)
         return diff
@@ -503,7 +507,12 @@ class Daemon:
 
         old = {spec.name: spec for spec in self.config.servers}
         starting = [spec for spec in new.servers if spec.enabled and old.get(spec.name) != spec]
-        for warning in start_warnings(msgspec.structs.replace(new, servers=starting)):
+        try:
+            warnings = start_warnings(msgspec.structs.replace(new, servers=starting))
+        except Exception:  # a warning that cannot be made stops no reload
+            log.exception("reload: the start warnings could not be made")
+            return
+        for warning in warnings:
             log.warning("reload: %s", self.sup.redact(warning))
 
     def _down(self, names: list[str]) -> dict[str, str]:
