@@ -103,7 +103,7 @@ from protocol._settings import Config
 
 from ._asgi import respond, respond_json
 from ._stalls import BodyDeadline, stall_after
-from ._config import ConfigError, _bind_problem, load_config
+from ._config import PIPE_TIMEOUT, ConfigError, _bind_problem, load_config
 from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
@@ -298,6 +298,9 @@ class Daemon:
         reload or restart is taken any more, and those under way are cut short."""
         self.stopping = True
         self.gateway.draining = True
+        # A replacement (a reload's, a restart's) runs shielded to its end: without this it
+        # would wait for its new incarnation's first attempt, up to its connect_timeout.
+        self.sup.begin_stop()
         for scope in self._changes:
             scope.cancel()
 
@@ -410,8 +413,10 @@ class Daemon:
                     raise ReloadFailed(self._unexpected("applying the config", exc), begun=True) from None
         return diff
 
-    #: How long a reload may take to read the config (its file and envFiles), in seconds.
-    read_timeout = 10.0
+    #: How long a reload may take to read the config (its file and envFiles), in seconds:
+    #: past the config layer's own bound on a FIFO (`PIPE_TIMEOUT`, time for a person to
+    #: authorize 1Password's read), twice over.
+    read_timeout = 2 * PIPE_TIMEOUT
 
     async def _read_config(self) -> Config:
         """The config file, read and validated again, in a thread: a file that cannot be
@@ -421,7 +426,7 @@ class Daemon:
         left waiting, `_reader`), `ReloadFailed` (``begun`` False) for anything else reading
         it raised."""
         try:
-            with trio.move_on_after(self.read_timeout) as waited:
+            with trio.move_on_after(self.read_timeout):
                 return await trio.to_thread.run_sync(
                     load_config, self.config_path, abandon_on_cancel=True, limiter=self._reader
                 )

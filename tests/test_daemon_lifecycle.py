@@ -428,7 +428,7 @@ async def test_a_reload_stuck_reading_its_config_does_not_freeze_the_daemon(tmp_
 
 
 async def test_a_config_not_read_within_the_read_timeout_refuses_the_reload(tmp_path):
-    """The read's deadline (`Daemon.read_timeout`, 10 s; half a second here), in process:
+    """The read's deadline (`Daemon.read_timeout`, 60 s; half a second here), in process:
     the reload is refused saying why, another one meanwhile too (the stuck read holds the
     one reader), and the old config keeps running."""
     from supervisor import Supervisor
@@ -455,3 +455,39 @@ async def test_a_config_not_read_within_the_read_timeout_refuses_the_reload(tmp_
             fd = await wait_until(lambda: open_fifo_writer(path), what="the abandoned read")
             os.close(fd)  # its end of file: the abandoned read ends (refused, unheard)
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def test_sigterm_cuts_a_reload_that_replaces_a_server_short(tmp_path):
+    """SIGTERM while a reload replaced a server whose new incarnation takes 60 s to connect:
+    the replacement runs shielded to its end, so the daemon exited only once that
+    incarnation had connected (an added server's start was cut short already). The drain
+    now begins the supervisor's stop (`Supervisor.begin_stop`): the reload is answered 503,
+    the daemon exits 0 well before the new incarnation could connect, and nothing is left.
+    (The 40 s bound is the test's; the old code needs 60.)"""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    daemon = Daemon(config, tmp_path)
+    try:
+        with trio.fail_after(120):
+            await daemon.wait_healthy()
+        slow, slow_marker = server_entry("slow_start.py", "--delay", "60", connect_timeout=100)
+        write_config(config, {"echo": slow})
+        answers: list = []
+        with trio.fail_after(40):
+            async with httpx2.AsyncClient(timeout=60) as http, trio.open_nursery() as nursery:
+
+                async def reload() -> None:
+                    answers.append(await http.post(daemon.url + "/reload"))
+
+                nursery.start_soon(reload)
+                await wait_until(lambda: daemon.alive() and procs_with_marker(slow_marker), timeout=30,
+                                 what="the new incarnation to start")
+                await wait_until(lambda: not procs_with_marker(marker), timeout=30, what="the old one to stop")
+                daemon.proc.send_signal(signal.SIGTERM)
+                assert await daemon.wait_exit(35) == 0, daemon.text()
+        (answer,) = answers
+        assert answer.status_code == 503, answer.text
+    finally:
+        daemon.stop()
+    for each in (marker, slow_marker):
+        await wait_until(lambda: not procs_with_marker(each), timeout=10, what="no process left behind")
