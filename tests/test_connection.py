@@ -1134,6 +1134,7 @@ async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is
     spec = server_spec("noisy", "list_changed.py")
     async with Supervisor([spec]) as sup:
         assert sup.link("noisy").protocol_version == "2026-07-28"
+        await settled(sup, "noisy")  # the first stream's own catch-up read is over: not the one to find the change
 
         async def call(tool: str, **arguments) -> str:
             return text(await sup.call_tool(tool, arguments, server="noisy", timeout=10))
