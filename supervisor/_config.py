@@ -424,6 +424,9 @@ def _read(path: str) -> Any:
     except OSError as exc:
         raise _Problem("", f"cannot read the file: {exc.strerror or exc}") from None
     too_deep = _Problem("", f"nested more than {_MAX_DEPTH} levels deep")
+    # Python reads no integer of more digits than this (a guard against slow conversions):
+    # json and tomllib raise a bare ValueError for one.
+    too_long = _Problem("", f"a number of more than {sys.get_int_max_str_digits()} digits, which no setting takes")
     if path.lower().endswith(".toml"):
         try:
             return _plain(tomllib.loads(text), [])
@@ -431,12 +434,16 @@ def _read(path: str) -> Any:
             raise _Problem("", f"invalid TOML: {exc}") from None
         except RecursionError:
             raise too_deep from None
+        except ValueError:
+            raise too_long from None
     try:
         document = json.loads(_strip_jsonc(text), object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:
         raise _Problem(f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise too_deep from None
+    except ValueError:
+        raise too_long from None
     return _plain(document, [])
 
 

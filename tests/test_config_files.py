@@ -215,3 +215,17 @@ def test_a_device_is_refused_unread_but_dev_null_is_an_empty_file(tmp_path: Path
     )
     assert refusal("/dev/zero").reason == "is a character device, not a file: a read of it may block or never end"
     assert load_config(with_env_file(tmp_path, os.devnull), environ={}).server("s").env == {}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_a_number_too_long_to_read_is_a_config_error(tmp_path: Path, suffix: str) -> None:
+    """Python reads no integer of more than 4300 digits: json and tomllib raised a bare
+    ValueError, which left load_config as no ConfigError (the daemon's reload answered 500,
+    its CLI "unknown")."""
+    digits = "9" * 5000
+    text = (f'{{"mcpServers": {{"s": {{"command": "x", "timeout": {digits}}}}}}}' if suffix == ".json"
+            else f'[mcpServers.s]\ncommand = "x"\ntimeout = {digits}\n')
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"c\.(json|toml): a number of more than \d+ digits"):
+        load_config(path, environ={})
