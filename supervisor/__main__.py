@@ -188,6 +188,11 @@ def _render(node: ChildStatus, indent: str, color: bool, stderr: bool, near: tup
         why = f" ({why})" if state != "closed" and why else ""
         if state != "closed" and isinstance(detail.get("retry_in"), (int, float)):
             why += f", next trial in {detail['retry_in']:.3g} s"  # when calls may go through again
+        elif state != "closed" and isinstance(detail.get("connecting_for"), (int, float)):
+            limit = detail.get("connect_timeout")
+            why += f", connecting for {detail['connecting_for']:.3g} s" + (
+                f" (up to connect_timeout {limit:g} s)" if isinstance(limit, (int, float)) else ""
+            )
         parts.append("breaker " + _paint(state, _BREAKER_COLORS.get(state), color) + why)
     if "pid" in detail:
         # A remote server has no pid either: name its transport, not "in-process". A stdio

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 
@@ -24,6 +25,7 @@ from actors._events import _BUS, EventBus
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, DeadlineExceeded, Event, RetryPolicy
 from supervisor import ChildSpec, Supervisor, TreeSupervisor
+from supervisor.__main__ import render_tree
 
 
 async def test_events_carry_the_wall_clock_and_breaker_events_the_wait_in_seconds(nursery, autojump_clock):
@@ -117,6 +119,9 @@ async def test_a_restart_that_is_connecting_shows_so_in_the_status_and_to_caller
         detail = await wait_until(lambda: "connecting_for" in breaker_detail() and breaker_detail(), what="connecting")
         assert detail["state"] == "open" and detail["retry_in"] is None, detail
         assert detail["connect_timeout"] == 120.0
+        (line,) = [line for line in render_tree(sup.status()).splitlines() if "breaker:s" in line]
+        assert re.search(r"breaker open \(connection down\), connecting for [\d.]+ s \(up to connect_timeout 120 s\)",
+                         line), line
         with pytest.raises(CircuitOpen) as refused:
             await sup.call_tool("echo", {"text": "x"}, server="s", timeout=5)
         assert "connecting: attempt started" in str(refused.value) and "up to connect_timeout 120 s" in str(refused.value)
