@@ -84,6 +84,16 @@ async def settled(sup, name: str, timeout: float = 30.0):
     return conn
 
 
+def drain(events) -> list:
+    """Whatever ``events`` (a receive channel) holds now, without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(events.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
 async def collect(events, into):
     async for event in events:
         into.append(event)

@@ -34,6 +34,7 @@ from actors._breaker import (
     spawn_breaker,
 )
 from actors._events import _BUS, EventBus
+from conftest import drain
 from protocol import BreakerPolicy, CallOutcome, CircuitOpen, Overloaded
 
 # A policy where only the rule under test can trip.
@@ -495,12 +496,7 @@ async def test_every_state_change_is_published_with_reason_and_counts(autojump_c
         await admit_call(view, ref)
         await report(ref, "success", trial=True)
         nursery.cancel_scope.cancel()
-    seen = []
-    while True:
-        try:
-            seen.append(events.receive_nowait())
-        except trio.WouldBlock:
-            break
+    seen = drain(events)
     assert [(e.data["from"], e.data["to"]) for e in seen] == [
         ("closed", "open"),
         ("open", "half_open"),

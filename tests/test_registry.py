@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors._events import _BUS, EventBus
+from conftest import drain
 from actors._registry import (
     CATEGORIES,
     DEFAULT_TOOLSETS,
@@ -54,15 +55,6 @@ async def running_registry(**kwargs):
             nursery.cancel_scope.cancel()
     finally:
         _BUS.reset(token)
-
-
-def drain(events) -> list:
-    out = []
-    while True:
-        try:
-            out.append(events.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 def kinds(events) -> list[str]:

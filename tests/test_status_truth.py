@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors._breaker import BreakerCore, ConnectionDown, ConnectionUp, spawn_breaker
 from actors._events import _BUS, EventBus
-from conftest import marker_of, procs_with_marker, server_spec, wait_until
+from conftest import drain, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy, BreakerPolicy, CircuitOpen, DeadlineExceeded, Event, RetryPolicy
 from supervisor import ChildSpec, Supervisor, TreeSupervisor
 from supervisor.__main__ import render_tree
@@ -50,12 +50,7 @@ async def test_events_carry_the_wall_clock_and_breaker_events_the_wait_in_second
     tree.stop()
     await trio.testing.wait_all_tasks_blocked()
     after = time.time()
-    seen: list[Event] = []
-    while True:
-        try:
-            seen.append(events.receive_nowait())
-        except trio.WouldBlock:
-            break
+    seen: list[Event] = drain(events)
     kinds = [(e.path, e.kind) for e in seen]
     assert ("", "breaker_state") in kinds and ("root/c", "started") in kinds and ("root/c", "ready") in kinds, kinds
     for event in seen:
@@ -191,12 +186,7 @@ async def test_a_connection_declared_dead_shows_so_while_it_is_torn_down():
         await sup.wait_connected("e", timeout=30)
         assert _connection(sup, "e").state == "running"
         assert _server_state(await sup.metrics_text(), "e")[1] == ["running"]
-        seen = []
-        while True:
-            try:
-                seen.append(events.receive_nowait())
-            except trio.WouldBlock:
-                break
+        seen = drain(events)
         mine = [e.kind for e in seen if e.path.endswith("/connection:e")]
         assert mine[mine.index("down") :][:3] == ["down", "exited", "restarting"], mine
         (down,) = [e for e in seen if e.kind == "down"]
