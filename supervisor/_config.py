@@ -1156,9 +1156,12 @@ def _load(source: str | None, environ: Mapping[str, str], seen: Substitutions | 
     settings = _apply_env_settings(_settings(document.get("supervisor", {}), environ, seen), environ)
     defaults = {**msgspec.to_builtins(settings.defaults), "tools_ttl": settings.default_tools_ttl}
     env_servers = _env_servers(environ)
-    # Not ``resolve()``: a symlinked config's paths are where the link is, not in its target's
-    # directory, which a ConfigMap update deletes (and every spec there would then differ).
-    base_dir = Path(os.path.abspath(source)).parent if source is not None else None
+    # The config file itself is not resolved: a symlinked config's paths are where the link
+    # is, not in its target's directory, which a ConfigMap update deletes (and every spec
+    # there would then differ). Its directory is, as the kernel resolves it: a ``..`` after
+    # a symlinked directory (``b/link/../c.json``) is the target's parent, the directory of
+    # the very file read, where ``os.path.abspath`` would drop ``link/..`` as text.
+    base_dir = (Path.cwd() / source).parent.resolve() if source is not None else None
 
     servers: list[ServerSpec] = []
     where: dict[str, str] = {}

@@ -229,3 +229,23 @@ def test_a_number_too_long_to_read_is_a_config_error(tmp_path: Path, suffix: str
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"c\.(json|toml): a number of more than \d+ digits"):
         load_config(path, environ={})
+
+
+def test_a_dotdot_after_a_symlinked_directory_leads_where_the_kernel_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``b/link/../c.json`` with ``b/link -> ../a/real``: the kernel opens ``a/c.json`` (``..``
+    of a symlinked directory is its target's parent), but the relative paths were taken
+    from ``b/`` (``os.path.abspath`` drops ``link/..`` as text): another directory's
+    ``.env`` was loaded, silently (a review)."""
+    for side in ("a", "b"):
+        (tmp_path / side / "tools").mkdir(parents=True)
+        (tmp_path / side / ".env").write_text(f"K=from-{side}\n")
+    (tmp_path / "a" / "real").mkdir()
+    (tmp_path / "b" / "link").symlink_to("../a/real")
+    (tmp_path / "a" / "c.json").write_text(json.dumps(
+        {"mcpServers": {"s": {"command": "x", "cwd": "tools", "envFile": ".env"}}}
+    ))
+    monkeypatch.chdir(tmp_path)
+    (server,) = load_config("b/link/../c.json", environ={}).servers
+    assert (server.cwd, server.env.get("K")) == (str((tmp_path / "a" / "tools").resolve()), "from-a")
