@@ -586,8 +586,10 @@ _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
     ServerSpec: {**_SERVER_LIMITS, "tools_ttl": _POSITIVE},
     ServerDefaults: _SERVER_LIMITS,
     BackoffPolicy: {
-        "min": _NON_NEGATIVE,
-        "max": _NON_NEGATIVE,
+        # Not 0: the delay, min(max, min * 2**n), would stay 0, and a server that crashes at
+        # once would restart as fast as it can for ever (servers have no restart intensity).
+        "min": (lambda v: v > 0, "must be > 0 (with 0 a crashing server restarts as fast as it can, for ever)"),
+        "max": (lambda v: v > 0, "must be > 0 (with 0 a crashing server restarts as fast as it can, for ever)"),
         "jitter": _NON_NEGATIVE,
         "reset_after": _NON_NEGATIVE,
         "max_consecutive": _AT_LEAST_ONE,

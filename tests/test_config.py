@@ -359,7 +359,7 @@ def test_wrong_types(tmp_path: Path, entry: object, key: str, reason: str) -> No
         ({**STDIO, "health_check_interval": 0}, "mcpServers.x.health_check_interval", "must be > 0"),
         ({**STDIO, "health_check_timeout": -2}, "mcpServers.x.health_check_timeout", "must be > 0"),
         ({**STDIO, "max_concurrency": 0}, "mcpServers.x.max_concurrency", "must be >= 1"),
-        ({**STDIO, "backoff": {"min": -1}}, "mcpServers.x.backoff.min", "must be >= 0"),
+        ({**STDIO, "backoff": {"min": -1}}, "mcpServers.x.backoff.min", "must be > 0"),
         ({**STDIO, "breaker": {"failure_rate": 1.5}}, "mcpServers.x.breaker.failure_rate", "must be > 0 and <= 1"),
         ({**STDIO, "retry": {"max_retries": -1}}, "mcpServers.x.retry.max_retries", "must be >= 0"),
     ],

@@ -249,3 +249,19 @@ def test_a_dotdot_after_a_symlinked_directory_leads_where_the_kernel_goes(
     monkeypatch.chdir(tmp_path)
     (server,) = load_config("b/link/../c.json", environ={}).servers
     assert (server.cwd, server.env.get("K")) == (str((tmp_path / "a" / "tools").resolve()), "from-a")
+
+
+@pytest.mark.parametrize("key", ["min", "max"])
+def test_a_backoff_of_0_is_refused(tmp_path: Path, key: str) -> None:
+    """``backoff.min`` (or ``max``) 0 made every delay 0: a server that crashed at once
+    restarted some 40 times a second for ever (a review: servers have no restart intensity
+    since 171f625, and nothing else bounds it without ``max_consecutive``)."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"mcpServers": {"s": {"command": "x", "backoff": {key: 0}}}}))
+    with pytest.raises(ConfigError, match=rf"mcpServers\.s\.backoff\.{key}: must be > 0"):
+        load_config(path, environ={})
+    from protocol import BackoffPolicy, ServerSpec
+    from supervisor._config import check_spec
+
+    with pytest.raises(ValueError, match=rf"backoff\.{key}: must be > 0"):
+        check_spec(ServerSpec(name="s", command="x", backoff=BackoffPolicy(**{key: 0})))
