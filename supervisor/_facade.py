@@ -216,9 +216,10 @@ class Supervisor:
                 return await self._servers.add_child(child)
             finally:
                 self._first_attempts.discard(waiting)
-        # Cut short by the stop: in the tree, starting (or being stopped by now).
+        # Cut short by the stop: in the tree, starting (or being stopped by now). Not listed
+        # yet when the ask was delivered but ``servers`` has not run since: starting too.
         node = next((c for c in self._servers.status().children if c.id == child.id), None)
-        return node if node is not None else ChildStatus(id=child.id, state="stopped", restart="permanent")
+        return node if node is not None else ChildStatus(id=child.id, state="starting", restart="permanent")
 
     async def remove_server(self, name: str) -> None:
         """Stop ``name`` (draining its calls within its shutdown timeout) and forget it.
@@ -450,6 +451,8 @@ class Supervisor:
                     await step(name, self.remove_server, name)
                     return
                 with self._one_change(name), trio.CancelScope(shield=True):  # begun, runs to the end
+                    if (handle := self._handles.get(name)) is not None:
+                        handle.withdrawn = True  # its drain publishes no tools again
                     with contextlib.suppress(Exception):  # (the registry down: `_remove` raises it)
                         await self.registry.withdraw(name)  # its tool names are free from now on
                     task_status.started()

@@ -115,6 +115,10 @@ class ServerHandle:
         #: The operator's ``ForceOpen`` or ``Disable`` in force (`Supervisor.set_breaker`):
         #: told to every breaker this handle starts, until a reset or a replacement.
         self.override: Any = None
+        #: Its tools left the registry for good: a removal is under way, draining it. The
+        #: link, still up for the drain, re-reads its tools (``tools_ttl``, ``list_changed``)
+        #: and would publish them again; they are not published any more.
+        self.withdrawn = False
         self.link.listeners.append(self._on_link)
 
     @property
@@ -194,13 +198,14 @@ class ServerHandle:
     def _on_link(self, kind: str, link: ServerLink) -> None:
         if kind == "up":
             self._tell(self.breaker_ref, ConnectionUp())
-            self._tell(self.registry.ref, ServerAvailability(self.name, True))
+            if not self.withdrawn:
+                self._tell(self.registry.ref, ServerAvailability(self.name, True))
         elif kind == "down":
             self._tell(self.breaker_ref, ConnectionDown(reason=f"connection down: {link.down_reason}"))
             self._tell(self.registry.ref, ServerAvailability(self.name, False))
             if self.subtree is not None:
                 self.subtree.link_down(link.down_reason)
-        elif kind == "tools":
+        elif kind == "tools" and not self.withdrawn:
             self._tell(self.registry.ref, PublishTools.for_server(self.spec, link.tools_version, link.tools))
 
     def restarting(self, reason: str | None, retry_at: float | None) -> None:

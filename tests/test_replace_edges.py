@@ -223,3 +223,35 @@ async def test_calls_to_a_server_that_never_connected_or_to_no_such_tool_are_cou
         assert counted[("echo", "_OTHER")] == (1, {"UnknownTool": 1}), counted
         assert "_OTHER" in (await sup.metrics_text()).decode()
         assert sup.handle("echo").breaker.state == "closed"
+
+
+async def test_a_removed_server_draining_does_not_publish_its_tools_again():
+    """A reload withdraws a removed server's tools first and drains it beside the rest; its
+    connection, still up for the drain, re-read its tools (``tools_ttl``) and published them
+    again: listed and callable once more until the drain ended (a review)."""
+    old = server_spec("old", "echo.py", "--name", "old", shutdown_timeout=60, timeout=60, tools_ttl=0.3,
+                      namespace="prefix")
+    kept = server_spec("b", "echo.py", "--name", "b", namespace="prefix")
+    async with Supervisor([old, kept]) as sup:
+        await sup.wait_connected("old", timeout=20)
+        await sup.wait_connected("b", timeout=20)
+        async with trio.open_nursery() as nursery:
+            call = trio.CancelScope()
+
+            async def long_call() -> None:
+                with call:
+                    await sup.call_tool("sleep", {"seconds": 50}, server="old", timeout=55)
+
+            nursery.start_soon(long_call)
+            await wait_until(lambda: sup.link("old").inflight == 1, timeout=10, what="the call in flight")
+            nursery.start_soon(sup.reconcile, [kept])
+            servers = lambda: {e.server for e in sup.registry.view.entries.values()}  # noqa: E731
+            await wait_until(lambda: servers() == {"b"}, timeout=10, what="the removed server's tools withdrawn")
+            refreshed = sup.link("old").tools_version
+            await wait_until(lambda: sup.link("old").tools_version > refreshed + 2, timeout=20,
+                             what="a few re-reads of its tools while it drains")
+            await sup.registry.sync()
+            assert servers() == {"b"}
+            assert "old" in sup.servers  # still draining
+            call.cancel()
+
