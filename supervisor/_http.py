@@ -424,7 +424,15 @@ class Daemon:
         daemon, ``/healthz`` and every call included. Raises `ConfigError` for one refused,
         or not read within `read_timeout` (the read is abandoned; at most one such read is
         left waiting, `_reader`), `ReloadFailed` (``begun`` False) for anything else reading
-        it raised."""
+        it raised. While an earlier read abandoned at its deadline has not ended, a reload is
+        refused at once, saying so (reloads are serialized: the reader's one thread is
+        that read's)."""
+        if self._reader.borrowed_tokens:
+            raise ConfigError(
+                self.config_path, "", f"an earlier read of it, given up after {self.read_timeout:g} s, has not ended "
+                "yet (a fifo no one writes, a hung mount? the file or an envFile of it): no other read starts until "
+                "it does",
+            )
         try:
             with trio.move_on_after(self.read_timeout):
                 return await trio.to_thread.run_sync(
