@@ -286,12 +286,12 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
             watching.start_soon(_signal_loop, life, signals, watching)
             if not stdio:
                 bound = await watching.start(serve_front)
-                print(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", file=out, flush=True)
+                _say(f"serving MCP at {', '.join(b + '/mcp' for b in bound)}", out)
             with life.starting:
                 async with sup:
                     daemon.ready.set()
-                    print(render_tree(sup.status()), file=out, flush=True)
-                    print(f"tools: {', '.join(t.name for t in sup.list_tools())}", file=out, flush=True)
+                    _say(render_tree(sup.status()), out)
+                    _say(f"tools: {', '.join(t.name for t in sup.list_tools())}", out)
                     life.ready(daemon, watching)
                     async with trio.open_nursery() as nursery:
                         await nursery.start(gateway.forward_list_changed)
@@ -320,17 +320,35 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
     return 0
 
 
+def _say(text: str, out: Any) -> None:
+    """Print ``text`` for whoever runs the daemon; a stdout closed under it (``run | head``)
+    does not end the daemon and its servers: it is logged once, and what could not be
+    written is dropped (so the exit, once asked for, is 0 as usual)."""
+    try:
+        print(text, file=out, flush=True)
+    except OSError as exc:
+        if out not in _CLOSED_OUTPUTS:
+            _CLOSED_OUTPUTS.append(out)
+            log.warning("cannot write to the daemon's output any more (%s): the daemon goes on", exc)
+
+
+#: The outputs `_say` found closed (each logged once).
+_CLOSED_OUTPUTS: list[Any] = []
+
+
 class _EarlyHup:
-    """SIGHUP outside the daemon's signal receiver, whose default action kills the process:
-    from its creation (the start of `run`) until the receiver opens, one is recorded
-    (``asked``), for the daemon to reload once started, as it does one while its servers
-    start; once the receiver closes (the servers stopped), it is ignored until the exit
+    """SIGHUP and SIGUSR1 outside the daemon's signal receiver, whose default actions kill
+    the process: from its creation (the start of `run`) until the receiver opens, a SIGHUP
+    is recorded (``asked``), for the daemon to reload once started, as it does one while
+    its servers start, and SIGUSR1 (print the tree: there is none yet) is ignored; once the
+    receiver closes (the servers stopped), both are ignored until the exit
     (`ignored_after`). One that comes before this exists (the interpreter starting, the
     imports of the package before ``run``) cannot be helped: it kills the process."""
 
     def __init__(self) -> None:
         self.asked = False
         signal.signal(signal.SIGHUP, self._record)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     def _record(self, signum: int, frame: Any) -> None:
         self.asked = True
@@ -344,6 +362,7 @@ class _EarlyHup:
             yield
         finally:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 class _Life:
@@ -372,7 +391,7 @@ async def _signal_loop(life: _Life, signals: Any, nursery: trio.Nursery) -> None
         daemon = life.daemon
         if signum == signal.SIGUSR1:
             if daemon is not None:
-                print(render_tree(daemon.sup.status()), file=life.out, flush=True)
+                _say(render_tree(daemon.sup.status()), life.out)
         elif signum == signal.SIGHUP:
             if life.stopping:
                 log.warning("SIGHUP ignored: stopping")

@@ -147,10 +147,12 @@ async def feed_fifo(fifo: Path, text: str, daemon: Daemon, timeout: float = 30.0
 # -- signals from the first moment to the last ------------------------------------------------
 
 
-async def test_a_sighup_before_the_signal_receiver_opens_is_a_reload_once_started(tmp_path):
+@pytest.mark.parametrize("early", [signal.SIGHUP, signal.SIGUSR1], ids=["sighup", "sigusr1"])
+async def test_a_sighup_before_the_signal_receiver_opens_is_a_reload_once_started(tmp_path, early):
     """A SIGHUP while the daemon read its config (or imported, before its signal receiver
     opened: seconds on a loaded machine) killed it: the default action. The config is a
-    fifo here, so the daemon is held in its first read while the SIGHUP comes."""
+    fifo here, so the daemon is held in its first read while the SIGHUP comes. So did a
+    SIGUSR1 ("print the tree": there is none yet, it is ignored; a review)."""
     echo, marker = server_entry("echo.py")
     text = config_text({"echo": echo})
     fifo = tmp_path / "c.json"
@@ -160,16 +162,17 @@ async def test_a_sighup_before_the_signal_receiver_opens_is_a_reload_once_starte
         with trio.fail_after(90):
             fd = await wait_until(lambda: daemon.alive() and open_fifo_writer(fifo), timeout=30, what="the first read")
             try:
-                daemon.proc.send_signal(signal.SIGHUP)  # the daemon is in its first read of the config
+                daemon.proc.send_signal(early)  # the daemon is in its first read of the config
                 os.set_blocking(fd, True)
                 os.write(fd, text.encode())
             except BrokenPipeError:
                 pass  # it died; said below
             finally:
                 os.close(fd)
-            await daemon.wait_log("SIGHUP while starting")  # the first read is done
-            await feed_fifo(fifo, text, daemon)  # the reload, once started, reads it again
-            await daemon.wait_log("reloaded")
+            if early == signal.SIGHUP:
+                await daemon.wait_log("SIGHUP while starting")  # the first read is done
+                await feed_fifo(fifo, text, daemon)  # the reload, once started, reads it again
+                await daemon.wait_log("reloaded")
             await daemon.wait_healthy()
     finally:
         daemon.stop()
@@ -494,3 +497,42 @@ async def test_sigterm_cuts_a_reload_that_replaces_a_server_short(tmp_path):
         daemon.stop()
     for each in (marker, slow_marker):
         await wait_until(lambda: not procs_with_marker(each), timeout=10, what="no process left behind")
+
+
+async def test_the_daemons_stdout_closed_under_it_ends_nothing(tmp_path):
+    """``run ... | head -1``: the daemon's second line (the tree, once started) met a closed
+    pipe, and the BrokenPipeError stopped every server and the daemon (exit 1, a traceback;
+    a review). Now it is logged once, the daemon serves on, and a SIGTERM stops it as
+    usual, exit 0 (it did what it was asked; its log said what was lost)."""
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    read, write = os.pipe()
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--config", str(config), "--http", f"127.0.0.1:{port}"],
+            cwd=ROOT, stdout=write, stderr=log_file,
+        )
+    os.close(write)
+    try:
+        with trio.fail_after(120):
+            with os.fdopen(read, "rb") as reader:  # the first line, as `head -1` takes it
+                first = await trio.to_thread.run_sync(reader.readline)
+            assert first.startswith(b"serving MCP at"), first
+            await wait_until(lambda: "cannot write to the daemon's output" in log_path.read_text(), timeout=60,
+                             what="the closed output noticed")
+            assert proc.poll() is None, log_path.read_text()
+            health = httpx2.get(url + "/healthz", timeout=10).json()
+            assert health["up"] == 1, health
+            proc.send_signal(signal.SIGTERM)
+            returncode = await trio.to_thread.run_sync(proc.wait)
+        text = log_path.read_text()
+        assert returncode == 0, text
+        assert "Traceback" not in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
