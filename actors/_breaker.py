@@ -885,7 +885,8 @@ async def breaker_actor(
     - Every state change rewrites ``view`` and publishes one ``breaker_state`` event with
       the transition's reason and ``data`` = the ``Transition`` (from, to, reason, at,
       retry_at, counts) plus ``server`` and ``retry_in`` (``retry_at`` in seconds from
-      the event; ``inf`` when no trial is coming, None when unknown).
+      the event; ``inf`` when no trial is coming, None when unknown; JSON writes both
+      ``null``, so ``no_trial`` (true) is added for the first).
     - The open -> half_open change happens when its time comes even if nobody asks, and
       lazily on a ``Permit`` that arrives first.
     - Operator and connection messages answer the new ``BreakerSnapshot`` when asked.
@@ -958,6 +959,8 @@ async def breaker_actor(
                 # this process: the wait also in seconds from the event.
                 retry_at = transition.retry_at
                 data["retry_in"] = None if retry_at is None else max(0.0, retry_at - transition.at)
+                if retry_at == math.inf:  # JSON has no infinity: ``null`` there, as for unknown
+                    data["no_trial"] = True
                 publish("breaker_state", reason=transition.reason, data=data)
 
 

@@ -9,6 +9,7 @@ MockClock where it matters.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ async def test_events_carry_the_wall_clock_and_breaker_events_the_wait_in_second
     now = trio.current_time()
     await ref.ask(ConnectionDown(reason="connection down: boom", retry_at=now + 7.5))
     await ref.ask(ConnectionUp())
+    await ref.ask(ConnectionDown(reason="connection down: failed for good", retry_at=math.inf))
 
     async def forever(*, task_status) -> None:
         task_status.started()
@@ -56,9 +58,12 @@ async def test_events_carry_the_wall_clock_and_breaker_events_the_wait_in_second
     for event in seen:
         assert before <= event.time <= after, event
         assert "time" in msgspec.to_builtins(event)  # on the wire too
-    down, up = [e for e in seen if e.kind == "breaker_state"]
-    assert down.data["to"] == "open" and down.data["retry_in"] == 7.5
-    assert up.data["to"] == "closed" and up.data["retry_in"] is None
+    down, up, for_good = [e for e in seen if e.kind == "breaker_state"]
+    assert down.data["to"] == "open" and down.data["retry_in"] == 7.5 and "no_trial" not in down.data
+    assert up.data["to"] == "closed" and up.data["retry_in"] is None and "no_trial" not in up.data
+    # No trial is coming: inf in process, and on the wire (where inf is null) no_trial says so.
+    assert for_good.data["retry_in"] == math.inf and for_good.data["no_trial"] is True
+    assert msgspec.json.decode(msgspec.json.encode(for_good))["data"]["no_trial"] is True
 
 
 # ---------------------------------------------------------------------------------------------
