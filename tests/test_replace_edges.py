@@ -33,6 +33,19 @@ def slow_when_flagged(name: str, flag: Path) -> ServerSpec:
     )
 
 
+async def a_long_call(sup: Supervisor, server: str, nursery: trio.Nursery) -> trio.CancelScope:
+    """A 50 s call on ``server``, in flight once this returns; cancel the scope to end it."""
+    call = trio.CancelScope()
+
+    async def long_call() -> None:
+        with call:
+            await sup.call_tool("sleep", {"seconds": 50}, server=server, timeout=55)
+
+    nursery.start_soon(long_call)
+    await wait_until(lambda: sup.link(server).inflight == 1, timeout=10, what="the call in flight")
+    return call
+
+
 @pytest.mark.parametrize("change", ["replace", "restart"])
 async def test_a_stop_cuts_a_replacement_or_restart_short(tmp_path, change):
     """SIGTERM while a reload replaced a server (or an operator restarted one) whose new
@@ -136,17 +149,10 @@ async def test_a_removed_server_draining_holds_up_no_other_change_of_a_reconcile
         diffs: list = []
         with trio.fail_after(40):
             async with trio.open_nursery() as nursery:
-                call = trio.CancelScope()
-
-                async def long_call() -> None:
-                    with call:
-                        await sup.call_tool("sleep", {"seconds": 50}, server="old", timeout=55)
-
                 async def reload() -> None:
                     diffs.append(await sup.reconcile([msgspec.structs.replace(b, namespace="none"), new]))
 
-                nursery.start_soon(long_call)
-                await wait_until(lambda: sup.link("old").inflight == 1, timeout=10, what="the call in flight")
+                call = await a_long_call(sup, "old", nursery)
                 nursery.start_soon(reload)
                 await wait_until(lambda: "new" in sup.servers and sup.link("new").conn is not None, timeout=20,
                                  what="the added server to connect while the removed one drains")
@@ -174,14 +180,7 @@ async def test_a_renamed_server_starts_once_its_old_name_has_stopped():
         events = sup.subscribe()
         with trio.fail_after(40):
             async with trio.open_nursery() as nursery:
-                call = trio.CancelScope()
-
-                async def long_call() -> None:
-                    with call:
-                        await sup.call_tool("sleep", {"seconds": 50}, server="before", timeout=55)
-
-                nursery.start_soon(long_call)
-                await wait_until(lambda: sup.link("before").inflight == 1, timeout=10, what="the call in flight")
+                call = await a_long_call(sup, "before", nursery)
                 nursery.start_soon(sup.reconcile, [renamed])
                 await wait_until(lambda: all(e.server != "before" for e in sup.registry.view.entries.values()), timeout=10,
                                  what="the old name's tools withdrawn")
@@ -236,14 +235,7 @@ async def test_a_removed_server_draining_does_not_publish_its_tools_again():
         await sup.wait_connected("old", timeout=20)
         await sup.wait_connected("b", timeout=20)
         async with trio.open_nursery() as nursery:
-            call = trio.CancelScope()
-
-            async def long_call() -> None:
-                with call:
-                    await sup.call_tool("sleep", {"seconds": 50}, server="old", timeout=55)
-
-            nursery.start_soon(long_call)
-            await wait_until(lambda: sup.link("old").inflight == 1, timeout=10, what="the call in flight")
+            call = await a_long_call(sup, "old", nursery)
             nursery.start_soon(sup.reconcile, [kept])
             servers = lambda: {e.server for e in sup.registry.view.entries.values()}  # noqa: E731
             await wait_until(lambda: servers() == {"b"}, timeout=10, what="the removed server's tools withdrawn")
