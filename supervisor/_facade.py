@@ -112,7 +112,7 @@ class Supervisor:
         self._inproc = dict(inproc or {})
         self._handles: dict[str, ServerHandle] = {}
         #: Servers being replaced, updated or removed: one such change per server at a time.
-        self._changing: set[str] = set()
+        self._changing: dict[str, trio.Event] = {}  # each set once its change is over
         #: The waits for a new incarnation's first attempt under way (`_first_attempt`),
         #: which `begin_stop` ends; and whether it was called.
         self._first_attempts: set[trio.CancelScope] = set()
@@ -389,11 +389,11 @@ class Supervisor:
     def _one_change(self, name: str) -> Iterator[None]:
         if name in self._changing:
             raise RuntimeError(f"server {name!r} is being replaced or removed; wait for that to finish")
-        self._changing.add(name)
+        self._changing[name] = trio.Event()
         try:
             yield
         finally:
-            self._changing.discard(name)
+            self._changing.pop(name).set()
 
 
     async def reconcile(
@@ -446,9 +446,10 @@ class Supervisor:
 
         async def removal(name: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                if name in self._changing:  # being replaced or removed: remove_server raises that
+                if (other := self._changing.get(name)) is not None:  # being replaced or removed
                     task_status.started()
-                    await step(name, self.remove_server, name)
+                    await step(name, self.remove_server, name)  # raises that, reported
+                    await other.wait()  # a renamed server starts once the other change is over
                     return
                 with self._one_change(name), trio.CancelScope(shield=True):  # begun, runs to the end
                     if (handle := self._handles.get(name)) is not None:

@@ -6,6 +6,7 @@ Real servers from ``tests/servers/`` throughout; every wait has a deadline.
 
 from __future__ import annotations
 
+import functools
 import sys
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ import msgspec
 import pytest
 import trio
 
-from conftest import SERVERS, marker_of, procs_with_marker, server_spec, wait_until
+from conftest import SERVERS, drain, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy, Failure, ServerSpec, ServerUnavailable, UnknownTool
 from supervisor import Supervisor
 from test_daemon import text_of
@@ -188,14 +189,8 @@ async def test_a_renamed_server_starts_once_its_old_name_has_stopped():
                 assert "after" not in sup.servers and len(procs_with_marker(marker_of(old))) == 1
                 call.cancel()
             await sup.wait_connected("after", timeout=20)
-        seen = []
-        while True:
-            try:
-                event = events.receive_nowait()
-            except trio.WouldBlock:
-                break
-            if event.path.endswith(("server:before", "server:after")) and event.kind in ("removed", "started"):
-                seen.append((event.path.rsplit(":", 1)[1], event.kind))
+        seen = [(e.path.rsplit(":", 1)[1], e.kind) for e in drain(events)
+                if e.path.endswith(("server:before", "server:after")) and e.kind in ("removed", "started")]
         assert seen == [("before", "removed"), ("after", "started")], seen
 
 
@@ -247,3 +242,29 @@ async def test_a_removed_server_draining_does_not_publish_its_tools_again():
             assert "old" in sup.servers  # still draining
             call.cancel()
 
+
+
+async def test_a_renamed_server_waits_for_an_operators_removal_of_its_old_name_too():
+    """The same rename while an operator's `remove_server` of the old name drains it: the
+    reload's own removal is refused (the name is being removed), and the renamed server
+    started at once, beside the old one still draining (a review). It waits for that
+    removal now."""
+    old = server_spec("before", "echo.py", shutdown_timeout=60, timeout=60)
+    renamed = msgspec.structs.replace(old, name="after")
+    errors: list = []
+    async with Supervisor([old]) as sup:
+        events = sup.subscribe()
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                call = await a_long_call(sup, "before", nursery)
+                nursery.start_soon(sup.remove_server, "before")
+                await wait_until(lambda: "before" in sup._changing, timeout=10, what="the operator's removal")
+                nursery.start_soon(functools.partial(sup.reconcile, [renamed], on_error=lambda n, e: errors.append(n)))
+                await wait_until(lambda: errors, timeout=10, what="the reload's own removal refused")
+                await trio.sleep(0.5)
+                assert "after" not in sup.servers and len(procs_with_marker(marker_of(old))) == 1
+                call.cancel()
+            await sup.wait_connected("after", timeout=20)
+        seen = [(e.path.rsplit(":", 1)[1], e.kind) for e in drain(events)
+                if e.path.endswith(("server:before", "server:after")) and e.kind in ("removed", "started")]
+        assert seen == [("before", "removed"), ("after", "started")], seen
