@@ -179,7 +179,9 @@ def test_an_env_file_fifo_nobody_writes_is_refused_after_a_bound_not_waited_for_
     its app writes once the read is authorized; a locked app does not) blocked the read, and
     the daemon reloading with it, for ever (found by a reload probe). Now the loader waits
     at most `PIPE_TIMEOUT` for the FIFO to be written to its end, and says why it gave up."""
-    monkeypatch.setattr(supervisor._config, "PIPE_TIMEOUT", 0.2, raising=False)  # a loader without one fails below, not here
+    # Only the bound is shortened (30 s for real: a test must not wait it out); the FIFO and
+    # the read are real. raising=False: a loader without one fails below, not here.
+    monkeypatch.setattr(supervisor._config, "PIPE_TIMEOUT", 0.2, raising=False)
     fifo = tmp_path / "secrets.env"
     os.mkfifo(fifo)
     config = with_env_file(tmp_path, "secrets.env")

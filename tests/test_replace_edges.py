@@ -47,6 +47,13 @@ async def a_long_call(sup: Supervisor, server: str, nursery: trio.Nursery) -> tr
     return call
 
 
+def assert_removed_before_started(events) -> None:
+    """``before`` was removed before ``after`` started, as the events say."""
+    seen = [(e.path.rsplit(":", 1)[1], e.kind) for e in drain(events)
+            if e.path.endswith(("server:before", "server:after")) and e.kind in ("removed", "started")]
+    assert seen == [("before", "removed"), ("after", "started")], seen
+
+
 @pytest.mark.parametrize("change", ["replace", "restart"])
 async def test_a_stop_cuts_a_replacement_or_restart_short(tmp_path, change):
     """SIGTERM while a reload replaced a server (or an operator restarted one) whose new
@@ -189,9 +196,7 @@ async def test_a_renamed_server_starts_once_its_old_name_has_stopped():
                 assert "after" not in sup.servers and len(procs_with_marker(marker_of(old))) == 1
                 call.cancel()
             await sup.wait_connected("after", timeout=20)
-        seen = [(e.path.rsplit(":", 1)[1], e.kind) for e in drain(events)
-                if e.path.endswith(("server:before", "server:after")) and e.kind in ("removed", "started")]
-        assert seen == [("before", "removed"), ("after", "started")], seen
+        assert_removed_before_started(events)
 
 
 async def test_calls_to_a_server_that_never_connected_or_to_no_such_tool_are_counted():
@@ -265,6 +270,4 @@ async def test_a_renamed_server_waits_for_an_operators_removal_of_its_old_name_t
                 assert "after" not in sup.servers and len(procs_with_marker(marker_of(old))) == 1
                 call.cancel()
             await sup.wait_connected("after", timeout=20)
-        seen = [(e.path.rsplit(":", 1)[1], e.kind) for e in drain(events)
-                if e.path.endswith(("server:before", "server:after")) and e.kind in ("removed", "started")]
-        assert seen == [("before", "removed"), ("after", "started")], seen
+        assert_removed_before_started(events)
