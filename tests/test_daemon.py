@@ -120,6 +120,8 @@ class Daemon:
     in the daemon: bind port 0 and announce the port it got.)"""
 
     BIND_RETRIES = 5
+    #: What runs the daemon after ``sys.executable`` (a subclass may run it through ``-c``).
+    python: tuple[str, ...] = ("-m", "supervisor")
 
     def __init__(self, config: Path, tmp: Path, host: str = "127.0.0.1") -> None:
         self.config, self.tmp, self.host = config, tmp, host
@@ -133,7 +135,7 @@ class Daemon:
         self.log = self.tmp / f"daemon-{self.port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "--config", str(self.config), "--http", f"{self.host}:{self.port}"],
+            [sys.executable, *self.python, "run", "--config", str(self.config), "--http", f"{self.host}:{self.port}"],
             cwd=ROOT,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -21,6 +21,7 @@ import httpx2
 import pytest
 import trio
 
+import test_daemon
 from conftest import SERVERS, procs_with_marker, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,18 +53,14 @@ def write_config(path: Path, servers: dict, **supervisor) -> Path:
     return path
 
 
-class Daemon:
-    """A ``python -m supervisor run`` subprocess on a free port, its output in a log file."""
+class Daemon(test_daemon.Daemon):
+    """test_daemon's daemon (a free port, another one if that was taken), run as
+    ``python *python``; healthy once nothing is down and nothing is starting; and a wait
+    for a line of its log."""
 
     def __init__(self, config: Path, tmp: Path, python: tuple[str, ...] = ("-m", "supervisor")) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"daemon-{self.port}.log"
-        self._log_file = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, *python, "run", "--config", str(config), "--http", f"127.0.0.1:{self.port}"],
-            cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
-        )
+        self.python = python
+        super().__init__(config, tmp)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -76,36 +73,20 @@ class Daemon:
     async def wait_healthy(self, timeout: float = 60.0) -> dict:
         async with httpx2.AsyncClient() as http:
             with trio.move_on_after(timeout):
-                while self.alive():
-                    try:
-                        response = await http.get(self.url + "/healthz", timeout=1.0)
-                        body = response.json()
-                        if response.status_code == 200 and body["down"] == 0 and not body["starting"]:
-                            return body
-                    except httpx2.HTTPError:
-                        pass
+                while True:
+                    if self._listening():
+                        try:
+                            response = await http.get(self.url + "/healthz", timeout=1.0)
+                            body = response.json()
+                            if response.status_code == 200 and body["down"] == 0 and not body["starting"]:
+                                return body
+                        except httpx2.HTTPError:
+                            pass
                     await trio.sleep(0.1)
         pytest.fail(f"daemon not healthy after {timeout} s:\n{self.text()}")
 
     async def wait_log(self, needle: str, timeout: float = 30.0) -> None:
         await wait_until(lambda: self.alive() and needle in self.text(), timeout=timeout, what=repr(needle))
-
-    async def wait_exit(self, timeout: float = 30.0) -> int:
-        with trio.move_on_after(timeout):
-            while self.proc.poll() is None:
-                await trio.sleep(0.05)
-            return self.proc.returncode
-        pytest.fail(f"daemon still running after {timeout} s:\n{self.text()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log_file.close()
 
 
 def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
