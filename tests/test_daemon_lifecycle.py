@@ -11,10 +11,8 @@ import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx2
@@ -23,22 +21,7 @@ import trio
 
 import test_daemon
 from conftest import SERVERS, procs_with_marker, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_entry(script: str, *args: str, **fields) -> tuple[dict, str]:
-    """A config entry running tests/servers/<script> with a unique /proc marker."""
-    marker = f"life-{uuid.uuid4().hex[:12]}"
-    entry = {"command": sys.executable, "args": [str(SERVERS / script), *args], "env": {"MCP_TEST_MARKER": marker}}
-    entry.update(fields)
-    return entry, marker
+from test_daemon import ROOT, free_port, server_entry
 
 
 def config_text(servers: dict, **supervisor) -> str:
