@@ -25,10 +25,11 @@ field: ``restart``, ``backoff``, ``breaker``, ``retry``, ``timeout``, ``connect_
 ``shutdown_timeout``. The server's name is its key. A relative ``cwd`` is taken relative to
 the config file's directory, and so is a relative ``command`` path (``./run.sh``, not a bare
 name, which is looked up on PATH) of a server with no ``cwd``. That directory is the one the
-path given names (made absolute, symlinks not followed, as VS Code and docker-compose take
-it): a config that is a symlink, as Kubernetes mounts a ConfigMap (``config.json ->
-..data/config.json``, ``..data`` swapped to a new timestamped directory on each update, the
-old one deleted), has its paths where the symlink is, which stay.
+path given names, as the kernel resolves it, with the file's own symlink not followed (as
+VS Code and docker-compose take it): a config that is a symlink, as Kubernetes mounts a
+ConfigMap (``config.json -> ..data/config.json``, ``..data`` swapped to a new timestamped
+directory on each update, the old one deleted), has its paths where the symlink is, which
+stay.
 
 Variables. ``${VAR}``, ``${env:VAR}`` (VS Code's spelling) and ``${VAR:-default}`` (the
 default when VAR is unset or empty) are expanded from ``environ`` in ``command``, ``args``,
@@ -569,6 +570,9 @@ _POSITIVE: Final[_Rule] = (lambda v: v > 0, "must be > 0")
 _NON_NEGATIVE: Final[_Rule] = (lambda v: v >= 0, "must be >= 0")
 _AT_LEAST_ONE: Final[_Rule] = (lambda v: v >= 1, "must be >= 1")
 _FRACTION: Final[_Rule] = (lambda v: 0 < v <= 1, "must be > 0 and <= 1")
+# Not 0: the delay, min(max, min * 2**n), would stay 0, and a server that crashes at once
+# would restart as fast as it can for ever (servers have no restart intensity).
+_BACKOFF_BOUND: Final[_Rule] = (lambda v: v > 0, "must be > 0 (with 0 a crashing server restarts as fast as it can, for ever)")
 _CACHE_TTL: Final[_Rule] = (lambda v: v > 0, "must be > 0 (to turn tool caching off, set COMFYUI_MCP_CACHE_TOOLS=false)")
 _SERVER_LIMITS: Final[dict[str, _Rule]] = {
     "timeout": _POSITIVE,
@@ -586,10 +590,8 @@ _LIMITS: Final[Mapping[type, Mapping[str, _Rule]]] = {
     ServerSpec: {**_SERVER_LIMITS, "tools_ttl": _POSITIVE},
     ServerDefaults: _SERVER_LIMITS,
     BackoffPolicy: {
-        # Not 0: the delay, min(max, min * 2**n), would stay 0, and a server that crashes at
-        # once would restart as fast as it can for ever (servers have no restart intensity).
-        "min": (lambda v: v > 0, "must be > 0 (with 0 a crashing server restarts as fast as it can, for ever)"),
-        "max": (lambda v: v > 0, "must be > 0 (with 0 a crashing server restarts as fast as it can, for ever)"),
+        "min": _BACKOFF_BOUND,
+        "max": _BACKOFF_BOUND,
         "jitter": _NON_NEGATIVE,
         "reset_after": _NON_NEGATIVE,
         "max_consecutive": _AT_LEAST_ONE,
