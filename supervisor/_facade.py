@@ -414,7 +414,9 @@ class Supervisor:
         and added ones start; a removed server's drain holds up no other server. Only an
         added server that runs the very same command as a removed one (``command``,
         ``args``, ``cwd`` and ``env``: a renamed server) starts once that one has stopped,
-        so the two never run side by side. Unchanged ones are not touched. A spec with a
+        so the two never run side by side. A server to remove that is being changed meanwhile
+        (an operator's `restart_server` or `remove_server`, another reload) is removed once
+        that change is over. Unchanged ones are not touched. A spec with a
         number out of its range raises ``ValueError`` before anything changes. With
         ``on_error``, a server whose step raised is reported to it (and left out of the
         names returned) and the others go on; without, the errors propagate (as an
@@ -446,11 +448,13 @@ class Supervisor:
 
         async def removal(name: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                if (other := self._changing.get(name)) is not None:  # being replaced or removed
+                if name in self._changing:  # an operator's change (or another reload's) under way
                     task_status.started()
-                    await step(name, self.remove_server, name)  # raises that, reported
-                    await other.wait()  # a renamed server starts once the other change is over
-                    return
+                    task_status = trio.TASK_STATUS_IGNORED
+                    while (other := self._changing.get(name)) is not None:
+                        await other.wait()  # the config wins once that change is over
+                    if name not in self._handles:  # that change removed it
+                        return
                 with self._one_change(name), trio.CancelScope(shield=True):  # begun, runs to the end
                     if (handle := self._handles.get(name)) is not None:
                         handle.withdrawn = True  # its drain publishes no tools again

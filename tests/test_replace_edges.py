@@ -251,9 +251,9 @@ async def test_a_removed_server_draining_does_not_publish_its_tools_again():
 
 async def test_a_renamed_server_waits_for_an_operators_removal_of_its_old_name_too():
     """The same rename while an operator's `remove_server` of the old name drains it: the
-    reload's own removal is refused (the name is being removed), and the renamed server
-    started at once, beside the old one still draining (a review). It waits for that
-    removal now."""
+    renamed server started at once, beside the old one still draining (a review). It waits
+    for that removal now, and the reload's own removal, which finds the name gone once the
+    operator's is over, is no error."""
     old = server_spec("before", "echo.py", shutdown_timeout=60, timeout=60)
     renamed = msgspec.structs.replace(old, name="after")
     errors: list = []
@@ -265,9 +265,46 @@ async def test_a_renamed_server_waits_for_an_operators_removal_of_its_old_name_t
                 nursery.start_soon(sup.remove_server, "before")
                 await wait_until(lambda: "before" in sup._changing, timeout=10, what="the operator's removal")
                 nursery.start_soon(functools.partial(sup.reconcile, [renamed], on_error=lambda n, e: errors.append(n)))
-                await wait_until(lambda: errors, timeout=10, what="the reload's own removal refused")
                 await trio.sleep(0.5)
                 assert "after" not in sup.servers and len(procs_with_marker(marker_of(old))) == 1
                 call.cancel()
             await sup.wait_connected("after", timeout=20)
+        assert errors == []
         assert_removed_before_started(events)
+
+
+async def test_a_reload_removes_a_server_an_operator_is_restarting_once_the_restart_is_over(tmp_path):
+    """A reload renames ``before`` to ``after`` while an operator's `restart_server` of
+    ``before`` is connecting its new incarnation. The reload's removal was refused (the name
+    was being changed) and reported, and once the restart was over ``after`` started beside
+    the restarted ``before``: the two ran side by side, and ``before`` stayed supervised
+    though the config no longer had it (a review). The removal now waits for the restart and
+    then removes ``before``; ``after`` starts after that."""
+    flag = tmp_path / "slow"
+    marker = f"before-{uuid.uuid4().hex[:12]}"
+    old = ServerSpec(
+        name="before",
+        command="sh",
+        args=["-c", f'[ -f "{flag}" ] && sleep 2; exec "{sys.executable}" "{SERVERS / "echo.py"}"'],
+        env={"MCP_TEST_MARKER": marker},
+        connect_timeout=30,
+    )
+    renamed = msgspec.structs.replace(old, name="after")
+    errors: list = []
+    async with Supervisor([old]) as sup:
+        await sup.wait_connected("before", timeout=20)
+        events = sup.subscribe()
+        flag.touch()
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.restart_server, "before")
+                await wait_until(lambda: "before" in sup._changing, timeout=10, what="the operator's restart")
+                done = await sup.reconcile([renamed], on_error=lambda n, e: errors.append((n, e)))
+            assert errors == [] and done["removed"] == ["before"] and done["added"] == ["after"], (errors, done)
+            assert sorted(sup.servers) == ["after"]
+            await sup.wait_connected("after", timeout=20)
+            assert len(procs_with_marker(marker)) == 1
+        seen = [(e.path.rsplit(":", 1)[1], e.kind) for e in drain(events)
+                if e.path.endswith(("server:before", "server:after")) and e.kind in ("removed", "started")]
+        # the restart's own removal and start of ``before``, then the reload's
+        assert seen == [("before", "removed"), ("before", "started"), ("before", "removed"), ("after", "started")], seen
