@@ -1504,6 +1504,8 @@ class _Connection:
                 why = str(_unwrap(exc))
             finally:
                 self._acknowledged(generation)  # nobody waits on a stream that is not coming
+            if self.death is not None:
+                return  # it went with its connection; the next incarnation opens its own
             if opened_at is None:
                 log.info("server %r: no subscriptions/listen stream (%s)", self.spec.name, why)
                 return

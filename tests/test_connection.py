@@ -1157,6 +1157,25 @@ async def test_a_listen_stream_the_server_ends_is_reopened_and_what_it_missed_is
         assert connection_status(sup, "noisy").restarts == 0
 
 
+async def test_a_server_that_dies_logs_no_listen_stream_to_reopen(caplog):
+    """A server that died took its listen stream with it, and every crash logged "stream
+    lost ...; reopening in 0.5 s" beside the death, though that incarnation reopens nothing:
+    the next one opens its own. Only a stream lost while its connection lives says so now."""
+    caplog.set_level(logging.INFO, logger="supervisor.connection")
+    spec = server_spec("crashy", "crash_on_call.py", backoff=BackoffPolicy(min=0.5, max=0.5, jitter=0.0))
+    async with Supervisor([spec]) as sup:
+        await settled(sup, "crashy")
+        for _ in range(3):
+            version = sup.link("crashy").tools_version
+            with pytest.raises(ServerCrashed):
+                await sup.call_tool("crash", {}, server="crashy", timeout=10)
+            await sup.wait_connected("crashy", timeout=20)
+            await wait_until(lambda: sup.link("crashy").tools_version > version, what="the next incarnation's lists")
+        assert connection_status(sup, "crashy").restarts == 3
+    lines = [r.getMessage() for r in caplog.records if "stream" in r.getMessage()]
+    assert not [line for line in lines if "reopening" in line], lines
+
+
 @pytest.mark.parametrize("session", ["same", "new"], ids=["child-in-group", "child-left-group"])
 @pytest.mark.parametrize("exits_by_itself", [False, True], ids=["server-killed", "server-exits"])
 async def test_no_orphans_from_a_server_that_spawns_a_grandchild(exits_by_itself, session, tmp_path):
