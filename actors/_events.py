@@ -54,7 +54,7 @@ class EventBus:
         self._subscribers.clear()
 
     def publish(self, event: Event) -> None:
-        level = logging.WARNING if event.kind in ("exited", "gave_up", "failed") and event.reason else logging.INFO
+        level = logging.WARNING if event.kind in _WARNINGS and event.reason else logging.INFO
         if log.isEnabledFor(level):
             extra = f" in {event.delay:.3g}s" if event.delay is not None else ""
             log.log(level, "%s %s%s%s", event.path, event.kind, extra, f": {event.reason}" if event.reason else "")
@@ -65,6 +65,10 @@ class EventBus:
                 self.dropped += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(send)
+
+
+_WARNINGS = frozenset({"exited", "gave_up", "failed", "tool_collision"})
+"""Kinds of event logged as warnings (when they carry a reason): what an operator acts on."""
 
 
 class _Sink:

@@ -985,8 +985,7 @@ class Registry:
             refused=MappingProxyType(dict(collisions)),
             toolsets=self._toolsets,
         )
-        for collision in new_collisions:
-            log.warning("tool collision: %s", collision.message)
+        for collision in new_collisions:  # (logged as a warning by the event bus)
             publish("tool_collision", reason=collision.message, data=msgspec.to_builtins(collision))
         if [e.spec for e in previous.entries.values()] != [e.spec for e in entries.values()]:
             old_names, new_names = set(previous.entries), set(entries)

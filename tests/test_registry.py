@@ -7,6 +7,7 @@ call path is exercised the way the façade uses it, through ``registry.view``.
 from __future__ import annotations
 
 import http.server
+import logging
 import threading
 from contextlib import asynccontextmanager
 
@@ -109,7 +110,8 @@ async def test_publish_tools_for_a_configured_server_takes_its_namespace_and_cat
 # -- collisions -------------------------------------------------------------------------
 
 
-async def test_collision_is_refused_naming_both_servers_and_the_tool_and_the_first_tool_stays():
+async def test_collision_is_refused_naming_both_servers_and_the_tool_and_the_first_tool_stays(caplog):
+    caplog.set_level(logging.INFO)
     async with running_registry() as (registry, events):
         await registry.publish_tools("alpha", 1, [tool("search", description="alpha's")])
         drain(events)
@@ -126,6 +128,9 @@ async def test_collision_is_refused_naming_both_servers_and_the_tool_and_the_fir
         reason = collisions[0].reason
         assert "'alpha'" in reason and "'beta'" in reason and "'search'" in reason
         assert collisions[0].data["server"] == "beta" and collisions[0].data["kept_server"] == "alpha"
+        # ... logged once, as a warning (the registry's own warning doubled every line)
+        logged = [r for r in caplog.records if reason in r.getMessage()]
+        assert [r.levelname for r in logged] == ["WARNING"], [(r.name, r.levelname) for r in logged]
 
         # ... kept in the status, and the refused tool says why when asked for directly.
         snap = await registry.snapshot()
