@@ -163,6 +163,7 @@ class EmbeddedSupervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._state = _STARTING
+        self._start_begun = False  # a handle runs once (`_start`)
         self._stop_asked = False  # by aclose, a cancelled start or the host's shutdown
         self._sup: Supervisor | None = None
         self._requests: trio.Nursery | None = None
@@ -191,11 +192,20 @@ class EmbeddedSupervisor:
         first attempt failed). A cancelled start stops the run before re-raising; cancelled
         again meanwhile, it re-raises at once, and the keeper task (made before the start is
         awaited) still waits for the run's end, as the loop's end does for it. An earlier
-        run of this loop that is stopping holds the thread until it ends: waited for first."""
+        run of this loop that is stopping holds the thread until it ends: waited for first.
+        A handle runs once: a second start (the same ``embed(...)`` awaited again, even
+        after ``aclose``) is refused."""
         loop = asyncio.get_running_loop()
-        await _wait_for_a_stopping_run(loop)
-        if trio.lowlevel.in_trio_run():
-            raise RuntimeError(_why_trio_runs_here(loop))
+        if self._start_begun:
+            raise RuntimeError("an embedded supervisor runs once; call embed() again for a new one")
+        self._start_begun = True  # before any await: two starts at once are one too many
+        try:
+            await _wait_for_a_stopping_run(loop)
+            if trio.lowlevel.in_trio_run():
+                raise RuntimeError(_why_trio_runs_here(loop))
+        except BaseException:
+            self._start_begun = False  # nothing ran: the same handle may try again
+            raise
         self._loop = loop
         self._started = loop.create_future()
         self._finished = loop.create_future()
@@ -892,6 +902,8 @@ def embed(
     ``RuntimeError`` if this thread already runs trio (one guest run per loop); an earlier
     run of this loop that is stopping (closed, crashed, or its start cancelled) is waited
     for instead. Cancelled, it stops the tree before re-raising (see the module guarantees).
+    What it returns starts one run: awaited (or entered) a second time, even once closed,
+    it raises ``RuntimeError``; call ``embed`` again for a new run.
     """
     servers, config = _servers_of(servers_or_config)
     host_toolsets = dict(toolsets or {})

@@ -300,3 +300,45 @@ def test_aclose_cuts_a_reload_that_waits_for_a_slow_replacement_short(tmp_path):
     assert procs_with_marker(marker_of(old)) == [] and procs_with_marker(marker_of(new)) == []
     (answer,) = outcome["reload"]
     assert isinstance(answer, Exception), answer  # the handle closed under it
+
+
+# -- one run per handle -------------------------------------------------------------------------
+
+
+def test_an_embedding_awaited_again_is_refused_and_starts_nothing():
+    """The same ``embed(...)`` object awaited (or entered) again after its handle closed
+    started the tree again on that handle, its state still "closed": an ``aclose`` or a
+    cancel meanwhile asked nothing to stop, waited for an end nobody asked for, and the
+    tree came up anyway. A handle runs once now: a second start, after the first or
+    during it, raises ``RuntimeError`` and starts no server."""
+    echo = server_spec("echo", "echo.py")
+
+    async def main() -> None:
+        embedding = embed([echo])
+        async with embedding as sup:
+            pass
+        assert procs_with_marker(marker_of(echo)) == []
+        with pytest.raises(RuntimeError, match="runs once; call embed\\(\\) again"):
+            await embedding
+        with pytest.raises(RuntimeError, match="runs once"):
+            async with embedding:
+                pass
+        assert not sup.running and procs_with_marker(marker_of(echo)) == []
+        await asyncio.wait_for(sup.aclose(), 10)  # still idempotent: nothing to wait for
+
+        embedding = embed([echo])
+        async with embedding as sup:
+            with pytest.raises(RuntimeError, match="runs once"):  # during the run
+                await embedding
+            assert text_of(await sup.call_tool("echo", {"text": "still up"}, timeout=30)) == "still up"
+
+        embedding = embed([echo])  # two starts at once: the second is refused
+        first, second = asyncio.ensure_future(embedding._open()), asyncio.ensure_future(embedding._open())
+        with pytest.raises(RuntimeError, match="runs once"):
+            await second
+        sup = await first
+        assert text_of(await sup.call_tool("echo", {"text": "once"}, timeout=30)) == "once"
+        await sup.aclose()
+        assert procs_with_marker(marker_of(echo)) == []
+
+    run_asyncio(main, timeout=60)
