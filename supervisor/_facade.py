@@ -104,12 +104,12 @@ class Supervisor:
         names = [s.name for s in servers]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate server names: {sorted({n for n in names if names.count(n) > 1})}")
+        self._inproc = dict(inproc or {})
         for spec in servers:
-            check_spec(spec)
+            self._check(spec)
         self._specs = {s.name: s for s in servers}
         #: Hides the configured secrets in what leaves: failures, status, events (`_redact`).
         self.redactor = Redactor(servers)
-        self._inproc = dict(inproc or {})
         self._handles: dict[str, ServerHandle] = {}
         #: Servers being replaced, updated or removed: one such change per server at a time.
         self._changing: dict[str, trio.Event] = {}  # each set once its change is over
@@ -188,7 +188,7 @@ class Supervisor:
         Raises ``ValueError`` for a name supervised already (the running server is not
         touched), ``RuntimeError`` while that name is being replaced or removed. (While it
         connects, it may be updated, replaced or removed.)"""
-        check_spec(spec)
+        self._check(spec)
         with self._one_change(spec.name):  # checked, not held
             if spec.name in self._handles:
                 raise ValueError(f"server {spec.name!r} is supervised already (replace_server changes its spec)")
@@ -276,7 +276,7 @@ class Supervisor:
           raised. One change (replacement, update or removal) of a server at a time:
           another (or an addition) while one is under way raises ``RuntimeError``.
         """
-        check_spec(spec)
+        self._check(spec)
         handle = self._handles.get(spec.name)
         if handle is None:
             return await self.add_server(spec)
@@ -366,6 +366,19 @@ class Supervisor:
         (server,) = [child for child in servers.children if child.id == f"server:{name}"]
         return server
 
+    def _check(self, spec: ServerSpec) -> None:
+        """`check_spec`, and a spec with no server behind it refused (``ValueError``): made
+        in code with neither ``command`` nor ``url`` and no in-process server given for its
+        name, it would restart for ever, failing each connect with a bare assertion."""
+        check_spec(spec)
+        if spec.command is not None and spec.url is not None:
+            raise ValueError(f"server {spec.name!r}: both command and url are set: a server is either one")
+        if spec.kind == "inproc" and spec.name not in self._inproc:
+            raise ValueError(
+                f"server {spec.name!r}: neither command (stdio) nor url (remote) is set, and no "
+                "in-process server was given for it (inproc=)"
+            )
+
     def _supervised(self, name: str) -> ServerHandle:
         """The handle of server ``name``; ``KeyError`` naming the supervised ones otherwise."""
         handle = self._handles.get(name)
@@ -424,7 +437,7 @@ class Supervisor:
         """
         specs = {s.name: s for s in wanted if s.enabled}
         for spec in specs.values():  # all checked before anything changes
-            check_spec(spec)
+            self._check(spec)
         current = {name: handle.spec for name, handle in self._handles.items()}
         added = [n for n in specs if n not in current]
         removed = [n for n in current if n not in specs]

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import trio
+from mcp.server.mcpserver import MCPServer
 
 from conftest import collect, marker_of, procs_with_marker, server_spec, wait_until
 from protocol import (
@@ -467,6 +468,27 @@ async def test_a_spec_made_in_code_with_a_number_out_of_range_is_refused_before_
     with pytest.raises(ValueError, match=r"server 'remote': headers.Authorization: the value holds a line break") as refused:
         Supervisor([leaky])
     assert "sk-SECRET" not in str(refused.value)
+
+
+async def test_a_spec_made_in_code_with_no_server_behind_it_is_refused():
+    """``ServerSpec(name="x")`` made in code, with neither ``command`` nor ``url`` and no
+    in-process server for it, started, then restarted for ever, each connect failing
+    "could not connect: AssertionError: " (a probe). It is refused at once now, as is a
+    spec with both; a config file refuses both already."""
+    nothing = ServerSpec(name="x")
+    both = ServerSpec(name="y", command="true", url="http://127.0.0.1:9/mcp")
+    for spec, words in ((nothing, "neither command .stdio. nor url"), (both, "both command and url are set")):
+        with pytest.raises(ValueError, match=rf"server '{spec.name}': {words}"):
+            Supervisor([spec])
+    async with Supervisor([server_spec("echo", "echo.py")]) as sup:
+        await sup.wait_connected("echo", timeout=30)
+        for spec in (nothing, both):
+            for change in (lambda: sup.add_server(spec), lambda: sup.reconcile([spec])):
+                with pytest.raises(ValueError, match=rf"server '{spec.name}'"):
+                    await change()
+        assert sup.servers == ["echo"]
+    async with Supervisor([nothing], inproc={"x": MCPServer("x")}) as sup:  # one given: fine
+        await sup.wait_connected("x", timeout=30)
 
 
 async def test_invalid_arguments_never_reach_the_server(tmp_path):
