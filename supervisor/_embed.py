@@ -66,9 +66,9 @@ cancels the tasks left, and that one closes the tree before it ends). A
 loop closed without that (``run_until_complete`` or ``stop``, then ``close``) abandons the
 guest run half-way, for good: it holds the thread, so no later ``embed`` or ``trio.run``
 there (``embed`` says why). The close is seen (the loop's ``close`` is shadowed while a run
-is live): a warning is logged, and the stdio servers' process trees are killed then and
-there, unless another embedded run of this process is live (it might own some of them: the
-reaper kills them at exit). The host loop must be a plain
+is live): a warning is logged, and this tree's stdio servers' process trees are killed then
+and there (another supervisor's in this process, embedded or a trio one in another thread,
+are left alone). The host loop must be a plain
 asyncio loop; note that merely importing ``trio_asyncio`` makes ``asyncio.run``'s default
 loop trio-asyncio's own (which is trio), so a process that imports it makes its loop
 explicitly (``asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)``). This package
@@ -84,6 +84,7 @@ import functools
 import inspect
 import logging
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any
@@ -92,7 +93,7 @@ import outcome as outcome_lib
 import trio
 from mcp_types import INTERNAL_ERROR, ErrorData
 
-from actors import kill_every_server_now
+from actors import _process
 from actors._registry import check_toolsets
 from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnavailable, ToolSpec
 from protocol._settings import Config
@@ -109,9 +110,8 @@ _STARTING, _RUNNING, _CLOSING, _CLOSED = "starting", "running", "closing", "clos
 #: Worker tasks kept waiting for requests once a burst is over (the rest end).
 _IDLE_WORKERS = 16
 
-#: The guest runs not ended yet, each in its thread (``_this_thread.run``: a run whose loop
-#: was closed stays there, holding the thread, so a later ``embed`` can say why it cannot).
-_live_runs: set[EmbeddedSupervisor] = set()
+#: This thread's guest run not ended yet (``_this_thread.run``: a run whose loop was closed
+#: stays there, holding the thread, so a later ``embed`` can say why it cannot).
 _this_thread = threading.local()
 
 
@@ -166,6 +166,7 @@ class EmbeddedSupervisor:
         self._start_begun = False  # a handle runs once (`_start`)
         self._stop_asked = False  # by aclose, a cancelled start or the host's shutdown
         self._sup: Supervisor | None = None
+        self._tree: Supervisor | None = None  # from its making on, running or not
         self._requests: trio.Nursery | None = None
         self._lifetime: trio.CancelScope | None = None
         self._stop_requested: trio.Event | None = None
@@ -215,7 +216,6 @@ class EmbeddedSupervisor:
         self._stop_requested = trio.Event()
         self._driver = start_guest_run(loop, self._guest_main, done_callback=self._guest_done)
         self._token = trio.lowlevel.current_trio_token()  # allowed once start_guest_run returned
-        _live_runs.add(self)
         _this_thread.run = self
         self._watch_host_close()
         # Before the start is awaited: a caller cancelled twice (its wait for the stop cut
@@ -253,6 +253,7 @@ class EmbeddedSupervisor:
         with self._lifetime:  # cancelled only by a stop while starting
             on_input_request = self._input_bridge(self._on_input_request) if self._on_input_request else None
             sup = Supervisor(self._servers, inproc=self._inproc, toolsets=self._toolsets, on_input_request=on_input_request)
+            self._tree = sup
             async with sup:
                 try:
                     async with trio.open_nursery() as requests:
@@ -326,7 +327,6 @@ class EmbeddedSupervisor:
             _this_thread.run = None
 
     def _forget_close_hook(self) -> None:
-        _live_runs.discard(self)
         hook, self._close_hook = self._close_hook, None
         if hook is not None and vars(self._loop).get("close") is hook:
             del self._loop.close  # type: ignore[misc]
@@ -335,22 +335,32 @@ class EmbeddedSupervisor:
         """The host closed the loop while the run was live (no ``aclose``, and no
         ``asyncio.run`` to close it): trio can never tick again, the run is abandoned half-way
         and holds this thread. Its stdio servers would run on until this process exits (the
-        reaper takes them then): their process trees are killed now, when no other embedded
-        run of this process could own some of them."""
+        reaper takes them then): their process trees are killed now. Only this tree's: the
+        servers of another supervisor of this process (embedded, or a trio ``Supervisor``
+        in another thread) are not touched."""
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
         self._forget_close_hook()  # (the run stays this thread's: a later embed says why it cannot)
-        others = len(_live_runs)
-        killed = kill_every_server_now() if not others else 0
+        killed = _kill_groups_now(self._own_groups())
         log.warning(
             "the asyncio loop of an embedded supervisor was closed without aclose(): its trio guest run is "
-            "abandoned half-way and holds this thread (no embed() or trio.run here any more); %s. Close it "
-            "first: `await sup.aclose()` or `async with embed(...)` (asyncio.run does it for you)",
-            f"its stdio servers were killed ({killed})"
-            if not others
-            else f"its stdio servers run until this process exits ({others} other embedded runs might own some)",
+            "abandoned half-way and holds this thread (no embed() or trio.run here any more); its stdio "
+            "servers were killed (%d). Close it first: `await sup.aclose()` or `async with embed(...)` "
+            "(asyncio.run does it for you)",
+            killed,
         )
+
+    def _own_groups(self) -> dict[int, str]:
+        """The process groups of this tree's stdio servers (their latest incarnations):
+        group -> incarnation id. A server's link has one process at a time (an incarnation
+        starts once the previous one's is gone, a replacement once the old subtree stopped),
+        and a server being removed stays supervised until its process is gone."""
+        sup = self._tree
+        if sup is None:
+            return {}
+        processes = (sup.link(name).process for name in sup.servers)
+        return {proc.pid: proc.incarnation for proc in processes if proc is not None and proc.pid is not None}
 
     def _request_stop(self) -> None:
         """Ask the guest run to stop (from the host loop); harmless once it has ended."""
@@ -977,6 +987,23 @@ def _why_trio_runs_here(loop: asyncio.AbstractEventLoop) -> str:
         "program, trio-asyncio's loop, or an earlier embed() on this loop): in trio, use "
         "`async with Supervisor(...)`; share one EmbeddedSupervisor per loop"
     )
+
+
+def _kill_groups_now(groups: dict[int, str]) -> int:
+    """SIGKILL each of ``groups`` (group -> incarnation id) still listed as live, with every
+    process carrying its incarnation id; returns how many. ``kill_every_server_now`` for
+    these groups only (what it does for each; it belongs beside it, in `actors._process`)."""
+    killed = 0
+    for pgid, incarnation in groups.items():
+        listed = _process._live_groups.get(pgid)
+        if listed is None or listed[0] != incarnation:
+            continue  # gone (and its number maybe another's since)
+        start = listed[1]
+        escaped: set[int] = set()
+        _, marked = _process._survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
+        if _process._signal_tree(pgid, marked, escaped, signal.SIGKILL, incarnation):
+            killed += 1
+    return killed
 
 
 def _mark_retrieved(future: asyncio.Future[Any]) -> None:

@@ -10,10 +10,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -21,7 +28,7 @@ from protocol import UnknownTool
 from supervisor import SupervisedMCPServer, embed
 
 from conftest import marker_of, procs_with_marker, server_spec
-from test_embed import eventually, run_agent, run_asyncio, seed_failure, text_of
+from test_embed import _line_within, eventually, run_agent, run_asyncio, seed_failure, text_of
 
 
 def config_file(path: Any, *specs: Any, **settings: Any) -> Any:
@@ -342,3 +349,95 @@ def test_an_embedding_awaited_again_is_refused_and_starts_nothing():
         assert procs_with_marker(marker_of(echo)) == []
 
     run_asyncio(main, timeout=60)
+
+
+# -- a host loop closed without aclose ----------------------------------------------------------
+
+
+_HOST_WITH_ANOTHER_SUPERVISOR = """
+import asyncio, logging, sys, threading
+import msgspec, trio
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from protocol import ServerSpec
+from supervisor import Supervisor, embed
+
+ours, gone, theirs = msgspec.json.decode(sys.argv[2].encode(), type=list[ServerSpec])
+go_on = threading.Event()
+
+def find(node, id):
+    if node.id == id:
+        return node
+    return next((found for child in node.children if (found := find(child, id))), None)
+
+def other_thread():  # a plain trio Supervisor of the same process
+    async def main():
+        async with Supervisor([theirs]) as sup:
+            print("theirs", sup.link("theirs").process.pid, flush=True)
+            await trio.to_thread.run_sync(go_on.wait)
+            result = await sup.call_tool("echo", {"text": "still here"}, timeout=10)
+            restarts = find(sup.status(), "connection:theirs").restarts
+            print("theirs:", result.content[0].text, "restarts", restarts, flush=True)
+    trio.run(main)
+
+thread = threading.Thread(target=other_thread)
+thread.start()
+assert sys.stdin.readline() == "embed\\n"
+
+async def start():
+    sup = await embed([ours, gone])
+    tasks = [asyncio.ensure_future(sup.call_tool("gone__sleep", {"seconds": 60}, timeout=120))]
+    await asyncio.sleep(0.5)  # the call is in flight: the removal below drains it
+    tasks.append(asyncio.ensure_future(sup.reload([ours])))
+    while any(tool.name.startswith("gone__") for tool in await sup.list_tools()):
+        await asyncio.sleep(0.02)  # withdrawn: the removal drains the call now
+    return sup, tasks
+
+loop = asyncio.new_event_loop()
+sup, tasks = loop.run_until_complete(start())
+loop.close()
+print("closed", flush=True)
+assert sys.stdin.readline() == "go on\\n"
+go_on.set()
+thread.join(30)
+"""
+
+
+def test_a_host_loop_closed_without_aclose_kills_its_own_servers_only():
+    """A host loop closed without ``aclose`` killed every stdio server of the process when
+    no other embedded run was live: a trio ``Supervisor`` running in another thread lost
+    its server (SIGKILL, a restart, its calls in flight failed). Only this tree's servers
+    go now, one a reload removed while it drains a call included; the other supervisor's
+    server runs on, the same process, and answers."""
+    ours = server_spec("ours", "echo.py", namespace="prefix")
+    gone = server_spec("gone", "echo.py", namespace="prefix", shutdown_timeout=60)
+    theirs = server_spec("theirs", "echo.py")
+    host = subprocess.Popen(
+        [sys.executable, "-c", _HOST_WITH_ANOTHER_SUPERVISOR, str(Path(__file__).resolve().parent.parent),
+         msgspec.json.encode([ours, gone, theirs]).decode()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        label, pid = _line_within(host.stdout, 30).split()
+        assert label == "theirs" and procs_with_marker(marker_of(theirs)) == [int(pid)]
+        host.stdin.write("embed\n")
+        host.stdin.flush()
+        assert _line_within(host.stdout, 30) == "closed"
+        deadline = time.monotonic() + 5  # a SIGKILL takes effect soon after, not in the kill call
+        while procs_with_marker(marker_of(ours)) + procs_with_marker(marker_of(gone)):
+            assert time.monotonic() < deadline, "this tree's servers outlived the host's loop"
+            time.sleep(0.02)
+        assert procs_with_marker(marker_of(theirs)) == [int(pid)]
+        host.stdin.write("go on\n")
+        host.stdin.flush()
+        assert _line_within(host.stdout, 30) == "theirs: still here restarts 0"
+        _, err = host.communicate(timeout=30)
+        assert "its stdio servers were killed (2)" in err, err
+        assert "ConnectionDied" not in err, err
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait(10)
+        for spec in (ours, gone, theirs):
+            for leftover in procs_with_marker(marker_of(spec)):
+                os.kill(leftover, signal.SIGKILL)
