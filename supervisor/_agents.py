@@ -39,6 +39,9 @@ Guarantees:
   for such a scope, so a misspelt name is caught there.
 - The session id (``session_id=``, the copilot's ``X-Session-Id``) travels in every request's
   ``_meta`` under ``session_meta_key`` on the shared connection: no connection per session.
+  To an HTTP/SSE server it also goes as the ``X-Session-Id`` header of each request's POST,
+  whatever the key (`actors._session_header`: once an adapter used a key, a session under
+  it is lifted for every request of the process, after one under ``session_id``).
   A per-call ``meta`` (the SDK's ``tool_meta_resolver``, say) is merged over it.
 - Every tool name ``list_tools`` hands the model is one model APIs accept as a function name
   (``^[a-zA-Z0-9_-]{1,64}$``, OpenAI's and Anthropic's rule; MCP allows 128 characters and
@@ -79,6 +82,7 @@ from agents.mcp import MCPServer, ToolFilter, ToolFilterContext
 from mcp import MCPError
 
 from actors._registry import NAMESPACE_SEPARATOR
+from actors._session_header import use_session_meta_key
 from actors._wire import unsendable
 from protocol import INVALID_PARAMS, Failure, ToolResult, ToolSpec, UnknownTool
 
@@ -226,6 +230,7 @@ class SupervisedMCPServer(MCPServer):
         self.tool_filter = tool_filter
         if server is not None and (toolset is not None or category is not None):
             raise ValueError("give either server= or toolset=/category=, not both")
+        use_session_meta_key(session_meta_key)  # the X-Session-Id header follows it
         self.supervisor = supervisor
         self.server = server
         self.toolset = toolset

@@ -24,10 +24,10 @@ import msgspec
 import pytest
 import trio
 
-from protocol import UnknownTool
+from protocol import ServerSpec, UnknownTool
 from supervisor import SupervisedMCPServer, embed
 
-from conftest import marker_of, procs_with_marker, server_spec
+from conftest import SERVERS, marker_of, procs_with_marker, server_spec
 from test_embed import _line_within, eventually, run_agent, run_asyncio, seed_failure, text_of
 
 
@@ -441,3 +441,49 @@ def test_a_host_loop_closed_without_aclose_kills_its_own_servers_only():
         for spec in (ours, gone, theirs):
             for leftover in procs_with_marker(marker_of(spec)):
                 os.kill(leftover, signal.SIGKILL)
+
+
+# -- the session header and the adapter's _meta key ---------------------------------------------
+
+
+def test_the_session_header_follows_the_adapters_session_meta_key():
+    """``SupervisedMCPServer(session_meta_key="conversation")`` sent the session in ``_meta``
+    under that key, but the ``X-Session-Id`` header of a remote server's POST was lifted
+    from ``session_id`` only: every session's request went out with the static header.
+    The header follows the adapter's key now; ``session_id`` still comes first when a body
+    holds both, and a key that is no string is refused at construction."""
+    server = subprocess.Popen(
+        [sys.executable, str(SERVERS / "http_headers.py"), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        line = _line_within(server.stdout, 30)
+        assert line.startswith("LISTENING"), line
+        spec = ServerSpec(
+            name="remote", url=f"http://127.0.0.1:{line.split()[1]}/mcp", transport="streamable-http",
+            headers={"X-Session-Id": "static"}, connect_timeout=10,
+        )
+
+        async def header(adapter: SupervisedMCPServer, meta: dict[str, Any] | None = None) -> str | None:
+            result = await adapter.call_tool("headers", {}, meta)
+            assert not result.is_error, text_of(result)
+            return result.structured_content["headers"].get("x-session-id")
+
+        async def main() -> None:
+            async with embed([spec]) as sup:
+                adapter = SupervisedMCPServer(sup, server="remote", session_id="sess-a", session_meta_key="conversation")
+                assert await header(adapter) == "sess-a"
+                assert await header(adapter.with_session("sess-b")) == "sess-b"
+                assert await header(adapter.with_session(None)) == "static"  # no session: the static one
+                assert await header(adapter, {"session_id": "first"}) == "first"  # the default key wins
+                plain = SupervisedMCPServer(sup, server="remote", session_id="sess-c")
+                assert await header(plain) == "sess-c"
+                with pytest.raises(TypeError, match="non-empty string"):
+                    SupervisedMCPServer(sup, server="remote", session_meta_key=7)
+                with pytest.raises(TypeError, match="non-empty string"):
+                    SupervisedMCPServer(sup, server="remote", session_meta_key="")
+
+        run_asyncio(main, timeout=60)
+    finally:
+        server.kill()
+        server.wait(10)
