@@ -87,7 +87,7 @@ from actors._wire import unsendable
 from protocol import INVALID_PARAMS, Failure, ToolResult, ToolSpec, UnknownTool
 
 from ._embed import EmbeddedSupervisor, _call_maybe_async
-from ._facade import Supervisor
+from ._facade import Supervisor, _check_call
 
 if TYPE_CHECKING:
     from agents.agent import AgentBase
@@ -196,7 +196,7 @@ class SupervisedMCPServer(MCPServer):
     ``supervisor``: an ``EmbeddedSupervisor`` or a trio ``Supervisor`` (trio-asyncio).
     ``server`` / ``toolset`` / ``category`` choose the tools (``server`` alone, or a toolset
     and/or a category across servers; nothing: every tool). ``timeout`` overrides the
-    server's call timeout. ``meta`` is sent in every request's ``_meta``, with
+    server's call timeout (a finite number of seconds, or ``ValueError`` here). ``meta`` is sent in every request's ``_meta``, with
     ``session_id`` under ``session_meta_key``. ``tool_filter`` narrows what ``list_tools``
     gives the model, as on the SDK's own servers (a static allow/block list of tool names
     as the supervisor lists them, or a callable given a ``ToolFilterContext`` and the tool;
@@ -231,6 +231,9 @@ class SupervisedMCPServer(MCPServer):
         if server is not None and (toolset is not None or category is not None):
             raise ValueError("give either server= or toolset=/category=, not both")
         use_session_meta_key(session_meta_key)  # the X-Session-Id header follows it
+        # Each call's own check of its timeout, at once: inside an agent run, a ValueError
+        # raised by every call became the SDK's "An error occurred while running the tool".
+        _check_call("", None, timeout, None)
         self.supervisor = supervisor
         self.server = server
         self.toolset = toolset

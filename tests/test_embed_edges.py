@@ -487,3 +487,21 @@ def test_the_session_header_follows_the_adapters_session_meta_key():
     finally:
         server.kill()
         server.wait(10)
+
+
+def test_an_adapter_refuses_a_timeout_no_call_could_use_when_it_is_made():
+    """``SupervisedMCPServer(timeout=float("inf"))`` (nan, True, "5" too) was accepted; every
+    call then raised ``ValueError``, which an agent run turned into "An error occurred while
+    running the tool. Please try again." It is refused when the adapter is made now, by the
+    check each call makes; a finite timeout still works."""
+    echo = server_spec("echo", "echo.py")
+
+    async def main() -> None:
+        async with embed([echo]) as sup:
+            for bad in (float("inf"), float("nan"), True, "5"):
+                with pytest.raises(ValueError, match="timeout must be a finite number of seconds"):
+                    SupervisedMCPServer(sup, server="echo", timeout=bad)
+            adapter = SupervisedMCPServer(sup, server="echo", timeout=30)
+            assert text_of(await adapter.call_tool("echo", {"text": "finite"})) == "finite"
+
+    run_asyncio(main, timeout=60)
