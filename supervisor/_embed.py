@@ -238,10 +238,19 @@ class EmbeddedSupervisor:
         try:
             await asyncio.shield(self._finished)
         except asyncio.CancelledError:
+            if not self._finished.done() and not self._stop_asked:
+                # The tasks cancelled with this one (the host's end cancels them all at once,
+                # in no set order) get a turn of the loop first: one leaving its
+                # ``async with embed(...)`` asks for the stop then, and needs no warning.
+                try:
+                    await asyncio.sleep(0)
+                finally:  # (cancelled again meanwhile: the stop is asked all the same)
+                    if not self._finished.done() and not self._stop_asked:
+                        log.warning(
+                            "the host is shutting down and the embedded supervisor was not closed: closing it now"
+                        )
+                    self._request_stop()
             if not self._finished.done():
-                if not self._stop_asked:
-                    log.warning("the host is shutting down and the embedded supervisor was not closed: closing it now")
-                self._request_stop()
                 await asyncio.shield(self._finished)
             raise
 

@@ -505,3 +505,44 @@ def test_an_adapter_refuses_a_timeout_no_call_could_use_when_it_is_made():
             assert text_of(await adapter.call_tool("echo", {"text": "finite"})) == "finite"
 
     run_asyncio(main, timeout=60)
+
+
+# -- the host's end -----------------------------------------------------------------------------
+
+
+def test_a_task_leaving_its_async_with_as_the_host_ends_gets_no_warning(caplog):
+    """``asyncio.run``'s end cancels every task left at once, in no set order: when it
+    cancelled the keeper task (which closes a tree the host never closed) before a task
+    inside ``async with embed(...)``, the keeper warned "the embedded supervisor was not
+    closed", though that task's ``async with`` was closing it. The order is made here (the
+    keeper first, in the same turn). The keeper lets the tasks cancelled with it run
+    first now; a tree nobody closes is still closed, and warned about."""
+    echo = server_spec("echo", "echo.py")
+
+    async def main() -> None:
+        entered = asyncio.Event()
+
+        async def user() -> None:
+            async with embed([echo]) as sup:
+                handle.append(sup)
+                entered.set()
+                await asyncio.sleep(3600)
+
+        handle: list[Any] = []
+        task = asyncio.create_task(user())
+        await asyncio.wait_for(entered.wait(), 30)
+        (sup,) = handle
+        sup._keeper.cancel()  # what asyncio.run's end does, in this order
+        task.cancel()
+        await asyncio.wait_for(asyncio.gather(sup._keeper, task, return_exceptions=True), 30)
+        assert not sup.running and procs_with_marker(marker_of(echo)) == []
+
+        sup = await embed([echo])  # never closed: the keeper closes it, and says so
+        sup._keeper.cancel()
+        await asyncio.wait_for(asyncio.gather(sup._keeper, return_exceptions=True), 30)
+        assert not sup.running and procs_with_marker(marker_of(echo)) == []
+
+    with caplog.at_level("WARNING", logger="supervisor.embed"):
+        run_asyncio(main, timeout=60)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "supervisor.embed"]
+    assert warnings == ["the host is shutting down and the embedded supervisor was not closed: closing it now"]
