@@ -33,9 +33,11 @@ Guarantees:
   ``toolset=``/``category=`` (one the model made up, or a tool a reload took out of the
   toolset) is an ``UnknownTool`` failure, never sent.
 - An adapter whose scope a reload took away (its ``server=`` removed, its ``toolset=`` no
-  longer known) lists no tools, with a warning logged once each time its scope goes (and a
-  note when it is back), and its calls come back as ``UnknownTool`` failures: an agent
-  holding it still runs, with its other adapters' tools. ``connect`` is strict: it raises
+  longer known) lists no tools, prompts, resources or templates, with a warning logged
+  once each time its scope goes (and a note when it is back), and its calls come back as
+  ``UnknownTool`` failures: an agent holding it still runs, with its other adapters'
+  tools. ``get_prompt`` and ``read_resource`` raise the ``MCPError`` (``INVALID_PARAMS``)
+  of an unknown prompt or resource, naming the scope. ``connect`` is strict: it raises
   for such a scope, so a misspelt name is caught there.
 - The session id (``session_id=``, the copilot's ``X-Session-Id``) travels in every request's
   ``_meta`` under ``session_meta_key`` on the shared connection: no connection per session.
@@ -177,8 +179,8 @@ def _note_scope(supervisor: Any, scope: tuple[str | None, ...], gone: Exception 
     if noted.get(scope) != reason:
         noted[scope] = reason
         log.warning(
-            "adapter scope %s names nothing the supervisor has now (%s): it lists no tools, and its "
-            "calls fail with UnknownTool, until a reload brings it back",
+            "adapter scope %s names nothing the supervisor has now (%s): it lists no tools, prompts or "
+            "resources, and its calls fail with UnknownTool, until a reload brings it back",
             _describe(scope),
             reason,
         )
@@ -396,7 +398,8 @@ class SupervisedMCPServer(MCPServer):
     # -- prompts and resources ------------------------------------------------------------
 
     async def list_prompts(self) -> mcp_types.ListPromptsResult:
-        prompts, _ = await self._run(_list_in_trio, self._scope(), "prompts", None, self._meta_with(None))
+        """The scope's prompts; none when the scope is gone (as for ``list_tools``)."""
+        prompts, _ = await self._list("prompts", None)
         return mcp_types.ListPromptsResult(prompts=prompts)
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> mcp_types.GetPromptResult:
@@ -404,16 +407,20 @@ class SupervisedMCPServer(MCPServer):
 
     async def list_resources(self, cursor: str | None = None) -> mcp_types.ListResourcesResult:
         """The scope's resources. ``cursor`` pages through one server; a listing over several
-        servers reads every page of each and returns no cursor."""
-        resources, next_cursor = await self._run(_list_in_trio, self._scope(), "resources", cursor, self._meta_with(None))
+        servers reads every page of each and returns no cursor. None when the scope is gone
+        (as for ``list_tools``)."""
+        resources, next_cursor = await self._list("resources", cursor)
         return mcp_types.ListResourcesResult(resources=resources, next_cursor=next_cursor)
 
     async def list_resource_templates(self, cursor: str | None = None) -> mcp_types.ListResourceTemplatesResult:
         """Like ``list_resources``, for resource templates."""
-        templates, next_cursor = await self._run(
-            _list_in_trio, self._scope(), "resource_templates", cursor, self._meta_with(None)
-        )
+        templates, next_cursor = await self._list("resource_templates", cursor)
         return mcp_types.ListResourceTemplatesResult(resource_templates=templates, next_cursor=next_cursor)
+
+    async def _list(self, what: str, cursor: str | None) -> tuple[list[Any], str | None]:
+        items, next_cursor, gone = await self._run(_list_in_trio, self._scope(), what, cursor, self._meta_with(None))
+        _note_scope(self.supervisor, self._scope(), gone)
+        return items, next_cursor
 
     async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
         return await self._run(_read_resource_in_trio, self._scope(), uri, self._meta_with(None))
@@ -455,19 +462,32 @@ class _TrioAsyncioBridge:
 # -- the trio side (each takes the trio Supervisor first) -----------------------------------
 
 
-def _list_tools_in_trio(
-    sup: Supervisor, server: str | None, toolset: str | None, category: str | None
-) -> tuple[list[ToolSpec], UnknownTool | ValueError | None]:
-    """The scope's tools, and None; or no tools and why the scope names nothing the
-    supervisor has now: ``UnknownTool`` for a server it does not run, ``ValueError`` for
-    a toolset it does not know (an unknown category is a typo, never a reload's doing: it
-    raises)."""
+def _gone(sup: Supervisor, server: str | None, toolset: str | None) -> UnknownTool | ValueError | None:
+    """Why a scope names nothing the supervisor has now, or None: ``UnknownTool`` for a
+    server it does not run, ``ValueError`` for a toolset it does not know (an unknown
+    category is a typo, never a reload's doing: it raises where it is used)."""
     try:
         if server is not None:
             sup.handle(server)
         if toolset is not None:
             sup.registry.view.categories_of(toolset)
     except (UnknownTool, ValueError) as gone:
+        return gone
+    return None
+
+
+def _unknown(what: str, name: str, scope: tuple[str | None, str | None, str | None], gone: Exception) -> MCPError:
+    """The error of a prompt or resource asked of a scope that is gone (`_gone`)."""
+    return MCPError(INVALID_PARAMS, f"Unknown {what}: {name!r} (adapter scope {_describe(scope)} is gone: {gone})")
+
+
+def _list_tools_in_trio(
+    sup: Supervisor, server: str | None, toolset: str | None, category: str | None
+) -> tuple[list[ToolSpec], UnknownTool | ValueError | None]:
+    """The scope's tools, and None; or no tools and why the scope names nothing the
+    supervisor has now (`_gone`)."""
+    gone = _gone(sup, server, toolset)
+    if gone is not None:
         return [], gone
     specs = sup.list_tools(toolset=toolset, category=category)
     return (specs if server is None else [s for s in specs if s.server == server]), None
@@ -544,7 +564,12 @@ async def _list_in_trio(
     what: str,
     cursor: str | None,
     meta: dict[str, Any] | None,
-) -> tuple[list[Any], str | None]:
+) -> tuple[list[Any], str | None, UnknownTool | ValueError | None]:
+    """The scope's ``what``, the next cursor, and None; or nothing and why the scope is
+    gone (`_gone`)."""
+    gone = _gone(sup, scope[0], scope[1])
+    if gone is not None:
+        return [], None, gone
     capability, method, field = _LISTINGS[what]
     servers = _servers_in_scope(sup, scope)
     single = len(servers) == 1
@@ -562,7 +587,7 @@ async def _list_in_trio(
 
         if single:
             result = await _on_server(sup, server, lambda client: page(client, cursor), (cursor, meta))
-            return list(getattr(result, field)), result.next_cursor
+            return list(getattr(result, field)), result.next_cursor, None
         at = None
         try:
             for _ in range(_MAX_PAGES):
@@ -579,7 +604,7 @@ async def _list_in_trio(
             if exc.error.code != mcp_types.METHOD_NOT_FOUND:
                 raise
             # It has none of these (resources without templates, say): nothing to add.
-    return items, None
+    return items, None, None
 
 
 async def _get_prompt_in_trio(
@@ -589,6 +614,8 @@ async def _get_prompt_in_trio(
     arguments: dict[str, Any] | None,
     meta: dict[str, Any] | None,
 ) -> Any:
+    if (gone := _gone(sup, scope[0], scope[1])) is not None:
+        raise _unknown("prompt", name, scope, gone)
     servers = _servers_in_scope(sup, scope)
     offered = ((s, p.name) for s in servers for p in sup.link(s).prompts if sup.prompt_name(s, p.name) == name)
     owner, name = next(offered, (None, name))  # as listed over several servers (`_OFFERED_AS`)
@@ -616,6 +643,8 @@ async def _read_resource_in_trio(
     uri: str,
     meta: dict[str, Any] | None,
 ) -> Any:
+    if (gone := _gone(sup, scope[0], scope[1])) is not None:
+        raise _unknown("resource", uri, scope, gone)
     servers = _servers_in_scope(sup, scope)
     owner = next((s for s in servers if any(str(r.uri) == uri for r in sup.link(s).resources)), None)
     if owner is None:

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+from mcp import MCPError
 
 from protocol import ServerSpec, UnknownTool
 from supervisor import SupervisedMCPServer, embed
@@ -546,3 +547,41 @@ def test_a_task_leaving_its_async_with_as_the_host_ends_gets_no_warning(caplog):
         run_asyncio(main, timeout=60)
     warnings = [r.getMessage() for r in caplog.records if r.name == "supervisor.embed"]
     assert warnings == ["the host is shutting down and the embedded supervisor was not closed: closing it now"]
+
+
+def test_an_adapter_whose_scope_a_reload_removed_lists_no_prompts_or_resources(tmp_path, caplog):
+    """After a reload removed an adapter's server or toolset, ``list_tools`` gave no tools
+    (with a warning), but ``list_prompts``, ``list_resources`` and
+    ``list_resource_templates`` raised (``UnknownTool``, or a plain ``ValueError`` for a
+    toolset), and ``get_prompt``/``read_resource`` raised those too. The listings are empty
+    now, under the same once-per-scope warning; ``get_prompt`` and ``read_resource`` raise
+    the ``MCPError`` of an unknown prompt or resource, naming the scope that went."""
+    echo = server_spec("echo", "echo.py", categories={"echo": "search"})
+    gone = server_spec("gone", "echo.py", namespace="prefix")
+    before = config_file(tmp_path / "before.json", echo, gone, toolsets={"mine": ["search"]})
+    after = config_file(tmp_path / "after.json", echo)
+
+    async def main() -> None:
+        async with embed(before) as sup:
+            adapters = [SupervisedMCPServer(sup, toolset="mine"), SupervisedMCPServer(sup, server="gone")]
+            for adapter in adapters:
+                assert [p.name for p in (await adapter.list_prompts()).prompts]
+                assert (await adapter.list_resources()).resources
+            assert (await sup.reload(after))["removed"] == ["gone"]
+            with caplog.at_level("WARNING", logger="supervisor.agents"):
+                for adapter in adapters:
+                    assert (await adapter.list_prompts()).prompts == []
+                    assert (await adapter.list_resources()).resources == []
+                    assert (await adapter.list_resource_templates()).resource_templates == []
+                    with pytest.raises(MCPError, match="Unknown prompt: 'greet' \\(adapter scope .* is gone"):
+                        await adapter.get_prompt("greet")
+                    with pytest.raises(MCPError, match="Unknown resource: 'info://server' \\(adapter scope .* is gone"):
+                        await adapter.read_resource("info://server")
+                    assert await adapter.list_tools() == []
+            warnings = [r.getMessage() for r in caplog.records if r.name == "supervisor.agents"]
+            assert len(warnings) == 2, warnings  # once per scope
+            assert any("toolset='mine'" in w for w in warnings) and any("server='gone'" in w for w in warnings)
+        for spec in (echo, gone):
+            assert procs_with_marker(marker_of(spec)) == []
+
+    run_asyncio(main, timeout=60)
