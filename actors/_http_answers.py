@@ -46,6 +46,10 @@ answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, a
   A POST whose answer never comes fails so after ``connect_timeout`` (not the SDK's 300 s,
   for which every later message waited behind it); over streamable HTTP too, for a POST
   that carries no request (a notification), which the SDK sends one at a time as well.
+- **A session's end left unanswered** (streamable HTTP): the SDK ends a handshake-era
+  session with a DELETE as the incarnation ends, and waited for its answer the POSTs' read
+  timeout (at least 300 s), the next incarnation with it. It is awaited for
+  ``connect_timeout`` at most (`HttpAnswerWatch.on_request`).
 
 Guarantees: the hook never raises; it never changes the response's status or headers, nor
 its body but for an event stream's ``retry:`` over `MAX_RETRY_WAIT` (a body it reads is
@@ -475,7 +479,11 @@ class HttpAnswerWatch:
         bounds it (a dead stream noticed within minutes, `GET_READ_TIMEOUT`), whatever longer
         read a server's long calls gave its POSTs; over SSE, where that stream carries every
         answer, it keeps the read its client was given (the server's call timeout and a
-        margin, at least the SDK's 300 s)."""
+        margin, at least the SDK's 300 s).
+
+        A DELETE (the end of a session, sent as an incarnation ends) waits for its answer
+        ``connect_timeout`` at most (the client's connect timeout), as an acknowledgement
+        does (`watch_posts`): the next incarnation starts only once it is done."""
         timeout = request.extensions.get("timeout")
         if request.method == "POST":
             due = answer_due.get()
@@ -485,6 +493,12 @@ class HttpAnswerWatch:
                 # awaited for connect_timeout at most (`watch_posts`), as over SSE every POST's.
                 if wait > timeout["read"] and _request_id(request) is not msgspec.UNSET:
                     request.extensions = {**request.extensions, "timeout": {**timeout, "read": wait}}
+            return
+        if request.method == "DELETE":
+            # The session's end, sent as an incarnation ends (a stop, a death): with the
+            # read timeout of every POST (at least 300 s) a server or proxy that took it and
+            # never answered kept a dead server down that long before its next incarnation.
+            _bound_answer_wait(request)
             return
         if request.method != "GET":
             return

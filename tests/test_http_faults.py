@@ -262,3 +262,128 @@ async def test_the_event_stream_keeps_the_sdk_s_silence_bound_when_posts_wait_lo
     await watch.on_request(post)
     assert get.extensions["timeout"]["read"] == GET_READ_TIMEOUT and get.extensions["timeout"]["connect"] == 30.0
     assert post.extensions["timeout"]["read"] == 3610.0
+
+
+class RawHttp:
+    """A handshake-era streamable-HTTP MCP server written on raw trio sockets (HTTP/1.1 with
+    keep-alive), for misbehaviour the SDK's server cannot show: each request goes to
+    ``answer(conn, method, message, headers)``, which returns True when it answered;
+    otherwise the handshake, ``tools/list`` (one tool, ``echo``), ``ping`` and notifications
+    are answered as a sound server does, and ``echo`` echoes. A DELETE is answered 200
+    unless ``hang_deletes``; each incarnation's session is ``s<n>``."""
+
+    def __init__(self, answer=None) -> None:
+        self.answer = answer
+        self.port = 0
+        self.sessions = 0
+        self.hang_deletes = False
+        self.deletes = 0
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._serve_one, listeners)
+
+    @staticmethod
+    async def send(stream, status: int, body: bytes = b"", kind: str = "application/json", **headers: str) -> None:
+        head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n"
+        if body:
+            head += f"content-type: {kind}\r\n"
+        head += "".join(f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
+        await stream.send_all(head.encode() + b"\r\n" + body)
+
+    async def _serve_one(self, stream) -> None:
+        import json
+
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                verb = lines[0].split(" ")[0]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+                while len(buffer) < int(headers.get("content-length", "0")):
+                    buffer += await stream.receive_some(65536)
+                size = int(headers.get("content-length", "0"))
+                body, buffer = buffer[:size], buffer[size:]
+                message = json.loads(body) if body else {}
+                method = message.get("method")
+                if self.answer is not None and await self.answer(stream, verb, message, headers):
+                    continue
+                session = f"s{self.sessions}"
+                if verb == "DELETE":
+                    self.deletes += 1
+                    if self.hang_deletes:
+                        await trio.sleep_forever()
+                    await self.send(stream, 200)
+                elif verb != "POST":
+                    await self.send(stream, 405, allow="POST")
+                elif method == "server/discover":
+                    error = {"code": -32601, "message": "Method not found"}
+                    await self.send(stream, 200, json.dumps({"jsonrpc": "2.0", "id": message["id"], "error": error}).encode())
+                elif "id" not in message:
+                    await self.send(stream, 202)
+                else:
+                    if method == "initialize":
+                        self.sessions += 1
+                        session = f"s{self.sessions}"
+                        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                                  "serverInfo": {"name": "raw", "version": "0"}}
+                    elif method == "tools/list":
+                        schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+                        result = {"tools": [{"name": "echo", "inputSchema": schema}]}
+                    elif method == "tools/call":
+                        said = message["params"]["arguments"].get("text", "")
+                        result = {"content": [{"type": "text", "text": said}], "isError": False}
+                    else:
+                        result = {}
+                    answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()
+                    await self.send(stream, 200, answer, mcp_session_id=session)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+
+
+async def test_a_remote_server_that_never_answers_the_session_s_delete_is_restarted_after_connect_timeout():
+    """A handshake-era server hangs a call (``hang_threshold`` 1 ends the incarnation), and
+    never answers the DELETE the SDK sends to end the session as the incarnation ends (a
+    proxy that takes it and holds it, say). The SDK gave that DELETE the read timeout of
+    every POST (at least 300 s): the next incarnation did not start for that long, every
+    call meanwhile got ``CircuitOpen``, and the exit's reason was then a
+    ``ClosedResourceError`` (cause "other") instead of the hang. Now the DELETE waits
+    ``connect_timeout`` at most, and the death keeps its reason and cause."""
+
+    async def hang_calls(stream, verb, message, headers) -> bool:
+        if message.get("method") == "tools/call" and message["params"]["arguments"].get("text") == "hang":
+            await trio.sleep_forever()
+        return False
+
+    server = RawHttp(hang_calls)
+    server.hang_deletes = True
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        spec = ServerSpec(
+            name="gw", url=server.url(), transport="streamable-http", connect_timeout=2.0, hang_threshold=1,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None, shutdown_timeout=1.0,
+            backoff=BackoffPolicy(min=0.1, max=0.5, jitter=0.0),
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            with pytest.raises(DeadlineExceeded):
+                await sup.call_tool("echo", {"text": "hang"}, server="gw", timeout=0.5)
+            with trio.fail_after(20):  # was: some 300 s
+                await wait_until(lambda: connection_status(sup, "gw").restarts == 1, timeout=20, what="a restart")
+                await sup.wait_connected("gw", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "back"}, server="gw", timeout=10)) == "back"
+            assert server.deletes >= 1
+            assert (await sup.metrics_snapshot()).server("gw").exits == {"hang": 1}
+            assert "1 consecutive calls timed out (hang_threshold)" in sup.link("gw").last_error
+        nursery.cancel_scope.cancel()
