@@ -2,7 +2,7 @@
 
 from ._connection import Call, ConnectionDied, ServerLink, run_connection
 from ._events import EventBus, publish
-from ._process import kill_every_server_now
+from ._process import kill_every_server_now, kill_servers_now
 from ._runtime import Mailbox, Ref, Reply, serve, spawn
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Reply",
     "ServerLink",
     "kill_every_server_now",
+    "kill_servers_now",
     "publish",
     "run_connection",
     "serve",

@@ -40,7 +40,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import trio
 from mcp import StdioServerParameters
@@ -48,7 +48,7 @@ from mcp import StdioServerParameters
 from ._pipes import PipeReader, PipeWriter
 from ._stdio import refuser
 
-__all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_tree", "open_stdio"]
+__all__ = ["INCARNATION_VAR", "ServerProcess", "kill_every_server_now", "kill_servers_now", "kill_tree", "open_stdio"]
 
 log = logging.getLogger("supervisor.process")
 
@@ -67,8 +67,20 @@ def kill_every_server_now() -> int:
     Synchronous and immediate, for a forced exit (``os._exit``) that skips the orderly
     shutdown: the servers and their children go with this process rather than outlive it.
     """
+    return kill_servers_now({pgid: incarnation for pgid, (incarnation, _) in list(_live_groups.items())})
+
+
+def kill_servers_now(groups: Mapping[int, str]) -> int:
+    """`kill_every_server_now` for ``groups`` only (process group -> incarnation id, as
+    `ServerProcess` has them): each still running, listed with that incarnation, is
+    SIGKILLed with every process carrying its id; returns how many. A group gone meanwhile
+    (its number maybe another's since) is not touched."""
     killed = 0
-    for pgid, (incarnation, start) in list(_live_groups.items()):
+    for pgid, incarnation in groups.items():
+        listed = _live_groups.get(pgid)
+        if listed is None or listed[0] != incarnation:
+            continue
+        start = listed[1]
         escaped: set[int] = set()
         _, marked = _survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
         if _signal_tree(pgid, marked, escaped, signal.SIGKILL, incarnation):

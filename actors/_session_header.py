@@ -27,6 +27,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgspec
@@ -43,6 +44,7 @@ _NEEDLE = f'"{SESSION_META_KEY}"'.encode()
 #: JSON form (what a body holding it contains). Replaced whole, never changed in place:
 #: the hook may read it in another thread.
 _other_keys: tuple[tuple[str, bytes], ...] = ()
+_adding = threading.Lock()
 
 
 def use_session_meta_key(key: str) -> None:
@@ -53,8 +55,9 @@ def use_session_meta_key(key: str) -> None:
     global _other_keys
     if not isinstance(key, str) or not key:
         raise TypeError(f"a session _meta key is a non-empty string, not {key!r}")
-    if key != SESSION_META_KEY and all(key != known for known, _ in _other_keys):
-        _other_keys = (*_other_keys, (key, msgspec.json.encode(key)))
+    with _adding:  # two adapters made at once in two threads: neither key lost
+        if key != SESSION_META_KEY and all(key != known for known, _ in _other_keys):
+            _other_keys = (*_other_keys, (key, msgspec.json.encode(key)))
 
 
 class _Meta(msgspec.Struct):

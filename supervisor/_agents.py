@@ -89,7 +89,7 @@ from actors._wire import unsendable
 from protocol import INVALID_PARAMS, Failure, ToolResult, ToolSpec, UnknownTool
 
 from ._embed import EmbeddedSupervisor, _call_maybe_async
-from ._facade import Supervisor, _check_call
+from ._facade import Supervisor, check_timeout
 
 if TYPE_CHECKING:
     from agents.agent import AgentBase
@@ -233,9 +233,9 @@ class SupervisedMCPServer(MCPServer):
         if server is not None and (toolset is not None or category is not None):
             raise ValueError("give either server= or toolset=/category=, not both")
         use_session_meta_key(session_meta_key)  # the X-Session-Id header follows it
-        # Each call's own check of its timeout, at once: inside an agent run, a ValueError
-        # raised by every call became the SDK's "An error occurred while running the tool".
-        _check_call("", None, timeout, None)
+        # Each call's own check, at once: inside an agent run, a ValueError raised by every
+        # call became the SDK's "An error occurred while running the tool. Please try again."
+        check_timeout(timeout)
         self.supervisor = supervisor
         self.server = server
         self.toolset = toolset

@@ -84,7 +84,6 @@ import functools
 import inspect
 import logging
 import os
-import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any
@@ -93,7 +92,7 @@ import outcome as outcome_lib
 import trio
 from mcp_types import INTERNAL_ERROR, ErrorData
 
-from actors import _process
+from actors import kill_servers_now
 from actors._registry import check_toolsets
 from protocol import ChildStatus, Event, MetricsSnapshot, ServerSpec, ServerUnavailable, ToolSpec
 from protocol._settings import Config
@@ -351,7 +350,7 @@ class EmbeddedSupervisor:
             return
         self._state = _CLOSED
         self._forget_close_hook()  # (the run stays this thread's: a later embed says why it cannot)
-        killed = _kill_groups_now(self._own_groups())
+        killed = kill_servers_now(self._own_groups())
         log.warning(
             "the asyncio loop of an embedded supervisor was closed without aclose(): its trio guest run is "
             "abandoned half-way and holds this thread (no embed() or trio.run here any more); its stdio "
@@ -996,23 +995,6 @@ def _why_trio_runs_here(loop: asyncio.AbstractEventLoop) -> str:
         "program, trio-asyncio's loop, or an earlier embed() on this loop): in trio, use "
         "`async with Supervisor(...)`; share one EmbeddedSupervisor per loop"
     )
-
-
-def _kill_groups_now(groups: dict[int, str]) -> int:
-    """SIGKILL each of ``groups`` (group -> incarnation id) still listed as live, with every
-    process carrying its incarnation id; returns how many. ``kill_every_server_now`` for
-    these groups only (what it does for each; it belongs beside it, in `actors._process`)."""
-    killed = 0
-    for pgid, incarnation in groups.items():
-        listed = _process._live_groups.get(pgid)
-        if listed is None or listed[0] != incarnation:
-            continue  # gone (and its number maybe another's since)
-        start = listed[1]
-        escaped: set[int] = set()
-        _, marked = _process._survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
-        if _process._signal_tree(pgid, marked, escaped, signal.SIGKILL, incarnation):
-            killed += 1
-    return killed
 
 
 def _mark_retrieved(future: asyncio.Future[Any]) -> None:

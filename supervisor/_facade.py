@@ -796,10 +796,7 @@ def _check_call(name: Any, arguments: Any, timeout: Any, meta: Any) -> None:
     deep inside, as if the server had answered wrongly)."""
     if not isinstance(name, str):
         raise TypeError(f"the tool name must be a str, not {type(name).__name__}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not -math.inf < timeout < math.inf
-    ):  # (one <= 0 is a deadline already spent: DeadlineExceeded, not sent)
-        raise ValueError(f"timeout must be a finite number of seconds (or None for the server's), not {timeout!r}")
+    check_timeout(timeout)
     for what, value in (("arguments", arguments), ("_meta", meta)):
         if value is not None and not isinstance(value, dict):
             raise InvalidArguments(f"the {what} of tool {name!r} must be a dict (a JSON object), not {type(value).__name__}")
@@ -810,6 +807,16 @@ def _check_call(name: Any, arguments: Any, timeout: Any, meta: Any) -> None:
 
 
 _NO_KEY: Final = object()
+
+
+def check_timeout(timeout: Any) -> None:
+    """Raise ``ValueError`` unless ``timeout`` is a call's timeout: a finite number of
+    seconds, or None for the server's (one <= 0 is a deadline already spent:
+    ``DeadlineExceeded``, not sent)."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not -math.inf < timeout < math.inf
+    ):
+        raise ValueError(f"timeout must be a finite number of seconds (or None for the server's), not {timeout!r}")
 
 
 def _sendable(entry: Any, arguments: dict[str, Any], meta: dict[str, Any] | None) -> None:
