@@ -463,6 +463,8 @@ _TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError
 #: How the SDK's streamable HTTP transport resolves a request whose SSE answer outgrew
 #: ``max_sse_event_size`` (CONNECTION_CLOSED, though only that request is given up).
 _SSE_TOO_LARGE = "SSE stream failed: Server-sent event exceeded the"
+#: How it resolves a request whose answer stream failed as it was read (an ``SSEError``).
+_SSE_FAILED = "SSE stream failed: "
 #: How it resolves a request whose plain JSON answer it could not read (ours: `AnswerTooLarge`).
 _JSON_UNREAD = "Failed to parse JSON response: "
 #: ... and one whose answer came as an SSE event it could not read.
@@ -488,6 +490,8 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
         return message.removeprefix(_JSON_UNREAD)
     if code == mcp_types.PARSE_ERROR and NOT_ITS_ANSWER in message:  # see _http_answers
         return message.removeprefix(_JSON_UNREAD)
+    if code == CONNECTION_CLOSED and message.startswith(_SSE_FAILED) and NOT_ITS_ANSWER in message:
+        return message.removeprefix(_SSE_FAILED)  # an answer event for another id (`NotItsEvent`)
     if code == mcp_types.PARSE_ERROR and message.startswith((_JSON_UNREAD, _SSE_UNREAD)):
         return f"its answer was no JSON-RPC: {message}"
     return None
@@ -1925,7 +1929,9 @@ async def run_connection(
         # One scope spans the connection's whole life (a scope entered around the client's
         # entry must also enclose its exit); its deadline is lifted once we are ready.
         with trio.CancelScope(deadline=trio.current_time() + spec.connect_timeout) as connecting:
-            watch = HttpAnswerWatch(on_session_lost, on_sse_broken if spec.kind == "sse" else None)
+            watch = HttpAnswerWatch(
+                on_session_lost, on_sse_broken if spec.kind == "sse" else None, spec.max_message_bytes
+            )
             try:
                 transport = _transport(spec, proc or ServerProcess(), inproc, watch)
                 if inproc is None:

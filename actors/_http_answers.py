@@ -33,7 +33,11 @@ answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, a
   body whose JSON-RPC id is not the request's (or that has none) was handed on by the SDK
   as it was, so the request waited out its deadline (and counted as a hang). Reading that
   body now raises `NotItsAnswer`, which the SDK turns into an error for that request
-  alone; the connection recognises it by `NOT_ITS_ANSWER` (an ``InvalidResult``).
+  alone; the connection recognises it by `NOT_ITS_ANSWER` (an ``InvalidResult``). An
+  answer that came as an event on the POST's event stream was worse: the SDK rewrote its
+  id to the request's, so with two calls in flight each could get the other's result.
+  Each answer event on a request's stream is checked the same way (`_AnswerIdChecked`),
+  and one for another id raises `NotItsEvent` before the SDK reads it.
 - **A huge ``retry:``** (streamable HTTP): the SDK waits what an event stream's ``retry:``
   field asks before it resumes the stream, with no bound, so a call whose answer stream
   ended after asking for a day waited out its deadline (and counted as a hang); one too
@@ -75,7 +79,7 @@ import msgspec
 import trio
 from mcp_types import METHOD_NOT_FOUND
 
-__all__ = ["NOT_ITS_ANSWER", "HttpAnswerWatch", "HttpRefusal", "NotItsAnswer", "PostFailed", "refusals"]
+__all__ = ["NOT_ITS_ANSWER", "HttpAnswerWatch", "HttpRefusal", "NotItsAnswer", "NotItsEvent", "PostFailed", "refusals"]
 
 SESSION_ID_HEADER = "mcp-session-id"
 
@@ -433,6 +437,114 @@ class _RetryBounded(httpx2.AsyncByteStream):
         return bytes(out)
 
 
+class NotItsEvent(httpx2.SSEError):
+    """A request's POST was answered with an event stream (streamable HTTP) whose answer
+    event holds another id than the request's, or none: the SDK rewrote its id to the
+    request's and handed it on as that request's answer, so with two calls in flight each
+    could get the other's. Raised as the event's end is read, it is an ``httpx.SSEError``,
+    which the SDK turns into an error for that request alone ("SSE stream failed: ..."
+    with this message, which carries `NOT_ITS_ANSWER`)."""
+
+
+class _Event(msgspec.Struct):
+    id: Any = msgspec.UNSET
+    method: Any = msgspec.UNSET
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_event_decoder = msgspec.json.Decoder(_Event)
+
+
+def _not_its_event(data: bytes, asked: Any) -> str | None:
+    """Why the event ``data``, on request ``asked``'s answer stream, is an answer that is
+    not its own; None when it is its own, is no answer (a notification, a question of the
+    server's), or is no JSON-RPC at all (the SDK says that itself)."""
+    try:
+        event = _event_decoder.decode(data)
+    except Exception:
+        return None
+    if event.method is not msgspec.UNSET or (event.result is msgspec.UNSET and event.error is msgspec.UNSET):
+        return None
+    return _not_its_answer(data, asked)
+
+
+class _AnswerIdChecked(httpx2.AsyncByteStream):
+    """A request's answer stream (an event stream), each ``message`` event that is a
+    JSON-RPC answer checked for the request's id: one for another id (or none) raises
+    `NotItsEvent` before the line that ends it passes on, so the SDK never reads it. Every
+    other byte passes on as it came, in the same pieces. An event's data is kept while it
+    is read, up to ``most`` bytes (past them the SDK drops the event itself)."""
+
+    def __init__(self, inner: Any, asked: Any, most: int) -> None:
+        self.inner = inner
+        self.asked = asked
+        self.most = most
+        self.line = bytearray()  # the line read so far
+        self.after_cr = False  # the last line ended with a CR: an LF next belongs to it
+        self.kind = b""  # the event's type (its ``event:`` field)
+        self.data = bytearray()  # its data lines, each followed by LF
+        self.has_data = False
+        self.too_long = False
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self.inner:
+            at = 0
+            if self.after_cr and chunk:
+                self.after_cr = False
+                at = 1 if chunk[:1] == b"\n" else 0
+            while at < len(chunk):
+                end = _line_end(chunk, at)
+                if end < 0:
+                    self._grow(self.line, chunk[at:])
+                    break
+                line = bytes(self.line) + chunk[at:end]
+                self.line.clear()
+                after = end + 1
+                if chunk[end : end + 1] == b"\r":
+                    if after < len(chunk):
+                        after += chunk[after : after + 1] == b"\n"
+                    else:
+                        self.after_cr = True
+                why = self._line(line)
+                if why is not None:
+                    if end:
+                        yield chunk[:end]
+                    raise NotItsEvent(why)
+                at = after
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _grow(self, into: bytearray, more: bytes) -> None:
+        if len(into) + len(more) > self.most:
+            self.too_long = True
+        else:
+            into += more
+
+    def _line(self, line: bytes) -> str | None:
+        """Take one line; why the event it ends is not the request's answer (else None)."""
+        if not line:
+            why = None
+            if self.has_data and not self.too_long and self.kind in (b"", b"message"):
+                why = _not_its_event(bytes(self.data[:-1]), self.asked)
+            self.kind, self.has_data, self.too_long = b"", False, False
+            self.data.clear()
+            return why
+        if line.startswith(b":"):
+            return None
+        name, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self.has_data = True
+            self._grow(self.data, value + b"\n")
+        elif name == b"event":
+            self.kind = value
+        return None
+
+
 #: The least time between two GETs of one connection (`HttpAnswerWatch.on_request`).
 GET_SPACING: Final = 0.25
 #: The longest silence of the server's event stream (a GET) before it is opened again: the
@@ -457,10 +569,14 @@ class HttpAnswerWatch:
     """httpx response hook: see the module docstring."""
 
     def __init__(
-        self, on_lost: Callable[[], None], on_broken: Callable[[HttpRefusal | PostFailed], None] | None = None
+        self,
+        on_lost: Callable[[], None],
+        on_broken: Callable[[HttpRefusal | PostFailed], None] | None = None,
+        max_event: int = 32 * 1024 * 1024,
     ) -> None:
         self.on_lost = on_lost
         self.on_broken = on_broken  # set for SSE
+        self.max_event = max_event  # the bytes of an answer event whose id is checked (max_message_bytes)
         self.last_refusal: HttpRefusal | None = None  # whoever sent the message
         self._next_get = -math.inf
 
@@ -520,6 +636,9 @@ class HttpAnswerWatch:
                 _watch_answer_id(response)  # streamable HTTP: the body is the request's answer
             if self.on_broken is None and _event_stream(response):  # streamable HTTP: resumed after retry:
                 response.stream = _RetryBounded(response.stream, int(MAX_RETRY_WAIT * 1000))
+                asked = _request_id(response.request) if response.request.method == "POST" else msgspec.UNSET
+                if asked is not msgspec.UNSET:  # a request's answer stream: its answer is the request's
+                    response.stream = _AnswerIdChecked(response.stream, asked, self.max_event)
             return
         try:
             body = await response.aread()

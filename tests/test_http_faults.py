@@ -387,3 +387,110 @@ async def test_a_remote_server_that_never_answers_the_session_s_delete_is_restar
             assert (await sup.metrics_snapshot()).server("gw").exits == {"hang": 1}
             assert "1 consecutive calls timed out (hang_threshold)" in sup.link("gw").last_error
         nursery.cancel_scope.cancel()
+
+
+async def _checked(pieces: list[bytes], asked) -> tuple[bytes, str | None]:
+    from actors._http_answers import NotItsEvent, _AnswerIdChecked
+
+    out = []
+    try:
+        async for piece in _AnswerIdChecked(_Pieces(pieces), asked, 1 << 20):
+            out.append(piece)
+    except NotItsEvent as exc:
+        return b"".join(out), str(exc)
+    return b"".join(out), None
+
+
+@pytest.mark.parametrize(
+    "stream, passed",
+    [
+        (b'event: message\ndata: {"jsonrpc": "2.0", "id": 7, "result": {}}\n\n', None),
+        (b'data: {"jsonrpc": "2.0",\r\ndata: "id": "7", "result": {}}\r\n\r\n', None),  # two data lines, CRLF
+        (b'data: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}\r\r'
+         b'data: {"jsonrpc": "2.0", "id": 3, "method": "sampling/createMessage", "params": {}}\r\r'
+         b'data: {"jsonrpc": "2.0", "id": 7, "error": {"code": 1, "message": "no"}}\r\r', None),
+        (b'id: 1\nretry: 0\ndata: \n\nevent: other\ndata: {"id": 8, "result": {}}\n\n: {"id": 8}\n\n', None),
+        (b'data: not json\n\n', None),  # the SDK's own parse error says so
+        (b'data: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}\n\n'
+         b'data: {"jsonrpc": "2.0", "id": 8, "result": {}}\n\n',
+         b'data: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}\n\n'
+         b'data: {"jsonrpc": "2.0", "id": 8, "result": {}}\n'),
+        (b'data: {"jsonrpc": "2.0", "id": 8, "result": {}}\r\n\r\n', b'data: {"jsonrpc": "2.0", "id": 8, "result": {}}\r\n'),
+        (b'data:{"jsonrpc": "2.0", "result": {}}\r\r', b'data:{"jsonrpc": "2.0", "result": {}}\r'),  # no id
+    ],
+    ids=["its-own", "crlf-two-lines", "notification-question-error", "no-message-events", "not-json",
+         "another-after-a-notification", "another-crlf", "no-id"],
+)
+async def test_an_answer_event_for_another_id_is_stopped_before_its_end_wherever_the_stream_is_cut(stream, passed):
+    """Each message event that is a JSON-RPC answer on request 7's stream is checked for
+    its id: one for another id (or none) raises before the line that ends it passes (the
+    SDK never dispatches it); everything else passes on as it came, however the stream is
+    cut into pieces."""
+    expected = (stream, None) if passed is None else (passed, "for another request")
+    cuts = [[stream]] + [[stream[:cut], stream[cut:]] for cut in range(len(stream) + 1)]
+    cuts.append([stream[i : i + 1] for i in range(len(stream))])
+    for pieces in cuts:
+        out, why = await _checked(pieces, 7)
+        assert out == expected[0], pieces
+        assert (why is None) == (expected[1] is None) and (why is None or expected[1] in why), (pieces, why)
+
+
+async def test_two_calls_whose_event_streams_carry_each_other_s_answer_both_fail_invalid_result():
+    """Two calls in flight on a handshake-era streamable-HTTP server, each answered on its
+    own POST's event stream with the other's answer (its id). The SDK rewrote each
+    answer's id to its stream's request: each call got the other's result as its own. Now
+    each fails ``InvalidResult``, as a JSON body for another id does, and the connection
+    goes on."""
+    import json
+
+    pending: list[tuple[object, object]] = []
+    both = trio.Event()
+
+    async def swap(stream, verb, message, headers) -> bool:
+        if message.get("method") != "tools/call" or message["params"]["arguments"].get("text") not in ("a", "b"):
+            return False
+        pending.append((stream, message["id"]))
+        if len(pending) == 2:
+            both.set()
+        await both.wait()
+        other = next(rid for s, rid in pending if s is not stream)
+        said = message["params"]["arguments"]["text"]
+        result = {"content": [{"type": "text", "text": f"answer for {said}"}], "isError": False}
+        event = json.dumps({"jsonrpc": "2.0", "id": other, "result": result})
+        body = f"event: message\ndata: {event}\n\n".encode()
+        await RawHttp.send(stream, 200, body, "text/event-stream", mcp_session_id=f"s{server.sessions}")
+        return True
+
+    server = RawHttp(swap)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        async with Supervisor([strict_raw(server)]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            incarnation = sup.link("gw").conn
+            outcomes: dict[str, object] = {}
+
+            async def call(said: str) -> None:
+                try:
+                    outcomes[said] = text(await sup.call_tool("echo", {"text": said}, server="gw", timeout=60))
+                except Exception as exc:
+                    outcomes[said] = exc
+
+            with trio.fail_after(15):  # was: each call answered at once, with the other's answer
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(call, "a")
+                    calls.start_soon(call, "b")
+            for said in ("a", "b"):
+                failure = outcomes[said]
+                assert isinstance(failure, InvalidResult), (said, failure)
+                assert failure.message.startswith("tool 'echo' on server 'gw': "), failure.message
+                assert "for another request" in failure.message, failure.message
+            assert sup.link("gw").conn is incarnation, "the connection was restarted"
+            assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
+        nursery.cancel_scope.cancel()
+
+
+def strict_raw(server: RawHttp) -> ServerSpec:
+    return ServerSpec(
+        name="gw", url=server.url(), transport="streamable-http", hang_threshold=1, connect_timeout=5.0,
+        retry=RetryPolicy(max_retries=0), health_check_interval=None, shutdown_timeout=1.0,
+    )
