@@ -738,6 +738,8 @@ class _Connection:
         self.checks: trio.CancelScope | None = None  # the running `start_checks`
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
+        #: The SDK's transport failed in a task of its own, which ended this incarnation (`_live`).
+        self.task_failed = False
         #: Lines that were not JSON-RPC since the server's last JSON-RPC message (it dies past
         #: ``garbage_threshold``), and in this incarnation's whole life (for the log).
         self.garbage = 0
@@ -1750,6 +1752,7 @@ async def _live(
     incarnation was ready (while `learn` read them): read again at once."""
     why = "stopped by the supervisor"
     died = False
+    cause_of_death = "other"
     try:
         async with trio.open_nursery() as side:
             state.nursery = side  # background work of this incarnation (`_refresh_soon`)
@@ -1763,7 +1766,15 @@ async def _live(
         return why
     except BaseException as exc:
         cause = _unwrap(exc)
-        if not _is_cancel(cause):
+        failed_task = _failed_task(cause)
+        if failed_task is not None:
+            # The SDK's transport failed in a task of its own (its reader, a stream it
+            # reopens): its task group cancelled us, and its error comes out of the client
+            # after this (`run_connection` names it). Not the supervisor's stop.
+            died, cause_of_death = True, "transport"
+            why = f"transport error: {failed_task}"
+            state.task_failed = True
+        elif not _is_cancel(cause):
             died = True
             if state.death is not None and not isinstance(cause, ConnectionDied):
                 # Declared dead first (a refused SSE POST, say): what failed next, a send on
@@ -1775,11 +1786,30 @@ async def _live(
     finally:
         # In-flight calls first (ServerCrashed), then whatever is left in the mailbox
         # (ActorDown: never sent, safe to send again).
-        state.die(why, failed=died)  # cut off what is in flight (each caller raises)
+        state.die(why, cause_of_death, failed=died)  # cut off what is in flight (each caller raises)
         mailbox.close(why)
         link._down(why, failed=died)
         if died and proc is not None and proc.pid is not None:
             await kill_tree(proc.pid, proc.incarnation, 0)  # a dead or hung server gets no grace period
+
+
+_CHILD_FAILED = "child task raised exception "
+
+
+def _failed_task(cause: BaseException) -> str | None:
+    """What failed when ``cause`` is a cancellation by a task group whose other task
+    raised (the SDK's transport's, around the connection), as trio says it ("OSError('x')");
+    None for any other cancellation (the supervisor's, a deadline) or exception."""
+    if isinstance(cause, BaseExceptionGroup):
+        cancels = cause.split(trio.Cancelled)[0]
+        if cancels is None or len(cancels.exceptions) != len(cause.exceptions):
+            return None
+        cause = cancels.exceptions[0]
+        while isinstance(cause, BaseExceptionGroup):
+            cause = cause.exceptions[0]
+    if isinstance(cause, trio.Cancelled) and cause.source == "nursery" and cause.reason:
+        return cause.reason.removeprefix(_CHILD_FAILED)
+    return None
 
 
 def _changed_list(notification: Any) -> str | None:
@@ -1961,6 +1991,9 @@ async def run_connection(
                     why = await _live(spec, proc, state, mailbox, link, early_changes)
             except Exception as exc:
                 cause = _unwrap(exc)
+                if state is not None and state.task_failed and not isinstance(cause, ConnectionDied):
+                    # The transport's own task failed (`_live`): its error, as it came out.
+                    raise ConnectionDied(f"transport error: {type(cause).__name__}: {cause}", "transport") from cause
                 if state is None and not isinstance(cause, ConnectionDied):
                     refusal = watch.last_refusal
                     heard = f" ({refusal}){refusal.hint}" if refusal is not None else ""

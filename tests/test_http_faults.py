@@ -494,3 +494,29 @@ def strict_raw(server: RawHttp) -> ServerSpec:
         name="gw", url=server.url(), transport="streamable-http", hang_threshold=1, connect_timeout=5.0,
         retry=RetryPolicy(max_retries=0), health_check_interval=None, shutdown_timeout=1.0,
     )
+
+
+async def test_an_sse_transport_that_fails_in_a_task_of_its_own_is_a_transport_death_named_as_such():
+    """A legacy SSE server sends an event over the SDK's limit (1 MiB): the SDK's reader
+    task fails (``SSEError``), which ends the SDK's transport from outside the calls. The
+    call in flight was told the server "died while the call was in flight (stopped by the
+    supervisor)", the breaker's reason said the same, and the exit counted as cause
+    "other". Now all of them name the transport's error, and the exit's cause is
+    "transport"."""
+    async with HttpEcho("--sse", "--blob") as server:
+        spec = ServerSpec(
+            name="gw", url=server.url("/sse"), transport="sse", hang_threshold=100,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None,
+            backoff=BackoffPolicy(min=0.1, max=1.0, jitter=0.0),
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            with trio.fail_after(20):
+                with pytest.raises(ServerCrashed) as crashed:
+                    await sup.call_tool("blob", {"kib": 2048}, server="gw", timeout=15)
+            message = crashed.value.message
+            assert "stopped by the supervisor" not in message, message
+            assert "transport error: " in message and "SSEError" in message, message
+            await wait_until(lambda: connection_status(sup, "gw").restarts >= 1, timeout=20, what="a restart")
+            exits = (await sup.metrics_snapshot()).server("gw").exits
+            assert exits.get("transport") == 1 and "other" not in exits, exits
