@@ -23,11 +23,12 @@ period. So this module spawns the server itself, and keeps the SDK's shutdown se
 - a process of ours that dies with no chance to clean up (SIGKILL, a crash) still leaves no
   server behind: the first stdio server starts a reaper, a tiny process in a session of its
   own that learns every live process group (and its incarnation id) through a pipe from
-  us. When the pipe closes, which the kernel does as we die, it kills every group still
-  listed (unless its number now belongs to a later process: see ``_REAPER``) and every
-  process carrying a listed id, with its group (SIGTERM, 1 s, SIGKILL), then exits. A
-  fork of this process that does not exec closes its copy of the pipe at once, so it
-  cannot hold the reaper off by outliving us.
+  us, and each incarnation's id already before its spawn: the server is forked in a worker
+  thread, and runs a while before its group is known here. When the pipe closes, which the
+  kernel does as we die, it kills every group still listed (unless its number now belongs
+  to a later process: see ``_REAPER``) and every process carrying a listed id, with its
+  group (SIGTERM, 1 s, SIGKILL), then exits. A fork of this process that does not exec
+  closes its copy of the pipe at once, so it cannot hold the reaper off by outliving us.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ INCARNATION_VAR = "MCP_SUPERVISOR_INCARNATION"
 #: Every stdio server this process runs: its process group -> its incarnation id and its
 #: leader's start time (`_start_time`).
 _live_groups: dict[int, tuple[str, str]] = {}
+#: The incarnation ids of the stdio servers being spawned: listed with the reaper before
+#: the fork, until their group is (`_watch_group`) or the spawn failed. ``open_process``
+#: forks in a worker thread, and the process runs from then on, its group unknown here
+#: until this task resumes: it is found by its id meanwhile.
+_spawning: set[str] = set()
 
 
 def kill_every_server_now() -> int:
@@ -66,8 +72,20 @@ def kill_every_server_now() -> int:
 
     Synchronous and immediate, for a forced exit (``os._exit``) that skips the orderly
     shutdown: the servers and their children go with this process rather than outlive it.
+    A server being spawned, whose group is not listed yet, is found by its id (a scan of
+    /proc); one not exec'd yet is the reaper's, which knows its id and acts once the pipe
+    closes: as we exit, and that process (which holds a copy until it execs) lets go of it.
     """
-    return kill_servers_now({pgid: incarnation for pgid, (incarnation, _) in list(_live_groups.items())})
+    killed = kill_servers_now({pgid: incarnation for pgid, (incarnation, _) in list(_live_groups.items())})
+    for incarnation in list(_spawning):
+        scan = _scan(incarnation, None)
+        if scan is None:
+            continue
+        marked = scan[1]
+        escaped = set(marked.values()) - _not_ours()  # its own group (it leads it), and any it left for
+        if _signal_tree(None, marked, escaped, signal.SIGKILL, incarnation):
+            killed += 1
+    return killed
 
 
 def kill_servers_now(groups: Mapping[int, str]) -> int:
@@ -93,8 +111,17 @@ def kill_servers_now(groups: Mapping[int, str]) -> int:
 _CLEAN_SCANS = 3
 
 # Runs with -I -S: no site, no environment, nothing but os and signal; fast to start.
-# Lines from us: "+<pgid> <incarnation id> <leader's start time>" (a server started),
-# "-<pgid>" (it is gone).
+# Lines from us: "?<incarnation id>" (a server about to be spawned: its processes carry
+# that id, its group is not known yet), "+<pgid> <incarnation id> <leader's start time>"
+# (a server started: its id is no longer only pending), "!<incarnation id>" (its spawn
+# failed: nothing carries that id), "-<pgid>" (it is gone). A line it cannot read (one cut
+# short as we died) is skipped: the sweep matters more.
+#
+# A server being spawned is found by its id alone, and its group goes with it as any
+# process's outside the listed groups does (below): forked in a worker thread, it has run
+# a while before its "+" line is written. Until just before its exec it holds a copy of
+# the pipe, so the sweep starts no earlier (and a process caught in its exec is what the
+# CLEAN_SCANS sweeps below are for).
 #
 # A group listed but long gone (its "-" line was lost: a stall, `_forget_group` at the
 # last server) must not cost a stranger whose group took its number since. The kernel
@@ -108,14 +135,24 @@ _CLEAN_SCANS = 3
 # forking and exiting is gone from a pid found a moment ago, but not from its group.
 _REAPER = """
 import os, signal, sys, time
-groups = {}
+groups, spawning = {}, set()
 for line in sys.stdin:
-    pgid, _, rest = line[1:].strip().partition(" ")
-    if line[0] == "+":
-        groups[int(pgid)] = rest.split(" ")
-    else:
-        groups.pop(int(pgid), None)
+    kind, rest = line[:1], line[1:].strip()
+    try:
+        if kind == "+":
+            pgid, _, rest = rest.partition(" ")
+            groups[int(pgid)] = rest.split(" ")
+            spawning.discard(groups[int(pgid)][0])
+        elif kind == "-":
+            groups.pop(int(rest), None)
+        elif kind == "?" and rest:
+            spawning.add(rest)
+        elif kind == "!":
+            spawning.discard(rest)
+    except ValueError:
+        pass
 marks = {("%s=%s" % (VAR, listed[0])).encode() for listed in groups.values() if listed[0]}
+marks.update(("%s=%s" % (VAR, mark)).encode() for mark in spawning)
 def started(pid):
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
@@ -228,14 +265,28 @@ def _start_time(pid: int) -> str:
         return ""
 
 
+def _watch_spawn(incarnation: str) -> None:
+    """List the id of an incarnation about to be spawned with the reaper (starting one if
+    none runs), until `_watch_group` lists its group or `_forget_spawn` drops it."""
+    _spawning.add(incarnation)
+    _list(f"?{incarnation}\n")
+
+
 def _watch_group(pgid: int, incarnation: str, leader_start: str) -> None:
     """List a live process group with the reaper, starting one if none runs (or it died:
     the new one learns every group still live). ``leader_start``: when its leader (pid
     ``pgid``) started (`_start_time`), so the reaper can tell the group from a later one
-    that took its number."""
-    global _reaper
+    that took its number. Its id, listed as being spawned (`_watch_spawn`), is then the
+    group's."""
     _live_groups[pgid] = (incarnation, leader_start)
-    line = f"+{pgid} {incarnation} {leader_start}\n"
+    _spawning.discard(incarnation)
+    _list(f"+{pgid} {incarnation} {leader_start}\n")
+
+
+def _list(line: str) -> None:
+    """Tell the reaper ``line``, starting one if none runs (or it died: the new one learns
+    every group and every id being spawned still listed, instead)."""
+    global _reaper
     for _ in range(2):
         if _reaper is None or _reaper.poll() is not None:
             try:
@@ -258,6 +309,7 @@ def _watch_group(pgid: int, incarnation: str, leader_start: str) -> None:
             os.set_blocking(_reaper.stdin.fileno(), False)
             _reaper_backlog.clear()  # the new one learns every group still live
             line = "".join(f"+{group} {mark} {start}\n" for group, (mark, start) in _live_groups.items())
+            line += "".join(f"?{mark}\n" for mark in _spawning)
         if _tell_reaper(line):
             return
         _reaper.stdin.close()  # it died: close our end of its pipe, then start another
@@ -271,6 +323,7 @@ def _after_fork_in_child() -> None:
     global _reaper
     reaper, _reaper = _reaper, None
     _live_groups.clear()
+    _spawning.clear()
     _reaper_backlog.clear()
     if reaper is not None and reaper.stdin is not None:
         _parents_reaper.append(reaper)  # kept: its __del__ would poll a process not ours
@@ -287,13 +340,25 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 async def _forget_group(pgid: int) -> None:
     """Unlist a group that is gone. The last one ends the reaper (it lives exactly as long
     as some server does), and waits for it to exit; shielded and bounded."""
-    global _reaper
     _live_groups.pop(pgid, None)
+    await _unlist(f"-{pgid}\n")
+
+
+async def _forget_spawn(incarnation: str) -> None:
+    """Unlist the id of an incarnation whose spawn failed (no process of it runs), as
+    `_forget_group` does a group."""
+    _spawning.discard(incarnation)
+    await _unlist(f"!{incarnation}\n")
+
+
+async def _unlist(line: str) -> None:
+    """Tell the reaper ``line``; with nothing listed any more, end it (`_forget_group`)."""
+    global _reaper
     reaper = _reaper
     if reaper is None or reaper.stdin is None:
         return
-    _tell_reaper(f"-{pgid}\n")
-    if _live_groups:
+    _tell_reaper(line)
+    if _live_groups or _spawning:
         return
     _reaper = None
     # With nothing listed, it exits without killing anything. Lines it never took, from a
@@ -698,6 +763,9 @@ async def open_stdio(
     env = {**(params.env or {}), INCARNATION_VAR: proc.incarnation}
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
+    # The reaper learns the id before the fork: the process runs from the fork on, and its
+    # group is listed only once this task resumes (a forced exit or a SIGKILL meanwhile).
+    _watch_spawn(proc.incarnation)
     try:
         process = await trio.lowlevel.open_process(
             [params.command, *params.args],
@@ -710,8 +778,10 @@ async def open_stdio(
         )
     except BaseException:
         os.close(read_fd)
+        os.close(write_fd)
+        await _forget_spawn(proc.incarnation)  # Popen failed: no process of it runs
         raise
-    finally:
+    else:
         os.close(write_fd)  # the child holds its own copy
     # No checkpoint until the finally below guards the process: a cancellation here would
     # leave it running.

@@ -1,5 +1,6 @@
 """A server's processes that are hard to catch: one that keeps changing its pid outside the
-server's process group, and a /proc scan that takes long (`actors._process`).
+server's process group, one forked but not listed yet, and a /proc scan that takes long
+(`actors._process`).
 
 Real processes. A hopper that escapes (on a supervisor that cannot catch it) is killed by
 the test itself, by its process group and by the marker in its environment, so a failure
@@ -21,10 +22,10 @@ import msgspec
 import pytest
 import trio
 
-from actors import _process
+from actors import _process, kill_every_server_now
 from actors._process import INCARNATION_VAR, kill_tree
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
-from protocol import BackoffPolicy
+from protocol import BackoffPolicy, ServerSpec
 from supervisor import Supervisor
 
 #: The helper's longest stay at one pid: a few ms, or none (it forks again at once).
@@ -273,3 +274,116 @@ async def test_kill_tree_kills_the_group_even_when_no_thread_can_be_started(monk
     finally:
         server.kill()
         server.wait(10)
+
+
+def _deaf_server(marker: str) -> ServerSpec:
+    """A server that lives on when its stdin closes (as one that ignores the end of its
+    stdin does): only a kill ends it. It never answers, and is not started again."""
+    return ServerSpec(name="deaf", command="/bin/sleep", args=["3600"], env={"MCP_TEST_MARKER": marker},
+                      connect_timeout=30, health_check_interval=None,
+                      backoff=BackoffPolicy(min=30.0, max=30.0, jitter=0.0))  # no new incarnation meanwhile
+
+
+_HELD_SPAWN = """
+import os, subprocess, sys, time, msgspec, trio
+from protocol import ServerSpec
+from supervisor import Supervisor
+
+real_popen = subprocess.Popen
+
+class HeldPopen(real_popen):
+    def __init__(self, args, *rest, **kwargs):
+        super().__init__(args, *rest, **kwargs)  # forked and exec'd: the server runs
+        if args[0] == "/bin/sleep":
+            print("forked", self.pid, flush=True)
+            time.sleep(60)  # the worker thread, not scheduled back (killed before it is)
+
+subprocess.Popen = HeldPopen
+
+async def main():
+    async with Supervisor([msgspec.json.decode(sys.argv[1], type=ServerSpec)]):
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def _kill_marked(marker: str) -> None:
+    for pid in procs_with_marker(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_the_reaper_takes_a_server_forked_but_not_listed_yet():
+    """``open_process`` forks the server in a worker thread; its group was listed with the
+    reaper only once the task resumed. A supervisor SIGKILLed in between (a loaded machine
+    holds the thread a while) left the server running, unknown to anyone: the probe saw up
+    to 10 such orphans in 20 runs. Now the reaper learns the incarnation's id before the
+    fork, and sweeps for it.
+
+    The supervisor is a real process, and so is its server (forked and exec'd by the real
+    ``Popen``); the patch only holds the worker thread once ``Popen`` has returned, so the
+    SIGKILL lands in that moment every time."""
+    marker = f"held-{os.getpid()}-{time.monotonic_ns()}"
+    spec = msgspec.json.encode(_deaf_server(marker)).decode()
+    supervisor = subprocess.Popen([sys.executable, "-c", _HELD_SPAWN, spec],
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert supervisor.stdout is not None
+        with trio.fail_after(30):
+            line = await trio.to_thread.run_sync(supervisor.stdout.readline)
+        assert line.startswith("forked"), line
+        server = int(line.split()[1])
+        _wait_for_environ(server)
+        assert procs_with_marker(marker) == [server]
+        supervisor.kill()
+        supervisor.wait()
+        await wait_until(lambda: procs_with_marker(marker) == [], timeout=10, what="the reaper to kill the server")
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+        _kill_marked(marker)
+
+
+async def test_kill_every_server_now_takes_a_server_forked_but_not_listed_yet(monkeypatch):
+    """The forced exit (the daemon's second SIGTERM) killed the listed groups only: a server
+    forked in a worker thread whose task had not resumed yet was not listed, and outlived
+    the exit ("killed 0"). Now a server being spawned is found by its incarnation id.
+
+    The server is real (forked and exec'd by the real ``Popen``); the patch only holds the
+    worker thread once ``Popen`` has returned, until the test lets it go."""
+    marker = f"held-{os.getpid()}-{time.monotonic_ns()}"
+    forked, release = threading.Event(), threading.Event()
+    pids: list[int] = []
+
+    class HeldPopen(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            super().__init__(args, *rest, **kwargs)
+            if args[0] == "/bin/sleep" and not forked.is_set():
+                pids.append(self.pid)
+                forked.set()
+                release.wait(20)
+
+    monkeypatch.setattr(subprocess, "Popen", HeldPopen)
+    try:
+        async with Supervisor([]) as sup:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.add_server, _deaf_server(marker))
+                try:
+                    assert await trio.to_thread.run_sync(forked.wait, 20)
+                    (server,) = pids
+                    _wait_for_environ(server)
+                    assert procs_with_marker(marker) == [server]
+                    killed = kill_every_server_now()
+                    # Blocking on purpose, as before os._exit: nothing else runs meanwhile.
+                    deadline = time.monotonic() + 2.0
+                    while procs_with_marker(marker) and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    left = procs_with_marker(marker)
+                finally:
+                    release.set()
+                nursery.cancel_scope.cancel()
+    finally:
+        release.set()
+        _kill_marked(marker)
+    assert (killed, left) == (1, [])
