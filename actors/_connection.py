@@ -118,6 +118,8 @@ _CHECK_KEYS = ("tools_ttl", "health_check_interval", "health_check_timeout")
 _REFUSED_UNSEEN = frozenset({408, 429})
 #: HTTP statuses that refuse us access (our credentials), not the request.
 _REFUSED_ACCESS = frozenset({401, 403})
+#: Redirects an HTTP request of the transport follows (see `_http_client_factory`).
+MAX_REDIRECTS = 1
 _RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that ended ...
 _RELISTEN_MAX = 30.0  # ... doubling up to this while it keeps ending
 
@@ -501,7 +503,13 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
 #: request whose answer can never come: its transport ended, or (streamable HTTP) the
 #: request's own event stream did.
 _SDK_CLOSED = "Connection closed"
-_SDK_STREAM_LOST = ("SSE stream ", "server answered a request with 202 Accepted")
+_SDK_STREAM_LOST = ("SSE stream ",)
+#: The SDK's stand-ins (code INVALID_REQUEST) for an HTTP answer to a request's POST that
+#: is no JSON-RPC answer: a 202 (none will come), a body of a type it does not read (a 204's
+#: none, text/plain), a redirect it did not follow. Not the server's own error (`_http_stand_in`).
+_SDK_ACCEPTED = "server answered a request with 202 Accepted"
+_SDK_WRONG_TYPE = "Unexpected content type: "
+_SDK_REDIRECT = "Redirect to "
 
 
 def _transport_lost(exc: BaseException) -> str | None:
@@ -516,6 +524,37 @@ def _transport_lost(exc: BaseException) -> str | None:
         return f"connection closed: {message}" if exc.error.code == CONNECTION_CLOSED and sdk_made else None
     if isinstance(exc, _TRANSPORT_ERRORS):
         return f"transport error: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _http_stand_in(exc: BaseException, server: str, tool: str) -> Exception | None:
+    """The typed failure for the SDK's stand-in for an HTTP answer to a call's POST that is
+    no JSON-RPC answer (see `_SDK_ACCEPTED`); None for anything else. Handed on as it was,
+    it passed for the tool's own error: not retried, and a success for the breaker."""
+    if not isinstance(exc, MCPError) or exc.error.code != mcp_types.INVALID_REQUEST:
+        return None
+    message = exc.error.message
+    if message == _SDK_ACCEPTED:
+        return ServerCrashed(
+            f"server {server!r} answered the call's POST with HTTP 202 Accepted, which says no answer "
+            "will come; the call may or may not have run",
+            server=server,
+            tool=tool,
+        )
+    if message.startswith(_SDK_WRONG_TYPE):
+        kind = message.removeprefix(_SDK_WRONG_TYPE).strip() or "none"
+        return InvalidResult(
+            f"tool {tool!r} on server {server!r}: the server answered the call's POST with no JSON-RPC "
+            f"answer (content type: {kind}; an answer comes as application/json or text/event-stream)",
+            server=server,
+            tool=tool,
+        )
+    if message.startswith(_SDK_REDIRECT):
+        return ServerUnavailable(
+            f"server {server!r} answered the call's POST with a redirect, so the call did not run: {message}",
+            server=server,
+            tool=tool,
+        )
     return None
 
 
@@ -665,6 +704,10 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
 
     def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
         client = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
+        # The SDK follows a redirect of a POST (307/308 within the endpoint's origin) up to
+        # max_redirects times: httpx's 20, so a server that redirected to itself had each
+        # message sent 21 times. One hop (a trailing slash added, say) is all an endpoint needs.
+        client.max_redirects = MAX_REDIRECTS
         hooks = client.event_hooks
         hooks["request"] = [*hooks.get("request", []), lift_session_header, watch.on_request]
         hooks["response"] = [bound_answers(max_message_bytes), *hooks.get("response", []), watch]
@@ -947,6 +990,11 @@ class _Connection:
                 raise InvalidResult(
                     f"tool {call.tool!r} on server {spec.name!r}: {unread}", server=spec.name, tool=call.tool
                 ) from None
+            stand_in = _http_stand_in(exc, spec.name, call.tool) if self.over_http else None
+            if stand_in is not None:
+                self.consecutive_timeouts = 0
+                self._heard()
+                raise stand_in from None
             lost = _transport_lost(exc)
             if lost is not None and spec.kind == "streamable-http" and _stream_of_its_own(exc):
                 # This request's own event stream ended unanswered: its answer is lost, not the

@@ -10,7 +10,9 @@ import trio
 
 from conftest import settled, wait_until
 from actors._http_answers import MAX_RETRY_WAIT
-from protocol import BackoffPolicy, DeadlineExceeded, InvalidResult, RetryPolicy, ServerCrashed, ServerSpec
+from protocol import (
+    BackoffPolicy, DeadlineExceeded, InvalidResult, RetryPolicy, ServerCrashed, ServerSpec, ServerUnavailable,
+)
 from supervisor import Supervisor
 from test_connection import HttpEcho, connection_status, text
 
@@ -520,3 +522,77 @@ async def test_an_sse_transport_that_fails_in_a_task_of_its_own_is_a_transport_d
             await wait_until(lambda: connection_status(sup, "gw").restarts >= 1, timeout=20, what="a restart")
             exits = (await sup.metrics_snapshot()).server("gw").exits
             assert exits.get("transport") == 1 and "other" not in exits, exits
+
+
+@pytest.mark.parametrize(
+    "mode, failure, words",
+    [
+        ("accepted-202", ServerCrashed, "answered the call's POST with HTTP 202 Accepted"),
+        ("no-content-204", InvalidResult, "no JSON-RPC answer (content type: none;"),
+        ("wrong-type", InvalidResult, "no JSON-RPC answer (content type: text/plain;"),
+        ("redirect-elsewhere", ServerUnavailable, "answered the call's POST with a redirect, so the call did not run"),
+        ("redirect-to-itself", ServerUnavailable, "answered the call's POST with a redirect, so the call did not run"),
+    ],
+)
+async def test_an_http_answer_to_a_call_that_is_no_json_rpc_answer_is_the_server_s_typed_failure(mode, failure, words):
+    """A call's POST answered 202 Accepted, 204 No Content, a 200 in plain text or a
+    redirect: the SDK stood in a JSON-RPC error of its own ("Unexpected content type",
+    "Redirect to ... not followed"), which passed for the tool's own error (not retried,
+    a success for the breaker). Now each is a typed failure of the server; and a POST
+    redirected to its own URL is sent twice at most (httpx followed 20 hops: 21 sends)."""
+    posts = []
+
+    async def misanswer(stream, verb, message, headers) -> bool:
+        if message.get("method") != "tools/call" or message["params"]["arguments"].get("text") != "x":
+            return False
+        posts.append(message["id"])
+        if mode == "accepted-202":
+            await RawHttp.send(stream, 202)
+        elif mode == "no-content-204":
+            await RawHttp.send(stream, 204)
+        elif mode == "wrong-type":
+            await RawHttp.send(stream, 200, b"ok", "text/plain")
+        elif mode == "redirect-elsewhere":
+            await RawHttp.send(stream, 307, location="http://127.0.0.1:1/mcp")
+        else:
+            await RawHttp.send(stream, 307, location="/mcp")
+        return True
+
+    server = RawHttp(misanswer)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        async with Supervisor([strict_raw(server)]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            incarnation = sup.link("gw").conn
+            with trio.fail_after(15):
+                with pytest.raises(failure) as failed:
+                    await sup.call_tool("echo", {"text": "x"}, server="gw", timeout=10)
+            assert words in failed.value.message, failed.value.message
+            assert len(posts) <= 2, posts
+            assert sup.link("gw").conn is incarnation, "the connection was restarted"
+            assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_s_post_still_follows_one_redirect_within_the_endpoint_s_origin():
+    """One 307 within the endpoint's origin (a trailing slash added, say) is still
+    followed: the call is answered after it."""
+    posts = []
+
+    async def redirect_once(stream, verb, message, headers) -> bool:
+        if message.get("method") != "tools/call":
+            return False
+        posts.append(message["id"])
+        if len(posts) == 1:
+            await RawHttp.send(stream, 307, location="/mcp")
+            return True
+        return False
+
+    server = RawHttp(redirect_once)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        async with Supervisor([strict_raw(server)]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
+            assert len(posts) == 2, posts
+        nursery.cancel_scope.cancel()
