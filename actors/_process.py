@@ -41,7 +41,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import trio
 from mcp import StdioServerParameters
@@ -72,36 +72,32 @@ def kill_every_server_now() -> int:
 
     Synchronous and immediate, for a forced exit (``os._exit``) that skips the orderly
     shutdown: the servers and their children go with this process rather than outlive it.
-    A server being spawned, whose group is not listed yet, is found by its id (a scan of
-    /proc); one not exec'd yet is the reaper's, which knows its id and acts once the pipe
-    closes: as we exit, and that process (which holds a copy until it execs) lets go of it.
     """
-    killed = kill_servers_now({pgid: incarnation for pgid, (incarnation, _) in list(_live_groups.items())})
-    for incarnation in list(_spawning):
+    return kill_servers_now([incarnation for incarnation, _ in list(_live_groups.values())] + list(_spawning))
+
+
+def kill_servers_now(incarnations: Iterable[str]) -> int:
+    """`kill_every_server_now` for the servers of ``incarnations`` only (their ids,
+    `ServerProcess.incarnation`); returns how many were killed. A server being spawned,
+    whose group is not listed yet, is found by its id (a scan of /proc); one not exec'd yet
+    is the reaper's, which knows its id and acts once the pipe closes: as we exit, and that
+    process (which holds a copy until it execs) lets go of it. An id of a server gone
+    meanwhile touches nothing (its group's number may be another's since)."""
+    wanted = set(incarnations)
+    killed = 0
+    for pgid, (incarnation, start) in list(_live_groups.items()):
+        if incarnation in wanted:
+            escaped: set[int] = set()
+            _, marked = _survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
+            if _signal_tree(pgid, marked, escaped, signal.SIGKILL, incarnation):
+                killed += 1
+    for incarnation in wanted & _spawning:
         scan = _scan(incarnation, None)
         if scan is None:
             continue
         marked = scan[1]
         escaped = set(marked.values()) - _not_ours()  # its own group (it leads it), and any it left for
         if _signal_tree(None, marked, escaped, signal.SIGKILL, incarnation):
-            killed += 1
-    return killed
-
-
-def kill_servers_now(groups: Mapping[int, str]) -> int:
-    """`kill_every_server_now` for ``groups`` only (process group -> incarnation id, as
-    `ServerProcess` has them): each still running, listed with that incarnation, is
-    SIGKILLed with every process carrying its id; returns how many. A group gone meanwhile
-    (its number maybe another's since) is not touched."""
-    killed = 0
-    for pgid, incarnation in groups.items():
-        listed = _live_groups.get(pgid)
-        if listed is None or listed[0] != incarnation:
-            continue
-        start = listed[1]
-        escaped: set[int] = set()
-        _, marked = _survey(pgid, incarnation, int(start) if start.isdigit() else None, escaped)
-        if _signal_tree(pgid, marked, escaped, signal.SIGKILL, incarnation):
             killed += 1
     return killed
 

@@ -350,7 +350,7 @@ class EmbeddedSupervisor:
             return
         self._state = _CLOSED
         self._forget_close_hook()  # (the run stays this thread's: a later embed says why it cannot)
-        killed = kill_servers_now(self._own_groups())
+        killed = kill_servers_now(self._own_incarnations())
         log.warning(
             "the asyncio loop of an embedded supervisor was closed without aclose(): its trio guest run is "
             "abandoned half-way and holds this thread (no embed() or trio.run here any more); its stdio "
@@ -359,16 +359,16 @@ class EmbeddedSupervisor:
             killed,
         )
 
-    def _own_groups(self) -> dict[int, str]:
-        """The process groups of this tree's stdio servers (their latest incarnations):
-        group -> incarnation id. A server's link has one process at a time (an incarnation
-        starts once the previous one's is gone, a replacement once the old subtree stopped),
-        and a server being removed stays supervised until its process is gone."""
+    def _own_incarnations(self) -> list[str]:
+        """The incarnation ids of this tree's stdio servers (their latest ones, spawned or
+        being spawned). A server's link has one process at a time (an incarnation starts
+        once the previous one's is gone, a replacement once the old subtree stopped), and a
+        server being removed stays supervised until its process is gone."""
         sup = self._tree
         if sup is None:
-            return {}
+            return []
         processes = (sup.link(name).process for name in sup.servers)
-        return {proc.pid: proc.incarnation for proc in processes if proc is not None and proc.pid is not None}
+        return [proc.incarnation for proc in processes if proc is not None]
 
     def _request_stop(self) -> None:
         """Ask the guest run to stop (from the host loop); harmless once it has ended."""

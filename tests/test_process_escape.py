@@ -22,7 +22,7 @@ import msgspec
 import pytest
 import trio
 
-from actors import _process, kill_every_server_now
+from actors import _process, kill_every_server_now, kill_servers_now
 from actors._process import INCARNATION_VAR, kill_tree
 from conftest import marker_of, procs_with_marker, server_spec, wait_until
 from protocol import BackoffPolicy, ServerSpec
@@ -345,10 +345,13 @@ async def test_the_reaper_takes_a_server_forked_but_not_listed_yet():
         _kill_marked(marker)
 
 
-async def test_kill_every_server_now_takes_a_server_forked_but_not_listed_yet(monkeypatch):
+@pytest.mark.parametrize("kill", ["every", "its-id", "another-id"])
+async def test_kill_every_server_now_takes_a_server_forked_but_not_listed_yet(monkeypatch, kill):
     """The forced exit (the daemon's second SIGTERM) killed the listed groups only: a server
     forked in a worker thread whose task had not resumed yet was not listed, and outlived
-    the exit ("killed 0"). Now a server being spawned is found by its incarnation id.
+    the exit ("killed 0"). Now a server being spawned is found by its incarnation id; so is
+    it by `kill_servers_now` given its id (an embedding host's loop closed without
+    ``aclose()`` kills its own tree's servers so), and one given another id spares it.
 
     The server is real (forked and exec'd by the real ``Popen``); the patch only holds the
     worker thread once ``Popen`` has returned, until the test lets it go."""
@@ -374,7 +377,11 @@ async def test_kill_every_server_now_takes_a_server_forked_but_not_listed_yet(mo
                     (server,) = pids
                     _wait_for_environ(server)
                     assert procs_with_marker(marker) == [server]
-                    killed = kill_every_server_now()
+                    if kill == "every":
+                        killed = kill_every_server_now()
+                    else:
+                        incarnation = sup.link("deaf").process.incarnation
+                        killed = kill_servers_now([incarnation if kill == "its-id" else "another"])
                     # Blocking on purpose, as before os._exit: nothing else runs meanwhile.
                     deadline = time.monotonic() + 2.0
                     while procs_with_marker(marker) and time.monotonic() < deadline:
@@ -386,4 +393,4 @@ async def test_kill_every_server_now_takes_a_server_forked_but_not_listed_yet(mo
     finally:
         release.set()
         _kill_marked(marker)
-    assert (killed, left) == (1, [])
+    assert (killed, left) == ((0, [server]) if kill == "another-id" else (1, []))
