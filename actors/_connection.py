@@ -407,7 +407,8 @@ class ServerLink:
             "incarnation": proc.incarnation if proc else None,
             "last_error": self.last_error,
             "unread_lists": dict(self.unread_lists),
-            "oversized_dropped": proc.oversized if proc else 0,
+            # this incarnation's (a remote server's are counted as its calls fail)
+            "oversized_dropped": proc.oversized if proc else self.conn.oversized if self.conn is not None else 0,
             "stderr_tail": proc.stderr_tail(20) if proc else [],
         }
 
@@ -497,6 +498,17 @@ def _unread_answer(exc: BaseException, limit: int) -> str | None:
     if code == mcp_types.PARSE_ERROR and message.startswith((_JSON_UNREAD, _SSE_UNREAD)):
         return f"its answer was no JSON-RPC: {message}"
     return None
+
+
+def _dropped_over_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` is an HTTP answer dropped for being over ``max_message_bytes`` (an
+    SSE event the SDK refused, a JSON body `bound_answers` cut short)."""
+    if not isinstance(exc, MCPError):
+        return False
+    code, message = exc.error.code, exc.error.message
+    return (code == CONNECTION_CLOSED and message.startswith(_SSE_TOO_LARGE)) or (
+        code == mcp_types.PARSE_ERROR and OVER_LIMIT in message
+    )
 
 
 #: The messages of the errors the SDK makes up, with the code ``CONNECTION_CLOSED``, for a
@@ -781,6 +793,8 @@ class _Connection:
         self.checks: trio.CancelScope | None = None  # the running `start_checks`
         self.death: ConnectionDied | None = None
         self.died = trio.Event()
+        #: Remote answers over max_message_bytes dropped (a stdio server's: its process counts).
+        self.oversized = 0
         #: The SDK's transport failed in a task of its own, which ended this incarnation (`_live`).
         self.task_failed = False
         #: Lines that were not JSON-RPC since the server's last JSON-RPC message (it dies past
@@ -985,6 +999,9 @@ class _Connection:
                 raise self._refused(call, refused[-1], code) from None
             unread = _unread_answer(exc, spec.max_message_bytes)
             if unread is not None:
+                if self.over_http and _dropped_over_limit(exc):
+                    self.oversized += 1  # a stdio server's wire counts its own
+                    self.link.count_oversized()
                 self.consecutive_timeouts = 0
                 self._heard()
                 raise InvalidResult(
@@ -1318,12 +1335,14 @@ class _Connection:
             self.garbage += 1
             self.garbage_lines += 1
             self.link.garbage_lines += 1
+            # Over HTTP what was no JSON-RPC is an event of the server's event stream.
+            what, where = ("message", "on its event stream") if self.over_http else ("line", "on stdout")
             log.warning(
-                "server %r wrote a line that is not JSON-RPC (%d in a row, %d in all)",
-                self.spec.name, self.garbage, self.garbage_lines,
+                "server %r wrote a %s %s that is not JSON-RPC (%d in a row, %d in all)",
+                self.spec.name, what, where, self.garbage, self.garbage_lines,
             )
             if self.garbage > self.spec.garbage_threshold:
-                self.die(f"{self.garbage} lines in a row on stdout were not JSON-RPC (garbage_threshold)", "garbage")
+                self.die(f"{self.garbage} {what}s in a row {where} were not JSON-RPC (garbage_threshold)", "garbage")
             return
         self.garbage = 0  # a JSON-RPC message: the wire is sound
         root = getattr(message, "root", message)

@@ -596,3 +596,58 @@ async def test_a_call_s_post_still_follows_one_redirect_within_the_endpoint_s_or
             assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
             assert len(posts) == 2, posts
         nursery.cancel_scope.cancel()
+
+
+async def test_garbage_on_a_remote_event_stream_is_named_as_such_not_as_stdout():
+    """A streamable-HTTP server's event stream (the GET) carries events that are no
+    JSON-RPC, past ``garbage_threshold``: the incarnation ends, as for a stdio server's
+    garbled stdout, and the reason said "lines in a row on stdout", which such a server
+    does not have. Now it names the event stream."""
+
+    go = trio.Event()  # set once connected and a call was answered: no answer comes between
+
+    async def garbled_stream(stream, verb, message, headers) -> bool:
+        if verb != "GET":
+            return False
+        await go.wait()
+        events = b"".join(b"event: message\ndata: {not json %d\n\n" % i for i in range(3))
+        await RawHttp.send(stream, 200, events, "text/event-stream")
+        await trio.sleep_forever()
+
+    server = RawHttp(garbled_stream)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        spec = ServerSpec(
+            name="gw", url=server.url(), transport="streamable-http", garbage_threshold=2, health_check_interval=None,
+            backoff=BackoffPolicy(min=5.0, max=5.0, jitter=0.0), shutdown_timeout=1.0, connect_timeout=5.0,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            assert text(await sup.call_tool("echo", {"text": "x"}, server="gw", timeout=10)) == "x"
+            go.set()
+            await wait_until(
+                lambda: "garbage_threshold" in (sup.link("gw").last_error or ""), timeout=20, what="the garbled stream's end"
+            )
+            reason = sup.link("gw").last_error
+            assert reason == "3 messages in a row on its event stream were not JSON-RPC (garbage_threshold)", reason
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("answers", ["sse", "json"])
+async def test_a_remote_answer_over_max_message_bytes_is_counted_as_dropped(answers):
+    """A remote answer over ``max_message_bytes`` fails its call (``InvalidResult``), and
+    was not counted where a stdio server's is (``oversized_dropped`` in the status, the
+    metrics' gauge): it stayed 0. Now each one counts."""
+    flags = {"sse": ("--handshake-only",), "json": ("--json-response",)}
+    async with HttpEcho(*flags[answers], "--blob") as server:
+        spec = ServerSpec(
+            name="tight", url=server.url(), transport="streamable-http", max_message_bytes=64 * 1024,
+            retry=RetryPolicy(max_retries=0), health_check_interval=None,
+        )
+        async with Supervisor([spec]) as sup:
+            await sup.wait_connected("tight", timeout=20)
+            for _ in range(2):
+                with pytest.raises(InvalidResult, match="over max_message_bytes"):
+                    await sup.call_tool("blob", {"kib": 128}, server="tight", timeout=30)
+            assert sup.link("tight").oversized == 2
+            assert sup.link("tight").detail()["oversized_dropped"] == 2
