@@ -32,7 +32,13 @@ Guarantees:
   have run), ``ServerUnavailable`` for 408/429 (turned away unread), and for another 4xx the
   SDK's ``MCPError`` in our words (it is the answer to that request). An SSE call whose
   POST got no answer fails at once: ``ActorDown`` when no connection was made (not sent),
-  else ``ServerCrashed`` (it may have run).
+  else ``ServerCrashed`` (it may have run). A streamable-HTTP call answered with no
+  JSON-RPC answer at all fails typed too (`_http_stand_in`): ``ServerCrashed`` for a 202
+  Accepted, ``InvalidResult`` for a body of another type (a 204's none), and
+  ``ServerUnavailable`` for a redirect not followed (one within the endpoint's origin
+  that keeps the method is followed, once: `MAX_REDIRECTS`).
+- The SDK's transport failing in a task of its own (its reader, a stream it reopens) is
+  a death with cause ``transport``, named by that task's error, for the calls in flight too.
 - A server that cannot list its prompts or resources (an error, a list we cannot read)
   still serves its tools: the failure is logged and named in the status (``learn``). One
   that cannot list its tools does not connect, and the reason names ``tools/list``; one
