@@ -757,11 +757,15 @@ async def open_stdio(
     Raises ``OSError`` when the command cannot be started.
     """
     env = {**(params.env or {}), INCARNATION_VAR: proc.incarnation}
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
     # The reaper learns the id before the fork: the process runs from the fork on, and its
     # group is listed only once this task resumes (a forced exit or a SIGKILL meanwhile).
     _watch_spawn(proc.incarnation)
+    try:
+        read_fd, write_fd = os.pipe()
+    except BaseException:  # out of fds, say: nothing of it will run
+        await _forget_spawn(proc.incarnation)
+        raise
+    os.set_blocking(read_fd, False)
     try:
         process = await trio.lowlevel.open_process(
             [params.command, *params.args],

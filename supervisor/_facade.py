@@ -429,7 +429,8 @@ class Supervisor:
         ``args``, ``cwd`` and ``env``: a renamed server) starts once that one has stopped,
         so the two never run side by side. A server to remove that is being changed meanwhile
         (an operator's `restart_server` or `remove_server`, another reload) is removed once
-        that change is over. Unchanged ones are not touched. A spec with a
+        that change is over, its tools withdrawn only then (an added server exposing the same
+        names meanwhile has them refused as a collision until then). Unchanged ones are not touched. A spec with a
         number out of its range raises ``ValueError`` before anything changes. With
         ``on_error``, a server whose step raised is reported to it (and left out of the
         names returned) and the others go on; without, the errors propagate (as an

@@ -388,7 +388,12 @@ assert sys.stdin.readline() == "embed\\n"
 async def start():
     sup = await embed([ours, gone])
     tasks = [asyncio.ensure_future(sup.call_tool("gone__sleep", {"seconds": 60}, timeout=120))]
-    await asyncio.sleep(0.5)  # the call is in flight: the removal below drains it
+    for _ in range(1000):  # the call in flight (10 s at most): the removal below drains it
+        if await sup.run_in_trio(lambda s: s.link("gone").inflight) == 1:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the call never reached the server")
     tasks.append(asyncio.ensure_future(sup.reload([ours])))
     while any(tool.name.startswith("gone__") for tool in await sup.list_tools()):
         await asyncio.sleep(0.02)  # withdrawn: the removal drains the call now
