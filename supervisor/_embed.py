@@ -68,7 +68,8 @@ guest run half-way, for good: it holds the thread, so no later ``embed`` or ``tr
 there (``embed`` says why). The close is seen (the loop's ``close`` is shadowed while a run
 is live): a warning is logged, and this tree's stdio servers' process trees are killed then
 and there (another supervisor's in this process, embedded or a trio one in another thread,
-are left alone). The host loop must be a plain
+are left alone; a server being forked in that moment, not exec'd yet, is missed: it runs
+until the host process exits, when the reaper takes it). The host loop must be a plain
 asyncio loop; note that merely importing ``trio_asyncio`` makes ``asyncio.run``'s default
 loop trio-asyncio's own (which is trio), so a process that imports it makes its loop
 explicitly (``asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)``). This package
