@@ -37,7 +37,12 @@ answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, a
   answer that came as an event on the POST's event stream was worse: the SDK rewrote its
   id to the request's, so with two calls in flight each could get the other's result.
   Each answer event on a request's stream is checked the same way (`_AnswerIdChecked`),
-  and one for another id raises `NotItsEvent` before the SDK reads it.
+  and one for another id raises `NotItsEvent` before the SDK reads it. So is each event of
+  that stream resumed: when it ends after an event with an SSE ``id:``, the SDK opens it
+  again with a GET that carries ``Last-Event-ID`` and rewrites the answers there too; each
+  ``id:`` a request's stream carries is noted with the request (`HttpAnswerWatch.resumes`,
+  at most `MAX_RESUMES`, until its answer came), and a GET that resumes after one is
+  checked for that request's answer.
 - **A huge ``retry:``** (streamable HTTP): the SDK waits what an event stream's ``retry:``
   field asks before it resumes the stream, with no bound, so a call whose answer stream
   ended after asking for a day waited out its deadline (and counted as a hang); one too
@@ -82,6 +87,7 @@ from mcp_types import METHOD_NOT_FOUND
 __all__ = ["NOT_ITS_ANSWER", "HttpAnswerWatch", "HttpRefusal", "NotItsAnswer", "NotItsEvent", "PostFailed", "refusals"]
 
 SESSION_ID_HEADER = "mcp-session-id"
+LAST_EVENT_ID_HEADER = "last-event-id"
 
 
 class HttpRefusal(msgspec.Struct, frozen=True):
@@ -456,17 +462,20 @@ class _Event(msgspec.Struct):
 _event_decoder = msgspec.json.Decoder(_Event)
 
 
-def _not_its_event(data: bytes, asked: Any) -> str | None:
-    """Why the event ``data``, on request ``asked``'s answer stream, is an answer that is
-    not its own; None when it is its own, is no answer (a notification, a question of the
-    server's), or is no JSON-RPC at all (the SDK says that itself)."""
+def _is_answer(data: bytes) -> bool:
+    """The event ``data`` is a JSON-RPC answer (a result or an error): not a notification,
+    not a question of the server's, not something that is no JSON-RPC at all (the SDK says
+    that itself)."""
     try:
         event = _event_decoder.decode(data)
     except Exception:
-        return None
-    if event.method is not msgspec.UNSET or (event.result is msgspec.UNSET and event.error is msgspec.UNSET):
-        return None
-    return _not_its_answer(data, asked)
+        return False
+    return event.method is msgspec.UNSET and (event.result is not msgspec.UNSET or event.error is not msgspec.UNSET)
+
+
+#: The most SSE event ids of requests' answer streams noted at once (`HttpAnswerWatch.resumes`);
+#: past them the oldest is forgotten (a stream resumed after it is no longer checked).
+MAX_RESUMES: Final = 1024
 
 
 class _AnswerIdChecked(httpx2.AsyncByteStream):
@@ -474,12 +483,19 @@ class _AnswerIdChecked(httpx2.AsyncByteStream):
     JSON-RPC answer checked for the request's id: one for another id (or none) raises
     `NotItsEvent` before the line that ends it passes on, so the SDK never reads it. Every
     other byte passes on as it came, in the same pieces. An event's data is kept while it
-    is read, up to ``most`` bytes (past them the SDK drops the event itself)."""
+    is read, up to ``most`` bytes (past them the SDK drops the event itself).
 
-    def __init__(self, inner: Any, asked: Any, most: int) -> None:
+    Each event ``id:`` that passes is noted in ``resumes`` (when given) as this request's,
+    the latest last, at most `MAX_RESUMES` in all: the SDK resumes a stream that ends before
+    its answer with a GET after the last one (``Last-Event-ID``), which is checked in turn
+    (`HttpAnswerWatch.__call__`). The request's own answer forgets its ids: nothing resumes
+    after it."""
+
+    def __init__(self, inner: Any, asked: Any, most: int, resumes: dict[str, Any] | None = None) -> None:
         self.inner = inner
         self.asked = asked
         self.most = most
+        self.resumes = resumes
         self.line = bytearray()  # the line read so far
         self.after_cr = False  # the last line ended with a CR: an LF next belongs to it
         self.kind = b""  # the event's type (its ``event:`` field)
@@ -528,7 +544,11 @@ class _AnswerIdChecked(httpx2.AsyncByteStream):
         if not line:
             why = None
             if self.has_data and not self.too_long and self.kind in (b"", b"message"):
-                why = _not_its_event(bytes(self.data[:-1]), self.asked)
+                data = bytes(self.data[:-1])
+                if _is_answer(data):
+                    why = _not_its_answer(data, self.asked)
+                    if why is None:
+                        self._forget_ids()
             self.kind, self.has_data, self.too_long = b"", False, False
             self.data.clear()
             return why
@@ -542,7 +562,24 @@ class _AnswerIdChecked(httpx2.AsyncByteStream):
             self._grow(self.data, value + b"\n")
         elif name == b"event":
             self.kind = value
+        elif name == b"id" and value and b"\0" not in value and self.resumes is not None:  # as httpx keeps it
+            self._note_id(value.decode(errors="replace"))
         return None
+
+    def _note_id(self, event_id: str) -> None:
+        """Note ``event_id`` as this request's (the latest), the oldest forgotten past `MAX_RESUMES`."""
+        assert self.resumes is not None
+        self.resumes.pop(event_id, None)
+        self.resumes[event_id] = self.asked
+        while len(self.resumes) > MAX_RESUMES:
+            del self.resumes[next(iter(self.resumes))]
+
+    def _forget_ids(self) -> None:
+        """Forget this request's event ids: its answer came, so its stream is not resumed."""
+        if self.resumes:
+            mine = _correlated(self.asked)
+            for event_id in [key for key, asked in self.resumes.items() if _correlated(asked) == mine]:
+                del self.resumes[event_id]
 
 
 #: The least time between two GETs of one connection (`HttpAnswerWatch.on_request`).
@@ -579,6 +616,10 @@ class HttpAnswerWatch:
         self.max_event = max_event  # the bytes of an answer event whose id is checked (max_message_bytes)
         self.last_refusal: HttpRefusal | None = None  # whoever sent the message
         self._next_get = -math.inf
+        #: The SSE event ids seen on requests' answer streams, each with the id of the
+        #: request it answers (`_AnswerIdChecked`): a GET that resumes after one of them
+        #: carries that request's answer.
+        self.resumes: dict[str, Any] = {}
 
     async def on_request(self, request: Any) -> None:
         """httpx request hook. A call's request POSTed over streamable HTTP (`answer_due`)
@@ -636,9 +677,13 @@ class HttpAnswerWatch:
                 _watch_answer_id(response)  # streamable HTTP: the body is the request's answer
             if self.on_broken is None and _event_stream(response):  # streamable HTTP: resumed after retry:
                 response.stream = _RetryBounded(response.stream, int(MAX_RETRY_WAIT * 1000))
-                asked = _request_id(response.request) if response.request.method == "POST" else msgspec.UNSET
+                if response.request.method == "POST":
+                    asked = _request_id(response.request)
+                else:  # a GET resuming a request's answer stream after one of its events?
+                    resumed = response.request.headers.get(LAST_EVENT_ID_HEADER)
+                    asked = self.resumes.get(resumed, msgspec.UNSET) if resumed else msgspec.UNSET
                 if asked is not msgspec.UNSET:  # a request's answer stream: its answer is the request's
-                    response.stream = _AnswerIdChecked(response.stream, asked, self.max_event)
+                    response.stream = _AnswerIdChecked(response.stream, asked, self.max_event, self.resumes)
             return
         try:
             body = await response.aread()

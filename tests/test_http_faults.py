@@ -437,6 +437,25 @@ async def test_an_answer_event_for_another_id_is_stopped_before_its_end_wherever
         assert (why is None) == (expected[1] is None) and (why is None or expected[1] in why), (pieces, why)
 
 
+async def test_a_request_s_event_ids_are_noted_for_its_resumption_until_its_answer_comes():
+    """Each ``id:`` on request 7's answer stream is noted as 7's (a GET resuming after it
+    is checked for 7's answer); its answer forgets them; at most ``MAX_RESUMES`` are kept,
+    the latest ones."""
+    from actors._http_answers import MAX_RESUMES, _AnswerIdChecked
+
+    async def read(stream: bytes, asked, resumes) -> None:
+        async for _ in _AnswerIdChecked(_Pieces([stream]), asked, 1 << 20, resumes):
+            pass
+
+    resumes: dict[str, object] = {"e0": 3}
+    await read(b'id: e1\ndata: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}\n\nid:\n\n', 7, resumes)
+    assert resumes == {"e0": 3, "e1": 7}
+    await read(b'id: e2\r\ndata: {"jsonrpc": "2.0", "id": "7", "result": {}}\r\n\r\n', 7, resumes)
+    assert resumes == {"e0": 3}
+    await read(b"".join(b"id: %d\n\n" % i for i in range(MAX_RESUMES + 5)), 8, resumes)
+    assert len(resumes) == MAX_RESUMES and "e0" not in resumes and resumes[str(MAX_RESUMES + 4)] == 8
+
+
 async def test_two_calls_whose_event_streams_carry_each_other_s_answer_both_fail_invalid_result():
     """Two calls in flight on a handshake-era streamable-HTTP server, each answered on its
     own POST's event stream with the other's answer (its id). The SDK rewrote each
@@ -486,6 +505,54 @@ async def test_two_calls_whose_event_streams_carry_each_other_s_answer_both_fail
                 assert isinstance(failure, InvalidResult), (said, failure)
                 assert failure.message.startswith("tool 'echo' on server 'gw': "), failure.message
                 assert "for another request" in failure.message, failure.message
+            assert sup.link("gw").conn is incarnation, "the connection was restarted"
+            assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("whose", ["another", "its-own"])
+async def test_an_answer_stream_resumed_after_an_event_id_is_checked_for_the_call_s_answer_too(whose):
+    """A call's answer stream (its POST's) ends after one event with an SSE ``id:``; the
+    SDK resumes it with a GET that carries ``Last-Event-ID``, and rewrites every answer
+    there to the call's id as well. An answer for another request (999) on the resumed
+    stream was handed to the call as its own. Now it fails the call ``InvalidResult``, as
+    on the POST's stream, and the connection goes on; the call's own answer there still
+    answers it."""
+    import json
+
+    asked: list[object] = []
+    resumed: list[str] = []
+
+    async def resume(stream, verb, message, headers) -> bool:
+        if verb == "POST" and message.get("method") == "tools/call" and message["params"]["arguments"].get("text") == "a":
+            asked.append(message["id"])
+            note = json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "hi"}})
+            body = f"id: e1\nretry: 0\nevent: message\ndata: {note}\n\n".encode()
+            await RawHttp.send(stream, 200, body, "text/event-stream", mcp_session_id=f"s{server.sessions}")
+            return True
+        if verb == "GET" and headers.get("last-event-id") == "e1":
+            resumed.append("e1")
+            result = {"content": [{"type": "text", "text": f"{whose}'s answer"}], "isError": False}
+            answer = {"jsonrpc": "2.0", "id": 999 if whose == "another" else asked[-1], "result": result}
+            body = f"id: e2\nevent: message\ndata: {json.dumps(answer)}\n\n".encode()
+            await RawHttp.send(stream, 200, body, "text/event-stream")
+            return True
+        return False
+
+    server = RawHttp(resume)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        async with Supervisor([strict_raw(server)]) as sup:
+            await sup.wait_connected("gw", timeout=20)
+            incarnation = sup.link("gw").conn
+            with trio.fail_after(15):
+                if whose == "another":  # was: the call answered with "another's answer"
+                    with pytest.raises(InvalidResult) as failed:
+                        await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)
+                    assert "for another request" in failed.value.message, failed.value.message
+                else:
+                    assert text(await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)) == "its-own's answer"
+            assert resumed == ["e1"], resumed
             assert sup.link("gw").conn is incarnation, "the connection was restarted"
             assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
         nursery.cancel_scope.cancel()
