@@ -1840,14 +1840,16 @@ async def _live(
     except BaseException as exc:
         cause = _unwrap(exc)
         failed_task = _failed_task(cause)
-        if failed_task is not None:
+        if failed_task is not None and state.death is None:
             # The SDK's transport failed in a task of its own (its reader, a stream it
             # reopens): its task group cancelled us, and its error comes out of the client
             # after this (`run_connection` names it). Not the supervisor's stop.
             died, cause_of_death = True, "transport"
             why = f"transport error: {failed_task}"
             state.task_failed = True
-        elif not _is_cancel(cause):
+        elif failed_task is not None or not _is_cancel(cause):
+            # (A task that failed after a death was declared, a hang say, while
+            # `watch_death` waited for the process: a symptom, as below.)
             died = True
             if state.death is not None and not isinstance(cause, ConnectionDied):
                 # Declared dead first (a refused SSE POST, say): what failed next, a send on
@@ -1872,7 +1874,12 @@ _CHILD_FAILED = "child task raised exception "
 def _failed_task(cause: BaseException) -> str | None:
     """What failed when ``cause`` is a cancellation by a task group whose other task
     raised (the SDK's transport's, around the connection), as trio says it ("OSError('x')");
-    None for any other cancellation (the supervisor's, a deadline) or exception."""
+    None for any other cancellation (the supervisor's, a deadline) or exception.
+
+    Only the SDK's task group can be that nursery: every tree child runs under a shielded
+    scope of its own (``supervisor/_tree.py``, ``_launch``), so no nursery of ours (nor of
+    the host's) sits between that shield and `_live` to cancel it when a sibling raises;
+    `_live`'s own nursery's failures come with the error that caused them."""
     if isinstance(cause, BaseExceptionGroup):
         cancels = cause.split(trio.Cancelled)[0]
         if cancels is None or len(cancels.exceptions) != len(cause.exceptions):
