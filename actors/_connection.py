@@ -35,8 +35,8 @@ Guarantees:
   else ``ServerCrashed`` (it may have run). A streamable-HTTP call answered with no
   JSON-RPC answer at all fails typed too (`_http_stand_in`): ``ServerCrashed`` for a 202
   Accepted, ``InvalidResult`` for a body of another type (a 204's none), and
-  ``ServerUnavailable`` for a redirect not followed (one within the endpoint's origin
-  that keeps the method is followed, once: `MAX_REDIRECTS`).
+  ``ServerUnavailable`` for a redirect not followed (those within the endpoint's origin
+  that keep the method are followed, `MAX_REDIRECTS` hops at most).
 - The SDK's transport failing in a task of its own (its reader, a stream it reopens) is
   a death with cause ``transport``, named by that task's error, for the calls in flight too.
 - A server that cannot list its prompts or resources (an error, a list we cannot read)
@@ -124,8 +124,10 @@ _CHECK_KEYS = ("tools_ttl", "health_check_interval", "health_check_timeout")
 _REFUSED_UNSEEN = frozenset({408, 429})
 #: HTTP statuses that refuse us access (our credentials), not the request.
 _REFUSED_ACCESS = frozenset({401, 403})
-#: Redirects an HTTP request of the transport follows (see `_http_client_factory`).
-MAX_REDIRECTS = 1
+#: Redirects an HTTP request of the transport follows in a row (see `_http_client_factory`):
+#: enough for http -> https, then a trailing slash added (two hops), and one more; a server
+#: that redirects to itself gets each message sent 4 times at most.
+MAX_REDIRECTS = 3
 _RELISTEN_MIN = 0.5  # s before reopening a subscriptions/listen stream that ended ...
 _RELISTEN_MAX = 30.0  # ... doubling up to this while it keeps ending
 
@@ -724,7 +726,8 @@ def _http_client_factory(watch: HttpAnswerWatch, max_message_bytes: int) -> Any:
         client = create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
         # The SDK follows a redirect of a POST (307/308 within the endpoint's origin) up to
         # max_redirects times: httpx's 20, so a server that redirected to itself had each
-        # message sent 21 times. One hop (a trailing slash added, say) is all an endpoint needs.
+        # message sent 21 times. An endpoint needs two hops at most (http -> https, then a
+        # trailing slash added), and `MAX_REDIRECTS` allows one more.
         client.max_redirects = MAX_REDIRECTS
         hooks = client.event_hooks
         hooks["request"] = [*hooks.get("request", []), lift_session_header, watch.on_request]

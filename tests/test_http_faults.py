@@ -606,7 +606,10 @@ async def test_an_http_answer_to_a_call_that_is_no_json_rpc_answer_is_the_server
     redirect: the SDK stood in a JSON-RPC error of its own ("Unexpected content type",
     "Redirect to ... not followed"), which passed for the tool's own error (not retried,
     a success for the breaker). Now each is a typed failure of the server; and a POST
-    redirected to its own URL is sent twice at most (httpx followed 20 hops: 21 sends)."""
+    redirected to its own URL is sent ``MAX_REDIRECTS`` + 1 (4) times at most (httpx
+    followed 20 hops: 21 sends)."""
+    from actors._connection import MAX_REDIRECTS
+
     posts = []
 
     async def misanswer(stream, verb, message, headers) -> bool:
@@ -635,33 +638,36 @@ async def test_an_http_answer_to_a_call_that_is_no_json_rpc_answer_is_the_server
                 with pytest.raises(failure) as failed:
                     await sup.call_tool("echo", {"text": "x"}, server="gw", timeout=10)
             assert words in failed.value.message, failed.value.message
-            assert len(posts) <= 2, posts
+            assert len(posts) <= MAX_REDIRECTS + 1, posts
             assert sup.link("gw").conn is incarnation, "the connection was restarted"
             assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
         nursery.cancel_scope.cancel()
 
 
-async def test_a_call_s_post_still_follows_one_redirect_within_the_endpoint_s_origin():
-    """One 307 within the endpoint's origin (a trailing slash added, say) is still
-    followed: the call is answered after it."""
+@pytest.mark.parametrize("hops", [1, 2, 3])
+async def test_a_call_s_post_still_follows_a_chain_of_redirects_within_the_endpoint_s_origin(hops):
+    """Redirects within the endpoint's origin are still followed, a chain of them too
+    (``MAX_REDIRECTS``, 3): a 308 (http to https, say) then a 307 (a trailing slash
+    added) was the common two; only one was followed, and the call failed
+    ``ServerUnavailable``. The call is answered after them."""
     posts = []
 
-    async def redirect_once(stream, verb, message, headers) -> bool:
+    async def redirect_hops(stream, verb, message, headers) -> bool:
         if message.get("method") != "tools/call":
             return False
         posts.append(message["id"])
-        if len(posts) == 1:
-            await RawHttp.send(stream, 307, location="/mcp")
+        if len(posts) <= hops:
+            await RawHttp.send(stream, 308 if len(posts) % 2 else 307, location="/mcp/" if len(posts) % 2 else "/mcp")
             return True
         return False
 
-    server = RawHttp(redirect_once)
+    server = RawHttp(redirect_hops)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         async with Supervisor([strict_raw(server)]) as sup:
             await sup.wait_connected("gw", timeout=20)
             assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
-            assert len(posts) == 2, posts
+            assert len(posts) == hops + 1, posts
         nursery.cancel_scope.cancel()
 
 
