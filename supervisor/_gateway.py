@@ -46,7 +46,10 @@ that client asked for). ``logging/setLevel`` is kept per client and passed to ha
 upstreams. ``completion/complete`` goes to the server owning the prompt (namespacing undone)
 or resource template. ``resources/subscribe`` (and a 2026-07-28 ``subscriptions/listen``'s
 resource subscriptions) are made on the owning server and released when no client wants
-them (a client's connection closing releases what it held); ``ping`` is the SDK's.
+them (a client's connection closing releases what it held). A URI a client holds outlives
+its server: when a server comes that offers it (one a reload added back, say) it is made
+there again (`_resubscribe`), as each new incarnation of a server makes its own; ``ping``
+is the SDK's.
 
 Change notifications: on every ``tools_changed``, ``prompts_changed`` or
 ``resources_changed`` event of the supervisor, (1) the matching event is published on the
@@ -95,7 +98,7 @@ from mcp.shared.uri_template import UriTemplate
 
 from actors._front import calling_for
 from actors._wire import unsendable
-from protocol import Failure, ServerUnavailable, UnknownTool
+from protocol import DeadlineExceeded, Failure, ServerUnavailable, UnknownTool
 from protocol._settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
 from ._facade import Supervisor
@@ -294,19 +297,38 @@ class Gateway:
     async def forward_list_changed(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Tell connected clients whenever an upstream's tools, prompts or resources list
         changes, and subscribed clients whenever a resource is updated; runs until cancelled
-        or the supervisor's event bus closes."""
+        or the supervisor's event bus closes. On each ``resources_changed`` the resource
+        subscriptions clients hold that no server has are made again (`_resubscribe`, in a
+        task of its own: the notifications do not wait for it)."""
         events = self.sup.subscribe()
-        task_status.started()
-        async with events:
-            async for event in events:
-                if event.kind == "resource_updated" and event.data:
-                    uri = str(event.data.get("uri"))
-                    await self.bus.publish(ResourceUpdated(uri=uri))
-                    await self._tell_legacy(list(self._subscribers.get(uri, ())), "send_resource_updated", uri)
-                elif event.kind in _LIST_CHANGED:
-                    bus_event, method = _LIST_CHANGED[event.kind]
-                    await self.bus.publish(bus_event())
-                    await self._tell_legacy(list(self._legacy_connections), method)
+        resources_changed = trio.Event()
+
+        async def keep_subscribed() -> None:
+            nonlocal resources_changed
+            while True:
+                await resources_changed.wait()
+                resources_changed = trio.Event()
+                try:
+                    await self._resubscribe()
+                except Exception as exc:  # best effort: tried again at the next change
+                    log.warning("making clients' resource subscriptions again: %s", exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_subscribed)
+            task_status.started()
+            async with events:
+                async for event in events:
+                    if event.kind == "resource_updated" and event.data:
+                        uri = str(event.data.get("uri"))
+                        await self.bus.publish(ResourceUpdated(uri=uri))
+                        await self._tell_legacy(list(self._subscribers.get(uri, ())), "send_resource_updated", uri)
+                    elif event.kind in _LIST_CHANGED:
+                        if event.kind == "resources_changed":  # a server came, went or changed its list
+                            resources_changed.set()
+                        bus_event, method = _LIST_CHANGED[event.kind]
+                        await self.bus.publish(bus_event())
+                        await self._tell_legacy(list(self._legacy_connections), method)
+            nursery.cancel_scope.cancel()
 
     async def _tell_legacy(self, connections: list[Any], method: str, *args: Any) -> None:
         """Tell handshake-era connections, all at once, within `TELL_TIMEOUT` in all. One
@@ -675,6 +697,58 @@ class Gateway:
             if mine := sorted(unwanted & link.subscriptions):
                 with self._served():
                     await link.unsubscribe(*mine)
+
+    def _wanted(self, uri: str) -> bool:
+        """Whether some client holds ``uri``: a handshake-era connection or a listen stream."""
+        return bool(self._subscribers.get(uri)) or self._listeners[uri] > 0
+
+    async def _resubscribe(self) -> None:
+        """Subscribe upstream, on its owner (`_owner_of`), to each URI a client holds that no
+        server is subscribed to: after a reload removed the server that had it and then
+        added it (or another server offering it) back, the new server's link starts with
+        no subscriptions, and the client, told it was subscribed, would never hear of an
+        update again. Run on every ``resources_changed`` event (a server that comes or
+        goes, or lists other resources). A URI no server offers stays held, for the next
+        one that does; one its owner refuses stays held too (tried again at the next
+        change). Each server's exchanges are served like any request upstream (`_served`),
+        servers concurrently; one that does not answer in time is asked no more this time.
+        A URI released meanwhile (the last client unsubscribed during the exchange) is
+        released again once made, so it is not left subscribed upstream."""
+        made = set().union(*(link.subscriptions for _, link in self._links()))
+        missing: dict[str, tuple[Any, list[str]]] = {}
+        for uri in sorted({u for u in (*self._subscribers, *self._listeners) if self._wanted(u)} - made):
+            try:
+                server, link = self._owner_of(uri)
+            except MCPError:  # no server offers it now
+                continue
+            missing.setdefault(server, (link, []))[1].append(uri)
+
+        async def subscribe(server: str, link: Any, uris: list[str]) -> None:
+            for uri in uris:
+                if self.draining:
+                    return
+                if not self._wanted(uri) or uri in link.subscriptions:
+                    continue
+                try:
+                    with self._served():
+                        await link.subscribe(uri)
+                except DeadlineExceeded as exc:
+                    log.info("resource subscriptions not made again on %r: %s", server, exc)
+                    return
+                except Exception as exc:
+                    log.info("resource %r not subscribed again on %r: %s", uri, server, exc)
+                    continue
+                if not self._wanted(uri):
+                    try:
+                        await self._release(uri)
+                    except Exception as exc:
+                        log.info("resource %r not released on %r: %s", uri, server, exc)
+
+        if missing:
+            log.info("subscribing again to resources clients hold: %s", {s: u for s, (_, u) in missing.items()})
+        async with trio.open_nursery() as nursery:
+            for server, (link, uris) in missing.items():
+                nursery.start_soon(subscribe, server, link, uris)
 
     async def _listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
         """A 2026-07-28 client's ``subscriptions/listen``: the SDK's handler serves the
