@@ -29,21 +29,30 @@
   answered. Over HTTP those errors come in one body, a JSON array, as JSON-RPC 2.0 answers
   a batch. A batch with no request in it, or JSON of another shape, gets one error whose
   id is null.
+- A request whose id is in flight on its session already is refused with a 400 and an
+  Invalid Request error carrying its id (`InFlight`): the SDK's transport names each
+  request's event stream ``str(id)``, so ``5`` and ``"5"``, or an id sent twice, shared
+  one, and the first request never got its answer.
 
 The body was already read whole by the SDK's ``RequestBodyLimitMiddleware`` (one
 ``http.request`` message, replayed here as it came, or mended); only a body in which an
 ``"id"`` is followed by no string or integer, or one with no ``"method"`` (an answer), is
 parsed again, nor one that does not begin with ``{`` (no object), so a request as
-clients send it costs a scan of its bytes.
+clients send it costs a scan of its bytes, and msgspec's reading of its ``id`` and
+``method`` (the rest skipped unbuilt).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
+import msgspec
 from mcp import types as mcp_types
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from actors._stdio import MalformedRequest, answer_as_error, top_level_keys, unusable_id
 
@@ -54,7 +63,7 @@ from actors._stdio import _parse as _stdio_parse
 
 from ._asgi import refuse_unread, respond
 
-__all__ = ["screen_client_body"]
+__all__ = ["InFlight", "screen_client_body"]
 
 #: An ``"id"`` key whose value does not start as a string or an integer does.
 _SUSPECT: Final = re.compile(rb'"id"\s*:\s*(?:[^-\d"\s]|-?\d+\s*[.eE])')
@@ -70,9 +79,155 @@ class _TooDeep(Exception):
     """The body nests too deep for ``json.loads`` (which raised ``RecursionError``)."""
 
 
-async def screen_client_body(receive: Any, send: Any) -> Any:
+class _Head(msgspec.Struct):
+    """What a body says of itself that `InFlight` needs: its id, and whether it is a
+    request (a ``method``). Any other field is skipped unread."""
+
+    id: Any = None
+    method: Any = None
+
+
+class InFlight:
+    """The requests in flight on each MCP session over HTTP, by the name the SDK's
+    transport gives each one's event stream: ``str(id)``, so ``5`` and ``"5"`` (two ids,
+    to JSON-RPC) share one, as does an id sent again before its answer. The second such
+    request took the first one's stream: the first call ran, and its answer never came
+    (its POST open and silent for good); or, sent once the first one's client had left
+    while its call still ran, it was answered with that call's late answer, and its own
+    was dropped. It is refused now (`_Claim.claim`) while the first is in flight: until
+    its answer has been sent whole or, when its client left before, until the server has
+    answered it (`answered`: the SDK stores that answer for a client that resumes) or its
+    session ended (`session_ended`). (A 2026-07-28 request has no session, and a stream
+    of its own.)"""
+
+    def __init__(self) -> None:
+        #: Each request in flight: ``"open"`` (its POST is), ``"answered"`` (its answer is
+        #: stored, its POST not yet done) or ``"left"`` (its client left before the answer).
+        self._held: dict[tuple[str, str], str] = {}
+        #: Whether a session is open (set by the session manager); a request on one that
+        #: is not is forgotten when it ends.
+        self.is_open: Any = lambda session: True
+
+    @contextmanager
+    def request(self, scope: Any) -> Iterator[_Claim]:
+        """A `_Claim` for one HTTP request: what it claims is released once the request's
+        answer has been sent whole (`_Claim.watch`); when the request ends without (its
+        client gone), once the server answers it or its session ends."""
+        claim = _Claim(self, _session_of(scope))
+        try:
+            yield claim
+        finally:
+            claim.end()
+
+    def answered(self, session: str, stream: str) -> None:
+        """The server's answer to request ``stream`` of ``session`` is out (stored for a
+        client that resumes, sent if its POST is open)."""
+        key = (session, stream)
+        state = self._held.get(key)
+        if state == "left":
+            del self._held[key]
+        elif state == "open":
+            self._held[key] = "answered"
+
+    def session_ended(self, session: str) -> None:
+        for key in [key for key in self._held if key[0] == session]:
+            del self._held[key]
+
+
+class _Claim:
+    """The stream names one HTTP request holds on its session (see `InFlight`)."""
+
+    def __init__(self, in_flight: InFlight, session: str | None) -> None:
+        self._in_flight = in_flight
+        self._session = session
+        self._mine: list[tuple[str, str]] = []
+
+    def claim(self, body: bytes) -> MalformedRequest | None:
+        """Claims the stream of the request ``body`` is, on its session; the refusal (its
+        own id, Invalid Request) when another request in flight holds it. None for a
+        body that is no request with an id, or sent with no session (an ``initialize``
+        opens one; a 2026-07-28 request has none)."""
+        if self._session is None or b'"method"' not in body:
+            return None
+        try:
+            head = msgspec.json.decode(body, type=_Head)
+        except (msgspec.DecodeError, RecursionError):
+            return None  # not a request the SDK can read: it refuses it
+        request_id = head.id
+        if not isinstance(head.method, str) or isinstance(request_id, bool) or not isinstance(request_id, int | str):
+            return None
+        key = (self._session, str(request_id))
+        held = self._in_flight._held
+        if key in held:
+            return MalformedRequest(
+                request_id,
+                mcp_types.INVALID_REQUEST,
+                f"a request with id {json.dumps(request_id)} (or {json.dumps(_other(request_id))}: "
+                "the HTTP transport takes both as one) is still in flight on this session: "
+                "send it again once that one is answered, or with another id",
+            )
+        held[key] = "open"
+        self._mine.append(key)
+        return None
+
+    def watch(self, send: Any) -> Any:
+        """``send``, releasing what was claimed once the answer's last part is sent."""
+
+        async def watched(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self._release()
+
+        return watched
+
+    def _release(self) -> None:
+        for key in self._mine:
+            self._in_flight._held.pop(key, None)
+        self._mine.clear()
+
+    def end(self) -> None:
+        """The request is done: what it holds unanswered is held on (`InFlight`) while
+        its session is open, the call running on."""
+        held = self._in_flight._held
+        for key in self._mine:
+            if held.get(key) == "open" and self._in_flight.is_open(key[0]):
+                held[key] = "left"
+            elif held.get(key) != "left":
+                held.pop(key, None)
+        self._mine.clear()
+
+
+def _other(request_id: int | str) -> int | str:
+    """The id that ``request_id`` is taken for: ``5`` for ``"5"`` (when it reads as one
+    back) and ``"5"`` for ``5``."""
+    if isinstance(request_id, int):
+        return str(request_id)
+    try:
+        number = int(request_id)
+    except ValueError:
+        return request_id
+    return number if str(number) == request_id else request_id
+
+
+def _session_of(scope: Any) -> str | None:
+    """The ``Mcp-Session-Id`` of a handshake-era request; None without one, or for a
+    2026-07-28 request (its ``MCP-Protocol-Version`` is no handshake era's: the SDK
+    serves it on its own, whatever session it names)."""
+    headers: dict[bytes, bytes] = {}
+    for key, value in scope.get("headers", []):
+        headers.setdefault(key.lower(), value)  # the first, as the SDK reads them
+    version = headers.get(b"mcp-protocol-version")
+    if version is not None and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    session = headers.get(b"mcp-session-id")
+    return None if session is None else session.decode("latin-1")
+
+
+async def screen_client_body(receive: Any, send: Any, claim: _Claim | None = None) -> Any:
     """The ``receive`` to hand the app (the body's first message replayed, or mended, then
-    ``receive`` itself), or None when the request was answered here with a 400."""
+    ``receive`` itself), or None when the request was answered here with a 400. With
+    ``claim``, a request whose id is in flight on its session already is refused (see
+    `InFlight`)."""
     message = await receive()
     body = message.get("body", b"") if message["type"] == "http.request" else b""
     if body and not message.get("more_body"):
@@ -94,6 +249,11 @@ async def screen_client_body(receive: Any, send: Any) -> Any:
                 mended = _mended_answer(body)
                 if mended is not None:
                     message = {**message, "body": mended}
+            elif claim is not None:
+                refused = claim.claim(body)
+                if refused is not None:
+                    await _refuse(send, refused)
+                    return None
         except _TooDeep:
             mended = _too_deep_answer(body)
             if mended is None:

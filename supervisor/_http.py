@@ -57,6 +57,11 @@ Security guarantees:
 - A request whose id is no string or integer (``1.5``, ``null``) gets 400 with a JSON-RPC
   error, not the SDK's 202 for a notification, and a client's answer that is no valid
   JSON-RPC fails the question it answers at once (`screen_client_body`).
+- A request whose id is in flight on its session already (``5`` and ``"5"`` count as one:
+  the SDK names each request's stream ``str(id)``) gets 400 with a JSON-RPC Invalid
+  Request error carrying its id, until the first is answered (or, its client gone, until
+  its call has answered or its session ended): it took the first one's stream, which
+  never got its answer (`InFlight`).
 - Request bodies over ``max_body_bytes`` get 413 (declared or streamed), on every route; a
   body not whole within ``stall_timeout`` s of the request's start gets 408 (`BodyDeadline`).
 - A client that takes nothing of what it is sent for ``stall_timeout`` s loses its
@@ -90,6 +95,8 @@ from typing import Any
 import msgspec
 import trio
 from hypercorn.utils import UnexpectedMessageError
+from mcp import types as mcp_types
+from mcp.server.streamable_http import EventStore
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import (
     RequestBodyLimitMiddleware,
@@ -108,7 +115,7 @@ from ._event_store import BoundedEventStore
 from ._facade import Supervisor
 from ._gateway import Gateway
 from ._prometheus import render_front
-from ._client_bodies import screen_client_body
+from ._client_bodies import InFlight, screen_client_body
 
 __all__ = ["BindRefused", "Daemon", "check_bind", "listen_http", "parse_bind", "serve_http"]
 
@@ -614,6 +621,9 @@ class DaemonApp:
         self.daemon = daemon
         self.session_manager = session_manager
         self.guard = TransportSecurityMiddleware(security)
+        #: The requests in flight on each MCP session, by the SDK's name for their streams.
+        in_flight = getattr(session_manager, "in_flight", None)
+        self.in_flight: InFlight = InFlight() if in_flight is None else in_flight
 
     async def _refused(self, scope: Any, send: Any) -> bool:
         """For the routes beside ``/mcp`` (which the SDK guards the same way): a foreign
@@ -685,18 +695,19 @@ class DaemonApp:
             if not origin_allowed(scope):
                 await respond_json(send, 403, {"error": "forbidden origin"})
                 return
-            if method == "POST":
-                receive = await screen_client_body(receive, send)
-                if receive is None:
-                    return
-            try:
-                await self.session_manager.handle_request(scope, receive, send)
-            except UnexpectedMessageError:
-                # A handshake-era client cancelled a call and left: its notice's POST came
-                # as its session ended, the SDK found the session's stream closed and tried
-                # to answer a request whose connection is closed. No one is left to answer;
-                # an ERROR traceback per client that leaves would only raise false alarms.
-                log.debug("a request's client left before its answer could start: %s %s", method, path)
+            with self.in_flight.request(scope) as claim:
+                if method == "POST":
+                    receive = await screen_client_body(receive, send, claim)
+                    if receive is None:
+                        return
+                try:
+                    await self.session_manager.handle_request(scope, receive, claim.watch(send))
+                except UnexpectedMessageError:
+                    # A handshake-era client cancelled a call and left: its notice's POST came
+                    # as its session ended, the SDK found the session's stream closed and tried
+                    # to answer a request whose connection is closed. No one is left to answer;
+                    # an ERROR traceback per client that leaves would only raise false alarms.
+                    log.debug("a request's client left before its answer could start: %s %s", method, path)
         elif await self._refused(scope, send):
             return
         elif method == "POST" and _is_control(path) and not own_origin(scope):
@@ -784,9 +795,22 @@ class _SessionManager(StreamableHTTPSessionManager):
     (``_admit_session``, ``_event_store`` and ``_server_instances`` are the SDK's private
     names, pinned by mcp 2.3 and by the daemon's tests of them.)"""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The requests in flight on each session (`InFlight`): told here when the server
+        #: answers one (as the event store is) and when a session ends.
+        self.in_flight = InFlight()
+        self.in_flight.is_open = lambda session: session in self._server_instances
+
     @property
     def open_sessions(self) -> int:
         return len(self._server_instances)
+
+    async def _discard_session(self, session_id: str, transport: Any) -> None:
+        try:
+            await super()._discard_session(session_id, transport)
+        finally:
+            self.in_flight.session_ended(session_id)
 
     def _admit_session(self, requestor: Any) -> Any:
         """A new session; at ``max_sessions`` the one idle the longest is closed for it (as
@@ -816,8 +840,31 @@ class _SessionManager(StreamableHTTPSessionManager):
         finally:
             self.max_sessions = limit
         if transport is not None and isinstance(self.event_store, BoundedEventStore):
-            transport._event_store = self.event_store.for_session(transport.mcp_session_id)
+            transport._event_store = _Answers(
+                self.event_store.for_session(transport.mcp_session_id), self.in_flight, transport.mcp_session_id
+            )
         return transport
+
+
+class _Answers(EventStore):
+    """A session's event store, which tells `InFlight` of each answer the server gives: the
+    SDK stores every message it routes, an answer under its request's stream (``str(id)``),
+    whether that request's client is still there or not."""
+
+    def __init__(self, store: EventStore, in_flight: InFlight, session_id: str) -> None:
+        self._store = store
+        self._in_flight = in_flight
+        self._session_id = session_id
+
+    async def store_event(self, stream_id: Any, message: Any) -> Any:
+        try:
+            return await self._store.store_event(stream_id, message)
+        finally:  # stored or not, the answer is out: its stream is free
+            if isinstance(message, mcp_types.JSONRPCResponse | mcp_types.JSONRPCError):
+                self._in_flight.answered(self._session_id, stream_id)
+
+    async def replay_events_after(self, last_event_id: Any, send_callback: Any) -> Any:
+        return await self._store.replay_events_after(last_event_id, send_callback)
 
 
 def _settled(transport: Any) -> float:

@@ -1,0 +1,149 @@
+"""Two requests in flight on one MCP session over HTTP whose ids the SDK's transport takes
+as one (``5`` and ``"5"``: ``str(id)`` names each request's event stream), or one id sent
+twice: the second took the first one's stream, and the first call's answer never came.
+The daemon's front refuses the second now (`supervisor._client_bodies.InFlight`), until
+the first is answered. A real daemon over real HTTP on 127.0.0.1 (`test_daemon.Daemon`),
+every wait with a deadline."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import httpx2
+import trio
+
+from supervisor._client_bodies import InFlight, screen_client_body
+from test_daemon import server_entry, start_daemon, write_config  # noqa: F401 (start_daemon: a fixture)
+from test_front_bodies import answer_of, call
+from test_front_hardening import open_session
+
+IN_FLIGHT = "is still in flight on this session"
+
+
+def slow_prompt(request_id, seconds: str) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "prompts/get",
+            "params": {"name": "slow", "arguments": {"seconds": seconds}}}
+
+
+async def arrived(notes: Path, line: str, count: int = 1) -> None:
+    """Until ``notes`` holds ``line`` ``count`` times: the slow prompt is running."""
+    while not notes.exists() or notes.read_text().splitlines().count(line) < count:
+        await trio.sleep(0.05)
+
+
+async def echo_daemon(tmp_path: Path, start_daemon) -> tuple[str, Path]:
+    notes = tmp_path / "notes.log"
+    echo, _ = server_entry("echo.py", "--slow-prompt")
+    echo["env"]["EXEC_LOG"] = str(notes)
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"echo": echo}))
+    return daemon.url + "/mcp", notes
+
+
+async def test_an_id_in_flight_on_a_session_is_refused_to_a_second_request(tmp_path, start_daemon):
+    """A request with id ``"5"`` (then ``5``) posted while one with id ``5`` runs on the same
+    session took that one's stream: the first POST stayed open and silent for good, its
+    call run and its answer dropped. Now the second gets at once a 400 with an Invalid
+    Request error carrying its own id and saying why, the first its own answer, and the id
+    serves again once that answer is out. Another session may use the same id meanwhile."""
+    url, notes = await echo_daemon(tmp_path, start_daemon)
+    with trio.fail_after(90):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, url)
+            other = await open_session(http, url)
+            for round_, second_id in enumerate(("5", 5), start=1):
+                answers: dict = {}
+
+                async def first() -> None:
+                    answers["first"] = answer_of(await http.post(url, json=slow_prompt(5, "2"), headers=session))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(first)
+                    await arrived(notes, "slow prompt 2", round_)
+                    refused = await http.post(url, json=call(second_id, "echo", "second"), headers=session)
+                    assert refused.status_code == 400, refused.text
+                    error = refused.json()
+                    assert error["id"] == second_id and error["error"]["code"] == -32600, error
+                    assert f"a request with id {json.dumps(second_id)} " in error["error"]["message"], error
+                    assert IN_FLIGHT in error["error"]["message"], error
+                    # The same id on another session is another stream: served.
+                    elsewhere = answer_of(await http.post(url, json=call(second_id, "echo", "elsewhere"), headers=other))
+                    assert elsewhere["id"] == second_id and "result" in elsewhere, elsewhere
+                assert answers["first"]["id"] == 5, answers
+                assert answers["first"]["result"]["messages"], answers  # the slow prompt's own answer
+                again = answer_of(await http.post(url, json=call(second_id, "echo", "again"), headers=session))
+                assert again["id"] == second_id and again["result"]["isError"] is False, again
+                assert "again" in json.dumps(again["result"]), again
+
+
+async def test_an_id_whose_client_left_is_held_until_its_call_is_answered(tmp_path, start_daemon):
+    """A client that drops a call's connection leaves the call running (the SDK keeps its
+    answer for a client that resumes). Its id sent again meanwhile was served on the old
+    call's stream: it got the old call's late answer, and its own was dropped. Now it is
+    refused while the old call runs, and served, with its own answer, once that call has
+    answered."""
+    url, notes = await echo_daemon(tmp_path, start_daemon)
+    with trio.fail_after(90):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, url)
+            async with httpx2.AsyncClient(timeout=30) as leaving:
+                with trio.CancelScope() as dropped:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(partial(leaving.post, url, json=slow_prompt(7, "3"), headers=session))
+                        await arrived(notes, "slow prompt 3")
+                        dropped.cancel()
+            refused = await http.post(url, json=call(7, "echo", "mine"), headers=session)
+            assert refused.status_code == 400 and IN_FLIGHT in refused.text, refused.text
+            while True:  # until the old call has answered (the 3 s prompt), within the deadline
+                response = await http.post(url, json=call(7, "echo", "mine"), headers=session)
+                if response.status_code == 200:
+                    break
+                assert IN_FLIGHT in response.text, response.text
+                await trio.sleep(0.1)
+            answer = answer_of(response)
+            assert answer["id"] == 7 and "mine" in json.dumps(answer["result"]), answer  # not "slept 3 s"
+
+
+async def test_in_flight_forgets_what_each_request_held():
+    """`InFlight` holds a request's id while its POST is open; when it ends unanswered
+    (the client left) until the server answers it or its session ends; never past that."""
+    in_flight = InFlight()
+    scope = {"type": "http", "headers": [(b"mcp-session-id", b"s1")]}
+    sent: list = []
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    def body(request_id) -> bytes:
+        return json.dumps(slow_prompt(request_id, "1")).encode()
+
+    async def post(request_id):
+        async def receive():
+            return {"type": "http.request", "body": body(request_id)}
+
+        return await screen_client_body(receive, send, claim)
+
+    with in_flight.request(scope) as claim:
+        assert await post(5) is not None
+        assert await post("5") is None and json.loads(sent[-1]["body"])["id"] == "5"  # refused
+        await claim.watch(send)({"type": "http.response.body", "body": b"", "more_body": False})
+    with in_flight.request(scope) as claim:  # answered: the id serves again
+        assert await post("5") is not None
+        in_flight.answered("s1", "5")  # the server's answer, stored before it is sent
+        await claim.watch(send)({"type": "http.response.body", "body": b"", "more_body": False})
+    assert in_flight._held == {}
+    with in_flight.request(scope) as claim:  # its client left
+        assert await post(5) is not None
+    assert in_flight._held == {("s1", "5"): "left"}
+    in_flight.answered("s1", "5")
+    assert in_flight._held == {}
+    with in_flight.request(scope) as claim:
+        assert await post(5) is not None
+    in_flight.session_ended("s1")
+    assert in_flight._held == {}
+    # A 2026-07-28 request is served on its own, whatever session it names.
+    modern = {"type": "http", "headers": [(b"mcp-session-id", b"s1"), (b"mcp-protocol-version", b"2026-07-28")]}
+    with in_flight.request(modern) as claim:
+        assert await post(5) is not None
+        assert in_flight._held == {}
