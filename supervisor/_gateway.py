@@ -297,24 +297,27 @@ class Gateway:
     async def forward_list_changed(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Tell connected clients whenever an upstream's tools, prompts or resources list
         changes, and subscribed clients whenever a resource is updated; runs until cancelled
-        or the supervisor's event bus closes. On each ``resources_changed`` the resource
-        subscriptions clients hold that no server has are made again (`_resubscribe`, in a
-        task of its own: the notifications do not wait for it)."""
+        or the supervisor's event bus closes. On each list change (a server came, went or
+        lists other things), in a task of its own (the notifications do not wait for it), a
+        server that came is told the log level clients asked for (`_tell_log_level`), and
+        the resource subscriptions clients hold that no server has are made again
+        (`_resubscribe`)."""
         events = self.sup.subscribe()
-        resources_changed = trio.Event()
+        lists_changed = trio.Event()
 
-        async def keep_subscribed() -> None:
-            nonlocal resources_changed
+        async def keep_servers_told() -> None:
+            nonlocal lists_changed
             while True:
-                await resources_changed.wait()
-                resources_changed = trio.Event()
+                await lists_changed.wait()
+                lists_changed = trio.Event()
                 try:
+                    await self._tell_log_level(only_new=True)
                     await self._resubscribe()
                 except Exception as exc:  # best effort: tried again at the next change
-                    log.warning("making clients' resource subscriptions again: %s", exc)
+                    log.warning("telling servers that came what clients asked for: %s", exc)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep_subscribed)
+            nursery.start_soon(keep_servers_told)
             task_status.started()
             async with events:
                 async for event in events:
@@ -323,8 +326,7 @@ class Gateway:
                         await self.bus.publish(ResourceUpdated(uri=uri))
                         await self._tell_legacy(list(self._subscribers.get(uri, ())), "send_resource_updated", uri)
                     elif event.kind in _LIST_CHANGED:
-                        if event.kind == "resources_changed":  # a server came, went or changed its list
-                            resources_changed.set()
+                        lists_changed.set()  # a server came, went or lists other things
                         bus_event, method = _LIST_CHANGED[event.kind]
                         await self.bus.publish(bus_event())
                         await self._tell_legacy(list(self._legacy_connections), method)
@@ -465,13 +467,14 @@ class Gateway:
         await self._tell_log_level()
         return types.EmptyResult()
 
-    async def _tell_log_level(self) -> None:
+    async def _tell_log_level(self, *, only_new: bool = False) -> None:
         """Have every server send log lines at the most verbose level a client asked for,
         so each client gets what it asked for (the lines are filtered per client): a
         handshake-era upstream is told now, concurrently, each within its ``timeout``, and
         each incarnation after at connect (`ServerLink.set_log_level`). Once the gateway
         drains no server is told (they stop with it); a telling in flight is served like
-        any request upstream (`_served`: waited for, cut off at the end of the drain)."""
+        any request upstream (`_served`: waited for, cut off at the end of the drain).
+        ``only_new``: only servers not told it yet (one a reload added since)."""
         levels = list(self._log_levels.values())
         if not levels:
             return
@@ -488,7 +491,8 @@ class Gateway:
 
         async with trio.open_nursery() as nursery:
             for server, link in self._links():
-                nursery.start_soon(tell, server, link)
+                if not (only_new and link.log_level == level):
+                    nursery.start_soon(tell, server, link)
 
     # -- prompts and resources ------------------------------------------------------------
 

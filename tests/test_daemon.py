@@ -1034,6 +1034,34 @@ async def test_each_handshake_client_gets_the_log_lines_it_asked_for(caplog):
 
 
 @handshake_era
+async def test_a_server_a_reload_adds_is_told_the_log_level_clients_asked_for(caplog):
+    """A handshake-era client asked for ``warning``; a server a reload added later was never
+    told (only the servers there at the ``logging/setLevel`` were, and each of their later
+    incarnations), so it sent its lines at its own default. Now a server that comes is told
+    the level clients hold (a review)."""
+    first = server_spec("first", "everything.py", "--handshake-only")
+    added = server_spec("added", "everything.py", "--handshake-only", namespace="prefix")
+    async with Supervisor([first]) as sup:
+        await sup.wait_connected("first", timeout=30)
+        gateway = Gateway(sup)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(gateway.forward_list_changed)
+                async with Client(gateway.server, mode="legacy") as client:
+                    await client.set_logging_level("warning")
+                    await sup.reconcile([first, added])
+                    await sup.wait_connected("added", timeout=30)
+                    await wait_until(lambda: sup.link("added").log_level == "warning", timeout=20,
+                                     what="the added server told the clients' level")
+                    caplog.clear()
+                    caplog.set_level(logging.DEBUG, logger="supervisor.upstream")
+                    await sup.call_tool("log_levels", {"tag": "added"}, server="added", timeout=10)
+                    emitted = [r.levelname for r in caplog.records if "'added'" in r.getMessage() or "added: " in r.getMessage()]
+                    assert emitted == ["WARNING", "ERROR"]
+                nursery.cancel_scope.cancel()
+
+
+@handshake_era
 async def test_no_warning_of_another_task_is_hidden_while_a_deprecated_request_is_in_flight():
     """To call what the SDK deprecates at 2026-07-28 (``logging/setLevel``,
     ``resources/subscribe`` and ``unsubscribe``, log relays to a handshake-era client)
