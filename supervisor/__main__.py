@@ -302,7 +302,7 @@ async def run(config_path: str | None, http: str | None, stdio: bool) -> int:
                                 drain_timeout=lambda: daemon.config.settings.drain_timeout,
                             )
                             if not life.stop_serving.is_set():
-                                log.info("stdin closed: stopping")
+                                log.info("the stdio client is gone (its stdin ended, or our stdout closed): stopping")
                         else:
                             await front_done.wait()  # the front stops (drained) before the servers do
                         nursery.cancel_scope.cancel()
