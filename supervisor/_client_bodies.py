@@ -29,6 +29,11 @@
   answered. Over HTTP those errors come in one body, a JSON array, as JSON-RPC 2.0 answers
   a batch. A batch with no request in it, or JSON of another shape, gets one error whose
   id is null.
+- A request (or notification) that is no valid JSON-RPC (no ``"jsonrpc"``, ``params``
+  that are no object, a ``method`` that is no string) is refused with a 400 and the
+  ``--stdio`` front's Invalid Request, from its code: the request's own id and one line
+  saying what is wrong (``the request is not valid JSON-RPC: jsonrpc: Field required``).
+  The SDK answered -32602 with id null and pydantic's dump of six validation errors.
 - A request whose id is in flight on its session already is refused with a 400 and an
   Invalid Request error carrying its id (`InFlight`): the SDK's transport names each
   request's event stream ``str(id)``, so ``5`` and ``"5"``, or an id sent twice, shared
@@ -36,7 +41,8 @@
 
 The body was already read whole by the SDK's ``RequestBodyLimitMiddleware`` (one
 ``http.request`` message, replayed here as it came, or mended); only a body in which an
-``"id"`` is followed by no string or integer, or one with no ``"method"`` (an answer), is
+``"id"`` is followed by no string or integer, one with no ``"method"`` (an answer), or
+one whose ``"jsonrpc"``, ``"method"`` or ``"params"`` looks wrong (`_maybe_invalid`) is
 parsed again, nor one that does not begin with ``{`` (no object), so a request as
 clients send it costs a scan of its bytes, and msgspec's reading of its ``id`` and
 ``method`` (the rest skipped unbuilt).
@@ -67,6 +73,9 @@ __all__ = ["InFlight", "screen_client_body"]
 
 #: An ``"id"`` key whose value does not start as a string or an integer does.
 _SUSPECT: Final = re.compile(rb'"id"\s*:\s*(?:[^-\d"\s]|-?\d+\s*[.eE])')
+#: What a request that is no valid JSON-RPC may hold: a ``"jsonrpc"`` that is not
+#: ``"2.0"``, a ``"method"`` that is no string, ``"params"`` that are no object.
+_MAYBE_INVALID: Final = re.compile(rb'"jsonrpc"\s*:(?!\s*"2\.0")|"method"\s*:\s*[^"\s]|"params"\s*:\s*[^{\s]')
 #: The first array or object within the body's outermost one: where its head ends.
 _NESTED: Final = re.compile(rb"[\[{]")
 _TOO_DEEP: Final = (
@@ -249,8 +258,10 @@ async def screen_client_body(receive: Any, send: Any, claim: _Claim | None = Non
                 mended = _mended_answer(body)
                 if mended is not None:
                     message = {**message, "body": mended}
-            elif claim is not None:
-                refused = claim.claim(body)
+            else:
+                refused = _invalid_request(body) if _maybe_invalid(body) else None
+                if refused is None and claim is not None:
+                    refused = claim.claim(body)
                 if refused is not None:
                     await _refuse(send, refused)
                     return None
@@ -287,6 +298,24 @@ def _not_an_object(body: bytes) -> list[MalformedRequest] | MalformedRequest | N
     if isinstance(refused, MalformedRequest) or (isinstance(refused, list) and refused):
         return refused
     return None
+
+
+def _maybe_invalid(body: bytes) -> bool:
+    """Whether ``body`` (an object with a ``"method"``) may be no valid JSON-RPC: a scan of
+    its bytes, so that only such a body is parsed here."""
+    return b'"jsonrpc"' not in body or _MAYBE_INVALID.search(body) is not None
+
+
+def _invalid_request(body: bytes) -> MalformedRequest | None:
+    """The ``--stdio`` front's refusal of ``body`` when it is a request (or notification)
+    that is no valid JSON-RPC (no ``"jsonrpc"``, ``params`` that are no object): its own
+    id, Invalid Request, one line saying why; the SDK answered -32602 with id null and
+    pydantic's dump of six validation errors. None for a body the SDK can read."""
+    parsed = _stdio_parse(body, mend=False)
+    if not isinstance(parsed, (ValueError, MalformedRequest)):
+        return None
+    refused = _stdio_answerable(body, parsed)
+    return refused if isinstance(refused, MalformedRequest) else None
 
 
 async def _refuse(send: Any, refused: list[MalformedRequest] | MalformedRequest) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import trio
 
-from supervisor._client_bodies import InFlight, screen_client_body
+from supervisor._client_bodies import InFlight, _maybe_invalid, screen_client_body
 from test_daemon import server_entry, start_daemon, write_config  # noqa: F401 (start_daemon: a fixture)
 from test_front_bodies import answer_of, call
 from test_front_hardening import open_session
@@ -147,3 +147,37 @@ async def test_in_flight_forgets_what_each_request_held():
     with in_flight.request(modern) as claim:
         assert await post(5) is not None
         assert in_flight._held == {}
+
+
+async def test_a_request_that_is_no_valid_json_rpc_gets_the_stdio_fronts_one_line(tmp_path, start_daemon):
+    """A request with no ``"jsonrpc"``, or ``params`` that are no object, got a 400 with
+    -32602, id null and pydantic's dump of six validation errors over HTTP, where the
+    ``--stdio`` front answers -32600 with the request's own id and one line saying what is
+    wrong. Now the HTTP front answers as the ``--stdio`` one does (its code): nothing runs,
+    a valid request that names ``params`` deeper in is served, and the session serves on."""
+    url, notes = await echo_daemon(tmp_path, start_daemon)
+    cases = [
+        ({"id": 7, "method": "ping"}, 7, "the request is not valid JSON-RPC: jsonrpc: Field required"),
+        ({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": [1, 2]}, 10,
+         "the request is not valid JSON-RPC: params: Input should be an object"),
+        ({"jsonrpc": "2.0", "id": "s", "method": "prompts/get", "params": "slow"}, "s",
+         "the request is not valid JSON-RPC: params: Input should be an object"),
+        ({"jsonrpc": "1.0", "id": 11, "method": "ping"}, 11, "the request is not valid JSON-RPC: jsonrpc: "),
+        ({"method": "notifications/initialized"}, None, "the notification is not valid JSON-RPC: jsonrpc: Field required"),
+    ]
+    with trio.fail_after(90):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, url)
+            for body, request_id, why in cases:
+                refused = await http.post(url, json=body, headers=session)
+                assert refused.status_code == 400, (body, refused.text)
+                answer = refused.json()
+                assert answer["id"] == request_id and answer["error"]["code"] == -32600, (body, answer)
+                assert answer["error"]["message"].startswith(why), (body, answer)
+                assert "\n" not in answer["error"]["message"] and len(refused.content) < 300, (body, refused.text)
+            deeper = call(12, "echo", "served")
+            deeper["params"]["_meta"] = {"params": [1], "jsonrpc": "1.0"}
+            assert _maybe_invalid(json.dumps(deeper).encode())  # so read again, and found valid
+            served = answer_of(await http.post(url, json=deeper, headers=session))
+            assert served["id"] == 12 and served["result"]["isError"] is False, served
+    assert not notes.exists()  # nothing ran (the slow prompt writes its note)
