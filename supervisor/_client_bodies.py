@@ -37,7 +37,9 @@
 - A request whose id is in flight on its session already is refused with a 400 and an
   Invalid Request error carrying its id (`InFlight`): the SDK's transport names each
   request's event stream ``str(id)``, so ``5`` and ``"5"``, or an id sent twice, shared
-  one, and the first request never got its answer.
+  one, and the first request never got its answer. A request with id ``"_GET_stream"``
+  (the SDK's name for the session's GET stream) is refused alike: it took that stream
+  over, and every later notification of the session was lost.
 
 The body was already read whole by the SDK's ``RequestBodyLimitMiddleware`` (one
 ``http.request`` message, replayed here as it came, or mended); only a body in which an
@@ -58,6 +60,7 @@ from typing import Any, Final
 
 import msgspec
 from mcp import types as mcp_types
+from mcp.server.streamable_http import GET_STREAM_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from actors._stdio import MalformedRequest, answer_as_error, top_level_keys, unusable_id
@@ -106,8 +109,10 @@ class InFlight:
     was dropped. It is refused now (`_Claim.claim`) while the first is in flight: until
     its answer has been sent whole or, when its client left before, until the server has
     answered it (`answered`: the SDK stores that answer for a client that resumes) or its
-    session ended (`session_ended`). (A 2026-07-28 request has no session, and a stream
-    of its own.)"""
+    session ended (`session_ended`). A request with id ``"_GET_stream"`` (the SDK's name
+    for the session's GET stream, ``GET_STREAM_KEY``) is refused: it took that stream
+    over, and the session's notifications went nowhere once it was answered. (A
+    2026-07-28 request has no session, and a stream of its own.)"""
 
     def __init__(self) -> None:
         #: Each request in flight: ``"open"`` (its POST is), ``"answered"`` (its answer is
@@ -166,6 +171,13 @@ class _Claim:
         if not isinstance(head.method, str) or isinstance(request_id, bool) or not isinstance(request_id, int | str):
             return None
         key = (self._session, str(request_id))
+        if key[1] == GET_STREAM_KEY:
+            return MalformedRequest(
+                request_id,
+                mcp_types.INVALID_REQUEST,
+                f"the id {json.dumps(request_id)} is the HTTP transport's name for the session's own event stream "
+                "(its GET): a request with it would take that stream over; send it with another id",
+            )
         held = self._in_flight._held
         if key in held:
             return MalformedRequest(

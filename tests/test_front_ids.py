@@ -181,3 +181,41 @@ async def test_a_request_that_is_no_valid_json_rpc_gets_the_stdio_fronts_one_lin
             served = answer_of(await http.post(url, json=deeper, headers=session))
             assert served["id"] == 12 and served["result"]["isError"] is False, served
     assert not notes.exists()  # nothing ran (the slow prompt writes its note)
+
+
+async def test_a_request_with_the_transports_name_for_the_get_stream_is_refused(tmp_path, start_daemon):
+    """The SDK's transport names a session's GET stream ``"_GET_stream"`` among its requests'
+    streams: a request with that id took the GET stream over, and once it was answered
+    every later notification of the session (a server's ``list_changed``) went nowhere,
+    the GET open and silent. Now such a request is refused (400, Invalid Request, its own
+    id, saying why), and the GET stream carries the next notification."""
+    everything, _ = server_entry("everything.py")
+    daemon = await start_daemon(write_config(tmp_path / "c.json", {"ev": everything}))
+    url = daemon.url + "/mcp"
+
+    def mutate(request_id, name: str) -> dict:
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                "params": {"name": "mutate_lists", "arguments": {"name": name}}}
+
+    with trio.fail_after(90):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, url)
+            get_headers = {**session, "Accept": "text/event-stream"}
+            async with http.stream("GET", url, headers=get_headers) as stream:
+                assert stream.status_code == 200, stream.status_code
+                lines = stream.aiter_lines()
+
+                async def notified() -> str:
+                    async for line in lines:
+                        if line.startswith("data:") and "list_changed" in line:
+                            return json.loads(line[5:])["method"]
+                    raise AssertionError("the GET stream ended")
+
+                refused = await http.post(url, json=mutate("_GET_stream", "b"), headers=session)
+                assert refused.status_code == 400, refused.text
+                error = refused.json()
+                assert error["id"] == "_GET_stream" and error["error"]["code"] == -32600, error
+                assert "the session's own event stream" in error["error"]["message"], error
+                answer = answer_of(await http.post(url, json=mutate(3, "c"), headers=session))
+                assert answer["id"] == 3 and "result" in answer, answer
+                assert (await notified()).endswith("/list_changed")
