@@ -598,10 +598,10 @@ class Gateway:
 
     # -- resource subscriptions and completion -------------------------------------------
 
-    def _owner_of(self, uri: str) -> tuple[str, Any]:
+    def _owner_of(self, uri: str, *, guess: bool = True) -> tuple[str, Any]:
         """The server a resource URI belongs to: the one listing it, else the first whose
-        resource template it matches (RFC 6570, the SDK's `UriTemplate`), else the first
-        connected one with templates (a template the SDK cannot parse, say)."""
+        resource template it matches (RFC 6570, the SDK's `UriTemplate`), else (``guess``)
+        the first connected one with templates (a template the SDK cannot parse, say)."""
         links = self._links()
         for server, link in links:
             if any(str(r.uri) == uri for r in link.resources):
@@ -609,7 +609,7 @@ class Gateway:
         for server, link in links:
             if any(_matches(t.uri_template, uri) for t in link.resource_templates):
                 return server, link
-        for server, link in links:
+        for server, link in links if guess else ():
             if link.resource_templates:
                 return server, link
         raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
@@ -707,25 +707,28 @@ class Gateway:
         return bool(self._subscribers.get(uri)) or self._listeners[uri] > 0
 
     async def _resubscribe(self) -> None:
-        """Subscribe upstream, on its owner (`_owner_of`), to each URI a client holds that no
-        server is subscribed to: after a reload removed the server that had it and then
-        added it (or another server offering it) back, the new server's link starts with
-        no subscriptions, and the client, told it was subscribed, would never hear of an
-        update again. Run on every ``resources_changed`` event (a server that comes or
-        goes, or lists other resources). A URI no server offers stays held, for the next
-        one that does; one its owner refuses stays held too (tried again at the next
+        """Subscribe upstream, on its owner (`_owner_of`: the server listing it or with a
+        template it matches, never a guess), to each URI a client holds that its owner is
+        not subscribed to: after a reload removed the server that had it and then added it
+        (or another server offering it) back, the new server's link starts with no
+        subscriptions, and the client, told it was subscribed, would never hear of an
+        update again. Made there, it is released where it was made on a guess meanwhile.
+        Run on every list change (a server that comes or goes, or lists other things). A
+        URI no server offers stays held, for the next one that does; one its owner refuses stays held too (tried again at the next
         change). Each server's exchanges are served like any request upstream (`_served`),
         servers concurrently; one that does not answer in time is asked no more this time.
         A URI released meanwhile (the last client unsubscribed during the exchange) is
         released again once made, so it is not left subscribed upstream."""
-        made = set().union(*(link.subscriptions for _, link in self._links()))
         missing: dict[str, tuple[Any, list[str]]] = {}
-        for uri in sorted({u for u in (*self._subscribers, *self._listeners) if self._wanted(u)} - made):
+        for uri in sorted(u for u in {*self._subscribers, *self._listeners} if self._wanted(u)):
             try:
-                server, link = self._owner_of(uri)
+                # Never a guess (any server with templates): made there, the URI would look
+                # made, and its real owner, back later, would never be asked.
+                server, link = self._owner_of(uri, guess=False)
             except MCPError:  # no server offers it now
                 continue
-            missing.setdefault(server, (link, []))[1].append(uri)
+            if uri not in link.subscriptions:
+                missing.setdefault(server, (link, []))[1].append(uri)
 
         async def subscribe(server: str, link: Any, uris: list[str]) -> None:
             for uri in uris:
@@ -747,6 +750,14 @@ class Gateway:
                         await self._release(uri)
                     except Exception as exc:
                         log.info("resource %r not released on %r: %s", uri, server, exc)
+                    continue
+                for other, guessed in self._links():  # made on a guess while its owner was away
+                    if guessed is not link and uri in guessed.subscriptions and not self.draining:
+                        try:
+                            with self._served():
+                                await guessed.unsubscribe(uri)
+                        except Exception as exc:
+                            log.info("resource %r not released on %r: %s", uri, other, exc)
 
         if missing:
             log.info("subscribing again to resources clients hold: %s", {s: u for s, (_, u) in missing.items()})
