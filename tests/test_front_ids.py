@@ -27,6 +27,11 @@ def slow_prompt(request_id, seconds: str) -> dict:
             "params": {"name": "slow", "arguments": {"seconds": seconds}}}
 
 
+SLOW = "6"
+"""Seconds the slow prompt takes: the window in which a second request must reach the
+daemon to meet the first still in flight (wide enough for a loaded machine)."""
+
+
 async def arrived(notes: Path, line: str, count: int = 1) -> None:
     """Until ``notes`` holds ``line`` ``count`` times: the slow prompt is running."""
     while not notes.exists() or notes.read_text().splitlines().count(line) < count:
@@ -56,11 +61,11 @@ async def test_an_id_in_flight_on_a_session_is_refused_to_a_second_request(tmp_p
                 answers: dict = {}
 
                 async def first() -> None:
-                    answers["first"] = answer_of(await http.post(url, json=slow_prompt(5, "2"), headers=session))
+                    answers["first"] = answer_of(await http.post(url, json=slow_prompt(5, SLOW), headers=session))
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(first)
-                    await arrived(notes, "slow prompt 2", round_)
+                    await arrived(notes, f"slow prompt {SLOW}", round_)
                     refused = await http.post(url, json=call(second_id, "echo", "second"), headers=session)
                     assert refused.status_code == 400, refused.text
                     error = refused.json()
@@ -90,19 +95,19 @@ async def test_an_id_whose_client_left_is_held_until_its_call_is_answered(tmp_pa
             async with httpx2.AsyncClient(timeout=30) as leaving:
                 with trio.CancelScope() as dropped:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(partial(leaving.post, url, json=slow_prompt(7, "3"), headers=session))
-                        await arrived(notes, "slow prompt 3")
+                        nursery.start_soon(partial(leaving.post, url, json=slow_prompt(7, SLOW), headers=session))
+                        await arrived(notes, f"slow prompt {SLOW}")
                         dropped.cancel()
             refused = await http.post(url, json=call(7, "echo", "mine"), headers=session)
             assert refused.status_code == 400 and IN_FLIGHT in refused.text, refused.text
-            while True:  # until the old call has answered (the 3 s prompt), within the deadline
+            while True:  # until the old call has answered (the slow prompt), within the deadline
                 response = await http.post(url, json=call(7, "echo", "mine"), headers=session)
                 if response.status_code == 200:
                     break
                 assert IN_FLIGHT in response.text, response.text
                 await trio.sleep(0.1)
             answer = answer_of(response)
-            assert answer["id"] == 7 and "mine" in json.dumps(answer["result"]), answer  # not "slept 3 s"
+            assert answer["id"] == 7 and "mine" in json.dumps(answer["result"]), answer  # not the slow prompt's
 
 
 async def test_in_flight_forgets_what_each_request_held():
