@@ -486,16 +486,22 @@ class _AnswerIdChecked(httpx2.AsyncByteStream):
     is read, up to ``most`` bytes (past them the SDK drops the event itself).
 
     Each event ``id:`` that passes is noted in ``resumes`` (when given) as this request's,
-    the latest last, at most `MAX_RESUMES` in all: the SDK resumes a stream that ends before
+    in place of the one noted before (one per stream), at most `MAX_RESUMES` in all: the SDK resumes a stream that ends before
     its answer with a GET after the last one (``Last-Event-ID``), which is checked in turn
     (`HttpAnswerWatch.__call__`). The request's own answer forgets its ids: nothing resumes
     after it."""
 
-    def __init__(self, inner: Any, asked: Any, most: int, resumes: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, inner: Any, asked: Any, most: int, resumes: dict[str, Any] | None = None, after: str | None = None
+    ) -> None:
         self.inner = inner
         self.asked = asked
         self.most = most
         self.resumes = resumes
+        #: The id this stream's request was last noted under (``after``: the one a GET
+        #: resumes after): the SDK resumes after the latest only, so a newer replaces it, and
+        #: one busy call cannot push the other calls' ids out of `MAX_RESUMES`.
+        self.noted = after
         self.line = bytearray()  # the line read so far
         self.after_cr = False  # the last line ended with a CR: an LF next belongs to it
         self.kind = b""  # the event's type (its ``event:`` field)
@@ -567,10 +573,14 @@ class _AnswerIdChecked(httpx2.AsyncByteStream):
         return None
 
     def _note_id(self, event_id: str) -> None:
-        """Note ``event_id`` as this request's (the latest), the oldest forgotten past `MAX_RESUMES`."""
+        """Note ``event_id`` as this request's latest (in place of the one noted before),
+        the oldest forgotten past `MAX_RESUMES`."""
         assert self.resumes is not None
+        if self.noted is not None:
+            self.resumes.pop(self.noted, None)
         self.resumes.pop(event_id, None)
         self.resumes[event_id] = self.asked
+        self.noted = event_id
         while len(self.resumes) > MAX_RESUMES:
             del self.resumes[next(iter(self.resumes))]
 
@@ -683,7 +693,8 @@ class HttpAnswerWatch:
                     resumed = response.request.headers.get(LAST_EVENT_ID_HEADER)
                     asked = self.resumes.get(resumed, msgspec.UNSET) if resumed else msgspec.UNSET
                 if asked is not msgspec.UNSET:  # a request's answer stream: its answer is the request's
-                    response.stream = _AnswerIdChecked(response.stream, asked, self.max_event, self.resumes)
+                    after = None if response.request.method == "POST" else resumed
+                    response.stream = _AnswerIdChecked(response.stream, asked, self.max_event, self.resumes, after)
             return
         try:
             body = await response.aread()

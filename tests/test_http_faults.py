@@ -438,22 +438,29 @@ async def test_an_answer_event_for_another_id_is_stopped_before_its_end_wherever
 
 
 async def test_a_request_s_event_ids_are_noted_for_its_resumption_until_its_answer_comes():
-    """Each ``id:`` on request 7's answer stream is noted as 7's (a GET resuming after it
-    is checked for 7's answer); its answer forgets them; at most ``MAX_RESUMES`` are kept,
-    the latest ones."""
+    """Each ``id:`` on request 7's answer stream is noted as 7's, in place of the one
+    before (a GET resuming after it is checked for 7's answer, and replaces the id it
+    resumed after); its answer forgets them; at most ``MAX_RESUMES`` are kept, the latest
+    ones, and one busy stream holds one (before, a call with many events pushed every
+    other call's out: a review)."""
     from actors._http_answers import MAX_RESUMES, _AnswerIdChecked
 
-    async def read(stream: bytes, asked, resumes) -> None:
-        async for _ in _AnswerIdChecked(_Pieces([stream]), asked, 1 << 20, resumes):
+    async def read(stream: bytes, asked, resumes, after=None) -> None:
+        async for _ in _AnswerIdChecked(_Pieces([stream]), asked, 1 << 20, resumes, after):
             pass
 
     resumes: dict[str, object] = {"e0": 3}
     await read(b'id: e1\ndata: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}\n\nid:\n\n', 7, resumes)
     assert resumes == {"e0": 3, "e1": 7}
+    await read(b"id: e1b\n\n", 7, resumes, after="e1")  # resumed after e1: e1b replaces it
+    assert resumes == {"e0": 3, "e1b": 7}
     await read(b'id: e2\r\ndata: {"jsonrpc": "2.0", "id": "7", "result": {}}\r\n\r\n', 7, resumes)
     assert resumes == {"e0": 3}
     await read(b"".join(b"id: %d\n\n" % i for i in range(MAX_RESUMES + 5)), 8, resumes)
-    assert len(resumes) == MAX_RESUMES and "e0" not in resumes and resumes[str(MAX_RESUMES + 4)] == 8
+    assert resumes == {"e0": 3, str(MAX_RESUMES + 4): 8}  # one busy stream: its latest id only
+    for stream in range(MAX_RESUMES + 5):  # as many streams: the oldest go
+        await read(b"id: s%d\n\n" % stream, 100 + stream, resumes)
+    assert len(resumes) == MAX_RESUMES and "e0" not in resumes and resumes[f"s{MAX_RESUMES + 4}"] == MAX_RESUMES + 104
 
 
 async def test_two_calls_whose_event_streams_carry_each_other_s_answer_both_fail_invalid_result():
