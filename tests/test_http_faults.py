@@ -4,6 +4,9 @@ that breaks the answers it is told to)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import httpx2
 import pytest
 import trio
@@ -490,31 +493,27 @@ async def test_two_calls_whose_event_streams_carry_each_other_s_answer_both_fail
         return True
 
     server = RawHttp(swap)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        async with Supervisor([strict_raw(server)]) as sup:
-            await sup.wait_connected("gw", timeout=20)
-            incarnation = sup.link("gw").conn
-            outcomes: dict[str, object] = {}
+    async with supervising(server) as sup:
+        incarnation = sup.link("gw").conn
+        outcomes: dict[str, object] = {}
 
-            async def call(said: str) -> None:
-                try:
-                    outcomes[said] = text(await sup.call_tool("echo", {"text": said}, server="gw", timeout=60))
-                except Exception as exc:
-                    outcomes[said] = exc
+        async def call(said: str) -> None:
+            try:
+                outcomes[said] = text(await sup.call_tool("echo", {"text": said}, server="gw", timeout=60))
+            except Exception as exc:
+                outcomes[said] = exc
 
-            with trio.fail_after(15):  # was: each call answered at once, with the other's answer
-                async with trio.open_nursery() as calls:
-                    calls.start_soon(call, "a")
-                    calls.start_soon(call, "b")
-            for said in ("a", "b"):
-                failure = outcomes[said]
-                assert isinstance(failure, InvalidResult), (said, failure)
-                assert failure.message.startswith("tool 'echo' on server 'gw': "), failure.message
-                assert "for another request" in failure.message, failure.message
-            assert sup.link("gw").conn is incarnation, "the connection was restarted"
-            assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
-        nursery.cancel_scope.cancel()
+        with trio.fail_after(15):  # was: each call answered at once, with the other's answer
+            async with trio.open_nursery() as calls:
+                calls.start_soon(call, "a")
+                calls.start_soon(call, "b")
+        for said in ("a", "b"):
+            failure = outcomes[said]
+            assert isinstance(failure, InvalidResult), (said, failure)
+            assert failure.message.startswith("tool 'echo' on server 'gw': "), failure.message
+            assert "for another request" in failure.message, failure.message
+        assert sup.link("gw").conn is incarnation, "the connection was restarted"
+        assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
 
 
 @pytest.mark.parametrize("whose", ["another", "its-own"])
@@ -547,21 +546,28 @@ async def test_an_answer_stream_resumed_after_an_event_id_is_checked_for_the_cal
         return False
 
     server = RawHttp(resume)
+    async with supervising(server) as sup:
+        incarnation = sup.link("gw").conn
+        with trio.fail_after(15):
+            if whose == "another":  # was: the call answered with "another's answer"
+                with pytest.raises(InvalidResult) as failed:
+                    await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)
+                assert "for another request" in failed.value.message, failed.value.message
+            else:
+                assert text(await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)) == "its-own's answer"
+        assert resumed == ["e1"], resumed
+        assert sup.link("gw").conn is incarnation, "the connection was restarted"
+        assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
+
+
+@contextlib.asynccontextmanager
+async def supervising(server: RawHttp) -> AsyncIterator[Supervisor]:
+    """``server`` served, and supervised as `strict_raw`'s ``gw``, connected."""
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         async with Supervisor([strict_raw(server)]) as sup:
             await sup.wait_connected("gw", timeout=20)
-            incarnation = sup.link("gw").conn
-            with trio.fail_after(15):
-                if whose == "another":  # was: the call answered with "another's answer"
-                    with pytest.raises(InvalidResult) as failed:
-                        await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)
-                    assert "for another request" in failed.value.message, failed.value.message
-                else:
-                    assert text(await sup.call_tool("echo", {"text": "a"}, server="gw", timeout=10)) == "its-own's answer"
-            assert resumed == ["e1"], resumed
-            assert sup.link("gw").conn is incarnation, "the connection was restarted"
-            assert text(await sup.call_tool("echo", {"text": "c"}, server="gw", timeout=10)) == "c"
+            yield sup
         nursery.cancel_scope.cancel()
 
 
@@ -636,19 +642,15 @@ async def test_an_http_answer_to_a_call_that_is_no_json_rpc_answer_is_the_server
         return True
 
     server = RawHttp(misanswer)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        async with Supervisor([strict_raw(server)]) as sup:
-            await sup.wait_connected("gw", timeout=20)
-            incarnation = sup.link("gw").conn
-            with trio.fail_after(15):
-                with pytest.raises(failure) as failed:
-                    await sup.call_tool("echo", {"text": "x"}, server="gw", timeout=10)
-            assert words in failed.value.message, failed.value.message
-            assert len(posts) <= MAX_REDIRECTS + 1, posts
-            assert sup.link("gw").conn is incarnation, "the connection was restarted"
-            assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
-        nursery.cancel_scope.cancel()
+    async with supervising(server) as sup:
+        incarnation = sup.link("gw").conn
+        with trio.fail_after(15):
+            with pytest.raises(failure) as failed:
+                await sup.call_tool("echo", {"text": "x"}, server="gw", timeout=10)
+        assert words in failed.value.message, failed.value.message
+        assert len(posts) <= MAX_REDIRECTS + 1, posts
+        assert sup.link("gw").conn is incarnation, "the connection was restarted"
+        assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
 
 
 @pytest.mark.parametrize("hops", [1, 2, 3])
@@ -669,13 +671,9 @@ async def test_a_call_s_post_still_follows_a_chain_of_redirects_within_the_endpo
         return False
 
     server = RawHttp(redirect_hops)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        async with Supervisor([strict_raw(server)]) as sup:
-            await sup.wait_connected("gw", timeout=20)
-            assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
-            assert len(posts) == hops + 1, posts
-        nursery.cancel_scope.cancel()
+    async with supervising(server) as sup:
+        assert text(await sup.call_tool("echo", {"text": "y"}, server="gw", timeout=10)) == "y"
+        assert len(posts) == hops + 1, posts
 
 
 async def test_garbage_on_a_remote_event_stream_is_named_as_such_not_as_stdout():
