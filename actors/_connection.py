@@ -1906,9 +1906,10 @@ def _changed_list(notification: Any) -> str | None:
     return None
 
 
-def _garbage_seen(lines: list[Exception]) -> str:
+def _garbage_seen(lines: list[Exception], over_http: bool = False) -> str:
     """What a server that never finished the handshake wrote that was not JSON-RPC: the
-    likely reason (a banner or a log line on stdout, which may have swallowed an answer)."""
+    likely reason (a banner or a log line on stdout, which may have swallowed an answer;
+    over HTTP, events of its event stream)."""
     if not lines:
         return ""
     first = lines[0]
@@ -1917,9 +1918,13 @@ def _garbage_seen(lines: list[Exception]) -> str:
         shown = first.errors()[0].get("input", shown)
     shown = str(shown)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    are = "are" if len(lines) != 1 else "is"
+    if over_http:
+        count = f"{len(lines)} message{'s' if len(lines) != 1 else ''}"
+        return f"; it sent {count} on its event stream that {are} not JSON-RPC (the first: {shown!r})"
     count = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
     return (
-        f"; it wrote {count} on stdout that {'are' if len(lines) != 1 else 'is'} not JSON-RPC (the first: "
+        f"; it wrote {count} on stdout that {are} not JSON-RPC (the first: "
         f"{shown!r}): stdout is the wire, so a banner or a log line there can swallow an answer"
     )
 
@@ -2097,7 +2102,7 @@ async def run_connection(
                 raise ConnectionDied(f"could not connect: {broken[0]}", "connect")
             raise ConnectionDied(
                 f"could not connect and initialize within connect_timeout {spec.connect_timeout:g} s"
-                + _garbage_seen(early_garbage)
+                + _garbage_seen(early_garbage, spec.kind in ("sse", "streamable-http"))
                 + _waited_on(noted, bool(early_garbage)),
                 "connect",
             )

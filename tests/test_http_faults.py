@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx2
 import pytest
@@ -708,6 +709,37 @@ async def test_garbage_on_a_remote_event_stream_is_named_as_such_not_as_stdout()
             )
             reason = sup.link("gw").last_error
             assert reason == "3 messages in a row on its event stream were not JSON-RPC (garbage_threshold)", reason
+        nursery.cancel_scope.cancel()
+
+
+async def test_garbage_a_remote_server_sends_while_connecting_is_named_as_such_not_as_stdout():
+    """The same during the handshake: a legacy SSE server whose event stream carries two
+    events that are no JSON-RPC and no answer to the initialize by ``connect_timeout``. The
+    failure said the server "wrote 2 lines on stdout", with stdio's hint of a banner. Now it
+    names the event stream. (A raw server on trio sockets: the SDK's cannot send garbage.)"""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = await stream.receive_some(65536)
+            if request.startswith(b"GET"):
+                await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+                                      b"event: endpoint\ndata: /messages?session_id=1\n\n"
+                                      b"event: message\ndata: {not json 0\n\nevent: message\ndata: {not json 1\n\n")
+                await trio.sleep_forever()
+            await stream.send_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")  # answered never
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        spec = ServerSpec(
+            name="gw", url=f"http://127.0.0.1:{port}/sse", transport="sse", health_check_interval=None,
+            backoff=BackoffPolicy(min=30.0, max=30.0, jitter=0.0), shutdown_timeout=1.0, connect_timeout=2.0,
+        )
+        async with Supervisor([spec]) as sup:
+            await wait_until(lambda: sup.link("gw").last_error, timeout=20, what="the failed connect")
+            reason = sup.link("gw").last_error
+            assert "it sent 2 messages on its event stream that are not JSON-RPC" in reason, reason
+            assert "stdout" not in reason, reason
         nursery.cancel_scope.cancel()
 
 
