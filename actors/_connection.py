@@ -98,6 +98,7 @@ from ._front import DECLINE, Front, current_front, describe_request, host_front
 from ._http_answers import (
     NOT_ITS_ANSWER,
     READ_MARGIN,
+    ForeignEndpoint,
     HttpAnswerWatch,
     HttpRefusal,
     PostFailed,
@@ -2018,12 +2019,16 @@ async def run_connection(
 
     broken: list[str] = []
 
-    def on_sse_broken(refusal: HttpRefusal | PostFailed) -> None:
-        if isinstance(refusal, PostFailed):  # "transport error" as for a broken event stream
-            what = "transport error: a message's POST got"
+    def on_sse_broken(refusal: HttpRefusal | PostFailed | ForeignEndpoint) -> None:
+        if isinstance(refusal, ForeignEndpoint):  # said while connecting: the SDK posts nothing
+            broken.append(str(refusal))
         else:
-            what = "the server answered a message with"
-        broken.append(f"{what} {refusal}, after which SSE sends nothing more{refusal.hint}")
+            what = (
+                "transport error: a message's POST got"  # as for a broken event stream
+                if isinstance(refusal, PostFailed)
+                else "the server answered a message with"
+            )
+            broken.append(f"{what} {refusal}, after which SSE sends nothing more{refusal.hint}")
         if state is not None:
             state.die(broken[0], "transport")
         else:
@@ -2048,7 +2053,7 @@ async def run_connection(
         # entry must also enclose its exit); its deadline is lifted once we are ready.
         with trio.CancelScope(deadline=trio.current_time() + spec.connect_timeout) as connecting:
             watch = HttpAnswerWatch(
-                on_session_lost, on_sse_broken if spec.kind == "sse" else None, spec.max_message_bytes
+                on_session_lost, on_sse_broken if spec.kind == "sse" else None, spec.max_message_bytes, spec.url
             )
             try:
                 transport = _transport(spec, proc or ServerProcess(), inproc, watch)

@@ -59,6 +59,11 @@ answers to it the mcp 2.3 client leaves uninterpreted, or takes at their word, a
   session with a DELETE as the incarnation ends, and waited for its answer the POSTs' read
   timeout (at least 300 s), the next incarnation with it. It is awaited for
   ``connect_timeout`` at most (`HttpAnswerWatch.on_request`).
+- **An endpoint on another origin** (SSE): the SDK refuses an ``endpoint`` event whose URL
+  is on another origin (scheme, host, port) than the server's URL, but its error went where
+  nobody read it, so the handshake waited out ``connect_timeout`` and said only that. The
+  GET's event stream is watched until its first ``endpoint`` event (`_EndpointWatched`);
+  one on another origin calls ``on_broken`` with a `ForeignEndpoint`.
 
 Guarantees: the hook never raises; it never changes the response's status or headers, nor
 its body but for an event stream's ``retry:`` over `MAX_RETRY_WAIT` (a body it reads is
@@ -76,6 +81,7 @@ import email.utils
 import http
 import math
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -84,7 +90,7 @@ import msgspec
 import trio
 from mcp_types import METHOD_NOT_FOUND
 
-__all__ = ["NOT_ITS_ANSWER", "HttpAnswerWatch", "HttpRefusal", "NotItsAnswer", "NotItsEvent", "PostFailed", "refusals"]
+__all__ = ["NOT_ITS_ANSWER", "ForeignEndpoint", "HttpAnswerWatch", "HttpRefusal", "NotItsAnswer", "NotItsEvent", "PostFailed", "refusals"]
 
 SESSION_ID_HEADER = "mcp-session-id"
 LAST_EVENT_ID_HEADER = "last-event-id"
@@ -129,6 +135,85 @@ class PostFailed(msgspec.Struct, frozen=True):
 
     hint = ""
 
+
+class ForeignEndpoint(msgspec.Struct, frozen=True):
+    """An SSE server's ``endpoint`` event that names another origin than the server's URL
+    (the SDK refuses to post there, as it should)."""
+
+    endpoint: str  # as the SDK reads it: joined to the server's URL
+    url: str  # the server's
+
+    def __str__(self) -> str:
+        return (
+            f"the server's endpoint event names {self.endpoint}, on another origin (scheme, host, port) "
+            f"than the server's URL {self.url}; the SDK does not post messages to another origin"
+        )
+
+    hint = ""
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parsed = urllib.parse.urlparse(url)
+    return parsed.scheme, parsed.netloc  # what the SDK compares
+
+
+class _EndpointWatched(httpx2.AsyncByteStream):
+    """An SSE GET's event stream, read along until its first ``endpoint`` event: one whose
+    URL (joined to ``url``, as the SDK joins it) is on another origin calls ``on_foreign``.
+    Every byte passes on as it came, in the same pieces. At most `_ENDPOINT_HELD` bytes of
+    one line are looked at; a longer one ends the watch (the SDK says what it makes of it)."""
+
+    def __init__(self, inner: Any, url: str, on_foreign: Callable[[ForeignEndpoint], None]) -> None:
+        self.inner = inner
+        self.url = url
+        self.on_foreign = on_foreign
+        self.line = bytearray()
+        self.event = ""
+        self.data: list[str] | None = None
+        self.done = False
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self.inner:
+            if not self.done:
+                self._feed(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _feed(self, chunk: bytes) -> None:
+        self.line += chunk
+        at = 0
+        while not self.done:
+            end = _line_end(self.line, at)
+            if end < 0 or (self.line[end : end + 1] == b"\r" and end + 1 == len(self.line)):
+                break  # no whole line yet (a CR may be the start of a CRLF)
+            self._field(bytes(self.line[at:end]).decode(errors="replace"))
+            at = end + (2 if self.line[end : end + 2] == b"\r\n" else 1)
+        del self.line[:at]
+        if len(self.line) > _ENDPOINT_HELD:
+            self.done = True
+        if self.done:
+            self.line.clear()
+
+    def _field(self, line: str) -> None:
+        if not line:  # an event's end
+            if self.event == "endpoint" and self.data is not None:
+                self.done = True
+                endpoint = urllib.parse.urljoin(self.url, "\n".join(self.data))
+                if _origin(endpoint) != _origin(self.url):
+                    self.on_foreign(ForeignEndpoint(endpoint, self.url))
+            self.event, self.data = "", None
+            return
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            self.event = value
+        elif name == "data":
+            self.data = [*(self.data or []), value]
+
+
+_ENDPOINT_HELD: Final = 64 * 1024
 
 #: httpx errors raised before any byte of the request left: the message was not sent.
 _NEVER_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
@@ -618,11 +703,13 @@ class HttpAnswerWatch:
     def __init__(
         self,
         on_lost: Callable[[], None],
-        on_broken: Callable[[HttpRefusal | PostFailed], None] | None = None,
+        on_broken: Callable[[HttpRefusal | PostFailed | ForeignEndpoint], None] | None = None,
         max_event: int = 32 * 1024 * 1024,
+        url: str | None = None,
     ) -> None:
         self.on_lost = on_lost
         self.on_broken = on_broken  # set for SSE
+        self.url = url  # the server's (SSE: its endpoint event is checked against it)
         self.max_event = max_event  # the bytes of an answer event whose id is checked (max_message_bytes)
         self.last_refusal: HttpRefusal | None = None  # whoever sent the message
         self._next_get = -math.inf
@@ -683,6 +770,11 @@ class HttpAnswerWatch:
         if status < 400 and not _web_page(response):
             if response.request.method == "POST" and isinstance(response.stream, httpx2.AsyncByteStream):
                 response.stream = _CutShortWatched(response.stream)
+            if (
+                response.request.method == "GET" and self.on_broken is not None and self.url is not None
+                and _event_stream(response)
+            ):  # SSE: the stream that names the endpoint
+                response.stream = _EndpointWatched(response.stream, self.url, self.on_broken)
             if response.request.method == "POST" and self.on_broken is None and _json_answer(response):
                 _watch_answer_id(response)  # streamable HTTP: the body is the request's answer
             if self.on_broken is None and _event_stream(response):  # streamable HTTP: resumed after retry:

@@ -743,6 +743,37 @@ async def test_garbage_a_remote_server_sends_while_connecting_is_named_as_such_n
         nursery.cancel_scope.cancel()
 
 
+async def test_an_sse_endpoint_on_another_origin_fails_the_connect_at_once_and_is_named():
+    """A legacy SSE server whose ``endpoint`` event names another origin: the SDK refuses
+    it at once, but its error went where nobody read it, so the attempt waited out
+    ``connect_timeout`` and said only that. Now it ends at once, naming the endpoint."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = await stream.receive_some(65536)
+            if request.startswith(b"GET"):
+                await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+                                      b": hello\r\nevent: endpoint\r\ndata: http://127.0.0.1:1/messages?session_id=1\r\n\r\n")
+                await trio.sleep_forever()
+            await stream.send_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        spec = ServerSpec(
+            name="gw", url=f"http://127.0.0.1:{port}/sse", transport="sse", health_check_interval=None,
+            backoff=BackoffPolicy(min=30.0, max=30.0, jitter=0.0), shutdown_timeout=1.0, connect_timeout=30.0,
+        )
+        async with Supervisor([spec]) as sup:
+            with trio.fail_after(10):  # the connect_timeout is 30 s
+                while not sup.link("gw").last_error:
+                    await trio.sleep(0.05)
+            reason = sup.link("gw").last_error
+            assert "endpoint event names http://127.0.0.1:1/messages" in reason, reason  # (the session id redacted)
+            assert "another origin" in reason and "connect_timeout" not in reason, reason
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("answers", ["sse", "json"])
 async def test_a_remote_answer_over_max_message_bytes_is_counted_as_dropped(answers):
     """A remote answer over ``max_message_bytes`` fails its call (``InvalidResult``), and
