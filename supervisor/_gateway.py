@@ -833,11 +833,28 @@ class Gateway:
         they run to their end, for up to ``drain_timeout()`` s, then the requests still
         running are cut off (`drain`). A client may so pipe its requests in and read the
         answers. A request still running at the stop is answered with an error before the
-        wire closes (within its last flush)."""
+        wire closes (within its last flush). Once the client's reader of our stdout is gone
+        (a killed client: no answer can be delivered), that drain is cut short: the requests
+        still running are cut off at once, cancelled on their servers."""
         from ._stdio_front import stdio_wire
 
-        async def settle(unanswered: Any) -> None:
-            await self.drain(drain_timeout(), until=unanswered.wait)
+        async def answered_or_gone(unanswered: Any, gone: trio.Event) -> None:
+            async with trio.open_nursery() as racing:
+                for wait in (unanswered.wait, gone.wait):
+                    racing.start_soon(_cancel_after, wait, racing.cancel_scope)
+
+        async def settle(unanswered: Any, gone: trio.Event) -> None:
+            await self.drain(drain_timeout(), until=lambda: answered_or_gone(unanswered, gone))
+            if not gone.is_set() or not self.inflight:
+                return
+            log.warning("the stdio client is gone (our stdout has no reader): cutting off its %d requests in flight",
+                        self.inflight)
+            self.cut_off(
+                "the stdio client is gone (our stdout has no reader): the request was cut off, and cancelled on "
+                "its server, where it may have run"
+            )
+            with trio.move_on_after(CUT_OFF_TIMEOUT):
+                await self.idle.wait()
 
         async with stdio_wire(max_bytes, settle) as (read_stream, write_stream):
             # The stop cancels the session only: the wire's writer, outside this scope,
@@ -851,4 +868,9 @@ class Gateway:
 
 async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
+    scope.cancel()
+
+
+async def _cancel_after(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    await wait()
     scope.cancel()

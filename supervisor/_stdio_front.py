@@ -15,7 +15,12 @@ SDK's transport only logged it, and the client waited for nothing.
 When stdin ends, the session does not see it end until every request read before has
 been answered (or the caller's ``settle`` gave up): the SDK ends a session at the end of
 its input by cancelling the requests still running, and a client that piped its requests
-in and then closed stdin lost some answers (one of two calls: no answer at all).
+in and then closed stdin lost some answers (one of two calls: no answer at all). Unless
+the client's reader is gone: when our stdout is a pipe whose read end closed (a write
+failed, or a poll of it says POLLERR/POLLHUP, as when the client is killed), no answer can
+be delivered, and ``settle`` is told so (its second argument is set) to cut the requests
+off at once. The reader going away while stdin is still open ends the session as the end
+of stdin does (as a failed write already did), rather than at the next write.
 
 As the SDK's transport does, the front claims fds 0 and 1 while it serves: they point at
 the null device and at stderr, so a stray ``print`` (ours or a library's) cannot corrupt the
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -61,24 +67,64 @@ class _ThreadedReader(trio.abc.ReceiveStream):
 
 
 class _ThreadedWriter(trio.abc.SendStream):
-    """Whole writes to a blocking fd in a worker thread."""
+    """Whole writes to a blocking fd in a worker thread; ``gone`` is set when one fails (a
+    pipe whose reader closed: EPIPE)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, gone: trio.Event) -> None:
         self.fd = fd
+        self.gone = gone
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
 
+    async def _send(self, data: bytes) -> None:
+        try:
+            await trio.to_thread.run_sync(self._write_all, data, abandon_on_cancel=True)
+        except OSError:
+            self.gone.set()
+            raise
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.to_thread.run_sync(self._write_all, bytes(data), abandon_on_cancel=True)
+        await self._send(bytes(data))
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+
+def _wait_reader_gone(fd: int, wake: int) -> bool:
+    """Block until ``fd`` (our stdout) reports POLLERR or POLLHUP (True: its reader is gone)
+    or ``wake`` is readable or closed (False). Asks for no event of ``fd``: poll reports
+    those two anyway, and a file, a terminal or the null device never. Closes ``wake``."""
+    try:
+        poller = select.poll()
+        poller.register(fd, 0)
+        poller.register(wake, select.POLLIN)
+        while True:
+            for ready, events in poller.poll():
+                if ready == wake or events & select.POLLNVAL:
+                    return False
+                if events & (select.POLLERR | select.POLLHUP):
+                    return True
+    finally:
+        os.close(wake)
+
+
+async def _watch_reader(fd: int, gone: trio.Event, incoming: MemoryObjectSendStream[Delivered]) -> None:
+    """Set ``gone`` and end the session's input (as the end of stdin does) once the reader
+    of ``fd`` is gone; the polling thread is woken and ends when this task is cancelled."""
+    wake, waker = os.pipe()
+    try:
+        reader_gone = await trio.to_thread.run_sync(_wait_reader_gone, fd, wake, abandon_on_cancel=True)
+    finally:
+        os.close(waker)  # the thread wakes (POLLHUP on ``wake``) and closes ``wake``
+    if reader_gone:
+        gone.set()
+        incoming.close()
 
 
 class Unanswered:
@@ -124,17 +170,19 @@ class _Asked(Receiving):
         self,
         stream: MemoryObjectReceiveStream[Delivered],
         unanswered: Unanswered,
-        settle: Callable[[Unanswered], Awaitable[None]],
+        settle: Callable[[Unanswered, trio.Event], Awaitable[None]],
+        gone: trio.Event,
     ) -> None:
         self._stream = stream
         self._unanswered = unanswered
         self._settle = settle
+        self._gone = gone
 
     async def receive(self) -> Delivered:
         try:
             message = await self._stream.receive()
         except anyio.EndOfStream:
-            await self._settle(self._unanswered)
+            await self._settle(self._unanswered, self._gone)
             raise
         self._unanswered.asked(message)
         return message
@@ -173,11 +221,13 @@ def _claimed(fd: int, stand_in: int) -> Any:
 @contextlib.asynccontextmanager
 async def stdio_wire(
     max_bytes: int,
-    settle: Callable[[Unanswered], Awaitable[None]],
+    settle: Callable[[Unanswered, trio.Event], Awaitable[None]],
 ) -> AsyncIterator[tuple[_Asked, _Answering]]:
     """The streams for ``Server.run`` over this process's stdin and stdout, each line held
     to ``max_bytes`` (see the module docstring). When stdin ends, the read stream ends once
-    ``settle(unanswered)`` returns: it should wait (bounded) for ``unanswered.wait()``."""
+    ``settle(unanswered, gone)`` returns: it should wait (bounded) for ``unanswered.wait()``,
+    and not once ``gone`` is set (set then or later: the client's reader of our stdout is
+    gone, no answer can be delivered)."""
     devnull = os.open(os.devnull, os.O_RDONLY)
     try:
         with _claimed(0, devnull) as stdin_fd, _claimed(1, 2) as stdout_fd:
@@ -185,15 +235,17 @@ async def stdio_wire(
             write_stream, outgoing = anyio.create_memory_object_stream[SessionMessage](0)
             refusals = write_stream.clone()
             written = trio.Event()
+            gone = trio.Event()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     read_messages, _ThreadedReader(stdin_fd), incoming, max_bytes, "the stdio client",
                     lambda: None, refuser(nursery, refusals), True,  # answered as a client is
                 )
-                nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd), outgoing, incoming, written, nursery)
+                nursery.start_soon(write_messages, _ThreadedWriter(stdout_fd, gone), outgoing, incoming, written, nursery)
+                nursery.start_soon(_watch_reader, stdout_fd, gone, incoming)
                 unanswered = Unanswered()
                 try:
-                    yield _Asked(read_stream, unanswered, settle), _Answering(write_stream, unanswered)
+                    yield _Asked(read_stream, unanswered, settle, gone), _Answering(write_stream, unanswered)
                 finally:
                     write_stream.close()
                     refusals.close()
