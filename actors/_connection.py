@@ -914,11 +914,12 @@ class _Connection:
         # woken for it, which has not run yet (taking it sent that one to the back).
         behind = self.queued > 0
         if behind or len(self.inflight) >= spec.max_concurrency:
-            waiting_now = self.slots.statistics().tasks_waiting  # not those woken for a slot
-            if waiting_now >= spec.max_queue:
+            # Every call in the queue counts, those woken for a slot that have not taken it
+            # yet too (counting only those parked let a newcomer in past max_queue then).
+            if self.queued >= spec.max_queue:
                 raise Overloaded(
                     f"server {spec.name!r} has {len(self.inflight)} calls in flight and "
-                    f"{waiting_now} waiting (max_concurrency {spec.max_concurrency}, "
+                    f"{self.queued} waiting (max_concurrency {spec.max_concurrency}, "
                     f"max_queue {spec.max_queue})",
                     server=spec.name,
                 )

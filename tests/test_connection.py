@@ -2655,6 +2655,64 @@ async def test_a_call_that_takes_its_slot_wakes_the_next_when_another_is_free():
             assert order == ["newcomer", "long"], order
 
 
+async def test_the_queue_never_holds_more_than_max_queue():
+    """Admission counted the calls parked for a slot, not one woken for a slot that had not
+    run yet: a newcomer in that moment was let in past ``max_queue`` (a probe saw "2 calls
+    in flight and 5 waiting" with ``max_queue`` 4). Now every call admitted to the queue
+    counts until it takes its slot or leaves, so that newcomer is turned away; a burst with
+    nothing ending still lets in exactly ``max_concurrency`` + ``max_queue``."""
+    spec = server_spec("busy", "echo.py", max_concurrency=1, max_queue=2, health_check_interval=None)
+    async with Supervisor([spec]) as sup:
+        await sup.wait_connected("busy", timeout=20)
+        link = sup.link("busy")
+        most_queued = 0
+
+        async def sample() -> None:
+            nonlocal most_queued
+            while True:
+                most_queued = max(most_queued, link.queued)
+                await trio.sleep(0)
+
+        turned_away: list[str] = []
+        admitted = 0
+
+        async def one() -> None:
+            nonlocal admitted
+            try:
+                await sup.call_tool("sleep", {"seconds": 1.0}, server="busy", timeout=30)
+            except Overloaded as exc:
+                turned_away.append(str(exc))
+            else:
+                admitted += 1
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as outer:
+                outer.start_soon(sample)
+                async with trio.open_nursery() as burst:
+                    for _ in range(8):
+                        burst.start_soon(one)
+                assert admitted == 3 and len(turned_away) == 5, (admitted, turned_away)
+                for _ in range(10):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(functools.partial(sup.call_tool, "sleep", {"seconds": 0.3}, server="busy", timeout=30))
+                        await wait_until(lambda: link.inflight == 1, what="the slot taken")
+                        for _ in range(2):
+                            nursery.start_soon(functools.partial(sup.call_tool, "echo", {"text": "q"}, server="busy", timeout=30))
+                        await wait_until(lambda: link.queued == 2, what="the queue full")
+                        while link.inflight:  # arrive the moment the slot frees, before the woken call runs
+                            await trio.sleep(0)
+                        try:
+                            await sup.call_tool("echo", {"text": "n"}, server="busy", timeout=30)
+                        except Overloaded as exc:
+                            turned_away.append(str(exc))
+                outer.cancel_scope.cancel()
+        assert most_queued <= 2, most_queued
+        assert len(turned_away) > 5, turned_away  # the newcomers: the woken call runs after them, mostly
+        for message in turned_away:
+            flight, waiting = map(int, re.search(r"(\d+) calls in flight and (\d+) waiting", message).groups())
+            assert flight <= 1 and waiting == 2, message
+
+
 _BAD_TOOLS = ["42", "bad_output", "empty_schema", "no_schema", "string_schema"]
 
 
