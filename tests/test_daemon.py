@@ -1882,31 +1882,43 @@ async def test_a_request_the_stdio_client_cancelled_does_not_hold_its_exit(tmp_p
     daemon exits at once, the call cancelled on its server, no process left."""
     echo, marker = server_entry("echo.py")
     config = write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=60)
-    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
-    daemon = await trio.lowlevel.open_process(
-        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    send = lambda message: daemon.stdin.send_all(json.dumps(message).encode() + b"\n")  # noqa: E731
+    daemon = None
     try:
         with trio.fail_after(120):
-            await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
-            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-            await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                        "params": {"name": "sleep", "arguments": {"seconds": 60}, "_meta": {"progressToken": "p"}}})
-            heard = b""
-            while b'"notifications/progress"' not in heard:  # the call is on the server: it reports
-                chunk = await daemon.stdout.receive_some()
-                assert chunk, "the daemon's stdout ended"
-                heard += chunk
+            daemon, send = await stdio_daemon_with_a_call(config, seconds=60)
             await send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}})
             await daemon.stdin.aclose()
             assert await daemon.wait() == 0
     finally:
-        if daemon.returncode is None:
+        if daemon is not None and daemon.returncode is None:
             daemon.kill()
             await daemon.wait()
     await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
+
+
+async def stdio_daemon_with_a_call(config: Path, seconds: float, stderr: Any = subprocess.DEVNULL) -> tuple[Any, Any]:
+    """A ``run --stdio`` daemon on ``config`` (a server ``echo`` of echo.py), initialized,
+    with a call of ``sleep(seconds)`` (id 2, progress token ``"p"``) running on its server
+    once this returns (it reported progress); and a ``send(message)`` for its stdin."""
+    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
+    daemon = await trio.lowlevel.open_process(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    send = lambda message: daemon.stdin.send_all(json.dumps(message).encode() + b"\n")  # noqa: E731
+    try:
+        await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "sleep", "arguments": {"seconds": seconds}, "_meta": {"progressToken": "p"}}})
+        heard = b""
+        while b'"notifications/progress"' not in heard:  # the call is on the server: it reports
+            chunk = await daemon.stdout.receive_some()
+            assert chunk, "the daemon's stdout ended"
+            heard += chunk
+    except BaseException:
+        daemon.kill()
+        await daemon.wait()
+        raise
+    return daemon, send
 
 
 async def test_sigterm_over_stdio_answers_the_call_it_cuts_off(tmp_path):

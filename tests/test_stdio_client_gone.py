@@ -8,18 +8,11 @@ their servers) and the daemon exits, instead of holding them for the whole drain
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
 import trio
 
-from conftest import SERVERS, procs_with_marker, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import procs_with_marker, wait_until
+from test_daemon import server_entry, stdio_daemon_with_a_call, write_config
 
 
 @pytest.mark.parametrize("closing", [("stdout", "stdin"), ("stdin", "stdout"), ("stdout",)], ids="-then-".join)
@@ -29,29 +22,13 @@ async def test_a_killed_stdio_client_has_its_call_cut_off_at_once(tmp_path, clos
     goes well within ``drain_timeout`` (60 s; the deadline of 30 s catches the old wait).
     The same when only the reader of the daemon's stdout goes (stdin still open): nothing
     can be answered any more, and the session ends as at the end of stdin."""
-    marker = f"stdio-gone-{uuid.uuid4().hex[:12]}"
-    echo = {"command": sys.executable, "args": [str(SERVERS / "echo.py")], "env": {"MCP_TEST_MARKER": marker}}
-    config = tmp_path / "c.json"
-    config.write_text(json.dumps({"mcpServers": {"echo": echo}, "supervisor": {"drain_timeout": 60}}))
+    echo, marker = server_entry("echo.py")
+    config = write_config(tmp_path / "c.json", {"echo": echo}, drain_timeout=60)
     log_path = tmp_path / "stderr.log"
-    command = [sys.executable, "-m", "supervisor", "run", "--stdio", "--config", str(config)]
-    with open(log_path, "wb") as log_file:
-        daemon = await trio.lowlevel.open_process(
-            command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file
-        )
-    send = lambda message: daemon.stdin.send_all(json.dumps(message).encode() + b"\n")  # noqa: E731
+    daemon = None
     try:
-        with trio.fail_after(30):
-            await send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
-            await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-            await send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                        "params": {"name": "sleep", "arguments": {"seconds": 30}, "_meta": {"progressToken": "p"}}})
-            heard = b""
-            while b'"notifications/progress"' not in heard:  # the call is on the server: it reports
-                chunk = await daemon.stdout.receive_some()
-                assert chunk, "the daemon's stdout ended"
-                heard += chunk
+        with trio.fail_after(30), open(log_path, "wb") as log_file:
+            daemon, _ = await stdio_daemon_with_a_call(config, seconds=30, stderr=log_file)
             assert procs_with_marker(marker), "the server runs"
             for end in closing:  # the killed client's ends of the pipes
                 await getattr(daemon, end).aclose()
@@ -59,7 +36,7 @@ async def test_a_killed_stdio_client_has_its_call_cut_off_at_once(tmp_path, clos
         await wait_until(lambda: not procs_with_marker(marker), timeout=10, what="no process left behind")
         assert "cutting them off" not in log_path.read_text()  # not the drain running out
     finally:
-        await daemon.stdin.aclose()
-        if daemon.returncode is None:
+        if daemon is not None and daemon.returncode is None:
+            await daemon.stdin.aclose()
             daemon.kill()
             await daemon.wait()
