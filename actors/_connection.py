@@ -1348,10 +1348,14 @@ class _Connection:
             self.link.garbage_lines += 1
             # Over HTTP what was no JSON-RPC is an event of the server's event stream.
             what, where = ("message", "on its event stream") if self.over_http else ("line", "on stdout")
-            log.warning(
-                "server %r wrote a %s %s that is not JSON-RPC (%d in a row, %d in all)",
-                self.spec.name, what, where, self.garbage, self.garbage_lines,
-            )
+            # All counted, not all logged: a server that keeps below garbage_threshold runs on,
+            # and a warning per line filled the log for as long as it did.
+            if self.garbage_lines <= 10 or not self.garbage_lines & (self.garbage_lines - 1):
+                log.warning(
+                    "server %r wrote a %s %s that is not JSON-RPC (%d in a row, %d in all%s)",
+                    self.spec.name, what, where, self.garbage, self.garbage_lines,
+                    "; logged at the 10 first, then at 16, 32, 64 ..." if self.garbage_lines == 10 else "",
+                )
             if self.garbage > self.spec.garbage_threshold:
                 self.die(f"{self.garbage} {what}s in a row {where} were not JSON-RPC (garbage_threshold)", "garbage")
             return
