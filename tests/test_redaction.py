@@ -302,6 +302,8 @@ async def test_the_daemon_log_holds_no_configured_secret(echoing_remote, tmp_pat
     logged = daemon.log.read_text()
     assert "api_key=***" in logged, logged[-3000:]
     assert _no_secret(logged) and token not in logged, logged[-3000:]
+    # Nor the HTTP client's line per request to a remote (a soak: 1,705 of a log's lines).
+    assert "HTTP Request:" not in logged, logged[-3000:]
 
 
 def test_what_is_hidden_is_what_its_name_says_is_secret_and_never_a_servers_name():
