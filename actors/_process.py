@@ -191,38 +191,55 @@ def send(sig):
             escaped.discard(pgid)
         except OSError:
             pass
-    try:  # newest first, the last RECENT before the listing (see _scan)
-        last, top = (int(open("/proc/sys/kernel/" + n).read()) for n in ("ns_last_pid", "pid_max"))
-        recent = [(last - back - 1) % top + 1 for back in range(RECENT)]
-    except (OSError, ValueError):
-        last, top, recent = 0, 1, []
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in recent]
-    pids.sort(key=lambda pid: (last - pid) % top)
-    for pid in recent + pids:
+    def look(pid):
         try:
             with open("/proc/%d/environ" % pid, "rb") as f:
-                if marks.intersection(f.read().split(b"\\0")):
-                    with open("/proc/%d/stat" % pid, "rb") as f:
-                        pgid = int(f.read().rpartition(b")")[2].split()[2])
-                    if pgid not in own and pgid not in groups and pgid not in escaped:
-                        escaped.add(pgid)
-                        os.killpg(pgid, sig)
-                    os.kill(pid, sig)
-                    alive = True
+                if not marks.intersection(f.read().split(b"\\0")):
+                    return False
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                pgid = int(f.read().rpartition(b")")[2].split()[2])
+            if pgid not in own and pgid not in groups and pgid not in escaped:
+                escaped.add(pgid)
+                os.killpg(pgid, sig)
+            os.kill(pid, sig)
+            return True
         except (OSError, ValueError, IndexError):
-            pass
+            return False
+    def newest():
+        try:
+            return tuple(int(open("/proc/sys/kernel/" + n).read()) for n in ("ns_last_pid", "pid_max"))
+        except (OSError, ValueError):
+            return 0, 1
+    # Newest pids first, chased as the kernel hands out more, then every pid listed from
+    # the newest (as _scan does): a process forking and exiting in a loop lives at each pid
+    # for less time than a listing takes.
+    seen, (last, top), before = set(), newest(), 0
+    for _ in range(RECENT_LOOKS):
+        if not last or last == before:
+            break
+        for pid in {(last - back - 1) % top + 1 for back in range(RECENT_PIDS)} - seen:
+            seen.add(pid)
+            alive = look(pid) or alive
+        before, (last, top) = last, newest()
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in seen]
+    pids.sort(key=lambda pid: (last - pid) % top)
+    for pid in pids:
+        alive = look(pid) or alive
     return alive
 send(signal.SIGTERM)
 end = time.monotonic() + 1.0
 while time.monotonic() < end and send(0):
     time.sleep(0.02)
-# A process in the middle of an execve shows no environment for a moment: kill until
-# CLEAN_SCANS sweeps in a row find nothing (see kill_tree).
-clean, end = 0, time.monotonic() + 1.0
-while clean < CLEAN_SCANS and time.monotonic() < end:
+# A process in the middle of an execve shows no environment for a moment, and one that
+# keeps changing its pid may be missed by a sweep: kill until CLEAN_SCANS sweeps in a row
+# find nothing, sweeping for LEAST_SWEEP s at least (see kill_tree).
+start = time.monotonic()
+clean, end = 0, start + 1.0
+while (clean < CLEAN_SCANS or time.monotonic() < start + LEAST_SWEEP) and time.monotonic() < end:
     clean = 0 if send(signal.SIGKILL) else clean + 1
     time.sleep(0.02)
-""".replace("VAR", repr(INCARNATION_VAR)).replace("CLEAN_SCANS", str(_CLEAN_SCANS)).replace("RECENT", "32")
+""".replace("VAR", repr(INCARNATION_VAR)).replace("CLEAN_SCANS", str(_CLEAN_SCANS)).replace(
+    "RECENT_LOOKS", "32").replace("RECENT_PIDS", "4").replace("LEAST_SWEEP", "0.3")
 _reaper: subprocess.Popen[bytes] | None = None
 #: Lines the reaper has not taken yet: its pipe was full (a reaper that stopped reading,
 #: SIGSTOPped say). Written first, in order, at the next line; never waited for.
